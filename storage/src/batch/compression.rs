@@ -1,0 +1,552 @@
+//! Compression codecs of the record format: ids 0-4 in the batch attributes, and the
+//! (de)compression of a batch's record area in the framing each Kafka client writes.
+//!
+//! | codec  | what Kafka clients write                        | we compress as        | we decompress          |
+//! |--------|-------------------------------------------------|-----------------------|------------------------|
+//! | gzip   | gzip members (RFC 1952)                         | one member, level 6   | concatenated members   |
+//! | snappy | Java, kafka-python: xerial framing; librdkafka: | xerial, 32 KiB blocks | xerial or one raw block|
+//! |        | one raw snappy block                            |                       |                        |
+//! | lz4    | LZ4 frame format (independent 64 KiB blocks)    | same                  | any LZ4 frame          |
+//! | zstd   | zstd frames                                     | level 3 (Kafka's)     | concatenated frames    |
+//!
+//! The xerial framing (snappy-java's `SnappyOutputStream`) is: the 8-byte magic
+//! `82 'SNAPPY' 00`, a big-endian i32 version (1) and minimum compatible version (1), then
+//! blocks of `[u32 big-endian compressed length][raw snappy block]`, each block covering up
+//! to 32 KiB of input. snappy-java also accepts a second header in place of a block (two
+//! streams concatenated), and so do we.
+//!
+//! Decompression takes a limit on the output size and fails once it would be exceeded, so
+//! a small hostile batch cannot make the process allocate gigabytes (a decompression bomb).
+//! Sizes announced inside compressed data are only trusted after checking them against
+//! the limit.
+
+use std::io::{Read, Write};
+
+use crate::error::BatchError;
+
+/// snappy-java's stream magic.
+const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
+/// Magic + version + minimum compatible version.
+const XERIAL_HEADER_LEN: usize = 16;
+/// The version snappy-java (and kafka-python) writes, and the oldest that can read it.
+const XERIAL_VERSION: i32 = 1;
+const XERIAL_MIN_COMPATIBLE_VERSION: i32 = 1;
+/// snappy-java's default block size, which Kafka's producer uses.
+const XERIAL_BLOCK_SIZE: usize = 32 * 1024;
+/// Kafka's default zstd level (`compression.zstd.level`).
+const ZSTD_LEVEL: i32 = 3;
+
+/// A record batch's compression codec (attributes bits 0-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    None = 0,
+    Gzip = 1,
+    Snappy = 2,
+    Lz4 = 3,
+    Zstd = 4,
+}
+
+impl Compression {
+    /// The codec for an attributes id.
+    pub fn from_id(id: u8) -> Result<Self, BatchError> {
+        Ok(match id {
+            0 => Compression::None,
+            1 => Compression::Gzip,
+            2 => Compression::Snappy,
+            3 => Compression::Lz4,
+            4 => Compression::Zstd,
+            codec => return Err(BatchError::UnknownCompression { codec }),
+        })
+    }
+
+    /// The id stored in the attributes.
+    pub fn id(self) -> u8 {
+        self as u8
+    }
+
+    /// Kafka's name for the codec (`compression.type`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// Compresses a record area with this codec, in the framing the Java client writes.
+    ///
+    /// `None` returns the bytes unchanged.
+    pub fn compress(self, data: &[u8]) -> Result<Vec<u8>, BatchError> {
+        let fail = |reason: String| BatchError::Compression {
+            codec: self.name(),
+            reason,
+        };
+        match self {
+            Compression::None => Ok(data.to_vec()),
+            Compression::Gzip => {
+                // Level 6 is java.util.zip's default, which Kafka uses unless configured.
+                let mut encoder = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(data.len() / 2 + 64),
+                    flate2::Compression::default(),
+                );
+                encoder
+                    .write_all(data)
+                    .and_then(|()| encoder.finish())
+                    .map_err(|e| fail(e.to_string()))
+            }
+            Compression::Snappy => xerial_compress(data).map_err(|e| fail(e.to_string())),
+            Compression::Lz4 => {
+                // Kafka's KafkaLZ4BlockOutputStream writes independent 64 KiB blocks with no
+                // block or content checksums; match it so every client can read our output.
+                let info = lz4_flex::frame::FrameInfo::new()
+                    .block_size(lz4_flex::frame::BlockSize::Max64KB)
+                    .block_mode(lz4_flex::frame::BlockMode::Independent);
+                let mut encoder = lz4_flex::frame::FrameEncoder::with_frame_info(
+                    info,
+                    Vec::with_capacity(data.len() / 2 + 64),
+                );
+                encoder.write_all(data).map_err(|e| fail(e.to_string()))?;
+                encoder.finish().map_err(|e| fail(e.to_string()))
+            }
+            Compression::Zstd => {
+                zstd::bulk::compress(data, ZSTD_LEVEL).map_err(|e| fail(e.to_string()))
+            }
+        }
+    }
+
+    /// Decompresses a record area written with this codec, producing at most `limit` bytes.
+    ///
+    /// Output longer than `limit` is an error, checked before it is allocated where the
+    /// format announces sizes, and while reading otherwise. `None` returns the bytes
+    /// unchanged (subject to the same limit).
+    pub fn decompress(self, data: &[u8], limit: usize) -> Result<Vec<u8>, BatchError> {
+        match self {
+            Compression::None => {
+                if data.len() > limit {
+                    return Err(self.too_large(limit));
+                }
+                Ok(data.to_vec())
+            }
+            // Multi-member: gzip streams may legally be concatenated, and Java's
+            // GZIPInputStream reads on across members.
+            Compression::Gzip => self.read_limited(flate2::read::MultiGzDecoder::new(data), limit),
+            Compression::Snappy => snappy_decompress(data, limit),
+            Compression::Lz4 => self.read_limited(lz4_flex::frame::FrameDecoder::new(data), limit),
+            Compression::Zstd => {
+                let decoder = zstd::stream::read::Decoder::with_buffer(data)
+                    .map_err(|e| self.decompression_error(e.to_string()))?;
+                self.read_limited(decoder, limit)
+            }
+        }
+    }
+
+    /// Reads a streaming decoder to its end, failing once it yields more than `limit` bytes.
+    fn read_limited(self, reader: impl Read, limit: usize) -> Result<Vec<u8>, BatchError> {
+        let mut out = Vec::new();
+        // One byte past the limit tells "exactly at the limit" from "over it".
+        let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+        reader
+            .take(cap)
+            .read_to_end(&mut out)
+            .map_err(|e| self.decompression_error(e.to_string()))?;
+        if out.len() > limit {
+            return Err(self.too_large(limit));
+        }
+        Ok(out)
+    }
+
+    fn decompression_error(self, reason: String) -> BatchError {
+        BatchError::Decompression {
+            codec: self.name(),
+            reason,
+        }
+    }
+
+    fn too_large(self, limit: usize) -> BatchError {
+        self.decompression_error(format!(
+            "decompressed records exceed the limit of {limit} bytes"
+        ))
+    }
+}
+
+/// Compresses `data` in snappy-java's xerial framing, one block per 32 KiB of input.
+fn xerial_compress(data: &[u8]) -> Result<Vec<u8>, snap::Error> {
+    let blocks = data.len().div_ceil(XERIAL_BLOCK_SIZE);
+    let mut out = Vec::with_capacity(
+        XERIAL_HEADER_LEN + blocks * 4 + snap::raw::max_compress_len(data.len()),
+    );
+    out.extend_from_slice(&XERIAL_MAGIC);
+    out.extend_from_slice(&XERIAL_VERSION.to_be_bytes());
+    out.extend_from_slice(&XERIAL_MIN_COMPATIBLE_VERSION.to_be_bytes());
+    let mut encoder = snap::raw::Encoder::new();
+    for chunk in data.chunks(XERIAL_BLOCK_SIZE) {
+        // Compress straight into `out` after a length placeholder, then fill it in.
+        let length_at = out.len();
+        let block_at = length_at + 4;
+        out.resize(block_at + snap::raw::max_compress_len(chunk.len()), 0);
+        let written = encoder.compress(chunk, &mut out[block_at..])?;
+        out.truncate(block_at + written);
+        // A block of at most 32 KiB input compresses to far less than 4 GiB.
+        let length = u32::try_from(written).unwrap_or(u32::MAX);
+        out[length_at..block_at].copy_from_slice(&length.to_be_bytes());
+    }
+    Ok(out)
+}
+
+/// Decompresses snappy records: xerial framing if the magic is there, else one raw block
+/// (what librdkafka writes).
+fn snappy_decompress(data: &[u8], limit: usize) -> Result<Vec<u8>, BatchError> {
+    let mut out = Vec::new();
+    if data.starts_with(&XERIAL_MAGIC) {
+        let mut rest = skip_xerial_header(data)?;
+        while !rest.is_empty() {
+            // A second stream appended to the first starts with its own header.
+            if rest.starts_with(&XERIAL_MAGIC) {
+                rest = skip_xerial_header(rest)?;
+                continue;
+            }
+            let (length, after) = rest.split_first_chunk::<4>().ok_or_else(|| {
+                snappy_error(format!(
+                    "xerial block length truncated ({} bytes left)",
+                    rest.len()
+                ))
+            })?;
+            let length = u32::from_be_bytes(*length) as usize;
+            let block = after.get(..length).ok_or_else(|| {
+                snappy_error(format!(
+                    "xerial block of {length} bytes truncated ({} bytes left)",
+                    after.len()
+                ))
+            })?;
+            snappy_block_into(block, &mut out, limit)?;
+            rest = after.get(length..).unwrap_or(&[]);
+        }
+    } else {
+        snappy_block_into(data, &mut out, limit)?;
+    }
+    Ok(out)
+}
+
+/// Skips a xerial header, which must be complete; versions are not checked because every
+/// version snappy-java ever wrote uses the same block layout.
+fn skip_xerial_header(data: &[u8]) -> Result<&[u8], BatchError> {
+    data.get(XERIAL_HEADER_LEN..).ok_or_else(|| {
+        snappy_error(format!(
+            "xerial header truncated: {} of {XERIAL_HEADER_LEN} bytes",
+            data.len()
+        ))
+    })
+}
+
+/// Appends one raw snappy block's output to `out`, keeping `out` within `limit`.
+fn snappy_block_into(block: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), BatchError> {
+    // The block announces its uncompressed size up front: check it before allocating.
+    let length = snap::raw::decompress_len(block).map_err(|e| snappy_error(e.to_string()))?;
+    let start = out.len();
+    let end = start
+        .checked_add(length)
+        .filter(|&end| end <= limit)
+        .ok_or_else(|| Compression::Snappy.too_large(limit))?;
+    out.resize(end, 0);
+    let target = out.get_mut(start..).unwrap_or(&mut []);
+    let written = snap::raw::Decoder::new()
+        .decompress(block, target)
+        .map_err(|e| snappy_error(e.to_string()))?;
+    if written != length {
+        return Err(snappy_error(format!(
+            "block announced {length} bytes but decoded to {written}"
+        )));
+    }
+    Ok(())
+}
+
+fn snappy_error(reason: String) -> BatchError {
+    Compression::Snappy.decompression_error(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ALL: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
+    /// Compressible but not trivial: repeated text with a counter in it.
+    fn sample(len: usize) -> Vec<u8> {
+        let mut data = Vec::with_capacity(len);
+        let mut i = 0u64;
+        while data.len() < len {
+            data.extend_from_slice(format!("record {i} of the sample; ").as_bytes());
+            i += 1;
+        }
+        data.truncate(len);
+        data
+    }
+
+    #[test]
+    fn ids_and_names_round_trip() {
+        for codec in ALL {
+            assert_eq!(Compression::from_id(codec.id()), Ok(codec));
+        }
+        assert_eq!(
+            Compression::from_id(5),
+            Err(BatchError::UnknownCompression { codec: 5 })
+        );
+    }
+
+    #[test]
+    fn every_codec_round_trips() {
+        // 0, small, several xerial/lz4 blocks (32 KiB / 64 KiB), and an exact block size.
+        for len in [0, 1, 100, 32 * 1024, 200_000] {
+            let data = sample(len);
+            for codec in ALL {
+                let compressed = codec.compress(&data).unwrap();
+                let back = codec.decompress(&compressed, data.len()).unwrap();
+                assert_eq!(back, data, "{} with {len} bytes", codec.name());
+            }
+        }
+    }
+
+    #[test]
+    fn output_over_the_limit_is_an_error() {
+        let data = sample(10_000);
+        for codec in ALL {
+            let compressed = codec.compress(&data).unwrap();
+            assert_eq!(codec.decompress(&compressed, 10_000).unwrap(), data);
+            let err = codec.decompress(&compressed, 9_999).unwrap_err();
+            assert!(
+                matches!(&err, BatchError::Decompression { reason, .. } if reason.contains("limit")),
+                "{}: {err}",
+                codec.name()
+            );
+        }
+    }
+
+    #[test]
+    fn decompression_bomb_is_stopped_at_the_limit() {
+        // 64 MiB of zeros compresses to a few KiB with every codec.
+        let zeros = vec![0u8; 64 << 20];
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let bomb = codec.compress(&zeros).unwrap();
+            assert!(
+                bomb.len() < 4 << 20,
+                "{} bomb is {} bytes",
+                codec.name(),
+                bomb.len()
+            );
+            assert!(matches!(
+                codec.decompress(&bomb, 1 << 20),
+                Err(BatchError::Decompression { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn snappy_raw_block_announcing_a_huge_size_fails_before_allocating() {
+        // Varint uncompressed length 2^32-1 followed by nothing: must not try to allocate it.
+        let block = [0xff, 0xff, 0xff, 0xff, 0x0f];
+        assert!(matches!(
+            Compression::Snappy.decompress(&block, 1 << 20),
+            Err(BatchError::Decompression { .. })
+        ));
+    }
+
+    #[test]
+    fn snappy_writes_xerial_framing_in_32k_blocks() {
+        let data = sample(100_000);
+        let out = Compression::Snappy.compress(&data).unwrap();
+        assert_eq!(
+            &out[..16],
+            &[0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0, 0, 0, 0, 1, 0, 0, 0, 1]
+        );
+        // Walk the blocks: ceil(100_000 / 32768) = 4, each a raw block of <= 32 KiB.
+        let mut rest = &out[16..];
+        let mut sizes = Vec::new();
+        while !rest.is_empty() {
+            let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+            let block = &rest[4..4 + len];
+            sizes.push(snap::raw::decompress_len(block).unwrap());
+            rest = &rest[4 + len..];
+        }
+        assert_eq!(sizes, [32768, 32768, 32768, 100_000 - 3 * 32768]);
+    }
+
+    #[test]
+    fn snappy_reads_hand_made_xerial_and_raw_blocks() {
+        // Raw snappy block for "hello": uncompressed length 5, one literal (tag (5-1)<<2).
+        let raw = [0x05, 0x10, b'h', b'e', b'l', b'l', b'o'];
+        assert_eq!(Compression::Snappy.decompress(&raw, 100).unwrap(), b"hello");
+
+        // The same block in snappy-java's framing, as Kafka's Java producer writes it.
+        let mut xerial = vec![
+            0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0, 0, 0, 0, 1, 0, 0, 0, 1,
+        ];
+        xerial.extend_from_slice(&[0, 0, 0, 7]);
+        xerial.extend_from_slice(&raw);
+        assert_eq!(
+            Compression::Snappy.decompress(&xerial, 100).unwrap(),
+            b"hello"
+        );
+
+        // Two blocks, then a second stream header (snappy-java accepts concatenation).
+        let mut twice = xerial.clone();
+        twice.extend_from_slice(&[0, 0, 0, 7]);
+        twice.extend_from_slice(&raw);
+        twice.extend_from_slice(&xerial);
+        assert_eq!(
+            Compression::Snappy.decompress(&twice, 100).unwrap(),
+            b"hellohellohello"
+        );
+        // Limits apply across blocks.
+        assert!(Compression::Snappy.decompress(&twice, 14).is_err());
+
+        // A header with no blocks is an empty stream.
+        assert_eq!(
+            Compression::Snappy.decompress(&xerial[..16], 100).unwrap(),
+            b""
+        );
+    }
+
+    #[test]
+    fn snappy_reads_librdkafka_style_single_raw_block() {
+        let data = sample(100_000);
+        let raw = snap::raw::Encoder::new().compress_vec(&data).unwrap();
+        assert_eq!(
+            Compression::Snappy.decompress(&raw, data.len()).unwrap(),
+            data
+        );
+    }
+
+    #[test]
+    fn broken_xerial_streams_are_errors() {
+        let raw = [0x05, 0x10, b'h', b'e', b'l', b'l', b'o'];
+        let header = [
+            0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0, 0, 0, 0, 1, 0, 0, 0, 1,
+        ];
+        let mut cases: Vec<Vec<u8>> = vec![header[..12].to_vec()];
+        let mut short_length = header.to_vec();
+        short_length.extend_from_slice(&[0, 0]);
+        cases.push(short_length);
+        let mut short_block = header.to_vec();
+        short_block.extend_from_slice(&[0, 0, 0, 8]);
+        short_block.extend_from_slice(&raw);
+        cases.push(short_block);
+        let mut bad_block = header.to_vec();
+        bad_block.extend_from_slice(&[0, 0, 0, 3, 0x05, 0x10, b'h']);
+        cases.push(bad_block);
+        for case in cases {
+            assert!(
+                matches!(
+                    Compression::Snappy.decompress(&case, 100),
+                    Err(BatchError::Decompression {
+                        codec: "snappy",
+                        ..
+                    })
+                ),
+                "{case:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn lz4_writes_a_frame_readable_by_other_lz4_frame_settings() {
+        let data = sample(150_000);
+        let out = Compression::Lz4.compress(&data).unwrap();
+        // Frame magic, then FLG: version 01, independent blocks, no checksums or size;
+        // BD: 64 KiB max block — what Kafka's KafkaLZ4BlockOutputStream writes.
+        assert_eq!(&out[..6], &[0x04, 0x22, 0x4d, 0x18, 0x60, 0x40]);
+
+        // librdkafka and python-lz4 may write linked blocks and content checksums.
+        let info = lz4_flex::frame::FrameInfo::new()
+            .block_mode(lz4_flex::frame::BlockMode::Linked)
+            .block_checksums(true)
+            .content_checksum(true)
+            .content_size(Some(data.len() as u64));
+        let mut encoder = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+        encoder.write_all(&data).unwrap();
+        let other = encoder.finish().unwrap();
+        assert_eq!(
+            Compression::Lz4.decompress(&other, data.len()).unwrap(),
+            data
+        );
+    }
+
+    #[test]
+    fn gzip_reads_concatenated_members() {
+        let mut both = Compression::Gzip.compress(b"first ").unwrap();
+        both.extend(Compression::Gzip.compress(b"second").unwrap());
+        assert_eq!(
+            Compression::Gzip.decompress(&both, 100).unwrap(),
+            b"first second"
+        );
+        assert_eq!(&both[..2], &[0x1f, 0x8b]);
+    }
+
+    #[test]
+    fn zstd_reads_streaming_frames_without_content_size() {
+        // zstd-jni's stream (used by the Java client) omits the content size.
+        let data = sample(100_000);
+        let streamed = zstd::stream::encode_all(&data[..], 3).unwrap();
+        assert_eq!(
+            Compression::Zstd.decompress(&streamed, data.len()).unwrap(),
+            data
+        );
+        let ours = Compression::Zstd.compress(&data).unwrap();
+        assert_eq!(&ours[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let garbage = b"definitely not compressed data \x00\xff\x82SNAPPY";
+        for codec in ALL {
+            if codec != Compression::None {
+                assert!(
+                    codec.decompress(garbage, 1 << 20).is_err(),
+                    "{} accepted garbage",
+                    codec.name()
+                );
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_input_never_panics(
+            data in proptest::collection::vec(any::<u8>(), 0..512),
+            xerial_prefix in any::<bool>(),
+        ) {
+            let mut input = data;
+            if xerial_prefix {
+                let mut framed = vec![0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0, 0, 0, 0, 1, 0, 0, 0, 1];
+                framed.extend_from_slice(&input);
+                input = framed;
+            }
+            for codec in ALL {
+                if let Ok(out) = codec.decompress(&input, 1 << 16) {
+                    prop_assert!(out.len() <= 1 << 16);
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_data_round_trips(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            for codec in ALL {
+                let compressed = codec.compress(&data).unwrap();
+                prop_assert_eq!(codec.decompress(&compressed, data.len()).unwrap(), data.clone());
+            }
+        }
+    }
+}

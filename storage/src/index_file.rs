@@ -1,0 +1,198 @@
+//! A memory-mapped file of fixed-size entries: the shared mechanics of the offset and time
+//! indexes (Kafka's `AbstractIndex`).
+//!
+//! An index of the active segment is preallocated to `segment.index.bytes` (a sparse file)
+//! and mapped read-write; entries are appended in place. When its segment is rolled or
+//! closed the file is trimmed to the entries in use, so `file length / entry size` is the
+//! entry count of every index that is not the active one. Indexes carry no checksum: after
+//! an unclean shutdown the indexes of the recovered segments are rebuilt from the log.
+//!
+//! Not thread-safe by itself: the segment keeps each index behind an `RwLock`.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use memmap2::{MmapMut, MmapOptions};
+
+use crate::error::{Result, StorageError};
+
+pub(crate) struct IndexFile {
+    path: PathBuf,
+    file: File,
+    map: Option<MmapMut>,
+    entry_size: usize,
+    entries: usize,
+    /// Entries that fit in the mapping (the preallocated size, or `entries` once trimmed).
+    capacity: usize,
+}
+
+impl IndexFile {
+    /// Opens (creating if missing) an index whose valid entries fill the whole file, as a
+    /// trimmed index does. With `preallocate = Some(max_bytes)` the file is then extended
+    /// to `max_bytes` so that more entries can be appended.
+    pub(crate) fn open(path: &Path, entry_size: usize, preallocate: Option<u64>) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| StorageError::io(format!("open index {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| StorageError::io(format!("stat index {}", path.display()), e))?
+            .len();
+        let entries = (len / entry_size as u64) as usize;
+        let mut index = IndexFile {
+            path: path.to_path_buf(),
+            file,
+            map: None,
+            entry_size,
+            entries,
+            capacity: 0,
+        };
+        if len % entry_size as u64 != 0 {
+            // A torn trim; the whole entries before it are kept, the rest is dropped.
+            index.set_file_len(entries as u64 * entry_size as u64)?;
+        }
+        match preallocate {
+            Some(max_bytes) => index.extend_to(max_bytes)?,
+            None => index.remap(entries)?,
+        }
+        Ok(index)
+    }
+
+    /// Creates a new, empty index preallocated to `max_bytes` (any old file is replaced).
+    pub(crate) fn create(path: &Path, entry_size: usize, max_bytes: u64) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| StorageError::io(format!("create index {}", path.display()), e))?;
+        let mut index = IndexFile {
+            path: path.to_path_buf(),
+            file,
+            map: None,
+            entry_size,
+            entries: 0,
+            capacity: 0,
+        };
+        index.extend_to(max_bytes)?;
+        Ok(index)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.entries >= self.capacity
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The bytes of entry `i` (`i < len()`).
+    pub(crate) fn entry(&self, i: usize) -> &[u8] {
+        match &self.map {
+            Some(map) if i < self.entries => &map[i * self.entry_size..(i + 1) * self.entry_size],
+            _ => &[],
+        }
+    }
+
+    /// Appends one entry; returns false (and writes nothing) when the index is full.
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> bool {
+        debug_assert_eq!(bytes.len(), self.entry_size);
+        if self.is_full() {
+            return false;
+        }
+        let at = self.entries * self.entry_size;
+        match &mut self.map {
+            Some(map) => {
+                map[at..at + self.entry_size].copy_from_slice(bytes);
+                self.entries += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets every entry from `n` on.
+    pub(crate) fn truncate_entries(&mut self, n: usize) {
+        self.entries = self.entries.min(n);
+    }
+
+    /// Largest `i` with `key(entry(i)) <= target`, by binary search; None if every entry's
+    /// key is greater (or the index is empty). `key` must be non-decreasing in `i`.
+    pub(crate) fn largest_at_most(&self, target: i64, key: impl Fn(&[u8]) -> i64) -> Option<usize> {
+        let (mut lo, mut hi) = (0usize, self.entries);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if key(self.entry(mid)) <= target {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo.checked_sub(1)
+    }
+
+    /// Writes the mapped entries and the file to disk.
+    pub(crate) fn sync(&self) -> Result<()> {
+        if let Some(map) = &self.map {
+            map.flush()
+                .map_err(|e| StorageError::io(format!("msync index {}", self.path.display()), e))?;
+        }
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io(format!("fsync index {}", self.path.display()), e))
+    }
+
+    /// Shrinks the file to the entries in use; no entry can be appended afterwards.
+    pub(crate) fn trim(&mut self) -> Result<()> {
+        if let Some(map) = &self.map {
+            map.flush()
+                .map_err(|e| StorageError::io(format!("msync index {}", self.path.display()), e))?;
+        }
+        // The mapping must go before the file shrinks under it.
+        self.map = None;
+        self.set_file_len((self.entries * self.entry_size) as u64)?;
+        self.remap(self.entries)
+    }
+
+    /// Makes room for appends again after a trim (a reopened active segment).
+    pub(crate) fn extend_to(&mut self, max_bytes: u64) -> Result<()> {
+        let used = (self.entries * self.entry_size) as u64;
+        let target = max_bytes.max(used) / self.entry_size as u64 * self.entry_size as u64;
+        self.map = None;
+        self.set_file_len(target)?;
+        self.remap((target / self.entry_size as u64) as usize)
+    }
+
+    fn set_file_len(&mut self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .map_err(|e| StorageError::io(format!("resize index {}", self.path.display()), e))
+    }
+
+    fn remap(&mut self, capacity: usize) -> Result<()> {
+        self.capacity = capacity;
+        self.map = if capacity == 0 {
+            None
+        } else {
+            // SAFETY: the file is private to this log (one process owns the data directory)
+            // and is only resized by this struct after the mapping is dropped.
+            let map = unsafe {
+                MmapOptions::new()
+                    .len(capacity * self.entry_size)
+                    .map_mut(&self.file)
+            }
+            .map_err(|e| StorageError::io(format!("mmap index {}", self.path.display()), e))?;
+            Some(map)
+        };
+        Ok(())
+    }
+}

@@ -1,0 +1,35 @@
+//! `sluice-storage`: the partitioned log under Sluice, plain synchronous Rust over files.
+//!
+//! - [`batch`]: Kafka RecordBatch v2 byte for byte: header view, CRC-32C validation,
+//!   in-place patches, record decoding for every codec, a batch builder.
+//! - [`log`]: [`PartitionLog`], one `<topic>-<partition>/` directory: append, read by
+//!   offset or time, roll, truncate, retention, recovery.
+//! - `segment`, `offset_index`, `time_index`, `index_file`: one segment's three files.
+//! - [`flusher`]: the per-data-directory thread that fsyncs logs (group commit).
+//! - [`watermark`]: the durable-offset watermark appenders wait on.
+//! - [`fsutil`]: atomic metadata writes, directory fsync, the clean-shutdown marker.
+//! - [`config`]: per-log settings named after Kafka's topic configs.
+//! - [`error`]: [`BatchError`] (bad batch bytes) and [`StorageError`] (every log operation).
+//!
+//! No tokio and no networking here: the broker drives this crate from its own threads,
+//! and waits for durability through [`DurableWait`], a runtime-agnostic future.
+
+pub mod batch;
+pub mod config;
+pub mod error;
+pub mod flusher;
+pub mod fsutil;
+mod index_file;
+pub mod log;
+mod offset_index;
+mod segment;
+mod time_index;
+pub mod watermark;
+
+pub use config::{FlushPolicy, LogConfig};
+pub use error::{BatchError, Result, StorageError};
+pub use flusher::Flusher;
+pub use log::{
+    now_ms, AppendInfo, OpenReport, PartitionLog, ReadResult, RetentionOutcome, TimestampOffset,
+};
+pub use watermark::DurableWait;

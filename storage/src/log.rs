@@ -1,0 +1,1007 @@
+//! A partition log: the ordered segments of one `<topic>-<partition>/` directory.
+//!
+//! Owns: assigning offsets on append, rolling segments (`segment.bytes`, `segment.ms`,
+//! full indexes), reads by offset and by timestamp, the log start / end offsets,
+//! truncation, retention and record deletion, flushing by policy, and the open-time
+//! choice between a cheap load (clean shutdown) and crash recovery.
+//!
+//! Files in the directory besides the segments:
+//! - `recovery-point`: decimal offset below which every segment is synced and its
+//!   indexes trimmed. After an unclean shutdown only segments from the one containing it
+//!   are rescanned. Written atomically when a rolled segment has been synced and at close.
+//! - `log-start-offset`: decimal offset, written atomically when records are deleted in
+//!   the middle of a segment (DeleteRecords); otherwise the first segment's base offset.
+//!
+//! Concurrency: every mutation (append, roll, truncate, retention, close) holds the
+//! append lock. Readers take no lock held across I/O: they clone the segment list (an
+//! `Arc<Vec<_>>` behind an `RwLock` held for a pointer copy) and read the published end
+//! offsets, so readers and the appender never wait on each other.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::batch::{self, BatchHeader, Records, TimestampType, HEADER_SIZE};
+use crate::config::{FlushPolicy, LogConfig};
+use crate::error::{BatchError, Result, StorageError};
+use crate::flusher::Flusher;
+use crate::fsutil::{self, parse_segment_file_name, LOG_SUFFIX};
+use crate::segment::{PreparedBatch, Segment, NO_TIMESTAMP};
+use crate::watermark::{DurableWait, Watermark};
+
+const RECOVERY_POINT_FILE: &str = "recovery-point";
+const LOG_START_FILE: &str = "log-start-offset";
+
+/// Milliseconds since the Unix epoch, by the system clock.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset given to the first record.
+    pub base_offset: i64,
+    /// Offset of the last record.
+    pub last_offset: i64,
+    /// The broker time stamped on the batches for LogAppendTime, else -1.
+    pub log_append_time: i64,
+    /// The log start offset after the append.
+    pub log_start_offset: i64,
+    /// Batches and records appended.
+    pub batches: usize,
+    pub records: u64,
+}
+
+/// What a read returned.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    /// Whole record batches, borrowed from the mapped segment (empty if none).
+    pub records: Bytes,
+    /// Base offset of the first batch in `records`.
+    pub first_offset: Option<i64>,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub high_watermark: i64,
+}
+
+/// A record located by timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    pub timestamp: i64,
+    pub offset: i64,
+}
+
+/// How a log was opened.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    /// Segments rescanned because the shutdown was not clean.
+    pub segments_recovered: usize,
+    /// Bytes cut from torn or corrupt tails (including segments deleted after a cut).
+    pub bytes_truncated: u64,
+    pub segments: usize,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub elapsed: std::time::Duration,
+}
+
+/// What a retention pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+}
+
+/// A partition log. Cheap to clone: clones share the same log.
+#[derive(Clone)]
+pub struct PartitionLog {
+    inner: Arc<LogInner>,
+}
+
+pub(crate) struct LogInner {
+    dir: PathBuf,
+    config: RwLock<LogConfig>,
+    segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    append_lock: Mutex<()>,
+    log_start: AtomicI64,
+    log_end: AtomicI64,
+    durable: Arc<Watermark>,
+    offline: AtomicBool,
+    closed: AtomicBool,
+    flusher: Flusher,
+    flush_pending: AtomicBool,
+    /// Serializes syncs of this log (the flusher and explicit `flush` calls).
+    sync_lock: Mutex<()>,
+    unflushed_messages: AtomicU64,
+    last_flush_ms: AtomicI64,
+    recovery_point: AtomicI64,
+    /// Recovery point to persist once the segments below it are synced (set by a roll).
+    pending_recovery_point: AtomicI64,
+    dir_dirty: AtomicBool,
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`. `clean` says whether the data directory was
+    /// shut down cleanly; if not, segments from the recovery point on are rescanned and
+    /// truncated at the first invalid batch.
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        flusher: &Flusher,
+        clean: bool,
+    ) -> Result<(PartitionLog, OpenReport)> {
+        let started = Instant::now();
+        let dir = dir.into();
+        fs::create_dir_all(&dir)
+            .map_err(|e| StorageError::io(format!("create {}", dir.display()), e))?;
+        let bases = list_segments(&dir)?;
+        let recovery_point = read_offset_file(&dir.join(RECOVERY_POINT_FILE))?;
+        let start_checkpoint = read_offset_file(&dir.join(LOG_START_FILE))?;
+        let mut report = OpenReport::default();
+
+        let active_sizes = (config.segment_bytes, config.segment_index_bytes);
+        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
+        // First segment that must be rescanned after an unclean shutdown.
+        let recover_from = match (clean, recovery_point) {
+            (true, _) => i64::MAX,
+            (false, None) => i64::MIN,
+            (false, Some(point)) => bases
+                .iter()
+                .copied()
+                .filter(|b| *b <= point)
+                .max()
+                .unwrap_or(i64::MIN),
+        };
+        let mut cut_at: Option<usize> = None;
+        for (i, &base) in bases.iter().enumerate() {
+            let is_last = i + 1 == bases.len();
+            let active = is_last.then_some(active_sizes);
+            let (segment, cut) = if base >= recover_from {
+                report.segments_recovered += 1;
+                Segment::open_and_recover(&dir, base, active, config.index_interval_bytes)?
+            } else {
+                Segment::load(&dir, base, active, config.index_interval_bytes)?
+            };
+            let follows = segments
+                .last()
+                .is_none_or(|prev| segment.base_offset() >= prev.next_offset());
+            if !follows {
+                tracing::warn!(
+                    segment = %segment.log_path().display(),
+                    "segment does not follow the previous one's offsets; dropping it and every later segment"
+                );
+                cut_at = Some(i);
+                break;
+            }
+            report.bytes_truncated += cut;
+            segments.push(Arc::new(segment));
+            if cut > 0 && !is_last {
+                cut_at = Some(i + 1);
+                break;
+            }
+        }
+        if let Some(first_dropped) = cut_at {
+            for &base in &bases[first_dropped..] {
+                let path = fsutil::segment_file(&dir, base, LOG_SUFFIX);
+                report.bytes_truncated += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                for suffix in [LOG_SUFFIX, fsutil::INDEX_SUFFIX, fsutil::TIME_INDEX_SUFFIX] {
+                    fsutil::remove_if_exists(&fsutil::segment_file(&dir, base, suffix))?;
+                }
+            }
+            // The segment that now ends the log was opened as sealed: make it active.
+            if let Some(last) = segments.last() {
+                last.unseal(config.segment_bytes, config.segment_index_bytes)?;
+            }
+            fsutil::sync_dir(&dir)?;
+        }
+        if segments.is_empty() {
+            let base = start_checkpoint.unwrap_or(0).max(0);
+            segments.push(Arc::new(Segment::create(
+                &dir,
+                base,
+                config.segment_bytes,
+                config.segment_index_bytes,
+            )?));
+            fsutil::sync_dir(&dir)?;
+        }
+        if !clean {
+            // What recovery kept may still be only in the page cache (the OS did not
+            // necessarily crash): make it durable before reporting it durable.
+            if let Some(last) = segments.last() {
+                last.sync_all()?;
+            }
+        }
+
+        let first_base = segments.first().map_or(0, |s| s.base_offset());
+        let log_end = segments.last().map_or(0, |s| s.next_offset());
+        let log_start = start_checkpoint
+            .unwrap_or(first_base)
+            .max(first_base)
+            .min(log_end);
+        report.segments = segments.len();
+        report.log_start_offset = log_start;
+        report.log_end_offset = log_end;
+        report.elapsed = started.elapsed();
+        if report.bytes_truncated > 0 {
+            tracing::warn!(dir = %dir.display(), bytes = report.bytes_truncated, log_end, "recovery truncated the log");
+        }
+        let active_base = segments.last().map_or(0, |s| s.base_offset());
+        let inner = Arc::new(LogInner {
+            dir,
+            config: RwLock::new(config),
+            segments: RwLock::new(Arc::new(segments)),
+            append_lock: Mutex::new(()),
+            log_start: AtomicI64::new(log_start),
+            log_end: AtomicI64::new(log_end),
+            durable: Arc::new(Watermark::new(log_end)),
+            offline: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            flusher: flusher.clone(),
+            flush_pending: AtomicBool::new(false),
+            sync_lock: Mutex::new(()),
+            unflushed_messages: AtomicU64::new(0),
+            last_flush_ms: AtomicI64::new(now_ms()),
+            recovery_point: AtomicI64::new(recovery_point.unwrap_or(i64::MIN)),
+            pending_recovery_point: AtomicI64::new(active_base),
+            dir_dirty: AtomicBool::new(false),
+        });
+        flusher.register(&inner);
+        Ok((PartitionLog { inner }, report))
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The log's current configuration.
+    pub fn config(&self) -> LogConfig {
+        self.inner.config().clone()
+    }
+
+    /// Replaces the configuration; it applies from the next append / retention pass.
+    pub fn set_config(&self, config: LogConfig) {
+        if let Ok(mut current) = self.inner.config.write() {
+            *current = config;
+        }
+    }
+
+    /// First offset that can be read.
+    pub fn log_start_offset(&self) -> i64 {
+        self.inner.log_start.load(Ordering::Acquire)
+    }
+
+    /// Offset the next appended record will get.
+    pub fn log_end_offset(&self) -> i64 {
+        self.inner.log_end.load(Ordering::Acquire)
+    }
+
+    /// Offset up to which consumers may read. With a single replica it is the log end.
+    pub fn high_watermark(&self) -> i64 {
+        self.log_end_offset()
+    }
+
+    /// Offset below which every record has been fsynced.
+    pub fn durable_offset(&self) -> i64 {
+        self.inner.durable.get()
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.snapshot().iter().map(|s| s.size()).sum()
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.inner.snapshot().len()
+    }
+
+    /// Whether an earlier I/O failure took the log offline.
+    pub fn is_offline(&self) -> bool {
+        self.inner.offline.load(Ordering::Acquire)
+    }
+
+    /// Validates and appends the record batches in `records` (one or more batches, laid
+    /// end to end, as a Produce request carries them), assigning offsets and stamping
+    /// `leader_epoch`. Nothing is written unless every batch is valid.
+    pub fn append(&self, records: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+        let inner = &self.inner;
+        inner.check_writable()?;
+        let config = inner.config().clone();
+        let parsed = parse_produced(records, config.max_message_bytes)?;
+
+        let guard = inner.lock_append()?;
+        inner.check_writable()?;
+        let total: u64 = parsed.iter().map(|b| b.len() as u64).sum();
+        inner.maybe_roll(&guard, &config, total, now_ms)?;
+
+        let log_append_time = match config.timestamp_type {
+            TimestampType::LogAppendTime => now_ms,
+            TimestampType::CreateTime => -1,
+        };
+        let mut next = inner.log_end.load(Ordering::Acquire);
+        let base_offset = next;
+        let mut records_count = 0u64;
+        let mut prepared = Vec::with_capacity(parsed.len());
+        for bytes in &parsed {
+            let header = BatchHeader::new(bytes)?;
+            let mut head = [0u8; HEADER_SIZE];
+            head.copy_from_slice(&bytes[..HEADER_SIZE]);
+            batch::patch_base_offset(&mut head, next);
+            batch::patch_leader_epoch(&mut head, leader_epoch);
+            let body = &bytes[HEADER_SIZE..];
+            let max_timestamp = if config.timestamp_type == TimestampType::LogAppendTime {
+                patch_log_append_time(&mut head, body, now_ms);
+                now_ms
+            } else {
+                header.max_timestamp()
+            };
+            let count = header.last_offset_delta() as i64 + 1;
+            records_count += count as u64;
+            prepared.push(PreparedBatch {
+                header: head,
+                body,
+                base_offset: next,
+                next_offset: next + count,
+                max_timestamp,
+            });
+            next += count;
+        }
+        let active = inner.active();
+        if let Err(e) = active.append(&prepared, config.index_interval_bytes) {
+            inner.go_offline(&e);
+            return Err(e);
+        }
+        active.note_append_time(now_ms);
+        inner.log_end.store(next, Ordering::Release);
+        drop(guard);
+
+        inner.after_append(&config, records_count);
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time,
+            log_start_offset: self.log_start_offset(),
+            batches: prepared.len(),
+            records: records_count,
+        })
+    }
+
+    /// A future (or blocking wait) that completes once `offset` and everything before it
+    /// is fsynced. With flush policy `always` the flusher gets there on its own; with
+    /// other policies this also asks the flusher for a sync.
+    pub fn wait_durable(&self, offset: i64) -> DurableWait {
+        if self.inner.durable.get() < offset && self.inner.config().flush != FlushPolicy::Always {
+            self.inner
+                .flusher
+                .request(&self.inner, &self.inner.flush_pending);
+        }
+        DurableWait::new(self.inner.durable.clone(), offset, self.inner.dir.clone())
+    }
+
+    /// Reads whole batches from the batch containing `offset`, up to `max_bytes`; with
+    /// `min_one`, the first batch is returned even if larger (KIP-74). Reads stop at the
+    /// high watermark and never cross a segment boundary.
+    pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<ReadResult> {
+        let inner = &self.inner;
+        let log_start = self.log_start_offset();
+        let log_end = self.log_end_offset();
+        if offset < log_start || offset > log_end {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            });
+        }
+        let mut result = ReadResult {
+            records: Bytes::new(),
+            first_offset: None,
+            log_start_offset: log_start,
+            log_end_offset: log_end,
+            high_watermark: log_end,
+        };
+        if offset == log_end {
+            return Ok(result);
+        }
+        let segments = inner.snapshot();
+        let first = segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1);
+        for segment in segments.iter().skip(first) {
+            if let Some(read) = segment.read(offset, max_bytes, min_one, log_end)? {
+                result.records = read.records;
+                result.first_offset = Some(read.first_offset);
+                break;
+            }
+        }
+        Ok(result)
+    }
+
+    /// The first record whose timestamp is >= `timestamp` (Kafka's ListOffsets by time),
+    /// or None if every record is older.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>> {
+        let log_start = self.log_start_offset();
+        let log_end = self.log_end_offset();
+        let segments = self.inner.snapshot();
+        for segment in segments.iter() {
+            if segment.next_offset() <= log_start || segment.max_timestamp() < timestamp {
+                continue;
+            }
+            let Some(batch) = segment.find_batch_by_timestamp(timestamp)? else {
+                continue;
+            };
+            if let Some(found) = first_record_at_or_after(&batch, timestamp, log_start, log_end)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The record with the largest timestamp (the first of equals), for ListOffsets -3.
+    pub fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>> {
+        let segments = self.inner.snapshot();
+        let mut best: Option<&Arc<Segment>> = None;
+        for segment in segments.iter() {
+            if segment.is_empty() || segment.max_timestamp() == NO_TIMESTAMP {
+                continue;
+            }
+            if best.is_none_or(|b| segment.max_timestamp() > b.max_timestamp()) {
+                best = Some(segment);
+            }
+        }
+        let Some(segment) = best else {
+            return Ok(None);
+        };
+        let Some(batch) = segment.max_timestamp_batch()? else {
+            return Ok(None);
+        };
+        let max = BatchHeader::new(&batch)?.max_timestamp();
+        first_record_at_or_after(&batch, max, self.log_start_offset(), self.log_end_offset())
+    }
+
+    /// Removes every record at or after `offset` (the batch containing `offset` goes too).
+    ///
+    /// No reader may hold bytes of the truncated range (see `segment`); the broker calls
+    /// this only before serving a log (or, later, from replication with fencing).
+    pub fn truncate_to(&self, offset: i64) -> Result<()> {
+        let inner = &self.inner;
+        let _guard = inner.lock_append()?;
+        inner.check_writable()?;
+        if offset >= inner.log_end.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let config = inner.config().clone();
+        let segments = inner.snapshot();
+        let keep = segments
+            .partition_point(|s| s.base_offset() < offset)
+            .max(1);
+        let mut kept: Vec<Arc<Segment>> = segments[..keep].to_vec();
+        let dropped: Vec<Arc<Segment>> = segments[keep..].to_vec();
+        let last = kept.last().cloned().ok_or(StorageError::Closed)?;
+        let result = (|| -> Result<i64> {
+            let new_end = last.truncate_to(offset)?;
+            if !dropped.is_empty() {
+                last.unseal(config.segment_bytes, config.segment_index_bytes)?;
+            }
+            Ok(new_end)
+        })();
+        let new_end = match result {
+            Ok(end) => end,
+            Err(e) => {
+                inner.go_offline(&e);
+                return Err(e);
+            }
+        };
+        if last.is_empty() && last.base_offset() != new_end {
+            // Everything was cut: start the log again at the requested offset.
+            let fresh = Segment::create(
+                &inner.dir,
+                new_end,
+                config.segment_bytes,
+                config.segment_index_bytes,
+            )?;
+            last.delete_files()?;
+            kept.pop();
+            kept.push(Arc::new(fresh));
+        }
+        inner.replace_segments(kept)?;
+        for segment in &dropped {
+            segment.delete_files()?;
+        }
+        fsutil::sync_dir(&inner.dir)?;
+        inner.log_end.store(new_end, Ordering::Release);
+        let start = inner.log_start.load(Ordering::Acquire).min(new_end);
+        inner.log_start.store(start, Ordering::Release);
+        inner.durable.reset(inner.durable.get().min(new_end));
+        tracing::info!(dir = %inner.dir.display(), offset, log_end = new_end, "truncated log");
+        Ok(())
+    }
+
+    /// Makes `offset` the new log start offset (Kafka's DeleteRecords): records before it
+    /// are no longer served, and whole segments below it are deleted. Returns the new log
+    /// start offset. `offset` may not pass the high watermark.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64> {
+        let inner = &self.inner;
+        let guard = inner.lock_append()?;
+        inner.check_writable()?;
+        let log_end = inner.log_end.load(Ordering::Acquire);
+        let log_start = inner.log_start.load(Ordering::Acquire);
+        if offset > log_end || offset < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            });
+        }
+        if offset <= log_start {
+            return Ok(log_start);
+        }
+        fsutil::write_atomically(
+            &inner.dir.join(LOG_START_FILE),
+            offset.to_string().as_bytes(),
+        )?;
+        inner.log_start.store(offset, Ordering::Release);
+        let segments = inner.snapshot();
+        let below = segments
+            .iter()
+            .take_while(|s| s.next_offset() <= offset)
+            .count();
+        inner.delete_oldest(&guard, below, now_ms())?;
+        Ok(offset)
+    }
+
+    /// Deletes whole segments by `retention.ms` (the segment's newest timestamp is older)
+    /// and `retention.bytes` (the log is larger), oldest first, advancing the log start.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<RetentionOutcome> {
+        let inner = &self.inner;
+        let guard = inner.lock_append()?;
+        inner.check_writable()?;
+        let config = inner.config().clone();
+        let segments = inner.snapshot();
+        let mut by_time = 0;
+        if let Some(retention) = config.retention_ms {
+            by_time = segments
+                .iter()
+                .take_while(|s| {
+                    !s.is_empty() && now_ms.saturating_sub(s.max_timestamp()) > retention
+                })
+                .count();
+        }
+        let mut by_size = 0;
+        if let Some(limit) = config.retention_bytes {
+            let total: u64 = segments.iter().map(|s| s.size()).sum();
+            let mut excess = total.saturating_sub(limit);
+            for segment in segments.iter() {
+                if segment.is_empty() || segment.size() > excess {
+                    break;
+                }
+                excess -= segment.size();
+                by_size += 1;
+            }
+        }
+        inner.delete_oldest(&guard, by_time.max(by_size), now_ms)
+    }
+
+    /// Rolls the active segment if `segment.ms` has passed, even with no append coming.
+    pub fn roll_if_due(&self, now_ms: i64) -> Result<()> {
+        let inner = &self.inner;
+        let guard = inner.lock_append()?;
+        inner.check_writable()?;
+        let config = inner.config().clone();
+        inner.maybe_roll(&guard, &config, 0, now_ms)
+    }
+
+    /// Syncs every appended byte now and advances the durable offset.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.check_open()?;
+        self.inner.sync_to_end()
+    }
+
+    /// Flushes, seals the active segment's indexes and checkpoints the recovery point,
+    /// so that the next open is a clean one. The log refuses further work afterwards.
+    pub fn close(&self) -> Result<()> {
+        let inner = &self.inner;
+        let _guard = inner.lock_append()?;
+        if inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if inner.offline.load(Ordering::Acquire) {
+            inner.durable.fail(true);
+            return Err(StorageError::Offline {
+                path: inner.dir.clone(),
+            });
+        }
+        let result = (|| -> Result<()> {
+            inner.sync_to_end()?;
+            let active = inner.active();
+            active.seal()?;
+            active.sync_all()?;
+            let end = inner.log_end.load(Ordering::Acquire);
+            fsutil::write_atomically(
+                &inner.dir.join(RECOVERY_POINT_FILE),
+                end.to_string().as_bytes(),
+            )
+        })();
+        inner.durable.fail(true);
+        result
+    }
+
+    /// Closes the log and removes its directory.
+    pub fn delete(&self) -> Result<()> {
+        let _ = self.close();
+        fs::remove_dir_all(&self.inner.dir)
+            .map_err(|e| StorageError::io(format!("remove {}", self.inner.dir.display()), e))?;
+        if let Some(parent) = self.inner.dir.parent() {
+            fsutil::sync_dir(parent)?;
+        }
+        Ok(())
+    }
+}
+
+impl LogInner {
+    fn config(&self) -> std::sync::RwLockReadGuard<'_, LogConfig> {
+        // Config updates are whole-value assignments; a poisoned lock is still consistent.
+        self.config.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn snapshot(&self) -> Arc<Vec<Arc<Segment>>> {
+        self.segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn active(&self) -> Arc<Segment> {
+        let segments = self.snapshot();
+        // The list is never empty: open creates a segment and nothing removes the last.
+        segments[segments.len() - 1].clone()
+    }
+
+    fn replace_segments(&self, segments: Vec<Arc<Segment>>) -> Result<()> {
+        if segments.is_empty() {
+            return Err(StorageError::InvalidArgument(
+                "a log needs at least one segment".into(),
+            ));
+        }
+        *self.segments.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(segments);
+        Ok(())
+    }
+
+    fn lock_append(&self) -> Result<MutexGuard<'_, ()>> {
+        Ok(self.append_lock.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Closed);
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        self.check_open()?;
+        if self.offline.load(Ordering::Acquire) {
+            return Err(StorageError::Offline {
+                path: self.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Latches the log offline after a failed write or sync: what is on disk is unknown,
+    /// so nothing more is written and durable waiters are released with an error.
+    fn go_offline(&self, error: &StorageError) {
+        if !self.offline.swap(true, Ordering::AcqRel) {
+            tracing::error!(dir = %self.dir.display(), %error, "log taken offline after an I/O failure");
+        }
+        self.durable.fail(false);
+    }
+
+    /// Rolls to a new segment when the append of `incoming` bytes should not go into the
+    /// active one. Caller holds the append lock.
+    fn maybe_roll(
+        &self,
+        _guard: &MutexGuard<'_, ()>,
+        config: &LogConfig,
+        incoming: u64,
+        now_ms: i64,
+    ) -> Result<()> {
+        let active = self.active();
+        if active.is_empty() {
+            return Ok(());
+        }
+        let log_end = self.log_end.load(Ordering::Acquire);
+        let too_big = active.size() + incoming > config.segment_bytes;
+        let first_append = active.first_append_ms();
+        let too_old = config.segment_ms.is_some_and(|ms| {
+            first_append != NO_TIMESTAMP && now_ms.saturating_sub(first_append) > ms
+        });
+        // Relative offsets in the indexes are u32.
+        let offsets_overflow = log_end - active.base_offset() > i32::MAX as i64;
+        if !(too_big || too_old || offsets_overflow || active.indexes_full()) {
+            return Ok(());
+        }
+        self.roll(config, log_end)
+    }
+
+    fn roll(&self, config: &LogConfig, log_end: i64) -> Result<()> {
+        let active = self.active();
+        let result = (|| -> Result<Arc<Segment>> {
+            active.seal()?;
+            Ok(Arc::new(Segment::create(
+                &self.dir,
+                log_end,
+                config.segment_bytes,
+                config.segment_index_bytes,
+            )?))
+        })();
+        let fresh = match result {
+            Ok(segment) => segment,
+            Err(e) => {
+                self.go_offline(&e);
+                return Err(e);
+            }
+        };
+        let mut segments: Vec<Arc<Segment>> = self.snapshot().as_ref().clone();
+        segments.push(fresh);
+        self.replace_segments(segments)?;
+        self.dir_dirty.store(true, Ordering::Release);
+        self.pending_recovery_point
+            .store(log_end, Ordering::Release);
+        tracing::debug!(dir = %self.dir.display(), base_offset = log_end, "rolled segment");
+        Ok(())
+    }
+
+    /// Deletes the `count` oldest segments, rolling first if that includes the active one.
+    fn delete_oldest(
+        &self,
+        guard: &MutexGuard<'_, ()>,
+        count: usize,
+        _now_ms: i64,
+    ) -> Result<RetentionOutcome> {
+        let mut outcome = RetentionOutcome::default();
+        if count == 0 {
+            return Ok(outcome);
+        }
+        let mut segments = self.snapshot();
+        if count >= segments.len() {
+            let config = self.config().clone();
+            let log_end = self.log_end.load(Ordering::Acquire);
+            if !self.active().is_empty() {
+                self.roll(&config, log_end)?;
+            }
+            let _ = guard;
+            segments = self.snapshot();
+        }
+        let count = count.min(segments.len() - 1);
+        let (doomed, kept) = segments.split_at(count);
+        let kept = kept.to_vec();
+        let new_start = kept.first().map_or(0, |s| s.base_offset());
+        self.replace_segments(kept)?;
+        let start = self.log_start.load(Ordering::Acquire).max(new_start);
+        self.log_start.store(start, Ordering::Release);
+        for segment in doomed {
+            outcome.segments_deleted += 1;
+            outcome.bytes_deleted += segment.size();
+            segment.delete_files()?;
+        }
+        if outcome.segments_deleted > 0 {
+            self.dir_dirty.store(true, Ordering::Release);
+            tracing::info!(
+                dir = %self.dir.display(),
+                segments = outcome.segments_deleted,
+                bytes = outcome.bytes_deleted,
+                log_start = start,
+                "deleted old segments"
+            );
+        }
+        Ok(outcome)
+    }
+
+    fn after_append(self: &Arc<Self>, config: &LogConfig, records: u64) {
+        match config.flush {
+            FlushPolicy::Always => self.flusher.request(self, &self.flush_pending),
+            FlushPolicy::Interval {
+                messages: Some(limit),
+                ..
+            } => {
+                let unflushed =
+                    self.unflushed_messages.fetch_add(records, Ordering::AcqRel) + records;
+                if unflushed >= limit {
+                    self.flusher.request(self, &self.flush_pending);
+                }
+            }
+            FlushPolicy::Interval { .. } | FlushPolicy::Os => {
+                if self.pending_recovery_point.load(Ordering::Acquire)
+                    > self.recovery_point.load(Ordering::Acquire)
+                {
+                    self.flusher.request(self, &self.flush_pending);
+                }
+            }
+        }
+    }
+
+    /// Called by the flusher for a log that asked for a sync.
+    pub(crate) fn flush_requested(&self) {
+        self.flush_pending.store(false, Ordering::Release);
+        if self.closed.load(Ordering::Acquire) || self.offline.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = self.sync_to_end() {
+            tracing::error!(dir = %self.dir.display(), error = %e, "flush failed");
+        }
+    }
+
+    /// Called by the flusher on every tick: syncs logs whose flush interval has passed.
+    pub(crate) fn flush_if_due(&self, now_ms: i64) {
+        let FlushPolicy::Interval {
+            ms: Some(interval), ..
+        } = self.config().flush
+        else {
+            return;
+        };
+        if self.closed.load(Ordering::Acquire) || self.offline.load(Ordering::Acquire) {
+            return;
+        }
+        let last = self.last_flush_ms.load(Ordering::Acquire);
+        let behind = self.durable.get() < self.log_end.load(Ordering::Acquire);
+        if behind && now_ms.saturating_sub(last) >= interval as i64 {
+            if let Err(e) = self.sync_to_end() {
+                tracing::error!(dir = %self.dir.display(), error = %e, "interval flush failed");
+            }
+        }
+    }
+
+    /// Syncs every segment with unsynced bytes, then advances the durable watermark to the
+    /// log end seen before syncing, and checkpoints the recovery point after a roll.
+    fn sync_to_end(&self) -> Result<()> {
+        let _sync = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Everything below `target` was written before `log_end` was published, and its
+        // segment was marked dirty before that, so the syncs below cover it.
+        let target = self.log_end.load(Ordering::Acquire);
+        let pending_point = self.pending_recovery_point.load(Ordering::Acquire);
+        let segments = self.snapshot();
+        let result = (|| -> Result<()> {
+            for segment in segments.iter() {
+                segment.sync_if_dirty()?;
+            }
+            if self.dir_dirty.swap(false, Ordering::AcqRel) {
+                fsutil::sync_dir(&self.dir)?;
+            }
+            if pending_point > self.recovery_point.load(Ordering::Acquire) {
+                // Sealed segments below the new point: their trimmed indexes must be on
+                // disk too, since recovery will trust them.
+                for segment in segments.iter().filter(|s| s.base_offset() < pending_point) {
+                    if segment.base_offset() >= self.recovery_point.load(Ordering::Acquire).max(0) {
+                        segment.sync_all()?;
+                    }
+                }
+                fsutil::write_atomically(
+                    &self.dir.join(RECOVERY_POINT_FILE),
+                    pending_point.to_string().as_bytes(),
+                )?;
+                self.recovery_point.store(pending_point, Ordering::Release);
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            self.go_offline(&e);
+            return Err(e);
+        }
+        self.unflushed_messages.store(0, Ordering::Release);
+        self.last_flush_ms.store(now_ms(), Ordering::Release);
+        self.durable.advance(target);
+        Ok(())
+    }
+}
+
+/// Splits a produce payload into validated batches. Nothing is written on any error.
+fn parse_produced(records: &[u8], max_message_bytes: usize) -> Result<Vec<&[u8]>> {
+    if records.is_empty() {
+        return Err(BatchError::Truncated {
+            needed: HEADER_SIZE,
+            available: 0,
+        }
+        .into());
+    }
+    let mut batches = Vec::new();
+    let mut rest = records;
+    while !rest.is_empty() {
+        // Kafka compares the whole batch, with its 12-byte log overhead, to
+        // max.message.bytes.
+        let size = BatchHeader::new(rest)?.total_size();
+        if size > max_message_bytes as i64 {
+            return Err(StorageError::MessageTooLarge {
+                size: size as usize,
+                max: max_message_bytes,
+            });
+        }
+        let size = batch::check_framing(rest, usize::MAX)?;
+        let (one, tail) = rest.split_at(size);
+        batch::validate_produced_batch(one)?;
+        batches.push(one);
+        rest = tail;
+    }
+    Ok(batches)
+}
+
+/// Sets LogAppendTime on a prepared header, recomputing the CRC over the new header
+/// fields and the unchanged body (the record bytes are read, not copied).
+fn patch_log_append_time(head: &mut [u8; HEADER_SIZE], body: &[u8], now_ms: i64) {
+    batch::patch_log_append_time(head, now_ms);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[21..]), body);
+    head[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// The first record of `batch` with timestamp >= `timestamp` and offset in the log.
+fn first_record_at_or_after(
+    batch: &Bytes,
+    timestamp: i64,
+    log_start: i64,
+    log_end: i64,
+) -> Result<Option<TimestampOffset>> {
+    for record in Records::decode(batch.clone())? {
+        let record = record?;
+        if record.offset >= log_end {
+            break;
+        }
+        if record.timestamp >= timestamp && record.offset >= log_start {
+            return Ok(Some(TimestampOffset {
+                timestamp: record.timestamp,
+                offset: record.offset,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Base offsets of the segments in `dir`, sorted; removes index files without a log and
+/// leftover temp files.
+fn list_segments(dir: &Path) -> Result<Vec<i64>> {
+    let mut logs = Vec::new();
+    let mut others = Vec::new();
+    let entries =
+        fs::read_dir(dir).map_err(|e| StorageError::io(format!("list {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io(format!("list {}", dir.display()), e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            fsutil::remove_if_exists(&entry.path())?;
+            continue;
+        }
+        match parse_segment_file_name(name) {
+            Some((base, LOG_SUFFIX)) => logs.push(base),
+            Some((base, _)) => others.push((base, entry.path())),
+            None => {}
+        }
+    }
+    logs.sort_unstable();
+    for (base, path) in others {
+        if logs.binary_search(&base).is_err() {
+            tracing::info!(file = %path.display(), "removing index file without a segment");
+            fsutil::remove_if_exists(&path)?;
+        }
+    }
+    Ok(logs)
+}
+
+fn read_offset_file(path: &Path) -> Result<Option<i64>> {
+    let Some(bytes) = fsutil::read_optional(path)? else {
+        return Ok(None);
+    };
+    let parsed = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok());
+    if parsed.is_none() {
+        tracing::warn!(file = %path.display(), "ignoring unreadable checkpoint file");
+    }
+    Ok(parsed)
+}

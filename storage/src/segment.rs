@@ -1,0 +1,861 @@
+//! One segment of a partition log: `<base offset>.log` with its `.index` and `.timeindex`.
+//!
+//! The `.log` file is record batches laid end to end, exactly as producers sent them
+//! (Kafka RecordBatch v2) with the base offset and partition leader epoch patched in.
+//! It is opened with `O_APPEND` and written only at its end; it is mapped read-only with a
+//! mapping larger than the file (the segment's capacity) so that readers can hand out
+//! `Bytes` that borrow the page cache: no record byte is copied inside the process.
+//!
+//! Threading: `append`, `recover`, `seal` and `truncate_to` are called only by the
+//! owning log under its append lock. Readers (`read`, `find_*`) never take that lock: they
+//! read the published `size`/`next_offset` atomics and only touch bytes below `size`,
+//! which were fully written before `size` was advanced (Release/Acquire).
+//!
+//! A hazard kept out of the way by the log: the file must not shrink (`truncate_to`,
+//! `recover`) while a reader may still hold a `Bytes` past the new end, or that reader
+//! would fault. Recovery runs before a log is shared; explicit truncation is documented
+//! as requiring no concurrent readers of the truncated range.
+
+use std::fs::{File, OpenOptions};
+use std::io::{IoSlice, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use memmap2::{Mmap, MmapOptions};
+
+use crate::batch::{self, BatchHeader, HEADER_SIZE};
+use crate::error::{BatchError, Result, StorageError};
+use crate::fsutil::{segment_file, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::offset_index::OffsetIndex;
+use crate::time_index::TimeIndex;
+
+/// Sentinel for "no timestamp yet".
+pub(crate) const NO_TIMESTAMP: i64 = -1;
+
+/// A batch ready to be written: its bytes in the producer's buffer plus the patched header.
+pub(crate) struct PreparedBatch<'a> {
+    pub header: [u8; HEADER_SIZE],
+    pub body: &'a [u8],
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub max_timestamp: i64,
+}
+
+impl PreparedBatch<'_> {
+    pub(crate) fn size(&self) -> usize {
+        HEADER_SIZE + self.body.len()
+    }
+}
+
+/// A read-only mapping of (a prefix of) the log file, shared with the `Bytes` handed out.
+struct MapSlice {
+    map: Arc<Mmap>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for MapSlice {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.start..self.end]
+    }
+}
+
+struct Mapping {
+    map: Option<Arc<Mmap>>,
+    capacity: u64,
+}
+
+/// What a read found in one segment.
+pub(crate) struct SegmentRead {
+    /// Whole batches, contiguous in the file.
+    pub records: Bytes,
+    /// Base offset of the first batch returned.
+    pub first_offset: i64,
+}
+
+pub(crate) struct Segment {
+    base_offset: i64,
+    log_path: PathBuf,
+    file: File,
+    mapping: RwLock<Mapping>,
+    /// Bytes of whole, valid batches: readers never look past it.
+    size: AtomicU64,
+    /// Offset after the last batch (== base offset while empty).
+    next_offset: AtomicI64,
+    /// Largest batch max timestamp, and the base offset of the first batch reaching it.
+    max_timestamp: AtomicI64,
+    offset_of_max_timestamp: AtomicI64,
+    /// Wall-clock time of the first append since the segment was created or opened, for
+    /// `segment.ms`. Kafka uses the first batch's timestamp instead; a producer replaying
+    /// old timestamps would then roll a segment per append, which this avoids.
+    first_append_ms: AtomicI64,
+    /// Bytes known to hold valid batches (CRC-checked on append, recovery or earlier read).
+    verified_len: AtomicU64,
+    /// Set by appends, cleared by the flusher just before it syncs.
+    dirty: AtomicBool,
+    bytes_since_index_entry: AtomicU64,
+    offset_index: RwLock<OffsetIndex>,
+    time_index: RwLock<TimeIndex>,
+}
+
+fn open_log_file(path: &Path, create_new: bool) -> Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).append(true);
+    if create_new {
+        options.create(true).truncate(false);
+    }
+    options
+        .open(path)
+        .map_err(|e| StorageError::io(format!("open segment {}", path.display()), e))
+}
+
+fn lock_poisoned() -> StorageError {
+    StorageError::InvalidArgument("a segment lock was poisoned by a panic".into())
+}
+
+impl Segment {
+    /// Creates a new, empty segment (replacing any files left with the same base offset).
+    pub(crate) fn create(
+        dir: &Path,
+        base_offset: i64,
+        capacity: u64,
+        index_bytes: u64,
+    ) -> Result<Self> {
+        let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
+        let file = open_log_file(&log_path, true)?;
+        file.set_len(0)
+            .map_err(|e| StorageError::io(format!("truncate {}", log_path.display()), e))?;
+        let offset_index = OffsetIndex::create(
+            &segment_file(dir, base_offset, INDEX_SUFFIX),
+            base_offset,
+            index_bytes,
+        )?;
+        let time_index = TimeIndex::create(
+            &segment_file(dir, base_offset, TIME_INDEX_SUFFIX),
+            base_offset,
+            index_bytes,
+        )?;
+        let segment = Segment::assemble(base_offset, log_path, file, offset_index, time_index);
+        segment.remap(capacity)?;
+        Ok(segment)
+    }
+
+    /// Opens an existing segment whose indexes are trusted (clean shutdown, or a sealed
+    /// segment before the recovery point). `active` preallocates the indexes for appends.
+    /// Falls back to a rebuild (scan) if the indexes look wrong; returns bytes truncated
+    /// by that rebuild (normally 0).
+    pub(crate) fn load(
+        dir: &Path,
+        base_offset: i64,
+        active: Option<(u64, u64)>,
+        index_interval: u64,
+    ) -> Result<(Self, u64)> {
+        let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
+        let file = open_log_file(&log_path, false)?;
+        let file_len = file_len(&file, &log_path)?;
+        let preallocate = active.map(|(_, index_bytes)| index_bytes);
+        let offset_index = OffsetIndex::open(
+            &segment_file(dir, base_offset, INDEX_SUFFIX),
+            base_offset,
+            preallocate,
+        )?;
+        let time_index = TimeIndex::open(
+            &segment_file(dir, base_offset, TIME_INDEX_SUFFIX),
+            base_offset,
+            preallocate,
+        )?;
+        let segment = Segment::assemble(base_offset, log_path, file, offset_index, time_index);
+        let capacity = active.map_or(file_len, |(capacity, _)| capacity.max(file_len));
+        segment.remap(capacity)?;
+        segment.size.store(file_len, Ordering::Release);
+        match segment.load_tail(file_len) {
+            Ok(()) => Ok((segment, 0)),
+            Err(reason) => {
+                tracing::warn!(
+                    segment = %segment.log_path.display(),
+                    %reason,
+                    "segment indexes or tail inconsistent after a clean shutdown; rebuilding"
+                );
+                let cut = segment.recover(index_interval)?;
+                Ok((segment, cut))
+            }
+        }
+    }
+
+    /// Opens an existing segment and rebuilds it from its bytes (crash recovery): every
+    /// batch is validated, the file is truncated at the first invalid one, the indexes
+    /// are rebuilt. Returns the segment and the bytes cut.
+    pub(crate) fn open_and_recover(
+        dir: &Path,
+        base_offset: i64,
+        active: Option<(u64, u64)>,
+        index_interval: u64,
+    ) -> Result<(Self, u64)> {
+        let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
+        let file = open_log_file(&log_path, false)?;
+        let file_len = file_len(&file, &log_path)?;
+        let index_bytes = active.map_or(10 * 1024 * 1024, |(_, index_bytes)| index_bytes);
+        let offset_index = OffsetIndex::create(
+            &segment_file(dir, base_offset, INDEX_SUFFIX),
+            base_offset,
+            index_bytes,
+        )?;
+        let time_index = TimeIndex::create(
+            &segment_file(dir, base_offset, TIME_INDEX_SUFFIX),
+            base_offset,
+            index_bytes,
+        )?;
+        let segment = Segment::assemble(base_offset, log_path, file, offset_index, time_index);
+        let capacity = active.map_or(file_len, |(capacity, _)| capacity.max(file_len));
+        segment.remap(capacity)?;
+        segment.size.store(file_len, Ordering::Release);
+        let cut = segment.recover(index_interval)?;
+        if active.is_none() {
+            segment.seal()?;
+        }
+        Ok((segment, cut))
+    }
+
+    fn assemble(
+        base_offset: i64,
+        log_path: PathBuf,
+        file: File,
+        offset_index: OffsetIndex,
+        time_index: TimeIndex,
+    ) -> Self {
+        Segment {
+            base_offset,
+            log_path,
+            file,
+            mapping: RwLock::new(Mapping {
+                map: None,
+                capacity: 0,
+            }),
+            size: AtomicU64::new(0),
+            next_offset: AtomicI64::new(base_offset),
+            max_timestamp: AtomicI64::new(NO_TIMESTAMP),
+            offset_of_max_timestamp: AtomicI64::new(base_offset),
+            first_append_ms: AtomicI64::new(NO_TIMESTAMP),
+            verified_len: AtomicU64::new(0),
+            dirty: AtomicBool::new(false),
+            bytes_since_index_entry: AtomicU64::new(0),
+            offset_index: RwLock::new(offset_index),
+            time_index: RwLock::new(time_index),
+        }
+    }
+
+    pub(crate) fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+    pub(crate) fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+    pub(crate) fn next_offset(&self) -> i64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+    pub(crate) fn is_empty(&self) -> bool {
+        self.size() == 0
+    }
+    pub(crate) fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.load(Ordering::Acquire)
+    }
+    pub(crate) fn first_append_ms(&self) -> i64 {
+        self.first_append_ms.load(Ordering::Acquire)
+    }
+
+    /// Records the time of an append (only the first one counts, see `first_append_ms`).
+    pub(crate) fn note_append_time(&self, now_ms: i64) {
+        if self.first_append_ms.load(Ordering::Relaxed) == NO_TIMESTAMP {
+            self.first_append_ms.store(now_ms, Ordering::Release);
+        }
+    }
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// True when one of the indexes has no room left: the log must roll.
+    pub(crate) fn indexes_full(&self) -> bool {
+        let offsets_full = self
+            .offset_index
+            .read()
+            .map(|i| i.is_full())
+            .unwrap_or(true);
+        let times_full = self.time_index.read().map(|i| i.is_full()).unwrap_or(true);
+        offsets_full || times_full
+    }
+
+    /// Writes prepared batches at the end of the file and indexes them. Caller holds the
+    /// log's append lock. On error nothing is published; the caller latches the log offline.
+    pub(crate) fn append(&self, batches: &[PreparedBatch<'_>], index_interval: u64) -> Result<()> {
+        let start = self.size();
+        let total: u64 = batches.iter().map(|b| b.size() as u64).sum();
+        self.ensure_capacity(start + total)?;
+
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batches.len() * 2);
+        for batch in batches {
+            slices.push(IoSlice::new(&batch.header));
+            if !batch.body.is_empty() {
+                slices.push(IoSlice::new(batch.body));
+            }
+        }
+        write_all_vectored(&self.file, &mut slices)
+            .map_err(|e| StorageError::io(format!("write {}", self.log_path.display()), e))?;
+        self.dirty.store(true, Ordering::Release);
+
+        let mut position = start;
+        for batch in batches {
+            self.index_batch(
+                batch.base_offset,
+                batch.max_timestamp,
+                position,
+                batch.size() as u64,
+                index_interval,
+            )?;
+            position += batch.size() as u64;
+        }
+        if let Some(last) = batches.last() {
+            // Appended bytes were CRC-checked before they were prepared.
+            if self.verified_len.load(Ordering::Acquire) == start {
+                self.verified_len.store(position, Ordering::Release);
+            }
+            self.size.store(position, Ordering::Release);
+            self.next_offset.store(last.next_offset, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Updates the in-memory timestamps and maybe adds index entries for one batch at
+    /// `position`. Shared by append and recovery so both build identical indexes.
+    fn index_batch(
+        &self,
+        base_offset: i64,
+        max_timestamp: i64,
+        position: u64,
+        size: u64,
+        index_interval: u64,
+    ) -> Result<()> {
+        if max_timestamp > self.max_timestamp.load(Ordering::Relaxed) {
+            self.max_timestamp.store(max_timestamp, Ordering::Release);
+            self.offset_of_max_timestamp
+                .store(base_offset, Ordering::Release);
+        }
+        if self.bytes_since_index_entry.load(Ordering::Relaxed) > index_interval {
+            let mut offsets = self.offset_index.write().map_err(|_| lock_poisoned())?;
+            offsets.append(base_offset, position);
+            let mut times = self.time_index.write().map_err(|_| lock_poisoned())?;
+            times.maybe_append(
+                self.max_timestamp.load(Ordering::Relaxed),
+                self.offset_of_max_timestamp.load(Ordering::Relaxed),
+            );
+            self.bytes_since_index_entry.store(0, Ordering::Relaxed);
+        }
+        self.bytes_since_index_entry
+            .fetch_add(size, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Grows the read mapping when an append would pass its end.
+    fn ensure_capacity(&self, needed: u64) -> Result<()> {
+        let capacity = self.mapping.read().map_err(|_| lock_poisoned())?.capacity;
+        if needed <= capacity {
+            return Ok(());
+        }
+        self.remap(needed.max(capacity.saturating_mul(2)))
+    }
+
+    /// Replaces the read mapping with one of `capacity` bytes. Readers holding `Bytes` of
+    /// the old mapping keep it alive until they drop them.
+    fn remap(&self, capacity: u64) -> Result<()> {
+        let map = if capacity == 0 {
+            None
+        } else {
+            // SAFETY: the file belongs to this log alone; bytes past the published size
+            // are never read, and the file only shrinks when no reader holds them.
+            let map = unsafe { MmapOptions::new().len(capacity as usize).map(&self.file) }
+                .map_err(|e| StorageError::io(format!("mmap {}", self.log_path.display()), e))?;
+            Some(Arc::new(map))
+        };
+        let mut mapping = self.mapping.write().map_err(|_| lock_poisoned())?;
+        *mapping = Mapping { map, capacity };
+        Ok(())
+    }
+
+    fn current_map(&self) -> Result<Option<Arc<Mmap>>> {
+        Ok(self
+            .mapping
+            .read()
+            .map_err(|_| lock_poisoned())?
+            .map
+            .clone())
+    }
+
+    /// Reads whole batches starting with the one containing `offset`, up to `max_bytes`
+    /// (or exactly one batch if the first is larger and `min_one`), stopping before any
+    /// batch at or past `max_offset`. Every returned batch has passed its CRC check.
+    /// `Ok(None)` when the segment holds nothing at or after `offset` below `max_offset`.
+    pub(crate) fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        max_offset: i64,
+    ) -> Result<Option<SegmentRead>> {
+        let size = self.size();
+        let Some(map) = self.current_map()? else {
+            return Ok(None);
+        };
+        let data = &map[..size.min(map.len() as u64) as usize];
+        let Some(start) = self.find_batch_position(data, offset)? else {
+            return Ok(None);
+        };
+        let mut position = start;
+        let mut first_offset = None;
+        while position < data.len() {
+            let rest = &data[position..];
+            let batch_size =
+                batch::check_framing(rest, rest.len()).map_err(|e| self.corrupt(position, e))?;
+            let header = BatchHeader::new(rest).map_err(|e| self.corrupt(position, e))?;
+            if header.base_offset() >= max_offset {
+                break;
+            }
+            let taken = position - start;
+            if taken + batch_size > max_bytes && !(taken == 0 && min_one) {
+                break;
+            }
+            self.verify(data, position, batch_size)?;
+            first_offset.get_or_insert(header.base_offset());
+            position += batch_size;
+        }
+        let Some(first_offset) = first_offset else {
+            return Ok(None);
+        };
+        let records = Bytes::from_owner(MapSlice {
+            map,
+            start,
+            end: position,
+        });
+        Ok(Some(SegmentRead {
+            records,
+            first_offset,
+        }))
+    }
+
+    /// CRC-checks the batch at `position` unless it lies in the verified prefix.
+    fn verify(&self, data: &[u8], position: usize, batch_size: usize) -> Result<()> {
+        let end = (position + batch_size) as u64;
+        let verified = self.verified_len.load(Ordering::Acquire);
+        if end <= verified {
+            return Ok(());
+        }
+        batch::validate_stored_batch(&data[position..position + batch_size])
+            .map_err(|e| self.corrupt(position, e))?;
+        if position as u64 <= verified {
+            self.verified_len.fetch_max(end, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    fn corrupt(&self, position: usize, source: BatchError) -> StorageError {
+        StorageError::CorruptSegment {
+            path: self.log_path.clone(),
+            position: position as u64,
+            source,
+        }
+    }
+
+    /// Position of the first batch whose last offset is >= `offset`, scanning headers
+    /// from the offset index's entry.
+    fn find_batch_position(&self, data: &[u8], offset: i64) -> Result<Option<usize>> {
+        let mut position = {
+            let index = self.offset_index.read().map_err(|_| lock_poisoned())?;
+            index.lookup(offset).position as usize
+        };
+        while position < data.len() {
+            let rest = &data[position..];
+            let batch_size =
+                batch::check_framing(rest, rest.len()).map_err(|e| self.corrupt(position, e))?;
+            let header = BatchHeader::new(rest).map_err(|e| self.corrupt(position, e))?;
+            if header.last_offset() >= offset {
+                return Ok(Some(position));
+            }
+            position += batch_size;
+        }
+        Ok(None)
+    }
+
+    /// The first batch (base offset, bytes) whose max timestamp is >= `target`.
+    pub(crate) fn find_batch_by_timestamp(&self, target: i64) -> Result<Option<Bytes>> {
+        let start_offset = {
+            let index = self.time_index.read().map_err(|_| lock_poisoned())?;
+            index.lookup(target)
+        };
+        let size = self.size();
+        let Some(map) = self.current_map()? else {
+            return Ok(None);
+        };
+        let data = &map[..size.min(map.len() as u64) as usize];
+        let Some(mut position) = self.find_batch_position(data, start_offset)? else {
+            return Ok(None);
+        };
+        while position < data.len() {
+            let rest = &data[position..];
+            let batch_size =
+                batch::check_framing(rest, rest.len()).map_err(|e| self.corrupt(position, e))?;
+            let header = BatchHeader::new(rest).map_err(|e| self.corrupt(position, e))?;
+            if header.max_timestamp() >= target {
+                self.verify(data, position, batch_size)?;
+                return Ok(Some(Bytes::from_owner(MapSlice {
+                    map: map.clone(),
+                    start: position,
+                    end: position + batch_size,
+                })));
+            }
+            position += batch_size;
+        }
+        Ok(None)
+    }
+
+    /// The batch that first reached this segment's max timestamp.
+    pub(crate) fn max_timestamp_batch(&self) -> Result<Option<Bytes>> {
+        let offset = self.offset_of_max_timestamp.load(Ordering::Acquire);
+        Ok(self.read(offset, 0, true, i64::MAX)?.map(|r| r.records))
+    }
+
+    /// Rebuilds indexes and in-memory state by validating every batch from the start, and
+    /// truncates the file after the last valid one. Returns the bytes cut.
+    pub(crate) fn recover(&self, index_interval: u64) -> Result<u64> {
+        let file_len = file_len(&self.file, &self.log_path)?;
+        {
+            self.offset_index
+                .write()
+                .map_err(|_| lock_poisoned())?
+                .truncate_to_offset(self.base_offset);
+            self.time_index
+                .write()
+                .map_err(|_| lock_poisoned())?
+                .truncate_to_offset(self.base_offset);
+        }
+        self.max_timestamp.store(NO_TIMESTAMP, Ordering::Release);
+        self.offset_of_max_timestamp
+            .store(self.base_offset, Ordering::Release);
+        self.bytes_since_index_entry.store(0, Ordering::Release);
+        let map = self.map_at_least(file_len)?;
+        let data: &[u8] = match &map {
+            Some(map) => &map[..file_len as usize],
+            None => &[],
+        };
+        let mut position = 0usize;
+        let mut next_offset = self.base_offset;
+        while position < data.len() {
+            let rest = &data[position..];
+            let batch = match batch::check_framing(rest, rest.len()) {
+                Ok(size) => &rest[..size],
+                Err(reason) => {
+                    self.log_cut(position, data.len(), &reason.to_string());
+                    break;
+                }
+            };
+            let header = match batch::validate_stored_batch(batch) {
+                Ok(header) => header,
+                Err(reason) => {
+                    self.log_cut(position, data.len(), &reason.to_string());
+                    break;
+                }
+            };
+            if header.base_offset() < next_offset || header.last_offset() < header.base_offset() {
+                self.log_cut(
+                    position,
+                    data.len(),
+                    &format!(
+                        "batch offsets {}..={} do not follow offset {next_offset}",
+                        header.base_offset(),
+                        header.last_offset()
+                    ),
+                );
+                break;
+            }
+            self.index_batch(
+                header.base_offset(),
+                header.max_timestamp(),
+                position as u64,
+                batch.len() as u64,
+                index_interval,
+            )?;
+            next_offset = header.next_offset();
+            position += batch.len();
+        }
+        let valid = position as u64;
+        let cut = file_len - valid;
+        if cut > 0 {
+            self.file.set_len(valid).map_err(|e| {
+                StorageError::io(format!("truncate {}", self.log_path.display()), e)
+            })?;
+            self.file
+                .sync_data()
+                .map_err(|e| StorageError::io(format!("fsync {}", self.log_path.display()), e))?;
+        }
+        self.size.store(valid, Ordering::Release);
+        self.verified_len.store(valid, Ordering::Release);
+        self.next_offset.store(next_offset, Ordering::Release);
+        Ok(cut)
+    }
+
+    fn log_cut(&self, position: usize, len: usize, reason: &str) {
+        tracing::warn!(
+            segment = %self.log_path.display(),
+            position,
+            bytes_cut = len - position,
+            %reason,
+            "truncating segment at first invalid batch"
+        );
+    }
+
+    fn map_at_least(&self, len: u64) -> Result<Option<Arc<Mmap>>> {
+        let capacity = self.mapping.read().map_err(|_| lock_poisoned())?.capacity;
+        if capacity < len {
+            self.remap(len)?;
+        }
+        self.current_map()
+    }
+
+    /// Loads in-memory state of a segment with trusted indexes: the tail after the last
+    /// offset index entry is scanned (about one index interval), nothing else.
+    fn load_tail(&self, file_len: u64) -> std::result::Result<(), String> {
+        let (start, time_last) = {
+            let offsets = self
+                .offset_index
+                .read()
+                .map_err(|_| "poisoned".to_string())?;
+            let times = self.time_index.read().map_err(|_| "poisoned".to_string())?;
+            if !offsets.is_sane(file_len) {
+                return Err("offset index entries are not increasing or point past the log".into());
+            }
+            (offsets.last().map_or(0, |e| e.position), times.last())
+        };
+        let map = self.current_map().map_err(|e| e.to_string())?;
+        let data: &[u8] = match &map {
+            Some(map) => &map[..file_len as usize],
+            None => &[],
+        };
+        if let Some(t) = time_last {
+            self.max_timestamp.store(t.timestamp, Ordering::Release);
+            self.offset_of_max_timestamp
+                .store(t.offset, Ordering::Release);
+        }
+        let mut position = start as usize;
+        let mut next_offset = self.base_offset;
+        let mut bytes_since_entry = 0u64;
+        while position < data.len() {
+            let rest = &data[position..];
+            let size = batch::check_framing(rest, rest.len())
+                .map_err(|e| format!("at byte {position}: {e}"))?;
+            let header = BatchHeader::new(rest).map_err(|e| e.to_string())?;
+            if header.max_timestamp() > self.max_timestamp.load(Ordering::Relaxed) {
+                self.max_timestamp
+                    .store(header.max_timestamp(), Ordering::Release);
+                self.offset_of_max_timestamp
+                    .store(header.base_offset(), Ordering::Release);
+            }
+            next_offset = header.next_offset();
+            bytes_since_entry += size as u64;
+            position += size;
+        }
+        let times_sane = self
+            .time_index
+            .read()
+            .map(|t| t.is_sane(next_offset.max(self.base_offset + 1)))
+            .unwrap_or(false);
+        if !times_sane {
+            return Err("time index entries are not increasing or point past the log".into());
+        }
+        self.bytes_since_index_entry
+            .store(bytes_since_entry, Ordering::Release);
+        self.next_offset.store(next_offset, Ordering::Release);
+        Ok(())
+    }
+
+    /// Seals the segment after a roll or at close: records the final max timestamp in the
+    /// time index, trims both indexes, and shrinks the read mapping to the file.
+    pub(crate) fn seal(&self) -> Result<()> {
+        {
+            let mut times = self.time_index.write().map_err(|_| lock_poisoned())?;
+            let max = self.max_timestamp();
+            if max != NO_TIMESTAMP && !times.is_full() {
+                times.maybe_append(max, self.offset_of_max_timestamp.load(Ordering::Acquire));
+            }
+            times.file_mut().trim()?;
+        }
+        self.offset_index
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .file_mut()
+            .trim()?;
+        self.remap(self.size())
+    }
+
+    /// Reopens the indexes for appends (a sealed segment becoming active again).
+    pub(crate) fn unseal(&self, capacity: u64, index_bytes: u64) -> Result<()> {
+        self.offset_index
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .file_mut()
+            .extend_to(index_bytes)?;
+        self.time_index
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .file_mut()
+            .extend_to(index_bytes)?;
+        self.remap(capacity.max(self.size()))
+    }
+
+    /// Syncs the log file (data only) if anything was appended since the last sync.
+    pub(crate) fn sync_if_dirty(&self) -> Result<()> {
+        if self.dirty.swap(false, Ordering::AcqRel) {
+            if let Err(e) = self.file.sync_data() {
+                self.dirty.store(true, Ordering::Release);
+                return Err(StorageError::io(
+                    format!("fdatasync {}", self.log_path.display()),
+                    e,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Syncs the log file and both indexes.
+    pub(crate) fn sync_all(&self) -> Result<()> {
+        self.dirty.store(false, Ordering::Release);
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io(format!("fdatasync {}", self.log_path.display()), e))?;
+        self.offset_index
+            .read()
+            .map_err(|_| lock_poisoned())?
+            .file()
+            .sync()?;
+        self.time_index
+            .read()
+            .map_err(|_| lock_poisoned())?
+            .file()
+            .sync()
+    }
+
+    /// Drops every batch whose last offset is >= `offset` (the batch containing `offset`
+    /// goes too). Returns the new next offset. Callers guarantee no reader holds bytes
+    /// past the cut (see the module doc).
+    pub(crate) fn truncate_to(&self, offset: i64) -> Result<i64> {
+        let size = self.size();
+        let Some(map) = self.current_map()? else {
+            return Ok(self.base_offset);
+        };
+        let data = &map[..size.min(map.len() as u64) as usize];
+        let Some(position) = self.find_batch_position(data, offset)? else {
+            return Ok(self.next_offset());
+        };
+        // The new next offset is the base of the first dropped batch.
+        let new_next = BatchHeader::new(&data[position..])
+            .map(|h| h.base_offset())
+            .map_err(|e| self.corrupt(position, e))?;
+        self.size.store(position as u64, Ordering::Release);
+        self.next_offset.store(new_next, Ordering::Release);
+        let verified = self
+            .verified_len
+            .load(Ordering::Acquire)
+            .min(position as u64);
+        self.verified_len.store(verified, Ordering::Release);
+        self.file
+            .set_len(position as u64)
+            .map_err(|e| StorageError::io(format!("truncate {}", self.log_path.display()), e))?;
+        self.offset_index
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .truncate_to_offset(new_next);
+        self.time_index
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .truncate_to_offset(new_next);
+        // Recompute timestamps and the index cadence from what is left.
+        let file_len = position as u64;
+        if let Err(reason) = self.reload_after_truncate(file_len) {
+            return Err(StorageError::InvalidArgument(reason));
+        }
+        Ok(new_next)
+    }
+
+    fn reload_after_truncate(&self, file_len: u64) -> std::result::Result<(), String> {
+        self.max_timestamp.store(NO_TIMESTAMP, Ordering::Release);
+        self.load_tail(file_len)?;
+        // The time index may name a max that was cut: recompute it by a scan of what is
+        // left, which truncation (rare, never on the hot path) can afford.
+        let map = self.current_map().map_err(|e| e.to_string())?;
+        let data: &[u8] = match &map {
+            Some(map) => &map[..file_len as usize],
+            None => &[],
+        };
+        let mut max = NO_TIMESTAMP;
+        let mut max_offset = self.base_offset;
+        for (position, batch) in batch::batches(data).enumerate() {
+            let batch = batch.map_err(|e| format!("batch {position}: {e}"))?;
+            let header = BatchHeader::new(batch).map_err(|e| e.to_string())?;
+            if header.max_timestamp() > max {
+                max = header.max_timestamp();
+                max_offset = header.base_offset();
+            }
+        }
+        self.max_timestamp.store(max, Ordering::Release);
+        self.offset_of_max_timestamp
+            .store(max_offset, Ordering::Release);
+        Ok(())
+    }
+
+    /// Removes the segment's three files (the mapping stays valid for readers holding it).
+    pub(crate) fn delete_files(&self) -> Result<()> {
+        let paths = [
+            self.log_path.clone(),
+            self.offset_index
+                .read()
+                .map_err(|_| lock_poisoned())?
+                .file()
+                .path()
+                .to_path_buf(),
+            self.time_index
+                .read()
+                .map_err(|_| lock_poisoned())?
+                .file()
+                .path()
+                .to_path_buf(),
+        ];
+        for path in paths {
+            crate::fsutil::remove_if_exists(&path)?;
+        }
+        Ok(())
+    }
+}
+
+fn file_len(file: &File, path: &Path) -> Result<u64> {
+    Ok(file
+        .metadata()
+        .map_err(|e| StorageError::io(format!("stat {}", path.display()), e))?
+        .len())
+}
+
+/// `write_all` for vectored writes: loops over short writes, retries on EINTR.
+fn write_all_vectored(mut file: &File, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    "failed to write whole batches",
+                ))
+            }
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
