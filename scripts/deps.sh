@@ -32,7 +32,7 @@ apt_get_install() {
         as_root apt-get update -qq
         apt_updated=1
     fi
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
 # apt_install CMD PACKAGE: installs PACKAGE unless the command CMD is already on PATH.
@@ -61,8 +61,10 @@ if command -v rustup >/dev/null 2>&1; then
         rustup component add "${missing[@]}"
     fi
 else
-    command -v cargo-clippy >/dev/null && command -v rustfmt >/dev/null ||
-        { echo "deps: no rustup, and rustfmt/clippy are missing" >&2; exit 1; }
+    if ! command -v cargo-clippy >/dev/null || ! command -v rustfmt >/dev/null; then
+        echo "deps: no rustup, and rustfmt/clippy are missing" >&2
+        exit 1
+    fi
 fi
 
 # --- Python virtualenv for the compat tests -------------------------------------------------

@@ -477,49 +477,28 @@ impl PartitionLog {
         if offset >= inner.log_end.load(Ordering::Acquire) {
             return Ok(());
         }
-        let config = inner.config().clone();
-        let segments = inner.snapshot();
-        let keep = segments
-            .partition_point(|s| s.base_offset() < offset)
-            .max(1);
-        let mut kept: Vec<Arc<Segment>> = segments[..keep].to_vec();
-        let dropped: Vec<Arc<Segment>> = segments[keep..].to_vec();
-        let last = kept.last().cloned().ok_or(StorageError::Closed)?;
-        let result = (|| -> Result<i64> {
-            let new_end = last.truncate_to(offset)?;
-            if !dropped.is_empty() {
-                last.unseal(config.segment_bytes, config.segment_index_bytes)?;
-            }
-            Ok(new_end)
-        })();
-        let new_end = match result {
-            Ok(end) => end,
-            Err(e) => {
-                inner.go_offline(&e);
-                return Err(e);
-            }
+        // No sync may run across a truncation: it would publish the old log end as durable.
+        let _sync = inner.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let log_start = inner.log_start.load(Ordering::Acquire);
+        let result = if offset <= log_start {
+            // Nothing below the cut is readable: start the log afresh at `offset`, as
+            // Kafka's truncateFullyAndStartAt does.
+            inner.restart_at(offset)
+        } else {
+            inner.truncate_segments(offset).and_then(|new_end| {
+                if new_end < log_start {
+                    // The batch holding `offset` began before the log start.
+                    inner.restart_at(log_start)
+                } else {
+                    Ok(())
+                }
+            })
         };
-        if last.is_empty() && last.base_offset() != new_end {
-            // Everything was cut: start the log again at the requested offset.
-            let fresh = Segment::create(
-                &inner.dir,
-                new_end,
-                config.segment_bytes,
-                config.segment_index_bytes,
-            )?;
-            last.delete_files()?;
-            kept.pop();
-            kept.push(Arc::new(fresh));
+        if let Err(e) = result {
+            inner.go_offline(&e);
+            return Err(e);
         }
-        inner.replace_segments(kept)?;
-        for segment in &dropped {
-            segment.delete_files()?;
-        }
-        fsutil::sync_dir(&inner.dir)?;
-        inner.log_end.store(new_end, Ordering::Release);
-        let start = inner.log_start.load(Ordering::Acquire).min(new_end);
-        inner.log_start.store(start, Ordering::Release);
-        inner.durable.reset(inner.durable.get().min(new_end));
+        let new_end = inner.log_end.load(Ordering::Acquire);
         tracing::info!(dir = %inner.dir.display(), offset, log_end = new_end, "truncated log");
         Ok(())
     }
@@ -624,13 +603,22 @@ impl PartitionLog {
             active.seal()?;
             active.sync_all()?;
             let end = inner.log_end.load(Ordering::Acquire);
-            fsutil::write_atomically(
-                &inner.dir.join(RECOVERY_POINT_FILE),
-                end.to_string().as_bytes(),
-            )
+            let _sync = inner.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+            inner.write_recovery_point(end)
         })();
         inner.durable.fail(true);
         result
+    }
+
+    /// Stops using the log without closing it, as if the process died at this point:
+    /// waits for a sync in progress, then neither this handle nor the flusher writes
+    /// anything more, so the next open sees an unclean shutdown. For crash tests.
+    pub fn abandon(self) {
+        let inner = &self.inner;
+        let _guard = inner.lock_append();
+        inner.closed.store(true, Ordering::Release);
+        let _sync = inner.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        inner.durable.fail(true);
     }
 
     /// Closes the log and removes its directory.
@@ -671,6 +659,84 @@ impl LogInner {
             ));
         }
         *self.segments.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(segments);
+        Ok(())
+    }
+
+    /// Cuts the segments at `offset` (see `truncate_to`); returns the new log end.
+    fn truncate_segments(&self, offset: i64) -> Result<i64> {
+        let config = self.config().clone();
+        let segments = self.snapshot();
+        let keep = segments
+            .partition_point(|s| s.base_offset() < offset)
+            .max(1);
+        let kept: Vec<Arc<Segment>> = segments[..keep].to_vec();
+        let dropped: Vec<Arc<Segment>> = segments[keep..].to_vec();
+        let last = kept.last().cloned().ok_or(StorageError::Closed)?;
+        let new_end = last.truncate_to(offset)?;
+        if !dropped.is_empty() {
+            last.unseal(config.segment_bytes, config.segment_index_bytes)?;
+        }
+        self.replace_segments(kept)?;
+        for segment in &dropped {
+            segment.delete_files()?;
+        }
+        self.lower_recovery_point(new_end)?;
+        fsutil::sync_dir(&self.dir)?;
+        self.log_end.store(new_end, Ordering::Release);
+        self.durable.reset(self.durable.get().min(new_end));
+        Ok(new_end)
+    }
+
+    /// Replaces every segment by one empty segment at `offset`, which becomes both the log
+    /// start and the log end.
+    fn restart_at(&self, offset: i64) -> Result<()> {
+        let config = self.config().clone();
+        // Old files go first: the new segment may have the same base offset (name).
+        for segment in self.snapshot().iter() {
+            segment.delete_files()?;
+        }
+        let fresh = Segment::create(
+            &self.dir,
+            offset,
+            config.segment_bytes,
+            config.segment_index_bytes,
+        )?;
+        self.replace_segments(vec![Arc::new(fresh)])?;
+        fsutil::write_atomically(
+            &self.dir.join(LOG_START_FILE),
+            offset.to_string().as_bytes(),
+        )?;
+        self.lower_recovery_point(offset)?;
+        self.pending_recovery_point.store(offset, Ordering::Release);
+        fsutil::sync_dir(&self.dir)?;
+        self.log_end.store(offset, Ordering::Release);
+        self.log_start.store(offset, Ordering::Release);
+        self.durable.reset(offset);
+        Ok(())
+    }
+
+    /// Keeps the recovery point at or below the log end after a truncation, so that
+    /// segments written later are not mistaken for synced ones after a crash. Caller
+    /// holds `sync_lock`.
+    fn lower_recovery_point(&self, log_end: i64) -> Result<()> {
+        if self.recovery_point.load(Ordering::Acquire) > log_end {
+            self.write_recovery_point(log_end)?;
+        }
+        if self.pending_recovery_point.load(Ordering::Acquire) > log_end {
+            self.pending_recovery_point
+                .store(log_end, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Persists the recovery point. Callers hold `sync_lock`, which orders every writer
+    /// of the file.
+    fn write_recovery_point(&self, offset: i64) -> Result<()> {
+        fsutil::write_atomically(
+            &self.dir.join(RECOVERY_POINT_FILE),
+            offset.to_string().as_bytes(),
+        )?;
+        self.recovery_point.store(offset, Ordering::Release);
         Ok(())
     }
 
@@ -834,7 +900,7 @@ impl LogInner {
         if self.closed.load(Ordering::Acquire) || self.offline.load(Ordering::Acquire) {
             return;
         }
-        if let Err(e) = self.sync_to_end() {
+        if let Err(e) = self.background_sync() {
             tracing::error!(dir = %self.dir.display(), error = %e, "flush failed");
         }
     }
@@ -853,7 +919,7 @@ impl LogInner {
         let last = self.last_flush_ms.load(Ordering::Acquire);
         let behind = self.durable.get() < self.log_end.load(Ordering::Acquire);
         if behind && now_ms.saturating_sub(last) >= interval as i64 {
-            if let Err(e) = self.sync_to_end() {
+            if let Err(e) = self.background_sync() {
                 tracing::error!(dir = %self.dir.display(), error = %e, "interval flush failed");
             }
         }
@@ -863,6 +929,21 @@ impl LogInner {
     /// log end seen before syncing, and checkpoints the recovery point after a roll.
     fn sync_to_end(&self) -> Result<()> {
         let _sync = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.sync_locked()
+    }
+
+    /// A sync started by the flusher: skipped once the log is closed or abandoned (checked
+    /// under the sync lock, so it cannot race with `abandon`).
+    fn background_sync(&self) -> Result<()> {
+        let _sync = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.sync_locked()
+    }
+
+    /// The body of a sync; caller holds `sync_lock`.
+    fn sync_locked(&self) -> Result<()> {
         // Everything below `target` was written before `log_end` was published, and its
         // segment was marked dirty before that, so the syncs below cover it.
         let target = self.log_end.load(Ordering::Acquire);
@@ -883,11 +964,7 @@ impl LogInner {
                         segment.sync_all()?;
                     }
                 }
-                fsutil::write_atomically(
-                    &self.dir.join(RECOVERY_POINT_FILE),
-                    pending_point.to_string().as_bytes(),
-                )?;
-                self.recovery_point.store(pending_point, Ordering::Release);
+                self.write_recovery_point(pending_point)?;
             }
             Ok(())
         })();
@@ -962,8 +1039,9 @@ fn first_record_at_or_after(
     Ok(None)
 }
 
-/// Base offsets of the segments in `dir`, sorted; removes index files without a log and
-/// leftover temp files.
+/// Base offsets of the segments in `dir`, sorted; removes index files without a log.
+/// (A temp file left by a crash during an atomic write is harmless: the next write of
+/// the same file reuses its name.)
 fn list_segments(dir: &Path) -> Result<Vec<i64>> {
     let mut logs = Vec::new();
     let mut others = Vec::new();
@@ -973,10 +1051,6 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>> {
         let entry = entry.map_err(|e| StorageError::io(format!("list {}", dir.display()), e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with('.') && name.ends_with(".tmp") {
-            fsutil::remove_if_exists(&entry.path())?;
-            continue;
-        }
         match parse_segment_file_name(name) {
             Some((base, LOG_SUFFIX)) => logs.push(base),
             Some((base, _)) => others.push((base, entry.path())),

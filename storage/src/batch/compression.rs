@@ -1,13 +1,18 @@
 //! Compression codecs of the record format: ids 0-4 in the batch attributes, and the
 //! (de)compression of a batch's record area in the framing each Kafka client writes.
 //!
-//! | codec  | what Kafka clients write                        | we compress as        | we decompress          |
-//! |--------|-------------------------------------------------|-----------------------|------------------------|
-//! | gzip   | gzip members (RFC 1952)                         | one member, level 6   | concatenated members   |
-//! | snappy | Java, kafka-python: xerial framing; librdkafka: | xerial, 32 KiB blocks | xerial or one raw block|
-//! |        | one raw snappy block                            |                       |                        |
-//! | lz4    | LZ4 frame format (independent 64 KiB blocks)    | same                  | any LZ4 frame          |
-//! | zstd   | zstd frames                                     | level 3 (Kafka's)     | concatenated frames    |
+//! What each codec's records look like as Kafka clients write them, and what we do:
+//!
+//! - gzip: gzip members (RFC 1952). We write one member at level 6 (java.util.zip's
+//!   default) and read any number of concatenated members.
+//! - snappy: the Java client and kafka-python write the xerial framing below; librdkafka
+//!   writes one raw snappy block. We write xerial with 32 KiB blocks, as the Java client
+//!   does, and read both.
+//! - lz4: the LZ4 frame format. We write what Kafka's `KafkaLZ4BlockOutputStream` does
+//!   (independent 64 KiB blocks, no checksums) and read any frame (linked blocks,
+//!   checksums, content size).
+//! - zstd: zstd frames. We write one frame at level 3 (Kafka's default) and read any
+//!   number of frames, with or without a content size.
 //!
 //! The xerial framing (snappy-java's `SnappyOutputStream`) is: the 8-byte magic
 //! `82 'SNAPPY' 00`, a big-endian i32 version (1) and minimum compatible version (1), then
@@ -323,7 +328,10 @@ mod tests {
             assert_eq!(codec.decompress(&compressed, 10_000).unwrap(), data);
             let err = codec.decompress(&compressed, 9_999).unwrap_err();
             assert!(
-                matches!(&err, BatchError::Decompression { reason, .. } if reason.contains("limit")),
+                matches!(
+                    &err,
+                    BatchError::Decompression { reason, .. } if reason.contains("limit")
+                ),
                 "{}: {err}",
                 codec.name()
             );
@@ -530,7 +538,8 @@ mod tests {
         ) {
             let mut input = data;
             if xerial_prefix {
-                let mut framed = vec![0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0, 0, 0, 0, 1, 0, 0, 0, 1];
+                let mut framed =
+                    vec![0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0, 0, 0, 0, 1, 0, 0, 0, 1];
                 framed.extend_from_slice(&input);
                 input = framed;
             }

@@ -74,9 +74,9 @@ pub enum TimestampType {
 
 /// A zero-copy view over the header of one record batch.
 ///
-/// Constructing the view checks only that the 61 header bytes exist; [`validate_produced_batch`]
-/// checks everything else. Accessors read the bytes on every call, so the view costs
-/// nothing to build.
+/// Constructing the view checks only that the 61 header bytes exist;
+/// [`validate_produced_batch`] checks everything else. Accessors read the bytes on every
+/// call, so the view costs nothing to build.
 #[derive(Clone, Copy)]
 pub struct BatchHeader<'a> {
     bytes: &'a [u8],
@@ -206,7 +206,8 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
 /// Checks the framing of the batch at the start of `bytes` and returns its total size.
 ///
 /// Checks: 61 header bytes present, length field within `[49, max_size - 12]`, all the
-/// bytes it promises present, magic 2. Does not check the CRC ([`validate_stored_batch`] does).
+/// bytes it promises present, magic 2. Does not check the CRC ([`validate_stored_batch`]
+/// does).
 pub fn check_framing(bytes: &[u8], max_size: usize) -> Result<usize, BatchError> {
     let header = BatchHeader::new(bytes)?;
     let size = header.total_size();

@@ -236,7 +236,9 @@ mod tests {
         }
 
         #[test]
-        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..16)) {
+        fn decoding_arbitrary_bytes_never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..16),
+        ) {
             if let Ok((_, used)) = decode_varint(&bytes) {
                 prop_assert!((1..=MAX_VARINT_LEN).contains(&used) && used <= bytes.len());
             }

@@ -1,0 +1,224 @@
+//! Crash recovery: a log left without `close` (as after kill -9) whose active segment is
+//! then cut, zero-filled or overwritten with garbage must reopen with every whole batch
+//! before the damage, nothing after it, and appends continuing at the right offset.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+use rand::{Rng, SeedableRng};
+use sluice_storage::batch::{self, BatchHeader};
+use sluice_storage::LogConfig;
+
+/// Writes `batches` batches into a fresh log in `dir` and drops it without closing.
+/// Returns the batches as stored.
+fn crashed_log(dir: &Path, config: &LogConfig, batches: usize) -> Vec<Vec<u8>> {
+    let (log, _) = open(dir, config.clone(), true);
+    for i in 0..batches {
+        log.append(&make_batch(1 + i % 4, 40 + i % 7, 1000 + i as i64), 0, 0)
+            .unwrap();
+    }
+    let stored = read_all(&log, 0);
+    log.abandon();
+    stored
+}
+
+fn active_segment(dir: &Path) -> std::path::PathBuf {
+    let mut logs: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// Reopens uncleanly and checks that exactly `expected` survived and appends continue.
+fn check_recovered(dir: &Path, config: &LogConfig, expected: &[Vec<u8>]) {
+    let (log, report) = open(dir, config.clone(), false);
+    assert!(report.segments_recovered >= 1);
+    let end = expected
+        .last()
+        .map_or(0, |b| BatchHeader::new(b).unwrap().next_offset());
+    assert_eq!(log.log_end_offset(), end);
+    let survived = read_all(&log, 0);
+    assert_eq!(survived.len(), expected.len());
+    assert!(survived == expected, "surviving batches differ");
+    let info = log.append(&make_batch(2, 10, 0), 0, 0).unwrap();
+    assert_eq!(info.base_offset, end);
+    log.close().unwrap();
+    let (log, report) = open(dir, config.clone(), true);
+    assert_eq!(report.segments_recovered, 0);
+    assert_eq!(log.log_end_offset(), end + 2);
+    for b in read_all(&log, 0) {
+        batch::validate_stored_batch(&b).unwrap();
+    }
+}
+
+#[test]
+fn cut_at_every_byte_of_the_last_batch() {
+    let config = small_segments();
+    let origin = tempfile::tempdir().unwrap();
+    let stored = crashed_log(origin.path(), &config, 30);
+    let segment = active_segment(origin.path());
+    let len = fs::metadata(&segment).unwrap().len() as usize;
+    let last_size = stored.last().unwrap().len();
+    let (whole, _) = stored.split_at(stored.len() - 1);
+    for cut in (len - last_size)..len {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(origin.path(), dir.path());
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(active_segment(dir.path()))
+            .unwrap();
+        file.set_len(cut as u64).unwrap();
+        check_recovered(dir.path(), &config, whole);
+    }
+}
+
+#[test]
+fn zero_filled_tail_is_cut() {
+    let config = small_segments();
+    let dir = tempfile::tempdir().unwrap();
+    let stored = crashed_log(dir.path(), &config, 30);
+    let segment = active_segment(dir.path());
+    let valid = fs::metadata(&segment).unwrap().len();
+    let mut bytes = fs::read(&segment).unwrap();
+    bytes.extend(std::iter::repeat_n(0u8, 3000));
+    fs::write(&segment, bytes).unwrap();
+    check_recovered(dir.path(), &config, &stored);
+    let _ = valid;
+}
+
+#[test]
+fn garbage_tail_is_cut_whatever_the_garbage() {
+    let config = small_segments();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for round in 0..50 {
+        let dir = tempfile::tempdir().unwrap();
+        let stored = crashed_log(dir.path(), &config, 20);
+        let segment = active_segment(dir.path());
+        let mut bytes = fs::read(&segment).unwrap();
+        let garbage_len = rng.gen_range(1..600);
+        let mut garbage: Vec<u8> = (0..garbage_len).map(|_| rng.gen()).collect();
+        if round % 5 == 0 && garbage.len() >= 17 {
+            // Garbage that starts like a plausible header: small length, magic 2.
+            garbage[8..12].copy_from_slice(&100i32.to_be_bytes());
+            garbage[16] = 2;
+        }
+        bytes.extend_from_slice(&garbage);
+        fs::write(&segment, bytes).unwrap();
+        check_recovered(dir.path(), &config, &stored);
+    }
+}
+
+#[test]
+fn a_flipped_byte_inside_the_tail_cuts_from_that_batch_on() {
+    let config = small_segments();
+    let origin = tempfile::tempdir().unwrap();
+    let stored = crashed_log(origin.path(), &config, 30);
+    let segment = active_segment(origin.path());
+    let bytes = fs::read(&segment).unwrap();
+    // Batches in the active segment, by position.
+    let mut positions = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        positions.push(at);
+        at += batch::check_framing(&bytes[at..], usize::MAX).unwrap();
+    }
+    let in_active = positions.len();
+    for (k, &position) in positions.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(origin.path(), dir.path());
+        let mut damaged = bytes.clone();
+        damaged[position + 30] ^= 0x01;
+        fs::write(active_segment(dir.path()), damaged).unwrap();
+        let keep = stored.len() - in_active + k;
+        check_recovered(dir.path(), &config, &stored[..keep]);
+    }
+}
+
+#[test]
+fn damage_in_an_unsynced_sealed_segment_drops_every_later_segment() {
+    let config = small_segments();
+    let dir = tempfile::tempdir().unwrap();
+    let stored = crashed_log(dir.path(), &config, 80);
+    // No recovery point was ever written if the flusher did not run yet; remove it to be
+    // sure every segment is rescanned.
+    let _ = fs::remove_file(dir.path().join("recovery-point"));
+    let mut logs: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    assert!(logs.len() >= 3);
+    let second = &logs[1];
+    let len = fs::metadata(second).unwrap().len();
+    let file = fs::OpenOptions::new().write(true).open(second).unwrap();
+    file.set_len(len - 5).unwrap();
+    // Everything up to the last whole batch of the second segment survives.
+    let third_base: i64 = logs[2]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let expected: Vec<Vec<u8>> = stored
+        .iter()
+        .filter(|b| BatchHeader::new(b).unwrap().next_offset() < third_base)
+        .cloned()
+        .collect();
+    check_recovered(dir.path(), &config, &expected);
+    let remaining = fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count();
+    assert_eq!(remaining, 2, "segments after the damage are deleted");
+}
+
+#[test]
+fn missing_or_garbage_indexes_are_rebuilt() {
+    let config = small_segments();
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config.clone(), true);
+    for i in 0..60 {
+        log.append(&make_batch(2, 50, i), 0, 0).unwrap();
+    }
+    let stored = read_all(&log, 0);
+    log.close().unwrap();
+    fs::remove_file(dir.path().join("00000000000000000000.index")).unwrap();
+    let mut garbage = vec![0xffu8; 64];
+    garbage[..8].copy_from_slice(&[0, 0, 0, 9, 0, 0, 0, 1]);
+    let second = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "index"))
+        .min()
+        .unwrap();
+    fs::write(&second, garbage).unwrap();
+    let (log, _) = open(dir.path(), config, true);
+    assert_eq!(read_all(&log, 0), stored);
+    for offset in [0, 7, 33, 64, 119] {
+        let read = log.read(offset, 1, true).unwrap();
+        let header = BatchHeader::new(&read.records).unwrap();
+        assert!(header.base_offset() <= offset && header.last_offset() >= offset);
+    }
+}
