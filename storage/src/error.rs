@@ -75,6 +75,22 @@ pub enum StorageError {
     /// An argument that cannot be honoured (e.g. delete records beyond the high watermark).
     #[error("invalid request: {0}")]
     InvalidArgument(String),
+    /// An idempotent producer's batch does not continue its sequence (a gap, or a new
+    /// epoch not starting at 0). Kafka: OUT_OF_ORDER_SEQUENCE_NUMBER.
+    #[error("producer {producer_id}: out of order sequence number {found}, expected {expected}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        found: i32,
+    },
+    /// A batch from an older epoch of a producer that has since been re-initialised.
+    /// Kafka: INVALID_PRODUCER_EPOCH.
+    #[error("producer {producer_id}: epoch {epoch} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
     /// An earlier write or fsync failed; the log refuses further work until reopened,
     /// because what is on disk after a failed write is unknown.
     #[error("log at {path} is offline after an earlier I/O failure")]

@@ -6,6 +6,7 @@
 //!   offset or time, roll, truncate, retention, recovery.
 //! - `segment`, `offset_index`, `time_index`, `index_file`: one segment's three files.
 //! - [`flusher`]: the per-data-directory thread that fsyncs logs (group commit).
+//! - [`producer_state`]: idempotent-producer sequence tracking and its snapshots.
 //! - [`watermark`]: the durable-offset watermark appenders wait on.
 //! - [`fsutil`]: atomic metadata writes, directory fsync, the clean-shutdown marker.
 //! - [`config`]: per-log settings named after Kafka's topic configs.
@@ -22,6 +23,7 @@ pub mod fsutil;
 mod index_file;
 pub mod log;
 mod offset_index;
+pub mod producer_state;
 mod segment;
 mod time_index;
 pub mod watermark;

@@ -30,6 +30,7 @@ use crate::config::{FlushPolicy, LogConfig};
 use crate::error::{BatchError, Result, StorageError};
 use crate::flusher::Flusher;
 use crate::fsutil::{self, parse_segment_file_name, LOG_SUFFIX};
+use crate::producer_state::{self, PendingUpdates, ProducerStates, Verdict};
 use crate::segment::{PreparedBatch, Segment, NO_TIMESTAMP};
 use crate::watermark::{DurableWait, Watermark};
 
@@ -58,6 +59,9 @@ pub struct AppendInfo {
     /// Batches and records appended.
     pub batches: usize,
     pub records: u64,
+    /// The batch was a retry of one already stored (idempotent producer): nothing was
+    /// appended and the offsets are the original ones.
+    pub duplicate: bool,
 }
 
 /// What a read returned.
@@ -99,6 +103,11 @@ pub struct RetentionOutcome {
     pub bytes_deleted: u64,
 }
 
+/// State guarded by the append lock.
+pub(crate) struct AppendState {
+    producers: ProducerStates,
+}
+
 /// A partition log. Cheap to clone: clones share the same log.
 #[derive(Clone)]
 pub struct PartitionLog {
@@ -109,7 +118,8 @@ pub(crate) struct LogInner {
     dir: PathBuf,
     config: RwLock<LogConfig>,
     segments: RwLock<Arc<Vec<Arc<Segment>>>>,
-    append_lock: Mutex<()>,
+    /// The append lock, with the state only appends touch.
+    append_lock: Mutex<AppendState>,
     log_start: AtomicI64,
     log_end: AtomicI64,
     durable: Arc<Watermark>,
@@ -233,11 +243,12 @@ impl PartitionLog {
             tracing::warn!(dir = %dir.display(), bytes = report.bytes_truncated, log_end, "recovery truncated the log");
         }
         let active_base = segments.last().map_or(0, |s| s.base_offset());
+        let producers = rebuild_producer_states(&dir, &segments, log_end)?;
         let inner = Arc::new(LogInner {
             dir,
             config: RwLock::new(config),
             segments: RwLock::new(Arc::new(segments)),
-            append_lock: Mutex::new(()),
+            append_lock: Mutex::new(AppendState { producers }),
             log_start: AtomicI64::new(log_start),
             log_end: AtomicI64::new(log_end),
             durable: Arc::new(Watermark::new(log_end)),
@@ -303,6 +314,16 @@ impl PartitionLog {
         self.inner.snapshot().len()
     }
 
+    /// Number of idempotent producers with state in this partition.
+    pub fn producer_count(&self) -> usize {
+        self.inner
+            .append_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .producers
+            .len()
+    }
+
     /// Whether an earlier I/O failure took the log offline.
     pub fn is_offline(&self) -> bool {
         self.inner.offline.load(Ordering::Acquire)
@@ -317,10 +338,8 @@ impl PartitionLog {
         let config = inner.config().clone();
         let parsed = parse_produced(records, config.max_message_bytes)?;
 
-        let guard = inner.lock_append()?;
+        let mut guard = inner.lock_append()?;
         inner.check_writable()?;
-        let total: u64 = parsed.iter().map(|b| b.len() as u64).sum();
-        inner.maybe_roll(&guard, &config, total, now_ms)?;
 
         let log_append_time = match config.timestamp_type {
             TimestampType::LogAppendTime => now_ms,
@@ -330,19 +349,42 @@ impl PartitionLog {
         let base_offset = next;
         let mut records_count = 0u64;
         let mut prepared = Vec::with_capacity(parsed.len());
+        let mut producer_updates = PendingUpdates::default();
         for bytes in &parsed {
             let header = BatchHeader::new(bytes)?;
+            let max_timestamp = if config.timestamp_type == TimestampType::LogAppendTime {
+                now_ms
+            } else {
+                header.max_timestamp()
+            };
+            match guard.producers.check(&producer_updates, &header)? {
+                Verdict::Duplicate(original) => {
+                    // A retry of a batch already stored: acknowledge it with its original
+                    // offsets, append nothing (Kafka does the same for the whole request).
+                    return Ok(AppendInfo {
+                        base_offset: original.first_offset,
+                        last_offset: original.last_offset,
+                        log_append_time,
+                        log_start_offset: self.log_start_offset(),
+                        batches: 0,
+                        records: 0,
+                        duplicate: true,
+                    });
+                }
+                Verdict::Append => {
+                    guard
+                        .producers
+                        .stage(&mut producer_updates, &header, next, max_timestamp)
+                }
+            }
             let mut head = [0u8; HEADER_SIZE];
             head.copy_from_slice(&bytes[..HEADER_SIZE]);
             batch::patch_base_offset(&mut head, next);
             batch::patch_leader_epoch(&mut head, leader_epoch);
             let body = &bytes[HEADER_SIZE..];
-            let max_timestamp = if config.timestamp_type == TimestampType::LogAppendTime {
+            if config.timestamp_type == TimestampType::LogAppendTime {
                 patch_log_append_time(&mut head, body, now_ms);
-                now_ms
-            } else {
-                header.max_timestamp()
-            };
+            }
             let count = header.last_offset_delta() as i64 + 1;
             records_count += count as u64;
             prepared.push(PreparedBatch {
@@ -354,12 +396,15 @@ impl PartitionLog {
             });
             next += count;
         }
+        let total: u64 = parsed.iter().map(|b| b.len() as u64).sum();
+        inner.maybe_roll(&guard, &config, total, now_ms)?;
         let active = inner.active();
         if let Err(e) = active.append(&prepared, config.index_interval_bytes) {
             inner.go_offline(&e);
             return Err(e);
         }
         active.note_append_time(now_ms);
+        guard.producers.commit(producer_updates);
         inner.log_end.store(next, Ordering::Release);
         drop(guard);
 
@@ -371,6 +416,7 @@ impl PartitionLog {
             log_start_offset: self.log_start_offset(),
             batches: prepared.len(),
             records: records_count,
+            duplicate: false,
         })
     }
 
@@ -472,7 +518,7 @@ impl PartitionLog {
     /// this only before serving a log (or, later, from replication with fencing).
     pub fn truncate_to(&self, offset: i64) -> Result<()> {
         let inner = &self.inner;
-        let _guard = inner.lock_append()?;
+        let mut guard = inner.lock_append()?;
         inner.check_writable()?;
         if offset >= inner.log_end.load(Ordering::Acquire) {
             return Ok(());
@@ -499,6 +545,15 @@ impl PartitionLog {
             return Err(e);
         }
         let new_end = inner.log_end.load(Ordering::Acquire);
+        // Producer state must forget the cut batches: rebuild it from what is left.
+        let segments = inner.snapshot();
+        match rebuild_producer_states(&inner.dir, &segments, new_end) {
+            Ok(states) => guard.producers = states,
+            Err(e) => {
+                inner.go_offline(&e);
+                return Err(e);
+            }
+        }
         tracing::info!(dir = %inner.dir.display(), offset, log_end = new_end, "truncated log");
         Ok(())
     }
@@ -587,7 +642,7 @@ impl PartitionLog {
     /// so that the next open is a clean one. The log refuses further work afterwards.
     pub fn close(&self) -> Result<()> {
         let inner = &self.inner;
-        let _guard = inner.lock_append()?;
+        let guard = inner.lock_append()?;
         if inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
@@ -603,6 +658,7 @@ impl PartitionLog {
             active.seal()?;
             active.sync_all()?;
             let end = inner.log_end.load(Ordering::Acquire);
+            producer_state::write_snapshot(&inner.dir, end, &guard.producers)?;
             let _sync = inner.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
             inner.write_recovery_point(end)
         })();
@@ -695,6 +751,9 @@ impl LogInner {
         for segment in self.snapshot().iter() {
             segment.delete_files()?;
         }
+        for (_, path) in producer_state::list_snapshots(&self.dir)? {
+            fsutil::remove_if_exists(&path)?;
+        }
         let fresh = Segment::create(
             &self.dir,
             offset,
@@ -740,7 +799,7 @@ impl LogInner {
         Ok(())
     }
 
-    fn lock_append(&self) -> Result<MutexGuard<'_, ()>> {
+    fn lock_append(&self) -> Result<MutexGuard<'_, AppendState>> {
         Ok(self.append_lock.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -774,7 +833,7 @@ impl LogInner {
     /// active one. Caller holds the append lock.
     fn maybe_roll(
         &self,
-        _guard: &MutexGuard<'_, ()>,
+        guard: &MutexGuard<'_, AppendState>,
         config: &LogConfig,
         incoming: u64,
         now_ms: i64,
@@ -794,19 +853,23 @@ impl LogInner {
         if !(too_big || too_old || offsets_overflow || active.indexes_full()) {
             return Ok(());
         }
-        self.roll(config, log_end)
+        self.roll(guard, config, log_end)
     }
 
-    fn roll(&self, config: &LogConfig, log_end: i64) -> Result<()> {
+    /// Seals the active segment and starts a new one at `log_end`, snapshotting the
+    /// producer state there so that recovery never replays more than one segment.
+    fn roll(&self, state: &AppendState, config: &LogConfig, log_end: i64) -> Result<()> {
         let active = self.active();
         let result = (|| -> Result<Arc<Segment>> {
             active.seal()?;
-            Ok(Arc::new(Segment::create(
+            let fresh = Segment::create(
                 &self.dir,
                 log_end,
                 config.segment_bytes,
                 config.segment_index_bytes,
-            )?))
+            )?;
+            producer_state::write_snapshot(&self.dir, log_end, &state.producers)?;
+            Ok(Arc::new(fresh))
         })();
         let fresh = match result {
             Ok(segment) => segment,
@@ -828,7 +891,7 @@ impl LogInner {
     /// Deletes the `count` oldest segments, rolling first if that includes the active one.
     fn delete_oldest(
         &self,
-        guard: &MutexGuard<'_, ()>,
+        guard: &MutexGuard<'_, AppendState>,
         count: usize,
         _now_ms: i64,
     ) -> Result<RetentionOutcome> {
@@ -841,9 +904,8 @@ impl LogInner {
             let config = self.config().clone();
             let log_end = self.log_end.load(Ordering::Acquire);
             if !self.active().is_empty() {
-                self.roll(&config, log_end)?;
+                self.roll(guard, &config, log_end)?;
             }
-            let _ = guard;
             segments = self.snapshot();
         }
         let count = count.min(segments.len() - 1);
@@ -977,6 +1039,27 @@ impl LogInner {
         self.durable.advance(target);
         Ok(())
     }
+}
+
+/// Producer state at `log_end`: the newest snapshot at or below it plus the headers of
+/// the batches after it.
+fn rebuild_producer_states(
+    dir: &Path,
+    segments: &[Arc<Segment>],
+    log_end: i64,
+) -> Result<ProducerStates> {
+    let (from, mut states) = match producer_state::load_snapshot(dir, log_end)? {
+        Some((offset, states)) => (offset, states),
+        None => (i64::MIN, ProducerStates::default()),
+    };
+    for segment in segments.iter().filter(|s| s.next_offset() > from) {
+        segment.for_each_header(from.max(segment.base_offset()), |header| {
+            if header.base_offset() >= from {
+                states.replay(header);
+            }
+        })?;
+    }
+    Ok(states)
 }
 
 /// Splits a produce payload into validated batches. Nothing is written on any error.

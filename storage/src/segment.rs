@@ -517,6 +517,32 @@ impl Segment {
         Ok(None)
     }
 
+    /// Calls `f` with the header of every batch from the one containing `offset` to the
+    /// end of the segment (used to rebuild producer state; headers only, no CRC check:
+    /// the batches were validated when appended or recovered).
+    pub(crate) fn for_each_header(
+        &self,
+        offset: i64,
+        mut f: impl FnMut(&BatchHeader<'_>),
+    ) -> Result<()> {
+        let size = self.size();
+        let Some(map) = self.current_map()? else {
+            return Ok(());
+        };
+        let data = &map[..size.min(map.len() as u64) as usize];
+        let Some(mut position) = self.find_batch_position(data, offset)? else {
+            return Ok(());
+        };
+        while position < data.len() {
+            let rest = &data[position..];
+            let batch_size =
+                batch::check_framing(rest, rest.len()).map_err(|e| self.corrupt(position, e))?;
+            f(&BatchHeader::new(rest).map_err(|e| self.corrupt(position, e))?);
+            position += batch_size;
+        }
+        Ok(())
+    }
+
     /// The batch that first reached this segment's max timestamp.
     pub(crate) fn max_timestamp_batch(&self) -> Result<Option<Bytes>> {
         let offset = self.offset_of_max_timestamp.load(Ordering::Acquire);
