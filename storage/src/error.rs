@@ -95,6 +95,12 @@ pub enum StorageError {
     /// because what is on disk after a failed write is unknown.
     #[error("log at {path} is offline after an earlier I/O failure")]
     Offline { path: PathBuf },
+    /// A lock was poisoned by a panic in another thread; the log's state is suspect.
+    #[error("internal lock poisoned by an earlier panic")]
+    Poisoned,
+    /// A durable wait was for an offset that a truncation removed.
+    #[error("offset {offset} was truncated before it became durable")]
+    Truncated { offset: i64 },
     /// The log was closed (or deleted) while the operation was in progress.
     #[error("log is closed")]
     Closed,

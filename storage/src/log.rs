@@ -31,7 +31,7 @@ use crate::error::{BatchError, Result, StorageError};
 use crate::flusher::Flusher;
 use crate::fsutil::{self, parse_segment_file_name, LOG_SUFFIX};
 use crate::producer_state::{self, PendingUpdates, ProducerStates, Verdict};
-use crate::segment::{PreparedBatch, Segment, NO_TIMESTAMP};
+use crate::segment::{Layout, PreparedBatch, Segment, NO_TIMESTAMP};
 use crate::watermark::{DurableWait, Watermark};
 
 const RECOVERY_POINT_FILE: &str = "recovery-point";
@@ -156,7 +156,7 @@ impl PartitionLog {
         let start_checkpoint = read_offset_file(&dir.join(LOG_START_FILE))?;
         let mut report = OpenReport::default();
 
-        let active_sizes = (config.segment_bytes, config.segment_index_bytes);
+        let layout = layout_of(&config);
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
         // First segment that must be rescanned after an unclean shutdown.
         let recover_from = match (clean, recovery_point) {
@@ -172,12 +172,12 @@ impl PartitionLog {
         let mut cut_at: Option<usize> = None;
         for (i, &base) in bases.iter().enumerate() {
             let is_last = i + 1 == bases.len();
-            let active = is_last.then_some(active_sizes);
+            let active = is_last;
             let (segment, cut) = if base >= recover_from {
                 report.segments_recovered += 1;
-                Segment::open_and_recover(&dir, base, active, config.index_interval_bytes)?
+                Segment::open_and_recover(&dir, base, active, &layout)?
             } else {
-                Segment::load(&dir, base, active, config.index_interval_bytes)?
+                Segment::load(&dir, base, active, &layout)?
             };
             let follows = segments
                 .last()
@@ -220,13 +220,6 @@ impl PartitionLog {
                 config.segment_index_bytes,
             )?));
             fsutil::sync_dir(&dir)?;
-        }
-        if !clean {
-            // What recovery kept may still be only in the page cache (the OS did not
-            // necessarily crash): make it durable before reporting it durable.
-            if let Some(last) = segments.last() {
-                last.sync_all()?;
-            }
         }
 
         let first_base = segments.first().map_or(0, |s| s.base_offset());
@@ -336,7 +329,11 @@ impl PartitionLog {
         let inner = &self.inner;
         inner.check_writable()?;
         let config = inner.config().clone();
-        let parsed = parse_produced(records, config.max_message_bytes)?;
+        // A batch must fit in one segment (Kafka: RecordBatchTooLargeException).
+        let limit = config
+            .max_message_bytes
+            .min(config.segment_bytes.min(usize::MAX as u64) as usize);
+        let parsed = parse_produced(records, limit)?;
 
         let mut guard = inner.lock_append()?;
         inner.check_writable()?;
@@ -420,8 +417,8 @@ impl PartitionLog {
         })
     }
 
-    /// A future (or blocking wait) that completes once `offset` and everything before it
-    /// is fsynced. With flush policy `always` the flusher gets there on its own; with
+    /// A future (or blocking wait) that completes once every record below `offset` is
+    /// fsynced (pass `last_offset + 1` to wait for an append). With flush policy `always` the flusher gets there on its own; with
     /// other policies this also asks the flusher for a sync.
     pub fn wait_durable(&self, offset: i64) -> DurableWait {
         if self.inner.durable.get() < offset && self.inner.config().flush != FlushPolicy::Always {
@@ -463,7 +460,7 @@ impl PartitionLog {
         for segment in segments.iter().skip(first) {
             if let Some(read) = segment.read(offset, max_bytes, min_one, log_end)? {
                 result.records = read.records;
-                result.first_offset = Some(read.first_offset);
+                result.first_offset = read.first_offset;
                 break;
             }
         }
@@ -480,11 +477,16 @@ impl PartitionLog {
             if segment.next_offset() <= log_start || segment.max_timestamp() < timestamp {
                 continue;
             }
-            let Some(batch) = segment.find_batch_by_timestamp(timestamp)? else {
-                continue;
-            };
-            if let Some(found) = first_record_at_or_after(&batch, timestamp, log_start, log_end)? {
-                return Ok(Some(found));
+            // The first batch reaching the timestamp may hold no record that does (its max
+            // came from records before the log start): keep scanning the segment.
+            let mut from = log_start;
+            while let Some(batch) = segment.find_batch_by_timestamp(timestamp, from)? {
+                if let Some(found) =
+                    first_record_at_or_after(&batch, timestamp, log_start, log_end)?
+                {
+                    return Ok(Some(found));
+                }
+                from = BatchHeader::new(&batch)?.next_offset();
             }
         }
         Ok(None)
@@ -518,6 +520,11 @@ impl PartitionLog {
     /// this only before serving a log (or, later, from replication with fencing).
     pub fn truncate_to(&self, offset: i64) -> Result<()> {
         let inner = &self.inner;
+        if offset < 0 {
+            return Err(StorageError::InvalidArgument(format!(
+                "cannot truncate to offset {offset}"
+            )));
+        }
         let mut guard = inner.lock_append()?;
         inner.check_writable()?;
         if offset >= inner.log_end.load(Ordering::Acquire) {
@@ -604,7 +611,7 @@ impl PartitionLog {
             by_time = segments
                 .iter()
                 .take_while(|s| {
-                    !s.is_empty() && now_ms.saturating_sub(s.max_timestamp()) > retention
+                    !s.is_empty() && now_ms.saturating_sub(s.retention_timestamp()) > retention
                 })
                 .count();
         }
@@ -620,7 +627,14 @@ impl PartitionLog {
                 by_size += 1;
             }
         }
-        inner.delete_oldest(&guard, by_time.max(by_size), now_ms)
+        // Segments wholly below the log start (DeleteRecords whose deletions a crash
+        // interrupted) go too.
+        let log_start = inner.log_start.load(Ordering::Acquire);
+        let below_start = segments
+            .iter()
+            .take_while(|s| s.next_offset() <= log_start)
+            .count();
+        inner.delete_oldest(&guard, by_time.max(by_size).max(below_start), now_ms)
     }
 
     /// Rolls the active segment if `segment.ms` has passed, even with no append coming.
@@ -634,7 +648,7 @@ impl PartitionLog {
 
     /// Syncs every appended byte now and advances the durable offset.
     pub fn flush(&self) -> Result<()> {
-        self.inner.check_open()?;
+        self.inner.check_writable()?;
         self.inner.sync_to_end()
     }
 
@@ -679,7 +693,10 @@ impl PartitionLog {
 
     /// Closes the log and removes its directory.
     pub fn delete(&self) -> Result<()> {
-        let _ = self.close();
+        if let Err(e) = self.close() {
+            // The files are about to go; an offline log is deleted all the same.
+            tracing::warn!(dir = %self.inner.dir.display(), error = %e, "closing a log before deleting it failed");
+        }
         fs::remove_dir_all(&self.inner.dir)
             .map_err(|e| StorageError::io(format!("remove {}", self.inner.dir.display()), e))?;
         if let Some(parent) = self.inner.dir.parent() {
@@ -728,18 +745,20 @@ impl LogInner {
         let kept: Vec<Arc<Segment>> = segments[..keep].to_vec();
         let dropped: Vec<Arc<Segment>> = segments[keep..].to_vec();
         let last = kept.last().cloned().ok_or(StorageError::Closed)?;
-        let new_end = last.truncate_to(offset)?;
-        if !dropped.is_empty() {
-            last.unseal(config.segment_bytes, config.segment_index_bytes)?;
-        }
+        // Later segments go first, durably: were the kept segment cut first, a crash in
+        // between would leave a gap that recovery cannot tell from a valid log.
         self.replace_segments(kept)?;
         for segment in &dropped {
             segment.delete_files()?;
         }
-        self.lower_recovery_point(new_end)?;
         fsutil::sync_dir(&self.dir)?;
+        let new_end = last.truncate_to(offset)?;
+        if !dropped.is_empty() {
+            last.unseal(config.segment_bytes, config.segment_index_bytes)?;
+        }
+        self.lower_recovery_point(new_end)?;
         self.log_end.store(new_end, Ordering::Release);
-        self.durable.reset(self.durable.get().min(new_end));
+        self.durable.truncate(new_end);
         Ok(new_end)
     }
 
@@ -770,7 +789,7 @@ impl LogInner {
         fsutil::sync_dir(&self.dir)?;
         self.log_end.store(offset, Ordering::Release);
         self.log_start.store(offset, Ordering::Release);
-        self.durable.reset(offset);
+        self.durable.truncate(offset);
         Ok(())
     }
 
@@ -1006,6 +1025,12 @@ impl LogInner {
 
     /// The body of a sync; caller holds `sync_lock`.
     fn sync_locked(&self) -> Result<()> {
+        // Never retry a sync after one failed: what reached the disk is unknown.
+        if self.offline.load(Ordering::Acquire) {
+            return Err(StorageError::Offline {
+                path: self.dir.clone(),
+            });
+        }
         // Everything below `target` was written before `log_end` was published, and its
         // segment was marked dirty before that, so the syncs below cover it.
         let target = self.log_end.load(Ordering::Acquire);
@@ -1021,10 +1046,12 @@ impl LogInner {
             if pending_point > self.recovery_point.load(Ordering::Acquire) {
                 // Sealed segments below the new point: their trimmed indexes must be on
                 // disk too, since recovery will trust them.
-                for segment in segments.iter().filter(|s| s.base_offset() < pending_point) {
-                    if segment.base_offset() >= self.recovery_point.load(Ordering::Acquire).max(0) {
-                        segment.sync_all()?;
-                    }
+                let old_point = self.recovery_point.load(Ordering::Acquire);
+                for segment in segments
+                    .iter()
+                    .filter(|s| s.base_offset() < pending_point && s.next_offset() > old_point)
+                {
+                    segment.sync_all()?;
                 }
                 self.write_recovery_point(pending_point)?;
             }
@@ -1038,6 +1065,14 @@ impl LogInner {
         self.last_flush_ms.store(now_ms(), Ordering::Release);
         self.durable.advance(target);
         Ok(())
+    }
+}
+
+fn layout_of(config: &LogConfig) -> Layout {
+    Layout {
+        capacity: config.segment_bytes,
+        index_bytes: config.segment_index_bytes,
+        index_interval: config.index_interval_bytes,
     }
 }
 
@@ -1142,7 +1177,10 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>> {
     }
     logs.sort_unstable();
     for (base, path) in others {
-        if logs.binary_search(&base).is_err() {
+        let is_index = path
+            .extension()
+            .is_some_and(|e| e == fsutil::INDEX_SUFFIX || e == fsutil::TIME_INDEX_SUFFIX);
+        if is_index && logs.binary_search(&base).is_err() {
             tracing::info!(file = %path.display(), "removing index file without a segment");
             fsutil::remove_if_exists(&path)?;
         }

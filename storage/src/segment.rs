@@ -34,6 +34,16 @@ use crate::time_index::TimeIndex;
 /// Sentinel for "no timestamp yet".
 pub(crate) const NO_TIMESTAMP: i64 = -1;
 
+/// Sizes a segment is created or reopened with (from the log's config).
+pub(crate) struct Layout {
+    /// Read-mapping capacity of an active segment: `segment.bytes`.
+    pub capacity: u64,
+    /// `segment.index.bytes`.
+    pub index_bytes: u64,
+    /// `index.interval.bytes`.
+    pub index_interval: u64,
+}
+
 /// A batch ready to be written: its bytes in the producer's buffer plus the patched header.
 pub(crate) struct PreparedBatch<'a> {
     pub header: [u8; HEADER_SIZE],
@@ -71,8 +81,8 @@ struct Mapping {
 pub(crate) struct SegmentRead {
     /// Whole batches, contiguous in the file.
     pub records: Bytes,
-    /// Base offset of the first batch returned.
-    pub first_offset: i64,
+    /// Base offset of the first batch returned (None when the first batch did not fit).
+    pub first_offset: Option<i64>,
 }
 
 pub(crate) struct Segment {
@@ -91,8 +101,9 @@ pub(crate) struct Segment {
     /// `segment.ms`. Kafka uses the first batch's timestamp instead; a producer replaying
     /// old timestamps would then roll a segment per append, which this avoids.
     first_append_ms: AtomicI64,
-    /// Bytes known to hold valid batches (CRC-checked on append, recovery or earlier read).
-    verified_len: AtomicU64,
+    /// Byte ranges known to hold valid batches (CRC-checked on append, recovery or an
+    /// earlier read), so each stored byte is checked at most once per process.
+    verified: VerifiedRanges,
     /// Set by appends, cleared by the flusher just before it syncs.
     dirty: AtomicBool,
     bytes_since_index_entry: AtomicU64,
@@ -112,7 +123,7 @@ fn open_log_file(path: &Path, create_new: bool) -> Result<File> {
 }
 
 fn lock_poisoned() -> StorageError {
-    StorageError::InvalidArgument("a segment lock was poisoned by a panic".into())
+    StorageError::Poisoned
 }
 
 impl Segment {
@@ -143,42 +154,46 @@ impl Segment {
     }
 
     /// Opens an existing segment whose indexes are trusted (clean shutdown, or a sealed
-    /// segment before the recovery point). `active` preallocates the indexes for appends.
-    /// Falls back to a rebuild (scan) if the indexes look wrong; returns bytes truncated
-    /// by that rebuild (normally 0).
+    /// segment before the recovery point). An active segment's indexes are preallocated
+    /// for appends. Falls back to a rebuild (scan) when an index file is missing or looks
+    /// wrong; returns the bytes truncated by that rebuild (normally 0).
     pub(crate) fn load(
         dir: &Path,
         base_offset: i64,
-        active: Option<(u64, u64)>,
-        index_interval: u64,
+        active: bool,
+        layout: &Layout,
     ) -> Result<(Self, u64)> {
         let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
+        let index_path = segment_file(dir, base_offset, INDEX_SUFFIX);
+        let time_path = segment_file(dir, base_offset, TIME_INDEX_SUFFIX);
+        let indexes_exist = index_path.exists() && time_path.exists();
         let file = open_log_file(&log_path, false)?;
         let file_len = file_len(&file, &log_path)?;
-        let preallocate = active.map(|(_, index_bytes)| index_bytes);
-        let offset_index = OffsetIndex::open(
-            &segment_file(dir, base_offset, INDEX_SUFFIX),
-            base_offset,
-            preallocate,
-        )?;
-        let time_index = TimeIndex::open(
-            &segment_file(dir, base_offset, TIME_INDEX_SUFFIX),
-            base_offset,
-            preallocate,
-        )?;
+        let preallocate = active.then_some(layout.index_bytes);
+        let offset_index = OffsetIndex::open(&index_path, base_offset, preallocate)?;
+        let time_index = TimeIndex::open(&time_path, base_offset, preallocate)?;
         let segment = Segment::assemble(base_offset, log_path, file, offset_index, time_index);
-        let capacity = active.map_or(file_len, |(capacity, _)| capacity.max(file_len));
+        let capacity = if active {
+            layout.capacity.max(file_len)
+        } else {
+            file_len
+        };
         segment.remap(capacity)?;
         segment.size.store(file_len, Ordering::Release);
-        match segment.load_tail(file_len) {
-            Ok(()) => Ok((segment, 0)),
-            Err(reason) => {
+        let problem = if indexes_exist {
+            segment.load_tail(file_len).err()
+        } else {
+            Some("an index file is missing".to_string())
+        };
+        match problem {
+            None => Ok((segment, 0)),
+            Some(reason) => {
                 tracing::warn!(
                     segment = %segment.log_path.display(),
                     %reason,
                     "segment indexes or tail inconsistent after a clean shutdown; rebuilding"
                 );
-                let cut = segment.recover(index_interval)?;
+                let cut = segment.rebuild(active, layout)?;
                 Ok((segment, cut))
             }
         }
@@ -186,36 +201,57 @@ impl Segment {
 
     /// Opens an existing segment and rebuilds it from its bytes (crash recovery): every
     /// batch is validated, the file is truncated at the first invalid one, the indexes
-    /// are rebuilt. Returns the segment and the bytes cut.
+    /// are rebuilt, and the result is fsynced (what survived may have been only in the
+    /// page cache). Returns the segment and the bytes cut.
     pub(crate) fn open_and_recover(
         dir: &Path,
         base_offset: i64,
-        active: Option<(u64, u64)>,
-        index_interval: u64,
+        active: bool,
+        layout: &Layout,
     ) -> Result<(Self, u64)> {
         let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
         let file = open_log_file(&log_path, false)?;
         let file_len = file_len(&file, &log_path)?;
-        let index_bytes = active.map_or(10 * 1024 * 1024, |(_, index_bytes)| index_bytes);
         let offset_index = OffsetIndex::create(
             &segment_file(dir, base_offset, INDEX_SUFFIX),
             base_offset,
-            index_bytes,
+            layout.index_bytes,
         )?;
         let time_index = TimeIndex::create(
             &segment_file(dir, base_offset, TIME_INDEX_SUFFIX),
             base_offset,
-            index_bytes,
+            layout.index_bytes,
         )?;
         let segment = Segment::assemble(base_offset, log_path, file, offset_index, time_index);
-        let capacity = active.map_or(file_len, |(capacity, _)| capacity.max(file_len));
+        let capacity = if active {
+            layout.capacity.max(file_len)
+        } else {
+            file_len
+        };
         segment.remap(capacity)?;
         segment.size.store(file_len, Ordering::Release);
-        let cut = segment.recover(index_interval)?;
-        if active.is_none() {
-            segment.seal()?;
-        }
+        let cut = segment.rebuild(active, layout)?;
         Ok((segment, cut))
+    }
+
+    /// Recovers the segment in place, seals it unless it is the active one, and syncs it.
+    fn rebuild(&self, active: bool, layout: &Layout) -> Result<u64> {
+        self.offset_index
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .file_mut()
+            .extend_to(layout.index_bytes)?;
+        self.time_index
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .file_mut()
+            .extend_to(layout.index_bytes)?;
+        let cut = self.recover(layout.index_interval)?;
+        if !active {
+            self.seal()?;
+        }
+        self.sync_all()?;
+        Ok(cut)
     }
 
     fn assemble(
@@ -238,7 +274,7 @@ impl Segment {
             max_timestamp: AtomicI64::new(NO_TIMESTAMP),
             offset_of_max_timestamp: AtomicI64::new(base_offset),
             first_append_ms: AtomicI64::new(NO_TIMESTAMP),
-            verified_len: AtomicU64::new(0),
+            verified: VerifiedRanges::default(),
             dirty: AtomicBool::new(false),
             bytes_since_index_entry: AtomicU64::new(0),
             offset_index: RwLock::new(offset_index),
@@ -271,6 +307,21 @@ impl Segment {
             self.first_append_ms.store(now_ms, Ordering::Release);
         }
     }
+    /// The time retention.ms is measured from: the newest batch timestamp, or the file's
+    /// modification time when batches carry no timestamp (-1), as Kafka does.
+    pub(crate) fn retention_timestamp(&self) -> i64 {
+        let max = self.max_timestamp();
+        if max >= 0 {
+            return max;
+        }
+        self.file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(i64::MAX, |d| d.as_millis() as i64)
+    }
+
     pub(crate) fn log_path(&self) -> &Path {
         &self.log_path
     }
@@ -317,9 +368,7 @@ impl Segment {
         }
         if let Some(last) = batches.last() {
             // Appended bytes were CRC-checked before they were prepared.
-            if self.verified_len.load(Ordering::Acquire) == start {
-                self.verified_len.store(position, Ordering::Release);
-            }
+            self.verified.add(start, position);
             self.size.store(position, Ordering::Release);
             self.next_offset.store(last.next_offset, Ordering::Release);
         }
@@ -394,7 +443,7 @@ impl Segment {
     /// Reads whole batches starting with the one containing `offset`, up to `max_bytes`
     /// (or exactly one batch if the first is larger and `min_one`), stopping before any
     /// batch at or past `max_offset`. Every returned batch has passed its CRC check.
-    /// `Ok(None)` when the segment holds nothing at or after `offset` below `max_offset`.
+    /// `Ok(None)` when the segment holds no batch containing or following `offset`.
     pub(crate) fn read(
         &self,
         offset: i64,
@@ -428,32 +477,32 @@ impl Segment {
             first_offset.get_or_insert(header.base_offset());
             position += batch_size;
         }
-        let Some(first_offset) = first_offset else {
-            return Ok(None);
+        // The batch holding `offset` is here: even when none fits, the read ends in this
+        // segment (moving on would skip that batch).
+        let records = if position > start {
+            Bytes::from_owner(MapSlice {
+                map,
+                start,
+                end: position,
+            })
+        } else {
+            Bytes::new()
         };
-        let records = Bytes::from_owner(MapSlice {
-            map,
-            start,
-            end: position,
-        });
         Ok(Some(SegmentRead {
             records,
             first_offset,
         }))
     }
 
-    /// CRC-checks the batch at `position` unless it lies in the verified prefix.
+    /// CRC-checks the batch at `position` unless it lies in a verified range.
     fn verify(&self, data: &[u8], position: usize, batch_size: usize) -> Result<()> {
-        let end = (position + batch_size) as u64;
-        let verified = self.verified_len.load(Ordering::Acquire);
-        if end <= verified {
+        let (start, end) = (position as u64, (position + batch_size) as u64);
+        if self.verified.contains(start, end) {
             return Ok(());
         }
         batch::validate_stored_batch(&data[position..position + batch_size])
             .map_err(|e| self.corrupt(position, e))?;
-        if position as u64 <= verified {
-            self.verified_len.fetch_max(end, Ordering::AcqRel);
-        }
+        self.verified.add(start, end);
         Ok(())
     }
 
@@ -486,10 +535,15 @@ impl Segment {
     }
 
     /// The first batch (base offset, bytes) whose max timestamp is >= `target`.
-    pub(crate) fn find_batch_by_timestamp(&self, target: i64) -> Result<Option<Bytes>> {
+    /// Only batches ending at or after `min_offset` are considered.
+    pub(crate) fn find_batch_by_timestamp(
+        &self,
+        target: i64,
+        min_offset: i64,
+    ) -> Result<Option<Bytes>> {
         let start_offset = {
             let index = self.time_index.read().map_err(|_| lock_poisoned())?;
-            index.lookup(target)
+            index.lookup(target).max(min_offset)
         };
         let size = self.size();
         let Some(map) = self.current_map()? else {
@@ -546,7 +600,10 @@ impl Segment {
     /// The batch that first reached this segment's max timestamp.
     pub(crate) fn max_timestamp_batch(&self) -> Result<Option<Bytes>> {
         let offset = self.offset_of_max_timestamp.load(Ordering::Acquire);
-        Ok(self.read(offset, 0, true, i64::MAX)?.map(|r| r.records))
+        Ok(self
+            .read(offset, 0, true, i64::MAX)?
+            .map(|r| r.records)
+            .filter(|r| !r.is_empty()))
     }
 
     /// Rebuilds indexes and in-memory state by validating every batch from the start, and
@@ -623,7 +680,7 @@ impl Segment {
                 .map_err(|e| StorageError::io(format!("fsync {}", self.log_path.display()), e))?;
         }
         self.size.store(valid, Ordering::Release);
-        self.verified_len.store(valid, Ordering::Release);
+        self.verified.reset(valid);
         self.next_offset.store(next_offset, Ordering::Release);
         Ok(cut)
     }
@@ -786,14 +843,15 @@ impl Segment {
             .map_err(|e| self.corrupt(position, e))?;
         self.size.store(position as u64, Ordering::Release);
         self.next_offset.store(new_next, Ordering::Release);
-        let verified = self
-            .verified_len
-            .load(Ordering::Acquire)
-            .min(position as u64);
-        self.verified_len.store(verified, Ordering::Release);
+        self.verified.truncate(position as u64);
         self.file
             .set_len(position as u64)
             .map_err(|e| StorageError::io(format!("truncate {}", self.log_path.display()), e))?;
+        // Without this sync a power loss could bring the cut batches back, and recovery
+        // would keep them: they are valid.
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io(format!("fsync {}", self.log_path.display()), e))?;
         self.offset_index
             .write()
             .map_err(|_| lock_poisoned())?
@@ -805,7 +863,12 @@ impl Segment {
         // Recompute timestamps and the index cadence from what is left.
         let file_len = position as u64;
         if let Err(reason) = self.reload_after_truncate(file_len) {
-            return Err(StorageError::InvalidArgument(reason));
+            return Err(self.corrupt(
+                position,
+                BatchError::InvalidRecord {
+                    reason: format!("rescan after truncation failed: {reason}"),
+                },
+            ));
         }
         Ok(new_next)
     }
@@ -884,4 +947,55 @@ fn write_all_vectored(mut file: &File, mut slices: &mut [IoSlice<'_>]) -> std::i
         }
     }
     Ok(())
+}
+
+/// Merged, sorted byte ranges `[start, end)` of a segment known to hold valid batches.
+/// Sequential appends and reads keep it at one or two ranges.
+#[derive(Default)]
+struct VerifiedRanges {
+    ranges: std::sync::Mutex<Vec<(u64, u64)>>,
+}
+
+impl VerifiedRanges {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, u64)>> {
+        // Updates keep the vector sorted and merged at every step; poison is harmless.
+        self.ranges.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn contains(&self, start: u64, end: u64) -> bool {
+        self.lock().iter().any(|&(s, e)| s <= start && end <= e)
+    }
+
+    fn add(&self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let mut ranges = self.lock();
+        ranges.push((start, end));
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for &(s, e) in ranges.iter() {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        *ranges = merged;
+    }
+
+    fn truncate(&self, len: u64) {
+        let mut ranges = self.lock();
+        ranges.retain(|&(s, _)| s < len);
+        if let Some(last) = ranges.last_mut() {
+            last.1 = last.1.min(len);
+        }
+    }
+
+    fn reset(&self, valid: u64) {
+        let mut ranges = self.lock();
+        ranges.clear();
+        if valid > 0 {
+            ranges.push((0, valid));
+        }
+    }
 }

@@ -16,6 +16,8 @@ struct State {
     value: i64,
     /// Set when a sync failed: every waiter gets an error, forever.
     failed: bool,
+    /// Bumped by every truncation: a wait for an offset above a truncation fails.
+    truncations: u64,
     closed: bool,
     waiters: Vec<(i64, Waker)>,
 }
@@ -32,6 +34,7 @@ impl Watermark {
             state: Mutex::new(State {
                 value,
                 failed: false,
+                truncations: 0,
                 closed: false,
                 waiters: Vec::new(),
             }),
@@ -53,7 +56,8 @@ impl Watermark {
     /// Moves the watermark forward (never back) and wakes the waiters it satisfies.
     pub fn advance(&self, value: i64) {
         let mut state = self.lock();
-        if value <= state.value {
+        // After a failed sync nothing more is ever reported durable.
+        if state.failed || value <= state.value {
             return;
         }
         state.value = value;
@@ -70,9 +74,21 @@ impl Watermark {
         self.changed.notify_all();
     }
 
-    /// Resets the watermark (only for truncation, which moves the log end backwards).
-    pub fn reset(&self, value: i64) {
-        self.lock().value = value;
+    /// Lowers the watermark to `value` after a truncation; waits for offsets above it
+    /// fail with `Truncated` (the records they waited for are gone).
+    pub fn truncate(&self, value: i64) {
+        let mut state = self.lock();
+        state.value = state.value.min(value);
+        state.truncations += 1;
+        for (_, waker) in state.waiters.drain(..) {
+            waker.wake();
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    fn truncations(&self) -> u64 {
+        self.lock().truncations
     }
 
     /// Marks the watermark as failed (a sync failed) or closed, releasing every waiter.
@@ -90,8 +106,11 @@ impl Watermark {
         self.changed.notify_all();
     }
 
-    fn check(&self, target: i64, waker: Option<&Waker>) -> Option<Result<(), Outcome>> {
+    fn check(&self, target: i64, since: u64, waker: Option<&Waker>) -> Option<Result<(), Outcome>> {
         let mut state = self.lock();
+        if state.truncations != since {
+            return Some(Err(Outcome::Truncated));
+        }
         if state.value >= target {
             return Some(Ok(()));
         }
@@ -114,6 +133,7 @@ impl Watermark {
 enum Outcome {
     Failed,
     Closed,
+    Truncated,
 }
 
 /// Waits until the watermark reaches an offset. A `Future`, or blocking via [`wait`].
@@ -122,14 +142,18 @@ enum Outcome {
 pub struct DurableWait {
     watermark: Arc<Watermark>,
     target: i64,
+    /// The watermark's truncation count when the wait began.
+    since: u64,
     path: std::path::PathBuf,
 }
 
 impl DurableWait {
     pub(crate) fn new(watermark: Arc<Watermark>, target: i64, path: std::path::PathBuf) -> Self {
+        let since = watermark.truncations();
         DurableWait {
             watermark,
             target,
+            since,
             path,
         }
     }
@@ -140,6 +164,9 @@ impl DurableWait {
                 path: self.path.clone(),
             },
             Outcome::Closed => StorageError::Closed,
+            Outcome::Truncated => StorageError::Truncated {
+                offset: self.target,
+            },
         }
     }
 
@@ -147,6 +174,9 @@ impl DurableWait {
     pub fn wait(self) -> Result<(), StorageError> {
         let mut state = self.watermark.lock();
         loop {
+            if state.truncations != self.since {
+                return Err(self.error(Outcome::Truncated));
+            }
             if state.value >= self.target {
                 return Ok(());
             }
@@ -169,7 +199,10 @@ impl Future for DurableWait {
     type Output = Result<(), StorageError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.watermark.check(self.target, Some(cx.waker())) {
+        match self
+            .watermark
+            .check(self.target, self.since, Some(cx.waker()))
+        {
             None => Poll::Pending,
             Some(Ok(())) => Poll::Ready(Ok(())),
             Some(Err(outcome)) => Poll::Ready(Err(self.error(outcome))),
@@ -204,5 +237,26 @@ mod tests {
             waiter.join().unwrap(),
             Err(StorageError::Offline { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod truncation_tests {
+    use super::*;
+
+    #[test]
+    fn a_truncation_fails_pending_waits_and_a_failure_stops_advances() {
+        let watermark = Arc::new(Watermark::new(10));
+        let wait = DurableWait::new(watermark.clone(), 20, "x".into());
+        let waiter = std::thread::spawn(move || wait.wait());
+        watermark.truncate(5);
+        assert!(matches!(
+            waiter.join().unwrap(),
+            Err(StorageError::Truncated { offset: 20 })
+        ));
+        assert_eq!(watermark.get(), 5);
+        watermark.fail(false);
+        watermark.advance(50);
+        assert_eq!(watermark.get(), 5, "nothing is durable after a failed sync");
     }
 }

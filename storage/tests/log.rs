@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::*;
 use sluice_storage::batch::{self, BatchHeader, Records, TimestampType};
-use sluice_storage::{FlushPolicy, LogConfig, StorageError};
+use sluice_storage::{now_ms, FlushPolicy, LogConfig, StorageError};
 
 #[test]
 fn appended_batches_read_back_byte_identical_with_contiguous_offsets() {
@@ -497,4 +497,89 @@ fn a_closed_log_reports_closed_and_waiters_are_released() {
     log.close().unwrap();
     assert!(wait.wait().is_err());
     assert!(matches!(log.flush(), Err(StorageError::Closed)));
+}
+
+#[test]
+fn a_read_whose_first_batch_does_not_fit_never_skips_to_a_later_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), small_segments(), true);
+    log.append(&make_batch(3, 200, 0), 0, 0).unwrap();
+    log.roll_if_due(i64::MAX).unwrap_or(());
+    let mut config = small_segments();
+    config.segment_ms = Some(0);
+    log.set_config(config);
+    log.roll_if_due(10).unwrap();
+    log.set_config(small_segments());
+    log.append(&make_batch(1, 10, 0), 0, 0).unwrap();
+    assert_eq!(log.segment_count(), 2);
+    let read = log.read(1, 100, false).unwrap();
+    assert!(read.records.is_empty());
+    assert_eq!(read.first_offset, None);
+}
+
+#[test]
+fn timestamp_search_skips_records_below_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), LogConfig::default(), true);
+    for _ in 0..4 {
+        log.append(&make_batch(5, 10, 100), 0, 0).unwrap();
+    }
+    log.delete_records_before(12).unwrap();
+    let found = log.offset_for_timestamp(0).unwrap().unwrap();
+    assert_eq!(found.offset, 12);
+}
+
+#[test]
+fn retention_by_time_uses_the_file_time_for_batches_without_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), small_segments(), true);
+    // One record per batch with timestamp -1: batches without timestamps.
+    for _ in 0..100 {
+        log.append(&make_batch(1, 60, -1), 0, 0).unwrap();
+    }
+    assert!(log.segment_count() > 1);
+    let mut config = small_segments();
+    config.retention_ms = Some(60_000);
+    log.set_config(config);
+    let outcome = log.apply_retention(now_ms()).unwrap();
+    assert_eq!(
+        outcome.segments_deleted, 0,
+        "segments written just now are not expired"
+    );
+}
+
+#[test]
+fn a_missing_index_is_rebuilt_and_a_negative_truncation_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), small_segments(), true);
+    for i in 0..60 {
+        log.append(&make_batch(2, 60, i), 0, 0).unwrap();
+    }
+    assert!(matches!(
+        log.truncate_to(-5),
+        Err(StorageError::InvalidArgument(_))
+    ));
+    log.close().unwrap();
+    let index = dir.path().join("00000000000000000000.index");
+    std::fs::remove_file(&index).unwrap();
+    let (log, _) = open(dir.path(), small_segments(), true);
+    assert!(
+        std::fs::metadata(&index).unwrap().len() > 0,
+        "index rebuilt"
+    );
+    assert_eq!(log.log_end_offset(), 120);
+    let snapshots = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".snapshot")
+        })
+        .count();
+    assert!(
+        snapshots >= 1,
+        "the snapshot written at close survives the next open"
+    );
 }

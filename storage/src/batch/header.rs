@@ -278,6 +278,21 @@ pub fn validate_produced_batch(batch: &[u8]) -> Result<BatchHeader<'_>, BatchErr
             ),
         });
     }
+    if header.is_control() {
+        // Control batches (transaction markers) are written by the broker, never by clients.
+        return Err(BatchError::InvalidRecord {
+            reason: "clients cannot produce control batches".into(),
+        });
+    }
+    if header.producer_id() >= 0 && header.base_sequence() < 0 {
+        return Err(BatchError::InvalidRecord {
+            reason: format!(
+                "batch with producer id {} has invalid base sequence {}",
+                header.producer_id(),
+                header.base_sequence()
+            ),
+        });
+    }
     if compression == Compression::None {
         let found = super::records::count_uncompressed_records(&batch[HEADER_SIZE..])?;
         if found != count as usize {
