@@ -54,7 +54,7 @@ struct Model {
 
 fn config() -> LogConfig {
     LogConfig {
-        segment_bytes: 2048,
+        segment_bytes: 4096,
         index_interval_bytes: 200,
         segment_index_bytes: 256,
         retention_ms: None,
