@@ -1,1 +1,280 @@
 //! `sluice-broker`: the network server that speaks the Kafka protocol over `sluice-storage`.
+//!
+//! - [`server`]: listener, connection tasks, framing, dispatch, zero-copy response
+//!   writing, connection limits.
+//! - [`handlers`]: one module per API family (api_versions, metadata, produce, fetch,
+//!   offsets, admin), plain functions of the broker state and a decoded request, unit
+//!   tested without sockets. Waits (acks=all, long polls) come back as values for the
+//!   connection to await.
+//! - [`topics`]: the topic registry (names, ids, partitions, configs) and its files.
+//! - [`topic_config`]: the topic configs Sluice understands and their mapping to storage.
+//! - [`config`]: broker configuration with Kafka's property names (TOML, env, flags).
+//! - [`datadir`]: the data directory lock, `meta.properties`, `partition.metadata`.
+//! - [`retention`]: the background retention and segment-roll task.
+//! - [`errors`]: [`BrokerError`] and the one mapping from storage errors to Kafka codes.
+//! - [`alloc`]: the global allocator that keeps a hostile array length from aborting
+//!   the process (installed by the binary).
+//!
+//! [`Broker::start`] opens the data directory (recovering logs after an unclean stop),
+//! binds the listener and serves until [`BrokerHandle::shutdown`], which stops accepting,
+//! answers what was already read, closes every log and writes the clean-shutdown marker.
+
+pub mod alloc;
+pub mod config;
+pub mod datadir;
+pub mod errors;
+pub mod handlers;
+pub mod retention;
+pub mod server;
+pub mod state;
+pub mod topic_config;
+pub mod topics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_storage::{fsutil, Flusher};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub use config::BrokerConfig;
+pub use errors::BrokerError;
+use state::BrokerState;
+use topics::TopicRegistry;
+
+/// How long shutdown waits for connections to finish their queued replies before
+/// dropping them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// The broker; see the crate docs.
+pub struct Broker;
+
+/// A running broker.
+pub struct BrokerHandle {
+    local_addr: SocketAddr,
+    state: Arc<BrokerState>,
+    shutdown: watch::Sender<bool>,
+    kill: watch::Sender<bool>,
+    supervisor: Option<JoinHandle<Result<(), BrokerError>>>,
+}
+
+impl Broker {
+    /// Opens the data directory, binds the listener and starts serving.
+    pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
+        let started = std::time::Instant::now();
+        let open_config = config.clone();
+        let (lock, meta, registry, report, clean) = tokio::task::spawn_blocking(move || {
+            let config = open_config;
+            let lock = datadir::lock(&config.data_dir)?;
+            let meta = datadir::load_or_init_meta(&config.data_dir, config.node_id)?;
+            let clean = fsutil::take_clean_shutdown_marker(&config.data_dir)?;
+            let flusher = Flusher::start("data")
+                .map_err(|e| BrokerError::io("start the flusher thread", e))?;
+            let (registry, report) = TopicRegistry::load(
+                &config.data_dir,
+                flusher,
+                config.topic_defaults.clone(),
+                config.flush_mode,
+                clean,
+            )?;
+            Ok::<_, BrokerError>((lock, meta, registry, report, clean))
+        })
+        .await
+        .map_err(|e| BrokerError::io("open the data directory", std::io::Error::other(e)))??;
+        tracing::info!(
+            data_dir = %config.data_dir.display(),
+            topics = report.topics,
+            partitions = report.partitions,
+            segments_recovered = report.segments_recovered,
+            partitions_truncated = report.truncated.len(),
+            previous_shutdown = if meta.fresh {
+                "none (new data directory)"
+            } else if clean {
+                "clean"
+            } else {
+                "unclean"
+            },
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "logs loaded"
+        );
+
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| BrokerError::io(format!("listen on {}", config.listen), e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| BrokerError::io("read the bound address", e))?;
+        let (advertised_host, advertised_port) = match &config.advertised_listener {
+            Some(a) => {
+                let (host, port) = a.rsplit_once(':').unwrap_or((a.as_str(), "9092"));
+                (host.to_owned(), port.parse::<u16>().unwrap_or(9092))
+            }
+            None if local_addr.ip().is_unspecified() => ("localhost".to_owned(), local_addr.port()),
+            None => (local_addr.ip().to_string(), local_addr.port()),
+        };
+        let state = Arc::new(BrokerState {
+            node_id: meta.node_id,
+            cluster_id: meta.cluster_id,
+            advertised_host,
+            advertised_port: i32::from(advertised_port),
+            topics: registry,
+            _lock: Some(lock),
+            config,
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (kill_tx, kill_rx) = watch::channel(false);
+        let supervisor = tokio::spawn(supervise(
+            listener,
+            state.clone(),
+            shutdown_rx,
+            kill_rx,
+            kill_tx.clone(),
+        ));
+        tracing::info!(
+            node_id = state.node_id,
+            cluster_id = %state.cluster_id,
+            %local_addr,
+            advertised = %format!("{}:{}", state.advertised_host, state.advertised_port),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "broker started"
+        );
+        Ok(BrokerHandle {
+            local_addr,
+            state,
+            shutdown: shutdown_tx,
+            kill: kill_tx,
+            supervisor: Some(supervisor),
+        })
+    }
+}
+
+/// Serves until shutdown, then stops everything in order (see [`BrokerHandle::shutdown`]).
+async fn supervise(
+    listener: TcpListener,
+    state: Arc<BrokerState>,
+    shutdown: watch::Receiver<bool>,
+    mut kill: watch::Receiver<bool>,
+    kill_tx: watch::Sender<bool>,
+) -> Result<(), BrokerError> {
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let retention = tokio::spawn(retention::run(state.clone(), shutdown.clone()));
+    let accept = server::accept_loop(
+        listener,
+        state.clone(),
+        shutdown.clone(),
+        kill.clone(),
+        done_tx,
+    );
+    tokio::select! {
+        () = accept => {}
+        _ = kill.wait_for(|k| *k) => {}
+    }
+    if *kill.borrow() {
+        // A simulated crash: stop without closing logs or writing the marker.
+        retention.abort();
+        let _ = retention.await;
+        while done_rx.recv().await.is_some() {}
+        return Ok(());
+    }
+    tracing::info!("shutting down: answering requests already read");
+    if tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while done_rx.recv().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("connections still busy after {SHUTDOWN_GRACE:?}; dropping them");
+        let _ = kill_tx.send(true);
+        while done_rx.recv().await.is_some() {}
+    }
+    if let Err(e) = retention.await {
+        tracing::error!(error = %e, "retention task failed");
+    }
+    let closing = state.clone();
+    let failed = tokio::task::spawn_blocking(move || closing.topics.close_all())
+        .await
+        .map_err(|e| BrokerError::io("close logs", std::io::Error::other(e)))?;
+    if failed > 0 {
+        tracing::error!(
+            failed,
+            "some logs did not close cleanly; the next start recovers them"
+        );
+        return Err(BrokerError::io(
+            "close logs",
+            std::io::Error::other(format!("{failed} partition logs failed to close")),
+        ));
+    }
+    let data_dir = state.config.data_dir.clone();
+    tokio::task::spawn_blocking(move || fsutil::write_clean_shutdown_marker(&data_dir))
+        .await
+        .map_err(|e| {
+            BrokerError::io("write the clean-shutdown marker", std::io::Error::other(e))
+        })??;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+impl BrokerHandle {
+    /// The address the broker listens on (with the real port when configured with 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The broker's state (for tests and embedding).
+    pub fn state(&self) -> &Arc<BrokerState> {
+        &self.state
+    }
+
+    /// Stops accepting, answers the requests already read, flushes and closes every log,
+    /// and writes the clean-shutdown marker.
+    pub async fn shutdown(mut self) -> Result<(), BrokerError> {
+        let _ = self.shutdown.send(true);
+        self.join().await
+    }
+
+    /// Starts an orderly shutdown without waiting for it (e.g. from a signal handler);
+    /// [`wait`](Self::wait) then returns when it is done.
+    pub fn begin_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until the broker has stopped (after [`begin_shutdown`](Self::begin_shutdown)).
+    pub async fn wait(mut self) -> Result<(), BrokerError> {
+        self.join().await
+    }
+
+    /// Stops at once as if the process had crashed: no flush, no close, no marker. The
+    /// data directory is unlocked when this returns.
+    pub async fn kill(mut self) {
+        let _ = self.kill.send(true);
+        let _ = self.join().await;
+    }
+
+    async fn join(&mut self) -> Result<(), BrokerError> {
+        let Some(supervisor) = self.supervisor.take() else {
+            return Ok(());
+        };
+        let result = supervisor
+            .await
+            .map_err(|e| BrokerError::io("broker task", std::io::Error::other(e)))?;
+        // The last references to the state (and its data directory lock) go with the
+        // tasks; blocking admin calls in flight may still hold one briefly.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self.state) > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        result
+    }
+}
+
+impl Drop for BrokerHandle {
+    /// Dropping a handle without [`shutdown`](Self::shutdown) stops the broker like
+    /// [`kill`](Self::kill), without waiting.
+    fn drop(&mut self) {
+        if self.supervisor.is_some() {
+            let _ = self.kill.send(true);
+        }
+    }
+}

@@ -1,6 +1,134 @@
-//! `sluice-broker` binary entry point.
+//! `sluice-broker`: parse flags, layer the configuration (file < env < flags), start the
+//! broker, print `listening on IP:PORT` once it accepts connections, and shut down
+//! cleanly on SIGINT/SIGTERM (a second signal exits at once).
 
-fn main() {
-    eprintln!("sluice-broker: not yet serving");
-    std::process::exit(1);
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use sluice_broker::config::{self, BrokerConfig};
+use sluice_broker::Broker;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Keeps a request that claims a huge array from aborting the process (see the module).
+#[global_allocator]
+static ALLOCATOR: sluice_broker::alloc::LazyHugeAlloc = sluice_broker::alloc::LazyHugeAlloc;
+
+/// Sluice broker: a Kafka-compatible streaming engine.
+///
+/// Serves the Kafka wire protocol on --listen and keeps its data in --data-dir. Every
+/// property below can be set in the --config file, overridden by its SLUICE_* variable,
+/// and the flags override both.
+#[derive(Debug, Parser)]
+#[command(name = "sluice-broker", version)]
+struct Args {
+    /// Address to listen on (property `listeners`); port 0 picks a free port [default: 127.0.0.1:9092]
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<String>,
+    /// HOST:PORT that clients are told to connect to (property `advertised.listeners`) [default: the bound address]
+    #[arg(long, value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
+    /// Data directory (property `log.dirs`) [default: ./sluice-data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML file of broker properties, with Kafka's names quoted: "num.partitions" = 3
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// This broker's id (property `node.id`) [default: 1]
+    #[arg(long, value_name = "ID")]
+    node_id: Option<i32>,
+}
+
+fn main() -> ExitCode {
+    let matches = Args::command()
+        .after_long_help(config::properties_help())
+        .after_help(
+            "Run with --help for every broker property, its default and its SLUICE_* variable.",
+        )
+        .get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("sluice-broker: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("sluice-broker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(args: &Args) -> anyhow::Result<BrokerConfig> {
+    let mut props = BTreeMap::new();
+    if let Some(file) = &args.config {
+        props.extend(config::read_toml_file(file)?);
+    }
+    // Variables that are not valid UTF-8 cannot name a property; skip them.
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    props.extend(config::env_properties(env));
+    if let Some(listen) = &args.listen {
+        props.insert("listeners".to_owned(), listen.clone());
+    }
+    if let Some(advertised) = &args.advertised_listener {
+        props.insert("advertised.listeners".to_owned(), advertised.clone());
+    }
+    if let Some(dir) = &args.data_dir {
+        props.insert("log.dirs".to_owned(), dir.to_string_lossy().into_owned());
+    }
+    if let Some(id) = args.node_id {
+        props.insert("node.id".to_owned(), id.to_string());
+    }
+    Ok(BrokerConfig::from_properties(&props)?)
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    let mut terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    let broker = Broker::start(config).await?;
+    {
+        // Scripts wait for this exact line.
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening on {}", broker.local_addr()).context("write to stdout")?;
+        stdout.flush().context("flush stdout")?;
+    }
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    tracing::info!("signal received: shutting down (a second signal exits at once)");
+    broker.begin_shutdown();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::warn!("second signal: exiting without a clean shutdown");
+        std::process::exit(1);
+    });
+    broker.wait().await?;
+    Ok(())
 }

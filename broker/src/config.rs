@@ -1,0 +1,610 @@
+//! Broker configuration, with Kafka's broker property names.
+//!
+//! Sources, lowest precedence first: built-in defaults (Kafka's), a TOML file
+//! (`--config`), `SLUICE_*` environment variables (property name upper-cased, dots to
+//! underscores: `num.partitions` -> `SLUICE_NUM_PARTITIONS`), then command-line flags.
+//! Every source is first turned into a flat property map (`"log.segment.bytes" ->
+//! "1048576"`), the maps are layered, and [`BrokerConfig::from_properties`] parses the
+//! result once, so a value means the same thing whichever source gave it.
+//!
+//! In TOML, Kafka's dotted names must be quoted (`"num.partitions" = 3`); unquoted dotted
+//! keys are TOML tables, which are flattened back to the same names, so both work.
+//! Unknown keys in the file are an error (a typo should not pass silently); unknown
+//! `SLUICE_*` variables are ignored, since other Sluice tools use that prefix too.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::topic_config::{self, FlushMode, TopicConfig};
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Toml {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("unknown property {name:?} in {origin}")]
+    UnknownProperty { name: String, origin: String },
+    #[error("invalid value {value:?} for {name}: {reason}")]
+    InvalidValue {
+        name: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// A broker property that is not also a topic config default.
+struct BrokerKey {
+    name: &'static str,
+    default: &'static str,
+    doc: &'static str,
+}
+
+const BROKER_KEYS: &[BrokerKey] = &[
+    BrokerKey {
+        name: "node.id",
+        default: "1",
+        doc: "this broker's id, reported in Metadata (also --node-id)",
+    },
+    BrokerKey {
+        name: "listeners",
+        default: "127.0.0.1:9092",
+        doc: "address to listen on, HOST:PORT or PLAINTEXT://HOST:PORT; port 0 picks a free port (also --listen)",
+    },
+    BrokerKey {
+        name: "advertised.listeners",
+        default: "",
+        doc: "HOST:PORT clients are told to connect to; default: the bound address (also --advertised-listener)",
+    },
+    BrokerKey {
+        name: "log.dirs",
+        default: "./sluice-data",
+        doc: "the data directory (one directory; also log.dir, --data-dir)",
+    },
+    BrokerKey {
+        name: "num.partitions",
+        default: "1",
+        doc: "partitions of auto-created topics and of CreateTopics requests with num_partitions = -1",
+    },
+    BrokerKey {
+        name: "auto.create.topics.enable",
+        default: "true",
+        doc: "create unknown topics named in Metadata requests that allow it",
+    },
+    BrokerKey {
+        name: "socket.request.max.bytes",
+        default: "104857600",
+        doc: "largest request frame accepted; a larger one closes the connection",
+    },
+    BrokerKey {
+        name: "max.connections",
+        default: "10000",
+        doc: "connections served at once; further ones wait to be accepted",
+    },
+    BrokerKey {
+        name: "log.retention.check.interval.ms",
+        default: "300000",
+        doc: "how often retention (retention.ms/.bytes) and segment.ms rolls are applied",
+    },
+    BrokerKey {
+        name: "log.flush.policy",
+        default: "os",
+        doc: "Sluice-specific. os: leave write-back to the OS unless log.flush.interval.* say otherwise (Kafka's default); \
+              always: fsync every append (batched into group commits) and answer acks=all produces only once their records are on disk; \
+              interval: fsync by log.flush.interval.messages / log.flush.interval.ms",
+    },
+    BrokerKey {
+        name: "log.retention.hours",
+        default: "168",
+        doc: "retention in hours, used when log.retention.ms and log.retention.minutes are unset",
+    },
+    BrokerKey {
+        name: "log.retention.minutes",
+        default: "",
+        doc: "retention in minutes, used when log.retention.ms is unset",
+    },
+    BrokerKey {
+        name: "log.roll.hours",
+        default: "168",
+        doc: "segment.ms default in hours, used when log.roll.ms is unset",
+    },
+    BrokerKey {
+        name: "log.dir",
+        default: "",
+        doc: "alias of log.dirs",
+    },
+];
+
+/// Every property name the broker accepts.
+pub fn property_names() -> impl Iterator<Item = &'static str> {
+    BROKER_KEYS
+        .iter()
+        .map(|k| k.name)
+        .chain(topic_config::KEYS.iter().map(|k| k.broker_name))
+}
+
+/// The environment variable that sets `property`.
+pub fn env_var_name(property: &str) -> String {
+    format!(
+        "SLUICE_{}",
+        property.to_ascii_uppercase().replace(['.', '-'], "_")
+    )
+}
+
+/// Help text listing every property with its default, for `--help`.
+pub fn properties_help() -> String {
+    let defaults = TopicConfig::default();
+    let mut out = String::from(
+        "Properties (TOML file keys, quoted: \"num.partitions\" = 3; env SLUICE_NUM_PARTITIONS=3; flags win over env, env over the file):\n",
+    );
+    for key in BROKER_KEYS {
+        let default = if key.default.is_empty() {
+            "unset"
+        } else {
+            key.default
+        };
+        out.push_str(&format!(
+            "  {} (default {default})\n      {}\n",
+            key.name, key.doc
+        ));
+    }
+    for key in topic_config::KEYS {
+        out.push_str(&format!(
+            "  {} (default {}; topic config {})\n      {}\n",
+            key.broker_name,
+            key.value(&defaults),
+            key.name,
+            key.doc
+        ));
+    }
+    out
+}
+
+/// The broker's configuration.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    /// Address to bind, `HOST:PORT`.
+    pub listen: String,
+    /// `HOST:PORT` put in Metadata responses; `None`: the bound address.
+    pub advertised_listener: Option<String>,
+    pub data_dir: PathBuf,
+    pub num_partitions: i32,
+    pub auto_create_topics: bool,
+    pub socket_request_max_bytes: usize,
+    pub max_connections: usize,
+    pub retention_check_interval_ms: u64,
+    pub flush_mode: FlushMode,
+    /// Defaults of every topic config (from the `log.*` broker properties).
+    pub topic_defaults: TopicConfig,
+    /// Properties set explicitly (by file, env or flag), reported by DescribeConfigs as
+    /// static broker configs.
+    pub explicit: BTreeMap<String, String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        // Cannot fail: every default parses.
+        BrokerConfig::from_properties(&BTreeMap::new()).unwrap_or_else(|e| {
+            unreachable!("built-in defaults must parse: {e}");
+        })
+    }
+}
+
+fn invalid(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::InvalidValue {
+        name: name.to_owned(),
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(name, value, "not a valid number"))
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(name, value, "expected true or false")),
+    }
+}
+
+/// `PLAINTEXT://host:port` or `host:port` -> `host:port`.
+fn strip_listener_scheme(value: &str) -> &str {
+    let value = value.trim();
+    match value.split_once("://") {
+        Some((_, rest)) => rest,
+        None => value,
+    }
+}
+
+fn check_host_port(name: &str, value: &str) -> Result<(), ConfigError> {
+    let (host, port) = value
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(name, value, "expected HOST:PORT"))?;
+    if host.is_empty() {
+        return Err(invalid(name, value, "expected HOST:PORT"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| invalid(name, value, "port must be 0-65535"))?;
+    Ok(())
+}
+
+impl BrokerConfig {
+    /// Parses a flat property map (Kafka names). Missing properties take their defaults.
+    pub fn from_properties(props: &BTreeMap<String, String>) -> Result<BrokerConfig, ConfigError> {
+        for name in props.keys() {
+            if !property_names().any(|known| known == name) {
+                return Err(ConfigError::UnknownProperty {
+                    name: name.clone(),
+                    origin: "configuration".to_owned(),
+                });
+            }
+        }
+        let get = |name: &str| -> Option<&str> {
+            props
+                .get(name)
+                .map(String::as_str)
+                .filter(|v| !v.trim().is_empty())
+        };
+        let default_of = |name: &str| {
+            BROKER_KEYS
+                .iter()
+                .find(|k| k.name == name)
+                .map_or("", |k| k.default)
+        };
+        let value = |name: &'static str| get(name).unwrap_or_else(|| default_of(name));
+
+        let node_id: i32 = parse_num("node.id", value("node.id"))?;
+        if node_id < 0 {
+            return Err(invalid("node.id", value("node.id"), "must be >= 0"));
+        }
+        let listen = strip_listener_scheme(value("listeners")).to_owned();
+        check_host_port("listeners", &listen)?;
+        let advertised_listener = match get("advertised.listeners") {
+            Some(v) => {
+                let v = strip_listener_scheme(v).to_owned();
+                check_host_port("advertised.listeners", &v)?;
+                Some(v)
+            }
+            None => None,
+        };
+        let data_dir = PathBuf::from(
+            get("log.dirs")
+                .or_else(|| get("log.dir"))
+                .unwrap_or_else(|| default_of("log.dirs")),
+        );
+        if data_dir.to_string_lossy().contains(',') {
+            return Err(invalid(
+                "log.dirs",
+                &data_dir.to_string_lossy(),
+                "Sluice uses one data directory",
+            ));
+        }
+        let num_partitions: i32 = parse_num("num.partitions", value("num.partitions"))?;
+        if num_partitions < 1 {
+            return Err(invalid(
+                "num.partitions",
+                value("num.partitions"),
+                "must be >= 1",
+            ));
+        }
+        let auto_create_topics = parse_bool(
+            "auto.create.topics.enable",
+            value("auto.create.topics.enable"),
+        )?;
+        let socket_request_max_bytes: usize = parse_num(
+            "socket.request.max.bytes",
+            value("socket.request.max.bytes"),
+        )?;
+        if socket_request_max_bytes < 8 || socket_request_max_bytes > i32::MAX as usize {
+            return Err(invalid(
+                "socket.request.max.bytes",
+                value("socket.request.max.bytes"),
+                "must be between 8 and 2147483647",
+            ));
+        }
+        let max_connections: usize = parse_num("max.connections", value("max.connections"))?;
+        if max_connections == 0 {
+            return Err(invalid(
+                "max.connections",
+                value("max.connections"),
+                "must be >= 1",
+            ));
+        }
+        let retention_check_interval_ms: u64 = parse_num(
+            "log.retention.check.interval.ms",
+            value("log.retention.check.interval.ms"),
+        )?;
+        if retention_check_interval_ms == 0 {
+            return Err(invalid(
+                "log.retention.check.interval.ms",
+                "0",
+                "must be >= 1",
+            ));
+        }
+        let flush_mode = FlushMode::parse(value("log.flush.policy"))
+            .map_err(|e| invalid("log.flush.policy", value("log.flush.policy"), e))?;
+
+        let mut topic_defaults = TopicConfig::default();
+        // Kafka's fallbacks: log.retention.ms > .minutes > .hours, log.roll.ms > .hours.
+        if get("log.retention.ms").is_none() {
+            if let Some(minutes) = get("log.retention.minutes") {
+                let m: i64 = parse_num("log.retention.minutes", minutes)?;
+                topic_defaults.retention_ms = if m < 0 { -1 } else { m.saturating_mul(60_000) };
+            } else {
+                let h: i64 = parse_num("log.retention.hours", value("log.retention.hours"))?;
+                topic_defaults.retention_ms = if h < 0 {
+                    -1
+                } else {
+                    h.saturating_mul(3_600_000)
+                };
+            }
+        }
+        if get("log.roll.ms").is_none() {
+            let h: i64 = parse_num("log.roll.hours", value("log.roll.hours"))?;
+            if h < 1 {
+                return Err(invalid(
+                    "log.roll.hours",
+                    value("log.roll.hours"),
+                    "must be >= 1",
+                ));
+            }
+            topic_defaults.segment_ms = h.saturating_mul(3_600_000);
+        }
+        for key in topic_config::KEYS {
+            if let Some(v) = get(key.broker_name) {
+                key.apply(&mut topic_defaults, v)
+                    .map_err(|reason| invalid(key.broker_name, v, reason))?;
+            }
+        }
+
+        Ok(BrokerConfig {
+            node_id,
+            listen,
+            advertised_listener,
+            data_dir,
+            num_partitions,
+            auto_create_topics,
+            socket_request_max_bytes,
+            max_connections,
+            retention_check_interval_ms,
+            flush_mode,
+            topic_defaults,
+            explicit: props
+                .iter()
+                .filter(|(_, v)| !v.trim().is_empty())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+    }
+
+    /// Every broker property with its effective value, for DescribeConfigs.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        let mut out = vec![
+            ("node.id".to_owned(), self.node_id.to_string()),
+            (
+                "listeners".to_owned(),
+                format!("PLAINTEXT://{}", self.listen),
+            ),
+            (
+                "advertised.listeners".to_owned(),
+                self.advertised_listener
+                    .as_ref()
+                    .map(|a| format!("PLAINTEXT://{a}"))
+                    .unwrap_or_default(),
+            ),
+            (
+                "log.dirs".to_owned(),
+                self.data_dir.to_string_lossy().into_owned(),
+            ),
+            ("num.partitions".to_owned(), self.num_partitions.to_string()),
+            (
+                "auto.create.topics.enable".to_owned(),
+                self.auto_create_topics.to_string(),
+            ),
+            (
+                "socket.request.max.bytes".to_owned(),
+                self.socket_request_max_bytes.to_string(),
+            ),
+            (
+                "max.connections".to_owned(),
+                self.max_connections.to_string(),
+            ),
+            (
+                "log.retention.check.interval.ms".to_owned(),
+                self.retention_check_interval_ms.to_string(),
+            ),
+            (
+                "log.flush.policy".to_owned(),
+                self.flush_mode.as_str().to_owned(),
+            ),
+        ];
+        for key in topic_config::KEYS {
+            out.push((key.broker_name.to_owned(), key.value(&self.topic_defaults)));
+        }
+        out
+    }
+}
+
+/// Reads a TOML config file into a flat property map.
+pub fn read_toml_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|source| ConfigError::Toml {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut out = BTreeMap::new();
+    flatten_toml("", &table, &mut out)?;
+    for name in out.keys() {
+        if !property_names().any(|known| known == name) {
+            return Err(ConfigError::UnknownProperty {
+                name: name.clone(),
+                origin: path.display().to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn flatten_toml(
+    prefix: &str,
+    table: &toml::Table,
+    out: &mut BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    for (key, value) in table {
+        let name = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let text = match value {
+            toml::Value::Table(inner) => {
+                flatten_toml(&name, inner, out)?;
+                continue;
+            }
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => {
+                let mut parts = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        toml::Value::String(s) => parts.push(s.clone()),
+                        toml::Value::Integer(i) => parts.push(i.to_string()),
+                        other => {
+                            return Err(invalid(&name, &other.to_string(), "unsupported list item"))
+                        }
+                    }
+                }
+                parts.join(",")
+            }
+            toml::Value::Datetime(d) => {
+                return Err(invalid(
+                    &name,
+                    &d.to_string(),
+                    "dates are not a valid value",
+                ))
+            }
+        };
+        out.insert(name, text);
+    }
+    Ok(())
+}
+
+/// The `SLUICE_*` variables among `vars` that name a known property, as a property map.
+pub fn env_properties(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> BTreeMap<String, String> {
+    let vars: BTreeMap<String, String> = vars.into_iter().collect();
+    property_names()
+        .filter_map(|name| {
+            vars.get(&env_var_name(name))
+                .map(|v| (name.to_owned(), v.clone()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_kafkas() {
+        let c = BrokerConfig::default();
+        assert_eq!(c.listen, "127.0.0.1:9092");
+        assert_eq!(c.data_dir, PathBuf::from("./sluice-data"));
+        assert_eq!(c.num_partitions, 1);
+        assert!(c.auto_create_topics);
+        assert_eq!(c.socket_request_max_bytes, 100 * 1024 * 1024);
+        assert_eq!(c.topic_defaults.retention_ms, 168 * 3_600_000);
+        assert_eq!(c.flush_mode, FlushMode::Os);
+    }
+
+    #[test]
+    fn kafka_fallbacks_and_overrides() {
+        let c = BrokerConfig::from_properties(&props(&[
+            ("log.retention.hours", "1"),
+            ("log.segment.bytes", "1048576"),
+            ("listeners", "PLAINTEXT://0.0.0.0:0"),
+            ("log.flush.policy", "always"),
+        ]))
+        .unwrap();
+        assert_eq!(c.topic_defaults.retention_ms, 3_600_000);
+        assert_eq!(c.topic_defaults.segment_bytes, 1_048_576);
+        assert_eq!(c.listen, "0.0.0.0:0");
+        assert_eq!(c.flush_mode, FlushMode::Always);
+        let c = BrokerConfig::from_properties(&props(&[
+            ("log.retention.hours", "1"),
+            ("log.retention.ms", "5"),
+        ]))
+        .unwrap();
+        assert_eq!(c.topic_defaults.retention_ms, 5);
+    }
+
+    #[test]
+    fn bad_values_and_names_are_errors() {
+        assert!(BrokerConfig::from_properties(&props(&[("num.partition", "3")])).is_err());
+        assert!(BrokerConfig::from_properties(&props(&[("num.partitions", "x")])).is_err());
+        assert!(BrokerConfig::from_properties(&props(&[("num.partitions", "0")])).is_err());
+        assert!(BrokerConfig::from_properties(&props(&[("listeners", "nope")])).is_err());
+        assert!(BrokerConfig::from_properties(&props(&[("log.flush.policy", "x")])).is_err());
+    }
+
+    #[test]
+    fn toml_quoted_and_nested_keys_flatten_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.toml");
+        std::fs::write(
+            &path,
+            "\"num.partitions\" = 3\nlog.segment.bytes = 2048\n\"auto.create.topics.enable\" = false\n",
+        )
+        .unwrap();
+        let map = read_toml_file(&path).unwrap();
+        assert_eq!(map["num.partitions"], "3");
+        assert_eq!(map["log.segment.bytes"], "2048");
+        let c = BrokerConfig::from_properties(&map).unwrap();
+        assert_eq!(c.num_partitions, 3);
+        assert!(!c.auto_create_topics);
+        std::fs::write(&path, "\"num.partitionz\" = 3\n").unwrap();
+        assert!(matches!(
+            read_toml_file(&path),
+            Err(ConfigError::UnknownProperty { .. })
+        ));
+    }
+
+    #[test]
+    fn env_names_follow_the_property_names() {
+        assert_eq!(env_var_name("num.partitions"), "SLUICE_NUM_PARTITIONS");
+        let env = env_properties(vec![
+            ("SLUICE_LOG_SEGMENT_BYTES".to_owned(), "4096".to_owned()),
+            ("SLUICE_BOOTSTRAP".to_owned(), "x".to_owned()),
+        ]);
+        assert_eq!(env, props(&[("log.segment.bytes", "4096")]));
+    }
+}

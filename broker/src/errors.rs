@@ -1,0 +1,108 @@
+//! Errors of the broker library, and the one place storage errors become Kafka error codes.
+//!
+//! [`storage_error_code`] is an exhaustive `match` over [`StorageError`] and [`BatchError`]
+//! without a wildcard arm: a new storage variant does not compile until someone decides
+//! which Kafka error a client sees for it.
+
+use std::path::PathBuf;
+
+use kafka_protocol::error::ResponseError;
+use sluice_storage::{BatchError, StorageError};
+
+use crate::config::ConfigError;
+
+/// What can stop the broker from starting or shutting down cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("data directory {path} is in use by another process (cannot lock {path}/.lock)")]
+    DataDirLocked { path: PathBuf },
+    #[error("{path}: {reason}")]
+    BadMetadata { path: PathBuf, reason: String },
+}
+
+impl BrokerError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        BrokerError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// The Kafka error a client gets for a failed storage operation.
+pub fn storage_error_code(error: &StorageError) -> ResponseError {
+    match error {
+        StorageError::Io { .. } => ResponseError::KafkaStorageError,
+        StorageError::InvalidBatch(batch) => batch_error_code(batch),
+        // Kafka answers a read of corrupt stored bytes with CORRUPT_MESSAGE too.
+        StorageError::CorruptSegment { .. } => ResponseError::CorruptMessage,
+        StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        StorageError::InvalidArgument(_) => ResponseError::InvalidRequest,
+        StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        StorageError::Offline { .. } => ResponseError::KafkaStorageError,
+        // A panic elsewhere left the log's state suspect: treat it as a failed disk.
+        StorageError::Poisoned => ResponseError::KafkaStorageError,
+        // Records an acks=all produce waited for were truncated away (as after a leader
+        // change in Kafka): retriable, the producer sends them again.
+        StorageError::Truncated { .. } => ResponseError::NotLeaderOrFollower,
+        // The log was closed under the request: the partition is going away (topic
+        // deleted, broker stopping). A retriable "not here" error makes the client
+        // refresh its metadata and retry.
+        StorageError::Closed => ResponseError::NotLeaderOrFollower,
+    }
+}
+
+/// The Kafka error for a batch the broker refused.
+pub fn batch_error_code(error: &BatchError) -> ResponseError {
+    match error {
+        BatchError::Truncated { .. }
+        | BatchError::InvalidLength { .. }
+        | BatchError::CrcMismatch { .. }
+        | BatchError::CountMismatch { .. }
+        | BatchError::InvalidRecord { .. }
+        | BatchError::UnknownCompression { .. }
+        | BatchError::Decompression { .. } => ResponseError::CorruptMessage,
+        // Kafka 4.x: "Produce requests with version N are only allowed to contain record
+        // batches with magic version 2" is an InvalidRecordException -> INVALID_RECORD.
+        BatchError::UnsupportedMagic { .. } => ResponseError::InvalidRecord,
+        // Only the batch builder compresses; the broker never does.
+        BatchError::Compression { .. } => ResponseError::UnknownServerError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn produce_errors_map_as_kafka() {
+        let crc = StorageError::InvalidBatch(BatchError::CrcMismatch {
+            stored: 1,
+            computed: 2,
+        });
+        assert_eq!(storage_error_code(&crc), ResponseError::CorruptMessage);
+        let big = StorageError::MessageTooLarge { size: 10, max: 1 };
+        assert_eq!(storage_error_code(&big), ResponseError::MessageTooLarge);
+        let offline = StorageError::Offline {
+            path: PathBuf::from("x"),
+        };
+        assert_eq!(
+            storage_error_code(&offline),
+            ResponseError::KafkaStorageError
+        );
+        let magic = StorageError::InvalidBatch(BatchError::UnsupportedMagic { magic: 1 });
+        assert_eq!(storage_error_code(&magic), ResponseError::InvalidRecord);
+    }
+}

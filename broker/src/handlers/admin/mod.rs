@@ -1,0 +1,8 @@
+//! Admin APIs: topics (CreateTopics, DeleteTopics, CreatePartitions) and configs
+//! (DescribeConfigs, IncrementalAlterConfigs).
+//!
+//! Everything here that changes files runs on a blocking thread (the server decides);
+//! the handlers themselves are plain functions of the state and the request.
+
+pub mod configs;
+pub mod topics;

@@ -1,0 +1,121 @@
+//! ApiVersions: the APIs this broker serves and their exact version ranges.
+//!
+//! [`SUPPORTED`] is the single list the dispatcher and the ApiVersions answer both use,
+//! so an API is advertised exactly when it is handled. A request at a version this
+//! broker does not know still gets an answer (KIP-511): a v0-format response with
+//! UNSUPPORTED_VERSION and the list, so the client can pick a version and retry.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+
+/// Every API served, with (min, max) version. Minimums are the oldest versions Kafka 4.x
+/// still accepts (and the codec crate decodes); maximums the newest the crate knows.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 13),
+    (ApiKey::Fetch, 4, 18),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+];
+
+/// The version range served for `key`, if it is served at all.
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// Whether `version` of `key` is served.
+pub fn is_supported(key: ApiKey, version: i16) -> bool {
+    supported_range(key).is_some_and(|(min, max)| (min..=max).contains(&version))
+}
+
+fn api_keys() -> Vec<ApiVersion> {
+    SUPPORTED
+        .iter()
+        .map(|&(key, min, max)| {
+            ApiVersion::default()
+                .with_api_key(key as i16)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
+        .collect()
+}
+
+/// Kafka's rule for `client_software_name` / `_version` (v3+).
+fn valid_software_field(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    let ok_char = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'.';
+    match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last)) => {
+            first.is_ascii_alphanumeric()
+                && last.is_ascii_alphanumeric()
+                && bytes.iter().all(ok_char)
+        }
+        _ => false,
+    }
+}
+
+/// Answers an ApiVersions request at a supported version.
+pub fn handle(request: &ApiVersionsRequest, version: i16) -> ApiVersionsResponse {
+    let mut response = ApiVersionsResponse::default()
+        .with_api_keys(api_keys())
+        .with_finalized_features_epoch(-1);
+    if version >= 3
+        && !(valid_software_field(&request.client_software_name)
+            && valid_software_field(&request.client_software_version))
+    {
+        response.error_code = ResponseError::InvalidRequest.code();
+    }
+    response
+}
+
+/// The answer to an ApiVersions request at a version this broker does not know: to be
+/// encoded as version 0.
+pub fn unsupported_version() -> ApiVersionsResponse {
+    ApiVersionsResponse::default()
+        .with_error_code(ResponseError::UnsupportedVersion.code())
+        .with_api_keys(api_keys())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::StrBytes;
+
+    #[test]
+    fn advertised_ranges_are_within_the_codecs() {
+        for &(key, min, max) in SUPPORTED {
+            let codec = key.valid_versions();
+            assert!(min <= max, "{key:?}");
+            assert!(codec.min <= min && max <= codec.max, "{key:?} {codec}");
+        }
+    }
+
+    #[test]
+    fn lists_every_api_and_checks_software_name() {
+        let mut request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("kcat"))
+            .with_client_software_version(StrBytes::from_static_str("1.7.1"));
+        let response = handle(&request, 3);
+        assert_eq!(response.error_code, 0);
+        assert_eq!(response.api_keys.len(), SUPPORTED.len());
+        request.client_software_name = StrBytes::from_static_str("bad name!");
+        assert_eq!(
+            handle(&request, 3).error_code,
+            ResponseError::InvalidRequest.code()
+        );
+        assert_eq!(handle(&request, 2).error_code, 0, "not checked before v3");
+        assert!(is_supported(ApiKey::Fetch, 4));
+        assert!(!is_supported(ApiKey::Fetch, 3));
+        assert!(!is_supported(ApiKey::JoinGroup, 0));
+    }
+}

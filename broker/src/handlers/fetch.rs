@@ -1,0 +1,159 @@
+//! Fetch: read record batches, with long polls.
+//!
+//! Reads are storage's `read(offset, max_bytes, min_one)`: whole batches as `Bytes` that
+//! borrow the mapped segment. The response carries those `Bytes` untouched; the server
+//! hands them to the socket as separate I/O slices (see `server::wire`), so no record
+//! byte is copied in the process.
+//!
+//! Limits follow Kafka (KIP-74): `partition_max_bytes` per partition and `max_bytes` for
+//! the whole response, except that the first batch of the first partition with data is
+//! returned whole even when larger, so a consumer can always make progress.
+//!
+//! Long polls are sans-IO: [`handle`] answers [`FetchOutcome::Wait`] with the partitions
+//! to watch when fewer than `min_bytes` are available and `max_wait_ms` allows waiting.
+//! The connection task waits for an append notification on any of them (or the deadline)
+//! and calls [`handle`] again; the last call passes `final_attempt` and always answers.
+//!
+//! Fetch sessions (KIP-227) are not kept: every answer has session id 0, which tells the
+//! client that no session was created, so it sends full fetches.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+
+use crate::errors::storage_error_code;
+use crate::state::BrokerState;
+use crate::topics::Partition;
+
+/// `isolation_level` READ_COMMITTED.
+const READ_COMMITTED: i8 = 1;
+
+/// What a fetch attempt produced.
+pub enum FetchOutcome {
+    Ready(FetchResponse),
+    /// Not enough data yet: wait for an append to any of these partitions (or the
+    /// deadline), then call [`handle`] again.
+    Wait(Vec<Arc<Partition>>),
+}
+
+fn error_partition(index: i32, code: ResponseError) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(code.code())
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_preferred_read_replica(BrokerId(-1))
+        .with_records(Some(Bytes::new()))
+}
+
+/// One fetch attempt; see the module docs.
+pub fn handle(
+    state: &BrokerState,
+    request: &FetchRequest,
+    version: i16,
+    final_attempt: bool,
+) -> FetchOutcome {
+    // A session we never created (we always answer session id 0) cannot be continued.
+    if request.session_id != 0 && request.session_epoch > 0 {
+        return FetchOutcome::Ready(
+            FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
+        );
+    }
+    let mut remaining = usize::try_from(request.max_bytes).unwrap_or(0);
+    let mut total_bytes = 0usize;
+    let mut errors = false;
+    let mut watched = Vec::new();
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for fetch_topic in &request.topics {
+        let (topic, unknown) = if version >= 13 {
+            (
+                state.topics.get_by_id(fetch_topic.topic_id),
+                ResponseError::UnknownTopicId,
+            )
+        } else {
+            (
+                state.topics.get(&fetch_topic.topic.0),
+                ResponseError::UnknownTopicOrPartition,
+            )
+        };
+        let mut partitions = Vec::with_capacity(fetch_topic.partitions.len());
+        for fetch in &fetch_topic.partitions {
+            let partition = match &topic {
+                None => None,
+                Some(t) => t.partition(fetch.partition),
+            };
+            let Some(partition) = partition else {
+                errors = true;
+                let code = if topic.is_none() {
+                    unknown
+                } else {
+                    ResponseError::UnknownTopicOrPartition
+                };
+                partitions.push(error_partition(fetch.partition, code));
+                continue;
+            };
+            let _span = tracing::debug_span!("partition", topic = %partition.topic, partition = partition.index).entered();
+            // Sluice's leader epoch is always 0: a newer one is from the future.
+            if fetch.current_leader_epoch > 0 {
+                errors = true;
+                partitions.push(error_partition(
+                    fetch.partition,
+                    ResponseError::UnknownLeaderEpoch,
+                ));
+                continue;
+            }
+            let limit = usize::try_from(fetch.partition_max_bytes)
+                .unwrap_or(0)
+                .min(remaining);
+            let min_one = total_bytes == 0;
+            match partition.log.read(fetch.fetch_offset, limit, min_one) {
+                Ok(read) => {
+                    let len = read.records.len();
+                    total_bytes += len;
+                    remaining = remaining.saturating_sub(len);
+                    let mut data = PartitionData::default()
+                        .with_partition_index(fetch.partition)
+                        .with_high_watermark(read.high_watermark)
+                        .with_last_stable_offset(read.high_watermark)
+                        .with_log_start_offset(read.log_start_offset)
+                        .with_preferred_read_replica(BrokerId(-1))
+                        .with_records(Some(read.records));
+                    if request.isolation_level == READ_COMMITTED {
+                        data.aborted_transactions = Some(Vec::new());
+                    }
+                    partitions.push(data);
+                    watched.push(partition);
+                }
+                Err(e) => {
+                    errors = true;
+                    let code = storage_error_code(&e);
+                    if code == ResponseError::OffsetOutOfRange {
+                        tracing::debug!(error = %e, "fetch offset out of range");
+                    } else {
+                        tracing::warn!(error = %e, "fetch read failed");
+                    }
+                    partitions.push(error_partition(fetch.partition, code));
+                }
+            }
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(fetch_topic.topic.clone())
+                .with_topic_id(fetch_topic.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    let enough = total_bytes >= usize::try_from(request.min_bytes).unwrap_or(0);
+    if final_attempt || request.max_wait_ms <= 0 || enough || errors || watched.is_empty() {
+        return FetchOutcome::Ready(
+            FetchResponse::default()
+                .with_session_id(0)
+                .with_responses(topics),
+        );
+    }
+    FetchOutcome::Wait(watched)
+}

@@ -1,0 +1,195 @@
+//! Produce: append record batches, answer with offsets.
+//!
+//! Every partition is validated as Kafka 4.x validates a produce of version 3+ (exactly
+//! one RecordBatch v2 per partition, zstd only from v7) and then handed to
+//! `PartitionLog::append`, which checks the batch (framing, CRC, record count) and
+//! writes nothing if it is bad. Appends are synchronous page-cache writes done inline;
+//! they never fsync.
+//!
+//! acks=all on a log whose flush policy is `always` must not be answered before the
+//! records are on disk: [`handle`] returns those waits as effects ([`ProduceOutcome`])
+//! and [`finish`] awaits them (a runtime-agnostic future from storage's group-commit
+//! flusher), so the connection task never blocks on fsync.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use sluice_storage::batch::{self, BatchHeader, Compression};
+use sluice_storage::{DurableWait, FlushPolicy};
+
+use crate::errors::storage_error_code;
+use crate::state::BrokerState;
+
+/// Byte position of the magic byte, the same in every message format version.
+const MAGIC_OFFSET: usize = 16;
+
+/// A produce request's answer and what must happen before it is sent.
+pub struct ProduceOutcome {
+    pub response: ProduceResponse,
+    /// Appends that must become durable first: (topic index, partition index) in
+    /// `response`, and the wait.
+    pub durable: Vec<(usize, usize, DurableWait)>,
+    /// Whether some partition failed. With acks=0 there is no response to carry the
+    /// error, so Kafka closes the connection instead; so does Sluice.
+    pub failed: bool,
+}
+
+/// Appends the request's batches; see the module docs.
+pub fn handle(
+    state: &BrokerState,
+    request: &ProduceRequest,
+    version: i16,
+    now_ms: i64,
+) -> ProduceOutcome {
+    let acks = request.acks;
+    let mut outcome = ProduceOutcome {
+        response: ProduceResponse::default(),
+        durable: Vec::new(),
+        failed: false,
+    };
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    for (ti, topic_data) in request.topic_data.iter().enumerate() {
+        let topic = if version >= 13 {
+            state.topics.get_by_id(topic_data.topic_id)
+        } else {
+            state.topics.get(&topic_data.name.0)
+        };
+        let unknown = if version >= 13 {
+            ResponseError::UnknownTopicId
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
+        let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
+        for (pi, data) in topic_data.partition_data.iter().enumerate() {
+            let mut answer = PartitionProduceResponse::default()
+                .with_index(data.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let result = if !matches!(acks, -1..=1) {
+                Err((ResponseError::InvalidRequiredAcks, None))
+            } else {
+                match topic
+                    .as_ref()
+                    .and_then(|t| t.partition(data.index).map(|p| (t, p)))
+                {
+                    None if topic.is_none() => Err((unknown, None)),
+                    None => Err((ResponseError::UnknownTopicOrPartition, None)),
+                    Some((topic, partition)) => {
+                        let _span = tracing::debug_span!("partition", topic = %topic.name, partition = data.index).entered();
+                        let records = data.records.as_deref().unwrap_or(&[]);
+                        check_kafka_rules(records, version).and_then(|()| {
+                            if acks == -1 && topic.config().min_insync_replicas > 1 {
+                                return Err((
+                                    ResponseError::NotEnoughReplicas,
+                                    Some("Messages are rejected since there are fewer in-sync replicas than required.".to_owned()),
+                                ));
+                            }
+                            match partition.log.append(records, 0, now_ms) {
+                                Ok(info) => {
+                                    partition.notify_appended();
+                                    if acks == -1 && partition.log.config().flush == FlushPolicy::Always {
+                                        outcome.durable.push((ti, pi, partition.log.wait_durable(info.last_offset + 1)));
+                                    }
+                                    Ok(info)
+                                }
+                                Err(e) => {
+                                    let code = storage_error_code(&e);
+                                    if code == ResponseError::KafkaStorageError {
+                                        tracing::error!(error = %e, "append failed");
+                                    } else {
+                                        tracing::debug!(error = %e, "produce refused");
+                                    }
+                                    Err((code, Some(e.to_string())))
+                                }
+                            }
+                        })
+                    }
+                }
+            };
+            match result {
+                Ok(info) => {
+                    answer.base_offset = info.base_offset;
+                    answer.log_append_time_ms = info.log_append_time;
+                    answer.log_start_offset = info.log_start_offset;
+                }
+                Err((code, message)) => {
+                    outcome.failed = true;
+                    answer.error_code = code.code();
+                    answer.error_message = message.map(StrBytes::from_string);
+                }
+            }
+            partitions.push(answer);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic_data.name.clone())
+                .with_topic_id(topic_data.topic_id)
+                .with_partition_responses(partitions),
+        );
+    }
+    outcome.response.responses = responses;
+    outcome
+}
+
+/// Kafka's `ProduceRequest.validateRecords` for version 3+: one v2 batch, zstd from v7.
+/// Framing and CRC are the log's to check.
+fn check_kafka_rules(records: &[u8], version: i16) -> Result<(), (ResponseError, Option<String>)> {
+    let invalid = |m: String| Err((ResponseError::InvalidRecord, Some(m)));
+    if records.is_empty() {
+        return invalid(format!(
+            "Produce requests with version {version} must have at least one record batch per partition"
+        ));
+    }
+    if let Some(&magic) = records.get(MAGIC_OFFSET) {
+        if magic != batch::MAGIC_V2 as u8 {
+            return invalid(format!(
+                "Produce requests with version {version} are only allowed to contain record batches with magic version 2"
+            ));
+        }
+    }
+    let mut batches = batch::batches(records);
+    let first = match batches.next() {
+        Some(Ok(first)) => first,
+        // Bad framing: the log reports it as CORRUPT_MESSAGE.
+        _ => return Ok(()),
+    };
+    if batches.next().is_some() {
+        return invalid(format!(
+            "Produce requests with version {version} are only allowed to contain exactly one record batch per partition"
+        ));
+    }
+    if version < 7 {
+        if let Ok(Compression::Zstd) = BatchHeader::new(first).and_then(|h| h.compression()) {
+            return Err((
+                ResponseError::UnsupportedCompressionType,
+                Some(format!(
+                    "Produce requests with version {version} are not allowed to use ZStandard compression"
+                )),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Awaits the durability waits of `outcome` and returns the response to send; a
+/// partition whose records could not be made durable gets the storage error instead.
+pub async fn finish(outcome: ProduceOutcome) -> ProduceResponse {
+    let mut response = outcome.response;
+    for (ti, pi, wait) in outcome.durable {
+        if let Err(e) = wait.await {
+            tracing::error!(error = %e, "records appended but not made durable");
+            let answer = response
+                .responses
+                .get_mut(ti)
+                .and_then(|t| t.partition_responses.get_mut(pi));
+            if let Some(answer) = answer {
+                answer.error_code = storage_error_code(&e).code();
+                answer.base_offset = -1;
+                answer.error_message = Some(StrBytes::from_string(e.to_string()));
+            }
+        }
+    }
+    response
+}

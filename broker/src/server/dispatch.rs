@@ -1,0 +1,386 @@
+//! From a request frame to a reply: header checks, decoding, the handler call, encoding.
+//!
+//! The rules for what a request that cannot be served gets follow Kafka:
+//! - unknown api key, or a known API this broker does not serve: close the connection
+//!   (Kafka cannot parse such a request, logs it and closes);
+//! - ApiVersions at a version this broker does not know: a v0-format answer with
+//!   UNSUPPORTED_VERSION and the supported list (KIP-511), so clients can downgrade;
+//! - any other API at a version outside the advertised range: close (Kafka fails to
+//!   parse it and closes the connection);
+//! - a header or body that does not decode: close.
+//!
+//! Decoding runs inside `catch_unwind`: the codec crate returns errors for bad input,
+//! and a panic there would still only close this one connection.
+//!
+//! Handlers that write files (topic admin, auto-creating Metadata, DeleteRecords) run on
+//! tokio's blocking pool; the reply is awaited before the next request on the connection
+//! is dispatched, so requests take effect in arrival order. Produce appends and fetch
+//! reads run inline. Waits (acks=all durability, fetch long polls) become
+//! [`Reply::Later`] futures that the connection's writer awaits in order.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, FetchRequest, RequestHeader, RequestKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::frame::RequestPrefix;
+use super::wire::{self, EncodeError, Frame};
+use crate::handlers::admin::{configs, topics};
+use crate::handlers::fetch::{self, FetchOutcome};
+use crate::handlers::{api_versions, metadata, offsets, produce};
+use crate::state::BrokerState;
+use crate::topics::Partition;
+
+/// A reply that completes later; `Ok(None)` sends nothing.
+pub type LaterReply = Pin<Box<dyn Future<Output = Result<Option<Frame>, DispatchError>> + Send>>;
+
+/// What the connection does for one request, in arrival order.
+pub enum Reply {
+    /// Send this frame.
+    Now(Frame),
+    /// Send what this future yields.
+    Later(LaterReply),
+    /// No response (acks=0 produce).
+    Nothing,
+    /// Close the connection once the earlier replies are sent.
+    Close,
+}
+
+/// Why a request closes its connection.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("request shorter than a request header")]
+    Truncated,
+    #[error("unknown api key {0}")]
+    UnknownApiKey(i16),
+    #[error("{api:?} is not served by this broker")]
+    UnsupportedApi { api: ApiKey },
+    #[error("{api:?} version {version} is not supported (supported: {min}-{max})")]
+    UnsupportedVersion {
+        api: ApiKey,
+        version: i16,
+        min: i16,
+        max: i16,
+    },
+    #[error("malformed {api:?} v{version} request: {reason}")]
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    #[error("handler failed: {0}")]
+    Internal(String),
+}
+
+/// What dispatching needs besides the request.
+#[derive(Clone)]
+pub struct Context {
+    pub state: Arc<BrokerState>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+fn decode<T>(
+    api: ApiKey,
+    version: i16,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> Result<T, DispatchError> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(DispatchError::Malformed {
+            api,
+            version,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(DispatchError::Malformed {
+            api,
+            version,
+            reason: "decoder panicked".to_owned(),
+        }),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    state: &Arc<BrokerState>,
+    f: impl FnOnce(&BrokerState) -> T + Send + 'static,
+) -> Result<T, DispatchError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || f(&state))
+        .await
+        .map_err(|e| DispatchError::Internal(e.to_string()))
+}
+
+/// Handles one request frame (payload after the size prefix).
+pub async fn dispatch(ctx: &Context, frame: Bytes) -> Result<Reply, DispatchError> {
+    let prefix = RequestPrefix::read(&frame).ok_or(DispatchError::Truncated)?;
+    let api = ApiKey::try_from(prefix.api_key)
+        .map_err(|()| DispatchError::UnknownApiKey(prefix.api_key))?;
+    let version = prefix.api_version;
+    let span = tracing::debug_span!("request", api = ?api, version, correlation_id = prefix.correlation_id);
+    dispatch_known(ctx, frame, api, version, prefix.correlation_id)
+        .instrument(span)
+        .await
+}
+
+async fn dispatch_known(
+    ctx: &Context,
+    frame: Bytes,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+) -> Result<Reply, DispatchError> {
+    let Some((min, max)) = api_versions::supported_range(api) else {
+        return Err(DispatchError::UnsupportedApi { api });
+    };
+    if !(min..=max).contains(&version) {
+        if api == ApiKey::ApiVersions {
+            tracing::debug!("ApiVersions at an unknown version: answering with v0 (KIP-511)");
+            let frame = wire::encode_with_header_version(
+                api,
+                0,
+                0,
+                correlation_id,
+                &api_versions::unsupported_version(),
+                [],
+            )?;
+            return Ok(Reply::Now(frame));
+        }
+        return Err(DispatchError::UnsupportedVersion {
+            api,
+            version,
+            min,
+            max,
+        });
+    }
+    let mut body = frame;
+    let header_version = api.request_header_version(version);
+    let header = decode(api, version, || {
+        RequestHeader::decode(&mut body, header_version)
+    })?;
+    tracing::trace!(client_id = ?header.client_id, "request");
+    let request = decode(api, version, || {
+        RequestKind::decode(api, &mut body, version)
+    })?;
+    let state = &ctx.state;
+    let respond = |body: &dyn ErasedEncodable| -> Result<Reply, DispatchError> {
+        Ok(Reply::Now(body.encode_frame(
+            api,
+            version,
+            correlation_id,
+        )?))
+    };
+    match request {
+        RequestKind::ApiVersions(req) => respond(&api_versions::handle(&req, version)),
+        RequestKind::Metadata(req) => {
+            let resp = blocking(state, move |s| metadata::handle(s, &req, version)).await?;
+            respond(&resp)
+        }
+        RequestKind::Produce(req) => {
+            let outcome = produce::handle(state, &req, version, sluice_storage::now_ms());
+            if req.acks == 0 {
+                // No response to carry an error: Kafka closes the connection instead.
+                return Ok(if outcome.failed {
+                    Reply::Close
+                } else {
+                    Reply::Nothing
+                });
+            }
+            if outcome.durable.is_empty() {
+                return respond(&outcome.response);
+            }
+            let span = tracing::Span::current();
+            Ok(Reply::Later(Box::pin(
+                async move {
+                    let resp = produce::finish(outcome).await;
+                    Ok(Some(wire::encode_response(
+                        api,
+                        version,
+                        correlation_id,
+                        &resp,
+                        [],
+                    )?))
+                }
+                .instrument(span),
+            )))
+        }
+        RequestKind::Fetch(req) => match fetch::handle(state, &req, version, false) {
+            FetchOutcome::Ready(resp) => {
+                Ok(Reply::Now(encode_fetch(version, correlation_id, &resp)?))
+            }
+            FetchOutcome::Wait(watched) => {
+                let deadline = Instant::now()
+                    + std::time::Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
+                let span = tracing::Span::current();
+                Ok(Reply::Later(Box::pin(
+                    long_poll(
+                        state.clone(),
+                        req,
+                        version,
+                        correlation_id,
+                        watched,
+                        deadline,
+                        ctx.shutdown.clone(),
+                    )
+                    .instrument(span),
+                )))
+            }
+        },
+        RequestKind::ListOffsets(req) => respond(&offsets::list_offsets(state, &req, version)),
+        RequestKind::DeleteRecords(req) => {
+            let resp = blocking(state, move |s| offsets::delete_records(s, &req)).await?;
+            respond(&resp)
+        }
+        RequestKind::CreateTopics(req) => {
+            let resp = blocking(state, move |s| topics::create_topics(s, &req, version)).await?;
+            respond(&resp)
+        }
+        RequestKind::DeleteTopics(req) => {
+            let resp = blocking(state, move |s| topics::delete_topics(s, &req, version)).await?;
+            respond(&resp)
+        }
+        RequestKind::CreatePartitions(req) => {
+            let resp = blocking(state, move |s| topics::create_partitions(s, &req)).await?;
+            respond(&resp)
+        }
+        RequestKind::DescribeConfigs(req) => respond(&configs::describe_configs(state, &req)),
+        RequestKind::IncrementalAlterConfigs(req) => {
+            let resp =
+                blocking(state, move |s| configs::incremental_alter_configs(s, &req)).await?;
+            respond(&resp)
+        }
+        // `supported_range` lists exactly the variants above.
+        _ => Err(DispatchError::UnsupportedApi { api }),
+    }
+}
+
+/// Encodes a Fetch response, splicing every partition's records (see `wire`).
+fn encode_fetch(
+    version: i16,
+    correlation_id: i32,
+    response: &kafka_protocol::messages::FetchResponse,
+) -> Result<Frame, EncodeError> {
+    let records = response
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .filter_map(|p| p.records.clone());
+    wire::encode_response(ApiKey::Fetch, version, correlation_id, response, records)
+}
+
+/// Waits for appends to any watched partition (or the deadline, or shutdown) and
+/// retries the fetch until it has enough data; see `handlers::fetch`.
+async fn long_poll(
+    state: Arc<BrokerState>,
+    request: FetchRequest,
+    version: i16,
+    correlation_id: i32,
+    mut watched: Vec<Arc<Partition>>,
+    deadline: Instant,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Option<Frame>, DispatchError> {
+    let mut stopping = *shutdown.borrow();
+    loop {
+        let next = {
+            // Registered before the data is checked again, so an append between the
+            // check and the wait still wakes this poll.
+            let mut waits: Vec<_> = watched.iter().map(|p| Box::pin(p.appended())).collect();
+            for wait in &mut waits {
+                wait.as_mut().enable();
+            }
+            let final_attempt = stopping || Instant::now() >= deadline;
+            match fetch::handle(&state, &request, version, final_attempt) {
+                FetchOutcome::Ready(resp) => {
+                    return Ok(Some(encode_fetch(version, correlation_id, &resp)?));
+                }
+                FetchOutcome::Wait(next) => {
+                    let any_append = std::future::poll_fn(|cx| {
+                        for wait in waits.iter_mut() {
+                            if wait.as_mut().poll(cx).is_ready() {
+                                return Poll::Ready(());
+                            }
+                        }
+                        Poll::Pending
+                    });
+                    tokio::select! {
+                        () = any_append => {}
+                        () = tokio::time::sleep_until(deadline) => {}
+                        changed = shutdown.changed() => {
+                            // A dropped sender means the broker is going away too.
+                            if changed.is_err() || *shutdown.borrow() {
+                                stopping = true;
+                            }
+                        }
+                    }
+                    next
+                }
+            }
+        };
+        watched = next;
+    }
+}
+
+/// Object-safe encoding of any response body into a frame.
+trait ErasedEncodable {
+    fn encode_frame(
+        &self,
+        api: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    ) -> Result<Frame, EncodeError>;
+}
+
+impl<T: Encodable> ErasedEncodable for T {
+    fn encode_frame(
+        &self,
+        api: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    ) -> Result<Frame, EncodeError> {
+        wire::encode_response(api, version, correlation_id, self, [])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::FetchResponse;
+
+    #[test]
+    fn fetch_responses_splice_every_partitions_records() {
+        let records: Vec<Bytes> = (0..3).map(|i| Bytes::from(vec![i as u8; 500])).collect();
+        let response = FetchResponse::default().with_responses(vec![
+            FetchableTopicResponse::default().with_partitions(vec![
+                PartitionData::default().with_records(Some(records[0].clone())),
+                PartitionData::default().with_records(Some(Bytes::new())),
+            ]),
+            FetchableTopicResponse::default().with_partitions(vec![
+                PartitionData::default().with_records(Some(records[1].clone())),
+                PartitionData::default().with_records(Some(records[2].clone())),
+            ]),
+        ]);
+        let mut frame = encode_fetch(16, 1, &response).unwrap();
+        let mut chunks = Vec::new();
+        while bytes::Buf::has_remaining(&frame) {
+            let chunk = bytes::Buf::chunk(&frame);
+            chunks.push((chunk.as_ptr(), chunk.len()));
+            let len = chunk.len();
+            bytes::Buf::advance(&mut frame, len);
+        }
+        for r in &records {
+            assert!(
+                chunks.contains(&(r.as_ptr(), r.len())),
+                "records written from their own buffer"
+            );
+        }
+    }
+}

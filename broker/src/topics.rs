@@ -1,0 +1,804 @@
+//! The topic registry: which topics exist, their ids, configs and partition logs.
+//!
+//! In memory: a map name -> [`Topic`] and id -> [`Topic`] behind one `RwLock`, held only
+//! for lookups and pointer swaps. Each topic keeps its partitions as an
+//! `Arc<Vec<Arc<Partition>>>` snapshot, so the hot paths (produce, fetch) clone an `Arc`
+//! and never hold a lock across I/O. Admin operations that change files (create, delete,
+//! add partitions, alter configs) are serialized by one mutex and run on blocking threads
+//! (they fsync).
+//!
+//! On disk (see `datadir` for the formats):
+//! - `<topic>-<p>/` with `partition.metadata` (the topic id) and the segment files: a
+//!   topic exists exactly when its partition 0 directory does, and has as many partitions
+//!   as the highest partition directory + 1.
+//! - `topic-configs.toml`: every topic's config overrides, rewritten atomically whenever
+//!   one changes. Entries of topics without partition directories are ignored at load.
+//!
+//! Crash safety of the multi-step operations:
+//! - create: configs file, then for each partition: directory + `partition.metadata`
+//!   (atomic), then the log files. A crash leaves a topic with a prefix of its partitions
+//!   or none, never a partition without its topic id.
+//! - delete: logs closed, then directories renamed to `<dir>.<id>-delete` starting with
+//!   partition 0, then removed. At load, `*-delete` directories are removed and a topic
+//!   whose partition 0 is gone has its remaining partitions removed (the delete is
+//!   finished).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::error::ResponseError;
+use sluice_storage::{fsutil, Flusher, PartitionLog, StorageError};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::datadir;
+use crate::errors::BrokerError;
+use crate::topic_config::{FlushMode, TopicConfig};
+
+const TOPIC_CONFIGS_FILE: &str = "topic-configs.toml";
+const DELETE_SUFFIX: &str = "-delete";
+
+/// Topics Kafka treats as internal.
+pub fn is_internal(name: &str) -> bool {
+    name == "__consumer_offsets" || name == "__transaction_state"
+}
+
+/// Kafka's topic name rule: 1-249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("Topic name is illegal, it can't be empty".to_owned());
+    }
+    if name == "." || name == ".." {
+        return Err("Topic name cannot be \".\" or \"..\"".to_owned());
+    }
+    if name.len() > 249 {
+        return Err(format!(
+            "Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// An admin operation's failure, as the Kafka error and message the client gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminError {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+impl AdminError {
+    pub fn new(code: ResponseError, message: impl Into<String>) -> Self {
+        AdminError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StorageError> for AdminError {
+    fn from(e: StorageError) -> Self {
+        AdminError::new(crate::errors::storage_error_code(&e), e.to_string())
+    }
+}
+
+impl From<BrokerError> for AdminError {
+    fn from(e: BrokerError) -> Self {
+        match e {
+            BrokerError::Storage(s) => s.into(),
+            other => AdminError::new(ResponseError::KafkaStorageError, other.to_string()),
+        }
+    }
+}
+
+/// One partition: its log and the notification long-polling fetches wait on.
+pub struct Partition {
+    pub topic: Arc<str>,
+    pub index: i32,
+    pub log: PartitionLog,
+    appended: Notify,
+}
+
+impl Partition {
+    fn new(topic: Arc<str>, index: i32, log: PartitionLog) -> Self {
+        Partition {
+            topic,
+            index,
+            log,
+            appended: Notify::new(),
+        }
+    }
+
+    /// Wakes every fetch waiting for data on this partition (called after appends).
+    pub fn notify_appended(&self) {
+        self.appended.notify_waiters();
+    }
+
+    /// A future completing at the next [`notify_appended`](Self::notify_appended). Call
+    /// `enable()` on it before checking for data, so an append in between is not missed.
+    pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.appended.notified()
+    }
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.index)
+    }
+}
+
+impl std::fmt::Debug for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topic")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .field("partitions", &self.partition_count())
+            .finish()
+    }
+}
+
+/// A topic.
+pub struct Topic {
+    pub name: Arc<str>,
+    pub id: Uuid,
+    overrides: RwLock<BTreeMap<String, String>>,
+    config: RwLock<TopicConfig>,
+    partitions: RwLock<Arc<Vec<Arc<Partition>>>>,
+}
+
+impl Topic {
+    /// The partitions, as a snapshot.
+    pub fn partitions(&self) -> Arc<Vec<Arc<Partition>>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Partition `index`, if the topic has it.
+    pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
+        let index = usize::try_from(index).ok()?;
+        self.partitions().get(index).cloned()
+    }
+
+    pub fn partition_count(&self) -> usize {
+        self.partitions().len()
+    }
+
+    /// The config overrides set on this topic.
+    pub fn overrides(&self) -> BTreeMap<String, String> {
+        self.overrides
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The effective config.
+    pub fn config(&self) -> TopicConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn is_internal(&self) -> bool {
+        is_internal(&self.name)
+    }
+}
+
+#[derive(Default)]
+struct Maps {
+    by_name: HashMap<Arc<str>, Arc<Topic>>,
+    by_id: HashMap<Uuid, Arc<Topic>>,
+}
+
+/// What loading the data directory found.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    pub topics: usize,
+    pub partitions: usize,
+    /// Partitions whose logs recovery truncated: (topic, partition, bytes cut).
+    pub truncated: Vec<(String, i32, u64)>,
+    pub segments_recovered: usize,
+    pub elapsed: Duration,
+}
+
+/// See the module docs.
+pub struct TopicRegistry {
+    data_dir: PathBuf,
+    flusher: Flusher,
+    defaults: TopicConfig,
+    flush_mode: FlushMode,
+    maps: RwLock<Maps>,
+    admin: Mutex<()>,
+}
+
+impl TopicRegistry {
+    /// Opens every topic found in `data_dir`. `clean` says whether the last shutdown was
+    /// orderly (then logs are not rescanned).
+    pub fn load(
+        data_dir: &Path,
+        flusher: Flusher,
+        defaults: TopicConfig,
+        flush_mode: FlushMode,
+        clean: bool,
+    ) -> Result<(TopicRegistry, LoadReport), BrokerError> {
+        let started = Instant::now();
+        let registry = TopicRegistry {
+            data_dir: data_dir.to_owned(),
+            flusher,
+            defaults,
+            flush_mode,
+            maps: RwLock::new(Maps::default()),
+            admin: Mutex::new(()),
+        };
+        let mut report = LoadReport::default();
+        let overrides_by_topic = registry.read_configs_file()?;
+
+        // topic -> partition -> dir
+        let mut found: BTreeMap<String, BTreeMap<i32, PathBuf>> = BTreeMap::new();
+        let entries = std::fs::read_dir(data_dir)
+            .map_err(|e| BrokerError::io(format!("list {}", data_dir.display()), e))?;
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| BrokerError::io(format!("list {}", data_dir.display()), e))?;
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if name.ends_with(DELETE_SUFFIX) {
+                tracing::info!(dir = %path.display(), "removing the rest of a deleted partition");
+                remove_dir(&path)?;
+                continue;
+            }
+            let Some((topic, partition)) = datadir::parse_partition_dir(&name) else {
+                continue;
+            };
+            if validate_topic_name(topic).is_err() {
+                continue;
+            }
+            found
+                .entry(topic.to_owned())
+                .or_default()
+                .insert(partition, path);
+        }
+
+        for (name, dirs) in found {
+            if !dirs.contains_key(&0) {
+                tracing::warn!(
+                    topic = %name,
+                    "partition 0 is missing: finishing an interrupted topic deletion"
+                );
+                for dir in dirs.values() {
+                    remove_dir(dir)?;
+                }
+                continue;
+            }
+            let mut topic_id = None;
+            for dir in dirs.values() {
+                match datadir::read_partition_metadata(dir)? {
+                    Some(id) if topic_id.is_none() => topic_id = Some(id),
+                    Some(id) if topic_id != Some(id) => {
+                        return Err(BrokerError::BadMetadata {
+                            path: dir.join(datadir::PARTITION_METADATA),
+                            reason: format!("topic id differs from other partitions of {name}"),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            let Some(topic_id) = topic_id else {
+                tracing::warn!(topic = %name, "no partition.metadata in any partition directory; ignoring the topic's directories");
+                continue;
+            };
+            let overrides = overrides_by_topic.get(&name).cloned().unwrap_or_default();
+            let config = match registry.defaults.with_overrides(&overrides) {
+                Ok(config) => config,
+                Err(e) => {
+                    tracing::error!(topic = %name, error = %e, "ignoring invalid stored topic config");
+                    registry.defaults.clone()
+                }
+            };
+            let count = dirs.keys().max().map_or(0, |max| max + 1);
+            let name: Arc<str> = Arc::from(name.as_str());
+            let mut partitions = Vec::with_capacity(count as usize);
+            for index in 0..count {
+                let dir = datadir::partition_dir(data_dir, &name, index);
+                if !dirs.contains_key(&index) || datadir::read_partition_metadata(&dir)?.is_none() {
+                    datadir::write_partition_metadata(&dir, topic_id)?;
+                }
+                let (log, open) = PartitionLog::open(
+                    &dir,
+                    config.to_log_config(registry.flush_mode),
+                    &registry.flusher,
+                    clean,
+                )?;
+                report.segments_recovered += open.segments_recovered;
+                if open.bytes_truncated > 0 {
+                    tracing::warn!(
+                        topic = %name,
+                        partition = index,
+                        bytes = open.bytes_truncated,
+                        log_end_offset = open.log_end_offset,
+                        "recovery truncated partition"
+                    );
+                    report
+                        .truncated
+                        .push((name.to_string(), index, open.bytes_truncated));
+                }
+                partitions.push(Arc::new(Partition::new(name.clone(), index, log)));
+            }
+            report.topics += 1;
+            report.partitions += partitions.len();
+            let topic = Arc::new(Topic {
+                name: name.clone(),
+                id: topic_id,
+                overrides: RwLock::new(overrides),
+                config: RwLock::new(config),
+                partitions: RwLock::new(Arc::new(partitions)),
+            });
+            let mut maps = registry.write_maps();
+            maps.by_id.insert(topic_id, topic.clone());
+            maps.by_name.insert(name, topic);
+        }
+        report.elapsed = started.elapsed();
+        Ok((registry, report))
+    }
+
+    fn read_maps(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
+        // Map updates are single inserts/removes; a poisoned lock is still consistent.
+        self.maps.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_maps(&self) -> std::sync::RwLockWriteGuard<'_, Maps> {
+        self.maps.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_admin(&self) -> MutexGuard<'_, ()> {
+        self.admin.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The broker-level defaults of every topic config.
+    pub fn defaults(&self) -> &TopicConfig {
+        &self.defaults
+    }
+
+    pub fn flush_mode(&self) -> FlushMode {
+        self.flush_mode
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.read_maps().by_name.get(name).cloned()
+    }
+
+    pub fn get_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.read_maps().by_id.get(&id).cloned()
+    }
+
+    /// Every topic, sorted by name.
+    pub fn list(&self) -> Vec<Arc<Topic>> {
+        let mut topics: Vec<_> = self.read_maps().by_name.values().cloned().collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        topics
+    }
+
+    /// Checks that a topic named `name` could be created now with `partitions` partitions
+    /// and these overrides; returns the effective config.
+    pub fn validate_new(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<TopicConfig, AdminError> {
+        validate_topic_name(name)
+            .map_err(|m| AdminError::new(ResponseError::InvalidTopicException, m))?;
+        if self.get(name).is_some() {
+            return Err(AdminError::new(
+                ResponseError::TopicAlreadyExists,
+                format!("Topic '{name}' already exists."),
+            ));
+        }
+        // Kafka refuses names that differ only in '.' vs '_' (they collide in metrics).
+        let collision_key = name.replace('.', "_");
+        if let Some(other) = self
+            .read_maps()
+            .by_name
+            .keys()
+            .find(|n| n.replace('.', "_") == collision_key)
+        {
+            return Err(AdminError::new(
+                ResponseError::InvalidTopicException,
+                format!("Topic '{name}' collides with existing topic: {other}"),
+            ));
+        }
+        if partitions < 1 {
+            return Err(AdminError::new(
+                ResponseError::InvalidPartitions,
+                "Number of partitions must be larger than 0.",
+            ));
+        }
+        if partitions > MAX_PARTITIONS {
+            return Err(AdminError::new(
+                ResponseError::InvalidPartitions,
+                format!("Number of partitions must be at most {MAX_PARTITIONS}."),
+            ));
+        }
+        self.defaults
+            .with_overrides(overrides)
+            .map_err(|m| AdminError::new(ResponseError::InvalidConfig, m))
+    }
+
+    /// Creates a topic (blocking: creates files and fsyncs).
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, AdminError> {
+        let _admin = self.lock_admin();
+        let config = self.validate_new(name, partitions, &overrides)?;
+        let id = loop {
+            let id = Uuid::new_v4();
+            // Kafka reserves the all-zero id and ids starting like the metadata topic's.
+            if !id.is_nil() && self.get_by_id(id).is_none() {
+                break id;
+            }
+        };
+        let name: Arc<str> = Arc::from(name);
+        if !overrides.is_empty() {
+            self.write_configs_file(Some((&name, &overrides)), None)?;
+        }
+        let mut opened = Vec::with_capacity(partitions as usize);
+        for index in 0..partitions {
+            match self.open_new_partition(&name, id, index, &config) {
+                Ok(p) => opened.push(Arc::new(p)),
+                Err(e) => {
+                    // Leave nothing half-made behind: the topic does not exist.
+                    for p in &opened {
+                        if let Err(e) = p.log.delete() {
+                            tracing::error!(topic = %name, partition = p.index, error = %e, "cannot remove partition of a failed create");
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let topic = Arc::new(Topic {
+            name: name.clone(),
+            id,
+            overrides: RwLock::new(overrides),
+            config: RwLock::new(config),
+            partitions: RwLock::new(Arc::new(opened)),
+        });
+        {
+            let mut maps = self.write_maps();
+            maps.by_id.insert(id, topic.clone());
+            maps.by_name.insert(name.clone(), topic.clone());
+        }
+        tracing::info!(topic = %name, partitions, topic_id = %datadir::uuid_to_base64(id), "created topic");
+        Ok(topic)
+    }
+
+    fn open_new_partition(
+        &self,
+        name: &Arc<str>,
+        id: Uuid,
+        index: i32,
+        config: &TopicConfig,
+    ) -> Result<Partition, AdminError> {
+        let dir = datadir::partition_dir(&self.data_dir, name, index);
+        datadir::write_partition_metadata(&dir, id)?;
+        let (log, _) = PartitionLog::open(
+            &dir,
+            config.to_log_config(self.flush_mode),
+            &self.flusher,
+            true,
+        )?;
+        Ok(Partition::new(name.clone(), index, log))
+    }
+
+    /// Deletes a topic and its files (blocking).
+    pub fn delete(&self, topic: &Arc<Topic>) -> Result<(), AdminError> {
+        let _admin = self.lock_admin();
+        {
+            let mut maps = self.write_maps();
+            match maps.by_name.get(&topic.name) {
+                Some(current) if Arc::ptr_eq(current, topic) => {}
+                _ => {
+                    return Err(AdminError::new(
+                        ResponseError::UnknownTopicOrPartition,
+                        "This server does not host this topic-partition.",
+                    ))
+                }
+            }
+            maps.by_name.remove(&topic.name);
+            maps.by_id.remove(&topic.id);
+        }
+        let partitions = topic.partitions();
+        for p in partitions.iter() {
+            if let Err(e) = p.log.close() {
+                tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "closing a deleted partition failed");
+            }
+            // Wake long polls so they answer now instead of at their deadline.
+            p.notify_appended();
+        }
+        let suffix = format!(".{}{DELETE_SUFFIX}", topic.id.simple());
+        let mut doomed = Vec::with_capacity(partitions.len());
+        // Partition 0 first: once it is gone, a restart finishes the delete (module docs).
+        for p in partitions.iter() {
+            let dir = datadir::partition_dir(&self.data_dir, &topic.name, p.index);
+            let target = PathBuf::from(format!("{}{suffix}", dir.display()));
+            std::fs::rename(&dir, &target).map_err(|e| {
+                AdminError::from(StorageError::io(format!("rename {}", dir.display()), e))
+            })?;
+            if p.index == 0 {
+                fsutil::sync_dir(&self.data_dir)?;
+            }
+            doomed.push(target);
+        }
+        for dir in &doomed {
+            remove_dir(dir)?;
+        }
+        fsutil::sync_dir(&self.data_dir)?;
+        if !topic.overrides().is_empty() {
+            self.write_configs_file(None, Some(&topic.name))?;
+        }
+        tracing::info!(topic = %topic.name, topic_id = %datadir::uuid_to_base64(topic.id), "deleted topic");
+        Ok(())
+    }
+
+    /// Grows a topic to `count` partitions (blocking). With `validate_only`, only checks.
+    pub fn add_partitions(
+        &self,
+        topic: &Arc<Topic>,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), AdminError> {
+        let _admin = self.lock_admin();
+        let current = topic.partition_count() as i32;
+        if count < current {
+            return Err(AdminError::new(
+                ResponseError::InvalidPartitions,
+                format!("Topic currently has {current} partitions, which is higher than the requested {count}."),
+            ));
+        }
+        if count == current {
+            return Err(AdminError::new(
+                ResponseError::InvalidPartitions,
+                format!("Topic already has {current} partitions."),
+            ));
+        }
+        if count > MAX_PARTITIONS {
+            return Err(AdminError::new(
+                ResponseError::InvalidPartitions,
+                format!("Number of partitions must be at most {MAX_PARTITIONS}."),
+            ));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let config = topic.config();
+        let mut partitions = topic.partitions().as_ref().clone();
+        for index in current..count {
+            partitions.push(Arc::new(self.open_new_partition(
+                &topic.name,
+                topic.id,
+                index,
+                &config,
+            )?));
+        }
+        *topic.partitions.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(partitions);
+        tracing::info!(topic = %topic.name, from = current, to = count, "added partitions");
+        Ok(())
+    }
+
+    /// Replaces a topic's config overrides (blocking: persists them), applying them to
+    /// every partition log.
+    pub fn set_overrides(
+        &self,
+        topic: &Arc<Topic>,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<(), AdminError> {
+        let _admin = self.lock_admin();
+        let config = self
+            .defaults
+            .with_overrides(&overrides)
+            .map_err(|m| AdminError::new(ResponseError::InvalidConfig, m))?;
+        self.write_configs_file(Some((&topic.name, &overrides)), None)?;
+        let log_config = config.to_log_config(self.flush_mode);
+        for p in topic.partitions().iter() {
+            p.log.set_config(log_config.clone());
+        }
+        *topic.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+        *topic.overrides.write().unwrap_or_else(|p| p.into_inner()) = overrides;
+        tracing::info!(topic = %topic.name, "altered topic config");
+        Ok(())
+    }
+
+    /// Closes every partition log (flushing it); returns how many failed.
+    pub fn close_all(&self) -> usize {
+        let mut failed = 0;
+        for topic in self.list() {
+            for p in topic.partitions().iter() {
+                if let Err(e) = p.log.close() {
+                    failed += 1;
+                    tracing::error!(topic = %topic.name, partition = p.index, error = %e, "closing partition log failed");
+                }
+            }
+        }
+        failed
+    }
+
+    fn read_configs_file(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>, BrokerError> {
+        let path = self.data_dir.join(TOPIC_CONFIGS_FILE);
+        let Some(bytes) = fsutil::read_optional(&path)? else {
+            return Ok(BTreeMap::new());
+        };
+        let bad = |reason: String| BrokerError::BadMetadata {
+            path: path.clone(),
+            reason,
+        };
+        let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8".to_owned()))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let mut out = BTreeMap::new();
+        if let Some(toml::Value::Table(topics)) = table.get("topics") {
+            for (name, value) in topics {
+                let toml::Value::Table(configs) = value else {
+                    return Err(bad(format!("topics.{name} is not a table")));
+                };
+                let mut map = BTreeMap::new();
+                for (k, v) in configs {
+                    let toml::Value::String(v) = v else {
+                        return Err(bad(format!("topics.{name}.{k} is not a string")));
+                    };
+                    map.insert(k.clone(), v.clone());
+                }
+                out.insert(name.clone(), map);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rewrites the configs file from the registered topics, with `set` replacing one
+    /// topic's overrides and `remove` dropping one topic.
+    fn write_configs_file(
+        &self,
+        set: Option<(&str, &BTreeMap<String, String>)>,
+        remove: Option<&str>,
+    ) -> Result<(), AdminError> {
+        let mut all: BTreeMap<String, BTreeMap<String, String>> = self
+            .list()
+            .iter()
+            .map(|t| (t.name.to_string(), t.overrides()))
+            .collect();
+        if let Some((name, overrides)) = set {
+            all.insert(name.to_owned(), overrides.clone());
+        }
+        if let Some(name) = remove {
+            all.remove(name);
+        }
+        let mut topics = toml::Table::new();
+        for (name, overrides) in all.into_iter().filter(|(_, o)| !o.is_empty()) {
+            let table: toml::Table = overrides
+                .into_iter()
+                .map(|(k, v)| (k, toml::Value::String(v)))
+                .collect();
+            topics.insert(name, toml::Value::Table(table));
+        }
+        let mut root = toml::Table::new();
+        root.insert("topics".to_owned(), toml::Value::Table(topics));
+        let text = format!(
+            "# Topic config overrides, written by sluice-broker. Do not edit while it runs.\n{}",
+            toml::to_string(&root).map_err(|e| AdminError::new(
+                ResponseError::UnknownServerError,
+                format!("cannot encode topic configs: {e}")
+            ))?
+        );
+        fsutil::write_atomically(&self.data_dir.join(TOPIC_CONFIGS_FILE), text.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// Most partitions one topic may have (a guard against a request creating millions of
+/// directories by mistake).
+pub const MAX_PARTITIONS: i32 = 10_000;
+
+fn remove_dir(dir: &Path) -> Result<(), BrokerError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(BrokerError::io(format!("remove {}", dir.display()), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(dir: &Path, clean: bool) -> TopicRegistry {
+        let flusher = Flusher::start("test").unwrap();
+        TopicRegistry::load(dir, flusher, TopicConfig::default(), FlushMode::Os, clean)
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn topic_names_follow_kafka() {
+        assert!(validate_topic_name("a.b_c-D9").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name(".").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn create_reload_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(dir.path(), true);
+        let overrides: BTreeMap<_, _> = [("retention.ms".to_owned(), "1000".to_owned())].into();
+        let t = reg.create("orders", 3, overrides.clone()).unwrap();
+        assert_eq!(t.partition_count(), 3);
+        assert_eq!(
+            reg.create("orders", 1, BTreeMap::new()).unwrap_err().code,
+            ResponseError::TopicAlreadyExists
+        );
+        reg.create("my_topic", 1, BTreeMap::new()).unwrap();
+        assert_eq!(
+            reg.create("my.topic", 1, BTreeMap::new()).unwrap_err().code,
+            ResponseError::InvalidTopicException,
+            "'.' and '_' collide"
+        );
+        assert_eq!(
+            reg.create("x", 0, BTreeMap::new()).unwrap_err().code,
+            ResponseError::InvalidPartitions
+        );
+        reg.add_partitions(&t, 5, false).unwrap();
+        let id = t.id;
+        assert_eq!(reg.close_all(), 0);
+        drop(reg);
+
+        let reg = registry(dir.path(), true);
+        let t = reg.get("orders").unwrap();
+        assert_eq!(t.id, id);
+        assert_eq!(t.partition_count(), 5);
+        assert_eq!(t.overrides(), overrides);
+        assert_eq!(t.config().retention_ms, 1000);
+        assert!(reg.get_by_id(id).is_some());
+        reg.delete(&t).unwrap();
+        assert!(reg.get("orders").is_none());
+        assert!(!dir.path().join("orders-0").exists());
+        drop(reg);
+        let reg = registry(dir.path(), false);
+        let names: Vec<_> = reg.list().iter().map(|t| t.name.to_string()).collect();
+        assert_eq!(names, vec!["my_topic".to_owned()]);
+    }
+
+    #[test]
+    fn interrupted_delete_is_finished_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(dir.path(), true);
+        reg.create("t", 2, BTreeMap::new()).unwrap();
+        reg.close_all();
+        drop(reg);
+        // A crash after partition 0 was renamed away.
+        std::fs::rename(dir.path().join("t-0"), dir.path().join("t-0.x-delete")).unwrap();
+        let reg = registry(dir.path(), false);
+        assert!(reg.get("t").is_none());
+        assert!(!dir.path().join("t-1").exists());
+        assert!(!dir.path().join("t-0.x-delete").exists());
+    }
+}

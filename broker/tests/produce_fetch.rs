@@ -1,0 +1,484 @@
+//! Produce and Fetch over the wire: acks 0/1/all, byte-identical round trips for every
+//! codec, long polls, KIP-74 limits, topic ids, and the refusals Kafka gives.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use common::{batch, batch_with, name, Client};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{ApiVersionsRequest, FetchRequest, MetadataRequest, ProduceRequest};
+use sluice_storage::batch::{Compression, Records};
+
+/// A fetched batch equals the produced one except the base offset and leader epoch the
+/// broker assigns.
+fn assert_same_batch(fetched: &[u8], produced: &[u8], base_offset: i64) {
+    assert_eq!(fetched.len(), produced.len());
+    assert_eq!(&fetched[..8], &base_offset.to_be_bytes(), "base offset");
+    assert_eq!(&fetched[8..12], &produced[8..12], "length");
+    assert_eq!(&fetched[12..16], &0i32.to_be_bytes(), "leader epoch 0");
+    assert_eq!(
+        &fetched[16..],
+        &produced[16..],
+        "everything else byte for byte"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_and_fetch_round_trip_every_codec() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    assert_eq!(
+        client.create_topic("codecs", 1, &[]).await.topics[0].error_code,
+        0
+    );
+    let mut produced = Vec::new();
+    let mut offset = 0;
+    for codec in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let records = batch_with(
+            codec,
+            1_700_000_000_000,
+            &[
+                (Some("k1"), "v1"),
+                (None, "v2"),
+                (Some("k3"), &"x".repeat(2000)),
+            ],
+        );
+        let (error, base) = client.produce("codecs", 0, records.clone()).await;
+        assert_eq!(error, 0, "{codec:?}");
+        assert_eq!(base, offset);
+        produced.push((records, base));
+        offset += 3;
+    }
+    let data = client.fetch("codecs", 0, 0).await;
+    assert_eq!(data.error_code, 0);
+    assert_eq!(data.high_watermark, 15);
+    assert_eq!(data.last_stable_offset, 15);
+    assert_eq!(data.log_start_offset, 0);
+    let fetched = data.records.unwrap();
+    let mut at = 0;
+    for (records, base) in &produced {
+        assert_same_batch(&fetched[at..at + records.len()], records, *base);
+        let decoded: Vec<_> = Records::decode(fetched.slice(at..at + records.len()))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(decoded.len(), 3);
+        assert_eq!(decoded[0].offset, *base);
+        assert_eq!(decoded[0].key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(decoded[2].value.as_deref().map(|v| v.len()), Some(2000));
+        at += records.len();
+    }
+    assert_eq!(at, fetched.len());
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_zero_sends_no_response_and_closes_on_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    client.create_topic("t", 1, &[]).await;
+    // acks=0 then ApiVersions: the next frame answers the ApiVersions request.
+    let (_, produce) = client.encode(
+        9,
+        &Client::produce_request("t", 0, 0, batch(&[(None, "a")])),
+    );
+    let (id, versions) = client.encode(2, &ApiVersionsRequest::default());
+    let mut both = produce.to_vec();
+    both.extend_from_slice(&versions);
+    client.write(&both).await;
+    let frame = client.read_frame().await.unwrap();
+    let response = Client::decode::<ApiVersionsRequest>(2, id, frame);
+    assert_eq!(response.error_code, 0);
+    assert_eq!(client.fetch("t", 0, 0).await.high_watermark, 1);
+
+    // acks=0 to an unknown topic: no response can carry the error, so Kafka closes.
+    let (_, bad) = client.encode(
+        9,
+        &Client::produce_request("nope", 0, 0, batch(&[(None, "a")])),
+    );
+    client.write(&bad).await;
+    assert!(client.closed_by_broker().await);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_with_flush_policy_always_answers_after_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[("log.flush.policy", "always")]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    client.create_topic("durable", 1, &[]).await;
+    for i in 0..5 {
+        let response = client
+            .send(
+                9,
+                &Client::produce_request("durable", 0, -1, batch(&[(None, "a"), (None, "b")])),
+            )
+            .await;
+        let p = &response.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0);
+        assert_eq!(p.base_offset, i * 2);
+        let log = &broker
+            .state()
+            .topics
+            .get("durable")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .log;
+        assert!(
+            log.durable_offset() >= (i + 1) * 2,
+            "answered only once durable"
+        );
+    }
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_is_woken_by_a_produce_and_otherwise_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let addr = broker.local_addr();
+    let mut producer = Client::connect(addr).await;
+    producer.create_topic("poll", 1, &[]).await;
+
+    let mut consumer = Client::connect(addr).await;
+    let started = Instant::now();
+    let waiting = tokio::spawn(async move {
+        let response = consumer
+            .send(12, &Client::fetch_request("poll", 0, 0, 15_000, 1))
+            .await;
+        (response, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the fetch waits for data");
+    let (error, _) = producer
+        .produce("poll", 0, batch(&[(None, "wake up")]))
+        .await;
+    assert_eq!(error, 0);
+    let (response, elapsed) = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "woken by the append, not the deadline"
+    );
+    let data = &response.responses[0].partitions[0];
+    assert_eq!(data.high_watermark, 1);
+    assert!(!data.records.as_ref().unwrap().is_empty());
+
+    // No data: answered empty at the deadline.
+    let mut consumer = Client::connect(addr).await;
+    let started = Instant::now();
+    let response = consumer
+        .send(12, &Client::fetch_request("poll", 0, 1, 400, 1))
+        .await;
+    assert!(started.elapsed() >= Duration::from_millis(390));
+    assert!(response.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .unwrap()
+        .is_empty());
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_limits_follow_kip_74() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    client.create_topic("big", 2, &[]).await;
+    let value = "v".repeat(10_000);
+    let mut sizes = Vec::new();
+    for p in 0..2 {
+        for _ in 0..3 {
+            let records = batch(&[(None, &value)]);
+            sizes.push(records.len());
+            assert_eq!(client.produce("big", p, records).await.0, 0);
+        }
+    }
+    let one = sizes[0];
+    let fetch = |partition_max: i32, max_bytes: i32| {
+        FetchRequest::default()
+            .with_max_bytes(max_bytes)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name("big"))
+                .with_partitions(
+                    (0..2)
+                        .map(|p| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_fetch_offset(0)
+                                .with_partition_max_bytes(partition_max)
+                        })
+                        .collect(),
+                )])
+    };
+    let lens = |r: &kafka_protocol::messages::FetchResponse| -> Vec<usize> {
+        r.responses[0]
+            .partitions
+            .iter()
+            .map(|p| p.records.as_ref().unwrap().len())
+            .collect()
+    };
+    // partition_max_bytes below one batch: the first partition still gets its first
+    // batch whole; the second gets nothing (it is not the first non-empty one).
+    let r = client.send(12, &fetch(100, 50_000_000)).await;
+    assert_eq!(lens(&r), vec![one, 0]);
+    // Room for two batches per partition.
+    let r = client
+        .send(12, &fetch((2 * one + 10) as i32, 50_000_000))
+        .await;
+    assert_eq!(lens(&r), vec![2 * one, 2 * one]);
+    // Response max_bytes caps the total: one batch overall, whole.
+    let r = client.send(12, &fetch(1_000_000, 10)).await;
+    assert_eq!(lens(&r), vec![one, 0]);
+    // max_bytes for 3 batches: partition 0 takes 2 (its limit), partition 1 one.
+    let r = client
+        .send(12, &fetch((2 * one + 10) as i32, (3 * one + 10) as i32))
+        .await;
+    assert_eq!(lens(&r), vec![2 * one, one]);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_by_topic_id_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    let created = client.create_topic("ids", 1, &[]).await;
+    let id = created.topics[0].topic_id;
+    assert!(!id.is_nil());
+    let metadata = client
+        .send(
+            12,
+            &MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name("ids")))
+            ])),
+        )
+        .await;
+    assert_eq!(metadata.topics[0].topic_id, id);
+    client.produce("ids", 0, batch(&[(None, "a")])).await;
+
+    for version in [13, 15, 16, 17, 18] {
+        let request = |topic_id| {
+            FetchRequest::default()
+                .with_max_bytes(1 << 20)
+                .with_session_epoch(-1)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic_id(topic_id)
+                    .with_partitions(vec![FetchPartition::default()
+                        .with_partition(0)
+                        .with_partition_max_bytes(1 << 20)])])
+        };
+        let r = client.send(version, &request(id)).await;
+        assert_eq!(r.responses[0].topic_id, id);
+        assert_eq!(r.responses[0].partitions[0].error_code, 0, "v{version}");
+        assert_eq!(r.responses[0].partitions[0].high_watermark, 1);
+        let r = client.send(version, &request(uuid::Uuid::new_v4())).await;
+        assert_eq!(
+            r.responses[0].partitions[0].error_code,
+            ResponseError::UnknownTopicId.code()
+        );
+    }
+    // By name: unknown topic, unknown partition, offset out of range.
+    let data = client.fetch("nope", 0, 0).await;
+    assert_eq!(
+        data.error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    let data = client.fetch("ids", 7, 0).await;
+    assert_eq!(
+        data.error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    let data = client.fetch("ids", 0, 99).await;
+    assert_eq!(data.error_code, ResponseError::OffsetOutOfRange.code());
+    assert_eq!(data.high_watermark, -1);
+    // Every Fetch version decodes.
+    for version in 4..=18 {
+        let mut request = Client::fetch_request("ids", 0, 0, 0, 0);
+        if version >= 13 {
+            request.topics[0].topic_id = id;
+        }
+        let r = client.send(version, &request).await;
+        assert_eq!(r.responses[0].partitions[0].error_code, 0, "v{version}");
+    }
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_batches_are_refused_and_nothing_is_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    client
+        .create_topic("strict", 1, &[("max.message.bytes", "5000")])
+        .await;
+    assert_eq!(
+        client.produce("strict", 0, batch(&[(None, "ok")])).await,
+        (0, 0)
+    );
+
+    let produce_error = |response: kafka_protocol::messages::ProduceResponse| {
+        let p = &response.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    // CRC flipped: CORRUPT_MESSAGE.
+    let mut corrupt = BytesMut::from(&batch(&[(None, "hello")])[..]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    let (error, base) = client.produce("strict", 0, corrupt.freeze()).await;
+    assert_eq!(error, ResponseError::CorruptMessage.code());
+    assert_eq!(base, -1);
+    // Truncated batch.
+    let truncated = batch(&[(None, "hello")]).slice(..30);
+    assert_eq!(
+        client.produce("strict", 0, truncated).await.0,
+        ResponseError::CorruptMessage.code()
+    );
+    // Magic 1 (old message format): INVALID_RECORD, as Kafka 4.x.
+    let mut old = BytesMut::from(&batch(&[(None, "hello")])[..]);
+    old[16] = 1;
+    assert_eq!(
+        client.produce("strict", 0, old.freeze()).await.0,
+        ResponseError::InvalidRecord.code()
+    );
+    // Two batches in one partition: INVALID_RECORD.
+    let mut two = BytesMut::new();
+    two.put_slice(&batch(&[(None, "a")]));
+    two.put_slice(&batch(&[(None, "b")]));
+    assert_eq!(
+        client.produce("strict", 0, two.freeze()).await.0,
+        ResponseError::InvalidRecord.code()
+    );
+    // Too large for the topic's max.message.bytes.
+    let big = batch(&[(None, &"x".repeat(6000))]);
+    assert_eq!(
+        client.produce("strict", 0, big).await.0,
+        ResponseError::MessageTooLarge.code()
+    );
+    // zstd before produce v7.
+    let zstd = batch_with(Compression::Zstd, 1, &[(None, "z")]);
+    let r = client
+        .send(6, &Client::produce_request("strict", 0, 1, zstd))
+        .await;
+    assert_eq!(
+        produce_error(r).0,
+        ResponseError::UnsupportedCompressionType.code()
+    );
+    // Empty records, unknown topic / partition, bad acks.
+    let r = client
+        .send(9, &Client::produce_request("strict", 0, 1, Bytes::new()))
+        .await;
+    assert_eq!(produce_error(r).0, ResponseError::InvalidRecord.code());
+    assert_eq!(
+        client.produce("missing", 0, batch(&[(None, "a")])).await.0,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    assert_eq!(
+        client.produce("strict", 3, batch(&[(None, "a")])).await.0,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    let r = client
+        .send(
+            9,
+            &Client::produce_request("strict", 0, 2, batch(&[(None, "a")])),
+        )
+        .await;
+    assert_eq!(
+        produce_error(r).0,
+        ResponseError::InvalidRequiredAcks.code()
+    );
+
+    // Nothing of the refused batches was appended.
+    let data = client.fetch("strict", 0, 0).await;
+    assert_eq!(data.high_watermark, 1);
+    assert_eq!(
+        client.produce("strict", 0, batch(&[(None, "next")])).await,
+        (0, 1)
+    );
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    client.create_topic("pipe", 1, &[]).await;
+    let mut all = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        let (id, frame) = if i % 3 == 2 {
+            client.encode(12, &Client::fetch_request("pipe", 0, 0, 0, 0))
+        } else {
+            client.encode(
+                9,
+                &Client::produce_request("pipe", 0, 1, batch(&[(None, "p")])),
+            )
+        };
+        all.extend_from_slice(&frame);
+        ids.push((i, id));
+    }
+    client.write(&all).await;
+    let mut expected_offset = 0;
+    for (i, id) in ids {
+        let frame = client.read_frame().await.unwrap();
+        if i % 3 == 2 {
+            let r = Client::decode::<FetchRequest>(12, id, frame);
+            assert_eq!(
+                r.responses[0].partitions[0].high_watermark, expected_offset,
+                "fetch {i} sees every earlier produce"
+            );
+        } else {
+            let r = Client::decode::<ProduceRequest>(9, id, frame);
+            assert_eq!(
+                r.responses[0].partition_responses[0].base_offset,
+                expected_offset
+            );
+            expected_offset += 1;
+        }
+    }
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_every_version_including_topic_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    let id = client.create_topic("versions", 1, &[]).await.topics[0].topic_id;
+    for (next, version) in (3..=13).enumerate() {
+        let next = next as i64;
+        let mut request = Client::produce_request("versions", 0, 1, batch(&[(None, "v")]));
+        if version >= 13 {
+            request.topic_data[0].topic_id = id;
+            request.topic_data[0].name = Default::default();
+        }
+        let r = client.send(version, &request).await;
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, next), "v{version}");
+    }
+    let mut request = Client::produce_request("versions", 0, 1, batch(&[(None, "v")]));
+    request.topic_data[0].topic_id = uuid::Uuid::new_v4();
+    let r = client.send(13, &request).await;
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code,
+        ResponseError::UnknownTopicId.code()
+    );
+    broker.shutdown().await.unwrap();
+}

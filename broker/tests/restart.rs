@@ -1,0 +1,133 @@
+//! Restarts: data, topic ids and configs survive a clean shutdown (which leaves the
+//! clean-shutdown marker) and a crash (no marker: recovery), and a torn tail written
+//! before a crash is cut by recovery.
+
+mod common;
+
+use std::io::Write;
+
+use common::{batch, Client};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_clean_shutdown_and_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    let id = client
+        .create_topic("keep", 3, &[("retention.ms", "123456789")])
+        .await
+        .topics[0]
+        .topic_id;
+    for p in 0..3 {
+        for i in 0..5 {
+            assert_eq!(
+                client
+                    .produce("keep", p, batch(&[(None, &format!("{p}-{i}"))]))
+                    .await,
+                (0, i)
+            );
+        }
+    }
+    let before = client.fetch("keep", 1, 0).await.records.unwrap();
+    drop(client);
+    broker.shutdown().await.unwrap();
+    assert!(
+        dir.path().join(".clean-shutdown").exists(),
+        "clean shutdown leaves the marker"
+    );
+
+    let broker = common::start(dir.path(), &[]).await;
+    assert!(
+        !dir.path().join(".clean-shutdown").exists(),
+        "the marker is consumed at start"
+    );
+    let mut client = Client::connect(broker.local_addr()).await;
+    let topic = broker.state().topics.get("keep").unwrap();
+    assert_eq!(topic.id, id);
+    assert_eq!(topic.partition_count(), 3);
+    assert_eq!(topic.config().retention_ms, 123456789);
+    assert_eq!(client.fetch("keep", 1, 0).await.records.unwrap(), before);
+    assert_eq!(
+        client.produce("keep", 1, batch(&[(None, "after")])).await,
+        (0, 5)
+    );
+    drop(client);
+    // A crash: no flush, no close, no marker.
+    broker.kill().await;
+    assert!(!dir.path().join(".clean-shutdown").exists());
+
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    let data = client.fetch("keep", 1, 0).await;
+    assert_eq!(
+        data.high_watermark, 6,
+        "the page cache kept everything appended"
+    );
+    assert_eq!(
+        client.produce("keep", 1, batch(&[(None, "again")])).await,
+        (0, 6)
+    );
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_cuts_a_torn_tail_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    client.create_topic("torn", 1, &[]).await;
+    for i in 0..3 {
+        assert_eq!(
+            client.produce("torn", 0, batch(&[(None, "x")])).await,
+            (0, i)
+        );
+    }
+    drop(client);
+    broker.kill().await;
+    // Half a batch at the end of the segment, as a crash mid-write leaves it.
+    let segment = dir.path().join("torn-0/00000000000000000000.log");
+    let len = {
+        let log = std::fs::read(&segment).unwrap();
+        // The segment may be preallocated: find the end of the valid data.
+        let mut at = 0;
+        while at + 12 <= log.len() {
+            let size = i32::from_be_bytes(log[at + 8..at + 12].try_into().unwrap());
+            if size <= 0 {
+                break;
+            }
+            at += 12 + size as usize;
+        }
+        at
+    };
+    let half = batch(&[(None, "torn write")]);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(len as u64)).unwrap();
+    file.write_all(&half[..half.len() / 2]).unwrap();
+    drop(file);
+
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    assert_eq!(client.fetch("torn", 0, 0).await.high_watermark, 3);
+    assert_eq!(
+        client.produce("torn", 0, batch(&[(None, "y")])).await,
+        (0, 3)
+    );
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_serves_one_broker_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let second = sluice_broker::Broker::start(common::config(dir.path(), &[])).await;
+    assert!(matches!(
+        second,
+        Err(sluice_broker::BrokerError::DataDirLocked { .. })
+    ));
+    broker.shutdown().await.unwrap();
+    let again = common::start(dir.path(), &[]).await;
+    again.shutdown().await.unwrap();
+}
