@@ -554,7 +554,9 @@ impl PartitionLog {
         let new_end = inner.log_end.load(Ordering::Acquire);
         // Producer state must forget the cut batches: rebuild it from what is left.
         let segments = inner.snapshot();
-        match rebuild_producer_states(&inner.dir, &segments, new_end) {
+        match rebuild_producer_states(&inner.dir, &segments, new_end)
+            .and_then(|states| fsutil::sync_dir(&inner.dir).map(|()| states))
+        {
             Ok(states) => guard.producers = states,
             Err(e) => {
                 inner.go_offline(&e);
@@ -748,7 +750,8 @@ impl LogInner {
         // Later segments go first, durably: were the kept segment cut first, a crash in
         // between would leave a gap that recovery cannot tell from a valid log.
         self.replace_segments(kept)?;
-        for segment in &dropped {
+        // Newest first: a crash part-way leaves a shorter log, never one with a hole.
+        for segment in dropped.iter().rev() {
             segment.delete_files()?;
         }
         fsutil::sync_dir(&self.dir)?;

@@ -8,8 +8,9 @@
 //! - a newer epoch must start at sequence 0 (the producer was re-initialised);
 //! - within an epoch, the batch must continue the last sequence (wrapping at `i32::MAX`),
 //!   or it is `OutOfOrderSequence` (a gap: an earlier batch was lost or is still in flight);
-//! - a producer with no state (never seen, or its batches were removed by retention)
-//!   may start at any sequence, as Kafka does since KIP-360.
+//! - a producer with no state here may start at any sequence, as Kafka does since
+//!   KIP-360 (Kafka also forgets producers after `producer.id.expiration.ms`; Sluice
+//!   keeps every producer's state for now, a few dozen bytes each).
 //!
 //! State is rebuilt when a log opens from the newest snapshot at or below the log end
 //! (`<20-digit offset>.snapshot`, written at every segment roll and at close) plus the

@@ -108,11 +108,11 @@ impl Watermark {
 
     fn check(&self, target: i64, since: u64, waker: Option<&Waker>) -> Option<Result<(), Outcome>> {
         let mut state = self.lock();
-        if state.truncations != since {
-            return Some(Err(Outcome::Truncated));
-        }
         if state.value >= target {
             return Some(Ok(()));
+        }
+        if state.truncations != since {
+            return Some(Err(Outcome::Truncated));
         }
         if state.failed {
             return Some(Err(Outcome::Failed));
@@ -174,11 +174,11 @@ impl DurableWait {
     pub fn wait(self) -> Result<(), StorageError> {
         let mut state = self.watermark.lock();
         loop {
-            if state.truncations != self.since {
-                return Err(self.error(Outcome::Truncated));
-            }
             if state.value >= self.target {
                 return Ok(());
+            }
+            if state.truncations != self.since {
+                return Err(self.error(Outcome::Truncated));
             }
             if state.failed {
                 return Err(self.error(Outcome::Failed));
