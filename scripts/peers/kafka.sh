@@ -247,7 +247,7 @@ EOF
         local cluster_id
         cluster_id="$(python3 -c 'import base64,uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
         run_java kafka.tools.StorageTool format --standalone \
-            -t "$cluster_id" -c "$data_dir/server.properties" >"$data_dir/format.log" 2>&1 ||
+            --cluster-id="$cluster_id" -c "$data_dir/server.properties" >"$data_dir/format.log" 2>&1 ||
             { cat "$data_dir/format.log" >&2; die "storage format failed"; }
     fi
 
