@@ -21,6 +21,7 @@
 
 pub mod alloc;
 pub mod config;
+pub mod coordinator;
 pub mod datadir;
 pub mod errors;
 pub mod handlers;
