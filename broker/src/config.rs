@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::coordinator::CoordinatorConfig;
 use crate::topic_config::{self, FlushMode, TopicConfig};
 
 /// A configuration that cannot be used.
@@ -98,9 +99,11 @@ const BROKER_KEYS: &[BrokerKey] = &[
     BrokerKey {
         name: "log.flush.policy",
         default: "os",
-        doc: "Sluice-specific. os: leave write-back to the OS unless log.flush.interval.* say otherwise (Kafka's default); \
-              always: fsync every append (batched into group commits) and answer acks=all produces only once their records are on disk; \
-              interval: fsync by log.flush.interval.messages / log.flush.interval.ms",
+        doc: "Sluice-specific. os: leave write-back to the OS unless log.flush.interval.* say otherwise (Kafka's default; \
+              acknowledged records survive a process crash, not a power loss); \
+              always: fsync every append (batched into group commits) and answer acks=all produces only once their records are on disk \
+              (they survive a power loss too); a topic chooses the same with flush.messages=1; \
+              interval: fsync by log.flush.interval.messages / log.flush.interval.ms (see docs/durability.md)",
     },
     BrokerKey {
         name: "log.retention.hours",
@@ -121,6 +124,26 @@ const BROKER_KEYS: &[BrokerKey] = &[
         name: "log.dir",
         default: "",
         doc: "alias of log.dirs",
+    },
+    BrokerKey {
+        name: "group.initial.rebalance.delay.ms",
+        default: "3000",
+        doc: "how long the first rebalance of an empty consumer group waits for more members",
+    },
+    BrokerKey {
+        name: "group.min.session.timeout.ms",
+        default: "6000",
+        doc: "smallest session.timeout.ms a group member may ask for",
+    },
+    BrokerKey {
+        name: "group.max.session.timeout.ms",
+        default: "1800000",
+        doc: "largest session.timeout.ms a group member may ask for",
+    },
+    BrokerKey {
+        name: "offsets.topic.num.partitions",
+        default: "50",
+        doc: "partitions of __consumer_offsets when it is created (an existing topic keeps its count)",
     },
 ];
 
@@ -184,6 +207,8 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     pub retention_check_interval_ms: u64,
     pub flush_mode: FlushMode,
+    /// The consumer-group coordinator's settings (`group.*`, `offsets.topic.*`).
+    pub group_coordinator: CoordinatorConfig,
     /// Defaults of every topic config (from the `log.*` broker properties).
     pub topic_defaults: TopicConfig,
     /// Properties set explicitly (by file, env or flag), reported by DescribeConfigs as
@@ -384,6 +409,7 @@ impl BrokerConfig {
             max_connections,
             retention_check_interval_ms,
             flush_mode,
+            group_coordinator: parse_group_coordinator(&value)?,
             topic_defaults,
             explicit: props
                 .iter()
@@ -433,12 +459,64 @@ impl BrokerConfig {
                 "log.flush.policy".to_owned(),
                 self.flush_mode.as_str().to_owned(),
             ),
+            (
+                "group.initial.rebalance.delay.ms".to_owned(),
+                self.group_coordinator
+                    .group_initial_rebalance_delay_ms
+                    .to_string(),
+            ),
+            (
+                "group.min.session.timeout.ms".to_owned(),
+                self.group_coordinator
+                    .group_min_session_timeout_ms
+                    .to_string(),
+            ),
+            (
+                "group.max.session.timeout.ms".to_owned(),
+                self.group_coordinator
+                    .group_max_session_timeout_ms
+                    .to_string(),
+            ),
+            (
+                "offsets.topic.num.partitions".to_owned(),
+                self.group_coordinator
+                    .offsets_topic_num_partitions
+                    .to_string(),
+            ),
         ];
         for key in topic_config::KEYS {
             out.push((key.broker_name.to_owned(), key.value(&self.topic_defaults)));
         }
         out
     }
+}
+
+/// The group coordinator's properties; `value` gives a property's value or default.
+fn parse_group_coordinator<'a>(
+    value: &dyn Fn(&'static str) -> &'a str,
+) -> Result<CoordinatorConfig, ConfigError> {
+    let at_least = |name: &'static str, min: i32| -> Result<i32, ConfigError> {
+        let parsed: i32 = parse_num(name, value(name))?;
+        if parsed < min {
+            return Err(invalid(name, value(name), format!("must be >= {min}")));
+        }
+        Ok(parsed)
+    };
+    let config = CoordinatorConfig {
+        group_initial_rebalance_delay_ms: at_least("group.initial.rebalance.delay.ms", 0)?,
+        group_min_session_timeout_ms: at_least("group.min.session.timeout.ms", 0)?,
+        group_max_session_timeout_ms: at_least("group.max.session.timeout.ms", 0)?,
+        offsets_topic_num_partitions: at_least("offsets.topic.num.partitions", 1)?,
+        ..CoordinatorConfig::default()
+    };
+    if config.group_max_session_timeout_ms < config.group_min_session_timeout_ms {
+        return Err(invalid(
+            "group.max.session.timeout.ms",
+            value("group.max.session.timeout.ms"),
+            "must be >= group.min.session.timeout.ms",
+        ));
+    }
+    Ok(config)
 }
 
 /// Reads a TOML config file into a flat property map.

@@ -10,21 +10,29 @@
 //! - [`topic_config`]: the topic configs Sluice understands and their mapping to storage.
 //! - [`config`]: broker configuration with Kafka's property names (TOML, env, flags).
 //! - [`datadir`]: the data directory lock, `meta.properties`, `partition.metadata`.
+//! - [`producer_ids`]: producer ids for InitProducerId, persisted in blocks so that none
+//!   is handed out twice across restarts and crashes.
 //! - [`retention`]: the background retention and segment-roll task.
+//! - [`coordinator`]: the consumer-group coordinator, a sans-IO state machine; [`groups`]
+//!   drives it: `__consumer_offsets` creation and replay, appends, timers, parked replies.
 //! - [`errors`]: [`BrokerError`] and the one mapping from storage errors to Kafka codes.
 //! - [`alloc`]: the global allocator that keeps a hostile array length from aborting
 //!   the process (installed by the binary).
 //!
-//! [`Broker::start`] opens the data directory (recovering logs after an unclean stop),
-//! binds the listener and serves until [`BrokerHandle::shutdown`], which stops accepting,
-//! answers what was already read, closes every log and writes the clean-shutdown marker.
+//! [`Broker::start`] opens the data directory (recovering logs after an unclean stop:
+//! one warning per partition whose tail was cut, then one line with the partition count,
+//! the time taken and whether the last shutdown was clean), binds the listener and
+//! serves until [`BrokerHandle::shutdown`], which stops accepting, answers what was
+//! already read, closes every log and writes the clean-shutdown marker.
 
 pub mod alloc;
 pub mod config;
 pub mod coordinator;
 pub mod datadir;
 pub mod errors;
+pub mod groups;
 pub mod handlers;
+pub mod producer_ids;
 pub mod retention;
 pub mod server;
 pub mod state;
@@ -42,6 +50,7 @@ use tokio::task::JoinHandle;
 
 pub use config::BrokerConfig;
 pub use errors::BrokerError;
+use producer_ids::ProducerIdAllocator;
 use state::BrokerState;
 use topics::TopicRegistry;
 
@@ -51,6 +60,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// The broker; see the crate docs.
 pub struct Broker;
+
+/// What opening the data directory produced (see [`Broker::start`]).
+struct Opened {
+    lock: datadir::DataDirLock,
+    meta: datadir::MetaProperties,
+    registry: TopicRegistry,
+    report: topics::LoadReport,
+    clean: bool,
+    producer_ids: ProducerIdAllocator,
+    next_producer_id: i64,
+}
 
 /// A running broker.
 pub struct BrokerHandle {
@@ -66,10 +86,14 @@ impl Broker {
     pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         let started = std::time::Instant::now();
         let open_config = config.clone();
-        let (lock, meta, registry, report, clean) = tokio::task::spawn_blocking(move || {
+        let opened = tokio::task::spawn_blocking(move || {
             let config = open_config;
             let lock = datadir::lock(&config.data_dir)?;
             let meta = datadir::load_or_init_meta(&config.data_dir, config.node_id)?;
+            // Read now so that a damaged file stops the start instead of the first
+            // idempotent producer.
+            let producer_ids = ProducerIdAllocator::new(&config.data_dir);
+            let next_producer_id = producer_ids.load()?;
             let clean = fsutil::take_clean_shutdown_marker(&config.data_dir)?;
             let flusher = Flusher::start("data")
                 .map_err(|e| BrokerError::io("start the flusher thread", e))?;
@@ -80,25 +104,46 @@ impl Broker {
                 config.flush_mode,
                 clean,
             )?;
-            Ok::<_, BrokerError>((lock, meta, registry, report, clean))
+            Ok::<_, BrokerError>(Opened {
+                lock,
+                meta,
+                registry,
+                report,
+                clean,
+                producer_ids,
+                next_producer_id,
+            })
         })
         .await
         .map_err(|e| BrokerError::io("open the data directory", std::io::Error::other(e)))??;
+        let Opened {
+            lock,
+            meta,
+            registry,
+            report,
+            clean,
+            producer_ids,
+            next_producer_id,
+        } = opened;
+        // One line per truncated partition was logged by the registry; this one sums up.
+        let shutdown_kind = if meta.fresh {
+            "new data directory"
+        } else if clean {
+            "clean shutdown"
+        } else {
+            "unclean shutdown"
+        };
+        let elapsed_ms = report.elapsed.as_millis() as u64;
         tracing::info!(
             data_dir = %config.data_dir.display(),
             topics = report.topics,
             partitions = report.partitions,
             segments_recovered = report.segments_recovered,
             partitions_truncated = report.truncated.len(),
-            previous_shutdown = if meta.fresh {
-                "none (new data directory)"
-            } else if clean {
-                "clean"
-            } else {
-                "unclean"
-            },
-            elapsed_ms = report.elapsed.as_millis() as u64,
-            "logs loaded"
+            bytes_truncated = report.truncated.iter().map(|t| t.2).sum::<u64>(),
+            next_producer_id,
+            "recovered {} partitions in {elapsed_ms} ms ({shutdown_kind})",
+            report.partitions,
         );
 
         let listener = TcpListener::bind(&config.listen)
@@ -121,9 +166,13 @@ impl Broker {
             advertised_host,
             advertised_port: i32::from(advertised_port),
             topics: registry,
+            producer_ids,
+            groups: groups::Groups::new(config.group_coordinator.clone()),
             _lock: Some(lock),
             config,
         });
+        // Before any connection is accepted, so no client auto-creates it differently.
+        groups::prepare(&state).await?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (kill_tx, kill_rx) = watch::channel(false);
         let supervisor = tokio::spawn(supervise(
@@ -161,6 +210,7 @@ async fn supervise(
 ) -> Result<(), BrokerError> {
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let retention = tokio::spawn(retention::run(state.clone(), shutdown.clone()));
+    let groups = tokio::spawn(groups::run(state.clone(), shutdown.clone()));
     let accept = server::accept_loop(
         listener,
         state.clone(),
@@ -176,6 +226,8 @@ async fn supervise(
         // A simulated crash: stop without closing logs or writing the marker.
         retention.abort();
         let _ = retention.await;
+        groups.abort();
+        let _ = groups.await;
         while done_rx.recv().await.is_some() {}
         return Ok(());
     }
@@ -192,6 +244,10 @@ async fn supervise(
     }
     if let Err(e) = retention.await {
         tracing::error!(error = %e, "retention task failed");
+    }
+    // Stopped before the logs close: a timer firing now could not append any more.
+    if let Err(e) = groups.await {
+        tracing::error!(error = %e, "group coordinator task failed");
     }
     let closing = state.clone();
     let failed = tokio::task::spawn_blocking(move || closing.topics.close_all())

@@ -1,17 +1,25 @@
-//! The state every handler reads: configuration, identity and the topic registry.
+//! The state every handler reads: configuration, identity, the topic registry, the
+//! producer id allocator and the group coordinator.
 //!
 //! Shared as `Arc<BrokerState>` by the connection tasks, the retention task and the
 //! blocking admin threads. Nothing here is behind a broker-wide lock; the registry
-//! has its own fine-grained locking (see `topics`).
+//! has its own fine-grained locking (see `topics`), the allocator its own mutex, the
+//! group coordinator its own (see `groups`; only group APIs take it).
 
 use crate::config::BrokerConfig;
 use crate::datadir::DataDirLock;
+use crate::groups::Groups;
+use crate::producer_ids::ProducerIdAllocator;
 use crate::topics::TopicRegistry;
 
 /// See the module docs.
 pub struct BrokerState {
     pub config: BrokerConfig,
     pub topics: TopicRegistry,
+    /// Ids for InitProducerId, persisted in blocks (see `producer_ids`).
+    pub producer_ids: ProducerIdAllocator,
+    /// The consumer-group coordinator and its I/O (its own lock; see `groups`).
+    pub groups: Groups,
     pub cluster_id: String,
     pub node_id: i32,
     /// Host and port put in Metadata responses.
@@ -26,7 +34,9 @@ impl BrokerState {
     pub fn for_tests(config: BrokerConfig, topics: TopicRegistry) -> BrokerState {
         BrokerState {
             node_id: config.node_id,
+            groups: Groups::new(config.group_coordinator.clone()),
             config,
+            producer_ids: ProducerIdAllocator::new(topics.data_dir()),
             topics,
             cluster_id: "test-cluster".to_owned(),
             advertised_host: "127.0.0.1".to_owned(),

@@ -107,12 +107,20 @@ impl TopicConfig {
     }
 
     /// The storage configuration for a partition of this topic.
+    ///
+    /// The flush policy: `always` when the broker's `log.flush.policy` is `always` or the
+    /// topic's `flush.messages` is 1. Kafka with `flush.messages=1` fsyncs inside every
+    /// append, before the produce is answered; Sluice's `always` gives the same guarantee
+    /// for acks=all (the answer waits for the fsync) with group commit instead of one
+    /// fsync per batch. Otherwise `flush.messages` / `flush.ms` make the flusher sync in
+    /// the background, and with neither set write-back is left to the OS.
     pub fn to_log_config(&self, flush: FlushMode) -> LogConfig {
         let flush_messages =
             (self.flush_messages != i64::MAX).then_some(self.flush_messages as u64);
         let flush_ms = (self.flush_ms != i64::MAX).then_some(self.flush_ms as u64);
         let flush = match flush {
             FlushMode::Always => FlushPolicy::Always,
+            _ if flush_messages == Some(1) => FlushPolicy::Always,
             // Kafka's `flush.messages` / `flush.ms` apply whatever the mode; with neither
             // set an interval policy degenerates to leaving write-back to the OS.
             FlushMode::Os | FlushMode::Interval => {
@@ -258,7 +266,7 @@ pub static KEYS: &[TopicConfigKey] = &[
         name: "flush.messages",
         broker_name: "log.flush.interval.messages",
         config_type: ConfigType::Long,
-        doc: "fsync after this many messages (9223372036854775807: never by count)",
+        doc: "fsync after this many messages (9223372036854775807: never by count); 1 makes acks=all produces wait until their records are fsynced, like log.flush.policy=always for this topic",
         set: |c, v| {
             c.flush_messages = parse_long(v, 1)?;
             Ok(())
@@ -434,14 +442,19 @@ mod tests {
             c.to_log_config(FlushMode::Always).flush,
             FlushPolicy::Always
         );
-        c.flush_messages = 1;
+        c.flush_messages = 2;
         assert_eq!(
             c.to_log_config(FlushMode::Os).flush,
             FlushPolicy::Interval {
-                messages: Some(1),
+                messages: Some(2),
                 ms: None
             }
         );
+        // flush.messages=1 is Kafka's "fsync every append": acks=all waits for the fsync.
+        c.flush_messages = 1;
+        for mode in [FlushMode::Os, FlushMode::Interval, FlushMode::Always] {
+            assert_eq!(c.to_log_config(mode).flush, FlushPolicy::Always, "{mode:?}");
+        }
         c.retention_ms = -1;
         c.retention_bytes = -1;
         let log = c.to_log_config(FlushMode::Os);

@@ -379,6 +379,11 @@ impl TopicRegistry {
         self.flush_mode
     }
 
+    /// The data directory the registry was loaded from.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
         self.read_maps().by_name.get(name).cloned()
     }

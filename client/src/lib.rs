@@ -1,3 +1,40 @@
-//! `sluice-client`: the Rust client library (producer, consumer, admin) and the `sluice`
-//! CLI. Not built yet: see the client issue. Only the crate exists so the workspace has
-//! its final shape.
+//! `sluice-client`: an async Rust client for the Kafka protocol, and the `sluice` CLI.
+//!
+//! - [`connection`]: one TCP connection to one broker: framing, pipelined requests
+//!   matched by correlation id, ApiVersions negotiation, timeouts.
+//! - [`client`]: [`Client`], shared by producers, consumers and admins: bootstrap,
+//!   a connection per broker, the metadata cache and the retry policy.
+//! - [`metadata`]: the cached cluster view (brokers, topics, partition leaders).
+//! - [`producer`]: [`Producer`]: per-partition batching (`linger`, `batch_size`),
+//!   compression, acks, delivery futures, ordered retries, Kafka's partitioner.
+//! - [`consumer`]: [`Consumer`]: assigned partitions or group subscriptions (range and
+//!   cooperative-sticky assignors), pipelined fetches, commits, seeks, pause/resume.
+//! - [`admin`]: [`Admin`]: topics, partitions, configs, groups, offsets.
+//! - [`offsets`]: ListOffsets, OffsetFetch and OffsetCommit, shared by the consumer and
+//!   the admin API.
+//! - [`error`]: [`Error`], the one error type; broker answers never panic.
+//!
+//! Record batches are built and decoded by `sluice_storage::batch` (the same code the
+//! broker stores them with); requests and responses are encoded by `kafka-protocol`.
+
+pub mod admin;
+pub mod client;
+pub mod connection;
+pub mod consumer;
+pub mod error;
+pub mod metadata;
+pub mod offsets;
+pub mod producer;
+#[cfg(test)]
+mod test_support;
+mod types;
+
+pub use admin::Admin;
+pub use client::{Client, ClientConfig};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord};
+pub use error::{Error, Result};
+pub use producer::{
+    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};
+pub use sluice_storage::batch::Compression;
+pub use types::{Header, OffsetSpec, TopicPartition};

@@ -358,10 +358,15 @@ impl PartitionLog {
                 Verdict::Duplicate(original) => {
                     // A retry of a batch already stored: acknowledge it with its original
                     // offsets, append nothing (Kafka does the same for the whole request).
+                    // With LogAppendTime the batch's stored max timestamp is the time it
+                    // was appended, which is what the first answer said.
                     return Ok(AppendInfo {
                         base_offset: original.first_offset,
                         last_offset: original.last_offset,
-                        log_append_time,
+                        log_append_time: match config.timestamp_type {
+                            TimestampType::LogAppendTime => original.max_timestamp,
+                            TimestampType::CreateTime => -1,
+                        },
                         log_start_offset: self.log_start_offset(),
                         batches: 0,
                         records: 0,
@@ -418,10 +423,14 @@ impl PartitionLog {
     }
 
     /// A future (or blocking wait) that completes once every record below `offset` is
-    /// fsynced (pass `last_offset + 1` to wait for an append). With flush policy `always` the flusher gets there on its own; with
-    /// other policies this also asks the flusher for a sync.
+    /// fsynced (pass `last_offset + 1` to wait for an append). Asks the flusher for a sync
+    /// if the offset is not durable yet, whatever the policy. With `always` the append
+    /// already asked, so this is usually a no-op on the pending flag (at worst one extra
+    /// sync with little left to do); but the append may have run under another policy
+    /// than the one the caller saw, if the config changed in between, and the wait must
+    /// not depend on a later append coming.
     pub fn wait_durable(&self, offset: i64) -> DurableWait {
-        if self.inner.durable.get() < offset && self.inner.config().flush != FlushPolicy::Always {
+        if self.inner.durable.get() < offset {
             self.inner
                 .flusher
                 .request(&self.inner, &self.inner.flush_pending);

@@ -145,3 +145,30 @@ fn truncation_forgets_the_cut_batches() {
     assert!(!info.duplicate);
     assert_eq!(info.base_offset, 20);
 }
+
+#[test]
+fn a_retry_on_a_log_append_time_topic_reports_the_original_append_time() {
+    use sluice_storage::batch::TimestampType;
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        timestamp_type: TimestampType::LogAppendTime,
+        ..LogConfig::default()
+    };
+    let (log, _) = open(dir.path(), config, true);
+    let first = log.append(&batch(1, 0, 0, 2), 0, 5_000).unwrap();
+    assert_eq!(first.log_append_time, 5_000);
+    let retry = log.append(&batch(1, 0, 0, 2), 0, 9_000).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(
+        retry.log_append_time, 5_000,
+        "the time the records were stamped with, as the first answer said"
+    );
+    log.close().unwrap();
+    let (log, _) = open(dir.path(), LogConfig::default(), true);
+    let retry = log.append(&batch(1, 0, 0, 2), 0, 9_000).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(
+        retry.log_append_time, -1,
+        "CreateTime topic: no append time"
+    );
+}

@@ -1,7 +1,8 @@
 //! ApiVersions: the APIs this broker serves and their exact version ranges.
 //!
-//! [`SUPPORTED`] is the single list the dispatcher and the ApiVersions answer both use,
-//! so an API is advertised exactly when it is handled. A request at a version this
+//! [`all`] ([`SUPPORTED`] plus the coordinator's group APIs) is the single list the
+//! dispatcher and the ApiVersions answer both use, so an API is advertised exactly when
+//! it is handled. A request at a version this
 //! broker does not know still gets an answer (KIP-511): a v0-format response with
 //! UNSUPPORTED_VERSION and the list, so the client can pick a version and retry.
 
@@ -23,12 +24,22 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    // v6 (KIP-939 two-phase commit) is listed by the codec crate for responses only; its
+    // request decoder stops at v5.
+    (ApiKey::InitProducerId, 0, 5),
 ];
+
+/// Every API served: [`SUPPORTED`] and the group APIs the coordinator handles
+/// (`coordinator::handlers::SUPPORTED`, kept beside their handlers).
+pub fn all() -> impl Iterator<Item = &'static (ApiKey, i16, i16)> {
+    SUPPORTED
+        .iter()
+        .chain(crate::coordinator::handlers::SUPPORTED)
+}
 
 /// The version range served for `key`, if it is served at all.
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
-    SUPPORTED
-        .iter()
+    all()
         .find(|(k, _, _)| *k == key)
         .map(|&(_, min, max)| (min, max))
 }
@@ -39,8 +50,7 @@ pub fn is_supported(key: ApiKey, version: i16) -> bool {
 }
 
 fn api_keys() -> Vec<ApiVersion> {
-    SUPPORTED
-        .iter()
+    all()
         .map(|&(key, min, max)| {
             ApiVersion::default()
                 .with_api_key(key as i16)
@@ -93,7 +103,7 @@ mod tests {
 
     #[test]
     fn advertised_ranges_are_within_the_codecs() {
-        for &(key, min, max) in SUPPORTED {
+        for &(key, min, max) in all() {
             let codec = key.valid_versions();
             assert!(min <= max, "{key:?}");
             assert!(codec.min <= min && max <= codec.max, "{key:?} {codec}");
@@ -107,7 +117,7 @@ mod tests {
             .with_client_software_version(StrBytes::from_static_str("1.7.1"));
         let response = handle(&request, 3);
         assert_eq!(response.error_code, 0);
-        assert_eq!(response.api_keys.len(), SUPPORTED.len());
+        assert_eq!(response.api_keys.len(), all().count());
         request.client_software_name = StrBytes::from_static_str("bad name!");
         assert_eq!(
             handle(&request, 3).error_code,
@@ -116,6 +126,7 @@ mod tests {
         assert_eq!(handle(&request, 2).error_code, 0, "not checked before v3");
         assert!(is_supported(ApiKey::Fetch, 4));
         assert!(!is_supported(ApiKey::Fetch, 3));
-        assert!(!is_supported(ApiKey::JoinGroup, 0));
+        assert!(is_supported(ApiKey::JoinGroup, 0));
+        assert!(!is_supported(ApiKey::OffsetCommit, 1));
     }
 }

@@ -5,11 +5,12 @@
 //! No sockets here: tests call the handlers directly. The server decides which handlers
 //! run on blocking threads (those that write files).
 //!
-//! Later API families (consumer groups, producer ids) slot in as further modules.
+//! Later API families (consumer groups) slot in as further modules.
 
 pub mod admin;
 pub mod api_versions;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;

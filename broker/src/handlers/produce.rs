@@ -6,6 +6,18 @@
 //! writes nothing if it is bad. Appends are synchronous page-cache writes done inline;
 //! they never fsync.
 //!
+//! Idempotent producers (batches with a producer id) are checked by the log against the
+//! partition's producer state (`sluice_storage::producer_state`), with Kafka's rules and
+//! errors: a retry of one of the producer's last five batches is answered NONE with the
+//! offsets it was first given and is not appended again; a sequence gap gets
+//! OUT_OF_ORDER_SEQUENCE_NUMBER; an epoch older than the producer's current one gets
+//! INVALID_PRODUCER_EPOCH (Kafka 4.x answers that at every Produce version since 2.7,
+//! KIP-588; PRODUCER_FENCED is only for transactional requests); a producer id the
+//! partition has no state for (new, or all its batches removed by retention) is accepted
+//! at any sequence, as Kafka does since KIP-360 instead of UNKNOWN_PRODUCER_ID. A request
+//! with transactional batches is refused whole with TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+//! as Kafka refuses one whose transactional id may not write: Sluice has no transactions.
+//!
 //! acks=all on a log whose flush policy is `always` must not be answered before the
 //! records are on disk: [`handle`] returns those waits as effects ([`ProduceOutcome`])
 //! and [`finish`] awaits them (a runtime-agnostic future from storage's group-commit
@@ -43,6 +55,12 @@ pub fn handle(
     now_ms: i64,
 ) -> ProduceOutcome {
     let acks = request.acks;
+    // Kafka refuses a whole request with transactional batches unless its transactional
+    // id may write. Sluice has no transactions, so no transactional id may (see
+    // `init_producer_id`): appending them would leave transactions never committed or
+    // aborted in the log.
+    let refused = has_transactional_batches(request)
+        .then_some(ResponseError::TransactionalIdAuthorizationFailed);
     let mut outcome = ProduceOutcome {
         response: ProduceResponse::default(),
         durable: Vec::new(),
@@ -67,7 +85,9 @@ pub fn handle(
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let result = if !matches!(acks, -1..=1) {
+            let result = if let Some(code) = refused {
+                Err((code, None))
+            } else if !matches!(acks, -1..=1) {
                 Err((ResponseError::InvalidRequiredAcks, None))
             } else {
                 match topic
@@ -76,6 +96,11 @@ pub fn handle(
                 {
                     None if topic.is_none() => Err((unknown, None)),
                     None => Err((ResponseError::UnknownTopicOrPartition, None)),
+                    // Kafka: "Cannot append to internal topic" (only its coordinators
+                    // write there), without an error message in the answer.
+                    Some((topic, _)) if topic.is_internal() => {
+                        Err((ResponseError::InvalidTopicException, None))
+                    }
                     Some((topic, partition)) => {
                         let _span = tracing::debug_span!("partition", topic = %topic.name, partition = data.index).entered();
                         let records = data.records.as_deref().unwrap_or(&[]);
@@ -88,7 +113,17 @@ pub fn handle(
                             }
                             match partition.log.append(records, 0, now_ms) {
                                 Ok(info) => {
-                                    partition.notify_appended();
+                                    if info.duplicate {
+                                        tracing::debug!(
+                                            base_offset = info.base_offset,
+                                            last_offset = info.last_offset,
+                                            "duplicate batch from an idempotent producer: acknowledged with its original offsets, not appended"
+                                        );
+                                    } else {
+                                        partition.notify_appended();
+                                    }
+                                    // A duplicate waits too: its first copy may not be on
+                                    // disk yet (the first answer may still be pending).
                                     if acks == -1 && partition.log.config().flush == FlushPolicy::Always {
                                         outcome.durable.push((ti, pi, partition.log.wait_durable(info.last_offset + 1)));
                                     }
@@ -131,6 +166,20 @@ pub fn handle(
     }
     outcome.response.responses = responses;
     outcome
+}
+
+/// Whether any batch of the request has the transactional flag (Kafka's
+/// `RequestUtils.hasTransactionalRecords`). Batches that do not parse are left to the
+/// per-partition checks.
+fn has_transactional_batches(request: &ProduceRequest) -> bool {
+    request
+        .topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter())
+        .filter_map(|p| p.records.as_deref())
+        .flat_map(batch::batches)
+        .filter_map(Result::ok)
+        .any(|b| BatchHeader::new(b).is_ok_and(|h| h.producer_id() >= 0 && h.is_transactional()))
 }
 
 /// Kafka's `ProduceRequest.validateRecords` for version 3+: one v2 batch, zstd from v7.

@@ -25,7 +25,7 @@ use sluice_storage::Flusher;
 
 use super::admin::{configs, topics};
 use super::fetch::FetchOutcome;
-use super::{api_versions, fetch, metadata, offsets, produce};
+use super::{api_versions, fetch, init_producer_id, metadata, offsets, produce};
 use crate::config::BrokerConfig;
 use crate::state::BrokerState;
 use crate::topics::TopicRegistry;
@@ -313,6 +313,16 @@ fn every_response_encodes_at_every_advertised_version() {
                 ])]);
         encodes(&offsets::delete_records(&state, &request), v);
     }
+    for v in range(ApiKey::InitProducerId) {
+        let idempotent = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000);
+        encodes(&init_producer_id::handle(&state, &idempotent), v);
+        let transactional = idempotent
+            .clone()
+            .with_transactional_id(Some(TransactionalId(s("tx"))));
+        encodes(&init_producer_id::handle(&state, &transactional), v);
+    }
     for v in range(ApiKey::DeleteTopics) {
         state
             .topics
@@ -331,4 +341,99 @@ fn every_response_encodes_at_every_advertised_version() {
         assert_eq!(response.responses[0].error_code, 0, "v{v}");
         encodes(&response, v);
     }
+}
+
+fn idempotent_records(producer_id: i64, epoch: i16, sequence: i32, values: &[&str]) -> Bytes {
+    let mut b = BatchBuilder::new(Compression::None).producer(producer_id, epoch, sequence);
+    for v in values {
+        b.push(1_000, None, Some(v.as_bytes()), &[]);
+    }
+    b.build().unwrap()
+}
+
+#[test]
+fn init_producer_id_follows_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path(), &[]);
+    // The codec's default transactional id is "", not null.
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(-1)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let first = init_producer_id::handle(&state, &request);
+    assert_eq!((first.error_code, first.producer_epoch), (0, 0));
+    // A v3+ client that sends its id and epoch back (KIP-360) still gets a new id.
+    let again = init_producer_id::handle(
+        &state,
+        &request
+            .clone()
+            .with_producer_id(first.producer_id)
+            .with_producer_epoch(0),
+    );
+    assert_eq!(again.error_code, 0);
+    assert_eq!(again.producer_epoch, 0);
+    assert!(again.producer_id.0 > first.producer_id.0);
+
+    let half = request.clone().with_producer_id(ProducerId(5));
+    let answer = init_producer_id::handle(&state, &half);
+    assert_eq!(answer.error_code, ResponseError::InvalidRequest.code());
+    assert_eq!((answer.producer_id.0, answer.producer_epoch), (-1, -1));
+    let half = request.clone().with_producer_epoch(3);
+    assert_eq!(
+        init_producer_id::handle(&state, &half).error_code,
+        ResponseError::InvalidRequest.code()
+    );
+    let empty = request
+        .clone()
+        .with_transactional_id(Some(TransactionalId(s(""))));
+    assert_eq!(
+        init_producer_id::handle(&state, &empty).error_code,
+        ResponseError::InvalidRequest.code()
+    );
+    let transactional = request.with_transactional_id(Some(TransactionalId(s("tx-1"))));
+    assert_eq!(
+        init_producer_id::handle(&state, &transactional).error_code,
+        ResponseError::TransactionalIdAuthorizationFailed.code(),
+        "transactions are refused with an error clients treat as fatal at once"
+    );
+}
+
+#[test]
+fn produce_applies_the_sequence_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path(), &[]);
+    state.topics.create("t", 1, BTreeMap::new()).unwrap();
+    let produce = |data: Bytes| {
+        let outcome = produce::handle(&state, &produce_request("t", -1, data), 9, 5);
+        let p = &outcome.response.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    assert_eq!(produce(idempotent_records(7, 0, 0, &["a", "b"])), (0, 0));
+    assert_eq!(produce(idempotent_records(7, 0, 2, &["c"])), (0, 2));
+    // The retry of the first batch: its original offset, nothing appended.
+    assert_eq!(produce(idempotent_records(7, 0, 0, &["a", "b"])), (0, 0));
+    let topic = state.topics.get("t").unwrap();
+    assert_eq!(topic.partition(0).unwrap().log.log_end_offset(), 3);
+    assert_eq!(
+        produce(idempotent_records(7, 0, 5, &["gap"])),
+        (ResponseError::OutOfOrderSequenceNumber.code(), -1)
+    );
+    assert_eq!(produce(idempotent_records(7, 1, 0, &["bumped"])), (0, 3));
+    assert_eq!(
+        produce(idempotent_records(7, 0, 3, &["stale"])),
+        (ResponseError::InvalidProducerEpoch.code(), -1)
+    );
+    assert_eq!(topic.partition(0).unwrap().log.log_end_offset(), 4);
+
+    // Transactional batches are refused: there are no transactions to commit them.
+    let mut b = BatchBuilder::new(Compression::None)
+        .producer(9, 0, 0)
+        .transactional(true);
+    b.push(1_000, None, Some(b"tx"), &[]);
+    assert_eq!(
+        produce(b.build().unwrap()),
+        (ResponseError::TransactionalIdAuthorizationFailed.code(), -1)
+    );
+    assert_eq!(topic.partition(0).unwrap().log.log_end_offset(), 4);
 }

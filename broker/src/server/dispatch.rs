@@ -12,11 +12,11 @@
 //! Decoding runs inside `catch_unwind`: the codec crate returns errors for bad input,
 //! and a panic there would still only close this one connection.
 //!
-//! Handlers that write files (topic admin, auto-creating Metadata, DeleteRecords) run on
-//! tokio's blocking pool; the reply is awaited before the next request on the connection
-//! is dispatched, so requests take effect in arrival order. Produce appends and fetch
-//! reads run inline. Waits (acks=all durability, fetch long polls) become
-//! [`Reply::Later`] futures that the connection's writer awaits in order.
+//! Handlers that write files (topic admin, auto-creating Metadata, DeleteRecords,
+//! InitProducerId) run on tokio's blocking pool; the reply is awaited before the next
+//! request on the connection is dispatched, so requests take effect in arrival order.
+//! Produce appends and fetch reads run inline. Waits (acks=all durability, fetch long
+//! polls) become [`Reply::Later`] futures that the connection's writer awaits in order.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -35,7 +35,7 @@ use super::frame::RequestPrefix;
 use super::wire::{self, EncodeError, Frame};
 use crate::handlers::admin::{configs, topics};
 use crate::handlers::fetch::{self, FetchOutcome};
-use crate::handlers::{api_versions, metadata, offsets, produce};
+use crate::handlers::{api_versions, init_producer_id, metadata, offsets, produce};
 use crate::state::BrokerState;
 use crate::topics::Partition;
 
@@ -87,6 +87,8 @@ pub enum DispatchError {
 pub struct Context {
     pub state: Arc<BrokerState>,
     pub shutdown: watch::Receiver<bool>,
+    /// The client's address (group members are described with it).
+    pub peer: std::net::SocketAddr,
 }
 
 fn decode<T>(
@@ -170,6 +172,10 @@ async fn dispatch_known(
     let request = decode(api, version, || {
         RequestKind::decode(api, &mut body, version)
     })?;
+    // The group APIs go to the coordinator (see `server::groups`).
+    if super::groups::is_group_api(api) {
+        return super::groups::dispatch(ctx, &header, request, api, version).await;
+    }
     let state = &ctx.state;
     let respond = |body: &dyn ErasedEncodable| -> Result<Reply, DispatchError> {
         Ok(Reply::Now(body.encode_frame(
@@ -255,6 +261,11 @@ async fn dispatch_known(
         RequestKind::IncrementalAlterConfigs(req) => {
             let resp =
                 blocking(state, move |s| configs::incremental_alter_configs(s, &req)).await?;
+            respond(&resp)
+        }
+        RequestKind::InitProducerId(req) => {
+            // May write and fsync the producer id block file.
+            let resp = blocking(state, move |s| init_producer_id::handle(s, &req)).await?;
             respond(&resp)
         }
         // `supported_range` lists exactly the variants above.

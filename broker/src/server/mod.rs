@@ -2,6 +2,7 @@
 //!
 //! - `frame`: request framing and the fixed header prefix (size-checked, allocation-free).
 //! - `dispatch`: header and version rules, decoding, handler calls, encoding.
+//! - `groups`: dispatch of the group APIs to the coordinator (see `crate::groups`).
 //! - `wire`: response framing with record bytes spliced, not copied.
 //! - `connection`: one task per connection, pipelined and ordered.
 //!
@@ -14,6 +15,7 @@
 pub mod connection;
 pub mod dispatch;
 pub mod frame;
+pub mod groups;
 pub mod wire;
 
 use std::sync::Arc;
@@ -62,6 +64,7 @@ pub async fn accept_loop(
         let ctx = dispatch::Context {
             state: state.clone(),
             shutdown: shutdown.clone(),
+            peer,
         };
         let mut kill = kill.clone();
         let done = done.clone();

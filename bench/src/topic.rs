@@ -1,0 +1,78 @@
+//! Connecting, and the benchmark topic: create it when missing, delete it afterwards.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use sluice_client::admin::NewTopic;
+use sluice_client::{Admin, Client, ClientConfig, Error};
+
+use crate::cli::CommonArgs;
+
+/// The client settings every connection of a run uses.
+pub fn client_config(bootstrap: &str, role: &str) -> ClientConfig {
+    ClientConfig {
+        client_id: format!("sluice-bench-{role}"),
+        ..ClientConfig::new(bootstrap)
+    }
+}
+
+/// A connected client (fails at once when no broker answers).
+pub async fn connect(bootstrap: &str, role: &str) -> Result<Client> {
+    Client::connect(client_config(bootstrap, role))
+        .await
+        .with_context(|| format!("cannot reach the cluster at {bootstrap}"))
+}
+
+/// The topic's partition count, creating the topic first when it is missing and
+/// `create` is set. An existing topic is used as it is (a differing `--partitions` is
+/// reported on stderr).
+pub async fn ensure(client: &Client, common: &CommonArgs, create: bool) -> Result<usize> {
+    let name = &common.topic;
+    match client.fetch_topic(name, false).await {
+        Ok(info) => {
+            let count = info.partitions.len();
+            if create && count != common.partitions as usize {
+                eprintln!(
+                    "sluice-bench: topic {name} exists with {count} partitions (not --partitions {}); using it as it is",
+                    common.partitions
+                );
+            }
+            return Ok(count);
+        }
+        Err(Error::UnknownTopic { .. }) if create => {}
+        Err(Error::UnknownTopic { .. }) => {
+            bail!("topic {name} does not exist (produce to it first)")
+        }
+        Err(e) => return Err(e).with_context(|| format!("metadata of topic {name}")),
+    }
+    let topic = NewTopic {
+        name: name.clone(),
+        partitions: Some(common.partitions),
+        replication_factor: common.replication_factor,
+        configs: common.topic_configs.clone(),
+    };
+    let admin = Admin::new(client.clone());
+    if let Err(e) = admin.create_topics(&[topic]).await {
+        // Someone else may have created it meanwhile; only fail if it is still missing.
+        if client.fetch_topic(name, false).await.is_err() {
+            return Err(e).with_context(|| format!("cannot create topic {name}"));
+        }
+    }
+    let info = client
+        .wait_for_topic(name, false, Duration::from_secs(60))
+        .await
+        .with_context(|| format!("topic {name} was created but has no metadata"))?;
+    Ok(info.partitions.len())
+}
+
+/// Deletes the topic (with `--delete-topic`); returns whether it was deleted.
+pub async fn delete(client: &Client, common: &CommonArgs) -> Result<bool> {
+    if !common.delete_topic {
+        return Ok(false);
+    }
+    Admin::new(client.clone())
+        .delete_topics(std::slice::from_ref(&common.topic))
+        .await
+        .with_context(|| format!("cannot delete topic {}", common.topic))?;
+    Ok(true)
+}

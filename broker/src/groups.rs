@@ -1,0 +1,696 @@
+//! The group coordinator's I/O side: drives the sans-IO [`GroupCoordinator`] (see the
+//! contract in [`crate::coordinator`]) against the broker's real `__consumer_offsets` log,
+//! clock and connections.
+//!
+//! - At start, [`prepare`] creates `__consumer_offsets` if it is missing, before the
+//!   listener accepts anything, so no client can auto-create it with the wrong settings
+//!   first. Its partition count is `offsets.topic.num.partitions` when created and the
+//!   existing topic's afterwards (a group's home partition must never change).
+//! - [`run`] (the groups task) replays every partition into a fresh coordinator on a
+//!   blocking thread, swaps it in and calls `finish_load`; until then every group API
+//!   answers COORDINATOR_LOAD_IN_PROGRESS (produce and fetch are served meanwhile). It
+//!   then is the timer: it sleeps until `next_deadline()` and calls `tick`; every call
+//!   that moves the deadline earlier wakes it ([`Notify`]), so nothing polls.
+//! - Requests go through [`Groups::call`] / [`Groups::call_parking`] (mutating) or
+//!   [`Groups::read`].
+//!
+//! # One lock, not an actor
+//!
+//! The coordinator sits behind one `tokio::sync::Mutex`. While it is held a call runs the
+//! state machine, appends its writes (synchronous page-cache writes, as Produce does
+//! inline) and registers a parked JoinGroup/SyncGroup under its ticket; it is never held
+//! across an `.await`. The lock is what gives the contract's ordering for free: writes
+//! reach each partition in the order the coordinator produced them, and a ticket is
+//! registered before any later call can complete it. An actor task with an mpsc would
+//! serialize the same way, with a channel hop and a reply channel per request and no
+//! gain: the critical section is microseconds, group traffic is light, and the slow part
+//! (fsync) happens outside the lock either way. The tokio mutex (rather than `std`'s)
+//! keeps a waiting connection from blocking a runtime thread while another call appends.
+//!
+//! # After the lock: durability, replies, completions
+//!
+//! With flush policy `always` a call's answers wait until its records are fsynced
+//! (`wait_durable`), as an acks=all produce would. That wait and the delivery of the
+//! call's completions (answers to JoinGroup/SyncGroup requests parked by other calls,
+//! sent through oneshot channels keyed by ticket) run in a spawned task, never inside a
+//! connection's ordered reply queue: a connection whose queue is stuck behind a parked
+//! JoinGroup could otherwise never deliver the completion that unparks it. A failed
+//! append or fsync turns every answer of that call into the error Kafka gives
+//! ([`Output::fail`]).
+//!
+//! A restatement (see `docs/groups.md`) deletes the records before it only once it is
+//! durable, whatever the flush policy: deleting first and then losing the unsynced
+//! restatement in a power cut would lose every committed offset of the partition, not
+//! just the last few.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use sluice_storage::batch::{batches, BatchHeader};
+use sluice_storage::{BatchError, DurableWait, FlushPolicy, StorageError};
+use tokio::sync::{oneshot, watch, Mutex, Notify};
+use tokio::task::{JoinError, JoinHandle};
+use tokio::time::Instant;
+
+use crate::coordinator::handlers::CoordinatorNode;
+use crate::coordinator::{
+    Completion, CoordinatorConfig, Failable, GroupCoordinator, LogWrite, Output, PartitionLag,
+    Reply, StoreError, Ticket, OFFSETS_TOPIC,
+};
+use crate::errors::{storage_error_code, BrokerError};
+use crate::state::BrokerState;
+use crate::topics::{Partition, Topic};
+
+/// `segment.bytes` of `__consumer_offsets`: restatements bound a partition to about
+/// twice its live state, so small segments let deletion return the space soon.
+pub const OFFSETS_SEGMENT_BYTES: i64 = 16 * 1024 * 1024;
+
+/// `max.message.bytes` of `__consumer_offsets`. The coordinator cuts batches at
+/// `offsets_batch_bytes` (512 KiB), but one record (a group with many members and large
+/// assignments) may be bigger; a whole segment is the limit the log can take anyway.
+pub const OFFSETS_MAX_MESSAGE_BYTES: i64 = OFFSETS_SEGMENT_BYTES;
+
+/// How much of a partition one read returns while loading.
+const LOAD_READ_BYTES: usize = 4 * 1024 * 1024;
+
+/// The longest the timer sleeps in one go (deadlines are far less; this only keeps the
+/// instant arithmetic from overflowing).
+const MAX_SLEEP: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The topic configs `__consumer_offsets` is created with: compacted (retention never
+/// deletes its segments; restatements keep it small), small segments, large batches.
+pub fn offsets_topic_overrides() -> std::collections::BTreeMap<String, String> {
+    [
+        ("cleanup.policy", "compact".to_owned()),
+        ("segment.bytes", OFFSETS_SEGMENT_BYTES.to_string()),
+        ("max.message.bytes", OFFSETS_MAX_MESSAGE_BYTES.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Milliseconds on a monotonic clock anchored to the wall clock at start: commit
+/// timestamps are persisted and compared across restarts, but a wall-clock step must not
+/// expire sessions early or late.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    wall_ms: i64,
+    at: Instant,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            wall_ms: sluice_storage::now_ms(),
+            at: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.wall_ms + self.at.elapsed().as_millis() as i64
+    }
+
+    /// The instant at which [`Clock::now_ms`] reaches `ms` (rounded up).
+    fn instant_at(&self, ms: i64) -> Instant {
+        let delay = Duration::from_millis(ms.saturating_sub(self.wall_ms).max(0) as u64);
+        let now = Instant::now();
+        let at = self.at.checked_add(delay).unwrap_or(now + MAX_SLEEP);
+        at.min(now + MAX_SLEEP)
+    }
+}
+
+/// Why `__consumer_offsets` could not be loaded. The coordinator then stays unavailable
+/// (FindCoordinator answers COORDINATOR_NOT_AVAILABLE) rather than serve offsets that
+/// may be missing; produce and fetch are unaffected.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("reading {OFFSETS_TOPIC}-{partition}: {source}")]
+    Read {
+        partition: i32,
+        #[source]
+        source: StorageError,
+    },
+    #[error("reading {OFFSETS_TOPIC}-{partition}: {source}")]
+    Batch {
+        partition: i32,
+        #[source]
+        source: BatchError,
+    },
+    #[error(
+        "{OFFSETS_TOPIC}-{partition}: no batch at offset {offset} below the log end {log_end}"
+    )]
+    Gap {
+        partition: i32,
+        offset: i64,
+        log_end: i64,
+    },
+    #[error(transparent)]
+    Replay(#[from] StoreError),
+    #[error("{OFFSETS_TOPIC} does not exist")]
+    NoTopic,
+}
+
+/// What loading found, for the log line.
+#[derive(Debug, Default, Clone, Copy)]
+struct LoadReport {
+    partitions: usize,
+    batches: usize,
+    records: usize,
+}
+
+/// What the lock guards.
+struct Inner {
+    coordinator: GroupCoordinator,
+    /// Where to send the answer of each parked JoinGroup/SyncGroup.
+    parked: HashMap<Ticket, oneshot::Sender<Completion>>,
+}
+
+/// The consumer-group coordinator of this broker with its I/O; see the module docs.
+pub struct Groups {
+    inner: Mutex<Inner>,
+    config: CoordinatorConfig,
+    /// `__consumer_offsets`, once [`prepare`] made sure it exists.
+    topic: OnceLock<Arc<Topic>>,
+    /// Loading failed: the coordinator stays unavailable.
+    failed: AtomicBool,
+    clock: Clock,
+    /// Wakes the timer task when a call moved the next deadline earlier.
+    timer: Notify,
+    /// The deadline (coordinator ms) the timer task sleeps until; `i64::MAX` for none.
+    armed: AtomicI64,
+}
+
+/// The answers of one call whose records are appended: ready now, or once they are
+/// durable (a spawned task, which also delivers the call's completions).
+pub enum Settled<R> {
+    Now(R),
+    Later(JoinHandle<R>),
+}
+
+impl<R> Settled<R> {
+    /// The answer, once the call's records are durable.
+    pub async fn wait(self) -> Result<R, JoinError> {
+        match self {
+            Settled::Now(r) => Ok(r),
+            Settled::Later(task) => task.await,
+        }
+    }
+}
+
+impl Groups {
+    /// A coordinator that answers COORDINATOR_LOAD_IN_PROGRESS until [`run`] has loaded
+    /// `__consumer_offsets`.
+    pub fn new(config: CoordinatorConfig) -> Groups {
+        Groups {
+            inner: Mutex::new(Inner {
+                coordinator: GroupCoordinator::new_loading(config.clone()),
+                parked: HashMap::new(),
+            }),
+            config,
+            topic: OnceLock::new(),
+            failed: AtomicBool::new(false),
+            clock: Clock::new(),
+            timer: Notify::new(),
+            armed: AtomicI64::new(i64::MAX),
+        }
+    }
+
+    /// The coordinator's clock (milliseconds, wall-clock based, monotonic).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The node to name in FindCoordinator answers: this broker, once `__consumer_offsets`
+    /// exists and unless loading it failed (None: COORDINATOR_NOT_AVAILABLE, retriable).
+    pub fn coordinator_node(&self, state: &BrokerState) -> Option<CoordinatorNode> {
+        if self.topic.get().is_none() || self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(CoordinatorNode {
+            node_id: state.node_id,
+            host: state.advertised_host.clone(),
+            port: state.advertised_port,
+        })
+    }
+
+    /// Whether `__consumer_offsets` has been replayed and group APIs are served.
+    pub async fn is_loaded(&self) -> bool {
+        !self.inner.lock().await.coordinator.is_loading()
+    }
+
+    /// Runs a mutating coordinator call (`f` gets the coordinator and the time), appends
+    /// its writes and returns its answer, settled per the module docs.
+    pub async fn call<R, F>(&self, f: F) -> Settled<R>
+    where
+        R: Failable + Send + 'static,
+        F: FnOnce(&mut GroupCoordinator, i64) -> Output<R>,
+    {
+        self.call_inner(f, |_| None).await.0
+    }
+
+    /// [`Groups::call`] for JoinGroup and SyncGroup: a [`Reply::Pending`] answer comes
+    /// with the receiver its completion will be sent to.
+    pub async fn call_parking<T, F>(
+        &self,
+        f: F,
+    ) -> (Settled<Reply<T>>, Option<oneshot::Receiver<Completion>>)
+    where
+        T: Failable + Send + 'static,
+        F: FnOnce(&mut GroupCoordinator, i64) -> Output<Reply<T>>,
+    {
+        self.call_inner(f, Reply::ticket).await
+    }
+
+    async fn call_inner<R, F>(
+        &self,
+        f: F,
+        ticket: impl FnOnce(&R) -> Option<Ticket>,
+    ) -> (Settled<R>, Option<oneshot::Receiver<Completion>>)
+    where
+        R: Failable + Send + 'static,
+        F: FnOnce(&mut GroupCoordinator, i64) -> Output<R>,
+    {
+        let mut inner = self.inner.lock().await;
+        let now = self.clock.now_ms();
+        let output = f(&mut inner.coordinator, now);
+        // Registered under the lock, so no later call can complete the ticket first.
+        let parked = ticket(&output.reply).map(|ticket| {
+            let (tx, rx) = oneshot::channel();
+            inner.parked.insert(ticket, tx);
+            rx
+        });
+        let settled = self.apply(&mut inner, output, now);
+        self.rearm(&inner);
+        (settled, parked)
+    }
+
+    /// Runs a read-only coordinator call (OffsetFetch, ListGroups, DescribeGroups).
+    pub async fn read<T>(&self, f: impl FnOnce(&GroupCoordinator) -> T) -> T {
+        let inner = self.inner.lock().await;
+        f(&inner.coordinator)
+    }
+
+    /// Consumer lag of `group` per partition (log end = the partition's high watermark);
+    /// None if the group does not exist.
+    pub async fn group_lag(&self, state: &BrokerState, group: &str) -> Option<Vec<PartitionLag>> {
+        self.read(|c| {
+            c.group_lag(group, |topic, partition| {
+                let topic = state.topics.get(topic)?;
+                Some(topic.partition(partition)?.log.high_watermark())
+            })
+        })
+        .await
+    }
+
+    /// Appends `output`'s writes (under the lock), then settles its answers: sends the
+    /// completions and returns the reply now, or in a task once the records are durable.
+    fn apply<R: Failable + Send + 'static>(
+        &self,
+        inner: &mut Inner,
+        mut output: Output<R>,
+        now: i64,
+    ) -> Settled<R> {
+        let writes = std::mem::take(&mut output.writes);
+        let waits = match self.append(writes, now) {
+            Ok(waits) => waits,
+            Err(error) => {
+                output.fail(error);
+                Vec::new()
+            }
+        };
+        let senders: Vec<(Ticket, oneshot::Sender<Completion>)> = output
+            .completions
+            .iter()
+            .filter_map(|c| {
+                let ticket = c.ticket();
+                inner.parked.remove(&ticket).map(|tx| (ticket, tx))
+            })
+            .collect();
+        if waits.is_empty() {
+            deliver(std::mem::take(&mut output.completions), senders);
+            return Settled::Now(output.reply);
+        }
+        Settled::Later(tokio::spawn(async move {
+            for wait in waits {
+                if let Err(e) = wait.await {
+                    tracing::error!(error = %e, "group coordinator records appended but not made durable");
+                    output.fail(storage_error_code(&e));
+                    break;
+                }
+            }
+            deliver(std::mem::take(&mut output.completions), senders);
+            output.reply
+        }))
+    }
+
+    /// Appends writes to their `__consumer_offsets` partitions in order; returns the
+    /// durability waits (flush policy `always`), or the Kafka code of the first failure
+    /// (nothing after it is appended).
+    fn append(&self, writes: Vec<LogWrite>, now: i64) -> Result<Vec<DurableWait>, ResponseError> {
+        let mut waits = Vec::new();
+        if writes.is_empty() {
+            return Ok(waits);
+        }
+        let Some(topic) = self.topic.get() else {
+            tracing::error!("group coordinator records to write but no {OFFSETS_TOPIC}");
+            return Err(ResponseError::UnknownTopicOrPartition);
+        };
+        for write in writes {
+            let Some(partition) = topic.partition(write.partition) else {
+                tracing::error!(
+                    partition = write.partition,
+                    "{OFFSETS_TOPIC} has no such partition"
+                );
+                return Err(ResponseError::UnknownTopicOrPartition);
+            };
+            let info = partition
+                .log
+                .append(&write.records, 0, now)
+                .map_err(|e| {
+                    tracing::error!(partition = write.partition, error = %e, "cannot append to {OFFSETS_TOPIC}");
+                    storage_error_code(&e)
+                })?;
+            partition.notify_appended();
+            let end = info.last_offset + 1;
+            if partition.log.config().flush == FlushPolicy::Always {
+                waits.push(partition.log.wait_durable(end));
+            }
+            if write.restatement {
+                delete_before_restatement(partition, info.base_offset, end);
+            }
+        }
+        Ok(waits)
+    }
+
+    /// Wakes the timer task if the coordinator's next deadline is now earlier than the
+    /// one it sleeps until. Called with the lock held, as the timer task stores `armed`.
+    fn rearm(&self, inner: &Inner) {
+        if let Some(deadline) = inner.coordinator.next_deadline() {
+            if deadline < self.armed.load(Ordering::Acquire) {
+                self.armed.store(deadline, Ordering::Release);
+                self.timer.notify_one();
+            }
+        }
+    }
+
+    /// Replays every partition of `__consumer_offsets` into a new coordinator (blocking).
+    fn load_blocking(&self) -> Result<(GroupCoordinator, LoadReport), LoadError> {
+        let topic = self.topic.get().ok_or(LoadError::NoTopic)?;
+        let partitions = topic.partitions();
+        let mut config = self.config.clone();
+        let count = partitions.len() as i32;
+        if count != config.offsets_topic_num_partitions {
+            tracing::warn!(
+                configured = config.offsets_topic_num_partitions,
+                existing = count,
+                "offsets.topic.num.partitions differs from the existing {OFFSETS_TOPIC}; \
+                 keeping the existing partition count (groups' partitions must not move)"
+            );
+        }
+        config.offsets_topic_num_partitions = count;
+        let mut coordinator = GroupCoordinator::new_loading(config);
+        let mut report = LoadReport::default();
+        for partition in partitions.iter() {
+            replay_partition(&mut coordinator, partition, &mut report)?;
+            report.partitions += 1;
+        }
+        Ok((coordinator, report))
+    }
+
+    /// Swaps the loaded coordinator in and ends loading.
+    async fn install(&self, mut loaded: GroupCoordinator) {
+        let mut inner = self.inner.lock().await;
+        let now = self.clock.now_ms();
+        let output = loaded.finish_load(now);
+        // The placeholder answered everything with COORDINATOR_LOAD_IN_PROGRESS, so it
+        // parked nothing and holds no state worth keeping.
+        inner.coordinator = loaded;
+        let _settled = self.apply(&mut inner, output, now);
+        self.rearm(&inner);
+    }
+
+    /// Calls `tick` whenever the coordinator's next deadline passes, until shutdown.
+    async fn timer_loop(&self, shutdown: &mut watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let deadline = {
+                let inner = self.inner.lock().await;
+                let deadline = inner.coordinator.next_deadline();
+                self.armed
+                    .store(deadline.unwrap_or(i64::MAX), Ordering::Release);
+                deadline
+            };
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(self.clock.instant_at(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = sleep => {
+                    let mut inner = self.inner.lock().await;
+                    let now = self.clock.now_ms();
+                    let output = inner.coordinator.tick(now);
+                    // Answers for connections that went away need not be kept.
+                    inner.parked.retain(|_, tx| !tx.is_closed());
+                    let _settled = self.apply(&mut inner, output, now);
+                }
+                () = self.timer.notified() => {}
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends each completion to the parked request it answers (a request whose connection
+/// went away has no receiver any more: its answer is dropped).
+fn deliver(completions: Vec<Completion>, mut senders: Vec<(Ticket, oneshot::Sender<Completion>)>) {
+    for completion in completions {
+        let ticket = completion.ticket();
+        if let Some(i) = senders.iter().position(|(t, _)| *t == ticket) {
+            let (_, tx) = senders.swap_remove(i);
+            let _receiver_gone = tx.send(completion);
+        }
+    }
+}
+
+/// Deletes the records before a restatement appended at `base`, once everything up to
+/// `end` is durable (see the module docs).
+///
+/// The task holds the partition weakly: if the broker is gone by then (a simulated crash
+/// drops its state without closing the logs), a broker restarted on the same directory
+/// owns the files and this one must not touch them.
+fn delete_before_restatement(partition: Arc<Partition>, base: i64, end: i64) {
+    let wait = partition.log.wait_durable(end);
+    let index = partition.index;
+    let partition = Arc::downgrade(&partition);
+    tokio::spawn(async move {
+        if let Err(e) = wait.await {
+            tracing::warn!(partition = index, error = %e,
+                "restatement not durable; keeping the records before it");
+            return;
+        }
+        let deleted = tokio::task::spawn_blocking(move || {
+            partition
+                .upgrade()
+                .map(|partition| partition.log.delete_records_before(base))
+        })
+        .await;
+        match deleted {
+            Ok(None) => {}
+            Ok(Some(Ok(start))) => {
+                tracing::debug!(
+                    partition = index,
+                    log_start_offset = start,
+                    "{OFFSETS_TOPIC} restated"
+                )
+            }
+            // Deleted or closing meanwhile (shutdown): the next start replays the old
+            // records and the restatement, which is still correct.
+            Ok(Some(Err(StorageError::Closed))) => {}
+            Ok(Some(Err(e))) => tracing::warn!(partition = index, error = %e,
+                "cannot delete {OFFSETS_TOPIC} records before a restatement"),
+            Err(e) => {
+                tracing::error!(partition = index, error = %e, "restatement cleanup panicked")
+            }
+        }
+    });
+}
+
+/// Feeds every batch of one partition, from its log start offset, to the coordinator.
+fn replay_partition(
+    coordinator: &mut GroupCoordinator,
+    partition: &Partition,
+    report: &mut LoadReport,
+) -> Result<(), LoadError> {
+    let index = partition.index;
+    let log = &partition.log;
+    let start = log.log_start_offset();
+    let end = log.log_end_offset();
+    let mut offset = start;
+    while offset < end {
+        let read = log
+            .read(offset, LOAD_READ_BYTES, true)
+            .map_err(|source| LoadError::Read {
+                partition: index,
+                source,
+            })?;
+        let before = offset;
+        for batch in batches(&read.records) {
+            let batch = batch.map_err(|source| LoadError::Batch {
+                partition: index,
+                source,
+            })?;
+            let next = BatchHeader::new(batch)
+                .map_err(|source| LoadError::Batch {
+                    partition: index,
+                    source,
+                })?
+                .next_offset();
+            // Records below the log start (a batch cut by DeleteRecords) are skipped by
+            // the coordinator itself.
+            report.records +=
+                coordinator.replay_batch(index, read.records.slice_ref(batch), start)?;
+            report.batches += 1;
+            offset = offset.max(next);
+        }
+        if offset == before {
+            return Err(LoadError::Gap {
+                partition: index,
+                offset,
+                log_end: end,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure `__consumer_offsets` exists with [`offsets_topic_overrides`] (creating it
+/// with `offsets.topic.num.partitions` partitions). Called by `Broker::start` before
+/// connections are accepted.
+pub async fn prepare(state: &Arc<BrokerState>) -> Result<(), BrokerError> {
+    let blocking_state = state.clone();
+    let topic = tokio::task::spawn_blocking(move || {
+        let state = blocking_state;
+        let failed = |e: crate::topics::AdminError| {
+            BrokerError::io(
+                format!("prepare {OFFSETS_TOPIC}"),
+                std::io::Error::other(e.message),
+            )
+        };
+        if let Some(topic) = state.topics.get(OFFSETS_TOPIC) {
+            // A topic made by other means (a client's auto-creating Metadata request
+            // before this broker had a coordinator) would have retention deleting
+            // committed offsets: give it the internal topic's settings.
+            let mut overrides = topic.overrides();
+            let before = overrides.clone();
+            overrides.extend(offsets_topic_overrides());
+            if overrides != before {
+                tracing::warn!(
+                    "{OFFSETS_TOPIC} lacked the internal topic's settings; setting them"
+                );
+                state
+                    .topics
+                    .set_overrides(&topic, overrides)
+                    .map_err(failed)?;
+            }
+            return Ok(topic);
+        }
+        state
+            .topics
+            .create(
+                OFFSETS_TOPIC,
+                state.groups.config.offsets_topic_num_partitions,
+                offsets_topic_overrides(),
+            )
+            .map_err(failed)
+    })
+    .await
+    .map_err(|e| BrokerError::io(format!("create {OFFSETS_TOPIC}"), std::io::Error::other(e)))??;
+    // Only the first call sets it; a second `prepare` finds the same topic.
+    let _ = state.groups.topic.set(topic);
+    Ok(())
+}
+
+/// The groups task: loads `__consumer_offsets`, then runs the coordinator's timers until
+/// shutdown. Does nothing if [`prepare`] was not called.
+pub async fn run(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
+    if state.groups.topic.get().is_none() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let loading_state = state.clone();
+    let load = tokio::task::spawn_blocking(move || loading_state.groups.load_blocking());
+    let loaded = tokio::select! {
+        loaded = load => loaded,
+        // The blocking load finishes on its own; its result is not needed any more.
+        _ = shutdown.wait_for(|stop| *stop) => return,
+    };
+    let groups = &state.groups;
+    match loaded {
+        Ok(Ok((coordinator, report))) => {
+            groups.install(coordinator).await;
+            let loaded_groups = groups.read(|c| c.groups().count()).await;
+            tracing::info!(
+                partitions = report.partitions,
+                batches = report.batches,
+                records = report.records,
+                groups = loaded_groups,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "loaded {OFFSETS_TOPIC}"
+            );
+        }
+        Ok(Err(e)) => {
+            groups.failed.store(true, Ordering::Release);
+            tracing::error!(error = %e, "cannot load {OFFSETS_TOPIC}: consumer groups are unavailable until it is repaired");
+        }
+        Err(e) => {
+            groups.failed.store(true, Ordering::Release);
+            tracing::error!(error = %e, "loading {OFFSETS_TOPIC} panicked: consumer groups are unavailable");
+        }
+    }
+    groups.timer_loop(&mut shutdown).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_deadlines_are_reached_not_undershot() {
+        let clock = Clock::new();
+        let target = clock.now_ms() + 5;
+        let at = clock.instant_at(target);
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        assert!(clock.now_ms() >= target);
+        // Far deadlines are capped instead of overflowing the instant arithmetic.
+        let far = clock.instant_at(i64::MAX);
+        assert!(far <= Instant::now() + MAX_SLEEP);
+    }
+
+    #[test]
+    fn settled_answers_deliver_completions_to_their_tickets() {
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, rx2) = oneshot::channel();
+        drop(rx2);
+        let completion = |t| Completion::Sync {
+            ticket: Ticket(t),
+            response: crate::coordinator::SyncResponse::error(ResponseError::NotCoordinator),
+        };
+        deliver(
+            vec![completion(2), completion(1), completion(3)],
+            vec![(Ticket(1), tx1), (Ticket(2), tx2)],
+        );
+        assert_eq!(rx1.try_recv().unwrap().ticket(), Ticket(1));
+    }
+}

@@ -1,0 +1,405 @@
+//! `sluice consume TOPIC`: print records as text or JSON lines.
+//!
+//! Without `--follow` the command stops at the end of the log as it was when it
+//! started (each partition's high watermark then). With `--group` it reads as a member
+//! of that consumer group, starts at the group's committed offsets and commits what it
+//! has printed after every batch, so the next run continues where this one stopped.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use base64::Engine;
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use sluice_client::consumer::{AutoOffsetReset, ConsumerRecord};
+use sluice_client::{Consumer, ConsumerConfig, Error, OffsetSpec, TopicPartition};
+
+use crate::util;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The value of each record, one per line (key, SEP, value with --key-separator).
+    Text,
+    /// One JSON object per record and line, with all fields.
+    Json,
+}
+
+/// Where to start reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOffset {
+    Earliest,
+    Latest,
+    At(i64),
+}
+
+fn parse_offset(text: &str) -> Result<StartOffset, String> {
+    match text {
+        "earliest" | "beginning" => Ok(StartOffset::Earliest),
+        "latest" | "end" => Ok(StartOffset::Latest),
+        n => n
+            .parse::<i64>()
+            .ok()
+            .filter(|&n| n >= 0)
+            .map(StartOffset::At)
+            .ok_or_else(|| {
+                format!("{n:?} is not an offset: use a number >= 0, earliest or latest")
+            }),
+    }
+}
+
+/// Read records from a topic and print them to stdout
+///
+/// By default every partition is read from its first record to the current end, and
+/// the command exits. Examples:
+///
+///   sluice consume orders                               # everything, then exit
+///   sluice consume orders --follow                      # ... and keep waiting for more
+///   sluice consume orders --partition 0 --offset 42     # replay partition 0 from 42
+///   sluice consume orders --from-time 2024-05-01T12:00:00Z
+///   sluice consume orders --count 10 --format json      # first 10 records as JSON
+///   sluice consume orders --group billing               # resume where "billing" stopped
+///
+/// JSON lines have: topic, partition, offset, timestamp (RFC 3339), timestamp_ms, key,
+/// value, headers. Keys and values that are not UTF-8 text are base64-encoded and
+/// marked with "key_encoding"/"value_encoding": "base64".
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct ConsumeArgs {
+    /// Topic to read.
+    pub topic: String,
+    /// Read as a member of this consumer group: start at the group's committed offsets
+    /// (or the beginning) and commit progress, so the next run resumes after the last
+    /// record printed. Group members share the topic's partitions.
+    #[arg(long, short = 'g', value_name = "GROUP", conflicts_with = "partition")]
+    pub group: Option<String>,
+    /// Read only this partition.
+    #[arg(long, short = 'p', value_name = "P")]
+    pub partition: Option<i32>,
+    /// Start at this offset in each partition read: a number, earliest (the default)
+    /// or latest (only records produced from now on).
+    #[arg(long, short = 'o', value_name = "N|earliest|latest", value_parser = parse_offset,
+          conflicts_with_all = ["from_time", "group"])]
+    pub offset: Option<StartOffset>,
+    /// Start at the first record at or after this time: RFC 3339
+    /// (2024-05-01T12:00:00Z) or milliseconds since the epoch.
+    #[arg(long, short = 't', value_name = "TIME", value_parser = util::parse_time,
+          conflicts_with = "group")]
+    pub from_time: Option<i64>,
+    /// Stop after this many records.
+    #[arg(long, short = 'n', value_name = "N")]
+    pub count: Option<u64>,
+    /// Keep waiting for new records instead of stopping at the end (Ctrl-C to stop).
+    #[arg(long, short = 'F')]
+    pub follow: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// In text format, print the key, then SEP, then the value (instead of only the value).
+    #[arg(long, short = 'K', value_name = "SEP")]
+    pub key_separator: Option<String>,
+}
+
+pub async fn run(bootstrap: &str, args: ConsumeArgs) -> Result<ExitCode> {
+    let client = util::connect(bootstrap).await?;
+    let topic = client.fetch_topic(&args.topic, false).await?;
+    let partitions: Vec<TopicPartition> = match args.partition {
+        Some(p) if topic.partition(p).is_some() => vec![TopicPartition::new(&args.topic, p)],
+        Some(p) => anyhow::bail!(
+            "topic {:?} has no partition {p} (it has {}: 0 to {})",
+            args.topic,
+            topic.partitions.len(),
+            topic.partitions.len().saturating_sub(1)
+        ),
+        None => topic
+            .partitions
+            .iter()
+            .map(|p| TopicPartition::new(&args.topic, p.partition))
+            .collect(),
+    };
+    let mut config = ConsumerConfig {
+        group_id: args.group.clone(),
+        auto_offset_reset: AutoOffsetReset::Earliest,
+        // Commits are made explicitly, right after records are printed.
+        enable_auto_commit: false,
+        fetch_max_wait: Duration::from_millis(250),
+        ..ConsumerConfig::default()
+    };
+    config.group.heartbeat_interval = Duration::from_secs(1);
+    config.group.session_timeout = Duration::from_secs(10);
+    config.group.rebalance_timeout = Duration::from_secs(30);
+    let mut consumer = Consumer::new(client.clone(), config)?;
+
+    // The end of the log as of now: without --follow, stop there.
+    let ends: HashMap<TopicPartition, i64> = consumer
+        .offsets_for(&partitions, OffsetSpec::Latest)
+        .await?
+        .into_iter()
+        .map(|(tp, o)| (tp, o.offset))
+        .collect();
+
+    if args.group.is_some() {
+        consumer.subscribe(vec![args.topic.clone()])?;
+    } else {
+        consumer.assign(partitions.clone()).await?;
+        match (args.offset, args.from_time) {
+            (Some(StartOffset::At(n)), _) => {
+                for (tp, offset) in start_offsets(&consumer, &partitions, n).await? {
+                    consumer.seek(&tp, offset)?;
+                }
+            }
+            (Some(StartOffset::Latest), _) => {
+                consumer.seek_to(&partitions, OffsetSpec::Latest).await?
+            }
+            (_, Some(ms)) => {
+                consumer
+                    .seek_to(&partitions, OffsetSpec::Timestamp(ms))
+                    .await?
+            }
+            _ => consumer.seek_to(&partitions, OffsetSpec::Earliest).await?,
+        }
+    }
+
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut printed = 0u64;
+    let mut to_commit: HashMap<TopicPartition, i64> = HashMap::new();
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    let result = async {
+        loop {
+            if !args.follow && at_end(&consumer, &ends) {
+                break;
+            }
+            if args.count.is_some_and(|n| printed >= n) {
+                break;
+            }
+            // Ctrl-C ends a --follow gracefully: commits are made, the group is left.
+            let records = tokio::select! {
+                records = consumer.poll(Duration::from_millis(500)) => records?,
+                _ = &mut interrupted => break,
+            };
+            for record in &records {
+                if args.count.is_some_and(|n| printed >= n) {
+                    break;
+                }
+                let written = write_record(&mut out, record, &args);
+                match written {
+                    Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(false),
+                    other => other.context("cannot write to stdout")?,
+                }
+                printed += 1;
+                to_commit.insert(record.topic_partition(), record.offset + 1);
+            }
+            match out.flush() {
+                Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(false),
+                other => other.context("cannot write to stdout")?,
+            }
+            if args.group.is_some() && !to_commit.is_empty() {
+                let offsets: Vec<(TopicPartition, i64)> = to_commit.drain().collect();
+                commit(&mut consumer, &offsets).await?;
+            }
+        }
+        Ok::<bool, anyhow::Error>(true)
+    }
+    .await;
+    drop(out);
+    consumer.close().await?;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Commits after printing; a rebalance that took partitions away is not an error (the
+/// new owner continues from the last successful commit).
+async fn commit(consumer: &mut Consumer, offsets: &[(TopicPartition, i64)]) -> Result<()> {
+    match consumer.commit_offsets(offsets).await {
+        Ok(()) | Err(Error::CommitFailed { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether every partition being read has reached the end recorded at the start.
+fn at_end(consumer: &Consumer, ends: &HashMap<TopicPartition, i64>) -> bool {
+    let assignment = consumer.assignment();
+    if consumer
+        .group()
+        .is_some_and(|g| g.needs_rejoin() || g.generation() < 0)
+    {
+        return false; // not (re)joined yet: the assignment is not known
+    }
+    assignment.iter().all(|tp| {
+        let end = ends.get(tp).copied().unwrap_or(0);
+        consumer.position(tp).is_some_and(|p| p >= end)
+    })
+}
+
+/// Where `--offset N` starts in each partition. For one partition, an offset outside
+/// its log is an error (not a silent reset); across all partitions, it is clamped to
+/// each partition's log (partitions shorter than N have nothing to print).
+async fn start_offsets(
+    consumer: &Consumer,
+    partitions: &[TopicPartition],
+    offset: i64,
+) -> Result<Vec<(TopicPartition, i64)>> {
+    let starts = consumer
+        .offsets_for(partitions, OffsetSpec::Earliest)
+        .await?;
+    let ends = consumer.offsets_for(partitions, OffsetSpec::Latest).await?;
+    let mut out = Vec::new();
+    for tp in partitions {
+        let start = starts.get(tp).map_or(0, |o| o.offset);
+        let end = ends.get(tp).map_or(0, |o| o.offset).max(start);
+        if partitions.len() == 1 && !(start..=end).contains(&offset) {
+            let holds = if end > start {
+                format!("offsets {start} to {}", end - 1)
+            } else {
+                format!("no records (next offset {end})")
+            };
+            anyhow::bail!(
+                "offset {offset} is outside partition {} of {:?}, which holds {holds}",
+                tp.partition,
+                tp.topic,
+            );
+        }
+        out.push((tp.clone(), offset.clamp(start, end)));
+    }
+    Ok(out)
+}
+
+#[derive(Serialize)]
+struct JsonHeader<'a> {
+    key: &'a str,
+    value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_encoding: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct JsonRecord<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    timestamp: String,
+    timestamp_ms: i64,
+    key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_encoding: Option<&'static str>,
+    value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_encoding: Option<&'static str>,
+    headers: Vec<JsonHeader<'a>>,
+}
+
+/// UTF-8 text as is; anything else base64-encoded, with the encoding to mark it.
+fn text_or_base64(bytes: Option<&[u8]>) -> (Option<String>, Option<&'static str>) {
+    match bytes {
+        None => (None, None),
+        Some(b) => match std::str::from_utf8(b) {
+            Ok(s) => (Some(s.to_owned()), None),
+            Err(_) => (
+                Some(base64::engine::general_purpose::STANDARD.encode(b)),
+                Some("base64"),
+            ),
+        },
+    }
+}
+
+fn write_record(
+    out: &mut impl Write,
+    record: &ConsumerRecord,
+    args: &ConsumeArgs,
+) -> std::io::Result<()> {
+    match args.format {
+        Format::Text => {
+            if let Some(sep) = &args.key_separator {
+                out.write_all(record.key.as_deref().unwrap_or_default())?;
+                out.write_all(sep.as_bytes())?;
+            }
+            out.write_all(record.value.as_deref().unwrap_or_default())?;
+            out.write_all(b"\n")
+        }
+        Format::Json => {
+            let (key, key_encoding) = text_or_base64(record.key.as_deref());
+            let (value, value_encoding) = text_or_base64(record.value.as_deref());
+            let json = JsonRecord {
+                topic: &record.topic,
+                partition: record.partition,
+                offset: record.offset,
+                timestamp: util::format_time(record.timestamp),
+                timestamp_ms: record.timestamp,
+                key,
+                key_encoding,
+                value,
+                value_encoding,
+                headers: record
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        let (value, value_encoding) = text_or_base64(h.value.as_deref());
+                        JsonHeader {
+                            key: &h.key,
+                            value,
+                            value_encoding,
+                        }
+                    })
+                    .collect(),
+            };
+            serde_json::to_writer(&mut *out, &json)?;
+            out.write_all(b"\n")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use sluice_client::consumer::TimestampType;
+    use sluice_client::Header;
+
+    #[test]
+    fn offsets_parse() {
+        assert_eq!(parse_offset("earliest"), Ok(StartOffset::Earliest));
+        assert_eq!(parse_offset("latest"), Ok(StartOffset::Latest));
+        assert_eq!(parse_offset("42"), Ok(StartOffset::At(42)));
+        assert!(parse_offset("-1").is_err());
+        assert!(parse_offset("x").is_err());
+    }
+
+    #[test]
+    fn json_marks_binary_as_base64() {
+        let record = ConsumerRecord {
+            topic: "t".into(),
+            partition: 1,
+            offset: 5,
+            timestamp: 1_714_564_800_000,
+            timestamp_type: TimestampType::CreateTime,
+            key: Some(Bytes::from_static(b"k")),
+            value: Some(Bytes::from_static(&[0xff, 0x00])),
+            headers: vec![Header {
+                key: "h".into(),
+                value: Some(Bytes::from_static(b"v")),
+            }],
+        };
+        let args = ConsumeArgs {
+            topic: "t".into(),
+            group: None,
+            partition: None,
+            offset: None,
+            from_time: None,
+            count: None,
+            follow: false,
+            format: Format::Json,
+            key_separator: None,
+        };
+        let mut out = Vec::new();
+        write_record(&mut out, &record, &args).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"topic\":\"t\",\"partition\":1,\"offset\":5,\"timestamp\":\"2024-05-01T12:00:00.000Z\",\
+             \"timestamp_ms\":1714564800000,\"key\":\"k\",\"value\":\"/wA=\",\"value_encoding\":\"base64\",\
+             \"headers\":[{\"key\":\"h\",\"value\":\"v\"}]}\n"
+        );
+    }
+}

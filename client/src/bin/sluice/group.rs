@@ -1,0 +1,164 @@
+//! `sluice group list | describe | reset-offsets`.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{ArgGroup, Subcommand};
+use sluice_client::admin::ResetTo;
+use sluice_client::Admin;
+
+use crate::util::{self, or_dash, print_table};
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// List consumer groups.
+    List,
+    /// Show a group's members, their partitions, and per partition the committed
+    /// offset, the log end and the lag (records not yet consumed).
+    Describe {
+        /// Group id.
+        group: String,
+    },
+    /// Move a group's committed offsets for one topic, so its consumers replay or skip
+    /// records. The group's consumers must be stopped first.
+    ///
+    /// Examples:
+    ///
+    ///   sluice group reset-offsets billing --topic orders --to-earliest
+    ///   sluice group reset-offsets billing --topic orders --to-offset 1000
+    ///   sluice group reset-offsets billing --topic orders --to-time 2024-05-01T00:00:00Z
+    #[command(
+        verbatim_doc_comment,
+        group(ArgGroup::new("target").required(true).args(["to_earliest", "to_latest", "to_offset", "to_time"]))
+    )]
+    ResetOffsets {
+        /// Group id.
+        group: String,
+        /// Topic whose partitions are reset (all of them).
+        #[arg(long, short = 't')]
+        topic: String,
+        /// To the first offset still stored (replay everything).
+        #[arg(long)]
+        to_earliest: bool,
+        /// To the end of the log (skip everything not yet consumed).
+        #[arg(long)]
+        to_latest: bool,
+        /// To this offset in every partition (clamped to each partition's log).
+        #[arg(long, value_name = "N")]
+        to_offset: Option<i64>,
+        /// To the first record at or after this time: RFC 3339 or epoch milliseconds.
+        #[arg(long, value_name = "TIME", value_parser = util::parse_time)]
+        to_time: Option<i64>,
+    },
+}
+
+pub async fn run(bootstrap: &str, command: GroupCommand) -> Result<ExitCode> {
+    let admin = Admin::new(util::connect(bootstrap).await?);
+    match command {
+        GroupCommand::List => {
+            let groups = admin.list_groups().await?;
+            let rows: Vec<Vec<String>> = groups
+                .iter()
+                .map(|g| {
+                    vec![
+                        g.group_id.clone(),
+                        or_dash(g.state.clone()),
+                        or_dash(Some(g.protocol_type.clone()).filter(|t| !t.is_empty())),
+                    ]
+                })
+                .collect();
+            print_table(&["GROUP", "STATE", "TYPE"], &rows);
+        }
+        GroupCommand::Describe { group } => {
+            let description = admin.describe_group(&group).await?;
+            outln!("Group:    {}", description.group_id);
+            outln!("State:    {}", description.state);
+            if !description.protocol.is_empty() {
+                outln!("Assignor: {}", description.protocol);
+            }
+            outln!("Members:  {}", description.members.len());
+            if !description.members.is_empty() {
+                outln!();
+                let rows: Vec<Vec<String>> = description
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let partitions = m
+                            .assignment
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",");
+                        vec![
+                            m.member_id.clone(),
+                            m.client_id.clone(),
+                            m.client_host.clone(),
+                            if partitions.is_empty() {
+                                "-".into()
+                            } else {
+                                partitions
+                            },
+                        ]
+                    })
+                    .collect();
+                print_table(&["MEMBER", "CLIENT ID", "HOST", "PARTITIONS"], &rows);
+            }
+            outln!();
+            if description.offsets.is_empty() {
+                outln!("No committed offsets.");
+            } else {
+                let rows: Vec<Vec<String>> = description
+                    .offsets
+                    .iter()
+                    .map(|o| {
+                        vec![
+                            o.partition.topic.clone(),
+                            o.partition.partition.to_string(),
+                            or_dash(o.committed),
+                            or_dash(o.end_offset),
+                            or_dash(o.lag),
+                            or_dash(o.member.clone()),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "MEMBER"],
+                    &rows,
+                );
+            }
+        }
+        GroupCommand::ResetOffsets {
+            group,
+            topic,
+            to_earliest,
+            to_latest,
+            to_offset,
+            to_time,
+        } => {
+            let to = match (to_earliest, to_latest, to_offset, to_time) {
+                (true, _, _, _) => ResetTo::Earliest,
+                (_, true, _, _) => ResetTo::Latest,
+                (_, _, Some(n), _) if n < 0 => anyhow::bail!("--to-offset must be at least 0"),
+                (_, _, Some(n), _) => ResetTo::Offset(n),
+                (_, _, _, Some(ms)) => ResetTo::Timestamp(ms),
+                _ => {
+                    anyhow::bail!("give one of --to-earliest, --to-latest, --to-offset, --to-time")
+                }
+            };
+            let changes = admin.reset_group_offsets(&group, &topic, to).await?;
+            let rows: Vec<Vec<String>> = changes
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.partition.topic.clone(),
+                        c.partition.partition.to_string(),
+                        or_dash(c.previous),
+                        c.new.to_string(),
+                    ]
+                })
+                .collect();
+            print_table(&["TOPIC", "PARTITION", "OLD", "NEW"], &rows);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,278 @@
+//! `sluice produce TOPIC`: one record per input line, from stdin or a file.
+//!
+//! Lines are bytes (any encoding); the trailing `\n` (and a `\r` before it) is removed.
+//! Delivery results are checked in order by a second task while reading goes on, so
+//! memory stays bounded however large the input.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use sluice_client::{
+    Acks, Compression, DeliveryFuture, Error, Header, Producer, ProducerConfig, ProducerRecord,
+};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+use crate::util;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AcksArg {
+    /// Do not wait for the broker (fastest; failures go unnoticed).
+    #[value(name = "0")]
+    Zero,
+    /// The partition leader has written the record.
+    #[value(name = "1")]
+    One,
+    /// All in-sync replicas have the record (safest).
+    All,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CompressionArg {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+/// Write records to a topic, one per line of input
+///
+/// Examples:
+///
+///   echo "hello" | sluice produce greetings
+///   sluice produce orders --file orders.txt
+///   sluice produce users --key-separator : < users.txt     # "alice:{...}" -> key alice
+///   sluice produce logs --compression zstd --header source=web < access.log
+///
+/// A summary (records, bytes, time, rate) is printed to stderr. The exit status is
+/// non-zero if any record could not be written.
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct ProduceArgs {
+    /// Topic to write to (create it first with `sluice topic create`).
+    pub topic: String,
+    /// Split each line at the first SEP: the part before is the record's key, the part
+    /// after its value. Records with the same key go to the same partition, in order.
+    /// Lines without SEP are sent without a key.
+    #[arg(long, short = 'K', value_name = "SEP")]
+    pub key_separator: Option<String>,
+    /// Send every record to this partition (default: chosen by key; records without a
+    /// key are spread over the partitions).
+    #[arg(long, short = 'p', value_name = "P")]
+    pub partition: Option<i32>,
+    /// When the broker confirms a record.
+    #[arg(long, value_enum, default_value = "all")]
+    pub acks: AcksArg,
+    /// Compress batches of records with this codec.
+    #[arg(long, short = 'z', value_enum, default_value = "none")]
+    pub compression: CompressionArg,
+    /// A header added to every record, KEY=VALUE. Repeat for several.
+    #[arg(long = "header", short = 'H', value_name = "K=V", value_parser = util::parse_key_value)]
+    pub headers: Vec<(String, String)>,
+    /// Read lines from this file instead of stdin.
+    #[arg(long, short = 'f', value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// How long to wait for more records to fill a batch, in milliseconds.
+    #[arg(long, default_value_t = 5, value_name = "MS")]
+    pub linger_ms: u64,
+}
+
+/// Inputs larger than this get a progress bar (on a terminal).
+const PROGRESS_THRESHOLD: u64 = 4 * 1024 * 1024;
+
+pub async fn run(bootstrap: &str, args: ProduceArgs) -> Result<ExitCode> {
+    if args.key_separator.as_deref() == Some("") {
+        anyhow::bail!("--key-separator must not be empty");
+    }
+    let client = util::connect(bootstrap).await?;
+    let topic = client
+        .fetch_topic(&args.topic, false)
+        .await
+        .map_err(|e| match e {
+            Error::UnknownTopic { .. } => anyhow::anyhow!(
+                "topic {:?} does not exist (create it with `sluice topic create {}`)",
+                args.topic,
+                args.topic
+            ),
+            other => other.into(),
+        })?;
+    if let Some(p) = args.partition {
+        if topic.partition(p).is_none() {
+            anyhow::bail!(
+                "topic {:?} has no partition {p} (it has {}: 0 to {})",
+                args.topic,
+                topic.partitions.len(),
+                topic.partitions.len().saturating_sub(1)
+            );
+        }
+    }
+    let (input, size): (Box<dyn AsyncRead + Unpin + Send>, Option<u64>) = match &args.file {
+        Some(path) => {
+            let file = tokio::fs::File::open(path)
+                .await
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            let size = file.metadata().await.ok().map(|m| m.len());
+            (Box::new(file), size)
+        }
+        None => (Box::new(tokio::io::stdin()), None),
+    };
+    let progress = size
+        .filter(|&s| s > PROGRESS_THRESHOLD && std::io::stderr().is_terminal())
+        .map(|s| {
+            let bar = ProgressBar::new(s);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        });
+
+    let producer = Producer::new(
+        client,
+        ProducerConfig {
+            acks: match args.acks {
+                AcksArg::Zero => Acks::None,
+                AcksArg::One => Acks::Leader,
+                AcksArg::All => Acks::All,
+            },
+            compression: match args.compression {
+                CompressionArg::None => Compression::None,
+                CompressionArg::Gzip => Compression::Gzip,
+                CompressionArg::Snappy => Compression::Snappy,
+                CompressionArg::Lz4 => Compression::Lz4,
+                CompressionArg::Zstd => Compression::Zstd,
+            },
+            linger: Duration::from_millis(args.linger_ms),
+            allow_auto_create_topics: false,
+            ..ProducerConfig::default()
+        },
+    )?;
+    let headers: Vec<Header> = args
+        .headers
+        .iter()
+        .map(|(k, v)| Header {
+            key: k.clone(),
+            value: Some(Bytes::from(v.clone().into_bytes())),
+        })
+        .collect();
+
+    // Delivery results, checked in order while reading continues.
+    let (deliveries, mut pending) = tokio::sync::mpsc::channel::<DeliveryFuture>(100_000);
+    let checker = tokio::spawn(async move {
+        let mut failed = 0u64;
+        let mut first_error: Option<Error> = None;
+        while let Some(delivery) = pending.recv().await {
+            if let Err(e) = delivery.wait().await {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+        (failed, first_error)
+    });
+
+    let started = Instant::now();
+    let mut reader = BufReader::with_capacity(1 << 20, input);
+    let separator = args.key_separator.as_deref().map(str::as_bytes);
+    let (mut records, mut bytes, mut rejected) = (0u64, 0u64, 0u64);
+    let mut first_rejection: Option<Error> = None;
+    loop {
+        let mut line = Vec::new();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .await
+            .context("cannot read the input")?;
+        if read == 0 {
+            break;
+        }
+        if let Some(bar) = &progress {
+            bar.inc(read as u64);
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        let line = Bytes::from(line);
+        let (key, value) = match separator.and_then(|sep| find(&line, sep).map(|i| (i, sep.len())))
+        {
+            Some((i, len)) => (Some(line.slice(..i)), line.slice(i + len..)),
+            None => (None, line),
+        };
+        bytes += (key.as_ref().map_or(0, Bytes::len) + value.len()) as u64;
+        let record = ProducerRecord {
+            topic: args.topic.clone(),
+            partition: args.partition,
+            key,
+            value: Some(value),
+            headers: headers.clone(),
+            timestamp: None,
+        };
+        records += 1;
+        match producer.send(record).await {
+            Ok(delivery) => {
+                if deliveries.send(delivery).await.is_err() {
+                    anyhow::bail!("internal error: the delivery checker stopped");
+                }
+            }
+            // A record the producer refuses by itself (too large): count it, go on.
+            Err(e @ Error::InvalidArgument(_)) => {
+                rejected += 1;
+                first_rejection.get_or_insert(e);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    producer.close().await?;
+    drop(deliveries);
+    let (failed, first_error) = checker.await.context("the delivery checker failed")?;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(1e-6);
+    let failed = failed + rejected;
+    eprintln!(
+        "produced {} record(s), {} in {elapsed:.2} s ({:.0} records/s, {}/s) to {}{}",
+        records - failed,
+        util::human_bytes(bytes as f64),
+        records as f64 / elapsed,
+        util::human_bytes(bytes as f64 / elapsed),
+        args.topic,
+        if matches!(args.acks, AcksArg::Zero) {
+            " (acks=0: not confirmed)"
+        } else {
+            ""
+        },
+    );
+    if failed > 0 {
+        let error = first_rejection.or(first_error);
+        let reason = error.map_or_else(String::new, |e| {
+            format!(": {}", util::error_line(&anyhow::Error::new(e)))
+        });
+        eprintln!("error: {failed} of {records} record(s) failed{reason}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn separator_search() {
+        assert_eq!(super::find(b"a::b::c", b"::"), Some(1));
+        assert_eq!(super::find(b"abc", b"x"), None);
+        assert_eq!(super::find(b"", b":"), None);
+    }
+}

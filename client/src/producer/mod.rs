@@ -1,0 +1,520 @@
+//! The producer: records in, acknowledged offsets out.
+//!
+//! - [`Producer::send`] picks the partition ([`partitioner`]), waits for buffer space
+//!   (`buffer_memory`) and appends the record to that partition's open batch in the
+//!   [`accumulator`]. It returns a [`DeliveryFuture`] at once; awaiting it gives the
+//!   record's offset once the broker has acknowledged it (per `acks`).
+//! - The `sender` task drains batches that are full (`batch_size`), old enough
+//!   (`linger`) or flushed, builds and compresses them, groups them per leader broker
+//!   into Produce requests and handles the answers: success, retry, or failure.
+//! - Ordering: batches of one partition leave in order, at most `max_in_flight` at a
+//!   time. A batch that fails with a retriable error goes back to the front of its
+//!   partition's queue, and nothing newer for that partition is sent until the requests
+//!   already in flight have come back; retried batches then go out in their original
+//!   order. Without the idempotent producer (a later addition: the batch builder already
+//!   carries producer id, epoch and sequence, and [`accumulator::PartitionQueue`] is
+//!   where sequences will be assigned) a broker cannot reject a batch that overtakes a
+//!   failed one, so strict order under retries needs `max_in_flight = 1`, as in Kafka.
+
+pub mod accumulator;
+pub mod partitioner;
+pub(crate) mod sender;
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice_storage::batch::Compression;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::types::{Header, TopicPartition};
+use accumulator::Accumulator;
+use partitioner::StickyPartitioner;
+
+/// How many acknowledgements the leader waits for before answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// Fire and forget: the broker does not answer, offsets are unknown (-1).
+    None,
+    /// The leader has written the batch.
+    Leader,
+    /// All in-sync replicas have the batch (on a single-node cluster: it is durable as
+    /// the broker's flush policy defines).
+    All,
+}
+
+impl Acks {
+    pub(crate) fn wire(self) -> i16 {
+        match self {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+}
+
+/// Producer settings, named after Kafka's producer configs.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// `acks` (default all, as in Kafka 3+).
+    pub acks: Acks,
+    /// `compression.type` (default none).
+    pub compression: Compression,
+    /// `linger.ms`: how long a batch waits for more records before it is sent (default 5 ms).
+    pub linger: Duration,
+    /// `batch.size`: a batch is sent once its records reach this many bytes (default 16 KiB).
+    pub batch_size: usize,
+    /// `max.request.size`: largest Produce request, and so largest record (default 1 MiB).
+    pub max_request_size: usize,
+    /// `buffer.memory`: bytes of unsent records before `send` waits (default 32 MiB).
+    pub buffer_memory: usize,
+    /// `retries`: attempts after the first for a failed batch (default unlimited within
+    /// `delivery_timeout`).
+    pub retries: u32,
+    /// `delivery.timeout.ms`: a record not acknowledged this long after `send` fails
+    /// (default 120 s).
+    pub delivery_timeout: Duration,
+    /// `max.in.flight.requests.per.connection`, per partition here (default 5, at most 5).
+    pub max_in_flight: usize,
+    /// `max.block.ms`: longest wait in `send` for metadata or buffer space (default 60 s).
+    pub max_block: Duration,
+    /// Ask the broker to create unknown topics (it does if `auto.create.topics.enable`).
+    pub allow_auto_create_topics: bool,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            acks: Acks::All,
+            compression: Compression::None,
+            linger: Duration::from_millis(5),
+            batch_size: 16 * 1024,
+            max_request_size: 1024 * 1024,
+            buffer_memory: 32 * 1024 * 1024,
+            retries: u32::MAX,
+            delivery_timeout: Duration::from_secs(120),
+            max_in_flight: 5,
+            max_block: Duration::from_secs(60),
+            allow_auto_create_topics: true,
+        }
+    }
+}
+
+/// One record to send.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerRecord {
+    pub topic: String,
+    /// A fixed partition; `None` lets the partitioner choose (by key, else sticky).
+    pub partition: Option<i32>,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+    /// Milliseconds since the Unix epoch; `None` = now.
+    pub timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    pub fn new(topic: impl Into<String>) -> Self {
+        ProducerRecord {
+            topic: topic.into(),
+            ..ProducerRecord::default()
+        }
+    }
+
+    pub fn value(mut self, value: impl Into<Bytes>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push(Header {
+            key: key.into(),
+            value: Some(value.into()),
+        });
+        self
+    }
+
+    pub fn timestamp(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp = Some(timestamp_ms);
+        self
+    }
+
+    /// Upper bound of the record's encoded size inside a batch: the payload plus the
+    /// largest varints for every length and delta.
+    pub(crate) fn encoded_size_bound(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|h| 10 + h.key.len() + h.value.as_ref().map_or(0, Bytes::len))
+            .sum();
+        5 + 1
+            + 10
+            + 5
+            + 5
+            + self.key.as_ref().map_or(0, Bytes::len)
+            + 5
+            + self.value.as_ref().map_or(0, Bytes::len)
+            + 5
+            + headers
+    }
+}
+
+/// Where an acknowledged record was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub topic: String,
+    pub partition: i32,
+    /// The record's offset; -1 with `acks = none` (the broker does not say).
+    pub offset: i64,
+    /// The record's timestamp: the broker's append time for topics with
+    /// `message.timestamp.type=LogAppendTime`, else the record's own.
+    pub timestamp: i64,
+}
+
+/// The broker's answer for one batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchAck {
+    pub base_offset: i64,
+    /// -1 unless the topic uses LogAppendTime.
+    pub log_append_time: i64,
+}
+
+/// The shared fate of one batch: every record's [`DeliveryFuture`] waits on it.
+#[derive(Debug)]
+pub(crate) struct BatchShared {
+    pub tp: TopicPartition,
+    result: OnceLock<Result<BatchAck>>,
+    done: Notify,
+}
+
+impl BatchShared {
+    pub(crate) fn new(tp: TopicPartition) -> Arc<Self> {
+        Arc::new(BatchShared {
+            tp,
+            result: OnceLock::new(),
+            done: Notify::new(),
+        })
+    }
+
+    /// Sets the outcome (the first one wins) and wakes the waiters.
+    pub(crate) fn complete(&self, result: Result<BatchAck>) {
+        let _ = self.result.set(result); // a second completion is ignored
+        self.done.notify_waiters();
+    }
+
+    pub(crate) async fn wait(&self) -> &Result<BatchAck> {
+        loop {
+            // Created before the check: `notify_waiters` reaches futures that exist.
+            let notified = self.done.notified();
+            if let Some(result) = self.result.get() {
+                return result;
+            }
+            notified.await;
+        }
+    }
+
+    fn get(&self) -> Option<&Result<BatchAck>> {
+        self.result.get()
+    }
+}
+
+/// Resolves to the record's [`RecordMetadata`] once the broker acknowledged it, or to the
+/// error that made its batch fail. `.await` it, or drop it if the outcome is not needed
+/// (the record is still sent).
+#[derive(Debug)]
+pub struct DeliveryFuture {
+    shared: Arc<BatchShared>,
+    index: usize,
+    timestamp: i64,
+}
+
+impl DeliveryFuture {
+    fn metadata(&self, result: &Result<BatchAck>) -> Result<RecordMetadata> {
+        let ack = result.as_ref().map_err(Clone::clone)?;
+        Ok(RecordMetadata {
+            topic: self.shared.tp.topic.clone(),
+            partition: self.shared.tp.partition,
+            offset: if ack.base_offset < 0 {
+                -1
+            } else {
+                ack.base_offset + self.index as i64
+            },
+            timestamp: if ack.log_append_time >= 0 {
+                ack.log_append_time
+            } else {
+                self.timestamp
+            },
+        })
+    }
+
+    /// The outcome, if already known.
+    pub fn try_result(&self) -> Option<Result<RecordMetadata>> {
+        self.shared.get().map(|r| self.metadata(r))
+    }
+
+    /// The partition the record was appended to.
+    pub fn partition(&self) -> i32 {
+        self.shared.tp.partition
+    }
+
+    /// Waits for the outcome.
+    pub async fn wait(self) -> Result<RecordMetadata> {
+        let result = self.shared.wait().await;
+        self.metadata(result)
+    }
+}
+
+impl IntoFuture for DeliveryFuture {
+    type Output = Result<RecordMetadata>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<RecordMetadata>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.wait())
+    }
+}
+
+/// State shared by the [`Producer`] handle and its sender task.
+pub(crate) struct ProducerShared {
+    pub client: Client,
+    pub config: ProducerConfig,
+    pub accumulator: Mutex<Accumulator>,
+    /// Wakes the sender: a batch may be ready, or the producer closes.
+    pub wake: Notify,
+    /// `buffer_memory` bytes; a record holds its share until its batch completes.
+    pub memory: Semaphore,
+}
+
+impl ProducerShared {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Accumulator> {
+        self.accumulator.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An asynchronous producer; see the module docs.
+pub struct Producer {
+    shared: Arc<ProducerShared>,
+    sticky: Mutex<StickyPartitioner>,
+    sender: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+impl Producer {
+    /// A producer sending through `client`. Starts the sender task (call inside a
+    /// tokio runtime).
+    pub fn new(client: Client, config: ProducerConfig) -> Result<Producer> {
+        if config.batch_size == 0 || config.max_request_size == 0 || config.buffer_memory == 0 {
+            return Err(Error::InvalidArgument(
+                "batch_size, max_request_size and buffer_memory must be positive".into(),
+            ));
+        }
+        if !(1..=5).contains(&config.max_in_flight) {
+            return Err(Error::InvalidArgument(format!(
+                "max_in_flight must be 1 to 5, not {}",
+                config.max_in_flight
+            )));
+        }
+        let memory = config.buffer_memory.min(Semaphore::MAX_PERMITS);
+        let shared = Arc::new(ProducerShared {
+            accumulator: Mutex::new(Accumulator::new(&config)),
+            client,
+            config,
+            wake: Notify::new(),
+            memory: Semaphore::new(memory),
+        });
+        let sender = tokio::spawn(sender::run(shared.clone()));
+        Ok(Producer {
+            shared,
+            sticky: Mutex::new(StickyPartitioner::default()),
+            sender: Mutex::new(Some(sender)),
+        })
+    }
+
+    pub fn config(&self) -> &ProducerConfig {
+        &self.shared.config
+    }
+
+    /// Appends `record` to its partition's batch and returns its [`DeliveryFuture`].
+    ///
+    /// Waits (at most `max_block`) for the topic's metadata and for buffer space. Fails
+    /// at once for an unknown topic or partition, a record larger than
+    /// `max_request_size`, or a closed producer.
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        if self.shared.lock().closed {
+            return Err(Error::Closed("producer"));
+        }
+        let (count, available) = self.partitions_of(&record.topic).await?;
+        let partition = match record.partition {
+            Some(p) if (0..count).contains(&p) => p,
+            Some(p) => {
+                return Err(Error::UnknownPartition {
+                    topic: record.topic.clone(),
+                    partition: p,
+                    count: count as usize,
+                })
+            }
+            None => match &record.key {
+                Some(key) => partitioner::partition_for_key(key, count),
+                None => self
+                    .sticky
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .partition(&record.topic, count, &available),
+            },
+        };
+        let size = record.encoded_size_bound();
+        let limit = self
+            .shared
+            .config
+            .max_request_size
+            .min(self.shared.config.buffer_memory);
+        if size + sluice_storage::batch::HEADER_SIZE > limit {
+            return Err(Error::InvalidArgument(format!(
+                "record of about {size} bytes is larger than the producer's limit of {limit} \
+                 bytes (max_request_size / buffer_memory)"
+            )));
+        }
+        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+        let max_block = self.shared.config.max_block;
+        match tokio::time::timeout(max_block, self.shared.memory.acquire_many(permits)).await {
+            Ok(Ok(permit)) => permit.forget(), // given back when the batch completes
+            Ok(Err(_)) => return Err(Error::Closed("producer")),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: "waiting for producer buffer space".into(),
+                    after: max_block,
+                })
+            }
+        }
+        let unkeyed = record.key.is_none() && record.partition.is_none();
+        let topic = record.topic.clone();
+        let timestamp = record.timestamp.unwrap_or_else(sluice_storage::now_ms);
+        let tp = TopicPartition::new(record.topic.clone(), partition);
+        let appended = {
+            let mut accumulator = self.shared.lock();
+            if accumulator.closed {
+                None
+            } else {
+                Some(accumulator.append(tp, record, timestamp, permits as usize, Instant::now()))
+            }
+        };
+        let Some((future, wake)) = appended else {
+            self.shared.memory.add_permits(permits as usize);
+            return Err(Error::Closed("producer"));
+        };
+        if unkeyed {
+            self.sticky
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record_sent(
+                    &topic,
+                    partition,
+                    size,
+                    self.shared.config.batch_size,
+                    count,
+                    &available,
+                );
+        }
+        if wake {
+            self.shared.wake.notify_one();
+        }
+        Ok(future)
+    }
+
+    /// Partition count and partitions with a leader, from the cache when fresh.
+    async fn partitions_of(&self, topic: &str) -> Result<(i32, Vec<i32>)> {
+        let client = &self.shared.client;
+        let max_age = client.config().metadata_max_age;
+        let cached = client.with_metadata(|m| {
+            let fresh = m.refreshed_at(topic).is_some_and(|t| t.elapsed() < max_age);
+            m.topic(topic)
+                .filter(|t| fresh && !t.partitions.is_empty())
+                .map(partition_summary)
+        });
+        if let Some(summary) = cached {
+            return Ok(summary);
+        }
+        let info = client
+            .wait_for_topic(
+                topic,
+                self.shared.config.allow_auto_create_topics,
+                self.shared.config.max_block,
+            )
+            .await?;
+        Ok(partition_summary(&info))
+    }
+
+    /// Sends everything buffered now, without waiting for `linger`, and waits until all of
+    /// it is acknowledged or failed (failures are reported through the delivery futures).
+    pub async fn flush(&self) -> Result<()> {
+        let pending = {
+            let mut accumulator = self.shared.lock();
+            accumulator.flushes += 1;
+            accumulator.incomplete()
+        };
+        struct Unflush<'a>(&'a ProducerShared);
+        impl Drop for Unflush<'_> {
+            fn drop(&mut self) {
+                self.0.lock().flushes -= 1;
+            }
+        }
+        let _unflush = Unflush(&self.shared);
+        self.shared.wake.notify_one();
+        for batch in pending {
+            batch.wait().await;
+        }
+        Ok(())
+    }
+
+    /// Flushes, then stops the sender. Later `send` calls fail with [`Error::Closed`].
+    pub async fn close(&self) -> Result<()> {
+        self.flush().await?;
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
+        let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(sender) = sender {
+            let _ = sender.await; // a panicked sender has already failed its batches
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Producer {
+    /// Without `close`, buffered records are still sent by the sender task, which stops
+    /// once they are done.
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+fn partition_summary(topic: &crate::metadata::TopicInfo) -> (i32, Vec<i32>) {
+    let count = topic
+        .partitions
+        .last()
+        .map_or(0, |p| p.partition.saturating_add(1))
+        .max(topic.partitions.len() as i32);
+    let available = topic.available_partitions().map(|p| p.partition).collect();
+    (count, available)
+}

@@ -1,0 +1,578 @@
+//! The `sluice` binary against a real broker (see `common/mod.rs` for which one).
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{unique, Broker};
+use sluice_client::producer::partitioner::partition_for_key;
+use sluice_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord};
+
+/// Runs `sluice ARGS` against `broker`, with `stdin` as input.
+fn sluice(broker: &Broker, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env("SLUICE_BOOTSTRAP", &broker.addr)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sluice");
+    let mut input = child.stdin.take().expect("piped stdin");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data); // the command may not read stdin at all
+    });
+    let output = child.wait_with_output().expect("wait for sluice");
+    let _ = writer.join();
+    output
+}
+
+/// Runs `sluice ARGS` and returns stdout, failing the test with stderr if it fails.
+fn ok(broker: &Broker, args: &[&str], stdin: &[u8]) -> String {
+    let output = sluice(broker, args, stdin);
+    assert!(
+        output.status.success(),
+        "sluice {args:?} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+/// Runs `sluice ARGS`, expects failure with `code`, returns the single stderr line.
+fn fails(broker: &Broker, args: &[&str], code: i32) -> String {
+    let output = sluice(broker, args, b"");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "sluice {args:?}: {stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line expected: {stderr:?}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Error {"),
+        "{stderr}"
+    );
+    stderr
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn file_round_trip_with_keys_and_headers_as_json() {
+    let broker = Broker::start();
+    let topic = unique("cli-round-trip");
+    let created = ok(
+        &broker,
+        &["topic", "create", &topic, "--partitions", "3"],
+        b"",
+    );
+    assert!(created.contains("3 partition"), "{created}");
+    assert!(ok(&broker, &["topic", "list"], b"")
+        .lines()
+        .any(|l| l.starts_with(&topic)));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("input.txt");
+    let lines: Vec<String> = (0..500)
+        .map(|i| format!("user-{}\tevent {i} {{\"n\": {i}}}", i % 13))
+        .collect();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let output = sluice(
+        &broker,
+        &[
+            "produce",
+            &topic,
+            "--file",
+            path.to_str().unwrap(),
+            "--key-separator",
+            "\t",
+            "--header",
+            "source=cli-test",
+            "--header",
+            "n=1",
+            "--compression",
+            "snappy",
+        ],
+        b"",
+    );
+    let summary = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{summary}");
+    assert!(summary.contains("produced 500 record(s)"), "{summary}");
+    assert!(summary.contains("records/s"), "{summary}");
+
+    let out = ok(&broker, &["consume", &topic, "--format", "json"], b"");
+    let records = json_lines(&out);
+    assert_eq!(records.len(), 500);
+    let mut seen = std::collections::BTreeMap::<String, Vec<i64>>::new();
+    for r in &records {
+        let key = r["key"].as_str().unwrap();
+        assert_eq!(r["topic"], topic.as_str());
+        assert_eq!(
+            r["partition"].as_i64().unwrap(),
+            i64::from(partition_for_key(key.as_bytes(), 3)),
+            "Kafka's partitioner"
+        );
+        assert!(r["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert!(r["timestamp_ms"].as_i64().unwrap() > 0);
+        assert_eq!(r["headers"][0]["key"], "source");
+        assert_eq!(r["headers"][0]["value"], "cli-test");
+        assert_eq!(r["headers"][1]["key"], "n");
+        let value = r["value"].as_str().unwrap();
+        let n: i64 = value.split(' ').nth(1).unwrap().parse().unwrap();
+        assert_eq!(value, format!("event {n} {{\"n\": {n}}}"));
+        assert!(r.get("value_encoding").is_none());
+        seen.entry(key.to_owned()).or_default().push(n);
+    }
+    for (key, ns) in seen {
+        let mut sorted = ns.clone();
+        sorted.sort();
+        assert_eq!(ns, sorted, "records of key {key} keep their order");
+    }
+
+    // Text format: values, or key<SEP>value.
+    let text = ok(
+        &broker,
+        &["consume", &topic, "--partition", "0", "-K", "="],
+        b"",
+    );
+    assert!(text
+        .lines()
+        .all(|l| l.starts_with("user-") && l.contains("=event ")));
+    let describe = ok(&broker, &["topic", "describe", &topic], b"");
+    assert!(describe.contains("Records:    500"), "{describe}");
+    assert!(describe.contains("PARTITION"), "{describe}");
+    assert!(ok(&broker, &["topic", "delete", &topic], b"").contains("deleted"));
+}
+
+#[test]
+fn binary_values_are_base64_in_json_and_raw_in_text() {
+    let broker = Broker::start();
+    let topic = unique("cli-binary");
+    ok(
+        &broker,
+        &["topic", "create", &topic, "--partitions", "1"],
+        b"",
+    );
+    let input: &[u8] = b"plain\n\xff\xfe\x00binary\n\nlast line without newline";
+    let output = sluice(&broker, &["produce", &topic], input);
+    assert!(output.status.success());
+    let records = json_lines(&ok(&broker, &["consume", &topic, "--format", "json"], b""));
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[0]["value"], "plain");
+    assert_eq!(records[0]["key"], serde_json::Value::Null);
+    assert_eq!(records[1]["value"], "//4AYmluYXJ5"); // base64 of ff fe 00 "binary"
+    assert_eq!(records[1]["value_encoding"], "base64");
+    assert_eq!(records[2]["value"], "");
+    assert_eq!(records[3]["value"], "last line without newline");
+    let output = sluice(&broker, &["consume", &topic], b"");
+    assert_eq!(
+        output.stdout,
+        b"plain\n\xff\xfe\x00binary\n\nlast line without newline\n"
+    );
+}
+
+#[test]
+fn replay_from_an_offset_and_from_a_time() {
+    let broker = Broker::start();
+    let topic = unique("cli-replay");
+    ok(
+        &broker,
+        &["topic", "create", &topic, "--partitions", "2"],
+        b"",
+    );
+    // Records with known timestamps: one per second from 2024-05-01T12:00:00Z.
+    let base = 1_714_564_800_000i64;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = Client::connect(ClientConfig::new(&broker.addr))
+            .await
+            .unwrap();
+        let producer = Producer::new(client, ProducerConfig::default()).unwrap();
+        for p in 0..2 {
+            for i in 0..20i64 {
+                producer
+                    .send(
+                        ProducerRecord::new(&topic)
+                            .partition(p)
+                            .value(format!("p{p}-{i}"))
+                            .timestamp(base + i * 1000),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        producer.close().await.unwrap();
+    });
+
+    let out = ok(
+        &broker,
+        &["consume", &topic, "--partition", "1", "--offset", "15"],
+        b"",
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["p1-15", "p1-16", "p1-17", "p1-18", "p1-19"]
+    );
+    let out = ok(
+        &broker,
+        &["consume", &topic, "-p", "0", "-o", "18", "--format", "json"],
+        b"",
+    );
+    let records = json_lines(&out);
+    assert_eq!(records[0]["offset"], 18);
+    assert_eq!(records[0]["timestamp"], "2024-05-01T12:00:18.000Z");
+    assert_eq!(records[0]["timestamp_ms"], base + 18_000);
+    assert_eq!(
+        ok(
+            &broker,
+            &["consume", &topic, "-p", "0", "-o", "latest"],
+            b""
+        ),
+        ""
+    );
+
+    // From a time, as RFC 3339 or epoch milliseconds, across both partitions.
+    let out = ok(
+        &broker,
+        &["consume", &topic, "--from-time", "2024-05-01T12:00:17Z"],
+        b"",
+    );
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["p0-17", "p0-18", "p0-19", "p1-17", "p1-18", "p1-19"]
+    );
+    let ms = (base + 18_500).to_string();
+    let out = ok(
+        &broker,
+        &["consume", &topic, "-p", "1", "--from-time", &ms],
+        b"",
+    );
+    assert_eq!(out, "p1-19\n");
+    // --count stops early.
+    let out = ok(
+        &broker,
+        &["consume", &topic, "-p", "0", "--count", "3"],
+        b"",
+    );
+    assert_eq!(out, "p0-0\np0-1\np0-2\n");
+}
+
+#[test]
+fn follow_prints_new_records_until_count() {
+    let broker = Broker::start();
+    let topic = unique("cli-follow");
+    ok(
+        &broker,
+        &["topic", "create", &topic, "--partitions", "1"],
+        b"",
+    );
+    ok(&broker, &["produce", &topic], b"old\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "consume", &topic, "--offset", "latest", "--follow", "--count", "2",
+        ])
+        .env("SLUICE_BOOTSTRAP", &broker.addr)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Keep producing until the follower has seen two records (it may start late).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        ok(&broker, &["produce", &topic], b"new\n");
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "follower did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), "new\nnew\n");
+}
+
+/// Needs consumer groups on the broker.
+#[test]
+fn group_consume_resumes_after_restart_and_reset_offsets_replays() {
+    let broker = Broker::start();
+    let topic = unique("cli-group");
+    let group = unique("cli-g");
+    ok(
+        &broker,
+        &["topic", "create", &topic, "--partitions", "1"],
+        b"",
+    );
+    let input: String = (0..10).map(|i| format!("r{i}\n")).collect();
+    ok(&broker, &["produce", &topic], input.as_bytes());
+
+    // Each run is a new process: it resumes after what the previous one printed.
+    let first = ok(
+        &broker,
+        &["consume", &topic, "--group", &group, "--count", "4"],
+        b"",
+    );
+    assert_eq!(first, "r0\nr1\nr2\nr3\n");
+    let second = ok(
+        &broker,
+        &["consume", &topic, "--group", &group, "--count", "3"],
+        b"",
+    );
+    assert_eq!(second, "r4\nr5\nr6\n");
+    let rest = ok(&broker, &["consume", &topic, "--group", &group], b"");
+    assert_eq!(rest, "r7\nr8\nr9\n");
+    assert_eq!(
+        ok(&broker, &["consume", &topic, "--group", &group], b""),
+        ""
+    );
+
+    let describe = ok(&broker, &["group", "describe", &group], b"");
+    let row = describe.lines().find(|l| l.starts_with(&topic)).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1..5], ["0", "10", "10", "0"], "{describe}");
+    assert!(ok(&broker, &["group", "list"], b"").contains(&group));
+
+    // Reset: to an offset, to the beginning, to a time, to the end.
+    let reset = ok(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            &group,
+            "--topic",
+            &topic,
+            "--to-offset",
+            "8",
+        ],
+        b"",
+    );
+    assert!(
+        reset
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == [topic.as_str(), "0", "10", "8"]),
+        "{reset}"
+    );
+    assert_eq!(
+        ok(&broker, &["consume", &topic, "--group", &group], b""),
+        "r8\nr9\n"
+    );
+    ok(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            &group,
+            "--topic",
+            &topic,
+            "--to-earliest",
+        ],
+        b"",
+    );
+    assert_eq!(
+        ok(&broker, &["consume", &topic, "-g", &group, "-n", "2"], b""),
+        "r0\nr1\n"
+    );
+    ok(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            &group,
+            "--topic",
+            &topic,
+            "--to-time",
+            "0",
+        ],
+        b"",
+    );
+    assert_eq!(
+        ok(&broker, &["consume", &topic, "-g", &group, "-n", "1"], b""),
+        "r0\n"
+    );
+    ok(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            &group,
+            "--topic",
+            &topic,
+            "--to-latest",
+        ],
+        b"",
+    );
+    assert_eq!(ok(&broker, &["consume", &topic, "-g", &group], b""), "");
+}
+
+#[test]
+fn errors_are_one_line_with_a_non_zero_exit() {
+    let broker = Broker::start();
+    let missing = unique("cli-missing");
+    let line = fails(&broker, &["consume", &missing], 1);
+    assert!(line.contains("unknown topic"), "{line}");
+    let line = fails(&broker, &["produce", &missing], 1);
+    assert!(line.contains("does not exist"), "{line}");
+    let line = fails(&broker, &["topic", "describe", &missing], 1);
+    assert!(line.contains("unknown topic"), "{line}");
+    let line = fails(&broker, &["topic", "delete", &missing], 1);
+    assert!(line.contains("unknown topic"), "{line}");
+
+    let topic = unique("cli-errors");
+    ok(
+        &broker,
+        &["topic", "create", &topic, "--partitions", "1"],
+        b"",
+    );
+    let line = fails(&broker, &["topic", "create", &topic], 1);
+    assert!(line.contains("TOPIC_ALREADY_EXISTS"), "{line}");
+    let line = fails(&broker, &["consume", &topic, "--partition", "3"], 1);
+    assert!(line.contains("no partition 3"), "{line}");
+    let line = fails(
+        &broker,
+        &["consume", &topic, "-p", "0", "--offset", "99"],
+        1,
+    );
+    assert!(line.contains("outside partition 0"), "{line}");
+
+    // Invalid flag combinations and values: usage errors, exit status 2.
+    let line = fails(
+        &broker,
+        &["consume", &topic, "--group", "g", "--offset", "3"],
+        2,
+    );
+    assert!(line.contains("cannot be used with"), "{line}");
+    fails(
+        &broker,
+        &["consume", &topic, "--offset", "1", "--from-time", "0"],
+        2,
+    );
+    fails(
+        &broker,
+        &["consume", &topic, "--group", "g", "--partition", "0"],
+        2,
+    );
+    fails(
+        &broker,
+        &["group", "reset-offsets", "g", "--topic", &topic],
+        2,
+    );
+    fails(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            &topic,
+            "--to-earliest",
+            "--to-latest",
+        ],
+        2,
+    );
+    let line = fails(&broker, &["consume", &topic, "--from-time", "yesterday"], 2);
+    assert!(line.contains("RFC 3339"), "{line}");
+    fails(&broker, &["produce", &topic, "--acks", "2"], 2);
+    fails(&broker, &["produce", &topic, "--compression", "brotli"], 2);
+
+    // A reader that goes away (`| head`) is not an error.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["topic", "list"])
+        .env("SLUICE_BOOTSTRAP", &broker.addr)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(output.stderr.is_empty(), "{output:?}");
+
+    // Unreachable broker: fails at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["--bootstrap", &addr, "topic", "list"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot reach any broker") && stderr.contains(&addr),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn produce_exits_non_zero_when_a_record_fails() {
+    let broker = Broker::start();
+    let topic = unique("cli-too-large");
+    ok(
+        &broker,
+        &["topic", "create", &topic, "--partitions", "1"],
+        b"",
+    );
+    let mut input = b"small\n".to_vec();
+    input.extend(vec![b'x'; 2 * 1024 * 1024]); // larger than any default request limit
+    input.extend(b"\nsmall again\n");
+    let output = sluice(&broker, &["produce", &topic], &input);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("1 of 3 record(s) failed"), "{stderr}");
+    assert_eq!(
+        ok(&broker, &["consume", &topic], b""),
+        "small\nsmall again\n"
+    );
+}
+
+#[test]
+fn help_explains_the_basics() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for word in [
+        "topic create",
+        "produce",
+        "consume",
+        "--offset",
+        "--from-time",
+        "SLUICE_BOOTSTRAP",
+    ] {
+        assert!(help.contains(word), "--help lacks {word:?}:\n{help}");
+    }
+    for command in [
+        vec!["topic", "create", "--help"],
+        vec!["produce", "--help"],
+        vec!["consume", "--help"],
+        vec!["group", "reset-offsets", "--help"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(&command)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{command:?}");
+        assert!(
+            String::from_utf8(output.stdout)
+                .unwrap()
+                .contains("Example"),
+            "{command:?}"
+        );
+    }
+}
