@@ -312,6 +312,35 @@ async fn delete_topics_by_name_and_id_removes_files() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offsets_topic_cannot_be_deleted_or_resized() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    let r = client
+        .send(
+            5,
+            &DeleteTopicsRequest::default()
+                .with_topic_names(vec![name("__consumer_offsets")])
+                .with_timeout_ms(5000),
+        )
+        .await;
+    assert_eq!(
+        r.responses[0].error_code,
+        ResponseError::InvalidRequest.code()
+    );
+    let grow =
+        CreatePartitionsRequest::default().with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(name("__consumer_offsets"))
+            .with_count(60)]);
+    assert_eq!(
+        client.send(3, &grow).await.results[0].error_code,
+        ResponseError::InvalidRequest.code()
+    );
+    assert!(broker.state().topics.get("__consumer_offsets").is_some());
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_partitions_grows_topics() {
     let dir = tempfile::tempdir().unwrap();
     let broker = common::start(dir.path(), &[]).await;

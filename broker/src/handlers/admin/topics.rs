@@ -15,6 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::configs;
+use crate::coordinator::store::OFFSETS_TOPIC;
 use crate::state::BrokerState;
 use crate::topics::AdminError;
 
@@ -169,6 +170,16 @@ pub fn create_topics(
     CreateTopicsResponse::default().with_topics(results)
 }
 
+/// The group coordinator maps groups to `__consumer_offsets` partitions by count and
+/// holds the topic open: deleting or resizing it under a running broker would lose or
+/// misplace every committed offset. Kafka allows both; Sluice refuses them.
+fn internal_topic_refused(what: &str) -> AdminError {
+    AdminError::new(
+        ResponseError::InvalidRequest,
+        format!("{OFFSETS_TOPIC} is owned by the group coordinator and cannot be {what}."),
+    )
+}
+
 /// Answers DeleteTopics, by name (all versions) or by id (v6+) (blocking).
 pub fn delete_topics(
     state: &BrokerState,
@@ -200,6 +211,9 @@ pub fn delete_topics(
                     "Topic name and topic id cannot both be set.",
                 )),
                 (Some(n), true) => match state.topics.get(&n.0) {
+                    Some(topic) if &*topic.name == OFFSETS_TOPIC => {
+                        Err(internal_topic_refused("deleted"))
+                    }
                     Some(topic) => state.topics.delete(&topic).map(|()| topic),
                     None => Err(AdminError::new(
                         ResponseError::UnknownTopicOrPartition,
@@ -207,6 +221,9 @@ pub fn delete_topics(
                     )),
                 },
                 (None, false) => match state.topics.get_by_id(id) {
+                    Some(topic) if &*topic.name == OFFSETS_TOPIC => {
+                        Err(internal_topic_refused("deleted"))
+                    }
                     Some(topic) => state.topics.delete(&topic).map(|()| topic),
                     None => Err(AdminError::new(
                         ResponseError::UnknownTopicId,
@@ -249,6 +266,8 @@ pub fn create_partitions(
                     ResponseError::InvalidRequest,
                     "Duplicate topic in request.",
                 ))
+            } else if t.name.0.as_str() == OFFSETS_TOPIC {
+                Err(internal_topic_refused("given more partitions"))
             } else if t
                 .assignments
                 .iter()
