@@ -46,25 +46,10 @@ if [[ "${SLUICE_SKIP_COMPAT:-0}" == 1 ]]; then
 elif ((${#test_files[@]} == 0)); then
     echo "no compat tests: no test_*.py under tests/compat or tests/torture"
 else
-    # The compat tests run the release broker (tests/compat/conftest.py); build it when some
-    # test besides the harness self-test (which uses a fake broker) exists and the workspace
-    # has that binary. Without the binary, the fixture fails every test that asks for it.
-    broker_tests=()
-    for f in "${test_files[@]}"; do
-        [[ "$f" == tests/compat/test_harness_selftest.py ]] || broker_tests+=("$f")
-    done
-    if ((${#broker_tests[@]} == 0)); then
-        echo "only the harness self-test: not building the release broker"
-    elif cargo metadata --no-deps --format-version 1 | python3 -c '
-import json, sys
-meta = json.load(sys.stdin)
-bins = [t["name"] for p in meta["packages"] for t in p["targets"] if "bin" in t["kind"]]
-sys.exit(0 if "sluice-broker" in bins else 1)'; then
-        echo "building release sluice-broker"
-        cargo build --release --bin sluice-broker
-    else
-        echo "no sluice-broker binary in the workspace yet: not building it"
-    fi
+    # The compat and torture tests run release binaries: the broker, the `sluice` CLI and
+    # the Sluice client's torture producer.
+    echo "building release sluice-broker, sluice and torture_producer"
+    cargo build --release --bin sluice-broker --bin sluice --example torture_producer
     rc=0
     .venv/bin/python -m pytest -q -p no:cacheprovider --timeout=600 "${compat_dirs[@]}" || rc=$?
     if ((rc != 0)); then

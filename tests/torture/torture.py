@@ -4,7 +4,8 @@
 The broker runs as a child process behind a small TCP proxy (it advertises the proxy's
 address, so every client connection goes through it). A loop of CYCLES cycles on one data
 directory:
-  producers write keyed records with unique ids (confluent-kafka, enable.idempotence=true,
+  producers write keyed records with unique ids (confluent-kafka, enable.idempotence=true, and
+  the Sluice client's idempotent producer, client/examples/torture_producer.rs;
   acks=all) and record every acknowledgement -> sometimes the proxy drops the next Produce
   answer on every connection and cuts it (appended batches whose acknowledgement is lost:
   the producers retry them, and the broker must recognise the retries) -> after a random
@@ -361,6 +362,10 @@ class ProducerThread(threading.Thread):
                 elif ahead < -0.5:
                     due = time.monotonic()  # fell behind: do not burst to catch up
 
+    def finish(self, timeout: float) -> int:
+        """Flushes; returns the records still undelivered."""
+        return self.producer.flush(timeout)
+
     def drain(self, disconnects_before: int, deadline: float) -> bool:
         """Serves every delivery report for answers the dead broker sent.
 
@@ -379,6 +384,91 @@ class ProducerThread(threading.Thread):
             if self.reports == reports:
                 break
         return self.disconnects > disconnects_before
+
+
+class SluiceProducer:
+    """The Sluice client's idempotent producer, as a child process.
+
+    `client/examples/torture_producer` writes `<name>-<n>` records with key `k<n % KEYS>`
+    at `rate` records/s until its stdin closes, and prints one line per outcome:
+    `ACK <value> <partition> <offset>`, `FAIL <value> <error>`, `FATAL <error>`, then
+    `DONE sent=S acked=A failed=F`. It keeps producing while the broker is down (the
+    records wait in its buffer and go out after the restart), so `paused` is not used.
+    """
+
+    def __init__(self, name: str, binary: Path, bootstrap: str, acks: Acks, rate: float, log_dir: Path):
+        self.name = name
+        self.acks = acks
+        self.sent = 0
+        self.disconnects = 0
+        self.paused = threading.Event()
+        self.stopping = threading.Event()
+        self.last_line = time.monotonic()
+        self.done = threading.Event()
+        self.proc = subprocess.Popen(
+            [str(binary), "--bootstrap", bootstrap, "--topic", TOPIC, "--id", name,
+             "--keys", str(KEYS), "--rate", str(int(rate))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(log_dir / f"{name}.stderr.log", "wb"),
+            text=True,
+        )
+        self.reader = threading.Thread(target=self.read, daemon=True, name=f"{name}-reader")
+
+    def start(self) -> None:
+        self.reader.start()
+
+    def read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.last_line = time.monotonic()
+            parts = line.split()
+            if not parts:
+                continue
+            if parts[0] == "ACK" and len(parts) == 4:
+                value, partition, offset = parts[1], int(parts[2]), int(parts[3])
+                n = int(value.rsplit("-", 1)[1])
+                with self.acks.lock:
+                    self.acks.acked[value] = (partition, offset)
+                    self.acks.order[(self.name, f"k{n % KEYS}")].append(value)
+            elif parts[0] == "FAIL":
+                with self.acks.lock:
+                    self.acks.failed.append(f"{self.name}: {line.strip()}")
+            elif parts[0] == "FATAL":
+                with self.acks.lock:
+                    self.acks.fatal.append(f"{self.name}: {line.strip()}")
+            elif parts[0] == "DONE":
+                fields = dict(f.split("=", 1) for f in parts[1:] if "=" in f)
+                self.sent = int(fields.get("sent", 0))
+                self.done.set()
+
+    def drain(self, _disconnects_before: int, deadline: float) -> bool:
+        """Waits until no outcome line came for 0.3 s: the dead broker's last answers are
+        printed as soon as they are processed."""
+        while time.monotonic() < deadline:
+            if time.monotonic() - self.last_line > 0.3:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def join(self, timeout: float) -> None:
+        pass
+
+    def finish(self, timeout: float) -> int:
+        """Closes stdin and waits for every outcome; returns the records never acknowledged."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(timeout=10)
+        if not self.done.is_set():
+            return -1
+        with self.acks.lock:
+            acked = sum(1 for v in self.acks.acked if v.rsplit("-", 1)[0] == self.name)
+        return self.sent - acked
 
 
 # ---------------------------------------------------------------- segment files
@@ -599,7 +689,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cycles", type=int, default=int(os.environ.get("TORTURE_CYCLES", "30")))
     parser.add_argument("--seed", type=int, default=int(os.environ.get("TORTURE_SEED", str(random.randrange(1 << 30)))))
-    parser.add_argument("--producers", type=int, default=3)
+    parser.add_argument("--producers", type=int, default=3, help="confluent-kafka (librdkafka) producers")
+    parser.add_argument("--sluice-producers", type=int, default=1, help="Sluice client producers")
+    parser.add_argument("--sluice-producer", type=Path, default=Path(os.environ.get(
+        "SLUICE_TORTURE_PRODUCER", REPO / "target" / "release" / "examples" / "torture_producer")),
+        help="the Sluice client's torture producer (cargo build --release -p sluice-client --example torture_producer)")
     parser.add_argument("--broker", type=Path, default=Path(os.environ.get(
         "SLUICE_BROKER_BIN", REPO / "target" / "release" / "sluice-broker")))
     parser.add_argument("--max-run", type=float, default=1.5,
@@ -608,7 +702,10 @@ def main() -> int:
     parser.add_argument("--work-dir", type=Path, help="keep the data directory and logs here (default: a temp dir, removed)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    print(f"torture: seed {args.seed}, {args.cycles} cycles, {args.producers} producers, "
+    if args.sluice_producers and not args.sluice_producer.exists():
+        parser.error(f"{args.sluice_producer} is missing: cargo build --release -p sluice-client --example torture_producer")
+    print(f"torture: seed {args.seed}, {args.cycles} cycles, {args.producers} librdkafka + "
+          f"{args.sluice_producers} Sluice producers, "
           f"log.flush.policy={os.environ.get('SLUICE_LOG_FLUSH_POLICY', 'os')}", flush=True)
 
     if args.work_dir:
@@ -638,6 +735,8 @@ def main() -> int:
             create_topic(proxy.address, client_log)
             producers = [ProducerThread(f"p{i}", proxy.address, acks, random.Random(rng.random()), client_log,
                                         args.rate) for i in range(args.producers)]
+            producers += [SluiceProducer(f"s{i}", args.sluice_producer, proxy.address, acks, args.rate, Path(tmp))
+                          for i in range(args.sluice_producers)]
             for p in producers:
                 p.start()
             for _cycle in range(args.cycles):
@@ -656,7 +755,10 @@ def main() -> int:
                 broker.kill()
                 for p in producers:
                     p.paused.set()
-                deadline = time.monotonic() + 5
+                # A producer connected to the broker sees the kill within milliseconds;
+                # one that was between connections (after lost answers) sees nothing, and
+                # had no answer on its way either.
+                deadline = time.monotonic() + 2
                 t0 = time.monotonic()
                 acks_complete = all([p.drain(b, deadline) for p, b in zip(producers, before)])
                 timing["drain"] += time.monotonic() - t0
@@ -674,7 +776,7 @@ def main() -> int:
                 p.stopping.set()
             for p in producers:
                 p.join(timeout=30)
-                remaining = p.producer.flush(120)
+                remaining = p.finish(120)
                 if remaining:
                     acks.failed.append(f"{p.name}: {remaining} records never delivered")
             timing["flush"] += time.monotonic() - t0
@@ -690,6 +792,9 @@ def main() -> int:
             counts["recovery_log"], recovery = check_recovery_logs(Path(tmp), damaged_starts)
         except BaseException:
             broker.kill()
+            for p in producers:
+                if isinstance(p, SluiceProducer) and p.proc.poll() is None:
+                    p.proc.kill()
             print_broker_log_tail(Path(tmp))
             raise
         bad = sum(counts.values()) + len(acks.fatal) + len(acks.failed)
