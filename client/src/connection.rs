@@ -19,6 +19,7 @@
 //! [`crate::Client`] opens a new one on the next request.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -255,26 +256,44 @@ impl Connection {
         version: i16,
         timeout: Duration,
     ) -> Result<R::Response> {
+        self.queue(request, version, timeout)?.await
+    }
+
+    /// Queues `request` for sending now, and returns a future for its answer. Requests
+    /// queued by successive calls go out on the wire in call order, whenever their
+    /// futures are awaited (the producer relies on this to keep a partition's batches
+    /// in order). `timeout` counts from this call; a timeout closes the connection, as
+    /// with [`Connection::send_with_timeout`]. Dropping the future abandons the answer.
+    pub fn queue<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<impl Future<Output = Result<R::Response>> + Send + 'static> {
         let frame = self.encode(request, version)?;
         let (reply, answer) = oneshot::channel();
         let correlation_id = self.enqueue(frame, Some(reply))?;
-        let body = match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(_)) => {
-                return Err(Error::Disconnected {
-                    addr: self.shared.addr.clone(),
-                })
-            }
-            Err(_) => {
-                let error = Error::Timeout {
-                    what: format!("{} request to {}", api_name(R::KEY), self.shared.addr),
-                    after: timeout,
-                };
-                self.shared.fail(error.clone());
-                return Err(error);
-            }
-        };
-        self.decode::<R>(body, version, correlation_id)
+        let deadline = tokio::time::Instant::now() + timeout;
+        let shared = self.shared.clone();
+        Ok(async move {
+            let body = match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(result)) => result?,
+                Ok(Err(_)) => {
+                    return Err(Error::Disconnected {
+                        addr: shared.addr.clone(),
+                    })
+                }
+                Err(_) => {
+                    let error = Error::Timeout {
+                        what: format!("{} request to {}", api_name(R::KEY), shared.addr),
+                        after: timeout,
+                    };
+                    shared.fail(error.clone());
+                    return Err(error);
+                }
+            };
+            decode::<R>(&shared.addr, body, version, correlation_id)
+        })
     }
 
     /// Sends a request the broker does not answer (Produce with acks=0). Returns once the
@@ -337,50 +356,6 @@ impl Connection {
         Ok(correlation_id)
     }
 
-    fn decode<R: Request>(
-        &self,
-        mut body: Bytes,
-        version: i16,
-        correlation_id: i32,
-    ) -> Result<R::Response> {
-        let api = api_name(R::KEY);
-        let addr = &self.shared.addr;
-        let header_version = <R::Response as HeaderVersion>::header_version(version);
-        // kafka-protocol reports short input as errors; the catch is a second line of
-        // defence so that no broker answer, however wrong, can panic the caller.
-        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let header =
-                ResponseHeader::decode(&mut body, header_version).map_err(|e| format!("{e:#}"))?;
-            let response = R::Response::decode(&mut body, version).map_err(|e| format!("{e:#}"))?;
-            Ok::<_, String>((header, response, body.len()))
-        }));
-        match decoded {
-            Ok(Ok((header, response, _trailing))) => {
-                if header.correlation_id != correlation_id {
-                    return Err(Error::protocol(
-                        api,
-                        addr,
-                        format!(
-                            "answer has correlation id {}, expected {correlation_id}",
-                            header.correlation_id
-                        ),
-                    ));
-                }
-                Ok(response)
-            }
-            Ok(Err(e)) => Err(Error::protocol(
-                api,
-                addr,
-                format!("cannot decode version {version}: {e}"),
-            )),
-            Err(_) => Err(Error::protocol(
-                api,
-                addr,
-                format!("decoding version {version} failed"),
-            )),
-        }
-    }
-
     /// ApiVersions: try v3, fall back to what the broker says it supports.
     async fn negotiate_versions(&self) -> Result<HashMap<i16, (i16, i16)>> {
         let request = ApiVersionsRequest::default()
@@ -407,14 +382,18 @@ impl Connection {
                     return Err(error);
                 }
             };
-            let response =
-                match self.decode::<ApiVersionsRequest>(body.clone(), version, correlation_id) {
-                    Ok(response) if response.error_code == 0 => {
-                        return Ok(version_table(&response));
-                    }
-                    Ok(response) => Some(response),
-                    Err(_) => None,
-                };
+            let response = match decode::<ApiVersionsRequest>(
+                &self.shared.addr,
+                body.clone(),
+                version,
+                correlation_id,
+            ) {
+                Ok(response) if response.error_code == 0 => {
+                    return Ok(version_table(&response));
+                }
+                Ok(response) => Some(response),
+                Err(_) => None,
+            };
             // An unsupported version is answered in v0 format (Kafka's rule), so decode
             // again as v0 when the first attempt failed or reported an error.
             let v0 = match response {
@@ -426,7 +405,7 @@ impl Connection {
                         None,
                     ))
                 }
-                _ => self.decode::<ApiVersionsRequest>(body, 0, correlation_id)?,
+                _ => decode::<ApiVersionsRequest>(&self.shared.addr, body, 0, correlation_id)?,
             };
             let table = version_table(&v0);
             let Some(&(min, max)) = table.get(&(ApiKey::ApiVersions as i16)) else {
@@ -451,6 +430,51 @@ impl Connection {
             &self.shared.addr,
             "version negotiation did not converge",
         ))
+    }
+}
+
+/// Decodes a response body: its header (which must carry `correlation_id`), then the
+/// message.
+fn decode<R: Request>(
+    addr: &str,
+    mut body: Bytes,
+    version: i16,
+    correlation_id: i32,
+) -> Result<R::Response> {
+    let api = api_name(R::KEY);
+    let header_version = <R::Response as HeaderVersion>::header_version(version);
+    // kafka-protocol reports short input as errors; the catch is a second line of
+    // defence so that no broker answer, however wrong, can panic the caller.
+    let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let header =
+            ResponseHeader::decode(&mut body, header_version).map_err(|e| format!("{e:#}"))?;
+        let response = R::Response::decode(&mut body, version).map_err(|e| format!("{e:#}"))?;
+        Ok::<_, String>((header, response, body.len()))
+    }));
+    match decoded {
+        Ok(Ok((header, response, _trailing))) => {
+            if header.correlation_id != correlation_id {
+                return Err(Error::protocol(
+                    api,
+                    addr,
+                    format!(
+                        "answer has correlation id {}, expected {correlation_id}",
+                        header.correlation_id
+                    ),
+                ));
+            }
+            Ok(response)
+        }
+        Ok(Err(e)) => Err(Error::protocol(
+            api,
+            addr,
+            format!("cannot decode version {version}: {e}"),
+        )),
+        Err(_) => Err(Error::protocol(
+            api,
+            addr,
+            format!("decoding version {version} failed"),
+        )),
     }
 }
 

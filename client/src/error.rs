@@ -111,13 +111,31 @@ pub enum Error {
     /// The producer, consumer or client was closed.
     #[error("{0} is closed")]
     Closed(&'static str),
+    /// The broker refused the idempotent producer's epoch (INVALID_PRODUCER_EPOCH or
+    /// PRODUCER_FENCED): a newer incarnation of the producer id writes to the partition.
+    /// The producer cannot go on without risking duplicates or reordering, so every
+    /// record it has not yet delivered fails with this error, and so does every later
+    /// `send`; create a new producer.
+    #[error(
+        "producer id {producer_id} (epoch {epoch}) was fenced by {partition}: {}",
+        kafka_error_text(*.error)
+    )]
+    ProducerFenced {
+        /// The partition whose broker refused the epoch (`topic-partition`).
+        partition: String,
+        producer_id: i64,
+        epoch: i16,
+        error: ResponseError,
+    },
 }
 
 impl Error {
     /// The Kafka error code, for [`Error::Broker`].
     pub fn kafka_error(&self) -> Option<ResponseError> {
         match self {
-            Error::Broker { error, .. } | Error::CommitFailed { error, .. } => Some(*error),
+            Error::Broker { error, .. }
+            | Error::CommitFailed { error, .. }
+            | Error::ProducerFenced { error, .. } => Some(*error),
             _ => None,
         }
     }
@@ -269,6 +287,14 @@ fn description(error: ResponseError) -> Option<&'static str> {
         ResponseError::InvalidRequest => "the broker rejected the request as malformed",
         ResponseError::CorruptMessage => "the broker found a corrupt record batch",
         ResponseError::UnknownServerError => "the broker had an unexpected error",
+        ResponseError::OutOfOrderSequenceNumber => {
+            "the broker expected another sequence number from this idempotent producer"
+        }
+        ResponseError::InvalidProducerEpoch => {
+            "a newer epoch of this idempotent producer has written to the partition"
+        }
+        ResponseError::ProducerFenced => "a newer producer with the same id fenced this one",
+        ResponseError::UnknownProducerId => "the broker has no state for this producer id",
         _ => return None,
     })
 }

@@ -6,7 +6,9 @@
 //!   a connection per broker, the metadata cache and the retry policy.
 //! - [`metadata`]: the cached cluster view (brokers, topics, partition leaders).
 //! - [`producer`]: [`Producer`]: per-partition batching (`linger`, `batch_size`),
-//!   compression, acks, delivery futures, ordered retries, Kafka's partitioner.
+//!   compression, acks, delivery futures, ordered retries, Kafka's partitioner, and
+//!   (on by default) the idempotent producer: producer id, sequence numbers, and what
+//!   the broker's sequence errors mean (`producer::idempotence`).
 //! - [`consumer`]: [`Consumer`]: assigned partitions or group subscriptions (range and
 //!   cooperative-sticky assignors), pipelined fetches, commits, seeks, pause/resume.
 //! - [`admin`]: [`Admin`]: topics, partitions, configs, groups, offsets.

@@ -1,7 +1,9 @@
-//! A scripted fake broker for unit tests: answers ApiVersions and Metadata itself and
-//! hands every other request to the test's handler, so client behaviour on specific
-//! broker answers (errors, retries) is tested without a real broker.
+//! A scripted fake broker for unit tests: answers ApiVersions, Metadata and
+//! InitProducerId itself and hands every other request to the test's handler, so client
+//! behaviour on specific broker answers (errors, retries) is tested without a real
+//! broker.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -10,7 +12,8 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, MetadataResponse, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, ApiVersionsResponse, InitProducerIdResponse, MetadataResponse, ProducerId,
+    RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,7 +43,11 @@ const VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 12),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::InitProducerId, 0, 5),
 ];
+
+/// The first producer id the fake broker hands out; each InitProducerId gets the next.
+pub const FIRST_PRODUCER_ID: i64 = 1000;
 
 impl FakeBroker {
     /// Starts a broker (node 1) that leads every partition of `topics` (name,
@@ -76,6 +83,7 @@ impl FakeBroker {
             );
         let log = Arc::new(Mutex::new(Vec::new()));
         let broker_log = log.clone();
+        let producer_ids = Arc::new(AtomicI64::new(FIRST_PRODUCER_ID));
         tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
@@ -86,6 +94,7 @@ impl FakeBroker {
                     metadata.clone(),
                     handler.clone(),
                     broker_log.clone(),
+                    producer_ids.clone(),
                 ));
             }
         });
@@ -110,6 +119,7 @@ async fn serve(
     metadata: MetadataResponse,
     handler: Arc<Handler>,
     log: Arc<Mutex<Vec<ApiKey>>>,
+    producer_ids: Arc<AtomicI64>,
 ) {
     loop {
         let Ok(size) = socket.read_i32().await else {
@@ -147,6 +157,16 @@ async fn serve(
             ApiKey::Metadata => {
                 let mut out = BytesMut::new();
                 metadata.encode(&mut out, version).unwrap();
+                Some(out)
+            }
+            ApiKey::InitProducerId => {
+                let id = producer_ids.fetch_add(1, Ordering::Relaxed);
+                let mut out = BytesMut::new();
+                InitProducerIdResponse::default()
+                    .with_producer_id(ProducerId(id))
+                    .with_producer_epoch(0)
+                    .encode(&mut out, version)
+                    .unwrap();
                 Some(out)
             }
             _ => {

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{unique, Broker};
+use common::{stored_batches, unique, Broker};
 use sluice_client::producer::partitioner::partition_for_key;
 use sluice_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord};
 
@@ -537,6 +537,38 @@ fn produce_exits_non_zero_when_a_record_fails() {
         ok(&broker, &["consume", &topic], b""),
         "small\nsmall again\n"
     );
+}
+
+/// `sluice produce` is idempotent with the default `--acks all`, and not with
+/// `--acks 1` (which turns idempotence off rather than failing).
+#[test]
+fn produce_is_idempotent_unless_acks_is_0_or_1() {
+    let broker = Broker::start();
+    let topic = unique("cli-idempotent");
+    ok(
+        &broker,
+        &["topic", "create", &topic, "--partitions", "1"],
+        b"",
+    );
+    ok(&broker, &["produce", &topic], b"a\nb\nc\n");
+    ok(&broker, &["produce", &topic, "--acks", "1"], b"d\n");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let batches = runtime.block_on(async {
+        let client = Client::connect(ClientConfig::new(&broker.addr))
+            .await
+            .unwrap();
+        stored_batches(&client, &topic, 0).await
+    });
+    let (last, idempotent) = batches.split_last().unwrap();
+    assert!(!idempotent.is_empty());
+    let mut next = 0;
+    for &(id, epoch, sequence, count) in idempotent {
+        assert!(id >= 0 && epoch == 0 && sequence == next, "{batches:?}");
+        next += count;
+    }
+    assert_eq!(next, 3);
+    assert_eq!((last.0, last.1, last.2), (-1, -1, -1), "{batches:?}");
+    assert_eq!(ok(&broker, &["consume", &topic], b""), "a\nb\nc\nd\n");
 }
 
 #[test]

@@ -3,9 +3,10 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{unique, Broker};
+use common::{stored_batches, unique, Broker, LossyProxy};
 use sluice_client::admin::{AlterConfigOp, ConfigResource, NewTopic, ResetTo};
 use sluice_client::consumer::{Assignor, AutoOffsetReset, ConsumerRecord};
 use sluice_client::producer::partitioner::partition_for_key;
@@ -462,31 +463,118 @@ async fn unknown_topics_and_partitions_are_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn producer_and_consumer_ride_out_a_broker_restart() {
-    let mut broker = Broker::start();
+async fn the_producer_is_idempotent_by_default() {
+    let broker = Broker::start();
     let client = client(&broker).await;
+    let topic = unique("idempotent");
+    create_topic(&client, &topic, 2).await;
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            batch_size: 200, // many batches
+            ..ProducerConfig::default()
+        },
+    )
+    .unwrap();
+    assert!(producer.is_idempotent());
+    let mut futures = Vec::new();
+    for i in 0..300 {
+        let record = ProducerRecord::new(&topic)
+            .partition(i % 2)
+            .value(format!("idempotent {i}"));
+        futures.push(producer.send(record).await.unwrap());
+    }
+    for future in futures {
+        future.await.unwrap();
+    }
+    let identity = producer.producer_id().expect("a producer id after sending");
+    producer.close().await.unwrap();
+    // acks=1 turns idempotence off when it is not asked for explicitly.
+    let plain = producer_with(&client, Acks::Leader, None);
+    assert!(!plain.is_idempotent());
+    plain
+        .send(ProducerRecord::new(&topic).partition(0).value("plain"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    plain.close().await.unwrap();
+
+    for partition in 0..2 {
+        let batches = stored_batches(&client, &topic, partition).await;
+        let (idempotent, rest) = batches.split_at(batches.len() - usize::from(partition == 0));
+        assert!(idempotent.len() > 1, "{batches:?}");
+        // Sequences start at 0 and each batch continues the one before.
+        let mut next = 0;
+        for &(id, epoch, sequence, count) in idempotent {
+            assert_eq!((id, epoch, sequence), (identity.id, identity.epoch, next));
+            next += count;
+        }
+        assert_eq!(next, 150);
+        for &(id, epoch, sequence, _) in rest {
+            assert_eq!(
+                (id, epoch, sequence),
+                (-1, -1, -1),
+                "acks=1: not idempotent"
+            );
+        }
+    }
+}
+
+fn producer_with(client: &Client, acks: Acks, enable_idempotence: Option<bool>) -> Producer {
+    Producer::new(
+        client.clone(),
+        ProducerConfig {
+            acks,
+            enable_idempotence,
+            allow_auto_create_topics: false,
+            ..ProducerConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_and_consumer_ride_out_a_broker_restart() {
+    // Clients reach the broker through a proxy that can lose its answers.
+    let proxy = LossyProxy::start().await;
+    let mut broker = Broker::start_with(&["--advertised-listener", &proxy.addr]);
+    proxy.forward_to(&broker.addr);
+    let bootstrap = if broker.is_local() {
+        &proxy.addr
+    } else {
+        &broker.addr
+    };
+    let client = Client::connect(ClientConfig::new(bootstrap)).await.unwrap();
     let topic = unique("restart");
     create_topic(&client, &topic, 2).await;
-    let producer = producer(&client, Acks::All, Compression::Gzip);
+    let producer = Arc::new(producer(&client, Acks::All, Compression::Gzip));
+    assert!(producer.is_idempotent());
     let mut consumer = earliest_consumer(&client, None);
     consumer.assign(all_partitions(&topic, 2)).await.unwrap();
 
     let send = |from: usize, to: usize| {
-        let producer = &producer;
-        let topic = &topic;
+        let producer = producer.clone();
+        let topic = topic.clone();
         async move {
             let mut futures = Vec::new();
             for i in from..to {
-                let record = ProducerRecord::new(topic)
+                let record = ProducerRecord::new(&topic)
                     .key(format!("k{}", i % 10))
                     .value(format!("{i}"));
                 futures.push(producer.send(record).await.unwrap());
+                if i % 50 == 0 {
+                    // A steady stream rather than one burst, so that a kill lands
+                    // while batches are in flight.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
             }
             for future in futures {
                 future.await.unwrap();
             }
         }
     };
+    // Between sends: everything acknowledged, then SIGKILL and restart.
     send(0, 500).await;
     let mut records = poll_count(&mut consumer, 500).await;
     if broker.is_local() {
@@ -495,6 +583,28 @@ async fn producer_and_consumer_ride_out_a_broker_restart() {
     }
     send(500, 1000).await;
     records.extend(poll_count(&mut consumer, 500).await);
+    // Mid-stream, while records are being sent and acknowledged: SIGKILL twice, and
+    // several times lose the broker's answers (every connection drops the next answer
+    // and closes). Batches the broker wrote but could not answer are retried with their
+    // sequence numbers and recognised as duplicates; batches behind a lost one are
+    // refused as out of order and retried after it.
+    let total = 20_000;
+    let stream = tokio::spawn(send(1000, total));
+    if broker.is_local() {
+        for step in 0..10 {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            if step == 3 || step == 7 {
+                tokio::task::block_in_place(|| broker.restart());
+            } else {
+                proxy.cut_answers();
+            }
+        }
+    }
+    stream.await.unwrap();
+    records.extend(poll_count(&mut consumer, total - 1000).await);
+    let extra = consumer.poll(Duration::from_millis(500)).await.unwrap();
+    assert!(extra.is_empty(), "{} records more than sent", extra.len());
+
     let mut per_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for r in &records {
         let key = String::from_utf8(r.key.as_deref().unwrap().to_vec()).unwrap();
@@ -506,10 +616,17 @@ async fn producer_and_consumer_ride_out_a_broker_restart() {
     }
     for (key, values) in per_key {
         let n: usize = key[1..].parse().unwrap();
-        let expected: Vec<usize> = (0..1000).filter(|i| i % 10 == n).collect();
+        let expected: Vec<usize> = (0..total).filter(|i| i % 10 == n).collect();
         assert_eq!(values, expected, "key {key}: all records, in order, once");
     }
+    // The broker kept the producer's state across the kills: no sequence broke, so
+    // nothing was renumbered under a new epoch.
+    assert_eq!(producer.producer_id().map(|p| p.epoch), Some(0));
     producer.close().await.unwrap();
+    if broker.is_local() {
+        let lost = proxy.lost.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(lost > 0, "the proxy lost no answer");
+    }
 }
 
 // ---- Consumer groups -------------------------------------------------------------

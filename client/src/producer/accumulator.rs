@@ -6,17 +6,25 @@
 //! [`Accumulator::drain`] takes at most one ready batch per partition per call, honouring
 //! the partition's in-flight limit and retry backoff, and groups them by leader broker.
 //!
+//! For the idempotent producer the queues also hold the sequence state (see
+//! [`super::idempotence`] for the rules): `drain` numbers a batch when it first leaves,
+//! renumbers a partition whose sequence broke under a bumped epoch once nothing of it is
+//! in flight, and moves a partition to a new epoch only when none of its numbered
+//! batches is left. `Accumulator::sequence_error` decides whether an
+//! OUT_OF_ORDER_SEQUENCE_NUMBER answer broke the sequence.
+//!
 //! This module does no I/O and takes `now` as an argument, so its rules are unit tested
 //! without a broker. The sender task owns the calls to `drain` and `complete`; `send`
 //! only appends.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_storage::batch::{BatchBuilder, Compression};
 
+use super::idempotence::{increment_sequence, renumber, ProducerId, Sequence};
 use super::{BatchAck, BatchShared, DeliveryFuture, ProducerConfig, ProducerRecord};
 use crate::error::{Error, Result};
 use crate::types::TopicPartition;
@@ -37,6 +45,8 @@ pub struct ProducerBatch {
     pub created: Instant,
     /// Send attempts so far.
     pub attempts: u32,
+    /// Idempotent producer: producer id, epoch and first sequence, from the first drain.
+    pub sequence: Option<Sequence>,
     pub(crate) shared: Arc<BatchShared>,
 }
 
@@ -64,7 +74,22 @@ impl ProducerBatch {
     }
 
     fn is_open(&self) -> bool {
-        self.builder.is_some() && self.attempts == 0
+        self.builder.is_some() && self.attempts == 0 && self.sequence.is_none()
+    }
+
+    /// Numbers the batch: in the builder if not built yet, else by patching the bytes.
+    fn set_sequence(&mut self, sequence: Sequence) -> Result<()> {
+        if let Some(builder) = self.builder.take() {
+            self.builder = Some(builder.producer(
+                sequence.producer.id,
+                sequence.producer.epoch,
+                sequence.base,
+            ));
+        } else if let Some(bytes) = &self.built {
+            self.built = Some(renumber(bytes, sequence)?);
+        }
+        self.sequence = Some(sequence);
+        Ok(())
     }
 }
 
@@ -72,14 +97,37 @@ impl ProducerBatch {
 #[derive(Debug, Default)]
 pub struct PartitionQueue {
     pub batches: VecDeque<ProducerBatch>,
-    /// Batches sent and not yet answered.
-    pub in_flight: usize,
+    /// Ids of the batches sent and not yet answered.
+    pub in_flight: BTreeSet<u64>,
     /// No batch goes out before this (retry backoff).
     pub retry_after: Option<Instant>,
     /// A batch is being retried: hold newer batches until the in-flight ones are back,
-    /// so the retry goes out before them. (With the idempotent producer, the next
-    /// sequence number for the partition will live here too.)
+    /// so the retry goes out before them.
     pub hold_for_retry: bool,
+    /// Idempotent producer: the sequence state of the partition.
+    pub sequences: PartitionSequences,
+}
+
+/// The idempotent producer's sequence state of one partition.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionSequences {
+    /// The identity the partition's batches are numbered under; `None` before the first.
+    pub producer: Option<ProducerId>,
+    /// The sequence of the next batch to number.
+    pub next: i32,
+    /// The broker's sequence and ours disagree for good: renumber the queued batches
+    /// under a new epoch once nothing is in flight.
+    pub broken: bool,
+}
+
+/// What `drain` may do with a partition of the idempotent producer.
+enum SequencePlan {
+    /// Send the front batch (numbering it if it has no sequence yet).
+    Send,
+    /// Wait for the batches in flight.
+    Wait,
+    /// Wait for a producer id.
+    NeedProducerId,
 }
 
 /// Batches to send, grouped by leader broker id, plus what the sender needs to know.
@@ -92,11 +140,16 @@ pub struct Drained {
     pub expired: Vec<ProducerBatch>,
     /// When the next batch becomes ready by time (linger or backoff).
     pub next_ready: Option<Instant>,
+    /// Batches that fail without being sent, with their error: the producer's fatal
+    /// error (see [`Accumulator::fail_fatally`]), or a batch that could not be numbered.
+    pub failed: Vec<(ProducerBatch, Error)>,
+    /// The idempotent producer has batches to send but no producer id.
+    pub needs_producer_id: bool,
 }
 
 impl Drained {
     pub fn is_empty(&self) -> bool {
-        self.by_broker.is_empty() && self.expired.is_empty()
+        self.by_broker.is_empty() && self.expired.is_empty() && self.failed.is_empty()
     }
 }
 
@@ -116,10 +169,18 @@ pub struct Accumulator {
     pub flushes: usize,
     /// Set by `close` (or dropping the producer): everything is ready, nothing new comes.
     pub closed: bool,
+    /// Batches carry producer id, epoch and sequence.
+    idempotent: bool,
+    /// The idempotent producer's current identity; `None` until InitProducerId answered
+    /// (and again after the epoch ran out).
+    producer_id: Option<ProducerId>,
+    /// The error that ended the producer: every batch fails with it, `send` too.
+    fatal: Option<Error>,
 }
 
 impl Accumulator {
-    pub fn new(config: &ProducerConfig) -> Self {
+    /// An empty accumulator; `idempotent` numbers batches (see the module docs).
+    pub fn new(config: &ProducerConfig, idempotent: bool) -> Self {
         Accumulator {
             compression: config.compression,
             batch_size: config.batch_size,
@@ -131,7 +192,57 @@ impl Accumulator {
             incomplete: HashMap::new(),
             flushes: 0,
             closed: false,
+            idempotent,
+            producer_id: None,
+            fatal: None,
         }
+    }
+
+    /// The idempotent producer's current identity.
+    pub fn producer_id(&self) -> Option<ProducerId> {
+        self.producer_id
+    }
+
+    /// The answer to InitProducerId. Ignored unless an id is wanted.
+    pub fn set_producer_id(&mut self, producer_id: ProducerId) {
+        if self.idempotent && self.producer_id.is_none() && self.fatal.is_none() {
+            self.producer_id = Some(producer_id);
+        }
+    }
+
+    /// The error that ended the producer, if one did.
+    pub fn fatal(&self) -> Option<&Error> {
+        self.fatal.as_ref()
+    }
+
+    /// Ends the producer: the next `drain` hands every queued batch back in
+    /// [`Drained::failed`], and nothing is sent any more. The first error is kept.
+    pub fn fail_fatally(&mut self, error: Error) {
+        if self.fatal.is_none() {
+            self.fatal = Some(error);
+        }
+    }
+
+    /// An idempotent batch came back with OUT_OF_ORDER_SEQUENCE_NUMBER (or
+    /// UNKNOWN_PRODUCER_ID). If it is the partition's first unresolved batch (no batch
+    /// before it is in flight or waiting to be retried), the partition's sequence is
+    /// broken: it is marked for renumbering and `true` is returned. Otherwise an earlier
+    /// batch is being retried and this one simply goes again after it. Call before
+    /// `requeue` or `complete`.
+    pub(crate) fn sequence_error(&mut self, batch: &ProducerBatch) -> bool {
+        let Some(queue) = self.queues.get_mut(&batch.tp) else {
+            return false;
+        };
+        let earlier_in_flight = queue.in_flight.range(..batch.id).next().is_some();
+        let earlier_queued = queue
+            .batches
+            .iter()
+            .any(|b| b.id < batch.id && b.sequence.is_some());
+        if earlier_in_flight || earlier_queued || batch.sequence.is_none() {
+            return false;
+        }
+        queue.sequences.broken = true;
+        true
     }
 
     /// Appends a record to its partition's open batch (or a new one). Returns the
@@ -167,6 +278,7 @@ impl Accumulator {
                 reserved: 0,
                 created: now,
                 attempts: 0,
+                sequence: None,
                 shared,
             });
         }
@@ -218,7 +330,13 @@ impl Accumulator {
         let mut drained = Drained::default();
         let everything_ready = self.flushes > 0 || self.closed;
         for (tp, queue) in &mut self.queues {
-            // Batches that never left and are past their delivery timeout fail here.
+            if let Some(fatal) = &self.fatal {
+                let failed = queue.batches.drain(..).map(|b| (b, fatal.clone()));
+                drained.failed.extend(failed);
+                continue;
+            }
+            // Batches that waited past their delivery timeout fail here (a retried one
+            // too: it is not in flight).
             while queue
                 .batches
                 .front()
@@ -231,6 +349,10 @@ impl Accumulator {
             let Some(front) = queue.batches.front() else {
                 continue;
             };
+            if self.idempotent && self.producer_id.is_none() {
+                drained.needs_producer_id = true;
+                continue;
+            }
             if let Some(after) = queue.retry_after {
                 if after > now {
                     drained.next_ready = earliest(drained.next_ready, after);
@@ -238,13 +360,14 @@ impl Accumulator {
                 }
                 queue.retry_after = None;
             }
-            if queue.in_flight >= self.max_in_flight
-                || (queue.hold_for_retry && queue.in_flight > 0)
+            if queue.in_flight.len() >= self.max_in_flight
+                || (queue.hold_for_retry && !queue.in_flight.is_empty())
             {
                 continue; // a completion will wake the sender
             }
             let ready = everything_ready
                 || front.attempts > 0
+                || front.sequence.is_some()
                 || queue.batches.len() > 1
                 || front.estimated_size() >= self.batch_size
                 || now >= front.created + self.linger;
@@ -256,11 +379,40 @@ impl Accumulator {
                 drained.unknown_leaders.push(tp.clone());
                 continue;
             };
-            if let Some(batch) = queue.batches.pop_front() {
-                queue.in_flight += 1;
-                queue.hold_for_retry = false;
-                drained.by_broker.entry(broker).or_default().push(batch);
+            if self.idempotent {
+                match plan_sequences(queue, &mut self.producer_id) {
+                    SequencePlan::Send => {}
+                    SequencePlan::Wait => continue,
+                    SequencePlan::NeedProducerId => {
+                        drained.needs_producer_id = true;
+                        continue;
+                    }
+                }
             }
+            let Some(mut batch) = queue.batches.pop_front() else {
+                continue;
+            };
+            if self.idempotent && batch.sequence.is_none() {
+                let sequences = &mut queue.sequences;
+                let Some(producer) = sequences.producer else {
+                    // `plan_sequences` said Send, so the partition has an identity.
+                    queue.batches.push_front(batch);
+                    continue;
+                };
+                let sequence = Sequence {
+                    producer,
+                    base: sequences.next,
+                };
+                if let Err(e) = batch.set_sequence(sequence) {
+                    // Cannot happen for a batch this accumulator built; fail it alone.
+                    drained.failed.push((batch, e));
+                    continue;
+                }
+                sequences.next = increment_sequence(sequences.next, batch.records);
+            }
+            queue.in_flight.insert(batch.id);
+            queue.hold_for_retry = false;
+            drained.by_broker.entry(broker).or_default().push(batch);
         }
         drained
     }
@@ -269,7 +421,7 @@ impl Accumulator {
     /// for this broker yet): put it back at the front of its queue.
     pub fn requeue(&mut self, mut batch: ProducerBatch, retry_after: Option<Instant>) {
         let queue = self.queues.entry(batch.tp.clone()).or_default();
-        queue.in_flight = queue.in_flight.saturating_sub(1);
+        queue.in_flight.remove(&batch.id);
         // Keep the queue in creation order: retries go before newer batches, and
         // several retries of one partition keep their original order.
         let position = queue
@@ -297,7 +449,7 @@ impl Accumulator {
     ) -> usize {
         if sent {
             if let Some(queue) = self.queues.get_mut(&batch.tp) {
-                queue.in_flight = queue.in_flight.saturating_sub(1);
+                queue.in_flight.remove(&batch.id);
             }
         }
         self.incomplete.remove(&batch.id);
@@ -316,11 +468,75 @@ impl Accumulator {
     }
 
     /// Drops empty queues of partitions with nothing in flight (keeps the map small for
-    /// producers that touch many partitions over time).
+    /// producers that touch many partitions over time). Queues with sequence state stay:
+    /// numbering a partition from 0 again under the same epoch would make the broker
+    /// take new batches for retries of old ones.
     pub fn prune(&mut self) {
-        self.queues
-            .retain(|_, q| !q.batches.is_empty() || q.in_flight > 0 || q.retry_after.is_some());
+        self.queues.retain(|_, q| {
+            !q.batches.is_empty()
+                || !q.in_flight.is_empty()
+                || q.retry_after.is_some()
+                || q.sequences.producer.is_some()
+        });
     }
+}
+
+/// Decides whether the front batch of an idempotent partition can go, switching the
+/// partition to the producer's current identity when the rules allow (module docs of
+/// [`super::idempotence`]). May bump the producer's epoch for a broken partition.
+fn plan_sequences(queue: &mut PartitionQueue, current: &mut Option<ProducerId>) -> SequencePlan {
+    let Some(mut producer) = *current else {
+        return SequencePlan::NeedProducerId;
+    };
+    if queue.sequences.broken {
+        if !queue.in_flight.is_empty() {
+            return SequencePlan::Wait;
+        }
+        if queue.sequences.producer == Some(producer) {
+            // Still numbered under the current identity: a new epoch is needed.
+            match producer.bumped() {
+                Some(bumped) => {
+                    tracing::info!(
+                        producer_id = bumped.id,
+                        epoch = bumped.epoch,
+                        "sequence broken: bumped the producer epoch"
+                    );
+                    *current = Some(bumped);
+                    producer = bumped;
+                }
+                None => {
+                    *current = None;
+                    return SequencePlan::NeedProducerId;
+                }
+            }
+        }
+        for batch in &mut queue.batches {
+            batch.sequence = None; // renumbered as they leave
+        }
+        queue.sequences = PartitionSequences {
+            producer: Some(producer),
+            next: 0,
+            broken: false,
+        };
+        return SequencePlan::Send;
+    }
+    if queue.sequences.producer == Some(producer) {
+        return SequencePlan::Send;
+    }
+    // Numbered under an older identity (or not at all yet).
+    if queue.batches.front().is_some_and(|b| b.sequence.is_some()) {
+        // A retry under the old identity: it goes as it is.
+        return SequencePlan::Send;
+    }
+    if !queue.in_flight.is_empty() {
+        return SequencePlan::Wait;
+    }
+    queue.sequences = PartitionSequences {
+        producer: Some(producer),
+        next: 0,
+        broken: false,
+    };
+    SequencePlan::Send
 }
 
 fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
@@ -351,7 +567,7 @@ mod tests {
 
     #[test]
     fn batches_fill_up_to_batch_size_then_wait_for_linger() {
-        let mut acc = Accumulator::new(&config());
+        let mut acc = Accumulator::new(&config(), false);
         let t0 = Instant::now();
         let mut wakes = 0;
         for i in 0..10 {
@@ -389,7 +605,7 @@ mod tests {
 
     #[test]
     fn in_flight_limit_and_retry_order() {
-        let mut acc = Accumulator::new(&config());
+        let mut acc = Accumulator::new(&config(), false);
         let t0 = Instant::now();
         acc.flushes = 1;
         // Four batches of one partition (each record fills a batch).
@@ -433,7 +649,7 @@ mod tests {
 
     #[test]
     fn unknown_leaders_are_reported_and_old_batches_expire() {
-        let mut acc = Accumulator::new(&config());
+        let mut acc = Accumulator::new(&config(), false);
         let t0 = Instant::now();
         let (future, _) = acc.append(tp(3), record("a"), 1, 10, t0);
         let drained = acc.drain(t0 + Duration::from_millis(20), |_| None);
@@ -459,7 +675,7 @@ mod tests {
 
     #[test]
     fn delivery_offsets_are_base_plus_index() {
-        let mut acc = Accumulator::new(&config());
+        let mut acc = Accumulator::new(&config(), false);
         let t0 = Instant::now();
         let futures: Vec<_> = (0..3)
             .map(|i| acc.append(tp(0), record("v"), 1000 + i, 1, t0).0)
@@ -490,5 +706,149 @@ mod tests {
             })
             .collect();
         assert_eq!(offsets, [(40, 1000), (41, 1001), (42, 1002)]);
+    }
+
+    /// The base sequence, producer id and epoch in a batch's bytes.
+    fn numbered(batch: &mut ProducerBatch) -> (i64, i16, i32) {
+        let bytes = batch.bytes().unwrap();
+        let header = sluice_storage::batch::validate_stored_batch(&bytes).unwrap();
+        (
+            header.producer_id(),
+            header.producer_epoch(),
+            header.base_sequence(),
+        )
+    }
+
+    fn take_one(acc: &mut Accumulator, now: Instant) -> Option<ProducerBatch> {
+        let mut drained = acc.drain(now, |_| Some(1));
+        assert!(drained.failed.is_empty() && drained.expired.is_empty());
+        let mut batches = drained.by_broker.remove(&1)?;
+        assert_eq!(batches.len(), 1, "one partition at a time in these tests");
+        batches.pop()
+    }
+
+    fn ack() -> Result<BatchAck> {
+        Ok(BatchAck {
+            base_offset: 0,
+            log_append_time: -1,
+        })
+    }
+
+    #[test]
+    fn idempotent_batches_are_numbered_when_they_leave_and_keep_their_sequence() {
+        let mut acc = Accumulator::new(&config(), true);
+        let t0 = Instant::now();
+        acc.flushes = 1;
+        // Three one-record batches and one of two records (each record fills a batch).
+        let big = "x".repeat(190);
+        for _ in 0..3 {
+            acc.append(tp(0), record(&big), 1, 200, t0);
+        }
+        let drained = acc.drain(t0, |_| Some(1));
+        assert!(drained.needs_producer_id && drained.by_broker.is_empty());
+        acc.set_producer_id(ProducerId { id: 7, epoch: 0 });
+
+        let mut b0 = take_one(&mut acc, t0).unwrap();
+        let mut b1 = take_one(&mut acc, t0).unwrap();
+        assert!(take_one(&mut acc, t0).is_none(), "max_in_flight = 2");
+        assert_eq!(numbered(&mut b0), (7, 0, 0));
+        assert_eq!(numbered(&mut b1), (7, 0, 1));
+
+        // b0 fails retriably; b1 then gets OUT_OF_ORDER: not the first unresolved
+        // batch (b0 waits to be retried), so it is retried with its sequence.
+        let backoff = t0 + Duration::from_millis(100);
+        acc.requeue(b0, Some(backoff));
+        assert!(!acc.sequence_error(&b1));
+        acc.requeue(b1, Some(backoff));
+        let mut b0 = take_one(&mut acc, backoff).unwrap();
+        let mut b1 = take_one(&mut acc, backoff).unwrap();
+        assert_eq!(
+            (numbered(&mut b0), numbered(&mut b1)),
+            ((7, 0, 0), (7, 0, 1))
+        );
+
+        // b0 is acknowledged, and the broker answers OUT_OF_ORDER for b1, the next one:
+        // the sequence is broken. Once nothing is in flight the epoch is bumped and b1
+        // (and b2 after it) are renumbered from 0.
+        acc.complete(b0, ack(), true);
+        assert!(acc.sequence_error(&b1));
+        acc.requeue(b1, Some(backoff));
+        let mut b1 = take_one(&mut acc, backoff).unwrap();
+        assert_eq!(numbered(&mut b1), (7, 1, 0));
+        assert_eq!(acc.producer_id(), Some(ProducerId { id: 7, epoch: 1 }));
+        let mut b2 = take_one(&mut acc, backoff).unwrap();
+        assert_eq!(numbered(&mut b2), (7, 1, 1));
+    }
+
+    #[test]
+    fn other_partitions_move_to_a_new_epoch_only_when_their_numbered_batches_are_done() {
+        let mut acc = Accumulator::new(&config(), true);
+        let t0 = Instant::now();
+        acc.flushes = 1;
+        acc.set_producer_id(ProducerId { id: 3, epoch: 0 });
+        let big = "x".repeat(190);
+        acc.append(tp(0), record(&big), 1, 200, t0);
+        acc.append(tp(1), record(&big), 1, 200, t0);
+        let mut drained = acc.drain(t0, |_| Some(1));
+        let mut batches = drained.by_broker.remove(&1).unwrap();
+        batches.sort_by_key(|b| b.tp.partition);
+        let (p0, mut p1) = {
+            let mut it = batches.into_iter();
+            (it.next().unwrap(), it.next().unwrap())
+        };
+        assert_eq!(numbered(&mut p1), (3, 0, 0));
+        // Partition 0's sequence breaks and the epoch is bumped while partition 1 still
+        // has its epoch-0 batch in flight.
+        assert!(acc.sequence_error(&p0));
+        acc.requeue(p0, None);
+        let mut p0 = take_one(&mut acc, t0).unwrap();
+        assert_eq!((p0.tp.partition, numbered(&mut p0)), (0, (3, 1, 0)));
+        acc.append(tp(1), record(&big), 1, 200, t0);
+        assert!(
+            take_one(&mut acc, t0).is_none(),
+            "partition 1 waits for its epoch-0 batch"
+        );
+        // Partition 1's retry still goes out under epoch 0, with its sequence ...
+        acc.requeue(p1, None);
+        let mut p1 = take_one(&mut acc, t0).unwrap();
+        assert_eq!((p1.tp.partition, numbered(&mut p1)), (1, (3, 0, 0)));
+        // ... and once it is acknowledged, the next batch starts epoch 1 at 0.
+        acc.complete(p1, ack(), true);
+        let mut next = take_one(&mut acc, t0).unwrap();
+        assert_eq!((next.tp.partition, numbered(&mut next)), (1, (3, 1, 0)));
+        acc.complete(p0, ack(), true);
+        acc.complete(next, ack(), true);
+        acc.flushes = 0;
+        acc.prune();
+        assert_eq!(acc.queues.len(), 2, "sequence state is never pruned");
+    }
+
+    #[test]
+    fn an_exhausted_epoch_asks_for_a_new_producer_id_and_fatal_errors_fail_everything() {
+        let mut acc = Accumulator::new(&config(), true);
+        let t0 = Instant::now();
+        acc.flushes = 1;
+        let last = ProducerId {
+            id: 9,
+            epoch: i16::MAX,
+        };
+        acc.set_producer_id(last);
+        acc.append(tp(0), record("a"), 1, 10, t0);
+        let b = take_one(&mut acc, t0).unwrap();
+        assert!(acc.sequence_error(&b));
+        acc.requeue(b, None);
+        let drained = acc.drain(t0, |_| Some(1));
+        assert!(drained.needs_producer_id && drained.by_broker.is_empty());
+        assert_eq!(acc.producer_id(), None);
+        acc.set_producer_id(ProducerId { id: 10, epoch: 0 });
+        let mut b = take_one(&mut acc, t0).unwrap();
+        assert_eq!(numbered(&mut b), (10, 0, 0));
+
+        acc.append(tp(0), record("b"), 1, 10, t0);
+        acc.fail_fatally(Error::Closed("test"));
+        let drained = acc.drain(t0, |_| Some(1));
+        assert_eq!(drained.failed.len(), 1);
+        assert!(matches!(drained.failed[0].1, Error::Closed("test")));
+        assert!(drained.by_broker.is_empty());
     }
 }

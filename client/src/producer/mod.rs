@@ -8,15 +8,21 @@
 //!   (`linger`) or flushed, builds and compresses them, groups them per leader broker
 //!   into Produce requests and handles the answers: success, retry, or failure.
 //! - Ordering: batches of one partition leave in order, at most `max_in_flight` at a
-//!   time. A batch that fails with a retriable error goes back to the front of its
+//!   time, and requests to one broker are written to its connection in the order they
+//!   were made. A batch that fails with a retriable error goes back to the front of its
 //!   partition's queue, and nothing newer for that partition is sent until the requests
 //!   already in flight have come back; retried batches then go out in their original
-//!   order. Without the idempotent producer (a later addition: the batch builder already
-//!   carries producer id, epoch and sequence, and [`accumulator::PartitionQueue`] is
-//!   where sequences will be assigned) a broker cannot reject a batch that overtakes a
-//!   failed one, so strict order under retries needs `max_in_flight = 1`, as in Kafka.
+//!   order.
+//! - Idempotence ([`idempotence`], on by default as in the Java client): batches carry a
+//!   producer id, epoch and sequence numbers, so the broker writes a retried batch only
+//!   once and refuses one that would overtake a failed batch. That makes retries safe
+//!   with up to 5 batches in flight per partition: every record is written exactly once,
+//!   in order, across broker restarts. Without it (`enable_idempotence = Some(false)`,
+//!   or `acks` other than `All`) a retry may write a batch twice, and strict order under
+//!   retries needs `max_in_flight = 1`, as in Kafka.
 
 pub mod accumulator;
+pub mod idempotence;
 pub mod partitioner;
 pub(crate) mod sender;
 
@@ -85,6 +91,19 @@ pub struct ProducerConfig {
     pub max_block: Duration,
     /// Ask the broker to create unknown topics (it does if `auto.create.topics.enable`).
     pub allow_auto_create_topics: bool,
+    /// `enable.idempotence`: batches carry a producer id and sequence numbers, so that
+    /// retries write every record exactly once and in order (see [`idempotence`]).
+    ///
+    /// - `None` (the default): on, unless `acks` is not `All` or `retries` is 0; then
+    ///   off. This is what the Java client (3.2+) does when `enable.idempotence` is not
+    ///   set: it defaults to true and gives way to conflicting settings.
+    /// - `Some(true)`: on; `acks` other than `All` or `retries = 0` is a configuration
+    ///   error ([`Error::InvalidArgument`] from [`Producer::new`]).
+    /// - `Some(false)`: off.
+    ///
+    /// `max_in_flight` is at most 5 in any case. Use [`ProducerConfig::idempotence`] to
+    /// see what a configuration comes to.
+    pub enable_idempotence: Option<bool>,
 }
 
 impl Default for ProducerConfig {
@@ -101,6 +120,34 @@ impl Default for ProducerConfig {
             max_in_flight: 5,
             max_block: Duration::from_secs(60),
             allow_auto_create_topics: true,
+            enable_idempotence: None,
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// Whether a producer with this configuration is idempotent (see
+    /// [`ProducerConfig::enable_idempotence`]); an error if idempotence is asked for
+    /// explicitly together with settings it cannot work with.
+    pub fn idempotence(&self) -> Result<bool> {
+        let conflict = if self.acks != Acks::All {
+            Some(format!(
+                "acks = {:?} (the idempotent producer needs acks = All)",
+                self.acks
+            ))
+        } else if self.retries == 0 {
+            Some("retries = 0 (the idempotent producer needs retries)".to_owned())
+        } else {
+            None
+        };
+        match (self.enable_idempotence, conflict) {
+            (Some(false), _) => Ok(false),
+            (None, conflict) => Ok(conflict.is_none()),
+            (Some(true), None) => Ok(true),
+            (Some(true), Some(conflict)) => Err(Error::InvalidArgument(format!(
+                "enable_idempotence = Some(true) conflicts with {conflict}; set \
+                 enable_idempotence to None or Some(false) to turn it off"
+            ))),
         }
     }
 }
@@ -292,6 +339,8 @@ impl IntoFuture for DeliveryFuture {
 pub(crate) struct ProducerShared {
     pub client: Client,
     pub config: ProducerConfig,
+    /// `config.idempotence()`, resolved once.
+    pub idempotent: bool,
     pub accumulator: Mutex<Accumulator>,
     /// Wakes the sender: a batch may be ready, or the producer closes.
     pub wake: Notify,
@@ -335,11 +384,13 @@ impl Producer {
                 config.max_in_flight
             )));
         }
+        let idempotent = config.idempotence()?;
         let memory = config.buffer_memory.min(Semaphore::MAX_PERMITS);
         let shared = Arc::new(ProducerShared {
-            accumulator: Mutex::new(Accumulator::new(&config)),
+            accumulator: Mutex::new(Accumulator::new(&config, idempotent)),
             client,
             config,
+            idempotent,
             wake: Notify::new(),
             memory: Semaphore::new(memory),
         });
@@ -355,15 +406,25 @@ impl Producer {
         &self.shared.config
     }
 
+    /// Whether the producer is idempotent (see [`ProducerConfig::enable_idempotence`]).
+    pub fn is_idempotent(&self) -> bool {
+        self.shared.idempotent
+    }
+
+    /// The idempotent producer's id and epoch, once a broker has handed them out (before
+    /// the first batch is sent). `None` for a producer that is not idempotent.
+    pub fn producer_id(&self) -> Option<idempotence::ProducerId> {
+        self.shared.lock().producer_id()
+    }
+
     /// Appends `record` to its partition's batch and returns its [`DeliveryFuture`].
     ///
     /// Waits (at most `max_block`) for the topic's metadata and for buffer space. Fails
     /// at once for an unknown topic or partition, a record larger than
-    /// `max_request_size`, or a closed producer.
+    /// `max_request_size`, a closed producer, or one that met a fatal error (such as
+    /// [`Error::ProducerFenced`]; that error is returned).
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
-        if self.shared.lock().closed {
-            return Err(Error::Closed("producer"));
-        }
+        self.check_usable()?;
         let (count, available) = self.partitions_of(&record.topic).await?;
         let partition = match record.partition {
             Some(p) if (0..count).contains(&p) => p,
@@ -413,15 +474,20 @@ impl Producer {
         let tp = TopicPartition::new(record.topic.clone(), partition);
         let appended = {
             let mut accumulator = self.shared.lock();
-            if accumulator.closed {
-                None
-            } else {
-                Some(accumulator.append(tp, record, timestamp, permits as usize, Instant::now()))
+            match (accumulator.closed, accumulator.fatal()) {
+                (true, _) => Err(Error::Closed("producer")),
+                (false, Some(fatal)) => Err(fatal.clone()),
+                (false, None) => {
+                    Ok(accumulator.append(tp, record, timestamp, permits as usize, Instant::now()))
+                }
             }
         };
-        let Some((future, wake)) = appended else {
-            self.shared.memory.add_permits(permits as usize);
-            return Err(Error::Closed("producer"));
+        let (future, wake) = match appended {
+            Ok(appended) => appended,
+            Err(e) => {
+                self.shared.memory.add_permits(permits as usize);
+                return Err(e);
+            }
         };
         if unkeyed {
             self.sticky
@@ -440,6 +506,17 @@ impl Producer {
             self.shared.wake.notify_one();
         }
         Ok(future)
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        let accumulator = self.shared.lock();
+        if accumulator.closed {
+            return Err(Error::Closed("producer"));
+        }
+        match accumulator.fatal() {
+            Some(fatal) => Err(fatal.clone()),
+            None => Ok(()),
+        }
     }
 
     /// Partition count and partitions with a leader, from the cache when fresh.
@@ -517,4 +594,57 @@ fn partition_summary(topic: &crate::metadata::TopicInfo) -> (i32, Vec<i32>) {
         .max(topic.partitions.len() as i32);
     let available = topic.available_partitions().map(|p| p.partition).collect();
     (count, available)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotence_is_on_by_default_and_gives_way_unless_asked_for() {
+        let config = |acks, retries, enable_idempotence| ProducerConfig {
+            acks,
+            retries,
+            enable_idempotence,
+            ..ProducerConfig::default()
+        };
+        assert!(ProducerConfig::default().idempotence().unwrap());
+        // Not set: conflicting settings turn it off (Java's behaviour since 3.2).
+        assert!(!config(Acks::Leader, 5, None).idempotence().unwrap());
+        assert!(!config(Acks::None, 5, None).idempotence().unwrap());
+        assert!(!config(Acks::All, 0, None).idempotence().unwrap());
+        // Asked for: conflicts are errors.
+        assert!(config(Acks::All, 5, Some(true)).idempotence().unwrap());
+        for (acks, retries) in [(Acks::Leader, 5), (Acks::None, 5), (Acks::All, 0)] {
+            let error = config(acks, retries, Some(true)).idempotence().unwrap_err();
+            assert!(matches!(error, Error::InvalidArgument(_)), "{error:?}");
+        }
+        assert!(!config(Acks::All, 5, Some(false)).idempotence().unwrap());
+    }
+
+    #[tokio::test]
+    async fn conflicting_settings_are_refused_by_the_constructor() {
+        let client = Client::new(crate::ClientConfig::new("127.0.0.1:9")).unwrap();
+        let explicit = ProducerConfig {
+            acks: Acks::Leader,
+            enable_idempotence: Some(true),
+            ..ProducerConfig::default()
+        };
+        let error = Producer::new(client.clone(), explicit).unwrap_err();
+        assert!(error.to_string().contains("acks = Leader"), "{error}");
+        let implicit = ProducerConfig {
+            acks: Acks::Leader,
+            ..ProducerConfig::default()
+        };
+        assert!(!Producer::new(client.clone(), implicit)
+            .unwrap()
+            .is_idempotent());
+        let default = Producer::new(client, ProducerConfig::default()).unwrap();
+        assert!(default.is_idempotent());
+        assert_eq!(
+            default.producer_id(),
+            None,
+            "asked for before the first send"
+        );
+    }
 }

@@ -14,14 +14,26 @@
 //!
 //! The broker's log goes to `broker.log` in its temporary directory and is printed when
 //! a test fails.
+//!
+//! [`LossyProxy`] sits between clients and a local broker (which then advertises the
+//! proxy's address) and can lose the broker's answers on demand, the way a broker that
+//! dies between writing a batch and answering does.
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{FetchRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use sluice_storage::batch::{self, BatchHeader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 /// A running broker, stopped (and its data removed) on drop.
 pub struct Broker {
@@ -29,25 +41,35 @@ pub struct Broker {
     child: Option<Child>,
     /// Data directory and `broker.log` (the broker's stderr), kept for restarts.
     dir: Option<tempfile::TempDir>,
+    /// Extra command-line arguments, kept for restarts.
+    args: Vec<String>,
 }
 
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
 impl Broker {
     pub fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    /// [`Broker::start`] with extra command-line arguments for a local broker.
+    pub fn start_with(args: &[&str]) -> Broker {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         if let Ok(addr) = std::env::var("SLUICE_TEST_BOOTSTRAP") {
             return Broker {
                 addr,
                 child: None,
                 dir: None,
+                args,
             };
         }
         let dir = tempfile::tempdir().expect("create a temporary directory");
-        let (child, addr) = spawn(&dir, "127.0.0.1:0");
+        let (child, addr) = spawn(&dir, "127.0.0.1:0", &args);
         Broker {
             addr,
             child: Some(child),
             dir: Some(dir),
+            args,
         }
     }
 
@@ -64,7 +86,7 @@ impl Broker {
         };
         let _ = child.kill();
         let _ = child.wait();
-        let (child, addr) = spawn(dir, &self.addr);
+        let (child, addr) = spawn(dir, &self.addr, &self.args);
         assert_eq!(addr, self.addr, "the restarted broker listens elsewhere");
         self.child = Some(child);
     }
@@ -72,7 +94,7 @@ impl Broker {
 
 /// Starts the broker with data in `dir/data` and stderr appended to `dir/broker.log`;
 /// returns it with the address it printed.
-fn spawn(dir: &tempfile::TempDir, listen: &str) -> (Child, String) {
+fn spawn(dir: &tempfile::TempDir, listen: &str, args: &[String]) -> (Child, String) {
     let bin = broker_binary();
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -84,6 +106,7 @@ fn spawn(dir: &tempfile::TempDir, listen: &str) -> (Child, String) {
         .arg(listen)
         .arg("--data-dir")
         .arg(dir.path().join("data"))
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
@@ -184,4 +207,115 @@ pub fn unique(prefix: &str) -> String {
         std::process::id(),
         nanos & 0xff_ffff_ffff
     )
+}
+
+/// A TCP proxy in front of a broker that loses answers on demand: after
+/// [`LossyProxy::cut_answers`], every connection open at that moment discards the next
+/// bytes the broker sends on it and closes, so the client sees its requests fail after
+/// the broker has handled them. Start the broker with `--advertised-listener
+/// <proxy addr>` so that every connection goes through the proxy, then tell the proxy
+/// where the broker is ([`LossyProxy::forward_to`]).
+pub struct LossyProxy {
+    pub addr: String,
+    target: Arc<Mutex<String>>,
+    cuts: Arc<AtomicU64>,
+    /// Answers lost so far.
+    pub lost: Arc<AtomicU64>,
+}
+
+impl LossyProxy {
+    pub async fn start() -> LossyProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = LossyProxy {
+            addr: listener.local_addr().unwrap().to_string(),
+            target: Arc::default(),
+            cuts: Arc::default(),
+            lost: Arc::default(),
+        };
+        let (target, cuts, lost) = (proxy.target.clone(), proxy.cuts.clone(), proxy.lost.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let target = target.lock().unwrap().clone();
+                tokio::spawn(relay(client, target, cuts.clone(), lost.clone()));
+            }
+        });
+        proxy
+    }
+
+    pub fn forward_to(&self, broker: &str) {
+        *self.target.lock().unwrap() = broker.to_owned();
+    }
+
+    /// Makes every open connection lose the broker's next answer and close.
+    pub fn cut_answers(&self) {
+        self.cuts.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn relay(client: TcpStream, target: String, cuts: Arc<AtomicU64>, lost: Arc<AtomicU64>) {
+    let Ok(broker) = TcpStream::connect(&target).await else {
+        return; // the client sees the connection close
+    };
+    let seen = cuts.load(Ordering::SeqCst);
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut broker_read, mut broker_write) = broker.into_split();
+    let upstream = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut client_read, &mut broker_write).await;
+    });
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = match broker_read.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if cuts.load(Ordering::SeqCst) > seen {
+            lost.fetch_add(1, Ordering::SeqCst);
+            break; // the answer is lost with the connection
+        }
+        if client_write.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+    }
+    upstream.abort();
+}
+
+/// Producer id, epoch, base sequence and record count of every batch stored in a
+/// partition, read with a raw Fetch from offset 0 (the consumer API does not show batch
+/// headers).
+pub async fn stored_batches(
+    client: &sluice_client::Client,
+    topic: &str,
+    partition: i32,
+) -> Vec<(i64, i16, i32, i32)> {
+    let (_, connection) = client.leader(topic, partition).await.unwrap();
+    // v12 names topics by name (v13+ by id).
+    let version = connection.version_capped::<FetchRequest>(12).unwrap();
+    let request = FetchRequest::default()
+        .with_replica_id((-1).into())
+        .with_max_wait_ms(0)
+        .with_max_bytes(64 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(0)
+                .with_current_leader_epoch(-1)
+                .with_log_start_offset(-1)
+                .with_partition_max_bytes(64 << 20)])]);
+    let response = connection.send(&request, version).await.unwrap();
+    let data = &response.responses[0].partitions[0];
+    assert_eq!(data.error_code, 0, "fetch {topic}-{partition}");
+    let records = data.records.clone().unwrap_or_default();
+    batch::batches(&records)
+        .map(|b| {
+            let header = BatchHeader::new(b.unwrap()).unwrap();
+            (
+                header.producer_id(),
+                header.producer_epoch(),
+                header.base_sequence(),
+                header.records_count(),
+            )
+        })
+        .collect()
 }

@@ -22,13 +22,13 @@ use crate::util;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum AcksArg {
-    /// Do not wait for the broker (fastest; failures go unnoticed).
+    /// Do not wait for the broker (fastest; failures go unnoticed; not idempotent).
     #[value(name = "0")]
     Zero,
-    /// The partition leader has written the record.
+    /// The partition leader has written the record (not idempotent).
     #[value(name = "1")]
     One,
-    /// All in-sync replicas have the record (safest).
+    /// All in-sync replicas have the record (safest; idempotent).
     All,
 }
 
@@ -66,7 +66,10 @@ pub struct ProduceArgs {
     /// key are spread over the partitions).
     #[arg(long, short = 'p', value_name = "P")]
     pub partition: Option<i32>,
-    /// When the broker confirms a record.
+    /// When the broker confirms a record. With `all` (the default) the producer is
+    /// idempotent: a batch retried after a lost answer or a broker restart is written
+    /// once, in order. `0` and `1` turn idempotence off (as the Java client does when
+    /// acks is not all), so a retry may write records twice.
     #[arg(long, value_enum, default_value = "all")]
     pub acks: AcksArg,
     /// Compress batches of records with this codec.
@@ -152,6 +155,8 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> Result<ExitCode> {
             },
             linger: Duration::from_millis(args.linger_ms),
             allow_auto_create_topics: false,
+            // Not set: on with acks=all, off with --acks 0 or 1 (see `--acks`).
+            enable_idempotence: None,
             ..ProducerConfig::default()
         },
     )?;
