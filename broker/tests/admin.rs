@@ -7,6 +7,9 @@ use common::{batch, name, Client};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
@@ -14,8 +17,9 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 };
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, IncrementalAlterConfigsRequest, MetadataRequest, MetadataResponse,
+    BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest, MetadataRequest,
+    MetadataResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -337,6 +341,15 @@ async fn the_offsets_topic_cannot_be_deleted_or_resized() {
         ResponseError::InvalidRequest.code()
     );
     assert!(broker.state().topics.get("__consumer_offsets").is_some());
+    let delete = DeleteRecordsRequest::default().with_topics(vec![DeleteRecordsTopic::default()
+        .with_name(name("__consumer_offsets"))
+        .with_partitions(vec![DeleteRecordsPartition::default()
+            .with_partition_index(0)
+            .with_offset(-1)])]);
+    assert_eq!(
+        client.send(2, &delete).await.topics[0].partitions[0].error_code,
+        ResponseError::InvalidTopicException.code()
+    );
     broker.shutdown().await.unwrap();
 }
 

@@ -16,6 +16,7 @@ use kafka_protocol::messages::{
 };
 use sluice_storage::{PartitionLog, StorageError};
 
+use crate::coordinator::store::OFFSETS_TOPIC;
 use crate::errors::storage_error_code;
 use crate::state::BrokerState;
 
@@ -114,6 +115,11 @@ pub fn delete_records(
                     else {
                         return answer.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
+                    if t.name.0.as_str() == OFFSETS_TOPIC {
+                        // Kafka: "Cannot delete records of internal topic". Deleting them
+                        // would drop committed offsets at the next replay.
+                        return answer.with_error_code(ResponseError::InvalidTopicException.code());
+                    }
                     // -1 means "up to the high watermark".
                     let offset = if p.offset == -1 {
                         partition.log.high_watermark()
