@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sluice against Apache Kafka on this machine, in one run, with the machine's own limits.
 #
-#   scripts/bench.sh            full comparison (~25 min): 3 runs of every scenario, writes
+#   scripts/bench.sh            full comparison (~20 min): 3 runs of every scenario, writes
 #                               docs/benchmarks.md (the results block) and docs/bench/*.json
 #   scripts/bench.sh --quick    fewer records, 1 run each (~6 min); writes to target/bench-quick/
 #   options: --runs N   --out DIR (raw JSON)   --report FILE (markdown)
@@ -120,7 +120,9 @@ start_sluice() {
     shift
     local dir="$WORK/$name"
     mkdir -p "$dir"
-    env "$@" RUST_LOG=warn "$BROKER_BIN" --listen 127.0.0.1:0 --data-dir "$dir/data" \
+    # Like the Kafka peer (scripts/peers/kafka.sh): no delay before a new group's first
+    # rebalance, so the group-based cross-checks measure reading, not a 3 s wait.
+    env SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS=0 "$@" RUST_LOG=warn "$BROKER_BIN" --listen 127.0.0.1:0 --data-dir "$dir/data" \
         >"$dir/stdout" 2>"$dir/stderr" </dev/null &
     local pid=$!
     local deadline=$((SECONDS + 30))
@@ -259,7 +261,7 @@ python3 - "$OUT/machine/brokers.json" "$(rss sluice)" "$(rss kafka)" \
 import json, sys
 s, k = (list(map(int, x.split())) for x in sys.argv[2:4])
 json.dump({
-    "sluice": {"idle_rss_kib": s[0], "idle_anon_kib": s[1], "settings": "defaults (log.flush.policy=os)"},
+    "sluice": {"idle_rss_kib": s[0], "idle_anon_kib": s[1], "settings": "defaults (log.flush.policy=os), group.initial.rebalance.delay.ms=0"},
     "kafka": {"idle_rss_kib": k[0], "idle_anon_kib": k[1], "cmdline": sys.argv[4], "server_properties": sys.argv[5]},
 }, open(sys.argv[1], "w"), indent=2)
 PY
@@ -539,7 +541,7 @@ w(f"- Machine: {machine['cores']} cores ({machine['cpu_model']}), {machine['memo
   f"kernel {machine['kernel']}, file system {machine['filesystem']} (read_ahead_kb {machine['read_ahead_kb'] or '?'}); "
   f"load average at start {' '.join(machine['loadavg_at_start'])}.")
 w(f"- Brokers side by side on 127.0.0.1, each with its own temp data dir: Sluice release build, defaults "
-  f"(`log.flush.policy=os`); Apache Kafka 4.4.0 single-node KRaft from `scripts/peers/kafka.sh`, "
+  f"(`log.flush.policy=os`) but `group.initial.rebalance.delay.ms=0` as the Kafka peer has it; Apache Kafka 4.4.0 single-node KRaft from `scripts/peers/kafka.sh`, "
   f"{machine['java']}, JVM `{' '.join(a for a in brokers['kafka']['cmdline'].split() if a.startswith('-X'))}`, "
   f"defaults otherwise. One unrecorded warm-up per broker first.")
 w(f"- Client: `sluice-bench` (release) for both, on the same 2 cores as the broker under test; "
@@ -716,12 +718,16 @@ w("### Cross-check with other clients (100 B, 1 partition, acks=1, linger.ms=5, 
 w("")
 w("| client | Sluice records/s | Kafka records/s | ratio |")
 w("|---|---|---|---|")
+xc_fetch = lambda d: d["fetch_records_per_s"]
 for name, label in (("kcat-produce", "kcat produce (wall clock incl. start)"),
                     ("producer-performance", "Kafka ProducerPerformance"),
                     ("kcat-consume", "kcat consume from the start of the 100 B replay topic (wall clock)"),
                     ("consumer-performance", "Kafka ConsumerPerformance, same records")):
     s, k = fig("sluice", f"xc-{name}", lambda d: d["records_per_s"]), fig("kafka", f"xc-{name}", lambda d: d["records_per_s"])
     w(f"| {label} | {s.fmt(n0)} | {k.fmt(n0)} | {rfmt(ratio(s, k))} |")
+    if name == "consumer-performance":
+        s, k = fig("sluice", f"xc-{name}", xc_fetch), fig("kafka", f"xc-{name}", xc_fetch)
+        w(f"| Kafka ConsumerPerformance, fetch only (fetch.nMsg.sec: without the group join) | {s.fmt(n0)} | {k.fmt(n0)} | {rfmt(ratio(s, k))} |")
 s = fig("sluice", "produce-100b-p1-acks1", rps("produce")); k = fig("kafka", "produce-100b-p1-acks1", rps("produce"))
 w(f"| sluice-bench produce (from above) | {s.fmt(n0)} | {k.fmt(n0)} | {rfmt(ratio(s, k))} |")
 s = fig("sluice", "replay-100b", rps("consume")); k = fig("kafka", "replay-100b", rps("consume"))

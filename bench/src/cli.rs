@@ -99,7 +99,7 @@ pub struct ProducerArgs {
     /// buffer.memory in bytes, per producer
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     pub buffer_memory: usize,
-    /// enable.idempotence (true needs a client with the idempotent producer)
+    /// enable.idempotence (true needs --acks all)
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub idempotence: bool,
 }

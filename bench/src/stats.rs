@@ -56,13 +56,7 @@ impl Meter {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// A latency sample (clamped to 1 µs .. [`MAX_LATENCY_US`]).
-    pub fn latency(&self, latency: Duration) {
-        let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
-        self.histogram().saturating_record(us);
-    }
-
-    /// Many latency samples under one lock.
+    /// Latency samples, under one lock (each clamped to 1 µs .. [`MAX_LATENCY_US`]).
     pub fn latencies(&self, latencies: impl IntoIterator<Item = Duration>) {
         let mut h = self.histogram();
         for latency in latencies {
@@ -341,8 +335,8 @@ mod tests {
     fn latencies_are_clamped_not_lost() {
         let mut c = Collector::new("x", "test");
         let meter = c.meter();
-        meter.latency(Duration::ZERO);
-        meter.latency(Duration::from_secs(10 * 3600));
+        meter.latencies([Duration::ZERO]);
+        meter.latencies([Duration::from_secs(10 * 3600)]);
         c.tick(Duration::from_secs(1));
         let s = c.summary(Duration::from_secs(1));
         assert_eq!(s.latency.count, 2);
@@ -370,7 +364,7 @@ mod tests {
         b.add(10, 1_000);
         b.error(2, &"boom");
         b.error(1, &"second");
-        b.latency(Duration::from_millis(5));
+        b.latencies([Duration::from_millis(5)]);
         let second = c.tick(Duration::from_millis(1500));
         assert_eq!(second.records, 10);
         assert_eq!(second.errors, 3);
@@ -394,7 +388,7 @@ mod tests {
         let mut c = Collector::new("consume", "test");
         let m = c.meter();
         m.add(1, 10);
-        m.latency(Duration::from_micros(42));
+        m.latencies([Duration::from_micros(42)]);
         c.tick(Duration::from_secs(1));
         let empty = c.tick(Duration::from_secs(2));
         assert_eq!(empty.records, 0);
