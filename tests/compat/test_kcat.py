@@ -20,7 +20,12 @@ from pathlib import Path
 import pytest
 
 KCAT = shutil.which("kcat")
-pytestmark = pytest.mark.skipif(KCAT is None, reason="kcat not installed (scripts/deps.sh installs it)")
+
+
+@pytest.fixture(autouse=True)
+def _kcat_installed():
+    """kcat is installed by scripts/deps.sh; a missing kcat fails the tests, never skips them."""
+    assert KCAT is not None, "kcat not installed: run scripts/deps.sh"
 
 
 def kcat(*args: str, timeout: float = 120.0, stdin: bytes | None = None) -> subprocess.CompletedProcess:

@@ -49,12 +49,24 @@ pub fn is_supported(key: ApiKey, version: i16) -> bool {
     supported_range(key).is_some_and(|(min, max)| (min..=max).contains(&version))
 }
 
+/// The minimum version advertised for `key`. Produce is advertised from v0 although
+/// only v3+ is served, as Kafka 4.x does (KAFKA-18659): librdkafka before 2.10 enables
+/// gzip, snappy and lz4 only when the broker lists Produce v0, and would otherwise send
+/// every batch uncompressed. A v0-2 request is still refused (the connection closes).
+fn advertised_min(key: ApiKey, min: i16) -> i16 {
+    if key == ApiKey::Produce {
+        0
+    } else {
+        min
+    }
+}
+
 fn api_keys() -> Vec<ApiVersion> {
     all()
         .map(|&(key, min, max)| {
             ApiVersion::default()
                 .with_api_key(key as i16)
-                .with_min_version(min)
+                .with_min_version(advertised_min(key, min))
                 .with_max_version(max)
         })
         .collect()
