@@ -106,6 +106,45 @@ fn append(c: &mut Criterion) {
             },
         );
     }
+    // The same 8 appenders, each keeping up to 5 batches waiting for durability, as a
+    // Kafka producer does with max.in.flight.requests.per.connection = 5.
+    group.bench_function("policy_always_8_appenders_5_in_flight", |b| {
+        let dir = bench_dir();
+        let log = Arc::new(open(dir.path(), FlushPolicy::Always));
+        let appenders = 8usize;
+        b.iter_custom(|iters| {
+            let per_thread = (iters as usize).div_ceil(appenders);
+            let started = Instant::now();
+            let threads: Vec<_> = (0..appenders)
+                .map(|_| {
+                    let log = log.clone();
+                    let batch = batch.clone();
+                    std::thread::spawn(move || {
+                        let mut waiting = std::collections::VecDeque::new();
+                        for _ in 0..per_thread {
+                            let info = log.append(&batch, 0, 0).expect("append");
+                            waiting.push_back(log.wait_durable(info.last_offset + 1));
+                            if waiting.len() == 5 {
+                                if let Some(oldest) = waiting.pop_front() {
+                                    oldest.wait().expect("durable");
+                                }
+                            }
+                        }
+                        for w in waiting {
+                            w.wait().expect("durable");
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().expect("appender");
+            }
+            started
+                .elapsed()
+                .mul_f64(iters as f64 / (per_thread * appenders) as f64)
+        });
+        log.close().expect("close");
+    });
     group.finish();
 }
 
