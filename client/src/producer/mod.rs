@@ -425,7 +425,11 @@ impl Producer {
     /// [`Error::ProducerFenced`]; that error is returned).
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
         self.check_usable()?;
-        let (count, available) = self.partitions_of(&record.topic).await?;
+        // Only the sticky partitioner (no key, no partition) needs the available
+        // partitions; collecting them for every record cost an allocation and a pass over
+        // the partition list per send.
+        let sticky = record.partition.is_none() && record.key.is_none();
+        let (count, available) = self.partitions_of(&record.topic, sticky).await?;
         let partition = match record.partition {
             Some(p) if (0..count).contains(&p) => p,
             Some(p) => {
@@ -520,14 +524,14 @@ impl Producer {
     }
 
     /// Partition count and partitions with a leader, from the cache when fresh.
-    async fn partitions_of(&self, topic: &str) -> Result<(i32, Vec<i32>)> {
+    async fn partitions_of(&self, topic: &str, with_available: bool) -> Result<(i32, Vec<i32>)> {
         let client = &self.shared.client;
         let max_age = client.config().metadata_max_age;
         let cached = client.with_metadata(|m| {
             let fresh = m.refreshed_at(topic).is_some_and(|t| t.elapsed() < max_age);
             m.topic(topic)
                 .filter(|t| fresh && !t.partitions.is_empty())
-                .map(partition_summary)
+                .map(|t| partition_summary(t, with_available))
         });
         if let Some(summary) = cached {
             return Ok(summary);
@@ -539,7 +543,7 @@ impl Producer {
                 self.shared.config.max_block,
             )
             .await?;
-        Ok(partition_summary(&info))
+        Ok(partition_summary(&info, with_available))
     }
 
     /// Sends everything buffered now, without waiting for `linger`, and waits until all of
@@ -586,13 +590,18 @@ impl Drop for Producer {
     }
 }
 
-fn partition_summary(topic: &crate::metadata::TopicInfo) -> (i32, Vec<i32>) {
+/// The partition count and, when asked for, the partitions that have a leader.
+fn partition_summary(topic: &crate::metadata::TopicInfo, with_available: bool) -> (i32, Vec<i32>) {
     let count = topic
         .partitions
         .last()
         .map_or(0, |p| p.partition.saturating_add(1))
         .max(topic.partitions.len() as i32);
-    let available = topic.available_partitions().map(|p| p.partition).collect();
+    let available = if with_available {
+        topic.available_partitions().map(|p| p.partition).collect()
+    } else {
+        Vec::new()
+    };
     (count, available)
 }
 
