@@ -971,6 +971,14 @@ impl VerifiedRanges {
             return;
         }
         let mut ranges = self.lock();
+        // The common case, an append or a sequential read continuing the last range,
+        // extends it in place: no allocation on the append path.
+        if let Some(last) = ranges.last_mut() {
+            if last.0 <= start && start <= last.1 {
+                last.1 = last.1.max(end);
+                return;
+            }
+        }
         ranges.push((start, end));
         ranges.sort_unstable();
         let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
