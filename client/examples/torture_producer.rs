@@ -199,7 +199,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     let started = tokio::time::Instant::now();
     loop {
         let value = format!("{}-{sent}", args.id);
-        let record = ProducerRecord::new(&args.topic)
+        let record = ProducerRecord::new(args.topic.as_str())
             .key(format!("k{}", sent % args.keys))
             .value(value.clone());
         let delivery = tokio::select! {

@@ -86,6 +86,9 @@ struct Inner {
     config: ClientConfig,
     connection_config: ConnectionConfig,
     metadata: Mutex<Metadata>,
+    /// Bumped on every change of `metadata`, so that caches of it (the producer's
+    /// routes) know when to look again without taking the lock per record.
+    metadata_generation: AtomicU64,
     /// One slot per address; the async lock makes concurrent callers share one connect.
     slots: Mutex<HashMap<String, Slot>>,
     /// Group id -> coordinator broker id and address.
@@ -131,6 +134,7 @@ impl Client {
                 config,
                 connection_config,
                 metadata: Mutex::new(Metadata::default()),
+                metadata_generation: AtomicU64::new(0),
                 slots: Mutex::new(HashMap::new()),
                 coordinators: Mutex::new(HashMap::new()),
             }),
@@ -158,12 +162,24 @@ impl Client {
             .unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Changes whenever the cached metadata changes (see [`Client::with_metadata`]).
+    pub fn metadata_generation(&self) -> u64 {
+        self.inner.metadata_generation.load(Ordering::Acquire)
+    }
+
     fn metadata_mut<T>(&self, f: impl FnOnce(&mut Metadata) -> T) -> T {
-        f(&mut self
+        let mut metadata = self
             .inner
             .metadata
             .lock()
-            .unwrap_or_else(|p| p.into_inner()))
+            .unwrap_or_else(|p| p.into_inner());
+        let result = f(&mut metadata);
+        // Bumped under the lock: a reader that sees the new generation and then takes
+        // the lock sees the new metadata.
+        self.inner
+            .metadata_generation
+            .fetch_add(1, Ordering::AcqRel);
+        result
     }
 
     /// The connection to `addr`, opening it if needed.

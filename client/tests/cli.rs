@@ -201,7 +201,7 @@ fn replay_from_an_offset_and_from_a_time() {
             for i in 0..20i64 {
                 producer
                     .send(
-                        ProducerRecord::new(&topic)
+                        ProducerRecord::new(topic.as_str())
                             .partition(p)
                             .value(format!("p{p}-{i}"))
                             .timestamp(base + i * 1000),

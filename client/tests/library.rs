@@ -96,7 +96,7 @@ async fn every_codec_round_trips_with_keys_headers_and_order() {
         for i in 0..200 {
             let key = format!("key-{}", i % 17);
             let value = format!("{} value {i} {}", codec.name(), "x".repeat(i % 50));
-            let record = ProducerRecord::new(&topic)
+            let record = ProducerRecord::new(topic.as_str())
                 .key(key.clone())
                 .value(value.clone())
                 .header("codec", codec.name())
@@ -150,7 +150,7 @@ async fn acks_none_one_and_all() {
         let producer = producer(&client, acks, Compression::None);
         let mut futures = Vec::new();
         for i in 0..50 {
-            let record = ProducerRecord::new(&topic).value(format!("{acks:?} {i}"));
+            let record = ProducerRecord::new(topic.as_str()).value(format!("{acks:?} {i}"));
             futures.push(producer.send(record).await.unwrap());
         }
         for future in futures {
@@ -185,7 +185,7 @@ async fn unkeyed_records_stick_to_a_partition_per_batch() {
     let mut partitions = Vec::new();
     for i in 0..400 {
         let future = producer
-            .send(ProducerRecord::new(&topic).value(format!("{i:040}")))
+            .send(ProducerRecord::new(topic.as_str()).value(format!("{i:040}")))
             .await
             .unwrap();
         partitions.push(future.partition());
@@ -213,7 +213,7 @@ async fn seek_by_offset_time_and_pause_resume() {
         for i in 0..100i64 {
             producer
                 .send(
-                    ProducerRecord::new(&topic)
+                    ProducerRecord::new(topic.as_str())
                         .partition(p)
                         .value(format!("p{p} r{i}"))
                         .timestamp(base + i * 1000),
@@ -296,7 +296,7 @@ async fn many_records_stream_through_in_order() {
     for i in 0..count {
         let f = producer
             .send(
-                ProducerRecord::new(&topic)
+                ProducerRecord::new(topic.as_str())
                     .partition(i % 2)
                     .value(format!("{i}")),
             )
@@ -368,7 +368,7 @@ async fn admin_topic_lifecycle_and_errors() {
     for i in 0..10 {
         producer
             .send(
-                ProducerRecord::new(&topic)
+                ProducerRecord::new(topic.as_str())
                     .partition(i % 2)
                     .value("0123456789"),
             )
@@ -434,7 +434,7 @@ async fn unknown_topics_and_partitions_are_errors() {
     let missing = unique("missing");
     let producer = producer(&client, Acks::All, Compression::None);
     let err = producer
-        .send(ProducerRecord::new(&missing).value("x"))
+        .send(ProducerRecord::new(missing.as_str()).value("x"))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::UnknownTopic { .. }), "{err:?}");
@@ -448,7 +448,7 @@ async fn unknown_topics_and_partitions_are_errors() {
     let topic = unique("one-partition");
     create_topic(&client, &topic, 1).await;
     let err = producer
-        .send(ProducerRecord::new(&topic).partition(5).value("x"))
+        .send(ProducerRecord::new(topic.as_str()).partition(5).value("x"))
         .await
         .unwrap_err();
     assert!(
@@ -479,7 +479,7 @@ async fn the_producer_is_idempotent_by_default() {
     assert!(producer.is_idempotent());
     let mut futures = Vec::new();
     for i in 0..300 {
-        let record = ProducerRecord::new(&topic)
+        let record = ProducerRecord::new(topic.as_str())
             .partition(i % 2)
             .value(format!("idempotent {i}"));
         futures.push(producer.send(record).await.unwrap());
@@ -493,7 +493,11 @@ async fn the_producer_is_idempotent_by_default() {
     let plain = producer_with(&client, Acks::Leader, None);
     assert!(!plain.is_idempotent());
     plain
-        .send(ProducerRecord::new(&topic).partition(0).value("plain"))
+        .send(
+            ProducerRecord::new(topic.as_str())
+                .partition(0)
+                .value("plain"),
+        )
         .await
         .unwrap()
         .await
@@ -559,7 +563,7 @@ async fn producer_and_consumer_ride_out_a_broker_restart() {
         async move {
             let mut futures = Vec::new();
             for i in from..to {
-                let record = ProducerRecord::new(&topic)
+                let record = ProducerRecord::new(topic.as_str())
                     .key(format!("k{}", i % 10))
                     .value(format!("{i}"));
                 futures.push(producer.send(record).await.unwrap());

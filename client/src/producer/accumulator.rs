@@ -43,6 +43,9 @@ pub struct ProducerBatch {
     /// Bytes of `buffer_memory` held until the batch completes.
     pub reserved: usize,
     pub created: Instant,
+    /// The wall clock at `created` (ms since the epoch): the base of the timestamps of
+    /// records appended without one.
+    created_wall_ms: i64,
     /// Send attempts so far.
     pub attempts: u32,
     /// Idempotent producer: producer id, epoch and first sequence, from the first drain.
@@ -161,7 +164,9 @@ pub struct Accumulator {
     linger: Duration,
     delivery_timeout: Duration,
     max_in_flight: usize,
-    queues: HashMap<TopicPartition, PartitionQueue>,
+    /// hashbrown's map: looked up per record by [`PartitionRef`], without building a
+    /// `TopicPartition` (an allocation) each time.
+    queues: hashbrown::HashMap<TopicPartition, PartitionQueue>,
     next_id: u64,
     /// Every batch appended and not yet completed, for `flush`.
     incomplete: HashMap<u64, Arc<BatchShared>>,
@@ -187,7 +192,7 @@ impl Accumulator {
             linger: config.linger,
             delivery_timeout: config.delivery_timeout,
             max_in_flight: config.max_in_flight,
-            queues: HashMap::new(),
+            queues: hashbrown::HashMap::new(),
             next_id: 0,
             incomplete: HashMap::new(),
             flushes: 0,
@@ -245,18 +250,28 @@ impl Accumulator {
         true
     }
 
-    /// Appends a record to its partition's open batch (or a new one). Returns the
-    /// record's future and whether the sender should look (a batch became full).
+    /// Appends a record to partition `partition` of `topic`: to its open batch, or a new
+    /// one. A record without a timestamp gets the batch's wall-clock time of creation
+    /// plus the monotonic time since (`now`), so that appending costs no clock read of
+    /// its own. Returns the record's future and whether the sender should look (a batch
+    /// became full, or a new one needs its linger deadline known).
     pub(crate) fn append(
         &mut self,
-        tp: TopicPartition,
-        record: ProducerRecord,
-        timestamp: i64,
+        topic: &Arc<str>,
+        partition: i32,
+        record: &ProducerRecord,
         reserved: usize,
         now: Instant,
     ) -> (DeliveryFuture, bool) {
         let size = record.encoded_size_bound();
-        let queue = self.queues.entry(tp.clone()).or_default();
+        let key = PartitionRef(topic, partition);
+        let queue = match self.queues.get_mut(&key) {
+            Some(queue) => queue,
+            None => self
+                .queues
+                .entry(TopicPartition::new(&**topic, partition))
+                .or_default(),
+        };
         let fits = queue.batches.back().is_some_and(|b| {
             b.is_open() && (b.records == 0 || b.estimated_size() + size <= self.batch_size)
         });
@@ -267,16 +282,17 @@ impl Accumulator {
             wake = true;
             let id = self.next_id;
             self.next_id += 1;
-            let shared = BatchShared::new(tp.clone());
+            let shared = BatchShared::new(topic.clone(), partition);
             self.incomplete.insert(id, shared.clone());
             queue.batches.push_back(ProducerBatch {
                 id,
-                tp: tp.clone(),
+                tp: TopicPartition::new(&**topic, partition),
                 builder: Some(BatchBuilder::new(self.compression)),
                 built: None,
                 records: 0,
                 reserved: 0,
                 created: now,
+                created_wall_ms: sluice_storage::now_ms(),
                 attempts: 0,
                 sequence: None,
                 shared,
@@ -284,15 +300,21 @@ impl Accumulator {
         }
         let Some(batch) = queue.batches.back_mut() else {
             // Cannot happen (a batch was just ensured); fail the record, not the process.
-            let shared = BatchShared::new(tp);
+            let shared = BatchShared::new(topic.clone(), partition);
             shared.complete(Err(Error::InvalidArgument("no open batch".into())));
             let future = DeliveryFuture {
                 shared,
                 index: 0,
-                timestamp,
+                timestamp: record.timestamp.unwrap_or(-1),
             };
             return (future, false);
         };
+        let timestamp = record.timestamp.unwrap_or_else(|| {
+            let since = now.saturating_duration_since(batch.created).as_millis();
+            batch
+                .created_wall_ms
+                .saturating_add(i64::try_from(since).unwrap_or(i64::MAX))
+        });
         let headers: Vec<(&str, Option<&[u8]>)> = record
             .headers
             .iter()
@@ -539,6 +561,17 @@ fn plan_sequences(queue: &mut PartitionQueue, current: &mut Option<ProducerId>) 
     SequencePlan::Send
 }
 
+/// A borrowed [`TopicPartition`] for lookups: hashes exactly as the owned one does (its
+/// derived `Hash` hashes the topic string, then the partition).
+#[derive(Hash)]
+struct PartitionRef<'a>(&'a str, i32);
+
+impl hashbrown::Equivalent<TopicPartition> for PartitionRef<'_> {
+    fn equivalent(&self, key: &TopicPartition) -> bool {
+        self.1 == key.partition && self.0 == key.topic
+    }
+}
+
 fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
     Some(a.map_or(b, |a| a.min(b)))
 }
@@ -561,6 +594,19 @@ mod tests {
         ProducerRecord::new("t").value(value.to_owned())
     }
 
+    /// Appends `record` with `timestamp` to partition `p` of topic "t".
+    fn put(
+        acc: &mut Accumulator,
+        p: i32,
+        record: ProducerRecord,
+        timestamp: i64,
+        reserved: usize,
+        now: Instant,
+    ) -> (DeliveryFuture, bool) {
+        let record = record.timestamp(timestamp);
+        acc.append(&Arc::from("t"), p, &record, reserved, now)
+    }
+
     fn tp(p: i32) -> TopicPartition {
         TopicPartition::new("t", p)
     }
@@ -571,7 +617,14 @@ mod tests {
         let t0 = Instant::now();
         let mut wakes = 0;
         for i in 0..10 {
-            let (_, wake) = acc.append(tp(0), record(&format!("value {i:02} ........")), 1, 40, t0);
+            let (_, wake) = put(
+                &mut acc,
+                0,
+                record(&format!("value {i:02} ........")),
+                1,
+                40,
+                t0,
+            );
             wakes += usize::from(wake);
         }
         assert!(wakes >= 1, "a full batch wakes the sender");
@@ -611,7 +664,7 @@ mod tests {
         // Four batches of one partition (each record fills a batch).
         let big = "x".repeat(190);
         for _ in 0..4 {
-            acc.append(tp(0), record(&big), 1, 200, t0);
+            put(&mut acc, 0, record(&big), 1, 200, t0);
         }
         let first = acc.drain(t0, |_| Some(1)).by_broker.remove(&1).unwrap();
         let second = acc.drain(t0, |_| Some(1)).by_broker.remove(&1).unwrap();
@@ -651,7 +704,7 @@ mod tests {
     fn unknown_leaders_are_reported_and_old_batches_expire() {
         let mut acc = Accumulator::new(&config(), false);
         let t0 = Instant::now();
-        let (future, _) = acc.append(tp(3), record("a"), 1, 10, t0);
+        let (future, _) = put(&mut acc, 3, record("a"), 1, 10, t0);
         let drained = acc.drain(t0 + Duration::from_millis(20), |_| None);
         assert_eq!(drained.unknown_leaders, [tp(3)]);
         let mut drained = acc.drain(t0 + Duration::from_secs(6), |_| None);
@@ -678,7 +731,7 @@ mod tests {
         let mut acc = Accumulator::new(&config(), false);
         let t0 = Instant::now();
         let futures: Vec<_> = (0..3)
-            .map(|i| acc.append(tp(0), record("v"), 1000 + i, 1, t0).0)
+            .map(|i| put(&mut acc, 0, record("v"), 1000 + i, 1, t0).0)
             .collect();
         acc.flushes = 1;
         let mut batches = acc.drain(t0, |_| Some(7)).by_broker.remove(&7).unwrap();
@@ -742,7 +795,7 @@ mod tests {
         // Three one-record batches and one of two records (each record fills a batch).
         let big = "x".repeat(190);
         for _ in 0..3 {
-            acc.append(tp(0), record(&big), 1, 200, t0);
+            put(&mut acc, 0, record(&big), 1, 200, t0);
         }
         let drained = acc.drain(t0, |_| Some(1));
         assert!(drained.needs_producer_id && drained.by_broker.is_empty());
@@ -787,8 +840,8 @@ mod tests {
         acc.flushes = 1;
         acc.set_producer_id(ProducerId { id: 3, epoch: 0 });
         let big = "x".repeat(190);
-        acc.append(tp(0), record(&big), 1, 200, t0);
-        acc.append(tp(1), record(&big), 1, 200, t0);
+        put(&mut acc, 0, record(&big), 1, 200, t0);
+        put(&mut acc, 1, record(&big), 1, 200, t0);
         let mut drained = acc.drain(t0, |_| Some(1));
         let mut batches = drained.by_broker.remove(&1).unwrap();
         batches.sort_by_key(|b| b.tp.partition);
@@ -803,7 +856,7 @@ mod tests {
         acc.requeue(p0, None);
         let mut p0 = take_one(&mut acc, t0).unwrap();
         assert_eq!((p0.tp.partition, numbered(&mut p0)), (0, (3, 1, 0)));
-        acc.append(tp(1), record(&big), 1, 200, t0);
+        put(&mut acc, 1, record(&big), 1, 200, t0);
         assert!(
             take_one(&mut acc, t0).is_none(),
             "partition 1 waits for its epoch-0 batch"
@@ -833,7 +886,7 @@ mod tests {
             epoch: i16::MAX,
         };
         acc.set_producer_id(last);
-        acc.append(tp(0), record("a"), 1, 10, t0);
+        put(&mut acc, 0, record("a"), 1, 10, t0);
         let b = take_one(&mut acc, t0).unwrap();
         assert!(acc.sequence_error(&b));
         acc.requeue(b, None);
@@ -844,7 +897,7 @@ mod tests {
         let mut b = take_one(&mut acc, t0).unwrap();
         assert_eq!(numbered(&mut b), (10, 0, 0));
 
-        acc.append(tp(0), record("b"), 1, 10, t0);
+        put(&mut acc, 0, record("b"), 1, 10, t0);
         acc.fail_fatally(Error::Closed("test"));
         let drained = acc.drain(t0, |_| Some(1));
         assert_eq!(drained.failed.len(), 1);

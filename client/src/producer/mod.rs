@@ -33,14 +33,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_storage::batch::Compression;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tokio::task::JoinHandle;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::types::{Header, TopicPartition};
+use crate::types::Header;
 use accumulator::Accumulator;
-use partitioner::StickyPartitioner;
+use partitioner::{Route, Routes};
 
 /// How many acknowledgements the leader waits for before answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,9 +153,11 @@ impl ProducerConfig {
 }
 
 /// One record to send.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ProducerRecord {
-    pub topic: String,
+    /// Shared, not owned: a producer sending many records to one topic clones an `Arc`
+    /// per record, not the name.
+    pub topic: Arc<str>,
     /// A fixed partition; `None` lets the partitioner choose (by key, else sticky).
     pub partition: Option<i32>,
     pub key: Option<Bytes>,
@@ -166,10 +168,14 @@ pub struct ProducerRecord {
 }
 
 impl ProducerRecord {
-    pub fn new(topic: impl Into<String>) -> Self {
+    pub fn new(topic: impl Into<Arc<str>>) -> Self {
         ProducerRecord {
             topic: topic.into(),
-            ..ProducerRecord::default()
+            partition: None,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            timestamp: None,
         }
     }
 
@@ -224,7 +230,7 @@ impl ProducerRecord {
 /// Where an acknowledged record was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
-    pub topic: String,
+    pub topic: Arc<str>,
     pub partition: i32,
     /// The record's offset; -1 with `acks = none` (the broker does not say).
     pub offset: i64,
@@ -244,15 +250,17 @@ pub(crate) struct BatchAck {
 /// The shared fate of one batch: every record's [`DeliveryFuture`] waits on it.
 #[derive(Debug)]
 pub(crate) struct BatchShared {
-    pub tp: TopicPartition,
+    pub topic: Arc<str>,
+    pub partition: i32,
     result: OnceLock<Result<BatchAck>>,
     done: Notify,
 }
 
 impl BatchShared {
-    pub(crate) fn new(tp: TopicPartition) -> Arc<Self> {
+    pub(crate) fn new(topic: Arc<str>, partition: i32) -> Arc<Self> {
         Arc::new(BatchShared {
-            tp,
+            topic,
+            partition,
             result: OnceLock::new(),
             done: Notify::new(),
         })
@@ -294,8 +302,8 @@ impl DeliveryFuture {
     fn metadata(&self, result: &Result<BatchAck>) -> Result<RecordMetadata> {
         let ack = result.as_ref().map_err(Clone::clone)?;
         Ok(RecordMetadata {
-            topic: self.shared.tp.topic.clone(),
-            partition: self.shared.tp.partition,
+            topic: self.shared.topic.clone(),
+            partition: self.shared.partition,
             offset: if ack.base_offset < 0 {
                 -1
             } else {
@@ -316,7 +324,7 @@ impl DeliveryFuture {
 
     /// The partition the record was appended to.
     pub fn partition(&self) -> i32 {
-        self.shared.tp.partition
+        self.shared.partition
     }
 
     /// Waits for the outcome.
@@ -357,7 +365,8 @@ impl ProducerShared {
 /// An asynchronous producer; see the module docs.
 pub struct Producer {
     shared: Arc<ProducerShared>,
-    sticky: Mutex<StickyPartitioner>,
+    /// Per-topic routing: partition counts and sticky partitions (see [`Routes`]).
+    routes: Mutex<Routes>,
     sender: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -397,7 +406,7 @@ impl Producer {
         let sender = tokio::spawn(sender::run(shared.clone()));
         Ok(Producer {
             shared,
-            sticky: Mutex::new(StickyPartitioner::default()),
+            routes: Mutex::new(Routes::default()),
             sender: Mutex::new(Some(sender)),
         })
     }
@@ -424,30 +433,9 @@ impl Producer {
     /// `max_request_size`, a closed producer, or one that met a fatal error (such as
     /// [`Error::ProducerFenced`]; that error is returned).
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
-        self.check_usable()?;
-        // Only the sticky partitioner (no key, no partition) needs the available
-        // partitions; collecting them for every record cost an allocation and a pass over
-        // the partition list per send.
-        let sticky = record.partition.is_none() && record.key.is_none();
-        let (count, available) = self.partitions_of(&record.topic, sticky).await?;
-        let partition = match record.partition {
-            Some(p) if (0..count).contains(&p) => p,
-            Some(p) => {
-                return Err(Error::UnknownPartition {
-                    topic: record.topic.clone(),
-                    partition: p,
-                    count: count as usize,
-                })
-            }
-            None => match &record.key {
-                Some(key) => partitioner::partition_for_key(key, count),
-                None => self
-                    .sticky
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .partition(&record.topic, count, &available),
-            },
-        };
+        // The per-record path takes one clock reading, the routes lock, and the
+        // accumulator lock; the rest (metadata, waiting for memory) only when needed.
+        let now = Instant::now();
         let size = record.encoded_size_bound();
         let limit = self
             .shared
@@ -460,30 +448,31 @@ impl Producer {
                  bytes (max_request_size / buffer_memory)"
             )));
         }
-        let permits = u32::try_from(size).unwrap_or(u32::MAX);
-        let max_block = self.shared.config.max_block;
-        match tokio::time::timeout(max_block, self.shared.memory.acquire_many(permits)).await {
-            Ok(Ok(permit)) => permit.forget(), // given back when the batch completes
-            Ok(Err(_)) => return Err(Error::Closed("producer")),
-            Err(_) => {
-                return Err(Error::Timeout {
-                    what: "waiting for producer buffer space".into(),
-                    after: max_block,
-                })
+        let partition = match self.route(&record, size, now) {
+            Some(routed) => routed?,
+            None => {
+                self.check_usable()?;
+                self.refresh_route(&record, size).await?
             }
+        };
+        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+        match self.shared.memory.try_acquire_many(permits) {
+            Ok(permit) => permit.forget(), // given back when the batch completes
+            Err(TryAcquireError::Closed) => return Err(Error::Closed("producer")),
+            Err(TryAcquireError::NoPermits) => self.wait_for_memory(permits).await?,
         }
-        let unkeyed = record.key.is_none() && record.partition.is_none();
-        let topic = record.topic.clone();
-        let timestamp = record.timestamp.unwrap_or_else(sluice_storage::now_ms);
-        let tp = TopicPartition::new(record.topic.clone(), partition);
         let appended = {
             let mut accumulator = self.shared.lock();
             match (accumulator.closed, accumulator.fatal()) {
                 (true, _) => Err(Error::Closed("producer")),
                 (false, Some(fatal)) => Err(fatal.clone()),
-                (false, None) => {
-                    Ok(accumulator.append(tp, record, timestamp, permits as usize, Instant::now()))
-                }
+                (false, None) => Ok(accumulator.append(
+                    &record.topic,
+                    partition,
+                    &record,
+                    permits as usize,
+                    now,
+                )),
             }
         };
         let (future, wake) = match appended {
@@ -493,23 +482,87 @@ impl Producer {
                 return Err(e);
             }
         };
-        if unkeyed {
-            self.sticky
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .record_sent(
-                    &topic,
-                    partition,
-                    size,
-                    self.shared.config.batch_size,
-                    count,
-                    &available,
-                );
-        }
         if wake {
             self.shared.wake.notify_one();
         }
         Ok(future)
+    }
+
+    /// The record's partition from the cached route of its topic; `None` when there is
+    /// no current route (the metadata changed or aged: see [`Routes`]).
+    fn route(&self, record: &ProducerRecord, size: usize, now: Instant) -> Option<Result<i32>> {
+        let client = &self.shared.client;
+        let generation = client.metadata_generation();
+        let max_age = client.config().metadata_max_age;
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let route = routes.current(&record.topic, generation, now, max_age)?;
+        Some(self.choose(route, record, size))
+    }
+
+    /// Copies the topic's metadata into its route, fetching it first when the cache has
+    /// none or only metadata older than `metadata_max_age`, and routes the record by it.
+    async fn refresh_route(&self, record: &ProducerRecord, size: usize) -> Result<i32> {
+        let topic = &*record.topic;
+        let client = &self.shared.client;
+        let max_age = client.config().metadata_max_age;
+        let copy = || {
+            client.with_metadata(|m| {
+                let refreshed_at = m.refreshed_at(topic)?;
+                let info = m.topic(topic).filter(|t| !t.partitions.is_empty())?;
+                (refreshed_at.elapsed() < max_age).then(|| {
+                    let generation = client.metadata_generation();
+                    (partition_summary(info), refreshed_at, generation)
+                })
+            })
+        };
+        let copied = match copy() {
+            Some(copied) => copied,
+            None => {
+                let info = client
+                    .wait_for_topic(
+                        topic,
+                        self.shared.config.allow_auto_create_topics,
+                        self.shared.config.max_block,
+                    )
+                    .await?;
+                // Changed again meanwhile: route by what was fetched; the route is
+                // stale at once (generation 0 is never current after a fetch), so the
+                // next record looks again.
+                copy().unwrap_or_else(|| (partition_summary(&info), Instant::now(), 0))
+            }
+        };
+        let ((count, available), refreshed_at, generation) = copied;
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let route = routes.update(topic, count, available, generation, refreshed_at);
+        self.choose(route, record, size)
+    }
+
+    fn choose(&self, route: &mut Route, record: &ProducerRecord, size: usize) -> Result<i32> {
+        let batch_size = self.shared.config.batch_size;
+        route
+            .partition(record.partition, record.key.as_deref(), size, batch_size)
+            .map_err(|count| Error::UnknownPartition {
+                topic: record.topic.to_string(),
+                partition: record.partition.unwrap_or(-1),
+                count: count as usize,
+            })
+    }
+
+    /// Waits (at most `max_block`) until `permits` bytes of `buffer_memory` are free.
+    async fn wait_for_memory(&self, permits: u32) -> Result<()> {
+        self.check_usable()?;
+        let max_block = self.shared.config.max_block;
+        match tokio::time::timeout(max_block, self.shared.memory.acquire_many(permits)).await {
+            Ok(Ok(permit)) => {
+                permit.forget(); // given back when the batch completes
+                Ok(())
+            }
+            Ok(Err(_)) => Err(Error::Closed("producer")),
+            Err(_) => Err(Error::Timeout {
+                what: "waiting for producer buffer space".into(),
+                after: max_block,
+            }),
+        }
     }
 
     fn check_usable(&self) -> Result<()> {
@@ -521,29 +574,6 @@ impl Producer {
             Some(fatal) => Err(fatal.clone()),
             None => Ok(()),
         }
-    }
-
-    /// Partition count and partitions with a leader, from the cache when fresh.
-    async fn partitions_of(&self, topic: &str, with_available: bool) -> Result<(i32, Vec<i32>)> {
-        let client = &self.shared.client;
-        let max_age = client.config().metadata_max_age;
-        let cached = client.with_metadata(|m| {
-            let fresh = m.refreshed_at(topic).is_some_and(|t| t.elapsed() < max_age);
-            m.topic(topic)
-                .filter(|t| fresh && !t.partitions.is_empty())
-                .map(|t| partition_summary(t, with_available))
-        });
-        if let Some(summary) = cached {
-            return Ok(summary);
-        }
-        let info = client
-            .wait_for_topic(
-                topic,
-                self.shared.config.allow_auto_create_topics,
-                self.shared.config.max_block,
-            )
-            .await?;
-        Ok(partition_summary(&info, with_available))
     }
 
     /// Sends everything buffered now, without waiting for `linger`, and waits until all of
@@ -590,18 +620,14 @@ impl Drop for Producer {
     }
 }
 
-/// The partition count and, when asked for, the partitions that have a leader.
-fn partition_summary(topic: &crate::metadata::TopicInfo, with_available: bool) -> (i32, Vec<i32>) {
+/// The partition count and the partitions that have a leader.
+fn partition_summary(topic: &crate::metadata::TopicInfo) -> (i32, Vec<i32>) {
     let count = topic
         .partitions
         .last()
         .map_or(0, |p| p.partition.saturating_add(1))
         .max(topic.partitions.len() as i32);
-    let available = if with_available {
-        topic.available_partitions().map(|p| p.partition).collect()
-    } else {
-        Vec::new()
-    };
+    let available = topic.available_partitions().map(|p| p.partition).collect();
     (count, available)
 }
 

@@ -10,6 +10,7 @@
 //!   fewer, larger requests are sent than with round-robin.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
@@ -59,61 +60,122 @@ pub fn partition_for_key(key: &[u8], num_partitions: i32) -> i32 {
     to_positive(murmur2(key)) % num_partitions.max(1)
 }
 
-/// Per-topic sticky partition choice for records without a key.
+/// The producer's per-topic routing state: what it needs of the topic's metadata (copied
+/// from the client's cache, so that routing a record costs one hash lookup and no
+/// metadata lock or clock read of its own) and the sticky partition of unkeyed records.
 #[derive(Debug, Default)]
-pub(crate) struct StickyPartitioner {
-    topics: HashMap<String, Sticky>,
+pub(crate) struct Routes {
+    topics: HashMap<String, Route>,
 }
 
+/// One topic's route; see [`Routes`].
 #[derive(Debug)]
+pub(crate) struct Route {
+    /// The topic's partition count.
+    count: i32,
+    /// Partitions with a leader (empty: none has one, any may be chosen).
+    available: Vec<i32>,
+    /// The client's metadata generation this was copied at; any newer one means the
+    /// metadata changed (a refresh, an invalidation) and the route is copied again.
+    generation: u64,
+    /// When the client refreshed the topic's metadata; past `metadata_max_age` the
+    /// producer asks for it again, as it would without this cache.
+    refreshed_at: Instant,
+    /// Unkeyed records: the partition they go to and the bytes sent to it so far.
+    sticky: Option<Sticky>,
+}
+
+#[derive(Debug, Clone, Copy)]
 struct Sticky {
     partition: i32,
     bytes: usize,
 }
 
-impl StickyPartitioner {
-    /// The partition for the next unkeyed record of `topic`. `available` lists the
-    /// partitions that have a leader (all partitions if none has one), `count` is the
-    /// topic's partition count.
-    pub(crate) fn partition(&mut self, topic: &str, count: i32, available: &[i32]) -> i32 {
-        if let Some(sticky) = self.topics.get(topic) {
-            if sticky.partition < count {
-                return sticky.partition;
-            }
-        }
-        let partition = pick(count, available, None);
-        self.topics.insert(
-            topic.to_owned(),
-            Sticky {
-                partition,
-                bytes: 0,
-            },
-        );
-        partition
-    }
-
-    /// Records that `bytes` went to `partition`; after `batch_size` bytes the topic moves
-    /// on to another partition.
-    pub(crate) fn record_sent(
+impl Routes {
+    /// The route of `topic` if it was copied from metadata of `generation` that is not
+    /// older than `max_age` at `now`.
+    pub(crate) fn current(
         &mut self,
         topic: &str,
-        partition: i32,
-        bytes: usize,
-        batch_size: usize,
+        generation: u64,
+        now: Instant,
+        max_age: Duration,
+    ) -> Option<&mut Route> {
+        self.topics.get_mut(topic).filter(|r| {
+            r.generation == generation && now.saturating_duration_since(r.refreshed_at) < max_age
+        })
+    }
+
+    /// Stores a fresh copy of the topic's metadata, keeping the sticky partition when it
+    /// still exists.
+    pub(crate) fn update(
+        &mut self,
+        topic: &str,
         count: i32,
-        available: &[i32],
-    ) {
-        let Some(sticky) = self.topics.get_mut(topic) else {
-            return;
+        available: Vec<i32>,
+        generation: u64,
+        refreshed_at: Instant,
+    ) -> &mut Route {
+        let sticky = self
+            .topics
+            .get(topic)
+            .and_then(|r| r.sticky)
+            .filter(|s| s.partition < count);
+        let route = Route {
+            count,
+            available,
+            generation,
+            refreshed_at,
+            sticky,
         };
-        if sticky.partition != partition {
-            return;
+        // An allocation per refresh, not per record.
+        self.topics
+            .entry(topic.to_owned())
+            .insert_entry(route)
+            .into_mut()
+    }
+}
+
+impl Route {
+    /// The partition for a record: `fixed` if given (`Err(count)` when the topic has no
+    /// such partition), else by `key`, else the sticky partition, which moves on to
+    /// another available partition once `batch_size` bytes (`size` per record) went to
+    /// it.
+    pub(crate) fn partition(
+        &mut self,
+        fixed: Option<i32>,
+        key: Option<&[u8]>,
+        size: usize,
+        batch_size: usize,
+    ) -> std::result::Result<i32, i32> {
+        if let Some(p) = fixed {
+            return if (0..self.count).contains(&p) {
+                Ok(p)
+            } else {
+                Err(self.count)
+            };
         }
-        sticky.bytes += bytes;
-        if sticky.bytes >= batch_size {
-            sticky.partition = pick(count, available, Some(partition));
-            sticky.bytes = 0;
+        if let Some(key) = key {
+            return Ok(partition_for_key(key, self.count));
         }
+        let sticky = match self.sticky {
+            Some(s) if s.partition < self.count => s,
+            _ => Sticky {
+                partition: pick(self.count, &self.available, None),
+                bytes: 0,
+            },
+        };
+        let partition = sticky.partition;
+        let bytes = sticky.bytes + size;
+        self.sticky = Some(if bytes >= batch_size {
+            Sticky {
+                partition: pick(self.count, &self.available, Some(partition)),
+                bytes: 0,
+            }
+        } else {
+            Sticky { partition, bytes }
+        });
+        Ok(partition)
     }
 }
 
@@ -205,24 +267,51 @@ mod tests {
         assert_eq!(to_positive(5), 5);
     }
 
+    fn route(routes: &mut Routes, topic: &str, count: i32, available: &[i32]) -> i32 {
+        let now = Instant::now();
+        routes.update(topic, count, available.to_vec(), 1, now);
+        routes
+            .current(topic, 1, now, Duration::from_secs(1))
+            .unwrap()
+            .partition(None, None, 100, 1000)
+            .unwrap()
+    }
+
     #[test]
     fn sticky_partition_moves_after_a_batch_worth_of_bytes() {
-        let mut sticky = StickyPartitioner::default();
+        let mut routes = Routes::default();
         let available = [0, 1, 2, 3];
-        let first = sticky.partition("t", 4, &available);
+        let first = route(&mut routes, "t", 4, &available);
         for _ in 0..9 {
-            sticky.record_sent("t", first, 100, 1000, 4, &available);
-            assert_eq!(sticky.partition("t", 4, &available), first);
+            assert_eq!(route(&mut routes, "t", 4, &available), first);
         }
-        sticky.record_sent("t", first, 100, 1000, 4, &available);
-        let second = sticky.partition("t", 4, &available);
-        assert_ne!(second, first);
+        // 10 x 100 bytes = batch_size: the next record goes elsewhere.
+        assert_ne!(route(&mut routes, "t", 4, &available), first);
         // Only partitions with a leader are chosen.
-        let mut sticky = StickyPartitioner::default();
         for _ in 0..50 {
-            let p = sticky.partition("u", 4, &[2]);
-            assert_eq!(p, 2);
-            sticky.record_sent("u", p, 10, 1, 4, &[2]);
+            assert_eq!(route(&mut routes, "u", 4, &[2]), 2);
         }
+    }
+
+    #[test]
+    fn routes_expire_with_the_metadata_generation_and_age() {
+        let mut routes = Routes::default();
+        let t0 = Instant::now();
+        let max_age = Duration::from_secs(60);
+        routes.update("t", 3, vec![0, 1, 2], 7, t0);
+        assert!(routes.current("t", 7, t0, max_age).is_some());
+        assert!(
+            routes.current("t", 8, t0, max_age).is_none(),
+            "metadata changed"
+        );
+        assert!(
+            routes.current("t", 7, t0 + max_age, max_age).is_none(),
+            "too old"
+        );
+        assert!(routes.current("u", 7, t0, max_age).is_none());
+        let route = routes.current("t", 7, t0, max_age).unwrap();
+        assert_eq!(route.partition(Some(2), None, 1, 10), Ok(2));
+        assert_eq!(route.partition(Some(3), None, 1, 10), Err(3));
+        assert_eq!(route.partition(None, Some(b"key"), 1, 10), Ok(1));
     }
 }

@@ -184,6 +184,7 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> Result<ExitCode> {
     });
 
     let started = Instant::now();
+    let topic_name: std::sync::Arc<str> = args.topic.as_str().into();
     let mut reader = BufReader::with_capacity(1 << 20, input);
     let separator = args.key_separator.as_deref().map(str::as_bytes);
     let (mut records, mut bytes, mut rejected) = (0u64, 0u64, 0u64);
@@ -214,7 +215,7 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> Result<ExitCode> {
         };
         bytes += (key.as_ref().map_or(0, Bytes::len) + value.len()) as u64;
         let record = ProducerRecord {
-            topic: args.topic.clone(),
+            topic: topic_name.clone(),
             partition: args.partition,
             key,
             value: Some(value),
