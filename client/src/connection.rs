@@ -548,8 +548,20 @@ async fn read_responses(shared: &Shared, reader: OwnedReadHalf) -> Result<()> {
                     format!("frame size {size} is invalid"),
                 )
             })?;
-        let mut body = BytesMut::zeroed(size);
-        reader.read_exact(&mut body).await.map_err(io_error)?;
+        // Read into uninitialised capacity: zeroing a large fetch answer first costs
+        // about as much as decoding it.
+        let mut body = BytesMut::with_capacity(size);
+        while body.len() < size {
+            let want = (size - body.len()) as u64;
+            let read = (&mut reader)
+                .take(want)
+                .read_buf(&mut body)
+                .await
+                .map_err(io_error)?;
+            if read == 0 {
+                return Err(io_error(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
         let correlation_id = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
         let reply = shared.lock().pending.remove(&correlation_id);
         match reply {

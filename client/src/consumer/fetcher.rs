@@ -9,12 +9,19 @@
 //! buffered. The next fetch offset is the end of the last buffered chunk, so the next
 //! response is on its way while the application works through the current one.
 //!
-//! Each request runs in its own task, which also decodes the record batches (checking
-//! CRCs, decompressing any codec, skipping control batches and records before the fetch
-//! offset), so decoding runs in parallel with the application. A seek bumps the
-//! partition's epoch: answers to fetches sent before it are dropped.
+//! Each request runs in its own task, which also prepares the record batches (checking
+//! framing and CRCs, decompressing any codec, skipping control batches), so that work
+//! runs in parallel with the application. The records themselves are decoded lazily, as
+//! [`Fetcher::take`] hands them out (as Kafka's Java consumer does): each becomes a
+//! [`ConsumerRecord`] on the application's thread, right before it is used, with its key
+//! and value as slices of the response buffer and the topic name shared by all records
+//! of the partition. A record that fails to decode ends the partition's buffered data:
+//! the records before it are returned, then the error (and the partition is fetched again
+//! from the failing record, as after any failed fetch). A seek bumps the partition's
+//! epoch: answers to fetches sent before it are dropped.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,7 +29,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use sluice_storage::batch::{batches, validate_stored_batch, BatchHeader, Records};
+use sluice_storage::batch::{batches, validate_stored_batch, BatchHeader, Records, TimestampType};
 use sluice_storage::BatchError;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -42,17 +49,43 @@ pub(crate) struct FetchConfig {
     pub check_crcs: bool,
 }
 
-/// Records decoded from one partition's part of a fetch response.
+/// The records of one batch, decoded as they are taken.
+#[derive(Debug)]
+struct BatchRecords {
+    records: Records,
+    timestamp_type: TimestampType,
+}
+
+/// One partition's part of a fetch response: its data batches, checked (framing, CRC)
+/// and decompressed, with records not yet decoded.
 #[derive(Debug)]
 struct Chunk {
-    records: VecDeque<ConsumerRecord>,
+    batches: VecDeque<BatchRecords>,
+    /// The fetch offset: records before it (in the first batch) are skipped.
+    skip_before: i64,
     /// The offset after the last batch in the chunk (control batches included).
     next_offset: i64,
+    /// Records not yet taken, as the batch headers announce them (for reserving space).
+    remaining: usize,
+}
+
+impl Chunk {
+    /// A chunk of no batches, for a fetch at `offset`.
+    fn empty(offset: i64) -> Chunk {
+        Chunk {
+            batches: VecDeque::new(),
+            skip_before: offset,
+            next_offset: offset,
+            remaining: 0,
+        }
+    }
 }
 
 /// One partition's fetch state; see the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct PartitionState {
+    /// The topic name every record of this partition carries.
+    topic: Arc<str>,
     /// Next offset to hand to the application. `None` until known.
     pub position: Option<i64>,
     /// A pending lookup (seek to earliest / latest / time) that sets the position.
@@ -77,14 +110,124 @@ impl PartitionState {
         self.epoch = epoch;
         self.retry_after = None;
     }
+
+    /// Records buffered and not yet taken (as announced by the batch headers).
+    fn buffered(&self) -> usize {
+        self.buffer.iter().map(|c| c.remaining).sum()
+    }
+
+    /// Decodes and appends buffered records to `out` until it holds `max`, moving the
+    /// position past them; chunks used up (also by an earlier call) move the position to
+    /// their end. Fails on the first record that does not decode: `out` keeps the
+    /// records before it, the position stays at it.
+    fn take_into(
+        &mut self,
+        tp: &TopicPartition,
+        out: &mut Vec<ConsumerRecord>,
+        max: usize,
+    ) -> Result<()> {
+        loop {
+            let Some(chunk) = self.buffer.front_mut() else {
+                return Ok(());
+            };
+            let Some(batch) = chunk.batches.front_mut() else {
+                self.position = Some(chunk.next_offset);
+                self.buffer.pop_front();
+                continue;
+            };
+            let left = batch.records.remaining();
+            if left == 0 {
+                // Past the last record: this only checks that nothing follows it.
+                match batch.records.next() {
+                    Some(Err(e)) => return Err(corrupt(tp, self.position, e)),
+                    Some(Ok(_)) | None => {
+                        chunk.batches.pop_front();
+                        continue;
+                    }
+                }
+            }
+            let room = max.saturating_sub(out.len());
+            if room == 0 {
+                return Ok(());
+            }
+            let timestamp_type = batch.timestamp_type;
+            let skip_before = chunk.skip_before;
+            let mut last = None;
+            let mut failed = None;
+            let mut used = 0;
+            while used < left && out.len() < max {
+                used += 1;
+                match batch.records.next() {
+                    Some(Ok(record)) => {
+                        if record.offset < skip_before {
+                            continue;
+                        }
+                        last = Some(record.offset);
+                        out.push(ConsumerRecord {
+                            topic: self.topic.clone(),
+                            partition: tp.partition,
+                            offset: record.offset,
+                            timestamp: record.timestamp,
+                            timestamp_type,
+                            key: record.key,
+                            value: record.value,
+                            headers: record.headers,
+                        });
+                    }
+                    Some(Err(e)) => {
+                        failed = Some(e);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            chunk.remaining = chunk.remaining.saturating_sub(used);
+            if let Some(offset) = last {
+                self.position = Some(offset.saturating_add(1));
+            }
+            if let Some(e) = failed {
+                return Err(corrupt(tp, self.position, e));
+            }
+        }
+    }
+}
+
+/// [`PartitionState::take_into`] over `states` (skipping paused ones) until `out` holds
+/// `max` records; stops at the first error, returning it with its partition.
+fn take_from<'a>(
+    states: impl Iterator<Item = (&'a TopicPartition, &'a mut PartitionState)>,
+    out: &mut Vec<ConsumerRecord>,
+    max: usize,
+) -> Option<(TopicPartition, Error)> {
+    for (tp, state) in states {
+        if out.len() >= max {
+            break;
+        }
+        if state.paused {
+            continue;
+        }
+        if let Err(error) = state.take_into(tp, out, max) {
+            return Some((tp.clone(), error));
+        }
+    }
+    None
+}
+
+/// The error for a record batch that cannot be decoded.
+fn corrupt(tp: &TopicPartition, offset: Option<i64>, e: BatchError) -> Error {
+    let at = offset.map_or_else(String::new, |o| format!(" at or after offset {o}"));
+    Error::Protocol {
+        api: "Fetch",
+        addr: format!("partition {tp}"),
+        reason: format!("record batch{at} is invalid: {e}"),
+    }
 }
 
 /// How one partition's fetch ended.
 #[derive(Debug)]
 enum PartitionOutcome {
     Data {
-        records: VecDeque<ConsumerRecord>,
-        next_offset: i64,
+        chunk: Chunk,
         high_watermark: i64,
         log_start_offset: i64,
     },
@@ -117,6 +260,9 @@ pub(crate) struct Fetcher {
     next_epoch: u64,
     /// Where the next `take` starts, for fairness across partitions.
     rotation: usize,
+    /// A decoding error found by a `take` that had records to return first, and its
+    /// partition (a seek there, or giving the partition up, forgets it).
+    deferred_error: Option<(TopicPartition, Error)>,
     refreshing: Option<tokio::task::JoinHandle<()>>,
     refresh_attempt: u32,
     /// Private connections: a long-poll Fetch holds its connection up to `max_wait`.
@@ -142,6 +288,7 @@ impl Fetcher {
             results_rx,
             next_epoch: 1,
             rotation: 0,
+            deferred_error: None,
             refreshing: None,
             refresh_attempt: 0,
         }
@@ -170,8 +317,16 @@ impl Fetcher {
             if !self.partitions.contains_key(tp) {
                 let epoch = self.epoch();
                 let state = PartitionState {
+                    topic: Arc::from(tp.topic.as_str()),
+                    position: None,
+                    reset: None,
+                    paused: false,
+                    high_watermark: None,
+                    log_start_offset: None,
                     epoch,
-                    ..PartitionState::default()
+                    in_flight: false,
+                    buffer: VecDeque::new(),
+                    retry_after: None,
                 };
                 self.partitions.insert(tp.clone(), state);
             }
@@ -181,15 +336,24 @@ impl Fetcher {
     pub fn remove(&mut self, tps: &[TopicPartition]) {
         for tp in tps {
             self.partitions.remove(tp);
+            self.forget_error(tp);
         }
     }
 
     pub fn clear(&mut self) {
         self.partitions.clear();
+        self.deferred_error = None;
+    }
+
+    fn forget_error(&mut self, tp: &TopicPartition) {
+        if self.deferred_error.as_ref().is_some_and(|(t, _)| t == tp) {
+            self.deferred_error = None;
+        }
     }
 
     /// Sets the position; buffered records and fetches in flight are dropped.
     pub fn seek(&mut self, tp: &TopicPartition, offset: i64) -> bool {
+        self.forget_error(tp);
         let epoch = self.epoch();
         let Some(state) = self.partitions.get_mut(tp) else {
             return false;
@@ -202,6 +366,7 @@ impl Fetcher {
 
     /// Asks for the position to be looked up with `spec` before the next fetch.
     pub fn seek_to(&mut self, tp: &TopicPartition, spec: OffsetSpec) -> bool {
+        self.forget_error(tp);
         let epoch = self.epoch();
         let Some(state) = self.partitions.get_mut(tp) else {
             return false;
@@ -239,62 +404,71 @@ impl Fetcher {
 
     /// Hands out up to `max` buffered records of partitions that are not paused, taking
     /// from partitions in rotation. Positions move past what is handed out.
-    pub fn take(&mut self, max: usize) -> Vec<ConsumerRecord> {
-        let mut out = Vec::new();
-        let keys: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
-        if keys.is_empty() {
-            return out;
+    ///
+    /// A record that cannot be decoded fails the call if no record came before it;
+    /// otherwise those records are returned and the error is the next call's answer
+    /// (unless the partition is sought or given up first). Either way the partition's
+    /// buffered data is dropped, so it is fetched again from the failing record.
+    pub fn take(&mut self, max: usize) -> Result<Vec<ConsumerRecord>> {
+        if let Some((_, error)) = self.deferred_error.take() {
+            return Err(error);
         }
-        self.rotation = (self.rotation + 1) % keys.len();
-        for i in 0..keys.len() {
-            if out.len() >= max {
-                break;
-            }
-            let tp = &keys[(self.rotation + i) % keys.len()];
-            let Some(state) = self.partitions.get_mut(tp) else {
-                continue;
-            };
-            if state.paused {
-                continue;
-            }
-            while out.len() < max {
-                let Some(chunk) = state.buffer.front_mut() else {
-                    break;
-                };
-                match chunk.records.pop_front() {
-                    Some(record) => {
-                        state.position = Some(record.offset + 1);
-                        out.push(record);
-                    }
-                    None => {
-                        state.position = Some(chunk.next_offset);
-                        state.buffer.pop_front();
-                    }
-                }
-            }
-            // A chunk emptied by the last take still moves the position to its end.
-            while state.buffer.front().is_some_and(|c| c.records.is_empty()) {
-                if let Some(chunk) = state.buffer.pop_front() {
-                    state.position = Some(chunk.next_offset);
-                }
-            }
+        let count = self.partitions.len();
+        if count == 0 {
+            return Ok(Vec::new());
         }
-        out
+        self.rotation = (self.rotation + 1) % count;
+        let buffered: usize = self
+            .partitions
+            .values()
+            .filter(|s| !s.paused)
+            .map(PartitionState::buffered)
+            .sum();
+        let mut out = Vec::with_capacity(buffered.min(max));
+        if buffered == 0 && self.partitions.values().all(|s| s.buffer.is_empty()) {
+            return Ok(out);
+        }
+        let rotation = self.rotation;
+        let mut failed = take_from(self.partitions.iter_mut().skip(rotation), &mut out, max);
+        if failed.is_none() {
+            failed = take_from(self.partitions.iter_mut().take(rotation), &mut out, max);
+        }
+        if let Some((tp, error)) = failed {
+            let epoch = self.epoch();
+            if let Some(state) = self.partitions.get_mut(&tp) {
+                state.clear(epoch);
+            }
+            if out.is_empty() {
+                return Err(error);
+            }
+            self.deferred_error = Some((tp, error));
+        }
+        Ok(out)
     }
 
     /// Sends a Fetch to every broker that has fetchable partitions and no fetch in
-    /// flight. Partitions without a known leader trigger a metadata refresh.
-    pub fn send_fetches(&mut self) {
+    /// flight. Partitions without a known leader trigger a metadata refresh. Returns
+    /// whether a fetch was started.
+    ///
+    /// Each fetch runs in a task of its own, which the caller should let run soon (see
+    /// [`super::Consumer::poll`]).
+    pub fn send_fetches(&mut self) -> bool {
         let now = Instant::now();
+        let fetchable = |state: &PartitionState| {
+            !(state.in_flight
+                || state.paused
+                || state.buffer.len() > 1
+                || state.retry_after.is_some_and(|t| t > now))
+        };
+        // Called on every poll: most calls find nothing to do, and return early.
+        if !self.partitions.values().any(fetchable) {
+            return false;
+        }
         let mut by_broker: BTreeMap<i32, Vec<(TopicPartition, i64, u64)>> = BTreeMap::new();
         let mut missing: Vec<String> = Vec::new();
         let ids: HashMap<String, Uuid> = self.client.with_metadata(|m| {
             for (tp, state) in &self.partitions {
-                if state.in_flight
-                    || state.paused
-                    || state.buffer.len() > 1
-                    || state.retry_after.is_some_and(|t| t > now)
-                {
+                if !fetchable(state) {
                     continue;
                 }
                 let Some(offset) = state.fetch_offset() else {
@@ -323,6 +497,7 @@ impl Fetcher {
         if !missing.is_empty() {
             self.refresh(missing);
         }
+        let sent = !by_broker.is_empty();
         for (broker, parts) in by_broker {
             for (tp, _, _) in &parts {
                 if let Some(state) = self.partitions.get_mut(tp) {
@@ -340,6 +515,7 @@ impl Fetcher {
                 self.results_tx.clone(),
             ));
         }
+        sent
     }
 
     fn refresh(&mut self, mut topics: Vec<String>) {
@@ -381,10 +557,16 @@ impl Fetcher {
         };
         self.apply(result, reset)?;
         // Take whatever else has arrived meanwhile.
+        self.apply_arrived(reset)?;
+        Ok(true)
+    }
+
+    /// Applies the fetch answers that have arrived, without waiting.
+    pub fn apply_arrived(&mut self, reset: Option<OffsetSpec>) -> Result<()> {
         while let Ok(result) = self.results_rx.try_recv() {
             self.apply(result, reset)?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Applies one fetch answer: buffers records, schedules offset resets (with
@@ -406,20 +588,16 @@ impl Fetcher {
             }
             match part.outcome {
                 PartitionOutcome::Data {
-                    records,
-                    next_offset,
+                    chunk,
                     high_watermark,
                     log_start_offset,
                 } => {
                     self.refresh_attempt = 0;
                     state.high_watermark = Some(high_watermark);
                     state.log_start_offset = Some(log_start_offset).filter(|&o| o >= 0);
-                    let fetched_from = state.fetch_offset().unwrap_or(next_offset);
-                    if !records.is_empty() || next_offset > fetched_from {
-                        state.buffer.push_back(Chunk {
-                            records,
-                            next_offset,
-                        });
+                    let fetched_from = state.fetch_offset().unwrap_or(chunk.next_offset);
+                    if !chunk.batches.is_empty() || chunk.next_offset > fetched_from {
+                        state.buffer.push_back(chunk);
                     }
                 }
                 PartitionOutcome::OutOfRange => {
@@ -566,16 +744,14 @@ async fn fetch_once(
         let outcome = match answer {
             // A broker may leave partitions out (e.g. when the response is full).
             None => PartitionOutcome::Data {
-                records: VecDeque::new(),
-                next_offset: *offset,
+                chunk: Chunk::empty(*offset),
                 high_watermark: -1,
                 log_start_offset: -1,
             },
             Some(p) => match ResponseError::try_from_code(p.error_code) {
                 None => match decode(tp, *offset, p.records.clone(), config.check_crcs) {
-                    Ok((records, next_offset)) => PartitionOutcome::Data {
-                        records,
-                        next_offset,
+                    Ok(chunk) => PartitionOutcome::Data {
+                        chunk,
                         high_watermark: p.high_watermark,
                         log_start_offset: p.log_start_offset,
                     },
@@ -596,32 +772,26 @@ async fn fetch_once(
     Ok(out)
 }
 
-/// Decodes a partition's record batches from `offset` on. Returns the records and the
-/// offset after the last complete batch. A trailing partial batch (Kafka cuts responses
-/// at the size limit) is ignored; a first batch that is incomplete is an error.
+/// Prepares a partition's record batches from `offset` on: checks their framing and
+/// (with `check_crcs`) CRCs, decompresses them and skips control batches and batches
+/// before `offset`; the records are decoded later ([`PartitionState::take_into`]). A
+/// trailing partial batch (Kafka cuts responses at the size limit) is ignored; a first
+/// batch that is incomplete is an error. The chunk ends after the last complete batch.
 fn decode(
     tp: &TopicPartition,
     offset: i64,
     records: Option<Bytes>,
     check_crcs: bool,
-) -> Result<(VecDeque<ConsumerRecord>, i64)> {
-    let mut out = VecDeque::new();
-    let mut next_offset = offset;
+) -> Result<Chunk> {
+    let mut chunk = Chunk::empty(offset);
     let Some(bytes) = records else {
-        return Ok((out, next_offset));
+        return Ok(chunk);
     };
-    let corrupt = |e: BatchError| Error::Protocol {
-        api: "Fetch",
-        addr: format!("partition {tp}"),
-        reason: format!("record batch at or after offset {offset} is invalid: {e}"),
-    };
+    let corrupt = |e: BatchError| corrupt(tp, Some(offset), e);
     for (index, batch) in batches(&bytes).enumerate() {
         let batch = match batch {
             Ok(batch) => batch,
             Err(BatchError::Truncated { .. }) if index > 0 => break,
-            Err(BatchError::Truncated { needed, available }) => {
-                return Err(corrupt(BatchError::Truncated { needed, available }))
-            }
             Err(e) => return Err(corrupt(e)),
         };
         let header = BatchHeader::new(batch).map_err(corrupt)?;
@@ -632,29 +802,19 @@ fn decode(
         if check_crcs {
             validate_stored_batch(batch).map_err(corrupt)?;
         }
-        next_offset = next_offset.max(last_offset.saturating_add(1));
+        chunk.next_offset = chunk.next_offset.max(last_offset.saturating_add(1));
         if header.is_control() {
             continue; // transaction markers are not application records
         }
         let timestamp_type = header.timestamp_type();
-        for record in Records::decode(bytes.slice_ref(batch)).map_err(corrupt)? {
-            let record = record.map_err(corrupt)?;
-            if record.offset < offset {
-                continue;
-            }
-            out.push_back(ConsumerRecord {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-                offset: record.offset,
-                timestamp: record.timestamp,
-                timestamp_type,
-                key: record.key,
-                value: record.value,
-                headers: record.headers,
-            });
-        }
+        let records = Records::decode(bytes.slice_ref(batch)).map_err(corrupt)?;
+        chunk.remaining = chunk.remaining.saturating_add(records.remaining());
+        chunk.batches.push_back(BatchRecords {
+            records,
+            timestamp_type,
+        });
     }
-    Ok((out, next_offset))
+    Ok(chunk)
 }
 
 #[cfg(test)]
@@ -777,6 +937,69 @@ mod tests {
         assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
     }
 
+    /// The next fetch must go out while the application is still busy with the records
+    /// of the last one, even if it never yields to the runtime in between (a tokio task
+    /// spawned by a busy worker cannot be run by an idle one until the spawner yields).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_next_fetch_goes_out_while_the_application_works() {
+        let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = fetches.clone();
+        let handler = move |received: &Received, _: &[ApiKey]| match received.api {
+            ApiKey::Fetch => {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let request: FetchRequest = test_support::decode(received);
+                let topic = &request.topics[0];
+                let offset = topic.partitions[0].fetch_offset;
+                let data = PartitionData::default()
+                    .with_partition_index(0)
+                    .with_high_watermark(i64::MAX / 2)
+                    .with_log_start_offset(0)
+                    .with_records(Some(Bytes::from(batch(
+                        offset,
+                        &["a"; 10],
+                        Compression::None,
+                    ))));
+                let answer =
+                    FetchResponse::default()
+                        .with_responses(vec![FetchableTopicResponse::default()
+                            .with_topic(topic.topic.clone())
+                            .with_partitions(vec![data])]);
+                encode(&answer, received.version)
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        let broker = FakeBroker::start(&[("t", 1)], Arc::new(handler)).await;
+        let client = Client::connect(ClientConfig::new(&broker.addr))
+            .await
+            .unwrap();
+        let config = ConsumerConfig {
+            max_poll_records: 5,
+            ..ConsumerConfig::default()
+        };
+        let mut consumer = Consumer::new(client, config).unwrap();
+        let tp = TopicPartition::new("t", 0);
+        consumer.assign(vec![tp.clone()]).await.unwrap();
+        consumer.seek(&tp, 0).unwrap();
+        // On a worker thread, as an application's task would be (the test's own future
+        // is not run by a worker).
+        let seen = tokio::spawn(async move {
+            let mut first = Vec::new();
+            while first.is_empty() {
+                first = consumer.poll(Duration::from_secs(5)).await.unwrap();
+            }
+            // The records of the first fetch are buffered and the second fetch went out
+            // with this poll. Work without yielding (blocking this worker), then look.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while fetches.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            fetches.load(Ordering::SeqCst)
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen, 2);
+    }
+
     fn batch(base: i64, values: &[&str], codec: Compression) -> Vec<u8> {
         let mut builder = BatchBuilder::new(codec);
         for (i, v) in values.iter().enumerate() {
@@ -787,6 +1010,39 @@ mod tests {
         bytes
     }
 
+    /// A partition state for `tp`, positioned at the start of `chunk`, holding it.
+    fn holding(tp: &TopicPartition, chunk: Chunk) -> PartitionState {
+        PartitionState {
+            topic: Arc::from(tp.topic.as_str()),
+            position: Some(chunk.skip_before),
+            reset: None,
+            paused: false,
+            high_watermark: None,
+            log_start_offset: None,
+            epoch: 1,
+            in_flight: false,
+            buffer: VecDeque::from([chunk]),
+            retry_after: None,
+        }
+    }
+
+    /// Prepares and decodes everything: the records and the offset after the chunk.
+    fn decode_all(
+        tp: &TopicPartition,
+        offset: i64,
+        records: Option<Bytes>,
+        check_crcs: bool,
+    ) -> Result<(Vec<ConsumerRecord>, i64)> {
+        let chunk = decode(tp, offset, records, check_crcs)?;
+        let next = chunk.next_offset;
+        let mut state = holding(tp, chunk);
+        let mut out = Vec::new();
+        state.take_into(tp, &mut out, usize::MAX)?;
+        assert!(state.buffer.is_empty());
+        assert_eq!(state.position, Some(next));
+        Ok((out, next))
+    }
+
     #[test]
     fn decode_skips_earlier_records_and_ignores_a_cut_tail() {
         let tp = TopicPartition::new("t", 0);
@@ -795,7 +1051,7 @@ mod tests {
         let full = bytes.len();
         bytes.extend(batch(15, &["f"], Compression::Lz4));
         bytes.truncate(full + 20); // partial third batch
-        let (records, next) = decode(&tp, 11, Some(Bytes::from(bytes)), true).unwrap();
+        let (records, next) = decode_all(&tp, 11, Some(Bytes::from(bytes)), true).unwrap();
         let values: Vec<&[u8]> = records
             .iter()
             .map(|r| r.value.as_deref().unwrap())
@@ -803,7 +1059,98 @@ mod tests {
         assert_eq!(values, [&b"b"[..], b"c", b"d", b"e"]);
         assert_eq!(records[0].offset, 11);
         assert_eq!(records[0].timestamp, 1001);
+        assert_eq!(&*records[0].topic, "t");
         assert_eq!(next, 15);
+    }
+
+    #[test]
+    fn take_stops_at_max_and_moves_the_position() {
+        let tp = TopicPartition::new("t", 3);
+        let mut bytes = batch(0, &["a", "b", "c"], Compression::None);
+        bytes.extend(batch(3, &["d", "e"], Compression::Lz4));
+        let chunk = decode(&tp, 1, Some(Bytes::from(bytes)), true).unwrap();
+        assert_eq!(chunk.remaining, 5);
+        let mut state = holding(&tp, chunk);
+        let mut out = Vec::new();
+        state.take_into(&tp, &mut out, 2).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(state.position, Some(3));
+        assert_eq!(out[1].partition, 3);
+        // The first batch is used up: the next take starts in the second.
+        state.take_into(&tp, &mut out, 3).unwrap();
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].offset, 3);
+        assert_eq!(state.position, Some(4));
+        // Taking the last record drops the chunk.
+        state.take_into(&tp, &mut out, 10).unwrap();
+        let offsets: Vec<i64> = out.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [1, 2, 3, 4]);
+        assert_eq!(state.position, Some(5));
+        assert!(state.buffer.is_empty());
+    }
+
+    #[test]
+    fn a_record_that_does_not_decode_comes_after_the_records_before_it() {
+        let tp = TopicPartition::new("t", 0);
+        let mut bytes = batch(0, &["a", "b", "c"], Compression::None);
+        // Break the last record's header count (its last byte) without fixing the CRC:
+        // only a decoder that does not check CRCs gets this far.
+        let last = bytes.len() - 1;
+        bytes[last] = 0x07;
+        let bytes = Bytes::from(bytes);
+        assert!(decode(&tp, 0, Some(bytes.clone()), true).is_err());
+        let chunk = decode(&tp, 0, Some(bytes), false).unwrap();
+        let mut state = holding(&tp, chunk);
+        let mut out = Vec::new();
+        let err = state.take_into(&tp, &mut out, 100).unwrap_err();
+        assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
+        assert_eq!(out.len(), 2);
+        assert_eq!(state.position, Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_decoding_error_after_records_is_the_next_takes_answer() {
+        let broker = fake_partition(Arc::new(AtomicBool::new(false))).await;
+        let client = Client::connect(ClientConfig::new(&broker.addr))
+            .await
+            .unwrap();
+        let config = FetchConfig {
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            partition_max_bytes: 1 << 20,
+            max_wait: Duration::from_millis(10),
+            check_crcs: false,
+        };
+        let mut fetcher = Fetcher::new(client, config);
+        let tp = TopicPartition::new("t", 0);
+        fetcher.add(std::slice::from_ref(&tp));
+        // "a", "b", then a record whose header count is negative.
+        let mut bytes = batch(0, &["a", "b", "c"], Compression::None);
+        let last = bytes.len() - 1;
+        bytes[last] = 0x07;
+        let bytes = Bytes::from(bytes);
+        let buffer = |fetcher: &mut Fetcher| {
+            let chunk = decode(&tp, 0, Some(bytes.clone()), false).unwrap();
+            let state = fetcher.partitions.get_mut(&tp).unwrap();
+            state.buffer.push_back(chunk);
+        };
+
+        fetcher.seek(&tp, 0);
+        buffer(&mut fetcher);
+        assert_eq!(fetcher.take(100).unwrap().len(), 2);
+        let err = fetcher.take(100).unwrap_err();
+        assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
+        // The bad data is dropped; the partition is read again from the failing record.
+        assert_eq!(fetcher.state(&tp).unwrap().position, Some(2));
+        assert!(fetcher.state(&tp).unwrap().buffer.is_empty());
+        assert!(fetcher.take(100).unwrap().is_empty());
+
+        // A seek past the failing record forgets the error.
+        fetcher.seek(&tp, 0);
+        buffer(&mut fetcher);
+        assert_eq!(fetcher.take(100).unwrap().len(), 2);
+        fetcher.seek(&tp, 3);
+        assert!(fetcher.take(100).unwrap().is_empty());
     }
 
     #[test]
@@ -816,15 +1163,19 @@ mod tests {
             decode(&tp, 0, Some(Bytes::from(bytes.clone())), true),
             Err(Error::Protocol { .. })
         ));
+        // Without the CRC check, the broken codec data is still an error.
+        assert!(decode_all(&tp, 0, Some(Bytes::from(bytes.clone())), false).is_err());
         // A lone partial batch cannot make progress: an error, not an endless loop.
         let short = Bytes::from(bytes[..30].to_vec());
         assert!(decode(&tp, 0, Some(short), true).is_err());
         // Garbage of every length is an error or skipped, never a panic.
         for len in 0..80 {
-            let garbage = Bytes::from(vec![0x5a; len]);
-            let _ = decode(&tp, 0, Some(garbage), true);
+            for check_crcs in [true, false] {
+                let garbage = Bytes::from(vec![0x5a; len]);
+                let _ = decode_all(&tp, 0, Some(garbage), check_crcs);
+            }
         }
-        let (records, next) = decode(&tp, 7, None, true).unwrap();
+        let (records, next) = decode_all(&tp, 7, None, true).unwrap();
         assert!(records.is_empty());
         assert_eq!(next, 7);
     }

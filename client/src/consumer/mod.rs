@@ -22,6 +22,7 @@ pub(crate) mod fetcher;
 pub mod group;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -101,9 +102,12 @@ impl Default for ConsumerConfig {
 }
 
 /// One record read from a partition.
+///
+/// The topic name is shared by all records of a partition (cloning it is a reference
+/// count); key, value and header values are slices of the fetch response, not copies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
-    pub topic: String,
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     /// Milliseconds since the Unix epoch.
@@ -116,7 +120,7 @@ pub struct ConsumerRecord {
 
 impl ConsumerRecord {
     pub fn topic_partition(&self) -> TopicPartition {
-        TopicPartition::new(self.topic.clone(), self.partition)
+        TopicPartition::new(&*self.topic, self.partition)
     }
 }
 
@@ -317,9 +321,20 @@ impl Consumer {
             self.maybe_auto_commit().await?;
             self.maybe_rebalance().await?;
             self.resolve_positions().await?;
-            let records = self.fetcher.take(self.config.max_poll_records);
+            // Answers that arrived meanwhile join the buffer, so that records keep
+            // flowing from one fetch into the next without a wait in between.
+            self.fetcher
+                .apply_arrived(self.config.auto_offset_reset.spec())?;
+            let records = self.fetcher.take(self.config.max_poll_records)?;
             // Pipelining: the next fetches go out before the caller gets these records.
-            self.fetcher.send_fetches();
+            if self.fetcher.send_fetches() {
+                // Let the fetch tasks start now. A task spawned on a busy tokio worker
+                // waits in that worker's LIFO slot, where idle workers cannot take it,
+                // until the spawning task yields; an application that keeps polling
+                // while records are buffered would otherwise only send the request once
+                // it runs out and waits, and every fetch's round trip would be lost.
+                tokio::task::yield_now().await;
+            }
             if !records.is_empty() {
                 return Ok(records);
             }

@@ -139,6 +139,50 @@ impl Records {
 
     /// Decodes the record at `self.position`; returns it and where the next one starts.
     fn read_record(&self) -> Result<(Record, usize), BatchError> {
+        match self.read_plain_record() {
+            Some(decoded) => Ok(decoded),
+            None => self.read_record_checked(),
+        }
+    }
+
+    /// The common case, quickly: a well-formed record without headers whose varints are
+    /// short (at most 4 bytes, varlongs at most 9, so no value needs truncating). `None`
+    /// for anything else, which [`Records::read_record_checked`] then decodes or reports;
+    /// every record this accepts decodes the same way there.
+    #[inline]
+    fn read_plain_record(&self) -> Option<(Record, usize)> {
+        let area: &[u8] = &self.area;
+        let (length, body_start) = short_varint(area, self.position, 4)?;
+        let body_end = body_start
+            .checked_add(usize::try_from(length).ok()?)
+            .filter(|&end| end <= area.len())?;
+        let body = area.get(..body_end)?;
+        let attributes = *body.get(body_start)? as i8;
+        let (timestamp_delta, at) = short_varint(body, body_start + 1, 9)?;
+        let (offset_delta, mut at) = short_varint(body, at, 4)?;
+        let key = short_bytes(body, &mut at)?;
+        let value = short_bytes(body, &mut at)?;
+        let (header_count, at) = short_varint(body, at, 4)?;
+        if header_count != 0 || at != body_end {
+            return None;
+        }
+        let timestamp = match self.log_append_time {
+            Some(max_timestamp) => max_timestamp,
+            None => self.base_timestamp.wrapping_add(timestamp_delta),
+        };
+        let record = Record {
+            attributes,
+            offset: self.base_offset.wrapping_add(offset_delta),
+            timestamp,
+            key: key.map(|r| self.area.slice(r)),
+            value: value.map(|r| self.area.slice(r)),
+            headers: Vec::new(),
+        };
+        Some((record, body_end))
+    }
+
+    /// Decodes the record at `self.position` with every check and a precise error.
+    fn read_record_checked(&self) -> Result<(Record, usize), BatchError> {
         let index = self.index;
         let start = self.position;
         let area: &[u8] = &self.area;
@@ -397,6 +441,37 @@ impl<'a> Cursor<'a> {
         };
         invalid(self.index, self.record_start, format!("{field}: {reason}"))
     }
+}
+
+/// A zig-zag varint of at most `max_len` bytes (at most 9) at `bytes[at..]`: the value and
+/// where it ends. `None` if it is longer or cut off.
+#[inline]
+fn short_varint(bytes: &[u8], at: usize, max_len: usize) -> Option<(i64, usize)> {
+    let mut raw: u64 = 0;
+    for i in 0..max_len {
+        let byte = *bytes.get(at + i)?;
+        raw |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), at + i + 1));
+        }
+    }
+    None
+}
+
+/// A short varint length (-1 = null) at `*at` and that many bytes of `bytes`: their
+/// range, with `*at` moved past them. `None` for anything unusual.
+#[inline]
+fn short_bytes(bytes: &[u8], at: &mut usize) -> Option<Option<Range<usize>>> {
+    let (length, start) = short_varint(bytes, *at, 4)?;
+    if length == -1 {
+        *at = start;
+        return Some(None);
+    }
+    let end = start
+        .checked_add(usize::try_from(length).ok()?)
+        .filter(|&end| end <= bytes.len())?;
+    *at = end;
+    Some(Some(start..end))
 }
 
 /// Moves a range within a record body to the same bytes within the record area.
@@ -898,8 +973,86 @@ mod tests {
         }
     }
 
+    /// Wherever the quick path decodes a record, the checked path decodes the same.
+    fn quick_path_agrees(area: &[u8], log_append_time: Option<i64>) {
+        let mut records = Records {
+            area: Bytes::copy_from_slice(area),
+            position: 0,
+            index: 0,
+            count: usize::MAX,
+            base_offset: 1 << 40,
+            base_timestamp: 1_700_000_000_000,
+            log_append_time,
+            finished: false,
+        };
+        while let Some((quick, next)) = records.read_plain_record() {
+            let (checked, checked_next) = records.read_record_checked().unwrap();
+            assert_eq!(quick, checked);
+            assert_eq!(next, checked_next);
+            records.position = next;
+            records.index += 1;
+        }
+    }
+
+    #[test]
+    fn quick_path_takes_plain_records_and_leaves_the_rest() {
+        let inputs: Vec<Input> = vec![
+            (1000, Some(b"k".to_vec()), Some(vec![7; 100]), vec![]),
+            (999, None, None, vec![]),
+            (1_000_000_000_000, None, Some(vec![1; 3000]), vec![]),
+            (5, None, Some(b"v".to_vec()), vec![("h".into(), None)]),
+        ];
+        let batch = build(Compression::None, &inputs);
+        let records = Records::decode(batch.clone()).unwrap();
+        let mut quick = records.clone();
+        let mut taken = 0;
+        while let Some((_, next)) = quick.read_plain_record() {
+            quick.position = next;
+            taken += 1;
+        }
+        // The fourth record has a header: left to the checked path.
+        assert_eq!(taken, 3);
+        quick_path_agrees(&batch[HEADER_SIZE..], None);
+        let decoded: Vec<Record> = records.collect::<Result<_, _>>().unwrap();
+        assert_eq!(decoded, expected(0, &inputs));
+
+        // A timestamp delta of 10 varlong bytes is left to the checked path too.
+        let inputs: Vec<Input> = vec![(0, None, None, vec![]), (i64::MIN, None, None, vec![])];
+        let records = Records::decode(build(Compression::None, &inputs)).unwrap();
+        let mut quick = records.clone();
+        let (_, next) = quick.read_plain_record().unwrap();
+        quick.position = next;
+        assert!(quick.read_plain_record().is_none());
+        let decoded: Vec<Record> = records.collect::<Result<_, _>>().unwrap();
+        assert_eq!(decoded, expected(0, &inputs));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn quick_path_agrees_on_arbitrary_areas(
+            area in proptest::collection::vec(any::<u8>(), 0..300),
+            log_append in any::<bool>(),
+        ) {
+            quick_path_agrees(&area, log_append.then_some(42));
+        }
+
+        #[test]
+        fn quick_path_agrees_on_corrupted_records(
+            inputs in proptest::collection::vec(arb_input(), 1..6),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        ) {
+            let batch = build(Compression::None, &inputs);
+            let mut area = batch[HEADER_SIZE..].to_vec();
+            for (at, byte) in edits {
+                if !area.is_empty() {
+                    let at = at.index(area.len());
+                    area[at] = byte;
+                }
+            }
+            quick_path_agrees(&area, None);
+        }
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
