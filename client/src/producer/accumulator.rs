@@ -287,7 +287,13 @@ impl Accumulator {
             queue.batches.push_back(ProducerBatch {
                 id,
                 tp: TopicPartition::new(&**topic, partition),
-                builder: Some(BatchBuilder::new(self.compression)),
+                // Room for a full batch (or this one record) up front, as Java's
+                // producer takes a batch.size buffer from its pool.
+                builder: Some(BatchBuilder::with_capacity(
+                    self.compression,
+                    self.batch_size
+                        .max(size + sluice_storage::batch::HEADER_SIZE),
+                )),
                 built: None,
                 records: 0,
                 reserved: 0,

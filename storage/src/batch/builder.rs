@@ -40,13 +40,22 @@ pub struct BatchBuilder {
 impl BatchBuilder {
     /// An empty builder for a batch compressed with `compression`, not idempotent.
     pub fn new(compression: Compression) -> Self {
+        Self::with_capacity(compression, HEADER_SIZE)
+    }
+
+    /// Like [`BatchBuilder::new`], with room for `capacity` bytes (header included) before
+    /// the buffer grows: a producer that knows its batch size avoids a reallocation and
+    /// copy at every doubling.
+    pub fn with_capacity(compression: Compression, capacity: usize) -> Self {
+        let mut buffer = Vec::with_capacity(capacity.max(HEADER_SIZE));
+        buffer.resize(HEADER_SIZE, 0);
         BatchBuilder {
             compression,
             producer_id: NO_PRODUCER_ID,
             producer_epoch: NO_PRODUCER_EPOCH,
             base_sequence: NO_SEQUENCE,
             transactional: false,
-            buffer: vec![0; HEADER_SIZE],
+            buffer,
             count: 0,
             base_timestamp: 0,
             max_timestamp: 0,
