@@ -48,6 +48,9 @@ pub struct ProducerBatch {
     created_wall_ms: i64,
     /// Send attempts so far.
     pub attempts: u32,
+    /// Closed to appends and ready at once: the sticky partitioner moved on from its
+    /// partition, so waiting for linger would only delay it.
+    sealed: bool,
     /// Idempotent producer: producer id, epoch and first sequence, from the first drain.
     pub sequence: Option<Sequence>,
     pub(crate) shared: Arc<BatchShared>,
@@ -77,7 +80,7 @@ impl ProducerBatch {
     }
 
     fn is_open(&self) -> bool {
-        self.builder.is_some() && self.attempts == 0 && self.sequence.is_none()
+        self.builder.is_some() && self.attempts == 0 && self.sequence.is_none() && !self.sealed
     }
 
     /// Numbers the batch: in the builder if not built yet, else by patching the bytes.
@@ -253,8 +256,9 @@ impl Accumulator {
     /// Appends a record to partition `partition` of `topic`: to its open batch, or a new
     /// one. A record without a timestamp gets the batch's wall-clock time of creation
     /// plus the monotonic time since (`now`), so that appending costs no clock read of
-    /// its own. Returns the record's future and whether the sender should look (a batch
-    /// became full, or a new one needs its linger deadline known).
+    /// its own. `seal` closes the batch after this record (the sticky partitioner moves
+    /// on). Returns the record's future and whether the sender should look (a batch
+    /// became full or sealed, or a new one needs its linger deadline known).
     pub(crate) fn append(
         &mut self,
         topic: &Arc<str>,
@@ -262,6 +266,7 @@ impl Accumulator {
         record: &ProducerRecord,
         reserved: usize,
         now: Instant,
+        seal: bool,
     ) -> (DeliveryFuture, bool) {
         let size = record.encoded_size_bound();
         let key = PartitionRef(topic, partition);
@@ -300,6 +305,7 @@ impl Accumulator {
                 created: now,
                 created_wall_ms: sluice_storage::now_ms(),
                 attempts: 0,
+                sealed: false,
                 sequence: None,
                 shared,
             });
@@ -337,7 +343,8 @@ impl Accumulator {
         let index = batch.records;
         batch.records += 1;
         batch.reserved += reserved;
-        if batch.estimated_size() >= self.batch_size || self.linger.is_zero() {
+        batch.sealed |= seal;
+        if batch.sealed || batch.estimated_size() >= self.batch_size || self.linger.is_zero() {
             wake = true;
         }
         let future = DeliveryFuture {
@@ -397,6 +404,7 @@ impl Accumulator {
                 || front.attempts > 0
                 || front.sequence.is_some()
                 || queue.batches.len() > 1
+                || front.sealed
                 || front.estimated_size() >= self.batch_size
                 || now >= front.created + self.linger;
             if !ready {
@@ -610,11 +618,29 @@ mod tests {
         now: Instant,
     ) -> (DeliveryFuture, bool) {
         let record = record.timestamp(timestamp);
-        acc.append(&Arc::from("t"), p, &record, reserved, now)
+        acc.append(&Arc::from("t"), p, &record, reserved, now, false)
     }
 
     fn tp(p: i32) -> TopicPartition {
         TopicPartition::new("t", p)
+    }
+
+    #[test]
+    fn a_sealed_batch_is_ready_at_once_and_takes_no_more_records() {
+        let mut acc = Accumulator::new(&config(), false);
+        let t0 = Instant::now();
+        let record = record("v").timestamp(1);
+        let (_, wake) = acc.append(&Arc::from("t"), 0, &record, 10, t0, true);
+        assert!(wake, "a sealed batch wakes the sender");
+        put(&mut acc, 0, ProducerRecord::new("t").value("w"), 1, 10, t0);
+        assert_eq!(
+            acc.queues[&tp(0)].batches.len(),
+            2,
+            "the next record opened a batch"
+        );
+        let drained = acc.drain(t0, |_| Some(1));
+        assert_eq!(drained.by_broker[&1].len(), 1, "sent before linger");
+        assert_eq!(drained.by_broker[&1][0].records, 1);
     }
 
     #[test]

@@ -448,7 +448,7 @@ impl Producer {
                  bytes (max_request_size / buffer_memory)"
             )));
         }
-        let partition = match self.route(&record, size, now) {
+        let (partition, seal) = match self.route(&record, size, now) {
             Some(routed) => routed?,
             None => {
                 self.check_usable()?;
@@ -472,6 +472,7 @@ impl Producer {
                     &record,
                     permits as usize,
                     now,
+                    seal,
                 )),
             }
         };
@@ -490,7 +491,12 @@ impl Producer {
 
     /// The record's partition from the cached route of its topic; `None` when there is
     /// no current route (the metadata changed or aged: see [`Routes`]).
-    fn route(&self, record: &ProducerRecord, size: usize, now: Instant) -> Option<Result<i32>> {
+    fn route(
+        &self,
+        record: &ProducerRecord,
+        size: usize,
+        now: Instant,
+    ) -> Option<Result<(i32, bool)>> {
         let client = &self.shared.client;
         let generation = client.metadata_generation();
         let max_age = client.config().metadata_max_age;
@@ -501,7 +507,7 @@ impl Producer {
 
     /// Copies the topic's metadata into its route, fetching it first when the cache has
     /// none or only metadata older than `metadata_max_age`, and routes the record by it.
-    async fn refresh_route(&self, record: &ProducerRecord, size: usize) -> Result<i32> {
+    async fn refresh_route(&self, record: &ProducerRecord, size: usize) -> Result<(i32, bool)> {
         let topic = &*record.topic;
         let client = &self.shared.client;
         let max_age = client.config().metadata_max_age;
@@ -537,7 +543,14 @@ impl Producer {
         self.choose(route, record, size)
     }
 
-    fn choose(&self, route: &mut Route, record: &ProducerRecord, size: usize) -> Result<i32> {
+    /// The record's partition, and whether its batch is sealed after it (see
+    /// [`Route::partition`]).
+    fn choose(
+        &self,
+        route: &mut Route,
+        record: &ProducerRecord,
+        size: usize,
+    ) -> Result<(i32, bool)> {
         let batch_size = self.shared.config.batch_size;
         route
             .partition(record.partition, record.key.as_deref(), size, batch_size)

@@ -140,23 +140,25 @@ impl Route {
     /// The partition for a record: `fixed` if given (`Err(count)` when the topic has no
     /// such partition), else by `key`, else the sticky partition, which moves on to
     /// another available partition once `batch_size` bytes (`size` per record) went to
-    /// it.
+    /// it. The flag says the sticky partition moved on after this record: its batch can
+    /// go without waiting for linger (the byte count is an upper bound of the encoded
+    /// size, so the batch is nearly, not quite, full and would otherwise linger).
     pub(crate) fn partition(
         &mut self,
         fixed: Option<i32>,
         key: Option<&[u8]>,
         size: usize,
         batch_size: usize,
-    ) -> std::result::Result<i32, i32> {
+    ) -> std::result::Result<(i32, bool), i32> {
         if let Some(p) = fixed {
             return if (0..self.count).contains(&p) {
-                Ok(p)
+                Ok((p, false))
             } else {
                 Err(self.count)
             };
         }
         if let Some(key) = key {
-            return Ok(partition_for_key(key, self.count));
+            return Ok((partition_for_key(key, self.count), false));
         }
         let sticky = match self.sticky {
             Some(s) if s.partition < self.count => s,
@@ -167,15 +169,17 @@ impl Route {
         };
         let partition = sticky.partition;
         let bytes = sticky.bytes + size;
-        self.sticky = Some(if bytes >= batch_size {
+        let next = if bytes >= batch_size {
             Sticky {
                 partition: pick(self.count, &self.available, Some(partition)),
                 bytes: 0,
             }
         } else {
             Sticky { partition, bytes }
-        });
-        Ok(partition)
+        };
+        self.sticky = Some(next);
+        // With one partition to choose from it "moves on" to itself: keep filling.
+        Ok((partition, next.partition != partition))
     }
 }
 
@@ -275,6 +279,7 @@ mod tests {
             .unwrap()
             .partition(None, None, 100, 1000)
             .unwrap()
+            .0
     }
 
     #[test]
@@ -310,8 +315,13 @@ mod tests {
         );
         assert!(routes.current("u", 7, t0, max_age).is_none());
         let route = routes.current("t", 7, t0, max_age).unwrap();
-        assert_eq!(route.partition(Some(2), None, 1, 10), Ok(2));
+        assert_eq!(route.partition(Some(2), None, 1, 10), Ok((2, false)));
         assert_eq!(route.partition(Some(3), None, 1, 10), Err(3));
-        assert_eq!(route.partition(None, Some(b"key"), 1, 10), Ok(1));
+        assert_eq!(route.partition(None, Some(b"key"), 1, 10), Ok((1, false)));
+        // The record that fills the sticky partition's share says so.
+        let first = route.partition(None, None, 6, 10).unwrap();
+        assert!(!first.1);
+        assert_eq!(route.partition(None, None, 6, 10), Ok((first.0, true)));
+        assert_ne!(route.partition(None, None, 6, 10).unwrap().0, first.0);
     }
 }
