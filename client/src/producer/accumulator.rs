@@ -253,21 +253,21 @@ impl Accumulator {
         true
     }
 
-    /// Appends a record to partition `partition` of `topic`: to its open batch, or a new
-    /// one. A record without a timestamp gets the batch's wall-clock time of creation
+    /// Appends a record to partition `partition` of its topic: to its open batch, or a
+    /// new one. A record without a timestamp gets the batch's wall-clock time of creation
     /// plus the monotonic time since (`now`), so that appending costs no clock read of
     /// its own. `seal` closes the batch after this record (the sticky partitioner moves
     /// on). Returns the record's future and whether the sender should look (a batch
     /// became full or sealed, or a new one needs its linger deadline known).
     pub(crate) fn append(
         &mut self,
-        topic: &Arc<str>,
         partition: i32,
         record: &ProducerRecord,
         reserved: usize,
         now: Instant,
         seal: bool,
     ) -> (DeliveryFuture, bool) {
+        let topic = &record.topic;
         let size = record.encoded_size_bound();
         let key = PartitionRef(topic, partition);
         let queue = match self.queues.get_mut(&key) {
@@ -618,7 +618,7 @@ mod tests {
         now: Instant,
     ) -> (DeliveryFuture, bool) {
         let record = record.timestamp(timestamp);
-        acc.append(&Arc::from("t"), p, &record, reserved, now, false)
+        acc.append(p, &record, reserved, now, false)
     }
 
     fn tp(p: i32) -> TopicPartition {
@@ -630,7 +630,7 @@ mod tests {
         let mut acc = Accumulator::new(&config(), false);
         let t0 = Instant::now();
         let record = record("v").timestamp(1);
-        let (_, wake) = acc.append(&Arc::from("t"), 0, &record, 10, t0, true);
+        let (_, wake) = acc.append(0, &record, 10, t0, true);
         assert!(wake, "a sealed batch wakes the sender");
         put(&mut acc, 0, ProducerRecord::new("t").value("w"), 1, 10, t0);
         assert_eq!(

@@ -466,14 +466,9 @@ impl Producer {
             match (accumulator.closed, accumulator.fatal()) {
                 (true, _) => Err(Error::Closed("producer")),
                 (false, Some(fatal)) => Err(fatal.clone()),
-                (false, None) => Ok(accumulator.append(
-                    &record.topic,
-                    partition,
-                    &record,
-                    permits as usize,
-                    now,
-                    seal,
-                )),
+                (false, None) => {
+                    Ok(accumulator.append(partition, &record, permits as usize, now, seal))
+                }
             }
         };
         let (future, wake) = match appended {

@@ -184,24 +184,22 @@ impl Route {
 }
 
 /// A random partition among `available` (or 0..count), other than `not` when possible.
+/// No allocation: it runs at every sticky switch, for topics of any size.
 fn pick(count: i32, available: &[i32], not: Option<i32>) -> i32 {
+    let (n, candidate): (usize, &dyn Fn(usize) -> i32) = if available.is_empty() {
+        (count.max(1) as usize, &|i| i as i32)
+    } else {
+        (available.len(), &|i| available[i])
+    };
     let mut rng = rand::thread_rng();
-    let candidates: Vec<i32> = if available.is_empty() {
-        (0..count.max(1)).collect()
-    } else {
-        available.to_vec()
-    };
-    let others: Vec<i32> = candidates
-        .iter()
-        .copied()
-        .filter(|&p| Some(p) != not)
-        .collect();
-    let from = if others.is_empty() {
-        &candidates
-    } else {
-        &others
-    };
-    from[rng.gen_range(0..from.len())]
+    match not.and_then(|p| (0..n).find(|&i| candidate(i) == p)) {
+        // Draw among the n - 1 others: indexes from `skip` on shift up by one.
+        Some(skip) if n > 1 => {
+            let i = rng.gen_range(0..n - 1);
+            candidate(if i >= skip { i + 1 } else { i })
+        }
+        _ => candidate(rng.gen_range(0..n)),
+    }
 }
 
 #[cfg(test)]
