@@ -857,3 +857,61 @@ async fn reset_group_offsets_moves_an_idle_group() {
         .iter()
         .any(|g| g.group_id == group));
 }
+
+/// On a runtime with one worker the sender task shares the only thread with the caller's
+/// send loop. `send` is ready at once when there is buffer memory, so unless it yields
+/// now and then, no batch leaves (and no record is acknowledged) until the loop ends or
+/// the memory runs out.
+#[test]
+fn a_send_loop_on_a_one_thread_runtime_lets_batches_go() {
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    current.block_on(send_loop_lets_batches_go());
+    let one_worker = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    one_worker.block_on(async { tokio::spawn(send_loop_lets_batches_go()).await.unwrap() });
+}
+
+async fn send_loop_lets_batches_go() {
+    let broker = Broker::start();
+    let client = client(&broker).await;
+    let topic = unique("coop");
+    create_topic(&client, &topic, 1).await;
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            acks: Acks::Leader,
+            buffer_memory: 512 << 20,
+            allow_auto_create_topics: false,
+            ..ProducerConfig::default()
+        },
+    )
+    .unwrap();
+    // Far less than the buffer holds: without yields, memory never runs short.
+    const LIMIT: usize = 500_000;
+    let value = vec![b'x'; 100];
+    let first = producer
+        .send(ProducerRecord::new(topic.as_str()).value(value.clone()))
+        .await
+        .unwrap();
+    let mut sent = 1;
+    while sent < LIMIT && first.try_result().is_none() {
+        producer
+            .send(ProducerRecord::new(topic.as_str()).value(value.clone()))
+            .await
+            .unwrap();
+        sent += 1;
+    }
+    let acked = first.try_result();
+    assert!(
+        acked.is_some(),
+        "the first record was not acknowledged while {LIMIT} more were sent"
+    );
+    assert_eq!(acked.unwrap().unwrap().offset, 0);
+    producer.close().await.unwrap();
+}
