@@ -438,6 +438,11 @@ impl Producer {
     /// at once for an unknown topic or partition, a record larger than
     /// `max_request_size`, a closed producer, or one that met a fatal error (such as
     /// [`Error::ProducerFenced`]; that error is returned).
+    ///
+    /// On a runtime with one worker thread (current-thread, or `worker_threads(1)`),
+    /// `send` gives the thread back to the runtime about every 128 calls (tokio's
+    /// cooperative budget), so that a loop of sends lets the producer's own sender task
+    /// send the batches it fills.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
         // `send` is usually ready at once, so a loop of sends would never give the
         // runtime back. With one worker thread the sender task then cannot run until
