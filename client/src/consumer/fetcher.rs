@@ -101,6 +101,22 @@ pub(crate) struct PartitionState {
 }
 
 impl PartitionState {
+    /// A partition of `tp`'s topic with no position yet, its fetches numbered by `epoch`.
+    fn new(tp: &TopicPartition, epoch: u64) -> PartitionState {
+        PartitionState {
+            topic: Arc::from(tp.topic.as_str()),
+            position: None,
+            reset: None,
+            paused: false,
+            high_watermark: None,
+            log_start_offset: None,
+            epoch,
+            in_flight: false,
+            buffer: VecDeque::new(),
+            retry_after: None,
+        }
+    }
+
     fn fetch_offset(&self) -> Option<i64> {
         self.buffer.back().map(|c| c.next_offset).or(self.position)
     }
@@ -315,19 +331,7 @@ impl Fetcher {
     pub fn add(&mut self, tps: &[TopicPartition]) {
         for tp in tps {
             if !self.partitions.contains_key(tp) {
-                let epoch = self.epoch();
-                let state = PartitionState {
-                    topic: Arc::from(tp.topic.as_str()),
-                    position: None,
-                    reset: None,
-                    paused: false,
-                    high_watermark: None,
-                    log_start_offset: None,
-                    epoch,
-                    in_flight: false,
-                    buffer: VecDeque::new(),
-                    retry_after: None,
-                };
+                let state = PartitionState::new(tp, self.epoch());
                 self.partitions.insert(tp.clone(), state);
             }
         }
@@ -875,12 +879,7 @@ mod tests {
                     }
                     data.records = Some(Bytes::from(bytes));
                 }
-                let answer =
-                    FetchResponse::default()
-                        .with_responses(vec![FetchableTopicResponse::default()
-                            .with_topic(topic.topic.clone())
-                            .with_partitions(vec![data])]);
-                encode(&answer, received.version)
+                fetch_answer(topic, data, received.version)
             }
             other => panic!("unexpected {other:?}"),
         };
@@ -959,12 +958,7 @@ mod tests {
                         &["a"; 10],
                         Compression::None,
                     ))));
-                let answer =
-                    FetchResponse::default()
-                        .with_responses(vec![FetchableTopicResponse::default()
-                            .with_topic(topic.topic.clone())
-                            .with_partitions(vec![data])]);
-                encode(&answer, received.version)
+                fetch_answer(topic, data, received.version)
             }
             other => panic!("unexpected {other:?}"),
         };
@@ -1000,6 +994,19 @@ mod tests {
         assert_eq!(seen, 2);
     }
 
+    /// A Fetch answer with one partition's `data` for the request's `topic`.
+    fn fetch_answer(
+        topic: &FetchTopic,
+        data: PartitionData,
+        version: i16,
+    ) -> Option<bytes::BytesMut> {
+        let answer =
+            FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+                .with_topic(topic.topic.clone())
+                .with_partitions(vec![data])]);
+        encode(&answer, version)
+    }
+
     fn batch(base: i64, values: &[&str], codec: Compression) -> Vec<u8> {
         let mut builder = BatchBuilder::new(codec);
         for (i, v) in values.iter().enumerate() {
@@ -1012,18 +1019,10 @@ mod tests {
 
     /// A partition state for `tp`, positioned at the start of `chunk`, holding it.
     fn holding(tp: &TopicPartition, chunk: Chunk) -> PartitionState {
-        PartitionState {
-            topic: Arc::from(tp.topic.as_str()),
-            position: Some(chunk.skip_before),
-            reset: None,
-            paused: false,
-            high_watermark: None,
-            log_start_offset: None,
-            epoch: 1,
-            in_flight: false,
-            buffer: VecDeque::from([chunk]),
-            retry_after: None,
-        }
+        let mut state = PartitionState::new(tp, 1);
+        state.position = Some(chunk.skip_before);
+        state.buffer.push_back(chunk);
+        state
     }
 
     /// Prepares and decodes everything: the records and the offset after the chunk.

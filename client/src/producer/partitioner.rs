@@ -186,11 +186,12 @@ impl Route {
 /// A random partition among `available` (or 0..count), other than `not` when possible.
 /// No allocation: it runs at every sticky switch, for topics of any size.
 fn pick(count: i32, available: &[i32], not: Option<i32>) -> i32 {
-    let (n, candidate): (usize, &dyn Fn(usize) -> i32) = if available.is_empty() {
-        (count.max(1) as usize, &|i| i as i32)
+    let n = if available.is_empty() {
+        count.max(1) as usize
     } else {
-        (available.len(), &|i| available[i])
+        available.len()
     };
+    let candidate = |i: usize| available.get(i).copied().unwrap_or(i as i32);
     let mut rng = rand::thread_rng();
     match not.and_then(|p| (0..n).find(|&i| candidate(i) == p)) {
         // Draw among the n - 1 others: indexes from `skip` on shift up by one.
