@@ -5,6 +5,7 @@
 #                               docs/benchmarks.md (the results block) and docs/bench/*.json
 #   scripts/bench.sh --quick    fewer records, 1 run each (~6 min); writes to target/bench-quick/
 #   options: --runs N   --out DIR (raw JSON)   --report FILE (markdown)
+#            --fill-memory / --no-fill-memory  (default: on in full mode, off in --quick)
 #
 # What one run does, in order:
 #   1. machine limits: iperf3 loopback (one stream), fio sequential write (1 MiB blocks,
@@ -15,7 +16,8 @@
 #      samples their idle RSS; one unrecorded warm-up per broker (JIT, page cache);
 #   3. runs every scenario with the same client, sluice-bench, alternating the brokers (and
 #      which goes first) so that background noise hits both alike; every figure is the
-#      median of --runs runs;
+#      median of --runs runs. Before each run that writes, free memory is filled with page
+#      cache (see fill_free_memory) so that both brokers write into memory the VM holds;
 #   4. cross-checks the headline produce and replay figures with clients nobody here wrote:
 #      kcat (librdkafka) and Kafka's ProducerPerformance / ConsumerPerformance;
 #   5. writes the report between the markers in the report file (the hand-written analysis
@@ -28,12 +30,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
 
 quick=0
+fill=""
 runs=""
 out=""
 report=""
 while (($#)); do
     case "$1" in
         --quick) quick=1 ;;
+        --fill-memory) fill=1 ;;
+        --no-fill-memory) fill=0 ;;
         --runs) runs="$2"; shift ;;
         --runs=*) runs="${1#*=}" ;;
         --out) out="$2"; shift ;;
@@ -61,6 +66,7 @@ if ((quick)); then
     IPERF_S=3
     FIO_SEQ_SIZE=512M
     FIO_SYNC_SIZE=32M
+    FILL_MEMORY="${fill:-0}"
 else
     MODE=full
     RUNS="${runs:-3}"
@@ -76,6 +82,7 @@ else
     IPERF_S=5
     FIO_SEQ_SIZE=2G
     FIO_SYNC_SIZE=128M
+    FILL_MEMORY="${fill:-1}"
 fi
 # The same JVM settings every run (scripts/peers/kafka.sh reads these).
 export SLUICE_KAFKA_HEAP="${SLUICE_KAFKA_HEAP:-1g}"
@@ -163,6 +170,50 @@ rss() {
 }
 
 # --- one measurement -----------------------------------------------------------------------
+# fill_free_memory: reads holes of a sparse file until free memory is down to a reserve, so
+# that the page cache takes it. On these VMs the virtio-balloon reports freed memory to the
+# host (free page reporting), and the first touch of a reported page costs a host fault
+# (~10 µs, against <1 µs for memory the guest holds): a broker writing new page cache into
+# such memory pays most of a core for it, and the faster writer loses more (see "What
+# limits each number" in docs/benchmarks.md). A full run frees gigabytes (fio's files,
+# every deleted topic, DAMON reclaim of idle pages), so before each measured run the
+# memory freed since the last one is touched here, outside the measurement. The brokers'
+# writes then take memory by reclaiming this clean cache, as on any long-running server
+# whose page cache is full. The file is sparse: it takes no disk space.
+fill_free_memory() {
+    ((FILL_MEMORY)) || return 0
+    python3 - "$WORK/ballast" <<'PY' >&2
+import os, sys, time
+path = sys.argv[1]
+reserve = 512 << 20  # stays free: several times the kernel's high watermarks here
+if not os.path.exists(path):
+    with open(path, "wb") as f:
+        f.truncate(1 << 40)  # sparse: holes read as zeros, each read page is new page cache
+def free_bytes():
+    meminfo = dict(line.split(":", 1) for line in open("/proc/meminfo"))
+    return int(meminfo["MemFree"].split()[0]) * 1024
+cursor_file = path + ".at"
+at = int(open(cursor_file).read()) if os.path.exists(cursor_file) else 0
+fd = os.open(path, os.O_RDONLY)
+started, done = time.monotonic(), 0
+# A few passes: the kernel reclaims some cache of its own while a large fill runs.
+for _ in range(4):
+    want = free_bytes() - reserve
+    if want < 256 << 20:
+        break
+    while want > 0:
+        chunk = os.pread(fd, 1 << 20, at)
+        at = (at + len(chunk)) % (1 << 40)
+        done += len(chunk)
+        want -= len(chunk)
+os.close(fd)
+open(cursor_file, "w").write(str(at))
+if done:
+    print(f"  filled {done >> 20:,} MiB of free memory with page cache in "
+          f"{time.monotonic() - started:.1f} s ({free_bytes() >> 20:,} MiB left free)")
+PY
+}
+
 # bench BROKER SCENARIO RUN SUBCOMMAND ARGS...: runs sluice-bench, keeps its JSON as
 # $OUT/BROKER/SCENARIO.rRUN.json (a failed run leaves {"failed": ...} instead).
 bench() {
@@ -170,6 +221,8 @@ bench() {
     shift 3
     local file="$OUT/$broker/$scenario.r$run.json"
     mkdir -p "$OUT/$broker"
+    # Replays write nothing; filling memory before them could only evict what they read.
+    [[ "$1" == consume ]] || fill_free_memory
     if "$BENCH" "$@" --bootstrap "${ADDR[$broker]}" --broker-pid "${PID[$broker]}" \
         --label "$broker" --json --quiet >"$file.tmp" 2>"$WORK/bench.err"; then
         mv "$file.tmp" "$file"
@@ -204,7 +257,7 @@ create_topic() { # BROKER TOPIC PARTITIONS
 
 # --- 1. machine ------------------------------------------------------------------------------
 log "mode $MODE, $RUNS run(s) per figure, raw results in $OUT, report $REPORT"
-python3 - "$OUT/machine/machine.json" "$MODE" "$RUNS" <<'PY'
+python3 - "$OUT/machine/machine.json" "$MODE" "$RUNS" "$FILL_MEMORY" <<'PY'
 import json, os, platform, subprocess, sys
 def sh(cmd):
     try:
@@ -214,7 +267,7 @@ def sh(cmd):
 mem_kib = int(open("/proc/meminfo").read().split("MemTotal:")[1].split()[0])
 model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 json.dump({
-    "mode": sys.argv[2], "runs": int(sys.argv[3]),
+    "mode": sys.argv[2], "runs": int(sys.argv[3]), "fill_memory": sys.argv[4] == "1",
     "date": sh("date -u +%Y-%m-%dT%H:%M:%SZ"),
     "commit": sh("git rev-parse --short HEAD 2>/dev/null"),
     "cores": os.cpu_count(), "cpu_model": model, "memory_gib": round(mem_kib / 2**20, 1),
@@ -358,6 +411,7 @@ xc() {
     shift 3
     local file="$OUT/$broker/xc-$name.r$run.json"
     local t0 t1 rc=0
+    [[ "$name" != *produce* ]] || fill_free_memory
     t0=$(date +%s.%N)
     "$@" >"$WORK/xc.out" 2>"$WORK/xc.err" || rc=$?
     t1=$(date +%s.%N)
@@ -543,7 +597,10 @@ w(f"- Machine: {machine['cores']} cores ({machine['cpu_model']}), {machine['memo
 w(f"- Brokers side by side on 127.0.0.1, each with its own temp data dir: Sluice release build, defaults "
   f"(`log.flush.policy=os`) but `group.initial.rebalance.delay.ms=0` as the Kafka peer has it; Apache Kafka 4.4.0 single-node KRaft from `scripts/peers/kafka.sh`, "
   f"{machine['java']}, JVM `{' '.join(a for a in brokers['kafka']['cmdline'].split() if a.startswith('-X'))}`, "
-  f"defaults otherwise. One unrecorded warm-up per broker first.")
+  f"defaults otherwise. One unrecorded warm-up per broker first."
+  + (" Before every measured run that writes, free memory is filled with clean page cache (so that both brokers "
+     "write into memory the VM holds, not memory handed back to the host: see below)."
+     if machine.get("fill_memory") else ""))
 w(f"- Client: `sluice-bench` (release) for both, on the same 2 cores as the broker under test; "
   f"the idle broker waits beside. Produce settings unless said: 1 producer, linger.ms=5, batch.size=16384, "
   f"no compression, no keys. Cross-checks: {machine['kcat']}; Kafka's ProducerPerformance / "
