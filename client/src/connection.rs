@@ -35,6 +35,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use crate::buffer_pool::BufferPool;
 use crate::error::{Error, Result};
 
 /// Largest response frame accepted. Fetch responses are capped by `fetch.max.bytes`
@@ -528,6 +529,7 @@ async fn read_loop(shared: Arc<Shared>, reader: OwnedReadHalf) {
 /// Reads frames until EOF (Ok) or a failure, delivering each to its waiting request.
 async fn read_responses(shared: &Shared, reader: OwnedReadHalf) -> Result<()> {
     let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
+    let buffers = BufferPool::new();
     let io_error = |e: std::io::Error| Error::Io {
         addr: shared.addr.clone(),
         source: Arc::new(e),
@@ -549,8 +551,9 @@ async fn read_responses(shared: &Shared, reader: OwnedReadHalf) -> Result<()> {
                 )
             })?;
         // Read into uninitialised capacity: zeroing a large fetch answer first costs
-        // about as much as decoding it.
-        let mut body = BytesMut::with_capacity(size);
+        // about as much as decoding it. The buffer is a recycled one when a previous
+        // answer's has been let go (see `buffer_pool`).
+        let mut body = buffers.take(size);
         while body.len() < size {
             let want = (size - body.len()) as u64;
             let read = (&mut reader)
@@ -566,7 +569,7 @@ async fn read_responses(shared: &Shared, reader: OwnedReadHalf) -> Result<()> {
         let reply = shared.lock().pending.remove(&correlation_id);
         match reply {
             Some(reply) => {
-                let _ = reply.send(Ok(body.freeze())); // the caller may have timed out
+                let _ = reply.send(Ok(buffers.freeze(body))); // the caller may have timed out
             }
             None => {
                 return Err(Error::protocol(

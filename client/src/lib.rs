@@ -20,6 +20,7 @@
 //! broker stores them with); requests and responses are encoded by `kafka-protocol`.
 
 pub mod admin;
+mod buffer_pool;
 pub mod client;
 pub mod connection;
 pub mod consumer;
