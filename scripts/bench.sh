@@ -45,7 +45,7 @@ while (($#)); do
         --out=*) out="${1#*=}" ;;
         --report) report="$2"; shift ;;
         --report=*) report="${1#*=}" ;;
-        -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h | --help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
