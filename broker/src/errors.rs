@@ -46,6 +46,12 @@ pub fn storage_error_code(error: &StorageError) -> ResponseError {
         StorageError::InvalidBatch(batch) => batch_error_code(batch),
         // Kafka answers a read of corrupt stored bytes with CORRUPT_MESSAGE too.
         StorageError::CorruptSegment { .. } => ResponseError::CorruptMessage,
+        // A read inside a damaged range: the client learns that these offsets cannot be
+        // served (and may seek past them); other offsets still can.
+        StorageError::Damaged { .. } => ResponseError::CorruptMessage,
+        // The partition's files could not be loaded at start: this partition is offline,
+        // as Kafka reports a replica on a failed log dir.
+        StorageError::Unavailable { .. } => ResponseError::KafkaStorageError,
         StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::InvalidArgument(_) => ResponseError::InvalidRequest,

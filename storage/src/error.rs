@@ -62,6 +62,19 @@ pub enum StorageError {
         #[source]
         source: BatchError,
     },
+    /// The offset lies in a range of the log that recovery or an earlier read found
+    /// damaged (see `DamagedRange`); reads before and after it still work.
+    #[error(
+        "offsets {}..{} of {} are damaged (byte {}, {} bytes: {}); reads from offset {} on work",
+        range.first_offset, range.end_offset, range.file.display(), range.position, range.len,
+        range.reason, range.end_offset
+    )]
+    Damaged { range: crate::damage::DamagedRange },
+    /// The partition's files could not be opened (an unreadable or misplaced file, or
+    /// segments that overlap): the log is offline until an operator repairs it and the
+    /// broker restarts. Nothing was changed on disk.
+    #[error("log at {path} could not be loaded and is offline: {reason}")]
+    Unavailable { path: PathBuf, reason: String },
     /// A batch (or a whole append) is larger than the log accepts.
     #[error("record batch of {size} bytes exceeds the maximum of {max} bytes")]
     MessageTooLarge { size: usize, max: usize },

@@ -4,6 +4,8 @@
 //!   in-place patches, record decoding for every codec, a batch builder.
 //! - [`log`]: [`PartitionLog`], one `<topic>-<partition>/` directory: append, read by
 //!   offset or time, roll, truncate, retention, recovery.
+//! - `damage`: [`DamagedRange`], offsets recovery keeps but cannot serve, and how reads
+//!   find the next good batch after them.
 //! - `segment`, `offset_index`, `time_index`, `index_file`: one segment's three files.
 //! - [`flusher`]: the per-data-directory thread that fsyncs logs (group commit).
 //! - [`producer_state`]: idempotent-producer sequence tracking and its snapshots.
@@ -17,6 +19,7 @@
 
 pub mod batch;
 pub mod config;
+mod damage;
 pub mod error;
 pub mod flusher;
 pub mod fsutil;
@@ -29,6 +32,7 @@ mod time_index;
 pub mod watermark;
 
 pub use config::{FlushPolicy, LogConfig};
+pub use damage::DamagedRange;
 pub use error::{BatchError, Result, StorageError};
 pub use flusher::Flusher;
 pub use log::{

@@ -27,11 +27,12 @@ use bytes::Bytes;
 
 use crate::batch::{self, BatchHeader, Records, TimestampType, HEADER_SIZE};
 use crate::config::{FlushPolicy, LogConfig};
+use crate::damage::DamagedRange;
 use crate::error::{BatchError, Result, StorageError};
 use crate::flusher::Flusher;
 use crate::fsutil::{self, parse_segment_file_name, LOG_SUFFIX};
 use crate::producer_state::{self, PendingUpdates, ProducerStates, Verdict};
-use crate::segment::{Layout, PreparedBatch, Segment, NO_TIMESTAMP};
+use crate::segment::{Layout, PreparedBatch, Segment, TailRule, NO_TIMESTAMP};
 use crate::watermark::{DurableWait, Watermark};
 
 const RECOVERY_POINT_FILE: &str = "recovery-point";
@@ -88,8 +89,11 @@ pub struct TimestampOffset {
 pub struct OpenReport {
     /// Segments rescanned because the shutdown was not clean.
     pub segments_recovered: usize,
-    /// Bytes cut from torn or corrupt tails (including segments deleted after a cut).
+    /// Bytes cut from a torn tail of the active segment, past the recovery point.
     pub bytes_truncated: u64,
+    /// Damage found and kept (never cut): in sealed segments, below the recovery point,
+    /// and gaps between segment files. Each was logged as an error.
+    pub damaged: Vec<DamagedRange>,
     pub segments: usize,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
@@ -135,6 +139,11 @@ pub(crate) struct LogInner {
     /// Recovery point to persist once the segments below it are synced (set by a roll).
     pending_recovery_point: AtomicI64,
     dir_dirty: AtomicBool,
+    /// Offsets missing between two segment files, found by the continuity check at open.
+    gaps: Vec<DamagedRange>,
+    /// Why the log could not be opened (see [`PartitionLog::unavailable`]); such a log has
+    /// no segments and refuses every operation.
+    load_error: Option<String>,
 }
 
 impl PartitionLog {
@@ -169,48 +178,59 @@ impl PartitionLog {
                 .max()
                 .unwrap_or(i64::MIN),
         };
-        let mut cut_at: Option<usize> = None;
+        let mut gaps = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
-            let is_last = i + 1 == bases.len();
-            let active = is_last;
+            let active = i + 1 == bases.len();
+            // Recovery may cut only the active segment, and only from the recovery point
+            // on (a torn write); everything else it cannot read is kept as damage.
+            let rule = TailRule {
+                cut_from: active.then(|| recovery_point.unwrap_or(i64::MIN)),
+                next_base: bases.get(i + 1).copied(),
+            };
             let (segment, cut) = if base >= recover_from {
                 report.segments_recovered += 1;
-                Segment::open_and_recover(&dir, base, active, &layout)?
+                Segment::open_and_recover(&dir, base, active, &layout, rule)?
             } else {
-                Segment::load(&dir, base, active, &layout)?
+                Segment::load(&dir, base, active, &layout, rule)?
             };
-            let follows = segments
-                .last()
-                .is_none_or(|prev| segment.base_offset() >= prev.next_offset());
-            if !follows {
-                tracing::warn!(
-                    segment = %segment.log_path().display(),
-                    "segment does not follow the previous one's offsets; dropping it and every later segment"
-                );
-                cut_at = Some(i);
-                break;
-            }
-            report.bytes_truncated += cut;
-            segments.push(Arc::new(segment));
-            if cut > 0 && !is_last {
-                cut_at = Some(i + 1);
-                break;
-            }
-        }
-        if let Some(first_dropped) = cut_at {
-            for &base in &bases[first_dropped..] {
-                let path = fsutil::segment_file(&dir, base, LOG_SUFFIX);
-                report.bytes_truncated += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                for suffix in [LOG_SUFFIX, fsutil::INDEX_SUFFIX, fsutil::TIME_INDEX_SUFFIX] {
-                    fsutil::remove_if_exists(&fsutil::segment_file(&dir, base, suffix))?;
+            // Continuity: each segment starts where the previous one ends.
+            if let Some(prev) = segments.last() {
+                let expected = prev.next_offset();
+                if segment.base_offset() < expected {
+                    return Err(StorageError::Unavailable {
+                        path: dir.clone(),
+                        reason: format!(
+                            "segment {} starts at offset {} but {} already holds offsets up to {}: \
+                             overlapping segment files; no segment file was removed",
+                            segment.log_path().display(),
+                            segment.base_offset(),
+                            prev.log_path().display(),
+                            expected - 1
+                        ),
+                    });
+                }
+                if segment.base_offset() > expected {
+                    let gap = DamagedRange {
+                        file: prev.log_path().to_path_buf(),
+                        first_offset: expected,
+                        end_offset: segment.base_offset(),
+                        position: prev.size(),
+                        len: 0,
+                        reason: format!(
+                            "no segment file holds these offsets (a missing segment?); the next file is {}",
+                            segment.log_path().display()
+                        ),
+                    };
+                    gap.log("open");
+                    gaps.push(gap);
                 }
             }
-            // The segment that now ends the log was opened as sealed: make it active.
-            if let Some(last) = segments.last() {
-                last.unseal(config.segment_bytes, config.segment_index_bytes)?;
-            }
-            fsutil::sync_dir(&dir)?;
+            report.damaged.extend(segment.damaged_ranges());
+            report.bytes_truncated += cut;
+            segments.push(Arc::new(segment));
         }
+        report.damaged.extend(gaps.iter().cloned());
+        report.damaged.sort_by_key(|d| d.first_offset);
         if segments.is_empty() {
             let base = start_checkpoint.unwrap_or(0).max(0);
             segments.push(Arc::new(Segment::create(
@@ -255,9 +275,65 @@ impl PartitionLog {
             recovery_point: AtomicI64::new(recovery_point.unwrap_or(i64::MIN)),
             pending_recovery_point: AtomicI64::new(active_base),
             dir_dirty: AtomicBool::new(false),
+            gaps,
+            load_error: None,
         });
         flusher.register(&inner);
         Ok((PartitionLog { inner }, report))
+    }
+
+    /// A log whose files could not be opened (`open` failed with `reason`): it holds no
+    /// segment, touches no file, and answers every read and write with
+    /// [`StorageError::Unavailable`], so one bad partition directory takes only that
+    /// partition offline. Reopening (a broker restart) after a repair brings it back.
+    pub fn unavailable(dir: impl Into<PathBuf>, config: LogConfig, flusher: &Flusher, reason: String) -> PartitionLog {
+        let inner = Arc::new(LogInner {
+            dir: dir.into(),
+            config: RwLock::new(config),
+            segments: RwLock::new(Arc::new(Vec::new())),
+            append_lock: Mutex::new(AppendState {
+                producers: ProducerStates::default(),
+            }),
+            log_start: AtomicI64::new(0),
+            log_end: AtomicI64::new(0),
+            durable: Arc::new(Watermark::new(0)),
+            offline: AtomicBool::new(true),
+            closed: AtomicBool::new(false),
+            flusher: flusher.clone(),
+            flush_pending: AtomicBool::new(false),
+            sync_lock: Mutex::new(()),
+            unflushed_messages: AtomicU64::new(0),
+            last_flush_ms: AtomicI64::new(now_ms()),
+            recovery_point: AtomicI64::new(i64::MIN),
+            pending_recovery_point: AtomicI64::new(i64::MIN),
+            dir_dirty: AtomicBool::new(false),
+            gaps: Vec::new(),
+            load_error: Some(reason),
+        });
+        PartitionLog { inner }
+    }
+
+    /// Why the log could not be loaded, for a log made by [`PartitionLog::unavailable`].
+    pub fn load_error(&self) -> Option<&str> {
+        self.inner.load_error.as_deref()
+    }
+
+    /// Every damaged range still in the log (at or after the log start), by offset: what
+    /// recovery kept instead of cutting, gaps between segment files, and damage found by
+    /// reads since. Empty for a healthy log. Reads inside a range are refused with
+    /// [`StorageError::Damaged`].
+    pub fn damaged_ranges(&self) -> Vec<DamagedRange> {
+        let log_start = self.log_start_offset();
+        let mut ranges: Vec<DamagedRange> = self
+            .inner
+            .snapshot()
+            .iter()
+            .flat_map(|s| s.damaged_ranges())
+            .chain(self.inner.gaps.iter().cloned())
+            .filter(|d| d.end_offset > log_start || d.first_offset >= log_start)
+            .collect();
+        ranges.sort_by_key(|d| (d.first_offset, d.position));
+        ranges
     }
 
     /// The partition directory.
@@ -443,6 +519,7 @@ impl PartitionLog {
     /// high watermark and never cross a segment boundary.
     pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<ReadResult> {
         let inner = &self.inner;
+        inner.check_loaded()?;
         let log_start = self.log_start_offset();
         let log_end = self.log_end_offset();
         if offset < log_start || offset > log_end {
@@ -462,6 +539,11 @@ impl PartitionLog {
         if offset == log_end {
             return Ok(result);
         }
+        if let Some(range) = inner.gaps.iter().find(|g| g.contains_offset(offset)) {
+            return Err(StorageError::Damaged {
+                range: range.clone(),
+            });
+        }
         let segments = inner.snapshot();
         let first = segments
             .partition_point(|s| s.base_offset() <= offset)
@@ -479,6 +561,7 @@ impl PartitionLog {
     /// The first record whose timestamp is >= `timestamp` (Kafka's ListOffsets by time),
     /// or None if every record is older.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>> {
+        self.inner.check_loaded()?;
         let log_start = self.log_start_offset();
         let log_end = self.log_end_offset();
         let segments = self.inner.snapshot();
@@ -503,6 +586,7 @@ impl PartitionLog {
 
     /// The record with the largest timestamp (the first of equals), for ListOffsets -3.
     pub fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>> {
+        self.inner.check_loaded()?;
         let segments = self.inner.snapshot();
         let mut best: Option<&Arc<Segment>> = None;
         for segment in segments.iter() {
@@ -668,7 +752,8 @@ impl PartitionLog {
     pub fn close(&self) -> Result<()> {
         let inner = &self.inner;
         let guard = inner.lock_append()?;
-        if inner.closed.swap(true, Ordering::AcqRel) {
+        if inner.closed.swap(true, Ordering::AcqRel) || inner.load_error.is_some() {
+            // A log that never loaded has nothing to flush or checkpoint.
             return Ok(());
         }
         if inner.offline.load(Ordering::Acquire) {
@@ -841,7 +926,19 @@ impl LogInner {
         Ok(())
     }
 
+    /// Fails for a log that could not be loaded (see [`PartitionLog::unavailable`]).
+    fn check_loaded(&self) -> Result<()> {
+        match &self.load_error {
+            Some(reason) => Err(StorageError::Unavailable {
+                path: self.dir.clone(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn check_writable(&self) -> Result<()> {
+        self.check_loaded()?;
         self.check_open()?;
         if self.offline.load(Ordering::Acquire) {
             return Err(StorageError::Offline {

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use memmap2::{Mmap, MmapOptions};
 
 use crate::batch::{self, BatchHeader, HEADER_SIZE};
+use crate::damage::{self, DamagedRange};
 use crate::error::{BatchError, Result, StorageError};
 use crate::fsutil::{segment_file, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 use crate::offset_index::OffsetIndex;
@@ -43,6 +44,21 @@ pub(crate) struct Layout {
     /// `index.interval.bytes`.
     pub index_interval: u64,
 }
+
+/// What recovery may do with bytes of a segment that are not valid batches. Only the
+/// active segment may be cut, and only from the recovery point on (a torn write); any
+/// other damage is kept on disk and recorded as a [`DamagedRange`] (see `damage`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TailRule {
+    /// Offsets at or after this may be cut. `None` for a sealed segment: nothing may.
+    pub cut_from: Option<i64>,
+    /// Base offset of the next segment, if any: no batch of this one may reach it.
+    pub next_base: Option<i64>,
+}
+
+/// How many new damaged ranges one read may discover before it gives up (each discovery
+/// rescans the read; a bound keeps a pathological file from looping).
+const MAX_DAMAGE_DISCOVERIES: usize = 16;
 
 /// A batch ready to be written: its bytes in the producer's buffer plus the patched header.
 pub(crate) struct PreparedBatch<'a> {
@@ -104,6 +120,11 @@ pub(crate) struct Segment {
     /// Byte ranges known to hold valid batches (CRC-checked on append, recovery or an
     /// earlier read), so each stored byte is checked at most once per process.
     verified: VerifiedRanges,
+    /// Byte ranges that hold no valid batch, sorted by position: reads stop before them
+    /// and header scans jump over them. Found by recovery or by a read (CRC mismatch).
+    damage: RwLock<Vec<DamagedRange>>,
+    /// Whether `damage` is non-empty, so the read path of a healthy segment takes no lock.
+    has_damage: AtomicBool,
     /// Set by appends, cleared by the flusher just before it syncs.
     dirty: AtomicBool,
     bytes_since_index_entry: AtomicU64,
@@ -162,6 +183,7 @@ impl Segment {
         base_offset: i64,
         active: bool,
         layout: &Layout,
+        rule: TailRule,
     ) -> Result<(Self, u64)> {
         let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
         let index_path = segment_file(dir, base_offset, INDEX_SUFFIX);
@@ -193,21 +215,22 @@ impl Segment {
                     %reason,
                     "segment indexes or tail inconsistent after a clean shutdown; rebuilding"
                 );
-                let cut = segment.rebuild(active, layout)?;
+                let cut = segment.rebuild(active, layout, rule)?;
                 Ok((segment, cut))
             }
         }
     }
 
     /// Opens an existing segment and rebuilds it from its bytes (crash recovery): every
-    /// batch is validated, the file is truncated at the first invalid one, the indexes
-    /// are rebuilt, and the result is fsynced (what survived may have been only in the
-    /// page cache). Returns the segment and the bytes cut.
+    /// batch is validated, invalid bytes are cut or recorded as damage as `rule` allows,
+    /// the indexes are rebuilt, and the result is fsynced (what survived may have been
+    /// only in the page cache). Returns the segment and the bytes cut.
     pub(crate) fn open_and_recover(
         dir: &Path,
         base_offset: i64,
         active: bool,
         layout: &Layout,
+        rule: TailRule,
     ) -> Result<(Self, u64)> {
         let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
         let file = open_log_file(&log_path, false)?;
@@ -230,12 +253,12 @@ impl Segment {
         };
         segment.remap(capacity)?;
         segment.size.store(file_len, Ordering::Release);
-        let cut = segment.rebuild(active, layout)?;
+        let cut = segment.rebuild(active, layout, rule)?;
         Ok((segment, cut))
     }
 
     /// Recovers the segment in place, seals it unless it is the active one, and syncs it.
-    fn rebuild(&self, active: bool, layout: &Layout) -> Result<u64> {
+    fn rebuild(&self, active: bool, layout: &Layout, rule: TailRule) -> Result<u64> {
         self.offset_index
             .write()
             .map_err(|_| lock_poisoned())?
@@ -246,7 +269,7 @@ impl Segment {
             .map_err(|_| lock_poisoned())?
             .file_mut()
             .extend_to(layout.index_bytes)?;
-        let cut = self.recover(layout.index_interval)?;
+        let cut = self.recover(layout.index_interval, rule)?;
         if !active {
             self.seal()?;
         }
@@ -275,6 +298,8 @@ impl Segment {
             offset_of_max_timestamp: AtomicI64::new(base_offset),
             first_append_ms: AtomicI64::new(NO_TIMESTAMP),
             verified: VerifiedRanges::default(),
+            damage: RwLock::new(Vec::new()),
+            has_damage: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
             bytes_since_index_entry: AtomicU64::new(0),
             offset_index: RwLock::new(offset_index),
@@ -442,9 +467,26 @@ impl Segment {
 
     /// Reads whole batches starting with the one containing `offset`, up to `max_bytes`
     /// (or exactly one batch if the first is larger and `min_one`), stopping before any
-    /// batch at or past `max_offset`. Every returned batch has passed its CRC check.
-    /// `Ok(None)` when the segment holds no batch containing or following `offset`.
+    /// batch at or past `max_offset` and before damaged bytes. Every returned batch has
+    /// passed its CRC check. `Ok(None)` when the segment holds no batch containing or
+    /// following `offset`. An `offset` in a damaged range is refused with
+    /// [`StorageError::Damaged`]; damage met on the way is recorded first (see `damage`).
     pub(crate) fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        max_offset: i64,
+    ) -> Result<Option<SegmentRead>> {
+        self.retry_on_damage(|| {
+            if let Some(range) = self.damage_at_offset(offset) {
+                return Err(StorageError::Damaged { range });
+            }
+            self.read_once(offset, max_bytes, min_one, max_offset)
+        })
+    }
+
+    fn read_once(
         &self,
         offset: i64,
         max_bytes: usize,
@@ -462,6 +504,10 @@ impl Segment {
         let mut position = start;
         let mut first_offset = None;
         while position < data.len() {
+            if self.damage_at_position(position as u64).is_some() {
+                // Whole batches before the damage are served; the damage is not.
+                break;
+            }
             let rest = &data[position..];
             let batch_size =
                 batch::check_framing(rest, rest.len()).map_err(|e| self.corrupt(position, e))?;
@@ -515,13 +561,17 @@ impl Segment {
     }
 
     /// Position of the first batch whose last offset is >= `offset`, scanning headers
-    /// from the offset index's entry.
+    /// from the offset index's entry and jumping over known damage.
     fn find_batch_position(&self, data: &[u8], offset: i64) -> Result<Option<usize>> {
         let mut position = {
             let index = self.offset_index.read().map_err(|_| lock_poisoned())?;
             index.lookup(offset).position as usize
         };
         while position < data.len() {
+            if let Some(range) = self.damage_at_position(position as u64) {
+                position = (range.position + range.len) as usize;
+                continue;
+            }
             let rest = &data[position..];
             let batch_size =
                 batch::check_framing(rest, rest.len()).map_err(|e| self.corrupt(position, e))?;
@@ -541,6 +591,10 @@ impl Segment {
         target: i64,
         min_offset: i64,
     ) -> Result<Option<Bytes>> {
+        self.retry_on_damage(|| self.find_batch_by_timestamp_once(target, min_offset))
+    }
+
+    fn find_batch_by_timestamp_once(&self, target: i64, min_offset: i64) -> Result<Option<Bytes>> {
         let start_offset = {
             let index = self.time_index.read().map_err(|_| lock_poisoned())?;
             index.lookup(target).max(min_offset)
@@ -554,6 +608,10 @@ impl Segment {
             return Ok(None);
         };
         while position < data.len() {
+            if let Some(range) = self.damage_at_position(position as u64) {
+                position = (range.position + range.len) as usize;
+                continue;
+            }
             let rest = &data[position..];
             let batch_size =
                 batch::check_framing(rest, rest.len()).map_err(|e| self.corrupt(position, e))?;
@@ -584,17 +642,167 @@ impl Segment {
             return Ok(());
         };
         let data = &map[..size.min(map.len() as u64) as usize];
-        let Some(mut position) = self.find_batch_position(data, offset)? else {
-            return Ok(());
+        // Damage met on the way is recorded and skipped: a damaged batch's header cannot
+        // be trusted anyway, and the headers after it still count.
+        let mut discoveries = 0;
+        let mut position = loop {
+            match self.find_batch_position(data, offset) {
+                Ok(Some(position)) => break position,
+                Ok(None) => return Ok(()),
+                Err(StorageError::CorruptSegment { position, .. })
+                    if discoveries < MAX_DAMAGE_DISCOVERIES
+                        && self.mark_damaged(data, position as usize) =>
+                {
+                    discoveries += 1;
+                }
+                Err(e) => return Err(e),
+            }
         };
         while position < data.len() {
+            if let Some(range) = self.damage_at_position(position as u64) {
+                position = (range.position + range.len) as usize;
+                continue;
+            }
             let rest = &data[position..];
-            let batch_size =
-                batch::check_framing(rest, rest.len()).map_err(|e| self.corrupt(position, e))?;
-            f(&BatchHeader::new(rest).map_err(|e| self.corrupt(position, e))?);
-            position += batch_size;
+            match batch::check_framing(rest, rest.len()) {
+                Ok(batch_size) => {
+                    f(&BatchHeader::new(rest).map_err(|e| self.corrupt(position, e))?);
+                    position += batch_size;
+                }
+                Err(e) => {
+                    if discoveries >= MAX_DAMAGE_DISCOVERIES || !self.mark_damaged(data, position) {
+                        return Err(self.corrupt(position, e));
+                    }
+                    discoveries += 1;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Runs a read, and when it meets stored bytes that fail validation, records them as
+    /// damage and runs it again (bounded), so the read stops before the damage (or skips
+    /// it) instead of failing. A read that starts inside the damage gets `Damaged`.
+    fn retry_on_damage<T>(&self, mut read: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut discoveries = 0;
+        loop {
+            match read() {
+                Err(StorageError::CorruptSegment { position, source, .. })
+                    if discoveries < MAX_DAMAGE_DISCOVERIES =>
+                {
+                    let Some(map) = self.current_map()? else {
+                        return Err(self.corrupt(position as usize, source));
+                    };
+                    let size = self.size().min(map.len() as u64) as usize;
+                    if !self.mark_damaged(&map[..size], position as usize) {
+                        return Err(self.corrupt(position as usize, source));
+                    }
+                    discoveries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The damaged range holding byte `position`, if any (no lock on a healthy segment).
+    fn damage_at_position(&self, position: u64) -> Option<DamagedRange> {
+        if !self.has_damage.load(Ordering::Acquire) {
+            return None;
+        }
+        let damage = self.damage.read().unwrap_or_else(|p| p.into_inner());
+        damage.iter().find(|d| d.contains_position(position)).cloned()
+    }
+
+    /// The damaged range holding `offset`, if any.
+    pub(crate) fn damage_at_offset(&self, offset: i64) -> Option<DamagedRange> {
+        if !self.has_damage.load(Ordering::Acquire) {
+            return None;
+        }
+        let damage = self.damage.read().unwrap_or_else(|p| p.into_inner());
+        damage.iter().find(|d| d.contains_offset(offset)).cloned()
+    }
+
+    /// Every damaged range of this segment, by position.
+    pub(crate) fn damaged_ranges(&self) -> Vec<DamagedRange> {
+        if !self.has_damage.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.damage.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn add_damage(&self, range: DamagedRange, when: &'static str) -> bool {
+        let mut damage = self.damage.write().unwrap_or_else(|p| p.into_inner());
+        if damage
+            .iter()
+            .any(|d| d.contains_position(range.position) || d.position == range.position)
+        {
+            // Another reader recorded it first.
+            return false;
+        }
+        range.log(when);
+        let at = damage.partition_point(|d| d.position < range.position);
+        damage.insert(at, range);
+        self.has_damage.store(true, Ordering::Release);
+        true
+    }
+
+    /// Records the bytes from `position` (where a batch fails validation while serving)
+    /// to the next good batch as damage. The first lost offset is the end of the last
+    /// whole batch before `position`, found by walking the batch chain from the start of
+    /// the file; the end is the next good batch's base offset (see `damage::resync`), or
+    /// the segment's next offset when none follows. Returns false when nothing new was
+    /// recorded (the position is already known to be damaged).
+    fn mark_damaged(&self, data: &[u8], position: usize) -> bool {
+        if position >= data.len() || self.damage_at_position(position as u64).is_some() {
+            return false;
+        }
+        let mut at = 0usize;
+        let mut first_offset = self.base_offset;
+        let mut damaged_at = position;
+        while at < position {
+            if let Some(range) = self.damage_at_position(at as u64) {
+                at = (range.position + range.len) as usize;
+                first_offset = range.end_offset;
+                continue;
+            }
+            let rest = &data[at..];
+            match batch::check_framing(rest, rest.len()) {
+                Ok(size) if at + size <= position => {
+                    first_offset = BatchHeader::new(rest).map_or(first_offset, |h| h.next_offset());
+                    at += size;
+                }
+                // The chain breaks before `position`: the damage starts there.
+                Err(_) => {
+                    damaged_at = at;
+                    break;
+                }
+                // `position` is inside a batch whose framing holds (a stale index
+                // entry): the damage starts at `position` all the same.
+                Ok(_) => break,
+            }
+        }
+        let reason = match batch::check_framing(&data[damaged_at..], data.len() - damaged_at)
+            .and_then(|size| batch::validate_stored_batch(&data[damaged_at..damaged_at + size]))
+        {
+            Err(e) => e.to_string(),
+            Ok(_) => "batch chain broken before this position".to_string(),
+        };
+        let segment_end = self.next_offset();
+        let (end, end_offset) = match damage::resync(data, damaged_at + 1, first_offset, segment_end.max(first_offset + 1)) {
+            Some((next, base)) => (next, base),
+            None => (data.len(), segment_end.max(first_offset)),
+        };
+        self.add_damage(
+            DamagedRange {
+                file: self.log_path.clone(),
+                first_offset,
+                end_offset,
+                position: damaged_at as u64,
+                len: (end - damaged_at) as u64,
+                reason,
+            },
+            "read",
+        )
     }
 
     /// The batch that first reached this segment's max timestamp.
@@ -606,9 +814,12 @@ impl Segment {
             .filter(|r| !r.is_empty()))
     }
 
-    /// Rebuilds indexes and in-memory state by validating every batch from the start, and
-    /// truncates the file after the last valid one. Returns the bytes cut.
-    pub(crate) fn recover(&self, index_interval: u64) -> Result<u64> {
+    /// Rebuilds indexes and in-memory state by validating every batch from the start.
+    /// At the first invalid batch: when `rule` allows a cut there (active segment, past
+    /// the recovery point) the file is truncated; otherwise the bytes up to the next good
+    /// batch are recorded as damage and the scan goes on after them, so no intact batch
+    /// is lost. Returns the bytes cut.
+    pub(crate) fn recover(&self, index_interval: u64, rule: TailRule) -> Result<u64> {
         let file_len = file_len(&self.file, &self.log_path)?;
         {
             self.offset_index
@@ -624,6 +835,8 @@ impl Segment {
         self.offset_of_max_timestamp
             .store(self.base_offset, Ordering::Release);
         self.bytes_since_index_entry.store(0, Ordering::Release);
+        self.damage.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.has_damage.store(false, Ordering::Release);
         let map = self.map_at_least(file_len)?;
         let data: &[u8] = match &map {
             Some(map) => &map[..file_len as usize],
@@ -631,34 +844,72 @@ impl Segment {
         };
         let mut position = 0usize;
         let mut next_offset = self.base_offset;
+        // No batch of this segment may reach the next segment's base offset.
+        let max_base = rule.next_base.unwrap_or(i64::MAX);
+        let mut cut_at = None;
         while position < data.len() {
             let rest = &data[position..];
-            let batch = match batch::check_framing(rest, rest.len()) {
-                Ok(size) => &rest[..size],
-                Err(reason) => {
-                    self.log_cut(position, data.len(), &reason.to_string());
-                    break;
-                }
+            let problem = match batch::check_framing(rest, rest.len()) {
+                Err(reason) => Err(reason.to_string()),
+                Ok(size) => match batch::validate_stored_batch(&rest[..size]) {
+                    Err(reason) => Err(reason.to_string()),
+                    Ok(header)
+                        if header.base_offset() < next_offset
+                            || header.last_offset() < header.base_offset()
+                            || header.last_offset() >= max_base =>
+                    {
+                        Err(format!(
+                            "batch offsets {}..={} do not follow offset {next_offset}",
+                            header.base_offset(),
+                            header.last_offset()
+                        ))
+                    }
+                    Ok(header) => Ok(header),
+                },
             };
-            let header = match batch::validate_stored_batch(batch) {
+            let header = match problem {
                 Ok(header) => header,
                 Err(reason) => {
-                    self.log_cut(position, data.len(), &reason.to_string());
-                    break;
+                    if rule.cut_from.is_some_and(|from| next_offset >= from) {
+                        // A torn write at the tail, past the recovery point: cut it.
+                        self.log_cut(position, data.len(), &reason);
+                        cut_at = Some(position);
+                        break;
+                    }
+                    // Damage in data that was synced (or in a sealed segment): keep the
+                    // bytes, record the damage, and go on at the next good batch.
+                    let (end, end_offset) =
+                        match damage::resync(data, position + 1, next_offset, max_base) {
+                            Some(found) => found,
+                            None => {
+                                // Nothing good follows: the damage runs to the end of the
+                                // file, and the offsets it held up to where the next
+                                // segment (or the recovery point) says the log went on.
+                                let known_end = rule.next_base.or(rule.cut_from).unwrap_or(next_offset);
+                                (data.len(), known_end.max(next_offset))
+                            }
+                        };
+                    self.add_damage(
+                        DamagedRange {
+                            file: self.log_path.clone(),
+                            first_offset: next_offset,
+                            end_offset,
+                            position: position as u64,
+                            len: (end - position) as u64,
+                            reason,
+                        },
+                        "recovery",
+                    );
+                    next_offset = end_offset;
+                    position = end;
+                    // Index the first batch after the damage, so lookups past it start
+                    // there and never scan across the damaged bytes.
+                    self.bytes_since_index_entry
+                        .store(index_interval.saturating_add(1), Ordering::Release);
+                    continue;
                 }
             };
-            if header.base_offset() < next_offset || header.last_offset() < header.base_offset() {
-                self.log_cut(
-                    position,
-                    data.len(),
-                    &format!(
-                        "batch offsets {}..={} do not follow offset {next_offset}",
-                        header.base_offset(),
-                        header.last_offset()
-                    ),
-                );
-                break;
-            }
+            let batch = &rest[..header.total_size() as usize];
             self.index_batch(
                 header.base_offset(),
                 header.max_timestamp(),
@@ -669,7 +920,7 @@ impl Segment {
             next_offset = header.next_offset();
             position += batch.len();
         }
-        let valid = position as u64;
+        let valid = cut_at.map_or(file_len, |at| at as u64);
         let cut = file_len - valid;
         if cut > 0 {
             self.file.set_len(valid).map_err(|e| {
@@ -680,7 +931,14 @@ impl Segment {
                 .map_err(|e| StorageError::io(format!("fsync {}", self.log_path.display()), e))?;
         }
         self.size.store(valid, Ordering::Release);
-        self.verified.reset(valid);
+        // Every byte below `valid` was CRC-checked, except the damage.
+        self.verified.reset(0);
+        let mut from = 0;
+        for range in self.damaged_ranges() {
+            self.verified.add(from, range.position);
+            from = range.position + range.len;
+        }
+        self.verified.add(from, valid);
         self.next_offset.store(next_offset, Ordering::Release);
         Ok(cut)
     }
@@ -844,6 +1102,11 @@ impl Segment {
         self.size.store(position as u64, Ordering::Release);
         self.next_offset.store(new_next, Ordering::Release);
         self.verified.truncate(position as u64);
+        {
+            let mut damage = self.damage.write().unwrap_or_else(|p| p.into_inner());
+            damage.retain(|d| d.position < position as u64);
+            self.has_damage.store(!damage.is_empty(), Ordering::Release);
+        }
         self.file
             .set_len(position as u64)
             .map_err(|e| StorageError::io(format!("truncate {}", self.log_path.display()), e))?;
