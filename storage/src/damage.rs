@@ -74,7 +74,12 @@ impl DamagedRange {
 /// The first position at or after `from` in `data` where a whole, CRC-valid batch starts
 /// with a base offset in `[min_base, max_base)`, with that base offset. See the module
 /// doc for why this finds the next good batch and not a false one.
-pub(crate) fn resync(data: &[u8], from: usize, min_base: i64, max_base: i64) -> Option<(usize, i64)> {
+pub(crate) fn resync(
+    data: &[u8],
+    from: usize,
+    min_base: i64,
+    max_base: i64,
+) -> Option<(usize, i64)> {
     let mut position = from;
     while position + HEADER_SIZE <= data.len() {
         let rest = &data[position..];

@@ -286,7 +286,12 @@ impl PartitionLog {
     /// segment, touches no file, and answers every read and write with
     /// [`StorageError::Unavailable`], so one bad partition directory takes only that
     /// partition offline. Reopening (a broker restart) after a repair brings it back.
-    pub fn unavailable(dir: impl Into<PathBuf>, config: LogConfig, flusher: &Flusher, reason: String) -> PartitionLog {
+    pub fn unavailable(
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        flusher: &Flusher,
+        reason: String,
+    ) -> PartitionLog {
         let inner = Arc::new(LogInner {
             dir: dir.into(),
             config: RwLock::new(config),

@@ -503,6 +503,7 @@ impl Segment {
         };
         let mut position = start;
         let mut first_offset = None;
+        let mut expected = None;
         while position < data.len() {
             if self.damage_at_position(position as u64).is_some() {
                 // Whole batches before the damage are served; the damage is not.
@@ -512,6 +513,11 @@ impl Segment {
             let batch_size =
                 batch::check_framing(rest, rest.len()).map_err(|e| self.corrupt(position, e))?;
             let header = BatchHeader::new(rest).map_err(|e| self.corrupt(position, e))?;
+            // The first batch was checked by `find_batch_position`.
+            if let Some(expected) = expected {
+                self.check_follows(&header, expected, position)?;
+            }
+            expected = Some(header.next_offset());
             if header.base_offset() >= max_offset {
                 break;
             }
@@ -562,26 +568,59 @@ impl Segment {
 
     /// Position of the first batch whose last offset is >= `offset`, scanning headers
     /// from the offset index's entry and jumping over known damage.
+    ///
+    /// Batches in a segment are contiguous (each starts at the previous one's next
+    /// offset), so the scan checks every base offset against that: the base offset is
+    /// not covered by the CRC, and a flipped one would otherwise make a read skip or
+    /// repeat records silently.
     fn find_batch_position(&self, data: &[u8], offset: i64) -> Result<Option<usize>> {
-        let mut position = {
+        let entry = {
             let index = self.offset_index.read().map_err(|_| lock_poisoned())?;
-            index.lookup(offset).position as usize
+            index.lookup(offset)
         };
+        let mut position = entry.position as usize;
+        let mut expected = entry.offset;
         while position < data.len() {
             if let Some(range) = self.damage_at_position(position as u64) {
                 position = (range.position + range.len) as usize;
+                expected = range.end_offset;
                 continue;
             }
             let rest = &data[position..];
             let batch_size =
                 batch::check_framing(rest, rest.len()).map_err(|e| self.corrupt(position, e))?;
             let header = BatchHeader::new(rest).map_err(|e| self.corrupt(position, e))?;
+            self.check_follows(&header, expected, position)?;
             if header.last_offset() >= offset {
                 return Ok(Some(position));
             }
+            expected = header.next_offset();
             position += batch_size;
         }
         Ok(None)
+    }
+
+    /// Fails unless the batch at `position` starts at `expected` (see
+    /// `find_batch_position`).
+    fn check_follows(
+        &self,
+        header: &BatchHeader<'_>,
+        expected: i64,
+        position: usize,
+    ) -> Result<()> {
+        if header.base_offset() != expected || header.last_offset() < header.base_offset() {
+            return Err(self.corrupt(
+                position,
+                BatchError::InvalidRecord {
+                    reason: format!(
+                        "batch offsets {}..={} do not follow offset {expected}",
+                        header.base_offset(),
+                        header.last_offset()
+                    ),
+                },
+            ));
+        }
+        Ok(())
     }
 
     /// The first batch (base offset, bytes) whose max timestamp is >= `target`.
@@ -687,9 +726,9 @@ impl Segment {
         let mut discoveries = 0;
         loop {
             match read() {
-                Err(StorageError::CorruptSegment { position, source, .. })
-                    if discoveries < MAX_DAMAGE_DISCOVERIES =>
-                {
+                Err(StorageError::CorruptSegment {
+                    position, source, ..
+                }) if discoveries < MAX_DAMAGE_DISCOVERIES => {
                     let Some(map) = self.current_map()? else {
                         return Err(self.corrupt(position as usize, source));
                     };
@@ -710,7 +749,10 @@ impl Segment {
             return None;
         }
         let damage = self.damage.read().unwrap_or_else(|p| p.into_inner());
-        damage.iter().find(|d| d.contains_position(position)).cloned()
+        damage
+            .iter()
+            .find(|d| d.contains_position(position))
+            .cloned()
     }
 
     /// The damaged range holding `offset`, if any.
@@ -727,7 +769,10 @@ impl Segment {
         if !self.has_damage.load(Ordering::Acquire) {
             return Vec::new();
         }
-        self.damage.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.damage
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn add_damage(&self, range: DamagedRange, when: &'static str) -> bool {
@@ -785,10 +830,22 @@ impl Segment {
             .and_then(|size| batch::validate_stored_batch(&data[damaged_at..damaged_at + size]))
         {
             Err(e) => e.to_string(),
-            Ok(_) => "batch chain broken before this position".to_string(),
+            // A whole, valid batch right where the chain expects it: not damage (the
+            // caller was misled, e.g. by a stale index entry).
+            Ok(header) if header.base_offset() == first_offset => return false,
+            Ok(header) => format!(
+                "batch offsets {}..={} do not follow offset {first_offset}",
+                header.base_offset(),
+                header.last_offset()
+            ),
         };
         let segment_end = self.next_offset();
-        let (end, end_offset) = match damage::resync(data, damaged_at + 1, first_offset, segment_end.max(first_offset + 1)) {
+        let (end, end_offset) = match damage::resync(
+            data,
+            damaged_at + 1,
+            first_offset,
+            segment_end.max(first_offset + 1),
+        ) {
             Some((next, base)) => (next, base),
             None => (data.len(), segment_end.max(first_offset)),
         };
@@ -835,7 +892,10 @@ impl Segment {
         self.offset_of_max_timestamp
             .store(self.base_offset, Ordering::Release);
         self.bytes_since_index_entry.store(0, Ordering::Release);
-        self.damage.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.damage
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.has_damage.store(false, Ordering::Release);
         let map = self.map_at_least(file_len)?;
         let data: &[u8] = match &map {
@@ -854,7 +914,7 @@ impl Segment {
                 Ok(size) => match batch::validate_stored_batch(&rest[..size]) {
                     Err(reason) => Err(reason.to_string()),
                     Ok(header)
-                        if header.base_offset() < next_offset
+                        if header.base_offset() != next_offset
                             || header.last_offset() < header.base_offset()
                             || header.last_offset() >= max_base =>
                     {
@@ -885,7 +945,8 @@ impl Segment {
                                 // Nothing good follows: the damage runs to the end of the
                                 // file, and the offsets it held up to where the next
                                 // segment (or the recovery point) says the log went on.
-                                let known_end = rule.next_base.or(rule.cut_from).unwrap_or(next_offset);
+                                let known_end =
+                                    rule.next_base.or(rule.cut_from).unwrap_or(next_offset);
                                 (data.len(), known_end.max(next_offset))
                             }
                         };

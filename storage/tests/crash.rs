@@ -149,7 +149,7 @@ fn a_flipped_byte_inside_the_tail_cuts_from_that_batch_on() {
 }
 
 #[test]
-fn damage_in_an_unsynced_sealed_segment_drops_every_later_segment() {
+fn damage_in_an_unsynced_sealed_segment_keeps_every_later_segment() {
     let config = small_segments();
     let dir = tempfile::tempdir().unwrap();
     let stored = crashed_log(dir.path(), &config, 80);
@@ -167,7 +167,8 @@ fn damage_in_an_unsynced_sealed_segment_drops_every_later_segment() {
     let len = fs::metadata(second).unwrap().len();
     let file = fs::OpenOptions::new().write(true).open(second).unwrap();
     file.set_len(len - 5).unwrap();
-    // Everything up to the last whole batch of the second segment survives.
+    // Only the torn last batch of the second segment is lost; it becomes a damaged
+    // range, and every later segment is kept (recovery cuts only the active segment).
     let third_base: i64 = logs[2]
         .file_stem()
         .unwrap()
@@ -175,12 +176,36 @@ fn damage_in_an_unsynced_sealed_segment_drops_every_later_segment() {
         .unwrap()
         .parse()
         .unwrap();
-    let expected: Vec<Vec<u8>> = stored
+    let torn = stored
         .iter()
-        .filter(|b| BatchHeader::new(b).unwrap().next_offset() < third_base)
+        .map(|b| BatchHeader::new(b).unwrap())
+        .find(|h| h.next_offset() == third_base)
+        .unwrap()
+        .base_offset();
+    let (log, report) = open(dir.path(), config.clone(), false);
+    assert_eq!(report.bytes_truncated, 0);
+    assert_eq!(report.damaged.len(), 1);
+    assert_eq!(
+        (report.damaged[0].first_offset, report.damaged[0].end_offset),
+        (torn, third_base)
+    );
+    let end = BatchHeader::new(stored.last().unwrap())
+        .unwrap()
+        .next_offset();
+    assert_eq!(log.log_end_offset(), end);
+    let before: Vec<Vec<u8>> = stored
+        .iter()
+        .filter(|b| BatchHeader::new(b).unwrap().next_offset() <= torn)
         .cloned()
         .collect();
-    check_recovered(dir.path(), &config, &expected);
+    let after: Vec<Vec<u8>> = stored
+        .iter()
+        .filter(|b| BatchHeader::new(b).unwrap().base_offset() >= third_base)
+        .cloned()
+        .collect();
+    assert!(read_all_until(&log, 0, torn) == before);
+    assert!(read_all(&log, third_base) == after);
+    assert!(log.read(torn, 1 << 20, true).is_err());
     let remaining = fs::read_dir(dir.path())
         .unwrap()
         .filter(|e| {
@@ -191,7 +216,23 @@ fn damage_in_an_unsynced_sealed_segment_drops_every_later_segment() {
                 .is_some_and(|x| x == "log")
         })
         .count();
-    assert_eq!(remaining, 2, "segments after the damage are deleted");
+    assert_eq!(remaining, logs.len(), "no segment is deleted");
+}
+
+/// Every batch from `from` up to `until`.
+fn read_all_until(log: &sluice_storage::PartitionLog, from: i64, until: i64) -> Vec<Vec<u8>> {
+    let mut batches = Vec::new();
+    let mut offset = from;
+    while offset < until {
+        let read = log.read(offset, usize::MAX, false).expect("read");
+        let chunk = split(&read.records);
+        assert!(!chunk.is_empty());
+        for b in chunk {
+            offset = BatchHeader::new(&b).unwrap().next_offset();
+            batches.push(b);
+        }
+    }
+    batches
 }
 
 #[test]

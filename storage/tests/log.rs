@@ -375,7 +375,7 @@ fn clean_reopen_does_not_rescan_and_keeps_everything() {
 }
 
 #[test]
-fn corruption_inside_a_sealed_segment_is_an_error_on_read() {
+fn corruption_inside_a_sealed_segment_is_refused_and_the_batches_before_it_are_served() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = open(dir.path(), small_segments(), true);
     for i in 0..40 {
@@ -390,18 +390,20 @@ fn corruption_inside_a_sealed_segment_is_an_error_on_read() {
     bytes[first + second + 80] ^= 0x55;
     std::fs::write(&path, &bytes).unwrap();
     let (log, _) = open(dir.path(), small_segments(), true);
-    assert!(
-        log.read(0, 1 << 20, false).is_err() || {
-            // The read may stop before the corrupt batch if max_bytes ends first; asking for
-            // offset 4 (the third batch) must fail.
-            false
-        }
-    );
-    let err = log.read(4, 1 << 20, true).unwrap_err();
-    assert!(matches!(err, StorageError::CorruptSegment { .. }), "{err}");
-    // The batches before it are still served.
-    let ok = log.read(0, first + second, true).unwrap();
+    // A read from the start gets the two whole batches before the corrupt one, not an
+    // error for everything.
+    let ok = log.read(0, 1 << 20, false).unwrap();
     assert_eq!(split(&ok.records).len(), 2);
+    // Offset 4 (the third batch) is refused, and the range is reported.
+    let err = log.read(4, 1 << 20, true).unwrap_err();
+    let StorageError::Damaged { range } = err else {
+        panic!("{err}")
+    };
+    assert_eq!((range.first_offset, range.end_offset), (4, 6));
+    assert_eq!(log.damaged_ranges(), vec![range]);
+    // The batch after it is served.
+    let after = log.read(6, 1 << 20, true).unwrap();
+    assert_eq!(base_offset(&split(&after.records)[0]), 6);
 }
 
 #[test]
