@@ -539,12 +539,23 @@ fn replay_partition(
     let end = log.log_end_offset();
     let mut offset = start;
     while offset < end {
-        let read = log
-            .read(offset, LOAD_READ_BYTES, true)
-            .map_err(|source| LoadError::Read {
-                partition: index,
-                source,
-            })?;
+        let read = match log.read(offset, LOAD_READ_BYTES, true) {
+            Ok(read) => read,
+            // Offsets lost to disk damage (reported as an error when found): the commits
+            // in them are gone, the ones after them still count.
+            Err(StorageError::Damaged { range }) => {
+                tracing::error!(partition = index, first_offset = range.first_offset, end_offset = range.end_offset,
+                    "skipping a damaged range of {OFFSETS_TOPIC} during replay; offsets committed in it are lost");
+                offset = range.end_offset.max(offset + 1);
+                continue;
+            }
+            Err(source) => {
+                return Err(LoadError::Read {
+                    partition: index,
+                    source,
+                })
+            }
+        };
         let before = offset;
         for batch in batches(&read.records) {
             let batch = batch.map_err(|source| LoadError::Batch {

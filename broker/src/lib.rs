@@ -141,6 +141,8 @@ impl Broker {
             segments_recovered = report.segments_recovered,
             partitions_truncated = report.truncated.len(),
             bytes_truncated = report.truncated.iter().map(|t| t.2).sum::<u64>(),
+            partitions_offline = report.offline.len(),
+            damaged_ranges = report.damaged.len(),
             next_producer_id,
             "recovered {} partitions in {elapsed_ms} ms ({shutdown_kind})",
             report.partitions,

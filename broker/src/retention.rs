@@ -62,7 +62,9 @@ pub fn pass_once(state: &BrokerState, now_ms: i64) {
             match result {
                 Ok(()) => {}
                 // Deleted or shutting down meanwhile; offline logs were reported already.
-                Err(StorageError::Closed) | Err(StorageError::Offline { .. }) => {}
+                Err(StorageError::Closed)
+                | Err(StorageError::Offline { .. })
+                | Err(StorageError::Unavailable { .. }) => {}
                 Err(e) => {
                     tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "retention failed")
                 }

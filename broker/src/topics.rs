@@ -208,6 +208,11 @@ pub struct LoadReport {
     pub partitions: usize,
     /// Partitions whose logs recovery truncated: (topic, partition, bytes cut).
     pub truncated: Vec<(String, i32, u64)>,
+    /// Partitions whose logs could not be opened and are served offline
+    /// (KAFKA_STORAGE_ERROR): (topic, partition, why).
+    pub offline: Vec<(String, i32, String)>,
+    /// Damaged ranges kept by recovery (each logged as an error): (topic, partition, range).
+    pub damaged: Vec<(String, i32, sluice_storage::DamagedRange)>,
     pub segments_recovered: usize,
     pub elapsed: Duration,
 }
@@ -319,13 +324,41 @@ impl TopicRegistry {
                 if !dirs.contains_key(&index) || datadir::read_partition_metadata(&dir)?.is_none() {
                     datadir::write_partition_metadata(&dir, topic_id)?;
                 }
-                let (log, open) = PartitionLog::open(
-                    &dir,
-                    config.to_log_config(registry.flush_mode),
-                    &registry.flusher,
-                    clean,
-                )?;
+                let log_config = config.to_log_config(registry.flush_mode);
+                let opened = PartitionLog::open(&dir, log_config.clone(), &registry.flusher, clean);
+                let (log, open) = match opened {
+                    Ok(opened) => opened,
+                    Err(e) => {
+                        // One partition whose files cannot be opened (unreadable, a
+                        // directory in place of a file, overlapping segments) goes offline
+                        // with KAFKA_STORAGE_ERROR; the broker and every other partition
+                        // serve on. Nothing in its directory is touched.
+                        tracing::error!(
+                            topic = %name,
+                            partition = index,
+                            dir = %dir.display(),
+                            error = %e,
+                            "cannot load partition; it is offline until repaired and the broker restarted"
+                        );
+                        report
+                            .offline
+                            .push((name.to_string(), index, e.to_string()));
+                        let log = PartitionLog::unavailable(
+                            &dir,
+                            log_config,
+                            &registry.flusher,
+                            e.to_string(),
+                        );
+                        partitions.push(Arc::new(Partition::new(name.clone(), index, log)));
+                        continue;
+                    }
+                };
                 report.segments_recovered += open.segments_recovered;
+                report.damaged.extend(
+                    open.damaged
+                        .into_iter()
+                        .map(|range| (name.to_string(), index, range)),
+                );
                 if open.bytes_truncated > 0 {
                     tracing::warn!(
                         topic = %name,

@@ -318,6 +318,11 @@ impl PartitionLog {
         PartitionLog { inner }
     }
 
+    /// Fails with [`StorageError::Unavailable`] for a log that could not be loaded.
+    pub fn ensure_loaded(&self) -> Result<()> {
+        self.inner.check_loaded()
+    }
+
     /// Why the log could not be loaded, for a log made by [`PartitionLog::unavailable`].
     pub fn load_error(&self) -> Option<&str> {
         self.inner.load_error.as_deref()

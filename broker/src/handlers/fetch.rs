@@ -24,6 +24,8 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 
+use sluice_storage::StorageError;
+
 use crate::errors::storage_error_code;
 use crate::state::BrokerState;
 use crate::topics::Partition;
@@ -131,8 +133,15 @@ pub fn handle(
                 Err(e) => {
                     errors = true;
                     let code = storage_error_code(&e);
-                    if code == ResponseError::OffsetOutOfRange {
-                        tracing::debug!(error = %e, "fetch offset out of range");
+                    if code == ResponseError::OffsetOutOfRange
+                        || matches!(
+                            e,
+                            StorageError::Damaged { .. } | StorageError::Unavailable { .. }
+                        )
+                    {
+                        // Damage and offline partitions were logged as errors when found;
+                        // a consumer retrying must not flood the log.
+                        tracing::debug!(error = %e, "fetch refused");
                     } else {
                         tracing::warn!(error = %e, "fetch read failed");
                     }

@@ -30,6 +30,8 @@ pub const LATEST_TIERED: i64 = -5;
 /// (timestamp, offset, leader epoch) of a ListOffsets lookup.
 fn list_offset(log: &PartitionLog, timestamp: i64) -> Result<(i64, i64, i32), StorageError> {
     const NONE: (i64, i64, i32) = (-1, -1, -1);
+    // A partition that could not be loaded has no offsets to give.
+    log.ensure_loaded()?;
     Ok(match timestamp {
         LATEST => (-1, log.high_watermark(), 0),
         EARLIEST | EARLIEST_LOCAL => (-1, log.log_start_offset(), 0),
