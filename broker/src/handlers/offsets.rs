@@ -81,6 +81,10 @@ pub fn list_offsets(
                             .with_offset(offset)
                             // The field exists from v4; encoding refuses it before.
                             .with_leader_epoch(if version >= 4 { epoch } else { -1 }),
+                        Err(e @ StorageError::Unavailable { .. }) => {
+                            // Logged as an error once, at start.
+                            answer.with_error_code(storage_error_code(&e).code())
+                        }
                         Err(e) => {
                             tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "list offsets failed");
                             answer.with_error_code(storage_error_code(&e).code())

@@ -28,7 +28,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use sluice_storage::batch::{self, BatchHeader, Compression};
-use sluice_storage::{DurableWait, FlushPolicy};
+use sluice_storage::{DurableWait, FlushPolicy, StorageError};
 
 use crate::errors::storage_error_code;
 use crate::state::BrokerState;
@@ -131,7 +131,11 @@ pub fn handle(
                                 }
                                 Err(e) => {
                                     let code = storage_error_code(&e);
-                                    if code == ResponseError::KafkaStorageError {
+                                    // A partition that could not be loaded was logged as an
+                                    // error once, at start; each refused produce is not.
+                                    if code == ResponseError::KafkaStorageError
+                                        && !matches!(e, StorageError::Unavailable { .. })
+                                    {
                                         tracing::error!(error = %e, "append failed");
                                     } else {
                                         tracing::debug!(error = %e, "produce refused");
