@@ -140,7 +140,9 @@ pub(crate) struct LogInner {
     pending_recovery_point: AtomicI64,
     dir_dirty: AtomicBool,
     /// Offsets missing between two segment files, found by the continuity check at open.
-    gaps: Vec<DamagedRange>,
+    /// A truncation below a gap forgets it (the offsets are handed out again).
+    gaps: RwLock<Vec<DamagedRange>>,
+    has_gaps: AtomicBool,
     /// Why the log could not be opened (see [`PartitionLog::unavailable`]); such a log has
     /// no segments and refuses every operation.
     load_error: Option<String>,
@@ -275,7 +277,8 @@ impl PartitionLog {
             recovery_point: AtomicI64::new(recovery_point.unwrap_or(i64::MIN)),
             pending_recovery_point: AtomicI64::new(active_base),
             dir_dirty: AtomicBool::new(false),
-            gaps,
+            has_gaps: AtomicBool::new(!gaps.is_empty()),
+            gaps: RwLock::new(gaps),
             load_error: None,
         });
         flusher.register(&inner);
@@ -312,7 +315,8 @@ impl PartitionLog {
             recovery_point: AtomicI64::new(i64::MIN),
             pending_recovery_point: AtomicI64::new(i64::MIN),
             dir_dirty: AtomicBool::new(false),
-            gaps: Vec::new(),
+            gaps: RwLock::new(Vec::new()),
+            has_gaps: AtomicBool::new(false),
             load_error: Some(reason),
         });
         PartitionLog { inner }
@@ -339,7 +343,7 @@ impl PartitionLog {
             .snapshot()
             .iter()
             .flat_map(|s| s.damaged_ranges())
-            .chain(self.inner.gaps.iter().cloned())
+            .chain(self.inner.gaps().iter().cloned())
             .filter(|d| d.end_offset > log_start || d.first_offset >= log_start)
             .collect();
         ranges.sort_by_key(|d| (d.first_offset, d.position));
@@ -549,10 +553,8 @@ impl PartitionLog {
         if offset == log_end {
             return Ok(result);
         }
-        if let Some(range) = inner.gaps.iter().find(|g| g.contains_offset(offset)) {
-            return Err(StorageError::Damaged {
-                range: range.clone(),
-            });
+        if let Some(range) = inner.gap_at(offset) {
+            return Err(StorageError::Damaged { range });
         }
         let segments = inner.snapshot();
         let first = segments
@@ -655,6 +657,11 @@ impl PartitionLog {
             return Err(e);
         }
         let new_end = inner.log_end.load(Ordering::Acquire);
+        inner
+            .gaps
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|g| g.end_offset <= new_end);
         // Producer state must forget the cut batches: rebuild it from what is left.
         let segments = inner.snapshot();
         match rebuild_producer_states(&inner.dir, &segments, new_end)
@@ -816,6 +823,23 @@ impl LogInner {
     fn config(&self) -> std::sync::RwLockReadGuard<'_, LogConfig> {
         // Config updates are whole-value assignments; a poisoned lock is still consistent.
         self.config.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gaps between segment files (see `damage`); a plain list, rarely non-empty.
+    fn gaps(&self) -> std::sync::RwLockReadGuard<'_, Vec<DamagedRange>> {
+        self.gaps.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The gap holding `offset`. The read path of a log without gaps (the normal case)
+    /// checks an atomic flag and takes no lock.
+    fn gap_at(&self, offset: i64) -> Option<DamagedRange> {
+        if !self.has_gaps.load(Ordering::Acquire) {
+            return None;
+        }
+        self.gaps()
+            .iter()
+            .find(|g| g.contains_offset(offset))
+            .cloned()
     }
 
     fn snapshot(&self) -> Arc<Vec<Arc<Segment>>> {

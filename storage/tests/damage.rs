@@ -395,3 +395,34 @@ fn a_segment_file_without_read_permission_fails_the_open() {
     );
     fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
 }
+
+#[test]
+fn a_truncation_below_a_gap_forgets_it() {
+    let config = small_segments();
+    let dir = tempfile::tempdir().unwrap();
+    let stored = closed_log(dir.path(), &config, 150);
+    let logs = segment_files(dir.path());
+    for suffix in ["log", "index", "timeindex"] {
+        fs::remove_file(logs[2].with_extension(suffix)).unwrap();
+    }
+    let (log, _) = reopen(dir.path(), &config, true);
+    assert_eq!(log.damaged_ranges().len(), 1);
+    // Cut back into the segment before the gap: the offsets of the gap are handed out
+    // again and must read back like any others.
+    let cut = base_of(&logs[1]) + 1;
+    log.truncate_to(cut).unwrap();
+    assert!(log.damaged_ranges().is_empty());
+    let kept = log.log_end_offset();
+    while log.log_end_offset() < base_of(&logs[3]) + 10 {
+        log.append(&make_batch(3, 30, 0), 0, 0).unwrap();
+    }
+    let (batches, met) = read_around(&log);
+    assert!(met.is_empty(), "{met:?}");
+    assert!(
+        batches[..stored.iter().filter(|b| base_offset(b) < kept).count()]
+            .iter()
+            .zip(stored.iter())
+            .all(|(a, b)| a == b)
+    );
+    log.close().unwrap();
+}
