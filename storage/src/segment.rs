@@ -821,9 +821,17 @@ impl Segment {
                     damaged_at = at;
                     break;
                 }
-                // `position` is inside a batch whose framing holds (a stale index
-                // entry): the damage starts at `position` all the same.
-                Ok(_) => break,
+                // `position` is inside a batch whose framing holds: a stale index entry
+                // sent the scan mid-batch. If that batch is valid, nothing is damaged
+                // (the read fails, see "Trusted indexes" in docs/storage.md); if not,
+                // the damage starts with it.
+                Ok(size) => {
+                    if batch::validate_stored_batch(&rest[..size]).is_ok() {
+                        return false;
+                    }
+                    damaged_at = at;
+                    break;
+                }
             }
         }
         let reason = match batch::check_framing(&data[damaged_at..], data.len() - damaged_at)
