@@ -181,12 +181,24 @@ impl PartitionLog {
                 .unwrap_or(i64::MIN),
         };
         let mut gaps = Vec::new();
+        // The tail: the last segment holding any bytes. Segments after it are empty (a
+        // crash right after a roll, before anything was appended to the new segment):
+        // the tail is then the active segment in all but name, and when recovery cuts
+        // its torn end, the empty segments after it go (they hold nothing).
+        let tail = bases
+            .iter()
+            .rposition(|&b| {
+                fs::metadata(fsutil::segment_file(&dir, b, LOG_SUFFIX))
+                    .map_or(true, |m| m.len() > 0)
+            })
+            .unwrap_or(0);
+        let mut empty_after_cut = None;
         for (i, &base) in bases.iter().enumerate() {
             let active = i + 1 == bases.len();
-            // Recovery may cut only the active segment, and only from the recovery point
+            // Recovery may cut only the tail segment, and only from the recovery point
             // on (a torn write); everything else it cannot read is kept as damage.
             let rule = TailRule {
-                cut_from: active.then(|| recovery_point.unwrap_or(i64::MIN)),
+                cut_from: (i >= tail).then(|| recovery_point.unwrap_or(i64::MIN)),
                 next_base: bases.get(i + 1).copied(),
             };
             let (segment, cut) = if base >= recover_from {
@@ -230,6 +242,23 @@ impl PartitionLog {
             report.damaged.extend(segment.damaged_ranges());
             report.bytes_truncated += cut;
             segments.push(Arc::new(segment));
+            if cut > 0 && !active {
+                empty_after_cut = Some(i + 1);
+                break;
+            }
+        }
+        if let Some(first_empty) = empty_after_cut {
+            for &base in &bases[first_empty..] {
+                tracing::info!(dir = %dir.display(), base_offset = base, "removing an empty segment after the cut tail");
+                for suffix in [LOG_SUFFIX, fsutil::INDEX_SUFFIX, fsutil::TIME_INDEX_SUFFIX] {
+                    fsutil::remove_if_exists(&fsutil::segment_file(&dir, base, suffix))?;
+                }
+            }
+            // The cut segment now ends the log; it was opened as sealed.
+            if let Some(last) = segments.last() {
+                last.unseal(config.segment_bytes, config.segment_index_bytes)?;
+            }
+            fsutil::sync_dir(&dir)?;
         }
         report.damaged.extend(gaps.iter().cloned());
         report.damaged.sort_by_key(|d| d.first_offset);

@@ -236,6 +236,47 @@ fn read_all_until(log: &sluice_storage::PartitionLog, from: i64, until: i64) -> 
 }
 
 #[test]
+fn a_torn_segment_followed_only_by_an_empty_one_is_the_tail_and_is_cut() {
+    // A crash right after a roll: the new segment holds nothing yet, and the sealed one
+    // before it lost its unsynced end. That segment is the tail in all but name: it is
+    // cut like an active segment and the empty one after it goes, so no damaged range
+    // blocks consumers for records that were never synced.
+    let config = small_segments();
+    let dir = tempfile::tempdir().unwrap();
+    let stored = crashed_log(dir.path(), &config, 80);
+    let _ = fs::remove_file(dir.path().join("recovery-point"));
+    let mut logs: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    let last = logs.pop().unwrap();
+    let torn = logs.last().unwrap();
+    let last_base: i64 = last.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let len = fs::metadata(torn).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(torn)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    let expected: Vec<Vec<u8>> = stored
+        .iter()
+        .filter(|b| BatchHeader::new(b).unwrap().next_offset() < last_base)
+        .cloned()
+        .collect();
+    check_recovered(dir.path(), &config, &expected);
+    assert!(!last.exists(), "the empty segment after the cut is removed");
+}
+
+#[test]
 fn missing_or_garbage_indexes_are_rebuilt() {
     let config = small_segments();
     let dir = tempfile::tempdir().unwrap();
