@@ -2,7 +2,7 @@
 //! broker starts even when one partition's files cannot be opened, that partition alone
 //! answers KAFKA_STORAGE_ERROR (56), and a partition with flipped bytes in a sealed
 //! segment serves every whole batch before and after the damage while the damaged
-//! offsets get CORRUPT_MESSAGE (2).
+//! offsets get CORRUPT_MESSAGE (2). `sluice-broker check` reports both offline.
 
 mod common;
 
@@ -17,6 +17,19 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
 };
 use sluice_storage::batch::{self as sbatch, BatchHeader};
+
+/// Runs `sluice-broker check DIR`; returns the exit code and stdout.
+fn check(dir: &Path) -> (i32, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-broker"))
+        .arg("check")
+        .arg(dir)
+        .output()
+        .expect("run sluice-broker check");
+    (
+        output.status.code().expect("exit code"),
+        String::from_utf8(output.stdout).unwrap(),
+    )
+}
 
 fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut logs: Vec<_> = fs::read_dir(dir)
@@ -73,6 +86,12 @@ async fn one_bad_partition_goes_offline_and_damage_is_served_around() {
     }
     drop(client);
     broker.shutdown().await.unwrap();
+    let (code, out) = check(dir.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("hurt-0: ok") && out.ends_with("all intact\n"),
+        "{out}"
+    );
 
     // Partition 1: a directory where its first segment file should be (the open fails
     // for root too, who is not stopped by file modes).
@@ -102,6 +121,23 @@ async fn one_bad_partition_goes_offline_and_damage_is_served_around() {
         .collect();
     let (damage_first, damage_end) = (hit[0].1, hit.last().unwrap().2);
     let segment_base = layout[0].1;
+
+    // The offline check finds both, without changing anything.
+    let (code, out) = check(dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("hurt-0: DAMAGED"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "damaged: offsets {damage_first}..{damage_end} in {}",
+            sealed.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("hurt-1: DAMAGED") && out.contains("unreadable"),
+        "{out}"
+    );
+    assert_eq!(fs::read(sealed).unwrap(), bytes, "check changed nothing");
 
     // The broker starts all the same.
     let broker = common::start(dir.path(), &[]).await;

@@ -6,6 +6,7 @@
 //!   offset or time, roll, truncate, retention, recovery.
 //! - `damage`: [`DamagedRange`], offsets recovery keeps but cannot serve, and how reads
 //!   find the next good batch after them.
+//! - [`check`]: read-only verification of a partition directory (`sluice-broker check`).
 //! - `segment`, `offset_index`, `time_index`, `index_file`: one segment's three files.
 //! - [`flusher`]: the per-data-directory thread that fsyncs logs (group commit).
 //! - [`producer_state`]: idempotent-producer sequence tracking and its snapshots.
@@ -18,6 +19,7 @@
 //! and waits for durability through [`DurableWait`], a runtime-agnostic future.
 
 pub mod batch;
+pub mod check;
 pub mod config;
 mod damage;
 pub mod error;
