@@ -340,15 +340,15 @@ impl TopicRegistry {
                             error = %e,
                             "cannot load partition; it is offline until repaired and the broker restarted"
                         );
+                        let reason = match e {
+                            StorageError::Unavailable { reason, .. } => reason,
+                            other => other.to_string(),
+                        };
                         report
                             .offline
-                            .push((name.to_string(), index, e.to_string()));
-                        let log = PartitionLog::unavailable(
-                            &dir,
-                            log_config,
-                            &registry.flusher,
-                            e.to_string(),
-                        );
+                            .push((name.to_string(), index, reason.clone()));
+                        let log =
+                            PartitionLog::unavailable(&dir, log_config, &registry.flusher, reason);
                         partitions.push(Arc::new(Partition::new(name.clone(), index, log)));
                         continue;
                     }

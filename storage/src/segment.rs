@@ -733,7 +733,10 @@ impl Segment {
                         return Err(self.corrupt(position as usize, source));
                     };
                     let size = self.size().min(map.len() as u64) as usize;
-                    if !self.mark_damaged(&map[..size], position as usize) {
+                    // Recorded now, or by a concurrent reader a moment ago: read again.
+                    let recorded = self.mark_damaged(&map[..size], position as usize)
+                        || self.damage_at_position(position).is_some();
+                    if !recorded {
                         return Err(self.corrupt(position as usize, source));
                     }
                     discoveries += 1;

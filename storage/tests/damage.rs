@@ -426,3 +426,62 @@ fn a_truncation_below_a_gap_forgets_it() {
     );
     log.close().unwrap();
 }
+
+#[test]
+fn overlapping_segment_files_fail_the_open_and_nothing_is_removed() {
+    let config = small_segments();
+    let dir = tempfile::tempdir().unwrap();
+    closed_log(dir.path(), &config, 150);
+    let logs = segment_files(dir.path());
+    // Segment 3's files renamed one offset lower: it now claims an offset segment 2 holds.
+    let base = base_of(&logs[3]);
+    for suffix in ["log", "index", "timeindex"] {
+        fs::rename(
+            logs[3].with_extension(suffix),
+            dir.path().join(format!("{:020}.{suffix}", base - 1)),
+        )
+        .unwrap();
+    }
+    let before = segment_files(dir.path());
+    let err = PartitionLog::open(dir.path(), config, &flusher(), true)
+        .err()
+        .expect("open must fail");
+    assert!(matches!(err, StorageError::Unavailable { .. }), "{err}");
+    assert!(err.to_string().contains("overlapping"), "{err}");
+    assert_eq!(
+        segment_files(dir.path()),
+        before,
+        "no segment file was removed"
+    );
+}
+
+#[test]
+fn readers_that_meet_the_same_damage_at_once_all_get_the_batches_before_it() {
+    let config = small_segments();
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        closed_log(dir.path(), &config, 60);
+        let victim = &segment_files(dir.path())[1];
+        let mut bytes = fs::read(victim).unwrap();
+        let layout = batch_layout(&bytes);
+        // A record byte of the third batch: found only when served (clean start).
+        let (at, first, _) = layout[2];
+        bytes[at + 70 + round] ^= 0x40;
+        fs::write(victim, &bytes).unwrap();
+        let (log, _) = open(dir.path(), config.clone(), true);
+        let start = layout[0].1;
+        let results: Vec<_> = std::thread::scope(|s| {
+            let readers: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| log.read(start, usize::MAX, false)))
+                .collect();
+            readers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        for result in results {
+            let read = result.expect("a read before the damage succeeds");
+            let chunk = split(&read.records);
+            assert_eq!(chunk.len(), 2);
+            assert_eq!(BatchHeader::new(&chunk[1]).unwrap().next_offset(), first);
+        }
+        assert_eq!(log.damaged_ranges().len(), 1);
+    }
+}
