@@ -646,15 +646,22 @@ impl Segment {
         let Some(mut position) = self.find_batch_position(data, start_offset)? else {
             return Ok(None);
         };
+        // The first batch was checked by `find_batch_position`.
+        let mut expected = None;
         while position < data.len() {
             if let Some(range) = self.damage_at_position(position as u64) {
                 position = (range.position + range.len) as usize;
+                expected = Some(range.end_offset);
                 continue;
             }
             let rest = &data[position..];
             let batch_size =
                 batch::check_framing(rest, rest.len()).map_err(|e| self.corrupt(position, e))?;
             let header = BatchHeader::new(rest).map_err(|e| self.corrupt(position, e))?;
+            if let Some(expected) = expected {
+                self.check_follows(&header, expected, position)?;
+            }
+            expected = Some(header.next_offset());
             if header.max_timestamp() >= target {
                 self.verify(data, position, batch_size)?;
                 return Ok(Some(Bytes::from_owner(MapSlice {

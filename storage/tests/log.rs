@@ -390,6 +390,10 @@ fn corruption_inside_a_sealed_segment_is_refused_and_the_batches_before_it_are_s
     bytes[first + second + 80] ^= 0x55;
     std::fs::write(&path, &bytes).unwrap();
     let (log, _) = open(dir.path(), small_segments(), true);
+    // A lookup by time that meets the damage first records it and answers with the first
+    // record after it: timestamp 3 is in offset 5 (damaged) and offset 6 (batch 3).
+    let found = log.offset_for_timestamp(3).unwrap().unwrap();
+    assert_eq!((found.offset, found.timestamp), (6, 3));
     // A read from the start gets the two whole batches before the corrupt one, not an
     // error for everything.
     let ok = log.read(0, 1 << 20, false).unwrap();
