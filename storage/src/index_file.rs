@@ -7,6 +7,12 @@
 //! entry count of every index that is not the active one. Indexes carry no checksum: after
 //! an unclean shutdown the indexes of the recovered segments are rebuilt from the log.
 //!
+//! Holds no file descriptor: the file is opened only to size and map it (open, create,
+//! trim, extend) and to fsync it, and closed again at once; the mapping needs no open
+//! descriptor. So an index costs its mapping (one entry of `vm.max_map_count`, and none
+//! while it is empty), never one of the process's descriptors, however many segments a
+//! broker holds.
+//!
 //! Not thread-safe by itself: the segment keeps each index behind an `RwLock`.
 
 use std::fs::{File, OpenOptions};
@@ -18,7 +24,6 @@ use crate::error::{Result, StorageError};
 
 pub(crate) struct IndexFile {
     path: PathBuf,
-    file: File,
     map: Option<MmapMut>,
     entry_size: usize,
     entries: usize,
@@ -45,7 +50,6 @@ impl IndexFile {
         let entries = (len / entry_size as u64) as usize;
         let mut index = IndexFile {
             path: path.to_path_buf(),
-            file,
             map: None,
             entry_size,
             entries,
@@ -53,12 +57,13 @@ impl IndexFile {
         };
         if len % entry_size as u64 != 0 {
             // A torn trim; the whole entries before it are kept, the rest is dropped.
-            index.set_file_len(entries as u64 * entry_size as u64)?;
+            index.set_file_len(&file, entries as u64 * entry_size as u64)?;
         }
         match preallocate {
-            Some(max_bytes) => index.extend_to(max_bytes)?,
-            None => index.remap(entries)?,
+            Some(max_bytes) => index.extend_with(&file, max_bytes)?,
+            None => index.remap(&file, entries)?,
         }
+        // `file` is closed here: the mapping keeps the bytes reachable (module docs).
         Ok(index)
     }
 
@@ -73,13 +78,12 @@ impl IndexFile {
             .map_err(|e| StorageError::io(format!("create index {}", path.display()), e))?;
         let mut index = IndexFile {
             path: path.to_path_buf(),
-            file,
             map: None,
             entry_size,
             entries: 0,
             capacity: 0,
         };
-        index.extend_to(max_bytes)?;
+        index.extend_with(&file, max_bytes)?;
         Ok(index)
     }
 
@@ -140,14 +144,27 @@ impl IndexFile {
         lo.checked_sub(1)
     }
 
-    /// Writes the mapped entries and the file to disk.
+    /// Writes the mapped entries and the file (its length included) to disk.
     pub(crate) fn sync(&self) -> Result<()> {
         if let Some(map) = &self.map {
             map.flush()
                 .map_err(|e| StorageError::io(format!("msync index {}", self.path.display()), e))?;
         }
-        self.file
-            .sync_data()
+        // fsync acts on the file, not on the descriptor: a descriptor opened for it
+        // syncs what was written through the mapping and the length set by a trim.
+        let file = match self.reopen_raw() {
+            Ok(file) => file,
+            // Retention or a truncation removed the segment while a flush was about to
+            // sync it: a deleted index has nothing left to make durable.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(StorageError::io(
+                    format!("open index {}", self.path.display()),
+                    e,
+                ))
+            }
+        };
+        file.sync_data()
             .map_err(|e| StorageError::io(format!("fsync index {}", self.path.display()), e))
     }
 
@@ -157,28 +174,43 @@ impl IndexFile {
             map.flush()
                 .map_err(|e| StorageError::io(format!("msync index {}", self.path.display()), e))?;
         }
+        let file = self.reopen()?;
         // The mapping must go before the file shrinks under it.
         self.map = None;
-        self.set_file_len((self.entries * self.entry_size) as u64)?;
-        self.remap(self.entries)
+        self.set_file_len(&file, (self.entries * self.entry_size) as u64)?;
+        self.remap(&file, self.entries)
     }
 
     /// Makes room for appends again after a trim (a reopened active segment).
     pub(crate) fn extend_to(&mut self, max_bytes: u64) -> Result<()> {
+        let file = self.reopen()?;
+        self.extend_with(&file, max_bytes)
+    }
+
+    fn extend_with(&mut self, file: &File, max_bytes: u64) -> Result<()> {
         let used = (self.entries * self.entry_size) as u64;
         let target = max_bytes.max(used) / self.entry_size as u64 * self.entry_size as u64;
         self.map = None;
-        self.set_file_len(target)?;
-        self.remap((target / self.entry_size as u64) as usize)
+        self.set_file_len(file, target)?;
+        self.remap(file, (target / self.entry_size as u64) as usize)
     }
 
-    fn set_file_len(&mut self, len: u64) -> Result<()> {
-        self.file
-            .set_len(len)
+    /// Opens the existing file for a resize or a sync; the caller drops it right after.
+    fn reopen(&self) -> Result<File> {
+        self.reopen_raw()
+            .map_err(|e| StorageError::io(format!("open index {}", self.path.display()), e))
+    }
+
+    fn reopen_raw(&self) -> std::io::Result<File> {
+        OpenOptions::new().read(true).write(true).open(&self.path)
+    }
+
+    fn set_file_len(&self, file: &File, len: u64) -> Result<()> {
+        file.set_len(len)
             .map_err(|e| StorageError::io(format!("resize index {}", self.path.display()), e))
     }
 
-    fn remap(&mut self, capacity: usize) -> Result<()> {
+    fn remap(&mut self, file: &File, capacity: usize) -> Result<()> {
         self.capacity = capacity;
         self.map = if capacity == 0 {
             None
@@ -188,7 +220,7 @@ impl IndexFile {
             let map = unsafe {
                 MmapOptions::new()
                     .len(capacity * self.entry_size)
-                    .map_mut(&self.file)
+                    .map_mut(file)
             }
             .map_err(|e| StorageError::io(format!("mmap index {}", self.path.display()), e))?;
             // Index accesses are binary searches and appends, never sequential scans:

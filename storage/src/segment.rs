@@ -11,6 +11,14 @@
 //! read the published `size`/`next_offset` atomics and only touch bytes below `size`,
 //! which were fully written before `size` was advanced (Release/Acquire).
 //!
+//! Descriptors: only a segment that can be written holds its `.log` file open (the
+//! active one, and a sealed one until its bytes are synced). Reads go through the
+//! mapping, which needs no descriptor, so once a sealed segment is synced its file is
+//! closed, and the rare operations on it that need the file (a rebuild, a truncation,
+//! a resize of its mapping) open it for that call only. The indexes hold none at all
+//! (see `index_file`). Open files thus grow with the partitions, not with the segments;
+//! mappings still do (up to three per segment, counted by `vm.max_map_count`).
+//!
 //! A hazard kept out of the way by the log: the file must not shrink (`truncate_to`,
 //! `recover`) while a reader may still hold a `Bytes` past the new end, or that reader
 //! would fault. Recovery runs before a log is shared; explicit truncation is documented
@@ -104,7 +112,13 @@ pub(crate) struct SegmentRead {
 pub(crate) struct Segment {
     base_offset: i64,
     log_path: PathBuf,
-    file: File,
+    /// The `.log` descriptor while the segment may be written (module docs); `None` once
+    /// a sealed segment is synced. Appends and syncs take the read lock, so the file is
+    /// never closed under them.
+    file: RwLock<Option<File>>,
+    /// Set by `seal`, cleared by `unseal`: a sealed segment gives its descriptor up once
+    /// it is synced.
+    sealed: AtomicBool,
     mapping: RwLock<Mapping>,
     /// Bytes of whole, valid batches: readers never look past it.
     size: AtomicU64,
@@ -208,7 +222,14 @@ impl Segment {
             Some("an index file is missing".to_string())
         };
         match problem {
-            None => Ok((segment, 0)),
+            None => {
+                if !active {
+                    // Trusted and untouched: nothing to sync, the descriptor can go.
+                    segment.sealed.store(true, Ordering::Release);
+                    segment.release_file_if_synced()?;
+                }
+                Ok((segment, 0))
+            }
             Some(reason) => {
                 tracing::warn!(
                     segment = %segment.log_path.display(),
@@ -287,7 +308,8 @@ impl Segment {
         Segment {
             base_offset,
             log_path,
-            file,
+            file: RwLock::new(Some(file)),
+            sealed: AtomicBool::new(false),
             mapping: RwLock::new(Mapping {
                 map: None,
                 capacity: 0,
@@ -339,8 +361,7 @@ impl Segment {
         if max >= 0 {
             return max;
         }
-        self.file
-            .metadata()
+        std::fs::metadata(&self.log_path)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -376,8 +397,10 @@ impl Segment {
                 slices.push(IoSlice::new(batch.body));
             }
         }
-        write_all_vectored(&self.file, &mut slices)
-            .map_err(|e| StorageError::io(format!("write {}", self.log_path.display()), e))?;
+        self.with_file(|file| {
+            write_all_vectored(file, &mut slices)
+                .map_err(|e| StorageError::io(format!("write {}", self.log_path.display()), e))
+        })?;
         self.dirty.store(true, Ordering::Release);
 
         let mut position = start;
@@ -447,12 +470,47 @@ impl Segment {
         } else {
             // SAFETY: the file belongs to this log alone; bytes past the published size
             // are never read, and the file only shrinks when no reader holds them.
-            let map = unsafe { MmapOptions::new().len(capacity as usize).map(&self.file) }
-                .map_err(|e| StorageError::io(format!("mmap {}", self.log_path.display()), e))?;
+            let map = self.with_file(|file| {
+                unsafe { MmapOptions::new().len(capacity as usize).map(file) }
+                    .map_err(|e| StorageError::io(format!("mmap {}", self.log_path.display()), e))
+            })?;
             Some(Arc::new(map))
         };
         let mut mapping = self.mapping.write().map_err(|_| lock_poisoned())?;
         *mapping = Mapping { map, capacity };
+        Ok(())
+    }
+
+    /// Runs `f` with the `.log` file: the descriptor the segment holds, or, for a synced
+    /// sealed segment, one opened for this call and closed after it.
+    fn with_file<T>(&self, f: impl FnOnce(&File) -> Result<T>) -> Result<T> {
+        {
+            let held = self.file.read().map_err(|_| lock_poisoned())?;
+            if let Some(file) = held.as_ref() {
+                return f(file);
+            }
+        }
+        let file = open_log_file(&self.log_path, false)?;
+        f(&file)
+    }
+
+    /// Makes the segment hold its descriptor again (it is about to be written).
+    fn hold_file(&self) -> Result<()> {
+        let mut held = self.file.write().map_err(|_| lock_poisoned())?;
+        if held.is_none() {
+            *held = Some(open_log_file(&self.log_path, false)?);
+        }
+        Ok(())
+    }
+
+    /// Closes the descriptor of a sealed segment with nothing left to sync: the mapping
+    /// serves every read. The descriptor stays until the sync, rather than being
+    /// reopened for it, so that a write-back error is reported to the descriptor that
+    /// wrote.
+    fn release_file_if_synced(&self) -> Result<()> {
+        if self.sealed.load(Ordering::Acquire) && !self.dirty.load(Ordering::Acquire) {
+            *self.file.write().map_err(|_| lock_poisoned())? = None;
+        }
         Ok(())
     }
 
@@ -895,7 +953,7 @@ impl Segment {
     /// batch are recorded as damage and the scan goes on after them, so no intact batch
     /// is lost. Returns the bytes cut.
     pub(crate) fn recover(&self, index_interval: u64, rule: TailRule) -> Result<u64> {
-        let file_len = file_len(&self.file, &self.log_path)?;
+        let file_len = self.with_file(|file| file_len(file, &self.log_path))?;
         {
             self.offset_index
                 .write()
@@ -1002,12 +1060,13 @@ impl Segment {
         let valid = cut_at.map_or(file_len, |at| at as u64);
         let cut = file_len - valid;
         if cut > 0 {
-            self.file.set_len(valid).map_err(|e| {
-                StorageError::io(format!("truncate {}", self.log_path.display()), e)
+            self.with_file(|file| {
+                file.set_len(valid).map_err(|e| {
+                    StorageError::io(format!("truncate {}", self.log_path.display()), e)
+                })?;
+                file.sync_data()
+                    .map_err(|e| StorageError::io(format!("fsync {}", self.log_path.display()), e))
             })?;
-            self.file
-                .sync_data()
-                .map_err(|e| StorageError::io(format!("fsync {}", self.log_path.display()), e))?;
         }
         self.size.store(valid, Ordering::Release);
         // Every byte below `valid` was CRC-checked, except the damage.
@@ -1112,11 +1171,16 @@ impl Segment {
             .map_err(|_| lock_poisoned())?
             .file_mut()
             .trim()?;
-        self.remap(self.size())
+        self.remap(self.size())?;
+        // The descriptor goes at the next `sync_all`, once the appended bytes are synced.
+        self.sealed.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Reopens the indexes for appends (a sealed segment becoming active again).
     pub(crate) fn unseal(&self, capacity: u64, index_bytes: u64) -> Result<()> {
+        self.hold_file()?;
+        self.sealed.store(false, Ordering::Release);
         self.offset_index
             .write()
             .map_err(|_| lock_poisoned())?
@@ -1132,24 +1196,36 @@ impl Segment {
 
     /// Syncs the log file (data only) if anything was appended since the last sync.
     pub(crate) fn sync_if_dirty(&self) -> Result<()> {
-        if self.dirty.swap(false, Ordering::AcqRel) {
-            if let Err(e) = self.file.sync_data() {
-                self.dirty.store(true, Ordering::Release);
-                return Err(StorageError::io(
-                    format!("fdatasync {}", self.log_path.display()),
-                    e,
-                ));
-            }
+        // Checked first so that a synced sealed segment is not reopened for nothing.
+        if !self.dirty.load(Ordering::Acquire) {
+            return Ok(());
         }
-        Ok(())
+        self.with_file(|file| {
+            if self.dirty.swap(false, Ordering::AcqRel) {
+                if let Err(e) = file.sync_data() {
+                    self.dirty.store(true, Ordering::Release);
+                    return Err(StorageError::io(
+                        format!("fdatasync {}", self.log_path.display()),
+                        e,
+                    ));
+                }
+            }
+            Ok(())
+        })
     }
 
-    /// Syncs the log file and both indexes.
+    /// Syncs the log file and both indexes; a sealed segment then closes its descriptor.
     pub(crate) fn sync_all(&self) -> Result<()> {
-        self.dirty.store(false, Ordering::Release);
-        self.file
-            .sync_data()
-            .map_err(|e| StorageError::io(format!("fdatasync {}", self.log_path.display()), e))?;
+        if self.file.read().map_err(|_| lock_poisoned())?.is_none() {
+            // A segment gives its descriptor up only once sealed and synced, indexes
+            // included (`release_file_if_synced`); nothing has changed since.
+            return Ok(());
+        }
+        self.with_file(|file| {
+            self.dirty.store(false, Ordering::Release);
+            file.sync_data()
+                .map_err(|e| StorageError::io(format!("fdatasync {}", self.log_path.display()), e))
+        })?;
         self.offset_index
             .read()
             .map_err(|_| lock_poisoned())?
@@ -1159,7 +1235,8 @@ impl Segment {
             .read()
             .map_err(|_| lock_poisoned())?
             .file()
-            .sync()
+            .sync()?;
+        self.release_file_if_synced()
     }
 
     /// Drops every batch whose last offset is >= `offset` (the batch containing `offset`
@@ -1186,14 +1263,15 @@ impl Segment {
             damage.retain(|d| d.position < position as u64);
             self.has_damage.store(!damage.is_empty(), Ordering::Release);
         }
-        self.file
-            .set_len(position as u64)
-            .map_err(|e| StorageError::io(format!("truncate {}", self.log_path.display()), e))?;
-        // Without this sync a power loss could bring the cut batches back, and recovery
-        // would keep them: they are valid.
-        self.file
-            .sync_data()
-            .map_err(|e| StorageError::io(format!("fsync {}", self.log_path.display()), e))?;
+        self.with_file(|file| {
+            file.set_len(position as u64).map_err(|e| {
+                StorageError::io(format!("truncate {}", self.log_path.display()), e)
+            })?;
+            // Without this sync a power loss could bring the cut batches back, and
+            // recovery would keep them: they are valid.
+            file.sync_data()
+                .map_err(|e| StorageError::io(format!("fsync {}", self.log_path.display()), e))
+        })?;
         self.offset_index
             .write()
             .map_err(|_| lock_poisoned())?
