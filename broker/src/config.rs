@@ -92,6 +92,13 @@ const BROKER_KEYS: &[BrokerKey] = &[
         doc: "connections served at once; further ones wait to be accepted",
     },
     BrokerKey {
+        name: "max.broker.partitions",
+        default: "",
+        doc: "most partitions this broker holds (KIP-578's name); CreateTopics, CreatePartitions and auto-creation \
+              past it are refused with POLICY_VIOLATION. Unset: derived at start from the open-file limit and \
+              vm.max_map_count (see docs/operations.md)",
+    },
+    BrokerKey {
         name: "log.retention.check.interval.ms",
         default: "300000",
         doc: "how often retention (retention.ms/.bytes) and segment.ms rolls are applied",
@@ -205,6 +212,8 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub socket_request_max_bytes: usize,
     pub max_connections: usize,
+    /// `max.broker.partitions`; `None`: derived from the process's limits at start.
+    pub max_broker_partitions: Option<usize>,
     pub retention_check_interval_ms: u64,
     pub flush_mode: FlushMode,
     /// The consumer-group coordinator's settings (`group.*`, `offsets.topic.*`).
@@ -351,6 +360,16 @@ impl BrokerConfig {
                 "must be >= 1",
             ));
         }
+        let max_broker_partitions = match get("max.broker.partitions") {
+            Some(v) => {
+                let max: usize = parse_num("max.broker.partitions", v)?;
+                if max == 0 {
+                    return Err(invalid("max.broker.partitions", v, "must be >= 1"));
+                }
+                Some(max)
+            }
+            None => None,
+        };
         let retention_check_interval_ms: u64 = parse_num(
             "log.retention.check.interval.ms",
             value("log.retention.check.interval.ms"),
@@ -407,6 +426,7 @@ impl BrokerConfig {
             auto_create_topics,
             socket_request_max_bytes,
             max_connections,
+            max_broker_partitions,
             retention_check_interval_ms,
             flush_mode,
             group_coordinator: parse_group_coordinator(&value)?,

@@ -10,6 +10,8 @@
 //! - [`topic_config`]: the topic configs Sluice understands and their mapping to storage.
 //! - [`config`]: broker configuration with Kafka's property names (TOML, env, flags).
 //! - [`datadir`]: the data directory lock, `meta.properties`, `partition.metadata`.
+//! - [`limits`]: the open-file limit (raised at start by the binary) and the partition
+//!   limit derived from it and from `vm.max_map_count` (or `max.broker.partitions`).
 //! - [`producer_ids`]: producer ids for InitProducerId, persisted in blocks so that none
 //!   is handed out twice across restarts and crashes.
 //! - [`retention`]: the background retention and segment-roll task.
@@ -32,6 +34,7 @@ pub mod datadir;
 pub mod errors;
 pub mod groups;
 pub mod handlers;
+pub mod limits;
 pub mod producer_ids;
 pub mod retention;
 pub mod server;
@@ -79,6 +82,41 @@ pub struct BrokerHandle {
     shutdown: watch::Sender<bool>,
     kill: watch::Sender<bool>,
     supervisor: Option<JoinHandle<Result<(), BrokerError>>>,
+}
+
+/// The partition limit for this run (see `limits`), logged with what it comes from. A
+/// data directory already past it still loads (a lowered `ulimit -n` must not keep the
+/// broker from starting); only new partitions are refused.
+fn partition_limit(config: &BrokerConfig, registry: &TopicRegistry) -> limits::PartitionLimit {
+    let (open_files, hard) = match limits::open_file_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read RLIMIT_NOFILE; assuming 1024");
+            (1024, 1024)
+        }
+    };
+    let max_map_count = limits::max_map_count();
+    let limit =
+        limits::PartitionLimit::compute(config.max_broker_partitions, open_files, max_map_count);
+    let partitions = registry.partition_total();
+    tracing::info!(
+        max_partitions = limit.max,
+        source = %limit.source,
+        partitions,
+        open_files_soft = open_files,
+        open_files_hard = hard,
+        vm_max_map_count = ?max_map_count,
+        "partition limit"
+    );
+    if partitions > limit.max {
+        tracing::warn!(
+            partitions,
+            max_partitions = limit.max,
+            source = %limit.source,
+            "the data directory holds more partitions than the limit; no more can be created"
+        );
+    }
+    limit
 }
 
 impl Broker {
@@ -148,6 +186,8 @@ impl Broker {
             report.partitions,
         );
 
+        let partition_limit = partition_limit(&config, &registry);
+
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|e| BrokerError::io(format!("listen on {}", config.listen), e))?;
@@ -162,6 +202,7 @@ impl Broker {
             None if local_addr.ip().is_unspecified() => ("localhost".to_owned(), local_addr.port()),
             None => (local_addr.ip().to_string(), local_addr.port()),
         };
+        registry.set_partition_limit(partition_limit);
         let state = Arc::new(BrokerState {
             node_id: meta.node_id,
             cluster_id: meta.cluster_id,

@@ -1,6 +1,7 @@
-//! `sluice-broker`: parse flags, layer the configuration (file < env < flags), start the
-//! broker, print `listening on IP:PORT` once it accepts connections, and shut down
-//! cleanly on SIGINT/SIGTERM (a second signal exits at once).
+//! `sluice-broker`: parse flags, layer the configuration (file < env < flags), raise the
+//! open-file soft limit to the hard one, start the broker, print `listening on IP:PORT`
+//! once it accepts connections, and shut down cleanly on SIGINT/SIGTERM (a second signal
+//! exits at once).
 //!
 //! `sluice-broker check DATA_DIR` instead verifies every batch of every partition offline
 //! (read-only) and prints a report; it exits 1 when anything is damaged.
@@ -86,6 +87,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // Before anything opens files: every partition holds one (see sluice_broker::limits).
+    match sluice_broker::limits::raise_open_file_limit() {
+        Ok(limit) => tracing::info!(
+            soft_before = limit.soft_before,
+            soft = limit.soft,
+            hard = limit.hard,
+            "open-file limit (RLIMIT_NOFILE): soft {} -> {}, hard {}",
+            limit.soft_before,
+            limit.soft,
+            limit.hard
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit (RLIMIT_NOFILE)"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -14,10 +14,18 @@
 //! - `topic-configs.toml`: every topic's config overrides, rewritten atomically whenever
 //!   one changes. Entries of topics without partition directories are ignored at load.
 //!
+//! Limits: the broker's partition limit (`limits`, `max.broker.partitions`) is checked
+//! before a create or an add touches any file; the internal `__consumer_offsets` is
+//! counted but never refused (the broker cannot serve groups without it).
+//!
 //! Crash safety of the multi-step operations:
-//! - create: configs file, then for each partition: directory + `partition.metadata`
-//!   (atomic), then the log files. A crash leaves a topic with a prefix of its partitions
-//!   or none, never a partition without its topic id.
+//! - create is all or nothing: configs file, then the partitions from the last down to
+//!   partition 0, each a directory + `partition.metadata` (atomic) + the log files. The
+//!   topic exists only once partition 0 does, so a crash part-way leaves directories
+//!   that the next load removes as an interrupted delete (below), never a topic with
+//!   some of its partitions. A failure part-way (out of descriptors, disk full) closes
+//!   and removes what was made, the failed partition's directory included, and drops
+//!   the topic's configs again.
 //! - delete: logs closed, then directories renamed to `<dir>.<id>-delete` starting with
 //!   partition 0, then removed. At load, `*-delete` directories are removed and a topic
 //!   whose partition 0 is gone has its remaining partitions removed (the delete is
@@ -35,6 +43,7 @@ use uuid::Uuid;
 
 use crate::datadir;
 use crate::errors::BrokerError;
+use crate::limits::PartitionLimit;
 use crate::topic_config::{FlushMode, TopicConfig};
 
 const TOPIC_CONFIGS_FILE: &str = "topic-configs.toml";
@@ -225,6 +234,8 @@ pub struct TopicRegistry {
     flush_mode: FlushMode,
     maps: RwLock<Maps>,
     admin: Mutex<()>,
+    /// Most partitions the broker accepts (see `limits`); set once the broker knows it.
+    partition_limit: RwLock<PartitionLimit>,
 }
 
 impl TopicRegistry {
@@ -245,6 +256,7 @@ impl TopicRegistry {
             flush_mode,
             maps: RwLock::new(Maps::default()),
             admin: Mutex::new(()),
+            partition_limit: RwLock::new(PartitionLimit::unlimited()),
         };
         let mut report = LoadReport::default();
         let overrides_by_topic = registry.read_configs_file()?;
@@ -403,6 +415,54 @@ impl TopicRegistry {
         self.admin.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Sets the partition limit that creates and adds are checked against.
+    pub fn set_partition_limit(&self, limit: PartitionLimit) {
+        *self
+            .partition_limit
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = limit;
+    }
+
+    pub fn partition_limit(&self) -> PartitionLimit {
+        self.partition_limit
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Partitions of every topic, the internal ones included.
+    pub fn partition_total(&self) -> usize {
+        self.read_maps()
+            .by_name
+            .values()
+            .map(|t| t.partition_count())
+            .sum()
+    }
+
+    /// Refuses `adding` more partitions for `topic` when the broker would pass its
+    /// partition limit. Checked before any file is made, so a refused request leaves
+    /// nothing behind (an operation half-done by running out of descriptors would).
+    fn check_partition_limit(&self, topic: &str, adding: usize) -> Result<(), AdminError> {
+        if is_internal(topic) {
+            return Ok(());
+        }
+        let limit = self.partition_limit();
+        let current = self.partition_total();
+        if current.saturating_add(adding) > limit.max {
+            return Err(AdminError::new(
+                ResponseError::PolicyViolation,
+                format!(
+                    "Adding {adding} partition(s) for topic '{topic}' would bring this broker to {} \
+                     partitions, over its limit of {} ({}); {current} exist.",
+                    current.saturating_add(adding),
+                    limit.max,
+                    limit.source
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The broker-level defaults of every topic config.
     pub fn defaults(&self) -> &TopicConfig {
         &self.defaults
@@ -473,6 +533,7 @@ impl TopicRegistry {
                 format!("Number of partitions must be at most {MAX_PARTITIONS}."),
             ));
         }
+        self.check_partition_limit(name, partitions as usize)?;
         self.defaults
             .with_overrides(overrides)
             .map_err(|m| AdminError::new(ResponseError::InvalidConfig, m))
@@ -498,21 +559,27 @@ impl TopicRegistry {
         if !overrides.is_empty() {
             self.write_configs_file(Some((&name, &overrides)), None)?;
         }
+        // Partition 0 last: the topic exists on disk only once every partition does
+        // (module docs).
         let mut opened = Vec::with_capacity(partitions as usize);
-        for index in 0..partitions {
+        for index in (0..partitions).rev() {
             match self.open_new_partition(&name, id, index, &config) {
                 Ok(p) => opened.push(Arc::new(p)),
                 Err(e) => {
-                    // Leave nothing half-made behind: the topic does not exist.
-                    for p in &opened {
-                        if let Err(e) = p.log.delete() {
-                            tracing::error!(topic = %name, partition = p.index, error = %e, "cannot remove partition of a failed create");
+                    tracing::warn!(topic = %name, partition = index, error = %e.message, "creating topic failed; removing what was made");
+                    self.undo_new_partitions(&name, &opened, index);
+                    if !overrides.is_empty() {
+                        // Rewritten from the registered topics, which do not include
+                        // this one: its configs go.
+                        if let Err(e) = self.write_configs_file(None, None) {
+                            tracing::error!(topic = %name, error = %e.message, "cannot drop the configs of a failed create");
                         }
                     }
                     return Err(e);
                 }
             }
         }
+        opened.reverse();
         let topic = Arc::new(Topic {
             name: name.clone(),
             id,
@@ -527,6 +594,33 @@ impl TopicRegistry {
         }
         tracing::info!(topic = %name, partitions, topic_id = %datadir::uuid_to_base64(id), "created topic");
         Ok(topic)
+    }
+
+    /// Removes the partitions a failed create or add made: `opened` and the directory of
+    /// `failed`, which may hold a `partition.metadata` or some segment files. Logs are
+    /// closed before anything is removed, so their descriptors are free again for the
+    /// removal itself (a create that ran out of descriptors must still clean up). What
+    /// cannot be removed is logged; a failed create never made partition 0, so the next
+    /// load removes the rest.
+    fn undo_new_partitions(&self, name: &str, opened: &[Arc<Partition>], failed: i32) {
+        for p in opened {
+            if let Err(e) = p.log.close() {
+                tracing::warn!(topic = %name, partition = p.index, error = %e, "closing a partition of a failed create failed");
+            }
+        }
+        let indexes = opened
+            .iter()
+            .map(|p| p.index)
+            .chain(std::iter::once(failed));
+        for index in indexes {
+            let dir = datadir::partition_dir(&self.data_dir, name, index);
+            if let Err(e) = remove_dir(&dir) {
+                tracing::error!(topic = %name, partition = index, error = %e, "cannot remove partition directory of a failed create");
+            }
+        }
+        if let Err(e) = fsutil::sync_dir(&self.data_dir) {
+            tracing::error!(error = %e, "cannot sync the data directory after a failed create");
+        }
     }
 
     fn open_new_partition(
@@ -624,19 +718,24 @@ impl TopicRegistry {
                 format!("Number of partitions must be at most {MAX_PARTITIONS}."),
             ));
         }
+        self.check_partition_limit(&topic.name, (count - current) as usize)?;
         if validate_only {
             return Ok(());
         }
         let config = topic.config();
         let mut partitions = topic.partitions().as_ref().clone();
+        let mut added = Vec::with_capacity((count - current) as usize);
         for index in current..count {
-            partitions.push(Arc::new(self.open_new_partition(
-                &topic.name,
-                topic.id,
-                index,
-                &config,
-            )?));
+            match self.open_new_partition(&topic.name, topic.id, index, &config) {
+                Ok(p) => added.push(Arc::new(p)),
+                Err(e) => {
+                    tracing::warn!(topic = %topic.name, partition = index, error = %e.message, "adding partitions failed; removing the new ones");
+                    self.undo_new_partitions(&topic.name, &added, index);
+                    return Err(e);
+                }
+            }
         }
+        partitions.extend(added);
         *topic.partitions.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(partitions);
         tracing::info!(topic = %topic.name, from = current, to = count, "added partitions");
         Ok(())
@@ -823,6 +922,87 @@ mod tests {
         let reg = registry(dir.path(), false);
         let names: Vec<_> = reg.list().iter().map(|t| t.name.to_string()).collect();
         assert_eq!(names, vec!["my_topic".to_owned()]);
+    }
+
+    #[test]
+    fn partition_limit_refuses_before_any_file_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(dir.path(), true);
+        reg.set_partition_limit(PartitionLimit {
+            max: 5,
+            source: "max.broker.partitions".to_owned(),
+        });
+        let t = reg.create("a", 3, BTreeMap::new()).unwrap();
+        let refused = reg.create("b", 3, BTreeMap::new()).unwrap_err();
+        assert_eq!(refused.code, ResponseError::PolicyViolation);
+        assert!(
+            refused
+                .message
+                .contains("limit of 5 (max.broker.partitions)"),
+            "{}",
+            refused.message
+        );
+        assert!(!dir.path().join("b-0").exists() && !dir.path().join("b-2").exists());
+        assert_eq!(
+            reg.validate_new("b", 3, &BTreeMap::new()).unwrap_err().code,
+            ResponseError::PolicyViolation,
+            "validate_only answers the same"
+        );
+        assert_eq!(
+            reg.add_partitions(&t, 6, false).unwrap_err().code,
+            ResponseError::PolicyViolation
+        );
+        assert!(!dir.path().join("a-3").exists());
+        reg.add_partitions(&t, 5, false).unwrap();
+        // The group coordinator's topic is counted, never refused.
+        reg.create("__consumer_offsets", 2, BTreeMap::new())
+            .unwrap();
+        assert_eq!(reg.partition_total(), 7);
+    }
+
+    #[test]
+    fn failed_create_leaves_no_partition_and_no_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(dir.path(), true);
+        // A file where partition 1's directory should go makes the create fail there.
+        std::fs::write(dir.path().join("t-1"), b"in the way").unwrap();
+        let overrides: BTreeMap<_, _> = [("retention.ms".to_owned(), "1000".to_owned())].into();
+        reg.create("t", 3, overrides.clone()).unwrap_err();
+        assert!(reg.get("t").is_none());
+        assert!(!dir.path().join("t-0").exists(), "partition 0 comes last");
+        assert!(
+            !dir.path().join("t-2").exists(),
+            "made partitions are removed"
+        );
+        let configs = std::fs::read_to_string(dir.path().join(TOPIC_CONFIGS_FILE)).unwrap();
+        assert!(!configs.contains("[topics.t]"), "{configs}");
+        std::fs::remove_file(dir.path().join("t-1")).unwrap();
+        let t = reg.create("t", 3, BTreeMap::new()).unwrap();
+        assert_eq!(t.partition_count(), 3);
+        assert!(t.overrides().is_empty());
+        reg.close_all();
+        drop(reg);
+        let reg = registry(dir.path(), true);
+        assert_eq!(
+            reg.get("t").unwrap().config().retention_ms,
+            TopicConfig::default().retention_ms
+        );
+    }
+
+    #[test]
+    fn create_interrupted_before_partition_0_is_removed_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a crash leaves part-way through a create: the later partitions only.
+        for index in [2, 1] {
+            datadir::write_partition_metadata(
+                &dir.path().join(format!("t-{index}")),
+                Uuid::new_v4(),
+            )
+            .unwrap();
+        }
+        let reg = registry(dir.path(), false);
+        assert!(reg.get("t").is_none());
+        assert!(!dir.path().join("t-1").exists() && !dir.path().join("t-2").exists());
     }
 
     #[test]
