@@ -84,10 +84,14 @@ pub struct BrokerHandle {
     supervisor: Option<JoinHandle<Result<(), BrokerError>>>,
 }
 
-/// The partition limit for this run (see `limits`), logged with what it comes from. A
-/// data directory already past it still loads (a lowered `ulimit -n` must not keep the
-/// broker from starting); only new partitions are refused.
-fn partition_limit(config: &BrokerConfig, registry: &TopicRegistry) -> limits::PartitionLimit {
+/// The partition limit for this run (see `limits`), logged with what it comes from, and
+/// `max.connections` lowered to what the descriptors left beside the partitions allow.
+/// A data directory already past the limit still loads (a lowered `ulimit -n` must not
+/// keep the broker from starting); only new partitions are refused.
+fn apply_open_file_limits(
+    config: &mut BrokerConfig,
+    registry: &TopicRegistry,
+) -> limits::PartitionLimit {
     let (open_files, hard) = match limits::open_file_limit() {
         Ok(limit) => limit,
         Err(e) => {
@@ -115,6 +119,21 @@ fn partition_limit(config: &BrokerConfig, registry: &TopicRegistry) -> limits::P
             source = %limit.source,
             "the data directory holds more partitions than the limit; no more can be created"
         );
+    }
+    let connections = limits::connection_cap(open_files, limit.max.max(partitions));
+    if connections < config.max_connections {
+        let message = format!(
+            "max.connections lowered to {connections}: the open-file limit of {open_files} \
+             leaves no more beside {} partitions",
+            limit.max.max(partitions)
+        );
+        // Only a value the operator chose is worth a warning; the default is just big.
+        if config.explicit.contains_key("max.connections") {
+            tracing::warn!(configured = config.max_connections, "{message}");
+        } else {
+            tracing::info!(default = config.max_connections, "{message}");
+        }
+        config.max_connections = connections;
     }
     limit
 }
@@ -186,7 +205,8 @@ impl Broker {
             report.partitions,
         );
 
-        let partition_limit = partition_limit(&config, &registry);
+        let mut config = config;
+        let partition_limit = apply_open_file_limits(&mut config, &registry);
 
         let listener = TcpListener::bind(&config.listen)
             .await

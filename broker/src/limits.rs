@@ -17,7 +17,10 @@
 //! The derived limit leaves room for the rest: a fixed reserve for the runtime and the
 //! broker's own files, and half of what remains for client connections; a partition is
 //! counted at two descriptors, since a rolled segment keeps its descriptor until the
-//! flusher has synced it.
+//! flusher has synced it. The other way round, connections are capped so that they
+//! cannot take the descriptors the partitions need ([`connection_cap`]): at the cap the
+//! broker stops accepting (the kernel's backlog holds the rest) rather than fail a
+//! segment roll with EMFILE, which would take a partition offline.
 
 use std::io;
 
@@ -82,6 +85,18 @@ pub fn raise_open_file_limit() -> io::Result<OpenFileLimit> {
         soft: now,
         hard,
     })
+}
+
+/// The most connections the descriptors left by `partitions` partitions can serve (at
+/// least a handful, so that an operator can still connect to delete topics). The broker
+/// lowers `max.connections` to it at start.
+pub fn connection_cap(open_files: u64, partitions: usize) -> usize {
+    const MIN_CONNECTIONS: u64 = 16;
+    let for_partitions = (partitions as u64).saturating_mul(FDS_PER_PARTITION);
+    open_files
+        .saturating_sub(RESERVED_FDS)
+        .saturating_sub(for_partitions)
+        .max(MIN_CONNECTIONS) as usize
 }
 
 /// `vm.max_map_count`, if readable.
@@ -155,6 +170,8 @@ mod tests {
         assert_eq!(large.max, (65_530 - 1024) / 6);
         assert!(large.source.contains("vm.max_map_count"), "{large:?}");
         assert_eq!(PartitionLimit::compute(None, 10, None).max, 0);
+        assert_eq!(connection_cap(1024, small.max), (1024 - 64) / 2);
+        assert_eq!(connection_cap(1024, 100_000), 16, "never below a handful");
         let set = PartitionLimit::compute(Some(7), 1024, None);
         assert_eq!(set.max, 7);
         assert_eq!(set.source, "max.broker.partitions");

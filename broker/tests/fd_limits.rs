@@ -200,9 +200,15 @@ async fn partitions_past_the_descriptor_limit_are_refused_and_restarts_are_clean
     assert_eq!(broker.open_file_limits(), (512, 512));
     // The documented derivation: (512 - 64 reserved) / 2 for connections / 2 per partition.
     let limit = (512 - 64) / 4;
+    let log = broker.log_text();
     assert!(
-        broker.log_text().contains("soft 128 -> 512, hard 512"),
+        log.contains("soft 128 -> 512, hard 512"),
         "the raise is logged"
+    );
+    // The other half of the descriptors: connections cannot starve the partitions.
+    assert!(
+        log.contains(&format!("max.connections lowered to {}", (512 - 64) / 2)),
+        "{log}"
     );
 
     let mut client = Client::connect(broker.addr).await;
