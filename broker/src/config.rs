@@ -212,7 +212,8 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub socket_request_max_bytes: usize,
     pub max_connections: usize,
-    /// `max.broker.partitions`; `None`: derived from the process's limits at start.
+    /// `max.broker.partitions`; `None`: derived from the process's limits at start, which
+    /// then sets it to the derived value (so that DescribeConfigs shows what applies).
     pub max_broker_partitions: Option<usize>,
     pub retention_check_interval_ms: u64,
     pub flush_mode: FlushMode,
@@ -470,6 +471,12 @@ impl BrokerConfig {
             (
                 "max.connections".to_owned(),
                 self.max_connections.to_string(),
+            ),
+            (
+                "max.broker.partitions".to_owned(),
+                self.max_broker_partitions
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
             ),
             (
                 "log.retention.check.interval.ms".to_owned(),

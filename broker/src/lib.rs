@@ -120,6 +120,30 @@ fn apply_open_file_limits(
             "the data directory holds more partitions than the limit; no more can be created"
         );
     }
+    if let Some(max_maps) = max_map_count {
+        // Every segment keeps about three mappings (see `limits`); mmap fails with ENOMEM
+        // past vm.max_map_count, which takes the partition that needed one offline.
+        let segments: usize = registry
+            .list()
+            .iter()
+            .flat_map(|t| {
+                t.partitions()
+                    .iter()
+                    .map(|p| p.log.segment_count())
+                    .collect::<Vec<_>>()
+            })
+            .sum();
+        let mappings = segments as u64 * 3;
+        if mappings > max_maps / 10 * 8 {
+            tracing::warn!(
+                segments,
+                vm_max_map_count = max_maps,
+                "the segments need about {mappings} memory mappings, close to vm.max_map_count; \
+                 raise it (sysctl vm.max_map_count) or reduce segments (larger segment.bytes, \
+                 shorter retention)"
+            );
+        }
+    }
     let connections = limits::connection_cap(open_files, limit.max.max(partitions));
     if connections < config.max_connections {
         let message = format!(
@@ -135,6 +159,7 @@ fn apply_open_file_limits(
         }
         config.max_connections = connections;
     }
+    config.max_broker_partitions = Some(limit.max);
     limit
 }
 
