@@ -141,13 +141,13 @@ impl PartitionLimit {
         let max = by_files.min(by_maps) as usize;
         let source = if by_files <= by_maps {
             format!(
-                "derived from the open-file limit of {open_files} (raise `ulimit -n`, \
-                 or set max.broker.partitions)"
+                "derived from the open-file limit of {open_files}; raise `ulimit -n` \
+                 or set max.broker.partitions"
             )
         } else {
             format!(
-                "derived from vm.max_map_count {maps} (raise it with sysctl, or set \
-                 max.broker.partitions)"
+                "derived from vm.max_map_count {maps}; raise it with sysctl or set \
+                 max.broker.partitions"
             )
         };
         PartitionLimit { max, source }

@@ -453,7 +453,7 @@ impl TopicRegistry {
                 ResponseError::PolicyViolation,
                 format!(
                     "Adding {adding} partition(s) for topic '{topic}' would bring this broker to {} \
-                     partitions, over its limit of {} ({}); {current} exist.",
+                     partitions, over its limit of {} ({}).",
                     current.saturating_add(adding),
                     limit.max,
                     limit.source
