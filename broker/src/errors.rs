@@ -28,6 +28,17 @@ pub enum BrokerError {
     DataDirLocked { path: PathBuf },
     #[error("{path}: {reason}")]
     BadMetadata { path: PathBuf, reason: String },
+    /// Loading the data directory ran out of file descriptors: every partition holds one.
+    #[error(
+        "{source}; the data directory needs one open file per partition: raise the open-file \
+         limit (ulimit -n; soft {soft}, hard {hard})"
+    )]
+    OutOfFiles {
+        #[source]
+        source: Box<BrokerError>,
+        soft: u64,
+        hard: u64,
+    },
 }
 
 impl BrokerError {
@@ -35,6 +46,26 @@ impl BrokerError {
         BrokerError::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// Says what to do when the error is the process running out of descriptors (EMFILE).
+    pub fn explain_out_of_files(self) -> Self {
+        let emfile = match &self {
+            BrokerError::Io { source, .. }
+            | BrokerError::Storage(StorageError::Io { source, .. }) => {
+                source.raw_os_error() == Some(libc::EMFILE)
+            }
+            _ => false,
+        };
+        if !emfile {
+            return self;
+        }
+        let (soft, hard) = crate::limits::open_file_limit().unwrap_or((0, 0));
+        BrokerError::OutOfFiles {
+            source: Box::new(self),
+            soft,
+            hard,
         }
     }
 }

@@ -185,7 +185,8 @@ impl Broker {
                 config.topic_defaults.clone(),
                 config.flush_mode,
                 clean,
-            )?;
+            )
+            .map_err(BrokerError::explain_out_of_files)?;
             Ok::<_, BrokerError>(Opened {
                 lock,
                 meta,

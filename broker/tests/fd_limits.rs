@@ -98,6 +98,48 @@ impl BrokerProcess {
         }
     }
 
+    /// Runs the broker where it cannot start; returns its exit code and stderr.
+    fn fail_to_start(dir: &Path, nofile: u64) -> (Option<i32>, String) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice-broker"));
+        command
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: nofile,
+                    rlim_max: nofile,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().expect("start sluice-broker");
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the broker started (or hung) with {nofile} open files allowed");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        (status.code(), stderr)
+    }
+
     fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -280,6 +322,19 @@ async fn partitions_past_the_descriptor_limit_are_refused_and_restarts_are_clean
         ResponseError::PolicyViolation.code(),
         "the limit holds after restarts"
     );
+    drop(client);
+    assert_eq!(broker.stop(libc::SIGTERM), Some(0));
+
+    // An operator who lowers the limit below one descriptor per partition is told so,
+    // and nothing is harmed: the next start with enough descriptors serves everything.
+    let (code, stderr) = BrokerProcess::fail_to_start(dir.path(), 64);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("needs one open file per partition: raise the open-file limit"),
+        "{stderr}"
+    );
+    let broker = BrokerProcess::spawn(dir.path(), 512, 512, &[]);
+    check_served(broker.addr, room).await;
     assert_eq!(broker.stop(libc::SIGTERM), Some(0));
 }
 
