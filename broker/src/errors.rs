@@ -41,6 +41,15 @@ pub enum BrokerError {
     },
 }
 
+/// Whether `e` is the process (EMFILE) or the system (ENFILE) running out of descriptors.
+pub fn is_out_of_files(e: &StorageError) -> bool {
+    matches!(e, StorageError::Io { source, .. } if is_out_of_files_io(source))
+}
+
+fn is_out_of_files_io(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
 impl BrokerError {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         BrokerError::Io {
@@ -49,16 +58,14 @@ impl BrokerError {
         }
     }
 
-    /// Says what to do when the error is the process running out of descriptors (EMFILE).
+    /// Says what to do when the error is the process running out of descriptors.
     pub fn explain_out_of_files(self) -> Self {
-        let emfile = match &self {
-            BrokerError::Io { source, .. }
-            | BrokerError::Storage(StorageError::Io { source, .. }) => {
-                source.raw_os_error() == Some(libc::EMFILE)
-            }
+        let out_of_files = match &self {
+            BrokerError::Io { source, .. } => is_out_of_files_io(source),
+            BrokerError::Storage(e) => is_out_of_files(e),
             _ => false,
         };
-        if !emfile {
+        if !out_of_files {
             return self;
         }
         let (soft, hard) = crate::limits::open_file_limit().unwrap_or((0, 0));

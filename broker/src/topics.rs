@@ -340,6 +340,11 @@ impl TopicRegistry {
                 let opened = PartitionLog::open(&dir, log_config.clone(), &registry.flusher, clean);
                 let (log, open) = match opened {
                     Ok(opened) => opened,
+                    // Out of descriptors is the process's limit, not this partition's
+                    // fault: every partition after it would fail the same way. The start
+                    // stops and says to raise the limit (see `limits`), rather than serve
+                    // with healthy partitions offline.
+                    Err(e) if crate::errors::is_out_of_files(&e) => return Err(e.into()),
                     Err(e) => {
                         // One partition whose files cannot be opened (unreadable, a
                         // directory in place of a file, overlapping segments) goes offline
