@@ -237,19 +237,19 @@ async fn check_served(addr: SocketAddr, topics: usize) {
 async fn partitions_past_the_descriptor_limit_are_refused_and_restarts_are_clean() {
     let dir = tempfile::tempdir().unwrap();
     // Soft 128 could not even hold the start (the JVM would raise it too): the broker
-    // must raise it to the hard 512.
-    let broker = BrokerProcess::spawn(dir.path(), 128, 512, &[]);
-    assert_eq!(broker.open_file_limits(), (512, 512));
-    // The documented derivation: (512 - 64 reserved) / 2 for connections / 2 per partition.
-    let limit = (512 - 64) / 4;
+    // must raise it to the hard 256.
+    let broker = BrokerProcess::spawn(dir.path(), 128, 256, &[]);
+    assert_eq!(broker.open_file_limits(), (256, 256));
+    // The documented derivation: (256 - 64 reserved) / 2 for connections / 2 per partition.
+    let limit = (256 - 64) / 4;
     let log = broker.log_text();
     assert!(
-        log.contains("soft 128 -> 512, hard 512"),
+        log.contains("soft 128 -> 256, hard 256"),
         "the raise is logged"
     );
     // The other half of the descriptors: connections cannot starve the partitions.
     assert!(
-        log.contains(&format!("max.connections lowered to {}", (512 - 64) / 2)),
+        log.contains(&format!("max.connections lowered to {}", (256 - 64) / 2)),
         "{log}"
     );
 
@@ -297,11 +297,11 @@ async fn partitions_past_the_descriptor_limit_are_refused_and_restarts_are_clean
     // A partition costs one descriptor, so there is room left for clients.
     let files = broker.open_files();
     assert!(
-        files < 512 - 100,
+        files < 256 - 60,
         "{files} files open at the partition limit"
     );
     let mut clients = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..60 {
         let mut c = Client::connect(broker.addr).await;
         c.send(3, &ApiVersionsRequest::default()).await;
         clients.push(c);
@@ -311,10 +311,10 @@ async fn partitions_past_the_descriptor_limit_are_refused_and_restarts_are_clean
 
     // Restart after a clean stop, then after a crash: everything is served.
     assert_eq!(broker.stop(libc::SIGTERM), Some(0));
-    let broker = BrokerProcess::spawn(dir.path(), 512, 512, &[]);
+    let broker = BrokerProcess::spawn(dir.path(), 256, 256, &[]);
     check_served(broker.addr, room).await;
     assert!(broker.stop(libc::SIGKILL).is_none());
-    let broker = BrokerProcess::spawn(dir.path(), 512, 512, &[]);
+    let broker = BrokerProcess::spawn(dir.path(), 256, 256, &[]);
     check_served(broker.addr, room).await;
     let mut client = Client::connect(broker.addr).await;
     assert_eq!(
@@ -327,13 +327,13 @@ async fn partitions_past_the_descriptor_limit_are_refused_and_restarts_are_clean
 
     // An operator who lowers the limit below one descriptor per partition is told so,
     // and nothing is harmed: the next start with enough descriptors serves everything.
-    let (code, stderr) = BrokerProcess::fail_to_start(dir.path(), 64);
+    let (code, stderr) = BrokerProcess::fail_to_start(dir.path(), 40);
     assert_eq!(code, Some(1));
     assert!(
         stderr.contains("needs one open file per partition: raise the open-file limit"),
         "{stderr}"
     );
-    let broker = BrokerProcess::spawn(dir.path(), 512, 512, &[]);
+    let broker = BrokerProcess::spawn(dir.path(), 256, 256, &[]);
     check_served(broker.addr, room).await;
     assert_eq!(broker.stop(libc::SIGTERM), Some(0));
 }
