@@ -784,7 +784,16 @@ impl PartitionLog {
         let guard = inner.lock_append()?;
         inner.check_writable()?;
         let config = inner.config().clone();
-        inner.maybe_roll(&guard, &config, 0, now_ms)
+        inner.maybe_roll(&guard, &config, 0, now_ms)?;
+        drop(guard);
+        // A rolled segment is synced, and closes its descriptor, at the flusher's next
+        // turn; with no append coming (`after_append` asks then), nothing else asks.
+        if inner.pending_recovery_point.load(Ordering::Acquire)
+            > inner.recovery_point.load(Ordering::Acquire)
+        {
+            inner.flusher.request(inner, &inner.flush_pending);
+        }
+        Ok(())
     }
 
     /// Syncs every appended byte now and advances the durable offset.

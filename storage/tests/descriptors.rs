@@ -7,6 +7,7 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use common::*;
 use sluice_storage::LogConfig;
@@ -110,5 +111,30 @@ fn retention_and_rolls_keep_one_descriptor() {
     assert!(first > 0, "retention deleted old segments");
     let read = log.read(first, usize::MAX, false).unwrap();
     assert!(!read.records.is_empty());
+    log.close().unwrap();
+}
+
+#[test]
+fn a_roll_by_time_gives_the_old_descriptor_up_without_another_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_ms: Some(0),
+        ..small_segments()
+    };
+    let (log, _) = open(dir.path(), config, true);
+    log.append(&make_batch(2, 100, 1_000), 0, 0).unwrap();
+    log.flush().unwrap();
+    log.roll_if_due(sluice_storage::now_ms() + 1_000).unwrap();
+    assert_eq!(log.segment_count(), 2);
+    // The flusher syncs the rolled segment on its own; poll for it, bounded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_files_in(dir.path()).len() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the rolled segment still holds its descriptor: {:?}",
+            open_files_in(dir.path())
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     log.close().unwrap();
 }
