@@ -126,11 +126,11 @@ fn apply_open_file_limits(
         let segments: usize = registry
             .list()
             .iter()
-            .flat_map(|t| {
+            .map(|t| {
                 t.partitions()
                     .iter()
                     .map(|p| p.log.segment_count())
-                    .collect::<Vec<_>>()
+                    .sum::<usize>()
             })
             .sum();
         let mappings = segments as u64 * 3;
