@@ -115,6 +115,25 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
 }
 
+/// Longest file name Linux file systems take (ext4, xfs, btrfs, tmpfs: `NAME_MAX`).
+pub const MAX_FILE_NAME: usize = 255;
+
+/// The name a partition directory is renamed to before it is removed:
+/// `<topic>-<partition>.<topic id, 32 hex digits><suffix>`, with the topic part cut so
+/// the whole name fits [`MAX_FILE_NAME`] bytes, as Kafka does for its `-delete`
+/// directories. A legal topic name has up to 249 characters, so the full form can reach
+/// 249 + 1 + 10 + 1 + 32 + 7 bytes; cut, it still ends with `suffix`, which is all the
+/// start-up cleanup looks at, and still starts with a recognisable prefix of the topic.
+pub fn renamed_partition_dir(topic: &str, partition: i32, topic_id: Uuid, suffix: &str) -> String {
+    let tail = format!("-{partition}.{}{suffix}", topic_id.simple());
+    let mut keep = topic.len().min(MAX_FILE_NAME.saturating_sub(tail.len()));
+    // Topic names are ASCII (validate_topic_name); stay on a char boundary regardless.
+    while !topic.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{tail}", &topic[..keep])
+}
+
 /// Splits a partition directory name into topic and partition (`a-b-3` -> `a-b`, 3).
 pub fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
     let (topic, partition) = name.rsplit_once('-')?;
@@ -241,6 +260,22 @@ mod tests {
         assert_eq!(parse_partition_dir("-1"), None);
         assert_eq!(parse_partition_dir("topic-x"), None);
         assert_eq!(parse_partition_dir("t-0.abc-delete"), None);
+    }
+
+    #[test]
+    fn renamed_dirs_fit_a_file_name() {
+        let id = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        assert_eq!(
+            renamed_partition_dir("t", 3, id, "-delete"),
+            "t-3.0123456789abcdef0123456789abcdef-delete"
+        );
+        let longest = "x".repeat(249);
+        for partition in [0, 99_999, i32::MAX] {
+            let name = renamed_partition_dir(&longest, partition, id, "-delete");
+            assert_eq!(name.len(), MAX_FILE_NAME, "{name}");
+            assert!(name.starts_with("xxxx"));
+            assert!(name.ends_with(&format!("-{partition}.{}-delete", id.simple())));
+        }
     }
 
     #[test]

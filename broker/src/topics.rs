@@ -26,7 +26,8 @@
 //!   some of its partitions. A failure part-way (out of descriptors, disk full) closes
 //!   and removes what was made, the failed partition's directory included, and drops
 //!   the topic's configs again.
-//! - delete: logs closed, then directories renamed to `<dir>.<id>-delete` starting with
+//! - delete: logs closed, then directories renamed to `<dir>.<id>-delete` (the topic part
+//!   cut to fit a 255-byte file name, as Kafka does) starting with
 //!   partition 0, then removed. At load, `*-delete` directories are removed and a topic
 //!   whose partition 0 is gone has its remaining partitions removed (the delete is
 //!   finished).
@@ -671,13 +672,20 @@ impl TopicRegistry {
             // Wake long polls so they answer now instead of at their deadline.
             p.notify_appended();
         }
-        let suffix = format!(".{}{DELETE_SUFFIX}", topic.id.simple());
         let mut doomed = Vec::with_capacity(partitions.len());
         // Partition 0 first: once it is gone, a restart finishes the delete (module docs).
         for p in partitions.iter() {
             let dir = datadir::partition_dir(&self.data_dir, &topic.name, p.index);
-            let target = PathBuf::from(format!("{}{suffix}", dir.display()));
+            // Cut to the file-name limit: a 249-character topic name plus the suffix
+            // would not fit (the rename failed with ENAMETOOLONG).
+            let target = self.data_dir.join(datadir::renamed_partition_dir(
+                &topic.name,
+                p.index,
+                topic.id,
+                DELETE_SUFFIX,
+            ));
             std::fs::rename(&dir, &target).map_err(|e| {
+                tracing::error!(topic = %topic.name, dir = %dir.display(), error = %e, "deleting a topic failed: cannot rename its directory");
                 AdminError::from(StorageError::io(format!("rename {}", dir.display()), e))
             })?;
             if p.index == 0 {

@@ -316,6 +316,55 @@ async fn delete_topics_by_name_and_id_removes_files() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_with_the_longest_legal_name_lives_and_dies() {
+    // 249 characters is Kafka's limit; the delete rename used to exceed the 255-byte
+    // file name limit (error 56).
+    let long = format!("{}-end", "n".repeat(245));
+    assert_eq!(long.len(), 249);
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    let created = client.create_topic(&long, 2, &[]).await;
+    assert_eq!(created.topics[0].error_code, 0);
+    for p in 0..2 {
+        assert_eq!(
+            client.produce(&long, p, batch(&[(None, "v")])).await,
+            (0, 0)
+        );
+    }
+    drop(client);
+    broker.shutdown().await.unwrap();
+
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    assert_eq!(client.fetch(&long, 1, 0).await.high_watermark, 1);
+    let r = client
+        .send(
+            5,
+            &DeleteTopicsRequest::default()
+                .with_topic_names(vec![name(&long)])
+                .with_timeout_ms(5000),
+        )
+        .await;
+    assert_eq!(r.responses[0].error_code, 0, "{:?}", r.responses[0]);
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("nnnn"))
+        .collect();
+    assert!(left.is_empty(), "nothing of the topic remains: {left:?}");
+    drop(client);
+    broker.shutdown().await.unwrap();
+
+    let broker = common::start(dir.path(), &[]).await;
+    assert!(broker.state().topics.get(&long).is_none());
+    let mut client = Client::connect(broker.local_addr()).await;
+    let again = client.create_topic(&long, 1, &[]).await;
+    assert_eq!(again.topics[0].error_code, 0, "the name can be used again");
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_offsets_topic_cannot_be_deleted_or_resized() {
     let dir = tempfile::tempdir().unwrap();
     let broker = common::start(dir.path(), &[]).await;
