@@ -12,7 +12,8 @@
 //! Unknown keys in the file are an error (a typo should not pass silently); unknown
 //! `SLUICE_*` variables are ignored, since other Sluice tools use that prefix too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use crate::coordinator::CoordinatorConfig;
@@ -89,7 +90,44 @@ const BROKER_KEYS: &[BrokerKey] = &[
     BrokerKey {
         name: "max.connections",
         default: "10000",
-        doc: "connections served at once; further ones wait to be accepted",
+        doc: "connections served at once; at the cap, the connection idle the longest is closed to admit a new one \
+              (with none idle, new ones wait to be accepted)",
+    },
+    BrokerKey {
+        name: "max.connections.per.ip",
+        default: "1000",
+        doc: "connections from one IP address; a further one is closed at once (Kafka's default is unlimited; \
+              Sluice's keeps one address from taking every connection)",
+    },
+    BrokerKey {
+        name: "max.connections.per.ip.overrides",
+        default: "",
+        doc: "per-address exceptions to max.connections.per.ip, as in Kafka: \"host:count,host:count\" \
+              (IP addresses, or host names resolved once at start)",
+    },
+    BrokerKey {
+        name: "connections.max.idle.ms",
+        default: "600000",
+        doc: "close a connection that has had no request in progress for this long",
+    },
+    BrokerKey {
+        name: "queued.max.request.bytes",
+        default: "536870912",
+        doc: "bytes of requests larger than 16 KiB being read or waiting to be handled, over all connections; \
+              when spent, the broker stops reading those requests until some are handled (backpressure); \
+              must be >= socket.request.max.bytes (Kafka's default is unlimited)",
+    },
+    BrokerKey {
+        name: "request.read.timeout.ms",
+        default: "30000",
+        doc: "Sluice-specific. close a connection whose request is still incomplete this long after its first byte \
+              (time spent waiting for queued.max.request.bytes does not count)",
+    },
+    BrokerKey {
+        name: "fetch.max.wait.ms",
+        default: "300000",
+        doc: "Sluice-specific. longest a Fetch waits for min_bytes, whatever its max_wait_ms asks \
+              (the broker-side cap, as fetch.max.bytes caps max_bytes)",
     },
     BrokerKey {
         name: "max.broker.partitions",
@@ -215,6 +253,18 @@ pub struct BrokerConfig {
     /// `max.broker.partitions`; `None`: derived from the process's limits at start, which
     /// then sets it to the derived value (so that DescribeConfigs shows what applies).
     pub max_broker_partitions: Option<usize>,
+    /// `max.connections.per.ip`.
+    pub max_connections_per_ip: usize,
+    /// `max.connections.per.ip.overrides`, by address.
+    pub max_connections_per_ip_overrides: HashMap<IpAddr, usize>,
+    /// `connections.max.idle.ms`.
+    pub connections_max_idle_ms: u64,
+    /// `queued.max.request.bytes`.
+    pub queued_max_request_bytes: usize,
+    /// `request.read.timeout.ms`.
+    pub request_read_timeout_ms: u64,
+    /// `fetch.max.wait.ms`: the cap on a Fetch's `max_wait_ms`.
+    pub fetch_max_wait_ms: u64,
     pub retention_check_interval_ms: u64,
     pub flush_mode: FlushMode,
     /// The consumer-group coordinator's settings (`group.*`, `offsets.topic.*`).
@@ -371,6 +421,47 @@ impl BrokerConfig {
             }
             None => None,
         };
+        let max_connections_per_ip: usize =
+            parse_num("max.connections.per.ip", value("max.connections.per.ip"))?;
+        if max_connections_per_ip == 0 {
+            return Err(invalid(
+                "max.connections.per.ip",
+                value("max.connections.per.ip"),
+                "must be >= 1",
+            ));
+        }
+        let max_connections_per_ip_overrides =
+            parse_ip_overrides(value("max.connections.per.ip.overrides"))?;
+        let positive_ms = |name: &'static str| -> Result<u64, ConfigError> {
+            let ms: u64 = parse_num(name, value(name))?;
+            if ms == 0 {
+                return Err(invalid(name, value(name), "must be >= 1"));
+            }
+            Ok(ms)
+        };
+        let connections_max_idle_ms = positive_ms("connections.max.idle.ms")?;
+        let request_read_timeout_ms = positive_ms("request.read.timeout.ms")?;
+        let fetch_max_wait_ms: u64 = parse_num("fetch.max.wait.ms", value("fetch.max.wait.ms"))?;
+        let queued_max_request_bytes: usize = parse_num(
+            "queued.max.request.bytes",
+            value("queued.max.request.bytes"),
+        )?;
+        // A smaller budget could never admit a request of the largest allowed size.
+        if queued_max_request_bytes < socket_request_max_bytes {
+            return Err(invalid(
+                "queued.max.request.bytes",
+                value("queued.max.request.bytes"),
+                format!("must be >= socket.request.max.bytes ({socket_request_max_bytes})"),
+            ));
+        }
+        // tokio's semaphore holds at most usize::MAX >> 3 permits.
+        if queued_max_request_bytes > (usize::MAX >> 3) {
+            return Err(invalid(
+                "queued.max.request.bytes",
+                value("queued.max.request.bytes"),
+                "too large",
+            ));
+        }
         let retention_check_interval_ms: u64 = parse_num(
             "log.retention.check.interval.ms",
             value("log.retention.check.interval.ms"),
@@ -428,6 +519,12 @@ impl BrokerConfig {
             socket_request_max_bytes,
             max_connections,
             max_broker_partitions,
+            max_connections_per_ip,
+            max_connections_per_ip_overrides,
+            connections_max_idle_ms,
+            queued_max_request_bytes,
+            request_read_timeout_ms,
+            fetch_max_wait_ms,
             retention_check_interval_ms,
             flush_mode,
             group_coordinator: parse_group_coordinator(&value)?,
@@ -479,6 +576,33 @@ impl BrokerConfig {
                     .unwrap_or_default(),
             ),
             (
+                "max.connections.per.ip".to_owned(),
+                self.max_connections_per_ip.to_string(),
+            ),
+            (
+                "max.connections.per.ip.overrides".to_owned(),
+                self.explicit
+                    .get("max.connections.per.ip.overrides")
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            (
+                "connections.max.idle.ms".to_owned(),
+                self.connections_max_idle_ms.to_string(),
+            ),
+            (
+                "queued.max.request.bytes".to_owned(),
+                self.queued_max_request_bytes.to_string(),
+            ),
+            (
+                "request.read.timeout.ms".to_owned(),
+                self.request_read_timeout_ms.to_string(),
+            ),
+            (
+                "fetch.max.wait.ms".to_owned(),
+                self.fetch_max_wait_ms.to_string(),
+            ),
+            (
                 "log.retention.check.interval.ms".to_owned(),
                 self.retention_check_interval_ms.to_string(),
             ),
@@ -516,6 +640,38 @@ impl BrokerConfig {
         }
         out
     }
+}
+
+/// Kafka's `max.connections.per.ip.overrides` format: `host:count,host:count`. A host is
+/// an IP address (IPv6 in brackets or bare) or a name, resolved now to all its addresses.
+fn parse_ip_overrides(text: &str) -> Result<HashMap<IpAddr, usize>, ConfigError> {
+    const NAME: &str = "max.connections.per.ip.overrides";
+    let mut out = HashMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (host, count) = entry
+            .rsplit_once(':')
+            .ok_or_else(|| invalid(NAME, entry, "expected host:count"))?;
+        let count: usize = count
+            .trim()
+            .parse()
+            .map_err(|_| invalid(NAME, entry, "the count is not a number"))?;
+        let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+        let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip.to_canonical()],
+            Err(_) => (host, 0)
+                .to_socket_addrs()
+                .map_err(|e| invalid(NAME, entry, format!("cannot resolve {host}: {e}")))?
+                .map(|a| a.ip().to_canonical())
+                .collect(),
+        };
+        if addresses.is_empty() {
+            return Err(invalid(NAME, entry, format!("{host} has no address")));
+        }
+        for ip in addresses {
+            out.insert(ip, count);
+        }
+    }
+    Ok(out)
 }
 
 /// The group coordinator's properties; `value` gives a property's value or default.
@@ -679,6 +835,45 @@ mod tests {
         assert!(BrokerConfig::from_properties(&props(&[("num.partitions", "0")])).is_err());
         assert!(BrokerConfig::from_properties(&props(&[("listeners", "nope")])).is_err());
         assert!(BrokerConfig::from_properties(&props(&[("log.flush.policy", "x")])).is_err());
+    }
+
+    #[test]
+    fn connection_limits_parse_like_kafka() {
+        let c = BrokerConfig::default();
+        assert_eq!(c.connections_max_idle_ms, 600_000);
+        assert!(
+            c.max_connections_per_ip < c.max_connections,
+            "one address cannot take every connection by default"
+        );
+        assert!(c.queued_max_request_bytes >= c.socket_request_max_bytes);
+        let c = BrokerConfig::from_properties(&props(&[(
+            "max.connections.per.ip.overrides",
+            "127.0.0.2:5, [::1]:7,localhost:9",
+        )]))
+        .unwrap();
+        let o = &c.max_connections_per_ip_overrides;
+        assert_eq!(o[&"127.0.0.2".parse::<IpAddr>().unwrap()], 5);
+        assert_eq!(
+            o[&"127.0.0.1".parse::<IpAddr>().unwrap()],
+            9,
+            "localhost resolved"
+        );
+        assert!(BrokerConfig::from_properties(&props(&[(
+            "max.connections.per.ip.overrides",
+            "127.0.0.2"
+        )]))
+        .is_err());
+        assert!(BrokerConfig::from_properties(&props(&[(
+            "max.connections.per.ip.overrides",
+            "127.0.0.2:x"
+        )]))
+        .is_err());
+        assert!(
+            BrokerConfig::from_properties(&props(&[("queued.max.request.bytes", "1000")])).is_err()
+        );
+        assert!(
+            BrokerConfig::from_properties(&props(&[("connections.max.idle.ms", "0")])).is_err()
+        );
     }
 
     #[test]

@@ -195,6 +195,34 @@ async fn long_poll_is_woken_by_a_produce_and_otherwise_times_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_are_capped_by_fetch_max_wait_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[("fetch.max.wait.ms", "600")]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    client.create_topic("capped", 1, &[]).await;
+    // The wait the probe sent: 8,389,108 ms (2.3 hours), with no data to come.
+    let started = Instant::now();
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.send(12, &Client::fetch_request("capped", 0, 0, 8_389_108, 1)),
+    )
+    .await
+    .expect("answered at the cap, not after the asked wait");
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(590), "{elapsed:?}");
+    let data = &response.responses[0].partitions[0];
+    assert_eq!(data.error_code, 0);
+    assert!(data.records.as_ref().unwrap().is_empty());
+    // A shorter wait than the cap is honoured as asked.
+    let started = Instant::now();
+    client
+        .send(12, &Client::fetch_request("capped", 0, 0, 100, 1))
+        .await;
+    assert!(started.elapsed() < Duration::from_millis(590));
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_limits_follow_kip_74() {
     let dir = tempfile::tempdir().unwrap();
     let broker = common::start(dir.path(), &[]).await;

@@ -223,8 +223,12 @@ async fn dispatch_known(
                 Ok(Reply::Now(encode_fetch(version, correlation_id, &resp)?))
             }
             FetchOutcome::Wait(watched) => {
-                let deadline = Instant::now()
-                    + std::time::Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
+                // Capped by `fetch.max.wait.ms`: a client may not park a request (and
+                // its connection's replies behind it) for days.
+                let wait_ms = u64::try_from(req.max_wait_ms)
+                    .unwrap_or(0)
+                    .min(state.config.fetch_max_wait_ms);
+                let deadline = Instant::now() + std::time::Duration::from_millis(wait_ms);
                 let span = tracing::Span::current();
                 Ok(Reply::Later(Box::pin(
                     long_poll(
