@@ -257,6 +257,7 @@ impl Broker {
             topics: registry,
             producer_ids,
             groups: groups::Groups::new(config.group_coordinator.clone()),
+            limits: Arc::new(server::limits::Limits::new(&config)),
             _lock: Some(lock),
             config,
         });

@@ -1,15 +1,18 @@
 //! The state every handler reads: configuration, identity, the topic registry, the
-//! producer id allocator and the group coordinator.
+//! producer id allocator, the group coordinator and the connection limits.
 //!
 //! Shared as `Arc<BrokerState>` by the connection tasks, the retention task and the
 //! blocking admin threads. Nothing here is behind a broker-wide lock; the registry
 //! has its own fine-grained locking (see `topics`), the allocator its own mutex, the
 //! group coordinator its own (see `groups`; only group APIs take it).
 
+use std::sync::Arc;
+
 use crate::config::BrokerConfig;
 use crate::datadir::DataDirLock;
 use crate::groups::Groups;
 use crate::producer_ids::ProducerIdAllocator;
+use crate::server::limits::Limits;
 use crate::topics::TopicRegistry;
 
 /// See the module docs.
@@ -25,6 +28,9 @@ pub struct BrokerState {
     /// Host and port put in Metadata responses.
     pub advertised_host: String,
     pub advertised_port: i32,
+    /// Connection admission, idle tracking and the request byte budget (see
+    /// `server::limits`).
+    pub limits: Arc<Limits>,
     /// Held for the broker's lifetime (released when the state is dropped).
     pub(crate) _lock: Option<DataDirLock>,
 }
@@ -35,6 +41,7 @@ impl BrokerState {
         BrokerState {
             node_id: config.node_id,
             groups: Groups::new(config.group_coordinator.clone()),
+            limits: Arc::new(Limits::new(&config)),
             config,
             producer_ids: ProducerIdAllocator::new(topics.data_dir()),
             topics,

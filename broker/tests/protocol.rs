@@ -204,27 +204,57 @@ async fn garbage_and_truncated_requests_close_only_their_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_connections_holds_further_connections_until_one_closes() {
+async fn max_connections_closes_the_longest_idle_to_admit_a_new_one() {
     let dir = tempfile::tempdir().unwrap();
     let broker = common::start(dir.path(), &[("max.connections", "2")]).await;
     let addr = broker.local_addr();
+    // a is idle; b is busy: half of its second request is sent.
     let mut a = Client::connect(addr).await;
     let mut b = Client::connect(addr).await;
     a.send(1, &MetadataRequest::default()).await;
     b.send(1, &MetadataRequest::default()).await;
-    // The third connects (kernel backlog) but is not served until one closes.
+    // (A reply is counted as done just after it is written: wait for that too.)
+    let limits = broker.state().limits.clone();
+    common::wait_until("a and b answered", || limits.busy_count() == 0).await;
+    let (b_id, b_request) = b.encode(1, &MetadataRequest::default());
+    b.write(&b_request[..3]).await;
+    common::wait_until("the broker sees b half-sent", || limits.busy_count() == 1).await;
+
+    // At the cap, a new client is served at once: the idle a makes room, the busy b stays.
     let mut c = Client::connect(addr).await;
-    let (id, request) = c.encode(1, &MetadataRequest::default());
-    c.write(&request).await;
+    c.send(1, &MetadataRequest::default()).await;
+    assert!(
+        a.closed_by_broker().await,
+        "the longest-idle connection was closed"
+    );
+
+    // With every connection busy (c half-sends too), a new one waits...
+    let (_, c_request) = c.encode(1, &MetadataRequest::default());
+    common::wait_until("c answered", || limits.busy_count() == 1).await;
+    c.write(&c_request[..5]).await;
+    common::wait_until("the broker sees c half-sent", || limits.busy_count() == 2).await;
+    let mut d = Client::connect(addr).await;
+    let (d_id, d_request) = d.encode(1, &MetadataRequest::default());
+    d.write(&d_request).await;
     let waiting = tokio::spawn(async move {
-        let frame = c.read_frame().await.unwrap();
-        Client::decode::<MetadataRequest>(1, id, frame)
+        let frame = d.read_frame().await.unwrap();
+        Client::decode::<MetadataRequest>(1, d_id, frame)
     });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(!waiting.is_finished());
-    drop(a);
+    assert!(
+        !waiting.is_finished(),
+        "no idle connection to close: d waits"
+    );
+    // ...until one goes idle: b finishes its request, is answered, then makes room.
+    b.write(&b_request[3..]).await;
+    let frame = b
+        .read_frame()
+        .await
+        .expect("b is answered before it is closed");
+    Client::decode::<MetadataRequest>(1, b_id, frame);
     let response = waiting.await.unwrap();
     assert_eq!(response.brokers.len(), 1);
-    drop(b);
+    assert!(b.closed_by_broker().await);
+    drop(c);
     broker.shutdown().await.unwrap();
 }

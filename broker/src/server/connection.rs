@@ -11,6 +11,15 @@
 //!
 //! Any framing or decoding error closes only this connection, after the replies already
 //! queued are written.
+//!
+//! Limits (see `limits`): a request of up to [`SMALL_FRAME`] bytes is read into a window
+//! of that size; a larger one first reserves its remaining bytes from the broker-wide
+//! budget (`queued.max.request.bytes`; while it is spent this connection reads nothing
+//! more), and its buffer then grows as its bytes arrive, at most [`MAX_READ`] at a time,
+//! never from the announced size alone. The reservation is returned once the request
+//! has been handled. A request still incomplete `request.read.timeout.ms` after its
+//! first byte (not counting the wait for the budget) closes the connection, as does
+//! `connections.max.idle.ms` with no request in progress.
 
 use std::net::SocketAddr;
 
@@ -18,84 +27,190 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::time::Instant;
 
 use super::dispatch::{self, Context, Reply};
 use super::frame::{parse_frame, Parsed};
+use super::limits::{Activity, Limits, SMALL_FRAME};
 use super::wire::Frame;
 
 /// Replies queued per connection before the reader waits (pipelining depth).
 const MAX_QUEUED: usize = 128;
-/// Smallest and largest growth of the read buffer at a time.
-const MIN_READ: usize = 16 * 1024;
+/// Largest growth of the read buffer at a time (for requests over [`SMALL_FRAME`]).
 const MAX_READ: usize = 1024 * 1024;
 /// Stop batching replies into one write beyond this many bytes.
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
-/// Serves a connection until the client closes it, an error closes it, or shutdown.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Context) {
+/// What the connection's halves share besides the dispatch context.
+pub struct Limited<'a> {
+    pub limits: &'a Limits,
+    pub activity: &'a Activity,
+}
+
+/// Serves a connection until the client closes it, an error or a limit closes it, or
+/// shutdown.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Context, limited: Limited<'_>) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
     let (reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::channel(MAX_QUEUED);
     tracing::debug!("connection opened");
-    tokio::join!(read_loop(reader, tx, &ctx), write_loop(writer, rx));
+    tokio::join!(
+        read_loop(reader, tx, &ctx, &limited),
+        write_loop(writer, rx, &limited)
+    );
     tracing::debug!(%peer, "connection closed");
 }
 
-async fn read_loop(mut reader: OwnedReadHalf, tx: mpsc::Sender<Reply>, ctx: &Context) {
+/// Logs why a client's input closes its connection: one warning per peer address per
+/// interval (with the count held back), every one at debug.
+fn warn_closing(ctx: &Context, limits: &Limits, error: &dyn std::fmt::Display) {
+    match limits
+        .malformed_warnings
+        .admit(ctx.peer.ip(), std::time::Instant::now())
+    {
+        Some(suppressed) => {
+            tracing::warn!(error = %error, suppressed, "closing connection")
+        }
+        None => tracing::debug!(error = %error, "closing connection"),
+    }
+}
+
+async fn read_loop(
+    mut reader: OwnedReadHalf,
+    tx: mpsc::Sender<Reply>,
+    ctx: &Context,
+    limited: &Limited<'_>,
+) {
+    let Limited { limits, activity } = *limited;
     let max = ctx.state.config.socket_request_max_bytes;
     let mut shutdown = ctx.shutdown.clone();
-    let mut buf = BytesMut::with_capacity(MIN_READ);
+    let mut buf = BytesMut::with_capacity(SMALL_FRAME);
+    // The budget reserved for the request being read, when it is over SMALL_FRAME.
+    let mut reserved: Option<OwnedSemaphorePermit> = None;
+    // When the request being read started (moved on by the time spent on the budget).
+    let mut started: Option<Instant> = None;
     loop {
         if *shutdown.borrow() {
             return;
         }
         match parse_frame(&mut buf, max) {
             Ok(Parsed::Frame(frame)) => {
+                activity.request_read();
+                started = (!buf.is_empty()).then(Instant::now);
+                activity.set_partial(!buf.is_empty());
+                let reservation = reserved.take();
                 let reply = match dispatch::dispatch(ctx, frame).await {
                     Ok(reply) => reply,
                     Err(e) => {
-                        tracing::warn!(error = %e, "closing connection");
+                        warn_closing(ctx, limits, &e);
                         Reply::Close
                     }
                 };
+                // Handled: what is left of the request is in the reply, not the frame.
+                drop(reservation);
                 let close = matches!(reply, Reply::Close);
                 if tx.send(reply).await.is_err() || close {
                     return;
                 }
             }
             Ok(Parsed::Incomplete(missing)) => {
-                buf.reserve(missing.clamp(MIN_READ, MAX_READ));
+                let size_known = buf.len() >= 4;
+                let limit = if size_known && buf.len() + missing > SMALL_FRAME {
+                    if reserved.is_none() {
+                        let waiting = Instant::now();
+                        let needed = u32::try_from(missing).unwrap_or(u32::MAX);
+                        tokio::select! {
+                            permit = limits.budget().clone().acquire_many_owned(needed) => match permit {
+                                Ok(permit) => reserved = Some(permit),
+                                // The budget is never closed; if it were, stop reading.
+                                Err(_) => return,
+                            },
+                            _ = shutdown.changed() => return,
+                            () = tx.closed() => return,
+                        }
+                        // Waiting for other clients' requests is not this one's delay.
+                        if let Some(started) = started.as_mut() {
+                            *started += waiting.elapsed();
+                        }
+                    }
+                    missing.min(MAX_READ)
+                } else {
+                    // A small request, or its size is not known yet: within the window.
+                    SMALL_FRAME - buf.len()
+                };
+                buf.reserve(limit);
+                let deadline = match started {
+                    Some(started) => started + limits.read_timeout,
+                    None if activity.is_idle() => {
+                        Instant::now()
+                            + limits
+                                .idle_timeout
+                                .saturating_sub(activity.quiet_for(limits))
+                    }
+                    // Replies still owed: not idle; look again later.
+                    None => Instant::now() + limits.idle_timeout,
+                };
+                let mut window = (&mut reader).take(limit as u64);
                 tokio::select! {
-                    read = reader.read_buf(&mut buf) => match read {
+                    read = window.read_buf(&mut buf) => match read {
                         Ok(0) => {
                             if !buf.is_empty() {
                                 tracing::debug!(buffered = buf.len(), "client closed mid-request");
                             }
                             return;
                         }
-                        Ok(_) => {}
+                        Ok(_) => {
+                            activity.touch(limits);
+                            if started.is_none() {
+                                started = Some(Instant::now());
+                                activity.set_partial(true);
+                            }
+                        }
                         Err(e) => {
                             tracing::debug!(error = %e, "read failed");
                             return;
                         }
                     },
+                    () = tokio::time::sleep_until(deadline) => {
+                        if started.is_some() {
+                            let error = format!(
+                                "request incomplete after request.read.timeout.ms ({} ms): {} bytes buffered",
+                                limits.read_timeout.as_millis(),
+                                buf.len()
+                            );
+                            warn_closing(ctx, limits, &error);
+                            return;
+                        }
+                        if activity.is_idle() && activity.quiet_for(limits) >= limits.idle_timeout {
+                            tracing::debug!(
+                                idle_ms = limits.idle_timeout.as_millis() as u64,
+                                "closing idle connection (connections.max.idle.ms)"
+                            );
+                            return;
+                        }
+                    }
                     _ = shutdown.changed() => return,
                     // The writer stopped (the client went away): stop reading too.
                     () = tx.closed() => return,
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "closing connection");
+                warn_closing(ctx, limits, &e);
                 return;
             }
         }
     }
 }
 
-async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Reply>) {
+async fn write_loop(
+    mut writer: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Reply>,
+    limited: &Limited<'_>,
+) {
+    let Limited { limits, activity } = *limited;
     let mut next: Option<Reply> = None;
     loop {
         let reply = match next.take() {
@@ -107,14 +222,21 @@ async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Reply>) {
         };
         let mut out = match resolve(reply).await {
             Resolved::Frame(frame) => frame,
-            Resolved::Nothing => continue,
+            Resolved::Nothing => {
+                activity.replies_done(1, limits);
+                continue;
+            }
             Resolved::Close => break,
         };
+        let mut replies = 1;
         // Replies that are already complete go out in the same write.
         while out.remaining_len() < MAX_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(Reply::Now(frame)) => out.append(frame),
-                Ok(Reply::Nothing) => {}
+                Ok(Reply::Now(frame)) => {
+                    out.append(frame);
+                    replies += 1;
+                }
+                Ok(Reply::Nothing) => replies += 1,
                 Ok(other) => {
                     next = Some(other);
                     break;
@@ -126,6 +248,7 @@ async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Reply>) {
             tracing::debug!(error = %e, "write failed");
             break;
         }
+        activity.replies_done(replies, limits);
     }
     // Dropping the receiver tells the reader to stop; shut down the write side so the
     // client sees the close after the last reply.

@@ -53,6 +53,18 @@ fn init_tracing() {
         .try_init();
 }
 
+/// Polls `done` every few milliseconds until it holds; fails the test after [`TIMEOUT`].
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// A record batch with these (key, value) records, as a producer would send it.
 pub fn batch(records: &[(Option<&str>, &str)]) -> Bytes {
     batch_with(Compression::None, 1_700_000_000_000, records)

@@ -1,0 +1,458 @@
+//! What keeps one client from locking everyone else out or pinning the broker's memory:
+//! connection admission, idle tracking, the request byte budget and rate-limited warnings.
+//!
+//! - Admission ([`Limits::admit`]): at most `max.connections.per.ip` connections from one
+//!   address (or its `max.connections.per.ip.overrides` entry); a further one is closed
+//!   at once, as Kafka does. At `max.connections`, the connection idle the longest is
+//!   closed to admit the new one; when none is idle, the accept loop waits for a slot.
+//! - Idle tracking ([`Activity`]): each connection counts the requests it has read but
+//!   not yet answered and whether a request is half-read; it is idle when both are zero,
+//!   and its idle time runs from its last read or write. The connection task closes
+//!   itself after `connections.max.idle.ms` of idleness (see `connection`).
+//! - The budget ([`Limits::budget`]): a semaphore of `queued.max.request.bytes` permits,
+//!   one per byte. A request larger than [`SMALL_FRAME`] reserves its remaining size
+//!   before its body is read and gives it back once it has been handled, so when the
+//!   budget is spent, connections stop reading large requests (TCP backpressure) instead
+//!   of allocating. Smaller requests are read into each connection's own
+//!   [`SMALL_FRAME`]-byte window without touching the budget, so small requests
+//!   (metadata, fetches, heartbeats) keep flowing while large ones wait.
+//! - Warnings ([`WarnLimiter`]): one line per peer address per [`WARN_INTERVAL`], with
+//!   the count of the lines held back since the last one.
+//!
+//! One mutex guards the registry; it is taken when a connection opens or closes and
+//! for the eviction scan at the cap, never per request. Per-request bookkeeping is a
+//! few atomics on the connection's own [`Activity`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore};
+
+use crate::config::BrokerConfig;
+
+/// Requests up to this size (with their 4-byte size) are read into the connection's own
+/// window without drawing on the budget; larger ones reserve their size from it.
+pub const SMALL_FRAME: usize = 16 * 1024;
+
+/// At most one warning line per peer address and kind in this interval.
+pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Longest timeout taken from the config (u32::MAX ms, ~49 days).
+const MAX_TIMEOUT_MS: u64 = u32::MAX as u64;
+
+/// Peers remembered by a [`WarnLimiter`] before the ones quiet for an interval are
+/// forgotten (bounds its memory under a flood from many addresses).
+const WARN_PEERS: usize = 4096;
+
+/// One connection's activity, shared by its reader, its writer and the registry.
+#[derive(Debug)]
+pub struct Activity {
+    id: u64,
+    ip: IpAddr,
+    /// Milliseconds since [`Limits`] was created, at the last read or write.
+    last_active_ms: AtomicU64,
+    /// Requests read and not yet answered (or dropped, for acks=0).
+    pending: AtomicU32,
+    /// A request is half-read (bytes buffered, frame incomplete).
+    partial: AtomicBool,
+    evict: Notify,
+}
+
+impl Activity {
+    /// A request was read completely; it stays pending until its reply is written.
+    pub fn request_read(&self) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` replies were written (or needed none).
+    pub fn replies_done(&self, n: u32, limits: &Limits) {
+        self.pending.fetch_sub(n, Ordering::Relaxed);
+        self.touch(limits);
+    }
+
+    /// Whether a request is being read.
+    pub fn set_partial(&self, partial: bool) {
+        self.partial.store(partial, Ordering::Relaxed);
+    }
+
+    /// Bytes were read or written just now.
+    pub fn touch(&self, limits: &Limits) {
+        self.last_active_ms
+            .store(limits.now_ms(), Ordering::Relaxed);
+    }
+
+    /// No request half-read and none waiting for its reply.
+    pub fn is_idle(&self) -> bool {
+        self.pending.load(Ordering::Relaxed) == 0 && !self.partial.load(Ordering::Relaxed)
+    }
+
+    /// How long since the last read or write.
+    pub fn quiet_for(&self, limits: &Limits) -> Duration {
+        let last = self.last_active_ms.load(Ordering::Relaxed);
+        Duration::from_millis(limits.now_ms().saturating_sub(last))
+    }
+
+    /// Completes when the registry closes this connection to admit another.
+    pub async fn evicted(&self) {
+        self.evict.notified().await;
+    }
+}
+
+/// What [`Limits::admit`] decided for a new connection.
+pub enum Admission {
+    /// Serve it; dropping the guard frees its slot.
+    Admitted(ConnectionGuard),
+    /// Its address already has this many connections (its cap).
+    TooManyFromAddress { cap: usize },
+    /// `max.connections` reached and no connection is idle: wait for a slot.
+    Full,
+}
+
+/// A connection's slot; dropping it frees the slot.
+pub struct ConnectionGuard {
+    limits: Arc<Limits>,
+    activity: Arc<Activity>,
+}
+
+impl ConnectionGuard {
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let mut registry = self.limits.registry();
+        // An evicted connection's slot was freed when it was chosen.
+        if registry.live.remove(&self.activity.id).is_some() {
+            registry.release(self.activity.ip);
+        }
+        drop(registry);
+        self.limits.slot_freed.notify_one();
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    live: HashMap<u64, Arc<Activity>>,
+    next_id: u64,
+}
+
+impl Registry {
+    fn release(&mut self, ip: IpAddr) {
+        self.total -= 1;
+        if let Some(count) = self.per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// See the module docs.
+pub struct Limits {
+    max_connections: usize,
+    max_per_ip: usize,
+    per_ip_overrides: HashMap<IpAddr, usize>,
+    /// `connections.max.idle.ms`.
+    pub idle_timeout: Duration,
+    /// `request.read.timeout.ms`.
+    pub read_timeout: Duration,
+    budget: Arc<Semaphore>,
+    registry: Mutex<Registry>,
+    slot_freed: Notify,
+    epoch: Instant,
+    /// Malformed requests and incomplete ones closed at their deadline.
+    pub malformed_warnings: WarnLimiter,
+    /// Connections refused by `max.connections.per.ip`.
+    pub refused_warnings: WarnLimiter,
+}
+
+impl Limits {
+    pub fn new(config: &BrokerConfig) -> Limits {
+        Limits {
+            max_connections: config.max_connections,
+            max_per_ip: config.max_connections_per_ip,
+            per_ip_overrides: config.max_connections_per_ip_overrides.clone(),
+            // Capped (at ~49 days) so that deadlines computed from them cannot overflow.
+            idle_timeout: Duration::from_millis(config.connections_max_idle_ms.min(MAX_TIMEOUT_MS)),
+            read_timeout: Duration::from_millis(config.request_read_timeout_ms.min(MAX_TIMEOUT_MS)),
+            // The config caps queued.max.request.bytes below Semaphore::MAX_PERMITS.
+            budget: Arc::new(Semaphore::new(
+                config.queued_max_request_bytes.min(Semaphore::MAX_PERMITS),
+            )),
+            registry: Mutex::new(Registry::default()),
+            slot_freed: Notify::new(),
+            epoch: Instant::now(),
+            malformed_warnings: WarnLimiter::default(),
+            refused_warnings: WarnLimiter::default(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // The registry's invariants hold between statements; a panic elsewhere while
+        // it was held leaves nothing half-updated.
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The request byte budget (`queued.max.request.bytes` permits, one per byte).
+    pub fn budget(&self) -> &Arc<Semaphore> {
+        &self.budget
+    }
+
+    /// The connection cap for one address.
+    pub fn cap_for(&self, ip: IpAddr) -> usize {
+        self.per_ip_overrides
+            .get(&ip)
+            .copied()
+            .unwrap_or(self.max_per_ip)
+    }
+
+    /// Decides whether a connection from `ip` is served (see the module docs).
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Admission {
+        let ip = ip.to_canonical();
+        let cap = self.cap_for(ip);
+        let mut registry = self.registry();
+        if registry.per_ip.get(&ip).copied().unwrap_or(0) >= cap {
+            return Admission::TooManyFromAddress { cap };
+        }
+        if registry.total >= self.max_connections {
+            let victim = registry
+                .live
+                .values()
+                .filter(|a| a.is_idle())
+                .min_by_key(|a| a.last_active_ms.load(Ordering::Relaxed))
+                .cloned();
+            let Some(victim) = victim else {
+                return Admission::Full;
+            };
+            registry.live.remove(&victim.id);
+            registry.release(victim.ip);
+            // notify_one keeps the wake-up if the task is not waiting at this moment.
+            victim.evict.notify_one();
+            tracing::debug!(
+                peer = %victim.ip,
+                idle_ms = victim.quiet_for(self).as_millis() as u64,
+                "max.connections reached: closing the connection idle the longest"
+            );
+        }
+        registry.next_id += 1;
+        let activity = Arc::new(Activity {
+            id: registry.next_id,
+            ip,
+            last_active_ms: AtomicU64::new(self.now_ms()),
+            pending: AtomicU32::new(0),
+            partial: AtomicBool::new(false),
+            evict: Notify::new(),
+        });
+        registry.live.insert(activity.id, activity.clone());
+        registry.total += 1;
+        *registry.per_ip.entry(ip).or_insert(0) += 1;
+        Admission::Admitted(ConnectionGuard {
+            limits: self.clone(),
+            activity,
+        })
+    }
+
+    /// Completes when a connection slot may have been freed (or one stored wake-up).
+    pub async fn slot_freed(&self) {
+        self.slot_freed.notified().await;
+    }
+
+    /// Connections currently counted (for tests and logs).
+    pub fn connection_count(&self) -> usize {
+        self.registry().total
+    }
+
+    /// Connections with a request half-read or unanswered (for tests and logs).
+    pub fn busy_count(&self) -> usize {
+        self.registry()
+            .live
+            .values()
+            .filter(|a| !a.is_idle())
+            .count()
+    }
+
+    /// Budget bytes not reserved by requests being read (for tests and logs).
+    pub fn budget_available(&self) -> usize {
+        self.budget.available_permits()
+    }
+}
+
+/// Lets through one line per peer address per [`WARN_INTERVAL`] and counts the rest.
+#[derive(Default)]
+pub struct WarnLimiter {
+    peers: Mutex<HashMap<IpAddr, Quiet>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Quiet {
+    last_logged: Instant,
+    suppressed: u64,
+}
+
+impl WarnLimiter {
+    /// `Some(n)`: log now, saying that `n` lines were held back since the last one from
+    /// this peer; `None`: hold this one back (it is counted).
+    pub fn admit(&self, peer: IpAddr, now: Instant) -> Option<u64> {
+        let mut peers = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(quiet) = peers.get_mut(&peer) {
+            if now.saturating_duration_since(quiet.last_logged) < WARN_INTERVAL {
+                quiet.suppressed += 1;
+                return None;
+            }
+            let suppressed = quiet.suppressed;
+            *quiet = Quiet {
+                last_logged: now,
+                suppressed: 0,
+            };
+            return Some(suppressed);
+        }
+        if peers.len() >= WARN_PEERS {
+            // Forget peers quiet for a whole interval; their held-back counts are
+            // dropped with them (they were never going to be logged anyway).
+            peers.retain(|_, q| now.saturating_duration_since(q.last_logged) < WARN_INTERVAL);
+            if peers.len() >= WARN_PEERS {
+                peers.clear();
+            }
+        }
+        peers.insert(
+            peer,
+            Quiet {
+                last_logged: now,
+                suppressed: 0,
+            },
+        );
+        Some(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn limits(pairs: &[(&str, &str)]) -> Arc<Limits> {
+        let props: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Arc::new(Limits::new(&BrokerConfig::from_properties(&props).unwrap()))
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn admitted(a: Admission) -> ConnectionGuard {
+        match a {
+            Admission::Admitted(guard) => guard,
+            Admission::TooManyFromAddress { cap } => panic!("refused at cap {cap}"),
+            Admission::Full => panic!("full"),
+        }
+    }
+
+    #[test]
+    fn per_address_caps_and_overrides() {
+        let l = limits(&[
+            ("max.connections.per.ip", "2"),
+            ("max.connections.per.ip.overrides", "10.0.0.9:1"),
+        ]);
+        let a = admitted(l.admit(ip("10.0.0.1")));
+        let _b = admitted(l.admit(ip("10.0.0.1")));
+        assert!(matches!(
+            l.admit(ip("10.0.0.1")),
+            Admission::TooManyFromAddress { cap: 2 }
+        ));
+        // IPv4-mapped IPv6 is the same address.
+        assert!(matches!(
+            l.admit(ip("::ffff:10.0.0.1")),
+            Admission::TooManyFromAddress { .. }
+        ));
+        let _c = admitted(l.admit(ip("10.0.0.2")));
+        let _d = admitted(l.admit(ip("10.0.0.9")));
+        assert!(matches!(
+            l.admit(ip("10.0.0.9")),
+            Admission::TooManyFromAddress { cap: 1 }
+        ));
+        drop(a);
+        let _e = admitted(l.admit(ip("10.0.0.1")));
+        assert_eq!(l.connection_count(), 4);
+    }
+
+    #[test]
+    fn at_the_cap_the_longest_idle_connection_makes_room() {
+        let l = limits(&[("max.connections", "3")]);
+        let a = admitted(l.admit(ip("10.0.0.1")));
+        let b = admitted(l.admit(ip("10.0.0.2")));
+        let c = admitted(l.admit(ip("10.0.0.3")));
+        // b is the oldest idle; a is busy (a request in flight), c half-reads one.
+        b.activity().last_active_ms.store(1, Ordering::Relaxed);
+        a.activity().last_active_ms.store(0, Ordering::Relaxed);
+        a.activity().request_read();
+        c.activity().last_active_ms.store(2, Ordering::Relaxed);
+        let d = admitted(l.admit(ip("10.0.0.4")));
+        d.activity().request_read();
+        assert_eq!(l.connection_count(), 3);
+        // b was told to close; dropping its guard later does not free a second slot.
+        let evicted = b.activity().clone();
+        let notified = evicted.evict.notified();
+        tokio::pin!(notified);
+        assert!(
+            futures_now(notified.as_mut()),
+            "the evicted connection is woken"
+        );
+        drop(b);
+        assert_eq!(l.connection_count(), 3);
+        c.activity().set_partial(true);
+        assert!(matches!(l.admit(ip("10.0.0.5")), Admission::Full));
+        a.activity().replies_done(1, &l);
+        // a is idle again, so a slot can be made.
+        assert!(matches!(l.admit(ip("10.0.0.5")), Admission::Admitted(_)));
+    }
+
+    /// Polls a future once.
+    fn futures_now<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        f.poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn warnings_are_one_per_peer_per_interval_with_a_count() {
+        let w = WarnLimiter::default();
+        let t0 = Instant::now();
+        let peer = ip("10.0.0.1");
+        assert_eq!(w.admit(peer, t0), Some(0));
+        for i in 1..=5 {
+            assert_eq!(w.admit(peer, t0 + Duration::from_millis(i)), None);
+        }
+        assert_eq!(
+            w.admit(ip("10.0.0.2"), t0),
+            Some(0),
+            "other peers have their own"
+        );
+        assert_eq!(w.admit(peer, t0 + WARN_INTERVAL), Some(5));
+        assert_eq!(w.admit(peer, t0 + WARN_INTERVAL), None);
+        // Many peers: memory stays bounded.
+        for i in 0..(WARN_PEERS as u32 * 3) {
+            w.admit(IpAddr::from(i.to_be_bytes()), t0 + WARN_INTERVAL * 3);
+        }
+        assert!(w.peers.lock().unwrap().len() <= WARN_PEERS);
+    }
+}
