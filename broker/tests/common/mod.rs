@@ -110,6 +110,23 @@ impl Client {
         }
     }
 
+    /// Connects from a chosen local address (any of 127.0.0.0/8 is this host's loopback),
+    /// so a test can be two clients with different addresses.
+    pub async fn connect_from(local: std::net::IpAddr, addr: SocketAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(local, 0))
+            .expect("bind the local address");
+        let stream = tokio::time::timeout(TIMEOUT, socket.connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        Client {
+            stream,
+            correlation_id: 0,
+        }
+    }
+
     /// Encodes a request frame (size + header + body).
     pub fn encode<R: Request>(&mut self, version: i16, request: &R) -> (i32, Bytes) {
         self.correlation_id += 1;

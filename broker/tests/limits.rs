@@ -1,0 +1,354 @@
+//! One client must not lock everyone else out or pin the broker's memory: per-address
+//! connection caps, idle connections closed, half-sent requests closed at their
+//! deadline with their memory returned, the request byte budget, and rate-limited
+//! warnings. The memory tests run the real `sluice-broker` binary as a child process and
+//! read its resident set size from /proc, so they see what an operator would.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use common::{Client, TIMEOUT};
+use kafka_protocol::messages::MetadataRequest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const MIB: usize = 1024 * 1024;
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_over_its_cap_does_not_lock_out_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(
+        dir.path(),
+        &[
+            ("max.connections.per.ip", "3"),
+            ("max.connections.per.ip.overrides", "127.0.0.3:1"),
+        ],
+    )
+    .await;
+    let addr = broker.local_addr();
+    let mut hog = Vec::new();
+    for _ in 0..3 {
+        let mut c = Client::connect_from(ip("127.0.0.1"), addr).await;
+        c.send(1, &MetadataRequest::default()).await;
+        hog.push(c);
+    }
+    // Over the cap: closed at once, without an answer.
+    for _ in 0..2 {
+        let mut extra = Client::connect_from(ip("127.0.0.1"), addr).await;
+        let (_, request) = extra.encode(1, &MetadataRequest::default());
+        // The write may already fail if the close came first; either way it must close.
+        let _ = extra.stream.write_all(&request).await;
+        assert!(extra.closed_by_broker().await, "the address is at its cap");
+    }
+    // Another address is served.
+    let mut other = Client::connect_from(ip("127.0.0.2"), addr).await;
+    assert_eq!(
+        other
+            .send(1, &MetadataRequest::default())
+            .await
+            .brokers
+            .len(),
+        1
+    );
+    // The override gives 127.0.0.3 one connection.
+    let mut third = Client::connect_from(ip("127.0.0.3"), addr).await;
+    third.send(1, &MetadataRequest::default()).await;
+    let mut over = Client::connect_from(ip("127.0.0.3"), addr).await;
+    assert!(over.closed_by_broker().await);
+    // The first address gets a slot back when one of its connections closes.
+    drop(hog.pop());
+    let limits = broker.state().limits.clone();
+    common::wait_until("the closed connection's slot is freed", || {
+        limits.connection_count() == 4
+    })
+    .await;
+    let mut again = Client::connect_from(ip("127.0.0.1"), addr).await;
+    again.send(1, &MetadataRequest::default()).await;
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_connections_max_idle_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[("connections.max.idle.ms", "300")]).await;
+    let addr = broker.local_addr();
+    let mut producer = Client::connect(addr).await;
+    producer.create_topic("idle", 1, &[]).await;
+
+    // A connection that never sends anything, and one idle after a request.
+    let mut silent = Client::connect(addr).await;
+    let mut used = Client::connect(addr).await;
+    used.send(1, &MetadataRequest::default()).await;
+    let idle_since = Instant::now();
+    assert!(silent.closed_by_broker().await);
+    assert!(used.closed_by_broker().await);
+    assert!(idle_since.elapsed() >= Duration::from_millis(250));
+
+    // A connection waiting for its long poll is not idle: it gets its answer.
+    let mut polling = Client::connect(addr).await;
+    let started = Instant::now();
+    let response = polling
+        .send(12, &Client::fetch_request("idle", 0, 0, 1200, 1))
+        .await;
+    assert!(started.elapsed() >= Duration::from_millis(1150));
+    assert_eq!(response.responses[0].partitions[0].error_code, 0);
+    // ...and it is closed once idle.
+    assert!(polling.closed_by_broker().await);
+    // The producer connection was idle too.
+    assert!(producer.closed_by_broker().await);
+    broker.shutdown().await.unwrap();
+}
+
+/// The real broker binary as a child process over its own temp dir.
+struct ChildBroker {
+    child: Child,
+    addr: SocketAddr,
+    stderr: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ChildBroker {
+    fn start(props: &[(&str, &str)]) -> ChildBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr = dir.path().join("broker.stderr");
+        let data = dir.path().join("data");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice-broker"));
+        command
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&data)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        for (name, value) in props {
+            command.env(sluice_broker::config::env_var_name(name), value);
+        }
+        let mut child = command.spawn().expect("start sluice-broker");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(TIMEOUT) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "broker did not start: {}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                );
+            }
+        };
+        ChildBroker {
+            child,
+            addr,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    /// Resident set size in MiB, from /proc/<pid>/status.
+    fn rss_mib(&self) -> f64 {
+        rss_mib_of(&format!("/proc/{}/status", self.child.id()))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap()
+    }
+}
+
+fn rss_mib_of(status: impl AsRef<Path>) -> f64 {
+    let text = std::fs::read_to_string(status).unwrap();
+    let kib: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc status");
+    kib / 1024.0
+}
+
+impl Drop for ChildBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The start of a Produce request frame announcing `size` bytes (header only).
+fn frame_header(size: usize) -> BytesMut {
+    let mut b = BytesMut::new();
+    b.put_i32(size as i32);
+    b.put_i16(0); // Produce
+    b.put_i16(9);
+    b.put_i32(1);
+    b
+}
+
+/// Polls the child's RSS until `done` holds for it; returns the last value.
+async fn wait_for_rss(broker: &ChildBroker, what: &str, done: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let rss = broker.rss_mib();
+        if done(rss) {
+            return rss;
+        }
+        assert!(Instant::now() < deadline, "{what}: RSS {rss:.1} MiB");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether the broker closed `stream` (EOF or reset) within `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(limit, stream.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_large_request_is_closed_at_its_deadline_and_its_memory_returned() {
+    let broker = ChildBroker::start(&[("request.read.timeout.ms", "1500")]);
+    let mut probe = Client::connect(broker.addr).await;
+    probe.send(1, &MetadataRequest::default()).await;
+    let baseline = broker.rss_mib();
+
+    // Announce 99 MiB, send 64 MiB of it, stall.
+    let mut stream = TcpStream::connect(broker.addr).await.unwrap();
+    let mut sent = frame_header(99 * MIB);
+    sent.resize(64 * MIB, 7);
+    // The deadline runs from the request's first byte.
+    let first_byte = Instant::now();
+    stream.write_all(&sent).await.unwrap();
+    let held = wait_for_rss(&broker, "the sent bytes are held", |rss| {
+        rss >= baseline + 56.0
+    })
+    .await;
+
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(10)).await,
+        "the half-sent request is closed at its deadline"
+    );
+    let closed_after = first_byte.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(1400),
+        "{closed_after:?}"
+    );
+    let after = wait_for_rss(&broker, "the memory is returned", |rss| {
+        rss <= baseline + 16.0
+    })
+    .await;
+    eprintln!(
+        "RSS: baseline {baseline:.1} MiB, holding the stalled request {held:.1} MiB, \
+         after the close {after:.1} MiB (closed after {closed_after:?})"
+    );
+    // Others were served all along.
+    probe.send(1, &MetadataRequest::default()).await;
+    assert!(broker
+        .log()
+        .contains("request incomplete after request.read.timeout.ms"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_requests_never_take_the_broker_past_the_budget() {
+    const BUDGET_MIB: usize = 64;
+    let budget = (BUDGET_MIB * MIB).to_string();
+    let max_request = (32 * MIB).to_string();
+    let broker = ChildBroker::start(&[
+        ("queued.max.request.bytes", &budget),
+        ("socket.request.max.bytes", &max_request),
+        ("request.read.timeout.ms", "60000"),
+    ]);
+    let mut probe = Client::connect(broker.addr).await;
+    probe.send(1, &MetadataRequest::default()).await;
+    let baseline = broker.rss_mib();
+
+    // Eight clients each try to send all but the last byte of a 30 MiB request: 240
+    // MiB in all, nearly four budgets.
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let mut stream = TcpStream::connect(broker.addr).await.unwrap();
+        writers.push(tokio::spawn(async move {
+            let mut sent = frame_header(30 * MIB);
+            sent.resize(30 * MIB + 4 - 1, 7);
+            let _ = stream.write_all(&sent).await;
+            // Stall with the connection open.
+            std::future::pending::<()>().await;
+        }));
+    }
+    // The broker reads as much as the budget lets it (two requests' worth)...
+    let rose = wait_for_rss(&broker, "the budget's worth is read", |rss| {
+        rss >= baseline + 48.0
+    })
+    .await;
+    // ...and no more, however long the clients push.
+    let mut peak = rose;
+    let watch_until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < watch_until {
+        peak = peak.max(broker.rss_mib());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Small requests are still answered while the budget is spent.
+    let started = Instant::now();
+    probe.send(1, &MetadataRequest::default()).await;
+    let small_latency = started.elapsed();
+    peak = peak.max(broker.rss_mib());
+    eprintln!(
+        "RSS: baseline {baseline:.1} MiB, peak {peak:.1} MiB with 240 MiB pushed at a \
+         {BUDGET_MIB} MiB budget; a metadata request took {small_latency:?}"
+    );
+    assert!(
+        peak <= baseline + BUDGET_MIB as f64 + 16.0,
+        "peak RSS {peak:.1} MiB over baseline {baseline:.1} + budget {BUDGET_MIB} MiB"
+    );
+    for w in writers {
+        w.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_request_warnings_are_rate_limited_per_peer() {
+    let broker = ChildBroker::start(&[]);
+    for _ in 0..40 {
+        let mut stream = TcpStream::connect(broker.addr).await.unwrap();
+        // api key 9999 does not exist: the broker closes the connection and says why.
+        let mut frame = BytesMut::new();
+        frame.put_i32(8);
+        frame.put_i16(9999);
+        frame.put_i16(0);
+        frame.put_i32(1);
+        stream.write_all(&frame).await.unwrap();
+        assert!(closed_within(&mut stream, TIMEOUT).await);
+    }
+    // Still serving, and the log has one line for the forty.
+    let mut probe = Client::connect(broker.addr).await;
+    probe.send(1, &MetadataRequest::default()).await;
+    let log = broker.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("closing connection"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("unknown api key 9999"),
+        "{}",
+        warnings[0]
+    );
+}
