@@ -166,7 +166,7 @@ impl ChildBroker {
 
     /// Resident set size in MiB, from /proc/<pid>/status.
     fn rss_mib(&self) -> f64 {
-        rss_mib_of(&format!("/proc/{}/status", self.child.id()))
+        rss_mib_of(format!("/proc/{}/status", self.child.id()))
     }
 
     fn log(&self) -> String {
