@@ -109,6 +109,50 @@ async fn idle_connections_are_closed_after_connections_max_idle_ms() {
     broker.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_large_and_small_requests_pass_through_a_tight_budget_in_order() {
+    // The smallest budget allowed: one request of the largest size at a time.
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(
+        dir.path(),
+        &[
+            ("socket.request.max.bytes", "1048576"),
+            ("queued.max.request.bytes", "1048576"),
+        ],
+    )
+    .await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    client.create_topic("pipe", 1, &[]).await;
+    // Large (over the 16 KiB window), small and just-over-the-window requests, 10 MiB
+    // in one write: each large one must wait for the one before to be handled.
+    let sizes = [700 * 1024, 10, 17 * 1024, 900 * 1024, 20, 16 * 1024 - 200];
+    let mut all = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..48 {
+        let value = "v".repeat(sizes[i % sizes.len()]);
+        let (id, frame) = client.encode(
+            9,
+            &Client::produce_request("pipe", 0, 1, common::batch(&[(None, &value)])),
+        );
+        all.extend_from_slice(&frame);
+        ids.push(id);
+    }
+    assert!(all.len() > 10 * MIB);
+    client.write(&all).await;
+    for (offset, id) in ids.into_iter().enumerate() {
+        let frame = client.read_frame().await.unwrap();
+        let r = Client::decode::<kafka_protocol::messages::ProduceRequest>(9, id, frame);
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, offset as i64));
+    }
+    let limits = broker.state().limits.clone();
+    common::wait_until("every reservation is returned", || {
+        limits.budget_available() == 1048576
+    })
+    .await;
+    broker.shutdown().await.unwrap();
+}
+
 /// The real broker binary as a child process over its own temp dir.
 struct ChildBroker {
     child: Child,

@@ -99,8 +99,6 @@ async fn read_loop(
         match parse_frame(&mut buf, max) {
             Ok(Parsed::Frame(frame)) => {
                 activity.request_read();
-                started = (!buf.is_empty()).then(Instant::now);
-                activity.set_partial(!buf.is_empty());
                 let reservation = reserved.take();
                 let reply = match dispatch::dispatch(ctx, frame).await {
                     Ok(reply) => reply,
@@ -115,6 +113,10 @@ async fn read_loop(
                 if tx.send(reply).await.is_err() || close {
                     return;
                 }
+                // The next request's clock starts now: time spent handling this one
+                // (an fsync, a topic creation) or waiting for the reply queue is ours.
+                started = (!buf.is_empty()).then(Instant::now);
+                activity.set_partial(!buf.is_empty());
             }
             Ok(Parsed::Incomplete(missing)) => {
                 let size_known = buf.len() >= 4;
@@ -136,10 +138,19 @@ async fn read_loop(
                             *started += waiting.elapsed();
                         }
                     }
-                    missing.min(MAX_READ)
+                    if missing <= MAX_READ {
+                        // The rest fits one read: let it also take what follows, up
+                        // to a window's worth, so pipelined requests need no extra
+                        // read each (what follows is within the window's allowance).
+                        missing + SMALL_FRAME
+                    } else {
+                        MAX_READ
+                    }
                 } else {
-                    // A small request, or its size is not known yet: within the window.
-                    SMALL_FRAME - buf.len()
+                    // A small request, or its size is not known yet: within the window
+                    // (buf holds less than a window here, as a request of at most
+                    // SMALL_FRAME is incomplete; never 0, which would read as EOF).
+                    SMALL_FRAME.saturating_sub(buf.len()).max(1)
                 };
                 buf.reserve(limit);
                 let deadline = match started {
