@@ -311,6 +311,34 @@ async fn a_stalled_large_request_is_closed_at_its_deadline_and_its_memory_return
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handled_large_request_leaves_no_memory_on_its_open_connection() {
+    let broker = ChildBroker::start(&[]);
+    let mut client = Client::connect(broker.addr).await;
+    client.send(1, &MetadataRequest::default()).await;
+    let baseline = broker.rss_mib();
+    // A 60 MiB produce (refused: no such topic, and too large), then a small request
+    // pipelined right behind it, so bytes of the next request follow the large one.
+    let records = bytes::Bytes::from(vec![7u8; 60 * MIB]);
+    let (big_id, big) = client.encode(9, &Client::produce_request("nowhere", 0, 1, records));
+    let (small_id, small) = client.encode(1, &MetadataRequest::default());
+    let mut both = big.to_vec();
+    both.extend_from_slice(&small);
+    client.write(&both).await;
+    let frame = client.read_frame().await.unwrap();
+    let r = Client::decode::<kafka_protocol::messages::ProduceRequest>(9, big_id, frame);
+    assert_ne!(r.responses[0].partition_responses[0].error_code, 0);
+    let frame = client.read_frame().await.unwrap();
+    Client::decode::<MetadataRequest>(1, small_id, frame);
+    // The connection stays open and idle; the request's memory must not stay with it.
+    let after = wait_for_rss(&broker, "the large request's memory is returned", |rss| {
+        rss <= baseline + 16.0
+    })
+    .await;
+    eprintln!("RSS: baseline {baseline:.1} MiB, after a 60 MiB request {after:.1} MiB");
+    client.send(1, &MetadataRequest::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_requests_never_take_the_broker_past_the_budget() {
     const BUDGET_MIB: usize = 64;
     let budget = (BUDGET_MIB * MIB).to_string();

@@ -100,6 +100,15 @@ async fn read_loop(
             Ok(Parsed::Frame(frame)) => {
                 activity.request_read();
                 let reservation = reserved.take();
+                if reservation.is_some() {
+                    // `buf` still shares the large request's allocation; kept, it would
+                    // become this connection's buffer and hold that memory after the
+                    // reservation is returned. Move what follows (at most a window) to
+                    // a fresh window so the allocation goes with the request.
+                    let mut rest = BytesMut::with_capacity(SMALL_FRAME.max(buf.len()));
+                    rest.extend_from_slice(&buf);
+                    buf = rest;
+                }
                 let reply = match dispatch::dispatch(ctx, frame).await {
                     Ok(reply) => reply,
                     Err(e) => {
