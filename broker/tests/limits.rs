@@ -78,6 +78,38 @@ async fn one_address_over_its_cap_does_not_lock_out_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_one_address_cannot_take_every_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let addr = broker.local_addr();
+    let cap = broker.state().config.max_connections_per_ip;
+    assert!(cap < broker.state().config.max_connections);
+    // One address opens connections and sends nothing, as the probe did.
+    let mut hog = Vec::with_capacity(cap);
+    for _ in 0..cap {
+        hog.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let limits = broker.state().limits.clone();
+    common::wait_until("the hog's connections are admitted", || {
+        limits.connection_count() == cap
+    })
+    .await;
+    let mut refused = TcpStream::connect(addr).await.unwrap();
+    assert!(closed_within(&mut refused, TIMEOUT).await);
+    let mut other = Client::connect_from(ip("127.0.0.2"), addr).await;
+    assert_eq!(
+        other
+            .send(1, &MetadataRequest::default())
+            .await
+            .brokers
+            .len(),
+        1
+    );
+    drop(hog);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_after_connections_max_idle_ms() {
     let dir = tempfile::tempdir().unwrap();
     let broker = common::start(dir.path(), &[("connections.max.idle.ms", "300")]).await;
