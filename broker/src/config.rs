@@ -115,6 +115,7 @@ const BROKER_KEYS: &[BrokerKey] = &[
         default: "536870912",
         doc: "bytes of requests larger than 16 KiB being read or waiting to be handled, over all connections; \
               when spent, the broker stops reading those requests until some are handled (backpressure); \
+              one address may hold at most half of it (or socket.request.max.bytes if more); \
               must be >= socket.request.max.bytes (Kafka's default is unlimited)",
     },
     BrokerKey {

@@ -185,6 +185,55 @@ async fn pipelined_large_and_small_requests_pass_through_a_tight_budget_in_order
     broker.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_stalling_large_requests_holds_at_most_half_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(
+        dir.path(),
+        &[
+            ("queued.max.request.bytes", &(64 * MIB).to_string()),
+            ("socket.request.max.bytes", &(16 * MIB).to_string()),
+            ("request.read.timeout.ms", "60000"),
+        ],
+    )
+    .await;
+    let addr = broker.local_addr();
+    // Eight connections from one address announce 16 MiB requests (128 MiB in all, twice
+    // the budget) and send nothing more.
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        let mut c = Client::connect_from(ip("127.0.0.1"), addr).await;
+        c.write(&frame_header(16 * MIB - 100)).await;
+        stalled.push(c);
+    }
+    // Two requests' worth (32 MiB less the bytes already read) is reserved; the six
+    // others wait for the address's share, not for the shared budget.
+    let limits = broker.state().limits.clone();
+    common::wait_until("the address holds its half of the budget", || {
+        limits.budget_available() < 33 * MIB
+    })
+    .await;
+    let available = limits.budget_available();
+    assert!(available >= 32 * MIB, "{available}");
+    // Another address's large request is read and answered at once.
+    let mut other = Client::connect_from(ip("127.0.0.2"), addr).await;
+    let records = bytes::Bytes::from(vec![7u8; 5 * MIB]);
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        other.send(9, &Client::produce_request("t", 0, 1, records)),
+    )
+    .await
+    .expect("a large request from another address is not held up");
+    assert_eq!(response.responses.len(), 1);
+    assert_eq!(
+        limits.budget_available(),
+        available,
+        "its reservation returned"
+    );
+    drop(stalled);
+    broker.shutdown().await.unwrap();
+}
+
 /// The real broker binary as a child process over its own temp dir.
 struct ChildBroker {
     child: Child,
@@ -384,11 +433,13 @@ async fn stalled_requests_never_take_the_broker_past_the_budget() {
     probe.send(1, &MetadataRequest::default()).await;
     let baseline = broker.rss_mib();
 
-    // Eight clients each try to send all but the last byte of a 30 MiB request: 240
-    // MiB in all, nearly four budgets.
+    // Eight clients, from eight addresses (one address may hold only half the budget),
+    // each try to send all but the last byte of a 30 MiB request: 240 MiB in all,
+    // nearly four budgets.
     let mut writers = Vec::new();
-    for _ in 0..8 {
-        let mut stream = TcpStream::connect(broker.addr).await.unwrap();
+    for i in 1..=8 {
+        let from = ip(&format!("127.0.0.{i}"));
+        let mut stream = Client::connect_from(from, broker.addr).await.stream;
         writers.push(tokio::spawn(async move {
             let mut sent = frame_header(30 * MIB);
             sent.resize(30 * MIB + 4 - 1, 7);

@@ -13,9 +13,9 @@
 //! queued are written.
 //!
 //! Limits (see `limits`): a request of up to [`SMALL_FRAME`] bytes is read into a window
-//! of that size; a larger one first reserves its remaining bytes from the broker-wide
-//! budget (`queued.max.request.bytes`; while it is spent this connection reads nothing
-//! more), and its buffer then grows as its bytes arrive, at most [`MAX_READ`] at a time,
+//! of that size; a larger one first reserves its remaining bytes from its address's
+//! share and the broker-wide budget (`queued.max.request.bytes`; while either is spent
+//! this connection reads nothing more), and its buffer then grows as its bytes arrive, at most [`MAX_READ`] at a time,
 //! never from the announced size alone. The reservation is returned once the request
 //! has been handled. A request still incomplete `request.read.timeout.ms` after its
 //! first byte (not counting the wait for the budget) closes the connection, as does
@@ -27,12 +27,12 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::dispatch::{self, Context, Reply};
 use super::frame::{parse_frame, Parsed};
-use super::limits::{Activity, Limits, SMALL_FRAME};
+use super::limits::{Activity, Limits, Reservation, SMALL_FRAME};
 use super::wire::Frame;
 
 /// Replies queued per connection before the reader waits (pipelining depth).
@@ -89,7 +89,7 @@ async fn read_loop(
     let mut shutdown = ctx.shutdown.clone();
     let mut buf = BytesMut::with_capacity(SMALL_FRAME);
     // The budget reserved for the request being read, when it is over SMALL_FRAME.
-    let mut reserved: Option<OwnedSemaphorePermit> = None;
+    let mut reserved: Option<Reservation> = None;
     // When the request being read started (moved on by the time spent on the budget).
     let mut started: Option<Instant> = None;
     loop {
@@ -134,10 +134,10 @@ async fn read_loop(
                         let waiting = Instant::now();
                         let needed = u32::try_from(missing).unwrap_or(u32::MAX);
                         tokio::select! {
-                            permit = limits.budget().clone().acquire_many_owned(needed) => match permit {
-                                Ok(permit) => reserved = Some(permit),
+                            reservation = limits.reserve(activity, needed) => match reservation {
+                                Some(reservation) => reserved = Some(reservation),
                                 // The budget is never closed; if it were, stop reading.
-                                Err(_) => return,
+                                None => return,
                             },
                             _ = shutdown.changed() => return,
                             () = tx.closed() => return,

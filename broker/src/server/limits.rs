@@ -9,11 +9,14 @@
 //!   not yet answered and whether a request is half-read; it is idle when both are zero,
 //!   and its idle time runs from its last read or write. The connection task closes
 //!   itself after `connections.max.idle.ms` of idleness (see `connection`).
-//! - The budget ([`Limits::budget`]): a semaphore of `queued.max.request.bytes` permits,
+//! - The budget ([`Limits::reserve`]): a semaphore of `queued.max.request.bytes` permits,
 //!   one per byte. A request larger than [`SMALL_FRAME`] reserves its remaining size
 //!   before its body is read and gives it back once it has been handled, so when the
 //!   budget is spent, connections stop reading large requests (TCP backpressure) instead
-//!   of allocating. Smaller requests are read into each connection's own
+//!   of allocating. One address may hold at most half of the budget (or one request of
+//!   `socket.request.max.bytes`, if that is more): it first reserves from its own
+//!   semaphore of that size, then from the shared one, so requests announced and never
+//!   sent from one address cannot hold back everyone else's. Smaller requests are read into each connection's own
 //!   [`SMALL_FRAME`]-byte window without touching the budget, so small requests
 //!   (metadata, fetches, heartbeats) keep flowing while large ones wait.
 //! - Warnings ([`WarnLimiter`]): one line per peer address per [`WARN_INTERVAL`], with
@@ -29,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::BrokerConfig;
 
@@ -59,6 +62,8 @@ pub struct Activity {
     /// A request is half-read (bytes buffered, frame incomplete).
     partial: AtomicBool,
     evict: Notify,
+    /// This address's share of the budget (see the module docs).
+    address_budget: Arc<Semaphore>,
 }
 
 impl Activity {
@@ -138,21 +143,33 @@ impl Drop for ConnectionGuard {
 #[derive(Default)]
 struct Registry {
     total: usize,
-    per_ip: HashMap<IpAddr, usize>,
+    per_ip: HashMap<IpAddr, Address>,
     live: HashMap<u64, Arc<Activity>>,
     next_id: u64,
+}
+
+/// An address with connections.
+struct Address {
+    connections: usize,
+    budget: Arc<Semaphore>,
 }
 
 impl Registry {
     fn release(&mut self, ip: IpAddr) {
         self.total -= 1;
-        if let Some(count) = self.per_ip.get_mut(&ip) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(address) = self.per_ip.get_mut(&ip) {
+            address.connections -= 1;
+            if address.connections == 0 {
                 self.per_ip.remove(&ip);
             }
         }
     }
+}
+
+/// Budget reserved for one request: its address's share and the shared budget.
+pub struct Reservation {
+    _address: OwnedSemaphorePermit,
+    _shared: OwnedSemaphorePermit,
 }
 
 /// See the module docs.
@@ -165,6 +182,8 @@ pub struct Limits {
     /// `request.read.timeout.ms`.
     pub read_timeout: Duration,
     budget: Arc<Semaphore>,
+    /// The most of the budget one address may hold.
+    address_budget: usize,
     registry: Mutex<Registry>,
     slot_freed: Notify,
     epoch: Instant,
@@ -187,6 +206,9 @@ impl Limits {
             budget: Arc::new(Semaphore::new(
                 config.queued_max_request_bytes.min(Semaphore::MAX_PERMITS),
             )),
+            address_budget: (config.queued_max_request_bytes / 2)
+                .max(config.socket_request_max_bytes)
+                .min(Semaphore::MAX_PERMITS),
             registry: Mutex::new(Registry::default()),
             slot_freed: Notify::new(),
             epoch: Instant::now(),
@@ -207,9 +229,22 @@ impl Limits {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The request byte budget (`queued.max.request.bytes` permits, one per byte).
-    pub fn budget(&self) -> &Arc<Semaphore> {
-        &self.budget
+    /// Reserves `bytes` of the budget for a request read on `activity`'s connection:
+    /// first from its address's share, then from the shared budget (always in that
+    /// order, and a connection holds one reservation at a time, so waiters cannot hold
+    /// each other up in a cycle). Waits while either is spent.
+    pub async fn reserve(&self, activity: &Activity, bytes: u32) -> Option<Reservation> {
+        let address = activity
+            .address_budget
+            .clone()
+            .acquire_many_owned(bytes)
+            .await
+            .ok()?;
+        let shared = self.budget.clone().acquire_many_owned(bytes).await.ok()?;
+        Some(Reservation {
+            _address: address,
+            _shared: shared,
+        })
     }
 
     /// The connection cap for one address.
@@ -225,7 +260,7 @@ impl Limits {
         let ip = ip.to_canonical();
         let cap = self.cap_for(ip);
         let mut registry = self.registry();
-        if registry.per_ip.get(&ip).copied().unwrap_or(0) >= cap {
+        if registry.per_ip.get(&ip).map_or(0, |a| a.connections) >= cap {
             return Admission::TooManyFromAddress { cap };
         }
         if registry.total >= self.max_connections {
@@ -249,6 +284,12 @@ impl Limits {
             );
         }
         registry.next_id += 1;
+        let address = registry.per_ip.entry(ip).or_insert_with(|| Address {
+            connections: 0,
+            budget: Arc::new(Semaphore::new(self.address_budget)),
+        });
+        address.connections += 1;
+        let address_budget = address.budget.clone();
         let activity = Arc::new(Activity {
             id: registry.next_id,
             ip,
@@ -256,10 +297,10 @@ impl Limits {
             pending: AtomicU32::new(0),
             partial: AtomicBool::new(false),
             evict: Notify::new(),
+            address_budget,
         });
         registry.live.insert(activity.id, activity.clone());
         registry.total += 1;
-        *registry.per_ip.entry(ip).or_insert(0) += 1;
         Admission::Admitted(ConnectionGuard {
             limits: self.clone(),
             activity,
