@@ -16,9 +16,10 @@
 //!   of allocating. One address may hold at most half of the budget (or one request of
 //!   `socket.request.max.bytes`, if that is more): it first reserves from its own
 //!   semaphore of that size, then from the shared one, so requests announced and never
-//!   sent from one address cannot hold back everyone else's. Smaller requests are read into each connection's own
-//!   [`SMALL_FRAME`]-byte window without touching the budget, so small requests
-//!   (metadata, fetches, heartbeats) keep flowing while large ones wait.
+//!   sent from one address cannot hold back everyone else's. Smaller requests are read
+//!   into each connection's own [`SMALL_FRAME`]-byte window without touching the
+//!   budget, so small requests (metadata, fetches, heartbeats) keep flowing while large
+//!   ones wait.
 //! - Warnings ([`WarnLimiter`]): one line per peer address per [`WARN_INTERVAL`], with
 //!   the count of the lines held back since the last one.
 //!
