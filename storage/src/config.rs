@@ -39,6 +39,15 @@ pub struct LogConfig {
     /// `message.timestamp.type`: CreateTime keeps the producer's timestamps,
     /// LogAppendTime stamps each batch with the broker's clock.
     pub timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: with CreateTime, a record whose timestamp is
+    /// further in the past than this (relative to the append's `now_ms`) is refused.
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: with CreateTime, a record whose timestamp is
+    /// further in the future than this is refused.
+    pub timestamp_after_max_ms: i64,
+    /// Most bytes a produced compressed batch's records may decompress to for their
+    /// check (Sluice-specific; the broker's `message.max.decompressed.bytes`).
+    pub max_decompressed_bytes: usize,
     /// When appends are fsynced.
     pub flush: FlushPolicy,
 }
@@ -54,6 +63,10 @@ impl Default for LogConfig {
             retention_bytes: None,
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
+            // Kafka 4.x: no bound in the past, one hour in the future (KIP-937).
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: 3_600_000,
+            max_decompressed_bytes: crate::batch::records::DEFAULT_DECOMPRESSION_LIMIT,
             flush: FlushPolicy::Os,
         }
     }

@@ -30,6 +30,10 @@ pub enum BatchError {
     /// A record inside the batch could not be decoded.
     #[error("invalid record in batch: {reason}")]
     InvalidRecord { reason: String },
+    /// A record's timestamp is outside the topic's `message.timestamp.before.max.ms` /
+    /// `message.timestamp.after.max.ms` bounds (Kafka: INVALID_TIMESTAMP).
+    #[error("{reason}")]
+    InvalidTimestamp { reason: String },
     /// The compression codec id in the attributes is not one Kafka defines.
     #[error("unknown compression codec id {codec}")]
     UnknownCompression { codec: u8 },

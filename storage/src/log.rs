@@ -25,7 +25,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::batch::{self, BatchHeader, Records, TimestampType, HEADER_SIZE};
+use crate::batch::{
+    self, BatchHeader, RecordChecks, Records, TimestampBounds, TimestampType, HEADER_SIZE,
+};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::damage::DamagedRange;
 use crate::error::{BatchError, Result, StorageError};
@@ -452,7 +454,19 @@ impl PartitionLog {
         let limit = config
             .max_message_bytes
             .min(config.segment_bytes.min(usize::MAX as u64) as usize);
-        let parsed = parse_produced(records, limit)?;
+        let checks = RecordChecks {
+            max_decompressed_bytes: config.max_decompressed_bytes,
+            timestamps: (config.timestamp_type == TimestampType::CreateTime).then_some(
+                TimestampBounds {
+                    now_ms,
+                    before_max_ms: config.timestamp_before_max_ms,
+                    after_max_ms: config.timestamp_after_max_ms,
+                },
+            ),
+        };
+        // Every record is checked before the append lock is taken: the check (and any
+        // decompression) does not hold up other appenders of this partition.
+        let parsed = parse_produced(records, limit, &checks)?;
 
         let mut guard = inner.lock_append()?;
         inner.check_writable()?;
@@ -466,12 +480,12 @@ impl PartitionLog {
         let mut records_count = 0u64;
         let mut prepared = Vec::with_capacity(parsed.len());
         let mut producer_updates = PendingUpdates::default();
-        for bytes in &parsed {
+        for &(bytes, records_max_timestamp) in &parsed {
             let header = BatchHeader::new(bytes)?;
             let max_timestamp = if config.timestamp_type == TimestampType::LogAppendTime {
                 now_ms
             } else {
-                header.max_timestamp()
+                records_max_timestamp
             };
             match guard.producers.check(&producer_updates, &header)? {
                 Verdict::Duplicate(original) => {
@@ -505,6 +519,12 @@ impl PartitionLog {
             let body = &bytes[HEADER_SIZE..];
             if config.timestamp_type == TimestampType::LogAppendTime {
                 patch_log_append_time(&mut head, body, now_ms);
+            } else if header.max_timestamp() != max_timestamp
+                || header.timestamp_type() != TimestampType::CreateTime
+            {
+                // As Kafka's LogValidator: the stored max timestamp is the records' (the
+                // time index and retention trust it), whatever the producer wrote.
+                patch_create_time(&mut head, body, max_timestamp);
             }
             let count = header.last_offset_delta() as i64 + 1;
             records_count += count as u64;
@@ -517,7 +537,7 @@ impl PartitionLog {
             });
             next += count;
         }
-        let total: u64 = parsed.iter().map(|b| b.len() as u64).sum();
+        let total: u64 = parsed.iter().map(|(b, _)| b.len() as u64).sum();
         inner.maybe_roll(&guard, &config, total, now_ms)?;
         let active = inner.active();
         if let Err(e) = active.append(&prepared, config.index_interval_bytes) {
@@ -1278,8 +1298,13 @@ fn rebuild_producer_states(
     Ok(states)
 }
 
-/// Splits a produce payload into validated batches. Nothing is written on any error.
-fn parse_produced(records: &[u8], max_message_bytes: usize) -> Result<Vec<&[u8]>> {
+/// Splits a produce payload into validated batches, each with the largest timestamp of
+/// its records. Nothing is written on any error.
+fn parse_produced<'a>(
+    records: &'a [u8],
+    max_message_bytes: usize,
+    checks: &RecordChecks,
+) -> Result<Vec<(&'a [u8], i64)>> {
     if records.is_empty() {
         return Err(BatchError::Truncated {
             needed: HEADER_SIZE,
@@ -1301,11 +1326,19 @@ fn parse_produced(records: &[u8], max_message_bytes: usize) -> Result<Vec<&[u8]>
         }
         let size = batch::check_framing(rest, usize::MAX)?;
         let (one, tail) = rest.split_at(size);
-        batch::validate_produced_batch(one)?;
-        batches.push(one);
+        let checked = batch::validate_produced_batch_with(one, checks)?;
+        batches.push((one, checked.max_timestamp));
         rest = tail;
     }
     Ok(batches)
+}
+
+/// Writes CreateTime and the records' `max_timestamp` into a prepared header, recomputing
+/// the CRC over the new header fields and the unchanged body.
+fn patch_create_time(head: &mut [u8; HEADER_SIZE], body: &[u8], max_timestamp: i64) {
+    batch::patch_create_time(head, max_timestamp);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[21..]), body);
+    head[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Sets LogAppendTime on a prepared header, recomputing the CRC over the new header

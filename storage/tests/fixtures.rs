@@ -7,7 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use sluice_storage::batch::{self, Compression, Records};
-use sluice_storage::LogConfig;
+use sluice_storage::{BatchError, LogConfig, StorageError};
 
 const FIXTURES: [(&str, Compression); 6] = [
     ("kcat-none", Compression::None),
@@ -63,9 +63,26 @@ fn captured_batches_are_stored_and_read_back_byte_identical() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = open(dir.path(), LogConfig::default(), true);
     let mut expected = Vec::new();
+    // The broker's clock: the captures are from the past, which the default
+    // message.timestamp.before.max.ms (unbounded) accepts.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     for (name, _) in FIXTURES {
         let bytes = fixture(name);
-        let info = log.append(&bytes, 0, 0).unwrap();
+        // Seen from 1970, the same records are decades in the future: past the default
+        // message.timestamp.after.max.ms (1 hour), refused, and nothing is stored.
+        assert!(
+            matches!(
+                log.append(&bytes, 0, 0),
+                Err(StorageError::InvalidBatch(
+                    BatchError::InvalidTimestamp { .. }
+                ))
+            ),
+            "{name}"
+        );
+        let info = log.append(&bytes, 0, now_ms).unwrap();
         let mut stored = bytes.to_vec();
         batch::patch_base_offset(&mut stored, info.base_offset);
         expected.push(stored);

@@ -25,6 +25,7 @@
 //! Sizes announced inside compressed data are only trusted after checking them against
 //! the limit.
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 
 use crate::error::BatchError;
@@ -127,39 +128,60 @@ impl Compression {
     /// format announces sizes, and while reading otherwise. `None` returns the bytes
     /// unchanged (subject to the same limit).
     pub fn decompress(self, data: &[u8], limit: usize) -> Result<Vec<u8>, BatchError> {
+        let mut out = Vec::new();
+        self.decompress_into(data, limit, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`Compression::decompress`], into `out` (cleared first), so that a caller can
+    /// reuse one buffer for many batches; the produce path's record check does. On error
+    /// `out` holds some prefix of the output, or nothing.
+    pub fn decompress_into(
+        self,
+        data: &[u8],
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), BatchError> {
+        out.clear();
         match self {
             Compression::None => {
                 if data.len() > limit {
                     return Err(self.too_large(limit));
                 }
-                Ok(data.to_vec())
+                out.extend_from_slice(data);
+                Ok(())
             }
             // Multi-member: gzip streams may legally be concatenated, and Java's
             // GZIPInputStream reads on across members.
-            Compression::Gzip => self.read_limited(flate2::read::MultiGzDecoder::new(data), limit),
-            Compression::Snappy => snappy_decompress(data, limit),
-            Compression::Lz4 => self.read_limited(lz4_flex::frame::FrameDecoder::new(data), limit),
-            Compression::Zstd => {
-                let decoder = zstd::stream::read::Decoder::with_buffer(data)
-                    .map_err(|e| self.decompression_error(e.to_string()))?;
-                self.read_limited(decoder, limit)
+            Compression::Gzip => {
+                self.read_limited(flate2::read::MultiGzDecoder::new(data), limit, out)
             }
+            Compression::Snappy => snappy_decompress(data, limit, out),
+            Compression::Lz4 => {
+                self.read_limited(lz4_flex::frame::FrameDecoder::new(data), limit, out)
+            }
+            Compression::Zstd => zstd_decompress(data, limit, out),
         }
     }
 
-    /// Reads a streaming decoder to its end, failing once it yields more than `limit` bytes.
-    fn read_limited(self, reader: impl Read, limit: usize) -> Result<Vec<u8>, BatchError> {
-        let mut out = Vec::new();
+    /// Reads a streaming decoder to its end into `out`, failing once it yields more than
+    /// `limit` bytes.
+    fn read_limited(
+        self,
+        reader: impl Read,
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), BatchError> {
         // One byte past the limit tells "exactly at the limit" from "over it".
         let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
         reader
             .take(cap)
-            .read_to_end(&mut out)
+            .read_to_end(out)
             .map_err(|e| self.decompression_error(e.to_string()))?;
         if out.len() > limit {
             return Err(self.too_large(limit));
         }
-        Ok(out)
+        Ok(())
     }
 
     fn decompression_error(self, reason: String) -> BatchError {
@@ -202,8 +224,7 @@ fn xerial_compress(data: &[u8]) -> Result<Vec<u8>, snap::Error> {
 
 /// Decompresses snappy records: xerial framing if the magic is there, else one raw block
 /// (what librdkafka writes).
-fn snappy_decompress(data: &[u8], limit: usize) -> Result<Vec<u8>, BatchError> {
-    let mut out = Vec::new();
+fn snappy_decompress(data: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), BatchError> {
     if data.starts_with(&XERIAL_MAGIC) {
         let mut rest = skip_xerial_header(data)?;
         while !rest.is_empty() {
@@ -225,13 +246,13 @@ fn snappy_decompress(data: &[u8], limit: usize) -> Result<Vec<u8>, BatchError> {
                     after.len()
                 ))
             })?;
-            snappy_block_into(block, &mut out, limit)?;
+            snappy_block_into(block, out, limit)?;
             rest = after.get(length..).unwrap_or(&[]);
         }
     } else {
-        snappy_block_into(data, &mut out, limit)?;
+        snappy_block_into(data, out, limit)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Skips a xerial header, which must be complete; versions are not checked because every
@@ -269,6 +290,76 @@ fn snappy_block_into(block: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<()
 
 fn snappy_error(reason: String) -> BatchError {
     Compression::Snappy.decompression_error(reason)
+}
+
+thread_local! {
+    /// One zstd decompression context per thread, reused for every batch: creating one
+    /// per batch would allocate its tables and window buffer each time.
+    static ZSTD_CONTEXT: RefCell<zstd::zstd_safe::DCtx<'static>> =
+        RefCell::new(zstd::zstd_safe::DCtx::create());
+}
+
+/// Decompresses zstd frames (any number, with or without a content size) into `out`,
+/// never growing it much past `limit + 1` bytes.
+fn zstd_decompress(data: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), BatchError> {
+    ZSTD_CONTEXT.with(|context| match context.try_borrow_mut() {
+        Ok(mut context) => zstd_stream(&mut context, data, limit, out),
+        // Only reachable if a decompression re-entered this one on the same thread, which
+        // nothing does; a fresh context keeps that from ever being a panic.
+        Err(_) => zstd_stream(&mut zstd::zstd_safe::DCtx::create(), data, limit, out),
+    })
+}
+
+fn zstd_stream(
+    context: &mut zstd::zstd_safe::DCtx<'static>,
+    data: &[u8],
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), BatchError> {
+    use zstd::zstd_safe::{get_error_name, InBuffer, OutBuffer, ResetDirective};
+    let fail = |reason: String| Compression::Zstd.decompression_error(reason);
+    // A previous batch may have failed half-way: start a new session.
+    context
+        .reset(ResetDirective::SessionOnly)
+        .map_err(|code| fail(get_error_name(code).to_owned()))?;
+    let mut input = InBuffer::around(data);
+    // Grow the output in steps no larger than what the limit still allows (plus the one
+    // byte that tells "over the limit"), so a bomb stops at about the limit.
+    let stop = limit.saturating_add(1);
+    loop {
+        if out.len() > limit {
+            return Err(Compression::Zstd.too_large(limit));
+        }
+        if out.len() == out.capacity() {
+            let step = (stop - out.len()).min(out.len().max(64 * 1024));
+            out.reserve_exact(step);
+        }
+        let (in_before, out_before) = (input.pos(), out.len());
+        let mut output = OutBuffer::around_pos(out, out_before);
+        let hint = context
+            .decompress_stream(&mut output, &mut input)
+            .map_err(|code| fail(get_error_name(code).to_owned()))?;
+        drop(output);
+        let input_done = input.pos() == data.len();
+        if input_done && hint == 0 {
+            break;
+        }
+        // All input read, room left in the output, and the frame still unfinished: the
+        // data ends inside a frame.
+        if input_done && out.len() < out.capacity() {
+            return Err(fail(format!(
+                "zstd frame truncated after {} input bytes",
+                data.len()
+            )));
+        }
+        if input.pos() == in_before && out.len() == out_before && out.len() < out.capacity() {
+            return Err(fail("zstd decoder made no progress".to_owned()));
+        }
+    }
+    if out.len() > limit {
+        return Err(Compression::Zstd.too_large(limit));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

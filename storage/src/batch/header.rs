@@ -26,6 +26,7 @@
 //! for LogAppendTime, where clients ignore the record timestamps; [`patch_log_append_time`]
 //! recomputes the CRC in that one case, which is what Kafka's broker does as well.
 
+use super::validate::RecordChecks;
 use super::Compression;
 use crate::error::BatchError;
 
@@ -254,16 +255,34 @@ pub fn validate_stored_batch(batch: &[u8]) -> Result<BatchHeader<'_>, BatchError
     Ok(header)
 }
 
+/// Validates a batch as it arrives from a producer (exactly `batch.len()` bytes), with
+/// [`RecordChecks::default`]; see [`validate_produced_batch_with`].
+pub fn validate_produced_batch(batch: &[u8]) -> Result<BatchHeader<'_>, BatchError> {
+    validate_produced_batch_with(batch, &RecordChecks::default()).map(|checked| checked.header)
+}
+
+/// A produced batch that passed [`validate_produced_batch_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct ProducedBatch<'a> {
+    pub header: BatchHeader<'a>,
+    /// The largest record timestamp, which is what the batch's max timestamp must say.
+    pub max_timestamp: i64,
+}
+
 /// Validates a batch as it arrives from a producer (exactly `batch.len()` bytes).
 ///
-/// On top of [`validate_stored_batch`]: the codec is known, the record count agrees with
-/// the last offset delta, and for uncompressed batches the records' length prefixes tile
-/// the record area exactly `records_count` times. Compressed records are not inflated
-/// here (the broker never decompresses on the produce path); their count is checked
-/// against the header only.
-pub fn validate_produced_batch(batch: &[u8]) -> Result<BatchHeader<'_>, BatchError> {
+/// On top of [`validate_stored_batch`]: the codec is known, the record count is positive
+/// and agrees with the last offset delta, no control batch, a sequence for an idempotent
+/// producer, and every record decodes and agrees with the header
+/// ([`super::validate::check_records`]: lengths, varints, offset deltas, timestamps,
+/// headers, the count; compressed records are decompressed for the check, within
+/// `checks.max_decompressed_bytes`).
+pub fn validate_produced_batch_with<'a>(
+    batch: &'a [u8],
+    checks: &RecordChecks,
+) -> Result<ProducedBatch<'a>, BatchError> {
     let header = validate_stored_batch(batch)?;
-    let compression = header.compression()?;
+    header.compression()?;
     let count = header.records_count();
     if count <= 0 {
         return Err(BatchError::CountMismatch {
@@ -293,15 +312,11 @@ pub fn validate_produced_batch(batch: &[u8]) -> Result<BatchHeader<'_>, BatchErr
             ),
         });
     }
-    if compression == Compression::None {
-        let found = super::records::count_uncompressed_records(&batch[HEADER_SIZE..])?;
-        if found != count as usize {
-            return Err(BatchError::CountMismatch {
-                reason: format!("header says {count} records, batch holds {found}"),
-            });
-        }
-    }
-    Ok(header)
+    let max_timestamp = super::validate::check_records(batch, &header, checks)?;
+    Ok(ProducedBatch {
+        header,
+        max_timestamp,
+    })
 }
 
 /// Writes the base offset into the batch header (not covered by the CRC).
@@ -323,6 +338,18 @@ pub fn patch_log_append_time(batch: &mut [u8], timestamp: i64) {
     let attributes = read_i16(batch, ATTRIBUTES_AT) | TIMESTAMP_TYPE_BIT;
     batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
     batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&timestamp.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Marks the batch as CreateTime with `max_timestamp`, the largest record timestamp.
+///
+/// Like [`patch_log_append_time`], only the header changes and the CRC is recomputed
+/// over `batch` (callers that patch a copy of the header recompute it themselves).
+pub fn patch_create_time(batch: &mut [u8], max_timestamp: i64) {
+    let attributes = read_i16(batch, ATTRIBUTES_AT) & !TIMESTAMP_TYPE_BIT;
+    batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max_timestamp.to_be_bytes());
     let crc = compute_crc(batch);
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }

@@ -22,8 +22,8 @@
 //! Decoding never panics on any input: every length is checked before it is used, and
 //! the first malformed byte ends the iteration with one error.
 //!
-//! [`count_uncompressed_records`] is the produce path's cheap check: it only walks the
-//! length prefixes, allocating nothing.
+//! [`count_uncompressed_records`] only walks the length prefixes, allocating nothing. The
+//! produce path's full check of every record is [`super::validate`].
 
 use std::ops::Range;
 
