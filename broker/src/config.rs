@@ -138,6 +138,13 @@ const BROKER_KEYS: &[BrokerKey] = &[
               vm.max_map_count (see docs/operations.md)",
     },
     BrokerKey {
+        name: "message.max.decompressed.bytes",
+        default: "67108864",
+        doc: "Sluice-specific. Most bytes the records of one produced compressed batch may decompress to; \
+              every produced batch is decompressed to check its records, and one that expands past this \
+              fails with INVALID_RECORD (a small batch cannot make the broker inflate gigabytes)",
+    },
+    BrokerKey {
         name: "log.retention.check.interval.ms",
         default: "300000",
         doc: "how often retention (retention.ms/.bytes) and segment.ms rolls are applied",
@@ -477,7 +484,21 @@ impl BrokerConfig {
         let flush_mode = FlushMode::parse(value("log.flush.policy"))
             .map_err(|e| invalid("log.flush.policy", value("log.flush.policy"), e))?;
 
-        let mut topic_defaults = TopicConfig::default();
+        let max_decompressed_bytes: i64 = parse_num(
+            "message.max.decompressed.bytes",
+            value("message.max.decompressed.bytes"),
+        )?;
+        if max_decompressed_bytes < 1 {
+            return Err(invalid(
+                "message.max.decompressed.bytes",
+                value("message.max.decompressed.bytes"),
+                "must be >= 1",
+            ));
+        }
+        let mut topic_defaults = TopicConfig {
+            max_decompressed_bytes,
+            ..TopicConfig::default()
+        };
         // Kafka's fallbacks: log.retention.ms > .minutes > .hours, log.roll.ms > .hours.
         if get("log.retention.ms").is_none() {
             if let Some(minutes) = get("log.retention.minutes") {
@@ -602,6 +623,10 @@ impl BrokerConfig {
             (
                 "fetch.max.wait.ms".to_owned(),
                 self.fetch_max_wait_ms.to_string(),
+            ),
+            (
+                "message.max.decompressed.bytes".to_owned(),
+                self.topic_defaults.max_decompressed_bytes.to_string(),
             ),
             (
                 "log.retention.check.interval.ms".to_owned(),

@@ -111,13 +111,19 @@ pub fn storage_error_code(error: &StorageError) -> ResponseError {
 /// The Kafka error for a batch the broker refused.
 pub fn batch_error_code(error: &BatchError) -> ResponseError {
     match error {
+        // The batch's framing or checksum is broken: Kafka's CorruptRecordException.
         BatchError::Truncated { .. }
         | BatchError::InvalidLength { .. }
-        | BatchError::CrcMismatch { .. }
-        | BatchError::CountMismatch { .. }
+        | BatchError::CrcMismatch { .. } => ResponseError::CorruptMessage,
+        // The bytes arrived intact but the records in them are not valid (Kafka's
+        // LogValidator throws InvalidRecordException): INVALID_RECORD, with the reason
+        // in the error message.
+        BatchError::CountMismatch { .. }
         | BatchError::InvalidRecord { .. }
         | BatchError::UnknownCompression { .. }
-        | BatchError::Decompression { .. } => ResponseError::CorruptMessage,
+        | BatchError::Decompression { .. } => ResponseError::InvalidRecord,
+        // KIP-937 bounds (message.timestamp.before/after.max.ms), as Kafka answers them.
+        BatchError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
         // Kafka 4.x: "Produce requests with version N are only allowed to contain record
         // batches with magic version 2" is an InvalidRecordException -> INVALID_RECORD.
         BatchError::UnsupportedMagic { .. } => ResponseError::InvalidRecord,
@@ -148,5 +154,11 @@ mod tests {
         );
         let magic = StorageError::InvalidBatch(BatchError::UnsupportedMagic { magic: 1 });
         assert_eq!(storage_error_code(&magic), ResponseError::InvalidRecord);
+        let record = StorageError::InvalidBatch(BatchError::InvalidRecord { reason: "x".into() });
+        assert_eq!(storage_error_code(&record), ResponseError::InvalidRecord);
+        let count = StorageError::InvalidBatch(BatchError::CountMismatch { reason: "x".into() });
+        assert_eq!(storage_error_code(&count), ResponseError::InvalidRecord);
+        let time = StorageError::InvalidBatch(BatchError::InvalidTimestamp { reason: "x".into() });
+        assert_eq!(storage_error_code(&time), ResponseError::InvalidTimestamp);
     }
 }

@@ -15,6 +15,10 @@ use std::collections::BTreeMap;
 use sluice_storage::batch::TimestampType;
 use sluice_storage::{FlushPolicy, LogConfig};
 
+/// Default of the broker's `message.max.decompressed.bytes`: 64 MiB, generous for any
+/// legitimate batch (Kafka's default `message.max.bytes` is 1 MiB compressed).
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: i64 = 64 << 20;
+
 /// How a broker flushes appended data to disk (`log.flush.policy`, Sluice-specific).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushMode {
@@ -62,6 +66,13 @@ pub struct TopicConfig {
     pub index_interval_bytes: i64,
     pub max_message_bytes: i64,
     pub timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms` (KIP-937).
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms` (KIP-937).
+    pub timestamp_after_max_ms: i64,
+    /// The broker's `message.max.decompressed.bytes` (Sluice-specific, not a topic
+    /// config): most bytes a produced compressed batch may decompress to for its check.
+    pub max_decompressed_bytes: i64,
     pub flush_messages: i64,
     pub flush_ms: i64,
     pub min_insync_replicas: i64,
@@ -81,6 +92,10 @@ impl Default for TopicConfig {
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
+            // Kafka 4.x's defaults: no bound in the past, one hour in the future.
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: 3_600_000,
+            max_decompressed_bytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
             flush_messages: i64::MAX,
             flush_ms: i64::MAX,
             min_insync_replicas: 1,
@@ -143,6 +158,10 @@ impl TopicConfig {
             retention_bytes: (self.retention_bytes >= 0).then_some(self.retention_bytes as u64),
             max_message_bytes: usize::try_from(self.max_message_bytes.max(0)).unwrap_or(usize::MAX),
             timestamp_type: self.timestamp_type,
+            timestamp_before_max_ms: self.timestamp_before_max_ms,
+            timestamp_after_max_ms: self.timestamp_after_max_ms,
+            max_decompressed_bytes: usize::try_from(self.max_decompressed_bytes.max(0))
+                .unwrap_or(usize::MAX),
             flush,
         }
     }
@@ -316,6 +335,28 @@ pub static KEYS: &[TopicConfigKey] = &[
             Ok(())
         },
         get: |c| timestamp_type_name(c.timestamp_type).to_owned(),
+    },
+    TopicConfigKey {
+        name: "message.timestamp.after.max.ms",
+        broker_name: "log.message.timestamp.after.max.ms",
+        config_type: ConfigType::Long,
+        doc: "with CreateTime, produces with a record timestamp more than this far ahead of the broker's clock fail with INVALID_TIMESTAMP (KIP-937)",
+        set: |c, v| {
+            c.timestamp_after_max_ms = parse_long(v, 0)?;
+            Ok(())
+        },
+        get: |c| c.timestamp_after_max_ms.to_string(),
+    },
+    TopicConfigKey {
+        name: "message.timestamp.before.max.ms",
+        broker_name: "log.message.timestamp.before.max.ms",
+        config_type: ConfigType::Long,
+        doc: "with CreateTime, produces with a record timestamp more than this far behind the broker's clock fail with INVALID_TIMESTAMP (KIP-937; 9223372036854775807: no bound)",
+        set: |c, v| {
+            c.timestamp_before_max_ms = parse_long(v, 0)?;
+            Ok(())
+        },
+        get: |c| c.timestamp_before_max_ms.to_string(),
     },
     TopicConfigKey {
         name: "min.insync.replicas",

@@ -510,3 +510,203 @@ async fn produce_every_version_including_topic_ids() {
     );
     broker.shutdown().await.unwrap();
 }
+
+/// One record with a null key: `value_length` is written as the value's length prefix
+/// (the true length, or a lie) and `offset_delta` as its offset delta.
+fn raw_record(offset_delta: i32, value: &[u8], value_length: i32) -> Vec<u8> {
+    use sluice_storage::batch::varint::{encode_varint, encode_varlong};
+    let mut body = vec![0u8];
+    encode_varlong(offset_delta as i64, &mut body);
+    encode_varint(offset_delta, &mut body);
+    encode_varint(-1, &mut body);
+    encode_varint(value_length, &mut body);
+    body.extend_from_slice(value);
+    encode_varint(0, &mut body);
+    let mut record = Vec::new();
+    encode_varint(body.len() as i32, &mut record);
+    record.extend_from_slice(&body);
+    record
+}
+
+/// A batch header announcing `count` records before `payload`, with a valid CRC-32C.
+fn raw_batch(payload: &[u8], count: i32, attributes: i16) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i64(0); // base offset
+    b.put_i32((49 + payload.len()) as i32); // length
+    b.put_i32(-1); // partition leader epoch
+    b.put_i8(2); // magic
+    b.put_u32(0); // crc, below
+    b.put_i16(attributes);
+    b.put_i32(count - 1); // last offset delta
+    b.put_i64(1_700_000_000_000); // base timestamp
+    b.put_i64(1_700_000_000_000 + count as i64 - 1); // max timestamp
+    b.put_i64(-1); // producer id
+    b.put_i16(-1); // producer epoch
+    b.put_i32(-1); // base sequence
+    b.put_i32(count);
+    b.put_slice(payload);
+    let crc = sluice_storage::batch::compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
+/// Issue 14, item 1: batches A-D, each with a valid CRC, were answered 0 and stored,
+/// breaking the partition for every consumer. Each is refused with INVALID_RECORD and a
+/// message saying what is wrong; nothing is stored, and good produces go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_with_broken_records_are_refused_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    client.create_topic("records", 1, &[]).await;
+    let good = [
+        raw_record(0, b"v0", 2),
+        raw_record(1, b"v1", 2),
+        raw_record(2, b"v2", 2),
+    ]
+    .concat();
+    assert_eq!(
+        client.produce("records", 0, raw_batch(&good, 3, 0)).await,
+        (0, 0)
+    );
+
+    // A: the middle record's value length runs past the end of its record.
+    let a = [
+        raw_record(0, b"v0", 2),
+        raw_record(1, b"v1", 9),
+        raw_record(2, b"v2", 2),
+    ]
+    .concat();
+    // B: the attributes say gzip, the payload is random bytes.
+    let b: Vec<u8> = (0u32..300)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    // C: every record's offset delta is 0.
+    let c = [
+        raw_record(0, b"v0", 2),
+        raw_record(0, b"v1", 2),
+        raw_record(0, b"v2", 2),
+    ]
+    .concat();
+    // D: the header says 3 records, the payload holds 1.
+    let d = raw_record(0, b"v0", 2);
+    let cases = [
+        ("A", raw_batch(&a, 3, 0), "record 1"),
+        ("B", raw_batch(&b, 3, 1), "gzip"),
+        ("C", raw_batch(&c, 3, 0), "offset delta"),
+        ("D", raw_batch(&d, 3, 0), "header says 3 records"),
+    ];
+    for (name, bytes, says) in cases {
+        // Each of them passes the CRC check: it is the records that are wrong.
+        sluice_storage::batch::validate_stored_batch(&bytes).unwrap();
+        let response = client
+            .send(9, &Client::produce_request("records", 0, 1, bytes))
+            .await;
+        let p = &response.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, ResponseError::InvalidRecord.code(), "{name}");
+        assert_eq!(p.base_offset, -1, "{name}");
+        let message = p.error_message.as_ref().map(|m| m.to_string());
+        assert!(
+            message.as_deref().is_some_and(|m| m.contains(says)),
+            "{name}: {message:?}"
+        );
+    }
+    // The same broken records inside every codec are refused too.
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        for area in [&a, &c] {
+            let bytes = raw_batch(&codec.compress(area).unwrap(), 3, codec.id() as i16);
+            assert_eq!(
+                client.produce("records", 0, bytes).await,
+                (ResponseError::InvalidRecord.code(), -1),
+                "{codec:?}"
+            );
+        }
+    }
+
+    // Nothing was stored: the next good batch gets offset 3, and a consumer reads all six
+    // records in order.
+    assert_eq!(
+        client.produce("records", 0, raw_batch(&good, 3, 0)).await,
+        (0, 3)
+    );
+    let data = client.fetch("records", 0, 0).await;
+    assert_eq!(data.high_watermark, 6);
+    let mut offsets = Vec::new();
+    for one in sluice_storage::batch::batches(data.records.as_deref().unwrap()) {
+        for record in Records::decode(Bytes::copy_from_slice(one.unwrap())).unwrap() {
+            offsets.push(record.unwrap().offset);
+        }
+    }
+    assert_eq!(offsets, [0, 1, 2, 3, 4, 5]);
+    broker.shutdown().await.unwrap();
+}
+
+/// KIP-937: CreateTime timestamps further from the broker's clock than
+/// message.timestamp.before/after.max.ms are refused with INVALID_TIMESTAMP, settable per
+/// topic and shown by DescribeConfigs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_out_of_bounds_are_refused_with_invalid_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let hour = 3_600_000;
+    // Defaults (Kafka 4.x): up to one hour ahead, any age.
+    client.create_topic("defaults", 1, &[]).await;
+    let at = |t: i64| batch_with(Compression::Lz4, t, &[(None, "a"), (None, "b")]);
+    assert_eq!(client.produce("defaults", 0, at(now)).await, (0, 0));
+    assert_eq!(client.produce("defaults", 0, at(0)).await, (0, 2));
+    let response = client
+        .send(
+            9,
+            &Client::produce_request("defaults", 0, 1, at(now + 2 * hour)),
+        )
+        .await;
+    let p = &response.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, ResponseError::InvalidTimestamp.code());
+    let message = p.error_message.as_ref().unwrap().to_string();
+    assert!(message.contains("out of range"), "{message}");
+    // A topic bound to the last day, and LogAppendTime topics are not bound at all.
+    client
+        .create_topic(
+            "day",
+            1,
+            &[
+                ("message.timestamp.before.max.ms", "86400000"),
+                ("message.timestamp.after.max.ms", "0"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        client.produce("day", 0, at(now - 2 * 86_400_000)).await.0,
+        ResponseError::InvalidTimestamp.code()
+    );
+    assert_eq!(
+        client.produce("day", 0, at(now + hour)).await.0,
+        ResponseError::InvalidTimestamp.code()
+    );
+    assert_eq!(client.produce("day", 0, at(now - hour)).await, (0, 0));
+    client
+        .create_topic(
+            "appended",
+            1,
+            &[
+                ("message.timestamp.type", "LogAppendTime"),
+                ("message.timestamp.after.max.ms", "0"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        client.produce("appended", 0, at(now + 100 * hour)).await,
+        (0, 0)
+    );
+    broker.shutdown().await.unwrap();
+}
