@@ -589,3 +589,30 @@ fn a_missing_index_is_rebuilt_and_a_negative_truncation_is_refused() {
         "the snapshot written at close survives the next open"
     );
 }
+
+/// As Kafka's LogValidator: with CreateTime the stored max timestamp is the largest record
+/// timestamp, whatever the producer's header said (the time index, retention and
+/// ListOffsets trust it), rewritten with a valid CRC; a batch whose header was right is
+/// stored untouched.
+#[test]
+fn create_time_max_timestamp_is_the_records_whatever_the_header_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), LogConfig::default(), true);
+    let honest = make_batch(3, 10, 5_000);
+    let max = BatchHeader::new(&honest).unwrap().max_timestamp();
+    // The same records, with a max timestamp far in the future and the LogAppendTime bit.
+    let mut lying = honest.to_vec();
+    lying[35..43].copy_from_slice(&(max + 1_000_000).to_be_bytes());
+    lying[22] |= 0x08;
+    let crc = batch::compute_crc(&lying);
+    lying[17..21].copy_from_slice(&crc.to_be_bytes());
+    log.append(&honest, 0, 10_000).unwrap();
+    log.append(&lying, 0, 10_000).unwrap();
+    let stored = read_all(&log, 0);
+    assert_eq!(unpatch(&stored[0]), honest.to_vec());
+    let fixed = batch::validate_stored_batch(&stored[1]).unwrap();
+    assert_eq!(fixed.max_timestamp(), max);
+    assert_eq!(fixed.timestamp_type(), TimestampType::CreateTime);
+    assert_eq!(&stored[1][61..], &honest[61..], "record bytes untouched");
+    assert_eq!(log.max_timestamp_offset().unwrap().unwrap().timestamp, max);
+}
