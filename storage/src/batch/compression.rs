@@ -335,11 +335,10 @@ fn zstd_stream(
             out.reserve_exact(step);
         }
         let (in_before, out_before) = (input.pos(), out.len());
-        let mut output = OutBuffer::around_pos(out, out_before);
+        // The OutBuffer borrows `out` and sets its length to what was written.
         let hint = context
-            .decompress_stream(&mut output, &mut input)
+            .decompress_stream(&mut OutBuffer::around_pos(out, out_before), &mut input)
             .map_err(|code| fail(get_error_name(code).to_owned()))?;
-        drop(output);
         let input_done = input.pos() == data.len();
         if input_done && hint == 0 {
             break;

@@ -337,13 +337,16 @@ mod tests {
     ];
     const T0: i64 = 1_700_000_000_000;
 
+    /// A header's key and value, either of which may be null.
+    type RawHeader<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
     /// One record's bytes; `length` overrides the true length prefix.
     fn record(
         offset_delta: i32,
         timestamp_delta: i64,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-        headers: &[(Option<&[u8]>, Option<&[u8]>)],
+        headers: &[RawHeader],
         length: Option<i32>,
     ) -> Vec<u8> {
         let mut body = vec![0u8];
