@@ -109,13 +109,13 @@ pub fn check_records(
         Compression::None => walk(area),
         codec => SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
             Ok(mut buffer) => {
+                // The output is `buffer[..length]`; what lies past it is left from earlier
+                // batches and stays (initialized) for the next one.
                 let result = codec
-                    .decompress_into(area, checks.max_decompressed_bytes, &mut buffer)
-                    .and_then(|()| walk(&buffer));
+                    .decompress_reusing(area, checks.max_decompressed_bytes, &mut buffer)
+                    .and_then(|length| walk(buffer.get(..length).unwrap_or(&[])));
                 if buffer.capacity() > RETAINED_SCRATCH {
                     *buffer = Vec::new();
-                } else {
-                    buffer.clear();
                 }
                 result
             }
