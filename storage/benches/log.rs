@@ -1,6 +1,7 @@
 //! Storage micro-benchmarks (criterion): append throughput with flush policy OS and
 //! `always` (8 concurrent appenders, exercising group commit), sequential reads of cached
-//! data, and offset lookup in a log of 10 million records.
+//! data, offset lookup in a log of 10 million records, and the produce path's record
+//! check (`validate`) per codec.
 //!
 //! Batches are ~16 KiB: 160 records of 100-byte values, as a producer with the default
 //! batch.size would send. Run with `cargo bench -p sluice-storage`; set
@@ -64,7 +65,10 @@ fn append(c: &mut Criterion) {
     group.bench_function("policy_os_16KiB_batches", |b| {
         let dir = bench_dir();
         let log = open(dir.path(), FlushPolicy::Os);
-        b.iter(|| log.append(&batch, 0, 0).expect("append"));
+        b.iter(|| {
+            log.append(&batch, 0, sluice_storage::now_ms())
+                .expect("append")
+        });
         log.close().expect("close");
     });
 
@@ -87,7 +91,9 @@ fn append(c: &mut Criterion) {
                             let batch = batch.clone();
                             std::thread::spawn(move || {
                                 for _ in 0..per_thread {
-                                    let info = log.append(&batch, 0, 0).expect("append");
+                                    let info = log
+                                        .append(&batch, 0, sluice_storage::now_ms())
+                                        .expect("append");
                                     log.wait_durable(info.last_offset + 1)
                                         .wait()
                                         .expect("durable");
@@ -122,7 +128,9 @@ fn append(c: &mut Criterion) {
                     std::thread::spawn(move || {
                         let mut waiting = std::collections::VecDeque::new();
                         for _ in 0..per_thread {
-                            let info = log.append(&batch, 0, 0).expect("append");
+                            let info = log
+                                .append(&batch, 0, sluice_storage::now_ms())
+                                .expect("append");
                             waiting.push_back(log.wait_durable(info.last_offset + 1));
                             if waiting.len() == 5 {
                                 if let Some(oldest) = waiting.pop_front() {
@@ -154,7 +162,8 @@ fn read(c: &mut Criterion) {
     let log = open(dir.path(), FlushPolicy::Os);
     let total_bytes: usize = 256 << 20;
     for _ in 0..total_bytes / batch.len() {
-        log.append(&batch, 0, 0).expect("append");
+        log.append(&batch, 0, sluice_storage::now_ms())
+            .expect("append");
     }
     let end = log.log_end_offset();
     let mut group = c.benchmark_group("read");
@@ -192,7 +201,7 @@ fn lookup(c: &mut Criterion) {
     let log = open(dir.path(), FlushPolicy::Os);
     // Batch i holds timestamps 1000 * i .. 1000 * i + 99.
     for i in 0..100_000i64 {
-        log.append(&batch_at(100, 10, 1000 * i), 0, 0)
+        log.append(&batch_at(100, 10, 1000 * i), 0, sluice_storage::now_ms())
             .expect("append");
     }
     let end = log.log_end_offset();
@@ -221,5 +230,41 @@ fn lookup(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append, read, lookup);
+/// The produce path's check of every record of a ~16 KiB batch (160 records of 100 bytes
+/// of capital letters, compressible like sluice-bench's payloads), per codec.
+fn validate(c: &mut Criterion) {
+    let mut group = c.benchmark_group("validate");
+    group.throughput(Throughput::Elements(160));
+    let checks = sluice_storage::batch::RecordChecks::default();
+    for codec in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let mut builder = BatchBuilder::new(codec);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..160 {
+            let value: Vec<u8> = (0..100)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    b'A' + (seed % 26) as u8
+                })
+                .collect();
+            builder.push(1_700_000_000_000 + i, None, Some(&value), &[]);
+        }
+        let batch = builder.build().expect("batch");
+        group.bench_function(BenchmarkId::from_parameter(codec.name()), |b| {
+            b.iter(|| {
+                sluice_storage::batch::validate_produced_batch_with(&batch, &checks).expect("valid")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, append, read, lookup, validate);
 criterion_main!(benches);

@@ -517,8 +517,32 @@ fn zstd_stream(
     limit: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), BatchError> {
-    use zstd::zstd_safe::{get_error_name, InBuffer, OutBuffer, ResetDirective};
+    use zstd::zstd_safe::{
+        find_frame_compressed_size, get_error_name, get_frame_content_size, InBuffer, OutBuffer,
+        ResetDirective,
+    };
     let fail = |reason: String| Compression::Zstd.decompression_error(reason);
+    // One frame that announces its size (what one-shot compressors, our BatchBuilder
+    // among them, write): checked against the limit before anything is allocated, then
+    // decoded in one call straight into `out`, with no window buffer and no extra copy.
+    if let Ok(Some(size)) = get_frame_content_size(data) {
+        if find_frame_compressed_size(data) == Ok(data.len()) {
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|&size| size <= limit)
+                .ok_or_else(|| Compression::Zstd.too_large(limit))?;
+            out.reserve_exact(size);
+            let written = context
+                .decompress(out, data)
+                .map_err(|code| fail(get_error_name(code).to_owned()))?;
+            if written != size || out.len() != size {
+                return Err(fail(format!(
+                    "frame announced {size} bytes, decoded {written}"
+                )));
+            }
+            return Ok(());
+        }
+    }
     // A previous batch may have failed half-way: start a new session.
     context
         .reset(ResetDirective::SessionOnly)
