@@ -8,9 +8,17 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{batch, batch_with, name, Client};
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{ApiVersionsRequest, FetchRequest, MetadataRequest, ProduceRequest};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, DescribeConfigsRequest, FetchRequest, IncrementalAlterConfigsRequest,
+    MetadataRequest, ProduceRequest,
+};
+use kafka_protocol::protocol::StrBytes;
 use sluice_storage::batch::{Compression, Records};
 
 /// A fetched batch equals the produced one except the base offset and leader epoch the
@@ -694,6 +702,53 @@ async fn timestamps_out_of_bounds_are_refused_with_invalid_timestamp() {
         ResponseError::InvalidTimestamp.code()
     );
     assert_eq!(client.produce("day", 0, at(now - hour)).await, (0, 0));
+    // Shown by DescribeConfigs like every topic config: the override, and Kafka's default.
+    let describe = |topic: &str| {
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.to_owned()))
+            .with_configuration_keys(None)])
+    };
+    let value_of = |r: &kafka_protocol::messages::DescribeConfigsResponse, key: &str| {
+        let c = r.results[0]
+            .configs
+            .iter()
+            .find(|c| c.name.as_str() == key)
+            .unwrap_or_else(|| panic!("{key} not described"));
+        (c.value.as_ref().unwrap().to_string(), c.config_source)
+    };
+    let r = client.send(4, &describe("day")).await;
+    assert_eq!(
+        value_of(&r, "message.timestamp.before.max.ms"),
+        ("86400000".to_owned(), 1)
+    );
+    let r = client.send(4, &describe("defaults")).await;
+    assert_eq!(
+        value_of(&r, "message.timestamp.after.max.ms"),
+        ("3600000".to_owned(), 5)
+    );
+    assert_eq!(
+        value_of(&r, "message.timestamp.before.max.ms"),
+        ("9223372036854775807".to_owned(), 5)
+    );
+    // Altered: three hours ahead are now accepted.
+    let alter = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string("defaults".to_owned()))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(StrBytes::from_string(
+                    "message.timestamp.after.max.ms".to_owned(),
+                ))
+                .with_config_operation(0)
+                .with_value(Some(StrBytes::from_string("10800000".to_owned())))]),
+    ]);
+    let r = client.send(1, &alter).await;
+    assert_eq!(r.responses[0].error_code, 0);
+    assert_eq!(
+        client.produce("defaults", 0, at(now + 2 * hour)).await,
+        (0, 4)
+    );
     client
         .create_topic(
             "appended",
