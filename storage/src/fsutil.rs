@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, StorageError};
+use crate::faults;
 
 /// Suffix of segment data files.
 pub const LOG_SUFFIX: &str = "log";
@@ -38,8 +39,7 @@ pub fn parse_segment_file_name(name: &str) -> Option<(i64, &str)> {
 pub fn sync_dir(dir: &Path) -> Result<()> {
     let handle = File::open(dir)
         .map_err(|e| StorageError::io(format!("open directory {}", dir.display()), e))?;
-    handle
-        .sync_all()
+    faults::guard(faults::Op::Sync, dir, || handle.sync_all())
         .map_err(|e| StorageError::io(format!("fsync directory {}", dir.display()), e))
 }
 
@@ -61,10 +61,10 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
             .map_err(|e| StorageError::io(format!("create {}", tmp.display()), e))?;
         file.write_all(contents)
             .map_err(|e| StorageError::io(format!("write {}", tmp.display()), e))?;
-        file.sync_all()
+        faults::guard(faults::Op::Sync, &tmp, || file.sync_all())
             .map_err(|e| StorageError::io(format!("fsync {}", tmp.display()), e))?;
     }
-    fs::rename(&tmp, path).map_err(|e| {
+    faults::guard(faults::Op::Rename, path, || fs::rename(&tmp, path)).map_err(|e| {
         StorageError::io(format!("rename {} to {}", tmp.display(), path.display()), e)
     })?;
     sync_dir(dir)

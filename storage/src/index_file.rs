@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use memmap2::{MmapMut, MmapOptions};
 
 use crate::error::{Result, StorageError};
+use crate::faults;
 
 pub(crate) struct IndexFile {
     path: PathBuf,
@@ -164,8 +165,26 @@ impl IndexFile {
                 ))
             }
         };
-        file.sync_data()
+        faults::guard(faults::Op::Sync, &self.path, || file.sync_data())
             .map_err(|e| StorageError::io(format!("fsync index {}", self.path.display()), e))
+    }
+
+    /// Marks every page holding entries dirty again, so the next sync writes them. After a
+    /// failed sync the kernel may have marked pages clean that never reached the disk; a
+    /// later msync would then skip them.
+    pub(crate) fn redirty(&mut self) {
+        let used = self.entries * self.entry_size;
+        if let Some(map) = &mut self.map {
+            let page = 4096;
+            let mut at = 0;
+            while at < used.min(map.len()) {
+                let byte = map[at];
+                // SAFETY: `at` is inside the mapping; a volatile store of the same value
+                // is not optimised away, so the page takes a write fault and is dirtied.
+                unsafe { std::ptr::write_volatile(map.as_mut_ptr().add(at), byte) };
+                at += page;
+            }
+        }
     }
 
     /// Shrinks the file to the entries in use; no entry can be appended afterwards.
@@ -206,7 +225,7 @@ impl IndexFile {
     }
 
     fn set_file_len(&self, file: &File, len: u64) -> Result<()> {
-        file.set_len(len)
+        faults::guard(faults::Op::SetLen, &self.path, || file.set_len(len))
             .map_err(|e| StorageError::io(format!("resize index {}", self.path.display()), e))
     }
 

@@ -11,6 +11,8 @@
 //! - [`flusher`]: the per-data-directory thread that fsyncs logs (group commit).
 //! - [`producer_state`]: idempotent-producer sequence tracking and its snapshots.
 //! - [`watermark`]: the durable-offset watermark appenders wait on.
+//! - [`faults`]: the fault-injection seam every fallible file operation goes through
+//!   (tests fail the nth write, sync, set_len or rename; one atomic load otherwise).
 //! - [`fsutil`]: atomic metadata writes, directory fsync, the clean-shutdown marker.
 //! - [`config`]: per-log settings named after Kafka's topic configs.
 //! - [`error`]: [`BatchError`] (bad batch bytes) and [`StorageError`] (every log operation).
@@ -23,6 +25,7 @@ pub mod check;
 pub mod config;
 mod damage;
 pub mod error;
+pub mod faults;
 pub mod flusher;
 pub mod fsutil;
 mod index_file;
