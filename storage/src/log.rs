@@ -19,7 +19,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +38,58 @@ use crate::segment::{Layout, PreparedBatch, Segment, TailRule, NO_TIMESTAMP};
 use crate::watermark::{DurableWait, Watermark};
 
 const RECOVERY_POINT_FILE: &str = "recovery-point";
+/// Written, synced and removed by a heal probe to see whether the disk takes writes again.
+const PROBE_FILE: &str = "heal-probe";
+/// Bytes the heal probe writes: a few pages, so a disk with room for nothing gets no yes.
+const PROBE_BYTES: usize = 16 * 1024;
+/// First wait before probing an offline log, doubled after each failed probe up to
+/// [`HEAL_BACKOFF_MAX_MS`].
+const HEAL_BACKOFF_MIN_MS: i64 = 100;
+const HEAL_BACKOFF_MAX_MS: i64 = 5_000;
+
+/// Why a log is offline, which decides what healing must redo (`offline_kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Failure {
+    /// Online.
+    None = 0,
+    /// A write or a roll failed: published batches are intact, but bytes of the failed
+    /// write may follow them in the file, and index trims may be half done.
+    Write = 1,
+    /// A sync failed: what reached the disk since the last good sync is unknown (the
+    /// kernel may have marked unwritten pages clean), so that range is re-validated and
+    /// written again before anything is reported durable.
+    Sync = 2,
+    /// Not an I/O error of the disk (a poisoned lock, damaged bytes found while
+    /// healing, a failed truncation): the log stays offline until the broker restarts
+    /// and recovery checks it.
+    Fatal = 3,
+}
+
+impl Failure {
+    fn from_u8(value: u8) -> Failure {
+        match value {
+            0 => Failure::None,
+            1 => Failure::Write,
+            2 => Failure::Sync,
+            _ => Failure::Fatal,
+        }
+    }
+
+    /// The failure `error` means when it interrupts an operation of kind `during`.
+    fn of(error: &StorageError, during: Failure) -> Failure {
+        match error {
+            StorageError::Io { .. } => during,
+            _ => Failure::Fatal,
+        }
+    }
+}
+
+/// When to probe an offline log next.
+struct HealSchedule {
+    next_ms: i64,
+    backoff_ms: i64,
+}
 const LOG_START_FILE: &str = "log-start-offset";
 
 /// Milliseconds since the Unix epoch, by the system clock.
@@ -130,6 +182,12 @@ pub(crate) struct LogInner {
     log_end: AtomicI64,
     durable: Arc<Watermark>,
     offline: AtomicBool,
+    /// A [`Failure`]: what healing must redo.
+    offline_kind: AtomicU8,
+    heal: Mutex<HealSchedule>,
+    /// The producer-state snapshot a roll encoded, for the flusher to write (with its
+    /// fsyncs) off the append path.
+    pending_snapshot: Mutex<Option<(i64, Vec<u8>)>>,
     closed: AtomicBool,
     flusher: Flusher,
     flush_pending: AtomicBool,
@@ -299,6 +357,12 @@ impl PartitionLog {
             log_end: AtomicI64::new(log_end),
             durable: Arc::new(Watermark::new(log_end)),
             offline: AtomicBool::new(false),
+            offline_kind: AtomicU8::new(Failure::None as u8),
+            heal: Mutex::new(HealSchedule {
+                next_ms: 0,
+                backoff_ms: HEAL_BACKOFF_MIN_MS,
+            }),
+            pending_snapshot: Mutex::new(None),
             closed: AtomicBool::new(false),
             flusher: flusher.clone(),
             flush_pending: AtomicBool::new(false),
@@ -337,6 +401,13 @@ impl PartitionLog {
             log_end: AtomicI64::new(0),
             durable: Arc::new(Watermark::new(0)),
             offline: AtomicBool::new(true),
+            // Never healed: nothing was loaded (and the flusher does not know the log).
+            offline_kind: AtomicU8::new(Failure::Fatal as u8),
+            heal: Mutex::new(HealSchedule {
+                next_ms: i64::MAX,
+                backoff_ms: HEAL_BACKOFF_MAX_MS,
+            }),
+            pending_snapshot: Mutex::new(None),
             closed: AtomicBool::new(false),
             flusher: flusher.clone(),
             flush_pending: AtomicBool::new(false),
@@ -541,7 +612,7 @@ impl PartitionLog {
         inner.maybe_roll(&guard, &config, total, now_ms)?;
         let active = inner.active();
         if let Err(e) = active.append(&prepared, config.index_interval_bytes) {
-            inner.go_offline(&e);
+            inner.go_offline(&e, Failure::Write);
             return Err(e);
         }
         active.note_append_time(now_ms);
@@ -702,7 +773,7 @@ impl PartitionLog {
             })
         };
         if let Err(e) = result {
-            inner.go_offline(&e);
+            inner.go_offline(&e, Failure::Fatal);
             return Err(e);
         }
         let new_end = inner.log_end.load(Ordering::Acquire);
@@ -718,7 +789,7 @@ impl PartitionLog {
         {
             Ok(states) => guard.producers = states,
             Err(e) => {
-                inner.go_offline(&e);
+                inner.go_offline(&e, Failure::Fatal);
                 return Err(e);
             }
         }
@@ -806,8 +877,9 @@ impl PartitionLog {
         let config = inner.config().clone();
         inner.maybe_roll(&guard, &config, 0, now_ms)?;
         drop(guard);
-        // A rolled segment is synced, and closes its descriptor, at the flusher's next
-        // turn; with no append coming (`after_append` asks then), nothing else asks.
+        // A rolled segment is synced, and closes its descriptor, and its producer-state
+        // snapshot is written, at the flusher's next turn; with no append coming
+        // (`after_append` asks then), nothing else asks.
         if inner.pending_recovery_point.load(Ordering::Acquire)
             > inner.recovery_point.load(Ordering::Acquire)
         {
@@ -827,8 +899,22 @@ impl PartitionLog {
     pub fn close(&self) -> Result<()> {
         let inner = &self.inner;
         let guard = inner.lock_append()?;
-        if inner.closed.swap(true, Ordering::AcqRel) || inner.load_error.is_some() {
+        if inner.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if inner.load_error.is_some() {
             // A log that never loaded has nothing to flush or checkpoint.
+            inner.closed.store(true, Ordering::Release);
+            return Ok(());
+        }
+        // A log that went offline and whose disk has room again closes cleanly: one last
+        // heal (without waiting for the backoff) before giving up on a clean close.
+        if inner.offline.load(Ordering::Acquire) {
+            if let Err(e) = inner.heal(&guard) {
+                tracing::warn!(dir = %inner.dir.display(), error = %e, "offline log cannot be healed at close");
+            }
+        }
+        if inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
         if inner.offline.load(Ordering::Acquire) {
@@ -946,6 +1032,7 @@ impl LogInner {
             last.unseal(config.segment_bytes, config.segment_index_bytes)?;
         }
         self.lower_recovery_point(new_end)?;
+        self.drop_pending_snapshot_above(new_end);
         self.log_end.store(new_end, Ordering::Release);
         self.durable.truncate(new_end);
         Ok(new_end)
@@ -974,6 +1061,7 @@ impl LogInner {
             offset.to_string().as_bytes(),
         )?;
         self.lower_recovery_point(offset)?;
+        self.drop_pending_snapshot_above(offset);
         self.pending_recovery_point.store(offset, Ordering::Release);
         fsutil::sync_dir(&self.dir)?;
         self.log_end.store(offset, Ordering::Release);
@@ -1040,13 +1128,170 @@ impl LogInner {
         Ok(())
     }
 
-    /// Latches the log offline after a failed write or sync: what is on disk is unknown,
-    /// so nothing more is written and durable waiters are released with an error.
-    fn go_offline(&self, error: &StorageError) {
+    /// Latches the log offline after a failed write or sync: nothing more is written,
+    /// nothing more is reported durable, and durable waiters are released with an error.
+    /// The flusher then probes the disk with backoff and heals the log (see `heal`).
+    fn go_offline(&self, error: &StorageError, during: Failure) {
+        let kind = Failure::of(error, during);
+        // The most demanding failure seen wins (a sync failure after a write failure
+        // still needs the rewrite).
+        self.offline_kind.fetch_max(kind as u8, Ordering::AcqRel);
         if !self.offline.swap(true, Ordering::AcqRel) {
-            tracing::error!(dir = %self.dir.display(), %error, "log taken offline after an I/O failure");
+            let mut schedule = self.lock_heal();
+            schedule.backoff_ms = HEAL_BACKOFF_MIN_MS;
+            schedule.next_ms = now_ms() + HEAL_BACKOFF_MIN_MS;
+            drop(schedule);
+            tracing::error!(dir = %self.dir.display(), %error, ?kind, "log taken offline after an I/O failure");
         }
         self.durable.fail(false);
+    }
+
+    fn lock_heal(&self) -> MutexGuard<'_, HealSchedule> {
+        // Two plain integers: a poisoned lock still holds a usable schedule.
+        self.heal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_pending_snapshot(&self) -> MutexGuard<'_, Option<(i64, Vec<u8>)>> {
+        // Replaced whole or taken: a poisoned lock still holds a usable value.
+        self.pending_snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the snapshot a roll left for the flusher. A failure costs only recovery
+    /// time (an older snapshot and more headers are replayed), so it is logged and the
+    /// write is tried again at the next sync rather than taking the log offline.
+    fn write_pending_snapshot(&self) {
+        let Some((offset, encoded)) = self.lock_pending_snapshot().take() else {
+            return;
+        };
+        if let Err(e) = producer_state::write_encoded_snapshot(&self.dir, offset, &encoded) {
+            tracing::warn!(dir = %self.dir.display(), offset, error = %e, "cannot write the producer-state snapshot; will retry");
+            let mut pending = self.lock_pending_snapshot();
+            if pending.is_none() {
+                *pending = Some((offset, encoded));
+            }
+        }
+    }
+
+    /// Forgets a snapshot not yet written for an offset a truncation removed.
+    fn drop_pending_snapshot_above(&self, log_end: i64) {
+        let mut pending = self.lock_pending_snapshot();
+        if pending
+            .as_ref()
+            .is_some_and(|(offset, _)| *offset > log_end)
+        {
+            *pending = None;
+        }
+    }
+
+    /// Called by the flusher on every tick: probes an offline log whose backoff has
+    /// passed and heals it if the disk takes writes again.
+    pub(crate) fn heal_if_due(&self, now_ms: i64) {
+        if !self.offline.load(Ordering::Acquire) || self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        {
+            let mut schedule = self.lock_heal();
+            if now_ms < schedule.next_ms {
+                return;
+            }
+            // Pessimistic: pushed back before trying, so a slow failing probe is not
+            // retried at once.
+            schedule.next_ms = now_ms + schedule.backoff_ms;
+            schedule.backoff_ms = (schedule.backoff_ms * 2).min(HEAL_BACKOFF_MAX_MS);
+        }
+        let Ok(guard) = self.lock_append() else {
+            return;
+        };
+        match self.heal(&guard) {
+            Ok(true) => {
+                let mut schedule = self.lock_heal();
+                schedule.backoff_ms = HEAL_BACKOFF_MIN_MS;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(dir = %self.dir.display(), error = %e, "offline log not healed yet");
+            }
+        }
+    }
+
+    /// Brings an offline log back once its directory takes writes and syncs again.
+    /// Caller holds the append lock. Returns whether the log is online afterwards.
+    ///
+    /// What is redone depends on the failure (see [`Failure`]): the bytes a failed write
+    /// left after the last published batch are cut; after a failed sync, the batches
+    /// from the durable offset on are CRC-checked and written again; then every segment
+    /// and the directory are synced. Only then is the log end reported durable. If the
+    /// re-check finds damaged bytes, the log stays offline for restart recovery.
+    fn heal(&self, _guard: &MutexGuard<'_, AppendState>) -> Result<bool> {
+        let _sync = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.offline.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let kind = Failure::from_u8(self.offline_kind.load(Ordering::Acquire));
+        if kind == Failure::Fatal {
+            return Ok(false);
+        }
+        // The probe: a small file written, synced, renamed and removed.
+        let probe = self.dir.join(PROBE_FILE);
+        let probed = fsutil::write_atomically(&probe, &[0u8; PROBE_BYTES]);
+        fsutil::remove_if_exists(&probe)?;
+        probed?;
+
+        let config = self.config().clone();
+        let segments = self.snapshot();
+        let active = self.active();
+        let cut = active.discard_unpublished()?;
+        let log_end = self.log_end.load(Ordering::Acquire);
+        if active.base_offset() != log_end {
+            // Files of a segment a failed roll began to create at the log end.
+            for suffix in [LOG_SUFFIX, fsutil::INDEX_SUFFIX, fsutil::TIME_INDEX_SUFFIX] {
+                fsutil::remove_if_exists(&fsutil::segment_file(&self.dir, log_end, suffix))?;
+            }
+        }
+        // A failed roll may have trimmed the active segment's indexes: make room again.
+        active.unseal(config.segment_bytes, config.segment_index_bytes)?;
+        let durable = self.durable.get();
+        if kind == Failure::Sync {
+            for segment in segments.iter().filter(|s| s.next_offset() > durable) {
+                if let Err(e) = segment.rewrite_from(durable.max(segment.base_offset())) {
+                    if !matches!(e, StorageError::Io { .. }) {
+                        self.offline_kind
+                            .store(Failure::Fatal as u8, Ordering::Release);
+                        tracing::error!(dir = %self.dir.display(), error = %e, "the log's tail is damaged after a failed sync; it stays offline until a restart recovers it");
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let synced = (|| -> Result<()> {
+            for segment in segments
+                .iter()
+                .filter(|s| s.next_offset() > durable || s.base_offset() >= durable)
+            {
+                segment.sync_all()?;
+            }
+            fsutil::sync_dir(&self.dir)
+        })();
+        if let Err(e) = synced {
+            // Another failed sync: the next heal must rewrite the range again.
+            self.offline_kind
+                .fetch_max(Failure::of(&e, Failure::Sync) as u8, Ordering::AcqRel);
+            return Err(e);
+        }
+        self.dir_dirty.store(false, Ordering::Release);
+        self.write_pending_snapshot();
+        self.offline_kind
+            .store(Failure::None as u8, Ordering::Release);
+        self.durable.resume();
+        self.durable.advance(log_end);
+        self.offline.store(false, Ordering::Release);
+        tracing::warn!(dir = %self.dir.display(), ?kind, bytes_cut = cut, log_end, "log back online: its directory takes writes again and its tail was re-checked and synced");
+        Ok(true)
     }
 
     /// Rolls to a new segment when the append of `incoming` bytes should not go into the
@@ -1088,16 +1333,18 @@ impl LogInner {
                 config.segment_bytes,
                 config.segment_index_bytes,
             )?;
-            producer_state::write_snapshot(&self.dir, log_end, &state.producers)?;
             Ok(Arc::new(fresh))
         })();
         let fresh = match result {
             Ok(segment) => segment,
             Err(e) => {
-                self.go_offline(&e);
+                self.go_offline(&e, Failure::Write);
                 return Err(e);
             }
         };
+        // Encoding is cheap; writing it takes two fsyncs, which the flusher does (see
+        // `sync_locked`), so mass rolls do not stall appenders (and their threads).
+        *self.lock_pending_snapshot() = Some((log_end, state.producers.encode(log_end)));
         let mut segments: Vec<Arc<Segment>> = self.snapshot().as_ref().clone();
         segments.push(fresh);
         self.replace_segments(segments)?;
@@ -1237,6 +1484,7 @@ impl LogInner {
         let target = self.log_end.load(Ordering::Acquire);
         let pending_point = self.pending_recovery_point.load(Ordering::Acquire);
         let segments = self.snapshot();
+        self.write_pending_snapshot();
         let result = (|| -> Result<()> {
             for segment in segments.iter() {
                 segment.sync_if_dirty()?;
@@ -1259,7 +1507,7 @@ impl LogInner {
             Ok(())
         })();
         if let Err(e) = result {
-            self.go_offline(&e);
+            self.go_offline(&e, Failure::Sync);
             return Err(e);
         }
         self.unflushed_messages.store(0, Ordering::Release);

@@ -359,8 +359,14 @@ pub(crate) fn load_snapshot(dir: &Path, max_offset: i64) -> Result<Option<(i64, 
 
 /// Writes the snapshot for `offset` and keeps only the newest few.
 pub(crate) fn write_snapshot(dir: &Path, offset: i64, states: &ProducerStates) -> Result<()> {
+    write_encoded_snapshot(dir, offset, &states.encode(offset))
+}
+
+/// Writes a snapshot encoded earlier (a roll encodes it under the append lock and the
+/// flusher writes it, so the fsyncs stay off the append path), keeping the newest few.
+pub(crate) fn write_encoded_snapshot(dir: &Path, offset: i64, encoded: &[u8]) -> Result<()> {
     let path = fsutil::segment_file(dir, offset, SNAPSHOT_SUFFIX);
-    fsutil::write_atomically(&path, &states.encode(offset))?;
+    fsutil::write_atomically(&path, encoded)?;
     let snapshots = list_snapshots(dir)?;
     if snapshots.len() > SNAPSHOTS_KEPT {
         for (_, path) in &snapshots[..snapshots.len() - SNAPSHOTS_KEPT] {

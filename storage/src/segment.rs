@@ -36,6 +36,7 @@ use memmap2::{Mmap, MmapOptions};
 use crate::batch::{self, BatchHeader, HEADER_SIZE};
 use crate::damage::{self, DamagedRange};
 use crate::error::{BatchError, Result, StorageError};
+use crate::faults;
 use crate::fsutil::{segment_file, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 use crate::offset_index::OffsetIndex;
 use crate::time_index::TimeIndex;
@@ -171,7 +172,7 @@ impl Segment {
     ) -> Result<Self> {
         let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
         let file = open_log_file(&log_path, true)?;
-        file.set_len(0)
+        faults::guard(faults::Op::SetLen, &log_path, || file.set_len(0))
             .map_err(|e| StorageError::io(format!("truncate {}", log_path.display()), e))?;
         let offset_index = OffsetIndex::create(
             &segment_file(dir, base_offset, INDEX_SUFFIX),
@@ -398,8 +399,11 @@ impl Segment {
             }
         }
         self.with_file(|file| {
-            write_all_vectored(file, &mut slices)
-                .map_err(|e| StorageError::io(format!("write {}", self.log_path.display()), e))
+            let written = match faults::check(faults::Op::Write, &self.log_path) {
+                Some(injected) => torn_write(file, &slices, injected),
+                None => write_all_vectored(file, &mut slices),
+            };
+            written.map_err(|e| StorageError::io(format!("write {}", self.log_path.display()), e))
         })?;
         self.dirty.store(true, Ordering::Release);
 
@@ -1194,6 +1198,86 @@ impl Segment {
         self.remap(capacity.max(self.size()))
     }
 
+    /// Cuts bytes a failed write left past the published end (a torn batch nobody was
+    /// told about), so the next append, which goes to the end of the file (`O_APPEND`),
+    /// follows the last whole batch. Returns the bytes cut.
+    pub(crate) fn discard_unpublished(&self) -> Result<u64> {
+        self.hold_file()?;
+        let size = self.size();
+        let len = self.with_file(|file| file_len(file, &self.log_path))?;
+        if len <= size {
+            return Ok(0);
+        }
+        self.with_file(|file| {
+            faults::guard(faults::Op::SetLen, &self.log_path, || file.set_len(size))
+                .map_err(|e| StorageError::io(format!("truncate {}", self.log_path.display()), e))
+        })?;
+        self.dirty.store(true, Ordering::Release);
+        Ok(len - size)
+    }
+
+    /// After a failed sync: re-validates every batch from the one containing `offset` to
+    /// the published end, and writes those bytes (and the index pages) again so that the
+    /// next sync really writes them. What a failed writeback left in the page cache is
+    /// either what was written (the CRCs say so) or unknown; in the unknown case this
+    /// returns `CorruptSegment` and nothing is rewritten. Reads of the range check CRCs
+    /// again from now on.
+    pub(crate) fn rewrite_from(&self, offset: i64) -> Result<()> {
+        if self.file.read().map_err(|_| lock_poisoned())?.is_none() {
+            // Sealed and synced since its last write (`release_file_if_synced`): what the
+            // failed sync left unknown does not include it.
+            return Ok(());
+        }
+        let size = self.size();
+        let Some(map) = self.current_map()? else {
+            return Ok(());
+        };
+        let data = &map[..size.min(map.len() as u64) as usize];
+        let Some(start) = self.find_batch_position(data, offset)? else {
+            return Ok(());
+        };
+        self.verified.truncate(start as u64);
+        let mut position = start;
+        while position < data.len() {
+            let rest = &data[position..];
+            let batch_size =
+                batch::check_framing(rest, rest.len()).map_err(|e| self.corrupt(position, e))?;
+            batch::validate_stored_batch(&rest[..batch_size])
+                .map_err(|e| self.corrupt(position, e))?;
+            position += batch_size;
+        }
+        self.verified.add(start as u64, position as u64);
+        // The segment's own descriptor appends (`O_APPEND` ignores the position of a
+        // positioned write on Linux), so the rewrite uses a second one.
+        let writer = OpenOptions::new()
+            .write(true)
+            .open(&self.log_path)
+            .map_err(|e| StorageError::io(format!("open {}", self.log_path.display()), e))?;
+        let mut buffer = vec![0u8; (1 << 20).min(position - start)];
+        let mut at = start;
+        while at < position {
+            let n = buffer.len().min(position - at);
+            buffer[..n].copy_from_slice(&data[at..at + n]);
+            faults::guard(faults::Op::Write, &self.log_path, || {
+                std::os::unix::fs::FileExt::write_all_at(&writer, &buffer[..n], at as u64)
+            })
+            .map_err(|e| StorageError::io(format!("rewrite {}", self.log_path.display()), e))?;
+            at += n;
+        }
+        self.offset_index
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .file_mut()
+            .redirty();
+        self.time_index
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .file_mut()
+            .redirty();
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
     /// Syncs the log file (data only) if anything was appended since the last sync.
     pub(crate) fn sync_if_dirty(&self) -> Result<()> {
         // Checked first so that a synced sealed segment is not reopened for nothing.
@@ -1202,7 +1286,8 @@ impl Segment {
         }
         self.with_file(|file| {
             if self.dirty.swap(false, Ordering::AcqRel) {
-                if let Err(e) = file.sync_data() {
+                if let Err(e) = faults::guard(faults::Op::Sync, &self.log_path, || file.sync_data())
+                {
                     self.dirty.store(true, Ordering::Release);
                     return Err(StorageError::io(
                         format!("fdatasync {}", self.log_path.display()),
@@ -1223,7 +1308,7 @@ impl Segment {
         }
         self.with_file(|file| {
             self.dirty.store(false, Ordering::Release);
-            file.sync_data()
+            faults::guard(faults::Op::Sync, &self.log_path, || file.sync_data())
                 .map_err(|e| StorageError::io(format!("fdatasync {}", self.log_path.display()), e))
         })?;
         self.offset_index
@@ -1264,12 +1349,13 @@ impl Segment {
             self.has_damage.store(!damage.is_empty(), Ordering::Release);
         }
         self.with_file(|file| {
-            file.set_len(position as u64).map_err(|e| {
-                StorageError::io(format!("truncate {}", self.log_path.display()), e)
-            })?;
+            faults::guard(faults::Op::SetLen, &self.log_path, || {
+                file.set_len(position as u64)
+            })
+            .map_err(|e| StorageError::io(format!("truncate {}", self.log_path.display()), e))?;
             // Without this sync a power loss could bring the cut batches back, and
             // recovery would keep them: they are valid.
-            file.sync_data()
+            faults::guard(faults::Op::Sync, &self.log_path, || file.sync_data())
                 .map_err(|e| StorageError::io(format!("fsync {}", self.log_path.display()), e))
         })?;
         self.offset_index
@@ -1348,6 +1434,25 @@ fn file_len(file: &File, path: &Path) -> Result<u64> {
         .metadata()
         .map_err(|e| StorageError::io(format!("stat {}", path.display()), e))?
         .len())
+}
+
+/// An injected write failure (see `faults`): the first `injected.torn` bytes reach the
+/// file, then the call fails, as a short write followed by ENOSPC does.
+fn torn_write(
+    mut file: &File,
+    slices: &[IoSlice<'_>],
+    injected: faults::Injected,
+) -> std::io::Result<()> {
+    let mut left = injected.torn;
+    for slice in slices {
+        if left == 0 {
+            break;
+        }
+        let n = left.min(slice.len());
+        file.write_all(&slice[..n])?;
+        left -= n;
+    }
+    Err(injected.error)
 }
 
 /// `write_all` for vectored writes: loops over short writes, retries on EINTR.

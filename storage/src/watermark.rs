@@ -106,6 +106,12 @@ impl Watermark {
         self.changed.notify_all();
     }
 
+    /// Clears a failure once the log healed (its tail re-validated and synced again):
+    /// waits begun from now on can succeed. Waits released by the failure stay failed.
+    pub fn resume(&self) {
+        self.lock().failed = false;
+    }
+
     fn check(&self, target: i64, since: u64, waker: Option<&Waker>) -> Option<Result<(), Outcome>> {
         let mut state = self.lock();
         if state.value >= target {
