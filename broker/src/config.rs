@@ -159,6 +159,14 @@ const BROKER_KEYS: &[BrokerKey] = &[
               interval: fsync by log.flush.interval.messages / log.flush.interval.ms (see docs/durability.md)",
     },
     BrokerKey {
+        name: "log.dir.min.free.bytes",
+        default: "",
+        doc: "Sluice-specific (like Redpanda's storage_min_free_bytes). Below this many free bytes on the data directory's \
+              filesystem, Produce is refused with the retriable NOT_ENOUGH_REPLICAS (and a message saying why) before the disk is full, \
+              so offset commits, checkpoints and metadata can still be written; 0 turns the floor off. \
+              Default: 5% of the filesystem, at most 1 GiB (1073741824)",
+    },
+    BrokerKey {
         name: "log.retention.hours",
         default: "168",
         doc: "retention in hours, used when log.retention.ms and log.retention.minutes are unset",
@@ -275,6 +283,8 @@ pub struct BrokerConfig {
     pub fetch_max_wait_ms: u64,
     pub retention_check_interval_ms: u64,
     pub flush_mode: FlushMode,
+    /// `log.dir.min.free.bytes`; `None`: 5% of the filesystem, at most 1 GiB.
+    pub min_free_bytes: Option<u64>,
     /// The consumer-group coordinator's settings (`group.*`, `offsets.topic.*`).
     pub group_coordinator: CoordinatorConfig,
     /// Defaults of every topic config (from the `log.*` broker properties).
@@ -483,6 +493,9 @@ impl BrokerConfig {
         }
         let flush_mode = FlushMode::parse(value("log.flush.policy"))
             .map_err(|e| invalid("log.flush.policy", value("log.flush.policy"), e))?;
+        let min_free_bytes = get("log.dir.min.free.bytes")
+            .map(|v| parse_num::<u64>("log.dir.min.free.bytes", v))
+            .transpose()?;
 
         let max_decompressed_bytes: i64 = parse_num(
             "message.max.decompressed.bytes",
@@ -549,6 +562,7 @@ impl BrokerConfig {
             fetch_max_wait_ms,
             retention_check_interval_ms,
             flush_mode,
+            min_free_bytes,
             group_coordinator: parse_group_coordinator(&value)?,
             topic_defaults,
             explicit: props
@@ -635,6 +649,12 @@ impl BrokerConfig {
             (
                 "log.flush.policy".to_owned(),
                 self.flush_mode.as_str().to_owned(),
+            ),
+            (
+                "log.dir.min.free.bytes".to_owned(),
+                self.min_free_bytes
+                    .map(|b| b.to_string())
+                    .unwrap_or_default(),
             ),
             (
                 "group.initial.rebalance.delay.ms".to_owned(),

@@ -9,6 +9,8 @@
 //! - [`topics`]: the topic registry (names, ids, partitions, configs) and its files.
 //! - [`topic_config`]: the topic configs Sluice understands and their mapping to storage.
 //! - [`config`]: broker configuration with Kafka's property names (TOML, env, flags).
+//! - [`disk_space`]: the free-space floor below which Produce is refused
+//!   (`log.dir.min.free.bytes`).
 //! - [`datadir`]: the data directory lock, `meta.properties`, `partition.metadata`.
 //! - [`limits`]: the open-file limit (raised at start by the binary) and the partition
 //!   limit derived from it and from `vm.max_map_count` (or `max.broker.partitions`).
@@ -31,6 +33,7 @@ pub mod alloc;
 pub mod config;
 pub mod coordinator;
 pub mod datadir;
+pub mod disk_space;
 pub mod errors;
 pub mod groups;
 pub mod handlers;
@@ -258,6 +261,7 @@ impl Broker {
             producer_ids,
             groups: groups::Groups::new(config.group_coordinator.clone()),
             limits: Arc::new(server::limits::Limits::new(&config)),
+            disk: disk_space::DiskSpace::new(&config.data_dir, config.min_free_bytes),
             _lock: Some(lock),
             config,
         });

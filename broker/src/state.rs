@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::config::BrokerConfig;
 use crate::datadir::DataDirLock;
+use crate::disk_space::DiskSpace;
 use crate::groups::Groups;
 use crate::producer_ids::ProducerIdAllocator;
 use crate::server::limits::Limits;
@@ -31,6 +32,8 @@ pub struct BrokerState {
     /// Connection admission, idle tracking and the request byte budget (see
     /// `server::limits`).
     pub limits: Arc<Limits>,
+    /// The free-space floor of the data directory (`log.dir.min.free.bytes`).
+    pub disk: DiskSpace,
     /// Held for the broker's lifetime (released when the state is dropped).
     pub(crate) _lock: Option<DataDirLock>,
 }
@@ -42,6 +45,7 @@ impl BrokerState {
             node_id: config.node_id,
             groups: Groups::new(config.group_coordinator.clone()),
             limits: Arc::new(Limits::new(&config)),
+            disk: DiskSpace::new(topics.data_dir(), config.min_free_bytes),
             config,
             producer_ids: ProducerIdAllocator::new(topics.data_dir()),
             topics,

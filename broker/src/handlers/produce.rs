@@ -105,6 +105,12 @@ pub fn handle(
                         let _span = tracing::debug_span!("partition", topic = %topic.name, partition = data.index).entered();
                         let records = data.records.as_deref().unwrap_or(&[]);
                         check_kafka_rules(records, version).and_then(|()| {
+                            // Before the disk is full, so that what the broker itself
+                            // must still write fits (see `disk_space`).
+                            if let Some(below) = state.disk.below_floor(now_ms) {
+                                tracing::debug!(%below, "produce refused: free space below the floor");
+                                return Err((ResponseError::NotEnoughReplicas, Some(below.to_string())));
+                            }
                             if acks == -1 && topic.config().min_insync_replicas > 1 {
                                 return Err((
                                     ResponseError::NotEnoughReplicas,
