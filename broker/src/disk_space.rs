@@ -7,9 +7,10 @@
 //! offline by ENOSPC in the middle of a batch. Only client produces are refused; the
 //! broker's own appends (the group coordinator's) go on.
 //!
-//! The answer is NOT_ENOUGH_REPLICAS with a message naming the cause: every common
-//! client retries it (Java, librdkafka, kafka-python, kafkajs, sarama), so producers
-//! wait for space instead of failing; KAFKA_STORAGE_ERROR is not retried by all of them.
+//! The answer is NOT_ENOUGH_REPLICAS with a message naming the cause: Kafka's protocol
+//! marks it retriable and clients retry it (the Java producer until
+//! `delivery.timeout.ms`), so producers wait for space instead of failing; not every
+//! client retries KAFKA_STORAGE_ERROR.
 //!
 //! Free space is read with `statvfs` at most every [`REFRESH_MS`], by whichever produce
 //! finds the reading stale: one system call per interval, not per request.

@@ -9,7 +9,11 @@
 //!   NOT_ENOUGH_REPLICAS before the disk is full, the broker's own writes (a new topic)
 //!   still succeed, and produce works again once space is freed.
 //!
-//! Mounting needs root (CI runs as root); elsewhere the tests say why and return.
+//! - A failed fsync (injected through storage's fault seam, in an in-process broker):
+//!   the acks=all produce waiting for it gets KAFKA_STORAGE_ERROR, not an
+//!   acknowledgement, the partition refuses produces, and it comes back once syncs work.
+//!
+//! Mounting needs root (CI runs as root); elsewhere the tmpfs tests say why and return.
 
 mod common;
 
@@ -369,4 +373,77 @@ async fn produce_is_refused_with_a_retriable_error_below_the_free_space_floor() 
     );
     drop(client);
     assert_eq!(broker.terminate(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_is_never_acknowledged_and_the_partition_heals_after() {
+    use sluice_storage::faults::{self, Fault, Op};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[("log.flush.policy", "always")]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    assert_eq!(
+        client.create_topic("sync", 1, &[]).await.topics[0].error_code,
+        0
+    );
+    let acks_all = |v: &str| Client::produce_request("sync", 0, -1, batch(&[(None, v)]));
+    let answer = |r: kafka_protocol::messages::ProduceResponse| {
+        let p = &r.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    assert_eq!(answer(client.send(9, &acks_all("synced")).await), (0, 0));
+    let partition_dir = dir.path().join("sync-0");
+    let log = broker
+        .state()
+        .topics
+        .get("sync")
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .log
+        .clone();
+    assert_eq!(log.durable_offset(), 1);
+
+    let fault = faults::arm(Fault::always(&partition_dir, Op::Sync, libc::EIO));
+    let (code, _) = answer(client.send(9, &acks_all("not-synced")).await);
+    assert_eq!(
+        code,
+        ResponseError::KafkaStorageError.code(),
+        "an acks=all produce whose fsync failed is not acknowledged"
+    );
+    assert_eq!(
+        log.durable_offset(),
+        1,
+        "nothing unsynced is reported durable"
+    );
+    let (code, _) = client.produce("sync", 0, batch(&[(None, "offline")])).await;
+    assert_eq!(
+        code,
+        ResponseError::KafkaStorageError.code(),
+        "the partition is offline"
+    );
+
+    fault.clear();
+    let deadline = Instant::now() + TIMEOUT;
+    let offset = loop {
+        let (code, offset) = answer(client.send(9, &acks_all("after")).await);
+        if code == 0 {
+            break offset;
+        }
+        assert_eq!(code, ResponseError::KafkaStorageError.code());
+        assert!(Instant::now() < deadline, "the partition did not heal");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The record whose sync failed was kept (re-checked, rewritten and synced by the
+    // heal), so the next one follows it.
+    assert_eq!(offset, 2);
+    assert_eq!(log.durable_offset(), 3);
+    let values: Vec<String> = read_partition(&mut client, "sync")
+        .await
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, ["synced", "not-synced", "after"]);
+    drop(client);
+    broker.shutdown().await.expect("clean shutdown");
+    assert!(dir.path().join(".clean-shutdown").exists());
 }

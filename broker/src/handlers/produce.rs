@@ -138,9 +138,14 @@ pub fn handle(
                                 Err(e) => {
                                     let code = storage_error_code(&e);
                                     // A partition that could not be loaded was logged as an
-                                    // error once, at start; each refused produce is not.
+                                    // error once, at start, and an offline log once, when it
+                                    // went offline; one line per refused produce would
+                                    // flood the log.
                                     if code == ResponseError::KafkaStorageError
-                                        && !matches!(e, StorageError::Unavailable { .. })
+                                        && !matches!(
+                                            e,
+                                            StorageError::Unavailable { .. } | StorageError::Offline { .. }
+                                        )
                                     {
                                         tracing::error!(error = %e, "append failed");
                                     } else {
