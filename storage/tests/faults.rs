@@ -237,3 +237,44 @@ fn the_snapshot_of_a_roll_is_written_by_the_flusher() {
             .any(|e| e.file_name().to_string_lossy().ends_with(".snapshot"))
     });
 }
+
+#[test]
+fn a_failed_roll_heals_and_the_log_rolls_again_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), small_segments(), true);
+    let batch = make_batch(4, 200, 1_000);
+    log.append(&batch, 0, 0).unwrap();
+    log.flush().unwrap();
+    // The roll's first resize (trimming the sealed segment's index) fails.
+    let fault = faults::arm(Fault {
+        times: 1,
+        ..Fault::always(dir.path(), Op::SetLen, libc::ENOSPC)
+    });
+    let mut appended = 1;
+    let failed = loop {
+        match log.append(&batch, 0, 0) {
+            Ok(_) => appended += 1,
+            Err(e) => break e,
+        }
+        assert!(appended < 100, "no roll after 100 appends");
+    };
+    assert!(matches!(failed, StorageError::Io { .. }), "{failed:?}");
+    assert_eq!(
+        log.segment_count(),
+        1,
+        "the failed roll published no segment"
+    );
+    wait_until("the log heals", || !log.is_offline());
+    drop(fault);
+    // Appends go on, and the next roll works.
+    while log.segment_count() < 3 {
+        log.append(&batch, 0, 0).unwrap();
+        appended += 1;
+        assert!(appended < 200, "no roll after the heal");
+    }
+    assert_log_holds(&log, 4 * appended as i64);
+    log.close().unwrap();
+    let (reopened, report) = open(dir.path(), small_segments(), false);
+    assert_eq!(report.bytes_truncated, 0);
+    assert_log_holds(&reopened, 4 * appended as i64);
+}
