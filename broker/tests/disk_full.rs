@@ -5,6 +5,8 @@
 //!   KAFKA_STORAGE_ERROR, then takes produces again by itself once space is freed (no
 //!   restart); every acknowledged record is still there, nothing else is; SIGTERM then
 //!   exits 0 and leaves the clean-shutdown marker.
+//! - An index entry that needs a new page of its sparse index file on a full disk is an
+//!   error (KAFKA_STORAGE_ERROR, then healing), not SIGBUS.
 //! - With `log.dir.min.free.bytes`, produce is refused with the retriable
 //!   NOT_ENOUGH_REPLICAS before the disk is full, the broker's own writes (a new topic)
 //!   still succeed, and produce works again once space is freed.
@@ -198,9 +200,18 @@ async fn read_partition(client: &mut Client, topic: &str) -> Vec<(i64, String)> 
 
 /// Produces the next record (acks=1); remembers it if acknowledged; returns the code.
 async fn produce(client: &mut Client, sent: &mut usize, acked: &mut Vec<(i64, String)>) -> i16 {
+    produce_to(client, "full", sent, acked).await
+}
+
+async fn produce_to(
+    client: &mut Client,
+    topic: &str,
+    sent: &mut usize,
+    acked: &mut Vec<(i64, String)>,
+) -> i16 {
     let v = value(*sent);
     *sent += 1;
-    let (code, base) = client.produce("full", 0, batch(&[(None, &v)])).await;
+    let (code, base) = client.produce(topic, 0, batch(&[(None, &v)])).await;
     if code == 0 {
         acked.push((base, v));
     }
@@ -278,6 +289,54 @@ async fn a_partition_offline_on_a_full_disk_heals_once_space_is_freed() {
     assert_eq!(read_partition(&mut client, "full").await, acked);
     drop(client);
     assert_eq!(broker.terminate(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_entry_on_a_full_disk_is_an_error_not_a_crash() {
+    let Some(fs) = Tmpfs::mount(16 << 20) else {
+        return;
+    };
+    let data_dir = fs.path.join("data");
+    let broker = BrokerProcess::start(&data_dir, &[("SLUICE_LOG_DIR_MIN_FREE_BYTES", "0")]);
+    let mut client = Client::connect(broker.addr).await;
+    // An index entry after every batch: the next append after the fill writes one into a
+    // page of the (sparse) index that has no disk block yet.
+    let created = client
+        .create_topic("indexed", 1, &[("index.interval.bytes", "1")])
+        .await;
+    assert_eq!(created.topics[0].error_code, 0);
+    let (mut sent, mut acked) = (0usize, Vec::new());
+    assert_eq!(
+        produce_to(&mut client, "indexed", &mut sent, &mut acked).await,
+        0
+    );
+    let filler = fs.path.join("filler");
+    fill(&filler);
+    let mut codes = Vec::new();
+    for _ in 0..50 {
+        codes.push(produce_to(&mut client, "indexed", &mut sent, &mut acked).await);
+        if *codes.last().unwrap() != 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        codes.last(),
+        Some(&ResponseError::KafkaStorageError.code()),
+        "{codes:?}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while produce_to(&mut client, "indexed", &mut sent, &mut acked).await != 0 {
+        assert!(Instant::now() < deadline, "the partition did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(read_partition(&mut client, "indexed").await, acked);
+    drop(client);
+    assert_eq!(
+        broker.terminate(),
+        Some(0),
+        "the broker survived and stops cleanly"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

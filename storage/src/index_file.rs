@@ -30,6 +30,8 @@ pub(crate) struct IndexFile {
     entries: usize,
     /// Entries that fit in the mapping (the preallocated size, or `entries` once trimmed).
     capacity: usize,
+    /// Bytes from the start of the file known to have disk blocks (see `reserve_next`).
+    backed: usize,
 }
 
 impl IndexFile {
@@ -55,6 +57,7 @@ impl IndexFile {
             entry_size,
             entries,
             capacity: 0,
+            backed: 0,
         };
         if len % entry_size as u64 != 0 {
             // A torn trim; the whole entries before it are kept, the rest is dropped.
@@ -83,6 +86,7 @@ impl IndexFile {
             entry_size,
             entries: 0,
             capacity: 0,
+            backed: 0,
         };
         index.extend_with(&file, max_bytes)?;
         Ok(index)
@@ -123,6 +127,55 @@ impl IndexFile {
             }
             None => false,
         }
+    }
+
+    /// Gives the page(s) the next entry goes to disk blocks before it is written through
+    /// the mapping. A preallocated index is sparse: on a full disk the kernel answers the
+    /// first store into a page without blocks with SIGBUS, which kills the process;
+    /// `fallocate` answers ENOSPC instead, which the log turns into an offline partition
+    /// that heals. One call per page of entries (512 offset entries, about 2 MiB of log
+    /// at the default `index.interval.bytes`).
+    pub(crate) fn reserve_next(&mut self) -> Result<()> {
+        let at = self.entries * self.entry_size;
+        let end = at + self.entry_size;
+        if end <= self.backed || self.is_full() {
+            return Ok(());
+        }
+        const PAGE: usize = 4096;
+        let start = at / PAGE * PAGE;
+        let len = (end - start).div_ceil(PAGE) * PAGE;
+        // The index holds no descriptor (see the module docs): one open per page.
+        let file = self.reopen()?;
+        let allocated = faults::guard(faults::Op::Write, &self.path, || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a plain system call on a descriptor this struct owns. KEEP_SIZE:
+            // blocks only; the file's length (the preallocated size) does not change.
+            let rc = unsafe {
+                libc::fallocate(
+                    file.as_raw_fd(),
+                    libc::FALLOC_FL_KEEP_SIZE,
+                    start as libc::off_t,
+                    len as libc::off_t,
+                )
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+        match allocated {
+            Ok(()) => self.backed = start + len,
+            // A filesystem without fallocate: nothing better to do than write as before.
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => self.backed = usize::MAX,
+            Err(e) => {
+                return Err(StorageError::io(
+                    format!("allocate index {}", self.path.display()),
+                    e,
+                ))
+            }
+        }
+        Ok(())
     }
 
     /// Forgets every entry from `n` on.
@@ -196,7 +249,9 @@ impl IndexFile {
         let file = self.reopen()?;
         // The mapping must go before the file shrinks under it.
         self.map = None;
-        self.set_file_len(&file, (self.entries * self.entry_size) as u64)?;
+        let len = self.entries * self.entry_size;
+        self.backed = self.backed.min(len);
+        self.set_file_len(&file, len as u64)?;
         self.remap(&file, self.entries)
     }
 
@@ -210,6 +265,7 @@ impl IndexFile {
         let used = (self.entries * self.entry_size) as u64;
         let target = max_bytes.max(used) / self.entry_size as u64 * self.entry_size as u64;
         self.map = None;
+        self.backed = self.backed.min(target as usize);
         self.set_file_len(file, target)?;
         self.remap(file, (target / self.entry_size as u64) as usize)
     }
@@ -224,6 +280,7 @@ impl IndexFile {
         OpenOptions::new().read(true).write(true).open(&self.path)
     }
 
+    /// Resizes the file. Callers that shrink it lower `backed` (see `reserve_next`).
     fn set_file_len(&self, file: &File, len: u64) -> Result<()> {
         faults::guard(faults::Op::SetLen, &self.path, || file.set_len(len))
             .map_err(|e| StorageError::io(format!("resize index {}", self.path.display()), e))

@@ -444,8 +444,11 @@ impl Segment {
         }
         if self.bytes_since_index_entry.load(Ordering::Relaxed) > index_interval {
             let mut offsets = self.offset_index.write().map_err(|_| lock_poisoned())?;
-            offsets.append(base_offset, position);
             let mut times = self.time_index.write().map_err(|_| lock_poisoned())?;
+            // Both first, so a full disk fails here, before either index changes.
+            offsets.file_mut().reserve_next()?;
+            times.file_mut().reserve_next()?;
+            offsets.append(base_offset, position);
             times.maybe_append(
                 self.max_timestamp.load(Ordering::Relaxed),
                 self.offset_of_max_timestamp.load(Ordering::Relaxed),
@@ -1199,10 +1202,21 @@ impl Segment {
     }
 
     /// Cuts bytes a failed write left past the published end (a torn batch nobody was
-    /// told about), so the next append, which goes to the end of the file (`O_APPEND`),
+    /// told about) and index entries past it, so the next append, which goes to the end of the file (`O_APPEND`),
     /// follows the last whole batch. Returns the bytes cut.
     pub(crate) fn discard_unpublished(&self) -> Result<u64> {
         self.hold_file()?;
+        // Index entries the failed append added for its earlier batches point past the
+        // published end too.
+        let next = self.next_offset();
+        self.offset_index
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .truncate_to_offset(next);
+        self.time_index
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .truncate_to_offset(next);
         let size = self.size();
         let len = self.with_file(|file| file_len(file, &self.log_path))?;
         if len <= size {
