@@ -43,6 +43,9 @@ pub struct Fault {
     pub errno: i32,
     /// For [`Op::Write`]: the bytes written before the failure (a torn write).
     pub torn: usize,
+    /// Only calls made on this thread match (`None`: any thread). Lets a test say what
+    /// one caller does without racing the flusher's thread for the same files.
+    pub thread: Option<std::thread::ThreadId>,
 }
 
 impl Fault {
@@ -55,6 +58,15 @@ impl Fault {
             times: u64::MAX,
             errno,
             torn: 0,
+            thread: None,
+        }
+    }
+
+    /// The same fault, matching only calls made on the calling thread.
+    pub fn on_this_thread(self) -> Fault {
+        Fault {
+            thread: Some(std::thread::current().id()),
+            ..self
         }
     }
 }
@@ -136,7 +148,13 @@ pub(crate) fn check(op: Op, path: &Path) -> Option<Injected> {
 fn check_slow(op: Op, path: &Path) -> Option<Injected> {
     let mut list = armed();
     for armed in list.iter_mut() {
-        if armed.fault.op != op || !path.starts_with(&armed.fault.under) {
+        if armed.fault.op != op
+            || !path.starts_with(&armed.fault.under)
+            || armed
+                .fault
+                .thread
+                .is_some_and(|t| t != std::thread::current().id())
+        {
             continue;
         }
         armed.calls += 1;
@@ -185,5 +203,18 @@ mod tests {
         assert_eq!(fault.calls(), 4);
         fault.clear();
         assert!(guard(Op::Sync, &dir.join("x"), ok).is_ok());
+    }
+
+    #[test]
+    fn a_fault_on_one_thread_leaves_other_threads_alone() {
+        let dir = PathBuf::from("/faults-test/thread");
+        let _fault = arm(Fault::always(&dir, Op::Sync, libc::EIO).on_this_thread());
+        let ok = || Ok(());
+        let other = std::thread::spawn({
+            let dir = dir.clone();
+            move || guard(Op::Sync, &dir.join("x"), ok).is_ok()
+        });
+        assert!(other.join().unwrap(), "another thread's call passes");
+        assert!(guard(Op::Sync, &dir.join("x"), ok).is_err());
     }
 }

@@ -207,10 +207,11 @@ fn a_segment_roll_does_not_fsync_on_the_append_path() {
     log.append(&batch, 0, 0).unwrap();
     // Checkpoints the recovery point, so no sync is due until the roll.
     log.flush().unwrap();
-    // Every sync fails from now on: an append that rolls must still succeed, since the
-    // roll leaves the syncs (segment, producer-state snapshot, recovery point) to the
-    // flusher.
-    let fault = faults::arm(Fault::always(dir.path(), Op::Sync, libc::EIO));
+    // Every sync made on this thread fails from now on: an append that rolls must still
+    // succeed, since the roll leaves the syncs (segment, producer-state snapshot, recovery
+    // point) to the flusher. Only this thread's calls: the flusher may still be working
+    // off the first append's request, and its syncs are allowed.
+    let fault = faults::arm(Fault::always(dir.path(), Op::Sync, libc::EIO).on_this_thread());
     let segments = log.segment_count();
     let mut appended = 0;
     while log.segment_count() == segments {
