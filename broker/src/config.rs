@@ -459,7 +459,8 @@ impl BrokerConfig {
         };
         let connections_max_idle_ms = positive_ms("connections.max.idle.ms")?;
         let request_read_timeout_ms = positive_ms("request.read.timeout.ms")?;
-        let fetch_max_wait_ms: u64 = parse_num("fetch.max.wait.ms", value("fetch.max.wait.ms"))?;
+        // At 0 every long poll would return at once and consumers would spin.
+        let fetch_max_wait_ms = positive_ms("fetch.max.wait.ms")?;
         let queued_max_request_bytes: usize = parse_num(
             "queued.max.request.bytes",
             value("queued.max.request.bytes"),
@@ -920,6 +921,13 @@ mod tests {
         assert!(
             BrokerConfig::from_properties(&props(&[("connections.max.idle.ms", "0")])).is_err()
         );
+        for name in ["request.read.timeout.ms", "fetch.max.wait.ms"] {
+            assert!(
+                BrokerConfig::from_properties(&props(&[(name, "0")])).is_err(),
+                "{name}=0"
+            );
+            BrokerConfig::from_properties(&props(&[(name, "1")])).unwrap();
+        }
     }
 
     #[test]
