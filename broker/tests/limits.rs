@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 use common::{Client, TIMEOUT};
 use kafka_protocol::messages::MetadataRequest;
+use sluice_broker::BrokerHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -139,6 +140,99 @@ async fn idle_connections_are_closed_after_connections_max_idle_ms() {
     // The producer connection was idle too.
     assert!(producer.closed_by_broker().await);
     broker.shutdown().await.unwrap();
+}
+
+/// Starts a broker with `props`, stores about 3.6 MB in topic "big", and opens a
+/// connection from 127.0.0.5 that pipelines 400 Fetches of it (about 1 MB of answer
+/// each) and never reads a reply. Returns once the broker has stopped reading from it
+/// (the socket's buffers are full both ways), with the writing task.
+async fn client_that_reads_no_replies(
+    dir: &Path,
+    props: &[(&str, &str)],
+) -> (BrokerHandle, tokio::task::JoinHandle<()>) {
+    let broker = common::start(dir, props).await;
+    let addr = broker.local_addr();
+    let mut setup = Client::connect(addr).await;
+    setup.create_topic("big", 1, &[]).await;
+    let value = "x".repeat(900 * 1024);
+    for _ in 0..4 {
+        let (code, _) = setup
+            .produce("big", 0, common::batch(&[(None, &value)]))
+            .await;
+        assert_eq!(code, 0);
+    }
+    drop(setup);
+    let limits = broker.state().limits.clone();
+    common::wait_until("the setup connection is gone", || {
+        limits.connection_count() == 0
+    })
+    .await;
+    let mut stuck = Client::connect_from(ip("127.0.0.5"), addr).await;
+    let mut all = Vec::new();
+    for _ in 0..400 {
+        let (_, frame) = stuck.encode(12, &Client::fetch_request("big", 0, 0, 0, 1));
+        all.extend_from_slice(&frame);
+    }
+    // Writes until the broker stops reading (or closes); never reads.
+    let writer = tokio::spawn(async move {
+        let _ = stuck.stream.write_all(&all).await;
+        std::future::pending::<()>().await;
+    });
+    common::wait_until("the stuck connection is busy", || limits.busy_count() == 1).await;
+    (broker, writer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_no_replies_is_closed_after_connections_max_idle_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, writer) = client_that_reads_no_replies(
+        dir.path(),
+        &[("connections.max.idle.ms", "300"), ("max.connections", "1")],
+    )
+    .await;
+    let limits = broker.state().limits.clone();
+    // Its replies stop moving; 300 ms later it is closed and its slot freed.
+    common::wait_until("the connection that reads nothing is closed", || {
+        limits.connection_count() == 0
+    })
+    .await;
+    let mut next = Client::connect_from(ip("127.0.0.6"), addr_of(&broker)).await;
+    let response = tokio::time::timeout(TIMEOUT, next.send(1, &MetadataRequest::default()))
+        .await
+        .expect("a new client gets the freed slot");
+    assert_eq!(response.brokers.len(), 1);
+    writer.abort();
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_no_replies_is_evicted_at_max_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    // Idle expiry far away: only eviction can make room.
+    let (broker, writer) = client_that_reads_no_replies(
+        dir.path(),
+        &[
+            ("connections.max.idle.ms", "600000"),
+            ("max.connections", "1"),
+        ],
+    )
+    .await;
+    let limits = broker.state().limits.clone();
+    assert_eq!(limits.connection_count(), 1);
+    let started = Instant::now();
+    let mut next = Client::connect_from(ip("127.0.0.6"), addr_of(&broker)).await;
+    let response = tokio::time::timeout(TIMEOUT, next.send(1, &MetadataRequest::default()))
+        .await
+        .expect("the connection that reads nothing is closed to admit a new one");
+    assert_eq!(response.brokers.len(), 1);
+    eprintln!("admitted after {:?}", started.elapsed());
+    assert_eq!(limits.connection_count(), 1);
+    writer.abort();
+    broker.shutdown().await.unwrap();
+}
+
+fn addr_of(broker: &BrokerHandle) -> SocketAddr {
+    broker.local_addr()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

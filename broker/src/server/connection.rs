@@ -19,7 +19,10 @@
 //! never from the announced size alone. The reservation is returned once the request
 //! has been handled. A request still incomplete `request.read.timeout.ms` after its
 //! first byte (not counting the wait for the budget) closes the connection, as does
-//! `connections.max.idle.ms` with no request in progress.
+//! `connections.max.idle.ms` with no request in progress, or with replies to write and
+//! no reply byte taken by the client for that long (a client that stops reading would
+//! otherwise hold its connection for ever: the writer waits on the socket, the reader
+//! on the full reply queue, and neither timer runs).
 
 use std::net::SocketAddr;
 
@@ -98,7 +101,7 @@ async fn read_loop(
         }
         match parse_frame(&mut buf, max) {
             Ok(Parsed::Frame(frame)) => {
-                activity.request_read();
+                activity.request_read(!buf.is_empty());
                 let reservation = reserved.take();
                 if reservation.is_some() {
                     // `buf` still shares the large request's allocation; kept, it would
@@ -125,7 +128,6 @@ async fn read_loop(
                 // The next request's clock starts now: time spent handling this one
                 // (an fsync, a topic creation) or waiting for the reply queue is ours.
                 started = (!buf.is_empty()).then(Instant::now);
-                activity.set_partial(!buf.is_empty());
             }
             Ok(Parsed::Incomplete(missing)) => {
                 let size_known = buf.len() >= 4;
@@ -185,8 +187,13 @@ async fn read_loop(
                         Ok(_) => {
                             activity.touch(limits);
                             if started.is_none() {
+                                // Busy before the request can be handled; if the
+                                // connection was chosen for eviction first, it closes
+                                // without handling what it read.
+                                if !activity.begin_request() {
+                                    return;
+                                }
                                 started = Some(Instant::now());
-                                activity.set_partial(true);
                             }
                         }
                         Err(e) => {
@@ -264,8 +271,7 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        if let Err(e) = writer.write_all_buf(&mut out).await {
-            tracing::debug!(error = %e, "write failed");
+        if !write_with_progress(&mut writer, &mut out, limited).await {
             break;
         }
         activity.replies_done(replies, limits);
@@ -276,6 +282,45 @@ async fn write_loop(
     if let Err(e) = writer.shutdown().await {
         tracing::debug!(error = %e, "socket shutdown failed");
     }
+}
+
+/// Writes all of `out`, or gives up (`false`) on an error or when the client has read
+/// nothing for `connections.max.idle.ms`: the timer restarts whenever bytes go out, so
+/// a slow reader is served and only one that stopped reading is closed (Kafka's idle
+/// expiry likewise counts socket activity). While the socket accepts nothing, the
+/// connection is marked as waiting so that it can be evicted at `max.connections`.
+async fn write_with_progress(
+    writer: &mut OwnedWriteHalf,
+    out: &mut Frame,
+    limited: &Limited<'_>,
+) -> bool {
+    let Limited { limits, activity } = *limited;
+    while bytes::Buf::has_remaining(out) {
+        // The timer is only armed if the write waits (a full socket buffer).
+        activity.set_write_waiting(true, limits);
+        let written = tokio::time::timeout(limits.idle_timeout, writer.write_buf(out)).await;
+        activity.set_write_waiting(false, limits);
+        let Ok(written) = written else {
+            tracing::debug!(
+                idle_ms = limits.idle_timeout.as_millis() as u64,
+                unwritten = out.remaining_len(),
+                "closing connection: the client read no reply bytes for connections.max.idle.ms"
+            );
+            return false;
+        };
+        match written {
+            Ok(0) => {
+                tracing::debug!("write failed: the socket accepts no more bytes");
+                return false;
+            }
+            Ok(_) => activity.touch(limits),
+            Err(e) => {
+                tracing::debug!(error = %e, "write failed");
+                return false;
+            }
+        }
+    }
+    true
 }
 
 enum Resolved {

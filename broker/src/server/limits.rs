@@ -6,9 +6,15 @@
 //!   at once, as Kafka does. At `max.connections`, the connection idle the longest is
 //!   closed to admit the new one; when none is idle, the accept loop waits for a slot.
 //! - Idle tracking ([`Activity`]): each connection counts the requests it has read but
-//!   not yet answered and whether a request is half-read; it is idle when both are zero,
-//!   and its idle time runs from its last read or write. The connection task closes
-//!   itself after `connections.max.idle.ms` of idleness (see `connection`).
+//!   not yet answered and whether a request is half-read, in one atomic word with an
+//!   "evicted" bit; it is idle when the word is zero, and its idle time runs from its
+//!   last read or write. The evictor moves a connection from idle to evicted, and the
+//!   connection from idle to busy when a request's first bytes arrive, both by
+//!   compare-and-swap, so a connection is never closed with a request it has started to
+//!   handle. The connection task closes itself after `connections.max.idle.ms` of
+//!   idleness, or when its client has read no reply bytes for that long (see
+//!   `connection`). A connection whose writer has waited for the socket for
+//!   [`STALLED_WRITE_EVICTABLE`] is evictable even though it is busy.
 //! - The budget ([`Limits::reserve`]): a semaphore of `queued.max.request.bytes` permits,
 //!   one per byte. A request larger than [`SMALL_FRAME`] reserves its remaining size
 //!   before its body is read and gives it back once it has been handled, so when the
@@ -29,7 +35,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -51,6 +57,17 @@ const MAX_TIMEOUT_MS: u64 = u32::MAX as u64;
 /// forgotten (bounds its memory under a flood from many addresses).
 const WARN_PEERS: usize = 4096;
 
+/// [`Activity::state`]: the connection was chosen to close to admit another.
+const EVICTED: u64 = 1 << 63;
+/// [`Activity::state`]: a request is half-read (bytes buffered, frame incomplete).
+const PARTIAL: u64 = 1 << 62;
+/// [`Activity::write_waiting_ms`]: the writer has nothing pending.
+const NOT_WAITING: u64 = u64::MAX;
+
+/// A connection whose writer has made no progress for this long (its client does not
+/// read its replies) may be closed to admit another, like an idle one.
+pub const STALLED_WRITE_EVICTABLE: Duration = Duration::from_secs(1);
+
 /// One connection's activity, shared by its reader, its writer and the registry.
 #[derive(Debug)]
 pub struct Activity {
@@ -58,30 +75,48 @@ pub struct Activity {
     ip: IpAddr,
     /// Milliseconds since [`Limits`] was created, at the last read or write.
     last_active_ms: AtomicU64,
-    /// Requests read and not yet answered (or dropped, for acks=0).
-    pending: AtomicU32,
-    /// A request is half-read (bytes buffered, frame incomplete).
-    partial: AtomicBool,
+    /// Idle (0), busy (a request half-read, [`PARTIAL`], or unanswered, counted in the low bits) or
+    /// [`EVICTED`], in one word so that the connection and the evictor decide by
+    /// compare-and-swap: the evictor closes only a connection it moves from 0 to
+    /// [`EVICTED`], and a connection that finds [`EVICTED`] when it starts reading a
+    /// request drops it instead of handling it. One of them loses and backs off.
+    state: AtomicU64,
+    /// Since when (ms, as `last_active_ms`) the writer has had bytes pending without
+    /// progress, or [`NOT_WAITING`].
+    write_waiting_ms: AtomicU64,
     evict: Notify,
     /// This address's share of the budget (see the module docs).
     address_budget: Arc<Semaphore>,
 }
 
 impl Activity {
+    /// Bytes of a request arrived: busy from now on. `false` if the connection was
+    /// evicted first; the request must then be dropped unhandled.
+    #[must_use]
+    pub fn begin_request(&self) -> bool {
+        self.state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s & EVICTED == 0).then_some(s | PARTIAL)
+            })
+            .is_ok()
+    }
+
     /// A request was read completely; it stays pending until its reply is written.
-    pub fn request_read(&self) {
-        self.pending.fetch_add(1, Ordering::Relaxed);
+    /// `more_buffered`: bytes of the next request are already buffered (it stays busy).
+    pub fn request_read(&self, more_buffered: bool) {
+        // One update, so the state never reads idle between the two changes.
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                let s = s + 1;
+                Some(if more_buffered { s } else { s & !PARTIAL })
+            });
     }
 
     /// `n` replies were written (or needed none).
     pub fn replies_done(&self, n: u32, limits: &Limits) {
-        self.pending.fetch_sub(n, Ordering::Relaxed);
+        self.state.fetch_sub(u64::from(n), Ordering::AcqRel);
         self.touch(limits);
-    }
-
-    /// Whether a request is being read.
-    pub fn set_partial(&self, partial: bool) {
-        self.partial.store(partial, Ordering::Relaxed);
     }
 
     /// Bytes were read or written just now.
@@ -90,9 +125,27 @@ impl Activity {
             .store(limits.now_ms(), Ordering::Relaxed);
     }
 
+    /// The writer has bytes pending and waits for the socket (`true`), or wrote them
+    /// or made progress (`false`).
+    pub fn set_write_waiting(&self, waiting: bool, limits: &Limits) {
+        let since = if waiting {
+            limits.now_ms()
+        } else {
+            NOT_WAITING
+        };
+        self.write_waiting_ms.store(since, Ordering::Relaxed);
+    }
+
     /// No request half-read and none waiting for its reply.
     pub fn is_idle(&self) -> bool {
-        self.pending.load(Ordering::Relaxed) == 0 && !self.partial.load(Ordering::Relaxed)
+        self.state.load(Ordering::Acquire) == 0
+    }
+
+    /// Whether the writer has waited with no progress for [`STALLED_WRITE_EVICTABLE`].
+    fn write_stalled(&self, limits: &Limits) -> bool {
+        let since = self.write_waiting_ms.load(Ordering::Relaxed);
+        since != NOT_WAITING
+            && limits.now_ms().saturating_sub(since) >= STALLED_WRITE_EVICTABLE.as_millis() as u64
     }
 
     /// How long since the last read or write.
@@ -265,13 +318,7 @@ impl Limits {
             return Admission::TooManyFromAddress { cap };
         }
         if registry.total >= self.max_connections {
-            let victim = registry
-                .live
-                .values()
-                .filter(|a| a.is_idle())
-                .min_by_key(|a| a.last_active_ms.load(Ordering::Relaxed))
-                .cloned();
-            let Some(victim) = victim else {
+            let Some(victim) = self.choose_victim(&registry) else {
                 return Admission::Full;
             };
             registry.live.remove(&victim.id);
@@ -295,8 +342,8 @@ impl Limits {
             id: registry.next_id,
             ip,
             last_active_ms: AtomicU64::new(self.now_ms()),
-            pending: AtomicU32::new(0),
-            partial: AtomicBool::new(false),
+            state: AtomicU64::new(0),
+            write_waiting_ms: AtomicU64::new(NOT_WAITING),
             evict: Notify::new(),
             address_budget,
         });
@@ -306,6 +353,33 @@ impl Limits {
             limits: self.clone(),
             activity,
         })
+    }
+
+    /// Picks the connection to close at `max.connections` and marks it [`EVICTED`]:
+    /// the idle one quiet the longest, else one whose client has not read its replies
+    /// for [`STALLED_WRITE_EVICTABLE`] (its requests are lost either way: it will not
+    /// read their answers). A connection that turns busy while it is being looked at
+    /// wins the compare-and-swap, and the next candidate is tried.
+    fn choose_victim(&self, registry: &Registry) -> Option<Arc<Activity>> {
+        let mut idle: Vec<&Arc<Activity>> =
+            registry.live.values().filter(|a| a.is_idle()).collect();
+        idle.sort_by_key(|a| a.last_active_ms.load(Ordering::Relaxed));
+        for candidate in idle {
+            if candidate
+                .state
+                .compare_exchange(0, EVICTED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Some(candidate.clone());
+            }
+        }
+        let stalled = registry
+            .live
+            .values()
+            .filter(|a| a.write_stalled(self))
+            .min_by_key(|a| a.write_waiting_ms.load(Ordering::Relaxed))?;
+        stalled.state.fetch_or(EVICTED, Ordering::AcqRel);
+        Some(stalled.clone())
     }
 
     /// Completes when a connection slot may have been freed (or one stored wake-up).
@@ -446,10 +520,10 @@ mod tests {
         // b is the oldest idle; a is busy (a request in flight), c half-reads one.
         b.activity().last_active_ms.store(1, Ordering::Relaxed);
         a.activity().last_active_ms.store(0, Ordering::Relaxed);
-        a.activity().request_read();
+        a.activity().request_read(false);
         c.activity().last_active_ms.store(2, Ordering::Relaxed);
         let d = admitted(l.admit(ip("10.0.0.4")));
-        d.activity().request_read();
+        d.activity().request_read(false);
         assert_eq!(l.connection_count(), 3);
         // b was told to close; dropping its guard later does not free a second slot.
         let evicted = b.activity().clone();
@@ -461,11 +535,56 @@ mod tests {
         );
         drop(b);
         assert_eq!(l.connection_count(), 3);
-        c.activity().set_partial(true);
+        assert!(c.activity().begin_request());
         assert!(matches!(l.admit(ip("10.0.0.5")), Admission::Full));
         a.activity().replies_done(1, &l);
         // a is idle again, so a slot can be made.
         assert!(matches!(l.admit(ip("10.0.0.5")), Admission::Admitted(_)));
+    }
+
+    #[test]
+    fn eviction_and_a_starting_request_cannot_both_win() {
+        let l = limits(&[("max.connections", "1")]);
+        let a = admitted(l.admit(ip("10.0.0.1")));
+        // a starts reading a request first: the evictor finds no victim.
+        assert!(a.activity().begin_request());
+        assert!(matches!(l.admit(ip("10.0.0.2")), Admission::Full));
+        // Read completely with the next request's bytes behind it: still busy after
+        // the first reply is written.
+        a.activity().request_read(true);
+        a.activity().replies_done(1, &l);
+        assert!(matches!(l.admit(ip("10.0.0.2")), Admission::Full));
+        a.activity().request_read(false);
+        a.activity().replies_done(1, &l);
+        // Idle again: the evictor wins, and a request starting after that is refused.
+        let _b = admitted(l.admit(ip("10.0.0.2")));
+        assert!(!a.activity().begin_request());
+        assert!(!a.activity().is_idle());
+    }
+
+    #[test]
+    fn a_connection_whose_client_reads_no_replies_is_evictable() {
+        let mut l = Limits::new(
+            &BrokerConfig::from_properties(
+                &[("max.connections".to_owned(), "1".to_owned())].into(),
+            )
+            .unwrap(),
+        );
+        // Let the clock read past STALLED_WRITE_EVICTABLE without sleeping.
+        l.epoch = Instant::now()
+            .checked_sub(STALLED_WRITE_EVICTABLE * 2)
+            .unwrap_or(l.epoch);
+        let l = Arc::new(l);
+        let a = admitted(l.admit(ip("10.0.0.1")));
+        assert!(a.activity().begin_request());
+        a.activity().request_read(false);
+        // Waiting on the socket only just now: not yet.
+        a.activity().set_write_waiting(true, &l);
+        assert!(matches!(l.admit(ip("10.0.0.2")), Admission::Full));
+        // No progress for longer than STALLED_WRITE_EVICTABLE.
+        a.activity().write_waiting_ms.store(0, Ordering::Relaxed);
+        let _b = admitted(l.admit(ip("10.0.0.2")));
+        assert!(!a.activity().begin_request(), "a was evicted");
     }
 
     /// Polls a future once.
