@@ -328,6 +328,61 @@ async fn one_address_stalling_large_requests_holds_at_most_half_the_budget() {
     broker.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_request_waiting_for_the_budget_does_not_hold_up_smaller_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(
+        dir.path(),
+        &[
+            ("queued.max.request.bytes", &(64 * MIB).to_string()),
+            ("socket.request.max.bytes", &(32 * MIB).to_string()),
+            ("request.read.timeout.ms", "60000"),
+        ],
+    )
+    .await;
+    let addr = broker.local_addr();
+    let mut setup = Client::connect(addr).await;
+    setup.create_topic("t", 1, &[]).await;
+    // 48 MiB held by stalled 16 MiB announcements from two addresses.
+    let mut stalled = Vec::new();
+    for (from, count) in [("127.0.0.1", 2), ("127.0.0.2", 1)] {
+        for _ in 0..count {
+            let mut c = Client::connect_from(ip(from), addr).await;
+            c.write(&frame_header(16 * MIB)).await;
+            stalled.push(c);
+        }
+    }
+    let limits = broker.state().limits.clone();
+    common::wait_until("48 MiB of the budget is held", || {
+        limits.budget_available() < 17 * MIB
+    })
+    .await;
+    // A 30 MiB announcement from a third address waits for the budget and takes what
+    // is freed as it waits.
+    let mut large = Client::connect_from(ip("127.0.0.3"), addr).await;
+    large.write(&frame_header(30 * MIB)).await;
+    common::wait_until("the large request waits for the budget", || {
+        limits.budget_available() < 9 * MIB
+    })
+    .await;
+    // A 20 KiB produce (over the 16 KiB window) from a fourth address is answered.
+    let mut medium = Client::connect_from(ip("127.0.0.4"), addr).await;
+    let value = "v".repeat(20 * 1024);
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        medium.send(
+            9,
+            &Client::produce_request("t", 0, 1, common::batch(&[(None, &value)])),
+        ),
+    )
+    .await
+    .expect("a 20 KiB request is not held up by a large one waiting for the budget");
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    drop(stalled);
+    drop(large);
+    broker.shutdown().await.unwrap();
+}
+
 /// The real broker binary as a child process over its own temp dir.
 struct ChildBroker {
     child: Child,
@@ -528,15 +583,15 @@ async fn stalled_requests_never_take_the_broker_past_the_budget() {
     let baseline = broker.rss_mib();
 
     // Eight clients, from eight addresses (one address may hold only half the budget),
-    // each try to send all but the last byte of a 30 MiB request: 240 MiB in all,
-    // nearly four budgets.
+    // each try to send all but the last byte of a 25 MiB request: 200 MiB in all,
+    // over three budgets (two of them fit in the budget less its reserved part).
     let mut writers = Vec::new();
     for i in 1..=8 {
         let from = ip(&format!("127.0.0.{i}"));
         let mut stream = Client::connect_from(from, broker.addr).await.stream;
         writers.push(tokio::spawn(async move {
-            let mut sent = frame_header(30 * MIB);
-            sent.resize(30 * MIB + 4 - 1, 7);
+            let mut sent = frame_header(25 * MIB);
+            sent.resize(25 * MIB + 4 - 1, 7);
             let _ = stream.write_all(&sent).await;
             // Stall with the connection open.
             std::future::pending::<()>().await;
@@ -544,7 +599,7 @@ async fn stalled_requests_never_take_the_broker_past_the_budget() {
     }
     // The broker reads as much as the budget lets it (two requests' worth)...
     let rose = wait_for_rss(&broker, "the budget's worth is read", |rss| {
-        rss >= baseline + 48.0
+        rss >= baseline + 40.0
     })
     .await;
     // ...and no more, however long the clients push.
@@ -560,7 +615,7 @@ async fn stalled_requests_never_take_the_broker_past_the_budget() {
     let small_latency = started.elapsed();
     peak = peak.max(broker.rss_mib());
     eprintln!(
-        "RSS: baseline {baseline:.1} MiB, peak {peak:.1} MiB with 240 MiB pushed at a \
+        "RSS: baseline {baseline:.1} MiB, peak {peak:.1} MiB with 200 MiB pushed at a \
          {BUDGET_MIB} MiB budget; a metadata request took {small_latency:?}"
     );
     assert!(

@@ -22,7 +22,10 @@
 //!   of allocating. One address may hold at most half of the budget (or one request of
 //!   `socket.request.max.bytes`, if that is more): it first reserves from its own
 //!   semaphore of that size, then from the shared one, so requests announced and never
-//!   sent from one address cannot hold back everyone else's. Smaller requests are read
+//!   sent from one address cannot hold back everyone else's. A quarter of the shared
+//!   budget (at most 8 MiB) is reserved for requests of up to [`MEDIUM_FRAME`], so a
+//!   large request waiting at the head of the (fair, FIFO) queue cannot hold them up
+//!   (see [`Limits::reserve`]). Smaller requests are read
 //!   into each connection's own [`SMALL_FRAME`]-byte window without touching the
 //!   budget, so small requests (metadata, fetches, heartbeats) keep flowing while large
 //!   ones wait.
@@ -46,6 +49,13 @@ use crate::config::BrokerConfig;
 /// Requests up to this size (with their 4-byte size) are read into the connection's own
 /// window without drawing on the budget; larger ones reserve their size from it.
 pub const SMALL_FRAME: usize = 16 * 1024;
+
+/// Requests up to this size (or the reserved part of the budget, if smaller) may draw
+/// on the reserved part, which large requests waiting for the budget cannot hold.
+pub const MEDIUM_FRAME: usize = 1024 * 1024;
+
+/// The reserved part of the budget: a quarter of it, at most this much.
+const RESERVED_MAX: usize = 8 * 1024 * 1024;
 
 /// At most one warning line per peer address and kind in this interval.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -220,10 +230,12 @@ impl Registry {
     }
 }
 
-/// Budget reserved for one request: its address's share and the shared budget.
+/// Budget reserved for one request: its address's share and the shared budget (from
+/// its main part, its reserved part or both).
 pub struct Reservation {
     _address: OwnedSemaphorePermit,
-    _shared: OwnedSemaphorePermit,
+    _main: Option<OwnedSemaphorePermit>,
+    _reserved: Option<OwnedSemaphorePermit>,
 }
 
 /// See the module docs.
@@ -235,7 +247,14 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// `request.read.timeout.ms`.
     pub read_timeout: Duration,
+    /// The budget less its reserved part.
     budget: Arc<Semaphore>,
+    /// The reserved part of the budget (see [`Limits::reserve`]).
+    reserved: Arc<Semaphore>,
+    /// `budget`'s size.
+    main_size: usize,
+    /// Requests up to this size may draw on `reserved`.
+    medium_max: usize,
     /// The most of the budget one address may hold.
     address_budget: usize,
     registry: Mutex<Registry>,
@@ -249,6 +268,9 @@ pub struct Limits {
 
 impl Limits {
     pub fn new(config: &BrokerConfig) -> Limits {
+        // The config caps queued.max.request.bytes below Semaphore::MAX_PERMITS.
+        let total = config.queued_max_request_bytes.min(Semaphore::MAX_PERMITS);
+        let reserved = (total / 4).min(RESERVED_MAX);
         Limits {
             max_connections: config.max_connections,
             max_per_ip: config.max_connections_per_ip,
@@ -256,10 +278,10 @@ impl Limits {
             // Capped (at ~49 days) so that deadlines computed from them cannot overflow.
             idle_timeout: Duration::from_millis(config.connections_max_idle_ms.min(MAX_TIMEOUT_MS)),
             read_timeout: Duration::from_millis(config.request_read_timeout_ms.min(MAX_TIMEOUT_MS)),
-            // The config caps queued.max.request.bytes below Semaphore::MAX_PERMITS.
-            budget: Arc::new(Semaphore::new(
-                config.queued_max_request_bytes.min(Semaphore::MAX_PERMITS),
-            )),
+            budget: Arc::new(Semaphore::new(total - reserved)),
+            reserved: Arc::new(Semaphore::new(reserved)),
+            main_size: total - reserved,
+            medium_max: reserved.min(MEDIUM_FRAME),
             address_budget: (config.queued_max_request_bytes / 2)
                 .max(config.socket_request_max_bytes)
                 .min(Semaphore::MAX_PERMITS),
@@ -284,9 +306,23 @@ impl Limits {
     }
 
     /// Reserves `bytes` of the budget for a request read on `activity`'s connection:
-    /// first from its address's share, then from the shared budget (always in that
-    /// order, and a connection holds one reservation at a time, so waiters cannot hold
-    /// each other up in a cycle). Waits while either is spent.
+    /// first from its address's share, then from the shared budget. Waits while either
+    /// is spent.
+    ///
+    /// tokio's semaphore is fair: a request waiting at the head of its queue takes the
+    /// permits returned until it has all it asked for, and everyone behind it waits,
+    /// even those that would fit in what is free. So a quarter of the shared budget (at
+    /// most [`RESERVED_MAX`]) is kept apart from the main part: a request of up to
+    /// [`MEDIUM_FRAME`] takes whichever of the two parts serves it first, while a larger
+    /// one waits in the main part's queue only. A large request waiting for the budget
+    /// can therefore hold up other large ones (as before, in arrival order) but never
+    /// the medium ones. A request larger than the main part (possible only when
+    /// `queued.max.request.bytes` is under 4/3 of `socket.request.max.bytes`) takes the
+    /// rest from the reserved part, after the main part.
+    ///
+    /// The order is always the address's share, then the main part, then the reserved
+    /// part, and a connection holds one reservation at a time, so waiters cannot hold
+    /// each other up in a cycle.
     pub async fn reserve(&self, activity: &Activity, bytes: u32) -> Option<Reservation> {
         let address = activity
             .address_budget
@@ -294,10 +330,46 @@ impl Limits {
             .acquire_many_owned(bytes)
             .await
             .ok()?;
-        let shared = self.budget.clone().acquire_many_owned(bytes).await.ok()?;
+        let size = bytes as usize;
+        if size <= self.medium_max {
+            // Dropping the acquire that loses gives back what it had been assigned.
+            return tokio::select! {
+                biased;
+                reserved = self.reserved.clone().acquire_many_owned(bytes) => Some(Reservation {
+                    _address: address,
+                    _main: None,
+                    _reserved: Some(reserved.ok()?),
+                }),
+                main = self.budget.clone().acquire_many_owned(bytes) => Some(Reservation {
+                    _address: address,
+                    _main: Some(main.ok()?),
+                    _reserved: None,
+                }),
+            };
+        }
+        let from_main = size.min(self.main_size);
+        // Both fit in u32: they are at most `bytes`.
+        let main = self
+            .budget
+            .clone()
+            .acquire_many_owned(from_main as u32)
+            .await
+            .ok()?;
+        let reserved = if size > from_main {
+            Some(
+                self.reserved
+                    .clone()
+                    .acquire_many_owned((size - from_main) as u32)
+                    .await
+                    .ok()?,
+            )
+        } else {
+            None
+        };
         Some(Reservation {
             _address: address,
-            _shared: shared,
+            _main: Some(main),
+            _reserved: reserved,
         })
     }
 
@@ -403,7 +475,7 @@ impl Limits {
 
     /// Budget bytes not reserved by requests being read (for tests and logs).
     pub fn budget_available(&self) -> usize {
-        self.budget.available_permits()
+        self.budget.available_permits() + self.reserved.available_permits()
     }
 }
 
