@@ -121,8 +121,8 @@ const BROKER_KEYS: &[BrokerKey] = &[
     BrokerKey {
         name: "request.read.timeout.ms",
         default: "30000",
-        doc: "Sluice-specific. close a connection whose request is still incomplete this long after its first byte \
-              (time spent waiting for queued.max.request.bytes does not count)",
+        doc: "Sluice-specific. close a connection whose request is incomplete and has received no bytes for this long \
+              (a progress timeout; time spent waiting for queued.max.request.bytes does not count)",
     },
     BrokerKey {
         name: "fetch.max.wait.ms",

@@ -121,11 +121,13 @@ async fn idle_connections_are_closed_after_connections_max_idle_ms() {
     // A connection that never sends anything, and one idle after a request.
     let mut silent = Client::connect(addr).await;
     let mut used = Client::connect(addr).await;
-    used.send(1, &MetadataRequest::default()).await;
+    // Taken before the request: the broker's last activity on it comes after, so
+    // this bound holds however late the test sees the reply.
     let idle_since = Instant::now();
+    used.send(1, &MetadataRequest::default()).await;
     assert!(silent.closed_by_broker().await);
     assert!(used.closed_by_broker().await);
-    assert!(idle_since.elapsed() >= Duration::from_millis(250));
+    assert!(idle_since.elapsed() >= Duration::from_millis(295));
 
     // A connection waiting for its long poll is not idle: it gets its answer.
     let mut polling = Client::connect(addr).await;
@@ -499,7 +501,7 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_large_request_is_closed_at_its_deadline_and_its_memory_returned() {
-    let broker = ChildBroker::start(&[("request.read.timeout.ms", "1500")]);
+    let broker = ChildBroker::start(&[("request.read.timeout.ms", "3000")]);
     let mut probe = Client::connect(broker.addr).await;
     probe.send(1, &MetadataRequest::default()).await;
     let baseline = broker.rss_mib();
@@ -508,7 +510,8 @@ async fn a_stalled_large_request_is_closed_at_its_deadline_and_its_memory_return
     let mut stream = TcpStream::connect(broker.addr).await.unwrap();
     let mut sent = frame_header(99 * MIB);
     sent.resize(64 * MIB, 7);
-    // The deadline runs from the request's first byte.
+    // The timeout runs from the last byte that arrived, so at least this long after
+    // the first one.
     let first_byte = Instant::now();
     stream.write_all(&sent).await.unwrap();
     let held = wait_for_rss(&broker, "the sent bytes are held", |rss| {
@@ -522,7 +525,7 @@ async fn a_stalled_large_request_is_closed_at_its_deadline_and_its_memory_return
     );
     let closed_after = first_byte.elapsed();
     assert!(
-        closed_after >= Duration::from_millis(1400),
+        closed_after >= Duration::from_millis(2900),
         "{closed_after:?}"
     );
     let after = wait_for_rss(&broker, "the memory is returned", |rss| {
@@ -537,7 +540,35 @@ async fn a_stalled_large_request_is_closed_at_its_deadline_and_its_memory_return
     probe.send(1, &MetadataRequest::default()).await;
     assert!(broker
         .log()
-        .contains("request incomplete after request.read.timeout.ms"));
+        .contains("request incomplete: no bytes for request.read.timeout.ms"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_keeps_arriving_is_not_cut_by_request_read_timeout_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[("request.read.timeout.ms", "1000")]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    client.create_topic("slow", 1, &[]).await;
+    // A 40 KiB produce sent in ten pieces 250 ms apart: 2.25 s in all, more than the
+    // timeout, but never 1 s without bytes.
+    let value = "s".repeat(40 * 1024);
+    let (id, frame) = client.encode(
+        9,
+        &Client::produce_request("slow", 0, 1, common::batch(&[(None, &value)])),
+    );
+    let started = Instant::now();
+    let piece = frame.len().div_ceil(10);
+    for (i, chunk) in frame.chunks(piece).enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        client.write(chunk).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(2000));
+    let frame = client.read_frame().await.expect("answered, not closed");
+    let r = Client::decode::<kafka_protocol::messages::ProduceRequest>(9, id, frame);
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    broker.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -630,6 +661,7 @@ async fn stalled_requests_never_take_the_broker_past_the_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_request_warnings_are_rate_limited_per_peer() {
     let broker = ChildBroker::start(&[]);
+    let started = Instant::now();
     for _ in 0..40 {
         let mut stream = TcpStream::connect(broker.addr).await.unwrap();
         // api key 9999 does not exist: the broker closes the connection and says why.
@@ -649,7 +681,12 @@ async fn malformed_request_warnings_are_rate_limited_per_peer() {
         .lines()
         .filter(|l| l.contains("WARN") && l.contains("closing connection"))
         .collect();
-    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    // One line per 10 s interval: one, unless a loaded machine took that long.
+    let intervals = 1 + started.elapsed().as_secs() as usize / 10;
+    assert!(
+        !warnings.is_empty() && warnings.len() <= intervals,
+        "{warnings:#?}"
+    );
     assert!(
         warnings[0].contains("unknown api key 9999"),
         "{}",

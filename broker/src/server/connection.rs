@@ -17,8 +17,10 @@
 //! share and the broker-wide budget (`queued.max.request.bytes`; while either is spent
 //! this connection reads nothing more), and its buffer then grows as its bytes arrive, at most [`MAX_READ`] at a time,
 //! never from the announced size alone. The reservation is returned once the request
-//! has been handled. A request still incomplete `request.read.timeout.ms` after its
-//! first byte (not counting the wait for the budget) closes the connection, as does
+//! has been handled. A request incomplete with no bytes arriving for
+//! `request.read.timeout.ms` (a progress timeout, not a deadline for the whole request:
+//! a large request over a slow link is not cut; the wait for the budget does not
+//! count) closes the connection, as does
 //! `connections.max.idle.ms` with no request in progress, or with replies to write and
 //! no reply byte taken by the client for that long (a client that stops reading would
 //! otherwise hold its connection for ever: the writer waits on the socket, the reader
@@ -93,8 +95,9 @@ async fn read_loop(
     let mut buf = BytesMut::with_capacity(SMALL_FRAME);
     // The budget reserved for the request being read, when it is over SMALL_FRAME.
     let mut reserved: Option<Reservation> = None;
-    // When the request being read started (moved on by the time spent on the budget).
-    let mut started: Option<Instant> = None;
+    // While a request is being read: when its last bytes arrived (or its wait for the
+    // budget ended). request.read.timeout.ms runs from there.
+    let mut progress: Option<Instant> = None;
     loop {
         if *shutdown.borrow() {
             return;
@@ -127,13 +130,12 @@ async fn read_loop(
                 }
                 // The next request's clock starts now: time spent handling this one
                 // (an fsync, a topic creation) or waiting for the reply queue is ours.
-                started = (!buf.is_empty()).then(Instant::now);
+                progress = (!buf.is_empty()).then(Instant::now);
             }
             Ok(Parsed::Incomplete(missing)) => {
                 let size_known = buf.len() >= 4;
                 let limit = if size_known && buf.len() + missing > SMALL_FRAME {
                     if reserved.is_none() {
-                        let waiting = Instant::now();
                         let needed = u32::try_from(missing).unwrap_or(u32::MAX);
                         tokio::select! {
                             reservation = limits.reserve(activity, needed) => match reservation {
@@ -145,8 +147,8 @@ async fn read_loop(
                             () = tx.closed() => return,
                         }
                         // Waiting for other clients' requests is not this one's delay.
-                        if let Some(started) = started.as_mut() {
-                            *started += waiting.elapsed();
+                        if let Some(progress) = progress.as_mut() {
+                            *progress = Instant::now();
                         }
                     }
                     if missing <= MAX_READ {
@@ -164,8 +166,8 @@ async fn read_loop(
                     SMALL_FRAME.saturating_sub(buf.len()).max(1)
                 };
                 buf.reserve(limit);
-                let deadline = match started {
-                    Some(started) => started + limits.read_timeout,
+                let deadline = match progress {
+                    Some(progress) => progress + limits.read_timeout,
                     None if activity.is_idle() => {
                         Instant::now()
                             + limits
@@ -186,15 +188,13 @@ async fn read_loop(
                         }
                         Ok(_) => {
                             activity.touch(limits);
-                            if started.is_none() {
-                                // Busy before the request can be handled; if the
-                                // connection was chosen for eviction first, it closes
-                                // without handling what it read.
-                                if !activity.begin_request() {
-                                    return;
-                                }
-                                started = Some(Instant::now());
+                            // Busy before the request can be handled; if the
+                            // connection was chosen for eviction first, it closes
+                            // without handling what it read.
+                            if progress.is_none() && !activity.begin_request() {
+                                return;
                             }
+                            progress = Some(Instant::now());
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "read failed");
@@ -202,9 +202,9 @@ async fn read_loop(
                         }
                     },
                     () = tokio::time::sleep_until(deadline) => {
-                        if started.is_some() {
+                        if progress.is_some() {
                             let error = format!(
-                                "request incomplete after request.read.timeout.ms ({} ms): {} bytes buffered",
+                                "request incomplete: no bytes for request.read.timeout.ms ({} ms), {} buffered",
                                 limits.read_timeout.as_millis(),
                                 buf.len()
                             );
