@@ -693,3 +693,26 @@ async fn malformed_request_warnings_are_rate_limited_per_peer() {
         warnings[0]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_one_address_can_take_most_of_is_warned_about_at_start() {
+    const WARNING: &str = "one address may hold more than half of the queued.max.request.bytes";
+    let size = MIB.to_string();
+    let budget = (2 * MIB - 1).to_string();
+    let tight = ChildBroker::start(&[
+        ("socket.request.max.bytes", &size),
+        ("queued.max.request.bytes", &budget),
+    ]);
+    let budget = (2 * MIB).to_string();
+    let enough = ChildBroker::start(&[
+        ("socket.request.max.bytes", &size),
+        ("queued.max.request.bytes", &budget),
+    ]);
+    // Both are serving, so their start-up lines are written.
+    for broker in [&tight, &enough] {
+        let mut probe = Client::connect(broker.addr).await;
+        probe.send(1, &MetadataRequest::default()).await;
+    }
+    assert!(tight.log().contains(WARNING), "{}", tight.log());
+    assert!(!enough.log().contains(WARNING), "{}", enough.log());
+}

@@ -271,6 +271,21 @@ impl Limits {
         // The config caps queued.max.request.bytes below Semaphore::MAX_PERMITS.
         let total = config.queued_max_request_bytes.min(Semaphore::MAX_PERMITS);
         let reserved = (total / 4).min(RESERVED_MAX);
+        let address_budget = (config.queued_max_request_bytes / 2)
+            .max(config.socket_request_max_bytes)
+            .min(Semaphore::MAX_PERMITS);
+        if address_budget > total / 2 {
+            // Allowed (one request of the largest size must fit), but the per-address
+            // share then protects less than intended (nothing, at equality): say so
+            // once, at start.
+            tracing::warn!(
+                queued_max_request_bytes = config.queued_max_request_bytes,
+                socket_request_max_bytes = config.socket_request_max_bytes,
+                address_share = address_budget,
+                "one address may hold more than half of the queued.max.request.bytes budget: \
+                 set it to at least twice socket.request.max.bytes to keep the rest for others"
+            );
+        }
         Limits {
             max_connections: config.max_connections,
             max_per_ip: config.max_connections_per_ip,
@@ -282,9 +297,7 @@ impl Limits {
             reserved: Arc::new(Semaphore::new(reserved)),
             main_size: total - reserved,
             medium_max: reserved.min(MEDIUM_FRAME),
-            address_budget: (config.queued_max_request_bytes / 2)
-                .max(config.socket_request_max_bytes)
-                .min(Semaphore::MAX_PERMITS),
+            address_budget,
             registry: Mutex::new(Registry::default()),
             slot_freed: Notify::new(),
             epoch: Instant::now(),
