@@ -193,11 +193,16 @@ async fn a_client_that_reads_no_replies_is_closed_after_connections_max_idle_ms(
     )
     .await;
     let limits = broker.state().limits.clone();
+    let started = Instant::now();
     // Its replies stop moving; 300 ms later it is closed and its slot freed.
     common::wait_until("the connection that reads nothing is closed", || {
         limits.connection_count() == 0
     })
     .await;
+    eprintln!(
+        "closed {:?} after the broker stopped reading from it",
+        started.elapsed()
+    );
     let mut next = Client::connect_from(ip("127.0.0.6"), addr_of(&broker)).await;
     let response = tokio::time::timeout(TIMEOUT, next.send(1, &MetadataRequest::default()))
         .await
@@ -370,6 +375,7 @@ async fn a_large_request_waiting_for_the_budget_does_not_hold_up_smaller_ones() 
     // A 20 KiB produce (over the 16 KiB window) from a fourth address is answered.
     let mut medium = Client::connect_from(ip("127.0.0.4"), addr).await;
     let value = "v".repeat(20 * 1024);
+    let started = Instant::now();
     let response = tokio::time::timeout(
         Duration::from_secs(10),
         medium.send(
@@ -380,6 +386,7 @@ async fn a_large_request_waiting_for_the_budget_does_not_hold_up_smaller_ones() 
     .await
     .expect("a 20 KiB request is not held up by a large one waiting for the budget");
     assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    eprintln!("20 KiB produce answered in {:?}", started.elapsed());
     drop(stalled);
     drop(large);
     broker.shutdown().await.unwrap();
