@@ -446,15 +446,25 @@ impl Limits {
     /// read their answers). A connection that turns busy while it is being looked at
     /// wins the compare-and-swap, and the next candidate is tried.
     fn choose_victim(&self, registry: &Registry) -> Option<Arc<Activity>> {
-        let mut idle: Vec<&Arc<Activity>> =
-            registry.live.values().filter(|a| a.is_idle()).collect();
-        idle.sort_by_key(|a| a.last_active_ms.load(Ordering::Relaxed));
-        for candidate in idle {
-            if candidate
-                .state
+        let evict = |a: &Arc<Activity>| {
+            a.state
                 .compare_exchange(0, EVICTED, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
-            {
+        };
+        let longest_idle = registry
+            .live
+            .values()
+            .filter(|a| a.is_idle())
+            .min_by_key(|a| a.last_active_ms.load(Ordering::Relaxed));
+        if let Some(candidate) = longest_idle {
+            if evict(candidate) {
+                return Some(candidate.clone());
+            }
+            // It turned busy just now (rare): try the others, longest idle first.
+            let mut idle: Vec<&Arc<Activity>> =
+                registry.live.values().filter(|a| a.is_idle()).collect();
+            idle.sort_by_key(|a| a.last_active_ms.load(Ordering::Relaxed));
+            if let Some(candidate) = idle.into_iter().find(|a| evict(a)) {
                 return Some(candidate.clone());
             }
         }
