@@ -344,9 +344,10 @@ async fn supervise(
         tracing::error!(error = %e, "group coordinator task failed");
     }
     let closing = state.clone();
-    let failed = tokio::task::spawn_blocking(move || closing.topics.close_all())
+    let closed = tokio::task::spawn_blocking(move || closing.topics.close_all())
         .await
         .map_err(|e| BrokerError::io("close logs", std::io::Error::other(e)))?;
+    let failed = closed.failed;
     if failed > 0 {
         tracing::error!(
             failed,
@@ -356,6 +357,16 @@ async fn supervise(
             "close logs",
             std::io::Error::other(format!("{failed} partition logs failed to close")),
         ));
+    }
+    if closed.never_loaded > 0 {
+        // An orderly stop, but not a clean data directory: the partitions that could not
+        // be loaded were never checked, so the next start must recover them.
+        tracing::warn!(
+            partitions = closed.never_loaded,
+            "partitions that could not be loaded stay unchecked; no clean-shutdown marker, so the next start recovers them"
+        );
+        tracing::info!("shutdown complete");
+        return Ok(());
     }
     let data_dir = state.config.data_dir.clone();
     tokio::task::spawn_blocking(move || fsutil::write_clean_shutdown_marker(&data_dir))

@@ -777,18 +777,25 @@ impl TopicRegistry {
         Ok(())
     }
 
-    /// Closes every partition log (flushing it); returns how many failed.
-    pub fn close_all(&self) -> usize {
-        let mut failed = 0;
+    /// Closes every partition log (flushing it) and says how many failed to close and
+    /// how many were never loaded (offline since start, see `PartitionLog::unavailable`).
+    pub fn close_all(&self) -> CloseOutcome {
+        let mut outcome = CloseOutcome::default();
         for topic in self.list() {
             for p in topic.partitions().iter() {
+                if p.log.load_error().is_some() {
+                    // Its files were never read: nothing to flush, but the next start must
+                    // recover it rather than trust it (see `CloseOutcome`).
+                    outcome.never_loaded += 1;
+                    continue;
+                }
                 if let Err(e) = p.log.close() {
-                    failed += 1;
+                    outcome.failed += 1;
                     tracing::error!(topic = %topic.name, partition = p.index, error = %e, "closing partition log failed");
                 }
             }
         }
-        failed
+        outcome
     }
 
     fn read_configs_file(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>, BrokerError> {
@@ -873,6 +880,17 @@ fn remove_dir(dir: &Path) -> Result<(), BrokerError> {
     }
 }
 
+/// What closing every partition log at shutdown found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CloseOutcome {
+    /// Logs whose close (flush, checkpoints) failed: the next start recovers them.
+    pub failed: usize,
+    /// Logs that could not be loaded at start and stayed offline. Their files were never
+    /// read, so the data directory must not be marked clean: once an operator repairs
+    /// them, the next start has to rescan them instead of trusting their indexes and tails.
+    pub never_loaded: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -918,7 +936,7 @@ mod tests {
         );
         reg.add_partitions(&t, 5, false).unwrap();
         let id = t.id;
-        assert_eq!(reg.close_all(), 0);
+        assert_eq!(reg.close_all(), CloseOutcome::default());
         drop(reg);
 
         let reg = registry(dir.path(), true);

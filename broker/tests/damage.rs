@@ -225,4 +225,10 @@ async fn one_bad_partition_goes_offline_and_damage_is_served_around() {
     );
     drop(client);
     broker.shutdown().await.unwrap();
+    // An orderly stop, but hurt-1 was never loaded: the data directory must not be marked
+    // clean, or a start after its repair would trust its files without recovering them.
+    assert!(
+        !dir.path().join(".clean-shutdown").exists(),
+        "no clean-shutdown marker while a partition was never loaded"
+    );
 }
