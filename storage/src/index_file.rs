@@ -113,19 +113,24 @@ impl IndexFile {
     }
 
     /// Appends one entry; returns false (and writes nothing) when the index is full.
-    pub(crate) fn push(&mut self, bytes: &[u8]) -> bool {
+    /// The entry's page gets disk blocks first (`reserve_next`): this is the only store
+    /// into the mapping that can meet a page without blocks, so no caller (append, seal,
+    /// recovery) can write an entry without its reservation. On a full disk this returns
+    /// the ENOSPC error and writes nothing.
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<bool> {
         debug_assert_eq!(bytes.len(), self.entry_size);
         if self.is_full() {
-            return false;
+            return Ok(false);
         }
+        self.reserve_next()?;
         let at = self.entries * self.entry_size;
         match &mut self.map {
             Some(map) => {
                 map[at..at + self.entry_size].copy_from_slice(bytes);
                 self.entries += 1;
-                true
+                Ok(true)
             }
-            None => false,
+            None => Ok(false),
         }
     }
 

@@ -67,15 +67,16 @@ impl OffsetIndex {
     }
 
     /// Adds an entry unless it would not increase both fields (then it is skipped: the
-    /// index is sparse, a missing entry only costs a longer scan). Returns false when full.
-    pub(crate) fn append(&mut self, offset: i64, position: u64) -> bool {
+    /// index is sparse, a missing entry only costs a longer scan). Returns false when full,
+    /// an error when the entry's page cannot get disk blocks (a full disk).
+    pub(crate) fn append(&mut self, offset: i64, position: u64) -> Result<bool> {
         let relative = offset - self.base_offset;
         if relative < 0 || relative > u32::MAX as i64 || position > u32::MAX as u64 {
-            return true;
+            return Ok(true);
         }
         if let Some(last) = self.last() {
             if offset <= last.offset || position <= last.position {
-                return true;
+                return Ok(true);
             }
         }
         let mut entry = [0u8; ENTRY_SIZE];
@@ -155,9 +156,12 @@ mod tests {
                 position: 0
             }
         );
-        assert!(index.append(110, 4096));
-        assert!(index.append(120, 8192));
-        assert!(index.append(120, 9000), "non-increasing offset is skipped");
+        assert!(index.append(110, 4096).unwrap());
+        assert!(index.append(120, 8192).unwrap());
+        assert!(
+            index.append(120, 9000).unwrap(),
+            "non-increasing offset is skipped"
+        );
         assert_eq!(index.len(), 2);
         assert_eq!(index.lookup(105).position, 0);
         assert_eq!(index.lookup(110).position, 4096);
@@ -173,10 +177,10 @@ mod tests {
         let path = dir.path().join("0.index");
         let mut index = OffsetIndex::create(&path, 0, 8 * 4).unwrap();
         for i in 1..=4 {
-            assert!(index.append(i * 10, i as u64 * 100));
+            assert!(index.append(i * 10, i as u64 * 100).unwrap());
         }
         assert!(index.is_full());
-        assert!(!index.append(50, 500));
+        assert!(!index.append(50, 500).unwrap());
         index.file_mut().trim().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 32);
         drop(index);
@@ -184,7 +188,7 @@ mod tests {
         assert_eq!(reopened.len(), 4);
         assert!(reopened.is_sane(1000));
         assert!(!reopened.is_sane(300));
-        assert!(reopened.append(50, 500));
+        assert!(reopened.append(50, 500).unwrap());
         assert_eq!(reopened.lookup(55).position, 500);
     }
 }

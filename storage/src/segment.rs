@@ -448,11 +448,11 @@ impl Segment {
             // Both first, so a full disk fails here, before either index changes.
             offsets.file_mut().reserve_next()?;
             times.file_mut().reserve_next()?;
-            offsets.append(base_offset, position);
+            offsets.append(base_offset, position)?;
             times.maybe_append(
                 self.max_timestamp.load(Ordering::Relaxed),
                 self.offset_of_max_timestamp.load(Ordering::Relaxed),
-            );
+            )?;
             self.bytes_since_index_entry.store(0, Ordering::Relaxed);
         }
         self.bytes_since_index_entry
@@ -1169,7 +1169,9 @@ impl Segment {
             let mut times = self.time_index.write().map_err(|_| lock_poisoned())?;
             let max = self.max_timestamp();
             if max != NO_TIMESTAMP && !times.is_full() {
-                times.maybe_append(max, self.offset_of_max_timestamp.load(Ordering::Acquire));
+                // May need a new page of the sparse index: on a full disk this fails with
+                // ENOSPC (the caller takes the log offline) instead of a SIGBUS.
+                times.maybe_append(max, self.offset_of_max_timestamp.load(Ordering::Acquire))?;
             }
             times.file_mut().trim()?;
         }

@@ -69,15 +69,15 @@ impl TimeIndex {
     }
 
     /// Adds an entry if it increases both the timestamp and the offset. Returns false
-    /// when the index is full.
-    pub(crate) fn maybe_append(&mut self, timestamp: i64, offset: i64) -> bool {
+    /// when the index is full, an error when the entry's page cannot get disk blocks.
+    pub(crate) fn maybe_append(&mut self, timestamp: i64, offset: i64) -> Result<bool> {
         let relative = offset - self.base_offset;
         if relative < 0 || relative > u32::MAX as i64 {
-            return true;
+            return Ok(true);
         }
         if let Some(last) = self.last() {
             if timestamp <= last.timestamp || offset <= last.offset {
-                return true;
+                return Ok(true);
             }
         }
         let mut entry = [0u8; ENTRY_SIZE];
@@ -144,9 +144,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut index = TimeIndex::create(&dir.path().join("0.timeindex"), 0, 120).unwrap();
         assert_eq!(index.lookup(1000), 0);
-        assert!(index.maybe_append(1000, 10));
-        assert!(index.maybe_append(1000, 20), "same timestamp is skipped");
-        assert!(index.maybe_append(2000, 30));
+        assert!(index.maybe_append(1000, 10).unwrap());
+        assert!(
+            index.maybe_append(1000, 20).unwrap(),
+            "same timestamp is skipped"
+        );
+        assert!(index.maybe_append(2000, 30).unwrap());
         assert_eq!(index.len(), 2);
         assert_eq!(index.lookup(500), 0);
         assert_eq!(
