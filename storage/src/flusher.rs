@@ -7,7 +7,9 @@
 //! covered by the next one, so under load the number of syncs per second stays bounded by
 //! the disk's sync latency while the bytes per sync grow. Logs with an interval policy are
 //! checked on a tick; rolled segments are synced and the recovery point checkpointed here
-//! too, off the append path, with the producer-state snapshot a roll encoded.
+//! too, off the append path, with the producer-state snapshot a roll encoded. The
+//! recovery point also follows the durable offset into the active segment, rate-limited
+//! (checked after each sync and on the tick).
 //!
 //! The same tick probes logs that a failed write or sync took offline: with backoff
 //! (100 ms doubling to 5 s) it checks that the directory takes writes again, re-checks
@@ -140,6 +142,7 @@ fn run(shared: Arc<Shared>) {
         let now = crate::log::now_ms();
         for log in registered.iter().filter_map(Weak::upgrade) {
             log.flush_if_due(now);
+            log.checkpoint_if_due(now, crate::log::RECOVERY_POINT_CHECKPOINT_MS);
             log.heal_if_due(now);
         }
     }

@@ -485,3 +485,101 @@ fn readers_that_meet_the_same_damage_at_once_all_get_the_batches_before_it() {
         assert_eq!(log.damaged_ranges().len(), 1);
     }
 }
+
+/// A log of 1,000 one-record batches in its active segment, all fsynced by `flush`, then
+/// abandoned as a crash would leave it. Returns the batches as stored.
+fn synced_then_crashed(dir: &Path) -> Vec<Vec<u8>> {
+    let (log, _) = open(dir, LogConfig::default(), false);
+    for i in 0..1000 {
+        log.append(&make_batch(1, 200, 1000 + i as i64), 0, 0)
+            .unwrap();
+    }
+    log.flush().unwrap();
+    assert_eq!(log.durable_offset(), 1000);
+    let stored = read_all(&log, 0);
+    log.abandon();
+    stored
+}
+
+/// Flips one byte inside the records of the batch holding `offset`; returns that batch's
+/// (base offset, next offset).
+fn flip_in_batch(segment: &Path, offset: i64) -> (i64, i64) {
+    let mut bytes = fs::read(segment).unwrap();
+    let (at, base, next) = batch_layout(&bytes)
+        .into_iter()
+        .find(|&(_, base, next)| base <= offset && offset < next)
+        .unwrap();
+    bytes[at + batch::HEADER_SIZE + 10] ^= 0xff;
+    fs::write(segment, &bytes).unwrap();
+    (base, next)
+}
+
+#[test]
+fn a_flipped_byte_in_synced_records_of_the_active_segment_is_damage_not_a_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let stored = synced_then_crashed(dir.path());
+    let point = fs::read_to_string(dir.path().join("recovery-point")).unwrap();
+    let segment = dir.path().join("00000000000000000000.log");
+    let (first, end) = flip_in_batch(&segment, 100);
+    let (log, report) = open(dir.path(), LogConfig::default(), false);
+    assert_eq!(
+        report.bytes_truncated, 0,
+        "nothing synced below the point is cut"
+    );
+    assert_eq!(log.log_end_offset(), 1000);
+    // The flush checkpointed the recovery point to the durable offset, inside the active
+    // segment (it used to stay at the segment's base until a roll or close).
+    assert_eq!(point, "1000");
+    assert_eq!(report.damaged.len(), 1, "{:?}", report.damaged);
+    assert_eq!(
+        (report.damaged[0].first_offset, report.damaged[0].end_offset),
+        (first, end)
+    );
+    let (batches, met) = read_around(&log);
+    assert_eq!(met.len(), 1);
+    assert!(
+        batches == without(&stored, first, end),
+        "every batch before and after the damage is readable"
+    );
+    // Appends go on after the old end, and a clean restart keeps it all.
+    let info = log.append(&make_batch(1, 20, 5000), 0, 0).unwrap();
+    assert_eq!(info.base_offset, 1000);
+    log.close().unwrap();
+    let (log, report) = open(dir.path(), LogConfig::default(), true);
+    assert_eq!(report.bytes_truncated, 0);
+    assert_eq!(log.log_end_offset(), 1001);
+    assert_eq!(read_around(&log).0.len(), batches.len() + 1);
+    log.close().unwrap();
+}
+
+#[test]
+fn an_invalid_tail_past_the_checkpointed_recovery_point_is_still_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    synced_then_crashed(dir.path());
+    // Ten more batches, written but never synced (flush policy: the OS), so past the
+    // recovery point: a crash may have torn them.
+    let (log, _) = open(dir.path(), LogConfig::default(), false);
+    for i in 0..10 {
+        log.append(&make_batch(1, 200, 3000 + i as i64), 0, 0)
+            .unwrap();
+    }
+    let stored = read_all(&log, 0);
+    assert_eq!(stored.len(), 1010);
+    log.abandon();
+    assert_eq!(
+        fs::read_to_string(dir.path().join("recovery-point")).unwrap(),
+        "1000"
+    );
+    let segment = dir.path().join("00000000000000000000.log");
+    let (first, _) = flip_in_batch(&segment, 1005);
+    assert_eq!(first, 1005);
+    let (log, report) = open(dir.path(), LogConfig::default(), false);
+    assert!(
+        report.bytes_truncated > 0,
+        "the invalid tail past the point is cut"
+    );
+    assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+    assert_eq!(log.log_end_offset(), 1005);
+    assert!(read_all(&log, 0) == stored[..1005]);
+    log.close().unwrap();
+}
