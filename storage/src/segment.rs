@@ -407,15 +407,29 @@ impl Segment {
         })?;
         self.dirty.store(true, Ordering::Release);
 
+        // `index_batch` moves the max timestamp before an index page is reserved; if a
+        // reservation fails, the batches are never published, so the max they set must
+        // go too (else retention, ListOffsets MAX_TIMESTAMP and the seal's time entry
+        // would name a batch that is not in the log). The append lock excludes writers.
+        let max_before = (
+            self.max_timestamp.load(Ordering::Acquire),
+            self.offset_of_max_timestamp.load(Ordering::Acquire),
+        );
         let mut position = start;
         for batch in batches {
-            self.index_batch(
+            let indexed = self.index_batch(
                 batch.base_offset,
                 batch.max_timestamp,
                 position,
                 batch.size() as u64,
                 index_interval,
-            )?;
+            );
+            if let Err(e) = indexed {
+                self.max_timestamp.store(max_before.0, Ordering::Release);
+                self.offset_of_max_timestamp
+                    .store(max_before.1, Ordering::Release);
+                return Err(e);
+            }
             position += batch.size() as u64;
         }
         if let Some(last) = batches.last() {

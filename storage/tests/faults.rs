@@ -279,3 +279,57 @@ fn a_failed_roll_heals_and_the_log_rolls_again_later() {
     assert_eq!(report.bytes_truncated, 0);
     assert_log_holds(&reopened, 4 * appended as i64);
 }
+
+#[test]
+fn a_failed_append_leaves_no_max_timestamp_of_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    // An index entry for every batch after the first, so the second append needs the
+    // first page of the (sparse) offset index.
+    let config = LogConfig {
+        index_interval_bytes: 1,
+        ..always_flush()
+    };
+    let (log, _) = open(dir.path(), config.clone(), true);
+    log.append(&make_batch(1, 50, 1_000), 0, 0).unwrap();
+    // Allocating that page fails (a full disk), after the batch's bytes were written and
+    // its timestamp seen: the append fails and is never published.
+    let index = dir.path().join("00000000000000000000.index");
+    let fault = faults::arm(
+        Fault {
+            times: 1,
+            ..Fault::always(&index, Op::Write, libc::ENOSPC)
+        }
+        .on_this_thread(),
+    );
+    let failed = log.append(&make_batch(1, 50, 9_999), 0, 0).unwrap_err();
+    assert!(matches!(failed, StorageError::Io { .. }), "{failed:?}");
+    assert_eq!(fault.calls(), 1, "the index allocation was what failed");
+    drop(fault);
+    wait_until("the log heals", || !log.is_offline());
+    assert_eq!(log.log_end_offset(), 1);
+    let max = log
+        .max_timestamp_offset()
+        .unwrap()
+        .map(|t| (t.offset, t.timestamp));
+    assert_eq!(
+        max,
+        Some((0, 1_000)),
+        "the failed batch's timestamp is gone"
+    );
+    // An older batch at the failed one's offset is not taken for the max either.
+    log.append(&make_batch(1, 50, 500), 0, 0).unwrap();
+    let max = log
+        .max_timestamp_offset()
+        .unwrap()
+        .map(|t| (t.offset, t.timestamp));
+    assert_eq!(max, Some((0, 1_000)));
+    // Nor is its timestamp written into the time index when the segment is sealed.
+    log.close().unwrap();
+    let (log, _) = open(dir.path(), config, true);
+    let max = log
+        .max_timestamp_offset()
+        .unwrap()
+        .map(|t| (t.offset, t.timestamp));
+    assert_eq!(max, Some((0, 1_000)), "after a clean restart");
+    assert_log_holds(&log, 2);
+}
