@@ -1737,3 +1737,57 @@ fn read_offset_file(path: &Path) -> Result<Option<i64>> {
     }
     Ok(parsed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{BatchBuilder, Compression};
+
+    fn one_record() -> Vec<u8> {
+        let mut builder = BatchBuilder::new(Compression::None);
+        builder.push(1_000, None, Some(b"v"), &[]);
+        builder.build().unwrap().to_vec()
+    }
+
+    fn stored_point(dir: &Path) -> String {
+        fs::read_to_string(dir.join(RECOVERY_POINT_FILE)).unwrap()
+    }
+
+    fn wait_durable(log: &PartitionLog, offset: i64) {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while log.durable_offset() < offset {
+            assert!(Instant::now() < deadline, "offset {offset} never durable");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn the_recovery_point_follows_the_durable_offset_at_most_once_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let flusher = Flusher::start("t").unwrap();
+        let config = LogConfig {
+            flush: FlushPolicy::Always,
+            ..LogConfig::default()
+        };
+        let (log, _) = PartitionLog::open(dir.path(), config, &flusher, false).unwrap();
+        log.append(&one_record(), 0, 0).unwrap();
+        wait_durable(&log, 1);
+        // The first sync after open checkpoints at once (before it reports durable).
+        assert_eq!(stored_point(dir.path()), "1");
+        for _ in 0..5 {
+            log.append(&one_record(), 0, 0).unwrap();
+        }
+        wait_durable(&log, 6);
+        assert_eq!(stored_point(dir.path()), "1", "rate-limited");
+        // With no sync coming, the flusher's tick catches up once the interval passed.
+        let due =
+            log.inner.last_checkpoint_ms.load(Ordering::Acquire) + RECOVERY_POINT_CHECKPOINT_MS;
+        log.inner
+            .checkpoint_if_due(due - 1, RECOVERY_POINT_CHECKPOINT_MS);
+        assert_eq!(stored_point(dir.path()), "1", "not before the interval");
+        log.inner
+            .checkpoint_if_due(due, RECOVERY_POINT_CHECKPOINT_MS);
+        assert_eq!(stored_point(dir.path()), "6");
+        log.abandon();
+    }
+}
