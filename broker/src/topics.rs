@@ -304,23 +304,48 @@ impl TopicRegistry {
                 }
                 continue;
             }
-            let mut topic_id = None;
-            for dir in dirs.values() {
-                match datadir::read_partition_metadata(dir)? {
-                    Some(id) if topic_id.is_none() => topic_id = Some(id),
-                    Some(id) if topic_id != Some(id) => {
-                        return Err(BrokerError::BadMetadata {
-                            path: dir.join(datadir::PARTITION_METADATA),
-                            reason: format!("topic id differs from other partitions of {name}"),
-                        });
+            // The topic id is the one the partitions agree on. A partition whose
+            // `partition.metadata` cannot be read, or names another id, goes offline alone
+            // (below), like one whose log files cannot be opened: its files are left as
+            // they are for an operator to repair.
+            let mut ids: Vec<(i32, Uuid)> = Vec::new();
+            let mut bad_metadata: HashMap<i32, String> = HashMap::new();
+            for (&index, dir) in &dirs {
+                match datadir::read_partition_metadata(dir) {
+                    Ok(Some(id)) => ids.push((index, id)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        bad_metadata.insert(index, e.to_string());
                     }
-                    _ => {}
                 }
             }
-            let Some(topic_id) = topic_id else {
+            // Partition 0's id wins (it is written last at create and renamed first at
+            // delete); without it, the lowest partition's.
+            let Some(topic_id) = ids.first().map(|&(_, id)| id) else {
+                if let Some((index, reason)) = bad_metadata.into_iter().min() {
+                    // No partition says which topic this is: serving it under a guessed id
+                    // could mix it with another topic of the same name.
+                    return Err(BrokerError::BadMetadata {
+                        path: dirs[&index].join(datadir::PARTITION_METADATA),
+                        reason: format!("no partition of {name} has a readable topic id: {reason}"),
+                    });
+                }
                 tracing::warn!(topic = %name, "no partition.metadata in any partition directory; ignoring the topic's directories");
                 continue;
             };
+            for &(index, id) in &ids {
+                if id != topic_id {
+                    bad_metadata.insert(
+                        index,
+                        format!(
+                            "{}: topic id {} differs from the id of the other partitions of {name} ({})",
+                            dirs[&index].join(datadir::PARTITION_METADATA).display(),
+                            datadir::uuid_to_base64(id),
+                            datadir::uuid_to_base64(topic_id)
+                        ),
+                    );
+                }
+            }
             let overrides = overrides_by_topic.get(&name).cloned().unwrap_or_default();
             let config = match registry.defaults.with_overrides(&overrides) {
                 Ok(config) => config,
@@ -334,11 +359,21 @@ impl TopicRegistry {
             let mut partitions = Vec::with_capacity(count as usize);
             for index in 0..count {
                 let dir = datadir::partition_dir(data_dir, &name, index);
-                if !dirs.contains_key(&index) || datadir::read_partition_metadata(&dir)?.is_none() {
-                    datadir::write_partition_metadata(&dir, topic_id)?;
-                }
                 let log_config = config.to_log_config(registry.flush_mode);
-                let opened = PartitionLog::open(&dir, log_config.clone(), &registry.flusher, clean);
+                let opened = match bad_metadata.get(&index) {
+                    Some(reason) => Err(StorageError::Unavailable {
+                        path: dir.clone(),
+                        reason: reason.clone(),
+                    }),
+                    None => {
+                        if !dirs.contains_key(&index)
+                            || datadir::read_partition_metadata(&dir)?.is_none()
+                        {
+                            datadir::write_partition_metadata(&dir, topic_id)?;
+                        }
+                        PartitionLog::open(&dir, log_config.clone(), &registry.flusher, clean)
+                    }
+                };
                 let (log, open) = match opened {
                     Ok(opened) => opened,
                     // Out of descriptors is the process's limit, not this partition's

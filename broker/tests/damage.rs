@@ -232,3 +232,77 @@ async fn one_bad_partition_goes_offline_and_damage_is_served_around() {
         "no clean-shutdown marker while a partition was never loaded"
     );
 }
+
+/// A partition whose `partition.metadata` is unreadable, or names another topic id, goes
+/// offline alone: the broker starts and the topic's other partitions serve. Before, one such
+/// file stopped the whole broker from starting.
+#[tokio::test]
+async fn bad_partition_metadata_takes_only_that_partition_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    let created = client.create_topic("meta", 3, &[]).await;
+    assert_eq!(created.topics[0].error_code, 0);
+    for partition in 0..3 {
+        let (code, _) = client
+            .produce("meta", partition, batch(&[(None, "before")]))
+            .await;
+        assert_eq!(code, 0);
+    }
+    drop(client);
+    broker.shutdown().await.unwrap();
+
+    let metadata_of = |p: i32| {
+        dir.path()
+            .join(format!("meta-{p}"))
+            .join("partition.metadata")
+    };
+    // Partition 1: garbage. Partition 2: a well-formed file naming another topic id.
+    fs::write(metadata_of(1), b"\xff\x00 not a metadata file").unwrap();
+    let good = fs::read_to_string(metadata_of(0)).unwrap();
+    let other_id = "topic_id: AAAAAAAAAAAAAAAAAAAAAQ";
+    let foreign: String = good
+        .lines()
+        .map(|l| {
+            if l.starts_with("topic_id") {
+                other_id
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_ne!(foreign, good);
+    fs::write(metadata_of(2), foreign.as_bytes()).unwrap();
+
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    let storage_error = ResponseError::KafkaStorageError.code();
+    assert_eq!(
+        client.produce("meta", 0, batch(&[(None, "after")])).await,
+        (0, 1),
+        "partition 0 serves"
+    );
+    for partition in [1, 2] {
+        assert_eq!(
+            client
+                .produce("meta", partition, batch(&[(None, "after")]))
+                .await
+                .0,
+            storage_error,
+            "partition {partition} is offline"
+        );
+        assert_eq!(
+            client.fetch("meta", partition, 0).await.error_code,
+            storage_error
+        );
+    }
+    drop(client);
+    broker.shutdown().await.unwrap();
+    // Nothing was rewritten: the operator's evidence is left as it was.
+    assert_eq!(
+        fs::read(metadata_of(1)).unwrap(),
+        b"\xff\x00 not a metadata file"
+    );
+    assert_eq!(fs::read_to_string(metadata_of(2)).unwrap(), foreign);
+}
