@@ -582,42 +582,42 @@ mod tests {
     fn per_address_caps_and_overrides() {
         let l = limits(&[
             ("max.connections.per.ip", "2"),
-            ("max.connections.per.ip.overrides", "10.0.0.9:1"),
+            ("max.connections.per.ip.overrides", "127.0.0.19:1"),
         ]);
-        let a = admitted(l.admit(ip("10.0.0.1")));
-        let _b = admitted(l.admit(ip("10.0.0.1")));
+        let a = admitted(l.admit(ip("127.0.0.11")));
+        let _b = admitted(l.admit(ip("127.0.0.11")));
         assert!(matches!(
-            l.admit(ip("10.0.0.1")),
+            l.admit(ip("127.0.0.11")),
             Admission::TooManyFromAddress { cap: 2 }
         ));
         // IPv4-mapped IPv6 is the same address.
         assert!(matches!(
-            l.admit(ip("::ffff:10.0.0.1")),
+            l.admit(ip("::ffff:127.0.0.11")),
             Admission::TooManyFromAddress { .. }
         ));
-        let _c = admitted(l.admit(ip("10.0.0.2")));
-        let _d = admitted(l.admit(ip("10.0.0.9")));
+        let _c = admitted(l.admit(ip("127.0.0.12")));
+        let _d = admitted(l.admit(ip("127.0.0.19")));
         assert!(matches!(
-            l.admit(ip("10.0.0.9")),
+            l.admit(ip("127.0.0.19")),
             Admission::TooManyFromAddress { cap: 1 }
         ));
         drop(a);
-        let _e = admitted(l.admit(ip("10.0.0.1")));
+        let _e = admitted(l.admit(ip("127.0.0.11")));
         assert_eq!(l.connection_count(), 4);
     }
 
     #[test]
     fn at_the_cap_the_longest_idle_connection_makes_room() {
         let l = limits(&[("max.connections", "3")]);
-        let a = admitted(l.admit(ip("10.0.0.1")));
-        let b = admitted(l.admit(ip("10.0.0.2")));
-        let c = admitted(l.admit(ip("10.0.0.3")));
+        let a = admitted(l.admit(ip("127.0.0.11")));
+        let b = admitted(l.admit(ip("127.0.0.12")));
+        let c = admitted(l.admit(ip("127.0.0.13")));
         // b is the oldest idle; a is busy (a request in flight), c half-reads one.
         b.activity().last_active_ms.store(1, Ordering::Relaxed);
         a.activity().last_active_ms.store(0, Ordering::Relaxed);
         a.activity().request_read(false);
         c.activity().last_active_ms.store(2, Ordering::Relaxed);
-        let d = admitted(l.admit(ip("10.0.0.4")));
+        let d = admitted(l.admit(ip("127.0.0.14")));
         d.activity().request_read(false);
         assert_eq!(l.connection_count(), 3);
         // b was told to close; dropping its guard later does not free a second slot.
@@ -631,28 +631,28 @@ mod tests {
         drop(b);
         assert_eq!(l.connection_count(), 3);
         assert!(c.activity().begin_request());
-        assert!(matches!(l.admit(ip("10.0.0.5")), Admission::Full));
+        assert!(matches!(l.admit(ip("127.0.0.15")), Admission::Full));
         a.activity().replies_done(1, &l);
         // a is idle again, so a slot can be made.
-        assert!(matches!(l.admit(ip("10.0.0.5")), Admission::Admitted(_)));
+        assert!(matches!(l.admit(ip("127.0.0.15")), Admission::Admitted(_)));
     }
 
     #[test]
     fn eviction_and_a_starting_request_cannot_both_win() {
         let l = limits(&[("max.connections", "1")]);
-        let a = admitted(l.admit(ip("10.0.0.1")));
+        let a = admitted(l.admit(ip("127.0.0.11")));
         // a starts reading a request first: the evictor finds no victim.
         assert!(a.activity().begin_request());
-        assert!(matches!(l.admit(ip("10.0.0.2")), Admission::Full));
+        assert!(matches!(l.admit(ip("127.0.0.12")), Admission::Full));
         // Read completely with the next request's bytes behind it: still busy after
         // the first reply is written.
         a.activity().request_read(true);
         a.activity().replies_done(1, &l);
-        assert!(matches!(l.admit(ip("10.0.0.2")), Admission::Full));
+        assert!(matches!(l.admit(ip("127.0.0.12")), Admission::Full));
         a.activity().request_read(false);
         a.activity().replies_done(1, &l);
         // Idle again: the evictor wins, and a request starting after that is refused.
-        let _b = admitted(l.admit(ip("10.0.0.2")));
+        let _b = admitted(l.admit(ip("127.0.0.12")));
         assert!(!a.activity().begin_request());
         assert!(!a.activity().is_idle());
     }
@@ -670,15 +670,15 @@ mod tests {
             .checked_sub(STALLED_WRITE_EVICTABLE * 2)
             .unwrap_or(l.epoch);
         let l = Arc::new(l);
-        let a = admitted(l.admit(ip("10.0.0.1")));
+        let a = admitted(l.admit(ip("127.0.0.11")));
         assert!(a.activity().begin_request());
         a.activity().request_read(false);
         // Waiting on the socket only just now: not yet.
         a.activity().set_write_waiting(true, &l);
-        assert!(matches!(l.admit(ip("10.0.0.2")), Admission::Full));
+        assert!(matches!(l.admit(ip("127.0.0.12")), Admission::Full));
         // No progress for longer than STALLED_WRITE_EVICTABLE.
         a.activity().write_waiting_ms.store(0, Ordering::Relaxed);
-        let _b = admitted(l.admit(ip("10.0.0.2")));
+        let _b = admitted(l.admit(ip("127.0.0.12")));
         assert!(!a.activity().begin_request(), "a was evicted");
     }
 
@@ -693,13 +693,13 @@ mod tests {
     fn warnings_are_one_per_peer_per_interval_with_a_count() {
         let w = WarnLimiter::default();
         let t0 = Instant::now();
-        let peer = ip("10.0.0.1");
+        let peer = ip("127.0.0.11");
         assert_eq!(w.admit(peer, t0), Some(0));
         for i in 1..=5 {
             assert_eq!(w.admit(peer, t0 + Duration::from_millis(i)), None);
         }
         assert_eq!(
-            w.admit(ip("10.0.0.2"), t0),
+            w.admit(ip("127.0.0.12"), t0),
             Some(0),
             "other peers have their own"
         );
