@@ -21,7 +21,7 @@ mod common;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,55 +29,9 @@ use common::{batch, Client, TIMEOUT};
 use kafka_protocol::error::ResponseError;
 use sluice_storage::batch::Records;
 
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs {
-    path: PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` bytes, or says why not and returns None.
-    fn mount(size: u64) -> Option<Tmpfs> {
-        let parent = tempfile::tempdir().expect("temp dir");
-        let path = parent.path().join("mnt");
-        std::fs::create_dir(&path).expect("mount point");
-        let result = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&path)
-            .stderr(Stdio::piped())
-            .output();
-        match result {
-            Ok(out) if out.status.success() => Some(Tmpfs {
-                path,
-                _parent: parent,
-            }),
-            Ok(out) => {
-                eprintln!(
-                    "SKIPPED: cannot mount a tmpfs (needs root): {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("SKIPPED: cannot run mount: {e}");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            // Something still holds it (a broker that did not stop): detach it anyway.
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        }
-    }
-}
+#[path = "../../storage/tests/support/tmpfs.rs"]
+mod tmpfs;
+use tmpfs::Tmpfs;
 
 /// The broker binary as a child process, killed if the test ends early.
 struct BrokerProcess {

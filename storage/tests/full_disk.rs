@@ -12,6 +12,8 @@
 //! elsewhere the tests say why and return.
 
 mod common;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
 
 use std::fs::File;
 use std::io::Write;
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use sluice_storage::batch::{BatchBuilder, Compression};
 use sluice_storage::{Flusher, LogConfig, PartitionLog};
+use tmpfs::Tmpfs;
 
 /// Names the scenario a child process runs; its value is the directory to use.
 const SCENARIO_ENV: &str = "SLUICE_FULL_DISK_SCENARIO_DIR";
@@ -30,55 +33,6 @@ const SCENARIO_ENV: &str = "SLUICE_FULL_DISK_SCENARIO_DIR";
 const PAGE: u64 = 4096;
 /// Bytes of one time index entry.
 const TIME_ENTRY: u64 = 12;
-
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs {
-    path: PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` bytes, or says why not and returns None.
-    fn mount(size: u64) -> Option<Tmpfs> {
-        let parent = tempfile::tempdir().expect("temp dir");
-        let path = parent.path().join("mnt");
-        std::fs::create_dir(&path).expect("mount point");
-        let result = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&path)
-            .stderr(Stdio::piped())
-            .output();
-        match result {
-            Ok(out) if out.status.success() => Some(Tmpfs {
-                path,
-                _parent: parent,
-            }),
-            Ok(out) => {
-                eprintln!(
-                    "SKIPPED: cannot mount a tmpfs (needs root): {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("SKIPPED: cannot run mount: {e}");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        }
-    }
-}
 
 /// Runs the test `name` of this binary in a child process with the scenario variable
 /// set to `dir`, and fails (naming the signal) unless it exits with success.
