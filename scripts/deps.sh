@@ -6,6 +6,8 @@
 #                             file changes; its hash is kept in .venv/.requirements.sha256)
 #   scripts/deps.sh --bench   also fio and iperf3 (disk / loopback baselines for benchmarks)
 #   scripts/deps.sh --kafka   also Java + Maven (apt) and Apache Kafka's jars (scripts/peers/kafka.sh)
+#   scripts/deps.sh --cluster the cluster fault bench (tests/cluster): what --kafka installs (its
+#                             workload runs Kafka's Java client) and nftables (network faults)
 #
 # Flags can be combined. Uses sudo for apt-get only when not root.
 set -euo pipefail
@@ -13,11 +15,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 want_bench=0
 want_kafka=0
+want_cluster=0
 for arg in "$@"; do
     case "$arg" in
         --bench) want_bench=1 ;;
         --kafka) want_kafka=1 ;;
-        *) echo "deps.sh: unknown option $arg (use --bench, --kafka)" >&2; exit 2 ;;
+        --cluster) want_cluster=1; want_kafka=1 ;;
+        *) echo "deps.sh: unknown option $arg (use --bench, --kafka, --cluster)" >&2; exit 2 ;;
     esac
 done
 
@@ -48,6 +52,11 @@ apt_install kcat kcat
 if [[ $want_bench == 1 ]]; then
     apt_install fio fio
     apt_install iperf3 iperf3
+fi
+if [[ $want_cluster == 1 ]]; then
+    apt_install nft nftables
+    apt_install unshare util-linux
+    apt_install ip iproute2
 fi
 
 # --- Rust components ----------------------------------------------------------------------

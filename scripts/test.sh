@@ -7,9 +7,24 @@
 #   5. compat tests           pytest over tests/compat and tests/torture with real clients
 #                             (kcat, kafka-python, confluent-kafka) against the release broker;
 #                             skipped when SLUICE_SKIP_COMPAT=1 or when there are no test_*.py
+#   6. cluster fault bench    tests/cluster in a private network namespace (scripts/cluster.sh
+#                             test): the checker's unit tests, the workload against Sluice, and
+#                             the kill -9 and full-disk faults against Sluice (a few minutes);
+#                             skipped when SLUICE_SKIP_CLUSTER=1
+#
+#   scripts/test.sh --cluster-kafka   also the whole fault bench against a 3-broker Apache
+#                             Kafka 4.4 (every nemesis, ~20 min; docs/cluster-testing.md)
 # Stops at the first failing step and exits non-zero.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+cluster_kafka=0
+for arg in "$@"; do
+    case "$arg" in
+        --cluster-kafka) cluster_kafka=1 ;;
+        *) echo "test.sh: unknown option $arg (use --cluster-kafka)" >&2; exit 2 ;;
+    esac
+done
 
 started=$SECONDS
 step_started=
@@ -57,6 +72,21 @@ else
         echo "compat tests failed (pytest exit code $rc)" >&2
         exit "$rc"
     fi
+fi
+
+section "cluster fault bench (Sluice)"
+if [[ "${SLUICE_SKIP_CLUSTER:-0}" == 1 ]]; then
+    echo "skipped: SLUICE_SKIP_CLUSTER=1"
+else
+    # nftables for the network faults, Kafka's jars for the workload's Java producer.
+    scripts/deps.sh --cluster
+    SLUICE_CLUSTER_TARGET=sluice SLUICE_CLUSTER_NEMESES=kill-leader,kill-all,disk-full \
+        scripts/cluster.sh test --timeout=900
+fi
+
+if ((cluster_kafka)); then
+    section "cluster fault bench (Apache Kafka, 3 brokers, every nemesis)"
+    SLUICE_CLUSTER_TARGET=kafka SLUICE_CLUSTER_WORKLOAD_KAFKA=1 scripts/cluster.sh test --timeout=900
 fi
 
 section "done"

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Local clusters and the cluster fault bench (tests/cluster; docs/cluster-testing.md).
+#
+#   scripts/cluster.sh start [N] [--kind sluice|kafka] [--dir DIR]
+#                        start N brokers on 127.0.0.1..N (default: 1 sluice, 3 kafka), each
+#                        with its own data dir, log and ports under DIR (default
+#                        ./sluice-cluster); prints the bootstrap servers when all are ready
+#   scripts/cluster.sh stop|kill|status [N] [--dir DIR]
+#                        SIGTERM (SIGKILL after 30 s) / SIGKILL / show every node
+#   scripts/cluster.sh test [--kind sluice|kafka] [PYTEST ARGS...]
+#                        run the fault bench inside a private network and mount namespace
+#                        (unshare --net --mount), so that its partitions and small disks
+#                        touch nothing of the host; the results table ends the output
+#   scripts/cluster.sh check HISTORY.jsonl [--json DETAILS.json]
+#                        run the checker over a history
+#
+# Needs: scripts/deps.sh (the Python venv); for kafka, scripts/deps.sh --kafka; for the
+# network faults, root and nft (scripts/deps.sh --cluster installs nftables).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+python="$repo/.venv/bin/python"
+[[ -x "$python" ]] || { echo "cluster.sh: no $python; run scripts/deps.sh first" >&2; exit 1; }
+
+cmd="${1:-}"
+shift || true
+case "$cmd" in
+    start | stop | kill | status)
+        exec "$python" "$repo/tests/cluster/launcher.py" "$cmd" "$@"
+        ;;
+    check)
+        exec "$python" "$repo/tests/cluster/checker.py" "$@"
+        ;;
+    test)
+        if [[ "${1:-}" == "--kind" ]]; then
+            export SLUICE_CLUSTER_TARGET="${2:?--kind needs sluice or kafka}"
+            shift 2
+        fi
+        host_ns="$(readlink /proc/self/ns/net)"
+        if [[ "$(id -u)" == 0 ]]; then
+            isolate=(unshare --net --mount --propagation private)
+        else
+            # Without root: a user namespace of our own. Network faults will be skipped
+            # there (nodes cannot get group ids of their own), the rest runs.
+            isolate=(unshare --user --map-root-user --net --mount --propagation private)
+        fi
+        # Inside: loopback up with the nodes' addresses, then pytest. The host's namespace
+        # is passed on so that network.py can refuse to run anywhere but in the new one.
+        exec "${isolate[@]}" -- env SLUICE_HOST_NETNS="$host_ns" bash -c '
+            set -euo pipefail
+            ip link set lo up
+            for i in $(seq 2 9); do ip addr add "127.0.0.$i/8" dev lo; done
+            cd "$1"; shift
+            exec "$0" -m pytest -q -p no:cacheprovider -rs tests/cluster "$@"
+        ' "$python" "$repo" "$@"
+        ;;
+    *)
+        sed -n '2,20p' "$0" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,619 @@
+"""Local clusters for the fault bench: N brokers on one machine, each on its own loopback
+address (127.0.0.1, .2, .3, ...), with its own data dir, log file, ports and pid file.
+
+Two kinds, with one interface (:class:`Cluster`):
+
+- ``kafka``: Apache Kafka 4.4 in KRaft mode, every node a combined broker + controller, a
+  static quorum of all nodes (``controller.quorum.voters``), run from the jars that
+  scripts/peers/kafka.sh installs, each JVM with a small heap (``SLUICE_CLUSTER_KAFKA_HEAP``,
+  default 384m) so three fit beside the tests;
+- ``sluice``: ``sluice-broker`` processes. Until Sluice is a cluster (the next issue) only
+  N=1 is possible, and asking for more is a clear error.
+
+A cluster lives in one directory, which is all the state there is: ``cluster.json`` (kind,
+nodes, addresses, ports) and one ``nodeN/`` per node with ``data/``, ``node.log`` and
+``node.pid``. So the same cluster can be started by a test and inspected, stopped or
+restarted by hand, or the other way round (``scripts/cluster.sh start|stop|status N``).
+
+Nodes are started in their own session (a kill of the test runner does not kill them; the
+tests stop them in teardown) and, when the bench runs network partitions, with a group id
+of their own (:attr:`Node.gid`): that is how network.py's nftables rules give each node's
+outgoing connections its own source address (see network.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KAFKA_SH = REPO_ROOT / "scripts" / "peers" / "kafka.sh"
+KAFKA_VERSION = os.environ.get("SLUICE_KAFKA_VERSION", "4.4.0")
+KAFKA_HOME = Path(
+    os.environ.get("SLUICE_KAFKA_HOME", Path.home() / ".cache" / "sluice" / f"kafka-{KAFKA_VERSION}")
+)
+KAFKA_HEAP = os.environ.get("SLUICE_CLUSTER_KAFKA_HEAP", "384m")
+SLUICE_BROKER_BIN = Path(
+    os.environ.get(
+        "SLUICE_BROKER_BIN",
+        Path(os.environ.get("CARGO_TARGET_DIR", REPO_ROOT / "target")) / "release" / "sluice-broker",
+    )
+)
+# Group ids given to node processes so that nftables can tell their sockets apart
+# (network.py); node N runs with GID_BASE + N.
+GID_BASE = 4200
+KINDS = ("kafka", "sluice")
+
+
+class ClusterError(Exception):
+    """A cluster could not be started, found or stopped; the message says why."""
+
+
+def node_host(node_id: int) -> str:
+    """Node N listens on 127.0.0.N: a distinct address per node, so that a network partition
+    can separate them."""
+    if not 1 <= node_id <= 250:
+        raise ClusterError(f"node id {node_id} out of range 1..250")
+    return f"127.0.0.{node_id}"
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def metadata_brokers(host: str, port: int, timeout: float = 2.0) -> Optional[list[int]]:
+    """Sends a Kafka Metadata v1 request for no topics and returns the node ids of the
+    brokers it lists, or None if the node does not answer (yet)."""
+    client_id = b"sluice-cluster-probe"
+    body = struct.pack(">hhih", 3, 1, 7, len(client_id)) + client_id + struct.pack(">i", 0)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(struct.pack(">i", len(body)) + body)
+            buf = b""
+            while len(buf) < 4:
+                chunk = s.recv(4 - len(buf))
+                if not chunk:
+                    return None
+                buf += chunk
+            (size,) = struct.unpack(">i", buf)
+            if not 0 < size < 1 << 20:
+                return None
+            resp = b""
+            while len(resp) < size:
+                chunk = s.recv(size - len(resp))
+                if not chunk:
+                    return None
+                resp += chunk
+        pos = 0
+        (corr,) = struct.unpack_from(">i", resp, pos)
+        pos += 4
+        (count,) = struct.unpack_from(">i", resp, pos)
+        pos += 4
+        ids = []
+        for _ in range(count):
+            (node_id,) = struct.unpack_from(">i", resp, pos)
+            pos += 4
+            (hlen,) = struct.unpack_from(">h", resp, pos)
+            pos += 2 + hlen + 4
+            (rlen,) = struct.unpack_from(">h", resp, pos)
+            pos += 2 + max(rlen, 0)
+            ids.append(node_id)
+        (controller,) = struct.unpack_from(">i", resp, pos)
+    except (OSError, struct.error):
+        return None
+    if corr != 7 or controller < 0:
+        return None
+    return sorted(ids)
+
+
+def _process_alive(pid: int) -> bool:
+    """True while pid runs; a zombie (killed, not yet reaped) counts as dead."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    # The state is the first field after the command, which is in parentheses.
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+@dataclass
+class Node:
+    """One broker of a cluster: its addresses, files and process."""
+
+    node_id: int
+    kind: str
+    dir: Path
+    port: int
+    controller_port: int
+    gid: Optional[int] = None
+    _proc: Optional[subprocess.Popen] = field(default=None, repr=False, compare=False)
+
+    @property
+    def host(self) -> str:
+        return node_host(self.node_id)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "node.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.dir / "node.pid"
+
+    def pid(self) -> Optional[int]:
+        try:
+            return int(self.pid_path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def alive(self) -> bool:
+        if self._proc is not None:
+            return self._proc.poll() is None
+        pid = self.pid()
+        return pid is not None and _process_alive(pid)
+
+    def signal(self, sig: int) -> bool:
+        """Sends sig to the node's process; False when it is not running."""
+        pid = self.pid()
+        if pid is None or not self.alive():
+            return False
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def spawn(self, argv: list[str], env: Optional[dict] = None) -> None:
+        if self.alive():
+            raise ClusterError(f"node {self.node_id} is already running (pid {self.pid()})")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        log.write(f"\n===== start {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
+        log.flush()
+        kwargs = {}
+        if self.gid is not None:
+            kwargs = {"group": self.gid, "extra_groups": []}
+        self._proc = subprocess.Popen(
+            argv,
+            cwd=self.dir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            **kwargs,
+        )
+        log.close()
+        self.pid_path.write_text(f"{self._proc.pid}\n")
+
+    def wait_exit(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                self._reap()
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _reap(self) -> None:
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def kill(self) -> None:
+        """kill -9, then wait until the process is gone."""
+        if self.signal(signal.SIGCONT):  # a stopped process dies on SIGKILL too, but be explicit
+            self.signal(signal.SIGKILL)
+            if not self.wait_exit(30):
+                raise ClusterError(f"node {self.node_id} did not die after SIGKILL")
+        self._reap()
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM, then SIGKILL after timeout."""
+        self.signal(signal.SIGCONT)
+        if self.signal(signal.SIGTERM) and not self.wait_exit(timeout):
+            self.kill()
+        self._reap()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+class Cluster:
+    """N local brokers of one kind in one directory. See the module docstring."""
+
+    def __init__(self, kind: str, base: Path, nodes: list[Node], cluster_id: str):
+        self.kind = kind
+        self.base = base
+        self.nodes = nodes
+        self.cluster_id = cluster_id
+
+    # --- creating and finding clusters ---------------------------------------------------
+
+    @classmethod
+    def create(cls, kind: str, base: Path, n: int, gids: bool = False) -> "Cluster":
+        if kind not in KINDS:
+            raise ClusterError(f"unknown kind {kind!r} (use {' or '.join(KINDS)})")
+        if n < 1:
+            raise ClusterError("a cluster needs at least one node")
+        if kind == "sluice" and n != 1:
+            raise ClusterError(
+                "sluice runs one node until the cluster issue lands: use N=1 (or --kind kafka)"
+            )
+        base = base.resolve()
+        if (base / "cluster.json").exists():
+            raise ClusterError(f"{base} already holds a cluster (cluster.json); stop it or use another dir")
+        base.mkdir(parents=True, exist_ok=True)
+        nodes = []
+        for node_id in range(1, n + 1):
+            host = node_host(node_id)
+            port = free_port(host)
+            controller_port = free_port(host) if kind == "kafka" else 0
+            nodes.append(
+                Node(
+                    node_id,
+                    kind,
+                    base / f"node{node_id}",
+                    port,
+                    controller_port,
+                    gid=GID_BASE + node_id if gids else None,
+                )
+            )
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster = cls(kind, base, nodes, cluster_id)
+        cluster.save()
+        return cluster
+
+    @classmethod
+    def load(cls, base: Path) -> "Cluster":
+        base = base.resolve()
+        try:
+            meta = json.loads((base / "cluster.json").read_text())
+        except FileNotFoundError:
+            raise ClusterError(f"no cluster in {base} (no cluster.json)") from None
+        nodes = [
+            Node(
+                n["node_id"],
+                meta["kind"],
+                base / f"node{n['node_id']}",
+                n["port"],
+                n["controller_port"],
+                gid=n.get("gid"),
+            )
+            for n in meta["nodes"]
+        ]
+        return cls(meta["kind"], base, nodes, meta["cluster_id"])
+
+    def save(self) -> None:
+        meta = {
+            "kind": self.kind,
+            "cluster_id": self.cluster_id,
+            "nodes": [
+                {
+                    "node_id": n.node_id,
+                    "host": n.host,
+                    "port": n.port,
+                    "controller_port": n.controller_port,
+                    "gid": n.gid,
+                }
+                for n in self.nodes
+            ],
+        }
+        (self.base / "cluster.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    # --- addresses -------------------------------------------------------------------------
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(n.address for n in self.nodes)
+
+    def node(self, node_id: int) -> Node:
+        for n in self.nodes:
+            if n.node_id == node_id:
+                return n
+        raise ClusterError(f"no node {node_id} in {self.base}")
+
+    # --- processes -------------------------------------------------------------------------
+
+    def start(self, timeout: float = 120) -> None:
+        """Starts every node that is not running and waits until the cluster is ready."""
+        for node in self.nodes:
+            if not node.alive():
+                self._start_node(node)
+        self.wait_ready(timeout)
+
+    def restart(self, node: Node, wait: bool = True, timeout: float = 120) -> None:
+        """Starts a node that was stopped or killed, on the same data dir and ports."""
+        if node.alive():
+            return
+        node._reap()
+        self._start_node(node)
+        if wait:
+            self.wait_node_ready(node, timeout)
+
+    def _start_node(self, node: Node) -> None:
+        node.data_dir.mkdir(parents=True, exist_ok=True)
+        env = None
+        if self.kind == "kafka":
+            self._write_kafka_config(node)
+            if not (node.data_dir / "meta.properties").exists():
+                self._format_kafka(node)
+            argv = [
+                "java",
+                f"-Xmx{KAFKA_HEAP}",
+                f"-Xms{KAFKA_HEAP}",
+                "-XX:+UseSerialGC",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={node.dir / 'log4j2.properties'}",
+                f"-Dkafka.logs.dir={node.dir}",
+                "-cp",
+                str(KAFKA_HOME / "libs" / "*"),
+                "kafka.Kafka",
+                str(node.dir / "server.properties"),
+            ]
+        else:
+            if not SLUICE_BROKER_BIN.exists():
+                raise ClusterError(
+                    f"{SLUICE_BROKER_BIN} not found: cargo build --release --bin sluice-broker"
+                )
+            argv = [
+                str(SLUICE_BROKER_BIN),
+                "--listen",
+                node.address,
+                "--data-dir",
+                str(node.data_dir),
+                "--node-id",
+                str(node.node_id),
+            ]
+            # As the Kafka nodes: a new group's first rebalance does not wait for more members.
+            env = {**os.environ, "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS": "0"}
+        node.spawn(argv, env)
+
+    def wait_node_ready(self, node: Node, timeout: float) -> None:
+        """Polls until the node answers Metadata listing every node of the cluster."""
+        want = sorted(n.node_id for n in self.nodes)
+        deadline = time.monotonic() + timeout
+        while True:
+            if not node.alive():
+                raise ClusterError(
+                    f"node {node.node_id} exited during start; its log ends:\n{node.log_tail()}"
+                )
+            if metadata_brokers(node.host, node.port) == want:
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"node {node.node_id} not ready within {timeout:.0f}s; its log ends:\n{node.log_tail()}"
+                )
+            time.sleep(0.2)
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            self.wait_node_ready(node, max(1.0, deadline - time.monotonic()))
+
+    def kill_all(self) -> None:
+        for node in self.nodes:
+            node.signal(signal.SIGCONT)
+            node.signal(signal.SIGKILL)
+        for node in self.nodes:
+            node.kill()
+
+    def stop(self) -> None:
+        """Stops every node (SIGTERM, SIGKILL after 30 s), also paused ones."""
+        for node in self.nodes:
+            node.signal(signal.SIGCONT)
+            node.signal(signal.SIGTERM)
+        for node in self.nodes:
+            node.stop()
+
+    def status(self) -> list[dict]:
+        want = sorted(n.node_id for n in self.nodes)
+        rows = []
+        for node in self.nodes:
+            alive = node.alive()
+            listed = metadata_brokers(node.host, node.port, timeout=1.0) if alive else None
+            rows.append(
+                {
+                    "node": node.node_id,
+                    "address": node.address,
+                    "pid": node.pid() if alive else None,
+                    "state": "down" if not alive else ("ready" if listed == want else "starting"),
+                    "sees": listed,
+                    "dir": str(node.dir),
+                }
+            )
+        return rows
+
+    # --- roles -----------------------------------------------------------------------------
+
+    def controller(self) -> Optional[Node]:
+        """The active controller (the metadata quorum's leader), or None if unknown.
+
+        Kafka's Metadata answer names a random broker as the controller in KRaft mode, so it
+        cannot tell; each node's quorum-state file records the leader it knows of and its
+        epoch, and the newest epoch wins."""
+        if self.kind == "sluice":
+            return self.nodes[0] if len(self.nodes) == 1 else None
+        best: tuple[int, int] | None = None
+        for node in self.nodes:
+            try:
+                state = json.loads(
+                    (node.data_dir / "__cluster_metadata-0" / "quorum-state").read_text()
+                )
+            except (FileNotFoundError, ValueError):
+                continue
+            leader, epoch = state.get("leaderId", -1), state.get("leaderEpoch", -1)
+            if leader is not None and leader >= 0 and (best is None or epoch > best[1]):
+                best = (leader, epoch)
+        return self.node(best[0]) if best else None
+
+    # --- Kafka configuration -------------------------------------------------------------
+
+    def _write_kafka_config(self, node: Node) -> None:
+        voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.nodes)
+        replication = min(3, len(self.nodes))
+        (node.dir / "server.properties").write_text(
+            f"""# Apache Kafka {KAFKA_VERSION}, node {node.node_id} of a {len(self.nodes)}-node KRaft cluster
+# written by sluice tests/cluster/launcher.py
+process.roles=broker,controller
+node.id={node.node_id}
+controller.quorum.voters={voters}
+listeners=PLAINTEXT://{node.host}:{node.port},CONTROLLER://{node.host}:{node.controller_port}
+advertised.listeners=PLAINTEXT://{node.host}:{node.port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={node.data_dir}
+num.partitions=3
+default.replication.factor={replication}
+min.insync.replicas={min(2, replication)}
+unclean.leader.election.enable=false
+auto.create.topics.enable=false
+offsets.topic.replication.factor={replication}
+transaction.state.log.replication.factor={replication}
+transaction.state.log.min.isr={min(2, replication)}
+share.coordinator.state.topic.replication.factor={replication}
+share.coordinator.state.topic.min.isr={min(2, replication)}
+group.initial.rebalance.delay.ms=0
+# Fewer threads than the defaults: three brokers share two cores with the workload.
+num.network.threads=2
+num.io.threads=2
+num.replica.fetchers=1
+background.threads=2
+log.cleaner.threads=1
+"""
+        )
+        (node.dir / "log4j2.properties").write_text(
+            """rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+appender.stdout.type = Console
+appender.stdout.name = STDOUT
+appender.stdout.layout.type = PatternLayout
+appender.stdout.layout.pattern = [%d] %p %m (%c)%n
+logger.state.name = state.change.logger
+logger.state.level = INFO
+"""
+        )
+
+    def _format_kafka(self, node: Node) -> None:
+        if not (KAFKA_HOME / "libs" / ".pom.sha256").exists():
+            raise ClusterError(f"Apache Kafka {KAFKA_VERSION} not installed: scripts/deps.sh --kafka")
+        out = subprocess.run(
+            [
+                "java",
+                "-Xmx256m",
+                "-cp",
+                str(KAFKA_HOME / "libs" / "*"),
+                f"-Dlog4j2.configurationFile={node.dir / 'log4j2.properties'}",
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={self.cluster_id}",
+                "-c",
+                str(node.dir / "server.properties"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        (node.dir / "format.log").write_text(out.stdout + out.stderr)
+        if out.returncode != 0:
+            raise ClusterError(f"kafka storage format failed for node {node.node_id}:\n{out.stdout}{out.stderr}")
+
+
+def start_cluster(kind: str, base: Path, n: int, gids: bool = False, timeout: float = 120) -> Cluster:
+    """Creates (or reuses, if base already holds one of the same kind and size) and starts a
+    cluster; on a failed start every node started so far is stopped again."""
+    if (base / "cluster.json").exists():
+        cluster = Cluster.load(base)
+        if cluster.kind != kind or len(cluster.nodes) != n:
+            raise ClusterError(
+                f"{base} holds a {len(cluster.nodes)}-node {cluster.kind} cluster, not {n}-node {kind}"
+            )
+    else:
+        cluster = Cluster.create(kind, base, n, gids=gids)
+    try:
+        cluster.start(timeout)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/cluster.sh",
+        description="Start, stop or show N local brokers on 127.0.0.1..N (see tests/cluster/launcher.py).",
+    )
+    parser.add_argument("command", choices=["start", "stop", "kill", "status"])
+    parser.add_argument("n", nargs="?", type=int, help="number of nodes (start only; default 3 for kafka, 1 for sluice)")
+    parser.add_argument("--kind", choices=KINDS, default=os.environ.get("SLUICE_CLUSTER_KIND", "sluice"))
+    parser.add_argument("--dir", type=Path, default=Path(os.environ.get("SLUICE_CLUSTER_DIR", "sluice-cluster")))
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "start":
+            n = args.n or (3 if args.kind == "kafka" else 1)
+            started = time.monotonic()
+            cluster = start_cluster(args.kind, args.dir, n)
+            print(
+                f"{cluster.kind} cluster of {n} ready in {time.monotonic() - started:.1f}s "
+                f"in {cluster.base}; bootstrap servers: {cluster.bootstrap}"
+            )
+            return 0
+        cluster = Cluster.load(args.dir)
+        if args.n is not None and args.n != len(cluster.nodes):
+            raise ClusterError(f"{args.dir} holds {len(cluster.nodes)} nodes, not {args.n}")
+        if args.command == "stop":
+            cluster.stop()
+            print(f"stopped {len(cluster.nodes)} {cluster.kind} nodes in {cluster.base}")
+        elif args.command == "kill":
+            cluster.kill_all()
+            print(f"killed {len(cluster.nodes)} {cluster.kind} nodes in {cluster.base}")
+        else:
+            controller = cluster.controller()
+            print(
+                f"{cluster.kind} cluster in {cluster.base}; bootstrap servers: {cluster.bootstrap}; "
+                f"controller: {controller.node_id if controller else 'unknown'}"
+            )
+            rows = cluster.status()
+            for row in rows:
+                print(
+                    f"  node {row['node']}  {row['address']:<21} {row['state']:<8} "
+                    f"pid {row['pid'] or '-':<8} sees {row['sees'] or '-'}  {row['dir']}"
+                )
+            return 0 if all(r["state"] == "ready" for r in rows) else 1
+        return 0
+    except ClusterError as e:
+        print(f"cluster: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,199 @@
+"""The fault bench: one test per nemesis, each a whole Jepsen-style run.
+
+A run: start a cluster (settings in conftest.py: Sluice or Apache Kafka, N nodes), create a
+topic (3 partitions, replication factor min(3, N), min.insync.replicas min(2, N), unclean
+leader election off), start the workload (idempotent acks=all producers in Python and Java,
+group and assigned consumers; workload.py), let it run healthy, start the fault, hold it,
+undo it, wait until the cluster has recovered, let the workload run on, stop it, read every
+partition in full, and give the merged history to the checker. The test fails on any
+violation the checker reports, and if either kind of producer acknowledged nothing.
+
+Every run leaves its files in pytest's tmp dir (cluster node dirs and logs, each client's
+history and log, history.jsonl, checker.json) and adds one line to the results table.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+import checker
+import history
+from launcher import Cluster, ClusterError, start_cluster
+from nemesis import NEMESES, FaultContext, Nemesis, PauseLeader, SmallDisk
+from network import Network, private_namespace_reason
+from workload import Workload, create_topic
+
+TOPIC = "jepsen"
+PARTITIONS = 3
+# Enough for the full-disk fault to fill quickly, enough for a run's records.
+SMALL_DISK_MB = {"sluice": 192, "kafka": 256}
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _admin(cluster: Cluster) -> AdminClient:
+    # Quiet: while nodes are down it would log every refused connection; errors that matter
+    # surface as exceptions.
+    return AdminClient({"bootstrap.servers": cluster.bootstrap, "socket.timeout.ms": 5000, "log_level": 2})
+
+
+def _leaders(admin: AdminClient, timeout: float = 5.0) -> Optional[dict[int, int]]:
+    """partition -> leader node id, or None when metadata cannot be had right now."""
+    try:
+        topic = admin.list_topics(TOPIC, timeout=timeout).topics.get(TOPIC)
+    except KafkaException:
+        return None
+    if topic is None or topic.error is not None:
+        return None
+    return {p.id: p.leader for p in topic.partitions.values()}
+
+
+def _topic_settings(cluster: Cluster) -> tuple[int, dict[str, str]]:
+    """Replication factor and configs of the workload's topic on this cluster."""
+    replicas = min(3, len(cluster.nodes))
+    config = {"min.insync.replicas": str(min(2, replicas))}
+    if cluster.kind == "kafka":
+        # Kafka's default, stated: the bench must never count on an unclean election.
+        # (Sluice does not know the property yet; it has one replica per partition.)
+        config["unclean.leader.election.enable"] = "false"
+    return replicas, config
+
+
+def _wait_leaders(cluster: Cluster, admin: AdminClient, deadline_s: float) -> dict[int, int]:
+    ids = {n.node_id for n in cluster.nodes}
+    deadline = time.monotonic() + deadline_s
+    while True:
+        leaders = _leaders(admin)
+        if leaders and len(leaders) == PARTITIONS and all(l in ids for l in leaders.values()):
+            return leaders
+        if time.monotonic() > deadline:
+            raise AssertionError(f"topic {TOPIC} has no leader for every partition after {deadline_s:.0f}s: {leaders}")
+        time.sleep(0.5)
+
+
+def _wait_recovered(cluster: Cluster, admin: AdminClient, deadline_s: float = 120) -> float:
+    """Waits until every node is up and sees the whole cluster and every partition has a
+    leader; returns how long that took."""
+    started = time.monotonic()
+    cluster.wait_ready(deadline_s)
+    _wait_leaders(cluster, admin, max(5.0, deadline_s - (time.monotonic() - started)))
+    return time.monotonic() - started
+
+
+def _longest_ack_gap(path: Path) -> float:
+    """The longest time, in seconds, between two consecutive acknowledged sends of the run
+    (any producer): how long writes stalled at worst, the fault's cost in availability."""
+    acks = sorted(op["mono"] for op in history.read(path) if op.get("f") == "send" and op.get("type") == "ok")
+    return max((b - a for a, b in zip(acks, acks[1:])), default=0) / 1e9
+
+
+def _skip_reason(nemesis: type[Nemesis], bench, nodes: int) -> Optional[str]:
+    if bench.nemeses is not None and nemesis.name not in bench.nemeses:
+        return f"not selected (SLUICE_CLUSTER_NEMESES={','.join(bench.nemeses)})"
+    if nodes < nemesis.min_nodes:
+        why = " (Sluice runs one node until the cluster issue lands)" if bench.target == "sluice" else ""
+        return f"{nemesis.name} needs {nemesis.min_nodes} nodes, the cluster has {nodes}{why}"
+    if nemesis.needs_network:
+        return private_namespace_reason()
+    return None
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("nemesis_name", list(NEMESES))
+def test_nemesis(nemesis_name: str, bench, results_table, tmp_path: Path) -> None:
+    nemesis_cls = NEMESES[nemesis_name]
+    reason = _skip_reason(nemesis_cls, bench, bench.nodes)
+    if reason:
+        pytest.skip(reason)
+    nemesis = nemesis_cls()
+    base = tmp_path / "cluster"
+    cluster = Cluster.create(bench.target, base, bench.nodes, gids=nemesis.needs_network)
+    network: Optional[Network] = None
+    disk: Optional[SmallDisk] = None
+    workload: Optional[Workload] = None
+    started = time.monotonic()
+    try:
+        if nemesis.needs_network:
+            network = Network([n.node_id for n in cluster.nodes])
+            network.setup()
+        if nemesis.needs_disk:
+            disk = SmallDisk(cluster.nodes[0], SMALL_DISK_MB[bench.target])
+            try:
+                disk.mount()
+            except PermissionError as e:
+                pytest.skip(str(e))
+        cluster = start_cluster(bench.target, base, bench.nodes)
+        _log(f"{bench.target} cluster of {bench.nodes} ready: {cluster.bootstrap}")
+        admin = _admin(cluster)
+        replicas, config = _topic_settings(cluster)
+        create_topic(cluster.bootstrap, TOPIC, PARTITIONS, replicas, config)
+        ctx = FaultContext(
+            cluster=cluster,
+            topic=TOPIC,
+            leader_of=lambda p: (_leaders(admin) or {}).get(p),
+            network=network,
+            disk=disk,
+        )
+
+        workload = Workload(cluster.bootstrap, TOPIC, tmp_path / "workload")
+        workload.start()
+        workload.wait_ready(60)
+        _log(f"workload running; healthy for {bench.healthy_s:.0f}s")
+        time.sleep(bench.healthy_s)  # a phase of the run, not a wait for readiness
+
+        hold_s = max(bench.fault_s, PauseLeader.min_hold_s) if isinstance(nemesis, PauseLeader) else bench.fault_s
+        _log(f"nemesis {nemesis.name} starts: {nemesis.start(ctx)}; held {hold_s:.0f}s")
+        try:
+            time.sleep(hold_s)  # the fault's duration
+        finally:
+            _log(f"nemesis {nemesis.name} stops: {nemesis.stop(ctx)}")
+        took = _wait_recovered(cluster, admin)
+        _log(f"cluster recovered in {took:.1f}s; workload goes on for {bench.recover_s:.0f}s")
+        time.sleep(bench.recover_s)  # a phase of the run
+
+        exits = workload.stop()
+        _log(f"workload stopped: {exits}")
+        workload.final_read()
+        path = workload.merge()
+    finally:
+        if workload is not None:
+            workload.kill()
+        if network is not None:
+            network.teardown()
+        try:
+            cluster.stop()
+        except ClusterError as e:
+            _log(f"stopping the cluster: {e}")
+        if disk is not None:
+            disk.unmount()
+
+    result = checker.check(history.read(path))
+    (tmp_path / "checker.json").write_text(json.dumps(result.to_json(), indent=1, default=str))
+    elapsed = time.monotonic() - started
+    by_client = " ".join(f"{c}={n}" for c, n in sorted(result.acked_by_client.items()))
+    results_table.append(
+        f"{bench.target:<6} n={bench.nodes} {nemesis.name:<19} "
+        + " ".join(f"{k}={getattr(result, k)}" for k in checker.VIOLATIONS)
+        + f" | acked={result.acked} ({by_client}) indeterminate={result.indeterminate}"
+        f" unacked_seen={result.unacked_seen} | longest write stall {_longest_ack_gap(path):.1f}s | {elapsed:.0f}s"
+    )
+    if bench.results_file is not None:
+        with open(bench.results_file, "a") as f:
+            f.write(results_table[-1] + "\n")
+    _log(result.summary())
+    for name, count in sorted(result.acked_by_process.items()):
+        _log(f"  {name}: acked {count}")
+    assert result.ok, "\n".join([result.summary(), *result.example_lines()])
+    assert result.acked_by_client.get("java", 0) > 0, f"the Java producer acknowledged nothing: {result.summary()}"
+    assert (
+        result.acked_by_client.get("confluent-kafka", 0) > 0
+    ), f"the Python producers acknowledged nothing: {result.summary()}"
