@@ -54,6 +54,10 @@ Allowed, but counted:
 
 - unacked_seen: values whose send completed with info or never completed, yet read.
 - indeterminate: sends completed with info, or never completed (their process died).
+- acked_without_offset: sends acknowledged (ok) without an offset (``"offset": null``):
+  librdkafka reports a retried batch that the broker answered DUPLICATE_SEQUENCE_NUMBER as
+  persisted with its offset unknown. They count as acked (the lost check applies) but
+  observe no position.
 - read: distinct values read (polls and final read).
 
 Acked counts (send ok ops) are also given per ``client`` and per ``process`` field, so a run
@@ -94,7 +98,7 @@ VIOLATIONS = (
     "final_incomplete",
 )
 # Allowed anomalies, counted only.
-ALLOWED = ("unacked_seen", "indeterminate", "read")
+ALLOWED = ("unacked_seen", "indeterminate", "acked_without_offset", "read")
 MAX_EXAMPLES = 20
 KNOWN_F = frozenset({"send", "poll", "assign", "commit", "final-read"})
 KNOWN_TYPES = frozenset({"invoke", "ok", "fail", "info"})
@@ -128,6 +132,7 @@ class Result:
     final_incomplete: int = 0
     unacked_seen: int = 0
     indeterminate: int = 0
+    acked_without_offset: int = 0
     read: int = 0
     # Up to MAX_EXAMPLES JSON-able examples per anomaly kind (violations and unacked_seen).
     examples: dict[str, list[dict]] = field(default_factory=dict)
@@ -276,7 +281,7 @@ def check(ops: Iterable[dict]) -> Result:
     acked_by_process: dict[str, int] = defaultdict(int)
 
     sends: dict[Any, _Send] = {}  # value -> its send
-    acks: dict[Any, tuple[int, int, str]] = {}  # acked value -> (partition, offset, process)
+    acks: dict[Any, tuple[int, int | None, str]] = {}  # acked value -> (partition, offset, process)
     # Every observation: value -> positions, position -> values, partition -> offsets.
     positions_of: dict[Any, set[Position]] = defaultdict(set)
     values_at: dict[Position, set[Any]] = defaultdict(set)
@@ -311,12 +316,20 @@ def check(ops: Iterable[dict]) -> Result:
             send.error = op.get("error")
             if type_ == "ok":
                 partition = _get_int(op, index, "partition")
-                offset = _get_int(op, index, "offset")
+                # An ack may come without an offset: librdkafka reports a retried batch that
+                # the broker answered DUPLICATE_SEQUENCE_NUMBER as persisted, offset unknown.
+                # It still counts as acknowledged (it must be in the final read), but it
+                # observes no position.
+                raw_offset = _get(op, index, "offset")
+                offset = None if raw_offset is None else _int(op, index, "offset", raw_offset)
                 client = _get_str(op, index, "client")
                 acks[value] = (partition, offset, process)
                 acked_by_client[client] += 1
                 acked_by_process[process] += 1
-                observe(partition, offset, value)
+                if offset is None:
+                    result.acked_without_offset += 1
+                else:
+                    observe(partition, offset, value)
         elif f == "poll":
             if type_ == "ok":
                 for partition, offset, value in _records(op, index):
@@ -384,7 +397,7 @@ def check(ops: Iterable[dict]) -> Result:
 def _check_values(
     result: Result,
     sends: dict[Any, _Send],
-    acks: dict[Any, tuple[int, int, str]],
+    acks: dict[Any, tuple[int, int | None, str]],
     positions_of: dict[Any, set[Position]],
     values_at: dict[Position, set[Any]],
     read_values: dict[Any, Position],

@@ -190,6 +190,12 @@ class HistoryProducer:
     def _config(self, args: argparse.Namespace) -> dict[str, Any]:
         config: dict[str, Any] = {"bootstrap.servers": args.bootstrap, "client.id": args.process}
         config.update(parse_props(args.X))
+        if args.unsafe_acks_1:
+            # The bench's negative control only: a leader acknowledges alone, so records it
+            # loses in a failover were acknowledged (test_faults.py's control test).
+            config.update({"enable.idempotence": "false", "acks": "1"})
+            config["error_cb"] = self._on_error
+            return config
         for key, required in (("enable.idempotence", "true"), ("acks", "all")):
             if key in config and str(config[key]).lower() not in (required, "-1"):
                 log(self.name, f"ignoring -X {key}={config[key]}: the workload always uses {key}={required}")
@@ -213,6 +219,8 @@ class HistoryProducer:
         self.pending.discard(value)
         if err is None:
             self.acked += 1
+            # offset() is None when librdkafka knows the record persisted but not where (a
+            # retried batch answered DUPLICATE_SEQUENCE_NUMBER): recorded as null.
             self.history.op("ok", "send", value=value, partition=msg.partition(), offset=msg.offset())
         else:
             # With idempotent retries a record reported as failed may still have been
@@ -635,6 +643,11 @@ def build_parser() -> argparse.ArgumentParser:
     producer.add_argument("--rate", type=parse_rate, default=50.0, help="records per second (N or N/s)")
     producer.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     producer.add_argument("--drain-timeout", type=float, default=60.0, help="max wait for outstanding records at stop")
+    producer.add_argument(
+        "--unsafe-acks-1",
+        action="store_true",
+        help="acks=1 without idempotence, for the bench's negative control (records can be lost)",
+    )
     producer.set_defaults(run=cmd_producer)
 
     group = sub.add_parser("group-consumer", help="consumer in a group, committing synchronously")

@@ -499,7 +499,7 @@ def test_cli_unacked_seen_is_not_a_failure(tmp_path):
     run = run_checker(h.write(tmp_path / "h.jsonl"), cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.startswith("checker: OK ")
-    assert "| allowed: unacked_seen=1 indeterminate=1 read=6" in run.stdout
+    assert "| allowed: unacked_seen=1 indeterminate=1 acked_without_offset=0 read=6" in run.stdout
 
 
 def bad_input_cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
@@ -550,3 +550,20 @@ def test_cli_bad_input_exits_2(case, tmp_path, capsys):
     assert message in run.stderr
     assert "Traceback" not in run.stderr
     assert run.stdout == ""
+
+
+def test_an_ack_without_offset_counts_as_acked_and_must_be_read() -> None:
+    """librdkafka acknowledges a retried batch that the broker answered
+    DUPLICATE_SEQUENCE_NUMBER with no offset (seen against Kafka after kill-all): it is acked,
+    observes no position, and is lost if the final read lacks it."""
+    h = History()
+    records = five_acked(h)
+    h.send("py-producer-0", "f", "ok", partition=0, offset=None)
+    h.send("py-producer-0", "g", "ok", partition=1, offset=None)
+    h.final(*records, (0, 5, "f"))
+    result = check(h.ops)
+    assert result.acked == 7
+    assert result.acked_without_offset == 2
+    assert result.lost == 1, result.examples
+    assert result.examples["lost"][0]["value"] == "g"
+    assert result.inconsistent == 0 and result.duplicated == 0

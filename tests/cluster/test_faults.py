@@ -15,6 +15,7 @@ history and log, history.jsonl, checker.json) and adds one line to the results t
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -26,11 +27,13 @@ from confluent_kafka.admin import AdminClient
 import checker
 import history
 from launcher import Cluster, ClusterError, start_cluster
-from nemesis import NEMESES, FaultContext, Nemesis, PauseLeader, SmallDisk
+from nemesis import NEMESES, FaultContext, Nemesis, PartitionLeader, PauseLeader, SmallDisk
 from network import Network, private_namespace_reason
 from workload import Workload, create_topic
 
 TOPIC = "jepsen"
+# The negative control's name in SLUICE_CLUSTER_NEMESES and in the results table.
+CONTROL = "control-acks-1"
 PARTITIONS = 3
 # Enough for the full-disk fault to fill quickly, enough for a run's records.
 SMALL_DISK_MB = {"sluice": 192, "kafka": 256}
@@ -96,25 +99,33 @@ def _longest_ack_gap(path: Path) -> float:
     return max((b - a for a, b in zip(acks, acks[1:])), default=0) / 1e9
 
 
-def _skip_reason(nemesis: type[Nemesis], bench, nodes: int) -> Optional[str]:
-    if bench.nemeses is not None and nemesis.name not in bench.nemeses:
-        return f"not selected (SLUICE_CLUSTER_NEMESES={','.join(bench.nemeses)})"
-    if nodes < nemesis.min_nodes:
+def _cannot_run(reason: str) -> None:
+    """A nemesis that cannot run here (no permission, no namespace) is skipped with the
+    reason; where the bench must run in full (CI, as root: SLUICE_CLUSTER_STRICT=1) that is
+    a failure instead, so that a skip never hides a fault that went untested."""
+    if os.environ.get("SLUICE_CLUSTER_STRICT") == "1":
+        pytest.fail(f"SLUICE_CLUSTER_STRICT=1 but the nemesis cannot run: {reason}")
+    pytest.skip(reason)
+
+
+def _check_runnable(nemesis_cls: type[Nemesis], name: str, bench) -> None:
+    """Skips (or fails, see _cannot_run) a run that cannot or should not happen here."""
+    if bench.nodes < nemesis_cls.min_nodes:
         why = " (Sluice runs one node until the cluster issue lands)" if bench.target == "sluice" else ""
-        return f"{nemesis.name} needs {nemesis.min_nodes} nodes, the cluster has {nodes}{why}"
-    if nemesis.needs_network:
-        return private_namespace_reason()
-    return None
+        pytest.skip(f"{name} needs {nemesis_cls.min_nodes} nodes, the cluster has {bench.nodes}{why}")
+    if bench.nemeses is not None and name not in bench.nemeses:
+        pytest.skip(f"not selected (SLUICE_CLUSTER_NEMESES={','.join(bench.nemeses)})")
+    if nemesis_cls.needs_network:
+        reason = private_namespace_reason()
+        if reason:
+            _cannot_run(reason)
 
 
-@pytest.mark.timeout(900)
-@pytest.mark.parametrize("nemesis_name", list(NEMESES))
-def test_nemesis(nemesis_name: str, bench, results_table, tmp_path: Path) -> None:
-    nemesis_cls = NEMESES[nemesis_name]
-    reason = _skip_reason(nemesis_cls, bench, bench.nodes)
-    if reason:
-        pytest.skip(reason)
-    nemesis = nemesis_cls()
+def _run(
+    bench, nemesis: Nemesis, tmp_path: Path, results_table: list[str], label: str, unsafe_acks_1: bool = False
+) -> checker.Result:
+    """One whole run (see the module docstring); returns the checker's result and adds the
+    run's line to the results table."""
     base = tmp_path / "cluster"
     cluster = Cluster.create(bench.target, base, bench.nodes, gids=nemesis.needs_network)
     network: Optional[Network] = None
@@ -130,11 +141,13 @@ def test_nemesis(nemesis_name: str, bench, results_table, tmp_path: Path) -> Non
             try:
                 disk.mount()
             except PermissionError as e:
-                pytest.skip(str(e))
+                _cannot_run(str(e))
         cluster = start_cluster(bench.target, base, bench.nodes)
         _log(f"{bench.target} cluster of {bench.nodes} ready: {cluster.bootstrap}")
         admin = _admin(cluster)
         replicas, config = _topic_settings(cluster)
+        if unsafe_acks_1:
+            config["min.insync.replicas"] = "1"
         create_topic(cluster.bootstrap, TOPIC, PARTITIONS, replicas, config)
         ctx = FaultContext(
             cluster=cluster,
@@ -144,7 +157,13 @@ def test_nemesis(nemesis_name: str, bench, results_table, tmp_path: Path) -> Non
             disk=disk,
         )
 
-        workload = Workload(cluster.bootstrap, TOPIC, tmp_path / "workload")
+        workload = Workload(
+            cluster.bootstrap,
+            TOPIC,
+            tmp_path / "workload",
+            java_producers=0 if unsafe_acks_1 else 1,
+            unsafe_acks_1=unsafe_acks_1,
+        )
         workload.start()
         workload.wait_ready(60)
         _log(f"workload running; healthy for {bench.healthy_s:.0f}s")
@@ -181,7 +200,7 @@ def test_nemesis(nemesis_name: str, bench, results_table, tmp_path: Path) -> Non
     elapsed = time.monotonic() - started
     by_client = " ".join(f"{c}={n}" for c, n in sorted(result.acked_by_client.items()))
     results_table.append(
-        f"{bench.target:<6} n={bench.nodes} {nemesis.name:<19} "
+        f"{bench.target:<6} n={bench.nodes} {label:<19} "
         + " ".join(f"{k}={getattr(result, k)}" for k in checker.VIOLATIONS)
         + f" | acked={result.acked} ({by_client}) indeterminate={result.indeterminate}"
         f" unacked_seen={result.unacked_seen} | longest write stall {_longest_ack_gap(path):.1f}s | {elapsed:.0f}s"
@@ -192,8 +211,29 @@ def test_nemesis(nemesis_name: str, bench, results_table, tmp_path: Path) -> Non
     _log(result.summary())
     for name, count in sorted(result.acked_by_process.items()):
         _log(f"  {name}: acked {count}")
+    return result
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("nemesis_name", list(NEMESES))
+def test_nemesis(nemesis_name: str, bench, results_table, tmp_path: Path) -> None:
+    nemesis_cls = NEMESES[nemesis_name]
+    _check_runnable(nemesis_cls, nemesis_name, bench)
+    result = _run(bench, nemesis_cls(), tmp_path, results_table, nemesis_name)
     assert result.ok, "\n".join([result.summary(), *result.example_lines()])
     assert result.acked_by_client.get("java", 0) > 0, f"the Java producer acknowledged nothing: {result.summary()}"
     assert (
         result.acked_by_client.get("confluent-kafka", 0) > 0
     ), f"the Python producers acknowledged nothing: {result.summary()}"
+
+
+@pytest.mark.timeout(900)
+def test_negative_control_acks_1_loses_writes(bench, results_table, tmp_path: Path) -> None:
+    """The bench must be able to fail. With settings known to lose acknowledged records
+    (acks=1 without idempotence, min.insync.replicas=1) and the leader of partition 0 cut
+    from the other nodes, the isolated leader keeps acknowledging writes alone (nothing
+    tells it it was deposed, and the clients still reach it) until the partition heals, and
+    then truncates them to follow the new leader: the checker must count them as lost."""
+    _check_runnable(PartitionLeader, CONTROL, bench)
+    result = _run(bench, PartitionLeader(), tmp_path, results_table, CONTROL, unsafe_acks_1=True)
+    assert result.lost > 0, f"the negative control lost nothing, so the bench proves nothing: {result.summary()}"

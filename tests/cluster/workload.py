@@ -142,12 +142,18 @@ class Workload:
         producer_props: Optional[dict[str, Any]] = None,
         consumer_props: Optional[dict[str, Any]] = None,
         drain_timeout: float = 60.0,
+        unsafe_acks_1: bool = False,
     ):
         """``rate`` is per producer, records per second. ``producer_props`` are extra client
         properties given to every producer, Python (librdkafka names, as -X) and Java alike:
         use names both clients know (e.g. delivery.timeout.ms, which librdkafka accepts as an
         alias of message.timeout.ms; request.timeout.ms; retry.backoff.ms). ``drain_timeout``
-        is how long producers wait for outstanding records after SIGTERM."""
+        is how long producers wait for outstanding records after SIGTERM. ``unsafe_acks_1``
+        makes the Python producers use acks=1 without idempotence: only for the negative
+        control, which shows that the checker sees the records such settings lose."""
+        if unsafe_acks_1 and java_producers:
+            raise ValueError("unsafe_acks_1 is for the Python producers only: set java_producers=0")
+        self.unsafe_acks_1 = unsafe_acks_1
         self.bootstrap = bootstrap
         self.topic = topic
         self.out_dir = Path(out_dir)
@@ -196,6 +202,7 @@ class Workload:
 
     def _plan(self) -> list[ClientProcess]:
         producer_opts = ["--rate", str(self.rate), "--drain-timeout", str(self.drain_timeout)]
+        py_producer_opts = producer_opts + (["--unsafe-acks-1"] if self.unsafe_acks_1 else [])
         plan: list[ClientProcess] = []
 
         def add(name: str, client: str, role: str, argv: list[str]) -> None:
@@ -203,7 +210,7 @@ class Workload:
 
         for i in range(self.counts["py-producer"]):
             name = f"py-producer-{i}"
-            add(name, "confluent-kafka", "producer", self._python("producer", name, *producer_opts, *self._props(self.producer_props)))
+            add(name, "confluent-kafka", "producer", self._python("producer", name, *py_producer_opts, *self._props(self.producer_props)))
         for i in range(self.counts["java-producer"]):
             name = f"java-producer-{i}"
             args = [

@@ -228,7 +228,10 @@ public final class HistoryProducer {
         }
         if (error == null) {
             acked.incrementAndGet();
-            history.op("ok", "send", fields("value", value, "partition", metadata.partition(), "offset", metadata.offset()));
+            // An ack can come without an offset (a retried batch the broker recognised as a
+            // duplicate): null in the history, as the Python producer writes it.
+            Object offset = metadata.hasOffset() ? (Object) metadata.offset() : null;
+            history.op("ok", "send", fields("value", value, "partition", metadata.partition(), "offset", offset));
         } else {
             // Every error is "info": with idempotent retries a record reported as failed may
             // still have been written.
