@@ -13,12 +13,15 @@
 //! client retries KAFKA_STORAGE_ERROR.
 //!
 //! Free space is read with `statvfs` at most every [`REFRESH_MS`], by whichever produce
-//! finds the reading stale: one system call per interval, not per request.
+//! finds the reading stale: one system call per interval, not per request. Crossing the
+//! floor is logged once each way (a warning when produce starts being refused, info when
+//! it is accepted again), so an operator sees why producers stall without a log line per
+//! request.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 /// How old a free-space reading may be before a produce reads it again.
 pub const REFRESH_MS: i64 = 100;
@@ -35,6 +38,8 @@ pub struct DiskSpace {
     checked_ms: AtomicI64,
     free: AtomicU64,
     floor: AtomicU64,
+    /// Whether the last reading was below the floor: logs only the crossings.
+    refusing: AtomicBool,
 }
 
 /// Why a produce is refused.
@@ -62,6 +67,7 @@ impl DiskSpace {
             checked_ms: AtomicI64::new(i64::MIN),
             free: AtomicU64::new(u64::MAX),
             floor: AtomicU64::new(0),
+            refusing: AtomicBool::new(false),
         }
     }
 
@@ -92,6 +98,7 @@ impl DiskSpace {
                     .unwrap_or_else(|| (total / DEFAULT_FRACTION).min(DEFAULT_CAP));
                 self.floor.store(floor, Ordering::Release);
                 self.free.store(free, Ordering::Release);
+                self.log_crossing(free, floor);
             }
             // Cannot tell: do not refuse on a guess. A full disk still shows up as a
             // failed append (KAFKA_STORAGE_ERROR).
@@ -99,6 +106,19 @@ impl DiskSpace {
                 tracing::debug!(dir = %self.dir.display(), error = %e, "statvfs failed");
                 self.free.store(u64::MAX, Ordering::Release);
             }
+        }
+    }
+
+    fn log_crossing(&self, free: u64, floor: u64) {
+        let below = free < floor;
+        if self.refusing.swap(below, Ordering::AcqRel) == below {
+            return;
+        }
+        let dir = self.dir.display();
+        if below {
+            tracing::warn!(%dir, free, floor, "data directory below log.dir.min.free.bytes: refusing produce (NOT_ENOUGH_REPLICAS) until space is freed");
+        } else {
+            tracing::info!(%dir, free, floor, "data directory back above log.dir.min.free.bytes: accepting produce again");
         }
     }
 }
@@ -133,6 +153,13 @@ mod tests {
         assert_eq!(DiskSpace::new(dir.path(), Some(1)).below_floor(0), None);
         let refused = DiskSpace::new(dir.path(), Some(u64::MAX)).below_floor(0);
         assert!(refused.is_some_and(|r| r.floor == u64::MAX && r.free == free.min(r.free)));
+        // Crossings are remembered (each is logged once).
+        let crossing = DiskSpace::new(dir.path(), Some(u64::MAX));
+        assert!(!crossing.refusing.load(Ordering::Acquire));
+        let _ = crossing.below_floor(0);
+        assert!(crossing.refusing.load(Ordering::Acquire));
+        crossing.log_crossing(1, 0);
+        assert!(!crossing.refusing.load(Ordering::Acquire));
         // The default is 5% capped at 1 GiB.
         let default = DiskSpace::new(dir.path(), None);
         let _ = default.below_floor(0);

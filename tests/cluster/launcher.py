@@ -121,14 +121,17 @@ def metadata_brokers(host: str, port: int, timeout: float = 2.0) -> Optional[lis
     return sorted(ids)
 
 
-def _process_alive(pid: int) -> bool:
-    """True while pid runs; a zombie (killed, not yet reaped) counts as dead."""
+def _process_alive(pid: int, marker: str) -> bool:
+    """True while pid runs and is the node it should be: its command line mentions marker
+    (the node's directory), so that a pid reused by another process after the node died is
+    never signalled. A zombie (killed, not yet reaped) counts as dead."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return False
     # The state is the first field after the command, which is in parentheses.
-    return stat[stat.rindex(")") + 2] not in "ZX"
+    return stat[stat.rindex(")") + 2] not in "ZX" and marker in cmdline
 
 
 @dataclass
@@ -173,7 +176,7 @@ class Node:
         if self._proc is not None:
             return self._proc.poll() is None
         pid = self.pid()
-        return pid is not None and _process_alive(pid)
+        return pid is not None and _process_alive(pid, str(self.dir))
 
     def signal(self, sig: int) -> bool:
         """Sends sig to the node's process; False when it is not running."""
