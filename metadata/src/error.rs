@@ -57,6 +57,15 @@ pub enum MetadataError {
     /// with `POLICY_VIOLATION` ("Unable to perform excessively large batch operation.").
     #[error("{0}")]
     PolicyViolation(String),
+    /// A broker registers with a cluster id other than the cluster's.
+    /// Kafka: `INCONSISTENT_CLUSTER_ID`.
+    #[error("the broker's cluster id {got} is not this cluster's ({expected})")]
+    InconsistentClusterId {
+        /// The cluster's id.
+        expected: String,
+        /// The id in the request.
+        got: String,
+    },
     /// A broker request names a broker id with no registration. Kafka: `BROKER_ID_NOT_REGISTERED`.
     #[error("broker {0} is not registered")]
     BrokerIdNotRegistered(i32),
@@ -163,6 +172,7 @@ impl MetadataError {
             MetadataError::InvalidRequest(_) => "INVALID_REQUEST",
             MetadataError::InvalidConfig(_) => "INVALID_CONFIG",
             MetadataError::PolicyViolation(_) => "POLICY_VIOLATION",
+            MetadataError::InconsistentClusterId { .. } => "INCONSISTENT_CLUSTER_ID",
             MetadataError::BrokerIdNotRegistered(_) => "BROKER_ID_NOT_REGISTERED",
             MetadataError::StaleBrokerEpoch { .. } => "STALE_BROKER_EPOCH",
             MetadataError::InvalidUpdateVersion { .. } => "INVALID_UPDATE_VERSION",
