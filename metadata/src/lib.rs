@@ -49,3 +49,6 @@ pub use controller::{Controller, ControllerConfig};
 pub use error::{MetadataError, Result};
 pub use image::{LogPosition, MetadataImage};
 pub use records::{decode_batch, encode_batch, MetadataRecord};
+
+#[cfg(test)]
+mod testkit;

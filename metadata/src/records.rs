@@ -283,7 +283,7 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<MetadataRecord>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
