@@ -446,8 +446,10 @@ impl Controller {
             should_shut_down: false,
         };
         if broker.fenced {
-            if request.want_shut_down {
-                // A fenced broker leads nothing: it may stop at once.
+            if request.want_shut_down || broker.in_controlled_shutdown {
+                // A fenced broker leads nothing: it may stop at once. One fenced at the
+                // end of a controlled shutdown is not unfenced: it stops, and comes back
+                // with a new registration.
                 decision.should_shut_down = true;
             } else if !request.want_fence && is_caught_up {
                 info!(broker = id, "unfencing broker: caught up with the metadata");
@@ -499,7 +501,11 @@ impl Controller {
                 .fence_decided_ms
                 .is_some_and(|at| now_ms.saturating_sub(at) < timeout);
             if silent_for >= timeout && !decided_recently {
-                info!(broker = broker.id, silent_for_ms = silent_for, "fencing broker: session expired");
+                info!(
+                    broker = broker.id,
+                    silent_for_ms = silent_for,
+                    "fencing broker: session expired"
+                );
                 session.fence_decided_ms = Some(now_ms);
                 expired.push(broker.id);
             }
@@ -616,7 +622,10 @@ impl Controller {
                 by_index.insert(a.partition, a.replicas.clone());
             }
             if by_index.len() != topic.assignments.len()
-                || by_index.keys().enumerate().any(|(i, &p)| i as i64 != p as i64)
+                || by_index
+                    .keys()
+                    .enumerate()
+                    .any(|(i, &p)| i as i64 != p as i64)
             {
                 return Err(MetadataError::InvalidReplicaAssignment(
                     "Partitions should be a consecutive 0-based integer sequence.".into(),
@@ -659,16 +668,20 @@ impl Controller {
     }
 
     /// DeleteTopics: one [`RemoveTopicRecord`] per topic (which also drops its configs).
-    pub fn delete_topics(&self, image: &MetadataImage, topics: &[TopicRef]) -> Outcome<DeletedTopic> {
+    pub fn delete_topics(
+        &self,
+        image: &MetadataImage,
+        topics: &[TopicRef],
+    ) -> Outcome<DeletedTopic> {
         let mut ids = Vec::new();
         let mut records = Vec::new();
         let mut results: Vec<Result<DeletedTopic>> = topics
             .iter()
             .map(|t| {
                 let topic = match t {
-                    TopicRef::Name(name) => image.topic(name).ok_or_else(|| {
-                        MetadataError::UnknownTopicOrPartition(name.clone())
-                    })?,
+                    TopicRef::Name(name) => image
+                        .topic(name)
+                        .ok_or_else(|| MetadataError::UnknownTopicOrPartition(name.clone()))?,
                     TopicRef::Id(id) => image
                         .topic_by_id(*id)
                         .ok_or(MetadataError::UnknownTopicId(*id))?,
@@ -914,13 +927,15 @@ impl Controller {
         if request.new_isr == current.isr {
             return Ok(Vec::new());
         }
-        Ok(vec![MetadataRecord::PartitionChange(PartitionChangeRecord {
-            topic_id: request.topic_id,
-            partition_id: request.partition,
-            leader: None,
-            isr: Some(request.new_isr.clone()),
-            replicas: None,
-        })])
+        Ok(vec![MetadataRecord::PartitionChange(
+            PartitionChangeRecord {
+                topic_id: request.topic_id,
+                partition_id: request.partition,
+                leader: None,
+                isr: Some(request.new_isr.clone()),
+                replicas: None,
+            },
+        )])
     }
 }
 
@@ -1054,7 +1069,11 @@ fn new_topic_id(image: &MetadataImage) -> Uuid {
     }
 }
 
-fn change(p: &PartitionRef<'_>, leader: Option<BrokerId>, isr: Option<Vec<BrokerId>>) -> MetadataRecord {
+fn change(
+    p: &PartitionRef<'_>,
+    leader: Option<BrokerId>,
+    isr: Option<Vec<BrokerId>>,
+) -> MetadataRecord {
     MetadataRecord::PartitionChange(PartitionChangeRecord {
         topic_id: p.topic_id,
         partition_id: p.partition,
@@ -1118,7 +1137,9 @@ fn fence_brokers(image: &MetadataImage, brokers: &[BrokerId]) -> Vec<MetadataRec
     let mut scratch: Option<MetadataImage> = None;
     for (i, &id) in brokers.iter().enumerate() {
         let view = scratch.as_ref().unwrap_or(image);
-        let Some(broker) = view.broker(id) else { continue };
+        let Some(broker) = view.broker(id) else {
+            continue;
+        };
         let mut step = leave_partitions_except(view, id, &fenced);
         step.push(MetadataRecord::BrokerRegistrationChange(
             BrokerRegistrationChangeRecord {

@@ -244,10 +244,12 @@ impl MetadataImage {
 
     fn check_position(&self, position: LogPosition) -> Result<()> {
         match self.last_applied {
-            Some(last) if position.offset <= last.offset => Err(MetadataError::OffsetNotIncreasing {
-                offset: position.offset,
-                last: last.offset,
-            }),
+            Some(last) if position.offset <= last.offset => {
+                Err(MetadataError::OffsetNotIncreasing {
+                    offset: position.offset,
+                    last: last.offset,
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -597,7 +599,11 @@ impl MetadataImage {
             }
         }
         for topic in snapshot.topics {
-            if image.topic_ids.insert(topic.name.clone(), topic.id).is_some() {
+            if image
+                .topic_ids
+                .insert(topic.name.clone(), topic.id)
+                .is_some()
+            {
                 return Err(bad(format!("topic {} is listed twice", topic.name)));
             }
             if image.topics.insert(topic.id, topic).is_some() {
@@ -856,3 +862,6 @@ fn distinct(ids: &[BrokerId]) -> bool {
     let set: BTreeSet<_> = ids.iter().collect();
     set.len() == ids.len()
 }
+
+#[cfg(test)]
+mod tests;

@@ -65,8 +65,7 @@ impl ReplicaPlacer {
         }
         if replication_factor < 1 {
             return Err(MetadataError::InvalidReplicationFactor(
-                "Replication factor must be larger than 0, or -1 to use the default value."
-                    .into(),
+                "Replication factor must be larger than 0, or -1 to use the default value.".into(),
             ));
         }
         let striped = self.striped(brokers);
@@ -114,7 +113,10 @@ impl ReplicaPlacer {
         let mut by_rack: BTreeMap<Option<&str>, BTreeMap<BrokerId, &PlacementBroker>> =
             BTreeMap::new();
         for b in brokers {
-            by_rack.entry(b.rack.as_deref()).or_default().insert(b.id, b);
+            by_rack
+                .entry(b.rack.as_deref())
+                .or_default()
+                .insert(b.id, b);
         }
         let mut racks: Vec<Vec<&PlacementBroker>> = by_rack
             .into_values()
@@ -163,7 +165,9 @@ mod tests {
     use super::*;
 
     fn brokers(n: i32) -> Vec<PlacementBroker> {
-        (1..=n).map(|id| PlacementBroker { id, rack: None }).collect()
+        (1..=n)
+            .map(|id| PlacementBroker { id, rack: None })
+            .collect()
     }
 
     fn racked(spec: &[(i32, &str)]) -> Vec<PlacementBroker> {
@@ -200,7 +204,11 @@ mod tests {
             let placements = ReplicaPlacer::new(seed).place(&brokers(3), 12, 1).unwrap();
             assert_distinct(&placements, 1);
             let leaders = counts(&placements, true);
-            assert_eq!(leaders, BTreeMap::from([(1, 4), (2, 4), (3, 4)]), "seed {seed}");
+            assert_eq!(
+                leaders,
+                BTreeMap::from([(1, 4), (2, 4), (3, 4)]),
+                "seed {seed}"
+            );
         }
     }
 
@@ -251,7 +259,10 @@ mod tests {
             assert_eq!(leaders.values().collect::<Vec<_>>(), vec![&5; 6]);
             let replicas = counts(&placements, false);
             let (min, max) = (replicas.values().min(), replicas.values().max());
-            assert!(max.unwrap() - min.unwrap() <= 6, "seed {seed}: {replicas:?}");
+            assert!(
+                max.unwrap() - min.unwrap() <= 6,
+                "seed {seed}: {replicas:?}"
+            );
         }
         // More replicas than racks: every rack first, then any broker, still distinct.
         let four = racked(&[(1, "a"), (2, "a"), (3, "b"), (4, "b")]);
@@ -277,7 +288,10 @@ mod tests {
             *leaders.entry(p[0][0]).or_insert(0) += 1;
         }
         assert_eq!(leaders.len(), 3);
-        assert!(leaders.values().all(|&n| (70..=130).contains(&n)), "{leaders:?}");
+        assert!(
+            leaders.values().all(|&n| (70..=130).contains(&n)),
+            "{leaders:?}"
+        );
     }
 
     #[test]
@@ -293,9 +307,7 @@ mod tests {
 
     #[test]
     fn replication_factor_above_the_brokers_is_refused() {
-        let err = ReplicaPlacer::new(1)
-            .place(&brokers(3), 1, 4)
-            .unwrap_err();
+        let err = ReplicaPlacer::new(1).place(&brokers(3), 1, 4).unwrap_err();
         assert_eq!(err.kafka_error_name(), "INVALID_REPLICATION_FACTOR");
         assert!(err.to_string().contains("only 3 broker(s)"), "{err}");
         let none = ReplicaPlacer::new(1).place(&[], 1, 1).unwrap_err();

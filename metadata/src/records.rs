@@ -325,9 +325,8 @@ pub(crate) mod tests {
 
     pub(crate) fn arb_record() -> impl Strategy<Value = MetadataRecord> {
         prop_oneof![
-            "\\PC{0,30}".prop_map(|cluster_id| MetadataRecord::ClusterId(ClusterIdRecord {
-                cluster_id
-            })),
+            "\\PC{0,30}"
+                .prop_map(|cluster_id| MetadataRecord::ClusterId(ClusterIdRecord { cluster_id })),
             (
                 any::<i32>(),
                 arb_uuid(),
@@ -350,23 +349,24 @@ pub(crate) mod tests {
                 any::<Option<bool>>(),
                 any::<Option<bool>>()
             )
-                .prop_map(|(broker_id, broker_epoch, fenced, in_controlled_shutdown)| {
-                    MetadataRecord::BrokerRegistrationChange(BrokerRegistrationChangeRecord {
-                        broker_id,
-                        broker_epoch,
-                        fenced,
-                        in_controlled_shutdown,
-                    })
-                }),
+                .prop_map(
+                    |(broker_id, broker_epoch, fenced, in_controlled_shutdown)| {
+                        MetadataRecord::BrokerRegistrationChange(BrokerRegistrationChangeRecord {
+                            broker_id,
+                            broker_epoch,
+                            fenced,
+                            in_controlled_shutdown,
+                        })
+                    }
+                ),
             (any::<i32>(), any::<i64>()).prop_map(|(broker_id, broker_epoch)| {
                 MetadataRecord::UnregisterBroker(UnregisterBrokerRecord {
                     broker_id,
                     broker_epoch,
                 })
             }),
-            ("\\PC{0,30}", arb_uuid()).prop_map(|(name, topic_id)| MetadataRecord::Topic(
-                TopicRecord { name, topic_id }
-            )),
+            ("\\PC{0,30}", arb_uuid())
+                .prop_map(|(name, topic_id)| MetadataRecord::Topic(TopicRecord { name, topic_id })),
             (
                 arb_uuid(),
                 any::<i32>(),
@@ -377,7 +377,15 @@ pub(crate) mod tests {
                 any::<i32>()
             )
                 .prop_map(
-                    |(topic_id, partition_id, replicas, isr, leader, leader_epoch, partition_epoch)| {
+                    |(
+                        topic_id,
+                        partition_id,
+                        replicas,
+                        isr,
+                        leader,
+                        leader_epoch,
+                        partition_epoch,
+                    )| {
                         MetadataRecord::Partition(PartitionRecord {
                             topic_id,
                             partition_id,
@@ -405,9 +413,8 @@ pub(crate) mod tests {
                         replicas,
                     })
                 }),
-            arb_uuid().prop_map(|topic_id| MetadataRecord::RemoveTopic(RemoveTopicRecord {
-                topic_id
-            })),
+            arb_uuid()
+                .prop_map(|topic_id| MetadataRecord::RemoveTopic(RemoveTopicRecord { topic_id })),
             (any::<i32>(), any::<i64>(), any::<i64>(), any::<i64>()).prop_map(
                 |(broker_id, broker_epoch, first_producer_id, size)| {
                     MetadataRecord::ProducerIds(ProducerIdsRecord {
@@ -423,11 +430,13 @@ pub(crate) mod tests {
                 "\\PC{0,20}",
                 proptest::option::of("\\PC{0,20}")
             )
-                .prop_map(|(resource, name, value)| MetadataRecord::Config(ConfigRecord {
-                    resource,
-                    name,
-                    value
-                })),
+                .prop_map(|(resource, name, value)| MetadataRecord::Config(
+                    ConfigRecord {
+                        resource,
+                        name,
+                        value
+                    }
+                )),
         ]
     }
 

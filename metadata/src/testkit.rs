@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use crate::controller::{
-    BrokerHeartbeatRequest, BrokerRegistrationRequest, Controller, ControllerConfig,
-    CreateTopic, HeartbeatDecision,
+    BrokerHeartbeatRequest, BrokerRegistrationRequest, Controller, ControllerConfig, CreateTopic,
+    HeartbeatDecision,
 };
 use crate::error::Result;
 use crate::image::{LogPosition, MetadataImage};
@@ -54,7 +54,8 @@ impl Harness {
             incarnations: BTreeMap::new(),
             log: Vec::new(),
         };
-        h.commit(Controller::bootstrap(&h.image, CLUSTER_ID)).unwrap();
+        h.commit(Controller::bootstrap(&h.image, CLUSTER_ID))
+            .unwrap();
         h
     }
 

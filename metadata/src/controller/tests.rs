@@ -75,14 +75,20 @@ fn an_expired_session_fences_the_broker_and_moves_its_leaderships_to_in_sync_rep
             assert_eq!(new.leader_epoch, old.leader_epoch + 1);
         } else {
             assert_eq!(new.leader, old.leader);
-            assert_eq!(new.leader_epoch, old.leader_epoch, "no leader change, no bump");
+            assert_eq!(
+                new.leader_epoch, old.leader_epoch,
+                "no leader change, no bump"
+            );
         }
         assert_eq!(h.image.offline_replicas(&new), vec![2]);
     }
     assert!(h.image.partitions_led_by(2).is_empty());
     // Clients on the PLAINTEXT listener see only the live brokers.
     let addresses = h.image.live_broker_addresses("PLAINTEXT");
-    assert_eq!(addresses.iter().map(|a| a.id).collect::<Vec<_>>(), vec![1, 3]);
+    assert_eq!(
+        addresses.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![1, 3]
+    );
     assert_eq!((addresses[0].host, addresses[0].port), ("127.0.0.1", 9092));
 }
 
@@ -98,7 +104,11 @@ fn a_partition_with_no_unfenced_in_sync_replica_goes_offline_and_comes_back_on_u
     for p in 0..3 {
         if on_3.contains(&p) {
             assert_eq!(after[p].leader, NO_LEADER);
-            assert_eq!(after[p].isr, vec![3], "the last in-sync replica stays in the ISR");
+            assert_eq!(
+                after[p].isr,
+                vec![3],
+                "the last in-sync replica stays in the ISR"
+            );
             assert_eq!(after[p].leader_epoch, before[p].leader_epoch + 1);
             assert_eq!(h.image.offline_replicas(&after[p]), vec![3]);
         } else {
@@ -121,7 +131,10 @@ fn a_partition_with_no_unfenced_in_sync_replica_goes_offline_and_comes_back_on_u
 fn a_fenced_broker_stays_fenced_until_it_is_caught_up_and_asks() {
     let mut h = Harness::new();
     let epoch = h.register(1, None);
-    assert!(h.image.broker(1).unwrap().fenced, "registrations start fenced");
+    assert!(
+        h.image.broker(1).unwrap().fenced,
+        "registrations start fenced"
+    );
     let behind = BrokerHeartbeatRequest {
         broker_id: 1,
         broker_epoch: epoch,
@@ -136,7 +149,10 @@ fn a_fenced_broker_stays_fenced_until_it_is_caught_up_and_asks() {
         want_fence: true,
         ..behind
     };
-    let d = h.controller.heartbeat(&h.image, h.now, &wants_fence).unwrap();
+    let d = h
+        .controller
+        .heartbeat(&h.image, h.now, &wants_fence)
+        .unwrap();
     assert!(d.records.is_empty() && d.is_fenced && d.is_caught_up);
     let d = h.heartbeat(1);
     assert!(!d.is_fenced);
@@ -204,7 +220,10 @@ fn alter_partition_is_a_compare_and_set_on_the_partition_epoch() {
     let after = h.image.partition(t, 0).unwrap().clone();
     assert_eq!(after.isr.len(), 2);
     assert_eq!(after.partition_epoch, reg.partition_epoch + 1);
-    assert_eq!(after.leader_epoch, reg.leader_epoch, "ISR changes keep the leader epoch");
+    assert_eq!(
+        after.leader_epoch, reg.leader_epoch,
+        "ISR changes keep the leader epoch"
+    );
     // The same request again is based on an old partition epoch.
     let stale = h.controller.alter_partition(&h.image, &shrink);
     assert_eq!(error_name(&stale), "INVALID_UPDATE_VERSION");
@@ -285,7 +304,12 @@ fn re_registration_with_a_new_incarnation_fences_the_old_one() {
     // The new incarnation catches up and takes its RF1 partitions back (not those of
     // "r": it is out of their ISRs until their leaders add it).
     h.heartbeat(2);
-    let now_led: Vec<i32> = h.image.partitions_led_by(2).iter().map(|p| p.partition).collect();
+    let now_led: Vec<i32> = h
+        .image
+        .partitions_led_by(2)
+        .iter()
+        .map(|p| p.partition)
+        .collect();
     assert_eq!(now_led, led);
     // A retry of the same registration commits nothing and keeps the epoch.
     let retry = BrokerRegistrationRequest {
@@ -295,7 +319,10 @@ fn re_registration_with_a_new_incarnation_fences_the_old_one() {
         endpoints: endpoint(2),
         rack: None,
     };
-    let d = h.controller.register_broker(&h.image, h.now, &retry).unwrap();
+    let d = h
+        .controller
+        .register_broker(&h.image, h.now, &retry)
+        .unwrap();
     assert!(d.records.is_empty());
     assert_eq!(d.existing_epoch, Some(new_epoch));
 }
@@ -340,10 +367,17 @@ fn controlled_shutdown_moves_leaderships_then_lets_the_broker_stop() {
     let b1 = h.image.broker(1).unwrap();
     assert!(b1.in_controlled_shutdown && !b1.fenced && !b1.is_usable());
     assert!(h.image.partitions_led_by(1).is_empty());
-    assert!(h.image.all_partitions().all(|p| !p.registration.isr.contains(&1)));
+    assert!(h
+        .image
+        .all_partitions()
+        .all(|p| !p.registration.isr.contains(&1)));
     // New partitions avoid it.
     h.create_topic("u", 4, 2);
-    assert!(h.image.partitions_on_broker(1).iter().all(|p| p.topic_name == "t"));
+    assert!(h
+        .image
+        .partitions_on_broker(1)
+        .iter()
+        .all(|p| p.topic_name == "t"));
     // Next heartbeat: nothing left to move; it is fenced and may stop.
     let d = h.heartbeat_with(1, false, true);
     assert!(d.should_shut_down && d.is_fenced);
@@ -359,8 +393,13 @@ fn fencing_decisions_are_not_repeated_while_they_commit_and_a_new_controller_giv
     h.create_topic("t", 3, 1);
     let start = h.now;
     let timeout = h.controller.config().session_timeout_ms;
-    assert_eq!(h.controller.next_session_deadline_ms(&h.image), Some(start + timeout));
-    let first = h.controller.fence_expired_brokers(&h.image, start + timeout);
+    assert_eq!(
+        h.controller.next_session_deadline_ms(&h.image),
+        Some(start + timeout)
+    );
+    let first = h
+        .controller
+        .fence_expired_brokers(&h.image, start + timeout);
     assert_eq!(
         first
             .iter()
@@ -375,11 +414,15 @@ fn fencing_decisions_are_not_repeated_while_they_commit_and_a_new_controller_giv
         .is_empty());
     // A controller that just became active gives every broker a full session.
     let mut fresh = Controller::new(ControllerConfig::default(), 1);
-    assert!(fresh.fence_expired_brokers(&h.image, start + 5 * timeout).is_empty());
+    assert!(fresh
+        .fence_expired_brokers(&h.image, start + 5 * timeout)
+        .is_empty());
     assert!(fresh
         .fence_expired_brokers(&h.image, start + 6 * timeout - 1)
         .is_empty());
-    assert!(!fresh.fence_expired_brokers(&h.image, start + 6 * timeout).is_empty());
+    assert!(!fresh
+        .fence_expired_brokers(&h.image, start + 6 * timeout)
+        .is_empty());
 }
 
 #[test]
@@ -423,8 +466,14 @@ fn producer_id_blocks_are_unique_and_increasing() {
     assert_eq!(blocks[0].1.first_id, 0);
     // Two allocations decided on the same image overlap: the second batch is refused
     // when applied, and nothing of it changes the image.
-    let (_, a) = h.controller.allocate_producer_ids(&h.image, 1, h.epoch(1)).unwrap();
-    let (_, b) = h.controller.allocate_producer_ids(&h.image, 2, h.epoch(2)).unwrap();
+    let (_, a) = h
+        .controller
+        .allocate_producer_ids(&h.image, 1, h.epoch(1))
+        .unwrap();
+    let (_, b) = h
+        .controller
+        .allocate_producer_ids(&h.image, 2, h.epoch(2))
+        .unwrap();
     h.commit(a).unwrap();
     let next = h.image.next_producer_id();
     assert!(h.commit(b).is_err());
@@ -449,17 +498,23 @@ fn create_delete_and_recreate_gives_a_new_topic_id_and_drops_configs() {
     assert_eq!((created.num_partitions, created.replication_factor), (3, 2));
     h.commit(outcome.records).unwrap();
     assert_eq!(
-        h.image.config(&ConfigResource::Topic("events".into()), "retention.ms"),
+        h.image
+            .config(&ConfigResource::Topic("events".into()), "retention.ms"),
         Some("1000")
     );
-    let again = h.controller.create_topics(&h.image, &[create("events", 1, 1)]);
+    let again = h
+        .controller
+        .create_topics(&h.image, &[create("events", 1, 1)]);
     assert_eq!(error_name(&again.results[0]), "TOPIC_ALREADY_EXISTS");
     assert!(again.records.is_empty());
 
     let deleted = h
         .controller
         .delete_topics(&h.image, &[TopicRef::Name("events".into())]);
-    assert_eq!(deleted.results[0].as_ref().unwrap().topic_id, created.topic_id);
+    assert_eq!(
+        deleted.results[0].as_ref().unwrap().topic_id,
+        created.topic_id
+    );
     h.commit(deleted.records).unwrap();
     assert!(h.image.topic("events").is_none());
     assert!(h.image.topic_by_id(created.topic_id).is_none());
@@ -479,7 +534,10 @@ fn create_delete_and_recreate_gives_a_new_topic_id_and_drops_configs() {
             TopicRef::Id(id),
         ],
     );
-    assert_eq!(error_name(&unknown.results[0]), "UNKNOWN_TOPIC_OR_PARTITION");
+    assert_eq!(
+        error_name(&unknown.results[0]),
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
     assert_eq!(error_name(&unknown.results[1]), "UNKNOWN_TOPIC_ID");
     assert_eq!(error_name(&unknown.results[2]), "INVALID_REQUEST");
     assert_eq!(error_name(&unknown.results[3]), "INVALID_REQUEST");
@@ -564,11 +622,17 @@ fn explicit_replica_assignments_are_checked() {
         configs: BTreeMap::new(),
     };
     let cases: Vec<(CreateTopic, &str)> = vec![
-        (assign(&[(0, &[1]), (2, &[2])]), "INVALID_REPLICA_ASSIGNMENT"),
+        (
+            assign(&[(0, &[1]), (2, &[2])]),
+            "INVALID_REPLICA_ASSIGNMENT",
+        ),
         (assign(&[(0, &[1, 1])]), "INVALID_REPLICA_ASSIGNMENT"),
         (assign(&[(0, &[1, 9])]), "INVALID_REPLICA_ASSIGNMENT"),
         (assign(&[(0, &[])]), "INVALID_REPLICA_ASSIGNMENT"),
-        (assign(&[(0, &[1, 2]), (1, &[2])]), "INVALID_REPLICA_ASSIGNMENT"),
+        (
+            assign(&[(0, &[1, 2]), (1, &[2])]),
+            "INVALID_REPLICA_ASSIGNMENT",
+        ),
         (assign(&[(0, &[3])]), "INVALID_REPLICA_ASSIGNMENT"),
         (
             CreateTopic {
@@ -579,7 +643,9 @@ fn explicit_replica_assignments_are_checked() {
         ),
     ];
     for (request, expected) in cases {
-        let outcome = h.controller.create_topics(&h.image, &[request.clone()]);
+        let outcome = h
+            .controller
+            .create_topics(&h.image, std::slice::from_ref(&request));
         assert_eq!(error_name(&outcome.results[0]), expected, "{request:?}");
     }
     // A fenced broker may hold a replica, but is neither leader nor in the ISR.
@@ -630,7 +696,9 @@ fn create_partitions_only_grows() {
     let names: Vec<_> = bad
         .iter()
         .map(|r| {
-            let outcome = h.controller.create_partitions(&h.image, std::slice::from_ref(r));
+            let outcome = h
+                .controller
+                .create_partitions(&h.image, std::slice::from_ref(r));
             assert!(outcome.records.is_empty());
             error_name(&outcome.results[0])
         })
@@ -678,10 +746,25 @@ fn alter_configs_writes_only_changes() {
     let outcome = h.controller.alter_configs(
         &h.image,
         &[
-            set(&topic, &[("retention.ms", Some("10")), ("cleanup.policy", Some("compact"))]),
-            set(&ConfigResource::Broker(2), &[("log.retention.ms", Some("5"))]),
-            set(&ConfigResource::ClusterDefault, &[("num.partitions", Some("3"))]),
-            set(&ConfigResource::Topic("missing".into()), &[("a", Some("b"))]),
+            set(
+                &topic,
+                &[
+                    ("retention.ms", Some("10")),
+                    ("cleanup.policy", Some("compact")),
+                ],
+            ),
+            set(
+                &ConfigResource::Broker(2),
+                &[("log.retention.ms", Some("5"))],
+            ),
+            set(
+                &ConfigResource::ClusterDefault,
+                &[("num.partitions", Some("3"))],
+            ),
+            set(
+                &ConfigResource::Topic("missing".into()),
+                &[("a", Some("b"))],
+            ),
             set(&ConfigResource::Broker(-3), &[("a", Some("b"))]),
             set(&topic, &[("a", Some("b")), ("a", None)]),
         ],
@@ -706,14 +789,26 @@ fn alter_configs_writes_only_changes() {
     h.commit(outcome.records).unwrap();
     assert_eq!(h.image.config(&topic, "cleanup.policy"), Some("compact"));
     assert_eq!(
-        h.image.config(&ConfigResource::ClusterDefault, "num.partitions"),
+        h.image
+            .config(&ConfigResource::ClusterDefault, "num.partitions"),
         Some("3")
     );
     let outcome = h.controller.alter_configs(
         &h.image,
-        &[set(&topic, &[("retention.ms", Some("10")), ("cleanup.policy", None), ("gone", None)])],
+        &[set(
+            &topic,
+            &[
+                ("retention.ms", Some("10")),
+                ("cleanup.policy", None),
+                ("gone", None),
+            ],
+        )],
     );
-    assert_eq!(outcome.records.len(), 1, "only the delete of cleanup.policy changes anything");
+    assert_eq!(
+        outcome.records.len(),
+        1,
+        "only the delete of cleanup.policy changes anything"
+    );
     h.commit(outcome.records).unwrap();
     assert_eq!(
         h.image.topic_configs("t"),
