@@ -28,6 +28,8 @@
 //! - [`controller`]: the active controller's decisions (registration, heartbeats and
 //!   fencing, controlled shutdown, topics, partitions, configs, producer-id blocks,
 //!   AlterPartition), as functions that return records and never change the image.
+//! - [`delta`]: what one broker must do locally (create, delete, lead, follow) when its
+//!   image moves forward.
 //! - [`error`]: [`MetadataError`], each variant naming the Kafka error a client sees.
 //!
 //! Why the image only changes through committed records: a controller that loses its
@@ -40,12 +42,14 @@
 //! metadata state machine").
 
 pub mod controller;
+pub mod delta;
 pub mod error;
 pub mod image;
 pub mod placement;
 pub mod records;
 
 pub use controller::{Controller, ControllerConfig};
+pub use delta::LocalChanges;
 pub use error::{MetadataError, Result};
 pub use image::{LogPosition, MetadataImage};
 pub use records::{decode_batch, encode_batch, MetadataRecord};
