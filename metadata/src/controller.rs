@@ -20,17 +20,11 @@
 //!   already exists, a producer-id block that overlaps): never an inconsistent image, but
 //!   an error to retry.
 //!
-//! The who-leads rules are Kafka's (`ReplicationControlManager`):
-//! - a broker that is fenced, starts a controlled shutdown, re-registers with a new
-//!   incarnation or unregisters leaves the ISR of every partition (unless it is the last
-//!   member: the ISR never becomes empty, so the last replica known in sync stays
-//!   known), and the partitions it led get the first replica (in replica order) that is
-//!   in the remaining ISR and usable, or no leader (offline);
-//! - a broker that is unfenced becomes the leader of the leaderless partitions whose ISR
-//!   it is in; [`Controller::elect_preferred_leaders`] moves leadership back to preferred
-//!   replicas (Kafka's `auto.leader.rebalance.enable`; the caller decides when to run it);
-//! - the leader epoch bumps exactly when the leader changes, the partition epoch on every
-//!   change (see [`crate::records::PartitionChangeRecord`]).
+//! Files: this one holds the decisions; `controller/requests.rs` the request and decision
+//! types; `controller/leadership.rs` Kafka's who-leads rules (who takes over when a broker
+//! is fenced, shuts down or comes back, and when the epochs bump).
+//! [`Controller::elect_preferred_leaders`] moves leadership back to preferred replicas
+//! (Kafka's `auto.leader.rebalance.enable`; the caller decides when to run it).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,9 +32,15 @@ use tracing::{debug, info};
 use uuid::Uuid;
 
 use crate::error::{MetadataError, Result};
-use crate::image::{LogPosition, MetadataImage, PartitionRef};
+use crate::image::MetadataImage;
 use crate::placement::{PlacementBroker, ReplicaPlacer};
 use crate::records::*;
+
+mod leadership;
+mod requests;
+
+use leadership::{change, fence_brokers, leave_partitions, take_offline_partitions};
+pub use requests::*;
 
 /// Kafka's `broker.session.timeout.ms` default.
 pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 9_000;
@@ -136,175 +136,6 @@ impl BrokerLiveness {
             },
         );
     }
-}
-
-/// A broker's registration request (Kafka's BrokerRegistration).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerRegistrationRequest {
-    /// `node.id`.
-    pub broker_id: BrokerId,
-    /// The cluster id the broker believes in (from its `meta.properties`).
-    pub cluster_id: String,
-    /// Random per process start.
-    pub incarnation_id: Uuid,
-    /// Advertised listeners.
-    pub endpoints: Vec<Endpoint>,
-    /// `broker.rack`.
-    pub rack: Option<String>,
-}
-
-/// What a registration decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistrationDecision {
-    /// Records to commit. The broker's epoch is the offset of the batch that carries them.
-    pub records: Vec<MetadataRecord>,
-    /// Set when nothing needs committing (a retry of the registration in the image): the
-    /// broker's current epoch.
-    pub existing_epoch: Option<i64>,
-}
-
-/// A broker heartbeat (Kafka's BrokerHeartbeat).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BrokerHeartbeatRequest {
-    /// The broker.
-    pub broker_id: BrokerId,
-    /// Its registration's epoch.
-    pub broker_epoch: i64,
-    /// The highest metadata offset the broker has applied.
-    pub current_metadata_offset: i64,
-    /// The broker asks to (stay) fenced, e.g. while it is still loading.
-    pub want_fence: bool,
-    /// The broker wants to stop: start (or continue) a controlled shutdown.
-    pub want_shut_down: bool,
-}
-
-/// What a heartbeat decided; the flags describe the state once `records` are applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeartbeatDecision {
-    /// Records to commit (often none).
-    pub records: Vec<MetadataRecord>,
-    /// The broker has applied the metadata up to its registration.
-    pub is_caught_up: bool,
-    /// The broker is (or stays) fenced.
-    pub is_fenced: bool,
-    /// The broker is in controlled shutdown.
-    pub in_controlled_shutdown: bool,
-    /// The broker leads nothing any more and may stop now.
-    pub should_shut_down: bool,
-}
-
-/// An explicit replica list for one partition in a CreateTopics request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaAssignment {
-    /// The partition index.
-    pub partition: i32,
-    /// Its replicas, preferred leader first.
-    pub replicas: Vec<BrokerId>,
-}
-
-/// One topic of a CreateTopics request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreateTopic {
-    /// The name.
-    pub name: String,
-    /// Partition count, or -1 for `num.partitions`; must be -1 with `assignments`.
-    pub num_partitions: i32,
-    /// Replication factor, or -1 for `default.replication.factor`; -1 with `assignments`.
-    pub replication_factor: i16,
-    /// Explicit replica lists (none: placed by the controller).
-    pub assignments: Vec<ReplicaAssignment>,
-    /// Config overrides, already validated by the caller.
-    pub configs: BTreeMap<String, String>,
-}
-
-/// A topic CreateTopics will create once the records are applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreatedTopic {
-    /// The new topic id.
-    pub topic_id: Uuid,
-    /// Its partition count.
-    pub num_partitions: i32,
-    /// Its replication factor.
-    pub replication_factor: i16,
-}
-
-/// A topic named in a DeleteTopics request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TopicRef {
-    /// By name.
-    Name(String),
-    /// By id (DeleteTopics v6+).
-    Id(Uuid),
-}
-
-/// A topic DeleteTopics will delete once the records are applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeletedTopic {
-    /// Its id.
-    pub topic_id: Uuid,
-    /// Its name.
-    pub name: String,
-}
-
-/// One topic of a CreatePartitions request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreatePartitions {
-    /// The topic.
-    pub name: String,
-    /// The new total partition count.
-    pub count: i32,
-    /// Replica lists of the new partitions, in order (none: placed by the controller).
-    pub assignments: Option<Vec<Vec<BrokerId>>>,
-}
-
-/// The config changes of one resource (an IncrementalAlterConfigs entry, with APPEND and
-/// SUBTRACT already turned into the full value by the caller).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AlterConfigs {
-    /// The resource.
-    pub resource: ConfigResource,
-    /// `(key, Some(value))` sets, `(key, None)` deletes the override.
-    pub changes: Vec<(String, Option<String>)>,
-}
-
-/// A block of producer ids for one broker: `first_id .. first_id + size`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProducerIdBlock {
-    /// The broker.
-    pub broker_id: BrokerId,
-    /// The first id of the block.
-    pub first_id: i64,
-    /// The number of ids.
-    pub size: i64,
-}
-
-/// An ISR change asked for by a partition leader (Kafka's AlterPartition), a
-/// compare-and-set on the partition epoch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AlterPartitionRequest {
-    /// The leader asking.
-    pub broker_id: BrokerId,
-    /// Its broker epoch.
-    pub broker_epoch: i64,
-    /// The topic.
-    pub topic_id: Uuid,
-    /// The partition.
-    pub partition: i32,
-    /// The leader epoch the leader is in.
-    pub leader_epoch: i32,
-    /// The partition epoch the change is based on.
-    pub partition_epoch: i32,
-    /// The ISR wanted.
-    pub new_isr: Vec<BrokerId>,
-}
-
-/// Records to commit plus a result per request item, in request order.
-#[derive(Debug)]
-pub struct Outcome<T> {
-    /// The batch to commit (empty: nothing to commit).
-    pub records: Vec<MetadataRecord>,
-    /// One result per item of the request.
-    pub results: Vec<Result<T>>,
 }
 
 /// The active controller's decision logic. See the module docs.
@@ -1067,113 +898,6 @@ fn new_topic_id(image: &MetadataImage) -> Uuid {
             return id;
         }
     }
-}
-
-fn change(
-    p: &PartitionRef<'_>,
-    leader: Option<BrokerId>,
-    isr: Option<Vec<BrokerId>>,
-) -> MetadataRecord {
-    MetadataRecord::PartitionChange(PartitionChangeRecord {
-        topic_id: p.topic_id,
-        partition_id: p.partition,
-        leader,
-        isr,
-        replicas: None,
-    })
-}
-
-/// Records that take `broker` out of every ISR (keeping it if it is the last member) and
-/// move its leaderships to the first usable ISR member in replica order, or to no leader.
-/// `unusable` are brokers that may not lead (besides fenced / shutting-down ones).
-fn leave_partitions_except(
-    image: &MetadataImage,
-    broker: BrokerId,
-    unusable: &BTreeSet<BrokerId>,
-) -> Vec<MetadataRecord> {
-    let usable =
-        |b: BrokerId| !unusable.contains(&b) && image.broker(b).is_some_and(|b| b.is_usable());
-    image
-        .all_partitions()
-        .filter_map(|p| {
-            let reg = p.registration;
-            if !reg.isr.contains(&broker) && reg.leader != broker {
-                return None;
-            }
-            let mut isr: Vec<BrokerId> = reg.isr.iter().copied().filter(|&r| r != broker).collect();
-            if isr.is_empty() {
-                isr = reg.isr.clone();
-            }
-            let leader = if reg.leader == broker {
-                let next = reg
-                    .replicas
-                    .iter()
-                    .copied()
-                    .find(|&r| r != broker && isr.contains(&r) && usable(r))
-                    .unwrap_or(NO_LEADER);
-                Some(next)
-            } else {
-                None
-            };
-            let isr = (isr != reg.isr).then_some(isr);
-            if leader.is_none() && isr.is_none() {
-                return None;
-            }
-            Some(change(&p, leader, isr))
-        })
-        .collect()
-}
-
-fn leave_partitions(image: &MetadataImage, broker: BrokerId) -> Vec<MetadataRecord> {
-    leave_partitions_except(image, broker, &BTreeSet::from([broker]))
-}
-
-/// Fences several brokers in one batch. Each broker's records are computed on the image
-/// with the previous brokers' records applied (a scratch copy), so two changes of one
-/// partition build on each other; a leadership never moves to a broker the batch fences.
-fn fence_brokers(image: &MetadataImage, brokers: &[BrokerId]) -> Vec<MetadataRecord> {
-    let fenced: BTreeSet<BrokerId> = brokers.iter().copied().collect();
-    let mut records = Vec::new();
-    let mut scratch: Option<MetadataImage> = None;
-    for (i, &id) in brokers.iter().enumerate() {
-        let view = scratch.as_ref().unwrap_or(image);
-        let Some(broker) = view.broker(id) else {
-            continue;
-        };
-        let mut step = leave_partitions_except(view, id, &fenced);
-        step.push(MetadataRecord::BrokerRegistrationChange(
-            BrokerRegistrationChangeRecord {
-                broker_id: id,
-                broker_epoch: broker.epoch,
-                fenced: Some(true),
-                in_controlled_shutdown: None,
-            },
-        ));
-        if i + 1 < brokers.len() {
-            let mut next = view.clone();
-            let position = LogPosition {
-                offset: next.metadata_offset() + 1,
-                epoch: next.last_applied().map_or(0, |p| p.epoch),
-            };
-            // The records were computed from `view`, so they apply; were they not, the
-            // next broker's records are computed on the older view, which is still safe.
-            if next.apply(position, &step).is_ok() {
-                scratch = Some(next);
-            }
-        }
-        records.extend(step);
-    }
-    records
-}
-
-/// Records that give the leaderless partitions whose ISR holds `broker` to it (it is
-/// being unfenced).
-fn take_offline_partitions(image: &MetadataImage, broker: BrokerId) -> Vec<MetadataRecord> {
-    image
-        .all_partitions()
-        .filter(|p| !p.registration.has_leader() && p.registration.isr.contains(&broker))
-        .map(|p| change(&p, Some(broker), None))
-        .collect()
 }
 
 #[cfg(test)]
