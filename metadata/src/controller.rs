@@ -379,8 +379,8 @@ impl Controller {
     // ----- topics -----
 
     /// CreateTopics, with Kafka's validation and errors. All created topics commit in one
-    /// batch; a topic whose records would push the batch over
-    /// [`MAX_RECORDS_PER_OPERATION`] is refused with `POLICY_VIOLATION`.
+    /// batch; a request whose records would exceed [`MAX_RECORDS_PER_OPERATION`] fails
+    /// whole, every topic with `POLICY_VIOLATION`, as in Kafka.
     pub fn create_topics(
         &mut self,
         image: &MetadataImage,
@@ -408,7 +408,7 @@ impl Controller {
                 Ok(created)
             })
             .collect();
-        Outcome { records, results }
+        Outcome::all_or_too_large(records, results)
     }
 
     fn create_topic(
@@ -565,7 +565,7 @@ impl Controller {
                 Ok(())
             })
             .collect();
-        Outcome { records, results }
+        Outcome::all_or_too_large(records, results)
     }
 
     fn add_partitions(
@@ -661,7 +661,7 @@ impl Controller {
                 Ok(())
             })
             .collect();
-        Outcome { records, results }
+        Outcome::all_or_too_large(records, results)
     }
 
     // ----- producer ids -----
@@ -803,6 +803,24 @@ fn usable_brokers(image: &MetadataImage) -> Vec<PlacementBroker> {
 fn duplicates<T: Ord + Copy>(items: impl Iterator<Item = T>) -> BTreeSet<T> {
     let mut seen = BTreeSet::new();
     items.filter(|i| !seen.insert(*i)).collect()
+}
+
+impl<T> Outcome<T> {
+    /// Kafka fails a whole operation whose batch would be too large (its
+    /// `BoundedListTooLongException` escapes the request): every item gets
+    /// `POLICY_VIOLATION` and nothing is committed.
+    fn all_or_too_large(records: Vec<MetadataRecord>, results: Vec<Result<T>>) -> Self {
+        if results
+            .iter()
+            .any(|r| matches!(r, Err(MetadataError::PolicyViolation(_))))
+        {
+            return Outcome {
+                records: Vec::new(),
+                results: results.iter().map(|_| Err(too_large())).collect(),
+            };
+        }
+        Outcome { records, results }
+    }
 }
 
 fn too_large() -> MetadataError {

@@ -564,7 +564,6 @@ fn create_topics_validates_like_kafka() {
         create("dup", 1, 1),
         create(&max, 1, 1),
         create("defaults", -1, -1),
-        create("huge", i32::MAX, 1),
         create("c.d", 1, 1),
         create("c_d", 1, 1),
     ];
@@ -590,7 +589,6 @@ fn create_topics_validates_like_kafka() {
             "INVALID_REQUEST",
             "NONE",
             "NONE",
-            "POLICY_VIOLATION",
             "NONE",
             "INVALID_TOPIC_EXCEPTION", // collides with c.d of the same request
         ]
@@ -602,6 +600,40 @@ fn create_topics_validates_like_kafka() {
     let defaults = h.image.topic("defaults").unwrap();
     assert_eq!(defaults.partitions.len(), 1);
     assert_eq!(defaults.partitions[0].replicas.len(), 1);
+}
+
+#[test]
+fn an_operation_over_the_record_limit_fails_whole_like_kafka() {
+    let mut h = three_brokers();
+    // Refused before anything of that size is allocated.
+    let outcome = h
+        .controller
+        .create_topics(&h.image, &[create("ok", 1, 1), create("huge", i32::MAX, 1)]);
+    assert!(outcome.records.is_empty());
+    for r in &outcome.results {
+        assert_eq!(error_name(r), "POLICY_VIOLATION");
+    }
+    // Many topics adding up past the limit fail together too.
+    let many: Vec<CreateTopic> = (0..3).map(|i| create(&format!("m{i}"), 4000, 1)).collect();
+    let outcome = h.controller.create_topics(&h.image, &many);
+    assert!(outcome.records.is_empty());
+    assert!(outcome
+        .results
+        .iter()
+        .all(|r| error_name(r) == "POLICY_VIOLATION"));
+    // At the limit it works: 1 topic record + 9,999 partition records.
+    let outcome = h
+        .controller
+        .create_topics(&h.image, &[create("big", 9_999, 1)]);
+    assert_eq!(outcome.records.len(), MAX_RECORDS_PER_OPERATION);
+    h.commit(outcome.records).unwrap();
+    let grow = CreatePartitions {
+        name: "big".into(),
+        count: 9_999 + 10_000,
+        assignments: None,
+    };
+    let outcome = h.controller.create_partitions(&h.image, &[grow]);
+    assert_eq!(error_name(&outcome.results[0]), "POLICY_VIOLATION");
 }
 
 #[test]
