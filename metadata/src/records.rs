@@ -522,6 +522,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_example_in_docs_cluster_md_decodes() {
+        let example = br#"[{"type":"topic","name":"orders","topic_id":"6f1c2a0e-5d6b-4a53-9a0e-3c2b8f1d9e77"},
+ {"type":"partition","topic_id":"6f1c2a0e-5d6b-4a53-9a0e-3c2b8f1d9e77","partition_id":0,
+  "replicas":[2,3,1],"isr":[2,3,1],"leader":2,"leader_epoch":0,"partition_epoch":0},
+ {"type":"config","resource":{"type":"topic","name":"orders"},"name":"retention.ms","value":"86400000"}]"#;
+        let mut bytes = vec![RECORD_BATCH_VERSION];
+        bytes.extend_from_slice(example);
+        let records = decode_batch(&bytes).unwrap();
+        assert_eq!(records.len(), 3);
+        assert!(matches!(&records[2], MetadataRecord::Config(c)
+            if c.resource == ConfigResource::Topic("orders".into()) && c.value.as_deref() == Some("86400000")));
+        // The other config resources, as documented.
+        let json =
+            serde_json::to_string(&[ConfigResource::Broker(2), ConfigResource::ClusterDefault])
+                .unwrap();
+        assert_eq!(
+            json,
+            r#"[{"type":"broker","name":2},{"type":"cluster_default"}]"#
+        );
+    }
+
+    #[test]
     fn deep_nesting_is_an_error() {
         // serde_json's recursion limit turns a stack-exhausting input into an error.
         let mut bytes = vec![RECORD_BATCH_VERSION];
