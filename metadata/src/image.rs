@@ -797,7 +797,7 @@ impl MetadataImage {
             .collect()
     }
 
-    /// The config overrides of a resource (empty map if none).
+    /// The config overrides of a resource (`None` if it has none).
     pub fn configs(&self, resource: &ConfigResource) -> Option<&BTreeMap<String, String>> {
         self.configs.get(resource)
     }
