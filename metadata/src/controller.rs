@@ -1,0 +1,922 @@
+//! The active controller's decisions: requests in, records to commit out.
+//!
+//! # Contract
+//! - **In**: the latest applied [`MetadataImage`], a request, and for anything about
+//!   broker liveness the current time in milliseconds (`now_ms`, from any monotonic clock;
+//!   nothing here reads a clock).
+//! - **Out**: the records to commit as one batch, and per-item results (Kafka's admin
+//!   requests carry many topics, each with its own error). Nothing here changes the image:
+//!   it changes only when the committed batch is applied. An empty record list means
+//!   "nothing to commit".
+//! - **State kept here, not in the image**: the heartbeat times of brokers
+//!   ([`BrokerLiveness`], as Kafka's `BrokerHeartbeatManager`: liveness is soft state that a
+//!   new active controller rebuilds by giving every broker a full session) and the
+//!   placement random generator.
+//! - **One decision at a time**: a decision assumes that the records of the previous one
+//!   are applied, as Kafka's single-threaded controller does. The caller proposes a
+//!   batch and waits for it to be applied before deciding the next one (or applies the
+//!   pending batches to a clone of the image and decides on that). Were two decisions
+//!   made on the same image, the second batch may be rejected by `apply` (a topic that
+//!   already exists, a producer-id block that overlaps): never an inconsistent image, but
+//!   an error to retry.
+//!
+//! Files: this one holds the decisions; `controller/requests.rs` the request and decision
+//! types; `controller/leadership.rs` Kafka's who-leads rules (who takes over when a broker
+//! is fenced, shuts down or comes back, and when the epochs bump).
+//! [`Controller::elect_preferred_leaders`] moves leadership back to preferred replicas
+//! (Kafka's `auto.leader.rebalance.enable`; the caller decides when to run it).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tracing::{debug, info};
+use uuid::Uuid;
+
+use crate::error::{MetadataError, Result};
+use crate::image::MetadataImage;
+use crate::placement::{PlacementBroker, ReplicaPlacer};
+use crate::records::*;
+
+mod leadership;
+mod requests;
+
+use leadership::{change, fence_brokers, leave_partitions, take_offline_partitions};
+pub use requests::*;
+
+/// Kafka's `broker.session.timeout.ms` default.
+pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 9_000;
+/// Ids per producer-id block (Kafka's `ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1_000;
+/// The most records one operation may commit (Kafka's `MAX_RECORDS_PER_USER_OP`): bounds
+/// the batch size and the memory a single request can make the controller use.
+pub const MAX_RECORDS_PER_OPERATION: usize = 10_000;
+/// Kafka's longest topic name.
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// Kafka's topic name rule: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<()> {
+    let invalid = |m: String| Err(MetadataError::InvalidTopic(m));
+    if name.is_empty() {
+        return invalid("Topic name is illegal, it can't be empty".into());
+    }
+    if name == "." || name == ".." {
+        return invalid("Topic name cannot be \".\" or \"..\"".into());
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return invalid(format!(
+            "Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME_LEN} characters, topic name: {name}"
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return invalid(format!(
+            "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// Kafka's collision rule: `.` and `_` clash in metric names, so `a.b` and `a_b` cannot
+/// both exist.
+fn collision_key(name: &str) -> String {
+    name.replace('.', "_")
+}
+
+/// Settings of the controller's decisions, with Kafka's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// `broker.session.timeout.ms`: a broker without a heartbeat for this long is fenced.
+    pub session_timeout_ms: u64,
+    /// `num.partitions`: partitions of a topic created with `num_partitions = -1`.
+    pub default_num_partitions: i32,
+    /// `default.replication.factor`: for `replication_factor = -1`.
+    pub default_replication_factor: i16,
+    /// Ids per producer-id block.
+    pub producer_id_block_size: i64,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
+            default_num_partitions: 1,
+            default_replication_factor: 1,
+            producer_id_block_size: PRODUCER_ID_BLOCK_SIZE,
+        }
+    }
+}
+
+/// The last heartbeat of each broker, kept by the active controller only.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerLiveness {
+    sessions: BTreeMap<BrokerId, Session>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    last_heartbeat_ms: u64,
+    /// When a fence for an expired session was decided, so it is not decided again
+    /// while its batch commits (again only after another session timeout).
+    fence_decided_ms: Option<u64>,
+}
+
+impl BrokerLiveness {
+    /// The time of a broker's last heartbeat (or registration), if any was seen.
+    pub fn last_heartbeat_ms(&self, broker: BrokerId) -> Option<u64> {
+        self.sessions.get(&broker).map(|s| s.last_heartbeat_ms)
+    }
+
+    fn touch(&mut self, broker: BrokerId, now_ms: u64) {
+        self.sessions.insert(
+            broker,
+            Session {
+                last_heartbeat_ms: now_ms,
+                fence_decided_ms: None,
+            },
+        );
+    }
+}
+
+/// The active controller's decision logic. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Controller {
+    config: ControllerConfig,
+    liveness: BrokerLiveness,
+    placer: ReplicaPlacer,
+}
+
+impl Controller {
+    /// A controller with `config`; `seed` drives replica placement (see
+    /// [`crate::placement`]): random in production, fixed in tests.
+    pub fn new(config: ControllerConfig, seed: u64) -> Self {
+        Self {
+            config,
+            liveness: BrokerLiveness::default(),
+            placer: ReplicaPlacer::new(seed),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
+    }
+
+    /// The heartbeat times seen.
+    pub fn liveness(&self) -> &BrokerLiveness {
+        &self.liveness
+    }
+
+    /// The records that start a new cluster: its id (none if the image has one already).
+    pub fn bootstrap(image: &MetadataImage, cluster_id: &str) -> Vec<MetadataRecord> {
+        if image.cluster_id().is_some() {
+            return Vec::new();
+        }
+        vec![MetadataRecord::ClusterId(ClusterIdRecord {
+            cluster_id: cluster_id.to_owned(),
+        })]
+    }
+
+    // ----- brokers -----
+
+    /// A broker registers. A new incarnation of a registered broker replaces the old one:
+    /// the old one's leaderships and ISR places are given up (it may have lost data), and
+    /// the new registration starts fenced, like every registration, until a heartbeat
+    /// shows it caught up. A retry from the same incarnation with the same endpoints
+    /// commits nothing and keeps the epoch.
+    pub fn register_broker(
+        &mut self,
+        image: &MetadataImage,
+        now_ms: u64,
+        request: &BrokerRegistrationRequest,
+    ) -> Result<RegistrationDecision> {
+        if let Some(expected) = image.cluster_id() {
+            if expected != request.cluster_id {
+                return Err(MetadataError::InconsistentClusterId {
+                    expected: expected.to_owned(),
+                    got: request.cluster_id.clone(),
+                });
+            }
+        }
+        if request.broker_id < 0 {
+            return Err(MetadataError::InvalidRequest(format!(
+                "invalid broker id {}",
+                request.broker_id
+            )));
+        }
+        let mut listeners = BTreeSet::new();
+        if let Some(e) = request
+            .endpoints
+            .iter()
+            .find(|e| !listeners.insert(e.listener.as_str()))
+        {
+            return Err(MetadataError::InvalidRequest(format!(
+                "listener {} is listed twice",
+                e.listener
+            )));
+        }
+        let mut records = Vec::new();
+        if let Some(existing) = image.broker(request.broker_id) {
+            if existing.incarnation_id == request.incarnation_id
+                && existing.endpoints == request.endpoints
+                && existing.rack == request.rack
+            {
+                self.liveness.touch(request.broker_id, now_ms);
+                return Ok(RegistrationDecision {
+                    records,
+                    existing_epoch: Some(existing.epoch),
+                });
+            }
+            info!(
+                broker = request.broker_id,
+                old_epoch = existing.epoch,
+                "broker re-registers with a new incarnation; its old registration is fenced"
+            );
+            records = leave_partitions(image, request.broker_id);
+        }
+        records.push(MetadataRecord::RegisterBroker(RegisterBrokerRecord {
+            broker_id: request.broker_id,
+            incarnation_id: request.incarnation_id,
+            endpoints: request.endpoints.clone(),
+            rack: request.rack.clone(),
+            fenced: true,
+        }));
+        self.liveness.touch(request.broker_id, now_ms);
+        Ok(RegistrationDecision {
+            records,
+            existing_epoch: None,
+        })
+    }
+
+    /// A broker heartbeats: its session is renewed, and it may be unfenced (caught up and
+    /// not asking to stay fenced), fenced on request, or moved through a controlled
+    /// shutdown.
+    pub fn heartbeat(
+        &mut self,
+        image: &MetadataImage,
+        now_ms: u64,
+        request: &BrokerHeartbeatRequest,
+    ) -> Result<HeartbeatDecision> {
+        let broker = current_broker(image, request.broker_id, request.broker_epoch)?;
+        self.liveness.touch(request.broker_id, now_ms);
+        let id = broker.id;
+        let change = |fenced: Option<bool>, in_controlled_shutdown: Option<bool>| {
+            MetadataRecord::BrokerRegistrationChange(BrokerRegistrationChangeRecord {
+                broker_id: id,
+                broker_epoch: broker.epoch,
+                fenced,
+                in_controlled_shutdown,
+            })
+        };
+        let is_caught_up = request.current_metadata_offset >= broker.epoch;
+        let mut decision = HeartbeatDecision {
+            records: Vec::new(),
+            is_caught_up,
+            is_fenced: broker.fenced,
+            in_controlled_shutdown: broker.in_controlled_shutdown,
+            should_shut_down: false,
+        };
+        if broker.fenced {
+            if request.want_shut_down || broker.in_controlled_shutdown {
+                // A fenced broker leads nothing: it may stop at once. One fenced at the
+                // end of a controlled shutdown is not unfenced: it stops, and comes back
+                // with a new registration.
+                decision.should_shut_down = true;
+            } else if !request.want_fence && is_caught_up {
+                info!(broker = id, "unfencing broker: caught up with the metadata");
+                decision.records.push(change(Some(false), None));
+                decision.records.extend(take_offline_partitions(image, id));
+                decision.is_fenced = false;
+            }
+        } else if broker.in_controlled_shutdown || request.want_shut_down {
+            let leads_nothing = image.partitions_led_by(id).is_empty();
+            if !broker.in_controlled_shutdown {
+                info!(broker = id, "broker starts a controlled shutdown");
+                decision.records.push(change(None, Some(true)));
+                decision.records.extend(leave_partitions(image, id));
+                decision.in_controlled_shutdown = true;
+            }
+            if broker.in_controlled_shutdown && leads_nothing {
+                // Its leaderships have moved (the batch that moved them is applied):
+                // fence it, and tell it to stop.
+                decision.records.push(change(Some(true), None));
+                decision.is_fenced = true;
+                decision.should_shut_down = true;
+            }
+        } else if request.want_fence {
+            info!(broker = id, "fencing broker at its request");
+            decision.records.extend(leave_partitions(image, id));
+            decision.records.push(change(Some(true), None));
+            decision.is_fenced = true;
+        }
+        Ok(decision)
+    }
+
+    /// Fences every unfenced broker whose session has expired (no heartbeat for
+    /// `session_timeout_ms`), moving its leaderships away. A broker never seen by this
+    /// controller (it just became active) gets a full session from `now_ms`.
+    pub fn fence_expired_brokers(
+        &mut self,
+        image: &MetadataImage,
+        now_ms: u64,
+    ) -> Vec<MetadataRecord> {
+        let timeout = self.config.session_timeout_ms;
+        let mut expired = Vec::new();
+        for broker in image.live_brokers() {
+            let session = self.liveness.sessions.entry(broker.id).or_insert(Session {
+                last_heartbeat_ms: now_ms,
+                fence_decided_ms: None,
+            });
+            let silent_for = now_ms.saturating_sub(session.last_heartbeat_ms);
+            let decided_recently = session
+                .fence_decided_ms
+                .is_some_and(|at| now_ms.saturating_sub(at) < timeout);
+            if silent_for >= timeout && !decided_recently {
+                info!(
+                    broker = broker.id,
+                    silent_for_ms = silent_for,
+                    "fencing broker: session expired"
+                );
+                session.fence_decided_ms = Some(now_ms);
+                expired.push(broker.id);
+            }
+        }
+        fence_brokers(image, &expired)
+    }
+
+    /// When [`Self::fence_expired_brokers`] should run next: the earliest session end of a
+    /// live broker, if any (for the caller's timer).
+    pub fn next_session_deadline_ms(&self, image: &MetadataImage) -> Option<u64> {
+        image
+            .live_brokers()
+            .filter_map(|b| self.liveness.sessions.get(&b.id))
+            .map(|s| {
+                let base = s.fence_decided_ms.unwrap_or(s.last_heartbeat_ms);
+                base.saturating_add(self.config.session_timeout_ms)
+            })
+            .min()
+    }
+
+    /// A broker leaves the cluster for good (Kafka's UnregisterBroker): its leaderships
+    /// and ISR places are given up, then its registration is removed.
+    pub fn unregister_broker(
+        &mut self,
+        image: &MetadataImage,
+        broker_id: BrokerId,
+    ) -> Result<Vec<MetadataRecord>> {
+        let broker = image
+            .broker(broker_id)
+            .ok_or(MetadataError::BrokerIdNotRegistered(broker_id))?;
+        let mut records = leave_partitions(image, broker_id);
+        records.push(MetadataRecord::UnregisterBroker(UnregisterBrokerRecord {
+            broker_id,
+            broker_epoch: broker.epoch,
+        }));
+        self.liveness.sessions.remove(&broker_id);
+        Ok(records)
+    }
+
+    // ----- topics -----
+
+    /// CreateTopics, with Kafka's validation and errors. All created topics commit in one
+    /// batch; a request whose records would exceed [`MAX_RECORDS_PER_OPERATION`] fails
+    /// whole, every topic with `POLICY_VIOLATION`, as in Kafka.
+    pub fn create_topics(
+        &mut self,
+        image: &MetadataImage,
+        topics: &[CreateTopic],
+    ) -> Outcome<CreatedTopic> {
+        let duplicates = duplicates(topics.iter().map(|t| t.name.as_str()));
+        let mut taken: BTreeMap<String, String> = image
+            .topics()
+            .map(|t| (collision_key(&t.name), t.name.clone()))
+            .collect();
+        let usable = usable_brokers(image);
+        let mut records = Vec::new();
+        let results = topics
+            .iter()
+            .map(|topic| {
+                if duplicates.contains(topic.name.as_str()) {
+                    return Err(MetadataError::InvalidRequest(
+                        "Duplicate topic name.".into(),
+                    ));
+                }
+                let (created, topic_records) =
+                    self.create_topic(image, &usable, &taken, topic, records.len())?;
+                taken.insert(collision_key(&topic.name), topic.name.clone());
+                records.extend(topic_records);
+                Ok(created)
+            })
+            .collect();
+        Outcome::all_or_too_large(records, results)
+    }
+
+    fn create_topic(
+        &mut self,
+        image: &MetadataImage,
+        usable: &[PlacementBroker],
+        taken: &BTreeMap<String, String>,
+        topic: &CreateTopic,
+        records_so_far: usize,
+    ) -> Result<(CreatedTopic, Vec<MetadataRecord>)> {
+        validate_topic_name(&topic.name)?;
+        if image.topic(&topic.name).is_some() {
+            return Err(MetadataError::TopicAlreadyExists(topic.name.clone()));
+        }
+        if let Some(existing) = taken.get(&collision_key(&topic.name)) {
+            return Err(MetadataError::InvalidTopic(format!(
+                "Topic '{}' collides with existing topic: {existing}",
+                topic.name
+            )));
+        }
+        let replica_lists = if topic.assignments.is_empty() {
+            let partitions = match topic.num_partitions {
+                -1 => self.config.default_num_partitions,
+                n => n,
+            };
+            let rf = match topic.replication_factor {
+                -1 => self.config.default_replication_factor,
+                rf => rf,
+            };
+            check_record_budget(records_so_far, partitions, topic.configs.len())?;
+            self.placer.place(usable, partitions, rf)?
+        } else {
+            if topic.num_partitions != -1 || topic.replication_factor != -1 {
+                return Err(MetadataError::InvalidRequest(
+                    "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
+                ));
+            }
+            let count = i32::try_from(topic.assignments.len()).unwrap_or(i32::MAX);
+            check_record_budget(records_so_far, count, topic.configs.len())?;
+            let mut by_index = BTreeMap::new();
+            for a in &topic.assignments {
+                by_index.insert(a.partition, a.replicas.clone());
+            }
+            if by_index.len() != topic.assignments.len()
+                || by_index
+                    .keys()
+                    .enumerate()
+                    .any(|(i, &p)| i as i64 != p as i64)
+            {
+                return Err(MetadataError::InvalidReplicaAssignment(
+                    "Partitions should be a consecutive 0-based integer sequence.".into(),
+                ));
+            }
+            let lists: Vec<Vec<BrokerId>> = by_index.into_values().collect();
+            let rf = lists[0].len();
+            for (p, replicas) in lists.iter().enumerate() {
+                check_manual_assignment(image, p as i32, replicas, Some(rf))?;
+            }
+            lists
+        };
+        let topic_id = new_topic_id(image);
+        let mut records = vec![MetadataRecord::Topic(TopicRecord {
+            name: topic.name.clone(),
+            topic_id,
+        })];
+        for (p, replicas) in replica_lists.iter().enumerate() {
+            records.push(new_partition(image, topic_id, p as i32, replicas)?);
+        }
+        for (name, value) in &topic.configs {
+            if name.is_empty() {
+                return Err(MetadataError::InvalidConfig("empty config name".into()));
+            }
+            records.push(MetadataRecord::Config(ConfigRecord {
+                resource: ConfigResource::Topic(topic.name.clone()),
+                name: name.clone(),
+                value: Some(value.clone()),
+            }));
+        }
+        debug!(topic = %topic.name, %topic_id, partitions = replica_lists.len(), "create topic decided");
+        Ok((
+            CreatedTopic {
+                topic_id,
+                num_partitions: replica_lists.len() as i32,
+                replication_factor: replica_lists[0].len() as i16,
+            },
+            records,
+        ))
+    }
+
+    /// DeleteTopics: one [`RemoveTopicRecord`] per topic (which also drops its configs).
+    pub fn delete_topics(
+        &self,
+        image: &MetadataImage,
+        topics: &[TopicRef],
+    ) -> Outcome<DeletedTopic> {
+        let mut ids = Vec::new();
+        let mut records = Vec::new();
+        let mut results: Vec<Result<DeletedTopic>> = topics
+            .iter()
+            .map(|t| {
+                let topic = match t {
+                    TopicRef::Name(name) => image
+                        .topic(name)
+                        .ok_or_else(|| MetadataError::UnknownTopicOrPartition(name.clone()))?,
+                    TopicRef::Id(id) => image
+                        .topic_by_id(*id)
+                        .ok_or(MetadataError::UnknownTopicId(*id))?,
+                };
+                ids.push(topic.id);
+                Ok(DeletedTopic {
+                    topic_id: topic.id,
+                    name: topic.name.clone(),
+                })
+            })
+            .collect();
+        // The same topic twice (by name, by id, or both) is an invalid request for each.
+        let repeated: BTreeSet<Uuid> = duplicates(ids.iter().copied());
+        for result in &mut results {
+            if let Ok(d) = result {
+                if repeated.contains(&d.topic_id) {
+                    *result = Err(MetadataError::InvalidRequest(
+                        "Duplicate topic name.".into(),
+                    ));
+                } else {
+                    records.push(MetadataRecord::RemoveTopic(RemoveTopicRecord {
+                        topic_id: d.topic_id,
+                    }));
+                }
+            }
+        }
+        Outcome { records, results }
+    }
+
+    /// CreatePartitions: grows topics to a new partition count (never shrinks), with the
+    /// replication factor of the topic's partition 0.
+    pub fn create_partitions(
+        &mut self,
+        image: &MetadataImage,
+        requests: &[CreatePartitions],
+    ) -> Outcome<()> {
+        let duplicates = duplicates(requests.iter().map(|r| r.name.as_str()));
+        let usable = usable_brokers(image);
+        let mut records = Vec::new();
+        let results = requests
+            .iter()
+            .map(|r| {
+                if duplicates.contains(r.name.as_str()) {
+                    return Err(MetadataError::InvalidRequest(
+                        "Duplicate topic name.".into(),
+                    ));
+                }
+                let more = self.add_partitions(image, &usable, r, records.len())?;
+                records.extend(more);
+                Ok(())
+            })
+            .collect();
+        Outcome::all_or_too_large(records, results)
+    }
+
+    fn add_partitions(
+        &mut self,
+        image: &MetadataImage,
+        usable: &[PlacementBroker],
+        request: &CreatePartitions,
+        records_so_far: usize,
+    ) -> Result<Vec<MetadataRecord>> {
+        let topic = image
+            .topic(&request.name)
+            .ok_or_else(|| MetadataError::UnknownTopicOrPartition(request.name.clone()))?;
+        let current = topic.partitions.len() as i32;
+        if request.count < current {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "The topic {} currently has {current} partition(s); {} would not be an increase.",
+                request.name, request.count
+            )));
+        }
+        if request.count == current {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "Topic already has {current} partition(s)."
+            )));
+        }
+        let added = request.count - current;
+        check_record_budget(records_so_far, added, 0)?;
+        let rf = topic.partitions.first().map_or(1, |p| p.replicas.len());
+        let lists = match &request.assignments {
+            Some(lists) => {
+                if lists.len() != added as usize {
+                    return Err(MetadataError::InvalidReplicaAssignment(format!(
+                        "Attempted to add {added} additional partition(s), but only {} assignment(s) were specified.",
+                        lists.len()
+                    )));
+                }
+                for (i, replicas) in lists.iter().enumerate() {
+                    check_manual_assignment(image, current + i as i32, replicas, Some(rf))?;
+                }
+                lists.clone()
+            }
+            None => self.placer.place(usable, added, rf as i16)?,
+        };
+        lists
+            .iter()
+            .enumerate()
+            .map(|(i, replicas)| new_partition(image, topic.id, current + i as i32, replicas))
+            .collect()
+    }
+
+    // ----- configs -----
+
+    /// IncrementalAlterConfigs (SET and DELETE): one [`ConfigRecord`] per actual change
+    /// (setting the current value or deleting an absent key commits nothing).
+    pub fn alter_configs(&self, image: &MetadataImage, resources: &[AlterConfigs]) -> Outcome<()> {
+        let mut records = Vec::new();
+        let results = resources
+            .iter()
+            .map(|r| {
+                match &r.resource {
+                    ConfigResource::Topic(name) if image.topic(name).is_none() => {
+                        return Err(MetadataError::UnknownTopicOrPartition(name.clone()))
+                    }
+                    ConfigResource::Broker(id) if *id < 0 => {
+                        return Err(MetadataError::InvalidRequest(format!(
+                            "Invalid broker id {id}"
+                        )))
+                    }
+                    _ => {}
+                }
+                let mut keys = BTreeSet::new();
+                for (key, _) in &r.changes {
+                    if key.is_empty() {
+                        return Err(MetadataError::InvalidConfig("empty config name".into()));
+                    }
+                    if !keys.insert(key) {
+                        return Err(MetadataError::InvalidRequest(format!(
+                            "Error due to duplicate config keys: {key}"
+                        )));
+                    }
+                }
+                if records.len() + r.changes.len() > MAX_RECORDS_PER_OPERATION {
+                    return Err(too_large());
+                }
+                for (key, value) in &r.changes {
+                    if image.config(&r.resource, key) != value.as_deref() {
+                        records.push(MetadataRecord::Config(ConfigRecord {
+                            resource: r.resource.clone(),
+                            name: key.clone(),
+                            value: value.clone(),
+                        }));
+                    }
+                }
+                Ok(())
+            })
+            .collect();
+        Outcome::all_or_too_large(records, results)
+    }
+
+    // ----- producer ids -----
+
+    /// AllocateProducerIds: the next block of ids for a broker, never overlapping any
+    /// block given before, cluster-wide.
+    pub fn allocate_producer_ids(
+        &self,
+        image: &MetadataImage,
+        broker_id: BrokerId,
+        broker_epoch: i64,
+    ) -> Result<(ProducerIdBlock, Vec<MetadataRecord>)> {
+        current_broker(image, broker_id, broker_epoch)?;
+        let first_id = image.next_producer_id();
+        let size = self.config.producer_id_block_size;
+        if size <= 0 || first_id.checked_add(size).is_none() {
+            return Err(MetadataError::ProducerIdsExhausted);
+        }
+        let block = ProducerIdBlock {
+            broker_id,
+            first_id,
+            size,
+        };
+        let record = MetadataRecord::ProducerIds(ProducerIdsRecord {
+            broker_id,
+            broker_epoch,
+            first_producer_id: first_id,
+            size,
+        });
+        Ok((block, vec![record]))
+    }
+
+    // ----- partitions -----
+
+    /// Moves leadership back to each partition's preferred replica where it is in the ISR
+    /// and usable (Kafka's preferred leader election).
+    pub fn elect_preferred_leaders(&self, image: &MetadataImage) -> Vec<MetadataRecord> {
+        image
+            .all_partitions()
+            .filter_map(|p| {
+                let preferred = p.registration.preferred_leader();
+                let eligible = preferred != p.registration.leader
+                    && p.registration.isr.contains(&preferred)
+                    && image.broker(preferred).is_some_and(|b| b.is_usable());
+                eligible.then(|| change(&p, Some(preferred), None))
+            })
+            .collect()
+    }
+
+    /// AlterPartition: the leader changes the ISR of a partition it leads, if the
+    /// partition epoch it read is still current (compare-and-set). Replicas that join the
+    /// ISR must be usable brokers.
+    pub fn alter_partition(
+        &self,
+        image: &MetadataImage,
+        request: &AlterPartitionRequest,
+    ) -> Result<Vec<MetadataRecord>> {
+        current_broker(image, request.broker_id, request.broker_epoch)?;
+        let topic = image
+            .topic_by_id(request.topic_id)
+            .ok_or(MetadataError::UnknownTopicId(request.topic_id))?;
+        let current = topic.partition(request.partition).ok_or_else(|| {
+            MetadataError::UnknownTopicOrPartition(format!("{}-{}", topic.name, request.partition))
+        })?;
+        if current.leader != request.broker_id || current.leader_epoch != request.leader_epoch {
+            return Err(MetadataError::NotLeader {
+                broker_id: request.broker_id,
+                leader_epoch: request.leader_epoch,
+            });
+        }
+        if current.partition_epoch != request.partition_epoch {
+            return Err(MetadataError::InvalidUpdateVersion {
+                got: request.partition_epoch,
+                current: current.partition_epoch,
+            });
+        }
+        let mut seen = BTreeSet::new();
+        for &r in &request.new_isr {
+            let joins = !current.isr.contains(&r);
+            let usable = image.broker(r).is_some_and(|b| b.is_usable());
+            if !seen.insert(r) || !current.replicas.contains(&r) || (joins && !usable) {
+                return Err(MetadataError::IneligibleReplica(format!(
+                    "Rejecting AlterPartition request from node {} for {}-{} because it specified ineligible replica {r} in the new ISR {:?}.",
+                    request.broker_id, topic.name, request.partition, request.new_isr
+                )));
+            }
+        }
+        if !request.new_isr.contains(&request.broker_id) {
+            return Err(MetadataError::InvalidRequest(format!(
+                "The new ISR {:?} does not contain the leader {}",
+                request.new_isr, request.broker_id
+            )));
+        }
+        if request.new_isr == current.isr {
+            return Ok(Vec::new());
+        }
+        Ok(vec![MetadataRecord::PartitionChange(
+            PartitionChangeRecord {
+                topic_id: request.topic_id,
+                partition_id: request.partition,
+                leader: None,
+                isr: Some(request.new_isr.clone()),
+                replicas: None,
+            },
+        )])
+    }
+}
+
+// ----- helpers -----
+
+fn current_broker(
+    image: &MetadataImage,
+    id: BrokerId,
+    epoch: i64,
+) -> Result<&crate::image::BrokerRegistration> {
+    let broker = image
+        .broker(id)
+        .ok_or(MetadataError::BrokerIdNotRegistered(id))?;
+    if broker.epoch != epoch {
+        return Err(MetadataError::StaleBrokerEpoch {
+            broker_id: id,
+            got: epoch,
+            current: broker.epoch,
+        });
+    }
+    Ok(broker)
+}
+
+fn usable_brokers(image: &MetadataImage) -> Vec<PlacementBroker> {
+    image
+        .usable_brokers()
+        .map(|b| PlacementBroker {
+            id: b.id,
+            rack: b.rack.clone(),
+        })
+        .collect()
+}
+
+fn duplicates<T: Ord + Copy>(items: impl Iterator<Item = T>) -> BTreeSet<T> {
+    let mut seen = BTreeSet::new();
+    items.filter(|i| !seen.insert(*i)).collect()
+}
+
+impl<T> Outcome<T> {
+    /// Kafka fails a whole operation whose batch would be too large (its
+    /// `BoundedListTooLongException` escapes the request): every item gets
+    /// `POLICY_VIOLATION` and nothing is committed.
+    fn all_or_too_large(records: Vec<MetadataRecord>, results: Vec<Result<T>>) -> Self {
+        if results
+            .iter()
+            .any(|r| matches!(r, Err(MetadataError::PolicyViolation(_))))
+        {
+            return Outcome {
+                records: Vec::new(),
+                results: results.iter().map(|_| Err(too_large())).collect(),
+            };
+        }
+        Outcome { records, results }
+    }
+}
+
+fn too_large() -> MetadataError {
+    MetadataError::PolicyViolation("Unable to perform excessively large batch operation.".into())
+}
+
+/// Refuses an operation whose records would exceed [`MAX_RECORDS_PER_OPERATION`], before
+/// anything of that size is allocated.
+fn check_record_budget(so_far: usize, partitions: i32, configs: usize) -> Result<()> {
+    let partitions = usize::try_from(partitions).unwrap_or(0);
+    if so_far + 1 + partitions + configs > MAX_RECORDS_PER_OPERATION {
+        return Err(too_large());
+    }
+    Ok(())
+}
+
+fn check_manual_assignment(
+    image: &MetadataImage,
+    partition: i32,
+    replicas: &[BrokerId],
+    rf: Option<usize>,
+) -> Result<()> {
+    let bad = |m: String| Err(MetadataError::InvalidReplicaAssignment(m));
+    if replicas.is_empty() {
+        return bad(format!(
+            "The manual partition assignment includes an empty replica list for partition {partition}."
+        ));
+    }
+    if duplicates(replicas.iter().copied()).first().is_some() {
+        return bad(format!(
+            "The manual partition assignment includes the broker {:?} more than once for partition {partition}.",
+            duplicates(replicas.iter().copied())
+        ));
+    }
+    if let Some(b) = replicas.iter().find(|&&b| image.broker(b).is_none()) {
+        return bad(format!(
+            "The manual partition assignment includes broker {b}, but no such broker is registered."
+        ));
+    }
+    if let Some(rf) = rf {
+        if replicas.len() != rf {
+            return bad(format!(
+                "The manual partition assignment includes the partition {partition} with replication factor {}, but {rf} is required.",
+                replicas.len()
+            ));
+        }
+    }
+    if !replicas
+        .iter()
+        .any(|&b| image.broker(b).is_some_and(|b| b.is_usable()))
+    {
+        return bad(format!(
+            "All brokers specified in the manual partition assignment for partition {partition} are fenced or in controlled shutdown."
+        ));
+    }
+    Ok(())
+}
+
+/// A new partition's record: ISR = the usable replicas, leader = the first of them.
+fn new_partition(
+    image: &MetadataImage,
+    topic_id: Uuid,
+    partition: i32,
+    replicas: &[BrokerId],
+) -> Result<MetadataRecord> {
+    let isr: Vec<BrokerId> = replicas
+        .iter()
+        .copied()
+        .filter(|&b| image.broker(b).is_some_and(|b| b.is_usable()))
+        .collect();
+    let Some(&leader) = isr.first() else {
+        return Err(MetadataError::InvalidReplicaAssignment(format!(
+            "All brokers specified in the manual partition assignment for partition {partition} are fenced or in controlled shutdown."
+        )));
+    };
+    Ok(MetadataRecord::Partition(PartitionRecord {
+        topic_id,
+        partition_id: partition,
+        replicas: replicas.to_vec(),
+        isr,
+        leader,
+        leader_epoch: 0,
+        partition_epoch: 0,
+    }))
+}
+
+/// A fresh topic id: random (never reused across deletes, unlike a seeded sequence), not
+/// nil and not in use.
+fn new_topic_id(image: &MetadataImage) -> Uuid {
+    loop {
+        let id = Uuid::new_v4();
+        if !id.is_nil() && image.topic_by_id(id).is_none() {
+            return id;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
