@@ -14,13 +14,16 @@
 //! crc    u32   CRC-32C of the body
 //! body         CBOR of openraft's Entry: log id (term, leader node, index) and payload
 //! ```
-//! Invariants: indexes are consecutive inside a segment and across segments; a segment's name
-//! is the index of its first record. Appends write the records and `fdatasync` the segment
+//! Invariants: indexes strictly increase inside a segment and across segments (openraft
+//! appends consecutive indexes; the store checks only the order, and openraft's storage test
+//! suite appends with gaps); a segment's name is the index of its first record. An append at or
+//! below the last index first truncates from there (openraft truncates explicitly before, so
+//! this is a safety net, not a path it takes). Appends write the records and `fdatasync` the segment
 //! before the flush callback fires. A new segment is started when the active one reaches
 //! `segment_bytes`; its creation is made durable with a directory fsync.
 //!
 //! Recovery at open reads every segment in order and stops at the first record that is short,
-//! too long, fails its CRC, does not decode, or breaks the index sequence: the segment is cut
+//! too long, fails its CRC, does not decode, or does not increase the index: the segment is cut
 //! there (`set_len` + fsync) and later segments are deleted. Such a tail is only ever a crash
 //! in the middle of an append, which was never reported flushed, so nothing acknowledged is
 //! lost.
@@ -264,8 +267,8 @@ impl Files {
                 recovery.segments_deleted += 1;
                 continue;
             }
-            // A segment must continue the previous one; one after a hole cannot be used.
-            if expected.is_some_and(|next| next != base) {
+            // A segment must continue after the previous one.
+            if expected.is_some_and(|next| base < next) {
                 tracing::warn!(base, ?expected, "metadata log: segment does not continue the log");
                 fs::remove_file(&path).map_err(|e| QuorumError::io("remove", &path, e))?;
                 recovery.segments_deleted += 1;
@@ -278,13 +281,14 @@ impl Files {
             let mut next = base;
             while pos < bytes.len() {
                 match decode_record(&bytes[pos..]) {
-                    Some((entry, len)) if entry.log_id.index == next => {
-                        index_positions.push((next, pos as u64));
-                        if purged_index.is_none_or(|p| next > p) {
-                            entries.map.insert(next, entry);
+                    Some((entry, len)) if entry.log_id.index >= next && (pos > 0 || entry.log_id.index == base) => {
+                        let index = entry.log_id.index;
+                        index_positions.push((index, pos as u64));
+                        if purged_index.is_none_or(|p| index > p) {
+                            entries.map.insert(index, entry);
                         }
                         pos += len;
-                        next += 1;
+                        next = index + 1;
                     }
                     _ => break,
                 }
@@ -329,32 +333,24 @@ impl Files {
             files::sync_dir(&self.log_dir).map_err(|e| QuorumError::io("sync", &self.log_dir, e))?;
         }
         // Entries at or below the purge point can still be in the first segment (a crash between
-        // writing `purged` and deleting files); a hole right after it cannot be served.
-        if let (Some(p), Some((&first, _))) = (purged_index, entries.map.first_key_value()) {
-            if first != p + 1 {
-                return Err(QuorumError::Corrupt {
-                    path: self.log_dir.clone(),
-                    reason: format!("log starts at {first}, but it was purged only up to {p}"),
-                });
-            }
-        }
+        // writing `purged` and deleting files); they were skipped above.
         Ok(recovery)
     }
 
     fn append(&mut self, entries: &RwLock<Entries>, new: Vec<Entry>) -> Result<(), StorageError> {
         let mut last = {
             let e = entries.read().unwrap_or_else(|e| e.into_inner());
-            e.map.last_key_value().map(|(k, _)| *k).or(e.purged.map(|p| p.index))
+            e.map.last_key_value().map(|(k, _)| *k)
         };
         let mut written = Vec::with_capacity(new.len());
         for entry in new {
             let index = entry.log_id.index;
-            if last.is_some_and(|l| index != l + 1) {
-                return Err(StorageIOError::write_log_entry(
-                    entry.log_id,
-                    AnyError::error(format!("append of {index} after {last:?} would leave a hole")),
-                )
-                .into());
+            // openraft truncates a conflicting suffix before appending over it; should an
+            // append still land at or below the last index, it replaces that suffix rather
+            // than leave two entries with one index.
+            if last.is_some_and(|l| index <= l) {
+                self.truncate(entries, index)?;
+                written.retain(|e: &Entry| e.log_id.index < index);
             }
             let record = encode_record(&entry)
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, AnyError::error(e)))?;
