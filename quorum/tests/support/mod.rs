@@ -13,12 +13,44 @@ pub type Log = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
 /// The response to an entry is its payload reversed, so the test can check responses.
 pub struct Recorder {
     pub log: Log,
+    /// The `last_index` of every snapshot installed.
+    pub installs: Arc<Mutex<Vec<u64>>>,
+}
+
+/// What a test keeps of a [`Recorder`] it handed to a quorum.
+#[derive(Clone, Default)]
+pub struct Probe {
+    pub log: Log,
+    pub installs: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Probe {
+    pub fn payloads(&self) -> Vec<Vec<u8>> {
+        self.log.lock().unwrap().iter().map(|(_, p)| p.clone()).collect()
+    }
+    pub fn entries(&self) -> Vec<(u64, Vec<u8>)> {
+        self.log.lock().unwrap().clone()
+    }
+    pub fn installs(&self) -> Vec<u64> {
+        self.installs.lock().unwrap().clone()
+    }
 }
 
 impl Recorder {
     pub fn new() -> (Recorder, Log) {
-        let log: Log = Arc::default();
-        (Recorder { log: log.clone() }, log)
+        let (r, p) = Recorder::probed();
+        (r, p.log)
+    }
+
+    pub fn probed() -> (Recorder, Probe) {
+        let probe = Probe::default();
+        (
+            Recorder {
+                log: probe.log.clone(),
+                installs: probe.installs.clone(),
+            },
+            probe,
+        )
     }
 }
 
@@ -38,7 +70,7 @@ impl Applier for Recorder {
         out
     }
 
-    fn install_snapshot(&mut self, _last_index: u64, mut bytes: &[u8]) -> Result<(), String> {
+    fn install_snapshot(&mut self, last_index: u64, mut bytes: &[u8]) -> Result<(), String> {
         let mut entries = Vec::new();
         while !bytes.is_empty() {
             if bytes.len() < 12 {
@@ -53,6 +85,7 @@ impl Applier for Recorder {
             bytes = &bytes[12 + len..];
         }
         *self.log.lock().unwrap() = entries;
+        self.installs.lock().unwrap().push(last_index);
         Ok(())
     }
 }
