@@ -33,9 +33,10 @@ pub struct QuorumConfig {
     /// The leader's heartbeat period. Default 150 ms. Also openraft's timeout for one
     /// AppendEntries RPC.
     pub heartbeat_interval: Duration,
-    /// A follower that hears no leader for a random time in
-    /// `[election_timeout_min, election_timeout_max)` starts an election. Defaults 600 ms and
-    /// 1000 ms: a new leader about a second after the old one stops.
+    /// A follower that hears no leader starts an election after openraft's leader lease
+    /// (`election_timeout_max`) plus a random time in `[election_timeout_min,
+    /// election_timeout_max)`, checked on a tick of 1.5 × `heartbeat_interval`. Defaults
+    /// 400 ms and 600 ms: a new leader 1.0–1.5 s after the old one stops.
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
     /// Build a snapshot once this many entries were committed since the last one. Default 1000.
@@ -64,8 +65,8 @@ impl QuorumConfig {
             voters,
             dir: dir.into(),
             heartbeat_interval: Duration::from_millis(150),
-            election_timeout_min: Duration::from_millis(600),
-            election_timeout_max: Duration::from_millis(1000),
+            election_timeout_min: Duration::from_millis(400),
+            election_timeout_max: Duration::from_millis(600),
             snapshot_after_entries: 1000,
             log_entries_kept_after_snapshot: 100,
             max_payload_bytes: 1 << 20,

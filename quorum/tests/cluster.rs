@@ -192,9 +192,10 @@ async fn three_voters_elect_replicate_and_fail_over() {
     let term_before = status.borrow().term;
     let started = Instant::now();
     c.stop(leader).await;
+    let stopped = started.elapsed();
     let new_leader = c.agreed_leader().await;
     let failover = started.elapsed();
-    println!("metadata quorum failover: new leader {new_leader} after {failover:?}");
+    println!("metadata quorum failover: new leader {new_leader} after {failover:?} (the old leader took {stopped:?} to stop)");
     assert_ne!(new_leader, leader);
     assert!(failover < Duration::from_secs(10), "failover took {failover:?}");
     // The watch saw the change and a new term.
