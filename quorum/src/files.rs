@@ -35,7 +35,12 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, body: &[u8]) -> io::Result<()
 
 /// As [`write_atomic`], but with `durable == false` skips both fsyncs: for hints whose loss
 /// or staleness after a crash is harmless (the committed index).
-pub(crate) fn write_atomic_with(dir: &Path, name: &str, body: &[u8], durable: bool) -> io::Result<()> {
+pub(crate) fn write_atomic_with(
+    dir: &Path,
+    name: &str,
+    body: &[u8],
+    durable: bool,
+) -> io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let mut file = OpenOptions::new()
         .write(true)
@@ -75,7 +80,9 @@ pub(crate) fn read(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, ReadError>
     }
     let version = u16::from_be_bytes([bytes[4], bytes[5]]);
     if version != VERSION {
-        return Err(ReadError::Corrupt(format!("unknown state file version {version}")));
+        return Err(ReadError::Corrupt(format!(
+            "unknown state file version {version}"
+        )));
     }
     let len = u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]) as usize;
     let crc = u32::from_be_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
@@ -119,9 +126,15 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         fs::write(&p, &bytes).unwrap();
-        assert!(matches!(read(dir.path(), "vote"), Err(ReadError::Corrupt(_))));
+        assert!(matches!(
+            read(dir.path(), "vote"),
+            Err(ReadError::Corrupt(_))
+        ));
 
         fs::write(&p, &bytes[..5]).unwrap();
-        assert!(matches!(read(dir.path(), "vote"), Err(ReadError::Corrupt(_))));
+        assert!(matches!(
+            read(dir.path(), "vote"),
+            Err(ReadError::Corrupt(_))
+        ));
     }
 }

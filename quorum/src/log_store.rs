@@ -154,20 +154,25 @@ impl LogStore {
         &self.shared.dir
     }
 
-    /// Runs a write operation on the files in a blocking thread, one at a time.
-    async fn with_files<T, F>(&self, op: F) -> Result<T, StorageError>
+    /// Runs a write operation on the files in a blocking thread, one at a time; its I/O error
+    /// becomes openraft's error for `subject` and `verb`.
+    async fn with_files<T, F>(
+        &self,
+        subject: ErrorSubject<u64>,
+        verb: ErrorVerb,
+        op: F,
+    ) -> Result<T, StorageError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Files, &RwLock<Entries>) -> Result<T, StorageError> + Send + 'static,
+        F: FnOnce(&mut Files, &RwLock<Entries>) -> io::Result<T> + Send + 'static,
     {
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let mut files = lock(&shared.files);
             if files.failed {
-                return Err(StorageIOError::write_logs(AnyError::error(
+                return Err(io::Error::other(
                     "the metadata log failed an earlier write and accepts no more",
-                ))
-                .into());
+                ));
             }
             let result = op(&mut files, &shared.entries);
             if result.is_err() {
@@ -176,7 +181,8 @@ impl LogStore {
             result
         })
         .await
-        .map_err(|e| StorageError::from(StorageIOError::write_logs(AnyError::new(&e))))?
+        .unwrap_or_else(|e| Err(io::Error::other(format!("log write task failed: {e}"))));
+        result.map_err(|e| StorageIOError::new(subject, verb, AnyError::new(&e)).into())
     }
 }
 
@@ -186,7 +192,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn read_state<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<Option<T>, QuorumError> {
+fn read_state<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    name: &str,
+) -> Result<Option<T>, QuorumError> {
     let path = files::path(dir, name);
     match files::read(dir, name) {
         Ok(None) => Ok(None),
@@ -202,15 +211,14 @@ fn segment_name(base: u64) -> String {
     format!("{base:020}{SEGMENT_SUFFIX}")
 }
 
-fn io_err(verb: ErrorVerb, e: io::Error) -> StorageError {
-    StorageIOError::new(ErrorSubject::Logs, verb, AnyError::new(&e)).into()
-}
-
 /// Encodes one record: header and CBOR body.
 fn encode_record(entry: &Entry) -> Result<Vec<u8>, String> {
     let body = to_cbor(entry)?;
     if body.len() > MAX_ENTRY_BYTES {
-        return Err(format!("entry of {} bytes exceeds {MAX_ENTRY_BYTES}", body.len()));
+        return Err(format!(
+            "entry of {} bytes exceeds {MAX_ENTRY_BYTES}",
+            body.len()
+        ));
     }
     let mut out = Vec::with_capacity(RECORD_HEADER + body.len());
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -242,7 +250,8 @@ impl Files {
     /// Loads the segments, cutting at the first bad record; fills `entries`.
     fn recover(&mut self, entries: &mut Entries) -> Result<Recovery, QuorumError> {
         let mut bases = Vec::new();
-        let listing = fs::read_dir(&self.log_dir).map_err(|e| QuorumError::io("list", &self.log_dir, e))?;
+        let listing =
+            fs::read_dir(&self.log_dir).map_err(|e| QuorumError::io("list", &self.log_dir, e))?;
         for item in listing {
             let item = item.map_err(|e| QuorumError::io("list", &self.log_dir, e))?;
             let name = item.file_name();
@@ -269,7 +278,11 @@ impl Files {
             }
             // A segment must continue after the previous one.
             if expected.is_some_and(|next| base < next) {
-                tracing::warn!(base, ?expected, "metadata log: segment does not continue the log");
+                tracing::warn!(
+                    base,
+                    ?expected,
+                    "metadata log: segment does not continue the log"
+                );
                 fs::remove_file(&path).map_err(|e| QuorumError::io("remove", &path, e))?;
                 recovery.segments_deleted += 1;
                 cut = true;
@@ -281,7 +294,10 @@ impl Files {
             let mut next = base;
             while pos < bytes.len() {
                 match decode_record(&bytes[pos..]) {
-                    Some((entry, len)) if entry.log_id.index >= next && (pos > 0 || entry.log_id.index == base) => {
+                    Some((entry, len))
+                        if entry.log_id.index >= next
+                            && (pos > 0 || entry.log_id.index == base) =>
+                    {
                         let index = entry.log_id.index;
                         index_positions.push((index, pos as u64));
                         if purged_index.is_none_or(|p| index > p) {
@@ -330,14 +346,15 @@ impl Files {
             expected = Some(next);
         }
         if recovery != Recovery::default() {
-            files::sync_dir(&self.log_dir).map_err(|e| QuorumError::io("sync", &self.log_dir, e))?;
+            files::sync_dir(&self.log_dir)
+                .map_err(|e| QuorumError::io("sync", &self.log_dir, e))?;
         }
         // Entries at or below the purge point can still be in the first segment (a crash between
         // writing `purged` and deleting files); they were skipped above.
         Ok(recovery)
     }
 
-    fn append(&mut self, entries: &RwLock<Entries>, new: Vec<Entry>) -> Result<(), StorageError> {
+    fn append(&mut self, entries: &RwLock<Entries>, new: Vec<Entry>) -> io::Result<()> {
         let mut last = {
             let e = entries.read().unwrap_or_else(|e| e.into_inner());
             e.map.last_key_value().map(|(k, _)| *k)
@@ -352,22 +369,18 @@ impl Files {
                 self.truncate(entries, index)?;
                 written.retain(|e: &Entry| e.log_id.index < index);
             }
-            let record = encode_record(&entry)
-                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, AnyError::error(e)))?;
+            let record = encode_record(&entry).map_err(io::Error::other)?;
             let roll = match &self.active {
                 None => true,
                 Some(a) => a.len >= self.segment_bytes,
             };
             if roll {
-                self.roll(index).map_err(|e| io_err(ErrorVerb::Write, e))?;
+                self.roll(index)?;
             }
             let Some(active) = self.active.as_mut() else {
-                return Err(io_err(ErrorVerb::Write, io::Error::other("no active segment")));
+                return Err(io::Error::other("no active segment"));
             };
-            active
-                .file
-                .write_all(&record)
-                .map_err(|e| io_err(ErrorVerb::Write, e))?;
+            active.file.write_all(&record)?;
             if let Some(positions) = self.segments.get_mut(&active.base) {
                 positions.push((index, active.len));
             }
@@ -376,7 +389,7 @@ impl Files {
             written.push(entry);
         }
         if let Some(active) = &self.active {
-            active.file.sync_data().map_err(|e| io_err(ErrorVerb::Write, e))?;
+            active.file.sync_data()?;
         }
         let mut e = entries.write().unwrap_or_else(|e| e.into_inner());
         for entry in written {
@@ -409,14 +422,13 @@ impl Files {
     }
 
     /// Deletes every entry with index >= `since`.
-    fn truncate(&mut self, entries: &RwLock<Entries>, since: u64) -> Result<(), StorageError> {
-        let wrap = |e| io_err(ErrorVerb::Delete, e);
+    fn truncate(&mut self, entries: &RwLock<Entries>, since: u64) -> io::Result<()> {
         let mut dir_changed = false;
         // Whole segments starting at or after `since` go.
         let later: Vec<u64> = self.segments.range(since..).map(|(b, _)| *b).collect();
         for base in later {
             self.segments.remove(&base);
-            fs::remove_file(self.log_dir.join(segment_name(base))).map_err(wrap)?;
+            fs::remove_file(self.log_dir.join(segment_name(base)))?;
             dir_changed = true;
         }
         // The segment holding `since`, if any, is cut at its position.
@@ -426,20 +438,20 @@ impl Files {
                 let pos = positions[i].1;
                 positions.truncate(i);
                 let path = self.log_dir.join(segment_name(base));
-                let file = OpenOptions::new().write(true).open(&path).map_err(wrap)?;
-                file.set_len(pos).map_err(wrap)?;
-                file.sync_all().map_err(wrap)?;
+                let file = OpenOptions::new().write(true).open(&path)?;
+                file.set_len(pos)?;
+                file.sync_all()?;
             }
         }
         if dir_changed {
-            files::sync_dir(&self.log_dir).map_err(wrap)?;
+            files::sync_dir(&self.log_dir)?;
         }
         // The active segment is now the last one left.
         self.active = None;
         if let Some((&base, _)) = self.segments.last_key_value() {
             let path = self.log_dir.join(segment_name(base));
-            let file = OpenOptions::new().append(true).open(&path).map_err(wrap)?;
-            let len = file.metadata().map_err(wrap)?.len();
+            let file = OpenOptions::new().append(true).open(&path)?;
+            let len = file.metadata()?.len();
             self.active = Some(Active { base, file, len });
         }
         let mut e = entries.write().unwrap_or_else(|e| e.into_inner());
@@ -448,12 +460,11 @@ impl Files {
     }
 
     /// Deletes every entry with index <= `upto.index` and records `upto` as purged.
-    fn purge(&mut self, entries: &RwLock<Entries>, upto: LogId) -> Result<(), StorageError> {
-        let wrap = |e| io_err(ErrorVerb::Delete, e);
+    fn purge(&mut self, entries: &RwLock<Entries>, upto: LogId) -> io::Result<()> {
         // The purge point is durable before any file goes, so a crash in between only leaves
         // entries that recovery skips.
-        let body = to_cbor(&upto).map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
-        files::write_atomic(&self.dir, "purged", &body).map_err(wrap)?;
+        let body = to_cbor(&upto).map_err(io::Error::other)?;
+        files::write_atomic(&self.dir, "purged", &body)?;
         {
             let mut e = entries.write().unwrap_or_else(|e| e.into_inner());
             e.map = e.map.split_off(&(upto.index + 1));
@@ -466,7 +477,9 @@ impl Files {
         for (i, base) in bases.iter().enumerate() {
             let all_purged = match bases.get(i + 1) {
                 Some(next) => *next <= upto.index + 1,
-                None => self.segments[base].last().is_none_or(|(idx, _)| *idx <= upto.index),
+                None => self.segments[base]
+                    .last()
+                    .is_none_or(|(idx, _)| *idx <= upto.index),
             };
             if !all_purged {
                 break;
@@ -475,11 +488,11 @@ impl Files {
             if self.active.as_ref().is_some_and(|a| a.base == *base) {
                 self.active = None;
             }
-            fs::remove_file(self.log_dir.join(segment_name(*base))).map_err(wrap)?;
+            fs::remove_file(self.log_dir.join(segment_name(*base)))?;
             removed = true;
         }
         if removed {
-            files::sync_dir(&self.log_dir).map_err(wrap)?;
+            files::sync_dir(&self.log_dir)?;
         }
         Ok(())
     }
@@ -490,7 +503,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let e = self.shared.entries.read().unwrap_or_else(|e| e.into_inner());
+        let e = self
+            .shared
+            .entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         Ok(e.map.range(range).map(|(_, v)| v.clone()).collect())
     }
 }
@@ -499,7 +516,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let e = self.shared.entries.read().unwrap_or_else(|e| e.into_inner());
+        let e = self
+            .shared
+            .entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         let last = e.map.last_key_value().map(|(_, v)| v.log_id).or(e.purged);
         Ok(LogState {
             last_purged_log_id: e.purged,
@@ -513,10 +534,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let vote = *vote;
-        self.with_files(move |files, _| {
-            let body = to_cbor(&vote).map_err(|e| StorageIOError::write_vote(AnyError::error(e)))?;
-            files::write_atomic(&files.dir, "vote", &body)
-                .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
+        self.with_files(ErrorSubject::Vote, ErrorVerb::Write, move |files, _| {
+            let body = to_cbor(&vote).map_err(io::Error::other)?;
+            files::write_atomic(&files.dir, "vote", &body)?;
             files.vote = Some(vote);
             Ok(())
         })
@@ -528,14 +548,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.with_files(move |files, _| {
+        self.with_files(ErrorSubject::Logs, ErrorVerb::Write, move |files, _| {
             if files.committed == committed {
                 return Ok(());
             }
-            let body = to_cbor(&committed).map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
+            let body = to_cbor(&committed).map_err(io::Error::other)?;
             // A hint: no fsync (see the module doc).
-            files::write_atomic_with(&files.dir, "committed", &body, false)
-                .map_err(|e| io_err(ErrorVerb::Write, e))?;
+            files::write_atomic_with(&files.dir, "committed", &body, false)?;
             files.committed = committed;
             Ok(())
         })
@@ -545,7 +564,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
         let committed = lock(&self.shared.files).committed;
         // Never claim more than the log (or the purge point) can back.
-        let e = self.shared.entries.read().unwrap_or_else(|e| e.into_inner());
+        let e = self
+            .shared
+            .entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         let last = e.map.last_key_value().map(|(_, v)| v.log_id).or(e.purged);
         Ok(match (committed, last) {
             (Some(c), Some(l)) if c.index <= l.index => Some(c),
@@ -553,13 +576,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let result = self.with_files(move |files, map| files.append(map, entries)).await;
+        let result = self
+            .with_files(ErrorSubject::Logs, ErrorVerb::Write, move |files, map| {
+                files.append(map, entries)
+            })
+            .await;
         match &result {
             Ok(()) => callback.log_io_completed(Ok(())),
             Err(e) => callback.log_io_completed(Err(io::Error::other(e.to_string()))),
@@ -569,11 +600,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "metadata log: truncate");
-        self.with_files(move |files, map| files.truncate(map, log_id.index)).await
+        self.with_files(ErrorSubject::Logs, ErrorVerb::Delete, move |files, map| {
+            files.truncate(map, log_id.index)
+        })
+        .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "metadata log: purge");
-        self.with_files(move |files, map| files.purge(map, log_id)).await
+        self.with_files(ErrorSubject::Logs, ErrorVerb::Delete, move |files, map| {
+            files.purge(map, log_id)
+        })
+        .await
     }
 }

@@ -12,12 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
 use openraft::network::RPCOption;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
@@ -132,10 +133,12 @@ impl CallError {
             }),
             CallError::TooLarge => match action {
                 // openraft retries with fewer entries.
-                RPCTypes::AppendEntries => RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(
-                    (entries as u64 / 2).max(1),
-                )),
-                _ => RPCError::Network(NetworkError::new(&std::io::Error::other("request exceeds the frame limit"))),
+                RPCTypes::AppendEntries => RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint((entries as u64 / 2).max(1)),
+                ),
+                _ => RPCError::Network(NetworkError::new(&std::io::Error::other(
+                    "request exceeds the frame limit",
+                ))),
             },
         }
     }
@@ -162,7 +165,11 @@ impl PeerClient {
         }
     }
 
-    async fn call_inner<Resp: DeserializeOwned>(&self, kind: Kind, body: &[u8]) -> Result<Resp, CallError> {
+    async fn call_inner<Resp: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        body: &[u8],
+    ) -> Result<Resp, CallError> {
         let mut conn = self.peer.conn.lock().await;
         if conn.in_flight {
             // The previous call was abandoned midway: its response may still be coming.
@@ -178,10 +185,16 @@ impl PeerClient {
                     ))));
                 }
             }
-            let dial = tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(&self.peer.addr)).await;
+            let dial = tokio::time::timeout(
+                self.settings.connect_timeout,
+                TcpStream::connect(&self.peer.addr),
+            )
+            .await;
             match dial {
                 Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true).map_err(|e| tracing::debug!("set_nodelay: {e}"));
+                    let _ = stream
+                        .set_nodelay(true)
+                        .map_err(|e| tracing::debug!("set_nodelay: {e}"));
                     tracing::debug!(target_node = self.peer.target, addr = %self.peer.addr, "controller connection open");
                     conn.stream = Some(stream);
                     conn.backoff = None;
@@ -213,7 +226,9 @@ impl PeerClient {
             let resp = wire::read_frame(stream, max)
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))?
-                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "peer closed"))?;
+                .ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "peer closed")
+                })?;
             if resp.version != wire::VERSION
                 || resp.kind != kind as u16 | wire::RESPONSE
                 || resp.correlation_id != correlation_id
@@ -242,6 +257,8 @@ impl PeerClient {
         conn.retry_at = Some(Instant::now() + next);
     }
 
+    // Returns openraft's RPCError, as the trait methods it serves must.
+    #[allow(clippy::result_large_err)]
     fn shape<Resp, E: std::error::Error>(
         &self,
         action: RPCTypes,
@@ -250,9 +267,16 @@ impl PeerClient {
     ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>> {
         match result {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.peer.target, remote))),
+            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(
+                self.peer.target,
+                remote,
+            ))),
             Err(e) => {
-                tracing::trace!(target_node = self.peer.target, ?action, "controller rpc failed");
+                tracing::trace!(
+                    target_node = self.peer.target,
+                    ?action,
+                    "controller rpc failed"
+                );
                 Err(e.into_rpc(self.id, self.peer.target, action, entries))
             }
         }
@@ -266,7 +290,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let entries = rpc.entries.len();
-        let result = self.call(Kind::AppendEntries, &rpc, option.hard_ttl()).await;
+        let result = self
+            .call(Kind::AppendEntries, &rpc, option.hard_ttl())
+            .await;
         self.shape(RPCTypes::AppendEntries, entries, result)
     }
 
@@ -274,9 +300,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
-    {
-        let result = self.call(Kind::InstallSnapshot, &rpc, option.hard_ttl()).await;
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        let result = self
+            .call(Kind::InstallSnapshot, &rpc, option.hard_ttl())
+            .await;
         self.shape(RPCTypes::InstallSnapshot, 0, result)
     }
 

@@ -59,7 +59,11 @@ pub struct QuorumConfig {
 
 impl QuorumConfig {
     /// A config with the defaults documented on each field.
-    pub fn new(node_id: NodeId, voters: BTreeMap<NodeId, SocketAddr>, dir: impl Into<PathBuf>) -> QuorumConfig {
+    pub fn new(
+        node_id: NodeId,
+        voters: BTreeMap<NodeId, SocketAddr>,
+        dir: impl Into<PathBuf>,
+    ) -> QuorumConfig {
         QuorumConfig {
             node_id,
             voters,
@@ -99,7 +103,9 @@ impl QuorumConfig {
             snapshot_max_chunk_size: (self.max_frame_bytes as u64 / 2).min(4 << 20),
             ..Config::default()
         };
-        config.validate().map_err(|e| QuorumError::Config(e.to_string()))
+        config
+            .validate()
+            .map_err(|e| QuorumError::Config(e.to_string()))
     }
 }
 
@@ -165,7 +171,8 @@ impl Quorum {
     /// passes accepted connections to [`Quorum::serve_connection`].
     pub async fn start<A: Applier>(config: QuorumConfig, applier: A) -> Result<Quorum> {
         let raft_config = Arc::new(config.raft_config()?);
-        std::fs::create_dir_all(&config.dir).map_err(|e| QuorumError::io("create", &config.dir, e))?;
+        std::fs::create_dir_all(&config.dir)
+            .map_err(|e| QuorumError::io("create", &config.dir, e))?;
         let (log, _recovery) = LogStore::open(&config.dir, config.segment_bytes)?;
         let sm = StateMachineStore::open(&config.dir, applier)?;
         let network = Network::new(
@@ -194,7 +201,9 @@ impl Quorum {
                     .map(|(id, addr)| (*id, BasicNode::new(addr.to_string())))
                     .collect();
                 match raft.initialize(members).await {
-                    Ok(()) => tracing::info!(voters = ?config.voters.keys().collect::<Vec<_>>(), "metadata quorum initialized"),
+                    Ok(()) => {
+                        tracing::info!(voters = ?config.voters.keys().collect::<Vec<_>>(), "metadata quorum initialized")
+                    }
                     Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
                     Err(e) => return Err(QuorumError::Raft(e.to_string())),
                 }
@@ -217,7 +226,11 @@ impl Quorum {
                 };
                 let became_leader = status.is_leader && !status_tx.borrow().is_leader;
                 if became_leader {
-                    tracing::info!(node = id, term = status.term, "became metadata quorum leader");
+                    tracing::info!(
+                        node = id,
+                        term = status.term,
+                        "became metadata quorum leader"
+                    );
                 }
                 status_tx.send_if_modified(|s| {
                     let changed = *s != status;
@@ -326,7 +339,9 @@ impl Quorum {
                 addr: node.addr.clone(),
                 matched_index: matched,
                 lag: match (is_leader, last) {
-                    (true, Some(last)) => Some(matched.map_or(last + 1, |m| last.saturating_sub(m))),
+                    (true, Some(last)) => {
+                        Some(matched.map_or(last + 1, |m| last.saturating_sub(m)))
+                    }
                     _ => None,
                 },
             }
@@ -358,7 +373,9 @@ impl Quorum {
     /// Serves one accepted connection of a peer's controller RPCs until it closes, sends
     /// something invalid, or the quorum stops.
     pub async fn serve_connection(&self, mut stream: TcpStream) {
-        let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "?".to_string(), |a| a.to_string());
         let _ = stream.set_nodelay(true);
         let mut stop = self.stop.subscribe();
         if *stop.borrow_and_update() {
@@ -422,7 +439,9 @@ impl Drop for Quorum {
 
 fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> QuorumError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => QuorumError::NotLeader { leader: f.leader_id },
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => QuorumError::NotLeader {
+            leader: f.leader_id,
+        },
         RaftError::APIError(other) => QuorumError::Raft(other.to_string()),
         RaftError::Fatal(f) => QuorumError::Stopped(f.to_string()),
     }

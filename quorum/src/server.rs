@@ -13,7 +13,12 @@ use crate::types::{from_cbor, to_cbor, NodeId, Raft, TypeConfig};
 use crate::wire::{self, Kind};
 
 /// Serves one connection until the peer closes it or sends something invalid.
-pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(raft: &Raft, stream: &mut S, max_frame: usize, peer: &str) {
+pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    raft: &Raft,
+    stream: &mut S,
+    max_frame: usize,
+    peer: &str,
+) {
     loop {
         let frame = match wire::read_frame(stream, max_frame).await {
             Ok(Some(f)) => f,
@@ -39,14 +44,17 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(raft: &Raft, stream
                 Ok(req) => encode(&raft.vote(req).await),
                 Err(e) => Err(e),
             },
-            Kind::AppendEntries => match from_cbor::<AppendEntriesRequest<TypeConfig>>(&frame.body) {
+            Kind::AppendEntries => match from_cbor::<AppendEntriesRequest<TypeConfig>>(&frame.body)
+            {
                 Ok(req) => encode(&raft.append_entries(req).await),
                 Err(e) => Err(e),
             },
-            Kind::InstallSnapshot => match from_cbor::<InstallSnapshotRequest<TypeConfig>>(&frame.body) {
-                Ok(req) => encode(&raft.install_snapshot(req).await),
-                Err(e) => Err(e),
-            },
+            Kind::InstallSnapshot => {
+                match from_cbor::<InstallSnapshotRequest<TypeConfig>>(&frame.body) {
+                    Ok(req) => encode(&raft.install_snapshot(req).await),
+                    Err(e) => Err(e),
+                }
+            }
         };
         let body = match body {
             Ok(b) => b,

@@ -25,7 +25,8 @@ use crate::applier::Applier;
 use crate::error::QuorumError;
 use crate::files;
 use crate::types::{
-    from_cbor, to_cbor, Entry, LogId, Payload, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    from_cbor, to_cbor, Entry, LogId, Payload, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
 };
 
 /// The body of the `snapshot` file.
@@ -72,7 +73,9 @@ impl<A: Applier> StateMachineStore<A> {
                 reason,
             })?),
             Err(files::ReadError::Io(e)) => return Err(QuorumError::io("read", path, e)),
-            Err(files::ReadError::Corrupt(reason)) => return Err(QuorumError::Corrupt { path, reason }),
+            Err(files::ReadError::Corrupt(reason)) => {
+                return Err(QuorumError::Corrupt { path, reason })
+            }
         };
         let (last_applied, membership) = match &stored {
             None => (None, StoredMembership::default()),
@@ -106,19 +109,30 @@ impl<A: Applier> StateMachineStore<A> {
 impl<A: Applier> Shared<A> {
     /// Makes `snap` the current snapshot, on disk first, unless a newer one is already there.
     /// Returns whether it was stored.
-    fn store(&self, snap: SnapshotFile) -> Result<bool, StorageError> {
+    fn store(&self, snap: SnapshotFile) -> std::io::Result<bool> {
         let mut current = lock(&self.current);
         if let Some(cur) = current.as_ref() {
             if cur.meta.last_log_id > snap.meta.last_log_id {
                 return Ok(false);
             }
         }
-        let body = to_cbor(&snap).map_err(sm_err)?;
-        files::write_atomic(&self.dir, "snapshot", &body).map_err(|e| {
-            StorageError::from(StorageIOError::write_snapshot(Some(snap.meta.signature()), AnyError::new(&e)))
-        })?;
+        let body = to_cbor(&snap).map_err(std::io::Error::other)?;
+        files::write_atomic(&self.dir, "snapshot", &body)?;
         *current = Some(snap);
         Ok(true)
+    }
+
+    /// [`Shared::store`] in a blocking thread.
+    async fn store_async(self: Arc<Self>, snap: SnapshotFile) -> Result<bool, StorageError> {
+        let signature = snap.meta.signature();
+        tokio::task::spawn_blocking(move || self.store(snap))
+            .await
+            .unwrap_or_else(|e| {
+                Err(std::io::Error::other(format!(
+                    "snapshot write task failed: {e}"
+                )))
+            })
+            .map_err(|e| StorageIOError::write_snapshot(Some(signature), AnyError::new(&e)).into())
     }
 }
 
@@ -138,9 +152,7 @@ impl<A: Applier> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<A> {
         let shared = self.shared.clone();
         let meta = snap.meta.clone();
         let data = snap.data.0.clone();
-        tokio::task::spawn_blocking(move || shared.store(snap))
-            .await
-            .map_err(|e| sm_err(e.to_string()))??;
+        shared.store_async(snap).await?;
         tracing::debug!(last = ?meta.last_log_id, bytes = data.len(), "metadata snapshot built");
         Ok(Snapshot {
             meta,
@@ -168,7 +180,9 @@ impl<A: Applier> RaftStateMachine<TypeConfig> for StateMachineStore<A> {
             state.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Payload::default(),
-                EntryPayload::Normal(payload) => Payload(state.applier.apply(entry.log_id.index, &payload.0)),
+                EntryPayload::Normal(payload) => {
+                    Payload(state.applier.apply(entry.log_id.index, &payload.0))
+                }
                 EntryPayload::Membership(m) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), m);
                     Payload::default()
@@ -204,7 +218,11 @@ impl<A: Applier> RaftStateMachine<TypeConfig> for StateMachineStore<A> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         {
             let mut state = lock(&self.shared.state);
@@ -222,9 +240,7 @@ impl<A: Applier> RaftStateMachine<TypeConfig> for StateMachineStore<A> {
             meta: meta.clone(),
             data: Payload(data),
         };
-        tokio::task::spawn_blocking(move || shared.store(snap))
-            .await
-            .map_err(|e| sm_err(e.to_string()))??;
+        shared.store_async(snap).await?;
         Ok(())
     }
 

@@ -81,7 +81,10 @@ pub fn encode(kind: u16, correlation_id: u32, body: &[u8]) -> Vec<u8> {
 
 /// Reads one frame. `Ok(None)` is a clean end of stream between frames. The length is
 /// checked before anything is allocated for the body.
-pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max_frame: usize) -> Result<Option<Frame>, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max_frame: usize,
+) -> Result<Option<Frame>, FrameError> {
     let mut len = [0u8; 4];
     // A clean close shows as EOF on the first byte of a frame.
     let n = r.read(&mut len[..1]).await?;
@@ -94,7 +97,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max_frame: usize) -> Re
         return Err(FrameError::TooShort(len));
     }
     if len as usize > max_frame {
-        return Err(FrameError::TooLong { len, max: max_frame });
+        return Err(FrameError::TooLong {
+            len,
+            max: max_frame,
+        });
     }
     let mut buf = vec![0u8; len as usize];
     r.read_exact(&mut buf).await?;
@@ -140,10 +146,16 @@ mod tests {
             Err(FrameError::TooLong { .. })
         ));
         let short = 3u32.to_be_bytes();
-        assert!(matches!(read_frame(&mut &short[..], 1 << 20).await, Err(FrameError::TooShort(3))));
+        assert!(matches!(
+            read_frame(&mut &short[..], 1 << 20).await,
+            Err(FrameError::TooShort(3))
+        ));
         // A frame cut short is an I/O error (unexpected EOF), not a panic.
         let mut cut = encode(1, 1, b"abcdef");
         cut.truncate(cut.len() - 2);
-        assert!(matches!(read_frame(&mut &cut[..], 1 << 20).await, Err(FrameError::Io(_))));
+        assert!(matches!(
+            read_frame(&mut &cut[..], 1 << 20).await,
+            Err(FrameError::Io(_))
+        ));
     }
 }

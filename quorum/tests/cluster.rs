@@ -42,8 +42,10 @@ impl Cluster {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             listeners.insert(id, l);
         }
-        let voters: BTreeMap<u64, SocketAddr> =
-            listeners.iter().map(|(id, l)| (*id, l.local_addr().unwrap())).collect();
+        let voters: BTreeMap<u64, SocketAddr> = listeners
+            .iter()
+            .map(|(id, l)| (*id, l.local_addr().unwrap()))
+            .collect();
         let mut cluster = Cluster {
             voters: voters.clone(),
             nodes: BTreeMap::new(),
@@ -93,7 +95,13 @@ impl Cluster {
     }
 
     async fn stop(&mut self, id: u64) {
-        let q = self.nodes.get_mut(&id).unwrap().quorum.take().expect("running");
+        let q = self
+            .nodes
+            .get_mut(&id)
+            .unwrap()
+            .quorum
+            .take()
+            .expect("running");
         q.shutdown().await.unwrap();
         drop(q);
     }
@@ -110,9 +118,15 @@ impl Cluster {
     async fn agreed_leader(&self) -> u64 {
         let deadline = Instant::now() + WAIT;
         loop {
-            let leaders: Vec<Option<u64>> = self.running().map(|n| n.quorum.as_ref().unwrap().leader()).collect();
+            let leaders: Vec<Option<u64>> = self
+                .running()
+                .map(|n| n.quorum.as_ref().unwrap().leader())
+                .collect();
             if let Some(Some(l)) = leaders.first() {
-                if leaders.iter().all(|x| *x == Some(*l)) && self.nodes[l].quorum.is_some() && self.q(*l).is_leader() {
+                if leaders.iter().all(|x| *x == Some(*l))
+                    && self.nodes[l].quorum.is_some()
+                    && self.q(*l).is_leader()
+                {
                     return *l;
                 }
             }
@@ -137,9 +151,11 @@ impl Cluster {
     async fn all_applied(&self, expected: &[Vec<u8>]) {
         for node in self.running() {
             let probe = node.probe.clone();
-            eventually(WAIT, &format!("node {} applies {} entries", node.id, expected.len()), || {
-                probe.payloads() == expected
-            })
+            eventually(
+                WAIT,
+                &format!("node {} applies {} entries", node.id, expected.len()),
+                || probe.payloads() == expected,
+            )
             .await;
         }
     }
@@ -185,7 +201,10 @@ async fn three_voters_elect_replicate_and_fail_over() {
     assert_eq!(description.leader, Some(leader));
     assert_eq!(description.voters.len(), 3);
     assert!(description.learners.is_empty());
-    assert!(description.voters.iter().all(|v| v.matched_index >= Some(last)));
+    assert!(description
+        .voters
+        .iter()
+        .all(|v| v.matched_index >= Some(last)));
 
     // Failover: stop the leader; time until the others agree on a new one.
     let mut status = c.q(follower).subscribe();
@@ -197,7 +216,10 @@ async fn three_voters_elect_replicate_and_fail_over() {
     let failover = started.elapsed();
     println!("metadata quorum failover: new leader {new_leader} after {failover:?} (the old leader took {stopped:?} to stop)");
     assert_ne!(new_leader, leader);
-    assert!(failover < Duration::from_secs(10), "failover took {failover:?}");
+    assert!(
+        failover < Duration::from_secs(10),
+        "failover took {failover:?}"
+    );
     // The watch saw the change and a new term.
     let s = status.borrow_and_update().clone();
     assert_eq!(s.leader, Some(new_leader));
@@ -218,13 +240,19 @@ async fn a_restarted_node_restores_its_state_and_catches_up() {
     let victim = *c.voters.keys().find(|id| **id != leader).unwrap();
     c.stop(victim).await;
     let dir = c.nodes[&victim].dir.clone();
-    assert!(dir.join("snapshot").exists(), "a snapshot was built after 20 entries");
+    assert!(
+        dir.join("snapshot").exists(),
+        "a snapshot was built after 20 entries"
+    );
 
     // Meanwhile the others go on.
     c.propose_all(leader, 50..80).await;
 
     // A crash mid-append: garbage at the end of the victim's last segment.
-    let mut segs: Vec<PathBuf> = std::fs::read_dir(dir.join("log")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     segs.sort();
     let last = segs.last().unwrap();
     let mut f = std::fs::OpenOptions::new().append(true).open(last).unwrap();
@@ -235,7 +263,11 @@ async fn a_restarted_node_restores_its_state_and_catches_up() {
     // Restored from its own files before hearing from anyone: the snapshot and the
     // committed log after it (the state it had, up to its committed hint).
     let restored = c.nodes[&victim].probe.payloads();
-    assert!(restored.len() >= 20, "restored {} entries at start", restored.len());
+    assert!(
+        restored.len() >= 20,
+        "restored {} entries at start",
+        restored.len()
+    );
     assert_eq!(restored, records(0..restored.len() as u32));
     // Then it catches up with what it missed.
     c.all_applied(&records(0..80)).await;
@@ -283,19 +315,57 @@ async fn garbage_on_the_rpc_port_harms_nothing() {
         vec![0, 0, 0, 2, 0, 1],
     ];
     // Unknown version.
-    frames.push([&12u32.to_be_bytes()[..], &[0, 9], &[0, 1], &[0, 0, 0, 1], b"abcd"].concat());
+    frames.push(
+        [
+            &12u32.to_be_bytes()[..],
+            &[0, 9],
+            &[0, 1],
+            &[0, 0, 0, 1],
+            b"abcd",
+        ]
+        .concat(),
+    );
     // Unknown kind.
-    frames.push([&12u32.to_be_bytes()[..], &version, &[0, 77], &[0, 0, 0, 1], b"abcd"].concat());
+    frames.push(
+        [
+            &12u32.to_be_bytes()[..],
+            &version,
+            &[0, 77],
+            &[0, 0, 0, 1],
+            b"abcd",
+        ]
+        .concat(),
+    );
     // A known kind with a body that is not CBOR of the request.
-    frames.push([&12u32.to_be_bytes()[..], &version, &[0, 2], &[0, 0, 0, 1], &[0xff, 0xff, 0xff, 0xff]].concat());
+    frames.push(
+        [
+            &12u32.to_be_bytes()[..],
+            &version,
+            &[0, 2],
+            &[0, 0, 0, 1],
+            &[0xff, 0xff, 0xff, 0xff],
+        ]
+        .concat(),
+    );
     // A response kind where a request belongs.
-    frames.push([&12u32.to_be_bytes()[..], &version, &[0x80, 1], &[0, 0, 0, 1], b"abcd"].concat());
+    frames.push(
+        [
+            &12u32.to_be_bytes()[..],
+            &version,
+            &[0x80, 1],
+            &[0, 0, 0, 1],
+            b"abcd",
+        ]
+        .concat(),
+    );
     for (i, frame) in frames.iter().enumerate() {
         let mut s = TcpStream::connect(target).await.unwrap();
         s.write_all(frame).await.unwrap();
         let mut buf = [0u8; 64];
         // The node closes the connection without answering.
-        let read = tokio::time::timeout(WAIT, s.read(&mut buf)).await.expect("closed in time");
+        let read = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .expect("closed in time");
         assert!(matches!(read, Ok(0) | Err(_)), "frame {i}: got {read:?}");
     }
     // A truncated frame, then the sender goes away.
@@ -320,23 +390,35 @@ async fn a_learner_follows_the_log() {
     let addr = listener.local_addr().unwrap();
     let dir = c._tmp.path().join("node-4");
     let (applier, probe) = Recorder::probed();
-    let learner = Quorum::start(QuorumConfig::new(4, c.voters.clone(), &dir), applier).await.unwrap();
+    let learner = Quorum::start(QuorumConfig::new(4, c.voters.clone(), &dir), applier)
+        .await
+        .unwrap();
     learner.serve(listener);
 
-    match c.q(*c.voters.keys().find(|id| **id != leader).unwrap()).add_learner(4, addr).await {
+    match c
+        .q(*c.voters.keys().find(|id| **id != leader).unwrap())
+        .add_learner(4, addr)
+        .await
+    {
         Err(QuorumError::NotLeader { leader: Some(l) }) => assert_eq!(l, leader),
         other => panic!("expected NotLeader, got {other:?}"),
     }
     c.q(leader).add_learner(4, addr).await.unwrap();
     c.propose_all(leader, 10..20).await;
-    eventually(WAIT, "the learner applies every entry", || probe.payloads() == records(0..20)).await;
+    eventually(WAIT, "the learner applies every entry", || {
+        probe.payloads() == records(0..20)
+    })
+    .await;
     assert_eq!(learner.leader(), Some(leader));
     assert!(matches!(
         learner.propose(b"x".to_vec()).await,
         Err(QuorumError::NotLeader { leader: Some(_) })
     ));
     let d = c.q(leader).describe().await.unwrap();
-    assert_eq!(d.learners.iter().map(|l| l.node_id).collect::<Vec<_>>(), vec![4]);
+    assert_eq!(
+        d.learners.iter().map(|l| l.node_id).collect::<Vec<_>>(),
+        vec![4]
+    );
     assert_eq!(d.voters.len(), 3);
     learner.shutdown().await.unwrap();
     c.stop(leader).await;

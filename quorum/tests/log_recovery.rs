@@ -55,14 +55,24 @@ async fn a_torn_last_entry_is_cut_at_every_byte() {
     let four = {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), 1 << 20, 1..=4).await;
-        fs::metadata(segments(d.path()).pop().unwrap()).unwrap().len() as usize
+        fs::metadata(segments(d.path()).pop().unwrap())
+            .unwrap()
+            .len() as usize
     };
     for cut in four..whole.len() {
         fs::write(&seg, &whole[..cut]).unwrap();
         let (mut log, recovery) = LogStore::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(indexes(&mut log).await, vec![1, 2, 3, 4], "cut at byte {cut}");
+        assert_eq!(
+            indexes(&mut log).await,
+            vec![1, 2, 3, 4],
+            "cut at byte {cut}"
+        );
         assert_eq!(recovery.bytes_cut, (cut - four) as u64);
-        assert_eq!(fs::metadata(&seg).unwrap().len() as usize, four, "file cut back");
+        assert_eq!(
+            fs::metadata(&seg).unwrap().len() as usize,
+            four,
+            "file cut back"
+        );
         let state = log.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id.map(|l| l.index), Some(4));
         // The log goes on from there.
@@ -82,7 +92,10 @@ async fn a_flipped_byte_cuts_from_that_entry_and_drops_later_segments() {
     let segs = segments(dir.path());
     assert!(segs.len() >= 4, "{segs:?}");
     let base = |p: &PathBuf| -> u64 { p.file_stem().unwrap().to_str().unwrap().parse().unwrap() };
-    assert!(base(&segs[2]) - base(&segs[1]) >= 2, "two or more entries in the second segment");
+    assert!(
+        base(&segs[2]) - base(&segs[1]) >= 2,
+        "two or more entries in the second segment"
+    );
     // Damage the last byte of the second segment's last entry.
     let victim = &segs[1];
     let mut bytes = fs::read(victim).unwrap();
@@ -98,10 +111,15 @@ async fn a_flipped_byte_cuts_from_that_entry_and_drops_later_segments() {
     assert_eq!(recovery.segments_deleted, segs.len() - 2);
     assert_eq!(segments(dir.path()).len(), 2);
     // Appends continue right after the survivors.
-    log.blocking_append([entry(2, survivors + 1)]).await.unwrap();
+    log.blocking_append([entry(2, survivors + 1)])
+        .await
+        .unwrap();
     drop(log);
     let (mut log, _) = LogStore::open(dir.path(), 150).unwrap();
-    assert_eq!(indexes(&mut log).await, (1..=survivors + 1).collect::<Vec<_>>());
+    assert_eq!(
+        indexes(&mut log).await,
+        (1..=survivors + 1).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,9 +152,15 @@ async fn truncate_purge_and_vote_survive_reopen() {
     write(dir.path(), 64, 1..=20).await;
     {
         let (mut log, _) = LogStore::open(dir.path(), 64).unwrap();
-        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 15)).await.unwrap();
-        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 6)).await.unwrap();
-        log.blocking_append([entry(3, 15), entry(3, 16)]).await.unwrap();
+        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 15))
+            .await
+            .unwrap();
+        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 6))
+            .await
+            .unwrap();
+        log.blocking_append([entry(3, 15), entry(3, 16)])
+            .await
+            .unwrap();
         log.save_vote(&Vote::new(3, 2)).await.unwrap();
     }
     let (mut log, recovery) = LogStore::open(dir.path(), 64).unwrap();
@@ -144,11 +168,20 @@ async fn truncate_purge_and_vote_survive_reopen() {
     assert_eq!(indexes(&mut log).await, (7..=16).collect::<Vec<_>>());
     let state = log.get_log_state().await.unwrap();
     assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(6));
-    assert_eq!(state.last_log_id, Some(LogId::new(CommittedLeaderId::new(3, 1), 16)));
+    assert_eq!(
+        state.last_log_id,
+        Some(LogId::new(CommittedLeaderId::new(3, 1), 16))
+    );
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
     // Fully purged segments are gone from disk.
     let first = segments(dir.path())[0].clone();
-    let base: u64 = first.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let base: u64 = first
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(base > 1 && base <= 7, "first segment starts at {base}");
 }
 

@@ -14,7 +14,9 @@ use tempfile::TempDir;
 struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore<Recorder>, TempDir> for Builder {
-    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore<Recorder>), StorageError<u64>> {
+    async fn build(
+        &self,
+    ) -> Result<(TempDir, LogStore, StateMachineStore<Recorder>), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("temp dir");
         // Small segments, so the suite's truncations and purges cross segment boundaries.
         let (log, _) = LogStore::open(dir.path(), 256).expect("open log");

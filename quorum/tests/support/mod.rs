@@ -26,7 +26,12 @@ pub struct Probe {
 
 impl Probe {
     pub fn payloads(&self) -> Vec<Vec<u8>> {
-        self.log.lock().unwrap().iter().map(|(_, p)| p.clone()).collect()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, p)| p.clone())
+            .collect()
     }
     pub fn entries(&self) -> Vec<(u64, Vec<u8>)> {
         self.log.lock().unwrap().clone()
@@ -97,7 +102,10 @@ pub async fn eventually<F: FnMut() -> bool>(timeout: Duration, what: &str, mut c
         if cond() {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
