@@ -25,6 +25,10 @@ pub enum QuorumError {
     #[error("corrupt {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
 
+    /// A proposal larger than `max_payload_bytes`.
+    #[error("payload of {size} bytes exceeds the limit of {max}")]
+    PayloadTooLarge { size: usize, max: usize },
+
     /// The configuration cannot work (e.g. an empty voter set, a zero timeout).
     #[error("invalid quorum config: {0}")]
     Config(String),

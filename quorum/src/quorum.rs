@@ -149,7 +149,8 @@ pub struct QuorumDescription {
 
 /// One running node of the metadata quorum.
 ///
-/// Dropping it stops its listeners; [`Quorum::shutdown`] also stops Raft and waits for it.
+/// Dropping it stops its listeners and Raft (in the background); [`Quorum::shutdown`] stops
+/// them and waits until Raft has finished.
 pub struct Quorum {
     id: NodeId,
     raft: Raft,
@@ -264,11 +265,10 @@ impl Quorum {
     /// proposals: elsewhere the answer is [`QuorumError::NotLeader`] with the leader it knows.
     pub async fn propose(&self, payload: Vec<u8>) -> Result<(u64, Vec<u8>)> {
         if payload.len() > self.max_payload_bytes {
-            return Err(QuorumError::Config(format!(
-                "payload of {} bytes exceeds max_payload_bytes {}",
-                payload.len(),
-                self.max_payload_bytes
-            )));
+            return Err(QuorumError::PayloadTooLarge {
+                size: payload.len(),
+                max: self.max_payload_bytes,
+            });
         }
         match self.raft.client_write(Payload(payload)).await {
             Ok(resp) => Ok((resp.log_id.index, resp.data.0)),
@@ -434,6 +434,14 @@ impl Quorum {
 impl Drop for Quorum {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        // Raft also stops once its last handle is gone; asking it directly is quicker. (A no-op
+        // after `shutdown`.)
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let raft = self.raft.clone();
+            runtime.spawn(async move {
+                let _ = raft.shutdown().await;
+            });
+        }
     }
 }
 

@@ -5,12 +5,17 @@
 //! an undecodable body, a response where a request belongs) closes that connection with a
 //! debug log; nothing else is affected.
 
+use std::time::Duration;
+
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::types::{from_cbor, to_cbor, NodeId, Raft, TypeConfig};
 use crate::wire::{self, Kind};
+
+/// Once a request frame has started, the rest of it must arrive within this.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves one connection until the peer closes it or sends something invalid.
 pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
@@ -20,7 +25,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     peer: &str,
 ) {
     loop {
-        let frame = match wire::read_frame(stream, max_frame).await {
+        let frame = match wire::read_frame(stream, max_frame, FRAME_TIMEOUT).await {
             Ok(Some(f)) => f,
             Ok(None) => {
                 tracing::trace!(%peer, "controller connection closed by peer");

@@ -19,6 +19,8 @@
 //! A connection carries one request at a time (the sender waits for the response before the
 //! next request), so responses come back in order; the correlation id catches a mix-up.
 
+use std::time::Duration;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The format version written and accepted.
@@ -80,17 +82,35 @@ pub fn encode(kind: u16, correlation_id: u32, body: &[u8]) -> Vec<u8> {
 }
 
 /// Reads one frame. `Ok(None)` is a clean end of stream between frames. The length is
-/// checked before anything is allocated for the body.
+/// checked before anything is allocated for the body. Waiting for a frame to start is not
+/// bounded; once its first byte is in, the rest must arrive within `rest_timeout` (so a peer
+/// that stalls mid-frame cannot hold the connection's buffer forever).
 pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max_frame: usize,
+    rest_timeout: Duration,
 ) -> Result<Option<Frame>, FrameError> {
-    let mut len = [0u8; 4];
+    let mut first = [0u8; 1];
     // A clean close shows as EOF on the first byte of a frame.
-    let n = r.read(&mut len[..1]).await?;
+    let n = r.read(&mut first).await?;
     if n == 0 {
         return Ok(None);
     }
+    match tokio::time::timeout(rest_timeout, read_rest(r, first[0], max_frame)).await {
+        Ok(result) => result.map(Some),
+        Err(_) => Err(FrameError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("frame not complete after {rest_timeout:?}"),
+        ))),
+    }
+}
+
+async fn read_rest<R: AsyncRead + Unpin>(
+    r: &mut R,
+    first: u8,
+    max_frame: usize,
+) -> Result<Frame, FrameError> {
+    let mut len = [first, 0, 0, 0];
     r.read_exact(&mut len[1..]).await?;
     let len = u32::from_be_bytes(len);
     if (len as usize) < HEADER_LEN {
@@ -108,12 +128,12 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     let kind = u16::from_be_bytes([buf[2], buf[3]]);
     let correlation_id = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
     buf.drain(..HEADER_LEN);
-    Ok(Some(Frame {
+    Ok(Frame {
         version,
         kind,
         correlation_id,
         body: buf,
-    }))
+    })
 }
 
 /// Writes one frame and flushes.
@@ -126,35 +146,37 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> std:
 mod tests {
     use super::*;
 
+    const T: Duration = Duration::from_secs(5);
+
     #[tokio::test]
     async fn round_trip() {
         let bytes = encode(Kind::AppendEntries as u16 | RESPONSE, 42, b"body");
         assert_eq!(&bytes[..4], &12u32.to_be_bytes());
-        let frame = read_frame(&mut &bytes[..], 1024).await.unwrap().unwrap();
+        let frame = read_frame(&mut &bytes[..], 1024, T).await.unwrap().unwrap();
         assert_eq!(frame.version, VERSION);
         assert_eq!(frame.kind, 0x8002);
         assert_eq!(frame.correlation_id, 42);
         assert_eq!(frame.body, b"body");
-        assert!(read_frame(&mut &[][..], 1024).await.unwrap().is_none());
+        assert!(read_frame(&mut &[][..], 1024, T).await.unwrap().is_none());
     }
 
     #[tokio::test]
     async fn bad_lengths_are_refused_before_allocating() {
         let huge = u32::MAX.to_be_bytes();
         assert!(matches!(
-            read_frame(&mut &huge[..], 1 << 20).await,
+            read_frame(&mut &huge[..], 1 << 20, T).await,
             Err(FrameError::TooLong { .. })
         ));
         let short = 3u32.to_be_bytes();
         assert!(matches!(
-            read_frame(&mut &short[..], 1 << 20).await,
+            read_frame(&mut &short[..], 1 << 20, T).await,
             Err(FrameError::TooShort(3))
         ));
         // A frame cut short is an I/O error (unexpected EOF), not a panic.
         let mut cut = encode(1, 1, b"abcdef");
         cut.truncate(cut.len() - 2);
         assert!(matches!(
-            read_frame(&mut &cut[..], 1 << 20).await,
+            read_frame(&mut &cut[..], 1 << 20, T).await,
             Err(FrameError::Io(_))
         ));
     }

@@ -390,10 +390,24 @@ async fn a_learner_follows_the_log() {
     let addr = listener.local_addr().unwrap();
     let dir = c._tmp.path().join("node-4");
     let (applier, probe) = Recorder::probed();
-    let learner = Quorum::start(QuorumConfig::new(4, c.voters.clone(), &dir), applier)
-        .await
-        .unwrap();
-    learner.serve(listener);
+    let learner = std::sync::Arc::new(
+        Quorum::start(QuorumConfig::new(4, c.voters.clone(), &dir), applier)
+            .await
+            .unwrap(),
+    );
+    // The broker's way: its own accept loop hands each connection to serve_connection.
+    let accept = {
+        let learner = learner.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let learner = learner.clone();
+                tokio::spawn(async move { learner.serve_connection(stream).await });
+            }
+        })
+    };
 
     match c
         .q(*c.voters.keys().find(|id| **id != leader).unwrap())
@@ -421,5 +435,36 @@ async fn a_learner_follows_the_log() {
     );
     assert_eq!(d.voters.len(), 3);
     learner.shutdown().await.unwrap();
+    accept.abort();
     c.stop(leader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_whole_cluster_restarts_with_its_state() {
+    let mut c = Cluster::start(3, |cfg| cfg.snapshot_after_entries = 15).await;
+    let leader = c.agreed_leader().await;
+    let before = c.propose_all(leader, 0..40).await;
+    c.all_applied(&records(0..40)).await;
+    let term_before = c.q(leader).describe().await.unwrap().term;
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+    for id in [1, 2, 3] {
+        c.restart(id).await;
+    }
+    let leader = c.agreed_leader().await;
+    // Nothing was re-initialized: the log goes on where it was. (The term may be the same:
+    // openraft lets a leader whose own vote was committed resume its term after a restart.)
+    let after = c.propose_all(leader, 40..45).await;
+    assert!(
+        after[0] > *before.last().unwrap(),
+        "{after:?} after {before:?}"
+    );
+    let d = c.q(leader).describe().await.unwrap();
+    assert!(
+        d.term >= term_before,
+        "term {} after {term_before}: {d:?}",
+        d.term
+    );
+    c.all_applied(&records(0..45)).await;
 }
