@@ -180,4 +180,13 @@ mod tests {
             Err(FrameError::Io(_))
         ));
     }
+
+    #[tokio::test]
+    async fn a_stalled_frame_times_out() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(&[0, 0, 0, 20, 0, 1]).await.unwrap();
+        let read = read_frame(&mut server, 1024, Duration::from_millis(100)).await;
+        assert!(matches!(read, Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut));
+        drop(client);
+    }
 }
