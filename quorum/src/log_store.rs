@@ -2,7 +2,7 @@
 //!
 //! Files, under `<dir>/`:
 //! - `vote`: the last vote (CBOR `Vote`), in the atomic state-file envelope of
-//!   [`files`](crate::files); written and fsynced before `save_vote` returns.
+//!   `files.rs`; written and fsynced before `save_vote` returns.
 //! - `committed`: the last committed log id, a hint (written without fsync: a stale or missing
 //!   value only means fewer entries are re-applied at start before the leader speaks).
 //! - `purged`: the last purged log id; fsynced before any segment is deleted.

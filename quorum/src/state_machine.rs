@@ -2,8 +2,8 @@
 //! [`Applier`], and keeps the snapshot file.
 //!
 //! `<dir>/snapshot` holds the latest snapshot, in the state-file envelope of
-//! [`files`](crate::files) (written to `snapshot.tmp`, fsynced, renamed, directory fsynced);
-//! its body is the CBOR of [`SnapshotFile`]: openraft's snapshot meta (last included log id,
+//! `files.rs` (written to `snapshot.tmp`, fsynced, renamed, directory fsynced);
+//! its body is the CBOR of `SnapshotFile`: openraft's snapshot meta (last included log id,
 //! last membership, snapshot id) and the applier's bytes. At open, the applier is rebuilt from
 //! it, and openraft re-applies the committed log after it.
 //!
