@@ -58,8 +58,8 @@
 //! # Logging
 //! Quiet by default: `info` only when this node becomes leader or initializes the cluster;
 //! per-connection and per-RPC details at `debug`/`trace`. openraft itself logs an `ERROR`
-//! line for each failed RPC to an unreachable peer; a broker may filter `openraft=off` or
-//! `openraft=warn` if that is too loud while a node is down.
+//! line for each failed RPC to an unreachable peer; a broker may filter `openraft=off` if
+//! that is too loud while a node is down (hiding openraft's other diagnostics too).
 
 pub mod applier;
 pub mod error;
