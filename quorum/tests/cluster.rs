@@ -169,6 +169,14 @@ fn records(range: std::ops::Range<u32>) -> Vec<Vec<u8>> {
 async fn three_voters_elect_replicate_and_fail_over() {
     let mut c = Cluster::start(3, |_| {}).await;
     let leader = c.agreed_leader().await;
+    for id in [1, 2, 3] {
+        assert_eq!(c.q(id).wait_for_leader(WAIT).await.unwrap(), leader);
+    }
+    // Oversized proposals are refused before they reach the log.
+    assert!(matches!(
+        c.q(leader).propose(vec![0; (1 << 20) + 1]).await,
+        Err(QuorumError::PayloadTooLarge { .. })
+    ));
 
     // Proposals on the leader: consecutive-ish increasing indexes, applied everywhere in order.
     let indexes = c.propose_all(leader, 0..50).await;
