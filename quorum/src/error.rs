@@ -1,0 +1,62 @@
+//! [`QuorumError`], the one error type of this crate.
+
+use std::io;
+use std::path::PathBuf;
+
+/// What a quorum operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum QuorumError {
+    /// This node is not the leader; `leader` is the one it knows of, if any. The caller may
+    /// retry there (the quorum itself never forwards).
+    #[error("not the metadata quorum leader (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+
+    /// A file of the quorum's directory could not be read or written.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A file holds bytes that fail their checksum or cannot be decoded, in a place where
+    /// cutting them would lose acknowledged data (the vote, the purge point, a snapshot).
+    #[error("corrupt {path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+
+    /// A proposal larger than `max_payload_bytes`.
+    #[error("payload of {size} bytes exceeds the limit of {max}")]
+    PayloadTooLarge { size: usize, max: usize },
+
+    /// The configuration cannot work (e.g. an empty voter set, a zero timeout).
+    #[error("invalid quorum config: {0}")]
+    Config(String),
+
+    /// The wait ran out before the condition held.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+
+    /// The quorum on this node has stopped (shut down, or stopped by a storage error); it
+    /// answers nothing more.
+    #[error("quorum stopped: {0}")]
+    Stopped(String),
+
+    /// openraft refused the operation for a reason other than leadership (e.g. a membership
+    /// change already in progress).
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+impl QuorumError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        QuorumError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// A `Result` with a [`QuorumError`].
+pub type Result<T, E = QuorumError> = std::result::Result<T, E>;

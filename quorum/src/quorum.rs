@@ -1,0 +1,456 @@
+//! [`Quorum`]: one node of the metadata quorum. Starts openraft on the durable stores and the
+//! TCP network, forms the cluster on first start, and offers the small API the broker uses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::applier::Applier;
+use crate::error::{QuorumError, Result};
+use crate::log_store::LogStore;
+use crate::network::{NetSettings, Network};
+use crate::state_machine::StateMachineStore;
+use crate::types::{NodeId, Payload, Raft};
+
+/// How a node of the quorum is set up. [`QuorumConfig::new`] fills in the defaults.
+#[derive(Debug, Clone)]
+pub struct QuorumConfig {
+    /// This node's id (`node.id`).
+    pub node_id: NodeId,
+    /// The voters and their controller listener addresses (`controller.quorum.voters`). A
+    /// node not in this map starts as a learner candidate: it waits to be added with
+    /// [`Quorum::add_learner`] by the leader.
+    pub voters: BTreeMap<NodeId, SocketAddr>,
+    /// The directory of the quorum's files (log, vote, snapshot).
+    pub dir: PathBuf,
+    /// The leader's heartbeat period. Default 150 ms. Also openraft's timeout for one
+    /// AppendEntries RPC.
+    pub heartbeat_interval: Duration,
+    /// A follower that hears no leader starts an election after openraft's leader lease
+    /// (`election_timeout_max`) plus a random time in `[election_timeout_min,
+    /// election_timeout_max)`, checked on a tick of 1.5 × `heartbeat_interval`. Defaults
+    /// 400 ms and 600 ms: a new leader 1.0–1.5 s after the old one stops.
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Build a snapshot once this many entries were committed since the last one. Default 1000.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log below the last snapshot (so slightly lagging followers catch up
+    /// from the log, not a snapshot). Default 100.
+    pub log_entries_kept_after_snapshot: u64,
+    /// Largest payload [`Quorum::propose`] accepts. Default 1 MiB.
+    pub max_payload_bytes: usize,
+    /// Largest RPC frame sent or accepted. Default 16 MiB.
+    pub max_frame_bytes: usize,
+    /// Size at which a new log segment is started. Default 8 MiB.
+    pub segment_bytes: u64,
+    /// Timeout of one outgoing connect. Default 500 ms.
+    pub connect_timeout: Duration,
+    /// Backoff after a failed connect, doubling from min to max. Defaults 50 ms and 1 s.
+    pub reconnect_backoff_min: Duration,
+    pub reconnect_backoff_max: Duration,
+}
+
+impl QuorumConfig {
+    /// A config with the defaults documented on each field.
+    pub fn new(
+        node_id: NodeId,
+        voters: BTreeMap<NodeId, SocketAddr>,
+        dir: impl Into<PathBuf>,
+    ) -> QuorumConfig {
+        QuorumConfig {
+            node_id,
+            voters,
+            dir: dir.into(),
+            heartbeat_interval: Duration::from_millis(150),
+            election_timeout_min: Duration::from_millis(400),
+            election_timeout_max: Duration::from_millis(600),
+            snapshot_after_entries: 1000,
+            log_entries_kept_after_snapshot: 100,
+            max_payload_bytes: 1 << 20,
+            max_frame_bytes: 16 << 20,
+            segment_bytes: 8 << 20,
+            connect_timeout: Duration::from_millis(500),
+            reconnect_backoff_min: Duration::from_millis(50),
+            reconnect_backoff_max: Duration::from_secs(1),
+        }
+    }
+
+    fn raft_config(&self) -> Result<Config> {
+        if self.voters.is_empty() {
+            return Err(QuorumError::Config("no voters".into()));
+        }
+        if self.max_payload_bytes + (64 << 10) > self.max_frame_bytes {
+            return Err(QuorumError::Config(
+                "max_frame_bytes must exceed max_payload_bytes by at least 64 KiB".into(),
+            ));
+        }
+        let ms = |d: Duration| d.as_millis() as u64;
+        let config = Config {
+            cluster_name: "sluice-metadata".into(),
+            heartbeat_interval: ms(self.heartbeat_interval),
+            election_timeout_min: ms(self.election_timeout_min),
+            election_timeout_max: ms(self.election_timeout_max),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_after_entries.max(1)),
+            max_in_snapshot_log_to_keep: self.log_entries_kept_after_snapshot,
+            // Chunks well under the frame limit, whatever it is set to.
+            snapshot_max_chunk_size: (self.max_frame_bytes as u64 / 2).min(4 << 20),
+            ..Config::default()
+        };
+        config
+            .validate()
+            .map_err(|e| QuorumError::Config(e.to_string()))
+    }
+}
+
+/// What the broker watches: leadership and progress of this node's view of the quorum.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuorumStatus {
+    /// The current leader, if known.
+    pub leader: Option<NodeId>,
+    /// Whether this node is the leader.
+    pub is_leader: bool,
+    /// The current Raft term (Kafka's controller epoch).
+    pub term: u64,
+    /// The index of the last entry applied to this node's applier (including Raft's own
+    /// entries, which the applier does not see).
+    pub applied_index: Option<u64>,
+}
+
+/// One voter or learner in [`QuorumDescription`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaDescription {
+    pub node_id: NodeId,
+    pub addr: String,
+    /// The last log index known to match the leader's (leader's view; `None` elsewhere, or
+    /// when not yet known).
+    pub matched_index: Option<u64>,
+    /// How many entries this replica is behind the leader's last log index (leader only).
+    pub lag: Option<u64>,
+}
+
+/// The quorum as this node sees it (for DescribeQuorum; accurate on the leader).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumDescription {
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    /// The committed index (Kafka's high watermark of `__cluster_metadata`).
+    pub high_watermark: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub voters: Vec<ReplicaDescription>,
+    pub learners: Vec<ReplicaDescription>,
+}
+
+/// One running node of the metadata quorum.
+///
+/// Dropping it stops its listeners and Raft (in the background); [`Quorum::shutdown`] stops
+/// them and waits until Raft has finished.
+pub struct Quorum {
+    id: NodeId,
+    raft: Raft,
+    status: watch::Receiver<QuorumStatus>,
+    stop: Arc<watch::Sender<bool>>,
+    max_payload_bytes: usize,
+    max_frame_bytes: usize,
+}
+
+impl Quorum {
+    /// Opens the stores in `config.dir`, starts Raft and, on the very first start of a
+    /// cluster, forms it: the lowest voter id initializes the full voter set when its own
+    /// storage is pristine (no vote, no log, no snapshot). A restart finds its vote and log
+    /// and never initializes again; the other voters never initialize, they learn the
+    /// membership from the first leader. So three nodes started with the same voter list form
+    /// one cluster with no separate format step.
+    ///
+    /// Incoming RPCs are not accepted until the caller runs [`Quorum::serve`] on a listener or
+    /// passes accepted connections to [`Quorum::serve_connection`].
+    pub async fn start<A: Applier>(config: QuorumConfig, applier: A) -> Result<Quorum> {
+        let raft_config = Arc::new(config.raft_config()?);
+        std::fs::create_dir_all(&config.dir)
+            .map_err(|e| QuorumError::io("create", &config.dir, e))?;
+        let (log, _recovery) = LogStore::open(&config.dir, config.segment_bytes)?;
+        let sm = StateMachineStore::open(&config.dir, applier)?;
+        let network = Network::new(
+            config.node_id,
+            NetSettings {
+                connect_timeout: config.connect_timeout,
+                reconnect_backoff_min: config.reconnect_backoff_min,
+                reconnect_backoff_max: config.reconnect_backoff_max,
+                max_frame_bytes: config.max_frame_bytes,
+            },
+        );
+        let raft = Raft::new(config.node_id, raft_config, network, log, sm)
+            .await
+            .map_err(|e| QuorumError::Stopped(e.to_string()))?;
+
+        let lowest = config.voters.keys().next().copied();
+        if lowest == Some(config.node_id) {
+            let initialized = raft
+                .is_initialized()
+                .await
+                .map_err(|e| QuorumError::Stopped(e.to_string()))?;
+            if !initialized {
+                let members: BTreeMap<NodeId, BasicNode> = config
+                    .voters
+                    .iter()
+                    .map(|(id, addr)| (*id, BasicNode::new(addr.to_string())))
+                    .collect();
+                match raft.initialize(members).await {
+                    Ok(()) => {
+                        tracing::info!(voters = ?config.voters.keys().collect::<Vec<_>>(), "metadata quorum initialized")
+                    }
+                    Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                    Err(e) => return Err(QuorumError::Raft(e.to_string())),
+                }
+            }
+        }
+
+        let (status_tx, status_rx) = watch::channel(QuorumStatus::default());
+        let mut metrics = raft.metrics();
+        let id = config.node_id;
+        tokio::spawn(async move {
+            loop {
+                let status = {
+                    let m = metrics.borrow_and_update();
+                    QuorumStatus {
+                        leader: m.current_leader,
+                        is_leader: m.current_leader == Some(id),
+                        term: m.current_term,
+                        applied_index: m.last_applied.map(|l| l.index),
+                    }
+                };
+                let became_leader = status.is_leader && !status_tx.borrow().is_leader;
+                if became_leader {
+                    tracing::info!(
+                        node = id,
+                        term = status.term,
+                        "became metadata quorum leader"
+                    );
+                }
+                status_tx.send_if_modified(|s| {
+                    let changed = *s != status;
+                    *s = status;
+                    changed
+                });
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+
+        let (stop, _) = watch::channel(false);
+        Ok(Quorum {
+            id,
+            raft,
+            status: status_rx,
+            stop: Arc::new(stop),
+            max_payload_bytes: config.max_payload_bytes,
+            max_frame_bytes: config.max_frame_bytes,
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Appends `payload` to the replicated log and waits until it is committed and applied
+    /// here; returns its log index and the applier's response. Only the leader accepts
+    /// proposals: elsewhere the answer is [`QuorumError::NotLeader`] with the leader it knows.
+    pub async fn propose(&self, payload: Vec<u8>) -> Result<(u64, Vec<u8>)> {
+        if payload.len() > self.max_payload_bytes {
+            return Err(QuorumError::PayloadTooLarge {
+                size: payload.len(),
+                max: self.max_payload_bytes,
+            });
+        }
+        match self.raft.client_write(Payload(payload)).await {
+            Ok(resp) => Ok((resp.log_id.index, resp.data.0)),
+            Err(e) => Err(write_error(e)),
+        }
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.status.borrow().leader
+    }
+
+    /// Whether this node is the leader (as far as it knows).
+    pub fn is_leader(&self) -> bool {
+        self.status.borrow().is_leader
+    }
+
+    /// Waits until a leader is known; returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId> {
+        let mut rx = self.status.clone();
+        let wait = async {
+            loop {
+                if let Some(l) = rx.borrow_and_update().leader {
+                    return Ok(l);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(QuorumError::Stopped("raft stopped".into()));
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| QuorumError::Timeout(timeout))?
+    }
+
+    /// A watch of this node's [`QuorumStatus`]: it changes on leadership changes, new terms
+    /// and every applied entry.
+    pub fn subscribe(&self) -> watch::Receiver<QuorumStatus> {
+        self.status.clone()
+    }
+
+    /// Voters and learners with their replication progress, the term, the leader and the
+    /// committed index.
+    pub async fn describe(&self) -> Result<QuorumDescription> {
+        let high_watermark = self
+            .raft
+            .with_raft_state(|st| st.committed.map(|l| l.index))
+            .await
+            .map_err(|e| QuorumError::Stopped(e.to_string()))?;
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voter_ids: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let is_leader = m.current_leader == Some(self.id);
+        let last = m.last_log_index;
+        let describe = |(id, node): (&NodeId, &BasicNode)| {
+            let matched = if !is_leader {
+                None
+            } else if *id == self.id {
+                last
+            } else {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map(|l| l.index)
+            };
+            ReplicaDescription {
+                node_id: *id,
+                addr: node.addr.clone(),
+                matched_index: matched,
+                lag: match (is_leader, last) {
+                    (true, Some(last)) => {
+                        Some(matched.map_or(last + 1, |m| last.saturating_sub(m)))
+                    }
+                    _ => None,
+                },
+            }
+        };
+        let (voters, learners): (Vec<_>, Vec<_>) = membership
+            .nodes()
+            .map(describe)
+            .partition(|r| voter_ids.contains(&r.node_id));
+        Ok(QuorumDescription {
+            leader: m.current_leader,
+            term: m.current_term,
+            high_watermark,
+            last_log_index: last,
+            voters,
+            learners,
+        })
+    }
+
+    /// Adds a learner (a broker-only node that follows the metadata log) at `addr`, its
+    /// controller listener; returns once the membership change is committed. Leader only.
+    pub async fn add_learner(&self, node_id: NodeId, addr: SocketAddr) -> Result<()> {
+        self.raft
+            .add_learner(node_id, BasicNode::new(addr.to_string()), false)
+            .await
+            .map(|_| ())
+            .map_err(write_error)
+    }
+
+    /// Serves one accepted connection of a peer's controller RPCs until it closes, sends
+    /// something invalid, or the quorum stops.
+    pub async fn serve_connection(&self, mut stream: TcpStream) {
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "?".to_string(), |a| a.to_string());
+        let _ = stream.set_nodelay(true);
+        let mut stop = self.stop.subscribe();
+        if *stop.borrow_and_update() {
+            return;
+        }
+        tokio::select! {
+            _ = crate::server::serve(&self.raft, &mut stream, self.max_frame_bytes, &peer) => {}
+            _ = stop.changed() => {}
+        }
+    }
+
+    /// Accepts controller connections on `listener` and serves each in its own task, until
+    /// the quorum is shut down or dropped. Spawns the loop and returns at once.
+    pub fn serve(&self, listener: TcpListener) {
+        let raft = self.raft.clone();
+        let max_frame = self.max_frame_bytes;
+        let mut stop = self.stop.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = stop.changed() => return,
+                };
+                let (mut stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::debug!("controller listener accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let raft = raft.clone();
+                let mut stop = stop.clone();
+                tokio::spawn(async move {
+                    let peer = peer.to_string();
+                    tokio::select! {
+                        _ = crate::server::serve(&raft, &mut stream, max_frame, &peer) => {}
+                        _ = stop.changed() => {}
+                    }
+                });
+            }
+        });
+    }
+
+    /// Stops listeners and Raft, and waits for Raft to finish its current work.
+    pub async fn shutdown(&self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|e| QuorumError::Stopped(format!("raft task failed: {e}")))
+    }
+}
+
+impl Drop for Quorum {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        // Raft also stops once its last handle is gone; asking it directly is quicker. (A no-op
+        // after `shutdown`.)
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let raft = self.raft.clone();
+            runtime.spawn(async move {
+                let _ = raft.shutdown().await;
+            });
+        }
+    }
+}
+
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> QuorumError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => QuorumError::NotLeader {
+            leader: f.leader_id,
+        },
+        RaftError::APIError(other) => QuorumError::Raft(other.to_string()),
+        RaftError::Fatal(f) => QuorumError::Stopped(f.to_string()),
+    }
+}

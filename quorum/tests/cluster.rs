@@ -1,0 +1,490 @@
+//! Three quorum nodes on 127.0.0.1 with free ports and temp dirs: election, replication in
+//! order, NotLeader on followers, leader failover (timed), restart from disk, snapshot
+//! catch-up, garbage on the RPC port.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sluice_quorum::{Quorum, QuorumConfig, QuorumError};
+use support::{eventually, init_tracing, Probe, Recorder};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Node {
+    id: u64,
+    addr: SocketAddr,
+    dir: PathBuf,
+    quorum: Option<Quorum>,
+    probe: Probe,
+}
+
+struct Cluster {
+    _tmp: TempDir,
+    voters: BTreeMap<u64, SocketAddr>,
+    nodes: BTreeMap<u64, Node>,
+    tune: fn(&mut QuorumConfig),
+}
+
+impl Cluster {
+    /// Binds one listener per voter on 127.0.0.1:0, then starts every node.
+    async fn start(n: u64, tune: fn(&mut QuorumConfig)) -> Cluster {
+        init_tracing();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut listeners = BTreeMap::new();
+        for id in 1..=n {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listeners.insert(id, l);
+        }
+        let voters: BTreeMap<u64, SocketAddr> = listeners
+            .iter()
+            .map(|(id, l)| (*id, l.local_addr().unwrap()))
+            .collect();
+        let mut cluster = Cluster {
+            voters: voters.clone(),
+            nodes: BTreeMap::new(),
+            _tmp: tmp,
+            tune,
+        };
+        for (id, listener) in listeners {
+            let dir = cluster._tmp.path().join(format!("node-{id}"));
+            let node = Node {
+                id,
+                addr: voters[&id],
+                dir,
+                quorum: None,
+                probe: Probe::default(),
+            };
+            cluster.nodes.insert(id, node);
+            cluster.boot(id, listener).await;
+        }
+        cluster
+    }
+
+    async fn boot(&mut self, id: u64, listener: TcpListener) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let mut config = QuorumConfig::new(id, self.voters.clone(), &node.dir);
+        (self.tune)(&mut config);
+        let (applier, probe) = Recorder::probed();
+        let quorum = Quorum::start(config, applier).await.unwrap();
+        quorum.serve(listener);
+        node.quorum = Some(quorum);
+        node.probe = probe;
+    }
+
+    /// Restarts a stopped node from its directory, on its old port.
+    async fn restart(&mut self, id: u64) {
+        let addr = self.nodes[&id].addr;
+        let deadline = Instant::now() + WAIT;
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "rebinding {addr}: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        self.boot(id, listener).await;
+    }
+
+    async fn stop(&mut self, id: u64) {
+        let q = self
+            .nodes
+            .get_mut(&id)
+            .unwrap()
+            .quorum
+            .take()
+            .expect("running");
+        q.shutdown().await.unwrap();
+        drop(q);
+    }
+
+    /// Drops a node's Quorum without calling shutdown (as a broker that just goes away).
+    fn drop_node(&mut self, id: u64) {
+        let q = self
+            .nodes
+            .get_mut(&id)
+            .unwrap()
+            .quorum
+            .take()
+            .expect("running");
+        drop(q);
+    }
+
+    fn q(&self, id: u64) -> &Quorum {
+        self.nodes[&id].quorum.as_ref().expect("running")
+    }
+
+    fn running(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values().filter(|n| n.quorum.is_some())
+    }
+
+    /// Waits until every running node agrees on one leader among the running nodes.
+    async fn agreed_leader(&self) -> u64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let leaders: Vec<Option<u64>> = self
+                .running()
+                .map(|n| n.quorum.as_ref().unwrap().leader())
+                .collect();
+            if let Some(Some(l)) = leaders.first() {
+                if leaders.iter().all(|x| *x == Some(*l))
+                    && self.nodes[l].quorum.is_some()
+                    && self.q(*l).is_leader()
+                {
+                    return *l;
+                }
+            }
+            assert!(Instant::now() < deadline, "no agreed leader: {leaders:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn propose_all(&self, leader: u64, range: std::ops::Range<u32>) -> Vec<u64> {
+        let mut indexes = Vec::new();
+        for i in range {
+            let payload = format!("record-{i}").into_bytes();
+            let (index, response) = self.q(leader).propose(payload.clone()).await.unwrap();
+            let reversed: Vec<u8> = payload.iter().rev().copied().collect();
+            assert_eq!(response, reversed, "the applier's response comes back");
+            indexes.push(index);
+        }
+        indexes
+    }
+
+    /// Waits until every running node has applied exactly `expected` payloads, in order.
+    async fn all_applied(&self, expected: &[Vec<u8>]) {
+        for node in self.running() {
+            let probe = node.probe.clone();
+            eventually(
+                WAIT,
+                &format!("node {} applies {} entries", node.id, expected.len()),
+                || probe.payloads() == expected,
+            )
+            .await;
+        }
+    }
+}
+
+fn records(range: std::ops::Range<u32>) -> Vec<Vec<u8>> {
+    range.map(|i| format!("record-{i}").into_bytes()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_voters_elect_replicate_and_fail_over() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.agreed_leader().await;
+    for id in [1, 2, 3] {
+        assert_eq!(c.q(id).wait_for_leader(WAIT).await.unwrap(), leader);
+    }
+    // Oversized proposals are refused before they reach the log.
+    assert!(matches!(
+        c.q(leader).propose(vec![0; (1 << 20) + 1]).await,
+        Err(QuorumError::PayloadTooLarge { .. })
+    ));
+
+    // Proposals on the leader: consecutive-ish increasing indexes, applied everywhere in order.
+    let indexes = c.propose_all(leader, 0..50).await;
+    assert!(indexes.windows(2).all(|w| w[0] < w[1]), "{indexes:?}");
+    c.all_applied(&records(0..50)).await;
+    for node in c.running() {
+        let got: Vec<u64> = node.probe.entries().iter().map(|(i, _)| *i).collect();
+        assert_eq!(got, indexes, "node {} saw the leader's indexes", node.id);
+    }
+
+    // A follower refuses, naming the leader.
+    let follower = *c.voters.keys().find(|id| **id != leader).unwrap();
+    match c.q(follower).propose(b"nope".to_vec()).await {
+        Err(QuorumError::NotLeader { leader: Some(l) }) => assert_eq!(l, leader),
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+
+    // DescribeQuorum on the leader: three voters caught up, high watermark at the last entry.
+    let last = *indexes.last().unwrap();
+    let leader_q = c.q(leader);
+    let deadline = Instant::now() + WAIT;
+    let description = loop {
+        let d = leader_q.describe().await.unwrap();
+        if d.voters.iter().all(|v| v.lag == Some(0)) && d.high_watermark >= Some(last) {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "replicas never caught up: {d:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(description.leader, Some(leader));
+    assert_eq!(description.voters.len(), 3);
+    assert!(description.learners.is_empty());
+    assert!(description
+        .voters
+        .iter()
+        .all(|v| v.matched_index >= Some(last)));
+
+    // Failover: stop the leader; time until the others agree on a new one.
+    let mut status = c.q(follower).subscribe();
+    let term_before = status.borrow().term;
+    let started = Instant::now();
+    c.drop_node(leader);
+    let stopped = started.elapsed();
+    let new_leader = c.agreed_leader().await;
+    let failover = started.elapsed();
+    println!("metadata quorum failover: new leader {new_leader} after {failover:?} (dropping the old leader took {stopped:?})");
+    assert_ne!(new_leader, leader);
+    assert!(
+        failover < Duration::from_secs(10),
+        "failover took {failover:?}"
+    );
+    // The watch saw the change and a new term.
+    let s = status.borrow_and_update().clone();
+    assert_eq!(s.leader, Some(new_leader));
+    assert!(s.term > term_before);
+
+    // Proposals work again, and the remaining follower applies them.
+    c.propose_all(new_leader, 50..60).await;
+    c.all_applied(&records(0..60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_node_restores_its_state_and_catches_up() {
+    let mut c = Cluster::start(3, |cfg| cfg.snapshot_after_entries = 20).await;
+    let leader = c.agreed_leader().await;
+    c.propose_all(leader, 0..50).await;
+    c.all_applied(&records(0..50)).await;
+
+    let victim = *c.voters.keys().find(|id| **id != leader).unwrap();
+    c.stop(victim).await;
+    let dir = c.nodes[&victim].dir.clone();
+    assert!(
+        dir.join("snapshot").exists(),
+        "a snapshot was built after 20 entries"
+    );
+
+    // Meanwhile the others go on.
+    c.propose_all(leader, 50..80).await;
+
+    // A crash mid-append: garbage at the end of the victim's last segment.
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segs.sort();
+    let last = segs.last().unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(last).unwrap();
+    std::io::Write::write_all(&mut f, &[0x00, 0x00, 0x01, 0x00, 0xde, 0xad]).unwrap();
+    drop(f);
+
+    c.restart(victim).await;
+    // Restored from its own files before hearing from anyone: the snapshot and the
+    // committed log after it (the state it had, up to its committed hint).
+    let restored = c.nodes[&victim].probe.payloads();
+    assert!(
+        restored.len() >= 20,
+        "restored {} entries at start",
+        restored.len()
+    );
+    assert_eq!(restored, records(0..restored.len() as u32));
+    // Then it catches up with what it missed.
+    c.all_applied(&records(0..80)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_far_behind_gets_a_snapshot() {
+    let mut c = Cluster::start(3, |cfg| {
+        cfg.snapshot_after_entries = 10;
+        cfg.log_entries_kept_after_snapshot = 0;
+    })
+    .await;
+    let leader = c.agreed_leader().await;
+    let first = c.propose_all(leader, 0..5).await;
+    c.all_applied(&records(0..5)).await;
+
+    let victim = *c.voters.keys().find(|id| **id != leader).unwrap();
+    c.stop(victim).await;
+    let indexes = c.propose_all(leader, 5..100).await;
+    let last = *indexes.last().unwrap();
+
+    c.restart(victim).await;
+    c.all_applied(&records(0..100)).await;
+    // The leader purged its log past where the victim stopped: it caught up from a snapshot.
+    let installs = c.nodes[&victim].probe.installs();
+    assert!(
+        installs.iter().any(|i| *i > first[4] && *i <= last),
+        "the victim installed a snapshot from the leader: {installs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn garbage_on_the_rpc_port_harms_nothing() {
+    let c = Cluster::start(3, |_| {}).await;
+    let leader = c.agreed_leader().await;
+    c.propose_all(leader, 0..5).await;
+
+    let target = c.nodes[&leader].addr;
+    let version = 1u16.to_be_bytes();
+    let mut frames: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        // A 2 GiB length.
+        vec![0x7f, 0xff, 0xff, 0xff, 0, 1, 0, 1],
+        // Shorter than a header.
+        vec![0, 0, 0, 2, 0, 1],
+    ];
+    // Unknown version.
+    frames.push(
+        [
+            &12u32.to_be_bytes()[..],
+            &[0, 9],
+            &[0, 1],
+            &[0, 0, 0, 1],
+            b"abcd",
+        ]
+        .concat(),
+    );
+    // Unknown kind.
+    frames.push(
+        [
+            &12u32.to_be_bytes()[..],
+            &version,
+            &[0, 77],
+            &[0, 0, 0, 1],
+            b"abcd",
+        ]
+        .concat(),
+    );
+    // A known kind with a body that is not CBOR of the request.
+    frames.push(
+        [
+            &12u32.to_be_bytes()[..],
+            &version,
+            &[0, 2],
+            &[0, 0, 0, 1],
+            &[0xff, 0xff, 0xff, 0xff],
+        ]
+        .concat(),
+    );
+    // A response kind where a request belongs.
+    frames.push(
+        [
+            &12u32.to_be_bytes()[..],
+            &version,
+            &[0x80, 1],
+            &[0, 0, 0, 1],
+            b"abcd",
+        ]
+        .concat(),
+    );
+    for (i, frame) in frames.iter().enumerate() {
+        let mut s = TcpStream::connect(target).await.unwrap();
+        s.write_all(frame).await.unwrap();
+        let mut buf = [0u8; 64];
+        // The node closes the connection without answering.
+        let read = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .expect("closed in time");
+        assert!(matches!(read, Ok(0) | Err(_)), "frame {i}: got {read:?}");
+    }
+    // A truncated frame, then the sender goes away.
+    let mut s = TcpStream::connect(target).await.unwrap();
+    s.write_all(&[0, 0, 1, 0, 0, 1, 0, 1, 0, 0]).await.unwrap();
+    drop(s);
+
+    // The cluster still works, with the same leader.
+    assert_eq!(c.agreed_leader().await, leader);
+    c.propose_all(leader, 5..10).await;
+    c.all_applied(&records(0..10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_learner_follows_the_log() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.agreed_leader().await;
+    c.propose_all(leader, 0..10).await;
+
+    // Node 4: not a voter; it waits to be added.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = c._tmp.path().join("node-4");
+    let (applier, probe) = Recorder::probed();
+    let learner = std::sync::Arc::new(
+        Quorum::start(QuorumConfig::new(4, c.voters.clone(), &dir), applier)
+            .await
+            .unwrap(),
+    );
+    // The broker's way: its own accept loop hands each connection to serve_connection.
+    let accept = {
+        let learner = learner.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let learner = learner.clone();
+                tokio::spawn(async move { learner.serve_connection(stream).await });
+            }
+        })
+    };
+
+    match c
+        .q(*c.voters.keys().find(|id| **id != leader).unwrap())
+        .add_learner(4, addr)
+        .await
+    {
+        Err(QuorumError::NotLeader { leader: Some(l) }) => assert_eq!(l, leader),
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    c.q(leader).add_learner(4, addr).await.unwrap();
+    c.propose_all(leader, 10..20).await;
+    eventually(WAIT, "the learner applies every entry", || {
+        probe.payloads() == records(0..20)
+    })
+    .await;
+    assert_eq!(learner.leader(), Some(leader));
+    assert!(matches!(
+        learner.propose(b"x".to_vec()).await,
+        Err(QuorumError::NotLeader { leader: Some(_) })
+    ));
+    let d = c.q(leader).describe().await.unwrap();
+    assert_eq!(
+        d.learners.iter().map(|l| l.node_id).collect::<Vec<_>>(),
+        vec![4]
+    );
+    assert_eq!(d.voters.len(), 3);
+    learner.shutdown().await.unwrap();
+    accept.abort();
+    c.stop(leader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_whole_cluster_restarts_with_its_state() {
+    let mut c = Cluster::start(3, |cfg| cfg.snapshot_after_entries = 15).await;
+    let leader = c.agreed_leader().await;
+    let before = c.propose_all(leader, 0..40).await;
+    c.all_applied(&records(0..40)).await;
+    let term_before = c.q(leader).describe().await.unwrap().term;
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+    for id in [1, 2, 3] {
+        c.restart(id).await;
+    }
+    let leader = c.agreed_leader().await;
+    // Nothing was re-initialized: the log goes on where it was. (The term may be the same:
+    // openraft lets a leader whose own vote was committed resume its term after a restart.)
+    let after = c.propose_all(leader, 40..45).await;
+    assert!(
+        after[0] > *before.last().unwrap(),
+        "{after:?} after {before:?}"
+    );
+    let d = c.q(leader).describe().await.unwrap();
+    assert!(
+        d.term >= term_before,
+        "term {} after {term_before}: {d:?}",
+        d.term
+    );
+    c.all_applied(&records(0..45)).await;
+}
