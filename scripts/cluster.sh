@@ -8,9 +8,10 @@
 #   scripts/cluster.sh stop|kill|status [N] [--dir DIR]
 #                        SIGTERM (SIGKILL after 30 s) / SIGKILL / show every node
 #   scripts/cluster.sh test [--kind sluice|kafka] [PYTEST ARGS...]
-#                        run the fault bench inside a private network and mount namespace
-#                        (unshare --net --mount), so that its partitions and small disks
-#                        touch nothing of the host; the results table ends the output
+#                        run the fault bench inside private network, mount and pid namespaces
+#                        (unshare --net --mount --pid), so that its partitions and small disks
+#                        touch nothing of the host and nothing outlives it; the results table
+#                        ends the output
 #   scripts/cluster.sh check HISTORY.jsonl [--json DETAILS.json]
 #                        run the checker over a history
 #
@@ -37,18 +38,21 @@ case "$cmd" in
         fi
         host_ns="$(readlink /proc/self/ns/net)"
         if [[ "$(id -u)" == 0 ]]; then
-            isolate=(unshare --net --mount --propagation private)
+            isolate=(unshare --net --mount --propagation private --pid --fork --kill-child --mount-proc)
         else
             # Without root: a user namespace of our own. Network faults will be skipped
             # there (nodes cannot get group ids of their own), the rest runs.
-            isolate=(unshare --user --map-root-user --net --mount --propagation private)
+            isolate=(unshare --user --map-root-user --net --mount --propagation private --pid --fork --kill-child --mount-proc)
         fi
+        # A pid namespace too: if pytest dies (a CI cancel, the OOM killer), every broker and
+        # client it started dies with it instead of holding the namespace and 3 JVMs.
         if ! "${isolate[@]}" -- true 2>/dev/null; then
             # No namespaces here (a container without the capability, say): run in the host's
             # namespaces. network.py then refuses every network fault, which is skipped with
             # the reason (or fails under SLUICE_CLUSTER_STRICT=1); nothing touches the host.
             echo "cluster.sh: cannot create a private namespace (${isolate[*]}): network faults will not run" >&2
             cd "$repo"
+            unset SLUICE_HOST_NETNS
             exec "$python" -m pytest -q -p no:cacheprovider -rs tests/cluster "$@"
         fi
         # Inside: loopback up with the nodes' addresses, then pytest. The host's namespace

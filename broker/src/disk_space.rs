@@ -105,6 +105,8 @@ impl DiskSpace {
             Err(e) => {
                 tracing::debug!(dir = %self.dir.display(), error = %e, "statvfs failed");
                 self.free.store(u64::MAX, Ordering::Release);
+                // Accepting again: the next crossing below the floor is logged anew.
+                self.refusing.store(false, Ordering::Release);
             }
         }
     }

@@ -38,13 +38,22 @@ Violations (each makes the run FAIL):
   ``positions`` for the partition (P = the next offset to read), the first polled offset o
   of that epoch is checked the same way against the range [P, o): P itself must be read.
   Offsets that were never observed (transaction markers, compacted or deleted records) are
-  not skips. Counted per skipped offset, summed over every gap (two consumers skipping the
+  not skips. At a group rebalance, an assign op with ``positions`` and a group is also
+  checked against the group's commits: a partition started past every offset any commit
+  invoke before the assign tried to commit (or past the partition's first observed offset
+  when none did) skips the observed offsets in between. Counted per skipped offset, summed over every gap (two consumers skipping the
   same offset count 2).
 - commits_backwards: per (group, partition), a successful commit (ok) of offset c2 whose
   invoke happened (mono) strictly after the ok of another successful commit of a larger
   offset c1 in that group and partition. Commits that overlap in time are not compared.
   Counted per commit op (a commit that goes backwards on several partitions counts 1).
 - failed_seen: a value whose send completed with type fail, yet read. Counted per value.
+- final_gaps: offsets missing from a complete final read between the partition's start
+  (``start_offsets``, else the first offset read) and its end offset. Without transactions
+  or compaction a partition's offsets are contiguous. Counted per offset.
+- send_reordered: per producer process and partition, acked offsets taken in the order the
+  sends were invoked must increase (an idempotent producer keeps its order). Counted per
+  ack that is not above every offset acked before it.
 - unknown_seen: a read value that no send invoke of the history sent. Counted per value.
 - final_incomplete: each final-read op with ``complete`` false counts 1. A history with no
   final-read ok op is unusable (exit 2): without it nothing can be said about lost writes.
@@ -96,6 +105,8 @@ VIOLATIONS = (
     "failed_seen",
     "unknown_seen",
     "final_incomplete",
+    "final_gaps",
+    "send_reordered",
 )
 # Allowed anomalies, counted only.
 ALLOWED = ("unacked_seen", "indeterminate", "acked_without_offset", "read")
@@ -130,6 +141,8 @@ class Result:
     failed_seen: int = 0
     unknown_seen: int = 0
     final_incomplete: int = 0
+    final_gaps: int = 0
+    send_reordered: int = 0
     unacked_seen: int = 0
     indeterminate: int = 0
     acked_without_offset: int = 0
@@ -245,6 +258,7 @@ def _offset_map(op: dict, index: int, name: str, raw: Any) -> dict[int, int]:
 class _Send:
     invoke_index: int
     process: str
+    order: int  # position among all send invokes, in mono order
     outcome: str | None = None  # None: never completed; else "ok", "info" or "fail"
     error: Any = None
 
@@ -267,8 +281,12 @@ def check(ops: Iterable[dict]) -> Result:
             raise HistoryError(index, "not a JSON object")
         type_ = _get(op, index, "type")
         f = _get(op, index, "f")
-        if type_ not in KNOWN_TYPES or f not in KNOWN_F:
+        if f not in KNOWN_F:
             continue
+        if type_ not in KNOWN_TYPES:
+            # Never skip it: an ack written with another type would silently turn an
+            # acknowledged write into an indeterminate one and hide its loss.
+            raise HistoryError(index, f"unknown type {type_!r} of a {f!r} op")
         mono = _get(op, index, "mono")
         if isinstance(mono, bool) or not isinstance(mono, (int, float)):
             raise HistoryError(index, f"field 'mono' must be a number, got {mono!r}")
@@ -293,6 +311,8 @@ def check(ops: Iterable[dict]) -> Result:
     consumer_ops: dict[str, list[tuple[int, dict]]] = defaultdict(list)
     pending_commits: dict[str, deque[tuple[int, int, dict]]] = defaultdict(deque)
     commits: dict[tuple[Any, int], list[_Commit]] = defaultdict(list)
+    # Every commit invoke, whatever its outcome: (group, partition) -> [(invoke mono, offset)].
+    commit_attempts: dict[tuple[Any, int], list[tuple[int, int]]] = defaultdict(list)
 
     def observe(partition: int, offset: int, value: Any) -> None:
         positions_of[value].add((partition, offset))
@@ -305,7 +325,7 @@ def check(ops: Iterable[dict]) -> Result:
             if type_ == "invoke":
                 if value in sends:
                     raise HistoryError(index, f"value {value!r} is sent twice (values must be unique)")
-                sends[value] = _Send(invoke_index=index, process=process)
+                sends[value] = _Send(invoke_index=index, process=process, order=len(sends))
                 continue
             send = sends.get(value)
             if send is None:
@@ -346,6 +366,8 @@ def check(ops: Iterable[dict]) -> Result:
                 group = _get(op, index, "group")
                 offsets = _offset_map(op, index, "offsets", _get(op, index, "offsets"))
                 pending_commits[process].append((index, op["mono"], {"group": group, "offsets": offsets}))
+                for partition, offset in offsets.items():
+                    commit_attempts[(group, partition)].append((op["mono"], offset))
                 continue
             # Commits are synchronous: a completion ends the oldest pending invoke of its process.
             if not pending_commits[process]:
@@ -369,6 +391,8 @@ def check(ops: Iterable[dict]) -> Result:
                     observe(partition, offset, value)
                     read_values.setdefault(value, (partition, offset))
                     final_values.add(value)
+                if complete:
+                    _check_final_gaps(result, op, index, records)
                 if not complete:
                     result.final_incomplete += 1
                     _example(result, "final_incomplete", {
@@ -390,8 +414,52 @@ def check(ops: Iterable[dict]) -> Result:
         offsets.sort()
     for process, process_ops in consumer_ops.items():
         _check_poll_order(result, process, process_ops, offsets_by_partition)
+        _check_group_starts(result, process, process_ops, commit_attempts, offsets_by_partition)
     _check_commits(result, commits)
+    _check_send_order(result, sends, acks)
     return result
+
+
+def _check_final_gaps(result: Result, op: dict, index: int, records: list[tuple[int, int, Any]]) -> None:
+    """final_gaps: offsets the final read should have returned but did not. Without
+    transactions or compaction a partition's offsets are contiguous, so every offset from the
+    partition's start (``start_offsets``, else the first offset read) up to its end offset
+    must be there."""
+    ends = _offset_map(op, index, "end_offsets", _get(op, index, "end_offsets"))
+    starts = _offset_map(op, index, "start_offsets", op["start_offsets"]) if "start_offsets" in op else {}
+    read: dict[int, set[int]] = defaultdict(set)
+    for partition, offset, _value in records:
+        read[partition].add(offset)
+    for partition, end in ends.items():
+        offsets = read.get(partition, set())
+        start = starts.get(partition, min(offsets) if offsets else end)
+        missing = [o for o in range(start, end) if o not in offsets]
+        if missing:
+            result.final_gaps += len(missing)
+            _example(result, "final_gaps", {"partition": partition, "missing": missing[:20], "count": len(missing)})
+
+
+def _check_send_order(result: Result, sends: dict[Any, _Send], acks: dict[Any, tuple[int, int | None, str]]) -> None:
+    """send_reordered: an idempotent producer's acknowledged records of one partition must
+    get offsets in the order it sent them (Jepsen's per-producer order check). Counts each
+    ack whose offset is not above every offset acked for an earlier send of that producer
+    and partition."""
+    by_stream: dict[tuple[str, int], list[tuple[int, int, Any]]] = defaultdict(list)
+    for value, (partition, offset, process) in acks.items():
+        if offset is not None:
+            by_stream[(process, partition)].append((sends[value].order, offset, value))
+    for (process, partition), stream in by_stream.items():
+        stream.sort()
+        highest: tuple[int, Any] | None = None
+        for _order, offset, value in stream:
+            if highest is not None and offset <= highest[0]:
+                result.send_reordered += 1
+                _example(result, "send_reordered", {
+                    "process": process, "partition": partition, "value": value, "offset": offset,
+                    "after": {"value": highest[1], "offset": highest[0]},
+                })
+            if highest is None or offset > highest[0]:
+                highest = (offset, value)
 
 
 def _check_values(
@@ -480,6 +548,36 @@ def _check_poll_order(
             if count:
                 result.skipped += count
                 _example(result, "skipped", {**where, "from": low, "to": offset, "count": count, "offsets": some})
+
+
+def _check_group_starts(
+    result: Result,
+    process: str,
+    process_ops: list[tuple[int, dict]],
+    commit_attempts: dict[tuple[Any, int], list[tuple[int, int]]],
+    offsets_by_partition: dict[int, list[int]],
+) -> None:
+    """skipped, at a group rebalance: a group consumer's assignment that starts a partition
+    past every offset anyone had tried to commit for it (or past the partition's first offset
+    when nothing was) skips the records in between, which the group never consumed."""
+    for index, op in process_ops:
+        group = op.get("group")
+        raw = op.get("positions")
+        if op["f"] != "assign" or group is None or raw is None:
+            continue
+        for partition, position in _offset_map(op, index, "positions", raw).items():
+            attempted = [offset for mono, offset in commit_attempts.get((group, partition), []) if mono < op["mono"]]
+            existing = offsets_by_partition.get(partition, [])
+            allowed = max(attempted) if attempted else (existing[0] if existing else position)
+            if position <= allowed:
+                continue
+            count, some = _count_between(existing, allowed, position)
+            if count:
+                result.skipped += count
+                _example(result, "skipped", {
+                    "process": process, "group": group, "partition": partition,
+                    "start": position, "committed_at_most": allowed, "count": count, "offsets": some,
+                })
 
 
 def _check_commits(result: Result, commits: dict[tuple[Any, int], list[_Commit]]) -> None:

@@ -46,6 +46,8 @@ KEY_COUNT = 8
 POLL_TIMEOUT_S = 0.5
 MAX_POLL_RECORDS = 500
 COMMIT_INTERVAL_S = 1.0
+# How long an assignment waits for the committed offsets (and earliest offsets) it starts at.
+COMMITTED_TIMEOUT_S = 10.0
 # Time given to Consumer.close() (leave the group) before the process exits anyway.
 CLOSE_TIMEOUT_S = 10.0
 # Extra time after the drain (or close) deadline before the watchdog ends the process.
@@ -381,7 +383,10 @@ class PollingConsumer:
         if self.consumer is not None:
             consumer = self.consumer
             if not run_bounded(consumer.close, CLOSE_TIMEOUT_S):
+                # close() may still be in on_revoke, committing: leave the history open so
+                # that commit's outcome is still written (the process exits right after).
                 log(self.name, f"close did not finish within {CLOSE_TIMEOUT_S:.0f}s")
+                return
         self.history.close()
 
 
@@ -411,8 +416,39 @@ class GroupConsumer(PollingConsumer):
         self.consumer = Consumer(config)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Starts each partition where the group committed (the earliest offset where
+        nothing is committed, as auto.offset.reset=earliest) and records those positions,
+        so the checker can tell a consumer that starts past the committed offset."""
         self.next_offsets = {}
-        self.history.op("ok", "assign", partitions=sorted(tp.partition for tp in partitions), group=self.group)
+        positions: dict[int, int] = {}
+        try:
+            committed = consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_S)
+        except KafkaException as e:
+            log(self.name, f"committed offsets unknown at assignment: {describe(e)}")
+            committed = []
+        for tp in committed:
+            if tp.error is not None:
+                continue
+            if tp.offset >= 0:
+                positions[tp.partition] = tp.offset
+                continue
+            try:
+                low, _high = consumer.get_watermark_offsets(tp, timeout=COMMITTED_TIMEOUT_S, cached=False)
+                positions[tp.partition] = low
+            except KafkaException as e:
+                log(self.name, f"earliest offset of partition {tp.partition} unknown: {describe(e)}")
+        # Start exactly at the recorded positions; partitions whose position could not be
+        # had start where the client decides (the stored offset) and carry no position.
+        consumer.assign(
+            [TopicPartition(self.topic, tp.partition, positions[tp.partition]) if tp.partition in positions else tp for tp in partitions]
+        )
+        self.history.op(
+            "ok",
+            "assign",
+            partitions=sorted(tp.partition for tp in partitions),
+            group=self.group,
+            positions={str(p): o for p, o in sorted(positions.items())},
+        )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Commit what we consumed before giving the partitions away, so the next owner
@@ -606,6 +642,7 @@ def cmd_final_read(args: argparse.Namespace) -> int:
         "ok",
         "final-read",
         records=records,
+        start_offsets={str(p): o for p, o in sorted(starts.items()) if p in ends},
         end_offsets={str(p): o for p, o in sorted(ends.items())},
         complete=complete,
     )

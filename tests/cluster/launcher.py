@@ -27,6 +27,7 @@ import argparse
 import base64
 import json
 import os
+import random
 import signal
 import socket
 import struct
@@ -69,7 +70,24 @@ def node_host(node_id: int) -> str:
     return f"127.0.0.{node_id}"
 
 
+# Node ports come from below the kernel's ephemeral range (32768-60999 by default), so that
+# the clients' outgoing connections, which reconnect for seconds after a node is killed,
+# cannot take a node's port before it restarts.
+NODE_PORTS = range(20000, 32000)
+
+
 def free_port(host: str) -> int:
+    """A port free on host now, from NODE_PORTS (random, bounded tries; the kernel's choice
+    if none is free)."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.choice(NODE_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -176,7 +194,8 @@ class Node:
         if self._proc is not None:
             return self._proc.poll() is None
         pid = self.pid()
-        return pid is not None and _process_alive(pid, str(self.dir))
+        # With a trailing slash: node1's dir must not match node10's command line.
+        return pid is not None and _process_alive(pid, f"{self.dir}/")
 
     def signal(self, sig: int) -> bool:
         """Sends sig to the node's process; False when it is not running."""
@@ -279,7 +298,9 @@ class Cluster:
         for node_id in range(1, n + 1):
             host = node_host(node_id)
             port = free_port(host)
-            controller_port = free_port(host) if kind == "kafka" else 0
+            controller_port = 0
+            while kind == "kafka" and controller_port in (0, port):
+                controller_port = free_port(host)
             nodes.append(
                 Node(
                     node_id,

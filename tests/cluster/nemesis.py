@@ -81,10 +81,13 @@ class FaultContext:
     rng: random.Random = field(default_factory=lambda: random.Random(15))
 
     def leader(self) -> Node:
-        """The leader of partition 0 (any node if no leader is known right now)."""
+        """The leader of partition 0 (a random node, said in the log, if no leader is known
+        right now)."""
         leader = self.leader_of(0)
         if leader is None:
-            return self.rng.choice(self.cluster.nodes)
+            node = self.rng.choice(self.cluster.nodes)
+            print(f"nemesis: no leader of partition 0 known; acting on random node {node.node_id}", flush=True)
+            return node
         return self.cluster.node(leader)
 
 
@@ -182,8 +185,13 @@ class _Cut(Nemesis):
 
     def stop(self, ctx: FaultContext) -> str:
         assert ctx.network is not None
+        dropped = ctx.network.dropped()
         ctx.network.heal()
-        return "healed the network"
+        if dropped == 0:
+            # Nodes that replicate and heartbeat exchange packets all the time: a cut held
+            # for seconds that dropped none matched nothing, and the run would prove nothing.
+            raise RuntimeError(f"{self.name}: the cut dropped no packet, so it cut nothing")
+        return f"healed the network ({dropped} packets dropped by the cut)"
 
 
 class PartitionLeader(_Cut):
@@ -270,11 +278,14 @@ class Flapping(_Cut):
     def stop(self, ctx: FaultContext) -> str:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
-        super().stop(ctx)
+            # Longer than one nft call's timeout, so a flip in progress lands before the heal.
+            self._thread.join(timeout=45)
+            if self._thread.is_alive():
+                raise RuntimeError("flapping thread did not stop within 45 s")
+        healed = super().stop(ctx)
         if self.error is not None:
             raise RuntimeError(f"flapping failed: {self.error}") from self.error
-        return f"stopped flapping after {self.flaps} flips; healed the network"
+        return f"stopped flapping after {self.flaps} flips; {healed}"
 
 
 class DiskFull(Nemesis):

@@ -6,14 +6,13 @@ recognisable by address, but on loopback the kernel gives an outgoing connection
 address of the route (127.0.0.1, or the destination itself), whoever opens it. So each node
 runs with a group id of its own (launcher.GID_BASE + N), and a NAT rule rewrites the source of
 every connection a node opens to its own address (``meta skgid G snat to 127.0.0.N``); every
-other process of the namespace (the test clients) appears as 127.0.0.100. With that, a cut is
-one rule per ordered pair: ``ip saddr 127.0.0.A ip daddr 127.0.0.B drop``, which drops A's
-packets to B on every connection, whichever side opened it (replies carry the listening
-address as source, and connections A opened carry A's address after the NAT). The rules sit
-in the prerouting hook at raw priority, where a looped-back packet still has the addresses it
-was sent with: later, conntrack translates replies to a client back to the client's original
-source (127.0.0.1 or the destination itself), which would make client traffic look like node
-traffic.
+other process of the namespace (the test clients) appears as 127.0.0.100. A cut "A -> B" is
+then two rules on conntrack's view of each connection (see :func:`_cut_rules`): packets of
+connections A opened to B's address in the original direction, and packets of connections B
+opened to A's address in the reply direction. Plain ``ip saddr``/``ip daddr`` rules do not
+work: conntrack translates a reply to a NATed client back to the client's original source
+address on the way out, which may be any node's address, so client traffic would be cut too.
+Every cut rule counts what it drops; :meth:`Network.dropped` tells whether a cut really cut.
 
 Nothing here touches the host's network: :func:`private_namespace_reason` refuses unless the
 process runs in a network namespace of its own (scripts/cluster.sh test creates one with
@@ -23,8 +22,10 @@ rules live in one table that :meth:`Network.teardown` deletes.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 from typing import Iterable, Optional
 
@@ -35,8 +36,8 @@ CLIENT_ADDRESS = "127.0.0.100"
 
 
 def private_namespace_reason() -> Optional[str]:
-    """None when this process may change its network (a private namespace, as root, with
-    nft); otherwise why not, in words for a skip message."""
+    """None when this process may change its network (a private namespace holding nothing
+    but loopback, as root, with nft); otherwise why not, in words for a skip message."""
     host_ns = os.environ.get("SLUICE_HOST_NETNS")
     if not host_ns:
         return "network faults run only in a private network namespace: use scripts/cluster.sh test"
@@ -46,6 +47,10 @@ def private_namespace_reason() -> Optional[str]:
         return f"cannot read /proc/self/ns/net: {e}"
     if own_ns == host_ns:
         return "SLUICE_HOST_NETNS names this very namespace: refusing to touch the host's network"
+    # A second, positive check: a namespace the bench created has loopback and nothing else.
+    interfaces = sorted(name for _index, name in socket.if_nameindex())
+    if interfaces != ["lo"]:
+        return f"this network namespace has interfaces {interfaces}, not only lo: refusing to change it"
     if shutil.which("nft") is None:
         return "nft not found (Debian package nftables; scripts/deps.sh --cluster installs it)"
     if os.geteuid() != 0:
@@ -87,8 +92,8 @@ def _cut_rules(a: int, b: int) -> list[str]:
     node's address."""
     host_a, host_b = node_host(a), node_host(b)
     return [
-        f"ct direction original ct reply ip daddr {host_a} ct original ip daddr {host_b} drop",
-        f"ct direction reply ct reply ip daddr {host_b} ct original ip daddr {host_a} drop",
+        f'iifname "lo" ct direction original ct reply ip daddr {host_a} ct original ip daddr {host_b} counter drop',
+        f'iifname "lo" ct direction reply ct reply ip daddr {host_b} ct original ip daddr {host_a} counter drop',
     ]
 
 
@@ -98,6 +103,8 @@ class Network:
     def __init__(self, node_ids: Iterable[int]):
         self.node_ids = sorted(node_ids)
         self.cuts: set[tuple[int, int]] = set()
+        # Packets dropped by cuts already replaced (a flush resets the rules' counters).
+        self._dropped_before = 0
 
     def setup(self) -> None:
         """Installs the source-address rules; must run before the nodes start (NAT is decided
@@ -105,8 +112,11 @@ class Network:
         reason = private_namespace_reason()
         if reason:
             raise RuntimeError(reason)
+        # Only loopback traffic between 127/8 addresses is touched, even though the namespace
+        # holds nothing else.
+        loopback = 'oifname "lo" ip daddr 127.0.0.0/8'
         snat = "\n".join(
-            f"        meta skgid {GID_BASE + n} snat ip to {node_host(n)}" for n in self.node_ids
+            f"        {loopback} meta skgid {GID_BASE + n} snat ip to {node_host(n)}" for n in self.node_ids
         )
         # The table is deleted first so that a setup after a crashed test starts clean.
         subprocess.run(["nft", "delete", "table", "ip", TABLE], capture_output=True, timeout=30)
@@ -115,7 +125,7 @@ class Network:
     chain sources {{
         type nat hook postrouting priority srcnat; policy accept;
 {snat}
-        snat ip to {CLIENT_ADDRESS}
+        {loopback} snat ip to {CLIENT_ADDRESS}
     }}
     chain cuts {{
         type filter hook input priority filter; policy accept;
@@ -134,8 +144,27 @@ class Network:
         rules = "\n".join(
             f"add rule ip {TABLE} cuts {rule}" for a, b in sorted(pairs) for rule in _cut_rules(a, b)
         )
+        self._dropped_before += self._counted()
         _nft(f"flush chain ip {TABLE} cuts\n{rules}\n")
         self.cuts = pairs
+
+    def _counted(self) -> int:
+        """Packets dropped by the cut rules now in place."""
+        out = subprocess.run(
+            ["nft", "-j", "list", "chain", "ip", TABLE, "cuts"], capture_output=True, text=True, timeout=30
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"nft list failed: {out.stderr.strip()}")
+        total = 0
+        for item in json.loads(out.stdout).get("nftables", []):
+            for expr in item.get("rule", {}).get("expr", []):
+                if "counter" in expr:
+                    total += int(expr["counter"].get("packets", 0))
+        return total
+
+    def dropped(self) -> int:
+        """Packets dropped by every cut since setup: a cut that drops nothing cut nothing."""
+        return self._dropped_before + self._counted()
 
     def isolate(self, node_id: int) -> None:
         """Cuts node_id from every other node, both ways."""

@@ -130,7 +130,8 @@ def zero_except(result: checker.Result, **expected: int) -> None:
 def lost_history() -> History:
     h = History()
     records = five_acked(h)
-    h.final(*[r for r in records if r[2] not in ("b", "d")])
+    # d and e were acked at offsets 3 and 4, but the partition ends at 3 (truncated away).
+    h.final(*[r for r in records if r[2] not in ("d", "e")])
     return h
 
 
@@ -165,10 +166,10 @@ def nonmonotonic_history() -> History:
 def skipped_history() -> History:
     h = History()
     records = five_acked(h)
-    produce(h, [("f", 0, 6), ("g", 0, 7)])  # offset 5 never exists (a transaction marker, say)
-    records += [(0, 6, "f"), (0, 7, "g")]
+    produce(h, [("f", 0, 5), ("g", 0, 6)])
+    records += [(0, 5, "f"), (0, 6, "g")]
     h.poll("c0", records[0], records[3])  # 0 then 3: skips 1 and 2
-    h.poll("c0", records[4], records[5])  # 4 then 6: 5 was never observed, no skip
+    h.poll("c0", records[4], records[5])  # 4 then 5: no skip
     h.final(*records)
     return h
 
@@ -210,6 +211,58 @@ def final_incomplete_history() -> History:
     return h
 
 
+def test_a_group_consumer_starting_past_the_committed_offset_skips() -> None:
+    """The new owner of a partition must start at the group's committed offset: c1 commits
+    3, then c2's assignment starts at 5 (records 3 and 4 were never consumed by the group)."""
+    h = History()
+    records = five_acked(h)
+    produce(h, [("f", 0, 5)])
+    records.append((0, 5, "f"))
+    h.assign("c1", [0], positions={0: 0})
+    h.poll("c1", *records[:3])
+    h.commit("c1", {0: 3})
+    h.assign("c1", [])
+    h.assign("c2", [0], positions={0: 5})
+    h.poll("c2", records[5])
+    h.final(*records)
+    result = check(h.ops)
+    zero_except(result, skipped=2)
+    assert result.examples["skipped"][0]["committed_at_most"] == 3
+    # Starting at the committed offset (or before it: re-reading is allowed) is fine.
+    for start in (3, 1):
+        ok = History()
+        records = five_acked(ok)
+        ok.assign("c1", [0], positions={0: 0})
+        ok.poll("c1", *records[:3])
+        ok.commit("c1", {0: 3})
+        ok.assign("c2", [0], positions={0: start})
+        ok.poll("c2", *records[start:])
+        ok.final(*records)
+        zero_except(check(ok.ops))
+
+
+def final_gaps_history() -> History:
+    h = History()
+    produce(h, [("a", 0, 0)])
+    h.send("py-producer-0", "x", "info")  # outcomes unknown, but a consumer read them
+    h.send("py-producer-0", "y", "info")
+    produce(h, [("d", 0, 3), ("e", 0, 4)])
+    h.poll("c0", (0, 0, "a"), (0, 1, "x"), (0, 2, "y"), (0, 3, "d"), (0, 4, "e"))
+    # The final read ends at 5 but lacks offsets 1 and 2: nothing acked is lost, yet the
+    # log is no longer contiguous.
+    h.final((0, 0, "a"), (0, 3, "d"), (0, 4, "e"))
+    return h
+
+
+def send_reordered_history() -> History:
+    h = History()
+    # One producer's sends a, b, c to partition 0 acked at 0, 2, 1: c got an offset below b's.
+    produce(h, [("a", 0, 0), ("b", 0, 2), ("c", 0, 1)])
+    produce(h, [("d", 0, 3)], process="py-producer-1")  # another producer is not compared
+    h.final((0, 0, "a"), (0, 1, "c"), (0, 2, "b"), (0, 3, "d"))
+    return h
+
+
 ANOMALIES: dict[str, tuple[Callable[[], History], int]] = {
     "lost": (lost_history, 2),
     "duplicated": (duplicated_history, 1),
@@ -220,6 +273,8 @@ ANOMALIES: dict[str, tuple[Callable[[], History], int]] = {
     "failed_seen": (failed_seen_history, 1),
     "unknown_seen": (unknown_seen_history, 2),
     "final_incomplete": (final_incomplete_history, 1),
+    "final_gaps": (final_gaps_history, 2),
+    "send_reordered": (send_reordered_history, 1),
 }
 
 
@@ -251,7 +306,7 @@ def test_anomaly_is_detected_with_its_exact_count(kind):
 
 def test_lost_examples_name_the_values():
     result = check(lost_history().ops)
-    assert sorted(e["value"] for e in result.examples["lost"]) == ["b", "d"]
+    assert sorted(e["value"] for e in result.examples["lost"]) == ["d", "e"]
     assert result.examples["lost"][0]["process"] == "py-producer-0"
 
 
@@ -406,9 +461,16 @@ def test_acked_counts_per_client_and_process():
 def test_unknown_operations_are_ignored():
     h = clean_history()
     h.op("nemesis", "info", "kill", node=2)                # unknown f, no fields of ours
-    h.op("c0", "maybe", "send", value="never-sent")        # unknown type
     h.op("c0", "invoke", "poll")                           # a poll invoke carries nothing
     zero_except(check(h.ops))
+
+
+def test_an_unknown_type_of_a_known_operation_is_an_error():
+    # Skipping it could turn an ack into an indeterminate send and hide its loss.
+    h = clean_history()
+    h.op("c0", "OK", "send", value="py-producer-0-0", partition=0, offset=0)
+    with pytest.raises(HistoryError, match="unknown type 'OK'"):
+        check(h.ops)
 
 
 def test_history_is_checked_in_monotonic_order():

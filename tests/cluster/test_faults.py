@@ -169,18 +169,24 @@ def _run(
         _log(f"workload running; healthy for {bench.healthy_s:.0f}s")
         time.sleep(bench.healthy_s)  # a phase of the run, not a wait for readiness
 
+        _assert_clients_alive(workload, "before the fault")
+
         hold_s = max(bench.fault_s, PauseLeader.min_hold_s) if isinstance(nemesis, PauseLeader) else bench.fault_s
-        _log(f"nemesis {nemesis.name} starts: {nemesis.start(ctx)}; held {hold_s:.0f}s")
         try:
+            what = nemesis.start(ctx)
+            _log(f"nemesis {nemesis.name} started: {what}; held {hold_s:.0f}s")
             time.sleep(hold_s)  # the fault's duration
         finally:
             _log(f"nemesis {nemesis.name} stops: {nemesis.stop(ctx)}")
         took = _wait_recovered(cluster, admin)
+        recovered_mono = time.monotonic_ns()
         _log(f"cluster recovered in {took:.1f}s; workload goes on for {bench.recover_s:.0f}s")
         time.sleep(bench.recover_s)  # a phase of the run
+        _assert_clients_alive(workload, "after the fault")
 
         exits = workload.stop()
         _log(f"workload stopped: {exits}")
+        assert all(code == 0 for code in exits.values()), f"clients exited with errors: {exits}"
         workload.final_read()
         path = workload.merge()
     finally:
@@ -211,7 +217,37 @@ def _run(
     _log(result.summary())
     for name, count in sorted(result.acked_by_process.items()):
         _log(f"  {name}: acked {count}")
+    _assert_worked_after(path, recovered_mono, workload)
     return result
+
+
+def _assert_clients_alive(workload: Workload, when: str) -> None:
+    dead = workload.dead()
+    assert not dead, f"clients died {when}: {dead}"
+
+
+def _assert_worked_after(path: Path, recovered_mono: int, workload: Workload) -> None:
+    """The cluster must work again after the fault, not merely answer Metadata: every
+    producer had a write acknowledged and every consumer polled records after the cluster
+    recovered, and the group committed offsets during the run. (Sends that fail for ever
+    after a fault would otherwise only count as "indeterminate", which is allowed.)"""
+    acked_after: set[str] = set()
+    polled_after: set[str] = set()
+    commits_ok = 0
+    for op in history.read(path):
+        if op.get("type") != "ok":
+            continue
+        if op["f"] == "send" and op["mono"] > recovered_mono:
+            acked_after.add(op["process"])
+        elif op["f"] == "poll" and op["mono"] > recovered_mono:
+            polled_after.add(op["process"])
+        elif op["f"] == "commit":
+            commits_ok += 1
+    producers = {p.name for p in workload.processes if p.role == "producer"}
+    consumers = {p.name for p in workload.processes if p.role != "producer"}
+    assert producers <= acked_after, f"no write acknowledged after recovery for {sorted(producers - acked_after)}"
+    assert consumers <= polled_after, f"nothing polled after recovery by {sorted(consumers - polled_after)}"
+    assert commits_ok > 0, "the consumer group committed nothing during the run"
 
 
 @pytest.mark.timeout(900)
