@@ -881,7 +881,10 @@ mod tests {
     #[test]
     fn defaults_are_kafkas() {
         let c = BrokerConfig::default();
-        assert_eq!(c.listen, "127.0.0.1:9092");
+        assert_eq!(
+            c.cluster.single_node_listener().unwrap().bind_address(),
+            "127.0.0.1:9092"
+        );
         assert_eq!(c.data_dir, PathBuf::from("./sluice-data"));
         assert_eq!(c.num_partitions, 1);
         assert!(c.auto_create_topics);
@@ -901,7 +904,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.topic_defaults.retention_ms, 3_600_000);
         assert_eq!(c.topic_defaults.segment_bytes, 1_048_576);
-        assert_eq!(c.listen, "0.0.0.0:0");
+        assert_eq!(c.cluster.listeners[0].bind_address(), "0.0.0.0:0");
         assert_eq!(c.flush_mode, FlushMode::Always);
         let c = BrokerConfig::from_properties(&props(&[
             ("log.retention.hours", "1"),
