@@ -618,23 +618,29 @@ impl ClusterConfig {
                     in_listeners[0].name
                 )));
             }
+            if let Some(name) = self
+                .controller_listener_names
+                .iter()
+                .find(|name| !self.security_protocol_map.contains_key(*name))
+            {
+                return Err(inconsistent(format!(
+                    "Controller listener with name {name} defined in controller.listener.names \
+                     not found in listener.security.protocol.map (an explicit security mapping \
+                     for each controller listener is required if listener.security.protocol.map \
+                     is set)"
+                )));
+            }
+            // Only the first is used to reach the controllers (as in Kafka).
             let first = &self.controller_listener_names[0];
-            match self.security_protocol_map.get(first) {
-                None => {
-                    return Err(inconsistent(format!(
-                        "Controller listener with name {first} defined in controller.listener.names \
-                         not found in listener.security.protocol.map (an explicit security mapping \
-                         for each controller listener is required if listener.security.protocol.map \
-                         is set)"
-                    )))
-                }
-                Some(SecurityProtocol::Plaintext) => {}
-                Some(other) => {
-                    return Err(ConfigError::NotSupported(format!(
-                        "controller listener {first} uses security protocol {other}; only PLAINTEXT \
-                         is served"
-                    )))
-                }
+            if let Some(&other) = self
+                .security_protocol_map
+                .get(first)
+                .filter(|p| **p != SecurityProtocol::Plaintext)
+            {
+                return Err(ConfigError::NotSupported(format!(
+                    "controller listener {first} uses security protocol {other}; only PLAINTEXT \
+                     is served"
+                )));
             }
             return Ok(());
         }

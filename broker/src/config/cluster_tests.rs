@@ -310,6 +310,16 @@ fn a_broker_only_node_follows_the_voters_without_being_one() {
         "Controller listener with name CONTROLLER defined in controller.listener.names not found \
          in listener.security.protocol.map",
     );
+    refused(
+        &broker(&[
+            ("controller.listener.names", "CONTROLLER,RAFT"),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ),
+        ]),
+        "Controller listener with name RAFT defined in controller.listener.names not found",
+    );
     let c = accepted(&broker(&[(
         "listener.security.protocol.map",
         "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
