@@ -11,6 +11,9 @@
 //! keys are TOML tables, which are flattened back to the same names, so both work.
 //! Unknown keys in the file are an error (a typo should not pass silently); unknown
 //! `SLUICE_*` variables are ignored, since other Sluice tools use that prefix too.
+//!
+//! The cluster properties (roles, quorum voters, named listeners, KRaft timeouts) and their
+//! cross-property rules live in [`cluster`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, ToSocketAddrs};
@@ -18,6 +21,12 @@ use std::path::{Path, PathBuf};
 
 use crate::coordinator::CoordinatorConfig;
 use crate::topic_config::{self, FlushMode, TopicConfig};
+
+pub mod cluster;
+
+pub use cluster::{
+    ClusterConfig, HostPort, Listener, ProcessRoles, RaftTimeouts, SecurityProtocol,
+};
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +51,18 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    /// Properties that are valid alone but break a rule together (the message names them,
+    /// in Kafka's words where Kafka has the rule).
+    #[error("{0}")]
+    Inconsistent(String),
+    /// A valid Kafka setting that Sluice does not serve (a security protocol other than
+    /// PLAINTEXT).
+    #[error("not supported yet: {0}")]
+    NotSupported(String),
+    /// A valid cluster configuration that the broker cannot run yet (it runs as a single
+    /// node until the cluster is wired in).
+    #[error("cluster mode is not wired yet: {0}")]
+    ClusterNotWired(String),
 }
 
 /// A broker property that is not also a topic config default.
@@ -58,14 +79,71 @@ const BROKER_KEYS: &[BrokerKey] = &[
         doc: "this broker's id, reported in Metadata (also --node-id)",
     },
     BrokerKey {
+        name: "process.roles",
+        default: "broker,controller",
+        doc: "broker, controller, or broker,controller (also --process-roles). This build runs only broker,controller \
+              as a single node; other roles are parsed and checked, then refused at start (cluster mode is not wired yet)",
+    },
+    BrokerKey {
+        name: "controller.quorum.voters",
+        default: "",
+        doc: "the metadata quorum's voters, {id}@{host}:{port},... at their controller listeners (also \
+              --controller-quorum-voters). Unset: this node alone (it then needs no controller listener)",
+    },
+    BrokerKey {
         name: "listeners",
-        default: "127.0.0.1:9092",
-        doc: "address to listen on, HOST:PORT or PLAINTEXT://HOST:PORT; port 0 picks a free port (also --listen)",
+        default: "PLAINTEXT://127.0.0.1:9092",
+        doc: "NAME://HOST:PORT,... to listen on (a bare HOST:PORT is a PLAINTEXT listener); port 0 picks a free port; \
+              an empty host is every interface (also --listen)",
     },
     BrokerKey {
         name: "advertised.listeners",
         default: "",
-        doc: "HOST:PORT clients are told to connect to; default: the bound address (also --advertised-listener)",
+        doc: "NAME://HOST:PORT,... clients are told to connect to, per listener name (a bare HOST:PORT is PLAINTEXT); \
+              default: the bound address (also --advertised-listener)",
+    },
+    BrokerKey {
+        name: "listener.security.protocol.map",
+        default: "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+        doc: "NAME:PROTOCOL,... the security protocol of each listener name; unset, the controller listener names \
+              are PLAINTEXT too. Only PLAINTEXT is served: a listener using another protocol is refused",
+    },
+    BrokerKey {
+        name: "controller.listener.names",
+        default: "CONTROLLER",
+        doc: "the listener names used by the metadata quorum (the first one on a broker-only node)",
+    },
+    BrokerKey {
+        name: "inter.broker.listener.name",
+        default: "PLAINTEXT",
+        doc: "the listener other brokers connect to; must be advertised",
+    },
+    BrokerKey {
+        name: "broker.rack",
+        default: "",
+        doc: "this broker's rack, for rack-aware replica placement (also --broker-rack)",
+    },
+    BrokerKey {
+        name: "broker.session.timeout.ms",
+        default: "9000",
+        doc: "heartbeat silence after which the controller fences a broker",
+    },
+    BrokerKey {
+        name: "broker.heartbeat.interval.ms",
+        default: "2000",
+        doc: "how often a broker heartbeats the controller; at most half of broker.session.timeout.ms",
+    },
+    BrokerKey {
+        name: "controller.quorum.election.timeout.ms",
+        default: "400",
+        doc: "Raft's minimum election timeout: the random wait before and between elections is in \
+              [this, controller.quorum.fetch.timeout.ms). Kafka's default is 1000 (see docs/cluster.md)",
+    },
+    BrokerKey {
+        name: "controller.quorum.fetch.timeout.ms",
+        default: "600",
+        doc: "how long a controller trusts a silent leader before it may start an election (Raft's leader lease, \
+              the maximum election timeout). Kafka's default is 2000 (see docs/cluster.md)",
     },
     BrokerKey {
         name: "log.dirs",
@@ -257,10 +335,9 @@ pub fn properties_help() -> String {
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
-    /// Address to bind, `HOST:PORT`.
-    pub listen: String,
-    /// `HOST:PORT` put in Metadata responses; `None`: the bound address.
-    pub advertised_listener: Option<String>,
+    /// Roles, quorum voters, listeners (`listeners`, `advertised.listeners`) and the other
+    /// cluster properties.
+    pub cluster: ClusterConfig,
     pub data_dir: PathBuf,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
@@ -326,27 +403,6 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
-/// `PLAINTEXT://host:port` or `host:port` -> `host:port`.
-fn strip_listener_scheme(value: &str) -> &str {
-    let value = value.trim();
-    match value.split_once("://") {
-        Some((_, rest)) => rest,
-        None => value,
-    }
-}
-
-fn check_host_port(name: &str, value: &str) -> Result<(), ConfigError> {
-    let (host, port) = value
-        .rsplit_once(':')
-        .ok_or_else(|| invalid(name, value, "expected HOST:PORT"))?;
-    if host.is_empty() {
-        return Err(invalid(name, value, "expected HOST:PORT"));
-    }
-    port.parse::<u16>()
-        .map_err(|_| invalid(name, value, "port must be 0-65535"))?;
-    Ok(())
-}
-
 impl BrokerConfig {
     /// Parses a flat property map (Kafka names). Missing properties take their defaults.
     pub fn from_properties(props: &BTreeMap<String, String>) -> Result<BrokerConfig, ConfigError> {
@@ -376,16 +432,7 @@ impl BrokerConfig {
         if node_id < 0 {
             return Err(invalid("node.id", value("node.id"), "must be >= 0"));
         }
-        let listen = strip_listener_scheme(value("listeners")).to_owned();
-        check_host_port("listeners", &listen)?;
-        let advertised_listener = match get("advertised.listeners") {
-            Some(v) => {
-                let v = strip_listener_scheme(v).to_owned();
-                check_host_port("advertised.listeners", &v)?;
-                Some(v)
-            }
-            None => None,
-        };
+        let cluster = ClusterConfig::parse(node_id, &get, &value)?;
         let data_dir = PathBuf::from(
             get("log.dirs")
                 .or_else(|| get("log.dir"))
@@ -547,8 +594,7 @@ impl BrokerConfig {
 
         Ok(BrokerConfig {
             node_id,
-            listen,
-            advertised_listener,
+            cluster,
             data_dir,
             num_partitions,
             auto_create_topics,
@@ -578,17 +624,6 @@ impl BrokerConfig {
     pub fn describe(&self) -> Vec<(String, String)> {
         let mut out = vec![
             ("node.id".to_owned(), self.node_id.to_string()),
-            (
-                "listeners".to_owned(),
-                format!("PLAINTEXT://{}", self.listen),
-            ),
-            (
-                "advertised.listeners".to_owned(),
-                self.advertised_listener
-                    .as_ref()
-                    .map(|a| format!("PLAINTEXT://{a}"))
-                    .unwrap_or_default(),
-            ),
             (
                 "log.dirs".to_owned(),
                 self.data_dir.to_string_lossy().into_owned(),
@@ -682,6 +717,7 @@ impl BrokerConfig {
                     .to_string(),
             ),
         ];
+        out.extend(self.cluster.describe());
         for key in topic_config::KEYS {
             out.push((key.broker_name.to_owned(), key.value(&self.topic_defaults)));
         }
@@ -845,7 +881,10 @@ mod tests {
     #[test]
     fn defaults_are_kafkas() {
         let c = BrokerConfig::default();
-        assert_eq!(c.listen, "127.0.0.1:9092");
+        assert_eq!(
+            c.cluster.single_node_listener().unwrap().bind_address(),
+            "127.0.0.1:9092"
+        );
         assert_eq!(c.data_dir, PathBuf::from("./sluice-data"));
         assert_eq!(c.num_partitions, 1);
         assert!(c.auto_create_topics);
@@ -865,7 +904,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.topic_defaults.retention_ms, 3_600_000);
         assert_eq!(c.topic_defaults.segment_bytes, 1_048_576);
-        assert_eq!(c.listen, "0.0.0.0:0");
+        assert_eq!(c.cluster.listeners[0].bind_address(), "0.0.0.0:0");
         assert_eq!(c.flush_mode, FlushMode::Always);
         let c = BrokerConfig::from_properties(&props(&[
             ("log.retention.hours", "1"),

@@ -170,6 +170,9 @@ impl Broker {
     /// Opens the data directory, binds the listener and starts serving.
     pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         let started = std::time::Instant::now();
+        // Before the data directory is touched: a cluster configuration this build cannot
+        // run yet is refused whole ("cluster mode is not wired yet").
+        let served = config.cluster.single_node_listener()?.clone();
         let open_config = config.clone();
         let opened = tokio::task::spawn_blocking(move || {
             let config = open_config;
@@ -237,17 +240,18 @@ impl Broker {
         let mut config = config;
         let partition_limit = apply_open_file_limits(&mut config, &registry);
 
-        let listener = TcpListener::bind(&config.listen)
+        let bind = served.bind_address();
+        let listener = TcpListener::bind(&bind)
             .await
-            .map_err(|e| BrokerError::io(format!("listen on {}", config.listen), e))?;
+            .map_err(|e| BrokerError::io(format!("listen on {bind}"), e))?;
         let local_addr = listener
             .local_addr()
             .map_err(|e| BrokerError::io("read the bound address", e))?;
-        let (advertised_host, advertised_port) = match &config.advertised_listener {
-            Some(a) => {
-                let (host, port) = a.rsplit_once(':').unwrap_or((a.as_str(), "9092"));
-                (host.to_owned(), port.parse::<u16>().unwrap_or(9092))
-            }
+        let (advertised_host, advertised_port) = match config
+            .cluster
+            .advertised_listener(&served.name)
+        {
+            Some(a) => (a.host.clone(), a.port),
             None if local_addr.ip().is_unspecified() => ("localhost".to_owned(), local_addr.port()),
             None => (local_addr.ip().to_string(), local_addr.port()),
         };

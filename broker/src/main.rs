@@ -29,12 +29,21 @@ static ALLOCATOR: sluice_broker::alloc::LazyHugeAlloc = sluice_broker::alloc::La
 #[derive(Debug, Parser)]
 #[command(name = "sluice-broker", version)]
 struct Args {
-    /// Address to listen on (property `listeners`); port 0 picks a free port [default: 127.0.0.1:9092]
+    /// Address to listen on, HOST:PORT or NAME://HOST:PORT,... (property `listeners`); port 0 picks a free port [default: 127.0.0.1:9092]
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Option<String>,
-    /// HOST:PORT that clients are told to connect to (property `advertised.listeners`) [default: the bound address]
+    /// HOST:PORT (or NAME://HOST:PORT,...) that clients are told to connect to (property `advertised.listeners`) [default: the bound address]
     #[arg(long, value_name = "HOST:PORT")]
     advertised_listener: Option<String>,
+    /// broker, controller or broker,controller (property `process.roles`) [default: broker,controller]
+    #[arg(long, value_name = "ROLES")]
+    process_roles: Option<String>,
+    /// The metadata quorum's voters, ID@HOST:PORT,... (property `controller.quorum.voters`) [default: this node alone]
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    controller_quorum_voters: Option<String>,
+    /// This broker's rack, for rack-aware placement (property `broker.rack`)
+    #[arg(long, value_name = "RACK")]
+    broker_rack: Option<String>,
     /// Data directory (property `log.dirs`) [default: ./sluice-data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -140,6 +149,15 @@ fn load_config(args: &Args) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(id) = args.node_id {
         props.insert("node.id".to_owned(), id.to_string());
+    }
+    for (flag, name) in [
+        (&args.process_roles, "process.roles"),
+        (&args.controller_quorum_voters, "controller.quorum.voters"),
+        (&args.broker_rack, "broker.rack"),
+    ] {
+        if let Some(value) = flag {
+            props.insert(name.to_owned(), value.clone());
+        }
     }
     Ok(BrokerConfig::from_properties(&props)?)
 }
