@@ -54,7 +54,11 @@ async fn three_controllers_fence_fail_over_and_restart() {
     let leader = c.active().await;
     c.converged(0).await;
     let cluster_id = c.svc(leader).image().cluster_id().unwrap().to_owned();
-    assert_eq!(cluster_id.len(), 22, "a random Kafka-style id: {cluster_id}");
+    assert_eq!(
+        cluster_id.len(),
+        22,
+        "a random Kafka-style id: {cluster_id}"
+    );
     for s in c.running() {
         assert_eq!(s.image().cluster_id(), Some(cluster_id.as_str()));
     }
@@ -74,7 +78,10 @@ async fn three_controllers_fence_fail_over_and_restart() {
     .await;
 
     // --- a topic of 12 partitions, RF 1: leaders on all three brokers ---
-    let created = active.create_topics(vec![topic("orders", 12)]).await.unwrap();
+    let created = active
+        .create_topics(vec![topic("orders", 12)])
+        .await
+        .unwrap();
     let orders = created.value[0].as_ref().unwrap().topic_id;
     let image = active.wait_for_offset(created.offset, WAIT).await.unwrap();
     let mut per_broker = BTreeMap::new();
@@ -83,7 +90,10 @@ async fn three_controllers_fence_fail_over_and_restart() {
     }
     assert_eq!(per_broker, BTreeMap::from([(1, 4), (2, 4), (3, 4)]));
     // The same name again: a per-item error, nothing committed.
-    let again = active.create_topics(vec![topic("orders", 1)]).await.unwrap();
+    let again = active
+        .create_topics(vec![topic("orders", 1)])
+        .await
+        .unwrap();
     assert_eq!(
         again.value[0].as_ref().unwrap_err().kafka_error_name(),
         "TOPIC_ALREADY_EXISTS"
@@ -126,7 +136,9 @@ async fn three_controllers_fence_fail_over_and_restart() {
         fenced_after >= Duration::from_millis(SESSION_MS) - HEARTBEAT,
         "fenced too early: {fenced_after:?}"
     );
-    println!("broker fenced {fenced_after:?} after its last heartbeat round (session {SESSION_MS} ms)");
+    println!(
+        "broker fenced {fenced_after:?} after its last heartbeat round (session {SESSION_MS} ms)"
+    );
     let fenced = active.image();
     for p in 0..12 {
         let (old, new) = (
@@ -171,7 +183,10 @@ async fn three_controllers_fence_fail_over_and_restart() {
         match active.create_topics(vec![topic("after-failover", 6)]).await {
             Ok(c) => break c,
             Err(e) => {
-                assert!(Instant::now() < deadline, "create topics after failover: {e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "create topics after failover: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }

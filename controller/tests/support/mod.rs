@@ -146,13 +146,21 @@ impl Cluster {
     pub async fn stop(&mut self, id: u64) {
         let service = self.take(id);
         service.shutdown().await.unwrap();
-        assert_eq!(Arc::strong_count(&service), 1, "the test holds the only handle");
+        assert_eq!(
+            Arc::strong_count(&service),
+            1,
+            "the test holds the only handle"
+        );
     }
 
     /// Drops a node's service without shutting it down (a controller that goes away).
     pub fn kill(&mut self, id: u64) {
         let service = self.take(id);
-        assert_eq!(Arc::strong_count(&service), 1, "the test holds the only handle");
+        assert_eq!(
+            Arc::strong_count(&service),
+            1,
+            "the test holds the only handle"
+        );
         drop(service);
     }
 
