@@ -135,6 +135,13 @@ impl MetadataService {
     /// Adds a learner (a broker-only node following the metadata log) whose controller
     /// listener is `addr`. Active controller only.
     pub async fn add_learner(&self, node_id: NodeId, addr: SocketAddr) -> Result<()> {
+        // Asked elsewhere, openraft may refuse for another reason first (its own view of a
+        // membership change in progress); the caller needs to know where to go instead.
+        if !self.quorum.is_leader() {
+            return Err(self.not_controller(ControllerError::NotController {
+                leader: self.quorum.leader(),
+            }));
+        }
         let timeout = self.request_timeout;
         match tokio::time::timeout(timeout, self.quorum.add_learner(node_id, addr)).await {
             Ok(result) => result.map_err(|e| self.not_controller(e.into())),
