@@ -8,11 +8,19 @@ use sluice_quorum::QuorumConfig;
 
 use crate::error::{ControllerError, Result};
 
+/// The largest entry the quorum must accept: one controller operation may write 10,000
+/// records (Kafka's limit, e.g. a topic of 9,999 partitions), about 1.6 MB as a record batch;
+/// the quorum's default of 1 MiB would refuse it. 4 MiB leaves room for long names and
+/// replica lists (the quorum's default frame limit, 16 MiB, still fits it).
+pub const MIN_PAYLOAD_BYTES: usize = 4 << 20;
+
 /// How [`MetadataService::start`](crate::MetadataService::start) sets up a node.
 /// [`MetadataServiceConfig::new`] fills in the defaults documented on each field.
 #[derive(Debug, Clone)]
 pub struct MetadataServiceConfig {
     /// The quorum: node id, voters, directory, Raft timing (see `sluice_quorum`).
+    /// [`MetadataServiceConfig::new`] raises its `max_payload_bytes` to at least
+    /// [`MIN_PAYLOAD_BYTES`].
     pub quorum: QuorumConfig,
     /// The controller's decision settings (`broker.session.timeout.ms`, `num.partitions`,
     /// `default.replication.factor`, ...). Default: Kafka's defaults.
@@ -40,7 +48,8 @@ pub struct MetadataServiceConfig {
 
 impl MetadataServiceConfig {
     /// A config with the defaults documented on each field.
-    pub fn new(quorum: QuorumConfig) -> MetadataServiceConfig {
+    pub fn new(mut quorum: QuorumConfig) -> MetadataServiceConfig {
+        quorum.max_payload_bytes = quorum.max_payload_bytes.max(MIN_PAYLOAD_BYTES);
         MetadataServiceConfig {
             quorum,
             controller: ControllerConfig::default(),

@@ -44,7 +44,7 @@ pub mod error;
 pub mod service;
 pub mod state_machine;
 
-pub use config::{new_cluster_id, MetadataServiceConfig};
+pub use config::{new_cluster_id, MetadataServiceConfig, MIN_PAYLOAD_BYTES};
 pub use error::{ControllerError, Result};
 pub use service::{Committed, HeartbeatResult, ItemResults, MetadataService};
 pub use state_machine::{ImageReader, MetadataStateMachine};

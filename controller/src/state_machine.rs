@@ -24,9 +24,11 @@
 //! reason the batch was skipped.
 //!
 //! # Cost
-//! Publishing clones the working image once per entry, so an entry costs O(image size);
-//! metadata entries are rare next to that cost (a 10,000-partition image clones in about a
-//! millisecond).
+//! Publishing clones the working image once per entry, so an entry costs O(image size), off
+//! the readers' path: an image of 10,000 partitions clones in about 18 ms in a debug build
+//! (`the_largest_operation_fits_one_entry` prints it). Metadata entries are rare (heartbeats
+//! of healthy brokers commit nothing), so this buys lock-free readers cheaply; a persistent
+//! map in the image would remove the cost if clusters grow far beyond that.
 
 use std::sync::Arc;
 use std::time::Duration;

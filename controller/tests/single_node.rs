@@ -268,3 +268,50 @@ async fn bad_configs_are_refused_before_anything_starts() {
         "nothing written"
     );
 }
+
+/// Kafka's largest operation (10,000 records: a topic of 9,999 partitions) fits one entry,
+/// and is committed and applied in reasonable time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_operation_fits_one_entry() {
+    init_tracing();
+    let tmp = tempfile::tempdir().unwrap();
+    let service = MetadataService::start(config(tmp.path(), EXISTING_ID))
+        .await
+        .unwrap();
+    active(&service).await;
+    let epoch = service
+        .register_broker(registration(1, EXISTING_ID))
+        .await
+        .unwrap()
+        .value;
+    let offset = service.image().metadata_offset();
+    service
+        .broker_heartbeat(heartbeat(1, epoch, offset))
+        .await
+        .unwrap();
+    let mut big = topic("big", 9_999, 1);
+    big.configs.clear();
+    let records = 1 + 9_999;
+    let started = Instant::now();
+    let created = service.create_topics(vec![big]).await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(created.value[0].is_ok(), "{:?}", created.value);
+    assert_eq!(
+        service.image().topic("big").unwrap().partitions.len(),
+        9_999
+    );
+    println!("{records} records committed and applied in {elapsed:?}");
+    let started = Instant::now();
+    let clone = (*service.image()).clone();
+    println!(
+        "cloning an image of 9,999 partitions: {:?}",
+        started.elapsed()
+    );
+    drop(clone);
+    // One more partition than Kafka allows per operation: refused whole.
+    let mut too_big = topic("too-big", 10_000, 1);
+    too_big.configs.clear();
+    let refused = service.create_topics(vec![too_big]).await.unwrap();
+    assert_eq!(kafka_error(&refused.value[0]), "POLICY_VIOLATION");
+    service.shutdown().await.unwrap();
+}
