@@ -326,8 +326,9 @@ impl MetadataService {
 
     // ----- stopping -----
 
-    /// Stops the controller task and the quorum node, and waits until Raft has finished.
-    /// Requests in flight answer [`ControllerError::Stopped`]. Calling it again is harmless.
+    /// Stops the controller task and the quorum node, and waits until Raft has finished (at
+    /// most the request timeout for each). Requests in flight answer
+    /// [`ControllerError::Stopped`]. Calling it again is harmless.
     pub async fn shutdown(&self) -> Result<()> {
         let _ = self.stop.send(true);
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -341,8 +342,11 @@ impl MetadataService {
             }
         }
         self.is_active.store(false, Ordering::Release);
-        self.quorum.shutdown().await?;
-        Ok(())
+        let timeout = self.request_timeout;
+        match tokio::time::timeout(timeout, self.quorum.shutdown()).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(ControllerError::Timeout(timeout)),
+        }
     }
 }
 

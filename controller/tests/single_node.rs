@@ -219,6 +219,7 @@ async fn sole_voter_serves_every_request_without_a_listener() {
     // Restart from the directory, configured with another id: the log's id is kept.
     let before = service.image();
     service.shutdown().await.unwrap();
+    service.shutdown().await.unwrap();
     assert!(!service.is_active_controller());
     assert!(matches!(
         service.create_topics(vec![topic("late", 1, 1)]).await,
