@@ -207,6 +207,7 @@ impl ControllerTask {
     /// Decides, commits and answers one request. `Err(())`: this node lost leadership.
     async fn handle(&mut self, a: &mut Active, request: Request) -> Result<(), ()> {
         if a.needs_barrier {
+            tracing::debug!("a proposal timed out earlier: committing a barrier before deciding");
             match self.propose(Vec::new()).await {
                 Ok(_) => a.needs_barrier = false,
                 Err(e) => {
