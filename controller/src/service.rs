@@ -157,7 +157,9 @@ impl MetadataService {
         self.images.image()
     }
 
-    /// A watch of the image: it changes with every applied entry.
+    /// A watch of the image: it changes with every applied entry. A watch keeps only the
+    /// latest value, so a slow reader may skip images: it should compare the image it last
+    /// handled with the current one (e.g. `sluice_metadata::LocalChanges::between`).
     pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
         self.images.subscribe()
     }
