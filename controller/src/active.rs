@@ -1,0 +1,470 @@
+//! The controller task: the one task per node that makes controller decisions, one at a
+//! time, while this node leads the quorum (Kafka's active controller).
+//!
+//! - **Leadership.** The task follows the quorum's status. When this node becomes leader
+//!   (or leads a new term) it first commits an empty batch, a *barrier*: once it is applied
+//!   here, every entry of the earlier terms is applied too, so decisions see the whole log.
+//!   Then, if the log has no cluster id yet, it commits the bootstrap batch (the id from the
+//!   config, else a random one). Only then is it active, with a fresh [`Controller`]: broker
+//!   liveness is not in the log, so every broker starts with a full session from this moment
+//!   (no broker is fenced because the old controller's heartbeats were lost with it). When
+//!   the node stops leading, that state is dropped.
+//! - **Requests** arrive through one bounded channel. Each decision is made on the latest
+//!   applied image; its records are proposed as one batch, and the answer is sent once the
+//!   batch is applied here. The next request is decided only then, as `Controller` requires.
+//!   A node that is not active answers `NotController` with the leader it knows.
+//! - **Ticks.** While active: fence brokers whose session expired, every
+//!   `liveness_check_interval`; elect preferred leaders every
+//!   `preferred_leader_check_interval`.
+//! - **Uncertain outcomes.** A proposal that timed out may still commit later. The next
+//!   decision then first commits a new barrier, so it is made on an image that contains it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use sluice_metadata::controller::{
+    AlterConfigs, AlterPartitionRequest, BrokerHeartbeatRequest, BrokerRegistrationRequest,
+    CreatePartitions, CreateTopic, CreatedTopic, DeletedTopic, ProducerIdBlock, TopicRef,
+};
+use sluice_metadata::image::PartitionRegistration;
+use sluice_metadata::records::BrokerId;
+use sluice_metadata::{encode_batch, Controller, MetadataError, MetadataImage, MetadataRecord};
+use sluice_quorum::{Quorum, QuorumError, QuorumStatus};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::MissedTickBehavior;
+
+use crate::config::{new_cluster_id, MetadataServiceConfig};
+use crate::error::{ControllerError, Result};
+use crate::service::{Committed, HeartbeatResult, ItemResults};
+use crate::state_machine::{ApplyOutcome, ImageReader};
+
+/// Where a request's answer goes.
+pub(crate) type Reply<T> = oneshot::Sender<Result<Committed<T>>>;
+
+/// A request for the controller task.
+pub(crate) enum Request {
+    RegisterBroker(BrokerRegistrationRequest, Reply<i64>),
+    Heartbeat(BrokerHeartbeatRequest, Reply<HeartbeatResult>),
+    UnregisterBroker(BrokerId, Reply<()>),
+    CreateTopics(Vec<CreateTopic>, Reply<ItemResults<CreatedTopic>>),
+    DeleteTopics(Vec<TopicRef>, Reply<ItemResults<DeletedTopic>>),
+    CreatePartitions(Vec<CreatePartitions>, Reply<ItemResults<()>>),
+    AlterConfigs(Vec<AlterConfigs>, Reply<ItemResults<()>>),
+    AllocateProducerIds {
+        broker_id: BrokerId,
+        broker_epoch: i64,
+        reply: Reply<ProducerIdBlock>,
+    },
+    AlterPartition(AlterPartitionRequest, Reply<PartitionRegistration>),
+    ElectPreferredLeaders(Reply<usize>),
+}
+
+/// The state of an active controller (this node leads the quorum in `term`).
+struct Active {
+    term: u64,
+    controller: Controller,
+    /// A proposal's outcome is unknown (it timed out): commit a barrier before deciding.
+    needs_barrier: bool,
+    next_preferred_election: Option<Instant>,
+}
+
+pub(crate) struct ControllerTask {
+    pub(crate) quorum: Arc<Quorum>,
+    pub(crate) images: ImageReader,
+    pub(crate) config: MetadataServiceConfig,
+    pub(crate) status: watch::Receiver<QuorumStatus>,
+    pub(crate) requests: mpsc::Receiver<Request>,
+    /// Shared with the service: `is_active_controller()`.
+    pub(crate) is_active: Arc<AtomicBool>,
+    /// The origin of the controller's millisecond clock (monotonic).
+    pub(crate) clock: Instant,
+}
+
+impl ControllerTask {
+    /// Runs until the request channel closes (the service is gone). The service also stops
+    /// it by dropping this future.
+    pub(crate) async fn run(mut self) {
+        let mut active: Option<Active> = None;
+        let mut tick = tokio::time::interval(self.config.liveness_check_interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut retry_activation_at = Instant::now();
+        loop {
+            let status = self.status.borrow_and_update().clone();
+            let still_active = active
+                .as_ref()
+                .is_some_and(|a| status.is_leader && a.term == status.term);
+            if !still_active && active.take().is_some() {
+                tracing::info!(
+                    node = self.quorum.node_id(),
+                    "no longer the active controller"
+                );
+            }
+            if status.is_leader && active.is_none() && Instant::now() >= retry_activation_at {
+                active = self.activate(status.term).await;
+                if active.is_none() {
+                    retry_activation_at = Instant::now() + self.config.liveness_check_interval;
+                }
+            }
+            self.is_active.store(active.is_some(), Ordering::Release);
+
+            tokio::select! {
+                changed = self.status.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                request = self.requests.recv() => {
+                    let Some(request) = request else { break };
+                    match active.as_mut() {
+                        Some(a) => {
+                            if self.handle(a, request).await.is_err() {
+                                active = None;
+                            }
+                        }
+                        None => self.refuse(request),
+                    }
+                }
+                _ = tick.tick() => {
+                    if let Some(a) = active.as_mut() {
+                        if self.tick(a).await.is_err() {
+                            active = None;
+                        }
+                    }
+                }
+            }
+        }
+        self.is_active.store(false, Ordering::Release);
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The barrier, then the bootstrap batch if the log has no cluster id; `None` if this
+    /// node could not commit them (it lost leadership, or the quorum is slow).
+    async fn activate(&mut self, term: u64) -> Option<Active> {
+        let node = self.quorum.node_id();
+        if let Err(e) = self.propose(Vec::new()).await {
+            tracing::debug!(node, term, "controller barrier not committed: {e}");
+            return None;
+        }
+        let image = self.images.image();
+        match image.cluster_id() {
+            Some(id) => {
+                if let Some(configured) = &self.config.cluster_id {
+                    if configured != id {
+                        tracing::warn!(
+                            log = id,
+                            configured = %configured,
+                            "the metadata log has another cluster id than the configured one; the log's is kept"
+                        );
+                    }
+                }
+            }
+            None => {
+                let id = self
+                    .config
+                    .cluster_id
+                    .clone()
+                    .unwrap_or_else(new_cluster_id);
+                let records = Controller::bootstrap(&image, &id);
+                if let Err(e) = self.propose(records).await {
+                    tracing::warn!(node, term, "cluster id not committed: {e}");
+                    return None;
+                }
+                tracing::info!(cluster_id = %id, "new cluster: cluster id written to the metadata log");
+            }
+        }
+        let seed = self
+            .config
+            .placement_seed
+            .unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0);
+        tracing::info!(
+            node,
+            term,
+            offset = self.images.image().metadata_offset(),
+            "active controller"
+        );
+        Some(Active {
+            term,
+            controller: Controller::new(self.config.controller.clone(), seed),
+            needs_barrier: false,
+            next_preferred_election: self
+                .config
+                .preferred_leader_check_interval
+                .map(|i| Instant::now() + i),
+        })
+    }
+
+    /// Answers a request on a node that is not the active controller.
+    fn refuse(&self, request: Request) {
+        let me = self.quorum.node_id();
+        let leader = self.status.borrow().leader.filter(|l| *l != me);
+        fail(request, ControllerError::NotController { leader });
+    }
+
+    /// Decides, commits and answers one request. `Err(())`: this node lost leadership.
+    async fn handle(&mut self, a: &mut Active, request: Request) -> Result<(), ()> {
+        if a.needs_barrier {
+            tracing::debug!("a proposal timed out earlier: committing a barrier before deciding");
+            match self.propose(Vec::new()).await {
+                Ok(_) => a.needs_barrier = false,
+                Err(e) => {
+                    let lost = matches!(e, ControllerError::NotController { .. });
+                    fail(request, e);
+                    return if lost { Err(()) } else { Ok(()) };
+                }
+            }
+        }
+        let image = self.images.image();
+        let now = self.now_ms();
+        let c = &mut a.controller;
+        // Each arm: decide (records + the answer), then commit and send.
+        let lost = match request {
+            Request::RegisterBroker(req, reply) => match c.register_broker(&image, now, &req) {
+                Err(e) => send(reply, Err(ControllerError::Request(e))),
+                Ok(d) => match d.existing_epoch {
+                    Some(epoch) => send(reply, Ok(committed(&image, epoch))),
+                    None => {
+                        let result = self.commit(a, d.records).await.map(|offset| Committed {
+                            value: offset,
+                            offset,
+                        });
+                        send(reply, result)
+                    }
+                },
+            },
+            Request::Heartbeat(req, reply) => match c.heartbeat(&image, now, &req) {
+                Err(e) => send(reply, Err(ControllerError::Request(e))),
+                Ok(d) => {
+                    let value = HeartbeatResult {
+                        is_caught_up: d.is_caught_up,
+                        is_fenced: d.is_fenced,
+                        in_controlled_shutdown: d.in_controlled_shutdown,
+                        should_shut_down: d.should_shut_down,
+                    };
+                    let result = self.commit_if_any(a, &image, d.records, value).await;
+                    send(reply, result)
+                }
+            },
+            Request::UnregisterBroker(id, reply) => match c.unregister_broker(&image, id) {
+                Err(e) => send(reply, Err(ControllerError::Request(e))),
+                Ok(records) => {
+                    let result = self.commit_if_any(a, &image, records, ()).await;
+                    send(reply, result)
+                }
+            },
+            Request::CreateTopics(topics, reply) => {
+                let outcome = c.create_topics(&image, &topics);
+                let result = self
+                    .commit_if_any(a, &image, outcome.records, outcome.results)
+                    .await;
+                send(reply, result)
+            }
+            Request::DeleteTopics(topics, reply) => {
+                let outcome = c.delete_topics(&image, &topics);
+                let result = self
+                    .commit_if_any(a, &image, outcome.records, outcome.results)
+                    .await;
+                send(reply, result)
+            }
+            Request::CreatePartitions(topics, reply) => {
+                let outcome = c.create_partitions(&image, &topics);
+                let result = self
+                    .commit_if_any(a, &image, outcome.records, outcome.results)
+                    .await;
+                send(reply, result)
+            }
+            Request::AlterConfigs(resources, reply) => {
+                let outcome = c.alter_configs(&image, &resources);
+                let result = self
+                    .commit_if_any(a, &image, outcome.records, outcome.results)
+                    .await;
+                send(reply, result)
+            }
+            Request::AllocateProducerIds {
+                broker_id,
+                broker_epoch,
+                reply,
+            } => match c.allocate_producer_ids(&image, broker_id, broker_epoch) {
+                Err(e) => send(reply, Err(ControllerError::Request(e))),
+                Ok((block, records)) => {
+                    let result = self.commit_if_any(a, &image, records, block).await;
+                    send(reply, result)
+                }
+            },
+            Request::AlterPartition(req, reply) => match c.alter_partition(&image, &req) {
+                Err(e) => send(reply, Err(ControllerError::Request(e))),
+                Ok(records) => {
+                    let result = self.commit_if_any(a, &image, records, ()).await.and_then(
+                        |Committed { offset, .. }| {
+                            // Kafka answers AlterPartition with the partition as committed.
+                            let image = self.images.image();
+                            let partition = image.partition(req.topic_id, req.partition).ok_or(
+                                ControllerError::Request(MetadataError::UnknownTopicId(
+                                    req.topic_id,
+                                )),
+                            )?;
+                            Ok(Committed {
+                                value: partition.clone(),
+                                offset,
+                            })
+                        },
+                    );
+                    send(reply, result)
+                }
+            },
+            Request::ElectPreferredLeaders(reply) => {
+                let records = c.elect_preferred_leaders(&image);
+                let moved = records.len();
+                let result = self.commit_if_any(a, &image, records, moved).await;
+                send(reply, result)
+            }
+        };
+        if lost {
+            Err(())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Fences brokers whose session expired; now and then, elects preferred leaders.
+    /// `Err(())`: this node lost leadership.
+    async fn tick(&mut self, a: &mut Active) -> Result<(), ()> {
+        let image = self.images.image();
+        let now = self.now_ms();
+        let fences = a.controller.fence_expired_brokers(&image, now);
+        if !fences.is_empty() {
+            if let Err(e) = self.commit(a, fences).await {
+                tracing::warn!("fencing expired brokers not committed: {e}");
+                return lost(&e);
+            }
+        }
+        if a.next_preferred_election
+            .is_some_and(|at| Instant::now() >= at)
+        {
+            a.next_preferred_election = self
+                .config
+                .preferred_leader_check_interval
+                .map(|i| Instant::now() + i);
+            let image = self.images.image();
+            let records = a.controller.elect_preferred_leaders(&image);
+            if !records.is_empty() {
+                let moved = records.len();
+                match self.commit(a, records).await {
+                    Ok(offset) => {
+                        tracing::info!(partitions = moved, offset, "preferred leaders elected")
+                    }
+                    Err(e) => {
+                        tracing::warn!("preferred leader election not committed: {e}");
+                        return lost(&e);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits `records` unless there are none; answers `value` at the resulting offset.
+    async fn commit_if_any<T>(
+        &mut self,
+        a: &mut Active,
+        image: &MetadataImage,
+        records: Vec<MetadataRecord>,
+        value: T,
+    ) -> Result<Committed<T>> {
+        if records.is_empty() {
+            return Ok(committed(image, value));
+        }
+        let offset = self.commit(a, records).await?;
+        Ok(Committed { value, offset })
+    }
+
+    /// Proposes one batch as the active controller; returns its offset once applied here.
+    async fn commit(&mut self, a: &mut Active, records: Vec<MetadataRecord>) -> Result<i64> {
+        let result = self.propose(records).await;
+        if matches!(result, Err(ControllerError::Timeout(_))) {
+            a.needs_barrier = true;
+        }
+        result
+    }
+
+    /// Proposes one batch and waits until it is applied here (bounded by the request
+    /// timeout); returns its offset.
+    async fn propose(&self, records: Vec<MetadataRecord>) -> Result<i64> {
+        let timeout = self.config.request_timeout;
+        let payload = encode_batch(&records).map_err(ControllerError::Request)?;
+        let proposed = tokio::time::timeout(timeout, self.quorum.propose(payload)).await;
+        let (index, response) = match proposed {
+            Err(_) => return Err(ControllerError::Timeout(timeout)),
+            Ok(Err(QuorumError::PayloadTooLarge { size, max })) => {
+                return Err(ControllerError::Request(MetadataError::PolicyViolation(
+                    format!("Unable to perform excessively large batch operation ({size} bytes, at most {max})."),
+                )))
+            }
+            Ok(Err(QuorumError::NotLeader { leader })) => {
+                let me = self.quorum.node_id();
+                return Err(ControllerError::NotController {
+                    leader: leader.filter(|l| *l != me),
+                });
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Ok(Ok(x)) => x,
+        };
+        let offset = i64::try_from(index).map_err(|_| ControllerError::Rejected {
+            offset: i64::MAX,
+            reason: format!("log index {index} is out of range"),
+        })?;
+        match ApplyOutcome::decode(&response) {
+            ApplyOutcome::Applied => {}
+            ApplyOutcome::Rejected(reason) => {
+                return Err(ControllerError::Rejected { offset, reason })
+            }
+        }
+        // The quorum answers once the entry is applied here, so this returns at once; it
+        // only guards the order of the image publication.
+        self.images.wait_for_offset(offset, timeout).await?;
+        Ok(offset)
+    }
+}
+
+/// Answers a request with an error.
+fn fail(request: Request, e: ControllerError) {
+    // The caller may have given up (timed out); nothing to do then.
+    let _ = match request {
+        Request::RegisterBroker(_, r) => r.send(Err(e)).is_ok(),
+        Request::Heartbeat(_, r) => r.send(Err(e)).is_ok(),
+        Request::UnregisterBroker(_, r) => r.send(Err(e)).is_ok(),
+        Request::CreateTopics(_, r) => r.send(Err(e)).is_ok(),
+        Request::DeleteTopics(_, r) => r.send(Err(e)).is_ok(),
+        Request::CreatePartitions(_, r) => r.send(Err(e)).is_ok(),
+        Request::AlterConfigs(_, r) => r.send(Err(e)).is_ok(),
+        Request::AllocateProducerIds { reply, .. } => reply.send(Err(e)).is_ok(),
+        Request::AlterPartition(_, r) => r.send(Err(e)).is_ok(),
+        Request::ElectPreferredLeaders(r) => r.send(Err(e)).is_ok(),
+    };
+}
+
+fn committed<T>(image: &MetadataImage, value: T) -> Committed<T> {
+    Committed {
+        value,
+        offset: image.metadata_offset(),
+    }
+}
+
+/// Sends an answer; returns whether the error says this node lost leadership.
+fn send<T>(reply: Reply<T>, result: Result<Committed<T>>) -> bool {
+    let lost = matches!(result, Err(ControllerError::NotController { .. }));
+    // The caller may have given up (timed out); nothing to do then.
+    let _ = reply.send(result);
+    lost
+}
+
+fn lost(e: &ControllerError) -> Result<(), ()> {
+    if matches!(e, ControllerError::NotController { .. }) {
+        Err(())
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,50 @@
+//! sluice-controller: the running metadata layer of a Sluice node. It joins the metadata
+//! quorum (`sluice-quorum`, Raft on openraft) and the metadata state machine
+//! (`sluice-metadata`, records, image and controller decisions) into the service a broker
+//! process embeds, on KRaft's shape.
+//!
+//! ```text
+//!   broker request handlers                         other controllers (Raft RPCs)
+//!     │ image() / subscribe() / wait_for_offset()        │ serve(listener)
+//!     │ create_topics(), broker_heartbeat(), ...         ▼
+//!     ▼                                          ┌──────────────┐
+//!  MetadataService ── mpsc ──> controller task ──┤    Quorum    │ replicated, durable log
+//!     ▲                 (active on the leader:   │  (openraft)  │
+//!     │                  Controller decisions,   └──────┬───────┘
+//!     │                  propose, wait applied)         │ committed entries, in order
+//!     │                                                 ▼
+//!     └──── watch<Arc<MetadataImage>> ◄──── MetadataStateMachine (Applier)
+//! ```
+//!
+//! - [`state_machine`]: [`MetadataStateMachine`], the quorum's applier: each committed
+//!   entry is one record batch applied to the [`MetadataImage`](sluice_metadata::MetadataImage)
+//!   (all or nothing; a rejected batch is skipped identically everywhere). Each new image is
+//!   published as an `Arc` through a watch channel, so readers ([`ImageReader`]) never block
+//!   the state machine and never see a half-applied batch.
+//! - [`service`]: [`MetadataService`], one node's handle: starts the quorum node and the
+//!   controller task, serves the image, describes the quorum, and offers one async method
+//!   per controller request. On a node that is not the active controller each request
+//!   answers [`ControllerError::NotController`] with the leader, for the broker to forward
+//!   (Kafka's `NOT_CONTROLLER`).
+//! - `active`: the controller task. On the quorum leader it is Kafka's active controller:
+//!   one task, one decision at a time, each committed and applied before the next; broker
+//!   liveness reset (a full session for every broker) whenever this node becomes leader; the
+//!   cluster id written once, when the log has none; brokers whose session expired are
+//!   fenced on a timer, preferred leaders elected on another.
+//! - [`config`]: [`MetadataServiceConfig`] and its defaults; [`new_cluster_id`].
+//! - [`error`]: [`ControllerError`], with the Kafka error each case maps to.
+//!
+//! Every call is bounded by the request timeout; nothing here panics on what comes from the
+//! network or the disk. The operator's view (settings, failover, on-disk files) is in
+//! docs/cluster.md, "The controller".
+
+mod active;
+pub mod config;
+pub mod error;
+pub mod service;
+pub mod state_machine;
+
+pub use config::{new_cluster_id, MetadataServiceConfig, MIN_PAYLOAD_BYTES};
+pub use error::{ControllerError, Result};
+pub use service::{Committed, HeartbeatResult, ItemResults, MetadataService};
+pub use state_machine::{ImageReader, MetadataStateMachine};

@@ -1,0 +1,361 @@
+//! [`MetadataService`]: one node's metadata layer, the handle a broker process embeds. It
+//! owns the quorum node, the reader of the metadata image, and the controller task
+//! (`active.rs`); its async methods are the controller requests.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_metadata::controller::{
+    AlterConfigs, AlterPartitionRequest, BrokerHeartbeatRequest, BrokerRegistrationRequest,
+    CreatePartitions, CreateTopic, CreatedTopic, DeletedTopic, ProducerIdBlock, TopicRef,
+};
+use sluice_metadata::image::PartitionRegistration;
+use sluice_metadata::records::BrokerId;
+use sluice_metadata::{MetadataError, MetadataImage};
+use sluice_quorum::{NodeId, Quorum, QuorumDescription, QuorumStatus};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::active::{ControllerTask, Reply, Request};
+use crate::config::MetadataServiceConfig;
+use crate::error::{ControllerError, Result};
+use crate::state_machine::{ImageReader, MetadataStateMachine};
+
+/// A controller answer: the value, and the metadata offset at which it holds.
+///
+/// `offset` is the offset of the batch the request committed, or, when it committed nothing,
+/// the offset of the image it was decided on. A node that forwarded the request can
+/// [`wait_for_offset`](MetadataService::wait_for_offset) on its own image before answering
+/// its client, so the client's next Metadata request there sees the change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed<T> {
+    pub value: T,
+    pub offset: i64,
+}
+
+/// One result per item of an admin request, in request order.
+pub type ItemResults<T> = Vec<Result<T, MetadataError>>;
+
+/// The answer to a broker heartbeat (Kafka's BrokerHeartbeatResponse), as of once the
+/// heartbeat's records are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatResult {
+    /// The broker has applied the metadata up to its registration.
+    pub is_caught_up: bool,
+    /// The broker is fenced (leads nothing, gets no new replicas).
+    pub is_fenced: bool,
+    /// The broker is moving its leaderships away before it stops.
+    pub in_controlled_shutdown: bool,
+    /// The broker leads nothing any more and may stop now.
+    pub should_shut_down: bool,
+}
+
+/// One node's metadata layer. See the crate docs.
+///
+/// Dropping it stops the controller task and the quorum node (in the background);
+/// [`MetadataService::shutdown`] stops them and waits.
+pub struct MetadataService {
+    node_id: NodeId,
+    quorum: Arc<Quorum>,
+    images: ImageReader,
+    requests: mpsc::Sender<Request>,
+    is_active: Arc<AtomicBool>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    request_timeout: Duration,
+}
+
+impl MetadataService {
+    /// Starts the quorum node in `config.quorum.dir` (forming the cluster on its first start,
+    /// see `sluice_quorum::Quorum::start`) and the controller task. Returns at once; the image
+    /// fills in as the log is replayed, and the node becomes the active controller when it is
+    /// elected quorum leader. Peers' connections are served only once the caller runs
+    /// [`serve`](Self::serve) or [`serve_connection`](Self::serve_connection); a sole voter
+    /// needs neither.
+    pub async fn start(config: MetadataServiceConfig) -> Result<MetadataService> {
+        config.validate()?;
+        let (state_machine, images) = MetadataStateMachine::new();
+        let quorum = Arc::new(Quorum::start(config.quorum.clone(), state_machine).await?);
+        let node_id = quorum.node_id();
+        let (requests_tx, requests_rx) = mpsc::channel(config.request_queue);
+        let is_active = Arc::new(AtomicBool::new(false));
+        let (stop, mut stop_rx) = watch::channel(false);
+        let request_timeout = config.request_timeout;
+        let task = ControllerTask {
+            quorum: quorum.clone(),
+            images: images.clone(),
+            status: quorum.subscribe(),
+            config,
+            requests: requests_rx,
+            is_active: is_active.clone(),
+            clock: Instant::now(),
+        };
+        let task = tokio::spawn(async move {
+            // Stopping drops the task's future wherever it waits (a proposal in flight is
+            // abandoned; Raft decides whether it commits).
+            tokio::select! {
+                () = task.run() => {}
+                _ = stop_rx.wait_for(|stop| *stop) => {}
+            }
+        });
+        Ok(MetadataService {
+            node_id,
+            quorum,
+            images,
+            requests: requests_tx,
+            is_active,
+            stop,
+            task: Mutex::new(Some(task)),
+            request_timeout,
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    // ----- peers -----
+
+    /// Accepts controller (Raft) connections on `listener` in a background task, until the
+    /// service stops.
+    pub fn serve(&self, listener: TcpListener) {
+        self.quorum.serve(listener);
+    }
+
+    /// Serves one accepted controller connection until it closes or the service stops (for
+    /// a broker that accepts the controller listener's connections itself).
+    pub async fn serve_connection(&self, stream: TcpStream) {
+        self.quorum.serve_connection(stream).await;
+    }
+
+    /// Adds a learner (a broker-only node following the metadata log) whose controller
+    /// listener is `addr`. Active controller only.
+    pub async fn add_learner(&self, node_id: NodeId, addr: SocketAddr) -> Result<()> {
+        // Asked elsewhere, openraft may refuse for another reason first (its own view of a
+        // membership change in progress); the caller needs to know where to go instead.
+        if !self.quorum.is_leader() {
+            return Err(self.not_controller(ControllerError::NotController {
+                leader: self.quorum.leader(),
+            }));
+        }
+        let timeout = self.request_timeout;
+        match tokio::time::timeout(timeout, self.quorum.add_learner(node_id, addr)).await {
+            Ok(result) => result.map_err(|e| self.not_controller(e.into())),
+            Err(_) => Err(ControllerError::Timeout(timeout)),
+        }
+    }
+
+    // ----- the image -----
+
+    /// The latest applied metadata image. Cheap (an `Arc` clone) and consistent: it never
+    /// changes while held.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.images.image()
+    }
+
+    /// A watch of the image: it changes with every applied entry. A watch keeps only the
+    /// latest value, so a slow reader may skip images: it should compare the image it last
+    /// handled with the current one (e.g. `sluice_metadata::LocalChanges::between`).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        self.images.subscribe()
+    }
+
+    /// A cloneable reader of the image, for tasks that need no other part of the service.
+    pub fn image_reader(&self) -> ImageReader {
+        self.images.clone()
+    }
+
+    /// Waits until this node's image has applied `offset` (an offset a [`Committed`] answer
+    /// or an image reported), at most `timeout`.
+    pub async fn wait_for_offset(
+        &self,
+        offset: i64,
+        timeout: Duration,
+    ) -> Result<Arc<MetadataImage>> {
+        self.images.wait_for_offset(offset, timeout).await
+    }
+
+    // ----- the quorum -----
+
+    /// Whether this node is the active controller now: it leads the quorum and has caught
+    /// up with the log of earlier terms.
+    pub fn is_active_controller(&self) -> bool {
+        self.is_active.load(Ordering::Acquire)
+    }
+
+    /// The quorum leader this node knows of (the active controller, or about to be).
+    pub fn controller_leader(&self) -> Option<NodeId> {
+        self.quorum.leader()
+    }
+
+    /// A watch of this node's view of the quorum (leader, term, applied index).
+    pub fn quorum_status(&self) -> watch::Receiver<QuorumStatus> {
+        self.quorum.subscribe()
+    }
+
+    /// Voters and learners with their lag, the leader, the term and the high watermark
+    /// (Kafka's DescribeQuorum; lags are known on the leader only).
+    pub async fn describe_quorum(&self) -> Result<QuorumDescription> {
+        let timeout = self.request_timeout;
+        match tokio::time::timeout(timeout, self.quorum.describe()).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(ControllerError::Timeout(timeout)),
+        }
+    }
+
+    // ----- controller requests -----
+
+    /// BrokerRegistration; answers the broker's epoch.
+    pub async fn register_broker(
+        &self,
+        request: BrokerRegistrationRequest,
+    ) -> Result<Committed<i64>> {
+        self.call(|reply| Request::RegisterBroker(request, reply))
+            .await
+    }
+
+    /// BrokerHeartbeat.
+    pub async fn broker_heartbeat(
+        &self,
+        request: BrokerHeartbeatRequest,
+    ) -> Result<Committed<HeartbeatResult>> {
+        self.call(|reply| Request::Heartbeat(request, reply)).await
+    }
+
+    /// UnregisterBroker: the broker leaves the cluster for good.
+    pub async fn unregister_broker(&self, broker_id: BrokerId) -> Result<Committed<()>> {
+        self.call(|reply| Request::UnregisterBroker(broker_id, reply))
+            .await
+    }
+
+    /// CreateTopics (config values already validated by the caller).
+    pub async fn create_topics(
+        &self,
+        topics: Vec<CreateTopic>,
+    ) -> Result<Committed<ItemResults<CreatedTopic>>> {
+        self.call(|reply| Request::CreateTopics(topics, reply))
+            .await
+    }
+
+    /// DeleteTopics, by name or id.
+    pub async fn delete_topics(
+        &self,
+        topics: Vec<TopicRef>,
+    ) -> Result<Committed<ItemResults<DeletedTopic>>> {
+        self.call(|reply| Request::DeleteTopics(topics, reply))
+            .await
+    }
+
+    /// CreatePartitions.
+    pub async fn create_partitions(
+        &self,
+        topics: Vec<CreatePartitions>,
+    ) -> Result<Committed<ItemResults<()>>> {
+        self.call(|reply| Request::CreatePartitions(topics, reply))
+            .await
+    }
+
+    /// IncrementalAlterConfigs (values validated, APPEND/SUBTRACT resolved by the caller).
+    pub async fn alter_configs(
+        &self,
+        resources: Vec<AlterConfigs>,
+    ) -> Result<Committed<ItemResults<()>>> {
+        self.call(|reply| Request::AlterConfigs(resources, reply))
+            .await
+    }
+
+    /// AllocateProducerIds: the next cluster-unique block of producer ids for a broker.
+    pub async fn allocate_producer_ids(
+        &self,
+        broker_id: BrokerId,
+        broker_epoch: i64,
+    ) -> Result<Committed<ProducerIdBlock>> {
+        self.call(|reply| Request::AllocateProducerIds {
+            broker_id,
+            broker_epoch,
+            reply,
+        })
+        .await
+    }
+
+    /// AlterPartition (an ISR change by the partition leader); answers the partition as
+    /// committed.
+    pub async fn alter_partition(
+        &self,
+        request: AlterPartitionRequest,
+    ) -> Result<Committed<PartitionRegistration>> {
+        self.call(|reply| Request::AlterPartition(request, reply))
+            .await
+    }
+
+    /// Moves leadership back to preferred replicas now (as the periodic check does); answers
+    /// how many partitions moved.
+    pub async fn elect_preferred_leaders(&self) -> Result<Committed<usize>> {
+        self.call(Request::ElectPreferredLeaders).await
+    }
+
+    /// Sends a request to the controller task and waits for its answer, all within the
+    /// request timeout.
+    async fn call<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<Committed<T>> {
+        let (reply, answer) = oneshot::channel();
+        let timeout = self.request_timeout;
+        let exchange = async {
+            self.requests
+                .send(request(reply))
+                .await
+                .map_err(|_| ControllerError::Stopped)?;
+            answer.await.map_err(|_| ControllerError::Stopped)?
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(ControllerError::Timeout(timeout)),
+        }
+    }
+
+    /// Keeps `NotController` from naming this node itself.
+    fn not_controller(&self, e: ControllerError) -> ControllerError {
+        match e {
+            ControllerError::NotController { leader } => ControllerError::NotController {
+                leader: leader.filter(|l| *l != self.node_id),
+            },
+            other => other,
+        }
+    }
+
+    // ----- stopping -----
+
+    /// Stops the controller task and the quorum node, and waits until Raft has finished (at
+    /// most the request timeout for each). Requests in flight answer
+    /// [`ControllerError::Stopped`]. Calling it again is harmless.
+    pub async fn shutdown(&self) -> Result<()> {
+        let _ = self.stop.send(true);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            // The task ends at the stop signal (its future is dropped), so this is quick.
+            if tokio::time::timeout(self.request_timeout, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(node = self.node_id, "controller task did not stop in time");
+            }
+        }
+        self.is_active.store(false, Ordering::Release);
+        let timeout = self.request_timeout;
+        match tokio::time::timeout(timeout, self.quorum.shutdown()).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(ControllerError::Timeout(timeout)),
+        }
+    }
+}
+
+impl Drop for MetadataService {
+    fn drop(&mut self) {
+        // The task holds a handle to the quorum; once it has ended, the last handle (ours)
+        // is dropped here and the quorum stops itself.
+        let _ = self.stop.send(true);
+    }
+}
