@@ -62,7 +62,11 @@ case "$cmd" in
             ip link set lo up
             for i in $(seq 2 9); do ip addr add "127.0.0.$i/8" dev lo; done
             cd "$1"; shift
-            exec "$0" -m pytest -q -p no:cacheprovider -rs tests/cluster "$@"
+            # Not exec: this shell stays PID 1 of the pid namespace, and PID 1 must reap
+            # orphans (kafka.sh start leaves its JVM to it); pytest would leave them zombies.
+            # (The "exit" after it also keeps bash from exec-ing the last command itself.)
+            "$0" -m pytest -q -p no:cacheprovider -rs tests/cluster "$@"
+            exit $?
         ' "$python" "$repo" "$@"
         ;;
     *)

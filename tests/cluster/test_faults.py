@@ -32,6 +32,9 @@ from network import Network, private_namespace_reason
 from workload import Workload, create_topic
 
 TOPIC = "jepsen"
+# How long after the cluster recovered every client must have worked again (a group that
+# lost its coordinator rebalances first).
+RESUME_DEADLINE_S = 90.0
 # The negative control's name in SLUICE_CLUSTER_NEMESES and in the results table.
 CONTROL = "control-acks-1"
 PARTITIONS = 3
@@ -183,6 +186,8 @@ def _run(
         _log(f"cluster recovered in {took:.1f}s; workload goes on for {bench.recover_s:.0f}s")
         time.sleep(bench.recover_s)  # a phase of the run
         _assert_clients_alive(workload, "after the fault")
+        resumed = _wait_worked_after(workload, recovered_mono, RESUME_DEADLINE_S)
+        _log(f"every client worked again {resumed:.1f}s after the cluster recovered")
 
         exits = workload.stop()
         _log(f"workload stopped: {exits}")
@@ -209,7 +214,8 @@ def _run(
         f"{bench.target:<6} n={bench.nodes} {label:<19} "
         + " ".join(f"{k}={getattr(result, k)}" for k in checker.VIOLATIONS)
         + f" | acked={result.acked} ({by_client}) indeterminate={result.indeterminate}"
-        f" unacked_seen={result.unacked_seen} | longest write stall {_longest_ack_gap(path):.1f}s | {elapsed:.0f}s"
+        f" unacked_seen={result.unacked_seen} | longest write stall {_longest_ack_gap(path):.1f}s"
+        f" | all clients resumed {resumed:.1f}s after recovery | {elapsed:.0f}s"
     )
     if bench.results_file is not None:
         with open(bench.results_file, "a") as f:
@@ -224,6 +230,37 @@ def _run(
 def _assert_clients_alive(workload: Workload, when: str) -> None:
     dead = workload.dead()
     assert not dead, f"clients died {when}: {dead}"
+
+
+def _wait_worked_after(workload: Workload, recovered_mono: int, deadline_s: float) -> float:
+    """Waits (polling the clients' history files, with a deadline) until every producer had
+    a write acknowledged and every consumer polled records after the cluster recovered;
+    returns how long after the recovery the last one did. Consumers of a group can take
+    a while: after a coordinator failover the group rebalances first."""
+    producers = {p.name: p for p in workload.processes if p.role == "producer"}
+    consumers = {p.name: p for p in workload.processes if p.role != "producer"}
+    waiting = {**{n: "send" for n in producers}, **{n: "poll" for n in consumers}}
+    last_mono = recovered_mono
+    deadline = time.monotonic() + deadline_s
+    while waiting:
+        for process in [p for p in workload.processes if p.name in waiting]:
+            f = waiting[process.name]
+            if not process.history.exists():
+                continue
+            for op in history.read(process.history):
+                if op.get("f") == f and op.get("type") == "ok" and op["mono"] > recovered_mono:
+                    last_mono = max(last_mono, op["mono"])
+                    del waiting[process.name]
+                    break
+        if not waiting:
+            break
+        _assert_clients_alive(workload, "while waiting for them to work again")
+        assert time.monotonic() < deadline, (
+            f"{deadline_s:.0f}s after the cluster recovered, still no "
+            + ", ".join(f"{f} by {n}" for n, f in sorted(waiting.items()))
+        )
+        time.sleep(1.0)
+    return (last_mono - recovered_mono) / 1e9
 
 
 def _assert_worked_after(path: Path, recovered_mono: int, workload: Workload) -> None:
