@@ -11,11 +11,9 @@
 //! they like, while the next one is built beside it.
 //!
 //! # Positions
-//! The image's position is `LogPosition { offset: Raft index, epoch: 0 }`. The quorum's
-//! [`Applier`] passes the index of an entry but not its term, and the epoch is part of the
-//! snapshot bytes, so it must be the same on every node: 0 is the only value every node can
-//! know. (Nothing reads the epoch of the image's position today; passing the term through the
-//! `Applier` trait would fill it in.) Raft's own entries (a new leader's blank entry,
+//! The image's position is `LogPosition { offset: Raft index, epoch: Raft term }` of the
+//! entry last applied: the same on every node, since a committed entry's index and term are.
+//! Raft's own entries (a new leader's blank entry,
 //! membership changes) never reach the applier, so image offsets have gaps: wait for an
 //! offset the image itself reported (a batch's offset), never for the quorum's applied index.
 //!
@@ -98,11 +96,13 @@ impl MetadataStateMachine {
         self.published.send_replace(Arc::new(self.image.clone()));
     }
 
-    fn apply_entry(&mut self, index: u64, payload: &[u8]) -> ApplyOutcome {
-        let Ok(offset) = i64::try_from(index) else {
-            return ApplyOutcome::Rejected(format!("log index {index} is out of range"));
+    fn apply_entry(&mut self, index: u64, term: u64, payload: &[u8]) -> ApplyOutcome {
+        let (Ok(offset), Ok(epoch)) = (i64::try_from(index), i64::try_from(term)) else {
+            return ApplyOutcome::Rejected(format!(
+                "log index {index} or term {term} is out of range"
+            ));
         };
-        let position = LogPosition { offset, epoch: 0 };
+        let position = LogPosition { offset, epoch };
         let applied = decode_batch(payload).and_then(|records| {
             self.image.apply(position, &records)?;
             tracing::trace!(offset, records = records.len(), "metadata batch applied");
@@ -123,8 +123,8 @@ impl MetadataStateMachine {
 }
 
 impl Applier for MetadataStateMachine {
-    fn apply(&mut self, index: u64, payload: &[u8]) -> Vec<u8> {
-        let outcome = self.apply_entry(index, payload);
+    fn apply(&mut self, index: u64, term: u64, payload: &[u8]) -> Vec<u8> {
+        let outcome = self.apply_entry(index, term, payload);
         self.publish();
         outcome.encode()
     }
@@ -211,7 +211,7 @@ mod tests {
         let (mut sm, reader) = MetadataStateMachine::new();
         let watch = reader.subscribe();
         assert_eq!(reader.image().metadata_offset(), -1);
-        let response = sm.apply(3, &cluster_id("c1"));
+        let response = sm.apply(3, 1, &cluster_id("c1"));
         assert_eq!(ApplyOutcome::decode(&response), ApplyOutcome::Applied);
         assert!(watch.has_changed().unwrap());
         let image = reader.image();
@@ -220,12 +220,12 @@ mod tests {
             image.last_applied(),
             Some(LogPosition {
                 offset: 3,
-                epoch: 0
+                epoch: 1
             })
         );
         // An empty batch moves the offset only (the active controller's barrier).
         let held = reader.image();
-        sm.apply(5, &encode_batch(&[]).unwrap());
+        sm.apply(5, 1, &encode_batch(&[]).unwrap());
         assert_eq!(reader.image().metadata_offset(), 5);
         assert_eq!(held.metadata_offset(), 3, "a held image never changes");
     }
@@ -233,9 +233,9 @@ mod tests {
     #[test]
     fn rejected_and_garbage_entries_are_skipped_with_a_reason() {
         let (mut sm, reader) = MetadataStateMachine::new();
-        sm.apply(1, &cluster_id("c1"));
+        sm.apply(1, 1, &cluster_id("c1"));
         // Another cluster id does not fit the image: rejected, skipped.
-        let response = ApplyOutcome::decode(&sm.apply(2, &cluster_id("c2")));
+        let response = ApplyOutcome::decode(&sm.apply(2, 1, &cluster_id("c2")));
         let ApplyOutcome::Rejected(reason) = response else {
             panic!("{response:?}")
         };
@@ -246,13 +246,13 @@ mod tests {
         })])
         .unwrap();
         assert!(matches!(
-            ApplyOutcome::decode(&sm.apply(4, &remove)),
+            ApplyOutcome::decode(&sm.apply(4, 1, &remove)),
             ApplyOutcome::Rejected(_)
         ));
         // Bytes that are no batch at all.
         for garbage in [&b""[..], b"\x01[{", b"\x09[]", b"\xff\xfe"] {
             assert!(matches!(
-                ApplyOutcome::decode(&sm.apply(7, garbage).clone()),
+                ApplyOutcome::decode(&sm.apply(7, 1, garbage).clone()),
                 ApplyOutcome::Rejected(_)
             ));
         }
@@ -265,11 +265,11 @@ mod tests {
         );
         // An index not above the last one is answered, not applied.
         assert!(matches!(
-            ApplyOutcome::decode(&sm.apply(7, &encode_batch(&[]).unwrap())),
+            ApplyOutcome::decode(&sm.apply(7, 1, &encode_batch(&[]).unwrap())),
             ApplyOutcome::Rejected(_)
         ));
         assert!(matches!(
-            ApplyOutcome::decode(&sm.apply(u64::MAX, &encode_batch(&[]).unwrap())),
+            ApplyOutcome::decode(&sm.apply(u64::MAX, 1, &encode_batch(&[]).unwrap())),
             ApplyOutcome::Rejected(_)
         ));
         assert_eq!(reader.image().metadata_offset(), 7);
@@ -278,7 +278,7 @@ mod tests {
     #[test]
     fn snapshots_round_trip_and_bad_ones_are_refused() {
         let (mut sm, _) = MetadataStateMachine::new();
-        sm.apply(2, &cluster_id("c1"));
+        sm.apply(2, 1, &cluster_id("c1"));
         let bytes = sm.snapshot();
 
         let (mut other, reader) = MetadataStateMachine::new();
@@ -300,8 +300,8 @@ mod tests {
             let reader = reader.clone();
             tokio::spawn(async move { reader.wait_for_offset(2, Duration::from_secs(10)).await })
         };
-        sm.apply(1, &cluster_id("c1"));
-        sm.apply(2, &encode_batch(&[]).unwrap());
+        sm.apply(1, 1, &cluster_id("c1"));
+        sm.apply(2, 1, &encode_batch(&[]).unwrap());
         let image = waiter.await.unwrap().unwrap();
         assert_eq!(image.metadata_offset(), 2);
         assert!(matches!(

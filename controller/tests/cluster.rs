@@ -173,6 +173,8 @@ async fn three_controllers_fence_fail_over_and_restart() {
     drop(active);
 
     // --- the active controller goes away: a new one, and requests work again ---
+    let epoch_before = c.svc(leader).image().last_applied().unwrap().epoch;
+    assert!(epoch_before >= 1, "the image's epoch is the Raft term");
     let killed_at = Instant::now();
     c.kill(leader);
     let new_leader = c.active().await;
@@ -194,6 +196,11 @@ async fn three_controllers_fence_fail_over_and_restart() {
     };
     let working = killed_at.elapsed();
     assert!(created.value[0].is_ok(), "{:?}", created.value);
+    let image = active.wait_for_offset(created.offset, WAIT).await.unwrap();
+    assert!(
+        image.last_applied().unwrap().epoch > epoch_before,
+        "a new controller leader writes in a later term"
+    );
     println!(
         "controller failover: node {new_leader} active {failover:?} after node {leader} went away; \
          first CreateTopics answered after {working:?}"

@@ -5,7 +5,7 @@
 ///
 /// Contract:
 /// - [`apply`](Applier::apply) is called once per committed entry carrying a payload, in log
-///   order, with strictly increasing `index`, on every node (leader, followers, learners). It
+///   order, with strictly increasing `index` (and the entry's term), on every node (leader, followers, learners). It
 ///   must be deterministic: the same entries in the same order give the same state and the
 ///   same response everywhere. Raft's own entries (a new leader's blank entry, membership
 ///   changes) are not passed in, so indexes may skip.
@@ -23,10 +23,12 @@
 /// All calls run under one lock, never concurrently, and are expected to be quick (no I/O,
 /// no blocking on the network).
 pub trait Applier: Send + Sync + 'static {
-    /// Applies the committed entry at log `index`; returns the response for the proposer
-    /// (returned by [`Quorum::propose`](crate::Quorum::propose) on the leader, dropped
-    /// elsewhere).
-    fn apply(&mut self, index: u64, payload: &[u8]) -> Vec<u8>;
+    /// Applies the committed entry at log `index`, written by the leader of Raft `term`;
+    /// returns the response for the proposer (returned by
+    /// [`Quorum::propose`](crate::Quorum::propose) on the leader, dropped elsewhere). Terms
+    /// never decrease along the log: they are the metadata's epochs (Kafka's leader epoch of
+    /// `__cluster_metadata`).
+    fn apply(&mut self, index: u64, term: u64, payload: &[u8]) -> Vec<u8>;
 
     /// The whole state, as bytes `install_snapshot` accepts.
     fn snapshot(&self) -> Vec<u8>;

@@ -180,9 +180,11 @@ impl<A: Applier> RaftStateMachine<TypeConfig> for StateMachineStore<A> {
             state.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Payload::default(),
-                EntryPayload::Normal(payload) => {
-                    Payload(state.applier.apply(entry.log_id.index, &payload.0))
-                }
+                EntryPayload::Normal(payload) => Payload(state.applier.apply(
+                    entry.log_id.index,
+                    entry.log_id.leader_id.term,
+                    &payload.0,
+                )),
                 EntryPayload::Membership(m) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), m);
                     Payload::default()

@@ -60,7 +60,7 @@ impl Recorder {
 }
 
 impl Applier for Recorder {
-    fn apply(&mut self, index: u64, payload: &[u8]) -> Vec<u8> {
+    fn apply(&mut self, index: u64, _term: u64, payload: &[u8]) -> Vec<u8> {
         self.log.lock().unwrap().push((index, payload.to_vec()));
         payload.iter().rev().copied().collect()
     }
