@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
@@ -16,6 +16,7 @@ use crate::applier::Applier;
 use crate::error::{QuorumError, Result};
 use crate::log_store::LogStore;
 use crate::network::{NetSettings, Network};
+use crate::server::Inbound;
 use crate::state_machine::StateMachineStore;
 use crate::types::{NodeId, Payload, Raft};
 
@@ -48,6 +49,9 @@ pub struct QuorumConfig {
     pub max_payload_bytes: usize,
     /// Largest RPC frame sent or accepted. Default 16 MiB.
     pub max_frame_bytes: usize,
+    /// Largest snapshot accepted from a leader (it is received in memory). A chunk that would
+    /// end past this closes the connection. Default 1 GiB.
+    pub max_snapshot_bytes: u64,
     /// Size at which a new log segment is started. Default 8 MiB.
     pub segment_bytes: u64,
     /// Timeout of one outgoing connect. Default 500 ms.
@@ -75,6 +79,7 @@ impl QuorumConfig {
             log_entries_kept_after_snapshot: 100,
             max_payload_bytes: 1 << 20,
             max_frame_bytes: 16 << 20,
+            max_snapshot_bytes: 1 << 30,
             segment_bytes: 8 << 20,
             connect_timeout: Duration::from_millis(500),
             reconnect_backoff_min: Duration::from_millis(50),
@@ -157,7 +162,7 @@ pub struct Quorum {
     status: watch::Receiver<QuorumStatus>,
     stop: Arc<watch::Sender<bool>>,
     max_payload_bytes: usize,
-    max_frame_bytes: usize,
+    inbound: Arc<Inbound>,
 }
 
 impl Quorum {
@@ -247,11 +252,17 @@ impl Quorum {
         let (stop, _) = watch::channel(false);
         Ok(Quorum {
             id,
-            raft,
             status: status_rx,
             stop: Arc::new(stop),
             max_payload_bytes: config.max_payload_bytes,
-            max_frame_bytes: config.max_frame_bytes,
+            inbound: Arc::new(Inbound {
+                raft: raft.clone(),
+                max_frame_bytes: config.max_frame_bytes,
+                max_snapshot_bytes: config.max_snapshot_bytes,
+                configured_voters: config.voters.keys().copied().collect(),
+                snapshot: Mutex::new(None),
+            }),
+            raft,
         })
     }
 
@@ -382,7 +393,7 @@ impl Quorum {
             return;
         }
         tokio::select! {
-            _ = crate::server::serve(&self.raft, &mut stream, self.max_frame_bytes, &peer) => {}
+            _ = crate::server::serve(&self.inbound, &mut stream, &peer) => {}
             _ = stop.changed() => {}
         }
     }
@@ -390,8 +401,7 @@ impl Quorum {
     /// Accepts controller connections on `listener` and serves each in its own task, until
     /// the quorum is shut down or dropped. Spawns the loop and returns at once.
     pub fn serve(&self, listener: TcpListener) {
-        let raft = self.raft.clone();
-        let max_frame = self.max_frame_bytes;
+        let inbound = self.inbound.clone();
         let mut stop = self.stop.subscribe();
         tokio::spawn(async move {
             loop {
@@ -408,12 +418,12 @@ impl Quorum {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let raft = raft.clone();
+                let inbound = inbound.clone();
                 let mut stop = stop.clone();
                 tokio::spawn(async move {
                     let peer = peer.to_string();
                     tokio::select! {
-                        _ = crate::server::serve(&raft, &mut stream, max_frame, &peer) => {}
+                        _ = crate::server::serve(&inbound, &mut stream, &peer) => {}
                         _ = stop.changed() => {}
                     }
                 });

@@ -399,6 +399,178 @@ async fn garbage_on_the_rpc_port_harms_nothing() {
     c.all_applied(&records(0..10)).await;
 }
 
+/// A request frame of `kind` carrying `req` as CBOR, as a peer would send it.
+fn request_frame<T: serde::Serialize>(kind: u16, correlation_id: u32, req: &T) -> Vec<u8> {
+    let mut body = Vec::new();
+    ciborium::into_writer(req, &mut body).unwrap();
+    [
+        &((8 + body.len()) as u32).to_be_bytes()[..],
+        &1u16.to_be_bytes(),
+        &kind.to_be_bytes(),
+        &correlation_id.to_be_bytes(),
+        &body,
+    ]
+    .concat()
+}
+
+/// Reads one response frame's header; `None` when the node closed the connection instead.
+async fn read_response(s: &mut TcpStream) -> Option<(u16, u32, Vec<u8>)> {
+    let mut len = [0u8; 4];
+    match tokio::time::timeout(WAIT, s.read_exact(&mut len))
+        .await
+        .expect("an answer or a close in time")
+    {
+        Ok(_) => {}
+        Err(_) => return None,
+    }
+    let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut rest).await.unwrap();
+    let kind = u16::from_be_bytes([rest[2], rest[3]]);
+    let correlation_id = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+    Some((kind, correlation_id, rest[8..].to_vec()))
+}
+
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS");
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+fn snapshot_chunk(
+    term: u64,
+    leader: u64,
+    offset: u64,
+    data: Vec<u8>,
+) -> openraft::raft::InstallSnapshotRequest<sluice_quorum::types::TypeConfig> {
+    openraft::raft::InstallSnapshotRequest {
+        vote: openraft::Vote::new_committed(term, leader),
+        meta: openraft::SnapshotMeta {
+            last_log_id: Some(openraft::LogId::new(
+                openraft::CommittedLeaderId::new(term, leader),
+                1_000_000,
+            )),
+            last_membership: Default::default(),
+            snapshot_id: "crafted".into(),
+        },
+        offset,
+        data,
+        done: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crafted_snapshot_offset_harms_nothing() {
+    let c = Cluster::start(3, |cfg| cfg.max_snapshot_bytes = 64 << 10).await;
+    let leader = c.agreed_leader().await;
+    c.propose_all(leader, 0..5).await;
+    let term = c.q(leader).describe().await.unwrap().term;
+    let follower = *c.voters.keys().find(|id| **id != leader).unwrap();
+    let rss_before = resident_bytes();
+
+    // Posing as the leader (its id and vote), a transfer starts at 0, then skips ahead.
+    let mut s = TcpStream::connect(c.nodes[&follower].addr).await.unwrap();
+    let first = snapshot_chunk(term, leader, 0, b"x".to_vec());
+    s.write_all(&request_frame(3, 1, &first)).await.unwrap();
+    let (kind, id, _) = read_response(&mut s)
+        .await
+        .expect("the first chunk is answered");
+    assert_eq!((kind, id), (0x8003, 1));
+    let skip = snapshot_chunk(term, leader, 1000, b"y".to_vec());
+    s.write_all(&request_frame(3, 2, &skip)).await.unwrap();
+    // Answered with openraft's SnapshotMismatch (the leader would restart at 0).
+    let (kind, id, body) = read_response(&mut s).await.expect("a mismatch answer");
+    assert_eq!((kind, id), (0x8003, 2));
+    let answer: Result<
+        openraft::raft::InstallSnapshotResponse<u64>,
+        openraft::error::RaftError<u64, openraft::error::InstallSnapshotError>,
+    > = ciborium::from_reader(&body[..]).unwrap();
+    assert!(
+        matches!(
+            answer,
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::InstallSnapshotError::SnapshotMismatch(ref m)
+            )) if m.expect.offset == 1 && m.got.offset == 1000
+        ),
+        "{answer:?}"
+    );
+    // A jump to 1 TiB (openraft would zero-fill its buffer up to there) closes the connection.
+    let jump = snapshot_chunk(term, leader, 1 << 40, b"z".to_vec());
+    s.write_all(&request_frame(3, 3, &jump)).await.unwrap();
+    assert!(
+        read_response(&mut s).await.is_none(),
+        "closed after the jump"
+    );
+    // So does a chunk that continues the transfer but ends past max_snapshot_bytes.
+    let mut s = TcpStream::connect(c.nodes[&follower].addr).await.unwrap();
+    let big = snapshot_chunk(term, leader, 1, vec![0; 64 << 10]);
+    s.write_all(&request_frame(3, 1, &big)).await.unwrap();
+    assert!(
+        read_response(&mut s).await.is_none(),
+        "closed after the big chunk"
+    );
+
+    // The node is alive, small, and the cluster works.
+    let rss_after = resident_bytes();
+    assert!(
+        rss_after < rss_before + (256 << 20),
+        "resident memory grew from {rss_before} to {rss_after}"
+    );
+    assert_eq!(c.agreed_leader().await, leader);
+    c.propose_all(leader, 5..10).await;
+    c.all_applied(&records(0..10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stranger_cannot_raise_the_term() {
+    let c = Cluster::start(3, |_| {}).await;
+    let leader = c.agreed_leader().await;
+    c.propose_all(leader, 0..5).await;
+    let term = c.q(leader).describe().await.unwrap().term;
+    let follower = *c.voters.keys().find(|id| **id != leader).unwrap();
+    let addr = c.nodes[&follower].addr;
+    let far = openraft::LogId::new(openraft::CommittedLeaderId::new(1000, 99), 1_000_000);
+
+    // Node 99 is in no membership: its vote request and its heartbeat as a "leader" of term
+    // 1000 are dropped without an answer.
+    let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(1000, 99), Some(far));
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&request_frame(1, 1, &vote)).await.unwrap();
+    assert!(
+        read_response(&mut s).await.is_none(),
+        "vote request dropped"
+    );
+    let heartbeat = openraft::raft::AppendEntriesRequest::<sluice_quorum::types::TypeConfig> {
+        vote: openraft::Vote::new_committed(1000, 99),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&request_frame(2, 1, &heartbeat)).await.unwrap();
+    assert!(
+        read_response(&mut s).await.is_none(),
+        "append entries dropped"
+    );
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut chunk = snapshot_chunk(1000, 99, 0, b"x".to_vec());
+    chunk.meta.snapshot_id = "stranger".into();
+    s.write_all(&request_frame(3, 1, &chunk)).await.unwrap();
+    assert!(read_response(&mut s).await.is_none(), "snapshot dropped");
+
+    assert_eq!(c.agreed_leader().await, leader);
+    for node in c.running() {
+        let t = node.quorum.as_ref().unwrap().subscribe().borrow().term;
+        assert!(t < 1000, "node {} is at term {t}", node.id);
+    }
+    assert_eq!(c.q(leader).describe().await.unwrap().term, term);
+    c.propose_all(leader, 5..10).await;
+    c.all_applied(&records(0..10)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_learner_follows_the_log() {
     let mut c = Cluster::start(3, |_| {}).await;
