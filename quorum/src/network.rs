@@ -305,8 +305,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
+        let chunk = wire::SnapshotChunk::from(rpc);
         let result = self
-            .call(Kind::InstallSnapshot, &rpc, option.hard_ttl())
+            .call(Kind::InstallSnapshot, &chunk, option.hard_ttl())
             .await;
         self.shape(RPCTypes::InstallSnapshot, 0, result)
     }

@@ -104,7 +104,9 @@ impl QuorumConfig {
             election_timeout_max: ms(self.election_timeout_max),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_after_entries.max(1)),
             max_in_snapshot_log_to_keep: self.log_entries_kept_after_snapshot,
-            // Chunks well under the frame limit, whatever it is set to.
+            // Chunks well under the frame limit, whatever it is set to: the chunk goes as a CBOR
+            // byte string (wire::SnapshotChunk), so its frame is the chunk plus the snapshot's
+            // meta (membership with addresses) and a few bytes.
             snapshot_max_chunk_size: (self.max_frame_bytes as u64 / 2).min(4 << 20),
             ..Config::default()
         };

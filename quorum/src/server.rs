@@ -179,7 +179,9 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 Err(e) => Err(e),
             },
             Kind::InstallSnapshot => {
-                match from_cbor::<InstallSnapshotRequest<TypeConfig>>(&frame.body) {
+                match from_cbor::<wire::SnapshotChunk>(&frame.body)
+                    .map(InstallSnapshotRequest::<TypeConfig>::from)
+                {
                     Ok(req) if !inbound.is_member(&req.vote) => Err(not_member(&req.vote)),
                     Ok(req) => match inbound.check_chunk(&req) {
                         Err(e) => Err(e),

@@ -320,6 +320,39 @@ async fn a_follower_far_behind_gets_a_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_larger_than_a_frame_reaches_a_small_frame_follower() {
+    // 256 KiB frames: snapshot chunks of 128 KiB must fit one frame each, encoded.
+    let mut c = Cluster::start(3, |cfg| {
+        cfg.max_frame_bytes = 256 << 10;
+        cfg.max_payload_bytes = 64 << 10;
+        cfg.snapshot_after_entries = 10;
+        cfg.log_entries_kept_after_snapshot = 0;
+    })
+    .await;
+    let leader = c.agreed_leader().await;
+    let victim = *c.voters.keys().find(|id| **id != leader).unwrap();
+    c.stop(victim).await;
+    // 40 entries of 16 KiB (bytes >= 24, which CBOR arrays store in two bytes each): a
+    // snapshot of about 640 KiB.
+    let payload = |i: u8| {
+        let mut p = vec![0xa5u8; 16 << 10];
+        p[0] = i;
+        p
+    };
+    let expected: Vec<Vec<u8>> = (0..40).map(payload).collect();
+    for p in &expected {
+        c.q(leader).propose(p.clone()).await.unwrap();
+    }
+    c.restart(victim).await;
+    let probe = c.nodes[&victim].probe.clone();
+    eventually(WAIT, "the lagging follower catches up", || {
+        probe.payloads() == expected
+    })
+    .await;
+    assert!(!probe.installs().is_empty(), "it caught up from a snapshot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn garbage_on_the_rpc_port_harms_nothing() {
     let c = Cluster::start(3, |_| {}).await;
     let leader = c.agreed_leader().await;
