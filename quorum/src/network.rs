@@ -224,7 +224,7 @@ impl PeerClient {
         let result = async {
             wire::write_frame(stream, &frame).await?;
             // The whole call is under the RPC deadline already.
-            let resp = wire::read_frame(stream, max, Duration::MAX)
+            let resp = wire::read_frame(stream, max, Duration::MAX, Duration::MAX)
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))?
                 .ok_or_else(|| {

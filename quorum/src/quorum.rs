@@ -10,7 +10,7 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::applier::Applier;
 use crate::error::{QuorumError, Result};
@@ -54,6 +54,13 @@ pub struct QuorumConfig {
     pub max_snapshot_bytes: u64,
     /// Size at which a new log segment is started. Default 8 MiB.
     pub segment_bytes: u64,
+    /// An incoming connection on which no request starts for this long is closed. Default
+    /// 30 s (a leader sends heartbeats every `heartbeat_interval`; an idle peer reconnects).
+    pub idle_timeout: Duration,
+    /// Most incoming connections served at once (on [`Quorum::serve`]'s listener and through
+    /// [`Quorum::serve_connection`] together); one more is closed at once. Default 64 (each
+    /// peer keeps one connection to this node).
+    pub max_incoming_connections: usize,
     /// Timeout of one outgoing connect. Default 500 ms.
     pub connect_timeout: Duration,
     /// Backoff after a failed connect, doubling from min to max. Defaults 50 ms and 1 s.
@@ -81,6 +88,8 @@ impl QuorumConfig {
             max_frame_bytes: 16 << 20,
             max_snapshot_bytes: 1 << 30,
             segment_bytes: 8 << 20,
+            idle_timeout: Duration::from_secs(30),
+            max_incoming_connections: 64,
             connect_timeout: Duration::from_millis(500),
             reconnect_backoff_min: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(1),
@@ -94,6 +103,17 @@ impl QuorumConfig {
         if self.max_payload_bytes + (64 << 10) > self.max_frame_bytes {
             return Err(QuorumError::Config(
                 "max_frame_bytes must exceed max_payload_bytes by at least 64 KiB".into(),
+            ));
+        }
+        // The leader's connection carries a heartbeat each interval: it must never look idle.
+        if self.idle_timeout < self.heartbeat_interval * 4 {
+            return Err(QuorumError::Config(
+                "idle_timeout must be at least 4 x heartbeat_interval".into(),
+            ));
+        }
+        if self.max_incoming_connections == 0 {
+            return Err(QuorumError::Config(
+                "max_incoming_connections must be at least 1".into(),
             ));
         }
         let ms = |d: Duration| d.as_millis() as u64;
@@ -263,6 +283,8 @@ impl Quorum {
                 max_snapshot_bytes: config.max_snapshot_bytes,
                 configured_voters: config.voters.keys().copied().collect(),
                 snapshot: Mutex::new(None),
+                idle_timeout: config.idle_timeout,
+                connections: Arc::new(Semaphore::new(config.max_incoming_connections)),
             }),
             raft,
         })
@@ -389,6 +411,9 @@ impl Quorum {
         let peer = stream
             .peer_addr()
             .map_or_else(|_| "?".to_string(), |a| a.to_string());
+        let Some(_permit) = self.inbound.admit(&peer) else {
+            return;
+        };
         let _ = stream.set_nodelay(true);
         let mut stop = self.stop.subscribe();
         if *stop.borrow_and_update() {
@@ -419,11 +444,16 @@ impl Quorum {
                         continue;
                     }
                 };
+                let peer = peer.to_string();
+                let Some(permit) = inbound.admit(&peer) else {
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let inbound = inbound.clone();
                 let mut stop = stop.clone();
                 tokio::spawn(async move {
-                    let peer = peer.to_string();
+                    let _permit = permit;
                     tokio::select! {
                         _ = crate::server::serve(&inbound, &mut stream, &peer) => {}
                         _ = stop.changed() => {}

@@ -1,6 +1,9 @@
 //! Incoming controller RPCs: reads frames from a peer's connection and hands them to openraft.
 //!
-//! Requests on one connection are answered one by one, in order. Anything that is not a
+//! Requests on one connection are answered one by one, in order. At most
+//! `max_incoming_connections` connections are served at once (one more is closed at once),
+//! and one with no request for `idle_timeout` is closed (a leader sends a heartbeat every
+//! `heartbeat_interval`, so a live peer's connection is never idle that long). Anything that is not a
 //! well-formed request of a known version and kind (garbage, an oversized or truncated frame,
 //! an undecodable body, a response where a request belongs) closes that connection with a
 //! debug log; nothing else is affected.
@@ -17,7 +20,7 @@
 //!   the transfer again from offset 0; a chunk past the size limit closes the connection.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, RaftError, SnapshotMismatch};
@@ -27,6 +30,7 @@ use openraft::raft::{
 use openraft::SnapshotSegmentId;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::types::{from_cbor, to_cbor, NodeId, Raft, TypeConfig, Vote};
 use crate::wire::{self, Kind};
@@ -45,9 +49,23 @@ pub(crate) struct Inbound {
     pub configured_voters: BTreeSet<NodeId>,
     /// The snapshot being received: its id and how many bytes of it openraft has accepted.
     pub snapshot: Mutex<Option<(String, u64)>>,
+    /// A connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// One permit per incoming connection being served (`max_incoming_connections`).
+    pub connections: Arc<Semaphore>,
 }
 
 impl Inbound {
+    /// A permit to serve one more connection, held while it is served; `None` when
+    /// `max_incoming_connections` are served already (the caller then closes it at once).
+    pub fn admit(&self, peer: &str) -> Option<OwnedSemaphorePermit> {
+        let permit = self.connections.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            tracing::debug!(%peer, "closing controller connection: too many connections");
+        }
+        permit
+    }
+
     /// Whether `vote`'s node may send requests to this node.
     fn is_member(&self, vote: &Vote) -> bool {
         let Some(sender) = vote.leader_id().voted_for() else {
@@ -147,7 +165,14 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let raft = &inbound.raft;
     loop {
-        let frame = match wire::read_frame(stream, inbound.max_frame_bytes, FRAME_TIMEOUT).await {
+        let frame = match wire::read_frame(
+            stream,
+            inbound.max_frame_bytes,
+            inbound.idle_timeout,
+            FRAME_TIMEOUT,
+        )
+        .await
+        {
             Ok(Some(f)) => f,
             Ok(None) => {
                 tracing::trace!(%peer, "controller connection closed by peer");

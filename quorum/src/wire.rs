@@ -108,6 +108,8 @@ pub enum FrameError {
     TooShort(u32),
     #[error("frame length {len} exceeds the limit {max}")]
     TooLong { len: u32, max: usize },
+    #[error("no frame for {0:?}")]
+    Idle(Duration),
 }
 
 /// Encodes a frame.
@@ -123,17 +125,22 @@ pub fn encode(kind: u16, correlation_id: u32, body: &[u8]) -> Vec<u8> {
 }
 
 /// Reads one frame. `Ok(None)` is a clean end of stream between frames. The length is
-/// checked before anything is allocated for the body. Waiting for a frame to start is not
-/// bounded; once its first byte is in, the rest must arrive within `rest_timeout` (so a peer
-/// that stalls mid-frame cannot hold the connection's buffer forever).
+/// checked before anything is allocated for the body. The frame must start within
+/// `idle_timeout` (so a silent peer does not hold a connection forever); once its first byte
+/// is in, the rest must arrive within `rest_timeout` (so a peer that stalls mid-frame cannot
+/// hold the connection's buffer forever). `Duration::MAX` means no limit.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max_frame: usize,
+    idle_timeout: Duration,
     rest_timeout: Duration,
 ) -> Result<Option<Frame>, FrameError> {
     let mut first = [0u8; 1];
     // A clean close shows as EOF on the first byte of a frame.
-    let n = r.read(&mut first).await?;
+    let n = match tokio::time::timeout(idle_timeout, r.read(&mut first)).await {
+        Ok(n) => n?,
+        Err(_) => return Err(FrameError::Idle(idle_timeout)),
+    };
     if n == 0 {
         return Ok(None);
     }
@@ -193,31 +200,37 @@ mod tests {
     async fn round_trip() {
         let bytes = encode(Kind::AppendEntries as u16 | RESPONSE, 42, b"body");
         assert_eq!(&bytes[..4], &12u32.to_be_bytes());
-        let frame = read_frame(&mut &bytes[..], 1024, T).await.unwrap().unwrap();
+        let frame = read_frame(&mut &bytes[..], 1024, T, T)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(frame.version, VERSION);
         assert_eq!(frame.kind, 0x8002);
         assert_eq!(frame.correlation_id, 42);
         assert_eq!(frame.body, b"body");
-        assert!(read_frame(&mut &[][..], 1024, T).await.unwrap().is_none());
+        assert!(read_frame(&mut &[][..], 1024, T, T)
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test]
     async fn bad_lengths_are_refused_before_allocating() {
         let huge = u32::MAX.to_be_bytes();
         assert!(matches!(
-            read_frame(&mut &huge[..], 1 << 20, T).await,
+            read_frame(&mut &huge[..], 1 << 20, T, T).await,
             Err(FrameError::TooLong { .. })
         ));
         let short = 3u32.to_be_bytes();
         assert!(matches!(
-            read_frame(&mut &short[..], 1 << 20, T).await,
+            read_frame(&mut &short[..], 1 << 20, T, T).await,
             Err(FrameError::TooShort(3))
         ));
         // A frame cut short is an I/O error (unexpected EOF), not a panic.
         let mut cut = encode(1, 1, b"abcdef");
         cut.truncate(cut.len() - 2);
         assert!(matches!(
-            read_frame(&mut &cut[..], 1 << 20, T).await,
+            read_frame(&mut &cut[..], 1 << 20, T, T).await,
             Err(FrameError::Io(_))
         ));
     }
@@ -253,10 +266,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_silent_peer_times_out() {
+        let (client, mut server) = tokio::io::duplex(64);
+        let read = read_frame(&mut server, 1024, Duration::from_millis(100), T).await;
+        assert!(matches!(read, Err(FrameError::Idle(_))), "{read:?}");
+        drop(client);
+    }
+
+    #[tokio::test]
     async fn a_stalled_frame_times_out() {
         let (mut client, mut server) = tokio::io::duplex(64);
         client.write_all(&[0, 0, 0, 20, 0, 1]).await.unwrap();
-        let read = read_frame(&mut server, 1024, Duration::from_millis(100)).await;
+        let read = read_frame(&mut server, 1024, T, Duration::from_millis(100)).await;
         assert!(matches!(read, Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut));
         drop(client);
     }

@@ -604,6 +604,87 @@ async fn a_stranger_cannot_raise_the_term() {
     c.all_applied(&records(0..10)).await;
 }
 
+/// Whether the node closed `s` within `within` (reading nothing); `false` when it stays open.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 16];
+    match tokio::time::timeout(within, s.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(n)) => panic!("unexpected {n} bytes"),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_connections_are_closed() {
+    let c = Cluster::start(3, |cfg| cfg.idle_timeout = Duration::from_millis(600)).await;
+    let leader = c.agreed_leader().await;
+    let follower = *c.voters.keys().find(|id| **id != leader).unwrap();
+    let addr = c.nodes[&follower].addr;
+
+    // Silent from the start.
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert!(closed_within(&mut s, WAIT).await);
+    let idle = started.elapsed();
+    assert!(idle >= Duration::from_millis(500), "closed after {idle:?}");
+
+    // Silent after an answered request (a stale vote request from a voter: refused).
+    let vote = openraft::raft::VoteRequest::<u64>::new(openraft::Vote::new(0, leader), None);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&request_frame(1, 7, &vote)).await.unwrap();
+    let (kind, id, _) = read_response(&mut s).await.expect("answered");
+    assert_eq!((kind, id), (0x8001, 7));
+    let answered = Instant::now();
+    assert!(closed_within(&mut s, WAIT).await);
+    let idle = answered.elapsed();
+    assert!(idle >= Duration::from_millis(500), "closed after {idle:?}");
+
+    // The peers' connections carry heartbeats: over more than two idle timeouts the cluster
+    // is undisturbed (same leader, same term).
+    let term = c.q(leader).describe().await.unwrap().term;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(c.agreed_leader().await, leader);
+    assert_eq!(c.q(leader).describe().await.unwrap().term, term);
+    c.propose_all(leader, 0..5).await;
+    c.all_applied(&records(0..5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_over_the_cap_are_closed_at_once() {
+    let c = Cluster::start(3, |cfg| cfg.max_incoming_connections = 4).await;
+    let leader = c.agreed_leader().await;
+    c.propose_all(leader, 0..5).await;
+    let addr = c.nodes[&leader].addr;
+
+    // Up to two of the four are the followers' connections (from the election).
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        streams.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let mut open = 0;
+    for s in &mut streams {
+        if !closed_within(s, Duration::from_millis(300)).await {
+            open += 1;
+        }
+    }
+    assert!((2..=4).contains(&open), "{open} of 8 stayed open");
+
+    // The node's own outgoing connections are not counted: the cluster works.
+    c.propose_all(leader, 5..10).await;
+    c.all_applied(&records(0..10)).await;
+
+    // Closed connections give their place back.
+    drop(streams);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        if !closed_within(&mut s, Duration::from_millis(300)).await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no connection admitted again");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_learner_follows_the_log() {
     let mut c = Cluster::start(3, |_| {}).await;
