@@ -13,14 +13,16 @@
 //!   leadership and progress, describe the quorum, add learners, serve peers, shut down.
 //! - [`applier`](Applier): the state machine contract the metadata crate implements.
 //! - [`log_store`]: the Raft log and vote on disk (openraft's `RaftLogStorage`): segment files
-//!   with a CRC-32C per entry, fsync before an append is reported flushed, torn tails cut at
-//!   open.
+//!   with a CRC-32C per entry, fsync before an append is reported flushed, torn tails and gaps
+//!   in the indexes cut at open.
 //! - [`state_machine`]: openraft's `RaftStateMachine` over the applier; the snapshot file.
 //! - `files`: small state files (vote, purge point, snapshot) written atomically with a
 //!   checksum.
 //! - [`wire`]: the controller RPC frame (Kafka-like length prefix, versioned header, CBOR
 //!   body); `network` (outgoing: one connection per peer, backoff, timeouts) and `server`
-//!   (incoming: bad bytes close only that connection).
+//!   (incoming: bad bytes close only that connection; requests from node ids outside the
+//!   quorum are dropped and snapshot chunks are checked before openraft sees them; idle
+//!   connections time out and their number is capped).
 //! - [`types`]: openraft's type configuration and [`types::Payload`].
 //!
 //! # Why a log format of its own, not sluice-storage's partition log
@@ -37,7 +39,7 @@
 //!
 //! # Encoding
 //! Log entries, snapshot metadata and RPC bodies are CBOR (RFC 8949, via `ciborium`) of
-//! openraft's serde types, with payloads as CBOR byte strings. CBOR is self-describing (it
+//! openraft's serde types, with payloads and snapshot chunks as CBOR byte strings. CBOR is self-describing (it
 //! carries openraft's error types, which need that) and compact for bytes; the RPC frame and
 //! every state file carry a version number, so the encoding can change with a new version.
 //!

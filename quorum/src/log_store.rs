@@ -14,17 +14,21 @@
 //! crc    u32   CRC-32C of the body
 //! body         CBOR of openraft's Entry: log id (term, leader node, index) and payload
 //! ```
-//! Invariants: indexes strictly increase inside a segment and across segments (openraft
-//! appends consecutive indexes; the store checks only the order, and openraft's storage test
-//! suite appends with gaps); a segment's name is the index of its first record. An append at or
+//! Invariants: indexes are consecutive inside a segment and across segments (openraft appends
+//! consecutive indexes; recovery accepts nothing else); a segment's name is the index of its
+//! first record. An append at or
 //! below the last index first truncates from there (openraft truncates explicitly before, so
 //! this is a safety net, not a path it takes). Appends write the records and `fdatasync` the segment
 //! before the flush callback fires. A new segment is started when the active one reaches
 //! `segment_bytes`; its creation is made durable with a directory fsync.
 //!
+//! Truncation deletes the later segments and fsyncs the directory before it cuts the segment
+//! holding the first truncated entry (`set_len` + fsync).
+//!
 //! Recovery at open reads every segment in order and stops at the first record that is short,
-//! too long, fails its CRC, does not decode, or does not increase the index: the segment is cut
-//! there (`set_len` + fsync) and later segments are deleted. Such a tail is only ever a crash
+//! too long, fails its CRC, does not decode, or is not the next index, and at a segment whose
+//! first index is not the next one: the segment is cut there (`set_len` + fsync) and later
+//! segments are deleted. Such a tail is only ever a crash
 //! in the middle of an append, which was never reported flushed, so nothing acknowledged is
 //! lost.
 //!
@@ -276,8 +280,10 @@ impl Files {
                 recovery.segments_deleted += 1;
                 continue;
             }
-            // A segment must continue after the previous one.
-            if expected.is_some_and(|next| base < next) {
+            // A segment must continue the previous one exactly: its first index is the next
+            // index. Anything else (a segment a crash brought back after a truncation, or one
+            // after a lost segment) would make a log with a hole or stale entries.
+            if expected.is_some_and(|next| base != next) {
                 tracing::warn!(
                     base,
                     ?expected,
@@ -294,10 +300,8 @@ impl Files {
             let mut next = base;
             while pos < bytes.len() {
                 match decode_record(&bytes[pos..]) {
-                    Some((entry, len))
-                        if entry.log_id.index >= next
-                            && (pos > 0 || entry.log_id.index == base) =>
-                    {
+                    // Each record holds the next index: the first one the segment's base.
+                    Some((entry, len)) if entry.log_id.index == next => {
                         let index = entry.log_id.index;
                         index_positions.push((index, pos as u64));
                         if purged_index.is_none_or(|p| index > p) {
@@ -423,13 +427,17 @@ impl Files {
 
     /// Deletes every entry with index >= `since`.
     fn truncate(&mut self, entries: &RwLock<Entries>, since: u64) -> io::Result<()> {
-        let mut dir_changed = false;
-        // Whole segments starting at or after `since` go.
+        // Whole segments starting at or after `since` go, and their deletion is made durable
+        // before the segment holding `since` is cut: were it the other way round, a crash
+        // could bring the deleted segments back behind the cut one, a log with a hole.
+        // (Recovery would cut them again, but it must not have to be the only defence.)
         let later: Vec<u64> = self.segments.range(since..).map(|(b, _)| *b).collect();
-        for base in later {
-            self.segments.remove(&base);
-            fs::remove_file(self.log_dir.join(segment_name(base)))?;
-            dir_changed = true;
+        for base in &later {
+            self.segments.remove(base);
+            fs::remove_file(self.log_dir.join(segment_name(*base)))?;
+        }
+        if !later.is_empty() {
+            files::sync_dir(&self.log_dir)?;
         }
         // The segment holding `since`, if any, is cut at its position.
         let holder = self.segments.range_mut(..since).next_back();
@@ -442,9 +450,6 @@ impl Files {
                 file.set_len(pos)?;
                 file.sync_all()?;
             }
-        }
-        if dir_changed {
-            files::sync_dir(&self.log_dir)?;
         }
         // The active segment is now the last one left.
         self.active = None;

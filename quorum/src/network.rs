@@ -224,7 +224,7 @@ impl PeerClient {
         let result = async {
             wire::write_frame(stream, &frame).await?;
             // The whole call is under the RPC deadline already.
-            let resp = wire::read_frame(stream, max, Duration::MAX)
+            let resp = wire::read_frame(stream, max, Duration::MAX, Duration::MAX)
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))?
                 .ok_or_else(|| {
@@ -305,8 +305,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
+        let chunk = wire::SnapshotChunk::from(rpc);
         let result = self
-            .call(Kind::InstallSnapshot, &rpc, option.hard_ttl())
+            .call(Kind::InstallSnapshot, &chunk, option.hard_ttl())
             .await;
         self.shape(RPCTypes::InstallSnapshot, 0, result)
     }

@@ -4,18 +4,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::applier::Applier;
 use crate::error::{QuorumError, Result};
 use crate::log_store::LogStore;
 use crate::network::{NetSettings, Network};
+use crate::server::Inbound;
 use crate::state_machine::StateMachineStore;
 use crate::types::{NodeId, Payload, Raft};
 
@@ -48,8 +49,18 @@ pub struct QuorumConfig {
     pub max_payload_bytes: usize,
     /// Largest RPC frame sent or accepted. Default 16 MiB.
     pub max_frame_bytes: usize,
+    /// Largest snapshot accepted from a leader (it is received in memory). A chunk that would
+    /// end past this closes the connection. Default 1 GiB.
+    pub max_snapshot_bytes: u64,
     /// Size at which a new log segment is started. Default 8 MiB.
     pub segment_bytes: u64,
+    /// An incoming connection on which no request starts for this long is closed. Default
+    /// 30 s (a leader sends heartbeats every `heartbeat_interval`; an idle peer reconnects).
+    pub idle_timeout: Duration,
+    /// Most incoming connections served at once (on [`Quorum::serve`]'s listener and through
+    /// [`Quorum::serve_connection`] together); one more is closed at once. Default 64 (each
+    /// peer keeps one connection to this node).
+    pub max_incoming_connections: usize,
     /// Timeout of one outgoing connect. Default 500 ms.
     pub connect_timeout: Duration,
     /// Backoff after a failed connect, doubling from min to max. Defaults 50 ms and 1 s.
@@ -75,7 +86,10 @@ impl QuorumConfig {
             log_entries_kept_after_snapshot: 100,
             max_payload_bytes: 1 << 20,
             max_frame_bytes: 16 << 20,
+            max_snapshot_bytes: 1 << 30,
             segment_bytes: 8 << 20,
+            idle_timeout: Duration::from_secs(30),
+            max_incoming_connections: 64,
             connect_timeout: Duration::from_millis(500),
             reconnect_backoff_min: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(1),
@@ -91,6 +105,17 @@ impl QuorumConfig {
                 "max_frame_bytes must exceed max_payload_bytes by at least 64 KiB".into(),
             ));
         }
+        // The leader's connection carries a heartbeat each interval: it must never look idle.
+        if self.idle_timeout < self.heartbeat_interval * 4 {
+            return Err(QuorumError::Config(
+                "idle_timeout must be at least 4 x heartbeat_interval".into(),
+            ));
+        }
+        if self.max_incoming_connections == 0 {
+            return Err(QuorumError::Config(
+                "max_incoming_connections must be at least 1".into(),
+            ));
+        }
         let ms = |d: Duration| d.as_millis() as u64;
         let config = Config {
             cluster_name: "sluice-metadata".into(),
@@ -99,7 +124,9 @@ impl QuorumConfig {
             election_timeout_max: ms(self.election_timeout_max),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_after_entries.max(1)),
             max_in_snapshot_log_to_keep: self.log_entries_kept_after_snapshot,
-            // Chunks well under the frame limit, whatever it is set to.
+            // Chunks well under the frame limit, whatever it is set to: the chunk goes as a CBOR
+            // byte string (wire::SnapshotChunk), so its frame is the chunk plus the snapshot's
+            // meta (membership with addresses) and a few bytes.
             snapshot_max_chunk_size: (self.max_frame_bytes as u64 / 2).min(4 << 20),
             ..Config::default()
         };
@@ -157,7 +184,7 @@ pub struct Quorum {
     status: watch::Receiver<QuorumStatus>,
     stop: Arc<watch::Sender<bool>>,
     max_payload_bytes: usize,
-    max_frame_bytes: usize,
+    inbound: Arc<Inbound>,
 }
 
 impl Quorum {
@@ -247,11 +274,19 @@ impl Quorum {
         let (stop, _) = watch::channel(false);
         Ok(Quorum {
             id,
-            raft,
             status: status_rx,
             stop: Arc::new(stop),
             max_payload_bytes: config.max_payload_bytes,
-            max_frame_bytes: config.max_frame_bytes,
+            inbound: Arc::new(Inbound {
+                raft: raft.clone(),
+                max_frame_bytes: config.max_frame_bytes,
+                max_snapshot_bytes: config.max_snapshot_bytes,
+                configured_voters: config.voters.keys().copied().collect(),
+                snapshot: Mutex::new(None),
+                idle_timeout: config.idle_timeout,
+                connections: Arc::new(Semaphore::new(config.max_incoming_connections)),
+            }),
+            raft,
         })
     }
 
@@ -376,13 +411,16 @@ impl Quorum {
         let peer = stream
             .peer_addr()
             .map_or_else(|_| "?".to_string(), |a| a.to_string());
+        let Some(_permit) = self.inbound.admit(&peer) else {
+            return;
+        };
         let _ = stream.set_nodelay(true);
         let mut stop = self.stop.subscribe();
         if *stop.borrow_and_update() {
             return;
         }
         tokio::select! {
-            _ = crate::server::serve(&self.raft, &mut stream, self.max_frame_bytes, &peer) => {}
+            _ = crate::server::serve(&self.inbound, &mut stream, &peer) => {}
             _ = stop.changed() => {}
         }
     }
@@ -390,8 +428,7 @@ impl Quorum {
     /// Accepts controller connections on `listener` and serves each in its own task, until
     /// the quorum is shut down or dropped. Spawns the loop and returns at once.
     pub fn serve(&self, listener: TcpListener) {
-        let raft = self.raft.clone();
-        let max_frame = self.max_frame_bytes;
+        let inbound = self.inbound.clone();
         let mut stop = self.stop.subscribe();
         tokio::spawn(async move {
             loop {
@@ -407,13 +444,18 @@ impl Quorum {
                         continue;
                     }
                 };
+                let peer = peer.to_string();
+                let Some(permit) = inbound.admit(&peer) else {
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                let raft = raft.clone();
+                let inbound = inbound.clone();
                 let mut stop = stop.clone();
                 tokio::spawn(async move {
-                    let peer = peer.to_string();
+                    let _permit = permit;
                     tokio::select! {
-                        _ = crate::server::serve(&raft, &mut stream, max_frame, &peer) => {}
+                        _ = crate::server::serve(&inbound, &mut stream, &peer) => {}
                         _ = stop.changed() => {}
                     }
                 });

@@ -320,6 +320,39 @@ async fn a_follower_far_behind_gets_a_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_larger_than_a_frame_reaches_a_small_frame_follower() {
+    // 256 KiB frames: snapshot chunks of 128 KiB must fit one frame each, encoded.
+    let mut c = Cluster::start(3, |cfg| {
+        cfg.max_frame_bytes = 256 << 10;
+        cfg.max_payload_bytes = 64 << 10;
+        cfg.snapshot_after_entries = 10;
+        cfg.log_entries_kept_after_snapshot = 0;
+    })
+    .await;
+    let leader = c.agreed_leader().await;
+    let victim = *c.voters.keys().find(|id| **id != leader).unwrap();
+    c.stop(victim).await;
+    // 40 entries of 16 KiB (bytes >= 24, which CBOR arrays store in two bytes each): a
+    // snapshot of about 640 KiB.
+    let payload = |i: u8| {
+        let mut p = vec![0xa5u8; 16 << 10];
+        p[0] = i;
+        p
+    };
+    let expected: Vec<Vec<u8>> = (0..40).map(payload).collect();
+    for p in &expected {
+        c.q(leader).propose(p.clone()).await.unwrap();
+    }
+    c.restart(victim).await;
+    let probe = c.nodes[&victim].probe.clone();
+    eventually(WAIT, "the lagging follower catches up", || {
+        probe.payloads() == expected
+    })
+    .await;
+    assert!(!probe.installs().is_empty(), "it caught up from a snapshot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn garbage_on_the_rpc_port_harms_nothing() {
     let c = Cluster::start(3, |_| {}).await;
     let leader = c.agreed_leader().await;
@@ -397,6 +430,259 @@ async fn garbage_on_the_rpc_port_harms_nothing() {
     assert_eq!(c.agreed_leader().await, leader);
     c.propose_all(leader, 5..10).await;
     c.all_applied(&records(0..10)).await;
+}
+
+/// A request frame of `kind` carrying `req` as CBOR, as a peer would send it.
+fn request_frame<T: serde::Serialize>(kind: u16, correlation_id: u32, req: &T) -> Vec<u8> {
+    let mut body = Vec::new();
+    ciborium::into_writer(req, &mut body).unwrap();
+    [
+        &((8 + body.len()) as u32).to_be_bytes()[..],
+        &1u16.to_be_bytes(),
+        &kind.to_be_bytes(),
+        &correlation_id.to_be_bytes(),
+        &body,
+    ]
+    .concat()
+}
+
+/// Reads one response frame's header; `None` when the node closed the connection instead.
+async fn read_response(s: &mut TcpStream) -> Option<(u16, u32, Vec<u8>)> {
+    let mut len = [0u8; 4];
+    match tokio::time::timeout(WAIT, s.read_exact(&mut len))
+        .await
+        .expect("an answer or a close in time")
+    {
+        Ok(_) => {}
+        Err(_) => return None,
+    }
+    let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut rest).await.unwrap();
+    let kind = u16::from_be_bytes([rest[2], rest[3]]);
+    let correlation_id = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+    Some((kind, correlation_id, rest[8..].to_vec()))
+}
+
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS");
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+fn snapshot_chunk(
+    term: u64,
+    leader: u64,
+    offset: u64,
+    data: Vec<u8>,
+) -> openraft::raft::InstallSnapshotRequest<sluice_quorum::types::TypeConfig> {
+    openraft::raft::InstallSnapshotRequest {
+        vote: openraft::Vote::new_committed(term, leader),
+        meta: openraft::SnapshotMeta {
+            last_log_id: Some(openraft::LogId::new(
+                openraft::CommittedLeaderId::new(term, leader),
+                1_000_000,
+            )),
+            last_membership: Default::default(),
+            snapshot_id: "crafted".into(),
+        },
+        offset,
+        data,
+        done: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crafted_snapshot_offset_harms_nothing() {
+    let c = Cluster::start(3, |cfg| cfg.max_snapshot_bytes = 64 << 10).await;
+    let leader = c.agreed_leader().await;
+    c.propose_all(leader, 0..5).await;
+    let term = c.q(leader).describe().await.unwrap().term;
+    let follower = *c.voters.keys().find(|id| **id != leader).unwrap();
+    let rss_before = resident_bytes();
+
+    // Posing as the leader (its id and vote), a transfer starts at 0, then skips ahead.
+    let mut s = TcpStream::connect(c.nodes[&follower].addr).await.unwrap();
+    let first = snapshot_chunk(term, leader, 0, b"x".to_vec());
+    s.write_all(&request_frame(3, 1, &first)).await.unwrap();
+    let (kind, id, _) = read_response(&mut s)
+        .await
+        .expect("the first chunk is answered");
+    assert_eq!((kind, id), (0x8003, 1));
+    let skip = snapshot_chunk(term, leader, 1000, b"y".to_vec());
+    s.write_all(&request_frame(3, 2, &skip)).await.unwrap();
+    // Answered with openraft's SnapshotMismatch (the leader would restart at 0).
+    let (kind, id, body) = read_response(&mut s).await.expect("a mismatch answer");
+    assert_eq!((kind, id), (0x8003, 2));
+    let answer: Result<
+        openraft::raft::InstallSnapshotResponse<u64>,
+        openraft::error::RaftError<u64, openraft::error::InstallSnapshotError>,
+    > = ciborium::from_reader(&body[..]).unwrap();
+    assert!(
+        matches!(
+            answer,
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::InstallSnapshotError::SnapshotMismatch(ref m)
+            )) if m.expect.offset == 1 && m.got.offset == 1000
+        ),
+        "{answer:?}"
+    );
+    // A jump to 1 TiB (openraft would zero-fill its buffer up to there) closes the connection.
+    let jump = snapshot_chunk(term, leader, 1 << 40, b"z".to_vec());
+    s.write_all(&request_frame(3, 3, &jump)).await.unwrap();
+    assert!(
+        read_response(&mut s).await.is_none(),
+        "closed after the jump"
+    );
+    // So does a chunk that continues the transfer but ends past max_snapshot_bytes.
+    let mut s = TcpStream::connect(c.nodes[&follower].addr).await.unwrap();
+    let big = snapshot_chunk(term, leader, 1, vec![0; 64 << 10]);
+    s.write_all(&request_frame(3, 1, &big)).await.unwrap();
+    assert!(
+        read_response(&mut s).await.is_none(),
+        "closed after the big chunk"
+    );
+
+    // The node is alive, small, and the cluster works.
+    let rss_after = resident_bytes();
+    assert!(
+        rss_after < rss_before + (256 << 20),
+        "resident memory grew from {rss_before} to {rss_after}"
+    );
+    assert_eq!(c.agreed_leader().await, leader);
+    c.propose_all(leader, 5..10).await;
+    c.all_applied(&records(0..10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stranger_cannot_raise_the_term() {
+    let c = Cluster::start(3, |_| {}).await;
+    let leader = c.agreed_leader().await;
+    c.propose_all(leader, 0..5).await;
+    let term = c.q(leader).describe().await.unwrap().term;
+    let follower = *c.voters.keys().find(|id| **id != leader).unwrap();
+    let addr = c.nodes[&follower].addr;
+    let far = openraft::LogId::new(openraft::CommittedLeaderId::new(1000, 99), 1_000_000);
+
+    // Node 99 is in no membership: its vote request and its heartbeat as a "leader" of term
+    // 1000 are dropped without an answer.
+    let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(1000, 99), Some(far));
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&request_frame(1, 1, &vote)).await.unwrap();
+    assert!(
+        read_response(&mut s).await.is_none(),
+        "vote request dropped"
+    );
+    let heartbeat = openraft::raft::AppendEntriesRequest::<sluice_quorum::types::TypeConfig> {
+        vote: openraft::Vote::new_committed(1000, 99),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&request_frame(2, 1, &heartbeat)).await.unwrap();
+    assert!(
+        read_response(&mut s).await.is_none(),
+        "append entries dropped"
+    );
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut chunk = snapshot_chunk(1000, 99, 0, b"x".to_vec());
+    chunk.meta.snapshot_id = "stranger".into();
+    s.write_all(&request_frame(3, 1, &chunk)).await.unwrap();
+    assert!(read_response(&mut s).await.is_none(), "snapshot dropped");
+
+    assert_eq!(c.agreed_leader().await, leader);
+    for node in c.running() {
+        let t = node.quorum.as_ref().unwrap().subscribe().borrow().term;
+        assert!(t < 1000, "node {} is at term {t}", node.id);
+    }
+    assert_eq!(c.q(leader).describe().await.unwrap().term, term);
+    c.propose_all(leader, 5..10).await;
+    c.all_applied(&records(0..10)).await;
+}
+
+/// Whether the node closed `s` within `within` (reading nothing); `false` when it stays open.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 16];
+    match tokio::time::timeout(within, s.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(n)) => panic!("unexpected {n} bytes"),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_connections_are_closed() {
+    let c = Cluster::start(3, |cfg| cfg.idle_timeout = Duration::from_millis(600)).await;
+    let leader = c.agreed_leader().await;
+    let follower = *c.voters.keys().find(|id| **id != leader).unwrap();
+    let addr = c.nodes[&follower].addr;
+
+    // Silent from the start.
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert!(closed_within(&mut s, WAIT).await);
+    let idle = started.elapsed();
+    assert!(idle >= Duration::from_millis(500), "closed after {idle:?}");
+
+    // Silent after an answered request (a stale vote request from a voter: refused).
+    let vote = openraft::raft::VoteRequest::<u64>::new(openraft::Vote::new(0, leader), None);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&request_frame(1, 7, &vote)).await.unwrap();
+    let (kind, id, _) = read_response(&mut s).await.expect("answered");
+    assert_eq!((kind, id), (0x8001, 7));
+    let answered = Instant::now();
+    assert!(closed_within(&mut s, WAIT).await);
+    let idle = answered.elapsed();
+    assert!(idle >= Duration::from_millis(500), "closed after {idle:?}");
+
+    // The peers' connections carry heartbeats: over more than two idle timeouts the cluster
+    // is undisturbed (same leader, same term).
+    let term = c.q(leader).describe().await.unwrap().term;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(c.agreed_leader().await, leader);
+    assert_eq!(c.q(leader).describe().await.unwrap().term, term);
+    c.propose_all(leader, 0..5).await;
+    c.all_applied(&records(0..5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_over_the_cap_are_closed_at_once() {
+    let c = Cluster::start(3, |cfg| cfg.max_incoming_connections = 4).await;
+    let leader = c.agreed_leader().await;
+    c.propose_all(leader, 0..5).await;
+    let addr = c.nodes[&leader].addr;
+
+    // Up to two of the four are the followers' connections (from the election).
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        streams.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let mut open = 0;
+    for s in &mut streams {
+        if !closed_within(s, Duration::from_millis(300)).await {
+            open += 1;
+        }
+    }
+    assert!((2..=4).contains(&open), "{open} of 8 stayed open");
+
+    // The node's own outgoing connections are not counted: the cluster works.
+    c.propose_all(leader, 5..10).await;
+    c.all_applied(&records(0..10)).await;
+
+    // Closed connections give their place back.
+    drop(streams);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        if !closed_within(&mut s, Duration::from_millis(300)).await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no connection admitted again");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
