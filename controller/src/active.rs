@@ -16,9 +16,13 @@
 //! - **Ticks.** While active: fence brokers whose session expired, every
 //!   `liveness_check_interval`; elect preferred leaders every
 //!   `preferred_leader_check_interval`.
-//! - **Uncertain outcomes.** A proposal that timed out may still commit later. The next
-//!   decision then first commits a new barrier, so it is made on an image that contains it.
+//! - **Uncertain outcomes.** A proposal that timed out (or failed with any error that does
+//!   not prove it was left out of the log) may still commit later. Every decision, request
+//!   or tick, goes through one function that then first commits a new barrier, so it is
+//!   made on an image that contains that proposal if it committed; until the barrier
+//!   commits, nothing is decided (requests answer the barrier's error).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,7 +34,7 @@ use sluice_metadata::controller::{
 use sluice_metadata::image::PartitionRegistration;
 use sluice_metadata::records::BrokerId;
 use sluice_metadata::{encode_batch, Controller, MetadataError, MetadataImage, MetadataRecord};
-use sluice_quorum::{Quorum, QuorumError, QuorumStatus};
+use sluice_quorum::{NodeId, Quorum, QuorumError, QuorumStatus};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 
@@ -60,17 +64,50 @@ pub(crate) enum Request {
     ElectPreferredLeaders(Reply<usize>),
 }
 
+/// What the controller task decides on.
+enum Step {
+    Request(Request),
+    Tick,
+}
+
 /// The state of an active controller (this node leads the quorum in `term`).
 struct Active {
     term: u64,
     controller: Controller,
-    /// A proposal's outcome is unknown (it timed out): commit a barrier before deciding.
+    /// A proposal's outcome is unknown (it timed out, or the quorum failed in a way that
+    /// does not say): commit a barrier before the next decision.
     needs_barrier: bool,
     next_preferred_election: Option<Instant>,
 }
 
-pub(crate) struct ControllerTask {
-    pub(crate) quorum: Arc<Quorum>,
+/// The replicated log the controller task proposes to: the quorum in production, a
+/// scripted log in this module's tests (to make a proposal's outcome unknown on purpose).
+pub(crate) trait Log: Send + Sync + 'static {
+    /// This node's id.
+    fn node_id(&self) -> NodeId;
+    /// Appends one entry; resolves once it is committed and applied here, with its index
+    /// and the applier's response (see `Quorum::propose`).
+    fn propose(
+        &self,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = Result<(u64, Vec<u8>), QuorumError>> + Send;
+}
+
+impl Log for Quorum {
+    fn node_id(&self) -> NodeId {
+        Quorum::node_id(self)
+    }
+
+    fn propose(
+        &self,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = Result<(u64, Vec<u8>), QuorumError>> + Send {
+        Quorum::propose(self, payload)
+    }
+}
+
+pub(crate) struct ControllerTask<L: Log = Quorum> {
+    pub(crate) quorum: Arc<L>,
     pub(crate) images: ImageReader,
     pub(crate) config: MetadataServiceConfig,
     pub(crate) status: watch::Receiver<QuorumStatus>,
@@ -81,7 +118,7 @@ pub(crate) struct ControllerTask {
     pub(crate) clock: Instant,
 }
 
-impl ControllerTask {
+impl<L: Log> ControllerTask<L> {
     /// Runs until the request channel closes (the service is gone). The service also stops
     /// it by dropping this future.
     pub(crate) async fn run(mut self) {
@@ -118,7 +155,7 @@ impl ControllerTask {
                     let Some(request) = request else { break };
                     match active.as_mut() {
                         Some(a) => {
-                            if self.handle(a, request).await.is_err() {
+                            if self.step(a, Step::Request(request)).await.is_err() {
                                 active = None;
                             }
                         }
@@ -127,7 +164,7 @@ impl ControllerTask {
                 }
                 _ = tick.tick() => {
                     if let Some(a) = active.as_mut() {
-                        if self.tick(a).await.is_err() {
+                        if self.step(a, Step::Tick).await.is_err() {
                             active = None;
                         }
                     }
@@ -204,19 +241,35 @@ impl ControllerTask {
         fail(request, ControllerError::NotController { leader });
     }
 
-    /// Decides, commits and answers one request. `Err(())`: this node lost leadership.
-    async fn handle(&mut self, a: &mut Active, request: Request) -> Result<(), ()> {
+    /// The one way to a decision (a request or a tick; activation commits its own barrier
+    /// first): when an earlier proposal's outcome is unknown, a barrier is committed first,
+    /// so the decision is made on an image that holds that proposal if it committed.
+    /// Otherwise a decision on the older image could commit after it and undo it (e.g. put
+    /// back in an ISR a replica an AlterPartition had just removed). `Err(())`: this node
+    /// lost leadership.
+    async fn step(&mut self, a: &mut Active, step: Step) -> Result<(), ()> {
         if a.needs_barrier {
-            tracing::debug!("a proposal timed out earlier: committing a barrier before deciding");
+            tracing::debug!("an earlier proposal's outcome is unknown: committing a barrier first");
             match self.propose(Vec::new()).await {
                 Ok(_) => a.needs_barrier = false,
                 Err(e) => {
-                    let lost = matches!(e, ControllerError::NotController { .. });
-                    fail(request, e);
-                    return if lost { Err(()) } else { Ok(()) };
+                    let lost = lost(&e);
+                    if let Step::Request(request) = step {
+                        fail(request, e);
+                    }
+                    return lost;
                 }
             }
         }
+        match step {
+            Step::Request(request) => self.handle(a, request).await,
+            Step::Tick => self.tick(a).await,
+        }
+    }
+
+    /// Decides, commits and answers one request (through [`Self::step`] only).
+    /// `Err(())`: this node lost leadership.
+    async fn handle(&mut self, a: &mut Active, request: Request) -> Result<(), ()> {
         let image = self.images.image();
         let now = self.now_ms();
         let c = &mut a.controller;
@@ -329,8 +382,9 @@ impl ControllerTask {
         }
     }
 
-    /// Fences brokers whose session expired; now and then, elects preferred leaders.
-    /// `Err(())`: this node lost leadership.
+    /// Fences brokers whose session expired; now and then, elects preferred leaders
+    /// (through [`Self::step`] only). After a failed commit it returns at once: the next
+    /// decision waits for the barrier. `Err(())`: this node lost leadership.
     async fn tick(&mut self, a: &mut Active) -> Result<(), ()> {
         let image = self.images.image();
         let now = self.now_ms();
@@ -382,10 +436,14 @@ impl ControllerTask {
     }
 
     /// Proposes one batch as the active controller; returns its offset once applied here.
+    /// Any failure that does not prove the batch was left out of the log, or applied
+    /// already, makes the next decision wait for a barrier.
     async fn commit(&mut self, a: &mut Active, records: Vec<MetadataRecord>) -> Result<i64> {
         let result = self.propose(records).await;
-        if matches!(result, Err(ControllerError::Timeout(_))) {
-            a.needs_barrier = true;
+        if let Err(e) = &result {
+            if outcome_unknown(e) {
+                a.needs_barrier = true;
+            }
         }
         result
     }
@@ -461,6 +519,19 @@ fn send<T>(reply: Reply<T>, result: Result<Committed<T>>) -> bool {
     lost
 }
 
+/// Whether a failed proposal may still commit (or may have committed without this node
+/// having applied it yet). Only these say it did not or that it is applied: the quorum
+/// refused it (not the leader: this controller stops anyway; too large, or not encodable:
+/// never appended), or it was applied and rejected (the image holds its outcome: no change).
+fn outcome_unknown(e: &ControllerError) -> bool {
+    !matches!(
+        e,
+        ControllerError::NotController { .. }
+            | ControllerError::Request(_)
+            | ControllerError::Rejected { .. }
+    )
+}
+
 fn lost(e: &ControllerError) -> Result<(), ()> {
     if matches!(e, ControllerError::NotController { .. }) {
         Err(())
@@ -468,3 +539,6 @@ fn lost(e: &ControllerError) -> Result<(), ()> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
