@@ -91,36 +91,31 @@ impl Log for ScriptedLog {
         1
     }
 
-    fn propose(
-        &self,
-        payload: Vec<u8>,
-    ) -> impl Future<Output = Result<(u64, Vec<u8>), QuorumError>> + Send {
-        async move {
-            let waiting = {
-                let mut inner = self.inner.lock().unwrap();
-                if inner.refuse > 0 {
-                    inner.refuse -= 1;
-                    return Err(QuorumError::Raft("refused by the test".into()));
-                }
-                let index = inner.next_index;
-                inner.next_index += 1;
-                let held = inner.held;
-                let records = decode_batch(&payload).unwrap();
-                inner.proposed.push((records, held));
-                if held {
-                    let (tx, rx) = oneshot::channel();
-                    inner.pending.push((index, payload, tx));
-                    (index, rx)
-                } else {
-                    let response = inner.state_machine.apply(index, 1, &payload);
-                    return Ok((index, response));
-                }
-            };
-            let (index, rx) = waiting;
-            match rx.await {
-                Ok(response) => Ok((index, response)),
-                Err(_) => Err(QuorumError::Stopped("log dropped".into())),
+    async fn propose(&self, payload: Vec<u8>) -> Result<(u64, Vec<u8>), QuorumError> {
+        let waiting = {
+            let mut inner = self.inner.lock().unwrap();
+            if inner.refuse > 0 {
+                inner.refuse -= 1;
+                return Err(QuorumError::Raft("refused by the test".into()));
             }
+            let index = inner.next_index;
+            inner.next_index += 1;
+            let held = inner.held;
+            let records = decode_batch(&payload).unwrap();
+            inner.proposed.push((records, held));
+            if held {
+                let (tx, rx) = oneshot::channel();
+                inner.pending.push((index, payload, tx));
+                (index, rx)
+            } else {
+                let response = inner.state_machine.apply(index, 1, &payload);
+                return Ok((index, response));
+            }
+        };
+        let (index, rx) = waiting;
+        match rx.await {
+            Ok(response) => Ok((index, response)),
+            Err(_) => Err(QuorumError::Stopped("log dropped".into())),
         }
     }
 }
