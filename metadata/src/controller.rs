@@ -765,6 +765,7 @@ impl Controller {
                 leader: None,
                 isr: Some(request.new_isr.clone()),
                 replicas: None,
+                expected_partition_epoch: Some(current.partition_epoch),
             },
         )])
     }

@@ -876,3 +876,56 @@ fn racks_are_respected_through_the_controller() {
         assert_eq!(racks.len(), 3, "{p:?}");
     }
 }
+
+/// Two decisions made on the same image both change one partition: the first to commit
+/// wins, the second is rejected when applied (on every node alike), so it cannot undo the
+/// first (here: put back in the ISR the replica the leader had just removed).
+#[test]
+fn a_partition_change_decided_on_an_old_image_is_rejected() {
+    let mut h = Harness::new();
+    h.add_broker(1, None);
+    h.add_broker(2, None);
+    let outcome = h.controller.create_topics(
+        &h.image,
+        &[CreateTopic {
+            assignments: vec![ReplicaAssignment {
+                partition: 0,
+                replicas: vec![1, 2],
+            }],
+            ..create("t", -1, -1)
+        }],
+    );
+    h.commit(outcome.records).unwrap();
+    let t = h.image.topic("t").unwrap().id;
+    let old = h.image.clone();
+    let reg = old.partition(t, 0).unwrap().clone();
+    assert_eq!((reg.leader, reg.isr.clone()), (1, vec![1, 2]));
+    let shrink = h
+        .controller
+        .alter_partition(
+            &old,
+            &AlterPartitionRequest {
+                broker_id: 1,
+                broker_epoch: h.epoch(1),
+                topic_id: t,
+                partition: 0,
+                leader_epoch: reg.leader_epoch,
+                partition_epoch: reg.partition_epoch,
+                new_isr: vec![1],
+            },
+        )
+        .unwrap();
+    // Broker 1's session expires; the fence is decided on the image without the shrink.
+    let late = h.now + h.controller.config().session_timeout_ms;
+    let fence = h.controller.fence_expired_brokers(&old, late);
+    assert!(!fence.is_empty());
+    h.commit(shrink).unwrap();
+    let err = h.commit(fence).unwrap_err();
+    assert!(err.to_string().contains("partition epoch"), "{err}");
+    let now = h.image.partition(t, 0).unwrap();
+    assert_eq!((now.leader, now.isr.clone()), (1, vec![1]));
+    assert!(
+        !h.image.broker(1).unwrap().fenced,
+        "the whole batch is rejected"
+    );
+}
