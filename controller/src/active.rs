@@ -15,7 +15,10 @@
 //!   A node that is not active answers `NotController` with the leader it knows.
 //! - **Ticks.** While active: fence brokers whose session expired, every
 //!   `liveness_check_interval`; elect preferred leaders every
-//!   `preferred_leader_check_interval`.
+//!   `preferred_leader_check_interval`. Queued requests go first (a biased select), and a
+//!   heartbeat counts from when it reached the service, so heartbeats that waited behind a
+//!   slow commit are not mistaken for silence; a loop that stalled for more than half a
+//!   session gives every broker a fresh session before it fences anyone.
 //! - **Uncertain outcomes.** A proposal that timed out (or failed with any error that does
 //!   not prove it was left out of the log) may still commit later. Every decision, request
 //!   or tick, goes through one function that then first commits a new barrier, so it is
@@ -47,7 +50,15 @@ use crate::state_machine::{ApplyOutcome, ImageReader};
 pub(crate) type Reply<T> = oneshot::Sender<Result<Committed<T>>>;
 
 /// A request for the controller task.
-pub(crate) enum Request {
+pub(crate) struct Request {
+    /// When the service received it: a heartbeat renews the broker's session as of then,
+    /// however long it waited in the queue (Kafka's `BrokerHeartbeatManager` does the same).
+    pub(crate) arrived: Instant,
+    pub(crate) op: Op,
+}
+
+/// What a request asks, with where its answer goes.
+pub(crate) enum Op {
     RegisterBroker(BrokerRegistrationRequest, Reply<i64>),
     Heartbeat(BrokerHeartbeatRequest, Reply<HeartbeatResult>),
     UnregisterBroker(BrokerId, Reply<()>),
@@ -78,6 +89,8 @@ struct Active {
     /// does not say): commit a barrier before the next decision.
     needs_barrier: bool,
     next_preferred_election: Option<Instant>,
+    /// When the liveness check last ran (or the controller became active).
+    last_tick: Instant,
 }
 
 /// The replicated log the controller task proposes to: the quorum in production, a
@@ -145,7 +158,10 @@ impl<L: Log> ControllerTask<L> {
             }
             self.is_active.store(active.is_some(), Ordering::Release);
 
+            // Requests before ticks: heartbeats that queued up while the loop was busy renew
+            // their sessions before the liveness check looks at them.
             tokio::select! {
+                biased;
                 changed = self.status.changed() => {
                     if changed.is_err() {
                         break;
@@ -175,7 +191,13 @@ impl<L: Log> ControllerTask<L> {
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.ms_at(Instant::now())
+    }
+
+    /// `at` on the controller's millisecond clock.
+    fn ms_at(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.clock);
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The barrier, then the bootstrap batch if the log has no cluster id; `None` if this
@@ -227,6 +249,7 @@ impl<L: Log> ControllerTask<L> {
             term,
             controller: Controller::new(self.config.controller.clone(), seed),
             needs_barrier: false,
+            last_tick: Instant::now(),
             next_preferred_election: self
                 .config
                 .preferred_leader_check_interval
@@ -270,12 +293,13 @@ impl<L: Log> ControllerTask<L> {
     /// Decides, commits and answers one request (through [`Self::step`] only).
     /// `Err(())`: this node lost leadership.
     async fn handle(&mut self, a: &mut Active, request: Request) -> Result<(), ()> {
+        let Request { arrived, op } = request;
+        let arrived_ms = self.ms_at(arrived);
         let image = self.images.image();
-        let now = self.now_ms();
         let c = &mut a.controller;
         // Each arm: decide (records + the answer), then commit and send.
-        let lost = match request {
-            Request::RegisterBroker(req, reply) => match c.register_broker(&image, now, &req) {
+        let lost = match op {
+            Op::RegisterBroker(req, reply) => match c.register_broker(&image, arrived_ms, &req) {
                 Err(e) => send(reply, Err(ControllerError::Request(e))),
                 Ok(d) => match d.existing_epoch {
                     Some(epoch) => send(reply, Ok(committed(&image, epoch))),
@@ -288,7 +312,7 @@ impl<L: Log> ControllerTask<L> {
                     }
                 },
             },
-            Request::Heartbeat(req, reply) => match c.heartbeat(&image, now, &req) {
+            Op::Heartbeat(req, reply) => match c.heartbeat(&image, arrived_ms, &req) {
                 Err(e) => send(reply, Err(ControllerError::Request(e))),
                 Ok(d) => {
                     let value = HeartbeatResult {
@@ -301,42 +325,42 @@ impl<L: Log> ControllerTask<L> {
                     send(reply, result)
                 }
             },
-            Request::UnregisterBroker(id, reply) => match c.unregister_broker(&image, id) {
+            Op::UnregisterBroker(id, reply) => match c.unregister_broker(&image, id) {
                 Err(e) => send(reply, Err(ControllerError::Request(e))),
                 Ok(records) => {
                     let result = self.commit_if_any(a, &image, records, ()).await;
                     send(reply, result)
                 }
             },
-            Request::CreateTopics(topics, reply) => {
+            Op::CreateTopics(topics, reply) => {
                 let outcome = c.create_topics(&image, &topics);
                 let result = self
                     .commit_if_any(a, &image, outcome.records, outcome.results)
                     .await;
                 send(reply, result)
             }
-            Request::DeleteTopics(topics, reply) => {
+            Op::DeleteTopics(topics, reply) => {
                 let outcome = c.delete_topics(&image, &topics);
                 let result = self
                     .commit_if_any(a, &image, outcome.records, outcome.results)
                     .await;
                 send(reply, result)
             }
-            Request::CreatePartitions(topics, reply) => {
+            Op::CreatePartitions(topics, reply) => {
                 let outcome = c.create_partitions(&image, &topics);
                 let result = self
                     .commit_if_any(a, &image, outcome.records, outcome.results)
                     .await;
                 send(reply, result)
             }
-            Request::AlterConfigs(resources, reply) => {
+            Op::AlterConfigs(resources, reply) => {
                 let outcome = c.alter_configs(&image, &resources);
                 let result = self
                     .commit_if_any(a, &image, outcome.records, outcome.results)
                     .await;
                 send(reply, result)
             }
-            Request::AllocateProducerIds {
+            Op::AllocateProducerIds {
                 broker_id,
                 broker_epoch,
                 reply,
@@ -347,7 +371,7 @@ impl<L: Log> ControllerTask<L> {
                     send(reply, result)
                 }
             },
-            Request::AlterPartition(req, reply) => match c.alter_partition(&image, &req) {
+            Op::AlterPartition(req, reply) => match c.alter_partition(&image, &req) {
                 Err(e) => send(reply, Err(ControllerError::Request(e))),
                 Ok(records) => {
                     let result = self.commit_if_any(a, &image, records, ()).await.and_then(
@@ -368,7 +392,7 @@ impl<L: Log> ControllerTask<L> {
                     send(reply, result)
                 }
             },
-            Request::ElectPreferredLeaders(reply) => {
+            Op::ElectPreferredLeaders(reply) => {
                 let records = c.elect_preferred_leaders(&image);
                 let moved = records.len();
                 let result = self.commit_if_any(a, &image, records, moved).await;
@@ -388,6 +412,22 @@ impl<L: Log> ControllerTask<L> {
     async fn tick(&mut self, a: &mut Active) -> Result<(), ()> {
         let image = self.images.image();
         let now = self.now_ms();
+        // The loop (or the whole process) stalled for more than half a session beyond the
+        // tick interval: heartbeats may have been delayed by this node, not by the brokers.
+        // Every broker gets a fresh session rather than being fenced for it.
+        let since_last = a
+            .last_tick
+            .elapsed()
+            .saturating_sub(self.config.liveness_check_interval);
+        a.last_tick = Instant::now();
+        let session = std::time::Duration::from_millis(self.config.controller.session_timeout_ms);
+        if since_last > session / 2 {
+            tracing::warn!(
+                stalled_ms = since_last.as_millis() as u64,
+                "the controller loop stalled: every broker gets a fresh session"
+            );
+            a.controller.renew_all_sessions(now);
+        }
         let fences = a.controller.fence_expired_brokers(&image, now);
         if !fences.is_empty() {
             if let Err(e) = self.commit(a, fences).await {
@@ -490,17 +530,17 @@ impl<L: Log> ControllerTask<L> {
 /// Answers a request with an error.
 fn fail(request: Request, e: ControllerError) {
     // The caller may have given up (timed out); nothing to do then.
-    let _ = match request {
-        Request::RegisterBroker(_, r) => r.send(Err(e)).is_ok(),
-        Request::Heartbeat(_, r) => r.send(Err(e)).is_ok(),
-        Request::UnregisterBroker(_, r) => r.send(Err(e)).is_ok(),
-        Request::CreateTopics(_, r) => r.send(Err(e)).is_ok(),
-        Request::DeleteTopics(_, r) => r.send(Err(e)).is_ok(),
-        Request::CreatePartitions(_, r) => r.send(Err(e)).is_ok(),
-        Request::AlterConfigs(_, r) => r.send(Err(e)).is_ok(),
-        Request::AllocateProducerIds { reply, .. } => reply.send(Err(e)).is_ok(),
-        Request::AlterPartition(_, r) => r.send(Err(e)).is_ok(),
-        Request::ElectPreferredLeaders(r) => r.send(Err(e)).is_ok(),
+    let _ = match request.op {
+        Op::RegisterBroker(_, r) => r.send(Err(e)).is_ok(),
+        Op::Heartbeat(_, r) => r.send(Err(e)).is_ok(),
+        Op::UnregisterBroker(_, r) => r.send(Err(e)).is_ok(),
+        Op::CreateTopics(_, r) => r.send(Err(e)).is_ok(),
+        Op::DeleteTopics(_, r) => r.send(Err(e)).is_ok(),
+        Op::CreatePartitions(_, r) => r.send(Err(e)).is_ok(),
+        Op::AlterConfigs(_, r) => r.send(Err(e)).is_ok(),
+        Op::AllocateProducerIds { reply, .. } => reply.send(Err(e)).is_ok(),
+        Op::AlterPartition(_, r) => r.send(Err(e)).is_ok(),
+        Op::ElectPreferredLeaders(r) => r.send(Err(e)).is_ok(),
     };
 }
 

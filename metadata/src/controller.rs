@@ -127,11 +127,14 @@ impl BrokerLiveness {
         self.sessions.get(&broker).map(|s| s.last_heartbeat_ms)
     }
 
+    /// A heartbeat (or registration) at `now_ms`; the time never goes back (a heartbeat's
+    /// time is when it arrived, and one may be decided after a later one was).
     fn touch(&mut self, broker: BrokerId, now_ms: u64) {
+        let last = self.last_heartbeat_ms(broker).unwrap_or(0).max(now_ms);
         self.sessions.insert(
             broker,
             Session {
-                last_heartbeat_ms: now_ms,
+                last_heartbeat_ms: last,
                 fence_decided_ms: None,
             },
         );
@@ -342,6 +345,16 @@ impl Controller {
             }
         }
         fence_brokers(image, &expired)
+    }
+
+    /// Gives every broker a full session from `now_ms`, as a newly active controller does:
+    /// for the caller whose own loop stalled (it could not take heartbeats in time, so a
+    /// silence says nothing about the brokers).
+    pub fn renew_all_sessions(&mut self, now_ms: u64) {
+        for session in self.liveness.sessions.values_mut() {
+            session.last_heartbeat_ms = session.last_heartbeat_ms.max(now_ms);
+            session.fence_decided_ms = None;
+        }
     }
 
     /// When [`Self::fence_expired_brokers`] should run next: the earliest session end of a

@@ -189,21 +189,8 @@ async fn start(session_timeout_ms: u64, request_timeout: Duration) -> Setup {
 }
 
 impl Setup {
-    /// What `MetadataService` does for a request: send, wait for the answer, give up after
-    /// the request timeout.
-    async fn call<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<Committed<T>> {
-        let (reply, answer) = oneshot::channel();
-        let exchange = async {
-            self.requests
-                .send(request(reply))
-                .await
-                .map_err(|_| ControllerError::Stopped)?;
-            answer.await.map_err(|_| ControllerError::Stopped)?
-        };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(ControllerError::Timeout(self.timeout)),
-        }
+    async fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<Committed<T>> {
+        crate::service::call(&self.requests, self.timeout, op).await
     }
 
     /// Registers and unfences broker `id`; returns its epoch.
@@ -221,7 +208,7 @@ impl Setup {
             rack: None,
         };
         let epoch = self
-            .call(|r| Request::RegisterBroker(registration, r))
+            .call(|r| Op::RegisterBroker(registration, r))
             .await
             .unwrap()
             .value;
@@ -238,7 +225,7 @@ impl Setup {
             want_fence: false,
             want_shut_down: false,
         };
-        self.call(|r| Request::Heartbeat(request, r))
+        self.call(|r| Op::Heartbeat(request, r))
             .await
             .map(|c| c.value)
     }
@@ -256,7 +243,7 @@ impl Setup {
             configs: BTreeMap::new(),
         };
         let created = self
-            .call(|r| Request::CreateTopics(vec![topic], r))
+            .call(|r| Op::CreateTopics(vec![topic], r))
             .await
             .unwrap();
         created.value[0].as_ref().unwrap().topic_id
@@ -293,7 +280,7 @@ async fn no_tick_decides_while_a_proposal_outcome_is_unknown() {
         partition_epoch: p.partition_epoch,
         new_isr: vec![1],
     };
-    let outcome = s.call(|r| Request::AlterPartition(shrink, r)).await;
+    let outcome = s.call(|r| Op::AlterPartition(shrink, r)).await;
     assert!(
         matches!(outcome, Err(ControllerError::Timeout(_))),
         "{outcome:?}"
@@ -326,14 +313,14 @@ async fn any_unclear_failure_puts_a_barrier_before_the_next_decision() {
         assignments: Vec::new(),
         configs: BTreeMap::new(),
     };
-    let failed = s.call(|r| Request::CreateTopics(vec![topic("a")], r)).await;
+    let failed = s.call(|r| Op::CreateTopics(vec![topic("a")], r)).await;
     assert!(
         matches!(failed, Err(ControllerError::Quorum(_))),
         "{failed:?}"
     );
     let before = s.log.proposed().len();
     let created = s
-        .call(|r| Request::CreateTopics(vec![topic("b")], r))
+        .call(|r| Op::CreateTopics(vec![topic("b")], r))
         .await
         .unwrap();
     assert!(created.value[0].is_ok());
@@ -344,4 +331,77 @@ async fn any_unclear_failure_puts_a_barrier_before_the_next_decision() {
         &proposed[before..]
     );
     assert!(matches!(proposed[before + 1][0], MetadataRecord::Topic(_)));
+}
+
+/// The loop stalls longer than a session (a proposal that times out after 1 s, sessions of
+/// 600 ms) while both brokers keep heartbeating into the queue. Once the loop runs again,
+/// no broker is fenced: their heartbeats count from when they arrived, are handled before
+/// the liveness check, and the stall itself renews every session.
+#[tokio::test]
+async fn a_stalled_loop_does_not_fence_brokers_that_heartbeated_during_the_stall() {
+    let s = start(600, Duration::from_millis(1_000)).await;
+    let epochs = [(1, s.broker(1).await), (2, s.broker(2).await)];
+    s.log.hold();
+    let beating = Arc::new(AtomicBool::new(true));
+    let mut beats = Vec::new();
+    for (id, epoch) in epochs {
+        let (requests, timeout, beating) = (s.requests.clone(), s.timeout, beating.clone());
+        let offset = s.images.image().metadata_offset();
+        beats.push(tokio::spawn(async move {
+            while beating.load(Ordering::Acquire) {
+                let request = BrokerHeartbeatRequest {
+                    broker_id: id,
+                    broker_epoch: epoch,
+                    current_metadata_offset: offset,
+                    want_fence: false,
+                    want_shut_down: false,
+                };
+                let requests = requests.clone();
+                tokio::spawn(async move {
+                    let _ = crate::service::call(&requests, timeout, |r| Op::Heartbeat(request, r))
+                        .await;
+                });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+    let topic = CreateTopic {
+        name: "stalls".into(),
+        num_partitions: 1,
+        replication_factor: 1,
+        assignments: Vec::new(),
+        configs: BTreeMap::new(),
+    };
+    // The loop is stuck in this proposal for the whole request timeout.
+    let stalled = s.call(|r| Op::CreateTopics(vec![topic], r)).await;
+    assert!(
+        matches!(stalled, Err(ControllerError::Timeout(_))),
+        "{stalled:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.log.release();
+    // Several liveness checks run (every 20 ms) after the queue drains.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fences: Vec<_> = s
+        .log
+        .proposed()
+        .into_iter()
+        .flatten()
+        .filter(
+            |r| matches!(r, MetadataRecord::BrokerRegistrationChange(c) if c.fenced == Some(true)),
+        )
+        .collect();
+    assert!(
+        fences.is_empty(),
+        "brokers fenced after the stall: {fences:?}"
+    );
+    // Fencing still works once the heartbeats stop.
+    beating.store(false, Ordering::Release);
+    for b in beats {
+        b.await.unwrap();
+    }
+    s.eventually("both brokers fenced", |image| {
+        image.broker(1).unwrap().fenced && image.broker(2).unwrap().fenced
+    })
+    .await;
 }

@@ -929,3 +929,30 @@ fn a_partition_change_decided_on_an_old_image_is_rejected() {
         "the whole batch is rejected"
     );
 }
+
+#[test]
+fn renewed_sessions_start_again_and_heartbeat_times_never_go_back() {
+    let mut h = three_brokers();
+    let start = h.now;
+    let timeout = h.controller.config().session_timeout_ms;
+    // A heartbeat decided late, with the earlier time it arrived, keeps the later one.
+    h.now = start + 500;
+    h.heartbeat(1);
+    h.now = start + 100;
+    h.heartbeat(1);
+    assert_eq!(
+        h.controller.liveness().last_heartbeat_ms(1),
+        Some(start + 500)
+    );
+    // The caller's loop stalled past every session: renewing gives each a full one again.
+    let late = start + 3 * timeout;
+    h.controller.renew_all_sessions(late);
+    assert!(h
+        .controller
+        .fence_expired_brokers(&h.image, late + timeout - 1)
+        .is_empty());
+    assert!(!h
+        .controller
+        .fence_expired_brokers(&h.image, late + timeout)
+        .is_empty());
+}
