@@ -9,7 +9,9 @@
 //!   liveness is not in the log, so every broker starts with a full session from this moment
 //!   (no broker is fenced because the old controller's heartbeats were lost with it). When
 //!   the node stops leading, that state is dropped.
-//! - **Requests** arrive through one bounded channel. Each decision is made on the latest
+//! - **Requests** arrive through one bounded channel, each with its caller's deadline. One
+//!   whose caller gave up (deadline passed, or reply channel closed) is answered `Timeout`
+//!   and not decided. Each decision is made on the latest
 //!   applied image; its records are proposed as one batch, and the answer is sent once the
 //!   batch is applied here. The next request is decided only then, as `Controller` requires.
 //!   A node that is not active answers `NotController` with the leader it knows.
@@ -54,6 +56,9 @@ pub(crate) struct Request {
     /// When the service received it: a heartbeat renews the broker's session as of then,
     /// however long it waited in the queue (Kafka's `BrokerHeartbeatManager` does the same).
     pub(crate) arrived: Instant,
+    /// When the caller gives up (the request timeout after `arrived`): a request still
+    /// queued then is not decided any more.
+    pub(crate) deadline: Instant,
     pub(crate) op: Op,
 }
 
@@ -285,15 +290,38 @@ impl<L: Log> ControllerTask<L> {
             }
         }
         match step {
-            Step::Request(request) => self.handle(a, request).await,
+            Step::Request(request) => {
+                if request.op.reply_closed() || Instant::now() >= request.deadline {
+                    self.skip(a, request);
+                    return Ok(());
+                }
+                self.handle(a, request).await
+            }
             Step::Tick => self.tick(a).await,
         }
+    }
+
+    /// Answers `Timeout` to a request whose caller gave up while it waited (the caller was
+    /// told it timed out: the change must not happen behind its back). A heartbeat still
+    /// renews its broker's session: the broker was alive when it sent it.
+    fn skip(&self, a: &mut Active, request: Request) {
+        tracing::debug!("skipping a request whose caller gave up");
+        if let Op::Heartbeat(req, _) = &request.op {
+            let image = self.images.image();
+            let at = self.ms_at(request.arrived);
+            a.controller
+                .renew_session(&image, req.broker_id, req.broker_epoch, at);
+        }
+        fail(
+            request,
+            ControllerError::Timeout(self.config.request_timeout),
+        );
     }
 
     /// Decides, commits and answers one request (through [`Self::step`] only).
     /// `Err(())`: this node lost leadership.
     async fn handle(&mut self, a: &mut Active, request: Request) -> Result<(), ()> {
-        let Request { arrived, op } = request;
+        let Request { arrived, op, .. } = request;
         let arrived_ms = self.ms_at(arrived);
         let image = self.images.image();
         let c = &mut a.controller;
@@ -524,6 +552,24 @@ impl<L: Log> ControllerTask<L> {
         // only guards the order of the image publication.
         self.images.wait_for_offset(offset, timeout).await?;
         Ok(offset)
+    }
+}
+
+impl Op {
+    /// Whether the caller stopped waiting for the answer.
+    fn reply_closed(&self) -> bool {
+        match self {
+            Op::RegisterBroker(_, r) => r.is_closed(),
+            Op::Heartbeat(_, r) => r.is_closed(),
+            Op::UnregisterBroker(_, r) => r.is_closed(),
+            Op::CreateTopics(_, r) => r.is_closed(),
+            Op::DeleteTopics(_, r) => r.is_closed(),
+            Op::CreatePartitions(_, r) => r.is_closed(),
+            Op::AlterConfigs(_, r) => r.is_closed(),
+            Op::AllocateProducerIds { reply, .. } => reply.is_closed(),
+            Op::AlterPartition(_, r) => r.is_closed(),
+            Op::ElectPreferredLeaders(r) => r.is_closed(),
+        }
     }
 }
 

@@ -344,6 +344,7 @@ pub(crate) async fn call<T>(
     let (reply, answer) = oneshot::channel();
     let request = Request {
         arrived,
+        deadline: arrived + timeout,
         op: op(reply),
     };
     let exchange = async {

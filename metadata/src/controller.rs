@@ -347,6 +347,21 @@ impl Controller {
         fence_brokers(image, &expired)
     }
 
+    /// Renews a broker's session as of `now_ms` without deciding anything (a heartbeat that
+    /// arrived but is not handled, because its caller gave up while it waited). Ignored
+    /// for a broker that is not registered at `broker_epoch`.
+    pub fn renew_session(
+        &mut self,
+        image: &MetadataImage,
+        broker_id: BrokerId,
+        broker_epoch: i64,
+        now_ms: u64,
+    ) {
+        if current_broker(image, broker_id, broker_epoch).is_ok() {
+            self.liveness.touch(broker_id, now_ms);
+        }
+    }
+
     /// Gives every broker a full session from `now_ms`, as a newly active controller does:
     /// for the caller whose own loop stalled (it could not take heartbeats in time, so a
     /// silence says nothing about the brokers).

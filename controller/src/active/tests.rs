@@ -405,3 +405,56 @@ async fn a_stalled_loop_does_not_fence_brokers_that_heartbeated_during_the_stall
     })
     .await;
 }
+
+/// A request that waited in the queue until its caller gave up is not executed: the
+/// caller was told it timed out, and must not find the change made behind its back.
+#[tokio::test]
+async fn requests_whose_caller_gave_up_are_not_executed() {
+    let s = start(60_000, Duration::from_millis(300)).await;
+    s.broker(1).await;
+    let topic = |name: &str| CreateTopic {
+        name: name.into(),
+        num_partitions: 1,
+        replication_factor: 1,
+        assignments: Vec::new(),
+        configs: BTreeMap::new(),
+    };
+    s.log.hold();
+    let (requests, timeout) = (s.requests.clone(), s.timeout);
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        crate::service::call(&requests, timeout, |r| {
+            Op::CreateTopics(vec![topic("late")], r)
+        })
+        .await
+    });
+    // Holds the loop for the whole request timeout; "late" waits in the queue meanwhile.
+    let stalled = s
+        .call(|r| Op::CreateTopics(vec![topic("stalled")], r))
+        .await;
+    assert!(
+        matches!(stalled, Err(ControllerError::Timeout(_))),
+        "{stalled:?}"
+    );
+    let late = late.await.unwrap();
+    assert!(matches!(late, Err(ControllerError::Timeout(_))), "{late:?}");
+    s.log.release();
+    let next = s
+        .call(|r| Op::CreateTopics(vec![topic("next")], r))
+        .await
+        .unwrap();
+    assert!(next.value[0].is_ok());
+    let image = s.images.image();
+    assert!(
+        image.topic("stalled").is_some(),
+        "committed after its timeout"
+    );
+    assert!(
+        image.topic("late").is_none(),
+        "executed after its caller gave up"
+    );
+    let proposed = s.log.proposed().into_iter().flatten();
+    assert!(!proposed
+        .into_iter()
+        .any(|r| matches!(&r, MetadataRecord::Topic(t) if t.name == "late")));
+}
