@@ -458,8 +458,11 @@ impl<L: Log> ControllerTask<L> {
         }
         let fences = a.controller.fence_expired_brokers(&image, now);
         if !fences.is_empty() {
-            if let Err(e) = self.commit(a, fences).await {
+            if let Err(e) = self.commit(a, fences.clone()).await {
                 tracing::warn!("fencing expired brokers not committed: {e}");
+                // Decided again at the next tick (after the barrier, if the outcome is
+                // unknown), not a whole session later.
+                a.controller.fences_not_committed(&fences);
                 return lost(&e);
             }
         }

@@ -362,6 +362,22 @@ impl Controller {
         }
     }
 
+    /// The fences in `records` (from [`Self::fence_expired_brokers`]) were not committed:
+    /// they may be decided again at the next check instead of a session later. (If the
+    /// batch's outcome is unknown, the caller decides only once it has seen the outcome:
+    /// a broker it did fence is not live any more.)
+    pub fn fences_not_committed(&mut self, records: &[MetadataRecord]) {
+        for record in records {
+            if let MetadataRecord::BrokerRegistrationChange(c) = record {
+                if c.fenced == Some(true) {
+                    if let Some(session) = self.liveness.sessions.get_mut(&c.broker_id) {
+                        session.fence_decided_ms = None;
+                    }
+                }
+            }
+        }
+    }
+
     /// Gives every broker a full session from `now_ms`, as a newly active controller does:
     /// for the caller whose own loop stalled (it could not take heartbeats in time, so a
     /// silence says nothing about the brokers).

@@ -68,6 +68,10 @@ impl ScriptedLog {
         self.inner.lock().unwrap().refuse = n;
     }
 
+    fn refusals_left(&self) -> usize {
+        self.inner.lock().unwrap().refuse
+    }
+
     /// Every batch proposed so far, in log order.
     fn proposed(&self) -> Vec<Vec<MetadataRecord>> {
         let inner = self.inner.lock().unwrap();
@@ -457,4 +461,25 @@ async fn requests_whose_caller_gave_up_are_not_executed() {
     assert!(!proposed
         .into_iter()
         .any(|r| matches!(&r, MetadataRecord::Topic(t) if t.name == "late")));
+}
+
+/// A fence whose commit failed is decided again at the next liveness check, not a whole
+/// session later.
+#[tokio::test]
+async fn a_fence_that_failed_to_commit_is_retried_at_the_next_check() {
+    let s = start(1_000, Duration::from_millis(500)).await;
+    s.broker(1).await;
+    let registered = Instant::now();
+    // The next proposal is the fence, once the session ends; the quorum refuses it.
+    s.log.refuse_next(1);
+    s.eventually("broker 1 fenced", |image| image.broker(1).unwrap().fenced)
+        .await;
+    let fenced_after = registered.elapsed();
+    assert_eq!(s.log.refusals_left(), 0, "the first fence was refused");
+    // The session is 1 s and checks run every 20 ms: a retry at the next check fences it
+    // well before a second session would have passed.
+    assert!(
+        fenced_after < Duration::from_millis(1_600),
+        "fenced only after {fenced_after:?}"
+    );
 }

@@ -956,3 +956,20 @@ fn renewed_sessions_start_again_and_heartbeat_times_never_go_back() {
         .fence_expired_brokers(&h.image, late + timeout)
         .is_empty());
 }
+
+#[test]
+fn fences_that_did_not_commit_are_decided_again_at_once() {
+    let mut h = three_brokers();
+    let expired = h.now + h.controller.config().session_timeout_ms;
+    let fences = h.controller.fence_expired_brokers(&h.image, expired);
+    assert!(!fences.is_empty());
+    assert!(h
+        .controller
+        .fence_expired_brokers(&h.image, expired + 10)
+        .is_empty());
+    h.controller.fences_not_committed(&fences);
+    assert_eq!(
+        h.controller.fence_expired_brokers(&h.image, expired + 20),
+        fences
+    );
+}
