@@ -9,16 +9,25 @@
 //!   liveness is not in the log, so every broker starts with a full session from this moment
 //!   (no broker is fenced because the old controller's heartbeats were lost with it). When
 //!   the node stops leading, that state is dropped.
-//! - **Requests** arrive through one bounded channel. Each decision is made on the latest
+//! - **Requests** arrive through one bounded channel, each with its caller's deadline. One
+//!   whose caller gave up (deadline passed, or reply channel closed) is answered `Timeout`
+//!   and not decided. Each decision is made on the latest
 //!   applied image; its records are proposed as one batch, and the answer is sent once the
 //!   batch is applied here. The next request is decided only then, as `Controller` requires.
 //!   A node that is not active answers `NotController` with the leader it knows.
 //! - **Ticks.** While active: fence brokers whose session expired, every
 //!   `liveness_check_interval`; elect preferred leaders every
-//!   `preferred_leader_check_interval`.
-//! - **Uncertain outcomes.** A proposal that timed out may still commit later. The next
-//!   decision then first commits a new barrier, so it is made on an image that contains it.
+//!   `preferred_leader_check_interval`. Queued requests go first (a biased select), and a
+//!   heartbeat counts from when it reached the service, so heartbeats that waited behind a
+//!   slow commit are not mistaken for silence; a loop that stalled for more than half a
+//!   session gives every broker a fresh session before it fences anyone.
+//! - **Uncertain outcomes.** A proposal that timed out (or failed with any error that does
+//!   not prove it was left out of the log) may still commit later. Every decision, request
+//!   or tick, goes through one function that then first commits a new barrier, so it is
+//!   made on an image that contains that proposal if it committed; until the barrier
+//!   commits, nothing is decided (requests answer the barrier's error).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,7 +39,7 @@ use sluice_metadata::controller::{
 use sluice_metadata::image::PartitionRegistration;
 use sluice_metadata::records::BrokerId;
 use sluice_metadata::{encode_batch, Controller, MetadataError, MetadataImage, MetadataRecord};
-use sluice_quorum::{Quorum, QuorumError, QuorumStatus};
+use sluice_quorum::{NodeId, Quorum, QuorumError, QuorumStatus};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 
@@ -43,7 +52,18 @@ use crate::state_machine::{ApplyOutcome, ImageReader};
 pub(crate) type Reply<T> = oneshot::Sender<Result<Committed<T>>>;
 
 /// A request for the controller task.
-pub(crate) enum Request {
+pub(crate) struct Request {
+    /// When the service received it: a heartbeat renews the broker's session as of then,
+    /// however long it waited in the queue (Kafka's `BrokerHeartbeatManager` does the same).
+    pub(crate) arrived: Instant,
+    /// When the caller gives up (the request timeout after `arrived`): a request still
+    /// queued then is not decided any more.
+    pub(crate) deadline: Instant,
+    pub(crate) op: Op,
+}
+
+/// What a request asks, with where its answer goes.
+pub(crate) enum Op {
     RegisterBroker(BrokerRegistrationRequest, Reply<i64>),
     Heartbeat(BrokerHeartbeatRequest, Reply<HeartbeatResult>),
     UnregisterBroker(BrokerId, Reply<()>),
@@ -60,17 +80,52 @@ pub(crate) enum Request {
     ElectPreferredLeaders(Reply<usize>),
 }
 
+/// What the controller task decides on.
+enum Step {
+    Request(Request),
+    Tick,
+}
+
 /// The state of an active controller (this node leads the quorum in `term`).
 struct Active {
     term: u64,
     controller: Controller,
-    /// A proposal's outcome is unknown (it timed out): commit a barrier before deciding.
+    /// A proposal's outcome is unknown (it timed out, or the quorum failed in a way that
+    /// does not say): commit a barrier before the next decision.
     needs_barrier: bool,
     next_preferred_election: Option<Instant>,
+    /// When the liveness check last ran (or the controller became active).
+    last_tick: Instant,
 }
 
-pub(crate) struct ControllerTask {
-    pub(crate) quorum: Arc<Quorum>,
+/// The replicated log the controller task proposes to: the quorum in production, a
+/// scripted log in this module's tests (to make a proposal's outcome unknown on purpose).
+pub(crate) trait Log: Send + Sync + 'static {
+    /// This node's id.
+    fn node_id(&self) -> NodeId;
+    /// Appends one entry; resolves once it is committed and applied here, with its index
+    /// and the applier's response (see `Quorum::propose`).
+    fn propose(
+        &self,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = Result<(u64, Vec<u8>), QuorumError>> + Send;
+}
+
+impl Log for Quorum {
+    fn node_id(&self) -> NodeId {
+        Quorum::node_id(self)
+    }
+
+    fn propose(
+        &self,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = Result<(u64, Vec<u8>), QuorumError>> + Send {
+        Quorum::propose(self, payload)
+    }
+}
+
+pub(crate) struct ControllerTask<L: Log = Quorum> {
+    pub(crate) quorum: Arc<L>,
     pub(crate) images: ImageReader,
     pub(crate) config: MetadataServiceConfig,
     pub(crate) status: watch::Receiver<QuorumStatus>,
@@ -81,7 +136,7 @@ pub(crate) struct ControllerTask {
     pub(crate) clock: Instant,
 }
 
-impl ControllerTask {
+impl<L: Log> ControllerTask<L> {
     /// Runs until the request channel closes (the service is gone). The service also stops
     /// it by dropping this future.
     pub(crate) async fn run(mut self) {
@@ -108,7 +163,10 @@ impl ControllerTask {
             }
             self.is_active.store(active.is_some(), Ordering::Release);
 
+            // Requests before ticks: heartbeats that queued up while the loop was busy renew
+            // their sessions before the liveness check looks at them.
             tokio::select! {
+                biased;
                 changed = self.status.changed() => {
                     if changed.is_err() {
                         break;
@@ -118,7 +176,7 @@ impl ControllerTask {
                     let Some(request) = request else { break };
                     match active.as_mut() {
                         Some(a) => {
-                            if self.handle(a, request).await.is_err() {
+                            if self.step(a, Step::Request(request)).await.is_err() {
                                 active = None;
                             }
                         }
@@ -127,7 +185,7 @@ impl ControllerTask {
                 }
                 _ = tick.tick() => {
                     if let Some(a) = active.as_mut() {
-                        if self.tick(a).await.is_err() {
+                        if self.step(a, Step::Tick).await.is_err() {
                             active = None;
                         }
                     }
@@ -138,7 +196,13 @@ impl ControllerTask {
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.ms_at(Instant::now())
+    }
+
+    /// `at` on the controller's millisecond clock.
+    fn ms_at(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.clock);
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The barrier, then the bootstrap batch if the log has no cluster id; `None` if this
@@ -190,6 +254,7 @@ impl ControllerTask {
             term,
             controller: Controller::new(self.config.controller.clone(), seed),
             needs_barrier: false,
+            last_tick: Instant::now(),
             next_preferred_election: self
                 .config
                 .preferred_leader_check_interval
@@ -204,25 +269,65 @@ impl ControllerTask {
         fail(request, ControllerError::NotController { leader });
     }
 
-    /// Decides, commits and answers one request. `Err(())`: this node lost leadership.
-    async fn handle(&mut self, a: &mut Active, request: Request) -> Result<(), ()> {
+    /// The one way to a decision (a request or a tick; activation commits its own barrier
+    /// first): when an earlier proposal's outcome is unknown, a barrier is committed first,
+    /// so the decision is made on an image that holds that proposal if it committed.
+    /// Otherwise a decision on the older image could commit after it and undo it (e.g. put
+    /// back in an ISR a replica an AlterPartition had just removed). `Err(())`: this node
+    /// lost leadership.
+    async fn step(&mut self, a: &mut Active, step: Step) -> Result<(), ()> {
         if a.needs_barrier {
-            tracing::debug!("a proposal timed out earlier: committing a barrier before deciding");
+            tracing::debug!("an earlier proposal's outcome is unknown: committing a barrier first");
             match self.propose(Vec::new()).await {
                 Ok(_) => a.needs_barrier = false,
                 Err(e) => {
-                    let lost = matches!(e, ControllerError::NotController { .. });
-                    fail(request, e);
-                    return if lost { Err(()) } else { Ok(()) };
+                    let lost = lost(&e);
+                    if let Step::Request(request) = step {
+                        fail(request, e);
+                    }
+                    return lost;
                 }
             }
         }
+        match step {
+            Step::Request(request) => {
+                if request.op.reply_closed() || Instant::now() >= request.deadline {
+                    self.skip(a, request);
+                    return Ok(());
+                }
+                self.handle(a, request).await
+            }
+            Step::Tick => self.tick(a).await,
+        }
+    }
+
+    /// Answers `Timeout` to a request whose caller gave up while it waited (the caller was
+    /// told it timed out: the change must not happen behind its back). A heartbeat still
+    /// renews its broker's session: the broker was alive when it sent it.
+    fn skip(&self, a: &mut Active, request: Request) {
+        tracing::debug!("skipping a request whose caller gave up");
+        if let Op::Heartbeat(req, _) = &request.op {
+            let image = self.images.image();
+            let at = self.ms_at(request.arrived);
+            a.controller
+                .renew_session(&image, req.broker_id, req.broker_epoch, at);
+        }
+        fail(
+            request,
+            ControllerError::Timeout(self.config.request_timeout),
+        );
+    }
+
+    /// Decides, commits and answers one request (through [`Self::step`] only).
+    /// `Err(())`: this node lost leadership.
+    async fn handle(&mut self, a: &mut Active, request: Request) -> Result<(), ()> {
+        let Request { arrived, op, .. } = request;
+        let arrived_ms = self.ms_at(arrived);
         let image = self.images.image();
-        let now = self.now_ms();
         let c = &mut a.controller;
         // Each arm: decide (records + the answer), then commit and send.
-        let lost = match request {
-            Request::RegisterBroker(req, reply) => match c.register_broker(&image, now, &req) {
+        let lost = match op {
+            Op::RegisterBroker(req, reply) => match c.register_broker(&image, arrived_ms, &req) {
                 Err(e) => send(reply, Err(ControllerError::Request(e))),
                 Ok(d) => match d.existing_epoch {
                     Some(epoch) => send(reply, Ok(committed(&image, epoch))),
@@ -235,7 +340,7 @@ impl ControllerTask {
                     }
                 },
             },
-            Request::Heartbeat(req, reply) => match c.heartbeat(&image, now, &req) {
+            Op::Heartbeat(req, reply) => match c.heartbeat(&image, arrived_ms, &req) {
                 Err(e) => send(reply, Err(ControllerError::Request(e))),
                 Ok(d) => {
                     let value = HeartbeatResult {
@@ -248,42 +353,42 @@ impl ControllerTask {
                     send(reply, result)
                 }
             },
-            Request::UnregisterBroker(id, reply) => match c.unregister_broker(&image, id) {
+            Op::UnregisterBroker(id, reply) => match c.unregister_broker(&image, id) {
                 Err(e) => send(reply, Err(ControllerError::Request(e))),
                 Ok(records) => {
                     let result = self.commit_if_any(a, &image, records, ()).await;
                     send(reply, result)
                 }
             },
-            Request::CreateTopics(topics, reply) => {
+            Op::CreateTopics(topics, reply) => {
                 let outcome = c.create_topics(&image, &topics);
                 let result = self
                     .commit_if_any(a, &image, outcome.records, outcome.results)
                     .await;
                 send(reply, result)
             }
-            Request::DeleteTopics(topics, reply) => {
+            Op::DeleteTopics(topics, reply) => {
                 let outcome = c.delete_topics(&image, &topics);
                 let result = self
                     .commit_if_any(a, &image, outcome.records, outcome.results)
                     .await;
                 send(reply, result)
             }
-            Request::CreatePartitions(topics, reply) => {
+            Op::CreatePartitions(topics, reply) => {
                 let outcome = c.create_partitions(&image, &topics);
                 let result = self
                     .commit_if_any(a, &image, outcome.records, outcome.results)
                     .await;
                 send(reply, result)
             }
-            Request::AlterConfigs(resources, reply) => {
+            Op::AlterConfigs(resources, reply) => {
                 let outcome = c.alter_configs(&image, &resources);
                 let result = self
                     .commit_if_any(a, &image, outcome.records, outcome.results)
                     .await;
                 send(reply, result)
             }
-            Request::AllocateProducerIds {
+            Op::AllocateProducerIds {
                 broker_id,
                 broker_epoch,
                 reply,
@@ -294,7 +399,7 @@ impl ControllerTask {
                     send(reply, result)
                 }
             },
-            Request::AlterPartition(req, reply) => match c.alter_partition(&image, &req) {
+            Op::AlterPartition(req, reply) => match c.alter_partition(&image, &req) {
                 Err(e) => send(reply, Err(ControllerError::Request(e))),
                 Ok(records) => {
                     let result = self.commit_if_any(a, &image, records, ()).await.and_then(
@@ -315,7 +420,7 @@ impl ControllerTask {
                     send(reply, result)
                 }
             },
-            Request::ElectPreferredLeaders(reply) => {
+            Op::ElectPreferredLeaders(reply) => {
                 let records = c.elect_preferred_leaders(&image);
                 let moved = records.len();
                 let result = self.commit_if_any(a, &image, records, moved).await;
@@ -329,15 +434,35 @@ impl ControllerTask {
         }
     }
 
-    /// Fences brokers whose session expired; now and then, elects preferred leaders.
-    /// `Err(())`: this node lost leadership.
+    /// Fences brokers whose session expired; now and then, elects preferred leaders
+    /// (through [`Self::step`] only). After a failed commit it returns at once: the next
+    /// decision waits for the barrier. `Err(())`: this node lost leadership.
     async fn tick(&mut self, a: &mut Active) -> Result<(), ()> {
         let image = self.images.image();
         let now = self.now_ms();
+        // The loop (or the whole process) stalled for more than half a session beyond the
+        // tick interval: heartbeats may have been delayed by this node, not by the brokers.
+        // Every broker gets a fresh session rather than being fenced for it.
+        let since_last = a
+            .last_tick
+            .elapsed()
+            .saturating_sub(self.config.liveness_check_interval);
+        a.last_tick = Instant::now();
+        let session = std::time::Duration::from_millis(self.config.controller.session_timeout_ms);
+        if since_last > session / 2 {
+            tracing::warn!(
+                stalled_ms = since_last.as_millis() as u64,
+                "the controller loop stalled: every broker gets a fresh session"
+            );
+            a.controller.renew_all_sessions(now);
+        }
         let fences = a.controller.fence_expired_brokers(&image, now);
         if !fences.is_empty() {
-            if let Err(e) = self.commit(a, fences).await {
+            if let Err(e) = self.commit(a, fences.clone()).await {
                 tracing::warn!("fencing expired brokers not committed: {e}");
+                // Decided again at the next tick (after the barrier, if the outcome is
+                // unknown), not a whole session later.
+                a.controller.fences_not_committed(&fences);
                 return lost(&e);
             }
         }
@@ -382,10 +507,14 @@ impl ControllerTask {
     }
 
     /// Proposes one batch as the active controller; returns its offset once applied here.
+    /// Any failure that does not prove the batch was left out of the log, or applied
+    /// already, makes the next decision wait for a barrier.
     async fn commit(&mut self, a: &mut Active, records: Vec<MetadataRecord>) -> Result<i64> {
         let result = self.propose(records).await;
-        if matches!(result, Err(ControllerError::Timeout(_))) {
-            a.needs_barrier = true;
+        if let Err(e) = &result {
+            if outcome_unknown(e) {
+                a.needs_barrier = true;
+            }
         }
         result
     }
@@ -429,20 +558,38 @@ impl ControllerTask {
     }
 }
 
+impl Op {
+    /// Whether the caller stopped waiting for the answer.
+    fn reply_closed(&self) -> bool {
+        match self {
+            Op::RegisterBroker(_, r) => r.is_closed(),
+            Op::Heartbeat(_, r) => r.is_closed(),
+            Op::UnregisterBroker(_, r) => r.is_closed(),
+            Op::CreateTopics(_, r) => r.is_closed(),
+            Op::DeleteTopics(_, r) => r.is_closed(),
+            Op::CreatePartitions(_, r) => r.is_closed(),
+            Op::AlterConfigs(_, r) => r.is_closed(),
+            Op::AllocateProducerIds { reply, .. } => reply.is_closed(),
+            Op::AlterPartition(_, r) => r.is_closed(),
+            Op::ElectPreferredLeaders(r) => r.is_closed(),
+        }
+    }
+}
+
 /// Answers a request with an error.
 fn fail(request: Request, e: ControllerError) {
     // The caller may have given up (timed out); nothing to do then.
-    let _ = match request {
-        Request::RegisterBroker(_, r) => r.send(Err(e)).is_ok(),
-        Request::Heartbeat(_, r) => r.send(Err(e)).is_ok(),
-        Request::UnregisterBroker(_, r) => r.send(Err(e)).is_ok(),
-        Request::CreateTopics(_, r) => r.send(Err(e)).is_ok(),
-        Request::DeleteTopics(_, r) => r.send(Err(e)).is_ok(),
-        Request::CreatePartitions(_, r) => r.send(Err(e)).is_ok(),
-        Request::AlterConfigs(_, r) => r.send(Err(e)).is_ok(),
-        Request::AllocateProducerIds { reply, .. } => reply.send(Err(e)).is_ok(),
-        Request::AlterPartition(_, r) => r.send(Err(e)).is_ok(),
-        Request::ElectPreferredLeaders(r) => r.send(Err(e)).is_ok(),
+    let _ = match request.op {
+        Op::RegisterBroker(_, r) => r.send(Err(e)).is_ok(),
+        Op::Heartbeat(_, r) => r.send(Err(e)).is_ok(),
+        Op::UnregisterBroker(_, r) => r.send(Err(e)).is_ok(),
+        Op::CreateTopics(_, r) => r.send(Err(e)).is_ok(),
+        Op::DeleteTopics(_, r) => r.send(Err(e)).is_ok(),
+        Op::CreatePartitions(_, r) => r.send(Err(e)).is_ok(),
+        Op::AlterConfigs(_, r) => r.send(Err(e)).is_ok(),
+        Op::AllocateProducerIds { reply, .. } => reply.send(Err(e)).is_ok(),
+        Op::AlterPartition(_, r) => r.send(Err(e)).is_ok(),
+        Op::ElectPreferredLeaders(r) => r.send(Err(e)).is_ok(),
     };
 }
 
@@ -461,6 +608,19 @@ fn send<T>(reply: Reply<T>, result: Result<Committed<T>>) -> bool {
     lost
 }
 
+/// Whether a failed proposal may still commit (or may have committed without this node
+/// having applied it yet). Only these say it did not or that it is applied: the quorum
+/// refused it (not the leader: this controller stops anyway; too large, or not encodable:
+/// never appended), or it was applied and rejected (the image holds its outcome: no change).
+fn outcome_unknown(e: &ControllerError) -> bool {
+    !matches!(
+        e,
+        ControllerError::NotController { .. }
+            | ControllerError::Request(_)
+            | ControllerError::Rejected { .. }
+    )
+}
+
 fn lost(e: &ControllerError) -> Result<(), ()> {
     if matches!(e, ControllerError::NotController { .. }) {
         Err(())
@@ -468,3 +628,6 @@ fn lost(e: &ControllerError) -> Result<(), ()> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::active::{ControllerTask, Reply, Request};
+use crate::active::{ControllerTask, Op, Reply, Request};
 use crate::config::MetadataServiceConfig;
 use crate::error::{ControllerError, Result};
 use crate::state_machine::{ImageReader, MetadataStateMachine};
@@ -214,8 +214,7 @@ impl MetadataService {
         &self,
         request: BrokerRegistrationRequest,
     ) -> Result<Committed<i64>> {
-        self.call(|reply| Request::RegisterBroker(request, reply))
-            .await
+        self.call(|reply| Op::RegisterBroker(request, reply)).await
     }
 
     /// BrokerHeartbeat.
@@ -223,12 +222,12 @@ impl MetadataService {
         &self,
         request: BrokerHeartbeatRequest,
     ) -> Result<Committed<HeartbeatResult>> {
-        self.call(|reply| Request::Heartbeat(request, reply)).await
+        self.call(|reply| Op::Heartbeat(request, reply)).await
     }
 
     /// UnregisterBroker: the broker leaves the cluster for good.
     pub async fn unregister_broker(&self, broker_id: BrokerId) -> Result<Committed<()>> {
-        self.call(|reply| Request::UnregisterBroker(broker_id, reply))
+        self.call(|reply| Op::UnregisterBroker(broker_id, reply))
             .await
     }
 
@@ -237,8 +236,7 @@ impl MetadataService {
         &self,
         topics: Vec<CreateTopic>,
     ) -> Result<Committed<ItemResults<CreatedTopic>>> {
-        self.call(|reply| Request::CreateTopics(topics, reply))
-            .await
+        self.call(|reply| Op::CreateTopics(topics, reply)).await
     }
 
     /// DeleteTopics, by name or id.
@@ -246,8 +244,7 @@ impl MetadataService {
         &self,
         topics: Vec<TopicRef>,
     ) -> Result<Committed<ItemResults<DeletedTopic>>> {
-        self.call(|reply| Request::DeleteTopics(topics, reply))
-            .await
+        self.call(|reply| Op::DeleteTopics(topics, reply)).await
     }
 
     /// CreatePartitions.
@@ -255,8 +252,7 @@ impl MetadataService {
         &self,
         topics: Vec<CreatePartitions>,
     ) -> Result<Committed<ItemResults<()>>> {
-        self.call(|reply| Request::CreatePartitions(topics, reply))
-            .await
+        self.call(|reply| Op::CreatePartitions(topics, reply)).await
     }
 
     /// IncrementalAlterConfigs (values validated, APPEND/SUBTRACT resolved by the caller).
@@ -264,8 +260,7 @@ impl MetadataService {
         &self,
         resources: Vec<AlterConfigs>,
     ) -> Result<Committed<ItemResults<()>>> {
-        self.call(|reply| Request::AlterConfigs(resources, reply))
-            .await
+        self.call(|reply| Op::AlterConfigs(resources, reply)).await
     }
 
     /// AllocateProducerIds: the next cluster-unique block of producer ids for a broker.
@@ -274,7 +269,7 @@ impl MetadataService {
         broker_id: BrokerId,
         broker_epoch: i64,
     ) -> Result<Committed<ProducerIdBlock>> {
-        self.call(|reply| Request::AllocateProducerIds {
+        self.call(|reply| Op::AllocateProducerIds {
             broker_id,
             broker_epoch,
             reply,
@@ -288,32 +283,19 @@ impl MetadataService {
         &self,
         request: AlterPartitionRequest,
     ) -> Result<Committed<PartitionRegistration>> {
-        self.call(|reply| Request::AlterPartition(request, reply))
-            .await
+        self.call(|reply| Op::AlterPartition(request, reply)).await
     }
 
     /// Moves leadership back to preferred replicas now (as the periodic check does); answers
     /// how many partitions moved.
     pub async fn elect_preferred_leaders(&self) -> Result<Committed<usize>> {
-        self.call(Request::ElectPreferredLeaders).await
+        self.call(Op::ElectPreferredLeaders).await
     }
 
     /// Sends a request to the controller task and waits for its answer, all within the
     /// request timeout.
-    async fn call<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<Committed<T>> {
-        let (reply, answer) = oneshot::channel();
-        let timeout = self.request_timeout;
-        let exchange = async {
-            self.requests
-                .send(request(reply))
-                .await
-                .map_err(|_| ControllerError::Stopped)?;
-            answer.await.map_err(|_| ControllerError::Stopped)?
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(ControllerError::Timeout(timeout)),
-        }
+    async fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<Committed<T>> {
+        call(&self.requests, self.request_timeout, op).await
     }
 
     /// Keeps `NotController` from naming this node itself.
@@ -349,6 +331,32 @@ impl MetadataService {
             Ok(result) => Ok(result?),
             Err(_) => Err(ControllerError::Timeout(timeout)),
         }
+    }
+}
+
+/// Sends a request to the controller task and waits for its answer, all within `timeout`.
+pub(crate) async fn call<T>(
+    requests: &mpsc::Sender<Request>,
+    timeout: Duration,
+    op: impl FnOnce(Reply<T>) -> Op,
+) -> Result<Committed<T>> {
+    let arrived = Instant::now();
+    let (reply, answer) = oneshot::channel();
+    let request = Request {
+        arrived,
+        deadline: arrived + timeout,
+        op: op(reply),
+    };
+    let exchange = async {
+        requests
+            .send(request)
+            .await
+            .map_err(|_| ControllerError::Stopped)?;
+        answer.await.map_err(|_| ControllerError::Stopped)?
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(ControllerError::Timeout(timeout)),
     }
 }
 

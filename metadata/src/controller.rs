@@ -127,11 +127,14 @@ impl BrokerLiveness {
         self.sessions.get(&broker).map(|s| s.last_heartbeat_ms)
     }
 
+    /// A heartbeat (or registration) at `now_ms`; the time never goes back (a heartbeat's
+    /// time is when it arrived, and one may be decided after a later one was).
     fn touch(&mut self, broker: BrokerId, now_ms: u64) {
+        let last = self.last_heartbeat_ms(broker).unwrap_or(0).max(now_ms);
         self.sessions.insert(
             broker,
             Session {
-                last_heartbeat_ms: now_ms,
+                last_heartbeat_ms: last,
                 fence_decided_ms: None,
             },
         );
@@ -342,6 +345,47 @@ impl Controller {
             }
         }
         fence_brokers(image, &expired)
+    }
+
+    /// Renews a broker's session as of `now_ms` without deciding anything (a heartbeat that
+    /// arrived but is not handled, because its caller gave up while it waited). Ignored
+    /// for a broker that is not registered at `broker_epoch`.
+    pub fn renew_session(
+        &mut self,
+        image: &MetadataImage,
+        broker_id: BrokerId,
+        broker_epoch: i64,
+        now_ms: u64,
+    ) {
+        if current_broker(image, broker_id, broker_epoch).is_ok() {
+            self.liveness.touch(broker_id, now_ms);
+        }
+    }
+
+    /// The fences in `records` (from [`Self::fence_expired_brokers`]) were not committed:
+    /// they may be decided again at the next check instead of a session later. (If the
+    /// batch's outcome is unknown, the caller decides only once it has seen the outcome:
+    /// a broker it did fence is not live any more.)
+    pub fn fences_not_committed(&mut self, records: &[MetadataRecord]) {
+        for record in records {
+            if let MetadataRecord::BrokerRegistrationChange(c) = record {
+                if c.fenced == Some(true) {
+                    if let Some(session) = self.liveness.sessions.get_mut(&c.broker_id) {
+                        session.fence_decided_ms = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives every broker a full session from `now_ms`, as a newly active controller does:
+    /// for the caller whose own loop stalled (it could not take heartbeats in time, so a
+    /// silence says nothing about the brokers).
+    pub fn renew_all_sessions(&mut self, now_ms: u64) {
+        for session in self.liveness.sessions.values_mut() {
+            session.last_heartbeat_ms = session.last_heartbeat_ms.max(now_ms);
+            session.fence_decided_ms = None;
+        }
     }
 
     /// When [`Self::fence_expired_brokers`] should run next: the earliest session end of a
@@ -765,6 +809,7 @@ impl Controller {
                 leader: None,
                 isr: Some(request.new_isr.clone()),
                 replicas: None,
+                expected_partition_epoch: Some(current.partition_epoch),
             },
         )])
     }

@@ -370,6 +370,14 @@ impl MetadataImage {
                     .get(&r.topic_id)
                     .and_then(|t| t.partition(r.partition_id))
                     .ok_or_else(|| format!("no partition {}-{}", r.topic_id, r.partition_id))?;
+                if let Some(expected) = r.expected_partition_epoch {
+                    if expected != current.partition_epoch {
+                        return Err(format!(
+                            "partition {}-{} is at partition epoch {}, the change was decided at {expected}",
+                            r.topic_id, r.partition_id, current.partition_epoch
+                        ));
+                    }
+                }
                 let mut next = current.clone();
                 if let Some(replicas) = &r.replicas {
                     next.replicas = replicas.clone();

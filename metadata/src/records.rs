@@ -176,6 +176,13 @@ pub struct PartitionRecord {
 /// leaves a field as it is. Applying it bumps the partition epoch by one; a `leader` that
 /// is `Some` starts a new leadership term and bumps the leader epoch by one (the controller
 /// sets it only when the leader changes, so the epoch bumps exactly then, as in Kafka).
+///
+/// `expected_partition_epoch` is the partition epoch of the image the change was decided
+/// on (the controller always sets it): applying a record whose expected epoch is not the
+/// partition's current one fails the batch, on every node alike, so a decision made on an
+/// old image can never undo a change committed after that image (Kafka's controller gets
+/// the same from deciding only on its own uncommitted state; Sluice decides on the
+/// applied image, so the log checks it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartitionChangeRecord {
@@ -189,6 +196,10 @@ pub struct PartitionChangeRecord {
     pub isr: Option<Vec<BrokerId>>,
     /// The new replica list.
     pub replicas: Option<Vec<BrokerId>>,
+    /// The partition epoch the change was decided on; `None` (absent in the JSON): not
+    /// checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_partition_epoch: Option<i32>,
 }
 
 /// A topic is deleted with its partitions and config overrides (Kafka's `RemoveTopicRecord`).
@@ -402,17 +413,21 @@ pub(crate) mod tests {
                 any::<i32>(),
                 any::<Option<i32>>(),
                 proptest::option::of(arb_ids()),
-                proptest::option::of(arb_ids())
+                proptest::option::of(arb_ids()),
+                any::<Option<i32>>(),
             )
-                .prop_map(|(topic_id, partition_id, leader, isr, replicas)| {
-                    MetadataRecord::PartitionChange(PartitionChangeRecord {
-                        topic_id,
-                        partition_id,
-                        leader,
-                        isr,
-                        replicas,
-                    })
-                }),
+                .prop_map(
+                    |(topic_id, partition_id, leader, isr, replicas, expected)| {
+                        MetadataRecord::PartitionChange(PartitionChangeRecord {
+                            topic_id,
+                            partition_id,
+                            leader,
+                            isr,
+                            replicas,
+                            expected_partition_epoch: expected,
+                        })
+                    }
+                ),
             arb_uuid()
                 .prop_map(|topic_id| MetadataRecord::RemoveTopic(RemoveTopicRecord { topic_id })),
             (any::<i32>(), any::<i64>(), any::<i64>(), any::<i64>()).prop_map(

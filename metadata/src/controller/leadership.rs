@@ -27,6 +27,7 @@ pub(super) fn change(
         leader,
         isr,
         replicas: None,
+        expected_partition_epoch: Some(p.registration.partition_epoch),
     })
 }
 

@@ -876,3 +876,100 @@ fn racks_are_respected_through_the_controller() {
         assert_eq!(racks.len(), 3, "{p:?}");
     }
 }
+
+/// Two decisions made on the same image both change one partition: the first to commit
+/// wins, the second is rejected when applied (on every node alike), so it cannot undo the
+/// first (here: put back in the ISR the replica the leader had just removed).
+#[test]
+fn a_partition_change_decided_on_an_old_image_is_rejected() {
+    let mut h = Harness::new();
+    h.add_broker(1, None);
+    h.add_broker(2, None);
+    let outcome = h.controller.create_topics(
+        &h.image,
+        &[CreateTopic {
+            assignments: vec![ReplicaAssignment {
+                partition: 0,
+                replicas: vec![1, 2],
+            }],
+            ..create("t", -1, -1)
+        }],
+    );
+    h.commit(outcome.records).unwrap();
+    let t = h.image.topic("t").unwrap().id;
+    let old = h.image.clone();
+    let reg = old.partition(t, 0).unwrap().clone();
+    assert_eq!((reg.leader, reg.isr.clone()), (1, vec![1, 2]));
+    let shrink = h
+        .controller
+        .alter_partition(
+            &old,
+            &AlterPartitionRequest {
+                broker_id: 1,
+                broker_epoch: h.epoch(1),
+                topic_id: t,
+                partition: 0,
+                leader_epoch: reg.leader_epoch,
+                partition_epoch: reg.partition_epoch,
+                new_isr: vec![1],
+            },
+        )
+        .unwrap();
+    // Broker 1's session expires; the fence is decided on the image without the shrink.
+    let late = h.now + h.controller.config().session_timeout_ms;
+    let fence = h.controller.fence_expired_brokers(&old, late);
+    assert!(!fence.is_empty());
+    h.commit(shrink).unwrap();
+    let err = h.commit(fence).unwrap_err();
+    assert!(err.to_string().contains("partition epoch"), "{err}");
+    let now = h.image.partition(t, 0).unwrap();
+    assert_eq!((now.leader, now.isr.clone()), (1, vec![1]));
+    assert!(
+        !h.image.broker(1).unwrap().fenced,
+        "the whole batch is rejected"
+    );
+}
+
+#[test]
+fn renewed_sessions_start_again_and_heartbeat_times_never_go_back() {
+    let mut h = three_brokers();
+    let start = h.now;
+    let timeout = h.controller.config().session_timeout_ms;
+    // A heartbeat decided late, with the earlier time it arrived, keeps the later one.
+    h.now = start + 500;
+    h.heartbeat(1);
+    h.now = start + 100;
+    h.heartbeat(1);
+    assert_eq!(
+        h.controller.liveness().last_heartbeat_ms(1),
+        Some(start + 500)
+    );
+    // The caller's loop stalled past every session: renewing gives each a full one again.
+    let late = start + 3 * timeout;
+    h.controller.renew_all_sessions(late);
+    assert!(h
+        .controller
+        .fence_expired_brokers(&h.image, late + timeout - 1)
+        .is_empty());
+    assert!(!h
+        .controller
+        .fence_expired_brokers(&h.image, late + timeout)
+        .is_empty());
+}
+
+#[test]
+fn fences_that_did_not_commit_are_decided_again_at_once() {
+    let mut h = three_brokers();
+    let expired = h.now + h.controller.config().session_timeout_ms;
+    let fences = h.controller.fence_expired_brokers(&h.image, expired);
+    assert!(!fences.is_empty());
+    assert!(h
+        .controller
+        .fence_expired_brokers(&h.image, expired + 10)
+        .is_empty());
+    h.controller.fences_not_committed(&fences);
+    assert_eq!(
+        h.controller.fence_expired_brokers(&h.image, expired + 20),
+        fences
+    );
+}

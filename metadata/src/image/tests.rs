@@ -80,6 +80,7 @@ fn a_batch_with_one_bad_record_changes_nothing() {
             leader: Some(NO_LEADER),
             isr: None,
             replicas: None,
+            expected_partition_epoch: None,
         }),
         MetadataRecord::RemoveTopic(RemoveTopicRecord {
             topic_id: Uuid::from_u128(1),
@@ -112,6 +113,7 @@ fn a_batch_with_one_bad_record_changes_nothing() {
             leader: Some(1),
             isr: None,
             replicas: None,
+            expected_partition_epoch: None,
         }),
         // a partition that is not the next one
         MetadataRecord::Partition(PartitionRecord {
@@ -216,6 +218,7 @@ fn epochs_follow_kafka() {
             leader,
             isr,
             replicas,
+            expected_partition_epoch: None,
         })
     };
     image
@@ -555,4 +558,41 @@ proptest! {
             prop_assert!(image.check_invariants().is_ok(), "{:?}", image.check_invariants());
         }
     }
+}
+
+#[test]
+fn a_partition_change_applies_only_at_its_expected_partition_epoch() {
+    let mut image = small_image();
+    image.apply(pos(3), &[register(2)]).unwrap();
+    let id = Uuid::from_u128(1);
+    let change = |expected| {
+        MetadataRecord::PartitionChange(PartitionChangeRecord {
+            topic_id: id,
+            partition_id: 0,
+            leader: None,
+            isr: Some(vec![1, 2]),
+            replicas: Some(vec![1, 2]),
+            expected_partition_epoch: expected,
+        })
+    };
+    let epoch = image.partition(id, 0).unwrap().partition_epoch;
+    let before = image.clone();
+    for wrong in [epoch - 1, epoch + 1] {
+        let err = image.apply(pos(4), &[change(Some(wrong))]).unwrap_err();
+        assert!(err.to_string().contains("partition epoch"), "{err}");
+        assert_eq!(image.partition(id, 0), before.partition(id, 0));
+    }
+    image.apply(pos(4), &[change(Some(epoch))]).unwrap();
+    assert_eq!(image.partition(id, 0).unwrap().partition_epoch, epoch + 1);
+    // A record without the field (written before it existed) is not checked.
+    let json = format!(
+        r#"[{{"type":"partition_change","topic_id":"{id}","partition_id":0,"leader":null,"isr":[1],"replicas":null}}]"#
+    );
+    let mut bytes = vec![crate::records::RECORD_BATCH_VERSION];
+    bytes.extend_from_slice(json.as_bytes());
+    let records = crate::records::decode_batch(&bytes).unwrap();
+    assert!(
+        matches!(&records[0], MetadataRecord::PartitionChange(c) if c.expected_partition_epoch.is_none())
+    );
+    image.apply(pos(5), &records).unwrap();
 }
