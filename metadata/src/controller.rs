@@ -182,11 +182,16 @@ impl Controller {
 
     // ----- brokers -----
 
-    /// A broker registers. A new incarnation of a registered broker replaces the old one:
-    /// the old one's leaderships and ISR places are given up (it may have lost data), and
-    /// the new registration starts fenced, like every registration, until a heartbeat
-    /// shows it caught up. A retry from the same incarnation with the same endpoints
-    /// commits nothing and keeps the epoch.
+    /// A broker registers. A new incarnation of a registered broker replaces the old one
+    /// only once the old one is fenced or its session has expired (Kafka's rule): while
+    /// the old one is alive, the new one is refused with
+    /// [`MetadataError::DuplicateBrokerRegistration`], so two processes started with the
+    /// same `node.id` cannot keep fencing each other. A controller that never saw the old
+    /// one's heartbeats (it just became active) gives it a full session from `now_ms`.
+    /// On takeover the old one's leaderships and ISR places are given up (it may have
+    /// lost data), and the new registration starts fenced, like every registration, until
+    /// a heartbeat shows it caught up. A retry from the same incarnation with the same
+    /// endpoints commits nothing and keeps the epoch.
     pub fn register_broker(
         &mut self,
         image: &MetadataImage,
@@ -220,6 +225,19 @@ impl Controller {
         }
         let mut records = Vec::new();
         if let Some(existing) = image.broker(request.broker_id) {
+            if existing.incarnation_id != request.incarnation_id
+                && !existing.fenced
+                && self.has_valid_session(request.broker_id, now_ms)
+            {
+                debug!(
+                    broker = request.broker_id,
+                    "registration of a second incarnation refused: the first is alive"
+                );
+                return Err(MetadataError::DuplicateBrokerRegistration {
+                    broker_id: request.broker_id,
+                    registered: existing.incarnation_id,
+                });
+            }
             if existing.incarnation_id == request.incarnation_id
                 && existing.endpoints == request.endpoints
                 && existing.rack == request.rack
@@ -249,6 +267,17 @@ impl Controller {
             records,
             existing_epoch: None,
         })
+    }
+
+    /// Whether a broker's session is still valid at `now_ms`: its last heartbeat is less
+    /// than a session timeout old. A broker this controller never heard from gets a full
+    /// session from `now_ms` (as [`Controller::fence_expired_brokers`] gives it).
+    fn has_valid_session(&mut self, broker: BrokerId, now_ms: u64) -> bool {
+        let session = self.liveness.sessions.entry(broker).or_insert(Session {
+            last_heartbeat_ms: now_ms,
+            fence_decided_ms: None,
+        });
+        now_ms.saturating_sub(session.last_heartbeat_ms) < self.config.session_timeout_ms
     }
 
     /// A broker heartbeats: its session is renewed, and it may be unfenced (caught up and

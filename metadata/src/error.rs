@@ -66,6 +66,16 @@ pub enum MetadataError {
         /// The id in the request.
         got: String,
     },
+    /// A broker registers with a new incarnation while the registered one is unfenced and
+    /// its session has not expired: two processes with the same `node.id`.
+    /// Kafka: `DUPLICATE_BROKER_REGISTRATION`.
+    #[error("Another broker is registered with id {broker_id} (incarnation {registered}) and its session has not expired")]
+    DuplicateBrokerRegistration {
+        /// The broker id.
+        broker_id: i32,
+        /// The incarnation registered in the image.
+        registered: Uuid,
+    },
     /// A broker request names a broker id with no registration. Kafka: `BROKER_ID_NOT_REGISTERED`.
     #[error("broker {0} is not registered")]
     BrokerIdNotRegistered(i32),
@@ -173,6 +183,7 @@ impl MetadataError {
             MetadataError::InvalidConfig(_) => "INVALID_CONFIG",
             MetadataError::PolicyViolation(_) => "POLICY_VIOLATION",
             MetadataError::InconsistentClusterId { .. } => "INCONSISTENT_CLUSTER_ID",
+            MetadataError::DuplicateBrokerRegistration { .. } => "DUPLICATE_BROKER_REGISTRATION",
             MetadataError::BrokerIdNotRegistered(_) => "BROKER_ID_NOT_REGISTERED",
             MetadataError::StaleBrokerEpoch { .. } => "STALE_BROKER_EPOCH",
             MetadataError::InvalidUpdateVersion { .. } => "INVALID_UPDATE_VERSION",

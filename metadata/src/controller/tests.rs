@@ -271,6 +271,9 @@ fn re_registration_with_a_new_incarnation_fences_the_old_one() {
         .map(|p| p.partition)
         .collect();
     assert!(!led.is_empty());
+    // The old incarnation's session runs out (its fence not decided yet): the new one
+    // may take over.
+    h.now += h.controller.config().session_timeout_ms;
     let new_epoch = h.register(2, None);
     assert!(new_epoch > old_epoch);
     let b2 = h.image.broker(2).unwrap();
@@ -325,6 +328,64 @@ fn re_registration_with_a_new_incarnation_fences_the_old_one() {
         .unwrap();
     assert!(d.records.is_empty());
     assert_eq!(d.existing_epoch, Some(new_epoch));
+}
+
+#[test]
+fn a_second_incarnation_is_refused_while_the_first_has_a_valid_session() {
+    let mut h = three_brokers();
+    h.create_topic("t", 3, 3);
+    let epoch = h.epoch(2);
+    let timeout = h.controller.config().session_timeout_ms;
+    let intruder = BrokerRegistrationRequest {
+        broker_id: 2,
+        cluster_id: CLUSTER_ID.into(),
+        incarnation_id: Uuid::new_v4(),
+        endpoints: endpoint(2),
+        rack: None,
+    };
+    // Two processes with the same node.id: the second is refused, nothing changes.
+    let before = h.image.clone();
+    let refused = h
+        .controller
+        .register_broker(&h.image, h.now + timeout - 1, &intruder);
+    assert_eq!(error_name(&refused), "DUPLICATE_BROKER_REGISTRATION");
+    assert_eq!(h.image, before);
+    // The first keeps heartbeating and stays refused-against.
+    h.now += timeout / 2;
+    h.heartbeat(2);
+    let refused = h
+        .controller
+        .register_broker(&h.image, h.now + timeout - 1, &intruder);
+    assert_eq!(error_name(&refused), "DUPLICATE_BROKER_REGISTRATION");
+    // A controller that just became active gives the registered one a full session too.
+    let mut fresh = Controller::new(ControllerConfig::default(), 3);
+    let refused = fresh.register_broker(&h.image, h.now + 10 * timeout, &intruder);
+    assert_eq!(error_name(&refused), "DUPLICATE_BROKER_REGISTRATION");
+    // Once its session has expired, the new incarnation takes over.
+    let d = h
+        .controller
+        .register_broker(&h.image, h.now + timeout, &intruder)
+        .unwrap();
+    assert!(!d.records.is_empty());
+    // A fenced registration can be taken over at once.
+    h.heartbeat_with(3, true, false);
+    assert!(h.image.broker(3).unwrap().fenced);
+    let takeover = BrokerRegistrationRequest {
+        broker_id: 3,
+        incarnation_id: Uuid::new_v4(),
+        endpoints: endpoint(3),
+        ..intruder
+    };
+    let d = h
+        .controller
+        .register_broker(&h.image, h.now, &takeover)
+        .unwrap();
+    h.commit(d.records).unwrap();
+    assert_eq!(
+        h.image.broker(3).unwrap().incarnation_id,
+        takeover.incarnation_id
+    );
+    assert_eq!(h.epoch(2), epoch);
 }
 
 #[test]
