@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use sluice_controller::{ControllerError, MetadataService, MetadataServiceConfig};
 use sluice_metadata::controller::{
-    AlterConfigs, AlterPartitionRequest, CreatePartitions, CreateTopic, TopicRef,
+    AlterConfigs, AlterPartitionRequest, CreatePartitions, CreateTopic, IsrMember, TopicRef,
 };
 use sluice_metadata::records::ConfigResource;
 use sluice_quorum::QuorumConfig;
@@ -163,7 +163,10 @@ async fn sole_voter_serves_every_request_without_a_listener() {
         partition: 0,
         leader_epoch: p0.leader_epoch,
         partition_epoch: p0.partition_epoch,
-        new_isr: vec![1],
+        new_isr: vec![IsrMember {
+            broker_id: 1,
+            broker_epoch: epoch,
+        }],
     };
     let same = service.alter_partition(request.clone()).await.unwrap();
     assert_eq!(same.value, p0);

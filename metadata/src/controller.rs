@@ -786,7 +786,8 @@ impl Controller {
 
     /// AlterPartition: the leader changes the ISR of a partition it leads, if the
     /// partition epoch it read is still current (compare-and-set). Replicas that join the
-    /// ISR must be usable brokers.
+    /// ISR must be usable brokers whose registration is at the broker epoch the request
+    /// carries for them (KIP-903); otherwise `INELIGIBLE_REPLICA`.
     pub fn alter_partition(
         &self,
         image: &MetadataImage,
@@ -811,24 +812,30 @@ impl Controller {
                 current: current.partition_epoch,
             });
         }
+        let new_isr: Vec<BrokerId> = request.new_isr.iter().map(|m| m.broker_id).collect();
         let mut seen = BTreeSet::new();
-        for &r in &request.new_isr {
+        for member in &request.new_isr {
+            let r = member.broker_id;
             let joins = !current.isr.contains(&r);
-            let usable = image.broker(r).is_some_and(|b| b.is_usable());
-            if !seen.insert(r) || !current.replicas.contains(&r) || (joins && !usable) {
+            // KIP-903: a joining replica must still be the registration the leader saw
+            // catch up; one that restarted since (a new epoch) may have lost its log.
+            let eligible = image
+                .broker(r)
+                .is_some_and(|b| b.is_usable() && b.epoch == member.broker_epoch);
+            if !seen.insert(r) || !current.replicas.contains(&r) || (joins && !eligible) {
                 return Err(MetadataError::IneligibleReplica(format!(
                     "Rejecting AlterPartition request from node {} for {}-{} because it specified ineligible replica {r} in the new ISR {:?}.",
-                    request.broker_id, topic.name, request.partition, request.new_isr
+                    request.broker_id, topic.name, request.partition, new_isr
                 )));
             }
         }
-        if !request.new_isr.contains(&request.broker_id) {
+        if !new_isr.contains(&request.broker_id) {
             return Err(MetadataError::InvalidRequest(format!(
                 "The new ISR {:?} does not contain the leader {}",
-                request.new_isr, request.broker_id
+                new_isr, request.broker_id
             )));
         }
-        if request.new_isr == current.isr {
+        if new_isr == current.isr {
             return Ok(Vec::new());
         }
         Ok(vec![MetadataRecord::PartitionChange(
@@ -836,7 +843,7 @@ impl Controller {
                 topic_id: request.topic_id,
                 partition_id: request.partition,
                 leader: None,
-                isr: Some(request.new_isr.clone()),
+                isr: Some(new_isr),
                 replicas: None,
                 expected_partition_epoch: Some(current.partition_epoch),
             },

@@ -379,14 +379,24 @@ impl MetadataImage {
                     }
                 }
                 let mut next = current.clone();
+                // The leader epoch bumps (once) when the leader changes, or when replicas
+                // are removed: the new epoch fences the removed replicas' fetches and
+                // writes, as in Kafka. `leader: Some(current leader)` is no change
+                // (normalized here rather than rejected, so any writer's record means the
+                // same on every node).
+                let mut new_term = false;
                 if let Some(replicas) = &r.replicas {
+                    new_term |= current.replicas.iter().any(|old| !replicas.contains(old));
                     next.replicas = replicas.clone();
                 }
                 if let Some(isr) = &r.isr {
                     next.isr = isr.clone();
                 }
                 if let Some(leader) = r.leader {
+                    new_term |= leader != current.leader;
                     next.leader = leader;
+                }
+                if new_term {
                     next.leader_epoch = current
                         .leader_epoch
                         .checked_add(1)

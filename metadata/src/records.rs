@@ -173,9 +173,11 @@ pub struct PartitionRecord {
 }
 
 /// A partition's leader, ISR or replicas change (Kafka's `PartitionChangeRecord`). `None`
-/// leaves a field as it is. Applying it bumps the partition epoch by one; a `leader` that
-/// is `Some` starts a new leadership term and bumps the leader epoch by one (the controller
-/// sets it only when the leader changes, so the epoch bumps exactly then, as in Kafka).
+/// leaves a field as it is. Applying it bumps the partition epoch by one. The leader epoch
+/// bumps by one when the record starts a new leadership term: a `leader` other than the
+/// current one, or a `replicas` list that drops a current replica (the new epoch fences
+/// the removed replica, as in Kafka); both at once bump it once. `leader: Some(current
+/// leader)` is no leader change and does not bump it (normalized by apply, not rejected).
 ///
 /// `expected_partition_epoch` is the partition epoch of the image the change was decided
 /// on (the controller always sets it): applying a record whose expected epoch is not the

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use sluice_metadata::controller::ReplicaAssignment;
+use sluice_metadata::controller::{IsrMember, ReplicaAssignment};
 use sluice_metadata::records::{Endpoint, SecurityProtocol, NO_LEADER};
 use sluice_metadata::{decode_batch, ControllerConfig};
 use sluice_quorum::{Applier, QuorumConfig};
@@ -282,7 +282,10 @@ async fn no_tick_decides_while_a_proposal_outcome_is_unknown() {
         partition: 0,
         leader_epoch: p.leader_epoch,
         partition_epoch: p.partition_epoch,
-        new_isr: vec![1],
+        new_isr: vec![IsrMember {
+            broker_id: 1,
+            broker_epoch: e1,
+        }],
     };
     let outcome = s.call(|r| Op::AlterPartition(shrink, r)).await;
     assert!(

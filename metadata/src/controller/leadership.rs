@@ -8,8 +8,8 @@
 //!   remaining ISR and usable (unfenced, not shutting down), or no leader (offline);
 //! - a broker being unfenced takes the leaderless partitions whose ISR holds it.
 //!
-//! A record's `leader` is set only when the leader changes, so the leader epoch bumps
-//! exactly then.
+//! A record's `leader` is set only when the leader changes (apply would not bump the
+//! leader epoch for the current leader anyway).
 
 use std::collections::BTreeSet;
 

@@ -164,8 +164,20 @@ pub struct AlterPartitionRequest {
     pub leader_epoch: i32,
     /// The partition epoch the change is based on.
     pub partition_epoch: i32,
-    /// The ISR wanted.
-    pub new_isr: Vec<BrokerId>,
+    /// The ISR wanted, each member with the broker epoch the leader knows it by (KIP-903:
+    /// the epoch a follower sent with its fetches).
+    pub new_isr: Vec<IsrMember>,
+}
+
+/// One member of the ISR an AlterPartition asks for (Kafka's `NewIsrWithEpochs` entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsrMember {
+    /// The replica.
+    pub broker_id: BrokerId,
+    /// The broker epoch of the replica's registration, as seen by the leader. A replica
+    /// that joins the ISR must have this epoch still: one that restarted since (maybe with
+    /// an empty disk) is not the replica that caught up.
+    pub broker_epoch: i64,
 }
 
 /// Records to commit plus a result per request item, in request order.

@@ -30,6 +30,16 @@ fn create(name: &str, partitions: i32, rf: i16) -> CreateTopic {
     }
 }
 
+/// ISR members with their current broker epochs, as a leader would send them.
+fn members(h: &Harness, ids: &[BrokerId]) -> Vec<IsrMember> {
+    ids.iter()
+        .map(|&broker_id| IsrMember {
+            broker_id,
+            broker_epoch: h.epoch(broker_id),
+        })
+        .collect()
+}
+
 fn error_name<T: std::fmt::Debug>(result: &Result<T>) -> &'static str {
     result.as_ref().unwrap_err().kafka_error_name()
 }
@@ -187,7 +197,7 @@ fn preferred_leaders_come_back_after_unfence() {
             partition: p,
             leader_epoch: reg.leader_epoch,
             partition_epoch: reg.partition_epoch,
-            new_isr,
+            new_isr: members(&h, &new_isr),
         };
         let records = h.controller.alter_partition(&h.image, &request).unwrap();
         h.commit(records).unwrap();
@@ -213,7 +223,14 @@ fn alter_partition_is_a_compare_and_set_on_the_partition_epoch() {
         partition: 0,
         leader_epoch: reg.leader_epoch,
         partition_epoch: reg.partition_epoch,
-        new_isr: reg.isr.iter().copied().filter(|&r| r != follower).collect(),
+        new_isr: members(
+            &h,
+            &reg.isr
+                .iter()
+                .copied()
+                .filter(|&r| r != follower)
+                .collect::<Vec<_>>(),
+        ),
     };
     let records = h.controller.alter_partition(&h.image, &shrink).unwrap();
     h.commit(records).unwrap();
@@ -248,13 +265,72 @@ fn alter_partition_is_a_compare_and_set_on_the_partition_epoch() {
         broker_epoch: h.epoch(reg.leader),
         leader_epoch: reg.leader_epoch,
         partition_epoch: reg.partition_epoch,
-        new_isr,
+        new_isr: members(&h, &new_isr),
         ..shrink
     };
     assert_eq!(
         error_name(&h.controller.alter_partition(&h.image, &join)),
         "INELIGIBLE_REPLICA"
     );
+}
+
+#[test]
+fn a_replica_joins_the_isr_only_at_the_broker_epoch_the_leader_saw() {
+    // KIP-903: a follower that caught up, then restarted (maybe with an empty disk) and
+    // registered again, is not the replica the leader saw in sync.
+    let mut h = three_brokers();
+    let t = h.create_topic("t", 1, 3);
+    let reg = h.image.partition(t, 0).unwrap().clone();
+    let follower = reg.replicas[2];
+    let seen_epoch = h.epoch(follower);
+    let shrink = AlterPartitionRequest {
+        broker_id: reg.leader,
+        broker_epoch: h.epoch(reg.leader),
+        topic_id: t,
+        partition: 0,
+        leader_epoch: reg.leader_epoch,
+        partition_epoch: reg.partition_epoch,
+        new_isr: members(
+            &h,
+            &reg.isr
+                .iter()
+                .copied()
+                .filter(|&r| r != follower)
+                .collect::<Vec<_>>(),
+        ),
+    };
+    h.commit(h.controller.alter_partition(&h.image, &shrink).unwrap())
+        .unwrap();
+    // The follower restarts: fenced, then a new registration (a new epoch), unfenced.
+    h.heartbeat_with(follower, true, false);
+    h.register(follower, None);
+    h.heartbeat(follower);
+    assert_ne!(h.epoch(follower), seen_epoch);
+    let reg = h.image.partition(t, 0).unwrap().clone();
+    let mut join = AlterPartitionRequest {
+        leader_epoch: reg.leader_epoch,
+        partition_epoch: reg.partition_epoch,
+        new_isr: reg
+            .isr
+            .iter()
+            .map(|&broker_id| IsrMember {
+                broker_id,
+                broker_epoch: h.epoch(broker_id),
+            })
+            .chain([IsrMember {
+                broker_id: follower,
+                broker_epoch: seen_epoch,
+            }])
+            .collect(),
+        ..shrink
+    };
+    let refused = h.controller.alter_partition(&h.image, &join);
+    assert_eq!(error_name(&refused), "INELIGIBLE_REPLICA");
+    // At its current epoch it joins.
+    join.new_isr.last_mut().unwrap().broker_epoch = h.epoch(follower);
+    h.commit(h.controller.alter_partition(&h.image, &join).unwrap())
+        .unwrap();
+    assert!(h.image.partition(t, 0).unwrap().isr.contains(&follower));
 }
 
 #[test]
@@ -972,7 +1048,7 @@ fn a_partition_change_decided_on_an_old_image_is_rejected() {
                 partition: 0,
                 leader_epoch: reg.leader_epoch,
                 partition_epoch: reg.partition_epoch,
-                new_isr: vec![1],
+                new_isr: members(&h, &[1]),
             },
         )
         .unwrap();

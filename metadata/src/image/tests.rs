@@ -239,6 +239,57 @@ fn epochs_follow_kafka() {
 }
 
 #[test]
+fn removing_replicas_bumps_the_leader_epoch_and_naming_the_same_leader_does_not() {
+    let mut image = small_image();
+    image.apply(pos(3), &[register(2)]).unwrap();
+    image.apply(pos(4), &[register(3)]).unwrap();
+    let id = Uuid::from_u128(1);
+    let change = |leader, isr: Option<Vec<BrokerId>>, replicas: Option<Vec<BrokerId>>| {
+        MetadataRecord::PartitionChange(PartitionChangeRecord {
+            topic_id: id,
+            partition_id: 0,
+            leader,
+            isr,
+            replicas,
+            expected_partition_epoch: None,
+        })
+    };
+    let epochs = |image: &MetadataImage| {
+        let p = image.partition(id, 0).unwrap();
+        (p.leader, p.leader_epoch, p.partition_epoch)
+    };
+    // Adding replicas: the leader epoch stays.
+    image
+        .apply(
+            pos(5),
+            &[change(None, Some(vec![1, 2, 3]), Some(vec![1, 2, 3]))],
+        )
+        .unwrap();
+    assert_eq!(epochs(&image), (1, 0, 1));
+    // Naming the current leader is no leader change: the leader epoch stays.
+    image.apply(pos(6), &[change(Some(1), None, None)]).unwrap();
+    assert_eq!(epochs(&image), (1, 0, 2));
+    // Removing a replica fences it out of the partition: the leader epoch bumps, once,
+    // even with a leader change in the same record.
+    image
+        .apply(pos(7), &[change(None, Some(vec![1, 2]), Some(vec![1, 2]))])
+        .unwrap();
+    assert_eq!(epochs(&image), (1, 1, 3));
+    image
+        .apply(pos(8), &[change(Some(2), Some(vec![2]), Some(vec![2]))])
+        .unwrap();
+    assert_eq!(epochs(&image), (2, 2, 4));
+    // Reordering the same replicas removes none.
+    image
+        .apply(pos(9), &[change(None, Some(vec![2, 1]), Some(vec![2, 1]))])
+        .unwrap();
+    image
+        .apply(pos(10), &[change(None, None, Some(vec![1, 2]))])
+        .unwrap();
+    assert_eq!(epochs(&image), (2, 2, 6));
+}
+
+#[test]
 fn snapshots_round_trip_and_reject_damage() {
     let mut h = Harness::new();
     for id in 1..=3 {
