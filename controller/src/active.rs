@@ -4,8 +4,9 @@
 //! - **Leadership.** The task follows the quorum's status. When this node becomes leader
 //!   (or leads a new term) it first commits an empty batch, a *barrier*: once it is applied
 //!   here, every entry of the earlier terms is applied too, so decisions see the whole log.
-//!   Then, if the log has no cluster id yet, it commits the bootstrap batch (the id from the
-//!   config, else a random one). Only then is it active, with a fresh [`Controller`]: broker
+//!   Then, if the log has no cluster id or no `metadata.version` yet, it commits the
+//!   bootstrap batch (the id from the config, else a random one; this build's level).
+//!   Every batch it proposes is first checked against the cluster's `metadata.version`. Only then is it active, with a fresh [`Controller`]: broker
 //!   liveness is not in the log, so every broker starts with a full session from this moment
 //!   (no broker is fenced because the old controller's heartbeats were lost with it). When
 //!   the node stops leading, that state is dropped.
@@ -37,6 +38,7 @@ use sluice_metadata::controller::{
     CreatePartitions, CreateTopic, CreatedTopic, DeletedTopic, ProducerIdBlock, TopicRef,
 };
 use sluice_metadata::image::PartitionRegistration;
+use sluice_metadata::records::check_metadata_version;
 use sluice_metadata::records::BrokerId;
 use sluice_metadata::{encode_batch, Controller, MetadataError, MetadataImage, MetadataRecord};
 use sluice_quorum::{NodeId, Quorum, QuorumError, QuorumStatus};
@@ -214,7 +216,7 @@ impl<L: Log> ControllerTask<L> {
             return None;
         }
         let image = self.images.image();
-        match image.cluster_id() {
+        let id = match image.cluster_id() {
             Some(id) => {
                 if let Some(configured) = &self.config.cluster_id {
                     if configured != id {
@@ -225,18 +227,22 @@ impl<L: Log> ControllerTask<L> {
                         );
                     }
                 }
+                id.to_owned()
             }
-            None => {
-                let id = self
-                    .config
-                    .cluster_id
-                    .clone()
-                    .unwrap_or_else(new_cluster_id);
-                let records = Controller::bootstrap(&image, &id);
-                if let Err(e) = self.propose(records).await {
-                    tracing::warn!(node, term, "cluster id not committed: {e}");
-                    return None;
-                }
+            None => self
+                .config
+                .cluster_id
+                .clone()
+                .unwrap_or_else(new_cluster_id),
+        };
+        // The cluster id and metadata.version, whichever the log lacks.
+        let records = Controller::bootstrap(&image, &id);
+        if !records.is_empty() {
+            if let Err(e) = self.propose(records).await {
+                tracing::warn!(node, term, "bootstrap batch not committed: {e}");
+                return None;
+            }
+            if image.cluster_id().is_none() {
                 tracing::info!(cluster_id = %id, "new cluster: cluster id written to the metadata log");
             }
         }
@@ -523,6 +529,10 @@ impl<L: Log> ControllerTask<L> {
     /// timeout); returns its offset.
     async fn propose(&self, records: Vec<MetadataRecord>) -> Result<i64> {
         let timeout = self.config.request_timeout;
+        // Never a record above the cluster's metadata.version: nodes at that level could
+        // not read it (see docs/cluster.md, "Upgrades").
+        check_metadata_version(&records, self.images.image().metadata_version())
+            .map_err(ControllerError::Request)?;
         let payload = encode_batch(&records).map_err(ControllerError::Request)?;
         let proposed = tokio::time::timeout(timeout, self.quorum.propose(payload)).await;
         let (index, response) = match proposed {

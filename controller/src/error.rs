@@ -40,6 +40,10 @@ pub enum ControllerError {
     /// The service was shut down (or its task ended); it answers nothing more.
     #[error("the metadata service is stopped")]
     Stopped,
+    /// This node stopped applying the metadata log at an entry its build cannot read (a
+    /// newer batch format, record type or `metadata.version`): it must be upgraded.
+    #[error("metadata apply stopped on this node: {0}")]
+    Halted(String),
 
     /// The configuration cannot work.
     #[error("invalid metadata service config: {0}")]
@@ -57,6 +61,7 @@ impl ControllerError {
             ControllerError::Rejected { .. }
             | ControllerError::Quorum(_)
             | ControllerError::Stopped
+            | ControllerError::Halted(_)
             | ControllerError::Config(_) => "UNKNOWN_SERVER_ERROR",
         }
     }

@@ -3,9 +3,21 @@
 //! use.
 //!
 //! Every committed entry is one record batch (`sluice_metadata::encode_batch`). `apply`
-//! decodes it and applies it to the working image at the entry's log position; a batch that
-//! does not decode or that the image rejects is skipped (the position still advances), the
-//! same way on every node, and the proposer gets the reason back. After each entry the image
+//! decodes it and applies it to the working image at the entry's log position; a batch
+//! that the image rejects (a record that does not fit it) is skipped (the position still
+//! advances), the same way on every node, and the proposer gets the reason back.
+//!
+//! # Entries this build cannot read
+//! An entry that does not decode (a batch version or record type this build does not
+//! know, or bytes that are no batch) or that raises `metadata.version` above what this
+//! build reads is **not** skipped: a newer node reads it, so skipping it would make the
+//! nodes' images silently differ. This node **stops applying** instead: the image stays at
+//! the entry before, every later entry is refused, [`ImageReader::halted`] gives the
+//! reason (logged at error level) and [`ImageReader::wait_for_offset`] fails with
+//! [`ControllerError::Halted`]. While halted, [`Applier::snapshot`] returns bytes that no
+//! node loads, so no snapshot claims entries this node did not apply. Installing a
+//! snapshot (from a node that could read the log) replaces the state and resumes applying;
+//! otherwise the node must be upgraded and restarted. After each entry the image
 //! is published as a new `Arc<MetadataImage>` through a `tokio::sync::watch` channel:
 //! readers clone the `Arc` (a reference count) and keep a consistent image for as long as
 //! they like, while the next one is built beside it.
@@ -31,7 +43,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_metadata::{decode_batch, LogPosition, MetadataImage};
+use sluice_metadata::{decode_batch, LogPosition, MetadataError, MetadataImage};
 use sluice_quorum::Applier;
 use tokio::sync::watch;
 
@@ -78,6 +90,8 @@ pub struct MetadataStateMachine {
     /// The working copy `apply` changes; a clone of it is published after each entry.
     image: MetadataImage,
     published: watch::Sender<Arc<MetadataImage>>,
+    /// Why applying stopped (see the module docs), shared with the readers.
+    halted: watch::Sender<Option<String>>,
 }
 
 impl MetadataStateMachine {
@@ -85,11 +99,29 @@ impl MetadataStateMachine {
     /// at start) and the reader of the images it publishes.
     pub fn new() -> (MetadataStateMachine, ImageReader) {
         let (published, rx) = watch::channel(Arc::new(MetadataImage::new()));
+        let (halted, halted_rx) = watch::channel(None);
         let sm = MetadataStateMachine {
             image: MetadataImage::new(),
             published,
+            halted,
         };
-        (sm, ImageReader { rx })
+        (
+            sm,
+            ImageReader {
+                rx,
+                halted: halted_rx,
+            },
+        )
+    }
+
+    /// Stops applying at the entry at `offset`, which this build cannot read.
+    fn halt(&mut self, offset: i64, e: &MetadataError) -> ApplyOutcome {
+        let reason = format!(
+            "the entry at offset {offset} cannot be read by this build ({e}); upgrade this node"
+        );
+        tracing::error!(offset, "metadata apply stopped: {reason}");
+        self.halted.send_replace(Some(reason.clone()));
+        ApplyOutcome::Rejected(format!("metadata apply stopped on this node: {reason}"))
     }
 
     fn publish(&self) {
@@ -102,14 +134,22 @@ impl MetadataStateMachine {
                 "log index {index} or term {term} is out of range"
             ));
         };
+        if let Some(reason) = self.halted.borrow().as_ref() {
+            return ApplyOutcome::Rejected(format!(
+                "metadata apply stopped on this node: {reason}"
+            ));
+        }
         let position = LogPosition { offset, epoch };
-        let applied = decode_batch(payload).and_then(|records| {
-            self.image.apply(position, &records)?;
-            tracing::trace!(offset, records = records.len(), "metadata batch applied");
-            Ok(())
-        });
-        match applied {
-            Ok(()) => ApplyOutcome::Applied,
+        let records = match decode_batch(payload) {
+            Ok(records) => records,
+            Err(e) => return self.halt(offset, &e),
+        };
+        match self.image.apply(position, &records) {
+            Ok(()) => {
+                tracing::trace!(offset, records = records.len(), "metadata batch applied");
+                ApplyOutcome::Applied
+            }
+            Err(e @ MetadataError::UnsupportedMetadataVersion { .. }) => self.halt(offset, &e),
             Err(e) => {
                 // Every node rejects the same batch the same way, so the images stay equal.
                 tracing::warn!(offset, "metadata batch rejected, skipped: {e}");
@@ -130,6 +170,12 @@ impl Applier for MetadataStateMachine {
     }
 
     fn snapshot(&self) -> Vec<u8> {
+        if self.halted.borrow().is_some() {
+            // The image misses entries the quorum counts as applied: a snapshot of it
+            // would make that permanent. Bytes no node loads instead (see the module docs).
+            tracing::error!("metadata apply is stopped: no snapshot of this node's image");
+            return Vec::new();
+        }
         // Encoding plain maps and strings to JSON cannot fail; should it ever, the empty
         // snapshot is refused when loaded, loudly, rather than taken for an empty cluster.
         self.image.to_snapshot_bytes().unwrap_or_else(|e| {
@@ -148,6 +194,7 @@ impl Applier for MetadataStateMachine {
         }
         tracing::debug!(offset, last_index, "metadata image loaded from a snapshot");
         self.image = image;
+        self.halted.send_replace(None);
         self.publish();
         Ok(())
     }
@@ -158,6 +205,7 @@ impl Applier for MetadataStateMachine {
 #[derive(Debug, Clone)]
 pub struct ImageReader {
     rx: watch::Receiver<Arc<MetadataImage>>,
+    halted: watch::Receiver<Option<String>>,
 }
 
 impl ImageReader {
@@ -171,23 +219,37 @@ impl ImageReader {
         self.rx.clone()
     }
 
+    /// Why this node stopped applying the log, if it did (see the module docs).
+    pub fn halted(&self) -> Option<String> {
+        self.halted.borrow().clone()
+    }
+
     /// Waits until the image has applied the entry at `offset` (its metadata offset is at
-    /// least `offset`), for at most `timeout`; returns that image.
+    /// least `offset`), for at most `timeout`; returns that image. Fails at once with
+    /// [`ControllerError::Halted`] if applying stopped before that offset.
     pub async fn wait_for_offset(
         &self,
         offset: i64,
         timeout: Duration,
     ) -> Result<Arc<MetadataImage>> {
         let mut rx = self.rx.clone();
-        let reached = tokio::time::timeout(
-            timeout,
-            rx.wait_for(|image| image.metadata_offset() >= offset),
-        )
+        let mut halted = self.halted.clone();
+        let reached = tokio::time::timeout(timeout, async {
+            tokio::select! {
+                biased;
+                image = rx.wait_for(|image| image.metadata_offset() >= offset) => {
+                    image.map(|i| i.clone()).map_err(|_| ControllerError::Stopped)
+                }
+                reason = halted.wait_for(Option::is_some) => match reason {
+                    Ok(reason) => Err(ControllerError::Halted(reason.clone().unwrap_or_default())),
+                    // Both senders live in the state machine: it is gone.
+                    Err(_) => Err(ControllerError::Stopped),
+                },
+            }
+        })
         .await;
         match reached {
-            Ok(Ok(image)) => Ok(image.clone()),
-            // The sender lives in the state machine, which lives as long as the quorum.
-            Ok(Err(_)) => Err(ControllerError::Stopped),
+            Ok(result) => result,
             Err(_) => Err(ControllerError::Timeout(timeout)),
         }
     }
@@ -197,7 +259,10 @@ impl ImageReader {
 mod tests {
     use super::*;
     use sluice_metadata::encode_batch;
-    use sluice_metadata::records::{ClusterIdRecord, MetadataRecord, RemoveTopicRecord};
+    use sluice_metadata::records::{
+        ClusterIdRecord, FeatureLevelRecord, MetadataRecord, RemoveTopicRecord,
+        LATEST_METADATA_VERSION, METADATA_VERSION,
+    };
 
     fn cluster_id(id: &str) -> Vec<u8> {
         encode_batch(&[MetadataRecord::ClusterId(ClusterIdRecord {
@@ -249,30 +314,70 @@ mod tests {
             ApplyOutcome::decode(&sm.apply(4, 1, &remove)),
             ApplyOutcome::Rejected(_)
         ));
-        // Bytes that are no batch at all.
-        for garbage in [&b""[..], b"\x01[{", b"\x09[]", b"\xff\xfe"] {
-            assert!(matches!(
-                ApplyOutcome::decode(&sm.apply(7, 1, garbage).clone()),
-                ApplyOutcome::Rejected(_)
-            ));
-        }
         let image = reader.image();
         assert_eq!(image.cluster_id(), Some("c1"));
         assert_eq!(
             image.metadata_offset(),
-            7,
+            4,
             "skipped entries advance the offset"
         );
         // An index not above the last one is answered, not applied.
         assert!(matches!(
-            ApplyOutcome::decode(&sm.apply(7, 1, &encode_batch(&[]).unwrap())),
+            ApplyOutcome::decode(&sm.apply(4, 1, &encode_batch(&[]).unwrap())),
             ApplyOutcome::Rejected(_)
         ));
         assert!(matches!(
             ApplyOutcome::decode(&sm.apply(u64::MAX, 1, &encode_batch(&[]).unwrap())),
             ApplyOutcome::Rejected(_)
         ));
-        assert_eq!(reader.image().metadata_offset(), 7);
+        assert_eq!(reader.image().metadata_offset(), 4);
+        assert_eq!(reader.halted(), None);
+    }
+
+    #[tokio::test]
+    async fn an_entry_this_build_cannot_read_stops_apply_instead_of_being_skipped() {
+        let newer_level = MetadataRecord::FeatureLevel(FeatureLevelRecord {
+            name: METADATA_VERSION.into(),
+            feature_level: LATEST_METADATA_VERSION + 1,
+        });
+        let unreadable: [Vec<u8>; 5] = [
+            b"\x02[]".to_vec(),
+            b"\x01[{\"type\":\"record_from_the_future\"}]".to_vec(),
+            b"\x01[{".to_vec(),
+            Vec::new(),
+            encode_batch(&[newer_level]).unwrap(),
+        ];
+        for bytes in unreadable {
+            let (mut sm, reader) = MetadataStateMachine::new();
+            sm.apply(1, 1, &cluster_id("c1"));
+            let snapshot_before = sm.snapshot();
+            let outcome = ApplyOutcome::decode(&sm.apply(2, 1, &bytes));
+            assert!(matches!(outcome, ApplyOutcome::Rejected(_)), "{bytes:?}");
+            // Not skipped: the image stays before the entry, and no later entry applies.
+            let later = ApplyOutcome::decode(&sm.apply(3, 1, &encode_batch(&[]).unwrap()));
+            let ApplyOutcome::Rejected(reason) = later else {
+                panic!("{later:?}")
+            };
+            assert!(reason.contains("stopped"), "{reason}");
+            assert_eq!(reader.image().metadata_offset(), 1, "{bytes:?}");
+            let halted = reader.halted().expect("halted");
+            assert!(!halted.is_empty());
+            // Waiting for a later offset fails at once with the reason, not a timeout.
+            assert!(matches!(
+                reader.wait_for_offset(3, Duration::from_secs(10)).await,
+                Err(ControllerError::Halted(_))
+            ));
+            // No snapshot claims what this node did not apply.
+            let snapshot = sm.snapshot();
+            assert!(MetadataImage::from_snapshot_bytes(&snapshot).is_err());
+            // A snapshot from a node that could read it (here: an earlier one) restarts it.
+            sm.install_snapshot(3, &snapshot_before).unwrap();
+            assert_eq!(reader.halted(), None);
+            assert!(matches!(
+                ApplyOutcome::decode(&sm.apply(4, 1, &encode_batch(&[]).unwrap())),
+                ApplyOutcome::Applied
+            ));
+        }
     }
 
     #[test]

@@ -170,14 +170,23 @@ impl Controller {
         &self.liveness
     }
 
-    /// The records that start a new cluster: its id (none if the image has one already).
+    /// The records that start a new cluster: its id and its `metadata.version` (this
+    /// build's [`LATEST_METADATA_VERSION`]), each only if the image has none yet (a log
+    /// written before the feature level existed gets it on the next activation).
     pub fn bootstrap(image: &MetadataImage, cluster_id: &str) -> Vec<MetadataRecord> {
-        if image.cluster_id().is_some() {
-            return Vec::new();
+        let mut records = Vec::new();
+        if image.cluster_id().is_none() {
+            records.push(MetadataRecord::ClusterId(ClusterIdRecord {
+                cluster_id: cluster_id.to_owned(),
+            }));
         }
-        vec![MetadataRecord::ClusterId(ClusterIdRecord {
-            cluster_id: cluster_id.to_owned(),
-        })]
+        if image.feature_level(METADATA_VERSION).is_none() {
+            records.push(MetadataRecord::FeatureLevel(FeatureLevelRecord {
+                name: METADATA_VERSION.into(),
+                feature_level: LATEST_METADATA_VERSION,
+            }));
+        }
+        records
     }
 
     // ----- brokers -----

@@ -137,6 +137,27 @@ pub enum MetadataError {
         /// The last applied offset.
         last: i64,
     },
+    /// The log sets a `metadata.version` level above the highest this build reads
+    /// ([`crate::records::LATEST_METADATA_VERSION`]), in a batch or a snapshot: this
+    /// node's code is too old for the log. Not a rejection: the node must stop applying.
+    /// Internal: `UNKNOWN_SERVER_ERROR`.
+    #[error("the log is at metadata.version {level}, this build reads up to {supported}: upgrade this node")]
+    UnsupportedMetadataVersion {
+        /// The level in the log.
+        level: u16,
+        /// The highest level this build reads.
+        supported: u16,
+    },
+    /// The controller was about to write a record above the cluster's `metadata.version`
+    /// (a bug: decisions must only produce what the level allows). Internal:
+    /// `UNKNOWN_SERVER_ERROR`.
+    #[error("a record needs metadata.version {needed}, the cluster is at {level}")]
+    MetadataVersionTooLow {
+        /// The level the record needs.
+        needed: u16,
+        /// The cluster's level.
+        level: u16,
+    },
     /// Bytes start with a format version this build does not read.
     /// Internal: `UNKNOWN_SERVER_ERROR`.
     #[error("unsupported {what} version {version:?} (None: empty input)")]
@@ -192,6 +213,8 @@ impl MetadataError {
             MetadataError::ProducerIdsExhausted
             | MetadataError::InconsistentRecord { .. }
             | MetadataError::OffsetNotIncreasing { .. }
+            | MetadataError::UnsupportedMetadataVersion { .. }
+            | MetadataError::MetadataVersionTooLow { .. }
             | MetadataError::UnsupportedVersion { .. }
             | MetadataError::Decode { .. }
             | MetadataError::Encode { .. } => "UNKNOWN_SERVER_ERROR",

@@ -170,6 +170,8 @@ pub struct MetadataImage {
     topic_ids: BTreeMap<String, Uuid>,
     next_producer_id: i64,
     configs: BTreeMap<ConfigResource, BTreeMap<String, String>>,
+    /// The `metadata.version` level, once a [`FeatureLevelRecord`] set it.
+    metadata_version: Option<u16>,
 }
 
 /// What a batch touched, as it was before: restored if a later record of the batch fails.
@@ -177,6 +179,7 @@ pub struct MetadataImage {
 #[derive(Default)]
 struct Undo {
     cluster_id: Option<Option<String>>,
+    metadata_version: Option<Option<u16>>,
     next_producer_id: Option<i64>,
     brokers: BTreeMap<BrokerId, Option<BrokerRegistration>>,
     topics: BTreeMap<Uuid, Option<TopicImage>>,
@@ -197,6 +200,9 @@ struct SnapshotV1 {
     brokers: Vec<BrokerRegistration>,
     topics: Vec<TopicImage>,
     configs: Vec<SnapshotConfig>,
+    /// Absent in snapshots written before the feature level existed (read as unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metadata_version: Option<u16>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -219,6 +225,18 @@ impl MetadataImage {
     /// with an error, nothing. `position.offset` must be above the last applied offset.
     pub fn apply(&mut self, position: LogPosition, records: &[MetadataRecord]) -> Result<()> {
         self.check_position(position)?;
+        // A level this build does not read is not a batch to reject (newer nodes accept
+        // it): the caller must stop applying. Checked before anything changes.
+        for record in records {
+            if let MetadataRecord::FeatureLevel(r) = record {
+                if r.name == METADATA_VERSION && r.feature_level > LATEST_METADATA_VERSION {
+                    return Err(MetadataError::UnsupportedMetadataVersion {
+                        level: r.feature_level,
+                        supported: LATEST_METADATA_VERSION,
+                    });
+                }
+            }
+        }
         let mut undo = Undo::default();
         for (index, record) in records.iter().enumerate() {
             if let Err(reason) = self.apply_one(position.offset, record, &mut undo) {
@@ -278,6 +296,24 @@ impl MetadataImage {
                         self.cluster_id = Some(r.cluster_id.clone());
                     }
                 }
+            }
+            MetadataRecord::FeatureLevel(r) => {
+                if r.name != METADATA_VERSION {
+                    return Err(format!("unknown feature {}", r.name));
+                }
+                if r.feature_level == 0 {
+                    return Err("metadata.version level 0".into());
+                }
+                if let Some(current) = self.metadata_version {
+                    if r.feature_level < current {
+                        return Err(format!(
+                            "metadata.version {} is below the current level {current}: levels never go down",
+                            r.feature_level
+                        ));
+                    }
+                }
+                undo.metadata_version.get_or_insert(self.metadata_version);
+                self.metadata_version = Some(r.feature_level);
             }
             MetadataRecord::RegisterBroker(r) => {
                 let registration = BrokerRegistration {
@@ -524,6 +560,9 @@ impl MetadataImage {
         if let Some(id) = undo.cluster_id {
             self.cluster_id = id;
         }
+        if let Some(level) = undo.metadata_version {
+            self.metadata_version = level;
+        }
         if let Some(next) = undo.next_producer_id {
             self.next_producer_id = next;
         }
@@ -575,6 +614,7 @@ impl MetadataImage {
                     })
                 })
                 .collect(),
+            metadata_version: self.metadata_version,
         };
         let mut out = vec![SNAPSHOT_VERSION];
         serde_json::to_writer(&mut out, &snapshot).map_err(|source| MetadataError::Encode {
@@ -605,7 +645,18 @@ impl MetadataImage {
             what: SNAPSHOT,
             reason,
         };
+        match snapshot.metadata_version {
+            Some(level) if level > LATEST_METADATA_VERSION => {
+                return Err(MetadataError::UnsupportedMetadataVersion {
+                    level,
+                    supported: LATEST_METADATA_VERSION,
+                })
+            }
+            Some(0) => return Err(bad("metadata.version level 0".into())),
+            _ => {}
+        }
         let mut image = MetadataImage {
+            metadata_version: snapshot.metadata_version,
             cluster_id: snapshot.cluster_id,
             last_applied: snapshot.last_applied,
             next_producer_id: snapshot.next_producer_id,
@@ -695,6 +746,17 @@ impl MetadataImage {
     /// The cluster id, once the first batch has set it.
     pub fn cluster_id(&self) -> Option<&str> {
         self.cluster_id.as_deref()
+    }
+
+    /// The `metadata.version` level set in the log, if any.
+    pub fn feature_level(&self, name: &str) -> Option<u16> {
+        self.metadata_version.filter(|_| name == METADATA_VERSION)
+    }
+
+    /// The cluster's `metadata.version` level: the one in the log, or 1 for a log that
+    /// predates the record (everything it can hold is level 1).
+    pub fn metadata_version(&self) -> u16 {
+        self.metadata_version.unwrap_or(1)
     }
 
     /// The position of the last entry applied or skipped.

@@ -41,6 +41,16 @@ pub const NO_LEADER: BrokerId = -1;
 /// Version byte of [`encode_batch`].
 pub const RECORD_BATCH_VERSION: u8 = 1;
 
+/// The feature whose level says which records and fields the log may hold (Kafka's
+/// `metadata.version`).
+pub const METADATA_VERSION: &str = "metadata.version";
+
+/// The highest `metadata.version` level this build reads and writes. Level 1: every
+/// record and field that exists today. A later build that adds a record kind or field
+/// raises it; its controller writes the new kind only once the cluster's level (a
+/// [`FeatureLevelRecord`] in the log) allows it, so older nodes never meet it unawares.
+pub const LATEST_METADATA_VERSION: u16 = 1;
+
 /// Kafka's `security.protocol` of a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum SecurityProtocol {
@@ -241,6 +251,19 @@ pub struct ConfigRecord {
     pub value: Option<String>,
 }
 
+/// A cluster-wide feature's level is set (Kafka's `FeatureLevelRecord`). The only
+/// feature is [`METADATA_VERSION`]; the controller writes it in the bootstrap batch. The
+/// level never goes down. A node whose build reads a lower level than the one in the log
+/// stops applying (its code is too old for the log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureLevelRecord {
+    /// The feature, [`METADATA_VERSION`].
+    pub name: String,
+    /// Its level, from 1.
+    pub feature_level: u16,
+}
+
 /// One metadata record. See the module docs for the encoding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -265,6 +288,40 @@ pub enum MetadataRecord {
     ProducerIds(ProducerIdsRecord),
     /// See [`ConfigRecord`].
     Config(ConfigRecord),
+    /// See [`FeatureLevelRecord`].
+    FeatureLevel(FeatureLevelRecord),
+}
+
+impl MetadataRecord {
+    /// The lowest `metadata.version` level at which this record (its kind and the fields
+    /// it sets) may be written. No wildcard: a new kind does not compile until it says.
+    pub fn min_metadata_version(&self) -> u16 {
+        match self {
+            MetadataRecord::ClusterId(_)
+            | MetadataRecord::RegisterBroker(_)
+            | MetadataRecord::BrokerRegistrationChange(_)
+            | MetadataRecord::UnregisterBroker(_)
+            | MetadataRecord::Topic(_)
+            | MetadataRecord::Partition(_)
+            | MetadataRecord::PartitionChange(_)
+            | MetadataRecord::RemoveTopic(_)
+            | MetadataRecord::ProducerIds(_)
+            | MetadataRecord::Config(_)
+            | MetadataRecord::FeatureLevel(_) => 1,
+        }
+    }
+}
+
+/// Refuses a batch that holds a record above the cluster's `metadata.version` `level`
+/// (the controller checks every batch before it proposes it).
+pub fn check_metadata_version(records: &[MetadataRecord], level: u16) -> Result<()> {
+    match records.iter().find(|r| r.min_metadata_version() > level) {
+        Some(r) => Err(MetadataError::MetadataVersionTooLow {
+            needed: r.min_metadata_version(),
+            level,
+        }),
+        None => Ok(()),
+    }
 }
 
 const BATCH: &str = "record batch";
@@ -454,6 +511,12 @@ pub(crate) mod tests {
                         value
                     }
                 )),
+            ("\\PC{0,20}", any::<u16>()).prop_map(|(name, feature_level)| {
+                MetadataRecord::FeatureLevel(FeatureLevelRecord {
+                    name,
+                    feature_level,
+                })
+            }),
         ]
     }
 

@@ -290,6 +290,76 @@ fn removing_replicas_bumps_the_leader_epoch_and_naming_the_same_leader_does_not(
 }
 
 #[test]
+fn the_metadata_version_is_set_at_bootstrap_never_goes_down_and_a_newer_one_stops_apply() {
+    let mut image = MetadataImage::new();
+    let bootstrap = crate::controller::Controller::bootstrap(&image, CLUSTER_ID);
+    assert!(
+        bootstrap.contains(&MetadataRecord::FeatureLevel(FeatureLevelRecord {
+            name: METADATA_VERSION.into(),
+            feature_level: LATEST_METADATA_VERSION,
+        }))
+    );
+    image.apply(pos(0), &bootstrap).unwrap();
+    assert_eq!(
+        image.feature_level(METADATA_VERSION),
+        Some(LATEST_METADATA_VERSION)
+    );
+    assert!(crate::controller::Controller::bootstrap(&image, CLUSTER_ID).is_empty());
+    let level = |name: &str, feature_level| {
+        MetadataRecord::FeatureLevel(FeatureLevelRecord {
+            name: name.into(),
+            feature_level,
+        })
+    };
+    // Down, to 0, or an unknown feature: rejected like any inconsistent record.
+    for bad in [level(METADATA_VERSION, 0), level("kraft.version", 1)] {
+        assert!(matches!(
+            image.apply(pos(1), &[bad]),
+            Err(MetadataError::InconsistentRecord { .. })
+        ));
+    }
+    // Above what this build reads: not a rejection, an error that stops the node; the
+    // image is unchanged (the register before it in the batch is not applied).
+    let before = image.clone();
+    let err = image
+        .apply(
+            pos(1),
+            &[
+                register(1),
+                level(METADATA_VERSION, LATEST_METADATA_VERSION + 1),
+            ],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, MetadataError::UnsupportedMetadataVersion { level, .. } if level == LATEST_METADATA_VERSION + 1),
+        "{err}"
+    );
+    assert_eq!(image, before);
+    // The level survives a snapshot; a snapshot above this build's level is refused.
+    let bytes = image.to_snapshot_bytes().unwrap();
+    assert_eq!(MetadataImage::from_snapshot_bytes(&bytes).unwrap(), image);
+    let newer = String::from_utf8(bytes[1..].to_vec()).unwrap().replace(
+        &format!("\"metadata_version\":{LATEST_METADATA_VERSION}"),
+        &format!("\"metadata_version\":{}", LATEST_METADATA_VERSION + 1),
+    );
+    let mut newer_bytes = vec![SNAPSHOT_VERSION];
+    newer_bytes.extend_from_slice(newer.as_bytes());
+    assert!(matches!(
+        MetadataImage::from_snapshot_bytes(&newer_bytes),
+        Err(MetadataError::UnsupportedMetadataVersion { .. })
+    ));
+    // Every record this build writes is allowed at level 1, and nothing at level 0.
+    assert!(check_metadata_version(&bootstrap, 1).is_ok());
+    assert!(matches!(
+        check_metadata_version(&bootstrap, 0),
+        Err(MetadataError::MetadataVersionTooLow {
+            needed: 1,
+            level: 0
+        })
+    ));
+}
+
+#[test]
 fn snapshots_round_trip_and_reject_damage() {
     let mut h = Harness::new();
     for id in 1..=3 {
