@@ -13,14 +13,15 @@
 //!     │                  Controller decisions,   └──────┬───────┘
 //!     │                  propose, wait applied)         │ committed entries, in order
 //!     │                                                 ▼
-//!     └──── watch<Arc<MetadataImage>> ◄──── MetadataStateMachine (Applier)
+//!     └──── image copies (lazy) + watch<offset> ◄── MetadataStateMachine (Applier)
 //! ```
 //!
 //! - [`state_machine`]: [`MetadataStateMachine`], the quorum's applier: each committed
 //!   entry is one record batch applied to the [`MetadataImage`](sluice_metadata::MetadataImage)
-//!   (all or nothing; a rejected batch is skipped identically everywhere). Each new image is
-//!   published as an `Arc` through a watch channel, so readers ([`ImageReader`]) never block
-//!   the state machine and never see a half-applied batch.
+//!   (all or nothing; a rejected batch is skipped identically everywhere; an entry this build
+//!   cannot read stops applying). Readers ([`ImageReader`]) get the image as an `Arc` copy,
+//!   made lazily once per change by the first reader, and never see a half-applied batch; a
+//!   watch of the offset wakes them.
 //! - [`service`]: [`MetadataService`], one node's handle: starts the quorum node and the
 //!   controller task, serves the image, describes the quorum, and offers one async method
 //!   per controller request. On a node that is not the active controller each request

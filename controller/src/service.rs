@@ -157,10 +157,11 @@ impl MetadataService {
         self.images.image()
     }
 
-    /// A watch of the image: it changes with every applied entry. A watch keeps only the
+    /// A watch of the image's metadata offset: it changes with every applied entry; read
+    /// the image with [`MetadataService::image`] when it does. A watch keeps only the
     /// latest value, so a slow reader may skip images: it should compare the image it last
     /// handled with the current one (e.g. `sluice_metadata::LocalChanges::between`).
-    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.images.subscribe()
     }
 

@@ -1,6 +1,5 @@
 //! [`MetadataStateMachine`]: the quorum's [`Applier`] over a [`MetadataImage`], and
-//! [`ImageReader`], the cheap, never-blocking view of the latest image that request handlers
-//! use.
+//! [`ImageReader`], the cheap view of the latest image that request handlers use.
 //!
 //! Every committed entry is one record batch (`sluice_metadata::encode_batch`). `apply`
 //! decodes it and applies it to the working image at the entry's log position; a batch
@@ -17,10 +16,16 @@
 //! [`ControllerError::Halted`]. While halted, [`Applier::snapshot`] returns bytes that no
 //! node loads, so no snapshot claims entries this node did not apply. Installing a
 //! snapshot (from a node that could read the log) replaces the state and resumes applying;
-//! otherwise the node must be upgraded and restarted. After each entry the image
-//! is published as a new `Arc<MetadataImage>` through a `tokio::sync::watch` channel:
-//! readers clone the `Arc` (a reference count) and keep a consistent image for as long as
-//! they like, while the next one is built beside it.
+//! otherwise the node must be upgraded and restarted.
+//!
+//! # Publishing
+//! Readers get the image as an `Arc<MetadataImage>`: a consistent copy they keep for as long
+//! as they like. Copies are made **lazily**: `apply` changes the working image and sends only
+//! its new offset on a `tokio::sync::watch` channel (it wakes [`ImageReader::wait_for_offset`]
+//! and [`ImageReader::subscribe`]rs); the first [`ImageReader::image`] after a change copies
+//! the working image once, and every later read until the next change shares that copy.
+//! So replaying a long log at start, when nobody reads, costs no copies, and a running node
+//! makes at most one copy per change that somebody reads (never more than one per entry).
 //!
 //! # Positions
 //! The image's position is `LogPosition { offset: Raft index, epoch: Raft term }` of the
@@ -34,13 +39,14 @@
 //! reason the batch was skipped.
 //!
 //! # Cost
-//! Publishing clones the working image once per entry, so an entry costs O(image size), off
-//! the readers' path: an image of 10,000 partitions clones in about 18 ms in a debug build
-//! (`the_largest_operation_fits_one_entry` prints it). Metadata entries are rare (heartbeats
-//! of healthy brokers commit nothing), so this buys lock-free readers cheaply; a persistent
+//! A copy costs O(image size): an image of 10,000 partitions clones in about 18 ms in a
+//! debug build (`the_largest_operation_fits_one_entry` prints it). The copy is made by the
+//! first reader after a change, under the lock `apply` also takes, so an entry applied at
+//! that moment waits for it; reads of an unchanged image only clone an `Arc`. A persistent
 //! map in the image would remove the cost if clusters grow far beyond that.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use sluice_metadata::{decode_batch, LogPosition, MetadataError, MetadataImage};
@@ -85,11 +91,36 @@ impl ApplyOutcome {
     }
 }
 
+/// The working image and its latest copy, shared by the state machine and its readers.
+#[derive(Debug)]
+struct Shared {
+    images: Mutex<Images>,
+    /// Copies made so far (see the module docs' "Cost").
+    built: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Images {
+    /// The working image `apply` changes.
+    working: MetadataImage,
+    /// The latest copy handed to readers; stale when `changed`.
+    latest: Arc<MetadataImage>,
+    changed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Images> {
+        // Nothing panics while holding the lock with `working` half changed (an image
+        // change is all or nothing), so a poisoned lock still guards whole images.
+        self.images.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The metadata image driven by the quorum. See the module docs.
 pub struct MetadataStateMachine {
-    /// The working copy `apply` changes; a clone of it is published after each entry.
-    image: MetadataImage,
-    published: watch::Sender<Arc<MetadataImage>>,
+    shared: Arc<Shared>,
+    /// The working image's offset after each entry (wakes readers).
+    offsets: watch::Sender<i64>,
     /// Why applying stopped (see the module docs), shared with the readers.
     halted: watch::Sender<Option<String>>,
 }
@@ -98,17 +129,26 @@ impl MetadataStateMachine {
     /// An empty state machine (the quorum installs its snapshot and replays its log into it
     /// at start) and the reader of the images it publishes.
     pub fn new() -> (MetadataStateMachine, ImageReader) {
-        let (published, rx) = watch::channel(Arc::new(MetadataImage::new()));
+        let shared = Arc::new(Shared {
+            images: Mutex::new(Images {
+                working: MetadataImage::new(),
+                latest: Arc::new(MetadataImage::new()),
+                changed: false,
+            }),
+            built: AtomicU64::new(0),
+        });
+        let (offsets, offsets_rx) = watch::channel(-1);
         let (halted, halted_rx) = watch::channel(None);
         let sm = MetadataStateMachine {
-            image: MetadataImage::new(),
-            published,
+            shared: shared.clone(),
+            offsets,
             halted,
         };
         (
             sm,
             ImageReader {
-                rx,
+                shared,
+                offsets: offsets_rx,
                 halted: halted_rx,
             },
         )
@@ -124,8 +164,14 @@ impl MetadataStateMachine {
         ApplyOutcome::Rejected(format!("metadata apply stopped on this node: {reason}"))
     }
 
-    fn publish(&self) {
-        self.published.send_replace(Arc::new(self.image.clone()));
+    /// Marks the working image changed (the copy is made by the next reader, see the
+    /// module docs) and, once the lock is released, tells the readers its offset: never
+    /// both locks at once, as a reader may hold the watch while it takes the image lock.
+    fn publish(&self, mut images: MutexGuard<'_, Images>) {
+        images.changed = true;
+        let offset = images.working.metadata_offset();
+        drop(images);
+        self.offsets.send_replace(offset);
     }
 
     fn apply_entry(&mut self, index: u64, term: u64, payload: &[u8]) -> ApplyOutcome {
@@ -144,7 +190,9 @@ impl MetadataStateMachine {
             Ok(records) => records,
             Err(e) => return self.halt(offset, &e),
         };
-        match self.image.apply(position, &records) {
+        let shared = self.shared.clone();
+        let mut images = shared.lock();
+        let outcome = match images.working.apply(position, &records) {
             Ok(()) => {
                 tracing::trace!(offset, records = records.len(), "metadata batch applied");
                 ApplyOutcome::Applied
@@ -153,20 +201,20 @@ impl MetadataStateMachine {
             Err(e) => {
                 // Every node rejects the same batch the same way, so the images stay equal.
                 tracing::warn!(offset, "metadata batch rejected, skipped: {e}");
-                if let Err(skip) = self.image.skip(position) {
+                if let Err(skip) = images.working.skip(position) {
                     tracing::error!(offset, "cannot skip the metadata entry: {skip}");
                 }
                 ApplyOutcome::Rejected(e.to_string())
             }
-        }
+        };
+        self.publish(images);
+        outcome
     }
 }
 
 impl Applier for MetadataStateMachine {
     fn apply(&mut self, index: u64, term: u64, payload: &[u8]) -> Vec<u8> {
-        let outcome = self.apply_entry(index, term, payload);
-        self.publish();
-        outcome.encode()
+        self.apply_entry(index, term, payload).encode()
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -178,10 +226,14 @@ impl Applier for MetadataStateMachine {
         }
         // Encoding plain maps and strings to JSON cannot fail; should it ever, the empty
         // snapshot is refused when loaded, loudly, rather than taken for an empty cluster.
-        self.image.to_snapshot_bytes().unwrap_or_else(|e| {
-            tracing::error!("cannot encode the metadata snapshot: {e}");
-            Vec::new()
-        })
+        self.shared
+            .lock()
+            .working
+            .to_snapshot_bytes()
+            .unwrap_or_else(|e| {
+                tracing::error!("cannot encode the metadata snapshot: {e}");
+                Vec::new()
+            })
     }
 
     fn install_snapshot(&mut self, last_index: u64, bytes: &[u8]) -> Result<(), String> {
@@ -193,9 +245,11 @@ impl Applier for MetadataStateMachine {
             ));
         }
         tracing::debug!(offset, last_index, "metadata image loaded from a snapshot");
-        self.image = image;
+        let shared = self.shared.clone();
+        let mut images = shared.lock();
+        images.working = image;
+        self.publish(images);
         self.halted.send_replace(None);
-        self.publish();
         Ok(())
     }
 }
@@ -204,19 +258,33 @@ impl Applier for MetadataStateMachine {
 /// machine and never waits for it.
 #[derive(Debug, Clone)]
 pub struct ImageReader {
-    rx: watch::Receiver<Arc<MetadataImage>>,
+    shared: Arc<Shared>,
+    offsets: watch::Receiver<i64>,
     halted: watch::Receiver<Option<String>>,
 }
 
 impl ImageReader {
     /// The latest applied image: a consistent snapshot, kept as long as the `Arc` is held.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.rx.borrow().clone()
+        let mut images = self.shared.lock();
+        if images.changed {
+            images.latest = Arc::new(images.working.clone());
+            images.changed = false;
+            self.shared.built.fetch_add(1, Ordering::Relaxed);
+        }
+        images.latest.clone()
     }
 
-    /// A watch that changes with every applied (or skipped) entry.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
-        self.rx.clone()
+    /// How many copies of the image readers have had made (see the module docs' "Cost").
+    pub fn images_built(&self) -> u64 {
+        self.shared.built.load(Ordering::Relaxed)
+    }
+
+    /// A watch of the image's metadata offset: it changes with every applied (or skipped)
+    /// entry; read the image itself with [`ImageReader::image`] (a copy is made only
+    /// then).
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.offsets.clone()
     }
 
     /// Why this node stopped applying the log, if it did (see the module docs).
@@ -232,14 +300,19 @@ impl ImageReader {
         offset: i64,
         timeout: Duration,
     ) -> Result<Arc<MetadataImage>> {
-        let mut rx = self.rx.clone();
+        let mut offsets = self.offsets.clone();
         let mut halted = self.halted.clone();
         let reached = tokio::time::timeout(timeout, async {
             tokio::select! {
                 biased;
-                image = rx.wait_for(|image| image.metadata_offset() >= offset) => {
-                    image.map(|i| i.clone()).map_err(|_| ControllerError::Stopped)
-                }
+                // The watch's guard is dropped (`map`) before the image lock is taken.
+                reached = async {
+                    offsets.wait_for(|&applied| applied >= offset).await.map(|_| ())
+                } => match reached {
+                    // The working image is at `offset` or later: so is a copy made now.
+                    Ok(_) => Ok(self.image()),
+                    Err(_) => Err(ControllerError::Stopped),
+                },
                 reason = halted.wait_for(Option::is_some) => match reason {
                     Ok(reason) => Err(ControllerError::Halted(reason.clone().unwrap_or_default())),
                     // Both senders live in the state machine: it is gone.
@@ -296,7 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn rejected_and_garbage_entries_are_skipped_with_a_reason() {
+    fn rejected_entries_are_skipped_with_a_reason() {
         let (mut sm, reader) = MetadataStateMachine::new();
         sm.apply(1, 1, &cluster_id("c1"));
         // Another cluster id does not fit the image: rejected, skipped.
@@ -388,7 +461,7 @@ mod tests {
 
         let (mut other, reader) = MetadataStateMachine::new();
         other.install_snapshot(4, &bytes).unwrap();
-        assert_eq!(*reader.image(), sm.image);
+        assert_eq!(*reader.image(), sm.shared.lock().working);
         assert_eq!(other.snapshot(), bytes);
 
         // Undecodable, or covering more than the snapshot claims: refused, image unchanged.
@@ -396,6 +469,28 @@ mod tests {
         assert!(other.install_snapshot(9, b"").is_err());
         assert!(other.install_snapshot(1, &bytes).is_err());
         assert_eq!(reader.image().cluster_id(), Some("c1"));
+    }
+
+    #[test]
+    fn replaying_many_entries_copies_the_image_far_fewer_times() {
+        let (mut sm, reader) = MetadataStateMachine::new();
+        let copies_before = reader.images_built();
+        sm.apply(1, 1, &cluster_id("c1"));
+        let empty = encode_batch(&[]).unwrap();
+        for index in 2..=1_000 {
+            sm.apply(index, 1, &empty);
+        }
+        // Nobody read during the replay: no copy of the image was made for it.
+        assert!(
+            reader.images_built() - copies_before < 10,
+            "{} copies for 1000 entries",
+            reader.images_built() - copies_before
+        );
+        // The first read sees the last entry, and reading again copies nothing more.
+        assert_eq!(reader.image().metadata_offset(), 1_000);
+        let copies = reader.images_built();
+        assert_eq!(reader.image().metadata_offset(), 1_000);
+        assert_eq!(reader.images_built(), copies);
     }
 
     #[tokio::test]
