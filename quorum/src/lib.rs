@@ -19,7 +19,7 @@
 //! - `files`: small state files (vote, purge point, snapshot) written atomically with a
 //!   checksum.
 //! - [`wire`]: the controller RPC frame (Kafka-like length prefix, versioned header, CBOR
-//!   body); `network` (outgoing: one connection per peer, backoff, timeouts) and `server`
+//!   body); `network` (outgoing: one connection per peer and RPC kind, backoff, timeouts) and `server`
 //!   (incoming: bad bytes close only that connection; requests from node ids outside the
 //!   quorum are dropped and snapshot chunks are checked before openraft sees them; idle
 //!   connections time out and their number is capped).

@@ -52,6 +52,10 @@ pub struct QuorumConfig {
     /// Largest snapshot accepted from a leader (it is received in memory). A chunk that would
     /// end past this closes the connection. Default 1 GiB.
     pub max_snapshot_bytes: u64,
+    /// Timeout of one snapshot chunk sent to a follower, including, for the last chunk, the
+    /// follower installing the snapshot. Snapshots go on their own connection, so a slow
+    /// transfer does not delay heartbeats. Default 5 s.
+    pub install_snapshot_timeout: Duration,
     /// Size at which a new log segment is started. Default 8 MiB.
     pub segment_bytes: u64,
     /// An incoming connection on which no request starts for this long is closed. Default
@@ -59,7 +63,7 @@ pub struct QuorumConfig {
     pub idle_timeout: Duration,
     /// Most incoming connections served at once (on [`Quorum::serve`]'s listener and through
     /// [`Quorum::serve_connection`] together); one more is closed at once. Default 64 (each
-    /// peer keeps one connection to this node).
+    /// peer keeps up to three connections to this node: votes, appends, snapshots).
     pub max_incoming_connections: usize,
     /// Timeout of one outgoing connect. Default 500 ms.
     pub connect_timeout: Duration,
@@ -87,6 +91,7 @@ impl QuorumConfig {
             max_payload_bytes: 1 << 20,
             max_frame_bytes: 16 << 20,
             max_snapshot_bytes: 1 << 30,
+            install_snapshot_timeout: Duration::from_secs(5),
             segment_bytes: 8 << 20,
             idle_timeout: Duration::from_secs(30),
             max_incoming_connections: 64,
@@ -124,6 +129,7 @@ impl QuorumConfig {
             election_timeout_max: ms(self.election_timeout_max),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_after_entries.max(1)),
             max_in_snapshot_log_to_keep: self.log_entries_kept_after_snapshot,
+            install_snapshot_timeout: ms(self.install_snapshot_timeout),
             // Chunks well under the frame limit, whatever it is set to: the chunk goes as a CBOR
             // byte string (wire::SnapshotChunk), so its frame is the chunk plus the snapshot's
             // meta (membership with addresses) and a few bytes.
@@ -210,6 +216,7 @@ impl Quorum {
                 reconnect_backoff_min: config.reconnect_backoff_min,
                 reconnect_backoff_max: config.reconnect_backoff_max,
                 max_frame_bytes: config.max_frame_bytes,
+                idle_timeout: config.idle_timeout,
             },
         );
         let raft = Raft::new(config.node_id, raft_config, network, log, sm)

@@ -30,6 +30,8 @@ struct Cluster {
     voters: BTreeMap<u64, SocketAddr>,
     nodes: BTreeMap<u64, Node>,
     tune: fn(&mut QuorumConfig),
+    /// Nodes whose applier takes this long to install a snapshot.
+    slow_install: BTreeMap<u64, Duration>,
 }
 
 impl Cluster {
@@ -51,6 +53,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             _tmp: tmp,
             tune,
+            slow_install: BTreeMap::new(),
         };
         for (id, listener) in listeners {
             let dir = cluster._tmp.path().join(format!("node-{id}"));
@@ -71,7 +74,8 @@ impl Cluster {
         let node = self.nodes.get_mut(&id).unwrap();
         let mut config = QuorumConfig::new(id, self.voters.clone(), &node.dir);
         (self.tune)(&mut config);
-        let (applier, probe) = Recorder::probed();
+        let (mut applier, probe) = Recorder::probed();
+        applier.install_delay = self.slow_install.get(&id).copied().unwrap_or_default();
         let quorum = Quorum::start(config, applier).await.unwrap();
         quorum.serve(listener);
         node.quorum = Some(quorum);
@@ -317,6 +321,55 @@ async fn a_follower_far_behind_gets_a_snapshot() {
         installs.iter().any(|i| *i > first[4] && *i <= last),
         "the victim installed a snapshot from the leader: {installs:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 6)]
+async fn a_slow_snapshot_install_causes_no_election() {
+    let mut c = Cluster::start(3, |cfg| {
+        cfg.snapshot_after_entries = 10;
+        cfg.log_entries_kept_after_snapshot = 0;
+    })
+    .await;
+    let leader = c.agreed_leader().await;
+    c.propose_all(leader, 0..5).await;
+    c.all_applied(&records(0..5)).await;
+    let victim = *c.voters.keys().find(|id| **id != leader).unwrap();
+    c.stop(victim).await;
+    c.propose_all(leader, 5..60).await;
+    let term = c.q(leader).subscribe().borrow().term;
+
+    // The victim comes back behind the leader's purged log and gets a snapshot, which its
+    // applier takes 700 ms to install: longer than openraft's default snapshot timeout
+    // (200 ms), shorter than the time after which a follower that hears no heartbeat starts
+    // an election (openraft sends none to a follower while a snapshot to it is in flight).
+    c.slow_install.insert(victim, Duration::from_millis(700));
+    c.restart(victim).await;
+    let probe = c.nodes[&victim].probe.clone();
+    let deadline = Instant::now() + WAIT;
+    while probe.installs().is_empty() {
+        for node in c.running() {
+            let s = node.quorum.as_ref().unwrap().subscribe().borrow().clone();
+            // (The victim starts at term 0 until it hears from the leader.)
+            assert!(
+                s.term <= term,
+                "node {} moved to term {} (from {term}) while the snapshot was installed",
+                node.id,
+                s.term
+            );
+            assert!(s.leader.is_none() || s.leader == Some(leader), "{s:?}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot was never installed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(c.q(leader).subscribe().borrow().term, term);
+    assert!(c.q(leader).is_leader());
+    // And the victim catches up with the same leader.
+    c.propose_all(leader, 60..65).await;
+    c.all_applied(&records(0..65)).await;
+    assert_eq!(c.q(victim).subscribe().borrow().term, term);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

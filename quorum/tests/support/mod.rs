@@ -15,6 +15,8 @@ pub struct Recorder {
     pub log: Log,
     /// The `last_index` of every snapshot installed.
     pub installs: Arc<Mutex<Vec<u64>>>,
+    /// How long `install_snapshot` blocks before it installs (a slow follower).
+    pub install_delay: Duration,
 }
 
 /// What a test keeps of a [`Recorder`] it handed to a quorum.
@@ -53,6 +55,7 @@ impl Recorder {
             Recorder {
                 log: probe.log.clone(),
                 installs: probe.installs.clone(),
+                install_delay: Duration::ZERO,
             },
             probe,
         )
@@ -76,6 +79,8 @@ impl Applier for Recorder {
     }
 
     fn install_snapshot(&mut self, last_index: u64, mut bytes: &[u8]) -> Result<(), String> {
+        // Blocks its thread, as a slow applier would (the test runtimes have spare workers).
+        std::thread::sleep(self.install_delay);
         let mut entries = Vec::new();
         while !bytes.is_empty() {
             if bytes.len() < 12 {
