@@ -76,5 +76,7 @@ pub mod wire;
 
 pub use applier::Applier;
 pub use error::{QuorumError, Result};
-pub use quorum::{Quorum, QuorumConfig, QuorumDescription, QuorumStatus, ReplicaDescription};
+pub use quorum::{
+    Proposed, Quorum, QuorumConfig, QuorumDescription, QuorumStatus, ReplicaDescription,
+};
 pub use types::NodeId;

@@ -156,6 +156,19 @@ pub struct QuorumStatus {
     pub applied_index: Option<u64>,
 }
 
+/// A committed and applied proposal: what [`Quorum::propose`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposed {
+    /// The entry's log index (its offset in the metadata log).
+    pub index: u64,
+    /// The term of the leader that wrote the entry. A caller acting on its own leadership
+    /// (the active controller) checks that this is its term: an entry of another term was
+    /// not written under its leadership.
+    pub term: u64,
+    /// The applier's response to the entry.
+    pub response: Vec<u8>,
+}
+
 /// One voter or learner in [`QuorumDescription`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaDescription {
@@ -303,9 +316,10 @@ impl Quorum {
     }
 
     /// Appends `payload` to the replicated log and waits until it is committed and applied
-    /// here; returns its log index and the applier's response. Only the leader accepts
-    /// proposals: elsewhere the answer is [`QuorumError::NotLeader`] with the leader it knows.
-    pub async fn propose(&self, payload: Vec<u8>) -> Result<(u64, Vec<u8>)> {
+    /// here; returns its log index, the term it was written in and the applier's response.
+    /// Only the leader accepts proposals: elsewhere the answer is [`QuorumError::NotLeader`]
+    /// with the leader it knows.
+    pub async fn propose(&self, payload: Vec<u8>) -> Result<Proposed> {
         if payload.len() > self.max_payload_bytes {
             return Err(QuorumError::PayloadTooLarge {
                 size: payload.len(),
@@ -313,7 +327,11 @@ impl Quorum {
             });
         }
         match self.raft.client_write(Payload(payload)).await {
-            Ok(resp) => Ok((resp.log_id.index, resp.data.0)),
+            Ok(resp) => Ok(Proposed {
+                index: resp.log_id.index,
+                term: resp.log_id.leader_id.term,
+                response: resp.data.0,
+            }),
             Err(e) => Err(write_error(e)),
         }
     }

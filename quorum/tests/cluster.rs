@@ -155,10 +155,24 @@ impl Cluster {
         let mut indexes = Vec::new();
         for i in range {
             let payload = format!("record-{i}").into_bytes();
-            let (index, response) = self.q(leader).propose(payload.clone()).await.unwrap();
+            let proposed = self.q(leader).propose(payload.clone()).await.unwrap();
             let reversed: Vec<u8> = payload.iter().rev().copied().collect();
-            assert_eq!(response, reversed, "the applier's response comes back");
-            indexes.push(index);
+            assert_eq!(
+                proposed.response, reversed,
+                "the applier's response comes back"
+            );
+            // The term the entry was written in is the leader's current term, and the one the
+            // applier saw for that index.
+            let term = self.q(leader).subscribe().borrow().term;
+            assert_eq!(proposed.term, term, "the entry carries the leader's term");
+            let applied_term = self.nodes[&leader]
+                .probe
+                .terms()
+                .into_iter()
+                .find(|(i, _)| *i == proposed.index)
+                .map(|(_, t)| t);
+            assert_eq!(applied_term, Some(proposed.term));
+            indexes.push(proposed.index);
         }
         indexes
     }
