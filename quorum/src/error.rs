@@ -42,6 +42,13 @@ pub enum QuorumError {
     #[error("quorum stopped: {0}")]
     Stopped(String),
 
+    /// The quorum on this node stopped itself because its storage failed (a log, vote or
+    /// snapshot write failed); it answers nothing more. The process should exit (see
+    /// [`Quorum::fatal`](crate::Quorum::fatal)): the files on disk are intact up to the
+    /// failure, and a restart recovers from them.
+    #[error("quorum failed: {0}")]
+    Fatal(String),
+
     /// openraft refused the operation for a reason other than leadership (e.g. a membership
     /// change already in progress).
     #[error("raft: {0}")]

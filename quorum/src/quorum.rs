@@ -2,12 +2,13 @@
 //! TCP network, forms the cluster on first start, and offers the small API the broker uses.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -201,6 +202,8 @@ pub struct Quorum {
     id: NodeId,
     raft: Raft,
     status: watch::Receiver<QuorumStatus>,
+    /// Set once, with the reason, when Raft stops itself (not on a requested shutdown).
+    fatal: watch::Receiver<Option<String>>,
     stop: Arc<watch::Sender<bool>>,
     max_payload_bytes: usize,
     inbound: Arc<Inbound>,
@@ -259,12 +262,22 @@ impl Quorum {
         }
 
         let (status_tx, status_rx) = watch::channel(QuorumStatus::default());
+        let (fatal_tx, fatal_rx) = watch::channel(None);
         let mut metrics = raft.metrics();
         let id = config.node_id;
         tokio::spawn(async move {
             loop {
                 let status = {
                     let m = metrics.borrow_and_update();
+                    match &m.running_state {
+                        Ok(()) | Err(Fatal::Stopped) => {}
+                        Err(e) => {
+                            if fatal_tx.borrow().is_none() {
+                                tracing::error!(node = id, "metadata quorum stopped: {e}");
+                                let _ = fatal_tx.send(Some(e.to_string()));
+                            }
+                        }
+                    }
                     QuorumStatus {
                         leader: m.current_leader,
                         is_leader: m.current_leader == Some(id),
@@ -295,6 +308,7 @@ impl Quorum {
         Ok(Quorum {
             id,
             status: status_rx,
+            fatal: fatal_rx,
             stop: Arc::new(stop),
             max_payload_bytes: config.max_payload_bytes,
             inbound: Arc::new(Inbound {
@@ -333,6 +347,27 @@ impl Quorum {
                 response: resp.data.0,
             }),
             Err(e) => Err(write_error(e)),
+        }
+    }
+
+    /// Resolves with [`QuorumError::Fatal`] once the quorum on this node stops itself: a
+    /// write to its log, vote or snapshot file failed, after which Raft accepts nothing more
+    /// (it never retries a write whose outcome on disk is unknown) and every call answers
+    /// [`QuorumError::Stopped`] or [`QuorumError::Fatal`]. The broker should then exit and be
+    /// restarted: the files are intact up to the failure. Never resolves if the quorum is shut
+    /// down normally. The future does not borrow the quorum.
+    pub fn fatal(&self) -> impl Future<Output = QuorumError> + Send + 'static {
+        let mut rx = self.fatal.clone();
+        async move {
+            loop {
+                if let Some(reason) = rx.borrow_and_update().clone() {
+                    return QuorumError::Fatal(reason);
+                }
+                if rx.changed().await.is_err() {
+                    // Stopped without a failure.
+                    std::future::pending::<()>().await;
+                }
+            }
         }
     }
 
@@ -518,6 +553,7 @@ fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Quo
             leader: f.leader_id,
         },
         RaftError::APIError(other) => QuorumError::Raft(other.to_string()),
-        RaftError::Fatal(f) => QuorumError::Stopped(f.to_string()),
+        RaftError::Fatal(Fatal::Stopped) => QuorumError::Stopped("raft stopped".into()),
+        RaftError::Fatal(f) => QuorumError::Fatal(f.to_string()),
     }
 }
