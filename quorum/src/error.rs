@@ -49,6 +49,13 @@ pub enum QuorumError {
     #[error("quorum failed: {0}")]
     Fatal(String),
 
+    /// This node's quorum directory is empty, yet peers of the quorum have state: the node
+    /// lost its disk. It refuses to form a new cluster (it may have voted in the current term,
+    /// and its new membership could differ); the operator must wipe its directory and re-add
+    /// it, see docs/cluster.md, "Recovering a voter that lost its disk".
+    #[error("refusing to start: {0}")]
+    StateLost(String),
+
     /// openraft refused the operation for a reason other than leadership (e.g. a membership
     /// change already in progress).
     #[error("raft: {0}")]

@@ -49,7 +49,9 @@
 //! set; the others wait and learn the membership from the first leader. A restart finds a
 //! vote or log and never initializes; the voter set in the config is then ignored (the
 //! membership lives in the log). Should the lowest voter come back with an empty directory
-//! it initializes again with the same set, which openraft documents as safe.
+//! (a lost disk) it first asks its peers (a `Probe` RPC): if any has a term or a log, the
+//! cluster exists and it refuses to start with [`QuorumError::StateLost`] rather than form a
+//! second cluster or vote twice in a term (docs/cluster.md describes the recovery).
 //!
 //! # Timing
 //! openraft 0.9 starts an election after its leader lease (`election_timeout_max`) plus a

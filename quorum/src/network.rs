@@ -79,6 +79,43 @@ fn conn_slot(kind: Kind) -> usize {
         Kind::Vote => 0,
         Kind::AppendEntries => 1,
         Kind::InstallSnapshot => 2,
+        // Probes go on a connection of their own (`probe`).
+        Kind::Probe => 0,
+    }
+}
+
+/// Asks the voter at `addr` whether it has Raft state, on a connection of its own, within
+/// `timeout`; `None` if it cannot be reached or does not answer in time.
+pub(crate) async fn probe(
+    id: NodeId,
+    target: NodeId,
+    addr: &str,
+    max_frame_bytes: usize,
+    timeout: Duration,
+) -> Option<wire::ProbeResponse> {
+    let call = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let body = to_cbor(&wire::ProbeRequest { node_id: id }).map_err(std::io::Error::other)?;
+        wire::write_frame(&mut stream, &wire::encode(Kind::Probe as u16, 1, &body)).await?;
+        let resp = wire::read_frame(&mut stream, max_frame_bytes, Duration::MAX, Duration::MAX)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "peer closed"))?;
+        if resp.kind != Kind::Probe as u16 | wire::RESPONSE || resp.correlation_id != 1 {
+            return Err(std::io::Error::other("unexpected response header"));
+        }
+        from_cbor::<wire::ProbeResponse>(&resp.body).map_err(std::io::Error::other)
+    };
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(answer)) => Some(answer),
+        Ok(Err(e)) => {
+            tracing::debug!(target_node = target, %addr, "probe failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(target_node = target, %addr, "probe timed out");
+            None
+        }
     }
 }
 

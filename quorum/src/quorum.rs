@@ -246,6 +246,10 @@ impl Quorum {
                 .await
                 .map_err(|e| QuorumError::Stopped(e.to_string()))?;
             if !initialized {
+                if let Err(e) = refuse_if_the_cluster_exists(&config).await {
+                    let _ = raft.shutdown().await;
+                    return Err(e);
+                }
                 let members: BTreeMap<NodeId, BasicNode> = config
                     .voters
                     .iter()
@@ -545,6 +549,56 @@ impl Drop for Quorum {
             });
         }
     }
+}
+
+/// Before the lowest voter forms a cluster from empty storage: asks every other configured
+/// voter whether it has Raft state. One that has means the cluster exists and this node lost
+/// its disk: initializing again would let it vote a second time in a term it voted in
+/// already, and start a log whose membership may differ. Peers that cannot be reached count
+/// as pristine (on a first start they may not be up yet).
+async fn refuse_if_the_cluster_exists(config: &QuorumConfig) -> Result<()> {
+    let timeout = config.connect_timeout + Duration::from_secs(1);
+    let probes: Vec<_> = config
+        .voters
+        .iter()
+        .filter(|(id, _)| **id != config.node_id)
+        .map(|(id, addr)| {
+            let (me, target, addr, max) = (
+                config.node_id,
+                *id,
+                addr.to_string(),
+                config.max_frame_bytes,
+            );
+            (
+                target,
+                tokio::spawn(async move {
+                    crate::network::probe(me, target, &addr, max, timeout).await
+                }),
+            )
+        })
+        .collect();
+    for (target, probe) in probes {
+        let Ok(Some(answer)) = probe.await else {
+            continue;
+        };
+        if answer.has_state() {
+            let reason = format!(
+                "node {} has an empty metadata quorum directory ({}), but voter {target} \
+                 already has state (term {}, last log index {:?}): this node lost its disk. \
+                 It will not form a new cluster. Recover it as docs/cluster.md describes \
+                 (\"Recovering a voter that lost its disk\"): remove it from the voters on the \
+                 running quorum and add it back as a new learner with an empty directory, or \
+                 restore its directory from a backup.",
+                config.node_id,
+                config.dir.display(),
+                answer.term,
+                answer.last_log_index
+            );
+            tracing::error!("{reason}");
+            return Err(QuorumError::StateLost(reason));
+        }
+    }
+    Ok(())
 }
 
 fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> QuorumError {

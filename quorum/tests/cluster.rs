@@ -71,19 +71,28 @@ impl Cluster {
     }
 
     async fn boot(&mut self, id: u64, listener: TcpListener) {
+        self.try_boot(id, listener).await.unwrap();
+    }
+
+    async fn try_boot(&mut self, id: u64, listener: TcpListener) -> Result<(), QuorumError> {
         let node = self.nodes.get_mut(&id).unwrap();
         let mut config = QuorumConfig::new(id, self.voters.clone(), &node.dir);
         (self.tune)(&mut config);
         let (mut applier, probe) = Recorder::probed();
         applier.install_delay = self.slow_install.get(&id).copied().unwrap_or_default();
-        let quorum = Quorum::start(config, applier).await.unwrap();
+        let quorum = Quorum::start(config, applier).await?;
         quorum.serve(listener);
         node.quorum = Some(quorum);
         node.probe = probe;
+        Ok(())
     }
 
     /// Restarts a stopped node from its directory, on its old port.
     async fn restart(&mut self, id: u64) {
+        self.try_restart(id).await.unwrap();
+    }
+
+    async fn try_restart(&mut self, id: u64) -> Result<(), QuorumError> {
         let addr = self.nodes[&id].addr;
         let deadline = Instant::now() + WAIT;
         let listener = loop {
@@ -95,7 +104,7 @@ impl Cluster {
                 }
             }
         };
-        self.boot(id, listener).await;
+        self.try_boot(id, listener).await
     }
 
     async fn stop(&mut self, id: u64) {
@@ -384,6 +393,43 @@ async fn a_slow_snapshot_install_causes_no_election() {
     c.propose_all(leader, 60..65).await;
     c.all_applied(&records(0..65)).await;
     assert_eq!(c.q(victim).subscribe().borrow().term, term);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_lowest_voter_that_lost_its_disk_does_not_form_a_new_cluster() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.agreed_leader().await;
+    c.propose_all(leader, 0..5).await;
+    c.all_applied(&records(0..5)).await;
+
+    // Node 1 (the one that formed the cluster) loses its disk.
+    c.stop(1).await;
+    std::fs::remove_dir_all(&c.nodes[&1].dir).unwrap();
+    let leader = c.agreed_leader().await;
+    let term = c.q(leader).subscribe().borrow().term;
+
+    match c.try_restart(1).await {
+        Err(QuorumError::StateLost(reason)) => {
+            assert!(reason.contains("lost its disk"), "{reason}");
+            assert!(reason.contains("docs/cluster.md"), "{reason}");
+        }
+        Err(e) => panic!("expected StateLost, got {e}"),
+        Ok(()) => panic!("node 1 started a new cluster on an empty directory"),
+    }
+    // Nothing on disk says a cluster was formed there.
+    assert!(c.nodes[&1].quorum.is_none());
+
+    // The other two keep their leader and term, and keep committing.
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < deadline {
+        for node in c.running() {
+            let s = node.quorum.as_ref().unwrap().subscribe().borrow().clone();
+            assert_eq!((s.leader, s.term), (Some(leader), term), "node {}", node.id);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.propose_all(leader, 5..10).await;
+    c.all_applied(&records(0..10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
