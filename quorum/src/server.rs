@@ -12,8 +12,8 @@
 //! from the node's metrics, without openraft.
 //!
 //! Before a request reaches openraft it is checked here, because openraft trusts its peers:
-//! - The sender (the node named by the request's vote, or a Probe's node id) must be a configured voter or a member
-//!   (voter or learner) of the current membership; otherwise the connection is closed. So a
+//! - The sender (the node named by the request's vote, or a Probe's node id) must be a
+//!   configured voter or a member (voter or learner) of the current membership; otherwise the connection is closed. So a
 //!   stranger on the controller port cannot raise the term or pose as a leader.
 //! - An InstallSnapshot chunk must start at 0 (a new transfer) or at most at the bytes already
 //!   received for that snapshot, and must end within `max_snapshot_bytes`. openraft seeks its

@@ -11,8 +11,7 @@
 //! ```
 //! Probe ([`ProbeRequest`] / [`ProbeResponse`], answered from the node's state without
 //! openraft) asks a peer whether it has any Raft state; other request bodies are openraft's
-//! `VoteRequest`, `AppendEntriesRequest` and
-//! `InstallSnapshotRequest` ([`SnapshotChunk`]: the same fields, but the chunk's bytes are a
+//! `VoteRequest`, `AppendEntriesRequest` and `InstallSnapshotRequest` ([`SnapshotChunk`]: the same fields, but the chunk's bytes are a
 //! CBOR byte string where openraft's `Vec<u8>` would be an array of integers, up to twice the
 //! size); a response body is `Result<response, RaftError>` (CBOR map with
 //! one key, `"Ok"` or `"Err"`), all with openraft 0.9's serde field names. Entry payloads and
