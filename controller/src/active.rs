@@ -122,7 +122,12 @@ impl Log for Quorum {
         &self,
         payload: Vec<u8>,
     ) -> impl Future<Output = Result<(u64, Vec<u8>), QuorumError>> + Send {
-        Quorum::propose(self, payload)
+        // The entry's term (`Proposed::term`) is not passed on yet.
+        async move {
+            Quorum::propose(self, payload)
+                .await
+                .map(|p| (p.index, p.response))
+        }
     }
 }
 

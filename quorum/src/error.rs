@@ -42,6 +42,20 @@ pub enum QuorumError {
     #[error("quorum stopped: {0}")]
     Stopped(String),
 
+    /// The quorum on this node stopped itself because its storage failed (a log, vote or
+    /// snapshot write failed); it answers nothing more. The process should exit (see
+    /// [`Quorum::fatal`](crate::Quorum::fatal)): the files on disk are intact up to the
+    /// failure, and a restart recovers from them.
+    #[error("quorum failed: {0}")]
+    Fatal(String),
+
+    /// This node's quorum directory is empty, yet peers of the quorum have state: the node
+    /// lost its disk. It refuses to form a new cluster (it may have voted in the current term,
+    /// and its new membership could differ); the operator must wipe its directory and re-add
+    /// it, see docs/cluster.md, "Recovering a voter that lost its disk".
+    #[error("refusing to start: {0}")]
+    StateLost(String),
+
     /// openraft refused the operation for a reason other than leadership (e.g. a membership
     /// change already in progress).
     #[error("raft: {0}")]

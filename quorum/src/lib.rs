@@ -19,7 +19,7 @@
 //! - `files`: small state files (vote, purge point, snapshot) written atomically with a
 //!   checksum.
 //! - [`wire`]: the controller RPC frame (Kafka-like length prefix, versioned header, CBOR
-//!   body); `network` (outgoing: one connection per peer, backoff, timeouts) and `server`
+//!   body); `network` (outgoing: one connection per peer and RPC kind, backoff, timeouts) and `server`
 //!   (incoming: bad bytes close only that connection; requests from node ids outside the
 //!   quorum are dropped and snapshot chunks are checked before openraft sees them; idle
 //!   connections time out and their number is capped).
@@ -49,7 +49,9 @@
 //! set; the others wait and learn the membership from the first leader. A restart finds a
 //! vote or log and never initializes; the voter set in the config is then ignored (the
 //! membership lives in the log). Should the lowest voter come back with an empty directory
-//! it initializes again with the same set, which openraft documents as safe.
+//! (a lost disk) it first asks its peers (a `Probe` RPC): if any has a term or a log, the
+//! cluster exists and it refuses to start with [`QuorumError::StateLost`] rather than form a
+//! second cluster or vote twice in a term (docs/cluster.md describes the recovery).
 //!
 //! # Timing
 //! openraft 0.9 starts an election after its leader lease (`election_timeout_max`) plus a
@@ -76,5 +78,7 @@ pub mod wire;
 
 pub use applier::Applier;
 pub use error::{QuorumError, Result};
-pub use quorum::{Quorum, QuorumConfig, QuorumDescription, QuorumStatus, ReplicaDescription};
+pub use quorum::{
+    Proposed, Quorum, QuorumConfig, QuorumDescription, QuorumStatus, ReplicaDescription,
+};
 pub use types::NodeId;

@@ -1,11 +1,19 @@
 //! Outgoing controller RPCs: openraft's [`RaftNetworkFactory`] / [`RaftNetwork`] over TCP.
 //!
-//! One connection per peer, shared by every openraft client of that peer (the replication
-//! stream and the vote requests), one request at a time. A connection that fails or times out
-//! mid-request is dropped (its state is unknown) and a new one is dialed by the next request.
-//! A failed dial starts a backoff (doubling from `reconnect_backoff_min` to
-//! `reconnect_backoff_max`): until it passes, requests to that peer fail fast as
-//! `Unreachable`, which makes openraft back off too instead of spinning.
+//! One connection per (peer, RPC kind): votes, AppendEntries (entries and heartbeats) and
+//! snapshot chunks each have their own, one request at a time on each. So a large snapshot
+//! chunk, or a follower busy installing a snapshot before it answers the last chunk, never
+//! holds up the heartbeats to that follower (which would make it start a needless election).
+//! Every openraft client of a peer (its replication stream, its snapshot task, vote requests)
+//! shares these connections.
+//!
+//! A connection that fails or times out mid-request is dropped (its state is unknown) and a
+//! new one is dialed by the next request. One left unused for half of `idle_timeout` is
+//! dropped too before it is used again: the peer closes connections idle for `idle_timeout`,
+//! and a request must not be the one that finds out. A failed dial starts a backoff
+//! (doubling from `reconnect_backoff_min` to `reconnect_backoff_max`): until it passes,
+//! requests of that kind to that peer fail fast as `Unreachable`, which makes openraft back
+//! off too instead of spinning.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,9 +44,11 @@ pub(crate) struct NetSettings {
     pub reconnect_backoff_min: Duration,
     pub reconnect_backoff_max: Duration,
     pub max_frame_bytes: usize,
+    /// The peers' `idle_timeout`: a connection unused for half of it is redialed.
+    pub idle_timeout: Duration,
 }
 
-/// Makes a [`PeerClient`] per target, all sharing one connection per peer.
+/// Makes a [`PeerClient`] per target, all sharing the connections of that peer.
 #[derive(Clone)]
 pub(crate) struct Network {
     id: NodeId,
@@ -59,12 +69,61 @@ impl Network {
 struct Peer {
     target: NodeId,
     addr: String,
-    conn: tokio::sync::Mutex<Conn>,
+    /// One connection per RPC kind, indexed by [`conn_slot`].
+    conns: [tokio::sync::Mutex<Conn>; 3],
+}
+
+/// Which of a peer's connections carries `kind`.
+fn conn_slot(kind: Kind) -> usize {
+    match kind {
+        Kind::Vote => 0,
+        Kind::AppendEntries => 1,
+        Kind::InstallSnapshot => 2,
+        // Probes go on a connection of their own (`probe`).
+        Kind::Probe => 0,
+    }
+}
+
+/// Asks the voter at `addr` whether it has Raft state, on a connection of its own, within
+/// `timeout`; `None` if it cannot be reached or does not answer in time.
+pub(crate) async fn probe(
+    id: NodeId,
+    target: NodeId,
+    addr: &str,
+    max_frame_bytes: usize,
+    timeout: Duration,
+) -> Option<wire::ProbeResponse> {
+    let call = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let body = to_cbor(&wire::ProbeRequest { node_id: id }).map_err(std::io::Error::other)?;
+        wire::write_frame(&mut stream, &wire::encode(Kind::Probe as u16, 1, &body)).await?;
+        let resp = wire::read_frame(&mut stream, max_frame_bytes, Duration::MAX, Duration::MAX)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "peer closed"))?;
+        if resp.kind != Kind::Probe as u16 | wire::RESPONSE || resp.correlation_id != 1 {
+            return Err(std::io::Error::other("unexpected response header"));
+        }
+        from_cbor::<wire::ProbeResponse>(&resp.body).map_err(std::io::Error::other)
+    };
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(answer)) => Some(answer),
+        Ok(Err(e)) => {
+            tracing::debug!(target_node = target, %addr, "probe failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(target_node = target, %addr, "probe timed out");
+            None
+        }
+    }
 }
 
 #[derive(Default)]
 struct Conn {
     stream: Option<TcpStream>,
+    /// When the stream last finished a request (or was dialed).
+    last_used: Option<Instant>,
     next_correlation_id: u32,
     backoff: Option<Duration>,
     retry_at: Option<Instant>,
@@ -85,7 +144,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 let p = Arc::new(Peer {
                     target,
                     addr: node.addr.clone(),
-                    conn: tokio::sync::Mutex::new(Conn::default()),
+                    conns: Default::default(),
                 });
                 peers.insert(target, p.clone());
                 p
@@ -170,11 +229,18 @@ impl PeerClient {
         kind: Kind,
         body: &[u8],
     ) -> Result<Resp, CallError> {
-        let mut conn = self.peer.conn.lock().await;
+        let mut conn = self.peer.conns[conn_slot(kind)].lock().await;
         if conn.in_flight {
             // The previous call was abandoned midway: its response may still be coming.
             conn.stream = None;
             conn.in_flight = false;
+        }
+        if conn
+            .last_used
+            .is_some_and(|t| t.elapsed() > self.settings.idle_timeout / 2)
+        {
+            // The peer may be closing it as idle right now.
+            conn.stream = None;
         }
         if conn.stream.is_none() {
             if let Some(at) = conn.retry_at {
@@ -195,7 +261,7 @@ impl PeerClient {
                     let _ = stream
                         .set_nodelay(true)
                         .map_err(|e| tracing::debug!("set_nodelay: {e}"));
-                    tracing::debug!(target_node = self.peer.target, addr = %self.peer.addr, "controller connection open");
+                    tracing::debug!(target_node = self.peer.target, addr = %self.peer.addr, ?kind, "controller connection open");
                     conn.stream = Some(stream);
                     conn.backoff = None;
                     conn.retry_at = None;
@@ -243,6 +309,7 @@ impl PeerClient {
         }
         .await;
         conn.in_flight = false;
+        conn.last_used = Some(Instant::now());
         if result.is_err() {
             conn.stream = None;
         }

@@ -2,12 +2,13 @@
 //! TCP network, forms the cluster on first start, and offers the small API the broker uses.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -52,6 +53,10 @@ pub struct QuorumConfig {
     /// Largest snapshot accepted from a leader (it is received in memory). A chunk that would
     /// end past this closes the connection. Default 1 GiB.
     pub max_snapshot_bytes: u64,
+    /// Timeout of one snapshot chunk sent to a follower, including, for the last chunk, the
+    /// follower installing the snapshot. Snapshots go on their own connection, so a slow
+    /// transfer does not delay heartbeats. Default 5 s.
+    pub install_snapshot_timeout: Duration,
     /// Size at which a new log segment is started. Default 8 MiB.
     pub segment_bytes: u64,
     /// An incoming connection on which no request starts for this long is closed. Default
@@ -59,7 +64,7 @@ pub struct QuorumConfig {
     pub idle_timeout: Duration,
     /// Most incoming connections served at once (on [`Quorum::serve`]'s listener and through
     /// [`Quorum::serve_connection`] together); one more is closed at once. Default 64 (each
-    /// peer keeps one connection to this node).
+    /// peer keeps up to three connections to this node: votes, appends, snapshots).
     pub max_incoming_connections: usize,
     /// Timeout of one outgoing connect. Default 500 ms.
     pub connect_timeout: Duration,
@@ -87,6 +92,7 @@ impl QuorumConfig {
             max_payload_bytes: 1 << 20,
             max_frame_bytes: 16 << 20,
             max_snapshot_bytes: 1 << 30,
+            install_snapshot_timeout: Duration::from_secs(5),
             segment_bytes: 8 << 20,
             idle_timeout: Duration::from_secs(30),
             max_incoming_connections: 64,
@@ -124,6 +130,7 @@ impl QuorumConfig {
             election_timeout_max: ms(self.election_timeout_max),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_after_entries.max(1)),
             max_in_snapshot_log_to_keep: self.log_entries_kept_after_snapshot,
+            install_snapshot_timeout: ms(self.install_snapshot_timeout),
             // Chunks well under the frame limit, whatever it is set to: the chunk goes as a CBOR
             // byte string (wire::SnapshotChunk), so its frame is the chunk plus the snapshot's
             // meta (membership with addresses) and a few bytes.
@@ -148,6 +155,19 @@ pub struct QuorumStatus {
     /// The index of the last entry applied to this node's applier (including Raft's own
     /// entries, which the applier does not see).
     pub applied_index: Option<u64>,
+}
+
+/// A committed and applied proposal: what [`Quorum::propose`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposed {
+    /// The entry's log index (its offset in the metadata log).
+    pub index: u64,
+    /// The term of the leader that wrote the entry. A caller acting on its own leadership
+    /// (the active controller) checks that this is its term: an entry of another term was
+    /// not written under its leadership.
+    pub term: u64,
+    /// The applier's response to the entry.
+    pub response: Vec<u8>,
 }
 
 /// One voter or learner in [`QuorumDescription`].
@@ -182,6 +202,8 @@ pub struct Quorum {
     id: NodeId,
     raft: Raft,
     status: watch::Receiver<QuorumStatus>,
+    /// Set once, with the reason, when Raft stops itself (not on a requested shutdown).
+    fatal: watch::Receiver<Option<String>>,
     stop: Arc<watch::Sender<bool>>,
     max_payload_bytes: usize,
     inbound: Arc<Inbound>,
@@ -210,6 +232,7 @@ impl Quorum {
                 reconnect_backoff_min: config.reconnect_backoff_min,
                 reconnect_backoff_max: config.reconnect_backoff_max,
                 max_frame_bytes: config.max_frame_bytes,
+                idle_timeout: config.idle_timeout,
             },
         );
         let raft = Raft::new(config.node_id, raft_config, network, log, sm)
@@ -223,6 +246,10 @@ impl Quorum {
                 .await
                 .map_err(|e| QuorumError::Stopped(e.to_string()))?;
             if !initialized {
+                if let Err(e) = refuse_if_the_cluster_exists(&config).await {
+                    let _ = raft.shutdown().await;
+                    return Err(e);
+                }
                 let members: BTreeMap<NodeId, BasicNode> = config
                     .voters
                     .iter()
@@ -239,12 +266,22 @@ impl Quorum {
         }
 
         let (status_tx, status_rx) = watch::channel(QuorumStatus::default());
+        let (fatal_tx, fatal_rx) = watch::channel(None);
         let mut metrics = raft.metrics();
         let id = config.node_id;
         tokio::spawn(async move {
             loop {
                 let status = {
                     let m = metrics.borrow_and_update();
+                    match &m.running_state {
+                        Ok(()) | Err(Fatal::Stopped) => {}
+                        Err(e) => {
+                            if fatal_tx.borrow().is_none() {
+                                tracing::error!(node = id, "metadata quorum stopped: {e}");
+                                let _ = fatal_tx.send(Some(e.to_string()));
+                            }
+                        }
+                    }
                     QuorumStatus {
                         leader: m.current_leader,
                         is_leader: m.current_leader == Some(id),
@@ -275,6 +312,7 @@ impl Quorum {
         Ok(Quorum {
             id,
             status: status_rx,
+            fatal: fatal_rx,
             stop: Arc::new(stop),
             max_payload_bytes: config.max_payload_bytes,
             inbound: Arc::new(Inbound {
@@ -296,9 +334,10 @@ impl Quorum {
     }
 
     /// Appends `payload` to the replicated log and waits until it is committed and applied
-    /// here; returns its log index and the applier's response. Only the leader accepts
-    /// proposals: elsewhere the answer is [`QuorumError::NotLeader`] with the leader it knows.
-    pub async fn propose(&self, payload: Vec<u8>) -> Result<(u64, Vec<u8>)> {
+    /// here; returns its log index, the term it was written in and the applier's response.
+    /// Only the leader accepts proposals: elsewhere the answer is [`QuorumError::NotLeader`]
+    /// with the leader it knows.
+    pub async fn propose(&self, payload: Vec<u8>) -> Result<Proposed> {
         if payload.len() > self.max_payload_bytes {
             return Err(QuorumError::PayloadTooLarge {
                 size: payload.len(),
@@ -306,8 +345,33 @@ impl Quorum {
             });
         }
         match self.raft.client_write(Payload(payload)).await {
-            Ok(resp) => Ok((resp.log_id.index, resp.data.0)),
+            Ok(resp) => Ok(Proposed {
+                index: resp.log_id.index,
+                term: resp.log_id.leader_id.term,
+                response: resp.data.0,
+            }),
             Err(e) => Err(write_error(e)),
+        }
+    }
+
+    /// Resolves with [`QuorumError::Fatal`] once the quorum on this node stops itself: a
+    /// write to its log, vote or snapshot file failed, after which Raft accepts nothing more
+    /// (it never retries a write whose outcome on disk is unknown) and every call answers
+    /// [`QuorumError::Stopped`] or [`QuorumError::Fatal`]. The broker should then exit and be
+    /// restarted: the files are intact up to the failure. Never resolves if the quorum is shut
+    /// down normally. The future does not borrow the quorum.
+    pub fn fatal(&self) -> impl Future<Output = QuorumError> + Send + 'static {
+        let mut rx = self.fatal.clone();
+        async move {
+            loop {
+                if let Some(reason) = rx.borrow_and_update().clone() {
+                    return QuorumError::Fatal(reason);
+                }
+                if rx.changed().await.is_err() {
+                    // Stopped without a failure.
+                    std::future::pending::<()>().await;
+                }
+            }
         }
     }
 
@@ -487,12 +551,63 @@ impl Drop for Quorum {
     }
 }
 
+/// Before the lowest voter forms a cluster from empty storage: asks every other configured
+/// voter whether it has Raft state. One that has means the cluster exists and this node lost
+/// its disk: initializing again would let it vote a second time in a term it voted in
+/// already, and start a log whose membership may differ. Peers that cannot be reached count
+/// as pristine (on a first start they may not be up yet).
+async fn refuse_if_the_cluster_exists(config: &QuorumConfig) -> Result<()> {
+    let timeout = config.connect_timeout + Duration::from_secs(1);
+    let probes: Vec<_> = config
+        .voters
+        .iter()
+        .filter(|(id, _)| **id != config.node_id)
+        .map(|(id, addr)| {
+            let (me, target, addr, max) = (
+                config.node_id,
+                *id,
+                addr.to_string(),
+                config.max_frame_bytes,
+            );
+            (
+                target,
+                tokio::spawn(async move {
+                    crate::network::probe(me, target, &addr, max, timeout).await
+                }),
+            )
+        })
+        .collect();
+    for (target, probe) in probes {
+        let Ok(Some(answer)) = probe.await else {
+            continue;
+        };
+        if answer.has_state() {
+            let reason = format!(
+                "node {} has an empty metadata quorum directory ({}), but voter {target} \
+                 already has state (term {}, last log index {:?}): this node lost its disk. \
+                 It will not form a new cluster. Recover it as docs/cluster.md describes \
+                 (\"Recovering a voter that lost its disk\"): remove it from the voters on the \
+                 running quorum and add it back as a new learner with an empty directory, or \
+                 restore its directory from a backup.",
+                config.node_id,
+                config.dir.display(),
+                answer.term,
+                answer.last_log_index
+            );
+            tracing::error!("{reason}");
+            return Err(QuorumError::StateLost(reason));
+        }
+    }
+    Ok(())
+}
+
 fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> QuorumError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => QuorumError::NotLeader {
             leader: f.leader_id,
         },
         RaftError::APIError(other) => QuorumError::Raft(other.to_string()),
-        RaftError::Fatal(f) => QuorumError::Stopped(f.to_string()),
+        RaftError::Fatal(Fatal::Stopped) => QuorumError::Stopped("raft stopped".into()),
+        RaftError::Fatal(f) => QuorumError::Fatal(f.to_string()),
     }
 }

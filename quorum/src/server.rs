@@ -8,9 +8,12 @@
 //! an undecodable body, a response where a request belongs) closes that connection with a
 //! debug log; nothing else is affected.
 //!
+//! A Probe (a voter with empty storage asking whether the cluster exists) is answered here
+//! from the node's metrics, without openraft.
+//!
 //! Before a request reaches openraft it is checked here, because openraft trusts its peers:
-//! - The sender (the node named by the request's vote) must be a configured voter or a member
-//!   (voter or learner) of the current membership; otherwise the connection is closed. So a
+//! - The sender (the node named by the request's vote, or a Probe's node id) must be a
+//!   configured voter or a member (voter or learner) of the current membership; otherwise the connection is closed. So a
 //!   stranger on the controller port cannot raise the term or pose as a leader.
 //! - An InstallSnapshot chunk must start at 0 (a new transfer) or at most at the bytes already
 //!   received for that snapshot, and must end within `max_snapshot_bytes`. openraft seeks its
@@ -68,9 +71,13 @@ impl Inbound {
 
     /// Whether `vote`'s node may send requests to this node.
     fn is_member(&self, vote: &Vote) -> bool {
-        let Some(sender) = vote.leader_id().voted_for() else {
-            return false;
-        };
+        vote.leader_id()
+            .voted_for()
+            .is_some_and(|sender| self.is_known(sender))
+    }
+
+    /// Whether `sender` is a configured voter or a member of the current membership.
+    fn is_known(&self, sender: NodeId) -> bool {
         if self.configured_voters.contains(&sender) {
             return true;
         }
@@ -192,6 +199,24 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             return;
         };
         let body = match kind {
+            Kind::Probe => match from_cbor::<wire::ProbeRequest>(&frame.body) {
+                Ok(req) if !inbound.is_known(req.node_id) => Err(format!(
+                    "probe from node {} that is neither a configured voter nor a member",
+                    req.node_id
+                )),
+                Ok(_) => {
+                    let answer = {
+                        let m = inbound.raft.metrics();
+                        let m = m.borrow();
+                        wire::ProbeResponse {
+                            term: m.current_term,
+                            last_log_index: m.last_log_index,
+                        }
+                    };
+                    encode(&answer)
+                }
+                Err(e) => Err(e),
+            },
             Kind::Vote => match from_cbor::<VoteRequest<NodeId>>(&frame.body) {
                 Ok(req) if !inbound.is_member(&req.vote) => Err(not_member(&req.vote)),
                 Ok(req) => encode(&raft.vote(req).await),

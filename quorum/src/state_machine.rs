@@ -226,16 +226,24 @@ impl<A: Applier> RaftStateMachine<TypeConfig> for StateMachineStore<A> {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        {
-            let mut state = lock(&self.shared.state);
-            let last_index = meta.last_log_id.map_or(0, |l| l.index);
+        // Decoding a large snapshot may take a while: off the runtime's workers, so the
+        // node keeps answering heartbeats meanwhile.
+        let shared = self.shared.clone();
+        let installed = meta.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            let mut state = lock(&shared.state);
+            let last_index = installed.last_log_id.map_or(0, |l| l.index);
             state
                 .applier
                 .install_snapshot(last_index, &data)
-                .map_err(|e| sm_err(format!("the applier refused the snapshot: {e}")))?;
-            state.last_applied = meta.last_log_id;
-            state.membership = meta.last_membership.clone();
-        }
+                .map_err(|e| format!("the applier refused the snapshot: {e}"))?;
+            state.last_applied = installed.last_log_id;
+            state.membership = installed.last_membership.clone();
+            Ok::<_, String>(data)
+        })
+        .await
+        .map_err(|e| sm_err(format!("snapshot install task failed: {e}")))?
+        .map_err(sm_err)?;
         tracing::debug!(last = ?meta.last_log_id, bytes = data.len(), "metadata snapshot installed");
         let shared = self.shared.clone();
         let snap = SnapshotFile {

@@ -4,13 +4,14 @@
 //! ```text
 //! length          u32   bytes after this field (8 ..= max frame size)
 //! version         u16   format version, 1
-//! kind            u16   1 = Vote, 2 = AppendEntries, 3 = InstallSnapshot;
+//! kind            u16   1 = Vote, 2 = AppendEntries, 3 = InstallSnapshot, 4 = Probe;
 //!                       a response carries its request's kind | 0x8000
 //! correlation id  u32   chosen by the sender of a request, echoed by its response
 //! body                  CBOR (RFC 8949)
 //! ```
-//! Request bodies are openraft's `VoteRequest`, `AppendEntriesRequest` and
-//! `InstallSnapshotRequest` ([`SnapshotChunk`]: the same fields, but the chunk's bytes are a
+//! Probe ([`ProbeRequest`] / [`ProbeResponse`], answered from the node's state without
+//! openraft) asks a peer whether it has any Raft state; other request bodies are openraft's
+//! `VoteRequest`, `AppendEntriesRequest` and `InstallSnapshotRequest` ([`SnapshotChunk`]: the same fields, but the chunk's bytes are a
 //! CBOR byte string where openraft's `Vec<u8>` would be an array of integers, up to twice the
 //! size); a response body is `Result<response, RaftError>` (CBOR map with
 //! one key, `"Ok"` or `"Err"`), all with openraft 0.9's serde field names. Entry payloads and
@@ -42,6 +43,7 @@ pub enum Kind {
     Vote = 1,
     AppendEntries = 2,
     InstallSnapshot = 3,
+    Probe = 4,
 }
 
 impl Kind {
@@ -50,8 +52,33 @@ impl Kind {
             1 => Some(Kind::Vote),
             2 => Some(Kind::AppendEntries),
             3 => Some(Kind::InstallSnapshot),
+            4 => Some(Kind::Probe),
             _ => None,
         }
+    }
+}
+
+/// A Probe request: sent by a voter about to form a new cluster (its storage is empty) to
+/// learn whether the cluster exists already.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeRequest {
+    /// The sender; it must be a configured voter or a member, as for every request.
+    pub node_id: u64,
+}
+
+/// The answer to a [`ProbeRequest`]: the peer's Raft state, as its metrics show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeResponse {
+    /// The peer's current term (0 on a node that never voted nor heard of a leader).
+    pub term: u64,
+    /// The peer's last log index (a snapshot's last index counts), if any.
+    pub last_log_index: Option<u64>,
+}
+
+impl ProbeResponse {
+    /// Whether the peer belongs to a cluster that has started.
+    pub fn has_state(&self) -> bool {
+        self.term > 0 || self.last_log_index.is_some()
     }
 }
 

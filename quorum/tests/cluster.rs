@@ -30,6 +30,8 @@ struct Cluster {
     voters: BTreeMap<u64, SocketAddr>,
     nodes: BTreeMap<u64, Node>,
     tune: fn(&mut QuorumConfig),
+    /// Nodes whose applier takes this long to install a snapshot.
+    slow_install: BTreeMap<u64, Duration>,
 }
 
 impl Cluster {
@@ -51,6 +53,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             _tmp: tmp,
             tune,
+            slow_install: BTreeMap::new(),
         };
         for (id, listener) in listeners {
             let dir = cluster._tmp.path().join(format!("node-{id}"));
@@ -68,18 +71,28 @@ impl Cluster {
     }
 
     async fn boot(&mut self, id: u64, listener: TcpListener) {
+        self.try_boot(id, listener).await.unwrap();
+    }
+
+    async fn try_boot(&mut self, id: u64, listener: TcpListener) -> Result<(), QuorumError> {
         let node = self.nodes.get_mut(&id).unwrap();
         let mut config = QuorumConfig::new(id, self.voters.clone(), &node.dir);
         (self.tune)(&mut config);
-        let (applier, probe) = Recorder::probed();
-        let quorum = Quorum::start(config, applier).await.unwrap();
+        let (mut applier, probe) = Recorder::probed();
+        applier.install_delay = self.slow_install.get(&id).copied().unwrap_or_default();
+        let quorum = Quorum::start(config, applier).await?;
         quorum.serve(listener);
         node.quorum = Some(quorum);
         node.probe = probe;
+        Ok(())
     }
 
     /// Restarts a stopped node from its directory, on its old port.
     async fn restart(&mut self, id: u64) {
+        self.try_restart(id).await.unwrap();
+    }
+
+    async fn try_restart(&mut self, id: u64) -> Result<(), QuorumError> {
         let addr = self.nodes[&id].addr;
         let deadline = Instant::now() + WAIT;
         let listener = loop {
@@ -91,7 +104,7 @@ impl Cluster {
                 }
             }
         };
-        self.boot(id, listener).await;
+        self.try_boot(id, listener).await
     }
 
     async fn stop(&mut self, id: u64) {
@@ -151,10 +164,24 @@ impl Cluster {
         let mut indexes = Vec::new();
         for i in range {
             let payload = format!("record-{i}").into_bytes();
-            let (index, response) = self.q(leader).propose(payload.clone()).await.unwrap();
+            let proposed = self.q(leader).propose(payload.clone()).await.unwrap();
             let reversed: Vec<u8> = payload.iter().rev().copied().collect();
-            assert_eq!(response, reversed, "the applier's response comes back");
-            indexes.push(index);
+            assert_eq!(
+                proposed.response, reversed,
+                "the applier's response comes back"
+            );
+            // The term the entry was written in is the leader's current term, and the one the
+            // applier saw for that index.
+            let term = self.q(leader).subscribe().borrow().term;
+            assert_eq!(proposed.term, term, "the entry carries the leader's term");
+            let applied_term = self.nodes[&leader]
+                .probe
+                .terms()
+                .into_iter()
+                .find(|(i, _)| *i == proposed.index)
+                .map(|(_, t)| t);
+            assert_eq!(applied_term, Some(proposed.term));
+            indexes.push(proposed.index);
         }
         indexes
     }
@@ -317,6 +344,92 @@ async fn a_follower_far_behind_gets_a_snapshot() {
         installs.iter().any(|i| *i > first[4] && *i <= last),
         "the victim installed a snapshot from the leader: {installs:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 6)]
+async fn a_slow_snapshot_install_causes_no_election() {
+    let mut c = Cluster::start(3, |cfg| {
+        cfg.snapshot_after_entries = 10;
+        cfg.log_entries_kept_after_snapshot = 0;
+    })
+    .await;
+    let leader = c.agreed_leader().await;
+    c.propose_all(leader, 0..5).await;
+    c.all_applied(&records(0..5)).await;
+    let victim = *c.voters.keys().find(|id| **id != leader).unwrap();
+    c.stop(victim).await;
+    c.propose_all(leader, 5..60).await;
+    let term = c.q(leader).subscribe().borrow().term;
+
+    // The victim comes back behind the leader's purged log and gets a snapshot, which its
+    // applier takes 700 ms to install: longer than openraft's default snapshot timeout
+    // (200 ms), shorter than the time after which a follower that hears no heartbeat starts
+    // an election (openraft sends none to a follower while a snapshot to it is in flight).
+    c.slow_install.insert(victim, Duration::from_millis(700));
+    c.restart(victim).await;
+    let probe = c.nodes[&victim].probe.clone();
+    let deadline = Instant::now() + WAIT;
+    while probe.installs().is_empty() {
+        for node in c.running() {
+            let s = node.quorum.as_ref().unwrap().subscribe().borrow().clone();
+            // (The victim starts at term 0 until it hears from the leader.)
+            assert!(
+                s.term <= term,
+                "node {} moved to term {} (from {term}) while the snapshot was installed",
+                node.id,
+                s.term
+            );
+            assert!(s.leader.is_none() || s.leader == Some(leader), "{s:?}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot was never installed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(c.q(leader).subscribe().borrow().term, term);
+    assert!(c.q(leader).is_leader());
+    // And the victim catches up with the same leader.
+    c.propose_all(leader, 60..65).await;
+    c.all_applied(&records(0..65)).await;
+    assert_eq!(c.q(victim).subscribe().borrow().term, term);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_lowest_voter_that_lost_its_disk_does_not_form_a_new_cluster() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.agreed_leader().await;
+    c.propose_all(leader, 0..5).await;
+    c.all_applied(&records(0..5)).await;
+
+    // Node 1 (the one that formed the cluster) loses its disk.
+    c.stop(1).await;
+    std::fs::remove_dir_all(&c.nodes[&1].dir).unwrap();
+    let leader = c.agreed_leader().await;
+    let term = c.q(leader).subscribe().borrow().term;
+
+    match c.try_restart(1).await {
+        Err(QuorumError::StateLost(reason)) => {
+            assert!(reason.contains("lost its disk"), "{reason}");
+            assert!(reason.contains("docs/cluster.md"), "{reason}");
+        }
+        Err(e) => panic!("expected StateLost, got {e}"),
+        Ok(()) => panic!("node 1 started a new cluster on an empty directory"),
+    }
+    // Nothing on disk says a cluster was formed there.
+    assert!(c.nodes[&1].quorum.is_none());
+
+    // The other two keep their leader and term, and keep committing.
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < deadline {
+        for node in c.running() {
+            let s = node.quorum.as_ref().unwrap().subscribe().borrow().clone();
+            assert_eq!((s.leader, s.term), (Some(leader), term), "node {}", node.id);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.propose_all(leader, 5..10).await;
+    c.all_applied(&records(0..10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

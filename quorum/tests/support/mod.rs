@@ -15,6 +15,10 @@ pub struct Recorder {
     pub log: Log,
     /// The `last_index` of every snapshot installed.
     pub installs: Arc<Mutex<Vec<u64>>>,
+    /// (index, term) of every entry applied.
+    pub terms: Arc<Mutex<Vec<(u64, u64)>>>,
+    /// How long `install_snapshot` blocks before it installs (a slow follower).
+    pub install_delay: Duration,
 }
 
 /// What a test keeps of a [`Recorder`] it handed to a quorum.
@@ -22,6 +26,7 @@ pub struct Recorder {
 pub struct Probe {
     pub log: Log,
     pub installs: Arc<Mutex<Vec<u64>>>,
+    pub terms: Arc<Mutex<Vec<(u64, u64)>>>,
 }
 
 impl Probe {
@@ -35,6 +40,9 @@ impl Probe {
     }
     pub fn entries(&self) -> Vec<(u64, Vec<u8>)> {
         self.log.lock().unwrap().clone()
+    }
+    pub fn terms(&self) -> Vec<(u64, u64)> {
+        self.terms.lock().unwrap().clone()
     }
     pub fn installs(&self) -> Vec<u64> {
         self.installs.lock().unwrap().clone()
@@ -53,6 +61,8 @@ impl Recorder {
             Recorder {
                 log: probe.log.clone(),
                 installs: probe.installs.clone(),
+                terms: probe.terms.clone(),
+                install_delay: Duration::ZERO,
             },
             probe,
         )
@@ -60,7 +70,8 @@ impl Recorder {
 }
 
 impl Applier for Recorder {
-    fn apply(&mut self, index: u64, _term: u64, payload: &[u8]) -> Vec<u8> {
+    fn apply(&mut self, index: u64, term: u64, payload: &[u8]) -> Vec<u8> {
+        self.terms.lock().unwrap().push((index, term));
         self.log.lock().unwrap().push((index, payload.to_vec()));
         payload.iter().rev().copied().collect()
     }
@@ -76,6 +87,8 @@ impl Applier for Recorder {
     }
 
     fn install_snapshot(&mut self, last_index: u64, mut bytes: &[u8]) -> Result<(), String> {
+        // Blocks its thread, as a slow applier would (the test runtimes have spare workers).
+        std::thread::sleep(self.install_delay);
         let mut entries = Vec::new();
         while !bytes.is_empty() {
             if bytes.len() < 12 {
