@@ -118,16 +118,11 @@ impl Log for Quorum {
         Quorum::node_id(self)
     }
 
-    fn propose(
-        &self,
-        payload: Vec<u8>,
-    ) -> impl Future<Output = Result<(u64, Vec<u8>), QuorumError>> + Send {
+    async fn propose(&self, payload: Vec<u8>) -> Result<(u64, Vec<u8>), QuorumError> {
         // The entry's term (`Proposed::term`) is not passed on yet.
-        async move {
-            Quorum::propose(self, payload)
-                .await
-                .map(|p| (p.index, p.response))
-        }
+        Quorum::propose(self, payload)
+            .await
+            .map(|p| (p.index, p.response))
     }
 }
 
