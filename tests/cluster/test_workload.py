@@ -2,7 +2,7 @@
 
 This file owns the proof that the workload's clients work and write a usable history: against
 one real single-node Sluice broker, and (with ``SLUICE_CLUSTER_KAFKA=1``) against a single-node
-Apache Kafka 4.4 from scripts/peers/kafka.sh. Each test creates a 3-partition topic, runs the
+Apache Kafka 4.4, both started by launcher.py. Each test creates a 3-partition topic, runs the
 whole workload (2 confluent-kafka producers, 1 Java producer, 2 group consumers, 1 assigned
 consumer) for about 5 s, stops it, does the final read, merges the history and checks that:
 
@@ -17,9 +17,6 @@ consumer) for about 5 s, stops it, does the final read, merges the history and c
 from __future__ import annotations
 
 import os
-import re
-import signal
-import subprocess
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -28,15 +25,9 @@ from typing import Iterator
 import pytest
 
 import history
+from launcher import ClusterError, start_cluster
 from workload import Workload, create_topic
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BROKER_BIN = Path(
-    os.environ.get("SLUICE_BROKER_BIN")
-    or Path(os.environ.get("CARGO_TARGET_DIR", REPO_ROOT / "target")) / "release" / "sluice-broker"
-)
-KAFKA_SH = REPO_ROOT / "scripts" / "peers" / "kafka.sh"
-LISTENING_RE = re.compile(r"listening on (\S+):(\d+)")
 TOPIC = "jepsen"
 PARTITIONS = 3
 RUN_SECONDS = 5.0
@@ -46,53 +37,30 @@ needs_kafka = pytest.mark.skipif(
 )
 
 
+def _single_node(kind: str, base: Path) -> Iterator[str]:
+    """One node of `kind` started by the bench's own launcher in a temp dir, stopped at the
+    end; yields its bootstrap address."""
+    try:
+        cluster = start_cluster(kind, base, 1)
+    except ClusterError as e:
+        pytest.fail(str(e))
+    try:
+        yield cluster.bootstrap
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
 def sluice_bootstrap(tmp_path: Path) -> Iterator[str]:
-    """One single-node Sluice broker on 127.0.0.1 (free port) in a temp dir, killed at the end."""
-    if not (BROKER_BIN.is_file() and os.access(BROKER_BIN, os.X_OK)):
-        pytest.fail(f"broker binary not found: {BROKER_BIN} (cargo build --release --bin sluice-broker)")
-    stdout_log = tmp_path / "broker.stdout.log"
-    stderr_log = tmp_path / "broker.stderr.log"
-    with open(stdout_log, "wb") as out, open(stderr_log, "wb") as err:
-        proc = subprocess.Popen(
-            [str(BROKER_BIN), "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "broker-data")],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-            # A new group's first rebalance does not wait for more members (as in kafka.sh).
-            env={**os.environ, "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS": "0"},
-        )
-    try:
-        deadline = time.monotonic() + 30
-        match = None
-        while match is None:
-            match = LISTENING_RE.search(stdout_log.read_text(errors="replace"))
-            if match is None:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"broker did not start (exit {proc.poll()}):\n{stderr_log.read_text(errors='replace')[-3000:]}")
-                time.sleep(0.05)
-        yield f"{match.group(1)}:{match.group(2)}"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    """One single-node Sluice broker (launcher.py), stopped at the end."""
+    yield from _single_node("sluice", tmp_path / "sluice")
 
 
 @pytest.fixture
 def kafka_bootstrap(tmp_path: Path) -> Iterator[str]:
-    """One single-node Apache Kafka 4.4 (scripts/peers/kafka.sh) in a temp dir, stopped at the end."""
-    data_dir = tmp_path / "kafka"
-    result = subprocess.run(
-        ["bash", str(KAFKA_SH), "start", str(data_dir)], capture_output=True, text=True, timeout=120, check=False
-    )
-    try:
-        match = re.search(r"kafka listening on (\S+)", result.stdout)
-        if result.returncode != 0 or match is None:
-            pytest.fail(f"kafka.sh start failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-        yield match.group(1)
-    finally:
-        subprocess.run(["bash", str(KAFKA_SH), "stop", str(data_dir)], capture_output=True, timeout=60, check=False)
+    """One single-node Apache Kafka 4.4 (launcher.py, scripts/peers/kafka.sh's jars), stopped
+    at the end."""
+    yield from _single_node("kafka", tmp_path / "kafka")
 
 
 def run_and_check(bootstrap: str, out_dir: Path) -> None:
