@@ -191,6 +191,7 @@ impl Broker {
                 config.topic_defaults.clone(),
                 config.flush_mode,
                 clean,
+                topics::Layout::WholeTopics,
             )
             .map_err(BrokerError::explain_out_of_files)?;
             Ok::<_, BrokerError>(Opened {

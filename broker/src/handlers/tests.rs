@@ -43,6 +43,7 @@ fn state(dir: &std::path::Path, props: &[(&str, &str)]) -> BrokerState {
         config.topic_defaults.clone(),
         config.flush_mode,
         true,
+        crate::topics::Layout::WholeTopics,
     )
     .unwrap();
     BrokerState::for_tests(config, registry)

@@ -42,6 +42,10 @@ use sluice_storage::{fsutil, Flusher, PartitionLog, StorageError};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+mod replicas;
+
+pub use replicas::STRAY_SUFFIX;
+
 use crate::datadir;
 use crate::errors::BrokerError;
 use crate::limits::PartitionLimit;
@@ -174,12 +178,21 @@ impl Topic {
             .clone()
     }
 
-    /// Partition `index`, if the topic has it.
+    /// Partition `index`, if this broker hosts it.
     pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
-        let index = usize::try_from(index).ok()?;
-        self.partitions().get(index).cloned()
+        let partitions = self.partitions();
+        // Sorted by index: dense (0..n) on a single node, so the position is the index;
+        // a cluster broker hosts a subset.
+        match usize::try_from(index).ok().and_then(|i| partitions.get(i)) {
+            Some(p) if p.index == index => Some(p.clone()),
+            _ => partitions
+                .binary_search_by_key(&index, |p| p.index)
+                .ok()
+                .map(|i| partitions[i].clone()),
+        }
     }
 
+    /// How many of the topic's partitions this broker hosts (all of them on a single node).
     pub fn partition_count(&self) -> usize {
         self.partitions().len()
     }
@@ -227,6 +240,17 @@ pub struct LoadReport {
     pub elapsed: Duration,
 }
 
+/// How the partition directories of the data directory make up topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// A single-node broker holds every partition of its topics: a topic exists exactly
+    /// when its partition 0 does (module docs).
+    WholeTopics,
+    /// A cluster broker holds the replicas the metadata assigned to it, any subset of a
+    /// topic's partitions; which topics exist is the metadata's to say (see `cluster`).
+    Replicas,
+}
+
 /// See the module docs.
 pub struct TopicRegistry {
     data_dir: PathBuf,
@@ -248,6 +272,7 @@ impl TopicRegistry {
         defaults: TopicConfig,
         flush_mode: FlushMode,
         clean: bool,
+        layout: Layout,
     ) -> Result<(TopicRegistry, LoadReport), BrokerError> {
         let started = Instant::now();
         let registry = TopicRegistry {
@@ -294,7 +319,7 @@ impl TopicRegistry {
         }
 
         for (name, dirs) in found {
-            if !dirs.contains_key(&0) {
+            if layout == Layout::WholeTopics && !dirs.contains_key(&0) {
                 tracing::warn!(
                     topic = %name,
                     "partition 0 is missing: finishing an interrupted topic deletion"
@@ -354,10 +379,15 @@ impl TopicRegistry {
                     registry.defaults.clone()
                 }
             };
-            let count = dirs.keys().max().map_or(0, |max| max + 1);
+            // A whole topic has every partition up to the highest (a missing directory is
+            // made again); a cluster broker has the replicas it found.
+            let indexes: Vec<i32> = match layout {
+                Layout::WholeTopics => (0..dirs.keys().max().map_or(0, |max| max + 1)).collect(),
+                Layout::Replicas => dirs.keys().copied().collect(),
+            };
             let name: Arc<str> = Arc::from(name.as_str());
-            let mut partitions = Vec::with_capacity(count as usize);
-            for index in 0..count {
+            let mut partitions = Vec::with_capacity(indexes.len());
+            for index in indexes {
                 let dir = datadir::partition_dir(data_dir, &name, index);
                 let log_config = config.to_log_config(registry.flush_mode);
                 let opened = match bad_metadata.get(&index) {
@@ -932,9 +962,16 @@ mod tests {
 
     fn registry(dir: &Path, clean: bool) -> TopicRegistry {
         let flusher = Flusher::start("test").unwrap();
-        TopicRegistry::load(dir, flusher, TopicConfig::default(), FlushMode::Os, clean)
-            .unwrap()
-            .0
+        TopicRegistry::load(
+            dir,
+            flusher,
+            TopicConfig::default(),
+            FlushMode::Os,
+            clean,
+            Layout::WholeTopics,
+        )
+        .unwrap()
+        .0
     }
 
     #[test]
