@@ -882,7 +882,7 @@ mod tests {
     fn defaults_are_kafkas() {
         let c = BrokerConfig::default();
         assert_eq!(
-            c.cluster.single_node_listener().unwrap().bind_address(),
+            c.cluster.served_listeners().unwrap().client.bind_address(),
             "127.0.0.1:9092"
         );
         assert_eq!(c.data_dir, PathBuf::from("./sluice-data"));

@@ -102,12 +102,18 @@ pub fn load_or_init_meta(dir: &Path, node_id: i32) -> Result<MetaProperties, Bro
         node_id,
         fresh: true,
     };
-    let text = format!(
-        "#\n# Written by sluice-broker at first start.\nversion=1\ncluster.id={}\nnode.id={}\n",
-        meta.cluster_id, meta.node_id
-    );
-    fsutil::write_atomically(&path, text.as_bytes())?;
+    write_meta(dir, meta.node_id, &meta.cluster_id)?;
     Ok(meta)
+}
+
+/// Writes `meta.properties` (atomically): at first start, and when a new node of a cluster
+/// takes the cluster's id.
+pub fn write_meta(dir: &Path, node_id: i32, cluster_id: &str) -> Result<(), BrokerError> {
+    let text = format!(
+        "#\n# Written by sluice-broker.\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n"
+    );
+    fsutil::write_atomically(&dir.join(META_PROPERTIES), text.as_bytes())?;
+    Ok(())
 }
 
 /// `<data-dir>/<topic>-<partition>`.

@@ -24,6 +24,9 @@ pub enum BrokerError {
         #[source]
         source: std::io::Error,
     },
+    /// The cluster layer (metadata quorum, controller) failed.
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("data directory {path} is in use by another process (cannot lock {path}/.lock)")]
     DataDirLocked { path: PathBuf },
     #[error("{path}: {reason}")]

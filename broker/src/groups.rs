@@ -219,6 +219,11 @@ impl Groups {
         }
     }
 
+    /// `offsets.topic.num.partitions`.
+    pub fn offsets_topic_partitions(&self) -> i32 {
+        self.config.offsets_topic_num_partitions
+    }
+
     /// The coordinator's clock (milliseconds, wall-clock based, monotonic).
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
@@ -227,6 +232,13 @@ impl Groups {
     /// The node to name in FindCoordinator answers: this broker, once `__consumer_offsets`
     /// exists and unless loading it failed (None: COORDINATOR_NOT_AVAILABLE, retriable).
     pub fn coordinator_node(&self, state: &BrokerState) -> Option<CoordinatorNode> {
+        if let Some(node) = &state.cluster {
+            // In a cluster: the broker leading `__consumer_offsets` (see `cluster::groups`).
+            let coordinator = crate::cluster::groups::coordinator(node)?;
+            if coordinator.node_id != state.node_id {
+                return Some(coordinator);
+            }
+        }
         if self.topic.get().is_none() || self.failed.load(Ordering::Acquire) {
             return None;
         }

@@ -30,6 +30,7 @@
 //! already read, closes every log and writes the clean-shutdown marker.
 
 pub mod alloc;
+pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod datadir;
@@ -172,7 +173,14 @@ impl Broker {
         let started = std::time::Instant::now();
         // Before the data directory is touched: a cluster configuration this build cannot
         // run yet is refused whole ("cluster mode is not wired yet").
-        let served = config.cluster.single_node_listener()?.clone();
+        let served = config.cluster.served_listeners()?;
+        let (client_listener, controller_listener) =
+            (served.client.clone(), served.controller.cloned());
+        let layout = if controller_listener.is_some() {
+            topics::Layout::Replicas
+        } else {
+            topics::Layout::WholeTopics
+        };
         let open_config = config.clone();
         let opened = tokio::task::spawn_blocking(move || {
             let config = open_config;
@@ -191,7 +199,7 @@ impl Broker {
                 config.topic_defaults.clone(),
                 config.flush_mode,
                 clean,
-                topics::Layout::WholeTopics,
+                layout,
             )
             .map_err(BrokerError::explain_out_of_files)?;
             Ok::<_, BrokerError>(Opened {
@@ -241,7 +249,7 @@ impl Broker {
         let mut config = config;
         let partition_limit = apply_open_file_limits(&mut config, &registry);
 
-        let bind = served.bind_address();
+        let bind = client_listener.bind_address();
         let listener = TcpListener::bind(&bind)
             .await
             .map_err(|e| BrokerError::io(format!("listen on {bind}"), e))?;
@@ -250,14 +258,33 @@ impl Broker {
             .map_err(|e| BrokerError::io("read the bound address", e))?;
         let (advertised_host, advertised_port) = match config
             .cluster
-            .advertised_listener(&served.name)
+            .advertised_listener(&client_listener.name)
         {
             Some(a) => (a.host.clone(), a.port),
             None if local_addr.ip().is_unspecified() => ("localhost".to_owned(), local_addr.port()),
             None => (local_addr.ip().to_string(), local_addr.port()),
         };
         registry.set_partition_limit(partition_limit);
+        let cluster = match &controller_listener {
+            None => None,
+            Some(controller) => {
+                let node = cluster::ClusterNode::start(
+                    &config,
+                    &client_listener.name,
+                    (advertised_host.clone(), advertised_port),
+                    &meta.cluster_id,
+                )
+                .await?;
+                let addr = node
+                    .serve_controller_listener(&controller.bind_address())
+                    .await?;
+                tracing::info!(controller_listener = %addr, voters = %config.cluster.voters_text(), "metadata quorum started");
+                Some(Arc::new(node))
+            }
+        };
         let state = Arc::new(BrokerState {
+            cluster,
+            data_dir_fresh: meta.fresh,
             node_id: meta.node_id,
             cluster_id: meta.cluster_id,
             advertised_host,
@@ -270,8 +297,11 @@ impl Broker {
             _lock: Some(lock),
             config,
         });
-        // Before any connection is accepted, so no client auto-creates it differently.
-        groups::prepare(&state).await?;
+        // Before any connection is accepted, so no client auto-creates it differently. A
+        // cluster broker prepares it once the metadata places it (see `cluster::groups`).
+        if state.cluster.is_none() {
+            groups::prepare(&state).await?;
+        }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (kill_tx, kill_rx) = watch::channel(false);
         let supervisor = tokio::spawn(supervise(
@@ -310,6 +340,26 @@ async fn supervise(
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let retention = tokio::spawn(retention::run(state.clone(), shutdown.clone()));
     let groups = tokio::spawn(groups::run(state.clone(), shutdown.clone()));
+    let cluster_tasks: Vec<JoinHandle<()>> = match &state.cluster {
+        None => Vec::new(),
+        Some(node) => vec![
+            tokio::spawn(cluster::lifecycle::run(
+                state.clone(),
+                node.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(cluster::reconcile::run(
+                state.clone(),
+                node.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(cluster::groups::run(
+                state.clone(),
+                node.clone(),
+                shutdown.clone(),
+            )),
+        ],
+    };
     let accept = server::accept_loop(
         listener,
         state.clone(),
@@ -327,6 +377,14 @@ async fn supervise(
         let _ = retention.await;
         groups.abort();
         let _ = groups.await;
+        for task in cluster_tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Some(node) = &state.cluster {
+            // Stops Raft without a goodbye (it writes nothing more), as a crash would.
+            let _ = node.service.shutdown().await;
+        }
         while done_rx.recv().await.is_some() {}
         return Ok(());
     }
@@ -347,6 +405,16 @@ async fn supervise(
     // Stopped before the logs close: a timer firing now could not append any more.
     if let Err(e) = groups.await {
         tracing::error!(error = %e, "group coordinator task failed");
+    }
+    for task in cluster_tasks {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "cluster task failed");
+        }
+    }
+    if let Some(node) = &state.cluster {
+        if let Err(e) = node.service.shutdown().await {
+            tracing::warn!(error = %e, "the metadata quorum did not stop cleanly");
+        }
     }
     let closing = state.clone();
     let closed = tokio::task::spawn_blocking(move || closing.topics.close_all())

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use crate::cluster::ClusterNode;
 use crate::config::BrokerConfig;
 use crate::datadir::DataDirLock;
 use crate::disk_space::DiskSpace;
@@ -34,6 +35,12 @@ pub struct BrokerState {
     pub limits: Arc<Limits>,
     /// The free-space floor of the data directory (`log.dir.min.free.bytes`).
     pub disk: DiskSpace,
+    /// This broker's membership of a multi-node cluster (`None`: a single node, whose
+    /// metadata is its data directory's).
+    pub cluster: Option<Arc<ClusterNode>>,
+    /// Whether this start created the data directory (a new node may take the cluster's
+    /// id; see `cluster::lifecycle`).
+    pub data_dir_fresh: bool,
     /// Held for the broker's lifetime (released when the state is dropped).
     pub(crate) _lock: Option<DataDirLock>,
 }
@@ -52,6 +59,8 @@ impl BrokerState {
             cluster_id: "test-cluster".to_owned(),
             advertised_host: "127.0.0.1".to_owned(),
             advertised_port: 9092,
+            cluster: None,
+            data_dir_fresh: false,
             _lock: None,
         }
     }

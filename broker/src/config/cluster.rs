@@ -11,8 +11,8 @@
 //! rule says so in a comment (and docs/cluster.md lists it).
 //!
 //! This module only parses and validates. What the broker serves is decided at start:
-//! until the cluster is wired, [`ClusterConfig::single_node_listener`] is the one gate
-//! (one PLAINTEXT client listener on a node that is the whole cluster).
+//! [`ClusterConfig::served_listeners`] is the one gate (combined nodes with one client
+//! listener, plus the controller listener in a multi-node quorum).
 //!
 //! Two decisions a reader will ask about:
 //! - **The single-node default needs no controller listener.** With `controller.quorum.voters`
@@ -39,6 +39,23 @@ use super::{invalid, parse_num, ConfigError};
 /// The two names of `process.roles`.
 const BROKER_ROLE: &str = "broker";
 const CONTROLLER_ROLE: &str = "controller";
+
+/// What [`ClusterConfig::served_listeners`] found.
+#[derive(Debug, Clone, Copy)]
+pub struct ServedListeners<'a> {
+    /// The listener clients (and other brokers) connect to.
+    pub client: &'a Listener,
+    /// The controller listener, on a node of a multi-node quorum (Raft and controller
+    /// requests); `None` on a single node, whose sole voter needs none.
+    pub controller: Option<&'a Listener>,
+}
+
+impl ServedListeners<'_> {
+    /// Whether this node is part of a multi-node cluster (and runs the metadata quorum).
+    pub fn is_cluster(&self) -> bool {
+        self.controller.is_some()
+    }
+}
 
 /// `process.roles`: what this node does. At least one role is set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,10 +382,11 @@ impl ClusterConfig {
         }
     }
 
-    /// The one listener today's broker serves, or why it cannot serve this configuration:
-    /// until the cluster is wired into the broker, it runs only as a complete single-node
-    /// cluster (both roles, sole voter) with one PLAINTEXT client listener.
-    pub fn single_node_listener(&self) -> Result<&Listener, ConfigError> {
+    /// The listeners this build serves for this configuration, or why it cannot serve it:
+    /// a combined node (both roles) with one client listener, plus, when other voters are
+    /// named, its controller listener. Broker-only and controller-only nodes and several
+    /// client listeners are not served yet.
+    pub fn served_listeners(&self) -> Result<ServedListeners<'_>, ConfigError> {
         let not_wired = |reason: String| Err(ConfigError::ClusterNotWired(reason));
         if self.roles != ProcessRoles::COMBINED {
             return not_wired(format!(
@@ -376,19 +394,37 @@ impl ClusterConfig {
                 self.roles
             ));
         }
-        if !self.single_node() {
-            return not_wired(format!(
-                "controller.quorum.voters={} names other nodes (this build runs only a single node)",
-                self.voters_text()
-            ));
+        let clients: Vec<&Listener> = self.client_listeners().collect();
+        let client = match clients.as_slice() {
+            [one] => *one,
+            _ => {
+                return not_wired(format!(
+                    "listeners={} (this build serves exactly one client listener)",
+                    join(&self.listeners)
+                ))
+            }
+        };
+        if self.single_node() {
+            if self.listeners.len() > 1 {
+                return not_wired(format!(
+                    "listeners={} (a single node serves exactly one listener)",
+                    join(&self.listeners)
+                ));
+            }
+            return Ok(ServedListeners {
+                client,
+                controller: None,
+            });
         }
-        match self.listeners.as_slice() {
-            [one] => Ok(one),
-            many => not_wired(format!(
-                "listeners={} (this build serves exactly one client listener)",
-                join(many)
-            )),
-        }
+        let Some(controller) = self.controller_listener() else {
+            return not_wired(
+                "a controller of a multi-node quorum needs a controller listener".to_owned(),
+            );
+        };
+        Ok(ServedListeners {
+            client,
+            controller: Some(controller),
+        })
     }
 
     /// `controller.quorum.voters` as Kafka writes it; empty when unset.

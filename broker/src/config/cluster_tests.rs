@@ -86,7 +86,7 @@ fn the_zero_config_node_is_a_complete_single_node_cluster() {
     assert_eq!(c.client_listeners().count(), 1);
     assert_eq!(c.inter_broker_listener(), Some(&c.listeners[0]));
     assert_eq!(
-        c.single_node_listener().unwrap().bind_address(),
+        c.served_listeners().unwrap().client.bind_address(),
         "127.0.0.1:9092"
     );
     // The quorum crate's tested timings.
@@ -121,7 +121,7 @@ fn bare_host_port_is_still_one_plaintext_listener() {
             vec![listener("PLAINTEXT", host, port)],
             "{text}"
         );
-        assert_eq!(c.single_node_listener().unwrap().bind_address(), bind);
+        assert_eq!(c.served_listeners().unwrap().client.bind_address(), bind);
     }
     let c = accepted(&[("advertised.listeners", "broker.example:19092")]);
     assert_eq!(
@@ -737,10 +737,10 @@ fn broker_rack_is_optional() {
 }
 
 #[test]
-fn only_a_single_node_with_one_listener_is_served_today() {
+fn combined_nodes_with_one_client_listener_are_served() {
     let not_wired = |pairs: &[(&str, &str)], needle: &str| {
         let c = accepted(pairs);
-        let message = c.single_node_listener().unwrap_err().to_string();
+        let message = c.served_listeners().unwrap_err().to_string();
         assert!(
             message.starts_with("cluster mode is not wired yet: "),
             "{message}"
@@ -756,18 +756,22 @@ fn only_a_single_node_with_one_listener_is_served_today() {
         "process.roles=broker",
     );
     not_wired(
-        &[
-            ("controller.quorum.voters", THREE_VOTERS),
-            ("listeners", WITH_CONTROLLER),
-        ],
-        "controller.quorum.voters=1@127.0.0.1:9093,2@127.0.0.2:9093,3@127.0.0.3:9093",
-    );
-    not_wired(
         &[("listeners", WITH_CONTROLLER)],
         "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
     );
     let c = accepted(&[("controller.quorum.voters", "1@127.0.0.1:9093")]);
-    assert_eq!(c.single_node_listener().unwrap().name, "PLAINTEXT");
+    let served = c.served_listeners().unwrap();
+    assert_eq!(served.client.name, "PLAINTEXT");
+    assert!(!served.is_cluster());
+
+    let c = accepted(&[
+        ("controller.quorum.voters", THREE_VOTERS),
+        ("listeners", WITH_CONTROLLER),
+    ]);
+    let served = c.served_listeners().unwrap();
+    assert_eq!(served.client.name, "PLAINTEXT");
+    assert_eq!(served.controller.unwrap().name, "CONTROLLER");
+    assert!(served.is_cluster());
 }
 
 #[tokio::test]

@@ -21,11 +21,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use sluice_storage::StorageError;
 
+use crate::cluster::routing::{Router, TopicKey};
 use crate::errors::storage_error_code;
 use crate::state::BrokerState;
 use crate::topics::Partition;
@@ -69,6 +73,9 @@ pub fn handle(
     let mut total_bytes = 0usize;
     let mut errors = false;
     let mut watched = Vec::new();
+    let router = Router::new(state);
+    // Leaders named in NOT_LEADER_OR_FOLLOWER answers (KIP-951).
+    let mut hinted = std::collections::BTreeSet::new();
     let mut topics = Vec::with_capacity(request.topics.len());
     for fetch_topic in &request.topics {
         let (topic, unknown) = if version >= 13 {
@@ -83,14 +90,34 @@ pub fn handle(
             )
         };
         let mut partitions = Vec::with_capacity(fetch_topic.partitions.len());
+        let key = if version >= 13 {
+            TopicKey::Id(fetch_topic.topic_id)
+        } else {
+            TopicKey::Name(&fetch_topic.topic.0)
+        };
         for fetch in &fetch_topic.partitions {
+            if let Err(misrouted) = router.check(key, fetch.partition, fetch.current_leader_epoch) {
+                errors = true;
+                let mut answer = error_partition(fetch.partition, misrouted.code);
+                if let Some((leader, leader_epoch)) = misrouted.leader {
+                    answer.current_leader = LeaderIdAndEpoch::default()
+                        .with_leader_id(BrokerId(leader))
+                        .with_leader_epoch(leader_epoch);
+                    hinted.insert(leader);
+                }
+                partitions.push(answer);
+                continue;
+            }
             let partition = match &topic {
                 None => None,
                 Some(t) => t.partition(fetch.partition),
             };
             let Some(partition) = partition else {
                 errors = true;
-                let code = if topic.is_none() {
+                let code = if router.is_cluster() {
+                    // Led here, but the log is not created yet (see `cluster::reconcile`).
+                    ResponseError::NotLeaderOrFollower
+                } else if topic.is_none() {
                     unknown
                 } else {
                     ResponseError::UnknownTopicOrPartition
@@ -99,15 +126,6 @@ pub fn handle(
                 continue;
             };
             let _span = tracing::debug_span!("partition", topic = %partition.topic, partition = partition.index).entered();
-            // Sluice's leader epoch is always 0: a newer one is from the future.
-            if fetch.current_leader_epoch > 0 {
-                errors = true;
-                partitions.push(error_partition(
-                    fetch.partition,
-                    ResponseError::UnknownLeaderEpoch,
-                ));
-                continue;
-            }
             let limit = usize::try_from(fetch.partition_max_bytes)
                 .unwrap_or(0)
                 .min(remaining);
@@ -158,11 +176,26 @@ pub fn handle(
     }
     let enough = total_bytes >= usize::try_from(request.min_bytes).unwrap_or(0);
     if final_attempt || request.max_wait_ms <= 0 || enough || errors || watched.is_empty() {
-        return FetchOutcome::Ready(
-            FetchResponse::default()
-                .with_session_id(0)
-                .with_responses(topics),
-        );
+        let mut response = FetchResponse::default()
+            .with_session_id(0)
+            .with_responses(topics);
+        // KIP-951 (v16+): the new leaders' endpoints.
+        if version >= 16 {
+            response.node_endpoints = hinted
+                .into_iter()
+                .filter_map(|id| {
+                    let (host, port, rack) = router.endpoint(id)?;
+                    Some(
+                        NodeEndpoint::default()
+                            .with_node_id(BrokerId(id))
+                            .with_host(StrBytes::from_string(host))
+                            .with_port(i32::from(port))
+                            .with_rack(rack.map(StrBytes::from_string)),
+                    )
+                })
+                .collect();
+        }
+        return FetchOutcome::Ready(response);
     }
     FetchOutcome::Wait(watched)
 }

@@ -35,22 +35,39 @@ fn error(code: ResponseError) -> InitProducerIdResponse {
 
 /// Answers an InitProducerId request; see the module docs. Blocking.
 pub fn handle(state: &BrokerState, request: &InitProducerIdRequest) -> InitProducerIdResponse {
+    if let Err(refused) = check(request) {
+        return refused;
+    }
+    answer(request, state.producer_ids.allocate())
+}
+
+/// The request's checks before an id is handed out; the refusal to send otherwise.
+pub fn check(request: &InitProducerIdRequest) -> Result<(), InitProducerIdResponse> {
     let (id, epoch) = (request.producer_id.0, request.producer_epoch);
     if (id == NO_PRODUCER_ID) != (epoch == NO_PRODUCER_EPOCH) {
-        return error(ResponseError::InvalidRequest);
+        return Err(error(ResponseError::InvalidRequest));
     }
     match request.transactional_id.as_ref().map(|t| t.0.as_str()) {
         None => {}
-        Some("") => return error(ResponseError::InvalidRequest),
+        Some("") => return Err(error(ResponseError::InvalidRequest)),
         Some(transactional_id) => {
             tracing::info!(
                 transactional_id,
                 "refusing a transactional producer: transactions are not supported"
             );
-            return error(ResponseError::TransactionalIdAuthorizationFailed);
+            return Err(error(ResponseError::TransactionalIdAuthorizationFailed));
         }
     }
-    match state.producer_ids.allocate() {
+    Ok(())
+}
+
+/// The answer for a checked request, given the id allocation's outcome.
+pub fn answer(
+    request: &InitProducerIdRequest,
+    allocated: Result<i64, AllocateError>,
+) -> InitProducerIdResponse {
+    let (id, epoch) = (request.producer_id.0, request.producer_epoch);
+    match allocated {
         Ok(producer_id) => {
             tracing::debug!(
                 producer_id,

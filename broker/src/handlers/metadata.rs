@@ -20,12 +20,12 @@ use crate::state::BrokerState;
 use crate::topics::{validate_topic_name, Topic};
 
 /// Kafka's "authorized operations not requested" marker.
-const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+pub(crate) const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
 /// Topic operations a client may perform (no authorizer: all of them). Bits of Kafka's
 /// AclOperation codes READ(3) WRITE(4) CREATE(5) DELETE(6) ALTER(7) DESCRIBE(8)
 /// DESCRIBE_CONFIGS(10) ALTER_CONFIGS(11).
-const ALL_TOPIC_OPERATIONS: i32 =
+pub(crate) const ALL_TOPIC_OPERATIONS: i32 =
     (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 
 enum Wanted {

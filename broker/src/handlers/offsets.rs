@@ -16,6 +16,7 @@ use kafka_protocol::messages::{
 };
 use sluice_storage::{PartitionLog, StorageError};
 
+use crate::cluster::routing::{Router, TopicKey};
 use crate::coordinator::store::OFFSETS_TOPIC;
 use crate::errors::storage_error_code;
 use crate::state::BrokerState;
@@ -54,6 +55,7 @@ pub fn list_offsets(
     request: &ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
+    let router = Router::new(state);
     let topics = request
         .topics
         .iter()
@@ -68,13 +70,17 @@ pub fn list_offsets(
                         .with_timestamp(-1)
                         .with_offset(-1)
                         .with_leader_epoch(-1);
+                    if let Err(misrouted) = router.check(
+                        TopicKey::Name(&t.name.0),
+                        p.partition_index,
+                        p.current_leader_epoch,
+                    ) {
+                        return answer.with_error_code(misrouted.code.code());
+                    }
                     let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index))
                     else {
-                        return answer.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        return answer.with_error_code(missing_code(&router));
                     };
-                    if p.current_leader_epoch > 0 {
-                        return answer.with_error_code(ResponseError::UnknownLeaderEpoch.code());
-                    }
                     match list_offset(&partition.log, p.timestamp) {
                         Ok((timestamp, offset, epoch)) => answer
                             .with_timestamp(timestamp)
@@ -100,11 +106,23 @@ pub fn list_offsets(
     ListOffsetsResponse::default().with_topics(topics)
 }
 
+/// The error for a partition the router let through that has no local log: on a single
+/// node it does not exist; in a cluster this broker leads it but has not created its log
+/// yet (see `cluster::reconcile`).
+fn missing_code(router: &Router) -> i16 {
+    if router.is_cluster() {
+        ResponseError::NotLeaderOrFollower.code()
+    } else {
+        ResponseError::UnknownTopicOrPartition.code()
+    }
+}
+
 /// Answers a DeleteRecords request (blocking).
 pub fn delete_records(
     state: &BrokerState,
     request: &DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
+    let router = Router::new(state);
     let topics = request
         .topics
         .iter()
@@ -117,9 +135,14 @@ pub fn delete_records(
                     let answer = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
+                    if let Err(misrouted) =
+                        router.check(TopicKey::Name(&t.name.0), p.partition_index, -1)
+                    {
+                        return answer.with_error_code(misrouted.code.code());
+                    }
                     let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index))
                     else {
-                        return answer.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        return answer.with_error_code(missing_code(&router));
                     };
                     if t.name.0.as_str() == OFFSETS_TOPIC {
                         // Kafka: "Cannot delete records of internal topic". Deleting them

@@ -24,12 +24,15 @@
 //! flusher), so the connection task never blocks on fsync.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use sluice_storage::batch::{self, BatchHeader, Compression};
 use sluice_storage::{DurableWait, FlushPolicy, StorageError};
 
+use crate::cluster::routing::{Router, TopicKey};
 use crate::errors::storage_error_code;
 use crate::state::BrokerState;
 
@@ -66,6 +69,9 @@ pub fn handle(
         durable: Vec::new(),
         failed: false,
     };
+    let router = Router::new(state);
+    // Leaders named in NOT_LEADER_OR_FOLLOWER answers, whose endpoints go in the answer.
+    let mut hinted = std::collections::BTreeSet::new();
     let mut responses = Vec::with_capacity(request.topic_data.len());
     for (ti, topic_data) in request.topic_data.iter().enumerate() {
         let topic = if version >= 13 {
@@ -85,15 +91,32 @@ pub fn handle(
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
+            let key = if version >= 13 {
+                TopicKey::Id(topic_data.topic_id)
+            } else {
+                TopicKey::Name(&topic_data.name.0)
+            };
+            let routed = router.check(key, data.index, -1);
             let result = if let Some(code) = refused {
                 Err((code, None))
             } else if !matches!(acks, -1..=1) {
                 Err((ResponseError::InvalidRequiredAcks, None))
+            } else if let Err(misrouted) = routed {
+                if let Some((leader, leader_epoch)) = misrouted.leader {
+                    answer.current_leader = LeaderIdAndEpoch::default()
+                        .with_leader_id(BrokerId(leader))
+                        .with_leader_epoch(leader_epoch);
+                    hinted.insert(leader);
+                }
+                Err((misrouted.code, None))
             } else {
+                let leader_epoch = routed.unwrap_or_default();
                 match topic
                     .as_ref()
                     .and_then(|t| t.partition(data.index).map(|p| (t, p)))
                 {
+                    // Led here, but the log is not created yet (see `cluster::reconcile`).
+                    None if router.is_cluster() => Err((ResponseError::NotLeaderOrFollower, None)),
                     None if topic.is_none() => Err((unknown, None)),
                     None => Err((ResponseError::UnknownTopicOrPartition, None)),
                     // Kafka: "Cannot append to internal topic" (only its coordinators
@@ -117,7 +140,7 @@ pub fn handle(
                                     Some("Messages are rejected since there are fewer in-sync replicas than required.".to_owned()),
                                 ));
                             }
-                            match partition.log.append(records, 0, now_ms) {
+                            match partition.log.append(records, leader_epoch, now_ms) {
                                 Ok(info) => {
                                     if info.duplicate {
                                         tracing::debug!(
@@ -180,6 +203,22 @@ pub fn handle(
         );
     }
     outcome.response.responses = responses;
+    // KIP-951 (v10+): the new leaders' endpoints, so the client needs no Metadata request.
+    if version >= 10 {
+        outcome.response.node_endpoints = hinted
+            .into_iter()
+            .filter_map(|id| {
+                let (host, port, rack) = router.endpoint(id)?;
+                Some(
+                    NodeEndpoint::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(i32::from(port))
+                        .with_rack(rack.map(StrBytes::from_string)),
+                )
+            })
+            .collect();
+    }
     outcome
 }
 

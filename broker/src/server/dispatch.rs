@@ -33,6 +33,7 @@ use tracing::Instrument;
 
 use super::frame::RequestPrefix;
 use super::wire::{self, EncodeError, Frame};
+use crate::cluster;
 use crate::handlers::admin::{configs, topics};
 use crate::handlers::fetch::{self, FetchOutcome};
 use crate::handlers::{api_versions, init_producer_id, metadata, offsets, produce};
@@ -186,10 +187,13 @@ async fn dispatch_known(
     };
     match request {
         RequestKind::ApiVersions(req) => respond(&api_versions::handle(&req, version)),
-        RequestKind::Metadata(req) => {
-            let resp = blocking(state, move |s| metadata::handle(s, &req, version)).await?;
-            respond(&resp)
-        }
+        RequestKind::Metadata(req) => match &state.cluster {
+            Some(node) => respond(&cluster::metadata::handle(state, node, &req, version).await),
+            None => {
+                let resp = blocking(state, move |s| metadata::handle(s, &req, version)).await?;
+                respond(&resp)
+            }
+        },
         RequestKind::Produce(req) => {
             let outcome = produce::handle(state, &req, version, sluice_storage::now_ms());
             if req.acks == 0 {
@@ -249,29 +253,51 @@ async fn dispatch_known(
             let resp = blocking(state, move |s| offsets::delete_records(s, &req)).await?;
             respond(&resp)
         }
-        RequestKind::CreateTopics(req) => {
-            let resp = blocking(state, move |s| topics::create_topics(s, &req, version)).await?;
-            respond(&resp)
-        }
-        RequestKind::DeleteTopics(req) => {
-            let resp = blocking(state, move |s| topics::delete_topics(s, &req, version)).await?;
-            respond(&resp)
-        }
-        RequestKind::CreatePartitions(req) => {
-            let resp = blocking(state, move |s| topics::create_partitions(s, &req)).await?;
-            respond(&resp)
-        }
+        RequestKind::CreateTopics(req) => match &state.cluster {
+            Some(node) => respond(&cluster::admin::create_topics(state, node, &req, version).await),
+            None => {
+                let resp =
+                    blocking(state, move |s| topics::create_topics(s, &req, version)).await?;
+                respond(&resp)
+            }
+        },
+        RequestKind::DeleteTopics(req) => match &state.cluster {
+            Some(node) => respond(&cluster::admin::delete_topics(node, &req, version).await),
+            None => {
+                let resp =
+                    blocking(state, move |s| topics::delete_topics(s, &req, version)).await?;
+                respond(&resp)
+            }
+        },
+        RequestKind::CreatePartitions(req) => match &state.cluster {
+            Some(node) => respond(&cluster::admin::create_partitions(node, &req).await),
+            None => {
+                let resp = blocking(state, move |s| topics::create_partitions(s, &req)).await?;
+                respond(&resp)
+            }
+        },
         RequestKind::DescribeConfigs(req) => respond(&configs::describe_configs(state, &req)),
         RequestKind::IncrementalAlterConfigs(req) => {
             let resp =
                 blocking(state, move |s| configs::incremental_alter_configs(s, &req)).await?;
             respond(&resp)
         }
-        RequestKind::InitProducerId(req) => {
-            // May write and fsync the producer id block file.
-            let resp = blocking(state, move |s| init_producer_id::handle(s, &req)).await?;
-            respond(&resp)
-        }
+        RequestKind::InitProducerId(req) => match &state.cluster {
+            Some(node) => {
+                let resp = match init_producer_id::check(&req) {
+                    Err(refused) => refused,
+                    Ok(()) => {
+                        init_producer_id::answer(&req, node.producer_ids.allocate(node).await)
+                    }
+                };
+                respond(&resp)
+            }
+            None => {
+                // May write and fsync the producer id block file.
+                let resp = blocking(state, move |s| init_producer_id::handle(s, &req)).await?;
+                respond(&resp)
+            }
+        },
         // `supported_range` lists exactly the variants above.
         _ => Err(DispatchError::UnsupportedApi { api }),
     }

@@ -309,7 +309,7 @@ impl TopicRegistry {
             let Some((topic, partition)) = datadir::parse_partition_dir(&name) else {
                 continue;
             };
-            if validate_topic_name(topic).is_err() {
+            if validate_topic_name(topic).is_err() || name == crate::cluster::METADATA_DIR {
                 continue;
             }
             found

@@ -1,0 +1,440 @@
+//! CreateTopics, DeleteTopics, CreatePartitions and IncrementalAlterConfigs of topics in a
+//! cluster: checked here as far as this broker can (request shape, config values), then
+//! decided by the active controller wherever it runs (the metadata service forwards, as
+//! Kafka's KIP-590), and answered once this broker's own image has applied the change, so
+//! the client's next Metadata request here sees it.
+//!
+//! `validate_only` requests are checked here and against this broker's image, never sent
+//! to the controller (which has no dry run): a name taken meanwhile by another broker's
+//! request can still make the real request fail.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use sluice_controller::ControllerError;
+use sluice_metadata::controller::{CreatePartitions, CreateTopic, ReplicaAssignment, TopicRef};
+use sluice_metadata::MetadataError;
+use uuid::Uuid;
+
+use super::ClusterNode;
+use crate::coordinator::store::OFFSETS_TOPIC;
+use crate::handlers::admin::configs;
+use crate::state::BrokerState;
+use crate::topics::AdminError;
+
+/// The Kafka error for a controller's per-item refusal.
+pub fn metadata_error(e: &MetadataError) -> AdminError {
+    AdminError::new(error_by_name(e.kafka_error_name()), e.to_string())
+}
+
+/// The Kafka error for a failed controller call as a whole.
+pub fn controller_error(e: &ControllerError) -> AdminError {
+    let code = match e {
+        ControllerError::Request(inner) => error_by_name(inner.kafka_error_name()),
+        // The client retries these: the controller is moving or busy.
+        ControllerError::NotController { .. } | ControllerError::Stopped => {
+            ResponseError::NotController
+        }
+        ControllerError::Timeout(_) => ResponseError::RequestTimedOut,
+        _ => error_by_name(e.kafka_error_name()),
+    };
+    AdminError::new(code, e.to_string())
+}
+
+/// Kafka's error for one of its names (the names `sluice-metadata` and
+/// `sluice-controller` use).
+pub fn error_by_name(name: &str) -> ResponseError {
+    use ResponseError as E;
+    match name {
+        "INVALID_TOPIC_EXCEPTION" => E::InvalidTopicException,
+        "TOPIC_ALREADY_EXISTS" => E::TopicAlreadyExists,
+        "UNKNOWN_TOPIC_OR_PARTITION" => E::UnknownTopicOrPartition,
+        "UNKNOWN_TOPIC_ID" => E::UnknownTopicId,
+        "INVALID_PARTITIONS" => E::InvalidPartitions,
+        "INVALID_REPLICATION_FACTOR" => E::InvalidReplicationFactor,
+        "INVALID_REPLICA_ASSIGNMENT" => E::InvalidReplicaAssignment,
+        "INVALID_REQUEST" => E::InvalidRequest,
+        "INVALID_CONFIG" => E::InvalidConfig,
+        "POLICY_VIOLATION" => E::PolicyViolation,
+        "INCONSISTENT_CLUSTER_ID" => E::InconsistentClusterId,
+        "DUPLICATE_BROKER_REGISTRATION" => E::DuplicateBrokerRegistration,
+        "BROKER_ID_NOT_REGISTERED" => E::BrokerIdNotRegistered,
+        "STALE_BROKER_EPOCH" => E::StaleBrokerEpoch,
+        "INVALID_UPDATE_VERSION" => E::InvalidUpdateVersion,
+        "FENCED_LEADER_EPOCH" => E::FencedLeaderEpoch,
+        "INELIGIBLE_REPLICA" => E::IneligibleReplica,
+        "NOT_CONTROLLER" => E::NotController,
+        "REQUEST_TIMED_OUT" => E::RequestTimedOut,
+        _ => E::UnknownServerError,
+    }
+}
+
+fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
+    let mut counts = HashMap::new();
+    for name in names {
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    counts.retain(|_, n| *n > 1);
+    counts
+}
+
+fn text(message: String) -> Option<StrBytes> {
+    Some(StrBytes::from_string(message))
+}
+
+/// Answers CreateTopics in a cluster.
+pub async fn create_topics(
+    state: &BrokerState,
+    node: &ClusterNode,
+    request: &CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    let dups = duplicates(request.topics.iter().map(|t| t.name.0.as_str()));
+    // Per request entry: the checked topic, or its error.
+    let mut checked: Vec<Result<CreateTopic, AdminError>> = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.0.to_string();
+        let entry = if dups.contains_key(name.as_str()) {
+            Err(AdminError::new(
+                ResponseError::InvalidRequest,
+                "Found multiple entries for this topic.",
+            ))
+        } else {
+            check_creatable(state, topic).map(|configs| CreateTopic {
+                name,
+                num_partitions: topic.num_partitions,
+                replication_factor: topic.replication_factor,
+                assignments: topic
+                    .assignments
+                    .iter()
+                    .map(|a| ReplicaAssignment {
+                        partition: a.partition_index,
+                        replicas: a.broker_ids.iter().map(|b| b.0).collect(),
+                    })
+                    .collect(),
+                configs,
+            })
+        };
+        checked.push(entry);
+    }
+    // What goes to the controller, and where each answer belongs.
+    let mut outcomes: Vec<Result<(Uuid, i32, i16), AdminError>> = Vec::new();
+    if request.validate_only {
+        let image = node.image();
+        for entry in checked {
+            outcomes.push(entry.and_then(|t| match image.topic(&t.name) {
+                Some(_) => Err(AdminError::new(
+                    ResponseError::TopicAlreadyExists,
+                    format!("Topic '{}' already exists.", t.name),
+                )),
+                None => Ok((Uuid::nil(), t.num_partitions, t.replication_factor)),
+            }));
+        }
+    } else {
+        let to_send: Vec<CreateTopic> = checked
+            .iter()
+            .filter_map(|c| c.as_ref().ok().cloned())
+            .collect();
+        let answers = if to_send.is_empty() {
+            Ok(Vec::new())
+        } else {
+            match node.service.create_topics(to_send).await {
+                Ok(committed) => {
+                    if let Err(e) = node.wait_applied(committed.offset).await {
+                        tracing::debug!(error = %e, "created topics not applied here in time");
+                    }
+                    Ok(committed.value)
+                }
+                Err(e) => Err(controller_error(&e)),
+            }
+        };
+        let mut answers = answers.map(|a| a.into_iter());
+        for entry in checked {
+            outcomes.push(match (entry, &mut answers) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(e)) => Err(e.clone()),
+                (Ok(_), Ok(answers)) => match answers.next() {
+                    Some(Ok(created)) => Ok((
+                        created.topic_id,
+                        created.num_partitions,
+                        created.replication_factor,
+                    )),
+                    Some(Err(e)) => Err(metadata_error(&e)),
+                    None => Err(AdminError::new(
+                        ResponseError::UnknownServerError,
+                        "the controller answered fewer topics than were sent",
+                    )),
+                },
+            });
+        }
+    }
+    let results = request
+        .topics
+        .iter()
+        .zip(outcomes)
+        .map(|(topic, outcome)| {
+            let answer = CreatableTopicResult::default().with_name(topic.name.clone());
+            match outcome {
+                Ok((id, partitions, replication_factor)) => {
+                    let partitions = if partitions == -1 {
+                        state.config.num_partitions
+                    } else {
+                        partitions
+                    };
+                    let mut answer = answer
+                        .with_topic_id(id)
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(replication_factor.max(1));
+                    if version >= 5 {
+                        let overrides = overrides_of(topic);
+                        let config = state
+                            .topics
+                            .defaults()
+                            .with_overrides(&overrides)
+                            .unwrap_or_else(|_| state.topics.defaults().clone());
+                        answer.configs =
+                            Some(configs::creatable_configs(state, &config, &overrides));
+                    }
+                    answer
+                }
+                Err(e) => {
+                    tracing::debug!(topic = %topic.name.0, error = %e.message, "create topic refused");
+                    answer
+                        .with_error_code(e.code.code())
+                        .with_error_message(text(e.message))
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                        .with_configs(None)
+                }
+            }
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+fn overrides_of(
+    topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+) -> BTreeMap<String, String> {
+    topic
+        .configs
+        .iter()
+        .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+        .collect()
+}
+
+/// What this broker checks before the controller decides: config values it can validate
+/// (the controller stores them as given).
+fn check_creatable(
+    state: &BrokerState,
+    topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+) -> Result<BTreeMap<String, String>, AdminError> {
+    if let Some(config) = topic.configs.iter().find(|c| c.value.is_none()) {
+        return Err(AdminError::new(
+            ResponseError::InvalidConfig,
+            format!(
+                "Null value not supported for topic configs: {}",
+                config.name
+            ),
+        ));
+    }
+    let overrides = overrides_of(topic);
+    state
+        .topics
+        .defaults()
+        .with_overrides(&overrides)
+        .map_err(|m| AdminError::new(ResponseError::InvalidConfig, m))?;
+    Ok(overrides)
+}
+
+/// Answers DeleteTopics in a cluster.
+pub async fn delete_topics(
+    node: &ClusterNode,
+    request: &DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let wanted: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
+        request
+            .topics
+            .iter()
+            .map(|t| (t.name.clone(), t.topic_id))
+            .collect()
+    } else {
+        request
+            .topic_names
+            .iter()
+            .map(|n| (Some(n.clone()), Uuid::nil()))
+            .collect()
+    };
+    let checked: Vec<Result<TopicRef, AdminError>> = wanted
+        .iter()
+        .map(|(name, id)| match (name, id.is_nil()) {
+            (Some(_), false) => Err(AdminError::new(
+                ResponseError::InvalidRequest,
+                "Topic name and topic id cannot both be set.",
+            )),
+            (Some(n), true) if n.0.as_str() == OFFSETS_TOPIC => Err(AdminError::new(
+                ResponseError::InvalidRequest,
+                format!("{OFFSETS_TOPIC} is owned by the group coordinator and cannot be deleted."),
+            )),
+            (Some(n), true) => Ok(TopicRef::Name(n.0.to_string())),
+            (None, false) => Ok(TopicRef::Id(*id)),
+            (None, true) => Err(AdminError::new(
+                ResponseError::InvalidRequest,
+                "Neither topic name nor id were specified.",
+            )),
+        })
+        .collect();
+    let to_send: Vec<TopicRef> = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok().cloned())
+        .collect();
+    let answers = if to_send.is_empty() {
+        Ok(Vec::new())
+    } else {
+        match node.service.delete_topics(to_send).await {
+            Ok(committed) => {
+                if let Err(e) = node.wait_applied(committed.offset).await {
+                    tracing::debug!(error = %e, "deleted topics not applied here in time");
+                }
+                Ok(committed.value)
+            }
+            Err(e) => Err(controller_error(&e)),
+        }
+    };
+    let mut answers = answers.map(|a| a.into_iter());
+    let responses = wanted
+        .into_iter()
+        .zip(checked)
+        .map(|((name, id), entry)| {
+            let answer = DeletableTopicResult::default()
+                .with_name(name)
+                .with_topic_id(id);
+            let outcome = match (entry, &mut answers) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(e)) => Err(e.clone()),
+                (Ok(_), Ok(answers)) => match answers.next() {
+                    Some(Ok(deleted)) => Ok(deleted),
+                    Some(Err(e)) => Err(metadata_error(&e)),
+                    None => Err(AdminError::new(
+                        ResponseError::UnknownServerError,
+                        "the controller answered fewer topics than were sent",
+                    )),
+                },
+            };
+            match outcome {
+                Ok(deleted) => answer
+                    .with_name(Some(TopicName(StrBytes::from_string(deleted.name))))
+                    .with_topic_id(deleted.topic_id),
+                Err(e) => answer
+                    .with_error_code(e.code.code())
+                    .with_error_message(text(e.message)),
+            }
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+/// Answers CreatePartitions in a cluster.
+pub async fn create_partitions(
+    node: &ClusterNode,
+    request: &CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let dups = duplicates(request.topics.iter().map(|t| t.name.0.as_str()));
+    let image = node.image();
+    // `Ok(None)`: a validate-only entry that passed.
+    let checked: Vec<Result<Option<CreatePartitions>, AdminError>> = request
+        .topics
+        .iter()
+        .map(|t| {
+            if dups.contains_key(t.name.0.as_str()) {
+                return Err(AdminError::new(ResponseError::InvalidRequest, "Duplicate topic in request."));
+            }
+            if t.name.0.as_str() == OFFSETS_TOPIC {
+                return Err(AdminError::new(
+                    ResponseError::InvalidRequest,
+                    format!("{OFFSETS_TOPIC} is owned by the group coordinator and cannot be given more partitions."),
+                ));
+            }
+            if request.validate_only {
+                return match image.topic(&t.name.0) {
+                    None => Err(AdminError::new(
+                        ResponseError::UnknownTopicOrPartition,
+                        "This server does not host this topic-partition.",
+                    )),
+                    Some(topic) if t.count <= topic.partitions.len() as i32 => Err(AdminError::new(
+                        ResponseError::InvalidPartitions,
+                        format!(
+                            "Topic currently has {} partitions, which is higher than or equal to the requested {}.",
+                            topic.partitions.len(),
+                            t.count
+                        ),
+                    )),
+                    Some(_) => Ok(None),
+                };
+            }
+            Ok(Some(CreatePartitions {
+                name: t.name.0.to_string(),
+                count: t.count,
+                assignments: t.assignments.as_ref().map(|a| {
+                    a.iter()
+                        .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                        .collect()
+                }),
+            }))
+        })
+        .collect();
+    let to_send: Vec<CreatePartitions> = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok().cloned().flatten())
+        .collect();
+    let answers = if to_send.is_empty() {
+        Ok(Vec::new())
+    } else {
+        match node.service.create_partitions(to_send).await {
+            Ok(committed) => {
+                if let Err(e) = node.wait_applied(committed.offset).await {
+                    tracing::debug!(error = %e, "new partitions not applied here in time");
+                }
+                Ok(committed.value)
+            }
+            Err(e) => Err(controller_error(&e)),
+        }
+    };
+    let mut answers = answers.map(|a| a.into_iter());
+    let results = request
+        .topics
+        .iter()
+        .zip(checked)
+        .map(|(t, entry)| {
+            let outcome = match (entry, &mut answers) {
+                (Err(e), _) => Err(e),
+                (Ok(None), _) => Ok(()),
+                (Ok(_), Err(e)) => Err(e.clone()),
+                (Ok(_), Ok(answers)) => match answers.next() {
+                    Some(Ok(())) => Ok(()),
+                    Some(Err(e)) => Err(metadata_error(&e)),
+                    None => Err(AdminError::new(
+                        ResponseError::UnknownServerError,
+                        "the controller answered fewer topics than were sent",
+                    )),
+                },
+            };
+            let answer = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            match outcome {
+                Ok(()) => answer,
+                Err(e) => answer
+                    .with_error_code(e.code.code())
+                    .with_error_message(text(e.message)),
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}

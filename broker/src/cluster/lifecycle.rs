@@ -1,0 +1,204 @@
+//! A broker's life in the cluster (KRaft's `BrokerLifecycleManager`): learn the cluster id,
+//! register with the active controller, heartbeat every `broker.heartbeat.interval.ms`,
+//! and follow what the answers say (fenced, unfenced). A broker the controller no longer
+//! knows at this epoch (its session expired and it was unregistered, or the metadata was
+//! restored) registers again with a new epoch.
+//!
+//! Registration of a restarted broker can be refused for up to `broker.session.timeout.ms`
+//! with DUPLICATE_BROKER_REGISTRATION while its previous incarnation's session runs out,
+//! as in Kafka; it is retried until it succeeds.
+//!
+//! The calls go to the active controller wherever it is (the metadata service forwards
+//! them), so this task does not care which node leads the quorum.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_controller::ControllerError;
+use sluice_metadata::controller::{BrokerHeartbeatRequest, BrokerRegistrationRequest};
+use tokio::sync::watch;
+
+use super::ClusterNode;
+use crate::datadir;
+use crate::state::BrokerState;
+
+/// The first registration failures are expected (the quorum is electing its first
+/// leader, a previous incarnation's session is running out); after this long they are
+/// worth a warning.
+const QUIET_REGISTRATION: Duration = Duration::from_secs(15);
+
+/// Runs until shutdown.
+pub async fn run(
+    state: Arc<BrokerState>,
+    node: Arc<ClusterNode>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(cluster_id) = adopt_cluster_id(&state, &node, &mut shutdown).await else {
+        return;
+    };
+    loop {
+        let Some(epoch) = register(&node, &cluster_id, &mut shutdown).await else {
+            return;
+        };
+        if !heartbeat_until_lost(&node, epoch, &mut shutdown).await {
+            return;
+        }
+        node.set_fenced(true);
+        tracing::warn!(
+            broker_epoch = epoch,
+            "the controller no longer knows this registration; registering again"
+        );
+    }
+}
+
+/// Waits for the metadata log's cluster id and checks it against `meta.properties`: a new
+/// data directory takes the cluster's id, an existing one must already have it (a data
+/// directory of another cluster is refused, as Kafka's INCONSISTENT_CLUSTER_ID). `None`
+/// at shutdown or on a mismatch (then the broker never registers and stays fenced).
+async fn adopt_cluster_id(
+    state: &Arc<BrokerState>,
+    node: &ClusterNode,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<String> {
+    let mut offsets = node.service.subscribe();
+    let cluster_id = loop {
+        if let Some(id) = node.image().cluster_id() {
+            break id.to_owned();
+        }
+        tokio::select! {
+            changed = offsets.changed() => if changed.is_err() { return None },
+            _ = shutdown.wait_for(|s| *s) => return None,
+        }
+    };
+    if cluster_id == state.cluster_id {
+        return Some(cluster_id);
+    }
+    if !state.data_dir_fresh {
+        tracing::error!(
+            cluster_id = %cluster_id,
+            data_dir_cluster_id = %state.cluster_id,
+            "this data directory belongs to another cluster (INCONSISTENT_CLUSTER_ID); \
+             the broker will not register. Use an empty data directory to join this cluster."
+        );
+        return None;
+    }
+    let dir = state.config.data_dir.clone();
+    let (node_id, id) = (node.node_id, cluster_id.clone());
+    match tokio::task::spawn_blocking(move || datadir::write_meta(&dir, node_id, &id)).await {
+        Ok(Ok(())) => {
+            tracing::info!(cluster_id = %cluster_id, "joined the cluster with a new data directory");
+            Some(cluster_id)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot record the cluster id in meta.properties; not registering");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record the cluster id in meta.properties; not registering");
+            None
+        }
+    }
+}
+
+/// Registers until it succeeds; the broker epoch, or `None` at shutdown.
+async fn register(
+    node: &ClusterNode,
+    cluster_id: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<i64> {
+    let started = Instant::now();
+    let mut warned = false;
+    loop {
+        let request = BrokerRegistrationRequest {
+            broker_id: node.node_id,
+            cluster_id: cluster_id.to_owned(),
+            incarnation_id: node.incarnation_id,
+            endpoints: node.endpoints.clone(),
+            rack: node.rack.clone(),
+        };
+        let outcome = tokio::select! {
+            outcome = node.service.register_broker(request) => outcome,
+            _ = shutdown.wait_for(|s| *s) => return None,
+        };
+        match outcome {
+            Ok(committed) => {
+                let epoch = committed.value;
+                node.set_broker_epoch(epoch);
+                tracing::info!(broker_epoch = epoch, "registered with the controller");
+                return Some(epoch);
+            }
+            Err(e) => {
+                if !warned && started.elapsed() > QUIET_REGISTRATION {
+                    warned = true;
+                    tracing::warn!(error = %e, "still cannot register with the controller; retrying");
+                } else {
+                    tracing::debug!(error = %e, "registration failed; retrying");
+                }
+            }
+        }
+        if sleep_or_shutdown(node.heartbeat_interval, shutdown).await {
+            return None;
+        }
+    }
+}
+
+/// Heartbeats at `epoch` until the controller says the registration is gone (`true`) or
+/// the broker shuts down (`false`).
+async fn heartbeat_until_lost(
+    node: &ClusterNode,
+    epoch: i64,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        let request = BrokerHeartbeatRequest {
+            broker_id: node.node_id,
+            broker_epoch: epoch,
+            current_metadata_offset: node.image().metadata_offset(),
+            want_fence: false,
+            want_shut_down: false,
+        };
+        let outcome = tokio::select! {
+            outcome = node.service.broker_heartbeat(request) => outcome,
+            _ = shutdown.wait_for(|s| *s) => return false,
+        };
+        match outcome {
+            Ok(committed) => {
+                failing_since = None;
+                let fenced = committed.value.is_fenced;
+                if fenced != node.is_fenced() {
+                    node.set_fenced(fenced);
+                    if fenced {
+                        tracing::warn!(broker_epoch = epoch, "fenced by the controller");
+                    } else {
+                        tracing::info!(broker_epoch = epoch, "unfenced: serving as a live broker");
+                    }
+                }
+            }
+            Err(ControllerError::Request(e))
+                if matches!(
+                    e.kafka_error_name(),
+                    "STALE_BROKER_EPOCH" | "BROKER_ID_NOT_REGISTERED"
+                ) =>
+            {
+                return true;
+            }
+            Err(e) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                tracing::debug!(error = %e, failing_ms = since.elapsed().as_millis() as u64, "heartbeat failed");
+            }
+        }
+        if sleep_or_shutdown(node.heartbeat_interval, shutdown).await {
+            return false;
+        }
+    }
+}
+
+/// Sleeps `d`; `true` if the broker began to shut down meanwhile.
+async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let stopping = tokio::select! {
+        () = tokio::time::sleep(d) => false,
+        _ = shutdown.wait_for(|s| *s) => true,
+    };
+    stopping || *shutdown.borrow()
+}

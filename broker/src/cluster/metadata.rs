@@ -1,0 +1,194 @@
+//! Metadata in a cluster, answered from this broker's metadata image (KRaft's
+//! `KRaftMetadataCache`): the live brokers with their endpoints on this listener, the
+//! cluster id, the controller, and per partition the leader, leader epoch, replicas, ISR
+//! and offline replicas. Every broker that applied the same metadata offset answers the
+//! same. Unknown topics are created through the controller when the request allows it
+//! and `auto.create.topics.enable` is on.
+
+use std::collections::HashSet;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use sluice_metadata::controller::CreateTopic;
+use sluice_metadata::image::TopicImage;
+use sluice_metadata::MetadataImage;
+use uuid::Uuid;
+
+use super::ClusterNode;
+use crate::handlers::metadata::{ALL_TOPIC_OPERATIONS, OPERATIONS_NOT_REQUESTED};
+use crate::state::BrokerState;
+use crate::topics::{is_internal, validate_topic_name};
+
+enum Wanted {
+    Name(String),
+    Id(Uuid),
+    Invalid,
+}
+
+/// Answers a Metadata request in a cluster.
+pub async fn handle(
+    state: &BrokerState,
+    node: &ClusterNode,
+    request: &MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let include_ops = version >= 8 && request.include_topic_authorized_operations;
+    let all = match &request.topics {
+        None => true,
+        Some(list) => version == 0 && list.is_empty(),
+    };
+    let mut wanted = Vec::new();
+    if !all {
+        let mut seen = HashSet::new();
+        for topic in request.topics.iter().flatten() {
+            let entry = match (&topic.name, topic.topic_id) {
+                (Some(name), _) if !name.0.is_empty() => Wanted::Name(name.0.to_string()),
+                (_, id) if !id.is_nil() => Wanted::Id(id),
+                (Some(name), _) => Wanted::Name(name.0.to_string()),
+                (None, _) => Wanted::Invalid,
+            };
+            if let Wanted::Name(name) = &entry {
+                if !seen.insert(name.clone()) {
+                    continue;
+                }
+            }
+            wanted.push(entry);
+        }
+    }
+    let mut image = node.image();
+    let auto_create = state.config.auto_create_topics && request.allow_auto_topic_creation;
+    if auto_create {
+        let missing: Vec<CreateTopic> = wanted
+            .iter()
+            .filter_map(|w| match w {
+                Wanted::Name(name)
+                    if image.topic(name).is_none() && validate_topic_name(name).is_ok() =>
+                {
+                    Some(CreateTopic {
+                        name: name.clone(),
+                        num_partitions: -1,
+                        replication_factor: -1,
+                        assignments: Vec::new(),
+                        configs: Default::default(),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        if !missing.is_empty() {
+            match node.service.create_topics(missing).await {
+                Ok(committed) => match node.wait_applied(committed.offset).await {
+                    Ok(applied) => image = applied,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "auto-created topics not applied here in time")
+                    }
+                },
+                Err(e) => tracing::debug!(error = %e, "auto-creating topics failed"),
+            }
+        }
+    }
+    let topic_answer = |topic: &TopicImage| describe_topic(&image, topic, include_ops);
+    let topics: Vec<MetadataResponseTopic> = if all {
+        image.topics().map(topic_answer).collect()
+    } else {
+        wanted
+            .iter()
+            .map(|w| match w {
+                Wanted::Name(name) => match image.topic(name) {
+                    Some(topic) => topic_answer(topic),
+                    None => {
+                        let code = if validate_topic_name(name).is_err() {
+                            ResponseError::InvalidTopicException
+                        } else if auto_create {
+                            // Being created (or the create failed): the client retries.
+                            ResponseError::LeaderNotAvailable
+                        } else {
+                            ResponseError::UnknownTopicOrPartition
+                        };
+                        MetadataResponseTopic::default()
+                            .with_error_code(code.code())
+                            .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
+                            .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED)
+                    }
+                },
+                Wanted::Id(id) => match image.topic_by_id(*id) {
+                    Some(topic) => topic_answer(topic),
+                    None => MetadataResponseTopic::default()
+                        .with_error_code(ResponseError::UnknownTopicId.code())
+                        .with_topic_id(*id)
+                        .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED),
+                },
+                Wanted::Invalid => MetadataResponseTopic::default()
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED),
+            })
+            .collect()
+    };
+    let brokers = image
+        .live_broker_addresses(&node.listener_name)
+        .into_iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host.to_owned()))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.map(|r| StrBytes::from_string(r.to_owned())))
+        })
+        .collect();
+    let controller = node
+        .service
+        .controller_leader()
+        .and_then(|id| i32::try_from(id).ok())
+        .unwrap_or(-1);
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(
+            image
+                .cluster_id()
+                .map(|id| StrBytes::from_string(id.to_owned())),
+        )
+        .with_controller_id(BrokerId(controller))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED)
+}
+
+fn describe_topic(
+    image: &MetadataImage,
+    topic: &TopicImage,
+    include_ops: bool,
+) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(index, p)| {
+            let ids = |v: &[i32]| v.iter().map(|&b| BrokerId(b)).collect::<Vec<_>>();
+            MetadataResponsePartition::default()
+                .with_error_code(if p.has_leader() {
+                    0
+                } else {
+                    ResponseError::LeaderNotAvailable.code()
+                })
+                .with_partition_index(index as i32)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr))
+                .with_offline_replicas(ids(&image.offline_replicas(p)))
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_topic_id(topic.id)
+        .with_is_internal(is_internal(&topic.name))
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(if include_ops {
+            ALL_TOPIC_OPERATIONS
+        } else {
+            OPERATIONS_NOT_REQUESTED
+        })
+}

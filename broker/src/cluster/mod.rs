@@ -1,0 +1,214 @@
+//! A broker in a cluster: the metadata layer it embeds and what keeps its local state in
+//! line with the cluster's metadata (KRaft's `BrokerServer` shape).
+//!
+//! - [`ClusterNode`] (this file): starts the node's [`MetadataService`] (the metadata quorum
+//!   member and, when elected, the active controller) with its directory
+//!   `<log.dirs>/__cluster_metadata-0`, serves the controller listener, and holds what the
+//!   request handlers ask of the cluster: the metadata image, this broker's epoch and
+//!   whether it is fenced.
+//! - [`lifecycle`]: registration with the active controller at start, heartbeats, fencing
+//!   and unfencing, and re-registration after the controller forgot this broker.
+//! - [`reconcile`]: after each applied metadata change, makes the local replicas match the
+//!   image: creates the logs of partitions assigned here, deletes the ones whose topic was
+//!   deleted, sets aside strays, applies topic configs.
+//! - [`routing`]: for Produce, Fetch, ListOffsets and DeleteRecords, whether this broker
+//!   leads a partition, and if not, the leader to name (NOT_LEADER_OR_FOLLOWER with
+//!   KIP-951's hints).
+//!
+//! Only multi-node configurations run this today (see `ClusterConfig::runs_cluster`); the
+//! zero-config single node keeps its own metadata in the data directory.
+
+pub mod admin;
+pub mod groups;
+pub mod lifecycle;
+pub mod metadata;
+pub mod producer_ids;
+pub mod reconcile;
+pub mod routing;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_controller::{MetadataService, MetadataServiceConfig};
+use sluice_metadata::records::{Endpoint, SecurityProtocol as RecordProtocol};
+use sluice_metadata::{ControllerConfig, MetadataImage};
+use sluice_quorum::QuorumConfig;
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+use crate::config::cluster::{ClusterConfig, SecurityProtocol};
+use crate::config::BrokerConfig;
+use crate::errors::BrokerError;
+
+/// The directory of the metadata quorum inside the data directory (Kafka's
+/// `__cluster_metadata-0`). The topic registry never loads it as a topic.
+pub const METADATA_DIR: &str = "__cluster_metadata-0";
+
+/// One broker's membership of the cluster. See the module docs.
+pub struct ClusterNode {
+    pub service: MetadataService,
+    pub node_id: i32,
+    /// The client listener this broker serves, whose endpoints Metadata answers name.
+    pub listener_name: String,
+    /// This broker's advertised endpoints, as registered.
+    pub endpoints: Vec<Endpoint>,
+    /// `broker.rack`.
+    pub rack: Option<String>,
+    /// New at every start: tells the controller a restarted broker from a retry.
+    pub incarnation_id: Uuid,
+    /// The epoch of this broker's registration; -1 until registered.
+    broker_epoch: AtomicI64,
+    /// Whether the controller has this broker fenced (true until the first heartbeat
+    /// answer says otherwise).
+    fenced: AtomicBool,
+    /// `broker.heartbeat.interval.ms`.
+    pub heartbeat_interval: Duration,
+    /// How long a request waits for this broker's image to reach a committed change.
+    pub apply_timeout: Duration,
+    /// Producer ids for InitProducerId, from the controller's blocks.
+    pub producer_ids: producer_ids::ProducerIdBlocks,
+}
+
+impl ClusterNode {
+    /// Starts the metadata layer of this node. `cluster_id` is the id this data directory
+    /// already has (kept as the cluster's if this node forms a new cluster).
+    pub async fn start(
+        config: &BrokerConfig,
+        listener_name: &str,
+        advertised: (String, u16),
+        cluster_id: &str,
+    ) -> Result<ClusterNode, BrokerError> {
+        let cluster = &config.cluster;
+        let voters = resolve_voters(cluster)?;
+        let dir = config.data_dir.join(METADATA_DIR);
+        let mut quorum = QuorumConfig::new(cluster.node_id as u64, voters, &dir);
+        let timeouts = cluster.raft_timeouts();
+        quorum.heartbeat_interval = timeouts.heartbeat_interval;
+        quorum.election_timeout_min = timeouts.election_timeout_min;
+        quorum.election_timeout_max = timeouts.election_timeout_max;
+        let mut service_config = MetadataServiceConfig::new(quorum);
+        service_config.controller = ControllerConfig {
+            session_timeout_ms: cluster.broker_session_timeout_ms,
+            default_num_partitions: config.num_partitions,
+            ..ControllerConfig::default()
+        };
+        service_config.cluster_id = Some(cluster_id.to_owned());
+        let service = MetadataService::start(service_config)
+            .await
+            .map_err(|e| BrokerError::Cluster(format!("start the metadata quorum: {e}")))?;
+        let protocol = cluster
+            .security_protocol_map
+            .get(listener_name)
+            .copied()
+            .unwrap_or(SecurityProtocol::Plaintext);
+        let endpoints = vec![Endpoint {
+            listener: listener_name.to_owned(),
+            host: advertised.0,
+            port: advertised.1,
+            security_protocol: record_protocol(protocol),
+        }];
+        Ok(ClusterNode {
+            service,
+            node_id: cluster.node_id,
+            listener_name: listener_name.to_owned(),
+            endpoints,
+            rack: cluster.rack.clone(),
+            incarnation_id: Uuid::new_v4(),
+            broker_epoch: AtomicI64::new(-1),
+            fenced: AtomicBool::new(true),
+            heartbeat_interval: Duration::from_millis(cluster.broker_heartbeat_interval_ms),
+            apply_timeout: Duration::from_secs(10),
+            producer_ids: producer_ids::ProducerIdBlocks::default(),
+        })
+    }
+
+    /// Binds the controller listener and serves the quorum's peers on it.
+    pub async fn serve_controller_listener(&self, bind: &str) -> Result<SocketAddr, BrokerError> {
+        let listener = TcpListener::bind(bind)
+            .await
+            .map_err(|e| BrokerError::io(format!("listen on {bind} (controller listener)"), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| BrokerError::io("read the controller listener's address", e))?;
+        self.service.serve(listener);
+        Ok(addr)
+    }
+
+    /// The latest applied metadata image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.service.image()
+    }
+
+    /// The epoch of this broker's registration, -1 before it registered.
+    pub fn broker_epoch(&self) -> i64 {
+        self.broker_epoch.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_broker_epoch(&self, epoch: i64) {
+        self.broker_epoch.store(epoch, Ordering::Release);
+    }
+
+    /// Whether the controller has this broker fenced (it then leads nothing).
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_fenced(&self, fenced: bool) {
+        self.fenced.store(fenced, Ordering::Release);
+    }
+
+    /// Waits until this broker's image has applied `offset` (a change a controller
+    /// answer committed), so that the client's next request here sees it.
+    pub async fn wait_applied(&self, offset: i64) -> Result<Arc<MetadataImage>, BrokerError> {
+        self.service
+            .wait_for_offset(offset, self.apply_timeout)
+            .await
+            .map_err(|e| BrokerError::Cluster(e.to_string()))
+    }
+}
+
+/// `controller.quorum.voters` as socket addresses. The sole voter of a single-node quorum
+/// may have no address (it never dials anyone).
+fn resolve_voters(cluster: &ClusterConfig) -> Result<BTreeMap<u64, SocketAddr>, BrokerError> {
+    let mut voters = BTreeMap::new();
+    for (&id, address) in &cluster.voters {
+        let addr = match address {
+            Some(hp) => (hp.host.as_str(), hp.port)
+                .to_socket_addrs()
+                .map_err(|e| {
+                    BrokerError::Cluster(format!(
+                        "controller.quorum.voters: cannot resolve {}:{}: {e}",
+                        hp.host, hp.port
+                    ))
+                })?
+                .next()
+                .ok_or_else(|| {
+                    BrokerError::Cluster(format!(
+                        "controller.quorum.voters: {}:{} resolves to no address",
+                        hp.host, hp.port
+                    ))
+                })?,
+            None => SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        voters.insert(id as u64, addr);
+    }
+    Ok(voters)
+}
+
+fn record_protocol(protocol: SecurityProtocol) -> RecordProtocol {
+    match protocol {
+        SecurityProtocol::Plaintext => RecordProtocol::Plaintext,
+        SecurityProtocol::Ssl => RecordProtocol::Ssl,
+        SecurityProtocol::SaslPlaintext => RecordProtocol::SaslPlaintext,
+        SecurityProtocol::SaslSsl => RecordProtocol::SaslSsl,
+    }
+}
+
+/// Whether a data directory entry is the metadata quorum's (never a topic).
+pub fn is_metadata_dir(name: &Path) -> bool {
+    name.file_name().is_some_and(|n| n == METADATA_DIR)
+}

@@ -1,0 +1,169 @@
+//! Makes this broker's local replicas match the metadata image (KRaft's
+//! `BrokerMetadataPublisher` + `ReplicaManager.applyDelta`, as one idempotent pass).
+//!
+//! Each pass compares what the image assigns to this broker with what the registry
+//! holds, by topic id:
+//! - a replica assigned here and missing locally: its log is created (with the topic's
+//!   configs from the image);
+//! - a local replica the image no longer assigns here: once this broker has caught up with
+//!   the metadata (it was unfenced), its log is deleted if its topic was seen in an earlier
+//!   image of this process (the topic was deleted, or the replica moved), or set aside as
+//!   a stray if this process never saw the topic (see `topics::replicas`);
+//! - topic configs: the image's overrides are applied to the local logs.
+//!
+//! Nothing is deleted before the broker caught up: while the log is being replayed at
+//! start, a topic may be missing from the image only because its records are not applied
+//! yet. A pass runs after every applied metadata change and once a second (which also
+//! retries what failed, e.g. a full disk).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_metadata::{LocalChanges, MetadataImage};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::ClusterNode;
+use crate::state::BrokerState;
+
+/// How often a pass runs without a metadata change.
+const PERIODIC_PASS: Duration = Duration::from_secs(1);
+
+/// Runs until shutdown.
+pub async fn run(
+    state: Arc<BrokerState>,
+    node: Arc<ClusterNode>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut offsets = node.service.subscribe();
+    let mut seen: HashSet<Uuid> = HashSet::new();
+    let mut previous = Arc::new(MetadataImage::new());
+    loop {
+        let image = node.image();
+        log_leadership_changes(&previous, &image, node.node_id);
+        seen.extend(image.topics().map(|t| t.id));
+        let caught_up = !node.is_fenced();
+        let pass_state = state.clone();
+        let pass_image = image.clone();
+        let pass_seen = seen.clone();
+        let me = node.node_id;
+        // Creating and deleting logs writes and fsyncs files.
+        let joined = tokio::task::spawn_blocking(move || {
+            reconcile(&pass_state, &pass_image, me, caught_up, &pass_seen)
+        })
+        .await;
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "a reconciliation pass failed");
+        }
+        previous = image;
+        tokio::select! {
+            changed = offsets.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(PERIODIC_PASS) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// One pass; see the module docs. Failures are logged and retried by the next pass.
+pub fn reconcile(
+    state: &BrokerState,
+    image: &MetadataImage,
+    me: i32,
+    caught_up: bool,
+    seen: &HashSet<Uuid>,
+) {
+    let registry = &state.topics;
+    // (topic id, partition) assigned here.
+    let mut assigned: BTreeSet<(Uuid, i32)> = BTreeSet::new();
+    for p in image.partitions_on_broker(me) {
+        assigned.insert((p.topic_id, p.partition));
+    }
+    // Removals first: a topic recreated under the same name can only be created once the
+    // old one's replicas are gone.
+    if caught_up {
+        for topic in registry.list() {
+            let in_image = image.topic_by_id(topic.id).is_some();
+            for p in topic.partitions().iter() {
+                if assigned.contains(&(topic.id, p.index)) {
+                    continue;
+                }
+                let (what, result) = if in_image || seen.contains(&topic.id) {
+                    ("deleted", registry.remove_replica(topic.id, p.index))
+                } else {
+                    ("set aside as stray", registry.mark_stray(topic.id, p.index))
+                };
+                match result {
+                    Ok(()) if what == "deleted" => {
+                        tracing::info!(topic = %topic.name, partition = p.index, "deleted local replica");
+                    }
+                    Ok(()) => tracing::warn!(
+                        topic = %topic.name,
+                        partition = p.index,
+                        topic_id = %topic.id,
+                        "the metadata does not know this replica's topic: its directory was renamed with the suffix {} and kept",
+                        crate::topics::STRAY_SUFFIX
+                    ),
+                    Err(e) => {
+                        tracing::error!(topic = %topic.name, partition = p.index, error = %e.message, "cannot remove local replica ({what})")
+                    }
+                }
+            }
+        }
+    }
+    let empty = BTreeMap::new();
+    let mut created = 0usize;
+    for &(topic_id, partition) in &assigned {
+        let Some(topic) = image.topic_by_id(topic_id) else {
+            continue;
+        };
+        let overrides = image.topic_configs(&topic.name).unwrap_or(&empty);
+        match registry.ensure_replica(&topic.name, topic_id, partition, overrides) {
+            Ok(true) => created += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(topic = %topic.name, partition, error = %e.message, "cannot create local replica yet");
+            }
+        }
+    }
+    if created > 0 {
+        tracing::info!(replicas = created, "created local replicas");
+    }
+    for topic in registry.list() {
+        let Some(in_image) = image.topic_by_id(topic.id) else {
+            continue;
+        };
+        let overrides = image.topic_configs(&in_image.name).unwrap_or(&empty);
+        if let Err(e) = registry.sync_overrides(topic.id, overrides) {
+            tracing::warn!(topic = %topic.name, error = %e.message, "cannot apply topic configs");
+        }
+    }
+}
+
+/// Logs the partitions this broker started or stopped leading.
+fn log_leadership_changes(old: &MetadataImage, new: &MetadataImage, me: i32) {
+    let changes = LocalChanges::between(old, new, me);
+    if changes.leaders.is_empty() && changes.followers.is_empty() {
+        return;
+    }
+    for p in &changes.leaders {
+        tracing::debug!(topic = %p.topic_name, partition = p.partition, leader_epoch = p.registration.leader_epoch, "leading partition");
+    }
+    let lost: Vec<_> = changes
+        .followers
+        .iter()
+        .filter(|p| {
+            old.partition(p.topic_id, p.partition)
+                .is_some_and(|o| o.leader == me)
+        })
+        .collect();
+    for p in &lost {
+        tracing::debug!(topic = %p.topic_name, partition = p.partition, leader = p.registration.leader, "no longer leading partition");
+    }
+    tracing::info!(
+        leading = changes.leaders.len(),
+        lost_leadership = lost.len(),
+        metadata_offset = new.metadata_offset(),
+        "partition leadership changed"
+    );
+}
