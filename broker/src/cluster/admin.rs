@@ -14,13 +14,19 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+    DeleteTopicsRequest, DeleteTopicsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use sluice_controller::ControllerError;
-use sluice_metadata::controller::{CreatePartitions, CreateTopic, ReplicaAssignment, TopicRef};
+use sluice_metadata::controller::{
+    AlterConfigs, CreatePartitions, CreateTopic, ReplicaAssignment, TopicRef,
+};
+use sluice_metadata::records::ConfigResource;
 use sluice_metadata::MetadataError;
 use uuid::Uuid;
 
@@ -437,4 +443,104 @@ pub async fn create_partitions(
         })
         .collect();
     CreatePartitionsResponse::default().with_results(results)
+}
+
+/// Answers IncrementalAlterConfigs in a cluster: topic configs are changed through the
+/// controller (broker configs stay read-only, as on a single node).
+pub async fn incremental_alter_configs(
+    state: &BrokerState,
+    node: &ClusterNode,
+    request: &IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut counts: BTreeMap<(i8, &str), usize> = BTreeMap::new();
+    for r in &request.resources {
+        *counts
+            .entry((r.resource_type, r.resource_name.as_str()))
+            .or_default() += 1;
+    }
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in &request.resources {
+        let name = resource.resource_name.as_str();
+        let result = if counts
+            .get(&(resource.resource_type, name))
+            .copied()
+            .unwrap_or(0)
+            > 1
+        {
+            Err(AdminError::new(
+                ResponseError::InvalidRequest,
+                "Duplicate resource in request.",
+            ))
+        } else if resource.resource_type != configs::RESOURCE_TOPIC {
+            Err(AdminError::new(
+                ResponseError::InvalidRequest,
+                "Sluice broker configs are read-only: set them in the config file, SLUICE_* variables or flags.",
+            ))
+        } else {
+            alter_topic_configs(state, node, name, &resource.configs, request.validate_only).await
+        };
+        let answer = AlterConfigsResourceResponse::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        responses.push(match result {
+            Ok(()) => answer,
+            Err(e) => answer
+                .with_error_code(e.code.code())
+                .with_error_message(text(e.message)),
+        });
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+async fn alter_topic_configs(
+    state: &BrokerState,
+    node: &ClusterNode,
+    name: &str,
+    changes: &[AlterableConfig],
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    let Some(current) = configs::topic_overrides(state, name) else {
+        return Err(AdminError::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("Topic {name} does not exist."),
+        ));
+    };
+    let altered = configs::altered_overrides(state, &current, changes)?;
+    if validate_only {
+        return Ok(());
+    }
+    let mut diff: Vec<(String, Option<String>)> = altered
+        .iter()
+        .filter(|(k, v)| current.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    diff.extend(
+        current
+            .keys()
+            .filter(|k| !altered.contains_key(*k))
+            .map(|k| (k.clone(), None)),
+    );
+    if diff.is_empty() {
+        return Ok(());
+    }
+    let request = AlterConfigs {
+        resource: ConfigResource::Topic(name.to_owned()),
+        changes: diff,
+    };
+    let committed = node
+        .service
+        .alter_configs(vec![request])
+        .await
+        .map_err(|e| controller_error(&e))?;
+    if let Err(e) = node.wait_applied(committed.offset).await {
+        tracing::debug!(error = %e, "altered configs not applied here in time");
+    }
+    match committed.value.into_iter().next() {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(metadata_error(&e)),
+        None => Err(AdminError::new(
+            ResponseError::UnknownServerError,
+            "the controller answered no resource",
+        )),
+    }
 }

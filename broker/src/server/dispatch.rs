@@ -277,11 +277,16 @@ async fn dispatch_known(
             }
         },
         RequestKind::DescribeConfigs(req) => respond(&configs::describe_configs(state, &req)),
-        RequestKind::IncrementalAlterConfigs(req) => {
-            let resp =
-                blocking(state, move |s| configs::incremental_alter_configs(s, &req)).await?;
-            respond(&resp)
-        }
+        RequestKind::IncrementalAlterConfigs(req) => match &state.cluster {
+            Some(node) => {
+                respond(&cluster::admin::incremental_alter_configs(state, node, &req).await)
+            }
+            None => {
+                let resp =
+                    blocking(state, move |s| configs::incremental_alter_configs(s, &req)).await?;
+                respond(&resp)
+            }
+        },
         RequestKind::InitProducerId(req) => match &state.cluster {
             Some(node) => {
                 let resp = match init_producer_id::check(&req) {

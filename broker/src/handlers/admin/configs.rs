@@ -122,6 +122,19 @@ fn entry(
         .with_documentation(doc.map(s))
 }
 
+/// A topic's config overrides, if it exists: the metadata's in a cluster (the topic may
+/// have no replica here), the registry's on a single node.
+pub(crate) fn topic_overrides(state: &BrokerState, name: &str) -> Option<BTreeMap<String, String>> {
+    match &state.cluster {
+        Some(node) => {
+            let image = node.image();
+            image.topic(name)?;
+            Some(image.topic_configs(name).cloned().unwrap_or_default())
+        }
+        None => state.topics.get(name).map(|t| t.overrides()),
+    }
+}
+
 /// Answers DescribeConfigs for topics and this broker.
 pub fn describe_configs(
     state: &BrokerState,
@@ -148,14 +161,17 @@ pub fn describe_configs(
             };
             match resource.resource_type {
                 RESOURCE_TOPIC => {
-                    let Some(topic) = state.topics.get(&resource.resource_name) else {
+                    let Some(overrides) = topic_overrides(state, &resource.resource_name) else {
                         return error(
                             ResponseError::UnknownTopicOrPartition,
                             format!("Topic {} does not exist.", resource.resource_name.as_str()),
                         );
                     };
-                    let config = topic.config();
-                    let overrides = topic.overrides();
+                    let config = state
+                        .topics
+                        .defaults()
+                        .with_overrides(&overrides)
+                        .unwrap_or_else(|_| state.topics.defaults().clone());
                     let configs = topic_config::KEYS
                         .iter()
                         .filter(|k| included(k.name))
@@ -216,7 +232,7 @@ pub fn describe_configs(
 }
 
 /// Applies the operations of one topic resource to its overrides.
-fn altered_overrides(
+pub(crate) fn altered_overrides(
     state: &BrokerState,
     current: &BTreeMap<String, String>,
     configs: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
