@@ -671,7 +671,8 @@ def main(argv: list[str]) -> int:
             cluster.kill_all()
             print(f"killed {len(cluster.nodes)} {cluster.kind} nodes in {cluster.base}")
         else:
-            controller = cluster.controller()
+            # With every node down, the quorum-state files would name a stale controller.
+            controller = cluster.controller() if any(n.alive() for n in cluster.nodes) else None
             print(
                 f"{cluster.kind} cluster in {cluster.base}; bootstrap servers: {cluster.bootstrap}; "
                 f"controller: {controller.node_id if controller else 'unknown'}"
