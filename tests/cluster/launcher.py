@@ -647,7 +647,7 @@ def main(argv: list[str]) -> int:
         description="Start, stop or show N local brokers on 127.0.0.1..N (see tests/cluster/launcher.py).",
     )
     parser.add_argument("command", choices=["start", "stop", "kill", "status"])
-    parser.add_argument("n", nargs="?", type=int, help="number of nodes (start only; default 3 for kafka, 1 for sluice)")
+    parser.add_argument("n", nargs="?", type=int, help=f"number of nodes, 1-{MAX_NODES} (start only; default 3 for kafka, 1 for sluice)")
     parser.add_argument("--kind", choices=KINDS, default=os.environ.get("SLUICE_CLUSTER_KIND", "sluice"))
     parser.add_argument("--dir", type=Path, default=Path(os.environ.get("SLUICE_CLUSTER_DIR", "sluice-cluster")))
     args = parser.parse_args(argv)
