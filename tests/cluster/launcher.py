@@ -18,11 +18,11 @@ Two kinds, with one interface (:class:`Cluster`):
 A cluster lives in one directory, which is all the state there is: ``cluster.json`` (kind,
 nodes, addresses, ports) and one ``nodeN/`` per node with ``data/``, ``node.log`` and
 ``node.pid`` (and its config: ``server.properties`` for Kafka, ``sluice.toml`` for a
-multi-node Sluice).
+multi-node Sluice). So the same cluster can be started by a test and inspected, stopped or
+restarted by hand, or the other way round (``scripts/cluster.sh start|stop|status N``).
 
 A node is ready when its client port answers ApiVersions and its Metadata lists every node of
-the cluster with a controller (kafka_wire.py sends both to that node). So the same cluster can be started by a test and inspected, stopped or
-restarted by hand, or the other way round (``scripts/cluster.sh start|stop|status N``).
+the cluster with a controller (kafka_wire.py sends both to that node).
 
 Nodes are started in their own session (a kill of the test runner does not kill them; the
 tests stop them in teardown) and, when the bench runs network partitions, with a group id
@@ -71,6 +71,8 @@ MAX_NODES = 9
 # What sluice-broker says when it refuses a cluster configuration it cannot run yet
 # (broker/src/config.rs, ConfigError::ClusterNotWired).
 NOT_WIRED = "cluster mode is not wired yet"
+# Opens each start's output in node.log.
+START_MARKER = "===== start"
 
 
 class ClusterError(Exception):
@@ -196,7 +198,7 @@ class Node:
             raise ClusterError(f"node {self.node_id} is already running (pid {self.pid()})")
         self.dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        log.write(f"\n===== start {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
+        log.write(f"\n{START_MARKER} {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
         log.flush()
         kwargs = {}
         if self.gid is not None:
@@ -244,6 +246,14 @@ class Node:
         if self.signal(signal.SIGTERM) and not self.wait_exit(timeout):
             self.kill()
         self._reap()
+
+    def log_of_last_start(self) -> str:
+        """What the node logged since its last start (node.log keeps every start's output)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return text[text.rfind(START_MARKER) :] if START_MARKER in text else text
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -426,7 +436,8 @@ class Cluster:
             for node in list(pending):
                 if not node.alive():
                     tail = node.log_tail()
-                    if self.kind == "sluice" and NOT_WIRED in tail:
+                    # Only this start's words count: node.log also holds earlier starts'.
+                    if self.kind == "sluice" and NOT_WIRED in node.log_of_last_start():
                         raise ClusterNotWired(
                             f"node {node.node_id} refused its {len(self.nodes)}-node configuration: "
                             f"{SLUICE_BROKER_BIN} runs only a single node ({NOT_WIRED}); its log ends:\n{tail}"
@@ -532,20 +543,22 @@ class Cluster:
         """node.dir/sluice.toml: a combined broker + controller of an N-node static quorum,
         with Kafka's property names (broker/src/config.rs)."""
         voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.nodes)
+        properties = {
+            "process.roles": "broker,controller",
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://{node.host}:{node.port},CONTROLLER://{node.host}:{node.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{node.host}:{node.port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(node.data_dir),
+        }
+        # JSON's string escapes are valid in TOML's basic strings (a path may hold a quote).
+        lines = [f'"node.id" = {node.node_id}'] + [f'"{k}" = {json.dumps(v)}' for k, v in properties.items()]
         path = node.dir / "sluice.toml"
         path.write_text(
-            f"""# sluice-broker node {node.node_id} of a {len(self.nodes)}-node cluster
-# written by sluice tests/cluster/launcher.py
-"node.id" = {node.node_id}
-"process.roles" = "broker,controller"
-"controller.quorum.voters" = "{voters}"
-"listeners" = "PLAINTEXT://{node.host}:{node.port},CONTROLLER://{node.host}:{node.controller_port}"
-"advertised.listeners" = "PLAINTEXT://{node.host}:{node.port}"
-"listener.security.protocol.map" = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
-"controller.listener.names" = "CONTROLLER"
-"inter.broker.listener.name" = "PLAINTEXT"
-"log.dirs" = "{node.data_dir}"
-"""
+            f"# sluice-broker node {node.node_id} of a {len(self.nodes)}-node cluster\n"
+            "# written by sluice tests/cluster/launcher.py\n" + "\n".join(lines) + "\n"
         )
         return path
 

@@ -9,6 +9,7 @@ This file owns the proof that:
   controller), or, while the broker refuses clusters, fails with ClusterNotWired carrying the
   node's own words and log tail, with every node stopped; its configuration always passes the
   broker's cluster rules (a rule error would be a ClusterError of another kind);
+- only the last start's log decides that a node was refused as "not wired";
 - sizes outside 1..9 are refused before anything starts.
 
     .venv/bin/python -m pytest tests/cluster/test_launcher.py
@@ -86,6 +87,24 @@ def test_three_sluice_nodes_start_or_are_refused_clearly(tmp_path: Path) -> None
     finally:
         cluster.stop()
     assert not any(n.alive() for n in cluster.nodes)
+
+
+def test_only_the_last_start_decides_not_wired(tmp_path: Path) -> None:
+    """node.log keeps every start: an old refusal must not turn a new, different failure into
+    a skip."""
+    cluster = Cluster.create("sluice", tmp_path / "three", 3)
+    node = cluster.nodes[0]
+    node.dir.mkdir(parents=True)
+    node.log_path.write_text(
+        f"===== start earlier\nsluice-broker: {NOT_WIRED}: controller.quorum.voters=...\n"
+        "===== start now\nsluice-broker: cannot lock the data directory\n"
+    )
+    with pytest.raises(ClusterError) as refused:
+        cluster.wait_node_ready(node, 1)
+    assert not isinstance(refused.value, ClusterNotWired) and "cannot lock" in str(refused.value)
+    node.log_path.write_text(f"===== start now\nsluice-broker: {NOT_WIRED}: process.roles=broker\n")
+    with pytest.raises(ClusterNotWired):
+        cluster.wait_node_ready(node, 1)
 
 
 @pytest.mark.parametrize("n", [0, 10])
