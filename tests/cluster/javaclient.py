@@ -1,9 +1,10 @@
-"""Builds and runs the Java producer of the cluster fault bench (java/HistoryProducer.java).
+"""Builds and runs the Java clients of the cluster tests: the fault bench's producer
+(java/HistoryProducer.java) and the round trip of test_sluice_cluster.py (java/RoundTrip.java).
 
-This file owns compiling HistoryProducer.java against Kafka 4.4's client jars (the classpath
+This file owns compiling them against Kafka 4.4's client jars (the classpath
 printed by ``scripts/peers/kafka.sh classpath``) and the command line that runs it. The classes
-go to ``~/.cache/sluice/cluster-java/<sha256 of the source>/`` and are reused for as long as the
-source is unchanged; a log4j2 config there keeps the client quiet (WARN and above, to stderr).
+of each go to ``~/.cache/sluice/cluster-java/<sha256 of its source>/`` and are reused for as long
+as the source is unchanged; a log4j2 config there keeps the client quiet (WARN and above, to stderr).
 
     from javaclient import producer_command
     argv = producer_command(["--bootstrap", "127.0.0.1:9092", "--process", "java-producer-0",
@@ -67,13 +68,14 @@ def kafka_classpath() -> str:
     return result.stdout.strip()
 
 
-def class_dir() -> Path:
-    """Compiles the producer if this version of the source has not been compiled yet, and
-    returns the directory holding its classes (and log4j2.properties)."""
-    source = SOURCE.read_bytes()
+def class_dir(source_path: Path = SOURCE) -> Path:
+    """Compiles one Java source (the producer by default) if this version of it has not been
+    compiled yet, and returns the directory holding its classes (and log4j2.properties)."""
+    main_class = source_path.stem
+    source = source_path.read_bytes()
     digest = hashlib.sha256(source).hexdigest()
     target = CACHE_ROOT / digest
-    if (target / f"{MAIN_CLASS}.class").is_file() and (target / "log4j2.properties").is_file():
+    if (target / f"{main_class}.class").is_file() and (target / "log4j2.properties").is_file():
         return target
     javac = shutil.which("javac")
     if javac is None:
@@ -84,20 +86,20 @@ def class_dir() -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=CACHE_ROOT))
     try:
         result = subprocess.run(
-            [javac, "-nowarn", "-d", str(staging), "-cp", kafka_classpath(), str(SOURCE)],
+            [javac, "-nowarn", "-d", str(staging), "-cp", kafka_classpath(), str(source_path)],
             capture_output=True,
             text=True,
             timeout=180,
             check=False,
         )
         if result.returncode != 0:
-            raise JavaClientError(f"javac {SOURCE} failed:\n{result.stdout}{result.stderr}")
+            raise JavaClientError(f"javac {source_path} failed:\n{result.stdout}{result.stderr}")
         (staging / "log4j2.properties").write_text(LOG4J2_CONFIG)
         try:
             staging.rename(target)
         except OSError:
             # Another process won the race (the target now exists): use theirs.
-            if not (target / f"{MAIN_CLASS}.class").is_file():
+            if not (target / f"{main_class}.class").is_file():
                 raise
     finally:
         if staging.exists():
@@ -108,10 +110,15 @@ def class_dir() -> Path:
 def producer_command(args: Sequence[str]) -> list[str]:
     """The argv that runs the Java producer with ``args`` (its options: --bootstrap, --topic,
     --process, --history, --rate, --duration, --drain-timeout, -X key=value)."""
+    return java_command(MAIN_CLASS, args)
+
+
+def java_command(main_class: str, args: Sequence[str]) -> list[str]:
+    """The argv that runs java/<main_class>.java (compiled if needed) with ``args``."""
     java = shutil.which("java")
     if java is None:
-        raise JavaClientError("java not found: Java 17+ is needed for the Java producer")
-    classes = class_dir()
+        raise JavaClientError(f"java not found: Java 17+ is needed for the Java client {main_class}")
+    classes = class_dir(HERE / "java" / f"{main_class}.java")
     return [
         java,
         HEAP,
@@ -121,7 +128,7 @@ def producer_command(args: Sequence[str]) -> list[str]:
         f"-Dlog4j2.configurationFile={classes / 'log4j2.properties'}",
         "-cp",
         f"{classes}{os.pathsep}{kafka_classpath()}",
-        MAIN_CLASS,
+        main_class,
         *args,
     ]
 

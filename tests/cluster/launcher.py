@@ -7,13 +7,22 @@ Two kinds, with one interface (:class:`Cluster`):
   static quorum of all nodes (``controller.quorum.voters``), run from the jars that
   scripts/peers/kafka.sh installs, each JVM with a small heap (``SLUICE_CLUSTER_KAFKA_HEAP``,
   default 384m) so three fit beside the tests;
-- ``sluice``: ``sluice-broker`` processes. Until Sluice is a cluster (the next issue) only
-  N=1 is possible, and asking for more is a clear error.
+- ``sluice``: ``sluice-broker`` processes. N=1 is today's zero-config single node (flags
+  only: its client port and data dir). N>1 (at most 9) are combined broker + controller
+  nodes with the same static quorum of all N (``controller.quorum.voters``), each with a
+  ``PLAINTEXT`` client listener and a ``CONTROLLER`` listener on 127.0.0.N, configured by a
+  ``sluice.toml`` of its own. Until the broker runs as a cluster, such a node stops at start
+  with "cluster mode is not wired yet", which :class:`ClusterNotWired` reports with the
+  node's log tail.
 
 A cluster lives in one directory, which is all the state there is: ``cluster.json`` (kind,
 nodes, addresses, ports) and one ``nodeN/`` per node with ``data/``, ``node.log`` and
-``node.pid``. So the same cluster can be started by a test and inspected, stopped or
+``node.pid`` (and its config: ``server.properties`` for Kafka, ``sluice.toml`` for a
+multi-node Sluice). So the same cluster can be started by a test and inspected, stopped or
 restarted by hand, or the other way round (``scripts/cluster.sh start|stop|status N``).
+
+A node is ready when its client port answers ApiVersions and its Metadata lists every node of
+the cluster with a controller (kafka_wire.py sends both to that node).
 
 Nodes are started in their own session (a kill of the test runner does not kill them; the
 tests stop them in teardown) and, when the bench runs network partitions, with a group id
@@ -30,7 +39,6 @@ import os
 import random
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -38,6 +46,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
+
+import kafka_wire
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SH = REPO_ROOT / "scripts" / "peers" / "kafka.sh"
@@ -56,10 +66,22 @@ SLUICE_BROKER_BIN = Path(
 # (network.py); node N runs with GID_BASE + N.
 GID_BASE = 4200
 KINDS = ("kafka", "sluice")
+# Node N listens on 127.0.0.N, and scripts/cluster.sh test adds 127.0.0.2-9 in its namespace.
+MAX_NODES = 9
+# What sluice-broker says when it refuses a cluster configuration it cannot run yet
+# (broker/src/config.rs, ConfigError::ClusterNotWired).
+NOT_WIRED = "cluster mode is not wired yet"
+# Opens each start's output in node.log.
+START_MARKER = "===== start"
 
 
 class ClusterError(Exception):
     """A cluster could not be started, found or stopped; the message says why."""
+
+
+class ClusterNotWired(ClusterError):
+    """A multi-node Sluice node refused to start because this sluice-broker does not run as a
+    cluster yet (its log says "cluster mode is not wired yet"); the message has the log tail."""
 
 
 def node_host(node_id: int) -> str:
@@ -94,49 +116,12 @@ def free_port(host: str) -> int:
 
 
 def metadata_brokers(host: str, port: int, timeout: float = 2.0) -> Optional[list[int]]:
-    """Sends a Kafka Metadata v1 request for no topics and returns the node ids of the
-    brokers it lists, or None if the node does not answer (yet)."""
-    client_id = b"sluice-cluster-probe"
-    body = struct.pack(">hhih", 3, 1, 7, len(client_id)) + client_id + struct.pack(">i", 0)
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            s.sendall(struct.pack(">i", len(body)) + body)
-            buf = b""
-            while len(buf) < 4:
-                chunk = s.recv(4 - len(buf))
-                if not chunk:
-                    return None
-                buf += chunk
-            (size,) = struct.unpack(">i", buf)
-            if not 0 < size < 1 << 20:
-                return None
-            resp = b""
-            while len(resp) < size:
-                chunk = s.recv(size - len(resp))
-                if not chunk:
-                    return None
-                resp += chunk
-        pos = 0
-        (corr,) = struct.unpack_from(">i", resp, pos)
-        pos += 4
-        (count,) = struct.unpack_from(">i", resp, pos)
-        pos += 4
-        ids = []
-        for _ in range(count):
-            (node_id,) = struct.unpack_from(">i", resp, pos)
-            pos += 4
-            (hlen,) = struct.unpack_from(">h", resp, pos)
-            pos += 2 + hlen + 4
-            (rlen,) = struct.unpack_from(">h", resp, pos)
-            pos += 2 + max(rlen, 0)
-            ids.append(node_id)
-        (controller,) = struct.unpack_from(">i", resp, pos)
-    except (OSError, struct.error):
+    """The node ids of the brokers that the node at host:port lists in its Metadata answer, or
+    None if it does not answer (yet) or names no controller."""
+    view = kafka_wire.metadata(host, port, all_topics=False, timeout=timeout)
+    if view is None or view.controller_id < 0:
         return None
-    if corr != 7 or controller < 0:
-        return None
-    return sorted(ids)
+    return view.broker_ids
 
 
 def _process_alive(pid: int, marker: str) -> bool:
@@ -213,7 +198,7 @@ class Node:
             raise ClusterError(f"node {self.node_id} is already running (pid {self.pid()})")
         self.dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        log.write(f"\n===== start {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
+        log.write(f"\n{START_MARKER} {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
         log.flush()
         kwargs = {}
         if self.gid is not None:
@@ -262,6 +247,14 @@ class Node:
             self.kill()
         self._reap()
 
+    def log_of_last_start(self) -> str:
+        """What the node logged since its last start (node.log keeps every start's output)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return text[text.rfind(START_MARKER) :] if START_MARKER in text else text
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -284,12 +277,8 @@ class Cluster:
     def create(cls, kind: str, base: Path, n: int, gids: bool = False) -> "Cluster":
         if kind not in KINDS:
             raise ClusterError(f"unknown kind {kind!r} (use {' or '.join(KINDS)})")
-        if n < 1:
-            raise ClusterError("a cluster needs at least one node")
-        if kind == "sluice" and n != 1:
-            raise ClusterError(
-                "sluice runs one node until the cluster issue lands: use N=1 (or --kind kafka)"
-            )
+        if not 1 <= n <= MAX_NODES:
+            raise ClusterError(f"a cluster has 1 to {MAX_NODES} nodes, not {n}")
         base = base.resolve()
         if (base / "cluster.json").exists():
             raise ClusterError(f"{base} already holds a cluster (cluster.json); stop it or use another dir")
@@ -299,7 +288,8 @@ class Cluster:
             host = node_host(node_id)
             port = free_port(host)
             controller_port = 0
-            while kind == "kafka" and controller_port in (0, port):
+            # A single Sluice node is the sole voter of its quorum and binds no controller port.
+            while (kind == "kafka" or n > 1) and controller_port in (0, port):
                 controller_port = free_port(host)
             nodes.append(
                 Node(
@@ -408,40 +398,68 @@ class Cluster:
                 raise ClusterError(
                     f"{SLUICE_BROKER_BIN} not found: cargo build --release --bin sluice-broker"
                 )
-            argv = [
-                str(SLUICE_BROKER_BIN),
-                "--listen",
-                node.address,
-                "--data-dir",
-                str(node.data_dir),
-                "--node-id",
-                str(node.node_id),
-            ]
+            if len(self.nodes) == 1:
+                # Today's single node, as before clusters: the defaults plus its port and dir.
+                argv = [
+                    str(SLUICE_BROKER_BIN),
+                    "--listen",
+                    node.address,
+                    "--data-dir",
+                    str(node.data_dir),
+                    "--node-id",
+                    str(node.node_id),
+                ]
+            else:
+                argv = [str(SLUICE_BROKER_BIN), "--config", str(self._write_sluice_config(node))]
             # As the Kafka nodes: a new group's first rebalance does not wait for more members.
             env = {**os.environ, "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS": "0"}
         node.spawn(argv, env)
 
     def wait_node_ready(self, node: Node, timeout: float) -> None:
-        """Polls until the node answers Metadata listing every node of the cluster."""
-        want = sorted(n.node_id for n in self.nodes)
-        deadline = time.monotonic() + timeout
-        while True:
-            if not node.alive():
-                raise ClusterError(
-                    f"node {node.node_id} exited during start; its log ends:\n{node.log_tail()}"
-                )
-            if metadata_brokers(node.host, node.port) == want:
-                return
-            if time.monotonic() > deadline:
-                raise ClusterError(
-                    f"node {node.node_id} not ready within {timeout:.0f}s; its log ends:\n{node.log_tail()}"
-                )
-            time.sleep(0.2)
+        """Polls until the node is ready (see _wait_ready)."""
+        self._wait_ready([node], timeout)
 
     def wait_ready(self, timeout: float = 120) -> None:
+        """Polls until every node is ready (see _wait_ready)."""
+        self._wait_ready(list(self.nodes), timeout)
+
+    def _wait_ready(self, nodes: list[Node], timeout: float) -> None:
+        """Polls the nodes until each answers ApiVersions, and Metadata listing every node of
+        the cluster and a controller. A node that exits first is an error with its log tail
+        (ClusterNotWired when a Sluice node refused a cluster configuration), whichever node
+        it is; so is the deadline, with the log of the first node not ready."""
+        want = sorted(n.node_id for n in self.nodes)
         deadline = time.monotonic() + timeout
-        for node in self.nodes:
-            self.wait_node_ready(node, max(1.0, deadline - time.monotonic()))
+        pending = list(nodes)
+        last = {}
+        while True:
+            for node in list(pending):
+                if not node.alive():
+                    tail = node.log_tail()
+                    # Only this start's words count: node.log also holds earlier starts'.
+                    if self.kind == "sluice" and NOT_WIRED in node.log_of_last_start():
+                        raise ClusterNotWired(
+                            f"node {node.node_id} refused its {len(self.nodes)}-node configuration: "
+                            f"{SLUICE_BROKER_BIN} runs only a single node ({NOT_WIRED}); its log ends:\n{tail}"
+                        )
+                    raise ClusterError(f"node {node.node_id} exited during start; its log ends:\n{tail}")
+                if kafka_wire.api_versions(node.host, node.port) is None:
+                    last[node.node_id] = "no ApiVersions answer"
+                    continue
+                listed = metadata_brokers(node.host, node.port)
+                if listed == want:
+                    pending.remove(node)
+                else:
+                    last[node.node_id] = f"Metadata lists brokers {listed}, not {want}" if listed else "no Metadata answer"
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                node = pending[0]
+                raise ClusterError(
+                    f"node {node.node_id} not ready within {timeout:.0f}s ({last.get(node.node_id)}); "
+                    f"its log ends:\n{node.log_tail()}"
+                )
+            time.sleep(0.2)
 
     def kill_all(self) -> None:
         for node in self.nodes:
@@ -485,7 +503,10 @@ class Cluster:
         cannot tell; each node's quorum-state file records the leader it knows of and its
         epoch, and the newest epoch wins."""
         if self.kind == "sluice":
-            return self.nodes[0] if len(self.nodes) == 1 else None
+            if len(self.nodes) == 1:
+                return self.nodes[0]
+            controller_id = self.controller_id()
+            return self.node(controller_id) if controller_id is not None else None
         best: tuple[int, int] | None = None
         for node in self.nodes:
             try:
@@ -498,6 +519,48 @@ class Cluster:
             if leader is not None and leader >= 0 and (best is None or epoch > best[1]):
                 best = (leader, epoch)
         return self.node(best[0]) if best else None
+
+    def controller_id(self, exclude: tuple[int, ...] = ()) -> Optional[int]:
+        """The controller id that the live nodes (but those in exclude) name in Metadata, when
+        every one that answers names the same, known one; None otherwise. For Sluice this is
+        the active controller (the metadata quorum's leader); Kafka's KRaft brokers name a
+        random broker here instead (see controller())."""
+        seen = set()
+        for node in self.nodes:
+            if node.node_id in exclude or not node.alive():
+                continue
+            view = kafka_wire.metadata(node.host, node.port, all_topics=False, timeout=1.0)
+            if view is not None:
+                seen.add(view.controller_id)
+        if len(seen) != 1:
+            return None
+        (controller_id,) = seen
+        return controller_id if any(n.node_id == controller_id for n in self.nodes) else None
+
+    # --- Sluice configuration ------------------------------------------------------------
+
+    def _write_sluice_config(self, node: Node) -> Path:
+        """node.dir/sluice.toml: a combined broker + controller of an N-node static quorum,
+        with Kafka's property names (broker/src/config.rs)."""
+        voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.nodes)
+        properties = {
+            "process.roles": "broker,controller",
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://{node.host}:{node.port},CONTROLLER://{node.host}:{node.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{node.host}:{node.port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(node.data_dir),
+        }
+        # JSON's string escapes are valid in TOML's basic strings (a path may hold a quote).
+        lines = [f'"node.id" = {node.node_id}'] + [f'"{k}" = {json.dumps(v)}' for k, v in properties.items()]
+        path = node.dir / "sluice.toml"
+        path.write_text(
+            f"# sluice-broker node {node.node_id} of a {len(self.nodes)}-node cluster\n"
+            "# written by sluice tests/cluster/launcher.py\n" + "\n".join(lines) + "\n"
+        )
+        return path
 
     # --- Kafka configuration -------------------------------------------------------------
 
@@ -597,7 +660,7 @@ def main(argv: list[str]) -> int:
         description="Start, stop or show N local brokers on 127.0.0.1..N (see tests/cluster/launcher.py).",
     )
     parser.add_argument("command", choices=["start", "stop", "kill", "status"])
-    parser.add_argument("n", nargs="?", type=int, help="number of nodes (start only; default 3 for kafka, 1 for sluice)")
+    parser.add_argument("n", nargs="?", type=int, help=f"number of nodes, 1-{MAX_NODES} (start only; default 3 for kafka, 1 for sluice)")
     parser.add_argument("--kind", choices=KINDS, default=os.environ.get("SLUICE_CLUSTER_KIND", "sluice"))
     parser.add_argument("--dir", type=Path, default=Path(os.environ.get("SLUICE_CLUSTER_DIR", "sluice-cluster")))
     args = parser.parse_args(argv)
@@ -621,7 +684,8 @@ def main(argv: list[str]) -> int:
             cluster.kill_all()
             print(f"killed {len(cluster.nodes)} {cluster.kind} nodes in {cluster.base}")
         else:
-            controller = cluster.controller()
+            # With every node down, the quorum-state files would name a stale controller.
+            controller = cluster.controller() if any(n.alive() for n in cluster.nodes) else None
             print(
                 f"{cluster.kind} cluster in {cluster.base}; bootstrap servers: {cluster.bootstrap}; "
                 f"controller: {controller.node_id if controller else 'unknown'}"
