@@ -19,6 +19,7 @@
 //! zero-config single node keeps its own metadata in the data directory.
 
 pub mod admin;
+pub mod describe;
 pub mod groups;
 pub mod lifecycle;
 pub mod metadata;

@@ -27,6 +27,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // v6 (KIP-939 two-phase commit) is listed by the codec crate for responses only; its
     // request decoder stops at v5.
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DescribeQuorum, 0, 2),
 ];
 
 /// Every API served: [`SUPPORTED`] and the group APIs the coordinator handles

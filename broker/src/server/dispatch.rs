@@ -303,6 +303,12 @@ async fn dispatch_known(
                 respond(&resp)
             }
         },
+        RequestKind::DescribeCluster(req) => {
+            respond(&cluster::describe::describe_cluster(state, &req, version))
+        }
+        RequestKind::DescribeQuorum(req) => {
+            respond(&cluster::describe::describe_quorum(state, &req, version).await)
+        }
         // `supported_range` lists exactly the variants above.
         _ => Err(DispatchError::UnsupportedApi { api }),
     }
