@@ -268,11 +268,18 @@ impl Broker {
         let cluster = match &controller_listener {
             None => None,
             Some(controller) => {
+                let upgrading = {
+                    let (dir, has_topics) = (config.data_dir.clone(), !registry.list().is_empty());
+                    tokio::task::spawn_blocking(move || cluster::upgrade::begin(&dir, has_topics))
+                        .await
+                        .map_err(|e| BrokerError::Cluster(e.to_string()))??
+                };
                 let node = cluster::ClusterNode::start(
                     &config,
                     &client_listener.name,
                     (advertised_host.clone(), advertised_port),
                     &meta.cluster_id,
+                    upgrading,
                 )
                 .await?;
                 let addr = node

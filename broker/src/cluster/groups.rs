@@ -50,7 +50,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        if !node.is_fenced() {
+        if node.is_settled() {
             let image = node.image();
             match image.topic(OFFSETS_TOPIC) {
                 None => create_offsets_topic(&state, &node).await,

@@ -40,7 +40,7 @@ pub async fn run(
         let Some(epoch) = register(&node, &cluster_id, &mut shutdown).await else {
             return;
         };
-        if !heartbeat_until_lost(&node, epoch, &mut shutdown).await {
+        if !heartbeat_until_lost(&state, &node, epoch, &mut shutdown).await {
             return;
         }
         node.set_fenced(true);
@@ -145,6 +145,7 @@ async fn register(
 /// Heartbeats at `epoch` until the controller says the registration is gone (`true`) or
 /// the broker shuts down (`false`).
 async fn heartbeat_until_lost(
+    state: &Arc<BrokerState>,
     node: &ClusterNode,
     epoch: i64,
     shutdown: &mut watch::Receiver<bool>,
@@ -166,6 +167,15 @@ async fn heartbeat_until_lost(
             Ok(committed) => {
                 failing_since = None;
                 let fenced = committed.value.is_fenced;
+                // Adopt a single-node data directory's topics once this broker may lead
+                // them (see `upgrade`).
+                if !fenced
+                    && node.upgrading
+                    && !node.is_settled()
+                    && super::upgrade::adopt(state, node).await
+                {
+                    node.set_settled();
+                }
                 if fenced != node.is_fenced() {
                     node.set_fenced(fenced);
                     if fenced {

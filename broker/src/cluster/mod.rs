@@ -26,6 +26,7 @@ pub mod metadata;
 pub mod producer_ids;
 pub mod reconcile;
 pub mod routing;
+pub mod upgrade;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -66,6 +67,11 @@ pub struct ClusterNode {
     /// Whether the controller has this broker fenced (true until the first heartbeat
     /// answer says otherwise).
     fenced: AtomicBool,
+    /// Whether this data directory's own topics are part of the cluster (see `upgrade`);
+    /// until then nothing local is deleted.
+    settled: AtomicBool,
+    /// Whether this start upgrades a single-node data directory (see `upgrade`).
+    pub upgrading: bool,
     /// `broker.heartbeat.interval.ms`.
     pub heartbeat_interval: Duration,
     /// How long a request waits for this broker's image to reach a committed change.
@@ -82,6 +88,7 @@ impl ClusterNode {
         listener_name: &str,
         advertised: (String, u16),
         cluster_id: &str,
+        upgrading: bool,
     ) -> Result<ClusterNode, BrokerError> {
         let cluster = &config.cluster;
         let voters = resolve_voters(cluster)?;
@@ -121,6 +128,8 @@ impl ClusterNode {
             incarnation_id: Uuid::new_v4(),
             broker_epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
+            settled: AtomicBool::new(!upgrading),
+            upgrading,
             heartbeat_interval: Duration::from_millis(cluster.broker_heartbeat_interval_ms),
             apply_timeout: Duration::from_secs(10),
             producer_ids: producer_ids::ProducerIdBlocks::default(),
@@ -160,6 +169,17 @@ impl ClusterNode {
 
     pub(crate) fn set_fenced(&self, fenced: bool) {
         self.fenced.store(fenced, Ordering::Release);
+    }
+
+    /// Whether this broker is unfenced and its own data is part of the cluster: only then
+    /// may local replicas the metadata does not assign be removed, and the group
+    /// coordinator start.
+    pub fn is_settled(&self) -> bool {
+        !self.is_fenced() && self.settled.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_settled(&self) {
+        self.settled.store(true, Ordering::Release);
     }
 
     /// Waits until this broker's image has applied `offset` (a change a controller

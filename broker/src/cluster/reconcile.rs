@@ -43,7 +43,7 @@ pub async fn run(
         let image = node.image();
         log_leadership_changes(&previous, &image, node.node_id);
         seen.extend(image.topics().map(|t| t.id));
-        let caught_up = !node.is_fenced();
+        let caught_up = node.is_settled();
         let pass_state = state.clone();
         let pass_image = image.clone();
         let pass_seen = seen.clone();
