@@ -82,9 +82,9 @@ pub mod types;
 pub mod wire;
 
 pub use applier::Applier;
-pub use requests::{BoxFuture, RequestHandler};
 pub use error::{QuorumError, Result};
 pub use quorum::{
     Proposed, Quorum, QuorumConfig, QuorumDescription, QuorumStatus, ReplicaDescription,
 };
+pub use requests::{BoxFuture, RequestHandler};
 pub use types::NodeId;

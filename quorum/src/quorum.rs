@@ -495,12 +495,7 @@ impl Quorum {
     /// errors: see `requests::RequestClient::call` — `Unreachable` (no connection, or it
     /// failed mid-request), [`QuorumError::Timeout`], [`QuorumError::Remote`] (the peer
     /// answered with an error), [`QuorumError::PayloadTooLarge`].
-    pub async fn request(
-        &self,
-        target: NodeId,
-        body: &[u8],
-        timeout: Duration,
-    ) -> Result<Vec<u8>> {
+    pub async fn request(&self, target: NodeId, body: &[u8], timeout: Duration) -> Result<Vec<u8>> {
         let addr = self.address_of(target).ok_or(QuorumError::Unreachable {
             node: target,
             reason: "no address known (not in the membership nor a configured voter)".into(),
