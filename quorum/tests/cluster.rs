@@ -1038,11 +1038,7 @@ async fn controller_requests_reach_the_handler_and_harm_nothing_else() {
 /// Runs futures concurrently and returns their outputs in order (no `futures` dependency).
 async fn futures_join_all<F: std::future::Future>(
     futures: impl Iterator<Item = F>,
-) -> Vec<F::Output>
-where
-    F: Send,
-    F::Output: Send,
-{
+) -> Vec<F::Output> {
     let mut set: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
     let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
