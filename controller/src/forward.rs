@@ -12,8 +12,9 @@
 //! **Retries.** A request is sent again, after a backoff of 50 ms doubling to 500 ms (cut
 //! short when this node learns of a new leader), only when it was certainly not executed or
 //! the target could not be reached: a `NotController` answer (from this node's own
-//! controller task or a remote one), a node that is stopping, a failed connect, or a
-//! connection that failed before the answer. This last case may have executed the request:
+//! controller task or a remote one), a node that is stopping, a failed connect, a
+//! connection that failed before the answer, or no answer yet when this node learns of
+//! another leader (the target may hang). These last two may have executed the request:
 //! sending it again is harmless for every request here except CreateTopics and
 //! CreatePartitions, whose second attempt then answers `TOPIC_ALREADY_EXISTS` /
 //! `INVALID_PARTITIONS` for what the first did; AllocateProducerIds may hand out a block
@@ -236,7 +237,16 @@ impl Forwarder {
                     v
                 });
                 match target {
-                    Some(target) => self.send(target, &request, remaining).await,
+                    Some(target) => {
+                        // A leader that hangs (rather than fails) would hold the request until
+                        // the timeout: give up on it as soon as another leader is known.
+                        tokio::select! {
+                            r = self.send(target, &request, remaining) => r,
+                            l = self.leader_other_than(target) => Err(Failure::Retry(
+                                ControllerError::NotController { leader: Some(l) },
+                            )),
+                        }
+                    }
                     None => Err(Failure::Retry(ControllerError::NotController {
                         leader: None,
                     })),
@@ -275,6 +285,21 @@ impl Forwarder {
                 () = leader_changed => {}
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Resolves once this node knows a quorum leader other than `target`.
+    async fn leader_other_than(&self, target: NodeId) -> NodeId {
+        let mut status = self.quorum.subscribe();
+        loop {
+            if let Some(l) = status.borrow_and_update().leader {
+                if l != target {
+                    return l;
+                }
+            }
+            if status.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
     }
 

@@ -39,7 +39,9 @@ macro_rules! expect {
             other => Err(ControllerError::Quorum(
                 sluice_quorum::QuorumError::Remote {
                     node: 0,
-                    message: format!("an answer of the wrong kind: {other:?}"),
+                    message: format!(
+                    "an answer of the wrong kind (a bug, or a peer of another build): {other:?}"
+                ),
                 },
             )),
         }
