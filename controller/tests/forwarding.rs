@@ -237,11 +237,12 @@ async fn a_request_on_a_follower_waits_out_an_election() {
         "no broker registered: the decision is the controller's"
     );
 
+    let cluster_id = c.svc(leader).image().cluster_id().unwrap().to_owned();
+
     // The leader stops; the follower is asked right away, before any new election.
     let stopped_at = Instant::now();
     c.stop(leader).await;
     let asked_at = Instant::now();
-    let cluster_id = c.svc(follower).image().cluster_id().unwrap().to_owned();
     let registered = c
         .svc(follower)
         .register_broker(registration(7, &cluster_id))
