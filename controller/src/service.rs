@@ -1,6 +1,7 @@
 //! [`MetadataService`]: one node's metadata layer, the handle a broker process embeds. It
 //! owns the quorum node, the reader of the metadata image, and the controller task
-//! (`active.rs`); its async methods are the controller requests.
+//! (`active.rs`); its async methods are the controller requests, which work on every node
+//! (forwarded to the active controller by `forward.rs`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,11 +24,14 @@ use crate::active::{ControllerTask, Op, Reply, Request};
 use crate::config::MetadataServiceConfig;
 use crate::error::{ControllerError, Result};
 use crate::forward::{Forwarder, Handler, Local};
-use crate::rpc::ControllerRequest;
-use crate::rpc::{items_from_wire, Answered, ControllerAnswer as A, ControllerRequest as R};
+use crate::rpc::{
+    items_from_wire, Answered, ControllerAnswer, ControllerAnswer as A, ControllerRequest,
+    ControllerRequest as R,
+};
+use crate::state_machine::{ImageReader, MetadataStateMachine};
 
-/// Takes the expected variant out of an answer, as a [`Committed`]; another variant (a
-/// confused peer) is an error.
+/// Takes the expected variant out of an answer, as a [`Committed`]; another variant is an
+/// error ([`wrong_kind`]).
 macro_rules! expect {
     ($answer:expr, $pattern:pat => $value:expr) => {{
         let Answered { value, offset } = $answer;
@@ -36,18 +40,18 @@ macro_rules! expect {
                 value: $value,
                 offset,
             }),
-            other => Err(ControllerError::Quorum(
-                sluice_quorum::QuorumError::Remote {
-                    node: 0,
-                    message: format!(
-                    "an answer of the wrong kind (a bug, or a peer of another build): {other:?}"
-                ),
-                },
-            )),
+            other => Err(wrong_kind(other)),
         }
     }};
 }
-use crate::state_machine::{ImageReader, MetadataStateMachine};
+
+/// An answer of another request's kind: a bug, or a peer of another build with the same
+/// encoding version.
+fn wrong_kind(answer: ControllerAnswer) -> ControllerError {
+    ControllerError::Quorum(sluice_quorum::QuorumError::Raft(format!(
+        "the active controller answered with the wrong kind of answer: {answer:?}"
+    )))
+}
 
 /// A controller answer: the value, and the metadata offset at which it holds.
 ///
