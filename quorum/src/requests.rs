@@ -1,5 +1,5 @@
 //! Application requests on the controller listener (frame kind 5, `ControllerRequest`): the
-//! [`RequestHandler`] an application installs to answer them, and [`RequestClient`], which
+//! [`RequestHandler`] an application installs to answer them, and `RequestClient`, which
 //! sends them to a node and waits for the answer.
 //!
 //! The quorum carries these requests and does not read them: the body is the application's
