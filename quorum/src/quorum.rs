@@ -65,7 +65,9 @@ pub struct QuorumConfig {
     pub idle_timeout: Duration,
     /// Most incoming connections served at once (on [`Quorum::serve`]'s listener and through
     /// [`Quorum::serve_connection`] together); one more is closed at once. Default 64 (each
-    /// peer keeps up to three connections to this node: votes, appends, snapshots).
+    /// peer keeps up to three connections to this node: votes, appends, snapshots; plus up
+    /// to [`MAX_CONNECTIONS_PER_PEER`](crate::requests::MAX_CONNECTIONS_PER_PEER) for
+    /// controller requests, which any node may send).
     pub max_incoming_connections: usize,
     /// Timeout of one outgoing connect. Default 500 ms.
     pub connect_timeout: Duration,
