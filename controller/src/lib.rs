@@ -24,9 +24,12 @@
 //!   watch of the offset wakes them.
 //! - [`service`]: [`MetadataService`], one node's handle: starts the quorum node and the
 //!   controller task, serves the image, describes the quorum, and offers one async method
-//!   per controller request. On a node that is not the active controller each request
-//!   answers [`ControllerError::NotController`] with the leader, for the broker to forward
-//!   (Kafka's `NOT_CONTROLLER`).
+//!   per controller request, which works on every node (run here on the active controller,
+//!   forwarded to it from anywhere else).
+//! - `forward`: that forwarding (Kafka's KIP-590): where a request goes, when it is sent
+//!   again (across an election), and the handler that runs requests other nodes forwarded.
+//! - [`rpc`]: the versioned CBOR encoding of forwarded requests and their answers (the body
+//!   of the quorum's ControllerRequest frame).
 //! - `active`: the controller task. On the quorum leader it is Kafka's active controller:
 //!   one task, one decision at a time, each committed and applied before the next; broker
 //!   liveness reset (a full session for every broker) whenever this node becomes leader; the
@@ -42,6 +45,8 @@
 mod active;
 pub mod config;
 pub mod error;
+mod forward;
+pub mod rpc;
 pub mod service;
 pub mod state_machine;
 

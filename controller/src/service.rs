@@ -1,6 +1,7 @@
 //! [`MetadataService`]: one node's metadata layer, the handle a broker process embeds. It
 //! owns the quorum node, the reader of the metadata image, and the controller task
-//! (`active.rs`); its async methods are the controller requests.
+//! (`active.rs`); its async methods are the controller requests, which work on every node
+//! (forwarded to the active controller by `forward.rs`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,35 @@ use tokio::task::JoinHandle;
 use crate::active::{ControllerTask, Op, Reply, Request};
 use crate::config::MetadataServiceConfig;
 use crate::error::{ControllerError, Result};
+use crate::forward::{Forwarder, Handler, Local};
+use crate::rpc::{
+    items_from_wire, Answered, ControllerAnswer, ControllerAnswer as A, ControllerRequest,
+    ControllerRequest as R,
+};
 use crate::state_machine::{ImageReader, MetadataStateMachine};
+
+/// Takes the expected variant out of an answer, as a [`Committed`]; another variant is an
+/// error ([`wrong_kind`]).
+macro_rules! expect {
+    ($answer:expr, $pattern:pat => $value:expr) => {{
+        let Answered { value, offset } = $answer;
+        match value {
+            $pattern => Ok(Committed {
+                value: $value,
+                offset,
+            }),
+            other => Err(wrong_kind(other)),
+        }
+    }};
+}
+
+/// An answer of another request's kind: a bug, or a peer of another build with the same
+/// encoding version.
+fn wrong_kind(answer: ControllerAnswer) -> ControllerError {
+    ControllerError::Quorum(sluice_quorum::QuorumError::Raft(format!(
+        "the active controller answered with the wrong kind of answer: {answer:?}"
+    )))
+}
 
 /// A controller answer: the value, and the metadata offset at which it holds.
 ///
@@ -41,7 +70,7 @@ pub type ItemResults<T> = Vec<Result<T, MetadataError>>;
 
 /// The answer to a broker heartbeat (Kafka's BrokerHeartbeatResponse), as of once the
 /// heartbeat's records are applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HeartbeatResult {
     /// The broker has applied the metadata up to its registration.
     pub is_caught_up: bool,
@@ -61,8 +90,8 @@ pub struct MetadataService {
     node_id: NodeId,
     quorum: Arc<Quorum>,
     images: ImageReader,
-    requests: mpsc::Sender<Request>,
     is_active: Arc<AtomicBool>,
+    forwarder: Forwarder,
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
     request_timeout: Duration,
@@ -101,11 +130,28 @@ impl MetadataService {
                 _ = stop_rx.wait_for(|stop| *stop) => {}
             }
         });
+        let local = Local {
+            requests: requests_tx,
+            images: images.clone(),
+            node_id,
+        };
+        // Requests forwarded by other nodes are answered as soon as peers are served.
+        quorum.set_request_handler(Arc::new(Handler {
+            local: local.clone(),
+            quorum: Arc::downgrade(&quorum),
+            request_timeout,
+        }));
+        let forwarder = Forwarder {
+            local,
+            quorum: quorum.clone(),
+            is_active: is_active.clone(),
+            request_timeout,
+        };
         Ok(MetadataService {
             node_id,
             quorum,
             images,
-            requests: requests_tx,
+            forwarder,
             is_active,
             stop,
             task: Mutex::new(Some(task)),
@@ -193,14 +239,29 @@ impl MetadataService {
         self.quorum.leader()
     }
 
+    /// The active controller as this node knows it (the quorum leader; `None` during an
+    /// election): the `controller_id` of Kafka's Metadata and DescribeCluster responses
+    /// (which answer -1 for `None`).
+    pub fn active_controller_id(&self) -> Option<NodeId> {
+        self.quorum.leader()
+    }
+
     /// A watch of this node's view of the quorum (leader, term, applied index).
     pub fn quorum_status(&self) -> watch::Receiver<QuorumStatus> {
         self.quorum.subscribe()
     }
 
     /// Voters and learners with their lag, the leader, the term and the high watermark
-    /// (Kafka's DescribeQuorum; lags are known on the leader only).
+    /// (Kafka's DescribeQuorum), as the quorum leader sees them (asked there from any node,
+    /// like the controller requests below: lags are known on the leader only).
     pub async fn describe_quorum(&self) -> Result<QuorumDescription> {
+        let a = self.request(R::DescribeQuorum).await?;
+        expect!(a, A::DescribeQuorum(v) => v).map(|c| c.value)
+    }
+
+    /// This node's own view of the quorum, without asking the leader (lags unknown unless
+    /// this node leads); for when no leader is elected.
+    pub async fn describe_quorum_locally(&self) -> Result<QuorumDescription> {
         let timeout = self.request_timeout;
         match tokio::time::timeout(timeout, self.quorum.describe()).await {
             Ok(result) => Ok(result?),
@@ -209,13 +270,21 @@ impl MetadataService {
     }
 
     // ----- controller requests -----
+    //
+    // Every request works on every node: run here on the active controller, forwarded to it
+    // from anywhere else, retried across an election (see `forward.rs`). The answer's
+    // `offset` is the active controller's; wait for it with `wait_for_offset` before reading
+    // this node's image. The result is the controller's (per-item errors, whole-request
+    // errors), or, once the request timeout has run out without an answer, `NotController`
+    // or `Timeout`.
 
     /// BrokerRegistration; answers the broker's epoch.
     pub async fn register_broker(
         &self,
         request: BrokerRegistrationRequest,
     ) -> Result<Committed<i64>> {
-        self.call(|reply| Op::RegisterBroker(request, reply)).await
+        let a = self.request(R::RegisterBroker(request)).await?;
+        expect!(a, A::RegisterBroker(v) => v)
     }
 
     /// BrokerHeartbeat.
@@ -223,21 +292,25 @@ impl MetadataService {
         &self,
         request: BrokerHeartbeatRequest,
     ) -> Result<Committed<HeartbeatResult>> {
-        self.call(|reply| Op::Heartbeat(request, reply)).await
+        let a = self.request(R::BrokerHeartbeat(request)).await?;
+        expect!(a, A::BrokerHeartbeat(v) => v)
     }
 
     /// UnregisterBroker: the broker leaves the cluster for good.
     pub async fn unregister_broker(&self, broker_id: BrokerId) -> Result<Committed<()>> {
-        self.call(|reply| Op::UnregisterBroker(broker_id, reply))
-            .await
+        let a = self.request(R::UnregisterBroker(broker_id)).await?;
+        expect!(a, A::UnregisterBroker => ())
     }
 
-    /// CreateTopics (config values already validated by the caller).
+    /// CreateTopics (config values already validated by the caller). If the connection to
+    /// the active controller fails after the request was sent, it is sent again: a topic the
+    /// first attempt created then answers `TOPIC_ALREADY_EXISTS`.
     pub async fn create_topics(
         &self,
         topics: Vec<CreateTopic>,
     ) -> Result<Committed<ItemResults<CreatedTopic>>> {
-        self.call(|reply| Op::CreateTopics(topics, reply)).await
+        let a = self.request(R::CreateTopics(topics)).await?;
+        expect!(a, A::CreateTopics(v) => items_from_wire(v))
     }
 
     /// DeleteTopics, by name or id.
@@ -245,15 +318,18 @@ impl MetadataService {
         &self,
         topics: Vec<TopicRef>,
     ) -> Result<Committed<ItemResults<DeletedTopic>>> {
-        self.call(|reply| Op::DeleteTopics(topics, reply)).await
+        let a = self.request(R::DeleteTopics(topics)).await?;
+        expect!(a, A::DeleteTopics(v) => items_from_wire(v))
     }
 
-    /// CreatePartitions.
+    /// CreatePartitions (as CreateTopics, a retry after a lost connection may answer
+    /// `INVALID_PARTITIONS` for partitions the first attempt created).
     pub async fn create_partitions(
         &self,
         topics: Vec<CreatePartitions>,
     ) -> Result<Committed<ItemResults<()>>> {
-        self.call(|reply| Op::CreatePartitions(topics, reply)).await
+        let a = self.request(R::CreatePartitions(topics)).await?;
+        expect!(a, A::CreatePartitions(v) => items_from_wire(v))
     }
 
     /// IncrementalAlterConfigs (values validated, APPEND/SUBTRACT resolved by the caller).
@@ -261,7 +337,8 @@ impl MetadataService {
         &self,
         resources: Vec<AlterConfigs>,
     ) -> Result<Committed<ItemResults<()>>> {
-        self.call(|reply| Op::AlterConfigs(resources, reply)).await
+        let a = self.request(R::AlterConfigs(resources)).await?;
+        expect!(a, A::AlterConfigs(v) => items_from_wire(v))
     }
 
     /// AllocateProducerIds: the next cluster-unique block of producer ids for a broker.
@@ -270,12 +347,13 @@ impl MetadataService {
         broker_id: BrokerId,
         broker_epoch: i64,
     ) -> Result<Committed<ProducerIdBlock>> {
-        self.call(|reply| Op::AllocateProducerIds {
-            broker_id,
-            broker_epoch,
-            reply,
-        })
-        .await
+        let a = self
+            .request(R::AllocateProducerIds {
+                broker_id,
+                broker_epoch,
+            })
+            .await?;
+        expect!(a, A::AllocateProducerIds(v) => v)
     }
 
     /// AlterPartition (an ISR change by the partition leader); answers the partition as
@@ -284,19 +362,20 @@ impl MetadataService {
         &self,
         request: AlterPartitionRequest,
     ) -> Result<Committed<PartitionRegistration>> {
-        self.call(|reply| Op::AlterPartition(request, reply)).await
+        let a = self.request(R::AlterPartition(request)).await?;
+        expect!(a, A::AlterPartition(v) => v)
     }
 
     /// Moves leadership back to preferred replicas now (as the periodic check does); answers
     /// how many partitions moved.
     pub async fn elect_preferred_leaders(&self) -> Result<Committed<usize>> {
-        self.call(Op::ElectPreferredLeaders).await
+        let a = self.request(R::ElectPreferredLeaders).await?;
+        expect!(a, A::ElectPreferredLeaders(v) => usize::try_from(v).unwrap_or(usize::MAX))
     }
 
-    /// Sends a request to the controller task and waits for its answer, all within the
-    /// request timeout.
-    async fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<Committed<T>> {
-        call(&self.requests, self.request_timeout, op).await
+    /// Runs a request on the active controller, wherever it is.
+    async fn request(&self, request: ControllerRequest) -> Result<Answered> {
+        self.forwarder.request(request).await
     }
 
     /// Keeps `NotController` from naming this node itself.

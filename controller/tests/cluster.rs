@@ -1,6 +1,6 @@
 //! Three controllers (quorum voters) on 127.0.0.1 with free ports and temp dirs, and three
 //! simulated brokers: bootstrap, registration and heartbeats, topic placement, identical
-//! images, NotController on followers, fencing on a silent broker and back, controller
+//! images, requests through followers, fencing on a silent broker and back, controller
 //! failover (timed), restart of all three from their directories.
 
 mod support;
@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use sluice_controller::{ControllerError, MetadataServiceConfig};
+use sluice_controller::MetadataServiceConfig;
 use sluice_metadata::controller::CreateTopic;
 use sluice_metadata::records::NO_LEADER;
 use sluice_metadata::MetadataImage;
@@ -104,20 +104,18 @@ async fn three_controllers_fence_fail_over_and_restart() {
     let first = snapshots.values().next().unwrap();
     assert!(snapshots.values().all(|s| s == first), "images differ");
 
-    // --- followers answer NotController with the leader ---
+    // --- followers forward requests to the active controller (tests/forwarding.rs has more) ---
     for follower in c.running().filter(|s| s.node_id() != leader) {
         assert!(!follower.is_active_controller());
-        match follower.create_topics(vec![topic("elsewhere", 1)]).await {
-            Err(e @ ControllerError::NotController { leader: Some(l) }) if l == leader => {
-                assert_eq!(e.kafka_error_name(), "NOT_CONTROLLER");
-            }
-            other => panic!("node {}: {other:?}", follower.node_id()),
-        }
-        let hb = support::heartbeat(1, brokers[0].epoch, 0);
-        assert!(matches!(
-            follower.broker_heartbeat(hb).await,
-            Err(ControllerError::NotController { leader: Some(l) }) if l == leader
-        ));
+        assert_eq!(follower.active_controller_id(), Some(leader));
+        let again = follower
+            .create_topics(vec![topic("orders", 1)])
+            .await
+            .unwrap();
+        assert_eq!(
+            again.value[0].as_ref().unwrap_err().kafka_error_name(),
+            "TOPIC_ALREADY_EXISTS"
+        );
     }
 
     // --- broker 3 goes silent: fenced after its session, its partitions go offline ---

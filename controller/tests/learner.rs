@@ -1,5 +1,6 @@
 //! A broker-only node (not a voter) follows the metadata log as a Raft learner through its
-//! own MetadataService: same image as the controllers, NotController for every request.
+//! own MetadataService: same image as the controllers; its requests are forwarded to the
+//! active controller (all but add_learner, which answers NotController).
 
 mod support;
 
@@ -70,10 +71,9 @@ async fn a_learner_follows_the_log_and_forwards_requests() {
     })
     .await;
     assert!(!learner.is_active_controller());
-    assert!(matches!(
-        learner.elect_preferred_leaders().await,
-        Err(ControllerError::NotController { leader: Some(l) }) if l == leader
-    ));
+    // Forwarded to the active controller.
+    assert_eq!(learner.elect_preferred_leaders().await.unwrap().value, 0);
+    assert_eq!(learner.describe_quorum().await.unwrap().learners.len(), 1);
     let r = learner.add_learner(5, addr).await;
     assert!(
         matches!(r, Err(ControllerError::NotController { .. })),

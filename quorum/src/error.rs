@@ -56,6 +56,17 @@ pub enum QuorumError {
     #[error("refusing to start: {0}")]
     StateLost(String),
 
+    /// A ControllerRequest could not reach node `node`: no address is known for it, the
+    /// connect failed, or the connection failed before the answer (then the peer may have
+    /// executed the request).
+    #[error("node {node} unreachable: {reason}")]
+    Unreachable { node: u64, reason: String },
+
+    /// Node `node` answered a ControllerRequest with an error (it has no handler, or its
+    /// handler could not read the request).
+    #[error("node {node} answered: {message}")]
+    Remote { node: u64, message: String },
+
     /// openraft refused the operation for a reason other than leadership (e.g. a membership
     /// change already in progress).
     #[error("raft: {0}")]

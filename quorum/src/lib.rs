@@ -23,6 +23,10 @@
 //!   (incoming: bad bytes close only that connection; requests from node ids outside the
 //!   quorum are dropped and snapshot chunks are checked before openraft sees them; idle
 //!   connections time out and their number is capped).
+//! - [`requests`]: application requests on the controller listener (kind 5,
+//!   ControllerRequest): the [`RequestHandler`] an application installs, and the pooled
+//!   client behind [`Quorum::request`] (its own connections, apart from Raft's). Any sender
+//!   may send them: the port has no authentication yet.
 //! - [`types`]: openraft's type configuration and [`types::Payload`].
 //!
 //! # Why a log format of its own, not sluice-storage's partition log
@@ -71,6 +75,7 @@ mod files;
 pub mod log_store;
 mod network;
 mod quorum;
+pub mod requests;
 mod server;
 pub mod state_machine;
 pub mod types;
@@ -81,4 +86,5 @@ pub use error::{QuorumError, Result};
 pub use quorum::{
     Proposed, Quorum, QuorumConfig, QuorumDescription, QuorumStatus, ReplicaDescription,
 };
+pub use requests::{BoxFuture, RequestHandler};
 pub use types::NodeId;

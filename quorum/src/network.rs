@@ -79,8 +79,9 @@ fn conn_slot(kind: Kind) -> usize {
         Kind::Vote => 0,
         Kind::AppendEntries => 1,
         Kind::InstallSnapshot => 2,
-        // Probes go on a connection of their own (`probe`).
-        Kind::Probe => 0,
+        // Probes and controller requests go on connections of their own (`probe`,
+        // `requests::RequestClient`).
+        Kind::Probe | Kind::ControllerRequest => 0,
     }
 }
 

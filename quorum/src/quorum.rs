@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
@@ -17,6 +17,7 @@ use crate::applier::Applier;
 use crate::error::{QuorumError, Result};
 use crate::log_store::LogStore;
 use crate::network::{NetSettings, Network};
+use crate::requests::{RequestClient, RequestHandler};
 use crate::server::Inbound;
 use crate::state_machine::StateMachineStore;
 use crate::types::{NodeId, Payload, Raft};
@@ -64,7 +65,9 @@ pub struct QuorumConfig {
     pub idle_timeout: Duration,
     /// Most incoming connections served at once (on [`Quorum::serve`]'s listener and through
     /// [`Quorum::serve_connection`] together); one more is closed at once. Default 64 (each
-    /// peer keeps up to three connections to this node: votes, appends, snapshots).
+    /// peer keeps up to three connections to this node: votes, appends, snapshots; plus up
+    /// to [`MAX_CONNECTIONS_PER_PEER`](crate::requests::MAX_CONNECTIONS_PER_PEER) for
+    /// controller requests, which any node may send).
     pub max_incoming_connections: usize,
     /// Timeout of one outgoing connect. Default 500 ms.
     pub connect_timeout: Duration,
@@ -171,7 +174,7 @@ pub struct Proposed {
 }
 
 /// One voter or learner in [`QuorumDescription`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReplicaDescription {
     pub node_id: NodeId,
     pub addr: String,
@@ -183,7 +186,7 @@ pub struct ReplicaDescription {
 }
 
 /// The quorum as this node sees it (for DescribeQuorum; accurate on the leader).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QuorumDescription {
     pub leader: Option<NodeId>,
     pub term: u64,
@@ -207,6 +210,10 @@ pub struct Quorum {
     stop: Arc<watch::Sender<bool>>,
     max_payload_bytes: usize,
     inbound: Arc<Inbound>,
+    /// `controller.quorum.voters`: where to send a ControllerRequest to a voter that is not
+    /// (or not yet) in the membership this node knows.
+    configured_voters: BTreeMap<NodeId, SocketAddr>,
+    requests: RequestClient,
 }
 
 impl Quorum {
@@ -225,16 +232,15 @@ impl Quorum {
             .map_err(|e| QuorumError::io("create", &config.dir, e))?;
         let (log, _recovery) = LogStore::open(&config.dir, config.segment_bytes)?;
         let sm = StateMachineStore::open(&config.dir, applier)?;
-        let network = Network::new(
-            config.node_id,
-            NetSettings {
-                connect_timeout: config.connect_timeout,
-                reconnect_backoff_min: config.reconnect_backoff_min,
-                reconnect_backoff_max: config.reconnect_backoff_max,
-                max_frame_bytes: config.max_frame_bytes,
-                idle_timeout: config.idle_timeout,
-            },
-        );
+        let settings = NetSettings {
+            connect_timeout: config.connect_timeout,
+            reconnect_backoff_min: config.reconnect_backoff_min,
+            reconnect_backoff_max: config.reconnect_backoff_max,
+            max_frame_bytes: config.max_frame_bytes,
+            idle_timeout: config.idle_timeout,
+        };
+        let requests = RequestClient::new(settings.clone());
+        let network = Network::new(config.node_id, settings);
         let raft = Raft::new(config.node_id, raft_config, network, log, sm)
             .await
             .map_err(|e| QuorumError::Stopped(e.to_string()))?;
@@ -323,7 +329,10 @@ impl Quorum {
                 snapshot: Mutex::new(None),
                 idle_timeout: config.idle_timeout,
                 connections: Arc::new(Semaphore::new(config.max_incoming_connections)),
+                handler: RwLock::new(None),
             }),
+            configured_voters: config.voters.clone(),
+            requests,
             raft,
         })
     }
@@ -467,6 +476,51 @@ impl Quorum {
             .await
             .map(|_| ())
             .map_err(write_error)
+    }
+
+    /// Installs (or replaces) the handler of ControllerRequests arriving at this node (frame
+    /// kind 5, see [`crate::wire`]). Until one is installed they are answered with an error.
+    /// The handler is kept until the quorum is dropped; it should not hold the `Quorum`
+    /// itself (a cycle), only a weak handle.
+    pub fn set_request_handler(&self, handler: Arc<dyn RequestHandler>) {
+        *self
+            .inbound
+            .handler
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(handler);
+    }
+
+    /// Sends a ControllerRequest with `body` to node `target` and waits for its handler's
+    /// answer, within `timeout` (connect included). The address is the node's in the
+    /// membership this node knows, else its entry in `controller.quorum.voters`; a node in
+    /// neither is [`QuorumError::Unreachable`]. Works on any node, member or not. Other
+    /// errors: see `requests::RequestClient::call` — `Unreachable` (no connection, or it
+    /// failed mid-request), [`QuorumError::Timeout`], [`QuorumError::Remote`] (the peer
+    /// answered with an error), [`QuorumError::PayloadTooLarge`].
+    pub async fn request(&self, target: NodeId, body: &[u8], timeout: Duration) -> Result<Vec<u8>> {
+        let addr = self.address_of(target).ok_or(QuorumError::Unreachable {
+            node: target,
+            reason: "no address known (not in the membership nor a configured voter)".into(),
+        })?;
+        self.requests.call(target, &addr, body, timeout).await
+    }
+
+    /// The configured voters (`controller.quorum.voters`), by id.
+    pub fn configured_voters(&self) -> Vec<NodeId> {
+        self.configured_voters.keys().copied().collect()
+    }
+
+    /// The controller listener address of `node`: from the membership, else the config.
+    fn address_of(&self, node: NodeId) -> Option<String> {
+        let from_membership = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .get_node(&node)
+                .map(|n| n.addr.clone())
+        };
+        from_membership.or_else(|| self.configured_voters.get(&node).map(|a| a.to_string()))
     }
 
     /// Serves one accepted connection of a peer's controller RPCs until it closes, sends

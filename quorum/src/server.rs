@@ -11,6 +11,10 @@
 //! A Probe (a voter with empty storage asking whether the cluster exists) is answered here
 //! from the node's metrics, without openraft.
 //!
+//! A ControllerRequest goes to the application's [`RequestHandler`], from any sender (see
+//! `requests.rs`: such requests come from brokers that are not members yet); without a
+//! handler it is answered with an error. Its body is never read here.
+//!
 //! Before a request reaches openraft it is checked here, because openraft trusts its peers:
 //! - The sender (the node named by the request's vote, or a Probe's node id) must be a
 //!   configured voter or a member (voter or learner) of the current membership; otherwise the connection is closed. So a
@@ -23,7 +27,7 @@
 //!   the transfer again from offset 0; a chunk past the size limit closes the connection.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, RaftError, SnapshotMismatch};
@@ -35,7 +39,8 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::types::{from_cbor, to_cbor, NodeId, Raft, TypeConfig, Vote};
+use crate::requests::RequestHandler;
+use crate::types::{from_cbor, to_cbor, NodeId, Payload, Raft, TypeConfig, Vote};
 use crate::wire::{self, Kind};
 
 /// Once a request frame has started, the rest of it must arrive within this.
@@ -56,6 +61,8 @@ pub(crate) struct Inbound {
     pub idle_timeout: Duration,
     /// One permit per incoming connection being served (`max_incoming_connections`).
     pub connections: Arc<Semaphore>,
+    /// The application's handler of ControllerRequests, once installed.
+    pub handler: RwLock<Option<Arc<dyn RequestHandler>>>,
 }
 
 impl Inbound {
@@ -217,6 +224,18 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Err(e) => Err(e),
             },
+            Kind::ControllerRequest => {
+                let handler = inbound
+                    .handler
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let answer: wire::ControllerAnswer = match handler {
+                    Some(h) => h.handle(frame.body).await.map(Payload),
+                    None => Err("this node has no handler for controller requests".into()),
+                };
+                encode(&answer)
+            }
             Kind::Vote => match from_cbor::<VoteRequest<NodeId>>(&frame.body) {
                 Ok(req) if !inbound.is_member(&req.vote) => Err(not_member(&req.vote)),
                 Ok(req) => encode(&raft.vote(req).await),

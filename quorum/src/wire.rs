@@ -4,7 +4,8 @@
 //! ```text
 //! length          u32   bytes after this field (8 ..= max frame size)
 //! version         u16   format version, 1
-//! kind            u16   1 = Vote, 2 = AppendEntries, 3 = InstallSnapshot, 4 = Probe;
+//! kind            u16   1 = Vote, 2 = AppendEntries, 3 = InstallSnapshot, 4 = Probe,
+//!                       5 = ControllerRequest;
 //!                       a response carries its request's kind | 0x8000
 //! correlation id  u32   chosen by the sender of a request, echoed by its response
 //! body                  CBOR (RFC 8949)
@@ -18,6 +19,12 @@
 //! responses are CBOR byte strings. A change of openraft that changes these shapes needs a
 //! new version number; a peer answers a frame of an unknown version by closing the
 //! connection.
+//!
+//! A ControllerRequest carries an application payload the quorum does not interpret: the
+//! request body is those bytes as they are (not CBOR-wrapped), handed to the application's
+//! [`RequestHandler`](crate::RequestHandler); the response body is the CBOR of
+//! `Result<bytes, text>` (a map with one key: `"Ok"` and the handler's answer as a byte
+//! string, or `"Err"` and a message, e.g. when no handler is installed).
 //!
 //! A connection carries one request at a time (the sender waits for the response before the
 //! next request), so responses come back in order; the correlation id catches a mix-up.
@@ -44,6 +51,7 @@ pub enum Kind {
     AppendEntries = 2,
     InstallSnapshot = 3,
     Probe = 4,
+    ControllerRequest = 5,
 }
 
 impl Kind {
@@ -53,6 +61,7 @@ impl Kind {
             2 => Some(Kind::AppendEntries),
             3 => Some(Kind::InstallSnapshot),
             4 => Some(Kind::Probe),
+            5 => Some(Kind::ControllerRequest),
             _ => None,
         }
     }
@@ -116,6 +125,9 @@ impl From<SnapshotChunk> for InstallSnapshotRequest<TypeConfig> {
         }
     }
 }
+
+/// The body of a ControllerRequest response: the handler's answer, or why there is none.
+pub type ControllerAnswer = Result<Payload, String>;
 
 /// A decoded frame header and its body.
 #[derive(Debug)]

@@ -1,6 +1,6 @@
 //! Three quorum nodes on 127.0.0.1 with free ports and temp dirs: election, replication in
 //! order, NotLeader on followers, leader failover (timed), restart from disk, snapshot
-//! catch-up, garbage on the RPC port.
+//! catch-up, garbage on the RPC port, application requests (ControllerRequest).
 
 mod support;
 
@@ -886,4 +886,177 @@ async fn a_whole_cluster_restarts_with_its_state() {
         d.term
     );
     c.all_applied(&records(0..45)).await;
+}
+
+/// A test handler: echoes the body reversed after `delay`; `hang` never answers.
+struct Echo {
+    delay: Duration,
+    hang: bool,
+}
+
+impl sluice_quorum::RequestHandler for Echo {
+    fn handle(&self, body: Vec<u8>) -> sluice_quorum::BoxFuture<Result<Vec<u8>, String>> {
+        let (delay, hang) = (self.delay, self.hang);
+        Box::pin(async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(delay).await;
+            if body == b"fail" {
+                return Err("the handler refuses".into());
+            }
+            Ok(body.into_iter().rev().collect())
+        })
+    }
+}
+
+/// The body of a ControllerRequest answer: `Ok(bytes)` or `Err(text)`.
+fn controller_answer(body: &[u8]) -> Result<Vec<u8>, String> {
+    let value: ciborium::Value = ciborium::from_reader(body).expect("CBOR");
+    let map = value.into_map().expect("a map");
+    assert_eq!(map.len(), 1, "one key");
+    let (key, value) = map.into_iter().next().unwrap();
+    match key.as_text() {
+        Some("Ok") => Ok(value.into_bytes().expect("a byte string")),
+        Some("Err") => Err(value.into_text().expect("a text")),
+        other => panic!("unexpected key {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn controller_requests_reach_the_handler_and_harm_nothing_else() {
+    let c = Cluster::start(3, |_| {}).await;
+    let leader = c.agreed_leader().await;
+    c.propose_all(leader, 0..3).await;
+    let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let (a, b) = (others[0], others[1]);
+    let t = Duration::from_secs(5);
+
+    // --- no handler: an error answer, from a member or a stranger, and the connection stays ---
+    match c.q(a).request(b, b"hello", t).await {
+        Err(QuorumError::Remote { node, message }) => {
+            assert_eq!(node, b);
+            assert!(message.contains("no handler"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut s = TcpStream::connect(c.nodes[&b].addr).await.unwrap();
+    for id in 1..=2u32 {
+        let frame = [
+            &(8u32 + 7).to_be_bytes()[..],
+            &1u16.to_be_bytes(),
+            &5u16.to_be_bytes(),
+            &id.to_be_bytes(),
+            b"garbage",
+        ]
+        .concat();
+        s.write_all(&frame).await.unwrap();
+        let (kind, correlation_id, body) = read_response(&mut s).await.expect("an answer");
+        assert_eq!((kind, correlation_id), (0x8005, id));
+        assert!(controller_answer(&body).unwrap_err().contains("no handler"));
+    }
+
+    // --- with a handler: the answer comes back; the handler's own error too ---
+    c.q(b).set_request_handler(std::sync::Arc::new(Echo {
+        delay: Duration::ZERO,
+        hang: false,
+    }));
+    assert_eq!(c.q(a).request(b, b"abc", t).await.unwrap(), b"cba");
+    assert!(matches!(
+        c.q(a).request(b, b"fail", t).await,
+        Err(QuorumError::Remote { message, .. }) if message == "the handler refuses"
+    ));
+    // A stranger's bytes reach the handler as they are (it must treat them as untrusted).
+    let frame = [
+        &(8u32 + 3).to_be_bytes()[..],
+        &1u16.to_be_bytes(),
+        &5u16.to_be_bytes(),
+        &9u32.to_be_bytes(),
+        &[0xff, 0x00, 0x01],
+    ]
+    .concat();
+    s.write_all(&frame).await.unwrap();
+    let (_, _, body) = read_response(&mut s).await.expect("an answer");
+    assert_eq!(controller_answer(&body).unwrap(), vec![0x01, 0x00, 0xff]);
+    // The frame checks still hold: an oversized length closes the connection.
+    s.write_all(&[0x7f, 0xff, 0xff, 0xff, 0, 1, 0, 5])
+        .await
+        .unwrap();
+    assert!(closed_within(&mut s, WAIT).await);
+
+    // --- unknown node, no answer in time ---
+    assert!(matches!(
+        c.q(a).request(99, b"x", t).await,
+        Err(QuorumError::Unreachable { node: 99, .. })
+    ));
+    c.q(leader).set_request_handler(std::sync::Arc::new(Echo {
+        delay: Duration::ZERO,
+        hang: true,
+    }));
+    let started = Instant::now();
+    let r = c
+        .q(a)
+        .request(leader, b"x", Duration::from_millis(300))
+        .await;
+    assert!(matches!(r, Err(QuorumError::Timeout(_))), "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // --- slow requests run side by side, and never hold up Raft ---
+    c.q(b).set_request_handler(std::sync::Arc::new(Echo {
+        delay: Duration::from_millis(400),
+        hang: false,
+    }));
+    let started = Instant::now();
+    let q = c.q(a);
+    let slow = async {
+        let bodies: Vec<[u8; 1]> = (0..8u8).map(|i| [i]).collect();
+        let calls = bodies.iter().map(|body| q.request(b, body, t));
+        let answers: Vec<_> = futures_join_all(calls).await;
+        for (i, answer) in answers.into_iter().enumerate() {
+            assert_eq!(answer.unwrap(), vec![i as u8]);
+        }
+    };
+    let raft = async {
+        // Meanwhile the leader proposes (AppendEntries to every follower) as usual.
+        c.propose_all(leader, 3..8).await;
+    };
+    tokio::join!(slow, raft);
+    let elapsed = started.elapsed();
+    // Four at a time: two rounds of 400 ms, not eight (3.2 s) as on one connection.
+    assert!(
+        elapsed < Duration::from_millis(5 * 400),
+        "8 slow requests took {elapsed:?}"
+    );
+    assert_eq!(c.agreed_leader().await, leader);
+    c.all_applied(&records(0..8)).await;
+}
+
+/// Runs futures concurrently and returns their outputs in order (no `futures` dependency).
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|v| v.unwrap()).collect()
 }

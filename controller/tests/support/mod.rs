@@ -1,6 +1,6 @@
 //! Shared by the integration tests: controllers on 127.0.0.1 with free ports and temp dirs,
-//! simulated brokers that register and heartbeat through whichever node is the active
-//! controller, and polling with deadlines.
+//! simulated brokers that register and heartbeat through a node that is not the active
+//! controller (forwarded), and polling with deadlines.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -46,6 +46,19 @@ pub async fn eventually<F: FnMut() -> bool>(timeout: Duration, what: &str, mut c
 /// The running services, by node id, as weak handles: a simulated broker never keeps a
 /// stopped or dropped controller alive.
 pub type Directory = Arc<Mutex<BTreeMap<u64, Weak<MetadataService>>>>;
+
+/// A running node that is not the active controller (the first, by id), else any running
+/// node.
+pub fn follower_in(dir: &Directory) -> Option<Arc<MetadataService>> {
+    let services: Vec<Arc<MetadataService>> = dir
+        .lock()
+        .unwrap()
+        .values()
+        .filter_map(Weak::upgrade)
+        .collect();
+    let follower = services.iter().find(|s| !s.is_active_controller()).cloned();
+    follower.or_else(|| services.into_iter().next())
+}
 
 /// The active controller among `dir`, if one is active now.
 pub fn active_in(dir: &Directory) -> Option<Arc<MetadataService>> {
@@ -240,9 +253,10 @@ pub fn content(snapshot: &[u8]) -> serde_json::Value {
     json
 }
 
-/// A simulated broker: registers through the active controller, then heartbeats every
-/// `interval` (unless paused), reporting the active controller's image offset as its own
-/// applied offset.
+/// A simulated broker: registers, then heartbeats every `interval` (unless paused), through
+/// a node that is *not* the active controller when there is one (so every call is
+/// forwarded, as a broker-only node's would be), reporting the active controller's image
+/// offset as its own applied offset.
 pub struct Broker {
     pub id: i32,
     pub epoch: i64,
@@ -282,14 +296,14 @@ pub fn heartbeat(id: i32, epoch: i64, offset: i64) -> BrokerHeartbeatRequest {
 }
 
 impl Broker {
-    /// Registers broker `id` (retrying while no controller is active), then starts its
-    /// heartbeats.
+    /// Registers broker `id` through a follower (retrying while no controller is active),
+    /// then starts its heartbeats.
     pub async fn start(directory: &Directory, id: i32, interval: Duration) -> Broker {
         let deadline = Instant::now() + WAIT;
         let epoch = loop {
-            if let Some(active) = active_in(directory) {
+            if let (Some(active), Some(via)) = (active_in(directory), follower_in(directory)) {
                 let cluster_id = active.image().cluster_id().unwrap().to_owned();
-                match active.register_broker(registration(id, &cluster_id)).await {
+                match via.register_broker(registration(id, &cluster_id)).await {
                     Ok(c) => break c.value,
                     Err(ControllerError::NotController { .. }) => {}
                     Err(e) => panic!("registering broker {id}: {e}"),
@@ -305,10 +319,10 @@ impl Broker {
             tokio::spawn(async move {
                 loop {
                     if !paused.load(Ordering::Acquire) {
-                        if let Some(active) = active_in(&directory) {
-                            let offset = active.image().metadata_offset();
-                            // Errors (a controller that just stopped) are retried next round.
-                            let _ = active.broker_heartbeat(heartbeat(id, epoch, offset)).await;
+                        let offset = active_in(&directory).map(|a| a.image().metadata_offset());
+                        if let (Some(offset), Some(via)) = (offset, follower_in(&directory)) {
+                            // Errors (a node that just stopped) are retried next round.
+                            let _ = via.broker_heartbeat(heartbeat(id, epoch, offset)).await;
                         }
                     }
                     tokio::time::sleep(interval).await;

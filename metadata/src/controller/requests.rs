@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::Result;
 use crate::records::{BrokerId, ConfigResource, Endpoint, MetadataRecord};
 
 /// A broker's registration request (Kafka's BrokerRegistration).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRegistrationRequest {
     /// `node.id`.
     pub broker_id: BrokerId,
@@ -34,7 +35,7 @@ pub struct RegistrationDecision {
 }
 
 /// A broker heartbeat (Kafka's BrokerHeartbeat).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerHeartbeatRequest {
     /// The broker.
     pub broker_id: BrokerId,
@@ -64,7 +65,7 @@ pub struct HeartbeatDecision {
 }
 
 /// An explicit replica list for one partition in a CreateTopics request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaAssignment {
     /// The partition index.
     pub partition: i32,
@@ -73,7 +74,7 @@ pub struct ReplicaAssignment {
 }
 
 /// One topic of a CreateTopics request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateTopic {
     /// The name.
     pub name: String,
@@ -88,7 +89,7 @@ pub struct CreateTopic {
 }
 
 /// A topic CreateTopics will create once the records are applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedTopic {
     /// The new topic id.
     pub topic_id: Uuid,
@@ -99,7 +100,7 @@ pub struct CreatedTopic {
 }
 
 /// A topic named in a DeleteTopics request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TopicRef {
     /// By name.
     Name(String),
@@ -108,7 +109,7 @@ pub enum TopicRef {
 }
 
 /// A topic DeleteTopics will delete once the records are applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeletedTopic {
     /// Its id.
     pub topic_id: Uuid,
@@ -117,7 +118,7 @@ pub struct DeletedTopic {
 }
 
 /// One topic of a CreatePartitions request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatePartitions {
     /// The topic.
     pub name: String,
@@ -129,7 +130,7 @@ pub struct CreatePartitions {
 
 /// The config changes of one resource (an IncrementalAlterConfigs entry, with APPEND and
 /// SUBTRACT already turned into the full value by the caller).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlterConfigs {
     /// The resource.
     pub resource: ConfigResource,
@@ -138,7 +139,7 @@ pub struct AlterConfigs {
 }
 
 /// A block of producer ids for one broker: `first_id .. first_id + size`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerIdBlock {
     /// The broker.
     pub broker_id: BrokerId,
@@ -150,7 +151,7 @@ pub struct ProducerIdBlock {
 
 /// An ISR change asked for by a partition leader (Kafka's AlterPartition), a
 /// compare-and-set on the partition epoch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlterPartitionRequest {
     /// The leader asking.
     pub broker_id: BrokerId,
@@ -170,7 +171,7 @@ pub struct AlterPartitionRequest {
 }
 
 /// One member of the ISR an AlterPartition asks for (Kafka's `NewIsrWithEpochs` entry).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IsrMember {
     /// The replica.
     pub broker_id: BrokerId,

@@ -1,0 +1,349 @@
+//! Controller requests from any node (Kafka's KIP-590 forwarding): [`Forwarder`] runs a
+//! request on this node when it is the active controller and otherwise sends it to the
+//! active controller over the controller listener; [`Handler`] is the other end, installed
+//! on every node's quorum, which runs a request that arrived from another node.
+//!
+//! **Where a request goes.** To the quorum leader this node knows of; when it knows none (an
+//! election is in progress, or this node is a broker not yet in the quorum), to the leader
+//! named by the last `NotController` answer, else to the configured voters in turn (any of
+//! them names the leader). A node never forwards what it received from another node: the
+//! handler runs it here or answers `NotController { leader }`.
+//!
+//! **Retries.** A request is sent again, after a backoff of 50 ms doubling to 500 ms (cut
+//! short when this node learns of a new leader), only when it was certainly not executed or
+//! the target could not be reached: a `NotController` answer (from this node's own
+//! controller task or a remote one), a node that is stopping, a failed connect, a
+//! connection that failed before the answer, or no answer yet when this node learns of
+//! another leader (the target may hang). These last two may have executed the request:
+//! sending it again is harmless for every request here except CreateTopics and
+//! CreatePartitions, whose second attempt then answers `TOPIC_ALREADY_EXISTS` /
+//! `INVALID_PARTITIONS` for what the first did; AllocateProducerIds may hand out a block
+//! that is never used (ids are skipped, never reused). A request the target answered, with
+//! success or any other error, is never sent again. When the request timeout runs out the
+//! answer is the last failure: `NotController` if that is what the last attempt heard,
+//! else `Timeout`.
+//!
+//! **The answer's offset** is the active controller's metadata offset. The caller that
+//! wants its own node's image to show the change waits for it with
+//! `MetadataService::wait_for_offset`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use sluice_quorum::{BoxFuture, NodeId, Quorum, QuorumError, RequestHandler};
+use tokio::sync::mpsc;
+
+use crate::active::{Op, Request};
+use crate::error::{ControllerError, Result};
+use crate::rpc::{self, Answered, ControllerAnswer, ControllerRequest, WireError};
+use crate::service::{call, Committed};
+use crate::state_machine::ImageReader;
+
+/// The first wait before a request is sent again.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// The longest wait between two attempts.
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// What runs a request on this node: the controller task's queue, and the quorum for
+/// DescribeQuorum.
+#[derive(Clone)]
+pub(crate) struct Local {
+    pub requests: mpsc::Sender<Request>,
+    pub images: ImageReader,
+    pub node_id: NodeId,
+}
+
+impl Local {
+    /// Runs `request` on this node within `timeout`. A node that is not the active
+    /// controller answers `NotController` (from the controller task).
+    async fn execute(
+        &self,
+        quorum: &Quorum,
+        request: ControllerRequest,
+        timeout: Duration,
+    ) -> Result<Answered> {
+        use ControllerAnswer as A;
+        use ControllerRequest as R;
+        let requests = &self.requests;
+        fn answered<T>(c: Committed<T>, f: impl FnOnce(T) -> ControllerAnswer) -> Answered {
+            Answered {
+                value: f(c.value),
+                offset: c.offset,
+            }
+        }
+        Ok(match request {
+            R::RegisterBroker(r) => answered(
+                call(requests, timeout, |reply| Op::RegisterBroker(r, reply)).await?,
+                A::RegisterBroker,
+            ),
+            R::BrokerHeartbeat(r) => answered(
+                call(requests, timeout, |reply| Op::Heartbeat(r, reply)).await?,
+                A::BrokerHeartbeat,
+            ),
+            R::UnregisterBroker(id) => answered(
+                call(requests, timeout, |reply| Op::UnregisterBroker(id, reply)).await?,
+                |()| A::UnregisterBroker,
+            ),
+            R::CreateTopics(t) => answered(
+                call(requests, timeout, |reply| Op::CreateTopics(t, reply)).await?,
+                |v| A::CreateTopics(rpc::items_to_wire(v)),
+            ),
+            R::DeleteTopics(t) => answered(
+                call(requests, timeout, |reply| Op::DeleteTopics(t, reply)).await?,
+                |v| A::DeleteTopics(rpc::items_to_wire(v)),
+            ),
+            R::CreatePartitions(t) => answered(
+                call(requests, timeout, |reply| Op::CreatePartitions(t, reply)).await?,
+                |v| A::CreatePartitions(rpc::items_to_wire(v)),
+            ),
+            R::AlterConfigs(r) => answered(
+                call(requests, timeout, |reply| Op::AlterConfigs(r, reply)).await?,
+                |v| A::AlterConfigs(rpc::items_to_wire(v)),
+            ),
+            R::AllocateProducerIds {
+                broker_id,
+                broker_epoch,
+            } => answered(
+                call(requests, timeout, |reply| Op::AllocateProducerIds {
+                    broker_id,
+                    broker_epoch,
+                    reply,
+                })
+                .await?,
+                A::AllocateProducerIds,
+            ),
+            R::AlterPartition(r) => answered(
+                call(requests, timeout, |reply| Op::AlterPartition(r, reply)).await?,
+                A::AlterPartition,
+            ),
+            R::ElectPreferredLeaders => answered(
+                call(requests, timeout, Op::ElectPreferredLeaders).await?,
+                |n| A::ElectPreferredLeaders(n as u64),
+            ),
+            R::DescribeQuorum => {
+                // Lags are known on the leader only: describe there.
+                if !quorum.is_leader() {
+                    return Err(ControllerError::NotController {
+                        leader: quorum.leader().filter(|l| *l != self.node_id),
+                    });
+                }
+                let description = match tokio::time::timeout(timeout, quorum.describe()).await {
+                    Ok(result) => result?,
+                    Err(_) => return Err(ControllerError::Timeout(timeout)),
+                };
+                Answered {
+                    value: A::DescribeQuorum(description),
+                    offset: self.images.image().metadata_offset(),
+                }
+            }
+        })
+    }
+}
+
+/// Answers ControllerRequests from other nodes by running them here (never forwarding).
+pub(crate) struct Handler {
+    pub local: Local,
+    /// Weak: the quorum holds this handler.
+    pub quorum: Weak<Quorum>,
+    pub request_timeout: Duration,
+}
+
+impl RequestHandler for Handler {
+    fn handle(&self, body: Vec<u8>) -> BoxFuture<std::result::Result<Vec<u8>, String>> {
+        let local = self.local.clone();
+        let quorum = self.quorum.clone();
+        let own_timeout = self.request_timeout;
+        Box::pin(async move {
+            // Undecodable bytes get an error answer from the quorum layer; nothing runs.
+            let (request, timeout_ms) = rpc::decode_request(&body)?;
+            let Some(quorum) = quorum.upgrade() else {
+                return rpc::encode_answer(Err(WireError::Unavailable("stopping".into())));
+            };
+            // No longer than the sender still waits.
+            let timeout = own_timeout.min(Duration::from_millis(timeout_ms.max(1)));
+            let name = request.name();
+            let result = local.execute(&quorum, request, timeout).await;
+            tracing::trace!(
+                node = local.node_id,
+                request = name,
+                ok = result.is_ok(),
+                "answered a forwarded controller request"
+            );
+            rpc::encode_answer(result.map_err(WireError::from))
+        })
+    }
+}
+
+/// Runs controller requests from this node, wherever the active controller is.
+pub(crate) struct Forwarder {
+    pub local: Local,
+    pub quorum: Arc<Quorum>,
+    pub is_active: Arc<AtomicBool>,
+    pub request_timeout: Duration,
+}
+
+/// How one attempt ended, when it did not answer.
+enum Failure {
+    /// Certainly not executed, or the target was not reached: try again.
+    Retry(ControllerError),
+    /// The answer (an error) stands.
+    Final(ControllerError),
+}
+
+impl Forwarder {
+    /// Runs `request` on the active controller (here or elsewhere), retrying as the module
+    /// docs say, within the request timeout.
+    pub async fn request(&self, request: ControllerRequest) -> Result<Answered> {
+        let deadline = Instant::now() + self.request_timeout;
+        let me = self.local.node_id;
+        let voters: Vec<NodeId> = self
+            .quorum
+            .configured_voters()
+            .into_iter()
+            .filter(|v| *v != me)
+            .collect();
+        let mut next_voter = 0usize;
+        let mut hint: Option<NodeId> = None;
+        let mut backoff = BACKOFF_MIN;
+        let mut status = self.quorum.subscribe();
+        let mut last = ControllerError::NotController { leader: None };
+        loop {
+            if self.local.requests.is_closed() {
+                // This service was shut down: it forwards nothing either.
+                return Err(ControllerError::Stopped);
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(match last {
+                    ControllerError::NotController { .. } => ControllerError::NotController {
+                        leader: self.quorum.leader().filter(|l| *l != me),
+                    },
+                    _ => ControllerError::Timeout(self.request_timeout),
+                });
+            }
+            let known_leader = self.quorum.leader();
+            let outcome = if self.is_active.load(Ordering::Acquire) {
+                self.run_here(request.clone(), remaining).await
+            } else if known_leader == Some(me) {
+                // Elected but not active yet (catching up with the log): wait for it.
+                Err(Failure::Retry(ControllerError::NotController {
+                    leader: None,
+                }))
+            } else {
+                let target = known_leader.or(hint.take()).or_else(|| {
+                    let v = voters.get(next_voter % voters.len().max(1)).copied();
+                    next_voter += 1;
+                    v
+                });
+                match target {
+                    Some(target) => {
+                        // A leader that hangs (rather than fails) would hold the request until
+                        // the timeout: give up on it as soon as another leader is known.
+                        tokio::select! {
+                            r = self.send(target, &request, remaining) => r,
+                            l = self.leader_other_than(target) => Err(Failure::Retry(
+                                ControllerError::NotController { leader: Some(l) },
+                            )),
+                        }
+                    }
+                    None => Err(Failure::Retry(ControllerError::NotController {
+                        leader: None,
+                    })),
+                }
+            };
+            match outcome {
+                Ok(answer) => return Ok(answer),
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Retry(e)) => {
+                    tracing::debug!(
+                        node = me,
+                        request = request.name(),
+                        "controller request not answered, retrying: {e}"
+                    );
+                    if let ControllerError::NotController { leader: Some(l) } = e {
+                        hint = Some(l).filter(|l| *l != me);
+                    }
+                    last = e;
+                }
+            }
+            // Back off, but go at once when this node hears of another leader.
+            let leader_before = self.quorum.leader();
+            let wait = backoff.min(deadline.saturating_duration_since(Instant::now()));
+            let leader_changed = async {
+                loop {
+                    if status.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    if status.borrow_and_update().leader != leader_before {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = leader_changed => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Resolves once this node knows a quorum leader other than `target`.
+    async fn leader_other_than(&self, target: NodeId) -> NodeId {
+        let mut status = self.quorum.subscribe();
+        loop {
+            if let Some(l) = status.borrow_and_update().leader {
+                if l != target {
+                    return l;
+                }
+            }
+            if status.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    async fn run_here(
+        &self,
+        request: ControllerRequest,
+        timeout: Duration,
+    ) -> std::result::Result<Answered, Failure> {
+        match self.local.execute(&self.quorum, request, timeout).await {
+            Ok(answer) => Ok(answer),
+            // Leadership was lost between the check and the decision: nothing was decided.
+            Err(e @ ControllerError::NotController { .. }) => Err(Failure::Retry(e)),
+            Err(e) => Err(Failure::Final(e)),
+        }
+    }
+
+    async fn send(
+        &self,
+        target: NodeId,
+        request: &ControllerRequest,
+        timeout: Duration,
+    ) -> std::result::Result<Answered, Failure> {
+        let body = rpc::encode_request(request, timeout.as_millis() as u64)
+            .map_err(|e| Failure::Final(ControllerError::Quorum(QuorumError::Raft(e))))?;
+        let bytes = match self.quorum.request(target, &body, timeout).await {
+            Ok(bytes) => bytes,
+            Err(e @ QuorumError::Unreachable { .. }) => {
+                return Err(Failure::Retry(ControllerError::Quorum(e)))
+            }
+            Err(e) => return Err(Failure::Final(e.into())),
+        };
+        let answer = rpc::decode_answer(&bytes).map_err(|message| {
+            Failure::Final(ControllerError::Quorum(QuorumError::Remote {
+                node: target,
+                message: format!("undecodable answer: {message}"),
+            }))
+        })?;
+        match answer {
+            Ok(answered) => Ok(answered),
+            Err(WireError::NotController { leader }) => {
+                Err(Failure::Retry(ControllerError::NotController { leader }))
+            }
+            Err(e @ WireError::Unavailable(_)) => Err(Failure::Retry(e.into_error(target))),
+            Err(e) => Err(Failure::Final(e.into_error(target))),
+        }
+    }
+}
