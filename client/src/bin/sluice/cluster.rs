@@ -116,7 +116,8 @@ fn print_text(cluster: &ClusterDescription, quorum: Option<&QuorumDescription>, 
     print_table(&["BROKER", "HOST", "PORT", "RACK", "STATE"], &rows);
     if !cluster.includes_fenced {
         outln!(
-            "(fenced brokers not listed: the broker answered with {})",
+            "(fenced brokers, if any, are not listed: the broker answered with {}, not \
+             DescribeCluster v2)",
             source_text(cluster.source)
         );
     }
