@@ -199,3 +199,29 @@ def test_kafka_cluster_brokers_quorum_and_replicas(kafka_cluster: Cluster):
         return d if unfenced and in_isr and voter_lag(d, victim.node_id) == 0 else None
 
     poll(f"broker {victim.node_id} back: unfenced, in every ISR, caught up", back, 90)
+
+
+@needs_kafka
+def test_kafka_quorum_without_majority_is_reported_after_the_brokers(kafka_cluster: Cluster):
+    """Two of three voters killed: no controller can be elected, and Kafka's brokers never
+    answer the DescribeQuorum they forward. The command still prints the brokers (from the
+    surviving broker's metadata cache), then `Metadata quorum: unavailable`, and fails with
+    one line on stderr once the client's time for the request (60 s) has passed."""
+    cluster = kafka_cluster
+    survivor, *others = cluster.nodes
+    for node in others:
+        node.kill()
+    done = subprocess.run(
+        [str(CLI_BIN), "--bootstrap", survivor.address, "cluster", "describe"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    print(done.stdout, done.stderr)
+    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
+    assert f"1       {survivor.host}  {survivor.port}" in done.stdout, done.stdout
+    assert done.stdout.rstrip().endswith("Metadata quorum: unavailable"), done.stdout
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot describe the metadata quorum: "), lines
+    assert "DescribeQuorum" in lines[0], lines

@@ -79,7 +79,7 @@ pub struct PartitionDescription {
     /// The leader's broker id; `None` while the partition has no leader.
     pub leader: Option<i32>,
     /// Bumped by the controller at every leader change; `None` when the broker reports
-    /// none (-1).
+    /// none (-1, and always before Metadata v7).
     pub leader_epoch: Option<i32>,
     /// Every broker that holds a copy, the preferred leader first.
     pub replicas: Vec<i32>,
