@@ -609,6 +609,8 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::DeleteGroups) => "DeleteGroups",
         Ok(ApiKey::IncrementalAlterConfigs) => "IncrementalAlterConfigs",
         Ok(ApiKey::OffsetDelete) => "OffsetDelete",
+        Ok(ApiKey::DescribeQuorum) => "DescribeQuorum",
+        Ok(ApiKey::DescribeCluster) => "DescribeCluster",
         _ => "request",
     }
 }

@@ -154,6 +154,13 @@ impl Error {
         }
     }
 
+    /// Whether the broker does not do this at all (no usable version of the API, or an
+    /// UNSUPPORTED_VERSION answer), as opposed to failing at it.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, Error::UnsupportedApi { .. })
+            || self.kafka_error() == Some(ResponseError::UnsupportedVersion)
+    }
+
     /// Whether the error means the client's view of the cluster (leaders, topics,
     /// coordinators) is stale and metadata should be refreshed before retrying.
     pub fn needs_metadata_refresh(&self) -> bool {

@@ -11,7 +11,8 @@
 //!   the broker's sequence errors mean (`producer::idempotence`).
 //! - [`consumer`]: [`Consumer`]: assigned partitions or group subscriptions (range and
 //!   cooperative-sticky assignors), pipelined fetches, commits, seeks, pause/resume.
-//! - [`admin`]: [`Admin`]: topics, partitions, configs, groups, offsets.
+//! - [`admin`]: [`Admin`]: topics, partitions, configs, groups, offsets, brokers and the
+//!   metadata quorum (`admin::cluster`).
 //! - [`offsets`]: ListOffsets, OffsetFetch and OffsetCommit, shared by the consumer and
 //!   the admin API.
 //! - [`error`]: [`Error`], the one error type; broker answers never panic.

@@ -153,6 +153,106 @@ fn file_round_trip_with_keys_and_headers_as_json() {
     assert!(ok(&broker, &["topic", "delete", &topic], b"").contains("deleted"));
 }
 
+/// The cells of the table row whose first cell is `first` (cells are separated by two or
+/// more spaces; leading indentation is ignored).
+fn row<'a>(text: &'a str, first: &str) -> Vec<&'a str> {
+    text.lines()
+        .map(|l| {
+            l.trim()
+                .split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .find(|cells| cells.first() == Some(&first))
+        .unwrap_or_else(|| panic!("no row starting with {first:?} in:\n{text}"))
+}
+
+#[test]
+fn cluster_describe_shows_the_node_and_topic_describe_its_replicas() {
+    let broker = Broker::start();
+    let (host, port) = broker.addr.rsplit_once(':').unwrap();
+
+    let text = ok(&broker, &["cluster", "describe"], b"");
+    assert!(text.contains("Controller id:     1\n"), "{text}");
+    assert!(text.contains("Brokers:           1\n"), "{text}");
+    assert_eq!(
+        row(&text, "1"),
+        ["1", host, port, "-", "unfenced"],
+        "{text}"
+    );
+    // The quorum: node 1 leads alone, or the broker cannot say (a one-line note).
+    if let Some((_, quorum)) = text.split_once("Metadata quorum (__cluster_metadata-0):") {
+        assert!(text.contains("Active controller: 1 (epoch "), "{text}");
+        let voter = row(quorum, "1");
+        assert_eq!(voter[..2], ["1", "leader"], "{text}");
+    } else {
+        assert!(
+            text.contains(
+                "Metadata quorum: not shown (the broker does not support DescribeQuorum)"
+            ),
+            "{text}"
+        );
+    }
+
+    let json: serde_json::Value = serde_json::from_str(&ok(
+        &broker,
+        &["cluster", "describe", "--format", "json"],
+        b"",
+    ))
+    .unwrap();
+    assert_eq!(json["controller_id"], 1, "{json}");
+    assert_eq!(
+        json["brokers"],
+        serde_json::json!([{
+            "id": 1, "host": host, "port": port.parse::<i32>().unwrap(), "rack": null, "fenced": false,
+        }]),
+        "{json}"
+    );
+    assert!(json["quorum_error"].is_null(), "{json}");
+    if !json["quorum"].is_null() {
+        assert_eq!(json["quorum"]["leader_id"], 1, "{json}");
+        assert_eq!(json["quorum"]["voters"][0]["lag"], 0, "{json}");
+    }
+
+    let topic = unique("cli-replicas");
+    ok(
+        &broker,
+        &["topic", "create", &topic, "--partitions", "2"],
+        b"",
+    );
+    let text = ok(&broker, &["topic", "describe", &topic], b"");
+    let header = row(&text, "PARTITION");
+    assert_eq!(
+        header[..6],
+        ["PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "OFFLINE"],
+        "{text}"
+    );
+    for partition in ["0", "1"] {
+        let cells = row(&text, partition);
+        assert_eq!(
+            [cells[1], cells[3], cells[4], cells[5]],
+            ["1", "1", "1", "-"],
+            "{text}"
+        );
+        assert!(cells[2].parse::<u32>().is_ok(), "epoch: {text}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&ok(
+        &broker,
+        &["topic", "describe", &topic, "--format", "json"],
+        b"",
+    ))
+    .unwrap();
+    let partitions = json["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 2, "{json}");
+    for p in partitions {
+        assert_eq!(p["leader"], 1, "{json}");
+        assert_eq!(p["replicas"], serde_json::json!([1]), "{json}");
+        assert_eq!(p["isr"], serde_json::json!([1]), "{json}");
+        assert_eq!(p["offline_replicas"], serde_json::json!([]), "{json}");
+    }
+}
+
 #[test]
 fn binary_values_are_base64_in_json_and_raw_in_text() {
     let broker = Broker::start();

@@ -427,6 +427,72 @@ async fn admin_topic_lifecycle_and_errors() {
     ));
 }
 
+/// The single test broker (node 1) describes itself: one unfenced broker at the address
+/// the test connected to, controller 1; the metadata quorum is node 1 alone, or the broker
+/// says it has none (until Sluice answers DescribeQuorum). Its partitions are led by node
+/// 1 with replicas and ISR `[1]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_describes_the_cluster_quorum_and_replicas() {
+    use kafka_protocol::messages::ApiKey;
+    use sluice_client::admin::ClusterSource;
+
+    let broker = Broker::start();
+    let client = client(&broker).await;
+    let admin = Admin::new(client.clone());
+    let (host, port) = broker.addr.rsplit_once(':').unwrap();
+
+    let cluster = admin.describe_cluster().await.unwrap();
+    assert_eq!(cluster.brokers.len(), 1, "{cluster:?}");
+    let node = &cluster.brokers[0];
+    assert_eq!(
+        (node.id, node.host.as_str(), node.port.to_string().as_str()),
+        (1, host, port),
+        "{cluster:?}"
+    );
+    assert!(!node.fenced);
+    assert_eq!(cluster.controller_id, Some(1), "{cluster:?}");
+    assert!(cluster.cluster_id.is_some(), "{cluster:?}");
+    // DescribeCluster when the broker has it, Metadata otherwise: never a silent mix.
+    let connection = client.any_broker().await.unwrap();
+    match connection.broker_versions(ApiKey::DescribeCluster) {
+        Some((_, max)) => {
+            let version = max.min(2);
+            assert_eq!(cluster.source, ClusterSource::DescribeCluster { version });
+            assert_eq!(cluster.includes_fenced, version >= 2);
+        }
+        None => {
+            assert_eq!(cluster.source, ClusterSource::Metadata);
+            assert!(!cluster.includes_fenced);
+        }
+    }
+
+    match admin.describe_quorum().await {
+        Ok(quorum) => {
+            assert_eq!(quorum.leader_id, Some(1), "{quorum:?}");
+            let voters: Vec<(i32, Option<i64>)> =
+                quorum.voters.iter().map(|v| (v.id, v.lag)).collect();
+            assert_eq!(voters, [(1, Some(0))], "{quorum:?}");
+            assert!(quorum.high_watermark >= 0, "{quorum:?}");
+        }
+        Err(e) => {
+            assert!(e.is_unsupported(), "{e}");
+            assert!(connection.broker_versions(ApiKey::DescribeQuorum).is_none());
+        }
+    }
+
+    let topic = unique("replicas");
+    create_topic(&client, &topic, 2).await;
+    let description = admin.describe_topic(&topic).await.unwrap();
+    assert_eq!(description.partitions.len(), 2);
+    for p in &description.partitions {
+        assert_eq!(p.leader, Some(1), "{p:?}");
+        assert_eq!(p.replicas, [1], "{p:?}");
+        assert_eq!(p.isr, [1], "{p:?}");
+        assert!(p.offline_replicas.is_empty(), "{p:?}");
+        assert!(p.leader_epoch.is_some_and(|e| e >= 0), "{p:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_topics_and_partitions_are_errors() {
     let broker = Broker::start();

@@ -1,8 +1,8 @@
 //! `sluice`: the command-line client for Sluice (and any Kafka-compatible broker).
 //!
-//! One module per command: [`topic`], [`produce`], [`consume`], [`group`]; [`util`]
-//! holds what they share (connecting, time parsing and printing, tables, error text).
-//! Every failure ends as one line on stderr and a non-zero exit status.
+//! One module per command: [`topic`], [`produce`], [`consume`], [`group`], [`cluster`];
+//! [`util`] holds what they share (connecting, time parsing and printing, tables, error
+//! text). Every failure ends as one line on stderr and a non-zero exit status.
 
 /// `println!` that ends the program quietly when stdout is closed (`sluice ... | head`)
 /// instead of panicking.
@@ -15,6 +15,7 @@ macro_rules! outln {
     };
 }
 
+mod cluster;
 mod consume;
 mod group;
 mod produce;
@@ -68,6 +69,9 @@ enum Command {
     /// Inspect consumer groups and move their committed offsets.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Show the brokers and the metadata quorum.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 fn main() -> ExitCode {
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
             Command::Produce(args) => produce::run(&cli.bootstrap, args).await,
             Command::Consume(args) => consume::run(&cli.bootstrap, args).await,
             Command::Group(command) => group::run(&cli.bootstrap, command).await,
+            Command::Cluster(command) => cluster::run(&cli.bootstrap, command).await,
         }
     });
     // Background tasks (heartbeats, fetches) must not keep the process alive.

@@ -4,10 +4,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use sluice_client::admin::{ConfigSource, NewTopic};
+use serde_json::json;
+use sluice_client::admin::{ConfigEntry, ConfigSource, NewTopic, TopicDescription};
 use sluice_client::Admin;
 
-use crate::util::{self, or_dash, print_table};
+use crate::util::{self, or_dash, print_table, OutputFormat};
 
 #[derive(Debug, Subcommand)]
 pub enum TopicCommand {
@@ -37,15 +38,21 @@ pub enum TopicCommand {
         #[arg(long)]
         internal: bool,
     },
-    /// Show a topic's partitions (leader, offsets, size on disk) and settings.
+    /// Show a topic's partitions (leader, replicas, offsets, size on disk) and settings.
     ///
-    /// START is the oldest offset still stored, END the offset the next record will
-    /// get; END - START records are readable.
+    /// LEADER is the broker that takes writes and reads for the partition, EPOCH its
+    /// leader epoch (bumped at every change of leader), REPLICAS the brokers holding a
+    /// copy, ISR the in-sync replicas (caught up with the leader), OFFLINE the replicas
+    /// on a failed disk. START is the oldest offset still stored, END the offset the
+    /// next record will get; END - START records are readable.
     Describe {
         name: String,
         /// Show every setting, not only those set on the topic.
         #[arg(long)]
         all_configs: bool,
+        /// Output format: tables, or one JSON document.
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
     },
     /// Delete a topic and all its records.
     Delete { name: String },
@@ -87,11 +94,20 @@ pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
                 .collect();
             print_table(&["TOPIC", "PARTITIONS"], &rows);
         }
-        TopicCommand::Describe { name, all_configs } => {
+        TopicCommand::Describe {
+            name,
+            all_configs,
+            format,
+        } => {
             let topic = admin
                 .describe_topic(&name)
                 .await
                 .with_context(|| format!("cannot describe topic {name:?}"))?;
+            if format == OutputFormat::Json {
+                let document = describe_json(&topic, all_configs);
+                outln!("{}", serde_json::to_string_pretty(&document)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             outln!("Topic:      {}", topic.name);
             if !topic.id.is_nil() {
                 outln!("Topic id:   {}", topic.id);
@@ -111,11 +127,26 @@ pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
                 );
             }
             outln!();
-            let mut header = vec!["PARTITION", "LEADER", "REPLICAS", "ISR", "START", "END"];
+            let mut header = vec![
+                "PARTITION",
+                "LEADER",
+                "EPOCH",
+                "REPLICAS",
+                "ISR",
+                "OFFLINE",
+                "START",
+                "END",
+            ];
             if topic.sizes_known {
                 header.push("SIZE");
             }
-            let join = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+            let join = |ids: &[i32]| {
+                if ids.is_empty() {
+                    "-".to_owned()
+                } else {
+                    ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
+                }
+            };
             let rows: Vec<Vec<String>> = topic
                 .partitions
                 .iter()
@@ -123,8 +154,10 @@ pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
                     let mut row = vec![
                         p.partition.to_string(),
                         or_dash(p.leader),
+                        or_dash(p.leader_epoch),
                         join(&p.replicas),
                         join(&p.isr),
+                        join(&p.offline_replicas),
                         p.start_offset.to_string(),
                         p.end_offset.to_string(),
                     ];
@@ -139,11 +172,7 @@ pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
                 outln!("(size on disk not shown: the broker does not support DescribeLogDirs)");
             }
             outln!();
-            let shown: Vec<_> = topic
-                .configs
-                .iter()
-                .filter(|c| all_configs || c.source == ConfigSource::Topic)
-                .collect();
+            let shown = shown_configs(&topic, all_configs);
             if shown.is_empty() {
                 outln!("Configs: none set on the topic (--all-configs shows the defaults)");
             } else {
@@ -156,15 +185,7 @@ pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
                         } else {
                             c.value.clone().unwrap_or_else(|| "-".into())
                         };
-                        let source = match c.source {
-                            ConfigSource::Topic => "topic".to_owned(),
-                            ConfigSource::Default => "default".to_owned(),
-                            ConfigSource::StaticBroker => "broker config".to_owned(),
-                            ConfigSource::DynamicBroker | ConfigSource::DynamicDefaultBroker => {
-                                "broker (dynamic)".to_owned()
-                            }
-                            ConfigSource::Other(n) => format!("source {n}"),
-                        };
+                        let source = source_text(c.source);
                         vec![format!("  {}", c.name), value, source]
                     })
                     .collect();
@@ -177,4 +198,53 @@ pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The configs `topic describe` shows: those set on the topic, or all.
+fn shown_configs(topic: &TopicDescription, all: bool) -> Vec<&ConfigEntry> {
+    topic
+        .configs
+        .iter()
+        .filter(|c| all || c.source == ConfigSource::Topic)
+        .collect()
+}
+
+/// Where a config value comes from, in words.
+fn source_text(source: ConfigSource) -> String {
+    match source {
+        ConfigSource::Topic => "topic".to_owned(),
+        ConfigSource::Default => "default".to_owned(),
+        ConfigSource::StaticBroker => "broker config".to_owned(),
+        ConfigSource::DynamicBroker | ConfigSource::DynamicDefaultBroker => {
+            "broker (dynamic)".to_owned()
+        }
+        ConfigSource::Other(n) => format!("source {n}"),
+    }
+}
+
+/// `topic describe --format json`: the topic, its partitions and the configs shown.
+fn describe_json(topic: &TopicDescription, all_configs: bool) -> serde_json::Value {
+    json!({
+        "name": topic.name,
+        "id": (!topic.id.is_nil()).then(|| topic.id.to_string()),
+        "internal": topic.internal,
+        "partitions": topic.partitions.iter().map(|p| json!({
+            "partition": p.partition,
+            "leader": p.leader,
+            "leader_epoch": p.leader_epoch,
+            "replicas": p.replicas,
+            "isr": p.isr,
+            "offline_replicas": p.offline_replicas,
+            "start_offset": p.start_offset,
+            "end_offset": p.end_offset,
+            "size_bytes": p.size_bytes,
+        })).collect::<Vec<_>>(),
+        "configs": shown_configs(topic, all_configs).iter().map(|c| json!({
+            "name": c.name,
+            "value": if c.sensitive { None } else { c.value.clone() },
+            "source": source_text(c.source),
+            "read_only": c.read_only,
+            "sensitive": c.sensitive,
+        })).collect::<Vec<_>>(),
+    })
 }

@@ -21,6 +21,15 @@ pub fn write_line(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// How `describe` commands print their answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned tables for people.
+    Text,
+    /// One pretty-printed JSON document, for scripts (`jq`).
+    Json,
+}
+
 /// Connects to the cluster (fails at once if no bootstrap address answers).
 pub async fn connect(bootstrap: &str) -> Result<Client> {
     let config = ClientConfig {

@@ -1,4 +1,5 @@
-//! Cluster administration: topics, partitions, configs, consumer groups, offsets.
+//! Cluster administration: topics, partitions, configs, consumer groups, offsets, and
+//! (in [`cluster`]) the brokers and the metadata quorum.
 //!
 //! Every method maps to one or a few Kafka admin requests, sent to the broker Kafka
 //! routes them to (the controller for topic changes, each partition's leader for
@@ -25,6 +26,13 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
+
+pub mod cluster;
+
+pub use cluster::{
+    BrokerDescription, ClusterDescription, ClusterSource, QuorumDescription, QuorumEndpoint,
+    QuorumReplica,
+};
 
 use crate::client::Client;
 use crate::consumer::assignor::decode_assignment;
@@ -68,9 +76,17 @@ pub struct TopicListing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionDescription {
     pub partition: i32,
+    /// The leader's broker id; `None` while the partition has no leader.
     pub leader: Option<i32>,
+    /// Bumped by the controller at every leader change; `None` when the broker reports
+    /// none (-1, and always before Metadata v7).
+    pub leader_epoch: Option<i32>,
+    /// Every broker that holds a copy, the preferred leader first.
     pub replicas: Vec<i32>,
+    /// The in-sync replicas: those caught up with the leader.
     pub isr: Vec<i32>,
+    /// Replicas whose log dir is offline (a failed disk), so they hold nothing readable.
+    pub offline_replicas: Vec<i32>,
     /// The log start offset (earliest offset still stored).
     pub start_offset: i64,
     /// The log end offset (high watermark).
@@ -396,7 +412,7 @@ impl Admin {
         Ok(topics)
     }
 
-    /// Partitions with leaders, offsets and sizes, and the topic's configs.
+    /// Partitions with leaders, replicas, ISR, offsets and sizes, and the topic's configs.
     pub async fn describe_topic(&self, topic: &str) -> Result<TopicDescription> {
         let info = self
             .client
@@ -421,8 +437,10 @@ impl Admin {
                 PartitionDescription {
                     partition: p.partition,
                     leader: p.leader,
+                    leader_epoch: Some(p.leader_epoch).filter(|&e| e >= 0),
                     replicas: p.replicas.clone(),
                     isr: p.isr.clone(),
+                    offline_replicas: p.offline.clone(),
                     start_offset: starts.get(&tp).map_or(-1, |o| o.offset),
                     end_offset: ends.get(&tp).map_or(-1, |o| o.offset),
                     size_bytes: sizes.as_ref().and_then(|s| s.get(&p.partition).copied()),
