@@ -35,12 +35,16 @@ pub fn is_group_api(api: ApiKey) -> bool {
     handlers::SUPPORTED.iter().any(|(key, _, _)| *key == api)
 }
 
+/// Whether a partition exists, for OffsetCommit and OffsetDelete: in a cluster the
+/// metadata says (the partition may live on another broker), on a single node the registry.
 fn partition_exists(state: &BrokerState) -> impl Fn(&str, i32) -> bool + '_ {
-    |topic, partition| {
-        state
+    let image = state.cluster.as_ref().map(|node| node.image());
+    move |topic, partition| match &image {
+        Some(image) => image.partition_by_name(topic, partition).is_some(),
+        None => state
             .topics
             .get(topic)
-            .is_some_and(|t| t.partition(partition).is_some())
+            .is_some_and(|t| t.partition(partition).is_some()),
     }
 }
 
