@@ -1,15 +1,19 @@
 //! The consumer-group coordinator in a cluster.
 //!
-//! Today every partition of `__consumer_offsets` is placed on one broker, the first to
-//! find the topic missing once it is unfenced (the controller refuses the others' creates
-//! as TOPIC_ALREADY_EXISTS), so that broker coordinates every group with the coordinator
-//! of a single node, unchanged. FindCoordinator on any broker names the leader of the
+//! Today every partition of `__consumer_offsets` is placed on one broker: as in Kafka, the
+//! topic is created when a client first asks FindCoordinator, by the broker it asked
+//! (the controller refuses other brokers' creates as TOPIC_ALREADY_EXISTS). Creating it
+//! only then, not at start, also leaves time for an upgraded single-node data directory to
+//! bring its own `__consumer_offsets`, committed offsets included, into the cluster (see
+//! `upgrade`). That broker coordinates every group with the coordinator of a single node,
+//! unchanged. FindCoordinator on any broker names the leader of the
 //! group's `__consumer_offsets` partition, which is that broker; while it is down (with
 //! replication factor 1 its partitions have no other replica) groups are unavailable
 //! (COORDINATOR_NOT_AVAILABLE) and produce and fetch go on. Spreading the partitions over
 //! the brokers, with each coordinator loading and unloading partitions as leadership
 //! moves, comes with replication.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +33,12 @@ const POLL: Duration = Duration::from_millis(200);
 /// partitions share one broker, see the module docs), with its endpoint on this listener.
 pub fn coordinator(node: &ClusterNode) -> Option<CoordinatorNode> {
     let image = node.image();
-    let partition = image.partition_by_name(OFFSETS_TOPIC, 0)?;
+    let Some(partition) = image.partition_by_name(OFFSETS_TOPIC, 0) else {
+        // The first FindCoordinator: ask the groups task to create the topic; the client
+        // retries (COORDINATOR_NOT_AVAILABLE) meanwhile.
+        node.offsets_topic_wanted.store(true, Ordering::Release);
+        return None;
+    };
     if !partition.has_leader() {
         return None;
     }
@@ -53,7 +62,10 @@ pub async fn run(
         if node.is_settled() {
             let image = node.image();
             match image.topic(OFFSETS_TOPIC) {
-                None => create_offsets_topic(&state, &node).await,
+                None if node.offsets_topic_wanted.load(Ordering::Acquire) => {
+                    create_offsets_topic(&state, &node).await
+                }
+                None => {}
                 Some(topic) => {
                     let here = topic.partitions.iter().all(|p| p.leader == node.node_id);
                     let local = state

@@ -2,8 +2,9 @@
 //! `KRaftMetadataCache`): the live brokers with their endpoints on this listener, the
 //! cluster id, the controller, and per partition the leader, leader epoch, replicas, ISR
 //! and offline replicas. Every broker that applied the same metadata offset answers the
-//! same. Unknown topics are created through the controller when the request allows it
-//! and `auto.create.topics.enable` is on.
+//! same. Unknown topics are created through the controller when the request allows it,
+//! `auto.create.topics.enable` is on and this broker is settled (unfenced, its own data
+//! adopted; until then LEADER_NOT_AVAILABLE, which clients retry).
 
 use std::collections::HashSet;
 
@@ -60,7 +61,10 @@ pub async fn handle(
         }
     }
     let mut image = node.image();
-    let auto_create = state.config.auto_create_topics && request.allow_auto_topic_creation;
+    // Not before this broker is settled: while an upgraded single-node data directory's
+    // topics are being adopted (see `upgrade`), creating one here would shadow it.
+    let wants_create = state.config.auto_create_topics && request.allow_auto_topic_creation;
+    let auto_create = wants_create && node.is_settled();
     if auto_create {
         let missing: Vec<CreateTopic> = wanted
             .iter()
@@ -103,8 +107,9 @@ pub async fn handle(
                     None => {
                         let code = if validate_topic_name(name).is_err() {
                             ResponseError::InvalidTopicException
-                        } else if auto_create {
-                            // Being created (or the create failed): the client retries.
+                        } else if wants_create {
+                            // Being created (or the create failed, or this broker is not
+                            // settled yet): the client retries.
                             ResponseError::LeaderNotAvailable
                         } else {
                             ResponseError::UnknownTopicOrPartition

@@ -78,6 +78,9 @@ pub struct ClusterNode {
     pub apply_timeout: Duration,
     /// Producer ids for InitProducerId, from the controller's blocks.
     pub producer_ids: producer_ids::ProducerIdBlocks,
+    /// A client asked for a group coordinator while the cluster has no
+    /// `__consumer_offsets` (see `groups`).
+    pub offsets_topic_wanted: AtomicBool,
 }
 
 impl ClusterNode {
@@ -133,6 +136,7 @@ impl ClusterNode {
             heartbeat_interval: Duration::from_millis(cluster.broker_heartbeat_interval_ms),
             apply_timeout: Duration::from_secs(10),
             producer_ids: producer_ids::ProducerIdBlocks::default(),
+            offsets_topic_wanted: AtomicBool::new(false),
         })
     }
 

@@ -14,9 +14,11 @@
 //! offsets are kept.
 //!
 //! A topic whose name another broker created in the meantime is not adopted (an error
-//! says so; its replicas are set aside as strays and kept on disk). Start the upgraded
-//! node first, and the others once it serves: the first broker to find
-//! `__consumer_offsets` missing creates it.
+//! says so; its replicas are set aside as strays and kept on disk). `__consumer_offsets`
+//! is only created by a cluster when a client first asks for a group coordinator (see
+//! `groups`), so the upgraded node's own copy wins unless a client asked before the node
+//! had adopted its topics, about a second after the quorum has a leader: start the
+//! upgraded node before pointing group consumers at the new cluster.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,0 +1,399 @@
+//! Three brokers in one process forming a cluster over loopback (127.0.0.1-3), spoken to
+//! over real sockets: partitions spread over the brokers, data requests routed to leaders
+//! (NOT_LEADER_OR_FOLLOWER with KIP-951 hints, leader epoch checks), and a data directory
+//! written by a single-node broker upgraded in place with its records and committed
+//! offsets. The Python suite (tests/cluster/test_sluice_cluster.py) covers real clients,
+//! kill -9 and failover on separate processes.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{batch, name, Client};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+};
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, FetchResponse, GroupId, MetadataRequest, MetadataResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    ProduceResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use sluice_broker::{Broker, BrokerConfig, BrokerHandle};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_owned())
+}
+
+/// A port free on `ip` now (the broker binds it a moment later).
+fn free_port(ip: Ipv4Addr) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Layout {
+    /// (client address, controller address) per node 1..=3.
+    nodes: Vec<(SocketAddr, SocketAddr)>,
+    voters: String,
+}
+
+impl Layout {
+    fn new() -> Layout {
+        let nodes: Vec<(SocketAddr, SocketAddr)> = (1..=3u8)
+            .map(|n| {
+                let ip = Ipv4Addr::new(127, 0, 0, n);
+                (
+                    SocketAddr::from((ip, free_port(ip))),
+                    SocketAddr::from((ip, free_port(ip))),
+                )
+            })
+            .collect();
+        let voters = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (_, c))| format!("{}@{c}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        Layout { nodes, voters }
+    }
+
+    fn config(&self, node: usize, dir: &Path) -> BrokerConfig {
+        let (client, controller) = self.nodes[node - 1];
+        let props: std::collections::BTreeMap<String, String> = [
+            ("node.id", node.to_string()),
+            ("log.dirs", dir.to_string_lossy().into_owned()),
+            (
+                "listeners",
+                format!("PLAINTEXT://{client},CONTROLLER://{controller}"),
+            ),
+            ("controller.listener.names", "CONTROLLER".to_owned()),
+            ("controller.quorum.voters", self.voters.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        BrokerConfig::from_properties(&props).expect("cluster config")
+    }
+
+    fn client_addr(&self, node: usize) -> SocketAddr {
+        self.nodes[node - 1].0
+    }
+}
+
+async fn start_cluster(layout: &Layout, dirs: &[&Path]) -> Vec<BrokerHandle> {
+    let mut handles = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        handles.push(
+            Broker::start(layout.config(i + 1, dir))
+                .await
+                .expect("cluster broker starts"),
+        );
+    }
+    handles
+}
+
+/// Evaluates `$body` (an expression giving an `Option`) until it is `Some`, failing the
+/// test after [`DEADLINE`].
+macro_rules! eventually {
+    ($what:expr, $body:expr) => {{
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(v) = $body {
+                break v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting: {}", $what);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }};
+}
+
+async fn metadata(addr: SocketAddr, topics: Option<&[&str]>) -> MetadataResponse {
+    let mut client = Client::connect(addr).await;
+    // Never auto-create: a test that only looks must not make topics.
+    let request = MetadataRequest::default()
+        .with_allow_auto_topic_creation(false)
+        .with_topics(topics.map(|t| {
+            t.iter()
+                .map(|n| {
+                    kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                        .with_name(Some(name(n)))
+                })
+                .collect()
+        }));
+    client.send(12, &request).await
+}
+
+/// The leader of each partition of `topic` once every partition has one, as `addr` sees it.
+async fn leaders(addr: SocketAddr, topic: &str, partitions: usize) -> Vec<i32> {
+    eventually!(
+        "every partition has a leader",
+        async {
+            let m = metadata(addr, Some(&[topic])).await;
+            let t = m.topics.first()?;
+            if t.error_code != 0 || t.partitions.len() != partitions {
+                return None;
+            }
+            let mut leaders = vec![-1; partitions];
+            for p in &t.partitions {
+                if p.error_code != 0 || p.leader_id.0 < 0 {
+                    return None;
+                }
+                leaders[p.partition_index as usize] = p.leader_id.0;
+            }
+            Some(leaders)
+        }
+        .await
+    )
+}
+
+async fn stop(handles: Vec<BrokerHandle>) {
+    for h in handles {
+        h.shutdown().await.expect("clean shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_spread_partitions_and_route_clients_to_leaders() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let paths: Vec<&Path> = dirs.iter().map(|d| d.path()).collect();
+    let layout = Layout::new();
+    let handles = start_cluster(&layout, &paths).await;
+    eventually!(
+        "three live brokers",
+        (metadata(layout.client_addr(2), None).await.brokers.len() == 3).then_some(())
+    );
+
+    let mut admin = Client::connect(layout.client_addr(2)).await;
+    let created = admin.create_topic("spread", 6, &[]).await;
+    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0]);
+
+    // Every broker answers the same leaders, and all three brokers lead some.
+    let seen = leaders(layout.client_addr(1), "spread", 6).await;
+    for node in 2..=3 {
+        assert_eq!(leaders(layout.client_addr(node), "spread", 6).await, seen);
+    }
+    for broker in 1..=3 {
+        assert!(
+            seen.contains(&broker),
+            "broker {broker} leads nothing: {seen:?}"
+        );
+    }
+    let m = metadata(layout.client_addr(3), Some(&["spread"])).await;
+    for p in &m.topics[0].partitions {
+        assert_eq!(p.leader_epoch, 0);
+        assert_eq!(p.replica_nodes, vec![p.leader_id]);
+        assert_eq!(p.isr_nodes, vec![p.leader_id]);
+        assert!(p.offline_replicas.is_empty());
+    }
+
+    for (partition, &leader) in seen.iter().enumerate() {
+        let partition = partition as i32;
+        // The leader takes the records (once it has created the log).
+        let mut at_leader = Client::connect(layout.client_addr(leader as usize)).await;
+        eventually!(
+            "the leader accepts a produce",
+            (at_leader
+                .produce("spread", partition, batch(&[(None, "v")]))
+                .await
+                .0
+                == 0)
+                .then_some(())
+        );
+
+        // Another broker refuses them and names the leader and its endpoint (KIP-951).
+        let other = if leader == 1 { 2 } else { 1 };
+        let mut elsewhere = Client::connect(layout.client_addr(other)).await;
+        let request = Client::produce_request("spread", partition, -1, batch(&[(None, "x")]));
+        let answer: ProduceResponse = elsewhere.send(10, &request).await;
+        let p = &answer.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, ResponseError::NotLeaderOrFollower.code());
+        assert_eq!(p.current_leader.leader_id, BrokerId(leader));
+        assert_eq!(p.current_leader.leader_epoch, 0);
+        let endpoint = answer
+            .node_endpoints
+            .iter()
+            .find(|e| e.node_id == BrokerId(leader))
+            .expect("the leader's endpoint");
+        assert_eq!(
+            i32::from(layout.client_addr(leader as usize).port()),
+            endpoint.port
+        );
+
+        // Fetch: wrong broker, then the leader with a future and a current epoch.
+        let fetch = |epoch: i32| -> FetchRequest {
+            let mut request = Client::fetch_request("spread", partition, 0, 0, 0);
+            request.topics[0].partitions[0].current_leader_epoch = epoch;
+            request
+        };
+        let answer: FetchResponse = elsewhere.send(12, &fetch(0)).await;
+        let p = &answer.responses[0].partitions[0];
+        assert_eq!(p.error_code, ResponseError::NotLeaderOrFollower.code());
+        assert_eq!(p.current_leader.leader_id, BrokerId(leader));
+        let answer: FetchResponse = at_leader.send(12, &fetch(1)).await;
+        assert_eq!(
+            answer.responses[0].partitions[0].error_code,
+            ResponseError::UnknownLeaderEpoch.code()
+        );
+        let answer: FetchResponse = at_leader.send(12, &fetch(0)).await;
+        let p = &answer.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        assert_eq!(p.high_watermark, 1);
+    }
+
+    // A topic that does not exist is unknown everywhere, not "not leader".
+    let mut client = Client::connect(layout.client_addr(3)).await;
+    let (code, _) = client.produce("missing", 0, batch(&[(None, "v")])).await;
+    assert_eq!(code, ResponseError::UnknownTopicOrPartition.code());
+    stop(handles).await;
+}
+
+fn commit_request(group: &str, topic: &str, offsets: &[(i32, i64)]) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(s(""))
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s(topic)))
+            .with_partitions(
+                offsets
+                    .iter()
+                    .map(|&(p, o)| {
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(o)
+                    })
+                    .collect(),
+            )])
+}
+
+/// The group's committed offsets, once its coordinator answers them.
+async fn committed(
+    addr: SocketAddr,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Option<Vec<i64>> {
+    let mut client = Client::connect(addr).await;
+    let request =
+        OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(s(group)))
+            .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                .with_name(TopicName(s(topic)))
+                .with_partition_indexes(partitions.to_vec())]))]);
+    let response: OffsetFetchResponse = client.send(8, &request).await;
+    let group = response.groups.first()?;
+    if group.error_code != 0 {
+        return None;
+    }
+    Some(
+        group
+            .topics
+            .first()?
+            .partitions
+            .iter()
+            .map(|p| p.committed_offset)
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_data_dir_is_upgraded_in_place_with_records_and_offsets() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+
+    // Today's single node: a topic, records in every partition, a group's commits.
+    let single = common::start(dirs[0].path(), &[]).await;
+    let mut client = Client::connect(single.local_addr()).await;
+    assert_eq!(
+        client
+            .create_topic("orders", 3, &[("retention.ms", "86400000")])
+            .await
+            .topics[0]
+            .error_code,
+        0
+    );
+    for partition in 0..3 {
+        for i in 0..=partition {
+            let (code, offset) = client
+                .produce("orders", partition, batch(&[(None, &format!("r{i}"))]))
+                .await;
+            assert_eq!((code, offset), (0, i64::from(i)));
+        }
+    }
+    let answer: OffsetCommitResponse = client
+        .send(
+            8,
+            &commit_request("billing", "orders", &[(0, 1), (1, 2), (2, 3)]),
+        )
+        .await;
+    assert!(answer.topics[0]
+        .partitions
+        .iter()
+        .all(|p| p.error_code == 0));
+    single.shutdown().await.expect("clean shutdown");
+
+    // The same directory as node 1 of a new three-node cluster.
+    let layout = Layout::new();
+    let paths: Vec<&Path> = dirs.iter().map(|d| d.path()).collect();
+    let handles = start_cluster(&layout, &paths).await;
+    assert_eq!(
+        leaders(layout.client_addr(3), "orders", 3).await,
+        vec![1, 1, 1],
+        "the upgraded node leads its own partitions"
+    );
+    let mut node1 = Client::connect(layout.client_addr(1)).await;
+    for partition in 0..3 {
+        let data = eventually!("the upgraded partition serves its records", {
+            let answer: FetchResponse = node1
+                .send(12, &Client::fetch_request("orders", partition, 0, 0, 0))
+                .await;
+            let p = answer.responses[0].partitions[0].clone();
+            (p.error_code == 0).then_some(p)
+        });
+        assert_eq!(data.high_watermark, i64::from(partition) + 1);
+    }
+    // The topic's config came along.
+    let describe =
+        kafka_protocol::messages::DescribeConfigsRequest::default().with_resources(vec![
+            kafka_protocol::messages::describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("orders"))
+                .with_configuration_keys(Some(vec![s("retention.ms")])),
+        ]);
+    let mut node2 = Client::connect(layout.client_addr(2)).await;
+    let configs: kafka_protocol::messages::DescribeConfigsResponse = node2.send(4, &describe).await;
+    assert_eq!(
+        configs.results[0].configs[0].value.as_deref(),
+        Some("86400000")
+    );
+
+    // The group's coordinator is the upgraded node, with the commits made before.
+    let coordinator = eventually!("a group coordinator", {
+        let answer: kafka_protocol::messages::FindCoordinatorResponse = node2
+            .send(3, &FindCoordinatorRequest::default().with_key(s("billing")))
+            .await;
+        (answer.error_code == 0).then_some(answer.node_id.0)
+    });
+    assert_eq!(coordinator, 1);
+    let offsets = eventually!("the committed offsets", {
+        committed(layout.client_addr(1), "billing", "orders", &[0, 1, 2])
+            .await
+            .filter(|offsets| offsets.iter().all(|&o| o >= 0))
+    });
+    assert_eq!(offsets, vec![1, 2, 3]);
+    assert!(
+        !dirs[0].path().join("cluster-upgrade-pending").exists(),
+        "the upgrade finished"
+    );
+    stop(handles).await;
+}
