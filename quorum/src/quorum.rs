@@ -593,9 +593,12 @@ impl Quorum {
 
 impl Drop for Quorum {
     fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        // Raft also stops once its last handle is gone; asking it directly is quicker. (A no-op
-        // after `shutdown`.)
+        // `stop` is set by `shutdown`: Raft is stopped already (asking again only makes
+        // openraft warn about a double call).
+        if self.stop.send_replace(true) {
+            return;
+        }
+        // Raft also stops once its last handle is gone; asking it directly is quicker.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let raft = self.raft.clone();
             runtime.spawn(async move {
