@@ -63,6 +63,9 @@ pub struct MetaProperties {
     pub node_id: i32,
     /// Whether this start wrote the file (a new data directory).
     pub fresh: bool,
+    /// Whether the directory has joined a multi-node cluster (`cluster.joined=true`): its
+    /// cluster id is then that cluster's, and another cluster's brokers refuse it.
+    pub joined: bool,
 }
 
 /// Reads `meta.properties`, or writes a new one with a fresh cluster id. Refuses a
@@ -73,11 +76,14 @@ pub fn load_or_init_meta(dir: &Path, node_id: i32) -> Result<MetaProperties, Bro
         let text = String::from_utf8_lossy(&bytes);
         let mut cluster_id = None;
         let mut stored_node = None;
+        let mut joined = false;
         for line in text.lines().map(str::trim) {
             if let Some(v) = line.strip_prefix("cluster.id=") {
                 cluster_id = Some(v.trim().to_owned());
             } else if let Some(v) = line.strip_prefix("node.id=") {
                 stored_node = v.trim().parse::<i32>().ok();
+            } else if let Some(v) = line.strip_prefix("cluster.joined=") {
+                joined = v.trim() == "true";
             }
         }
         let bad = |reason: &str| BrokerError::BadMetadata {
@@ -95,22 +101,30 @@ pub fn load_or_init_meta(dir: &Path, node_id: i32) -> Result<MetaProperties, Bro
             cluster_id,
             node_id,
             fresh: false,
+            joined,
         });
     }
     let meta = MetaProperties {
         cluster_id: uuid_to_base64(Uuid::new_v4()),
         node_id,
         fresh: true,
+        joined: false,
     };
-    write_meta(dir, meta.node_id, &meta.cluster_id)?;
+    write_meta(dir, meta.node_id, &meta.cluster_id, false)?;
     Ok(meta)
 }
 
-/// Writes `meta.properties` (atomically): at first start, and when a new node of a cluster
-/// takes the cluster's id.
-pub fn write_meta(dir: &Path, node_id: i32, cluster_id: &str) -> Result<(), BrokerError> {
+/// Writes `meta.properties` (atomically): at first start, and when a node joins a
+/// multi-node cluster and takes its id (`joined`).
+pub fn write_meta(
+    dir: &Path,
+    node_id: i32,
+    cluster_id: &str,
+    joined: bool,
+) -> Result<(), BrokerError> {
+    let joined = if joined { "cluster.joined=true\n" } else { "" };
     let text = format!(
-        "#\n# Written by sluice-broker.\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n"
+        "#\n# Written by sluice-broker.\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n{joined}"
     );
     fsutil::write_atomically(&dir.join(META_PROPERTIES), text.as_bytes())?;
     Ok(())

@@ -269,16 +269,24 @@ impl Broker {
             None => None,
             Some(controller) => {
                 let upgrading = {
-                    let (dir, has_topics) = (config.data_dir.clone(), !registry.list().is_empty());
-                    tokio::task::spawn_blocking(move || cluster::upgrade::begin(&dir, has_topics))
-                        .await
-                        .map_err(|e| BrokerError::Cluster(e.to_string()))??
+                    let (dir, has_topics, joined) = (
+                        config.data_dir.clone(),
+                        !registry.list().is_empty(),
+                        meta.joined,
+                    );
+                    tokio::task::spawn_blocking(move || {
+                        cluster::upgrade::begin(&dir, has_topics, joined)
+                    })
+                    .await
+                    .map_err(|e| BrokerError::Cluster(e.to_string()))??
                 };
                 let node = cluster::ClusterNode::start(
                     &config,
                     &client_listener.name,
                     (advertised_host.clone(), advertised_port),
-                    &meta.cluster_id,
+                    // Kept as the cluster's if this node writes the first metadata: a
+                    // single node's id survives its upgrade; a new node's is random anyway.
+                    upgrading.then_some(meta.cluster_id.as_str()),
                     upgrading,
                 )
                 .await?;
@@ -291,7 +299,7 @@ impl Broker {
         };
         let state = Arc::new(BrokerState {
             cluster,
-            data_dir_fresh: meta.fresh,
+            data_dir_joined: meta.joined,
             node_id: meta.node_id,
             cluster_id: meta.cluster_id,
             advertised_host,

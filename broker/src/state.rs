@@ -38,9 +38,9 @@ pub struct BrokerState {
     /// This broker's membership of a multi-node cluster (`None`: a single node, whose
     /// metadata is its data directory's).
     pub cluster: Option<Arc<ClusterNode>>,
-    /// Whether this start created the data directory (a new node may take the cluster's
-    /// id; see `cluster::lifecycle`).
-    pub data_dir_fresh: bool,
+    /// Whether the data directory has joined a multi-node cluster already (otherwise it
+    /// takes the cluster's id when it joins; see `cluster::lifecycle`).
+    pub data_dir_joined: bool,
     /// Held for the broker's lifetime (released when the state is dropped).
     pub(crate) _lock: Option<DataDirLock>,
 }
@@ -60,7 +60,7 @@ impl BrokerState {
             advertised_host: "127.0.0.1".to_owned(),
             advertised_port: 9092,
             cluster: None,
-            data_dir_fresh: false,
+            data_dir_joined: false,
             _lock: None,
         }
     }

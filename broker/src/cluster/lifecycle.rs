@@ -51,10 +51,11 @@ pub async fn run(
     }
 }
 
-/// Waits for the metadata log's cluster id and checks it against `meta.properties`: a new
-/// data directory takes the cluster's id, an existing one must already have it (a data
-/// directory of another cluster is refused, as Kafka's INCONSISTENT_CLUSTER_ID). `None`
-/// at shutdown or on a mismatch (then the broker never registers and stays fenced).
+/// Waits for the metadata log's cluster id and checks it against `meta.properties`: a data
+/// directory that has not joined a cluster yet (new, or written by a single node) takes the
+/// cluster's id and is marked `cluster.joined=true`; one that joined another cluster is
+/// refused, as Kafka's INCONSISTENT_CLUSTER_ID. `None` at shutdown or on a mismatch (then
+/// the broker never registers and stays fenced).
 async fn adopt_cluster_id(
     state: &Arc<BrokerState>,
     node: &ClusterNode,
@@ -70,10 +71,10 @@ async fn adopt_cluster_id(
             _ = shutdown.wait_for(|s| *s) => return None,
         }
     };
-    if cluster_id == state.cluster_id {
+    if cluster_id == state.cluster_id && state.data_dir_joined {
         return Some(cluster_id);
     }
-    if !state.data_dir_fresh {
+    if state.data_dir_joined {
         tracing::error!(
             cluster_id = %cluster_id,
             data_dir_cluster_id = %state.cluster_id,
@@ -84,9 +85,9 @@ async fn adopt_cluster_id(
     }
     let dir = state.config.data_dir.clone();
     let (node_id, id) = (node.node_id, cluster_id.clone());
-    match tokio::task::spawn_blocking(move || datadir::write_meta(&dir, node_id, &id)).await {
+    match tokio::task::spawn_blocking(move || datadir::write_meta(&dir, node_id, &id, true)).await {
         Ok(Ok(())) => {
-            tracing::info!(cluster_id = %cluster_id, "joined the cluster with a new data directory");
+            tracing::info!(cluster_id = %cluster_id, "this data directory joined the cluster");
             Some(cluster_id)
         }
         Ok(Err(e)) => {

@@ -84,13 +84,13 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
-    /// Starts the metadata layer of this node. `cluster_id` is the id this data directory
-    /// already has (kept as the cluster's if this node forms a new cluster).
+    /// Starts the metadata layer of this node. `cluster_id` is an id to give the cluster if
+    /// this node writes its first metadata (`None`: a random one).
     pub async fn start(
         config: &BrokerConfig,
         listener_name: &str,
         advertised: (String, u16),
-        cluster_id: &str,
+        cluster_id: Option<&str>,
         upgrading: bool,
     ) -> Result<ClusterNode, BrokerError> {
         let cluster = &config.cluster;
@@ -107,7 +107,7 @@ impl ClusterNode {
             default_num_partitions: config.num_partitions,
             ..ControllerConfig::default()
         };
-        service_config.cluster_id = Some(cluster_id.to_owned());
+        service_config.cluster_id = cluster_id.map(str::to_owned);
         let service = MetadataService::start(service_config)
             .await
             .map_err(|e| BrokerError::Cluster(format!("start the metadata quorum: {e}")))?;

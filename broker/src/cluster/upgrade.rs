@@ -37,12 +37,18 @@ pub const UPGRADE_MARKER: &str = "cluster-upgrade-pending";
 
 /// Decides at start, before the metadata quorum creates its directory, whether this data
 /// directory is being upgraded (or an upgrade was interrupted), and records it.
-pub fn begin(data_dir: &Path, has_topics: bool) -> Result<bool, crate::errors::BrokerError> {
+pub fn begin(
+    data_dir: &Path,
+    has_topics: bool,
+    joined: bool,
+) -> Result<bool, crate::errors::BrokerError> {
     let marker = data_dir.join(UPGRADE_MARKER);
     if marker.exists() {
         return Ok(true);
     }
-    if !has_topics || data_dir.join(super::METADATA_DIR).exists() {
+    // A directory that joined a cluster before is never a single node's, even if its
+    // metadata directory was lost: adopting its topics could bring back deleted ones.
+    if joined || !has_topics || data_dir.join(super::METADATA_DIR).exists() {
         return Ok(false);
     }
     fsutil::write_atomically(
