@@ -249,6 +249,17 @@ impl Groups {
         })
     }
 
+    /// Whether group requests here, before `__consumer_offsets` is loaded, get
+    /// NOT_COORDINATOR (another broker coordinates; see `cluster::groups`) rather than
+    /// COORDINATOR_LOAD_IN_PROGRESS.
+    pub async fn set_not_coordinator(&self, not_coordinator: bool) {
+        self.inner
+            .lock()
+            .await
+            .coordinator
+            .set_not_coordinator(not_coordinator);
+    }
+
     /// Whether `__consumer_offsets` has been replayed and group APIs are served.
     pub async fn is_loaded(&self) -> bool {
         !self.inner.lock().await.coordinator.is_loading()

@@ -83,6 +83,30 @@ pub fn error_by_name(name: &str) -> ResponseError {
     }
 }
 
+/// Until partitions are replicated (the replication issue), every partition has exactly one
+/// replica: a replication factor above 1 would give partitions followers that never copy
+/// anything, which a leader change would then expose as lost records.
+fn check_single_replica(
+    replication_factor: i16,
+    replica_counts: impl Iterator<Item = usize>,
+) -> Result<(), AdminError> {
+    let refuse = |code: ResponseError| {
+        Err(AdminError::new(
+            code,
+            "Sluice does not replicate partitions yet: the replication factor must be 1.",
+        ))
+    };
+    if replication_factor > 1 {
+        return refuse(ResponseError::InvalidReplicationFactor);
+    }
+    for count in replica_counts {
+        if count > 1 {
+            return refuse(ResponseError::InvalidReplicaAssignment);
+        }
+    }
+    Ok(())
+}
+
 fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
     let mut counts = HashMap::new();
     for name in names {
@@ -113,6 +137,18 @@ pub async fn create_topics(
                 ResponseError::InvalidRequest,
                 "Found multiple entries for this topic.",
             ))
+        } else if name == OFFSETS_TOPIC {
+            Err(AdminError::new(
+                ResponseError::InvalidRequest,
+                format!(
+                    "{OFFSETS_TOPIC} is created by the group coordinator, with its own settings."
+                ),
+            ))
+        } else if let Err(e) = check_single_replica(
+            topic.replication_factor,
+            topic.assignments.iter().map(|a| a.broker_ids.len()),
+        ) {
+            Err(e)
         } else {
             check_creatable(state, topic).map(|configs| CreateTopic {
                 name,
@@ -266,6 +302,14 @@ pub async fn delete_topics(
     request: &DeleteTopicsRequest,
     version: i16,
 ) -> DeleteTopicsResponse {
+    let image = node.image();
+    let offsets_topic_id = image.topic(OFFSETS_TOPIC).map(|t| t.id);
+    let offsets_refused = || {
+        Err(AdminError::new(
+            ResponseError::InvalidRequest,
+            format!("{OFFSETS_TOPIC} is owned by the group coordinator and cannot be deleted."),
+        ))
+    };
     let wanted: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
         request
             .topics
@@ -286,11 +330,9 @@ pub async fn delete_topics(
                 ResponseError::InvalidRequest,
                 "Topic name and topic id cannot both be set.",
             )),
-            (Some(n), true) if n.0.as_str() == OFFSETS_TOPIC => Err(AdminError::new(
-                ResponseError::InvalidRequest,
-                format!("{OFFSETS_TOPIC} is owned by the group coordinator and cannot be deleted."),
-            )),
+            (Some(n), true) if n.0.as_str() == OFFSETS_TOPIC => offsets_refused(),
             (Some(n), true) => Ok(TopicRef::Name(n.0.to_string())),
+            (None, false) if Some(*id) == offsets_topic_id => offsets_refused(),
             (None, false) => Ok(TopicRef::Id(*id)),
             (None, true) => Err(AdminError::new(
                 ResponseError::InvalidRequest,
@@ -369,6 +411,10 @@ pub async fn create_partitions(
                     format!("{OFFSETS_TOPIC} is owned by the group coordinator and cannot be given more partitions."),
                 ));
             }
+            check_single_replica(
+                1,
+                t.assignments.iter().flatten().map(|a| a.broker_ids.len()),
+            )?;
             if request.validate_only {
                 return match image.topic(&t.name.0) {
                     None => Err(AdminError::new(

@@ -70,11 +70,7 @@ pub fn describe_cluster(
             )
         })
         .collect();
-    let controller = node
-        .service
-        .controller_leader()
-        .and_then(|id| i32::try_from(id).ok())
-        .unwrap_or(-1);
+    let controller = node.controller_id_for_clients(&image);
     response
         .with_cluster_id(s(image.cluster_id().unwrap_or_default()))
         .with_controller_id(BrokerId(controller))

@@ -58,6 +58,9 @@ pub async fn run(
     node: Arc<ClusterNode>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Until this broker turns out to be the coordinator, group requests sent here are
+    // answered NOT_COORDINATOR, so clients ask FindCoordinator again.
+    state.groups.set_not_coordinator(true).await;
     loop {
         if node.is_settled() {
             let image = node.image();
@@ -83,6 +86,7 @@ pub async fn run(
             _ = shutdown.wait_for(|s| *s) => return,
         }
     }
+    state.groups.set_not_coordinator(false).await;
     if let Err(e) = groups::prepare(&state).await {
         tracing::error!(error = %e, "cannot prepare {OFFSETS_TOPIC}: consumer groups are unavailable");
         return;

@@ -20,6 +20,7 @@ use sluice_metadata::MetadataImage;
 use uuid::Uuid;
 
 use super::ClusterNode;
+use crate::coordinator::store::OFFSETS_TOPIC;
 use crate::handlers::metadata::{ALL_TOPIC_OPERATIONS, OPERATIONS_NOT_REQUESTED};
 use crate::state::BrokerState;
 use crate::topics::{is_internal, validate_topic_name};
@@ -69,6 +70,13 @@ pub async fn handle(
         let missing: Vec<CreateTopic> = wanted
             .iter()
             .filter_map(|w| match w {
+                // Made by the group coordinator's broker, with its own settings (see
+                // `cluster::groups`); asking for it is asking for a coordinator.
+                Wanted::Name(name) if name == OFFSETS_TOPIC => {
+                    node.offsets_topic_wanted
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    None
+                }
                 Wanted::Name(name)
                     if image.topic(name).is_none() && validate_topic_name(name).is_ok() =>
                 {
@@ -144,11 +152,7 @@ pub async fn handle(
                 .with_rack(b.rack.map(|r| StrBytes::from_string(r.to_owned())))
         })
         .collect();
-    let controller = node
-        .service
-        .controller_leader()
-        .and_then(|id| i32::try_from(id).ok())
-        .unwrap_or(-1);
+    let controller = node.controller_id_for_clients(&image);
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(

@@ -186,6 +186,35 @@ impl ClusterNode {
         self.settled.store(true, Ordering::Release);
     }
 
+    /// The `controller_id` of Metadata and DescribeCluster answers: a live broker clients
+    /// can reach, which forwards admin requests to the active controller (Kafka in KRaft
+    /// mode names a random one). The active controller's node when it is a live broker (so
+    /// operators and tests see where it is), else this broker once unfenced, else another
+    /// live broker; -1 only when no broker is live. Never -1 during an election, which
+    /// would hold the Java AdminClient's requests until it ends.
+    pub fn controller_id_for_clients(&self, image: &MetadataImage) -> i32 {
+        let live = |id: i32| {
+            image
+                .broker(id)
+                .is_some_and(|b| !b.fenced && b.endpoint(&self.listener_name).is_some())
+        };
+        if let Some(leader) = self
+            .service
+            .controller_leader()
+            .and_then(|id| i32::try_from(id).ok())
+            .filter(|&id| live(id))
+        {
+            return leader;
+        }
+        if live(self.node_id) {
+            return self.node_id;
+        }
+        image
+            .live_broker_addresses(&self.listener_name)
+            .first()
+            .map_or(-1, |b| b.id)
+    }
+
     /// Waits until this broker's image has applied `offset` (a change a controller
     /// answer committed), so that the client's next request here sees it.
     pub async fn wait_applied(&self, offset: i64) -> Result<Arc<MetadataImage>, BrokerError> {

@@ -40,10 +40,14 @@ pub async fn run(
     let mut seen: HashSet<Uuid> = HashSet::new();
     let mut previous = Arc::new(MetadataImage::new());
     loop {
-        let image = node.image();
-        log_leadership_changes(&previous, &image, node.node_id);
-        seen.extend(image.topics().map(|t| t.id));
+        // Settled first, then the image: an image read before would be older than the
+        // state that made the broker settled (it may lack the adopted topics).
         let caught_up = node.is_settled();
+        let image = node.image();
+        if !Arc::ptr_eq(&previous, &image) {
+            log_leadership_changes(&previous, &image, node.node_id);
+            seen.extend(image.topics().map(|t| t.id));
+        }
         let pass_state = state.clone();
         let pass_image = image.clone();
         let pass_seen = seen.clone();

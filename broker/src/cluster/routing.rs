@@ -30,14 +30,32 @@ pub struct Misrouted {
     pub leader: Option<(i32, i32)>,
 }
 
-/// The leader epoch of a partition this broker leads, or why it does not serve it.
+/// A partition this broker leads: the epoch to stamp batches with, and the topic id the
+/// local log must have (`None` on a single node, which has no metadata image).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    pub leader_epoch: i32,
+    pub topic_id: Option<Uuid>,
+}
+
+impl Served {
+    /// Whether a local topic is the one the metadata routes to: a replica of a deleted
+    /// topic of the same name may still be here until the reconciler removes it.
+    pub fn is_topic(&self, local_id: Uuid) -> bool {
+        self.topic_id.is_none_or(|id| id == local_id)
+    }
+}
+
+/// The partition as this broker leads it, or why it does not serve it. The checks run in
+/// Kafka's order: a broker that holds no replica answers NOT_LEADER_OR_FOLLOWER whatever
+/// the epoch; a replica compares the client's epoch first.
 pub fn check_leader(
     node: &ClusterNode,
     image: &MetadataImage,
     topic: TopicKey<'_>,
     partition: i32,
     current_leader_epoch: i32,
-) -> Result<i32, Misrouted> {
+) -> Result<Served, Misrouted> {
     let (topic_image, unknown) = match topic {
         TopicKey::Name(name) => (image.topic(name), ResponseError::UnknownTopicOrPartition),
         TopicKey::Id(id) => (image.topic_by_id(id), ResponseError::UnknownTopicId),
@@ -57,21 +75,34 @@ pub fn check_leader(
     let hint = registration
         .has_leader()
         .then_some((registration.leader, registration.leader_epoch));
-    if current_leader_epoch >= 0 && current_leader_epoch != registration.leader_epoch {
-        let code = if current_leader_epoch < registration.leader_epoch {
-            ResponseError::FencedLeaderEpoch
-        } else {
-            ResponseError::UnknownLeaderEpoch
-        };
-        return Err(Misrouted { code, leader: hint });
+    let not_leader = Misrouted {
+        code: ResponseError::NotLeaderOrFollower,
+        leader: hint,
+    };
+    if !registration.replicas.contains(&node.node_id) {
+        return Err(not_leader);
     }
-    if registration.leader != node.node_id {
-        return Err(Misrouted {
-            code: ResponseError::NotLeaderOrFollower,
-            leader: hint,
+    if current_leader_epoch >= 0 && current_leader_epoch != registration.leader_epoch {
+        return Err(if current_leader_epoch < registration.leader_epoch {
+            Misrouted {
+                code: ResponseError::FencedLeaderEpoch,
+                leader: hint,
+            }
+        } else {
+            // This broker's metadata is behind the client's: no hint to give.
+            Misrouted {
+                code: ResponseError::UnknownLeaderEpoch,
+                leader: None,
+            }
         });
     }
-    Ok(registration.leader_epoch)
+    if registration.leader != node.node_id {
+        return Err(not_leader);
+    }
+    Ok(Served {
+        leader_epoch: registration.leader_epoch,
+        topic_id: Some(topic_image.id),
+    })
 }
 
 /// The routing decisions of one request: the image is read once per request.
@@ -97,7 +128,7 @@ impl Router {
         topic: TopicKey<'_>,
         partition: i32,
         current_leader_epoch: i32,
-    ) -> Result<i32, Misrouted> {
+    ) -> Result<Served, Misrouted> {
         match &self.cluster {
             Some((node, image)) => {
                 check_leader(node, image, topic, partition, current_leader_epoch)
@@ -107,7 +138,10 @@ impl Router {
                 code: ResponseError::UnknownLeaderEpoch,
                 leader: None,
             }),
-            None => Ok(0),
+            None => Ok(Served {
+                leader_epoch: 0,
+                topic_id: None,
+            }),
         }
     }
 

@@ -448,6 +448,8 @@ pub struct GroupCoordinator {
     stats: Vec<PartitionStats>,
     next_ticket: u64,
     loading: bool,
+    /// While loading: another broker coordinates (see `set_not_coordinator`).
+    not_coordinator: bool,
     cleanup_at: Option<i64>,
 }
 
@@ -463,6 +465,7 @@ impl GroupCoordinator {
             stats: vec![PartitionStats::default(); partitions],
             next_ticket: 1,
             loading: false,
+            not_coordinator: false,
             cleanup_at: None,
         }
     }
@@ -482,6 +485,23 @@ impl GroupCoordinator {
 
     pub fn is_loading(&self) -> bool {
         self.loading
+    }
+
+    /// Marks a coordinator that never loads on this broker because another broker
+    /// coordinates the groups (a cluster; see `cluster::groups`): it then answers
+    /// NOT_COORDINATOR, so clients look for the coordinator again, instead of
+    /// COORDINATOR_LOAD_IN_PROGRESS, which they retry here.
+    pub fn set_not_coordinator(&mut self, not_coordinator: bool) {
+        self.not_coordinator = not_coordinator;
+    }
+
+    /// What a request gets while the coordinator is not loaded.
+    fn loading_error(&self) -> ResponseError {
+        if self.not_coordinator {
+            ResponseError::NotCoordinator
+        } else {
+            ResponseError::CoordinatorLoadInProgress
+        }
     }
 
     /// The `__consumer_offsets` partition of `group_id`.
@@ -623,7 +643,7 @@ impl GroupCoordinator {
     ) -> Reply<JoinResponse> {
         let refuse = |e| Reply::Now(JoinResponse::error(&req.member_id, e));
         if self.loading {
-            return refuse(ResponseError::CoordinatorLoadInProgress);
+            return refuse(self.loading_error());
         }
         if req.group_id.is_empty() {
             return refuse(ResponseError::InvalidGroupId);
@@ -654,9 +674,7 @@ impl GroupCoordinator {
     pub fn sync_group(&mut self, req: &SyncRequest, now_ms: i64) -> Output<Reply<SyncResponse>> {
         let mut fx = Effects::default();
         let mut reply = if self.loading {
-            Reply::Now(SyncResponse::error(
-                ResponseError::CoordinatorLoadInProgress,
-            ))
+            Reply::Now(SyncResponse::error(self.loading_error()))
         } else if req.group_id.is_empty() {
             Reply::Now(SyncResponse::error(ResponseError::InvalidGroupId))
         } else {
@@ -707,7 +725,7 @@ impl GroupCoordinator {
             members: Vec::new(),
         };
         let reply = if self.loading {
-            top(ResponseError::CoordinatorLoadInProgress)
+            top(self.loading_error())
         } else if group_id.is_empty() {
             top(ResponseError::InvalidGroupId)
         } else {
@@ -745,7 +763,7 @@ impl GroupCoordinator {
         fx: &mut Effects,
     ) -> CommitResponse {
         if self.loading {
-            return CommitResponse::error(req, ResponseError::CoordinatorLoadInProgress);
+            return CommitResponse::error(req, self.loading_error());
         }
         if !self.groups.contains_key(&req.group_id) {
             if req.generation_id >= 0 {
@@ -770,7 +788,7 @@ impl GroupCoordinator {
     pub fn fetch_offsets(&self, group_id: &str, topics: Option<&[FetchTopic]>) -> FetchResponse {
         if self.loading {
             return FetchResponse {
-                error: Some(ResponseError::CoordinatorLoadInProgress),
+                error: Some(self.loading_error()),
                 topics: Vec::new(),
             };
         }
@@ -809,7 +827,7 @@ impl GroupCoordinator {
             topics: Vec::new(),
         };
         let reply = if self.loading {
-            top(ResponseError::CoordinatorLoadInProgress)
+            top(self.loading_error())
         } else if group_id.is_empty() {
             top(ResponseError::InvalidGroupId)
         } else {
@@ -843,7 +861,7 @@ impl GroupCoordinator {
                 continue;
             }
             let error = if self.loading {
-                Some(ResponseError::CoordinatorLoadInProgress)
+                Some(self.loading_error())
             } else {
                 self.on_group(group_id, now_ms, &mut fx, |g, _, fx| match g.state() {
                     GroupState::Dead => Some(ResponseError::GroupIdNotFound),
@@ -881,7 +899,7 @@ impl GroupCoordinator {
     pub fn list_groups(&self, states: &[String], types: &[String]) -> GroupListing {
         if self.loading {
             return GroupListing {
-                error: Some(ResponseError::CoordinatorLoadInProgress),
+                error: Some(self.loading_error()),
                 groups: Vec::new(),
             };
         }
@@ -921,7 +939,7 @@ impl GroupCoordinator {
                     members: Vec::new(),
                 };
                 if self.loading {
-                    described.error = Some(ResponseError::CoordinatorLoadInProgress);
+                    described.error = Some(self.loading_error());
                     described.state = GroupState::Dead;
                     return described;
                 }

@@ -96,21 +96,24 @@ pub fn handle(
             TopicKey::Name(&fetch_topic.topic.0)
         };
         for fetch in &fetch_topic.partitions {
-            if let Err(misrouted) = router.check(key, fetch.partition, fetch.current_leader_epoch) {
-                errors = true;
-                let mut answer = error_partition(fetch.partition, misrouted.code);
-                if let Some((leader, leader_epoch)) = misrouted.leader {
-                    answer.current_leader = LeaderIdAndEpoch::default()
-                        .with_leader_id(BrokerId(leader))
-                        .with_leader_epoch(leader_epoch);
-                    hinted.insert(leader);
+            let served = match router.check(key, fetch.partition, fetch.current_leader_epoch) {
+                Ok(served) => served,
+                Err(misrouted) => {
+                    errors = true;
+                    let mut answer = error_partition(fetch.partition, misrouted.code);
+                    if let Some((leader, leader_epoch)) = misrouted.leader {
+                        answer.current_leader = LeaderIdAndEpoch::default()
+                            .with_leader_id(BrokerId(leader))
+                            .with_leader_epoch(leader_epoch);
+                        hinted.insert(leader);
+                    }
+                    partitions.push(answer);
+                    continue;
                 }
-                partitions.push(answer);
-                continue;
-            }
+            };
             let partition = match &topic {
-                None => None,
-                Some(t) => t.partition(fetch.partition),
+                Some(t) if served.is_topic(t.id) => t.partition(fetch.partition),
+                _ => None,
             };
             let Some(partition) = partition else {
                 errors = true;

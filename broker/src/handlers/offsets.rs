@@ -70,14 +70,18 @@ pub fn list_offsets(
                         .with_timestamp(-1)
                         .with_offset(-1)
                         .with_leader_epoch(-1);
-                    if let Err(misrouted) = router.check(
+                    let served = match router.check(
                         TopicKey::Name(&t.name.0),
                         p.partition_index,
                         p.current_leader_epoch,
                     ) {
-                        return answer.with_error_code(misrouted.code.code());
-                    }
-                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index))
+                        Ok(served) => served,
+                        Err(misrouted) => return answer.with_error_code(misrouted.code.code()),
+                    };
+                    let Some(partition) = topic
+                        .as_ref()
+                        .filter(|t| served.is_topic(t.id))
+                        .and_then(|t| t.partition(p.partition_index))
                     else {
                         return answer.with_error_code(missing_code(&router));
                     };
@@ -135,12 +139,14 @@ pub fn delete_records(
                     let answer = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
-                    if let Err(misrouted) =
-                        router.check(TopicKey::Name(&t.name.0), p.partition_index, -1)
-                    {
-                        return answer.with_error_code(misrouted.code.code());
-                    }
-                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index))
+                    let served = match router.check(TopicKey::Name(&t.name.0), p.partition_index, -1) {
+                        Ok(served) => served,
+                        Err(misrouted) => return answer.with_error_code(misrouted.code.code()),
+                    };
+                    let Some(partition) = topic
+                        .as_ref()
+                        .filter(|t| served.is_topic(t.id))
+                        .and_then(|t| t.partition(p.partition_index))
                     else {
                         return answer.with_error_code(missing_code(&router));
                     };

@@ -32,7 +32,7 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_storage::batch::{self, BatchHeader, Compression};
 use sluice_storage::{DurableWait, FlushPolicy, StorageError};
 
-use crate::cluster::routing::{Router, TopicKey};
+use crate::cluster::routing::{Router, Served, TopicKey};
 use crate::errors::storage_error_code;
 use crate::state::BrokerState;
 
@@ -110,9 +110,14 @@ pub fn handle(
                 }
                 Err((misrouted.code, None))
             } else {
-                let leader_epoch = routed.unwrap_or_default();
+                let served = routed.unwrap_or(Served {
+                    leader_epoch: 0,
+                    topic_id: None,
+                });
+                let leader_epoch = served.leader_epoch;
                 match topic
                     .as_ref()
+                    .filter(|t| served.is_topic(t.id))
                     .and_then(|t| t.partition(data.index).map(|p| (t, p)))
                 {
                     // Led here, but the log is not created yet (see `cluster::reconcile`).
