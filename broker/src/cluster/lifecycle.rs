@@ -27,6 +27,16 @@ use crate::state::BrokerState;
 /// worth a warning.
 const QUIET_REGISTRATION: Duration = Duration::from_secs(15);
 
+/// Heartbeat period while fenced (Kafka's broker also heartbeats faster until unfenced).
+const FENCED_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The longest a clean stop waits for the controller to acknowledge it.
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a stopping broker asks whether it may stop (it leads nothing any more once
+/// the controller has applied its request, usually at the next ask).
+const CONTROLLED_SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+
 /// Runs until shutdown.
 pub async fn run(
     state: Arc<BrokerState>,
@@ -41,6 +51,7 @@ pub async fn run(
             return;
         };
         if !heartbeat_until_lost(&state, &node, epoch, &mut shutdown).await {
+            controlled_shutdown(&node, epoch).await;
             return;
         }
         node.set_fenced(true);
@@ -152,6 +163,7 @@ async fn heartbeat_until_lost(
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
     let mut failing_since: Option<Instant> = None;
+    let mut warned = false;
     loop {
         let request = BrokerHeartbeatRequest {
             broker_id: node.node_id,
@@ -166,7 +178,9 @@ async fn heartbeat_until_lost(
         };
         match outcome {
             Ok(committed) => {
-                failing_since = None;
+                if failing_since.take().is_some() && std::mem::take(&mut warned) {
+                    tracing::info!("heartbeats reach the controller again");
+                }
                 let fenced = committed.value.is_fenced;
                 // Adopt a single-node data directory's topics once this broker may lead
                 // them (see `upgrade`).
@@ -196,13 +210,60 @@ async fn heartbeat_until_lost(
             }
             Err(e) => {
                 let since = *failing_since.get_or_insert_with(Instant::now);
-                tracing::debug!(error = %e, failing_ms = since.elapsed().as_millis() as u64, "heartbeat failed");
+                let failing = since.elapsed();
+                // Once per outage: long enough that the controller has fenced this broker.
+                if failing >= node.session_timeout && !warned {
+                    warned = true;
+                    tracing::warn!(error = %e, failing_ms = failing.as_millis() as u64, "heartbeats have not reached the controller for a session timeout: this broker is fenced");
+                } else {
+                    tracing::debug!(error = %e, failing_ms = failing.as_millis() as u64, "heartbeat failed");
+                }
             }
         }
-        if sleep_or_shutdown(node.heartbeat_interval, shutdown).await {
+        // While fenced (catching up after registering), ask again soon: unfencing waits
+        // for the next heartbeat, and a full interval would delay it for nothing.
+        let pause = if node.is_fenced() {
+            node.heartbeat_interval.min(FENCED_HEARTBEAT_INTERVAL)
+        } else {
+            node.heartbeat_interval
+        };
+        if sleep_or_shutdown(pause, shutdown).await {
             return false;
         }
     }
+}
+
+/// Kafka's controlled shutdown: tells the controller this broker is stopping, so it is
+/// fenced now (its partitions show no leader, LEADER_NOT_AVAILABLE, instead of a leader
+/// that refuses connections until its session expires) and its next start may register at
+/// once. Bounded: the broker stops anyway after [`CONTROLLED_SHUTDOWN_TIMEOUT`].
+async fn controlled_shutdown(node: &ClusterNode, epoch: i64) {
+    let deadline = Instant::now() + CONTROLLED_SHUTDOWN_TIMEOUT;
+    while Instant::now() < deadline {
+        let request = BrokerHeartbeatRequest {
+            broker_id: node.node_id,
+            broker_epoch: epoch,
+            current_metadata_offset: node.image().metadata_offset(),
+            want_fence: false,
+            want_shut_down: true,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, node.service.broker_heartbeat(request)).await {
+            Ok(Ok(committed)) if committed.value.should_shut_down => {
+                node.set_fenced(true);
+                tracing::info!(broker_epoch = epoch, "controlled shutdown complete");
+                return;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "controlled shutdown heartbeat failed"),
+            Err(_) => break,
+        }
+        tokio::time::sleep(CONTROLLED_SHUTDOWN_POLL.min(left)).await;
+    }
+    tracing::warn!(
+        "controlled shutdown did not finish in {CONTROLLED_SHUTDOWN_TIMEOUT:?}; stopping anyway \
+         (the controller fences this broker when its session expires)"
+    );
 }
 
 /// Sleeps `d`; `true` if the broker began to shut down meanwhile.

@@ -74,6 +74,8 @@ pub struct ClusterNode {
     pub upgrading: bool,
     /// `broker.heartbeat.interval.ms`.
     pub heartbeat_interval: Duration,
+    /// `broker.session.timeout.ms`.
+    pub session_timeout: Duration,
     /// How long a request waits for this broker's image to reach a committed change.
     pub apply_timeout: Duration,
     /// Producer ids for InitProducerId, from the controller's blocks.
@@ -134,6 +136,7 @@ impl ClusterNode {
             settled: AtomicBool::new(!upgrading),
             upgrading,
             heartbeat_interval: Duration::from_millis(cluster.broker_heartbeat_interval_ms),
+            session_timeout: Duration::from_millis(cluster.broker_session_timeout_ms),
             apply_timeout: Duration::from_secs(10),
             producer_ids: producer_ids::ProducerIdBlocks::default(),
             offsets_topic_wanted: AtomicBool::new(false),

@@ -38,6 +38,7 @@ pub async fn run(
 ) {
     let mut offsets = node.service.subscribe();
     let mut seen: HashSet<Uuid> = HashSet::new();
+    let mut complaints = Complaints::default();
     let mut previous = Arc::new(MetadataImage::new());
     loop {
         // Settled first, then the image: an image read before would be older than the
@@ -50,15 +51,28 @@ pub async fn run(
         }
         let pass_state = state.clone();
         let pass_image = image.clone();
-        let pass_seen = seen.clone();
+        let pass_seen = std::mem::take(&mut seen);
+        let mut pass_complaints = std::mem::take(&mut complaints);
         let me = node.node_id;
         // Creating and deleting logs writes and fsyncs files.
         let joined = tokio::task::spawn_blocking(move || {
-            reconcile(&pass_state, &pass_image, me, caught_up, &pass_seen)
+            reconcile(
+                &pass_state,
+                &pass_image,
+                me,
+                caught_up,
+                &pass_seen,
+                &mut pass_complaints,
+            );
+            (pass_seen, pass_complaints)
         })
         .await;
-        if let Err(e) = joined {
-            tracing::error!(error = %e, "a reconciliation pass failed");
+        match joined {
+            Ok((back_seen, back_complaints)) => {
+                seen = back_seen;
+                complaints = back_complaints;
+            }
+            Err(e) => tracing::error!(error = %e, "a reconciliation pass failed"),
         }
         previous = image;
         tokio::select! {
@@ -76,6 +90,7 @@ pub fn reconcile(
     me: i32,
     caught_up: bool,
     seen: &HashSet<Uuid>,
+    complaints: &mut Complaints,
 ) {
     let registry = &state.topics;
     // (topic id, partition) assigned here.
@@ -131,7 +146,9 @@ pub fn reconcile(
                 tracing::debug!(topic = %topic.name, partition, error = %e.message, "cannot create local replica yet");
             }
             Err(e) => {
-                tracing::warn!(topic = %topic.name, partition, error = %e.message, "cannot create local replica");
+                if complaints.is_new(format!("create {topic_id}-{partition}"), &e.message) {
+                    tracing::warn!(topic = %topic.name, partition, error = %e.message, "cannot create local replica; retrying every second, logged again if the error changes");
+                }
             }
         }
     }
@@ -144,8 +161,30 @@ pub fn reconcile(
         };
         let overrides = image.topic_configs(&in_image.name).unwrap_or(&empty);
         if let Err(e) = registry.sync_overrides(topic.id, overrides) {
-            tracing::warn!(topic = %topic.name, error = %e.message, "cannot apply topic configs");
+            if complaints.is_new(format!("configs {}", topic.id), &e.message) {
+                tracing::warn!(topic = %topic.name, error = %e.message, "cannot apply topic configs");
+            }
         }
+    }
+}
+
+/// The errors already logged, so a failure that persists (a full disk, a refused
+/// rename) is logged once, not once a second.
+#[derive(Debug, Default)]
+pub struct Complaints(std::collections::HashMap<String, String>);
+
+impl Complaints {
+    /// Records `message` for `key`; whether it differs from what was last logged for it.
+    fn is_new(&mut self, key: String, message: &str) -> bool {
+        if self.0.get(&key).is_some_and(|m| m == message) {
+            return false;
+        }
+        // Bounded: a pathological number of distinct failures restarts the memory.
+        if self.0.len() >= 10_000 {
+            self.0.clear();
+        }
+        self.0.insert(key, message.to_owned());
+        true
     }
 }
 
