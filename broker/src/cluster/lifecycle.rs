@@ -31,7 +31,7 @@ const QUIET_REGISTRATION: Duration = Duration::from_secs(15);
 const FENCED_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The longest a clean stop waits for the controller to acknowledge it.
-const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often a stopping broker asks whether it may stop (it leads nothing any more once
 /// the controller has applied its request, usually at the next ask).
@@ -238,6 +238,11 @@ async fn heartbeat_until_lost(
 /// that refuses connections until its session expires) and its next start may register at
 /// once. Bounded: the broker stops anyway after [`CONTROLLED_SHUTDOWN_TIMEOUT`].
 async fn controlled_shutdown(node: &ClusterNode, epoch: i64) {
+    if node.service.controller_leader().is_none() {
+        // No quorum to tell (the whole cluster is stopping, or a majority is gone).
+        tracing::info!("no active controller: stopping without a controlled shutdown");
+        return;
+    }
     let deadline = Instant::now() + CONTROLLED_SHUTDOWN_TIMEOUT;
     while Instant::now() < deadline {
         let request = BrokerHeartbeatRequest {
