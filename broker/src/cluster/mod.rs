@@ -26,6 +26,8 @@ pub mod metadata;
 pub mod producer_ids;
 pub mod reconcile;
 pub mod routing;
+#[cfg(test)]
+mod test_images;
 pub mod upgrade;
 
 use std::collections::BTreeMap;

@@ -215,3 +215,130 @@ fn log_leadership_changes(old: &MetadataImage, new: &MetadataImage, me: i32) {
         "partition leadership changed"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use sluice_storage::Flusher;
+
+    use super::*;
+    use crate::cluster::test_images::{brokers, image, partition, topic};
+    use crate::config::BrokerConfig;
+    use crate::datadir;
+    use crate::topics::{Layout, TopicRegistry, STRAY_SUFFIX};
+
+    const ME: i32 = 1;
+
+    fn state(dir: &Path) -> BrokerState {
+        let props: BTreeMap<String, String> =
+            [("log.dirs".to_owned(), dir.to_string_lossy().into_owned())].into();
+        let config = BrokerConfig::from_properties(&props).unwrap();
+        let flusher = Flusher::start("test").unwrap();
+        let (registry, _) = TopicRegistry::load(
+            dir,
+            flusher,
+            config.topic_defaults.clone(),
+            config.flush_mode,
+            true,
+            Layout::Replicas,
+        )
+        .unwrap();
+        BrokerState::for_tests(config, registry)
+    }
+
+    fn local(state: &BrokerState) -> Vec<(String, Uuid, i32)> {
+        let mut out = Vec::new();
+        for t in state.topics.list() {
+            for p in t.partitions().iter() {
+                out.push((t.name.to_string(), t.id, p.index));
+            }
+        }
+        out
+    }
+
+    fn pass(state: &BrokerState, image: &MetadataImage, caught_up: bool, seen: &HashSet<Uuid>) {
+        reconcile(
+            state,
+            image,
+            ME,
+            caught_up,
+            seen,
+            &mut Complaints::default(),
+        );
+    }
+
+    #[test]
+    fn replicas_follow_the_image_and_nothing_goes_before_catching_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let none = BTreeMap::new();
+        // Local replicas: a-0 (stays), a-1 (moves to broker 2), b-0 (unknown topic).
+        state.topics.ensure_replica("a", a, 0, &none).unwrap();
+        state.topics.ensure_replica("a", a, 1, &none).unwrap();
+        state.topics.ensure_replica("b", b, 0, &none).unwrap();
+
+        let mut records = brokers(2);
+        records.push(topic("a", a));
+        records.push(partition(a, 0, &[1], &[1], 1, 0));
+        records.push(partition(a, 1, &[2], &[2], 2, 0));
+        records.push(partition(a, 2, &[1], &[1], 1, 0));
+        let img = image(&records);
+
+        // Not caught up: only creations.
+        pass(&state, &img, false, &HashSet::new());
+        let mut expect = vec![
+            ("a".to_owned(), a, 0),
+            ("a".to_owned(), a, 1),
+            ("a".to_owned(), a, 2),
+            ("b".to_owned(), b, 0),
+        ];
+        assert_eq!(local(&state), expect);
+
+        // Caught up: the moved replica is deleted, the unknown topic set aside.
+        pass(&state, &img, true, &HashSet::from([a]));
+        expect.retain(|(name, _, p)| name == "a" && *p != 1);
+        assert_eq!(local(&state), expect);
+        assert!(!dir.path().join("a-1").exists());
+        assert!(dir
+            .path()
+            .join(datadir::renamed_partition_dir("b", 0, b, STRAY_SUFFIX))
+            .exists());
+    }
+
+    #[test]
+    fn a_topic_recreated_under_its_name_replaces_the_old_replicas_in_one_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let (old, new) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        state
+            .topics
+            .ensure_replica("t", old, 0, &BTreeMap::new())
+            .unwrap();
+        let mut records = brokers(1);
+        records.push(topic("t", new));
+        records.push(partition(new, 0, &[1], &[1], 1, 0));
+        records.push(retention_config("t"));
+        let img = image(&records);
+        // The old id was seen in an earlier image: its replica is deleted, not kept.
+        pass(&state, &img, true, &HashSet::from([old, new]));
+        assert_eq!(local(&state), vec![("t".to_owned(), new, 0)]);
+        let t = state.topics.get("t").unwrap();
+        assert_eq!(t.config().retention_ms, 1000, "the image's configs apply");
+        assert!(!dir
+            .path()
+            .join(datadir::renamed_partition_dir("t", 0, old, STRAY_SUFFIX))
+            .exists());
+    }
+
+    /// `retention.ms=1000` on `topic`.
+    fn retention_config(topic: &str) -> sluice_metadata::MetadataRecord {
+        sluice_metadata::MetadataRecord::Config(sluice_metadata::records::ConfigRecord {
+            resource: sluice_metadata::records::ConfigResource::Topic(topic.to_owned()),
+            name: "retention.ms".to_owned(),
+            value: Some("1000".to_owned()),
+        })
+    }
+}

@@ -50,7 +50,7 @@ impl Served {
 /// Kafka's order: a broker that holds no replica answers NOT_LEADER_OR_FOLLOWER whatever
 /// the epoch; a replica compares the client's epoch first.
 pub fn check_leader(
-    node: &ClusterNode,
+    me: i32,
     image: &MetadataImage,
     topic: TopicKey<'_>,
     partition: i32,
@@ -79,7 +79,7 @@ pub fn check_leader(
         code: ResponseError::NotLeaderOrFollower,
         leader: hint,
     };
-    if !registration.replicas.contains(&node.node_id) {
+    if !registration.replicas.contains(&me) {
         return Err(not_leader);
     }
     if current_leader_epoch >= 0 && current_leader_epoch != registration.leader_epoch {
@@ -96,7 +96,7 @@ pub fn check_leader(
             }
         });
     }
-    if registration.leader != node.node_id {
+    if registration.leader != me {
         return Err(not_leader);
     }
     Ok(Served {
@@ -131,7 +131,7 @@ impl Router {
     ) -> Result<Served, Misrouted> {
         match &self.cluster {
             Some((node, image)) => {
-                check_leader(node, image, topic, partition, current_leader_epoch)
+                check_leader(node.node_id, image, topic, partition, current_leader_epoch)
             }
             // A single node's leader epoch is always 0: a newer one is from the future.
             None if current_leader_epoch > 0 => Err(Misrouted {
@@ -156,5 +156,81 @@ impl Router {
         let b = image.broker(broker)?;
         let e = b.endpoint(&node.listener_name)?;
         Some((e.host.clone(), e.port, b.rack.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::test_images::{brokers, image as image_of, partition, topic};
+
+    const T: Uuid = Uuid::from_u128(0x1234);
+
+    /// Brokers 1-3; topic "t": p0 led by 1 at epoch 3, p1 led by 2, p2 on 1 and 2 led by
+    /// 2 at epoch 5, p3 on 1 with no leader.
+    fn image() -> MetadataImage {
+        let mut records = brokers(3);
+        records.push(topic("t", T));
+        records.push(partition(T, 0, &[1], &[1], 1, 3));
+        records.push(partition(T, 1, &[2], &[2], 2, 0));
+        records.push(partition(T, 2, &[1, 2], &[1, 2], 2, 5));
+        records.push(partition(T, 3, &[1], &[1], -1, 1));
+        image_of(&records)
+    }
+    type Outcome = Result<i32, (ResponseError, Option<(i32, i32)>)>;
+
+    fn code(r: Result<Served, Misrouted>) -> Outcome {
+        r.map(|s| s.leader_epoch).map_err(|m| (m.code, m.leader))
+    }
+
+    #[test]
+    fn decisions_follow_kafkas_order() {
+        use ResponseError as E;
+        let image = image();
+        let name = TopicKey::Name("t");
+        let check = |me, key, p, epoch| code(check_leader(me, &image, key, p, epoch));
+        // The leader, with no epoch, the current one, an older and a newer one.
+        assert_eq!(check(1, name, 0, -1), Ok(3));
+        assert_eq!(check(1, name, 0, 3), Ok(3));
+        assert_eq!(
+            check(1, name, 0, 2),
+            Err((E::FencedLeaderEpoch, Some((1, 3))))
+        );
+        assert_eq!(check(1, name, 0, 4), Err((E::UnknownLeaderEpoch, None)));
+        // Not a replica: NOT_LEADER_OR_FOLLOWER with the hint, whatever the epoch.
+        for epoch in [-1, 0, 7] {
+            assert_eq!(
+                check(3, name, 1, epoch),
+                Err((E::NotLeaderOrFollower, Some((2, 0))))
+            );
+        }
+        // A follower: epochs are checked, then NOT_LEADER_OR_FOLLOWER.
+        assert_eq!(
+            check(1, name, 2, 5),
+            Err((E::NotLeaderOrFollower, Some((2, 5))))
+        );
+        assert_eq!(
+            check(1, name, 2, 4),
+            Err((E::FencedLeaderEpoch, Some((2, 5))))
+        );
+        // No leader: no hint.
+        assert_eq!(check(1, name, 3, -1), Err((E::NotLeaderOrFollower, None)));
+        // Unknown partition, name and id.
+        assert_eq!(
+            check(1, name, 9, -1),
+            Err((E::UnknownTopicOrPartition, None))
+        );
+        assert_eq!(
+            check(1, TopicKey::Name("other"), 0, -1),
+            Err((E::UnknownTopicOrPartition, None))
+        );
+        assert_eq!(
+            check(1, TopicKey::Id(Uuid::from_u128(9)), 0, -1),
+            Err((E::UnknownTopicId, None))
+        );
+        // Served by id, with the topic id the local log must have.
+        let served = check_leader(1, &image, TopicKey::Id(T), 0, -1).unwrap();
+        assert!(served.is_topic(T));
+        assert!(!served.is_topic(Uuid::from_u128(7)));
     }
 }
