@@ -375,13 +375,21 @@ async fn supervise(
             )),
         ],
     };
-    let accept = server::accept_loop(
-        listener,
-        state.clone(),
-        shutdown.clone(),
-        kill.clone(),
-        done_tx,
-    );
+    let accept = {
+        let (state, mut shutdown_rx, kill) = (state.clone(), shutdown.clone(), kill.clone());
+        async move {
+            if let Some(node) = &state.cluster {
+                tracing::info!(
+                    "waiting to catch up with the cluster's metadata before serving clients"
+                );
+                if !node.wait_caught_up(&mut shutdown_rx).await {
+                    return;
+                }
+                tracing::info!("caught up with the cluster's metadata: serving clients");
+            }
+            server::accept_loop(listener, state, shutdown_rx, kill, done_tx).await
+        }
+    };
     tokio::select! {
         () = accept => {}
         _ = kill.wait_for(|k| *k) => {}

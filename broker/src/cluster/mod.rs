@@ -69,6 +69,8 @@ pub struct ClusterNode {
     /// Whether the controller has this broker fenced (true until the first heartbeat
     /// answer says otherwise).
     fenced: AtomicBool,
+    /// Set at the first unfencing (see `wait_caught_up`).
+    caught_up: tokio::sync::watch::Sender<bool>,
     /// Whether this data directory's own topics are part of the cluster (see `upgrade`);
     /// until then nothing local is deleted.
     settled: AtomicBool,
@@ -136,6 +138,7 @@ impl ClusterNode {
             broker_epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
             settled: AtomicBool::new(!upgrading),
+            caught_up: tokio::sync::watch::channel(false).0,
             upgrading,
             heartbeat_interval: Duration::from_millis(cluster.broker_heartbeat_interval_ms),
             session_timeout: Duration::from_millis(cluster.broker_session_timeout_ms),
@@ -178,6 +181,21 @@ impl ClusterNode {
 
     pub(crate) fn set_fenced(&self, fenced: bool) {
         self.fenced.store(fenced, Ordering::Release);
+        if !fenced {
+            self.caught_up.send_replace(true);
+        }
+    }
+
+    /// Waits until this broker has caught up with the metadata once (its first unfencing),
+    /// as Kafka's broker does before it serves clients: until then its image may lack
+    /// brokers and topics, and a client would take that for the cluster's state. `false`
+    /// if the broker began to shut down first.
+    pub async fn wait_caught_up(&self, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+        let mut caught_up = self.caught_up.subscribe();
+        tokio::select! {
+            ready = caught_up.wait_for(|c| *c) => ready.is_ok(),
+            _ = shutdown.wait_for(|s| *s) => false,
+        }
     }
 
     /// Whether this broker is unfenced and its own data is part of the cluster: only then
