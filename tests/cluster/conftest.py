@@ -10,7 +10,8 @@ Environment:
   with ``scripts/deps.sh --kafka``);
 - ``SLUICE_CLUSTER_NODES``: cluster size (default 3 for kafka, 1 for sluice);
 - ``SLUICE_CLUSTER_NEMESES``: comma-separated nemesis names to run (default: all);
-- ``SLUICE_CLUSTER_HEALTHY_S`` / ``_FAULT_S`` / ``_RECOVER_S``: phase lengths in seconds;
+- ``SLUICE_CLUSTER_HEALTHY_S`` / ``_FAULT_S`` / ``_RECOVER_S``: phase lengths in seconds
+  (a fault on a Sluice cluster is held 12 s by default: past broker.session.timeout.ms);
 - ``SLUICE_CLUSTER_RESULTS``: a file the results table is appended to (one line per run).
 """
 

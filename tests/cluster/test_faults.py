@@ -1,15 +1,16 @@
 """The fault bench: one test per nemesis, each a whole Jepsen-style run.
 
 A run: start a cluster (settings in conftest.py: Sluice or Apache Kafka, N nodes), create a
-topic (3 partitions, replication factor min(3, N), min.insync.replicas min(2, N), unclean
-leader election off), start the workload (idempotent acks=all producers in Python and Java,
+topic (3 partitions; Kafka: replication factor min(3, N), min.insync.replicas min(2, N),
+unclean leader election off; Sluice, which does not replicate yet: replication factor 1),
+start the workload (idempotent acks=all producers in Python and Java,
 group and assigned consumers; workload.py), let it run healthy, start the fault, hold it,
 undo it, wait until the cluster has recovered, let the workload run on, stop it, read every
 partition in full, and give the merged history to the checker. The test fails on any
 violation the checker reports; if a client died or exited with an error; if either kind of
 producer acknowledged nothing; if some client did not work again after the recovery (within
 RESUME_DEADLINE_S); and if a network cut dropped no packet (nemesis.py). The negative control
-shows that the bench fails when records are lost.
+shows that the bench fails when records are lost (where there is replication: Kafka).
 
 Every run leaves its files in pytest's tmp dir (cluster node dirs and logs, each client's
 history and log, history.jsonl, checker.json) and adds one line to the results table.
