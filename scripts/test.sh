@@ -85,6 +85,9 @@ else
     scripts/deps.sh --cluster
     SLUICE_CLUSTER_STRICT=$strict SLUICE_CLUSTER_TARGET=sluice SLUICE_CLUSTER_NEMESES=kill-leader,kill-all,disk-full \
         scripts/cluster.sh test --timeout=900
+    # Three Sluice nodes (replication factor 1): a killed leader and a cut one (~70 s).
+    SLUICE_CLUSTER_STRICT=$strict SLUICE_CLUSTER_TARGET=sluice SLUICE_CLUSTER_NODES=3 \
+        SLUICE_CLUSTER_NEMESES=kill-leader,partition-leader scripts/cluster.sh test --timeout=900 -k test_nemesis
 fi
 
 if ((cluster_kafka)); then

@@ -10,7 +10,8 @@ Environment:
   with ``scripts/deps.sh --kafka``);
 - ``SLUICE_CLUSTER_NODES``: cluster size (default 3 for kafka, 1 for sluice);
 - ``SLUICE_CLUSTER_NEMESES``: comma-separated nemesis names to run (default: all);
-- ``SLUICE_CLUSTER_HEALTHY_S`` / ``_FAULT_S`` / ``_RECOVER_S``: phase lengths in seconds;
+- ``SLUICE_CLUSTER_HEALTHY_S`` / ``_FAULT_S`` / ``_RECOVER_S``: phase lengths in seconds
+  (a fault on a Sluice cluster is held 12 s by default: past broker.session.timeout.ms);
 - ``SLUICE_CLUSTER_RESULTS``: a file the results table is appended to (one line per run).
 """
 
@@ -47,13 +48,17 @@ def settings() -> BenchSettings:
     kafka = TARGET == "kafka"
     selected = os.environ.get("SLUICE_CLUSTER_NEMESES", "").strip()
     results = os.environ.get("SLUICE_CLUSTER_RESULTS")
+    nodes = int(os.environ.get("SLUICE_CLUSTER_NODES", "3" if kafka else "1"))
+    # A Sluice cluster holds a fault past broker.session.timeout.ms (9 s), so that the
+    # controller fences the broker the fault silenced and the run sees what follows.
+    sluice_cluster = not kafka and nodes > 1
     return BenchSettings(
         target=TARGET,
-        nodes=int(os.environ.get("SLUICE_CLUSTER_NODES", "3" if kafka else "1")),
+        nodes=nodes,
         # Kafka needs longer: leader elections take seconds, and a paused broker is only
         # fenced after broker.session.timeout.ms (9 s).
         healthy_s=_seconds("SLUICE_CLUSTER_HEALTHY_S", 8.0 if kafka else 4.0),
-        fault_s=_seconds("SLUICE_CLUSTER_FAULT_S", 20.0 if kafka else 6.0),
+        fault_s=_seconds("SLUICE_CLUSTER_FAULT_S", 20.0 if kafka else 12.0 if sluice_cluster else 6.0),
         recover_s=_seconds("SLUICE_CLUSTER_RECOVER_S", 10.0 if kafka else 4.0),
         nemeses=tuple(n.strip() for n in selected.split(",") if n.strip()) or None,
         results_file=Path(results) if results else None,

@@ -220,7 +220,8 @@ class PartitionOneWay(_Cut):
 
 class Bridge(_Cut):
     """Two nodes that cannot reach each other, both reaching a third (the bridge): two
-    overlapping majorities. The leader of partition 0 is one of the two ends."""
+    overlapping majorities. The leader of partition 0 is one of the two ends; on Sluice the
+    active controller is the other, unless it is the leader (then any node)."""
 
     name = "bridge"
 
@@ -228,6 +229,15 @@ class Bridge(_Cut):
         assert ctx.network is not None
         leader = ctx.leader().node_id
         others = [n.node_id for n in ctx.cluster.nodes if n.node_id != leader]
+        if ctx.cluster.kind == "sluice":
+            # Sluice does not replicate yet: its brokers exchange nothing but the metadata
+            # quorum's traffic and their heartbeats, all to or from the active controller.
+            # A bridge between two nodes that are not the controller would cut nothing, so
+            # the controller is the far end whenever it is not the leader itself.
+            controller = ctx.cluster.controller()
+            if controller is not None and controller.node_id in others:
+                others.remove(controller.node_id)
+                others.insert(1, controller.node_id)
         bridge, far = others[0], others[1]
         # With more than 3 nodes, the rest stay on the far side.
         rest = others[2:]
