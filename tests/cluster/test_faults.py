@@ -30,6 +30,7 @@ from confluent_kafka.admin import AdminClient
 
 import checker
 import history
+import kafka_wire
 from launcher import Cluster, ClusterError, start_cluster
 from nemesis import NEMESES, FaultContext, Nemesis, PartitionLeader, PauseLeader, SmallDisk
 from network import Network, private_namespace_reason
@@ -394,33 +395,35 @@ class LostAcknowledged(AssertionError):
 
 
 @pytest.mark.timeout(300)
-def test_replication_factor_3_keeps_acknowledged_records_when_the_leader_dies(bench, tmp_path: Path, request) -> None:
+def test_replication_factor_3_keeps_acknowledged_records_when_the_leader_dies(bench, tmp_path: Path) -> None:
     """A topic created with replication factor 3 must keep every record acknowledged with
     acks=all when its leader is killed: whichever replica leads next has them, and so does
     the partition once the killed node is back.
 
-    Kafka passes. Sluice does not replicate yet (issue 17) but accepts the topic, lists all
-    three replicas in sync, and on the leader's death elects a replica whose log is empty:
-    the acknowledged records are gone from the cluster (they stay on the dead leader's disk,
-    which then follows the new leader). Expected to fail on Sluice, with LostAcknowledged
-    only (any other failure is a real one), until replication lands or such a topic is
-    refused; strict, so a fix shows up as a failure that asks for the marker's removal."""
+    Kafka passes. Sluice does not replicate yet (issue 17): it used to accept the topic, list
+    all three replicas in sync and, on the leader's death, elect a replica whose log was
+    empty, losing every acknowledged record (found by this test). Until replication lands it
+    refuses a replication factor above 1 (INVALID_REPLICATION_FACTOR), which is what this
+    test checks on Sluice; once replication lands, the refusal check fails and the Kafka
+    path below must run for Sluice too."""
     if bench.nodes < 3:
         pytest.skip(f"needs 3 nodes, the cluster has {bench.nodes}")
     if bench.nemeses is not None and "rf3-failover" not in bench.nemeses:
         pytest.skip(f"not selected (SLUICE_CLUSTER_NEMESES={','.join(bench.nemeses)})")
-    if bench.target == "sluice":
-        request.applymarker(
-            pytest.mark.xfail(
-                raises=LostAcknowledged,
-                strict=True,
-                reason="Sluice accepts replication factor 3 without replicating (issue 17)",
-            )
-        )
     from confluent_kafka import Consumer, Producer, TopicPartition
 
     topic, count = "rf3-failover", 100
     cluster = start_cluster(bench.target, tmp_path / "cluster", bench.nodes)
+    if bench.target == "sluice":
+        try:
+            host, port = cluster.bootstrap.split(",")[0].rsplit(":", 1)
+            answer = kafka_wire.create_topic(host, int(port), topic, 1, replication_factor=3)
+            assert answer is not None, "no answer to CreateTopics"
+            assert answer[0] == 38, f"replication factor 3 not refused with INVALID_REPLICATION_FACTOR: {answer}"
+            _log(f"replication factor 3 refused until replication lands: {answer[1]}")
+        finally:
+            cluster.stop()
+        return
     try:
         admin = _admin(cluster)
         # Kafka's default min.insync.replicas, stated (the launcher's Kafka brokers default to
