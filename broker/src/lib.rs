@@ -280,8 +280,16 @@ impl Broker {
                     .await
                     .map_err(|e| BrokerError::Cluster(e.to_string()))??
                 };
+                let bind = controller.bind_address();
+                let controller_listener = TcpListener::bind(&bind).await.map_err(|e| {
+                    BrokerError::io(format!("listen on {bind} (controller listener)"), e)
+                })?;
+                let addr = controller_listener
+                    .local_addr()
+                    .map_err(|e| BrokerError::io("read the controller listener's address", e))?;
                 let node = cluster::ClusterNode::start(
                     &config,
+                    controller_listener,
                     &client_listener.name,
                     (advertised_host.clone(), advertised_port),
                     // Kept as the cluster's if this node writes the first metadata: a
@@ -290,9 +298,6 @@ impl Broker {
                     upgrading,
                 )
                 .await?;
-                let addr = node
-                    .serve_controller_listener(&controller.bind_address())
-                    .await?;
                 tracing::info!(controller_listener = %addr, voters = %config.cluster.voters_text(), "metadata quorum started");
                 Some(Arc::new(node))
             }

@@ -4,9 +4,12 @@
 //! and offline replicas. Every broker that applied the same metadata offset answers the
 //! same. Unknown topics are created through the controller when the request allows it,
 //! `auto.create.topics.enable` is on and this broker is settled (unfenced, its own data
-//! adopted; until then LEADER_NOT_AVAILABLE, which clients retry).
+//! adopted; until then LEADER_NOT_AVAILABLE, which clients retry); the request waits for
+//! the creation at most [`AUTO_CREATE_WAIT`].
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
@@ -34,7 +37,7 @@ enum Wanted {
 /// Answers a Metadata request in a cluster.
 pub async fn handle(
     state: &BrokerState,
-    node: &ClusterNode,
+    node: &Arc<ClusterNode>,
     request: &MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
@@ -91,15 +94,12 @@ pub async fn handle(
                 _ => None,
             })
             .collect();
-        if !missing.is_empty() {
-            match node.service.create_topics(missing).await {
-                Ok(committed) => match node.wait_applied(committed.offset).await {
-                    Ok(applied) => image = applied,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "auto-created topics not applied here in time")
-                    }
-                },
-                Err(e) => tracing::debug!(error = %e, "auto-creating topics failed"),
+        if let Some(offset) = auto_create_topics(node, missing).await {
+            match node.wait_applied(offset).await {
+                Ok(applied) => image = applied,
+                Err(e) => {
+                    tracing::debug!(error = %e, "auto-created topics not applied here in time")
+                }
             }
         }
     }
@@ -163,6 +163,50 @@ pub async fn handle(
         .with_controller_id(BrokerId(controller))
         .with_topics(topics)
         .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED)
+}
+
+/// How long a Metadata request waits for the topics it auto-creates; past this it answers
+/// LEADER_NOT_AVAILABLE (clients retry) while the creation goes on. Kafka creates them in
+/// the background and never waits.
+const AUTO_CREATE_WAIT: Duration = Duration::from_millis(500);
+
+/// Creates `missing` through the controller in a task of its own (each name at most once
+/// at a time, so clients retrying Metadata during an election do not queue one creation
+/// per retry); the metadata offset to wait for if it committed within [`AUTO_CREATE_WAIT`].
+async fn auto_create_topics(node: &Arc<ClusterNode>, missing: Vec<CreateTopic>) -> Option<i64> {
+    let missing: Vec<CreateTopic> = {
+        let mut creating = node.auto_creating.lock().unwrap_or_else(|p| p.into_inner());
+        missing
+            .into_iter()
+            .filter(|t| creating.insert(t.name.clone()))
+            .collect()
+    };
+    if missing.is_empty() {
+        return None;
+    }
+    let task_node = node.clone();
+    let task = tokio::spawn(async move {
+        let names: Vec<String> = missing.iter().map(|t| t.name.clone()).collect();
+        let outcome = task_node.service.create_topics(missing).await;
+        let mut creating = task_node
+            .auto_creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for name in &names {
+            creating.remove(name);
+        }
+        match outcome {
+            Ok(committed) => Some(committed.offset),
+            Err(e) => {
+                tracing::debug!(error = %e, topics = ?names, "auto-creating topics failed");
+                None
+            }
+        }
+    });
+    match tokio::time::timeout(AUTO_CREATE_WAIT, task).await {
+        Ok(Ok(offset)) => offset,
+        _ => None,
+    }
 }
 
 fn describe_topic(

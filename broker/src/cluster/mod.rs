@@ -15,8 +15,9 @@
 //!   leads a partition, and if not, the leader to name (NOT_LEADER_OR_FOLLOWER with
 //!   KIP-951's hints).
 //!
-//! Only multi-node configurations run this today (see `ClusterConfig::runs_cluster`); the
-//! zero-config single node keeps its own metadata in the data directory.
+//! Only multi-node configurations run this today (`ClusterConfig::served_listeners` gives a
+//! controller listener); the zero-config single node keeps its own metadata in the data
+//! directory.
 
 pub mod admin;
 pub mod describe;
@@ -31,7 +32,7 @@ mod test_images;
 pub mod upgrade;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -87,20 +88,25 @@ pub struct ClusterNode {
     /// A client asked for a group coordinator while the cluster has no
     /// `__consumer_offsets` (see `groups`).
     pub offsets_topic_wanted: AtomicBool,
+    /// Topics being auto-created by Metadata requests (see `metadata`).
+    pub(crate) auto_creating: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl ClusterNode {
-    /// Starts the metadata layer of this node. `cluster_id` is an id to give the cluster if
-    /// this node writes its first metadata (`None`: a random one).
+    /// Starts the metadata layer of this node and serves the quorum's peers on
+    /// `controller_listener` (bound by the caller first, so that a port in use stops the
+    /// start before Raft runs). `cluster_id` is an id to give the cluster if this node
+    /// writes its first metadata (`None`: a random one).
     pub async fn start(
         config: &BrokerConfig,
+        controller_listener: TcpListener,
         listener_name: &str,
         advertised: (String, u16),
         cluster_id: Option<&str>,
         upgrading: bool,
     ) -> Result<ClusterNode, BrokerError> {
         let cluster = &config.cluster;
-        let voters = resolve_voters(cluster)?;
+        let voters = resolve_voters(cluster).await?;
         let dir = config.data_dir.join(METADATA_DIR);
         let mut quorum = QuorumConfig::new(cluster.node_id as u64, voters, &dir);
         let timeouts = cluster.raft_timeouts();
@@ -117,6 +123,7 @@ impl ClusterNode {
         let service = MetadataService::start(service_config)
             .await
             .map_err(|e| BrokerError::Cluster(format!("start the metadata quorum: {e}")))?;
+        service.serve(controller_listener);
         let protocol = cluster
             .security_protocol_map
             .get(listener_name)
@@ -145,19 +152,8 @@ impl ClusterNode {
             apply_timeout: Duration::from_secs(10),
             producer_ids: producer_ids::ProducerIdBlocks::default(),
             offsets_topic_wanted: AtomicBool::new(false),
+            auto_creating: Default::default(),
         })
-    }
-
-    /// Binds the controller listener and serves the quorum's peers on it.
-    pub async fn serve_controller_listener(&self, bind: &str) -> Result<SocketAddr, BrokerError> {
-        let listener = TcpListener::bind(bind)
-            .await
-            .map_err(|e| BrokerError::io(format!("listen on {bind} (controller listener)"), e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| BrokerError::io("read the controller listener's address", e))?;
-        self.service.serve(listener);
-        Ok(addr)
     }
 
     /// The latest applied metadata image.
@@ -250,12 +246,12 @@ impl ClusterNode {
 
 /// `controller.quorum.voters` as socket addresses. The sole voter of a single-node quorum
 /// may have no address (it never dials anyone).
-fn resolve_voters(cluster: &ClusterConfig) -> Result<BTreeMap<u64, SocketAddr>, BrokerError> {
+async fn resolve_voters(cluster: &ClusterConfig) -> Result<BTreeMap<u64, SocketAddr>, BrokerError> {
     let mut voters = BTreeMap::new();
     for (&id, address) in &cluster.voters {
         let addr = match address {
-            Some(hp) => (hp.host.as_str(), hp.port)
-                .to_socket_addrs()
+            Some(hp) => tokio::net::lookup_host((hp.host.as_str(), hp.port))
+                .await
                 .map_err(|e| {
                     BrokerError::Cluster(format!(
                         "controller.quorum.voters: cannot resolve {}:{}: {e}",
