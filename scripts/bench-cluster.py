@@ -495,6 +495,58 @@ def summary(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def markdown(results: list[dict]) -> str:
+    """The tables of docs/benchmarks.md "Cluster (issue 16)": median (min-max) per system."""
+    systems = [s for s in SYSTEMS]
+    titles = {"sluice-3": "Sluice, 3 nodes", "sluice-1": "Sluice, 1 node", "kafka-3": "Kafka, 3 nodes"}
+
+    def cell(scenario: str, system: str, key: str, fmt) -> str:
+        vals = [r[key] for r in results if r["scenario"] == scenario and r["system"] == system and key in r]
+        if not vals:
+            return "n/a"
+        return f"{fmt(statistics.median(vals))} ({fmt(min(vals))}–{fmt(max(vals))})"
+
+    def median(scenario: str, system: str, key: str):
+        vals = [r[key] for r in results if r["scenario"] == scenario and r["system"] == system and key in r]
+        return statistics.median(vals) if vals else None
+
+    def ratio(scenario: str, a: str, b: str, key: str) -> str:
+        x, y = median(scenario, a, key), median(scenario, b, key)
+        return f"{x / y:.2f}×" if x and y else "n/a"
+
+    n0 = lambda v: f"{v:,.0f}"  # noqa: E731
+    n2 = lambda v: f"{v:.2f}"  # noqa: E731
+    lines = ["| scenario | " + " | ".join(titles[s] for s in systems) + " | 3 nodes / 1 node | Sluice 3 / Kafka 3 |",
+             "|---|" + "---|" * (len(systems) + 2)]
+    rows = [
+        ("produce-100b-p12", "records_per_s", n0, "produce 100 B, 1 producer: records/s"),
+        ("produce-100b-p12", "p99_ms", n2, "produce 100 B, 1 producer: p99 ms"),
+        ("produce-100b-p12", "broker_cpu_s_per_gb", n2, "produce 100 B, 1 producer: broker CPU s/GB"),
+        ("produce-1k-p12-x4", "mib_per_s", n0, "produce 1 KiB, 4 producers: MiB/s"),
+        ("produce-1k-p12-x4", "broker_cpu_s_per_gb", n2, "produce 1 KiB, 4 producers: broker CPU s/GB"),
+        ("replay-100b-c1", "records_per_s", n0, "replay 100 B, 1 consumer: records/s"),
+        ("replay-100b-c3", "records_per_s", n0, "replay 100 B, 3 consumers: records/s"),
+        ("replay-100b-c1", "broker_cpu_s_per_gb", n2, "replay 100 B, 1 consumer: broker CPU s/GB"),
+        ("create-1x1000", "answered_s", n2, "1 × 1,000 partitions: CreateTopics answered, s"),
+        ("create-1x1000", "all_led_everywhere_s", n2, "1 × 1,000: every node's Metadata has all leaders, s"),
+        ("create-1x1000", "logs_on_leaders_s", n2, "1 × 1,000: every log on its leader (ListOffsets), s"),
+        ("create-100x10", "answered_s", n2, "100 × 10 partitions: last CreateTopics answered, s"),
+        ("create-100x10", "all_led_everywhere_s", n2, "100 × 10: every node's Metadata has all leaders, s"),
+        ("create-100x10", "logs_on_leaders_s", n2, "100 × 10: every log on its leader (ListOffsets), s"),
+        ("failover", "elected_s", n2, "controller kill -9: survivors agree on a new one, s"),
+        ("failover", "create_ok_s", n2, "controller kill -9: CreateTopics through a survivor succeeds, s"),
+    ]
+    for scenario, key, fmt, label in rows:
+        cells = [cell(scenario, s, key, fmt) for s in systems]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio(scenario, 'sluice-3', 'sluice-1', key)} | "
+                     f"{ratio(scenario, 'sluice-3', 'kafka-3', key)} |")
+    loads = [float(r["load"].split()[0]) for r in results]
+    lines.append("")
+    lines.append(f"{len(results)} rows; 1-minute load average during the runs {min(loads):.2f}–{max(loads):.2f} "
+                 f"(median {statistics.median(loads):.2f}).")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -505,7 +557,11 @@ def main() -> int:
     parser.add_argument("--only", default="throughput,create,failover")
     parser.add_argument("--fill-memory", dest="fill_memory", action="store_true", default=True)
     parser.add_argument("--no-fill-memory", dest="fill_memory", action="store_false")
+    parser.add_argument("--report", metavar="RESULTS_JSON", help="only print the markdown tables of a finished run")
     args = parser.parse_args()
+    if args.report:
+        print(markdown(json.loads(Path(args.report).read_text())["runs"]))
+        return 0
     args.dir = args.dir or tempfile.mkdtemp(prefix="sluice-bench-cluster.")
     args.out = args.out or args.dir
     for binary in (BENCH, launcher.SLUICE_BROKER_BIN):
@@ -528,6 +584,8 @@ def main() -> int:
         bench.stop()
         bench.save()
     print(summary(bench.results))
+    print()
+    print(markdown(bench.results))
     log(f"results: {bench.out / 'results.json'}; load {load()}")
     return 0
 
