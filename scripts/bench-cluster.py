@@ -12,11 +12,12 @@ first each round (A B C, B C A, C A B, ...), so that background noise lands on a
 Every figure is kept per run in --out/results.json; the summary printed at the end gives
 the median (min-max) of each.
 
-Phases (--only throughput,create,failover picks some):
-  throughput  sluice-bench produce to a fresh 12-partition RF=1 topic (1 producer 100 B,
-              and 4 producers 1 KiB; acks=1, 10 s), and replay of a preloaded 12-partition
-              topic (10 M x 100 B) by 1 and by 3 consumers (read once unrecorded first, so
-              it comes from the page cache); broker CPU is summed over every node's process.
+Phases (--only produce,replay,create,failover picks some):
+  produce     after an unrecorded warm-up, sluice-bench produce to a fresh 12-partition RF=1
+              topic (1 producer 100 B, and 4 producers 1 KiB; acks=1, 10 s); broker CPU is
+              summed over every node's process.
+  replay      a preloaded 12-partition topic (10 M x 100 B) read by 1 and by 3 consumers
+              (read once unrecorded first, so it comes from the page cache).
   create      one CreateTopics of 1 topic x 1,000 partitions, and 100 CreateTopics of
               10 partitions each, sent one after the other to node 1: time to the (last)
               answer, until every node's Metadata lists every partition with a leader, and
@@ -324,7 +325,7 @@ class Bench:
 
     # --- throughput ---
 
-    def throughput(self) -> None:
+    def produce(self) -> None:
         names = list(SYSTEMS)
         produce = [
             ("produce-100b-p12", ["--producers", "1", "--record-size", "100"]),
@@ -349,7 +350,11 @@ class Bench:
                                 p99_ms=s["latency"]["p99_us"] / 1000, errors=s["errors"],
                                 broker_cpu_s_per_gb=d["_broker_cpu_s"] / (s["bytes"] / 1e9),
                                 rss_mib=rss_mib(self.clusters[system]))
-        # Replay: one preloaded topic per system, read once unrecorded (page cache).
+
+    def replay(self) -> None:
+        names = list(SYSTEMS)
+        common = ["--partitions", "12", "--replication-factor", "1", "--acks", "1"]
+        # One preloaded topic per system, read once unrecorded (page cache).
         topic = "replay-100b-p12"
         for system in names:
             self.fill()
@@ -366,7 +371,8 @@ class Bench:
                     d = self.sluice_bench(system, "consume", "--topic", topic, "--consumers", str(consumers))
                     s = d["streams"][0]
                     self.record(system, scenario, rnd + 1, records_per_s=s["records_per_s"], mib_per_s=s["mib_per_s"],
-                                missing=d["checks"]["missing"],
+                                missing=d["checks"]["missing"], elapsed_s=d["elapsed_s"],
+                                client_cpu_s=d["client"]["cpu_s"], broker_cpu_s=d["_broker_cpu_s"],
                                 broker_cpu_s_per_gb=d["_broker_cpu_s"] / (s["bytes"] / 1e9))
 
     # --- creating partitions ---
@@ -554,7 +560,7 @@ def main() -> int:
     parser.add_argument("--replay-records", type=int, default=10_000_000)
     parser.add_argument("--dir", default=None, help="where the clusters live (default: a new temp dir)")
     parser.add_argument("--out", default=None, help="results.json goes here (default: --dir)")
-    parser.add_argument("--only", default="throughput,create,failover")
+    parser.add_argument("--only", default="produce,replay,create,failover")
     parser.add_argument("--fill-memory", dest="fill_memory", action="store_true", default=True)
     parser.add_argument("--no-fill-memory", dest="fill_memory", action="store_false")
     parser.add_argument("--report", metavar="RESULTS_JSON", help="only print the markdown tables of a finished run")
@@ -577,7 +583,7 @@ def main() -> int:
     try:
         bench.start()
         phases = args.only.split(",")
-        for phase in ("throughput", "create", "failover"):
+        for phase in ("produce", "replay", "create", "failover"):
             if phase in phases:
                 getattr(bench, phase)()
     finally:
