@@ -85,9 +85,11 @@ else
     scripts/deps.sh --cluster
     SLUICE_CLUSTER_STRICT=$strict SLUICE_CLUSTER_TARGET=sluice SLUICE_CLUSTER_NEMESES=kill-leader,kill-all,disk-full \
         scripts/cluster.sh test --timeout=900
-    # Three Sluice nodes (replication factor 1): a killed leader and a cut one (~70 s).
+    # Three Sluice nodes (replication factor 1): a killed leader and a cut one, and the
+    # refusal of replication factor 3 until replication lands (~80 s).
     SLUICE_CLUSTER_STRICT=$strict SLUICE_CLUSTER_TARGET=sluice SLUICE_CLUSTER_NODES=3 \
-        SLUICE_CLUSTER_NEMESES=kill-leader,partition-leader scripts/cluster.sh test --timeout=900 -k test_nemesis
+        SLUICE_CLUSTER_NEMESES=kill-leader,partition-leader,rf3-failover \
+        scripts/cluster.sh test --timeout=900 -k "test_nemesis or replication_factor_3"
 fi
 
 if ((cluster_kafka)); then
