@@ -2,7 +2,7 @@
 //! `kafka-metadata-quorum describe`), answered from the metadata image and the quorum.
 //!
 //! A single node answers DescribeCluster with itself. It runs no metadata quorum, so it
-//! answers DescribeQuorum with UNSUPPORTED_VERSION and a message saying so, rather than
+//! does not serve DescribeQuorum at all (`api_versions::CLUSTER_ONLY`), rather than
 //! describe a quorum that does not exist.
 
 use kafka_protocol::error::ResponseError;
@@ -99,8 +99,7 @@ pub async fn describe_quorum(
         );
     }
     let Some(node) = &state.cluster else {
-        // What a client gets from a broker that has no quorum to describe (Kafka's
-        // ZooKeeper-era brokers did not serve the API): tools print the rest and say so.
+        // Not reached: a single node does not serve the API (see the module docs).
         return error(
             ResponseError::UnsupportedVersion,
             "this broker is a single node without a metadata quorum".to_owned(),

@@ -39,6 +39,20 @@ pub fn all() -> impl Iterator<Item = &'static (ApiKey, i16, i16)> {
         .chain(crate::coordinator::handlers::SUPPORTED)
 }
 
+/// APIs only a broker of a multi-node cluster serves: a single node runs no metadata quorum
+/// to describe, so it neither lists nor serves DescribeQuorum (a tool then says the broker
+/// does not support it).
+pub const CLUSTER_ONLY: &[ApiKey] = &[ApiKey::DescribeQuorum];
+
+/// The version range this broker serves for `key`, if it serves it (`cluster`: whether it
+/// runs in a multi-node cluster).
+pub fn supported_range_on(key: ApiKey, cluster: bool) -> Option<(i16, i16)> {
+    if !cluster && CLUSTER_ONLY.contains(&key) {
+        return None;
+    }
+    supported_range(key)
+}
+
 /// The version range served for `key`, if it is served at all.
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
     all()
@@ -63,8 +77,9 @@ fn advertised_min(key: ApiKey, min: i16) -> i16 {
     }
 }
 
-fn api_keys() -> Vec<ApiVersion> {
+fn api_keys(cluster: bool) -> Vec<ApiVersion> {
     all()
+        .filter(|(key, _, _)| cluster || !CLUSTER_ONLY.contains(key))
         .map(|&(key, min, max)| {
             ApiVersion::default()
                 .with_api_key(key as i16)
@@ -89,9 +104,9 @@ fn valid_software_field(value: &str) -> bool {
 }
 
 /// Answers an ApiVersions request at a supported version.
-pub fn handle(request: &ApiVersionsRequest, version: i16) -> ApiVersionsResponse {
+pub fn handle(request: &ApiVersionsRequest, version: i16, cluster: bool) -> ApiVersionsResponse {
     let mut response = ApiVersionsResponse::default()
-        .with_api_keys(api_keys())
+        .with_api_keys(api_keys(cluster))
         .with_finalized_features_epoch(-1);
     if version >= 3
         && !(valid_software_field(&request.client_software_name)
@@ -104,10 +119,10 @@ pub fn handle(request: &ApiVersionsRequest, version: i16) -> ApiVersionsResponse
 
 /// The answer to an ApiVersions request at a version this broker does not know: to be
 /// encoded as version 0.
-pub fn unsupported_version() -> ApiVersionsResponse {
+pub fn unsupported_version(cluster: bool) -> ApiVersionsResponse {
     ApiVersionsResponse::default()
         .with_error_code(ResponseError::UnsupportedVersion.code())
-        .with_api_keys(api_keys())
+        .with_api_keys(api_keys(cluster))
 }
 
 #[cfg(test)]
@@ -129,15 +144,23 @@ mod tests {
         let mut request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("kcat"))
             .with_client_software_version(StrBytes::from_static_str("1.7.1"));
-        let response = handle(&request, 3);
+        let response = handle(&request, 3, true);
         assert_eq!(response.error_code, 0);
         assert_eq!(response.api_keys.len(), all().count());
+        assert_eq!(
+            handle(&request, 3, false).api_keys.len(),
+            all().count() - CLUSTER_ONLY.len()
+        );
         request.client_software_name = StrBytes::from_static_str("bad name!");
         assert_eq!(
-            handle(&request, 3).error_code,
+            handle(&request, 3, true).error_code,
             ResponseError::InvalidRequest.code()
         );
-        assert_eq!(handle(&request, 2).error_code, 0, "not checked before v3");
+        assert_eq!(
+            handle(&request, 2, true).error_code,
+            0,
+            "not checked before v3"
+        );
         assert!(is_supported(ApiKey::Fetch, 4));
         assert!(!is_supported(ApiKey::Fetch, 3));
         assert!(is_supported(ApiKey::JoinGroup, 0));

@@ -204,9 +204,12 @@ fn every_response_encodes_at_every_advertised_version() {
         min..=max
     };
     for v in range(ApiKey::ApiVersions) {
-        encodes(&api_versions::handle(&ApiVersionsRequest::default(), v), v);
+        encodes(
+            &api_versions::handle(&ApiVersionsRequest::default(), v, true),
+            v,
+        );
     }
-    encodes(&api_versions::unsupported_version(), 0);
+    encodes(&api_versions::unsupported_version(true), 0);
     for v in range(ApiKey::Metadata) {
         let request = MetadataRequest::default()
             .with_topics(Some(vec![

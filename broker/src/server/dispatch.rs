@@ -141,7 +141,8 @@ async fn dispatch_known(
     version: i16,
     correlation_id: i32,
 ) -> Result<Reply, DispatchError> {
-    let Some((min, max)) = api_versions::supported_range(api) else {
+    let cluster = ctx.state.cluster.is_some();
+    let Some((min, max)) = api_versions::supported_range_on(api, cluster) else {
         return Err(DispatchError::UnsupportedApi { api });
     };
     if !(min..=max).contains(&version) {
@@ -152,7 +153,7 @@ async fn dispatch_known(
                 0,
                 0,
                 correlation_id,
-                &api_versions::unsupported_version(),
+                &api_versions::unsupported_version(cluster),
                 [],
             )?;
             return Ok(Reply::Now(frame));
@@ -186,7 +187,7 @@ async fn dispatch_known(
         )?))
     };
     match request {
-        RequestKind::ApiVersions(req) => respond(&api_versions::handle(&req, version)),
+        RequestKind::ApiVersions(req) => respond(&api_versions::handle(&req, version, cluster)),
         RequestKind::Metadata(req) => match &state.cluster {
             Some(node) => respond(&cluster::metadata::handle(state, node, &req, version).await),
             None => {
