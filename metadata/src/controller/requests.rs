@@ -86,6 +86,12 @@ pub struct CreateTopic {
     pub assignments: Vec<ReplicaAssignment>,
     /// Config overrides, already validated by the caller.
     pub configs: BTreeMap<String, String>,
+    /// The topic id to give the topic (none: a new random one). Set when a broker brings
+    /// a topic it already holds into the cluster (the in-place upgrade of a single-node
+    /// data directory), so that its local partitions keep their id. Refused when nil,
+    /// reserved or another topic's.
+    #[serde(default)]
+    pub topic_id: Option<Uuid>,
 }
 
 /// A topic CreateTopics will create once the records are applied.
