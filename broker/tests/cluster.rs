@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{batch, name, Client};
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -518,9 +519,22 @@ async fn an_interrupted_upgrade_resumes_with_the_local_topic_ids() {
         kept.topic_id,
         "the adopted topic keeps its local id"
     );
+    // The cluster's own "taken", on node 2 (node 1's directory has no such partition).
     let mut node2 = Client::connect(layout.client_addr(2)).await;
-    let taken_here = node2.create_topic("taken", 1, &[]).await.topics[0].clone();
-    assert_eq!(taken_here.error_code, 0);
+    let request = kafka_protocol::messages::CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name("taken"))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_assignments(vec![CreatableReplicaAssignment::default()
+                .with_partition_index(0)
+                .with_broker_ids(vec![BrokerId(2)])])])
+        .with_timeout_ms(5000);
+    // Refused (INVALID_REPLICA_ASSIGNMENT) until node 2 is unfenced.
+    let taken_here = eventually!("node 2 takes a manual assignment", {
+        let answer: kafka_protocol::messages::CreateTopicsResponse = node2.send(7, &request).await;
+        Some(answer.topics[0].clone()).filter(|t| t.error_code == 0)
+    });
     assert_ne!(taken_here.topic_id, taken.topic_id);
 
     // Node 1 crashes; it restarts with the upgrade pending, as after a crash before the
