@@ -97,7 +97,7 @@ pub struct CreateTopic {
 /// A topic CreateTopics will create once the records are applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedTopic {
-    /// The new topic id.
+    /// The topic's id: the one the request asked for, or a new random one.
     pub topic_id: Uuid,
     /// Its partition count.
     pub num_partitions: i32,
