@@ -1,8 +1,8 @@
 //! Three brokers in one process forming a cluster over loopback (127.0.0.1-3), spoken to
 //! over real sockets: partitions spread over the brokers, data requests routed to leaders
 //! (NOT_LEADER_OR_FOLLOWER with KIP-951 hints, leader epoch checks), and a data directory
-//! written by a single-node broker upgraded in place with its records and committed
-//! offsets. The Python suite (tests/cluster/test_sluice_cluster.py) covers real clients,
+//! written by a single-node broker upgraded in place with its records, committed offsets
+//! and producer ids, resuming with the same topic ids after a crash. The Python suite (tests/cluster/test_sluice_cluster.py) covers real clients,
 //! kill -9 and failover on separate processes.
 
 mod common;
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{batch, name, Client};
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -21,9 +22,9 @@ use kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopics,
 };
 use kafka_protocol::messages::{
-    BrokerId, FetchRequest, FetchResponse, GroupId, MetadataRequest, MetadataResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    ProduceResponse, TopicName,
+    BrokerId, FetchRequest, FetchResponse, GroupId, InitProducerIdRequest, InitProducerIdResponse,
+    MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use sluice_broker::{Broker, BrokerConfig, BrokerHandle};
@@ -340,7 +341,17 @@ async fn a_single_node_data_dir_is_upgraded_in_place_with_records_and_offsets() 
         .partitions
         .iter()
         .all(|p| p.error_code == 0));
+    // Producer ids the single node handed out, over two starts (each start skips the
+    // rest of its block): the adopted partitions may hold producer state for them.
+    let mut single_ids = vec![init_producer_id(&mut client).await];
     single.shutdown().await.expect("clean shutdown");
+    let single = common::start(dirs[0].path(), &[]).await;
+    let mut client = Client::connect(single.local_addr()).await;
+    single_ids.push(init_producer_id(&mut client).await);
+    single_ids.push(init_producer_id(&mut client).await);
+    single.shutdown().await.expect("clean shutdown");
+    let single_max = *single_ids.iter().max().unwrap();
+    assert!(single_max >= 1000, "{single_ids:?}");
 
     // The same directory as node 1 of a new three-node cluster.
     let layout = Layout::new();
@@ -394,6 +405,182 @@ async fn a_single_node_data_dir_is_upgraded_in_place_with_records_and_offsets() 
     assert!(
         !dirs[0].path().join("cluster-upgrade-pending").exists(),
         "the upgrade finished"
+    );
+    // No broker hands out an id the single node handed out.
+    let mut cluster_ids = Vec::new();
+    for node in 1..=3 {
+        let mut client = Client::connect(layout.client_addr(node)).await;
+        for _ in 0..2 {
+            cluster_ids.push(eventually!(
+                "a producer id",
+                try_init_producer_id(&mut client).await
+            ));
+        }
+    }
+    assert!(
+        cluster_ids.iter().all(|&id| id > single_max),
+        "single node: {single_ids:?}, cluster: {cluster_ids:?}"
+    );
+    let mut distinct = cluster_ids.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), cluster_ids.len(), "{cluster_ids:?}");
+    stop(handles).await;
+}
+
+/// InitProducerId for an idempotent producer: the id, or `None` on an error.
+async fn try_init_producer_id(client: &mut Client) -> Option<i64> {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(-1);
+    let response: InitProducerIdResponse = client.send(4, &request).await;
+    (response.error_code == 0).then_some(response.producer_id.0)
+}
+
+async fn init_producer_id(client: &mut Client) -> i64 {
+    try_init_producer_id(client).await.expect("a producer id")
+}
+
+/// The topic id `addr` gives `topic`, once it knows the topic.
+async fn topic_id(addr: SocketAddr, topic: &str) -> uuid::Uuid {
+    eventually!("the topic's id", {
+        let m = metadata(addr, Some(&[topic])).await;
+        m.topics
+            .first()
+            .filter(|t| t.error_code == 0 && !t.topic_id.is_nil())
+            .map(|t| t.topic_id)
+    })
+}
+
+/// Copies the partition directories of `topic` from one data directory to another.
+fn copy_topic(from: &Path, to: &Path, topic: &str) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(&format!("{topic}-")) || !entry.file_type().unwrap().is_dir() {
+            continue;
+        }
+        std::fs::create_dir(to.join(&name)).unwrap();
+        for file in std::fs::read_dir(entry.path()).unwrap() {
+            let file = file.unwrap();
+            std::fs::copy(file.path(), to.join(&name).join(file.file_name())).unwrap();
+        }
+    }
+}
+
+/// The entries of a data directory whose name contains `part`.
+fn entries_with(dir: &Path, part: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(part))
+        .collect()
+}
+
+/// A crash of the upgraded node before the upgrade was marked complete: the next start
+/// resumes it. Topics already adopted keep their (local) topic ids and are not strays, a
+/// topic not adopted yet is adopted with its local id, and one whose name the cluster
+/// gave another topic in the meantime is set aside (logged once, kept on disk as a stray)
+/// without blocking the upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_upgrade_resumes_with_the_local_topic_ids() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let spare = tempfile::tempdir().unwrap();
+    let marker = dirs[0].path().join("cluster-upgrade-pending");
+
+    let single = common::start(dirs[0].path(), &[]).await;
+    let mut client = Client::connect(single.local_addr()).await;
+    let kept = client.create_topic("kept", 2, &[]).await.topics[0].clone();
+    assert_eq!(kept.error_code, 0);
+    for partition in 0..2 {
+        let (code, _) = client
+            .produce("kept", partition, batch(&[(None, "k")]))
+            .await;
+        assert_eq!(code, 0);
+    }
+    single.shutdown().await.expect("clean shutdown");
+    // Two more topics of a single node, planted in node 1's directory before its restart:
+    // one the crash interrupted before its adoption, one whose name the cluster takes.
+    let other = common::start(spare.path(), &[]).await;
+    let mut client = Client::connect(other.local_addr()).await;
+    let late = client.create_topic("late", 1, &[]).await.topics[0].clone();
+    let taken = client.create_topic("taken", 1, &[]).await.topics[0].clone();
+    assert_eq!((late.error_code, taken.error_code), (0, 0));
+    let (code, _) = client.produce("late", 0, batch(&[(None, "l")])).await;
+    assert_eq!(code, 0);
+    other.shutdown().await.expect("clean shutdown");
+
+    let layout = Layout::new();
+    let paths: Vec<&Path> = dirs.iter().map(|d| d.path()).collect();
+    let mut handles = start_cluster(&layout, &paths).await;
+    common::wait_until("the first upgrade finishes", || !marker.exists()).await;
+    assert_eq!(
+        topic_id(layout.client_addr(2), "kept").await,
+        kept.topic_id,
+        "the adopted topic keeps its local id"
+    );
+    // The cluster's own "taken", on node 2 (node 1's directory has no such partition).
+    let mut node2 = Client::connect(layout.client_addr(2)).await;
+    let request = kafka_protocol::messages::CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name("taken"))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_assignments(vec![CreatableReplicaAssignment::default()
+                .with_partition_index(0)
+                .with_broker_ids(vec![BrokerId(2)])])])
+        .with_timeout_ms(5000);
+    // Refused (INVALID_REPLICA_ASSIGNMENT) until node 2 is unfenced.
+    let taken_here = eventually!("node 2 takes a manual assignment", {
+        let answer: kafka_protocol::messages::CreateTopicsResponse = node2.send(7, &request).await;
+        Some(answer.topics[0].clone()).filter(|t| t.error_code == 0)
+    });
+    assert_ne!(taken_here.topic_id, taken.topic_id);
+
+    // Node 1 crashes; it restarts with the upgrade pending, as after a crash before the
+    // marker was removed, and with the two planted topics.
+    handles.remove(0).kill().await;
+    std::fs::write(&marker, "# pending\n").unwrap();
+    copy_topic(spare.path(), dirs[0].path(), "late");
+    copy_topic(spare.path(), dirs[0].path(), "taken");
+    handles.insert(
+        0,
+        Broker::start(layout.config(1, dirs[0].path()))
+            .await
+            .expect("node 1 restarts"),
+    );
+    common::wait_until("the resumed upgrade finishes", || !marker.exists()).await;
+
+    assert_eq!(topic_id(layout.client_addr(3), "kept").await, kept.topic_id);
+    assert_eq!(
+        topic_id(layout.client_addr(3), "late").await,
+        late.topic_id,
+        "the topic adopted on resume keeps its local id"
+    );
+    assert_eq!(
+        topic_id(layout.client_addr(3), "taken").await,
+        taken_here.topic_id,
+        "the cluster's topic is untouched"
+    );
+    let mut node1 = Client::connect(layout.client_addr(1)).await;
+    for (topic, partition) in [("kept", 0), ("kept", 1), ("late", 0)] {
+        let data = eventually!("the adopted partition serves its records", {
+            let answer: FetchResponse = node1
+                .send(12, &Client::fetch_request(topic, partition, 0, 0, 0))
+                .await;
+            let p = answer.responses[0].partitions[0].clone();
+            (p.error_code == 0).then_some(p)
+        });
+        assert_eq!(data.high_watermark, 1, "{topic}-{partition}");
+    }
+    // Only the planted topic whose name was taken became a stray (kept on disk).
+    let strays = eventually!("the set-aside topic's replica is a stray", {
+        let strays = entries_with(dirs[0].path(), "-stray");
+        (!strays.is_empty()).then_some(strays)
+    });
+    assert!(
+        strays.iter().all(|n| n.starts_with("taken-0")),
+        "{strays:?}"
     );
     stop(handles).await;
 }

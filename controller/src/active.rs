@@ -76,6 +76,7 @@ pub(crate) enum Op {
     AllocateProducerIds {
         broker_id: BrokerId,
         broker_epoch: i64,
+        at_least: i64,
         reply: Reply<ProducerIdBlock>,
     },
     AlterPartition(AlterPartitionRequest, Reply<PartitionRegistration>),
@@ -397,14 +398,17 @@ impl<L: Log> ControllerTask<L> {
             Op::AllocateProducerIds {
                 broker_id,
                 broker_epoch,
+                at_least,
                 reply,
-            } => match c.allocate_producer_ids(&image, broker_id, broker_epoch) {
-                Err(e) => send(reply, Err(ControllerError::Request(e))),
-                Ok((block, records)) => {
-                    let result = self.commit_if_any(a, &image, records, block).await;
-                    send(reply, result)
+            } => {
+                match c.allocate_producer_ids_at_least(&image, broker_id, broker_epoch, at_least) {
+                    Err(e) => send(reply, Err(ControllerError::Request(e))),
+                    Ok((block, records)) => {
+                        let result = self.commit_if_any(a, &image, records, block).await;
+                        send(reply, result)
+                    }
                 }
-            },
+            }
             Op::AlterPartition(req, reply) => match c.alter_partition(&image, &req) {
                 Err(e) => send(reply, Err(ControllerError::Request(e))),
                 Ok(records) => {

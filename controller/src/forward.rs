@@ -104,10 +104,12 @@ impl Local {
             R::AllocateProducerIds {
                 broker_id,
                 broker_epoch,
+                at_least,
             } => answered(
                 call(requests, timeout, |reply| Op::AllocateProducerIds {
                     broker_id,
                     broker_epoch,
+                    at_least,
                     reply,
                 })
                 .await?,

@@ -50,6 +50,10 @@ pub enum ControllerRequest {
     AllocateProducerIds {
         broker_id: BrokerId,
         broker_epoch: i64,
+        /// The block starts at this id or above (0: at the next free id). Absent in
+        /// requests of builds before it: 0.
+        #[serde(default)]
+        at_least: i64,
     },
     AlterPartition(AlterPartitionRequest),
     ElectPreferredLeaders,
@@ -521,6 +525,7 @@ mod tests {
                     replicas: vec![1, 2],
                 }],
                 configs: BTreeMap::from([("cleanup.policy".into(), "compact".into())]),
+                topic_id: None,
             }]),
             ControllerRequest::DeleteTopics(vec![
                 TopicRef::Name("t".into()),
@@ -538,6 +543,7 @@ mod tests {
             ControllerRequest::AllocateProducerIds {
                 broker_id: 1,
                 broker_epoch: 9,
+                at_least: 5_000,
             },
             ControllerRequest::AlterPartition(AlterPartitionRequest {
                 broker_id: 1,
@@ -658,6 +664,50 @@ mod tests {
         huge.truncate(at);
         huge.extend_from_slice(&[0x9b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
         assert!(decode_request(&huge).is_err());
+    }
+
+    /// Removes the map entry `field` wherever it occurs in a CBOR value.
+    fn without_field(value: ciborium::Value, field: &str) -> ciborium::Value {
+        use ciborium::Value;
+        match value {
+            Value::Map(entries) => Value::Map(
+                entries
+                    .into_iter()
+                    .filter(|(k, _)| k.as_text() != Some(field))
+                    .map(|(k, v)| (k, without_field(v, field)))
+                    .collect(),
+            ),
+            Value::Array(items) => {
+                Value::Array(items.into_iter().map(|v| without_field(v, field)).collect())
+            }
+            other => other,
+        }
+    }
+
+    #[test]
+    fn requests_of_builds_without_the_newer_fields_still_decode() {
+        let requests = [
+            ControllerRequest::AllocateProducerIds {
+                broker_id: 1,
+                broker_epoch: 9,
+                at_least: 0,
+            },
+            ControllerRequest::CreateTopics(vec![CreateTopic {
+                name: "t".into(),
+                num_partitions: 1,
+                replication_factor: 1,
+                assignments: Vec::new(),
+                configs: BTreeMap::new(),
+                topic_id: None,
+            }]),
+        ];
+        for (request, field) in requests.into_iter().zip(["at_least", "topic_id"]) {
+            let bytes = encode_request(&request, 5).unwrap();
+            let value: ciborium::Value = ciborium::from_reader(&bytes[..]).unwrap();
+            let old = to_cbor(&without_field(value, field)).unwrap();
+            assert_ne!(old, bytes, "{field} was in the encoding");
+            assert_eq!(decode_request(&old).unwrap(), (request, 5));
+        }
     }
 
     #[test]

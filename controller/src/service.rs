@@ -347,10 +347,25 @@ impl MetadataService {
         broker_id: BrokerId,
         broker_epoch: i64,
     ) -> Result<Committed<ProducerIdBlock>> {
+        self.reserve_producer_ids_above(broker_id, broker_epoch, 0)
+            .await
+    }
+
+    /// AllocateProducerIds for a block starting at `floor` or above: the ids below the
+    /// block are never given out, and every later block (of any broker) is above it. A
+    /// broker upgrading a single-node data directory reserves the ids its single node
+    /// handed out this way.
+    pub async fn reserve_producer_ids_above(
+        &self,
+        broker_id: BrokerId,
+        broker_epoch: i64,
+        floor: i64,
+    ) -> Result<Committed<ProducerIdBlock>> {
         let a = self
             .request(R::AllocateProducerIds {
                 broker_id,
                 broker_epoch,
+                at_least: floor,
             })
             .await?;
         expect!(a, A::AllocateProducerIds(v) => v)

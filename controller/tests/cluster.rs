@@ -28,6 +28,7 @@ fn tune(config: &mut MetadataServiceConfig) {
 
 fn topic(name: &str, partitions: i32) -> CreateTopic {
     CreateTopic {
+        topic_id: None,
         name: name.into(),
         num_partitions: partitions,
         replication_factor: 1,

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 
 fn topic(name: &str, partitions: i32) -> CreateTopic {
     CreateTopic {
+        topic_id: None,
         name: name.into(),
         num_partitions: partitions,
         replication_factor: 1,

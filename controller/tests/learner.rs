@@ -34,6 +34,7 @@ async fn a_learner_follows_the_log_and_forwards_requests() {
             replication_factor: -1,
             assignments: Vec::new(),
             configs: Default::default(),
+            topic_id: None,
         }])
         .await
         .unwrap();

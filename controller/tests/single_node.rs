@@ -42,6 +42,7 @@ async fn active(service: &MetadataService) {
 
 fn topic(name: &str, partitions: i32, rf: i16) -> CreateTopic {
     CreateTopic {
+        topic_id: None,
         name: name.into(),
         num_partitions: partitions,
         replication_factor: rf,
@@ -153,6 +154,17 @@ async fn sole_voter_serves_every_request_without_a_listener() {
     assert_eq!(b2.first_id, b1.first_id + b1.size);
     let stale = service.allocate_producer_ids(1, epoch - 1).await;
     assert_eq!(stale.unwrap_err().kafka_error_name(), "STALE_BROKER_EPOCH");
+    // A reservation above the next free id (the ids of an upgraded single node): the
+    // block starts there and the next block follows it.
+    let floor = b2.first_id + 50_000;
+    let reserved = service
+        .reserve_producer_ids_above(1, epoch, floor)
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(reserved.first_id, floor);
+    let b3 = service.allocate_producer_ids(1, epoch).await.unwrap().value;
+    assert_eq!(b3.first_id, floor + reserved.size);
 
     // AlterPartition: a compare-and-set on the partition epoch.
     let p0 = service.image().partition(a.topic_id, 0).unwrap().clone();

@@ -468,7 +468,8 @@ impl Controller {
         image: &MetadataImage,
         topics: &[CreateTopic],
     ) -> Outcome<CreatedTopic> {
-        let duplicates = duplicates(topics.iter().map(|t| t.name.as_str()));
+        let duplicate_names = duplicates(topics.iter().map(|t| t.name.as_str()));
+        let duplicate_ids = duplicates(topics.iter().filter_map(|t| t.topic_id));
         let mut taken: BTreeMap<String, String> = image
             .topics()
             .map(|t| (collision_key(&t.name), t.name.clone()))
@@ -478,10 +479,15 @@ impl Controller {
         let results = topics
             .iter()
             .map(|topic| {
-                if duplicates.contains(topic.name.as_str()) {
+                if duplicate_names.contains(topic.name.as_str()) {
                     return Err(MetadataError::InvalidRequest(
                         "Duplicate topic name.".into(),
                     ));
+                }
+                if let Some(id) = topic.topic_id.filter(|id| duplicate_ids.contains(id)) {
+                    return Err(MetadataError::InvalidRequest(format!(
+                        "Duplicate topic id {id}."
+                    )));
                 }
                 let (created, topic_records) =
                     self.create_topic(image, &usable, &taken, topic, records.len())?;
@@ -510,6 +516,9 @@ impl Controller {
                 "Topic '{}' collides with existing topic: {existing}",
                 topic.name
             )));
+        }
+        if let Some(id) = topic.topic_id {
+            check_requested_topic_id(image, &topic.name, id)?;
         }
         let replica_lists = if topic.assignments.is_empty() {
             let partitions = match topic.num_partitions {
@@ -551,7 +560,7 @@ impl Controller {
             }
             lists
         };
-        let topic_id = new_topic_id(image);
+        let topic_id = topic.topic_id.unwrap_or_else(|| new_topic_id(image));
         let mut records = vec![MetadataRecord::Topic(TopicRecord {
             name: topic.name.clone(),
             topic_id,
@@ -756,8 +765,28 @@ impl Controller {
         broker_id: BrokerId,
         broker_epoch: i64,
     ) -> Result<(ProducerIdBlock, Vec<MetadataRecord>)> {
+        self.allocate_producer_ids_at_least(image, broker_id, broker_epoch, 0)
+    }
+
+    /// AllocateProducerIds whose block starts at `at_least` or above: the block starts at
+    /// the larger of the next free id and `at_least`, and the ids skipped are never
+    /// given out. A broker upgrading a single-node data directory asks for one such block
+    /// above the ids the single node handed out (its partitions still hold producer state
+    /// for them), so that every later block, of any broker, is above them too.
+    pub fn allocate_producer_ids_at_least(
+        &self,
+        image: &MetadataImage,
+        broker_id: BrokerId,
+        broker_epoch: i64,
+        at_least: i64,
+    ) -> Result<(ProducerIdBlock, Vec<MetadataRecord>)> {
         current_broker(image, broker_id, broker_epoch)?;
-        let first_id = image.next_producer_id();
+        if at_least < 0 {
+            return Err(MetadataError::InvalidRequest(format!(
+                "a producer id block cannot start at {at_least}"
+            )));
+        }
+        let first_id = image.next_producer_id().max(at_least);
         let size = self.config.producer_id_block_size;
         if size <= 0 || first_id.checked_add(size).is_none() {
             return Err(MetadataError::ProducerIdsExhausted);
@@ -997,12 +1026,32 @@ fn new_partition(
     }))
 }
 
+/// Topic ids no topic may have, as in Kafka (`Uuid.RESERVED`): the nil id, which Kafka
+/// requests use for "no id", and `AAAAAAAAAAAAAAAAAAAAAQ`, the id of the metadata topic.
+pub const RESERVED_TOPIC_IDS: [Uuid; 2] = [Uuid::nil(), Uuid::from_u128(1)];
+
+/// Whether a topic id a CreateTopics request asks for may be given to topic `name`.
+fn check_requested_topic_id(image: &MetadataImage, name: &str, id: Uuid) -> Result<()> {
+    if RESERVED_TOPIC_IDS.contains(&id) {
+        return Err(MetadataError::InvalidRequest(format!(
+            "Topic id {id} is reserved and cannot be given to topic '{name}'."
+        )));
+    }
+    if let Some(other) = image.topic_by_id(id) {
+        return Err(MetadataError::InvalidRequest(format!(
+            "Topic id {id} is already the id of topic '{}'; it cannot be given to topic '{name}'.",
+            other.name
+        )));
+    }
+    Ok(())
+}
+
 /// A fresh topic id: random (never reused across deletes, unlike a seeded sequence), not
 /// nil and not in use.
 fn new_topic_id(image: &MetadataImage) -> Uuid {
     loop {
         let id = Uuid::new_v4();
-        if !id.is_nil() && image.topic_by_id(id).is_none() {
+        if !RESERVED_TOPIC_IDS.contains(&id) && image.topic_by_id(id).is_none() {
             return id;
         }
     }

@@ -466,9 +466,12 @@ impl MetadataImage {
             }
             MetadataRecord::ProducerIds(r) => {
                 self.current_broker(r.broker_id, r.broker_epoch)?;
-                if r.first_producer_id != self.next_producer_id {
+                // A block may start past the next free id (ids reserved before the
+                // cluster existed, see `Controller::allocate_producer_ids`), never before:
+                // blocks stay increasing and never overlap.
+                if r.first_producer_id < self.next_producer_id {
                     return Err(format!(
-                        "producer id block starts at {}, the next free id is {}",
+                        "producer id block starts at {}, below the next free id {}",
                         r.first_producer_id, self.next_producer_id
                     ));
                 }

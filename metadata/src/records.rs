@@ -223,8 +223,9 @@ pub struct RemoveTopicRecord {
 }
 
 /// A block of producer ids is given to a broker (Kafka's `ProducerIdsRecord`, which stores
-/// only the block's end). `first_producer_id` must be the image's next producer id, so
-/// blocks never overlap, cluster-wide.
+/// only the block's end). `first_producer_id` must be at least the image's next producer
+/// id (usually equal; past it when ids below were reserved outside the cluster), so blocks
+/// never overlap and only grow, cluster-wide.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProducerIdsRecord {

@@ -155,6 +155,7 @@ impl Harness {
                 replication_factor: rf,
                 assignments: vec![],
                 configs: BTreeMap::new(),
+                topic_id: None,
             }],
         );
         let created = outcome.results.into_iter().next().unwrap().unwrap();

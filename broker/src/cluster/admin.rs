@@ -163,6 +163,7 @@ pub async fn create_topics(
                     })
                     .collect(),
                 configs,
+                topic_id: None,
             })
         };
         checked.push(entry);

@@ -108,6 +108,7 @@ async fn create_offsets_topic(state: &BrokerState, node: &ClusterNode) {
             })
             .collect(),
         configs: groups::offsets_topic_overrides(),
+        topic_id: None,
     };
     match node.service.create_topics(vec![topic]).await {
         Ok(committed) => match committed.value.into_iter().next() {

@@ -89,6 +89,7 @@ pub async fn handle(
                         replication_factor: -1,
                         assignments: Vec::new(),
                         configs: Default::default(),
+                        topic_id: None,
                     })
                 }
                 _ => None,

@@ -156,34 +156,6 @@ impl TopicRegistry {
         Ok(())
     }
 
-    /// Gives a local topic the id the metadata gave it when this broker's topics were
-    /// adopted by a new cluster (see `cluster::upgrade`): rewrites every local partition's
-    /// `partition.metadata` and re-registers the topic under the new id (blocking). A crash
-    /// part-way leaves partitions with either id; the next start loads the topic under the
-    /// id of its lowest partition and the adoption finishes the rest.
-    pub fn retag_topic(&self, old: Uuid, new: Uuid) -> Result<(), AdminError> {
-        let _admin = self.lock_admin();
-        let Some(topic) = self.get_by_id(old) else {
-            return Ok(());
-        };
-        for p in topic.partitions().iter() {
-            let dir = datadir::partition_dir(&self.data_dir, &topic.name, p.index);
-            datadir::write_partition_metadata(&dir, new)?;
-        }
-        let retagged = Arc::new(Topic {
-            name: topic.name.clone(),
-            id: new,
-            overrides: RwLock::new(topic.overrides()),
-            config: RwLock::new(topic.config()),
-            partitions: RwLock::new(topic.partitions()),
-        });
-        let mut maps = self.write_maps();
-        maps.by_id.remove(&old);
-        maps.by_id.insert(new, retagged.clone());
-        maps.by_name.insert(retagged.name.clone(), retagged);
-        Ok(())
-    }
-
     /// Replaces a topic's config overrides with the metadata's, if they differ (blocking).
     pub fn sync_overrides(
         &self,

@@ -245,6 +245,7 @@ impl Setup {
                 replicas,
             }],
             configs: BTreeMap::new(),
+            topic_id: None,
         };
         let created = self
             .call(|r| Op::CreateTopics(vec![topic], r))
@@ -319,6 +320,7 @@ async fn any_unclear_failure_puts_a_barrier_before_the_next_decision() {
         replication_factor: 1,
         assignments: Vec::new(),
         configs: BTreeMap::new(),
+        topic_id: None,
     };
     let failed = s.call(|r| Op::CreateTopics(vec![topic("a")], r)).await;
     assert!(
@@ -378,6 +380,7 @@ async fn a_stalled_loop_does_not_fence_brokers_that_heartbeated_during_the_stall
         replication_factor: 1,
         assignments: Vec::new(),
         configs: BTreeMap::new(),
+        topic_id: None,
     };
     // The loop is stuck in this proposal for the whole request timeout.
     let stalled = s.call(|r| Op::CreateTopics(vec![topic], r)).await;
@@ -425,6 +428,7 @@ async fn requests_whose_caller_gave_up_are_not_executed() {
         replication_factor: 1,
         assignments: Vec::new(),
         configs: BTreeMap::new(),
+        topic_id: None,
     };
     s.log.hold();
     let (requests, timeout) = (s.requests.clone(), s.timeout);

@@ -86,12 +86,18 @@ pub struct CreateTopic {
     pub assignments: Vec<ReplicaAssignment>,
     /// Config overrides, already validated by the caller.
     pub configs: BTreeMap<String, String>,
+    /// The topic id to give the topic (none: a new random one). Set when a broker brings
+    /// a topic it already holds into the cluster (the in-place upgrade of a single-node
+    /// data directory), so that its local partitions keep their id. Refused when nil,
+    /// reserved or another topic's.
+    #[serde(default)]
+    pub topic_id: Option<Uuid>,
 }
 
 /// A topic CreateTopics will create once the records are applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedTopic {
-    /// The new topic id.
+    /// The topic's id: the one the request asked for, or a new random one.
     pub topic_id: Uuid,
     /// Its partition count.
     pub num_partitions: i32,

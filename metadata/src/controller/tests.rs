@@ -27,6 +27,7 @@ fn create(name: &str, partitions: i32, rf: i16) -> CreateTopic {
         replication_factor: rf,
         assignments: vec![],
         configs: BTreeMap::new(),
+        topic_id: None,
     }
 }
 
@@ -622,6 +623,160 @@ fn producer_id_blocks_are_unique_and_increasing() {
 }
 
 #[test]
+fn a_block_can_start_above_the_next_free_id_and_later_blocks_follow_it() {
+    let mut h = three_brokers();
+    let (first, records) = h
+        .controller
+        .allocate_producer_ids(&h.image, 1, h.epoch(1))
+        .unwrap();
+    h.commit(records).unwrap();
+    assert_eq!(first.first_id, 0);
+    // Below the next free id: the next free id wins (nothing is given out twice).
+    let (low, records) = h
+        .controller
+        .allocate_producer_ids_at_least(&h.image, 2, h.epoch(2), 10)
+        .unwrap();
+    h.commit(records).unwrap();
+    assert_eq!(low.first_id, PRODUCER_ID_BLOCK_SIZE);
+    // Above it: the block starts there, and every later block of any broker after it.
+    let floor = 123_456;
+    let (high, records) = h
+        .controller
+        .allocate_producer_ids_at_least(&h.image, 3, h.epoch(3), floor)
+        .unwrap();
+    h.commit(records).unwrap();
+    assert_eq!((high.broker_id, high.first_id), (3, floor));
+    assert_eq!(h.image.next_producer_id(), floor + PRODUCER_ID_BLOCK_SIZE);
+    let (next, records) = h
+        .controller
+        .allocate_producer_ids(&h.image, 1, h.epoch(1))
+        .unwrap();
+    h.commit(records).unwrap();
+    assert_eq!(next.first_id, floor + PRODUCER_ID_BLOCK_SIZE);
+    // Refused: a negative floor, a floor with no room for a block, a stale epoch.
+    assert_eq!(
+        error_name(
+            &h.controller
+                .allocate_producer_ids_at_least(&h.image, 1, h.epoch(1), -1)
+        ),
+        "INVALID_REQUEST"
+    );
+    assert_eq!(
+        error_name(&h.controller.allocate_producer_ids_at_least(
+            &h.image,
+            1,
+            h.epoch(1),
+            i64::MAX - 10
+        )),
+        "UNKNOWN_SERVER_ERROR"
+    );
+    assert_eq!(
+        error_name(&h.controller.allocate_producer_ids_at_least(
+            &h.image,
+            1,
+            h.epoch(1) - 1,
+            floor
+        )),
+        "STALE_BROKER_EPOCH"
+    );
+    // A block decided on an older image that now starts below the next free id is
+    // refused when applied.
+    let (_, stale) = h
+        .controller
+        .allocate_producer_ids_at_least(&h.image, 1, h.epoch(1), 0)
+        .unwrap();
+    let (_, records) = h
+        .controller
+        .allocate_producer_ids_at_least(&h.image, 2, h.epoch(2), 0)
+        .unwrap();
+    h.commit(records).unwrap();
+    let before = h.image.next_producer_id();
+    assert!(h.commit(stale).is_err());
+    assert_eq!(h.image.next_producer_id(), before);
+}
+
+#[test]
+fn a_topic_can_be_created_with_the_id_it_asks_for() {
+    let mut h = three_brokers();
+    let wanted = Uuid::new_v4();
+    let outcome = h.controller.create_topics(
+        &h.image,
+        &[CreateTopic {
+            topic_id: Some(wanted),
+            ..create("kept", 2, 1)
+        }],
+    );
+    assert_eq!(outcome.results[0].as_ref().unwrap().topic_id, wanted);
+    h.commit(outcome.records).unwrap();
+    assert_eq!(h.image.topic("kept").unwrap().id, wanted);
+    assert_eq!(h.image.topic_by_id(wanted).unwrap().partitions.len(), 2);
+
+    let other = Uuid::new_v4();
+    let cases: Vec<(Vec<CreateTopic>, &str, &str)> = vec![
+        // The nil id and the metadata topic's id are reserved.
+        (
+            vec![CreateTopic {
+                topic_id: Some(Uuid::nil()),
+                ..create("a", 1, 1)
+            }],
+            "INVALID_REQUEST",
+            "reserved",
+        ),
+        (
+            vec![CreateTopic {
+                topic_id: Some(Uuid::from_u128(1)),
+                ..create("a", 1, 1)
+            }],
+            "INVALID_REQUEST",
+            "reserved",
+        ),
+        // Another topic's id.
+        (
+            vec![CreateTopic {
+                topic_id: Some(wanted),
+                ..create("a", 1, 1)
+            }],
+            "INVALID_REQUEST",
+            "already the id of topic 'kept'",
+        ),
+        // The same name again, with its own id: the name rule comes first.
+        (
+            vec![CreateTopic {
+                topic_id: Some(wanted),
+                ..create("kept", 2, 1)
+            }],
+            "TOPIC_ALREADY_EXISTS",
+            "already exists",
+        ),
+        // One id twice in one request.
+        (
+            vec![
+                CreateTopic {
+                    topic_id: Some(other),
+                    ..create("a", 1, 1)
+                },
+                CreateTopic {
+                    topic_id: Some(other),
+                    ..create("b", 1, 1)
+                },
+            ],
+            "INVALID_REQUEST",
+            "Duplicate topic id",
+        ),
+    ];
+    for (request, expected, message) in cases {
+        let outcome = h.controller.create_topics(&h.image, &request);
+        assert!(outcome.records.is_empty(), "{request:?}");
+        for result in &outcome.results {
+            assert_eq!(error_name(result), expected, "{request:?}");
+            let text = result.as_ref().unwrap_err().to_string();
+            assert!(text.contains(message), "{text}");
+        }
+    }
+    assert_eq!(h.image.topics().count(), 1);
+}
+
+#[test]
 fn create_delete_and_recreate_gives_a_new_topic_id_and_drops_configs() {
     let mut h = three_brokers();
     let outcome = h.controller.create_topics(
@@ -789,6 +944,7 @@ fn explicit_replica_assignments_are_checked() {
             })
             .collect(),
         configs: BTreeMap::new(),
+        topic_id: None,
     };
     let cases: Vec<(CreateTopic, &str)> = vec![
         (

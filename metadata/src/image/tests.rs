@@ -549,6 +549,7 @@ fn run(ops: &[Op]) -> Harness {
                             replication_factor: *rf,
                             assignments: vec![],
                             configs: BTreeMap::from([("k".into(), "v".into())]),
+                            topic_id: None,
                         }],
                     )
                     .records
