@@ -11,6 +11,7 @@
 //! The calls go to the active controller wherever it is (the metadata service forwards
 //! them), so this task does not care which node leads the quorum.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -158,10 +159,12 @@ async fn register(
 /// the broker shuts down (`false`).
 async fn heartbeat_until_lost(
     state: &Arc<BrokerState>,
-    node: &ClusterNode,
+    node: &Arc<ClusterNode>,
     epoch: i64,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
+    // Held only to be dropped with this loop (see `AbortOnDrop`).
+    let mut _adoption: Option<AbortOnDrop> = None;
     let mut failing_since: Option<Instant> = None;
     let mut warned = false;
     loop {
@@ -183,13 +186,21 @@ async fn heartbeat_until_lost(
                 }
                 let fenced = committed.value.is_fenced;
                 // Adopt a single-node data directory's topics once this broker may lead
-                // them (see `upgrade`).
+                // them (see `upgrade`), in a task of its own: an attempt may take seconds,
+                // and heartbeats must go on meanwhile or the broker is fenced.
                 if !fenced
                     && node.upgrading
                     && !node.is_settled()
-                    && super::upgrade::adopt(state, node).await
+                    && !node.adopting.swap(true, Ordering::AcqRel)
                 {
-                    node.set_settled();
+                    let (state, node) = (state.clone(), node.clone());
+                    // Dropped with this loop: a stopping (or killed) broker adopts no more.
+                    _adoption = Some(AbortOnDrop(tokio::spawn(async move {
+                        if super::upgrade::adopt(&state, &node).await {
+                            node.set_settled();
+                        }
+                        node.adopting.store(false, Ordering::Release);
+                    })));
                 }
                 if fenced != node.is_fenced() {
                     node.set_fenced(fenced);
@@ -269,6 +280,15 @@ async fn controlled_shutdown(node: &ClusterNode, epoch: i64) {
         "controlled shutdown did not finish in {CONTROLLED_SHUTDOWN_TIMEOUT:?}; stopping anyway \
          (the controller fences this broker when its session expires)"
     );
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Sleeps `d`; `true` if the broker began to shut down meanwhile.

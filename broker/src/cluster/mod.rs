@@ -77,6 +77,8 @@ pub struct ClusterNode {
     settled: AtomicBool,
     /// Whether this start upgrades a single-node data directory (see `upgrade`).
     pub upgrading: bool,
+    /// An adoption attempt is running (see `lifecycle`).
+    pub(crate) adopting: AtomicBool,
     /// `broker.heartbeat.interval.ms`.
     pub heartbeat_interval: Duration,
     /// `broker.session.timeout.ms`.
@@ -146,6 +148,7 @@ impl ClusterNode {
             fenced: AtomicBool::new(true),
             settled: AtomicBool::new(!upgrading),
             caught_up: tokio::sync::watch::channel(false).0,
+            adopting: AtomicBool::new(false),
             upgrading,
             heartbeat_interval: Duration::from_millis(cluster.broker_heartbeat_interval_ms),
             session_timeout: Duration::from_millis(cluster.broker_session_timeout_ms),

@@ -140,8 +140,8 @@ pub fn reconcile(
         match registry.ensure_replica(&topic.name, topic_id, partition, overrides) {
             Ok(true) => created += 1,
             Ok(false) => {}
-            // While an upgrade adopts this broker's topics, their new ids meet the old
-            // local ones until the adoption retags them: expected, retried next pass.
+            // While an upgrade is pending a local replica may not match the metadata yet
+            // (a name the adoption has not reached): expected, retried next pass.
             Err(e) if !caught_up => {
                 tracing::debug!(topic = %topic.name, partition, error = %e.message, "cannot create local replica yet");
             }
