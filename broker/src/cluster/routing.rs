@@ -106,14 +106,16 @@ pub fn check_leader(
 }
 
 /// The routing decisions of one request: the image is read once per request.
-pub struct Router {
+pub struct Router<'a> {
+    state: &'a crate::state::BrokerState,
     cluster: Option<(std::sync::Arc<ClusterNode>, std::sync::Arc<MetadataImage>)>,
 }
 
-impl Router {
+impl<'a> Router<'a> {
     /// For a request on `state`'s broker.
-    pub fn new(state: &crate::state::BrokerState) -> Router {
+    pub fn new(state: &'a crate::state::BrokerState) -> Router<'a> {
         Router {
+            state,
             cluster: state
                 .cluster
                 .as_ref()
@@ -134,15 +136,27 @@ impl Router {
                 check_leader(node.node_id, image, topic, partition, current_leader_epoch)
             }
             // A single node's leader epoch is always 0: a newer one is from the future.
-            None if current_leader_epoch > 0 => Err(Misrouted {
-                code: ResponseError::UnknownLeaderEpoch,
-                leader: None,
-            }),
+            // Checked only for a partition it has (an unknown one gets its own error from
+            // the handler, first, as before).
+            None if current_leader_epoch > 0 && self.has_local(topic, partition) => {
+                Err(Misrouted {
+                    code: ResponseError::UnknownLeaderEpoch,
+                    leader: None,
+                })
+            }
             None => Ok(Served {
                 leader_epoch: 0,
                 topic_id: None,
             }),
         }
+    }
+
+    fn has_local(&self, topic: TopicKey<'_>, partition: i32) -> bool {
+        let topic = match topic {
+            TopicKey::Name(name) => self.state.topics.get(name),
+            TopicKey::Id(id) => self.state.topics.get_by_id(id),
+        };
+        topic.is_some_and(|t| t.partition(partition).is_some())
     }
 
     /// Whether this broker runs in a cluster.
