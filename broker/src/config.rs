@@ -82,7 +82,8 @@ const BROKER_KEYS: &[BrokerKey] = &[
         name: "process.roles",
         default: "broker,controller",
         doc: "broker, controller, or broker,controller (also --process-roles). This build runs only broker,controller \
-              as a single node; other roles are parsed and checked, then refused at start (cluster mode is not wired yet)",
+              nodes (a single node or a multi-node cluster); other roles are parsed and checked, then refused at start \
+              (cluster mode is not wired yet)",
     },
     BrokerKey {
         name: "controller.quorum.voters",

@@ -19,9 +19,7 @@ each started by launcher.py as a combined broker + controller of a static quorum
 Requests meant for one chosen broker (Metadata "as broker 2 sees it", CreateTopics "through
 broker 3") are sent with kafka_wire.py; the clients pick their brokers themselves.
 
-Until sluice-broker runs as a cluster, every node refuses the configuration with "cluster mode
-is not wired yet" and every test here is skipped with that reason (only that: any other start
-failure fails the test). Every wait is a poll with a deadline.
+Any failure to start the cluster fails the test. Every wait is a poll with a deadline.
 
 With ``SLUICE_CLUSTER_TARGET=kafka`` (as ``scripts/cluster.sh test --kind kafka`` sets) the same
 tests run against 3 Apache Kafka 4.4 nodes, the reference: that is how the tests themselves were
@@ -45,7 +43,7 @@ import pytest
 
 import kafka_wire
 from javaclient import JavaClientError, java_command
-from launcher import NOT_WIRED, Cluster, ClusterError, ClusterNotWired, Node, start_cluster
+from launcher import Cluster, ClusterError, Node, start_cluster
 
 KIND = os.environ.get("SLUICE_CLUSTER_TARGET", "sluice").strip().lower() or "sluice"
 NODES = 3
@@ -105,18 +103,11 @@ def new_controller(cluster: Cluster, old: int) -> Optional[int]:
 
 
 def _start(base: Path) -> Cluster:
-    """Starts a 3-node Sluice cluster in base; skips the test if this sluice-broker does not run
-    as a cluster yet (and only then)."""
+    """Starts a 3-node Sluice cluster in base. Any failure to start fails the test: the broker
+    runs combined nodes as a cluster, so a refusal ("cluster mode is not wired yet") is a
+    regression, never a reason to skip."""
     try:
         return start_cluster(KIND, base, NODES, timeout=180)
-    except ClusterNotWired as e:
-        # The broker's own words, e.g. "sluice-broker: cluster mode is not wired yet:
-        # controller.quorum.voters=... names other nodes (this build runs only a single node)".
-        said = [line for line in str(e).splitlines() if NOT_WIRED in line]
-        pytest.skip(
-            f"this sluice-broker does not run a {NODES}-node cluster yet (these tests run once the broker "
-            f"is wired to the metadata quorum); it says: {said[-1].strip() if said else e}"
-        )
     except ClusterError as e:
         pytest.fail(str(e))
 
