@@ -256,6 +256,50 @@ async fn three_brokers_spread_partitions_and_route_clients_to_leaders() {
     let mut client = Client::connect(layout.client_addr(3)).await;
     let (code, _) = client.produce("missing", 0, batch(&[(None, "v")])).await;
     assert_eq!(code, ResponseError::UnknownTopicOrPartition.code());
+
+    // More partitions through one broker, a replication factor the cluster cannot keep
+    // refused, and the topic deleted through another; each seen everywhere.
+    let grow = kafka_protocol::messages::CreatePartitionsRequest::default()
+        .with_topics(vec![
+            kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(name("spread"))
+                .with_count(8)
+                // No assignment: the controller places them (the codec's default is an
+                // empty list, which Kafka refuses as too few assignments).
+                .with_assignments(None),
+        ])
+        .with_timeout_ms(5000);
+    let grown: kafka_protocol::messages::CreatePartitionsResponse = client.send(3, &grow).await;
+    assert_eq!(grown.results[0].error_code, 0, "{:?}", grown.results[0]);
+    assert_eq!(leaders(layout.client_addr(1), "spread", 8).await.len(), 8);
+    let rf3 = kafka_protocol::messages::CreateTopicsRequest::default()
+        .with_topics(vec![
+            kafka_protocol::messages::create_topics_request::CreatableTopic::default()
+                .with_name(name("rf3"))
+                .with_num_partitions(1)
+                .with_replication_factor(3),
+        ])
+        .with_timeout_ms(5000);
+    let refused: kafka_protocol::messages::CreateTopicsResponse = client.send(7, &rf3).await;
+    assert_eq!(
+        refused.topics[0].error_code,
+        ResponseError::InvalidReplicationFactor.code()
+    );
+    let delete = kafka_protocol::messages::DeleteTopicsRequest::default()
+        .with_topic_names(vec![name("spread")])
+        .with_timeout_ms(5000);
+    let mut node1 = Client::connect(layout.client_addr(1)).await;
+    let deleted: kafka_protocol::messages::DeleteTopicsResponse = node1.send(5, &delete).await;
+    assert_eq!(
+        deleted.responses[0].error_code, 0,
+        "{:?}",
+        deleted.responses[0]
+    );
+    let m = metadata(layout.client_addr(2), Some(&["spread"])).await;
+    assert_eq!(
+        m.topics[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
     stop(handles).await;
 }
 

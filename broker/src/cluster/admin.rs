@@ -8,7 +8,7 @@
 //! to the controller (which has no dry run): a name taken meanwhile by another broker's
 //! request can still make the real request fail.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -33,6 +33,7 @@ use uuid::Uuid;
 use super::ClusterNode;
 use crate::coordinator::store::OFFSETS_TOPIC;
 use crate::handlers::admin::configs;
+use crate::handlers::admin::topics::{self, duplicates};
 use crate::state::BrokerState;
 use crate::topics::AdminError;
 
@@ -107,13 +108,62 @@ fn check_single_replica(
     Ok(())
 }
 
-fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
-    let mut counts = HashMap::new();
-    for name in names {
-        *counts.entry(name).or_insert(0) += 1;
+/// Sends the request's checked entries to the active controller in one call, waits until
+/// this broker's image has applied the change, and gives every entry its outcome in
+/// request order: an entry refused here keeps its error; the others get the controller's
+/// per-item answer, or the whole call's error.
+async fn decide<T, A, F>(
+    node: &ClusterNode,
+    checked: Vec<Result<T, AdminError>>,
+    call: impl FnOnce(Vec<T>) -> F,
+) -> Vec<Result<A, AdminError>>
+where
+    F: std::future::Future<
+        Output = Result<
+            sluice_controller::Committed<Vec<Result<A, MetadataError>>>,
+            ControllerError,
+        >,
+    >,
+{
+    let mut entries = Vec::with_capacity(checked.len());
+    let mut to_send = Vec::new();
+    for entry in checked {
+        entries.push(match entry {
+            Ok(item) => {
+                to_send.push(item);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        });
     }
-    counts.retain(|_, n| *n > 1);
-    counts
+    let answers = if to_send.is_empty() {
+        Ok(Vec::new())
+    } else {
+        match call(to_send).await {
+            Ok(committed) => {
+                if let Err(e) = node.wait_applied(committed.offset).await {
+                    tracing::debug!(error = %e, "the change is not applied here in time");
+                }
+                Ok(committed.value)
+            }
+            Err(e) => Err(controller_error(&e)),
+        }
+    };
+    let mut answers = answers.map(|a| a.into_iter());
+    entries
+        .into_iter()
+        .map(|entry| match (entry, &mut answers) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(e)) => Err(e.clone()),
+            (Ok(()), Ok(answers)) => match answers.next() {
+                Some(answer) => answer.map_err(|e| metadata_error(&e)),
+                None => Err(AdminError::new(
+                    ResponseError::UnknownServerError,
+                    "the controller answered fewer items than were sent",
+                )),
+            },
+        })
+        .collect()
 }
 
 fn text(message: String) -> Option<StrBytes> {
@@ -182,42 +232,16 @@ pub async fn create_topics(
             }));
         }
     } else {
-        let to_send: Vec<CreateTopic> = checked
-            .iter()
-            .filter_map(|c| c.as_ref().ok().cloned())
-            .collect();
-        let answers = if to_send.is_empty() {
-            Ok(Vec::new())
-        } else {
-            match node.service.create_topics(to_send).await {
-                Ok(committed) => {
-                    if let Err(e) = node.wait_applied(committed.offset).await {
-                        tracing::debug!(error = %e, "created topics not applied here in time");
-                    }
-                    Ok(committed.value)
-                }
-                Err(e) => Err(controller_error(&e)),
-            }
-        };
-        let mut answers = answers.map(|a| a.into_iter());
-        for entry in checked {
-            outcomes.push(match (entry, &mut answers) {
-                (Err(e), _) => Err(e),
-                (Ok(_), Err(e)) => Err(e.clone()),
-                (Ok(_), Ok(answers)) => match answers.next() {
-                    Some(Ok(created)) => Ok((
-                        created.topic_id,
-                        created.num_partitions,
-                        created.replication_factor,
-                    )),
-                    Some(Err(e)) => Err(metadata_error(&e)),
-                    None => Err(AdminError::new(
-                        ResponseError::UnknownServerError,
-                        "the controller answered fewer topics than were sent",
-                    )),
-                },
-            });
-        }
+        let decided = decide(node, checked, |topics| node.service.create_topics(topics)).await;
+        outcomes.extend(decided.into_iter().map(|outcome| {
+            outcome.map(|created| {
+                (
+                    created.topic_id,
+                    created.num_partitions,
+                    created.replication_factor,
+                )
+            })
+        }));
     }
     let results = request
         .topics
@@ -311,19 +335,7 @@ pub async fn delete_topics(
             format!("{OFFSETS_TOPIC} is owned by the group coordinator and cannot be deleted."),
         ))
     };
-    let wanted: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
-        request
-            .topics
-            .iter()
-            .map(|t| (t.name.clone(), t.topic_id))
-            .collect()
-    } else {
-        request
-            .topic_names
-            .iter()
-            .map(|n| (Some(n.clone()), Uuid::nil()))
-            .collect()
-    };
+    let wanted = topics::requested_topics(request, version);
     let checked: Vec<Result<TopicRef, AdminError>> = wanted
         .iter()
         .map(|(name, id)| match (name, id.is_nil()) {
@@ -341,43 +353,14 @@ pub async fn delete_topics(
             )),
         })
         .collect();
-    let to_send: Vec<TopicRef> = checked
-        .iter()
-        .filter_map(|c| c.as_ref().ok().cloned())
-        .collect();
-    let answers = if to_send.is_empty() {
-        Ok(Vec::new())
-    } else {
-        match node.service.delete_topics(to_send).await {
-            Ok(committed) => {
-                if let Err(e) = node.wait_applied(committed.offset).await {
-                    tracing::debug!(error = %e, "deleted topics not applied here in time");
-                }
-                Ok(committed.value)
-            }
-            Err(e) => Err(controller_error(&e)),
-        }
-    };
-    let mut answers = answers.map(|a| a.into_iter());
+    let outcomes = decide(node, checked, |topics| node.service.delete_topics(topics)).await;
     let responses = wanted
         .into_iter()
-        .zip(checked)
-        .map(|((name, id), entry)| {
+        .zip(outcomes)
+        .map(|((name, id), outcome)| {
             let answer = DeletableTopicResult::default()
                 .with_name(name)
                 .with_topic_id(id);
-            let outcome = match (entry, &mut answers) {
-                (Err(e), _) => Err(e),
-                (Ok(_), Err(e)) => Err(e.clone()),
-                (Ok(_), Ok(answers)) => match answers.next() {
-                    Some(Ok(deleted)) => Ok(deleted),
-                    Some(Err(e)) => Err(metadata_error(&e)),
-                    None => Err(AdminError::new(
-                        ResponseError::UnknownServerError,
-                        "the controller answered fewer topics than were sent",
-                    )),
-                },
-            };
             match outcome {
                 Ok(deleted) => answer
                     .with_name(Some(TopicName(StrBytes::from_string(deleted.name))))
@@ -398,8 +381,7 @@ pub async fn create_partitions(
 ) -> CreatePartitionsResponse {
     let dups = duplicates(request.topics.iter().map(|t| t.name.0.as_str()));
     let image = node.image();
-    // `Ok(None)`: a validate-only entry that passed.
-    let checked: Vec<Result<Option<CreatePartitions>, AdminError>> = request
+    let checked: Vec<Result<CreatePartitions, AdminError>> = request
         .topics
         .iter()
         .map(|t| {
@@ -417,12 +399,12 @@ pub async fn create_partitions(
                 t.assignments.iter().flatten().map(|a| a.broker_ids.len()),
             )?;
             if request.validate_only {
-                return match image.topic(&t.name.0) {
-                    None => Err(AdminError::new(
+                match image.topic(&t.name.0) {
+                    None => return Err(AdminError::new(
                         ResponseError::UnknownTopicOrPartition,
                         "This server does not host this topic-partition.",
                     )),
-                    Some(topic) if t.count <= topic.partitions.len() as i32 => Err(AdminError::new(
+                    Some(topic) if t.count <= topic.partitions.len() as i32 => return Err(AdminError::new(
                         ResponseError::InvalidPartitions,
                         format!(
                             "Topic currently has {} partitions, which is higher than or equal to the requested {}.",
@@ -430,10 +412,10 @@ pub async fn create_partitions(
                             t.count
                         ),
                     )),
-                    Some(_) => Ok(None),
-                };
+                    Some(_) => {}
+                }
             }
-            Ok(Some(CreatePartitions {
+            Ok(CreatePartitions {
                 name: t.name.0.to_string(),
                 count: t.count,
                 assignments: t.assignments.as_ref().map(|a| {
@@ -441,45 +423,22 @@ pub async fn create_partitions(
                         .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
                         .collect()
                 }),
-            }))
+            })
         })
         .collect();
-    let to_send: Vec<CreatePartitions> = checked
-        .iter()
-        .filter_map(|c| c.as_ref().ok().cloned().flatten())
-        .collect();
-    let answers = if to_send.is_empty() {
-        Ok(Vec::new())
+    let outcomes: Vec<Result<(), AdminError>> = if request.validate_only {
+        checked.into_iter().map(|c| c.map(|_| ())).collect()
     } else {
-        match node.service.create_partitions(to_send).await {
-            Ok(committed) => {
-                if let Err(e) = node.wait_applied(committed.offset).await {
-                    tracing::debug!(error = %e, "new partitions not applied here in time");
-                }
-                Ok(committed.value)
-            }
-            Err(e) => Err(controller_error(&e)),
-        }
+        decide(node, checked, |topics| {
+            node.service.create_partitions(topics)
+        })
+        .await
     };
-    let mut answers = answers.map(|a| a.into_iter());
     let results = request
         .topics
         .iter()
-        .zip(checked)
-        .map(|(t, entry)| {
-            let outcome = match (entry, &mut answers) {
-                (Err(e), _) => Err(e),
-                (Ok(None), _) => Ok(()),
-                (Ok(_), Err(e)) => Err(e.clone()),
-                (Ok(_), Ok(answers)) => match answers.next() {
-                    Some(Ok(())) => Ok(()),
-                    Some(Err(e)) => Err(metadata_error(&e)),
-                    None => Err(AdminError::new(
-                        ResponseError::UnknownServerError,
-                        "the controller answered fewer topics than were sent",
-                    )),
-                },
-            };
+        .zip(outcomes)
+        .map(|(t, outcome)| {
             let answer = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             match outcome {
                 Ok(()) => answer,

@@ -10,6 +10,8 @@
 //!   UNKNOWN_LEADER_EPOCH. Both make the client refresh its metadata.
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::BrokerId;
+use kafka_protocol::protocol::StrBytes;
 use sluice_metadata::MetadataImage;
 use uuid::Uuid;
 
@@ -164,12 +166,30 @@ impl<'a> Router<'a> {
         self.cluster.is_some()
     }
 
-    /// Host and port of a broker on this broker's listener (for KIP-951's node endpoints).
-    pub fn endpoint(&self, broker: i32) -> Option<(String, u16, Option<String>)> {
-        let (node, image) = self.cluster.as_ref()?;
-        let b = image.broker(broker)?;
-        let e = b.endpoint(&node.listener_name)?;
-        Some((e.host.clone(), e.port, b.rack.clone()))
+    /// KIP-951's node endpoints of `brokers` on this broker's listener, built by `make`
+    /// (node id, host, port, rack) as the response type wants them (Produce and Fetch each
+    /// have their own). Brokers without an endpoint are left out.
+    pub fn endpoints<T>(
+        &self,
+        brokers: impl IntoIterator<Item = i32>,
+        make: impl Fn(BrokerId, StrBytes, i32, Option<StrBytes>) -> T,
+    ) -> Vec<T> {
+        let Some((node, image)) = self.cluster.as_ref() else {
+            return Vec::new();
+        };
+        brokers
+            .into_iter()
+            .filter_map(|id| {
+                let b = image.broker(id)?;
+                let e = b.endpoint(&node.listener_name)?;
+                Some(make(
+                    BrokerId(id),
+                    StrBytes::from_string(e.host.clone()),
+                    i32::from(e.port),
+                    b.rack.clone().map(StrBytes::from_string),
+                ))
+            })
+            .collect()
     }
 }
 

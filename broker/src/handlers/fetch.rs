@@ -25,7 +25,6 @@ use kafka_protocol::messages::fetch_response::{
     FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
-use kafka_protocol::protocol::StrBytes;
 
 use sluice_storage::StorageError;
 
@@ -184,19 +183,13 @@ pub fn handle(
             .with_responses(topics);
         // KIP-951 (v16+): the new leaders' endpoints.
         if version >= 16 {
-            response.node_endpoints = hinted
-                .into_iter()
-                .filter_map(|id| {
-                    let (host, port, rack) = router.endpoint(id)?;
-                    Some(
-                        NodeEndpoint::default()
-                            .with_node_id(BrokerId(id))
-                            .with_host(StrBytes::from_string(host))
-                            .with_port(i32::from(port))
-                            .with_rack(rack.map(StrBytes::from_string)),
-                    )
-                })
-                .collect();
+            response.node_endpoints = router.endpoints(hinted, |id, host, port, rack| {
+                NodeEndpoint::default()
+                    .with_node_id(id)
+                    .with_host(host)
+                    .with_port(port)
+                    .with_rack(rack)
+            });
         }
         return FetchOutcome::Ready(response);
     }

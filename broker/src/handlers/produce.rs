@@ -210,19 +210,13 @@ pub fn handle(
     outcome.response.responses = responses;
     // KIP-951 (v10+): the new leaders' endpoints, so the client needs no Metadata request.
     if version >= 10 {
-        outcome.response.node_endpoints = hinted
-            .into_iter()
-            .filter_map(|id| {
-                let (host, port, rack) = router.endpoint(id)?;
-                Some(
-                    NodeEndpoint::default()
-                        .with_node_id(BrokerId(id))
-                        .with_host(StrBytes::from_string(host))
-                        .with_port(i32::from(port))
-                        .with_rack(rack.map(StrBytes::from_string)),
-                )
-            })
-            .collect();
+        outcome.response.node_endpoints = router.endpoints(hinted, |id, host, port, rack| {
+            NodeEndpoint::default()
+                .with_node_id(id)
+                .with_host(host)
+                .with_port(port)
+                .with_rack(rack)
+        });
     }
     outcome
 }

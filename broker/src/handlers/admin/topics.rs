@@ -19,7 +19,8 @@ use crate::coordinator::store::OFFSETS_TOPIC;
 use crate::state::BrokerState;
 use crate::topics::AdminError;
 
-fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
+/// The names that appear more than once, with their counts.
+pub(crate) fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
     let mut counts = HashMap::new();
     for name in names {
         *counts.entry(name).or_insert(0) += 1;
@@ -180,13 +181,12 @@ fn internal_topic_refused(what: &str) -> AdminError {
     )
 }
 
-/// Answers DeleteTopics, by name (all versions) or by id (v6+) (blocking).
-pub fn delete_topics(
-    state: &BrokerState,
+/// The topics a DeleteTopics request names: by name (all versions) or id (v6+).
+pub(crate) fn requested_topics(
     request: &DeleteTopicsRequest,
     version: i16,
-) -> DeleteTopicsResponse {
-    let wanted: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
+) -> Vec<(Option<TopicName>, Uuid)> {
+    if version >= 6 {
         request
             .topics
             .iter()
@@ -198,7 +198,16 @@ pub fn delete_topics(
             .iter()
             .map(|n| (Some(n.clone()), Uuid::nil()))
             .collect()
-    };
+    }
+}
+
+/// Answers DeleteTopics, by name (all versions) or by id (v6+) (blocking).
+pub fn delete_topics(
+    state: &BrokerState,
+    request: &DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let wanted = requested_topics(request, version);
     let responses = wanted
         .into_iter()
         .map(|(name, id)| {
