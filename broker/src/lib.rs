@@ -349,6 +349,22 @@ impl Broker {
     }
 }
 
+/// After the first unfencing: waits until the local replicas match the metadata, so the
+/// first requests find their partitions with their configs (a restarted broker's logs
+/// take their topic configs from the image). `false` if shutdown began first.
+async fn replicas_ready(node: &cluster::ClusterNode, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let offset = node.image().last_applied().map_or(-1, |p| p.offset);
+    tokio::select! {
+        ready = node.wait_applied(offset) => {
+            if let Err(e) = ready {
+                tracing::warn!(error = %e, "serving clients before the local replicas are ready");
+            }
+            true
+        }
+        _ = shutdown.wait_for(|s| *s) => false,
+    }
+}
+
 /// Serves until shutdown, then stops everything in order (see [`BrokerHandle::shutdown`]).
 async fn supervise(
     listener: TcpListener,
@@ -388,6 +404,9 @@ async fn supervise(
                     "waiting to catch up with the cluster's metadata before serving clients"
                 );
                 if !node.wait_caught_up(&mut shutdown_rx).await {
+                    return;
+                }
+                if !replicas_ready(node, &mut shutdown_rx).await {
                     return;
                 }
                 tracing::info!("caught up with the cluster's metadata: serving clients");

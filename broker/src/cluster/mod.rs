@@ -72,6 +72,9 @@ pub struct ClusterNode {
     fenced: AtomicBool,
     /// Set at the first unfencing (see `wait_caught_up`).
     caught_up: tokio::sync::watch::Sender<bool>,
+    /// The offset of the last image the reconciler made the local replicas match (see
+    /// `wait_applied`).
+    reconciled: tokio::sync::watch::Sender<i64>,
     /// Whether this data directory's own topics are part of the cluster (see `upgrade`);
     /// until then nothing local is deleted.
     settled: AtomicBool,
@@ -148,6 +151,7 @@ impl ClusterNode {
             fenced: AtomicBool::new(true),
             settled: AtomicBool::new(!upgrading),
             caught_up: tokio::sync::watch::channel(false).0,
+            reconciled: tokio::sync::watch::channel(-1).0,
             adopting: AtomicBool::new(false),
             upgrading,
             heartbeat_interval: Duration::from_millis(cluster.broker_heartbeat_interval_ms),
@@ -238,12 +242,42 @@ impl ClusterNode {
     }
 
     /// Waits until this broker's image has applied `offset` (a change a controller
-    /// answer committed), so that the client's next request here sees it.
+    /// answer committed) and the reconciler has made the local replicas match it, so that
+    /// the client's next request here sees the change: a topic created through this
+    /// broker takes produce requests here at once (Kafka's broker answers CreateTopics
+    /// before its own replicas exist; clients retry NOT_LEADER_OR_FOLLOWER, but tools that
+    /// create and then write at once should not need to).
     pub async fn wait_applied(&self, offset: i64) -> Result<Arc<MetadataImage>, BrokerError> {
-        self.service
+        let deadline = tokio::time::Instant::now() + self.apply_timeout;
+        let image = self
+            .service
             .wait_for_offset(offset, self.apply_timeout)
             .await
-            .map_err(|e| BrokerError::Cluster(e.to_string()))
+            .map_err(|e| BrokerError::Cluster(e.to_string()))?;
+        let mut reconciled = self.reconciled.subscribe();
+        let waited = tokio::time::timeout_at(deadline, async {
+            // The reconciler never stops before the sender (it lives in `self`) is dropped.
+            let _ = reconciled.wait_for(|&r| r >= offset).await;
+        })
+        .await;
+        match waited {
+            Ok(()) => Ok(image),
+            Err(_) => Err(BrokerError::Cluster(format!(
+                "the local replicas did not follow metadata offset {offset} within {:?}",
+                self.apply_timeout
+            ))),
+        }
+    }
+
+    /// Called by the reconciler after a pass over the image at `offset`.
+    pub(crate) fn set_reconciled(&self, offset: i64) {
+        self.reconciled.send_if_modified(|r| {
+            let newer = offset > *r;
+            if newer {
+                *r = offset;
+            }
+            newer
+        });
     }
 }
 

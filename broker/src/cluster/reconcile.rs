@@ -74,6 +74,7 @@ pub async fn run(
             }
             Err(e) => tracing::error!(error = %e, "a reconciliation pass failed"),
         }
+        node.set_reconciled(image.last_applied().map_or(-1, |p| p.offset));
         previous = image;
         tokio::select! {
             changed = offsets.changed() => if changed.is_err() { return },
