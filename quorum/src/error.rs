@@ -56,6 +56,13 @@ pub enum QuorumError {
     #[error("refusing to start: {0}")]
     StateLost(String),
 
+    /// The voters in this node's metadata log differ from the configured ones
+    /// (`controller.quorum.voters` changed, or the directory belongs to another cluster).
+    /// Starting anyway would hang (a voter the log does not know never gets entries) or,
+    /// worse, let two quorums form; voters change only through the quorum itself.
+    #[error("refusing to start: {0}")]
+    VotersChanged(String),
+
     /// A ControllerRequest could not reach node `node`: no address is known for it, the
     /// connect failed, or the connection failed before the answer (then the peer may have
     /// executed the request).

@@ -245,6 +245,11 @@ impl Quorum {
             .await
             .map_err(|e| QuorumError::Stopped(e.to_string()))?;
 
+        if let Err(e) = refuse_changed_voters(&raft, &config).await {
+            let _ = raft.shutdown().await;
+            return Err(e);
+        }
+
         let lowest = config.voters.keys().next().copied();
         if lowest == Some(config.node_id) {
             let initialized = raft
@@ -606,6 +611,31 @@ impl Drop for Quorum {
             });
         }
     }
+}
+
+/// Refuses to start a node whose metadata log names other voters than the configured
+/// ones (see [`QuorumError::VotersChanged`]). A log without membership (a new node) passes.
+async fn refuse_changed_voters(raft: &Raft, config: &QuorumConfig) -> Result<()> {
+    let stored: BTreeSet<NodeId> = raft
+        .with_raft_state(|st| {
+            st.membership_state
+                .effective()
+                .membership()
+                .voter_ids()
+                .collect()
+        })
+        .await
+        .map_err(|e| QuorumError::Stopped(e.to_string()))?;
+    let configured: BTreeSet<NodeId> = config.voters.keys().copied().collect();
+    if stored.is_empty() || stored == configured {
+        return Ok(());
+    }
+    Err(QuorumError::VotersChanged(format!(
+        "the metadata log in {} has voters {stored:?}, but the configuration names {configured:?} \
+         (controller.quorum.voters). Adding or removing voters is not supported yet: start \
+         this node with the voters its log has (see docs/cluster.md, \"Changing the voters\")",
+        config.dir.display()
+    )))
 }
 
 /// Before the lowest voter forms a cluster from empty storage: asks every other configured

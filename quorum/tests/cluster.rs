@@ -1060,3 +1060,24 @@ async fn futures_join_all<F: std::future::Future>(
     .await;
     out.into_iter().map(|v| v.unwrap()).collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_restarted_with_other_voters_refuses_to_start() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.agreed_leader().await;
+    c.propose_all(leader, 0..3).await;
+    c.stop(1).await;
+    // Node 1 again, told of only two voters: its log says three.
+    let all = c.voters.clone();
+    c.voters.remove(&3);
+    let refused = c.try_restart(1).await;
+    assert!(
+        matches!(&refused, Err(QuorumError::VotersChanged(m)) if m.contains("{1, 2, 3}")),
+        "{:?}",
+        refused.err()
+    );
+    // With the voters its log has, it starts and catches up.
+    c.voters = all;
+    c.restart(1).await;
+    c.all_applied(&records(0..3)).await;
+}
