@@ -618,7 +618,7 @@ fn find_coordinator_at_every_version() {
             FindCoordinatorRequest::default().with_key(s("g1"))
         };
         let back = round_trip(
-            &handlers::find_coordinator(&req, version, Some(&node)),
+            &handlers::find_coordinator(&req, version, |_| Some(node.clone())),
             version,
         );
         if version >= 4 {
@@ -632,7 +632,10 @@ fn find_coordinator_at_every_version() {
             assert_eq!(back.host.as_str(), "localhost");
         }
         // Not ready yet: COORDINATOR_NOT_AVAILABLE.
-        let back = round_trip(&handlers::find_coordinator(&req, version, None), version);
+        let back = round_trip(
+            &handlers::find_coordinator(&req, version, |_| None),
+            version,
+        );
         let code = if version >= 4 {
             back.coordinators[0].error_code
         } else {
@@ -643,7 +646,7 @@ fn find_coordinator_at_every_version() {
             // Share-group keys are not served.
             let share = req.clone().with_key_type(handlers::KEY_TYPE_SHARE);
             let back = round_trip(
-                &handlers::find_coordinator(&share, version, Some(&node)),
+                &handlers::find_coordinator(&share, version, |_| Some(node.clone())),
                 version,
             );
             let code = if version >= 4 {
