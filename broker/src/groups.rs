@@ -11,6 +11,14 @@
 //!   answers COORDINATOR_LOAD_IN_PROGRESS (produce and fetch are served meanwhile). It
 //!   then is the timer: it sleeps until `next_deadline()` and calls `tick`; every call
 //!   that moves the deadline earlier wakes it ([`Notify`]), so nothing polls.
+//! - A cluster broker does neither: `cluster::groups` makes its coordinator own no
+//!   partition ([`Groups::set_unowned`]), then follows the metadata image:
+//!   [`Groups::take_partitions`] gives up the partitions it no longer leads and starts
+//!   loading the new ones; each is replayed into a coordinator of its own on a blocking
+//!   thread ([`Groups::replay_for_adoption`], no lock held) and handed over with
+//!   [`Groups::adopt`], unless the partition was given up or taken at a new leader epoch
+//!   meanwhile. The same lock orders these with the requests, so a request sees a
+//!   partition not owned, loading, or loaded, never half of one.
 //! - Requests go through [`Groups::call`] / [`Groups::call_parking`] (mutating) or
 //!   [`Groups::read`].
 //!

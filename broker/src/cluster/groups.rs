@@ -18,7 +18,7 @@
 //!   COORDINATOR_NOT_AVAILABLE while it has no leader (its broker is fenced: with one
 //!   replica nobody else has its records) or while this broker failed to load it.
 //! - **Ownership** ([`run`]): after every applied metadata change (and every
-//!   [`POLL`]), the partitions this broker leads in the image and holds locally are the
+//!   200 ms), the partitions this broker leads in the image and holds locally are the
 //!   ones its coordinator serves. A partition newly led (or led at a new leader epoch,
 //!   whose records another leader may have written) is replayed on a blocking thread
 //!   while its groups answer COORDINATOR_LOAD_IN_PROGRESS, then adopted; a partition no
@@ -180,7 +180,7 @@ async fn take_partitions(state: &Arc<BrokerState>, node: &ClusterNode, loads: &m
         let Some(replica) = local.as_ref().and_then(|t| t.partition(partition)) else {
             continue;
         };
-        tracing::info!(
+        tracing::debug!(
             partition,
             leader_epoch = epoch,
             "loading {OFFSETS_TOPIC}-{partition}"

@@ -21,6 +21,16 @@
 //!   partition read every batch from the log start offset and pass it to
 //!   [`GroupCoordinator::replay_batch`], then [`GroupCoordinator::finish_load`]. Requests
 //!   before that are answered COORDINATOR_LOAD_IN_PROGRESS.
+//! - a cluster broker serves only the partitions it leads ([`Ownership`] per partition):
+//!   start from [`GroupCoordinator::new_unowned`] (every group request answers
+//!   NOT_COORDINATOR); on election [`GroupCoordinator::load_partition`], then the
+//!   partition's batches through `replay_batch` and
+//!   [`GroupCoordinator::finish_partition_load`] (or replay them into a separate
+//!   coordinator and [`GroupCoordinator::adopt_partition`] its state), with
+//!   COORDINATOR_LOAD_IN_PROGRESS meanwhile for that partition's groups; on resignation
+//!   [`GroupCoordinator::unload_partition`], whose completions answer the partition's
+//!   parked requests NOT_COORDINATOR. Only groups of loaded partitions exist, so timers,
+//!   retention and restatements never touch a partition served elsewhere.
 //! - each group request: the matching handler in [`handlers`] (or the domain method).
 //! - timers: call [`GroupCoordinator::tick`] when [`GroupCoordinator::next_deadline`] is
 //!   reached (re-read it after every call; a deadline may come earlier than needed, never
