@@ -784,6 +784,17 @@ async fn groups_are_coordinated_by_the_leaders_of_their_offsets_partitions() {
             Some(vec![offset, offset + 1])
         );
     }
+    // Each broker's coordinator has loaded exactly the partitions it leads.
+    for (i, handle) in handles.iter().enumerate() {
+        let node = i as i32 + 1;
+        let led: Vec<i32> = (0..PARTITIONS)
+            .filter(|&p| leaders[p as usize] == node)
+            .collect();
+        eventually!(format!("broker {node} loads the partitions it leads"), {
+            let loaded = handle.state().groups.loaded_partitions().await;
+            (loaded == led).then_some(())
+        });
+    }
     // ListGroups: each broker lists the groups it coordinates.
     for (i, group) in groups.iter().enumerate() {
         let (code, listed) = list_groups(layout.client_addr(i + 1)).await;
