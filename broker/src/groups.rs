@@ -496,7 +496,7 @@ impl Groups {
         now: i64,
     ) -> Settled<R> {
         let writes = std::mem::take(&mut output.writes);
-        let waits = match self.append(writes, now) {
+        let waits = match self.append(writes, now, &inner.taken) {
             Ok(waits) => waits,
             Err(error) => {
                 output.fail(error);
@@ -528,10 +528,16 @@ impl Groups {
         }))
     }
 
-    /// Appends writes to their `__consumer_offsets` partitions in order; returns the
-    /// durability waits (flush policy `always`), or the Kafka code of the first failure
-    /// (nothing after it is appended).
-    fn append(&self, writes: Vec<LogWrite>, now: i64) -> Result<Vec<DurableWait>, ResponseError> {
+    /// Appends writes to their `__consumer_offsets` partitions in order, stamped with the
+    /// leader epoch each partition was taken at (`taken`; 0 on a single node, as Produce
+    /// stamps its batches); returns the durability waits (flush policy `always`), or the
+    /// Kafka code of the first failure (nothing after it is appended).
+    fn append(
+        &self,
+        writes: Vec<LogWrite>,
+        now: i64,
+        taken: &BTreeMap<i32, i32>,
+    ) -> Result<Vec<DurableWait>, ResponseError> {
         let mut waits = Vec::new();
         if writes.is_empty() {
             return Ok(waits);
@@ -550,7 +556,11 @@ impl Groups {
             };
             let info = partition
                 .log
-                .append(&write.records, 0, now)
+                .append(
+                    &write.records,
+                    taken.get(&write.partition).copied().unwrap_or(0),
+                    now,
+                )
                 .map_err(|e| {
                     tracing::error!(partition = write.partition, error = %e, "cannot append to {OFFSETS_TOPIC}");
                     storage_error_code(&e)

@@ -831,6 +831,36 @@ async fn groups_are_coordinated_by_the_leaders_of_their_offsets_partitions() {
         committed(layout.client_addr(3), &groups[2], "orders", &[0, 1]).await
     );
     assert_eq!(offsets, vec![30, 31]);
+    // Its coordinator stamps what it writes with the partition's leader epoch, as a
+    // leader's Produce does (fencing and the restart gave the partition new epochs).
+    assert_eq!(
+        commit(layout.client_addr(3), &groups[2], &[(0, 40)]).await,
+        0
+    );
+    let home = sluice_broker::coordinator::store::partition_for(&groups[2], PARTITIONS);
+    let m = metadata(layout.client_addr(3), Some(&["__consumer_offsets"])).await;
+    let epoch = m.topics[0]
+        .partitions
+        .iter()
+        .find(|p| p.partition_index == home)
+        .expect("the group's partition")
+        .leader_epoch;
+    assert!(epoch > 0, "{epoch}");
+    let mut node3 = Client::connect(layout.client_addr(3)).await;
+    let data = node3.fetch("__consumer_offsets", home, 0).await;
+    let records = data.records.expect("the partition's records");
+    // Batches: base offset (8 bytes), length (4), partition leader epoch (4), ...
+    let mut epochs = Vec::new();
+    let mut at = 0;
+    while at + 16 <= records.len() {
+        let length = i32::from_be_bytes(records[at + 8..at + 12].try_into().unwrap());
+        epochs.push(i32::from_be_bytes(
+            records[at + 12..at + 16].try_into().unwrap(),
+        ));
+        at += 12 + length as usize;
+    }
+    assert_eq!(epochs.first(), Some(&0), "{epochs:?}");
+    assert_eq!(epochs.last(), Some(&epoch), "{epochs:?}");
     assert_eq!(
         committed(layout.client_addr(1), &groups[0], "orders", &[0, 1]).await,
         Some(vec![11, 11])
