@@ -881,6 +881,44 @@ mod tests {
         assert!(far <= Instant::now() + MAX_SLEEP);
     }
 
+    #[tokio::test]
+    async fn a_cluster_broker_adopts_a_replay_only_for_the_epoch_it_took_the_partition_at() {
+        let groups = Groups::new(CoordinatorConfig::default());
+        assert!(groups.set_unowned(4).await);
+        let leading = |led: &[(i32, i32)]| led.iter().copied().collect::<BTreeMap<i32, i32>>();
+        assert_eq!(
+            groups.take_partitions(&leading(&[(1, 3), (2, 0)])).await,
+            vec![(1, 3), (2, 0)]
+        );
+        // Led at the same epochs: nothing new to load.
+        assert!(groups
+            .take_partitions(&leading(&[(1, 3), (2, 0)]))
+            .await
+            .is_empty());
+        // Partition 1 at a new epoch (another leader may have written): taken again.
+        assert_eq!(
+            groups.take_partitions(&leading(&[(1, 4), (2, 0)])).await,
+            vec![(1, 4)]
+        );
+        let replayed = || Ok(GroupCoordinator::new_loading(groups.sized(4)));
+        groups.adopt(1, 3, replayed()).await;
+        assert!(
+            groups.loaded_partitions().await.is_empty(),
+            "a replay for an old epoch is dropped"
+        );
+        groups.adopt(1, 4, replayed()).await;
+        groups.adopt(2, 0, Err(LoadError::NoTopic)).await;
+        assert_eq!(groups.loaded_partitions().await, vec![1]);
+        assert!(groups.partition_failed(2) && !groups.partition_failed(1));
+        // The partition count cannot change under partitions taken.
+        assert!(!groups.set_unowned(8).await);
+        // Everything given up (fenced): nothing loaded, nothing failed any more.
+        assert!(groups.take_partitions(&BTreeMap::new()).await.is_empty());
+        assert!(groups.loaded_partitions().await.is_empty());
+        assert!(!groups.partition_failed(2));
+        assert!(groups.set_unowned(8).await);
+    }
+
     #[test]
     fn settled_answers_deliver_completions_to_their_tickets() {
         let (tx1, mut rx1) = oneshot::channel();
