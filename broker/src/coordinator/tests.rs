@@ -1,5 +1,6 @@
 //! Wire-level tests of the handlers: every supported version of every group API encodes,
-//! and the version-specific rules hold.
+//! and the version-specific rules hold; and a cluster broker's partition ownership (load,
+//! COORDINATOR_LOAD_IN_PROGRESS meanwhile, unload, NOT_COORDINATOR after) seen through them.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
