@@ -11,6 +11,14 @@
 //!   answers COORDINATOR_LOAD_IN_PROGRESS (produce and fetch are served meanwhile). It
 //!   then is the timer: it sleeps until `next_deadline()` and calls `tick`; every call
 //!   that moves the deadline earlier wakes it ([`Notify`]), so nothing polls.
+//! - A cluster broker does neither: `cluster::groups` makes its coordinator own no
+//!   partition ([`Groups::set_unowned`]), then follows the metadata image:
+//!   [`Groups::take_partitions`] gives up the partitions it no longer leads and starts
+//!   loading the new ones; each is replayed into a coordinator of its own on a blocking
+//!   thread ([`Groups::replay_for_adoption`], no lock held) and handed over with
+//!   [`Groups::adopt`], unless the partition was given up or taken at a new leader epoch
+//!   meanwhile. The same lock orders these with the requests, so a request sees a
+//!   partition not owned, loading, or loaded, never half of one.
 //! - Requests go through [`Groups::call`] / [`Groups::call_parking`] (mutating) or
 //!   [`Groups::read`].
 //!
@@ -43,9 +51,9 @@
 //! restatement in a power cut would lose every committed offset of the partition, not
 //! just the last few.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
@@ -57,8 +65,8 @@ use tokio::time::Instant;
 
 use crate::coordinator::handlers::CoordinatorNode;
 use crate::coordinator::{
-    Completion, CoordinatorConfig, Failable, GroupCoordinator, LogWrite, Output, PartitionLag,
-    Reply, StoreError, Ticket, OFFSETS_TOPIC,
+    Completion, CoordinatorConfig, Failable, GroupCoordinator, LogWrite, Output, Ownership,
+    PartitionLag, Reply, StoreError, Ticket, OFFSETS_TOPIC,
 };
 use crate::errors::{storage_error_code, BrokerError};
 use crate::state::BrokerState;
@@ -152,6 +160,8 @@ pub enum LoadError {
     Replay(#[from] StoreError),
     #[error("{OFFSETS_TOPIC} does not exist")]
     NoTopic,
+    #[error("replaying {OFFSETS_TOPIC}-{partition} panicked: {message}")]
+    Panicked { partition: i32, message: String },
 }
 
 /// What loading found, for the log line.
@@ -167,16 +177,23 @@ struct Inner {
     coordinator: GroupCoordinator,
     /// Where to send the answer of each parked JoinGroup/SyncGroup.
     parked: HashMap<Ticket, oneshot::Sender<Completion>>,
+    /// A cluster broker: the `__consumer_offsets` partitions it took (loading or loaded),
+    /// with the leader epoch it took them at (see [`Groups::take_partitions`]).
+    taken: BTreeMap<i32, i32>,
 }
 
 /// The consumer-group coordinator of this broker with its I/O; see the module docs.
 pub struct Groups {
     inner: Mutex<Inner>,
     config: CoordinatorConfig,
-    /// `__consumer_offsets`, once [`prepare`] made sure it exists.
-    topic: OnceLock<Arc<Topic>>,
+    /// `__consumer_offsets`, once [`prepare`] made sure it exists (a cluster broker: once
+    /// it holds a replica, see [`Groups::set_topic`]).
+    topic: RwLock<Option<Arc<Topic>>>,
     /// Loading failed: the coordinator stays unavailable.
     failed: AtomicBool,
+    /// A cluster broker: partitions whose loading failed (they stay unavailable until
+    /// this broker gives them up).
+    failed_partitions: std::sync::Mutex<BTreeSet<i32>>,
     clock: Clock,
     /// Wakes the timer task when a call moved the next deadline earlier.
     timer: Notify,
@@ -209,10 +226,12 @@ impl Groups {
             inner: Mutex::new(Inner {
                 coordinator: GroupCoordinator::new_loading(config.clone()),
                 parked: HashMap::new(),
+                taken: BTreeMap::new(),
             }),
             config,
-            topic: OnceLock::new(),
+            topic: RwLock::new(None),
             failed: AtomicBool::new(false),
+            failed_partitions: Default::default(),
             clock: Clock::new(),
             timer: Notify::new(),
             armed: AtomicI64::new(i64::MAX),
@@ -229,17 +248,15 @@ impl Groups {
         self.clock.now_ms()
     }
 
-    /// The node to name in FindCoordinator answers: this broker, once `__consumer_offsets`
-    /// exists and unless loading it failed (None: COORDINATOR_NOT_AVAILABLE, retriable).
-    pub fn coordinator_node(&self, state: &BrokerState) -> Option<CoordinatorNode> {
+    /// The node to name in FindCoordinator answers for the group (or transactional id)
+    /// `key`. A single node: this broker, once `__consumer_offsets` exists and unless
+    /// loading it failed. A cluster: the leader of the key's partition (see
+    /// `cluster::groups`). None: COORDINATOR_NOT_AVAILABLE, which clients retry.
+    pub fn coordinator_node(&self, state: &BrokerState, key: &str) -> Option<CoordinatorNode> {
         if let Some(node) = &state.cluster {
-            // In a cluster: the broker leading `__consumer_offsets` (see `cluster::groups`).
-            let coordinator = crate::cluster::groups::coordinator(node)?;
-            if coordinator.node_id != state.node_id {
-                return Some(coordinator);
-            }
+            return crate::cluster::groups::coordinator(node, key, |p| self.partition_failed(p));
         }
-        if self.topic.get().is_none() || self.failed.load(Ordering::Acquire) {
+        if self.topic().is_none() || self.failed.load(Ordering::Acquire) {
             return None;
         }
         Some(CoordinatorNode {
@@ -249,15 +266,156 @@ impl Groups {
         })
     }
 
-    /// Whether group requests here, before `__consumer_offsets` is loaded, get
-    /// NOT_COORDINATOR (another broker coordinates; see `cluster::groups`) rather than
-    /// COORDINATOR_LOAD_IN_PROGRESS.
-    pub async fn set_not_coordinator(&self, not_coordinator: bool) {
+    /// Whether loading `partition` failed here (a cluster broker).
+    pub fn partition_failed(&self, partition: i32) -> bool {
+        self.failed_partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&partition)
+    }
+
+    // ---- a cluster broker: partitions taken and given up ----------------------------
+
+    /// Makes this a cluster broker's coordinator that owns no partition (every group
+    /// request answers NOT_COORDINATOR) for a `__consumer_offsets` of `partitions`
+    /// partitions. Does nothing if it already is one of that size; refused (false, with
+    /// the partitions taken kept) if partitions were taken at another size: a group's
+    /// partition must not move under it.
+    pub async fn set_unowned(&self, partitions: i32) -> bool {
+        let partitions = partitions.max(1);
+        let mut inner = self.inner.lock().await;
+        let current = inner.coordinator.config().offsets_topic_num_partitions;
+        if !inner.taken.is_empty() {
+            return current == partitions;
+        }
+        let unowned = inner.coordinator.partitions_in(Ownership::NotOwned).len();
+        if current == partitions && unowned == partitions as usize {
+            return true;
+        }
+        if partitions != self.config.offsets_topic_num_partitions {
+            tracing::warn!(
+                configured = self.config.offsets_topic_num_partitions,
+                existing = partitions,
+                "offsets.topic.num.partitions differs from the cluster's {OFFSETS_TOPIC}; \
+                 using the existing partition count (groups' partitions must not move)"
+            );
+        }
+        inner.coordinator = GroupCoordinator::new_unowned(self.sized(partitions));
+        true
+    }
+
+    /// The coordinator config for a `__consumer_offsets` of `partitions` partitions.
+    fn sized(&self, partitions: i32) -> CoordinatorConfig {
+        CoordinatorConfig {
+            offsets_topic_num_partitions: partitions,
+            ..self.config.clone()
+        }
+    }
+
+    /// Makes the partitions this broker serves those of `leading` (partition -> leader
+    /// epoch; what the metadata image says it leads and holds locally): gives up the
+    /// partitions taken that are not in it or were taken at another epoch (their groups'
+    /// parked requests answer NOT_COORDINATOR), and starts loading the new ones. Returns
+    /// the partitions to load now, with their epoch: replay each with
+    /// [`Groups::replay_for_adoption`], then [`Groups::adopt`].
+    pub async fn take_partitions(&self, leading: &BTreeMap<i32, i32>) -> Vec<(i32, i32)> {
+        let mut inner = self.inner.lock().await;
+        let now = self.clock.now_ms();
+        let give_up: Vec<i32> = inner
+            .taken
+            .iter()
+            .filter(|(p, epoch)| leading.get(p) != Some(epoch))
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in give_up {
+            inner.taken.remove(&partition);
+            self.failed_partitions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&partition);
+            let output = inner.coordinator.unload_partition(partition);
+            let _settled = self.apply(&mut inner, output, now);
+        }
+        let mut to_load = Vec::new();
+        for (&partition, &epoch) in leading {
+            if inner.taken.contains_key(&partition)
+                || inner.coordinator.ownership(partition).is_none()
+            {
+                continue;
+            }
+            inner.taken.insert(partition, epoch);
+            let output = inner.coordinator.load_partition(partition);
+            let _settled = self.apply(&mut inner, output, now);
+            to_load.push((partition, epoch));
+        }
+        self.rearm(&inner);
+        to_load
+    }
+
+    /// Replays `__consumer_offsets-{partition}` into a coordinator of its own (blocking),
+    /// for [`Groups::adopt`].
+    pub fn replay_for_adoption(
+        &self,
+        partition: &Partition,
+        partitions: i32,
+    ) -> Result<GroupCoordinator, LoadError> {
+        let mut coordinator = GroupCoordinator::new_loading(self.sized(partitions));
+        let mut report = LoadReport::default();
+        replay_partition(&mut coordinator, partition, &mut report)?;
+        Ok(coordinator)
+    }
+
+    /// Serves `partition` with the state `loaded` replayed from it, unless it was given
+    /// up or taken again at another epoch meanwhile (then the replay is dropped). A failed
+    /// replay leaves the partition unavailable (COORDINATOR_NOT_AVAILABLE) until it is
+    /// given up.
+    pub async fn adopt(
+        &self,
+        partition: i32,
+        epoch: i32,
+        loaded: Result<GroupCoordinator, LoadError>,
+    ) {
+        let mut inner = self.inner.lock().await;
+        if inner.taken.get(&partition) != Some(&epoch) {
+            return;
+        }
+        match loaded {
+            Ok(loaded) => {
+                let now = self.clock.now_ms();
+                let output = inner.coordinator.adopt_partition(partition, loaded, now);
+                let _settled = self.apply(&mut inner, output, now);
+                self.rearm(&inner);
+            }
+            Err(e) => {
+                tracing::error!(partition, error = %e, "cannot load {OFFSETS_TOPIC}-{partition}: its groups are unavailable");
+                self.failed_partitions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(partition);
+            }
+        }
+    }
+
+    /// The partitions this coordinator serves (loaded), for tests and logs.
+    pub async fn loaded_partitions(&self) -> Vec<i32> {
         self.inner
             .lock()
             .await
             .coordinator
-            .set_not_coordinator(not_coordinator);
+            .partitions_in(Ownership::Loaded)
+    }
+
+    /// Makes `topic` the local `__consumer_offsets` appends go to (a cluster broker, once
+    /// it holds a replica of it).
+    pub fn set_topic(&self, topic: Arc<Topic>) {
+        let mut slot = self.topic.write().unwrap_or_else(|p| p.into_inner());
+        if !slot.as_ref().is_some_and(|t| Arc::ptr_eq(t, &topic)) {
+            *slot = Some(topic);
+        }
+    }
+
+    fn topic(&self) -> Option<Arc<Topic>> {
+        self.topic.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether `__consumer_offsets` has been replayed and group APIs are served.
@@ -338,7 +496,7 @@ impl Groups {
         now: i64,
     ) -> Settled<R> {
         let writes = std::mem::take(&mut output.writes);
-        let waits = match self.append(writes, now) {
+        let waits = match self.append(writes, now, &inner.taken) {
             Ok(waits) => waits,
             Err(error) => {
                 output.fail(error);
@@ -370,15 +528,21 @@ impl Groups {
         }))
     }
 
-    /// Appends writes to their `__consumer_offsets` partitions in order; returns the
-    /// durability waits (flush policy `always`), or the Kafka code of the first failure
-    /// (nothing after it is appended).
-    fn append(&self, writes: Vec<LogWrite>, now: i64) -> Result<Vec<DurableWait>, ResponseError> {
+    /// Appends writes to their `__consumer_offsets` partitions in order, stamped with the
+    /// leader epoch each partition was taken at (`taken`; 0 on a single node, as Produce
+    /// stamps its batches); returns the durability waits (flush policy `always`), or the
+    /// Kafka code of the first failure (nothing after it is appended).
+    fn append(
+        &self,
+        writes: Vec<LogWrite>,
+        now: i64,
+        taken: &BTreeMap<i32, i32>,
+    ) -> Result<Vec<DurableWait>, ResponseError> {
         let mut waits = Vec::new();
         if writes.is_empty() {
             return Ok(waits);
         }
-        let Some(topic) = self.topic.get() else {
+        let Some(topic) = self.topic() else {
             tracing::error!("group coordinator records to write but no {OFFSETS_TOPIC}");
             return Err(ResponseError::UnknownTopicOrPartition);
         };
@@ -392,7 +556,11 @@ impl Groups {
             };
             let info = partition
                 .log
-                .append(&write.records, 0, now)
+                .append(
+                    &write.records,
+                    taken.get(&write.partition).copied().unwrap_or(0),
+                    now,
+                )
                 .map_err(|e| {
                     tracing::error!(partition = write.partition, error = %e, "cannot append to {OFFSETS_TOPIC}");
                     storage_error_code(&e)
@@ -422,7 +590,7 @@ impl Groups {
 
     /// Replays every partition of `__consumer_offsets` into a new coordinator (blocking).
     fn load_blocking(&self) -> Result<(GroupCoordinator, LoadReport), LoadError> {
-        let topic = self.topic.get().ok_or(LoadError::NoTopic)?;
+        let topic = self.topic().ok_or(LoadError::NoTopic)?;
         let partitions = topic.partitions();
         let mut config = self.config.clone();
         let count = partitions.len() as i32;
@@ -457,7 +625,7 @@ impl Groups {
     }
 
     /// Calls `tick` whenever the coordinator's next deadline passes, until shutdown.
-    async fn timer_loop(&self, shutdown: &mut watch::Receiver<bool>) {
+    pub(crate) async fn timer_loop(&self, shutdown: &mut watch::Receiver<bool>) {
         loop {
             if *shutdown.borrow() {
                 return;
@@ -651,15 +819,16 @@ pub async fn prepare(state: &Arc<BrokerState>) -> Result<(), BrokerError> {
     })
     .await
     .map_err(|e| BrokerError::io(format!("create {OFFSETS_TOPIC}"), std::io::Error::other(e)))??;
-    // Only the first call sets it; a second `prepare` finds the same topic.
-    let _ = state.groups.topic.set(topic);
+    // A second `prepare` finds the same topic.
+    state.groups.set_topic(topic);
     Ok(())
 }
 
 /// The groups task: loads `__consumer_offsets`, then runs the coordinator's timers until
 /// shutdown. Does nothing if [`prepare`] was not called.
 pub async fn run(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
-    if state.groups.topic.get().is_none() {
+    // A cluster broker loads partitions as it gains their leadership (`cluster::groups`).
+    if state.cluster.is_some() || state.groups.topic().is_none() {
         return;
     }
     let started = std::time::Instant::now();
@@ -710,6 +879,44 @@ mod tests {
         // Far deadlines are capped instead of overflowing the instant arithmetic.
         let far = clock.instant_at(i64::MAX);
         assert!(far <= Instant::now() + MAX_SLEEP);
+    }
+
+    #[tokio::test]
+    async fn a_cluster_broker_adopts_a_replay_only_for_the_epoch_it_took_the_partition_at() {
+        let groups = Groups::new(CoordinatorConfig::default());
+        assert!(groups.set_unowned(4).await);
+        let leading = |led: &[(i32, i32)]| led.iter().copied().collect::<BTreeMap<i32, i32>>();
+        assert_eq!(
+            groups.take_partitions(&leading(&[(1, 3), (2, 0)])).await,
+            vec![(1, 3), (2, 0)]
+        );
+        // Led at the same epochs: nothing new to load.
+        assert!(groups
+            .take_partitions(&leading(&[(1, 3), (2, 0)]))
+            .await
+            .is_empty());
+        // Partition 1 at a new epoch (another leader may have written): taken again.
+        assert_eq!(
+            groups.take_partitions(&leading(&[(1, 4), (2, 0)])).await,
+            vec![(1, 4)]
+        );
+        let replayed = || Ok(GroupCoordinator::new_loading(groups.sized(4)));
+        groups.adopt(1, 3, replayed()).await;
+        assert!(
+            groups.loaded_partitions().await.is_empty(),
+            "a replay for an old epoch is dropped"
+        );
+        groups.adopt(1, 4, replayed()).await;
+        groups.adopt(2, 0, Err(LoadError::NoTopic)).await;
+        assert_eq!(groups.loaded_partitions().await, vec![1]);
+        assert!(groups.partition_failed(2) && !groups.partition_failed(1));
+        // The partition count cannot change under partitions taken.
+        assert!(!groups.set_unowned(8).await);
+        // Everything given up (fenced): nothing loaded, nothing failed any more.
+        assert!(groups.take_partitions(&BTreeMap::new()).await.is_empty());
+        assert!(groups.loaded_partitions().await.is_empty());
+        assert!(!groups.partition_failed(2));
+        assert!(groups.set_unowned(8).await);
     }
 
     #[test]

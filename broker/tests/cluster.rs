@@ -70,8 +70,13 @@ impl Layout {
     }
 
     fn config(&self, node: usize, dir: &Path) -> BrokerConfig {
+        self.config_with(node, dir, &[])
+    }
+
+    /// [`Layout::config`] with more broker properties.
+    fn config_with(&self, node: usize, dir: &Path, extra: &[(&str, &str)]) -> BrokerConfig {
         let (client, controller) = self.nodes[node - 1];
-        let props: std::collections::BTreeMap<String, String> = [
+        let mut props: std::collections::BTreeMap<String, String> = [
             ("node.id", node.to_string()),
             ("log.dirs", dir.to_string_lossy().into_owned()),
             (
@@ -84,6 +89,11 @@ impl Layout {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        props.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         BrokerConfig::from_properties(&props).expect("cluster config")
     }
 
@@ -93,6 +103,7 @@ impl Layout {
 }
 
 async fn start_cluster(layout: &Layout, dirs: &[&Path]) -> Vec<BrokerHandle> {
+    common::init_tracing();
     let mut handles = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
         handles.push(
@@ -304,11 +315,12 @@ async fn three_brokers_spread_partitions_and_route_clients_to_leaders() {
         "{:?}",
         deleted.responses[0]
     );
-    let m = metadata(layout.client_addr(2), Some(&["spread"])).await;
-    assert_eq!(
-        m.topics[0].error_code,
-        ResponseError::UnknownTopicOrPartition.code()
-    );
+    // The answer waits for broker 1's image only; broker 2 applies the deletion a moment
+    // later (as in Kafka, metadata reaches the brokers asynchronously).
+    eventually!("broker 2 sees the topic deleted", {
+        let m = metadata(layout.client_addr(2), Some(&["spread"])).await;
+        (m.topics[0].error_code == ResponseError::UnknownTopicOrPartition.code()).then_some(())
+    });
     stop(handles).await;
 }
 
@@ -634,6 +646,233 @@ async fn an_interrupted_upgrade_resumes_with_the_local_topic_ids() {
     assert!(
         strays.iter().all(|n| n.starts_with("taken-0")),
         "{strays:?}"
+    );
+    stop(handles).await;
+}
+
+/// FindCoordinator v4 (batched) for `groups` at `addr`: (error code, node id) per group.
+async fn find_coordinators(addr: SocketAddr, groups: &[String]) -> Vec<(i16, i32)> {
+    let mut client = Client::connect(addr).await;
+    let request = FindCoordinatorRequest::default()
+        .with_key_type(0)
+        .with_coordinator_keys(groups.iter().map(|g| s(g)).collect());
+    let response: kafka_protocol::messages::FindCoordinatorResponse =
+        client.send(4, &request).await;
+    response
+        .coordinators
+        .iter()
+        .map(|c| (c.error_code, c.node_id.0))
+        .collect()
+}
+
+/// FindCoordinator v3 (one key) for `group` at `addr`: (error code, node id).
+async fn find_coordinator(addr: SocketAddr, group: &str) -> (i16, i32) {
+    let mut client = Client::connect(addr).await;
+    let request = FindCoordinatorRequest::default().with_key(s(group));
+    let response: kafka_protocol::messages::FindCoordinatorResponse =
+        client.send(3, &request).await;
+    (response.error_code, response.node_id.0)
+}
+
+/// OffsetCommit of `group`'s `orders` offsets at `addr`: the first partition's error code.
+async fn commit(addr: SocketAddr, group: &str, offsets: &[(i32, i64)]) -> i16 {
+    let mut client = Client::connect(addr).await;
+    let answer: OffsetCommitResponse = client
+        .send(8, &commit_request(group, "orders", offsets))
+        .await;
+    answer.topics[0].partitions[0].error_code
+}
+
+async fn list_groups(addr: SocketAddr) -> (i16, Vec<String>) {
+    let mut client = Client::connect(addr).await;
+    let answer: kafka_protocol::messages::ListGroupsResponse = client
+        .send(4, &kafka_protocol::messages::ListGroupsRequest::default())
+        .await;
+    let mut groups: Vec<String> = answer
+        .groups
+        .iter()
+        .map(|g| g.group_id.0.as_str().to_owned())
+        .collect();
+    groups.sort();
+    (answer.error_code, groups)
+}
+
+/// Each group is coordinated by the leader of its `__consumer_offsets` partition, which
+/// the controller spreads over the brokers like any topic's: FindCoordinator on every
+/// broker names it, it alone serves the group (NOT_COORDINATOR elsewhere) and lists it,
+/// and when it dies its groups are unavailable until it is back with their offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_coordinated_by_the_leaders_of_their_offsets_partitions() {
+    const PARTITIONS: i32 = 6;
+    let extra = [
+        ("offsets.topic.num.partitions", "6"),
+        // A dead broker is fenced (its partitions lose their leader) within 2 s.
+        ("broker.session.timeout.ms", "2000"),
+        ("broker.heartbeat.interval.ms", "200"),
+    ];
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let layout = Layout::new();
+    let mut handles = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        handles.push(
+            Broker::start(layout.config_with(i + 1, dir.path(), &extra))
+                .await
+                .expect("cluster broker starts"),
+        );
+    }
+    eventually!(
+        "three live brokers",
+        (metadata(layout.client_addr(1), None).await.brokers.len() == 3).then_some(())
+    );
+    let mut admin = Client::connect(layout.client_addr(1)).await;
+    assert_eq!(
+        admin.create_topic("orders", 3, &[]).await.topics[0].error_code,
+        0
+    );
+
+    // The first FindCoordinator has the topic created; then every group has a coordinator.
+    let probe: Vec<String> = (0..12).map(|i| format!("probe-{i}")).collect();
+    eventually!("every group has a coordinator", {
+        let answers = find_coordinators(layout.client_addr(2), &probe).await;
+        answers.iter().all(|(code, _)| *code == 0).then_some(())
+    });
+    let leaders = leaders(
+        layout.client_addr(1),
+        "__consumer_offsets",
+        PARTITIONS as usize,
+    )
+    .await;
+    for broker in 1..=3 {
+        assert!(
+            leaders.contains(&broker),
+            "the controller spreads the partitions: {leaders:?}"
+        );
+    }
+    // One group per broker, by the partition its id hashes to (Kafka's hash).
+    let coordinator_of = |group: &str| {
+        leaders[sluice_broker::coordinator::store::partition_for(group, PARTITIONS) as usize]
+    };
+    let groups: Vec<String> = (1..=3)
+        .map(|broker| {
+            (0..1000)
+                .map(|i| format!("group-{i}"))
+                .find(|g| coordinator_of(g) == broker)
+                .expect("a group for every broker")
+        })
+        .collect();
+    for node in 1..=3 {
+        let answers = find_coordinators(layout.client_addr(node), &groups).await;
+        let expected: Vec<(i16, i32)> = groups.iter().map(|g| (0, coordinator_of(g))).collect();
+        assert_eq!(answers, expected, "FindCoordinator v4 at broker {node}");
+        for group in &groups {
+            assert_eq!(
+                find_coordinator(layout.client_addr(node), group).await,
+                (0, coordinator_of(group)),
+                "FindCoordinator v3 at broker {node}"
+            );
+        }
+    }
+
+    // Each coordinator takes its group's commits (once it has loaded the partition); the
+    // other brokers refuse them.
+    for (i, group) in groups.iter().enumerate() {
+        let at = layout.client_addr(i + 1);
+        let offset = 10 * (i as i64 + 1);
+        eventually!(
+            "the coordinator takes a commit",
+            (commit(at, group, &[(0, offset), (1, offset + 1)]).await == 0).then_some(())
+        );
+        let other = layout.client_addr((i + 1) % 3 + 1);
+        assert_eq!(
+            commit(other, group, &[(0, 1)]).await,
+            ResponseError::NotCoordinator.code()
+        );
+        assert_eq!(committed(other, group, "orders", &[0]).await, None);
+        assert_eq!(
+            committed(at, group, "orders", &[0, 1]).await,
+            Some(vec![offset, offset + 1])
+        );
+    }
+    // Each broker's coordinator has loaded exactly the partitions it leads.
+    for (i, handle) in handles.iter().enumerate() {
+        let node = i as i32 + 1;
+        let led: Vec<i32> = (0..PARTITIONS)
+            .filter(|&p| leaders[p as usize] == node)
+            .collect();
+        eventually!(format!("broker {node} loads the partitions it leads"), {
+            let loaded = handle.state().groups.loaded_partitions().await;
+            (loaded == led).then_some(())
+        });
+    }
+    // ListGroups: each broker lists the groups it coordinates.
+    for (i, group) in groups.iter().enumerate() {
+        let (code, listed) = list_groups(layout.client_addr(i + 1)).await;
+        assert_eq!(code, 0);
+        assert_eq!(listed, vec![group.clone()], "broker {}", i + 1);
+    }
+
+    // Broker 3 dies: its groups have no coordinator once it is fenced; the others' go on.
+    handles.remove(2).kill().await;
+    eventually!("broker 3's group loses its coordinator", {
+        let (code, _) = find_coordinator(layout.client_addr(1), &groups[2]).await;
+        (code == ResponseError::CoordinatorNotAvailable.code()).then_some(())
+    });
+    assert_eq!(
+        commit(layout.client_addr(1), &groups[0], &[(0, 11)]).await,
+        0
+    );
+    assert_eq!(
+        find_coordinator(layout.client_addr(2), &groups[1]).await,
+        (0, 2)
+    );
+    // It restarts: it leads its partitions again, loads them, and the offsets are back.
+    handles.push(
+        Broker::start(layout.config_with(3, dirs[2].path(), &extra))
+            .await
+            .expect("broker 3 restarts"),
+    );
+    eventually!("broker 3 coordinates its group again", {
+        let answer = find_coordinator(layout.client_addr(1), &groups[2]).await;
+        (answer == (0, 3)).then_some(())
+    });
+    let offsets = eventually!(
+        "broker 3's committed offsets",
+        committed(layout.client_addr(3), &groups[2], "orders", &[0, 1]).await
+    );
+    assert_eq!(offsets, vec![30, 31]);
+    // Its coordinator stamps what it writes with the partition's leader epoch, as a
+    // leader's Produce does (fencing and the restart gave the partition new epochs).
+    assert_eq!(
+        commit(layout.client_addr(3), &groups[2], &[(0, 40)]).await,
+        0
+    );
+    let home = sluice_broker::coordinator::store::partition_for(&groups[2], PARTITIONS);
+    let m = metadata(layout.client_addr(3), Some(&["__consumer_offsets"])).await;
+    let epoch = m.topics[0]
+        .partitions
+        .iter()
+        .find(|p| p.partition_index == home)
+        .expect("the group's partition")
+        .leader_epoch;
+    assert!(epoch > 0, "{epoch}");
+    let mut node3 = Client::connect(layout.client_addr(3)).await;
+    let data = node3.fetch("__consumer_offsets", home, 0).await;
+    let records = data.records.expect("the partition's records");
+    // Batches: base offset (8 bytes), length (4), partition leader epoch (4), ...
+    let mut epochs = Vec::new();
+    let mut at = 0;
+    while at + 16 <= records.len() {
+        let length = i32::from_be_bytes(records[at + 8..at + 12].try_into().unwrap());
+        epochs.push(i32::from_be_bytes(
+            records[at + 12..at + 16].try_into().unwrap(),
+        ));
+        at += 12 + length as usize;
+    }
+    assert_eq!(epochs.first(), Some(&0), "{epochs:?}");
+    assert_eq!(epochs.last(), Some(&epoch), "{epochs:?}");
+    assert_eq!(
+        committed(layout.client_addr(1), &groups[0], "orders", &[0, 1]).await,
+        Some(vec![11, 11])
     );
     stop(handles).await;
 }

@@ -14,7 +14,9 @@ each started by launcher.py as a combined broker + controller of a static quorum
 - d. kill -9 of a broker that is not the controller: producing to the partitions the other two
   lead keeps working, its own partitions have no leader (and refuse records) until it
   restarts, then work again with their data;
-- e. stop and restart all three: topics, their records and committed group offsets are there.
+- e. stop and restart all three: topics, their records and committed group offsets are there;
+- f. consumer groups are coordinated by several brokers, each group by the leader of its
+  ``__consumer_offsets`` partition (Kafka's hash), with its commits.
 
 Requests meant for one chosen broker (Metadata "as broker 2 sees it", CreateTopics "through
 broker 3") are sent with kafka_wire.py; the clients pick their brokers themselves.
@@ -408,6 +410,59 @@ def test_topics_created_through_any_broker_are_visible_from_every_broker(shared_
     assert all(v is not None and v.broker_ids == [1, 2, 3] for v in views), views
     if cluster.kind == "sluice":
         assert len({v.controller_id for v in views}) == 1, [v.controller_id for v in views]
+
+
+def offsets_partition_for(group: str, partitions: int) -> int:
+    """Kafka's partition of a group in __consumer_offsets: Utils.abs(group.hashCode()) %
+    partitions, with Java's String.hashCode over UTF-16 code units."""
+    h = 0
+    units = group.encode("utf-16-be")
+    for i in range(0, len(units), 2):
+        h = (31 * h + int.from_bytes(units[i : i + 2], "big")) & 0xFFFFFFFF
+    if h >= 1 << 31:
+        h -= 1 << 32
+    return (0 if h == -(1 << 31) else abs(h)) % partitions
+
+
+@pytest.mark.timeout(120)
+def test_group_coordinators_are_the_leaders_of_their_offsets_partitions(shared_cluster: Cluster) -> None:
+    """Groups are coordinated by several brokers (the __consumer_offsets partitions are spread
+    like any topic's), each by the leader of the group's partition, and each keeps its commits."""
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    cluster = shared_cluster
+    topic = "coordinated"
+    create_and_wait(cluster, cluster.node(1), topic, 3)
+    groups = [f"coordinated-{i}" for i in range(12)]
+    wanted = {group: {p: 10 * i + p for p in range(3)} for i, group in enumerate(groups)}
+    for group in groups:
+        consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group, "enable.auto.commit": False})
+        try:
+            consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in wanted[group].items()], asynchronous=False)
+        finally:
+            consumer.close()
+
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    described = admin.describe_consumer_groups(groups, request_timeout=30)
+    coordinators = {group: future.result(timeout=30).coordinator.id for group, future in described.items()}
+    offsets_leaders = wait_for(
+        "__consumer_offsets led on every broker",
+        lambda: leaders_everywhere(cluster, "__consumer_offsets", cluster.nodes),
+        30,
+    )
+    expected = {g: offsets_leaders[offsets_partition_for(g, len(offsets_leaders))] for g in groups}
+    _log(f"group coordinators: {coordinators}")
+    assert coordinators == expected
+    assert len(set(coordinators.values())) >= 2, f"one broker coordinates every group: {coordinators}"
+
+    for group in groups:
+        consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group, "enable.auto.commit": False})
+        try:
+            answer = consumer.committed([TopicPartition(topic, p) for p in range(3)], timeout=10)
+        finally:
+            consumer.close()
+        assert {tp.partition: tp.offset for tp in answer} == wanted[group], group
 
 
 # --- c, d: kill -9 -------------------------------------------------------------------------

@@ -933,6 +933,26 @@ impl Group {
         self.members.insert(member.member_id.clone(), member);
     }
 
+    /// Answers every parked JoinGroup and SyncGroup of the group with `error`: the
+    /// coordinator is unloading it (Kafka's `onResignation` answers NOT_COORDINATOR, so
+    /// the members look for the new coordinator).
+    pub(crate) fn abandon_parked(&mut self, error: ResponseError, fx: &mut Effects) {
+        for m in self.members.values_mut() {
+            if let Some(ticket) = m.awaiting_join.take() {
+                fx.completions.push(Completion::Join {
+                    ticket,
+                    response: JoinResponse::error(&m.member_id, error),
+                });
+            }
+            if let Some(ticket) = m.awaiting_sync.take() {
+                fx.completions.push(Completion::Sync {
+                    ticket,
+                    response: SyncResponse::error(error),
+                });
+            }
+        }
+    }
+
     /// Removes a member, answering its parked requests with UNKNOWN_MEMBER_ID (it may
     /// still be alive and will rejoin), and hands the leadership on if needed.
     fn remove_member(&mut self, member_id: &str, fx: &mut Effects) {

@@ -164,24 +164,26 @@ fn error_message(error: ResponseError) -> String {
     }
 }
 
-/// FindCoordinator: this broker coordinates every group (and transactional id: a single
-/// broker holds every internal partition). `node` is None while `__consumer_offsets` is
-/// not ready, which clients retry on (COORDINATOR_NOT_AVAILABLE). Share-group keys are
-/// refused (INVALID_REQUEST): share groups are not served.
+/// FindCoordinator: `coordinator(key)` names the coordinator of a group (or
+/// transactional id: their coordinator is the group's until transactions have their own
+/// topic): this broker on a single node, the leader of the key's `__consumer_offsets`
+/// partition in a cluster. None while it is not known or not ready, which clients retry
+/// on (COORDINATOR_NOT_AVAILABLE). Share-group keys are refused (INVALID_REQUEST): share
+/// groups are not served.
 pub fn find_coordinator(
     req: &FindCoordinatorRequest,
     version: i16,
-    node: Option<&CoordinatorNode>,
+    coordinator: impl Fn(&str) -> Option<CoordinatorNode>,
 ) -> FindCoordinatorResponse {
     let key_type = if version >= 1 {
         req.key_type
     } else {
         KEY_TYPE_GROUP
     };
-    let resolve = || -> Result<&CoordinatorNode, ResponseError> {
+    let resolve = |key: &str| -> Result<CoordinatorNode, ResponseError> {
         match key_type {
             KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => {
-                node.ok_or(ResponseError::CoordinatorNotAvailable)
+                coordinator(key).ok_or(ResponseError::CoordinatorNotAvailable)
             }
             _ => Err(ResponseError::InvalidRequest),
         }
@@ -193,7 +195,7 @@ pub fn find_coordinator(
             .iter()
             .map(|key| {
                 let c = Coordinator::default().with_key(key.clone());
-                match resolve() {
+                match resolve(key.as_str()) {
                     Ok(n) => c
                         .with_node_id(BrokerId(n.node_id))
                         .with_host(s(&n.host))
@@ -209,7 +211,7 @@ pub fn find_coordinator(
             .collect();
         return response.with_coordinators(coordinators);
     }
-    let (error, node_id, host, port) = match resolve() {
+    let (error, node_id, host, port) = match resolve(req.key.as_str()) {
         Ok(n) => (None, n.node_id, s(&n.host), n.port),
         Err(e) => (Some(e), -1, StrBytes::default(), -1),
     };

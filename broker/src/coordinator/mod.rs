@@ -21,6 +21,16 @@
 //!   partition read every batch from the log start offset and pass it to
 //!   [`GroupCoordinator::replay_batch`], then [`GroupCoordinator::finish_load`]. Requests
 //!   before that are answered COORDINATOR_LOAD_IN_PROGRESS.
+//! - a cluster broker serves only the partitions it leads ([`Ownership`] per partition):
+//!   start from [`GroupCoordinator::new_unowned`] (every group request answers
+//!   NOT_COORDINATOR); on election [`GroupCoordinator::load_partition`], then the
+//!   partition's batches through `replay_batch` and
+//!   [`GroupCoordinator::finish_partition_load`] (or replay them into a separate
+//!   coordinator and [`GroupCoordinator::adopt_partition`] its state), with
+//!   COORDINATOR_LOAD_IN_PROGRESS meanwhile for that partition's groups; on resignation
+//!   [`GroupCoordinator::unload_partition`], whose completions answer the partition's
+//!   parked requests NOT_COORDINATOR. Only groups of loaded partitions exist, so timers,
+//!   retention and restatements never touch a partition served elsewhere.
 //! - each group request: the matching handler in [`handlers`] (or the domain method).
 //! - timers: call [`GroupCoordinator::tick`] when [`GroupCoordinator::next_deadline`] is
 //!   reached (re-read it after every call; a deadline may come earlier than needed, never
@@ -447,10 +457,22 @@ pub struct GroupCoordinator {
     timers: BinaryHeap<Reverse<(i64, String)>>,
     stats: Vec<PartitionStats>,
     next_ticket: u64,
-    loading: bool,
-    /// While loading: another broker coordinates (see `set_not_coordinator`).
-    not_coordinator: bool,
+    /// Per `__consumer_offsets` partition: whether this coordinator serves its groups.
+    ownership: Vec<Ownership>,
     cleanup_at: Option<i64>,
+}
+
+/// Whether a coordinator serves the groups of one `__consumer_offsets` partition (Kafka's
+/// `onElection` / `onResignation` per partition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// Another broker leads the partition: its groups' requests answer NOT_COORDINATOR,
+    /// so clients look for the coordinator again.
+    NotOwned,
+    /// Being replayed: COORDINATOR_LOAD_IN_PROGRESS, which clients retry here.
+    Loading,
+    /// Served.
+    Loaded,
 }
 
 impl GroupCoordinator {
@@ -464,8 +486,7 @@ impl GroupCoordinator {
             timers: BinaryHeap::new(),
             stats: vec![PartitionStats::default(); partitions],
             next_ticket: 1,
-            loading: false,
-            not_coordinator: false,
+            ownership: vec![Ownership::Loaded; partitions],
             cleanup_at: None,
         }
     }
@@ -475,7 +496,16 @@ impl GroupCoordinator {
     /// [`GroupCoordinator::replay_batch`].
     pub fn new_loading(config: CoordinatorConfig) -> GroupCoordinator {
         let mut coordinator = GroupCoordinator::new(config);
-        coordinator.loading = true;
+        coordinator.ownership.fill(Ownership::Loading);
+        coordinator
+    }
+
+    /// A coordinator that owns no partition yet (a cluster broker: it takes the
+    /// partitions it leads with [`GroupCoordinator::load_partition`]); every group
+    /// request answers NOT_COORDINATOR until then.
+    pub fn new_unowned(config: CoordinatorConfig) -> GroupCoordinator {
+        let mut coordinator = GroupCoordinator::new(config);
+        coordinator.ownership.fill(Ownership::NotOwned);
         coordinator
     }
 
@@ -483,25 +513,39 @@ impl GroupCoordinator {
         &self.config
     }
 
+    /// Whether some partition is being loaded.
     pub fn is_loading(&self) -> bool {
-        self.loading
+        self.ownership.contains(&Ownership::Loading)
     }
 
-    /// Marks a coordinator that never loads on this broker because another broker
-    /// coordinates the groups (a cluster; see `cluster::groups`): it then answers
-    /// NOT_COORDINATOR, so clients look for the coordinator again, instead of
-    /// COORDINATOR_LOAD_IN_PROGRESS, which they retry here.
-    pub fn set_not_coordinator(&mut self, not_coordinator: bool) {
-        self.not_coordinator = not_coordinator;
+    /// Whether this coordinator serves the groups of `partition` (None: no such
+    /// partition).
+    pub fn ownership(&self, partition: i32) -> Option<Ownership> {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.ownership.get(p))
+            .copied()
     }
 
-    /// What a request gets while the coordinator is not loaded.
-    fn loading_error(&self) -> ResponseError {
-        if self.not_coordinator {
-            ResponseError::NotCoordinator
-        } else {
-            ResponseError::CoordinatorLoadInProgress
+    /// The partitions in `state`.
+    pub fn partitions_in(&self, state: Ownership) -> Vec<i32> {
+        (0..self.ownership.len() as i32)
+            .filter(|&p| self.ownership(p) == Some(state))
+            .collect()
+    }
+
+    /// What a request for `group_id` gets while its partition is not served here: None
+    /// when it is served.
+    fn group_error(&self, group_id: &str) -> Option<ResponseError> {
+        match self.ownership(self.partition_for(group_id)) {
+            Some(Ownership::Loaded) => None,
+            Some(Ownership::Loading) => Some(ResponseError::CoordinatorLoadInProgress),
+            Some(Ownership::NotOwned) | None => Some(ResponseError::NotCoordinator),
         }
+    }
+
+    fn is_loaded(&self, partition: i32) -> bool {
+        self.ownership(partition) == Some(Ownership::Loaded)
     }
 
     /// The `__consumer_offsets` partition of `group_id`.
@@ -599,17 +643,149 @@ impl GroupCoordinator {
     /// Ends loading: members of loaded groups must heartbeat within their session
     /// timeouts from `now_ms`. May return restatements of partitions that need one.
     pub fn finish_load(&mut self, now_ms: i64) -> Output<()> {
-        self.loading = false;
-        let ids: Vec<String> = self.groups.keys().cloned().collect();
+        let loading = self.partitions_in(Ownership::Loading);
+        let output = self.finish_partitions(&loading, now_ms);
+        tracing::info!(groups = self.groups.len(), "group coordinator loaded");
+        output
+    }
+
+    // ---- partition ownership (a cluster) -----------------------------------------------
+
+    /// Takes `partition` (this broker became its leader: Kafka's `onElection`): drops
+    /// whatever it held of it and answers its groups' requests COORDINATOR_LOAD_IN_PROGRESS
+    /// until [`GroupCoordinator::finish_partition_load`] or
+    /// [`GroupCoordinator::adopt_partition`]. Feed the partition's batches in between with
+    /// [`GroupCoordinator::replay_batch`], or replay them into another coordinator and
+    /// adopt its state. The output answers requests parked on groups it held before.
+    pub fn load_partition(&mut self, partition: i32) -> Output<()> {
+        let output = self.unload_partition(partition);
+        if let Some(o) = usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.ownership.get_mut(p))
+        {
+            *o = Ownership::Loading;
+        }
+        output
+    }
+
+    /// Gives `partition` up (another broker leads it now: Kafka's `onResignation`): its
+    /// groups' state is dropped, their parked JoinGroup/SyncGroup requests are answered
+    /// NOT_COORDINATOR (the output's completions), and their requests answer
+    /// NOT_COORDINATOR from now on. Nothing is written.
+    pub fn unload_partition(&mut self, partition: i32) -> Output<()> {
+        let mut fx = Effects::default();
+        let ids: Vec<String> = usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.by_partition.get(p))
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default();
+        for id in &ids {
+            if let Some(g) = self.groups.get_mut(id) {
+                g.abandon_parked(ResponseError::NotCoordinator, &mut fx);
+            }
+            self.remove_group(id);
+        }
+        if let Some(stats) = self.stats_mut(partition) {
+            *stats = PartitionStats::default();
+        }
+        if let Some(o) = usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.ownership.get_mut(p))
+        {
+            if *o != Ownership::NotOwned {
+                tracing::info!(
+                    partition,
+                    groups = ids.len(),
+                    "unloaded {OFFSETS_TOPIC} partition"
+                );
+            }
+            *o = Ownership::NotOwned;
+        }
+        Output {
+            reply: (),
+            completions: fx.completions,
+            writes: Vec::new(),
+        }
+    }
+
+    /// Ends the loading of `partition` (its batches were replayed into this coordinator):
+    /// its groups are served from now on, as [`GroupCoordinator::finish_load`] does for
+    /// every partition. Nothing happens if the partition is not loading (it was given up
+    /// meanwhile). May return a restatement of the partition.
+    pub fn finish_partition_load(&mut self, partition: i32, now_ms: i64) -> Output<()> {
+        if self.ownership(partition) != Some(Ownership::Loading) {
+            return Output {
+                reply: (),
+                completions: Vec::new(),
+                writes: Vec::new(),
+            };
+        }
+        let output = self.finish_partitions(&[partition], now_ms);
+        let groups = self
+            .by_partition
+            .get(partition as usize)
+            .map_or(0, BTreeSet::len);
+        tracing::info!(partition, groups, "loaded {OFFSETS_TOPIC} partition");
+        output
+    }
+
+    /// [`GroupCoordinator::finish_partition_load`] with the state `loaded` rebuilt by
+    /// replaying `partition` (a coordinator with the same partition count, fed only that
+    /// partition): lets the I/O layer replay without holding this coordinator. Ignored
+    /// (nothing adopted) if the partition is not loading here any more.
+    pub fn adopt_partition(
+        &mut self,
+        partition: i32,
+        mut loaded: GroupCoordinator,
+        now_ms: i64,
+    ) -> Output<()> {
+        if self.ownership(partition) == Some(Ownership::Loading)
+            && loaded.ownership.len() == self.ownership.len()
+        {
+            let ids: Vec<String> = loaded
+                .by_partition
+                .get(partition as usize)
+                .map(|ids| ids.iter().cloned().collect())
+                .unwrap_or_default();
+            for id in ids {
+                if let Some(group) = loaded.groups.remove(&id) {
+                    self.remove_group(&id);
+                    if let Some(set) = self.by_partition.get_mut(partition as usize) {
+                        set.insert(id.clone());
+                    }
+                    self.groups.insert(id, group);
+                }
+            }
+            if let (Some(stats), Some(from)) = (
+                self.stats_mut(partition),
+                loaded.stats.get(partition as usize),
+            ) {
+                *stats = *from;
+            }
+        }
+        self.finish_partition_load(partition, now_ms)
+    }
+
+    /// Serves the groups of `partitions` (all loading): members must heartbeat within
+    /// their session timeouts from `now_ms`; partitions that need one are restated.
+    fn finish_partitions(&mut self, partitions: &[i32], now_ms: i64) -> Output<()> {
+        let mut ids = Vec::new();
+        for &partition in partitions {
+            if let Some(o) = self.ownership.get_mut(partition as usize) {
+                *o = Ownership::Loaded;
+            }
+            if let Some(set) = self.by_partition.get(partition as usize) {
+                ids.extend(set.iter().cloned());
+            }
+        }
         for id in &ids {
             if let Some(g) = self.groups.get_mut(id) {
                 g.schedule_loaded_heartbeats(now_ms);
             }
             self.after_change(id);
         }
-        tracing::info!(groups = self.groups.len(), "group coordinator loaded");
         let mut writes = Vec::new();
-        for partition in 0..self.stats.len() as i32 {
+        for &partition in partitions {
             writes.extend(self.maybe_restate(partition, now_ms));
         }
         self.schedule_cleanup(now_ms);
@@ -642,8 +818,8 @@ impl GroupCoordinator {
         fx: &mut Effects,
     ) -> Reply<JoinResponse> {
         let refuse = |e| Reply::Now(JoinResponse::error(&req.member_id, e));
-        if self.loading {
-            return refuse(self.loading_error());
+        if let Some(error) = self.group_error(&req.group_id) {
+            return refuse(error);
         }
         if req.group_id.is_empty() {
             return refuse(ResponseError::InvalidGroupId);
@@ -673,8 +849,8 @@ impl GroupCoordinator {
     /// brings the assignment.
     pub fn sync_group(&mut self, req: &SyncRequest, now_ms: i64) -> Output<Reply<SyncResponse>> {
         let mut fx = Effects::default();
-        let mut reply = if self.loading {
-            Reply::Now(SyncResponse::error(self.loading_error()))
+        let mut reply = if let Some(error) = self.group_error(&req.group_id) {
+            Reply::Now(SyncResponse::error(error))
         } else if req.group_id.is_empty() {
             Reply::Now(SyncResponse::error(ResponseError::InvalidGroupId))
         } else {
@@ -698,9 +874,9 @@ impl GroupCoordinator {
     /// Heartbeat.
     pub fn heartbeat(&mut self, req: &MemberHeartbeat, now_ms: i64) -> Output<HeartbeatResult> {
         let mut fx = Effects::default();
-        let error = if self.loading {
+        let error = if let Some(error) = self.group_error(&req.group_id) {
             // Kafka answers heartbeats blindly while the group is loading.
-            None
+            (error != ResponseError::CoordinatorLoadInProgress).then_some(error)
         } else if req.group_id.is_empty() {
             Some(ResponseError::InvalidGroupId)
         } else {
@@ -724,8 +900,8 @@ impl GroupCoordinator {
             error: Some(e),
             members: Vec::new(),
         };
-        let reply = if self.loading {
-            top(self.loading_error())
+        let reply = if let Some(error) = self.group_error(group_id) {
+            top(error)
         } else if group_id.is_empty() {
             top(ResponseError::InvalidGroupId)
         } else {
@@ -762,8 +938,8 @@ impl GroupCoordinator {
         now_ms: i64,
         fx: &mut Effects,
     ) -> CommitResponse {
-        if self.loading {
-            return CommitResponse::error(req, self.loading_error());
+        if let Some(error) = self.group_error(&req.group_id) {
+            return CommitResponse::error(req, error);
         }
         if !self.groups.contains_key(&req.group_id) {
             if req.generation_id >= 0 {
@@ -786,9 +962,9 @@ impl GroupCoordinator {
     /// OffsetFetch for one group: the partitions asked for, or all of them (`None`).
     /// A partition with nothing committed gets offset -1.
     pub fn fetch_offsets(&self, group_id: &str, topics: Option<&[FetchTopic]>) -> FetchResponse {
-        if self.loading {
+        if let Some(error) = self.group_error(group_id) {
             return FetchResponse {
-                error: Some(self.loading_error()),
+                error: Some(error),
                 topics: Vec::new(),
             };
         }
@@ -826,8 +1002,8 @@ impl GroupCoordinator {
             error: Some(e),
             topics: Vec::new(),
         };
-        let reply = if self.loading {
-            top(self.loading_error())
+        let reply = if let Some(error) = self.group_error(group_id) {
+            top(error)
         } else if group_id.is_empty() {
             top(ResponseError::InvalidGroupId)
         } else {
@@ -860,8 +1036,8 @@ impl GroupCoordinator {
             if !seen.insert(group_id.as_str()) {
                 continue;
             }
-            let error = if self.loading {
-                Some(self.loading_error())
+            let error = if let Some(error) = self.group_error(group_id) {
+                Some(error)
             } else {
                 self.on_group(group_id, now_ms, &mut fx, |g, _, fx| match g.state() {
                     GroupState::Dead => Some(ResponseError::GroupIdNotFound),
@@ -896,10 +1072,14 @@ impl GroupCoordinator {
 
     /// ListGroups, filtered by state names (case-insensitive) and group types ("classic"
     /// is the only type here); empty filters match everything.
+    ///
+    /// Only the groups of partitions served here are listed (Kafka's per-broker
+    /// ListGroups; clients ask every broker); while some partition is loading the answer
+    /// is COORDINATOR_LOAD_IN_PROGRESS.
     pub fn list_groups(&self, states: &[String], types: &[String]) -> GroupListing {
-        if self.loading {
+        if self.is_loading() {
             return GroupListing {
-                error: Some(self.loading_error()),
+                error: Some(ResponseError::CoordinatorLoadInProgress),
                 groups: Vec::new(),
             };
         }
@@ -938,8 +1118,8 @@ impl GroupCoordinator {
                     protocol_data: String::new(),
                     members: Vec::new(),
                 };
-                if self.loading {
-                    described.error = Some(self.loading_error());
+                if let Some(error) = self.group_error(id) {
+                    described.error = Some(error);
                     described.state = GroupState::Dead;
                     return described;
                 }
@@ -1031,10 +1211,11 @@ impl GroupCoordinator {
     // ---- timers ------------------------------------------------------------------------
 
     /// Runs every timer due at `now_ms`: session expiries, rebalance and sync timeouts,
-    /// the initial rebalance delay, and the periodic offsets cleanup.
+    /// the initial rebalance delay, and the periodic offsets cleanup. Only groups of
+    /// loaded partitions are touched (a partition being replayed is not served yet).
     pub fn tick(&mut self, now_ms: i64) -> Output<()> {
         let mut fx = Effects::default();
-        if !self.loading {
+        if self.ownership.contains(&Ownership::Loaded) {
             while let Some(Reverse((at, _))) = self.timers.peek() {
                 if *at > now_ms {
                     break;
@@ -1042,7 +1223,8 @@ impl GroupCoordinator {
                 let Some(Reverse((at, id))) = self.timers.pop() else {
                     break;
                 };
-                if let Some(g) = self.groups.get_mut(&id) {
+                let loaded = self.is_loaded(self.partition_for(&id));
+                if let Some(g) = self.groups.get_mut(&id).filter(|_| loaded) {
                     if g.scheduled_at == Some(at) {
                         g.scheduled_at = None;
                     }
@@ -1060,7 +1242,12 @@ impl GroupCoordinator {
 
     /// Kafka's cleanupGroupMetadata: expire offsets; delete Empty groups left without any.
     fn cleanup(&mut self, now_ms: i64, fx: &mut Effects) {
-        let ids: Vec<String> = self.groups.keys().cloned().collect();
+        let ids: Vec<String> = self
+            .groups
+            .values()
+            .filter(|g| self.is_loaded(g.partition()))
+            .map(|g| g.id().to_owned())
+            .collect();
         let mut deleted = Vec::new();
         for id in ids {
             let delete = self.on_group(&id, now_ms, fx, |g, cfg, fx| {

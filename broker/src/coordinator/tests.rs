@@ -1,5 +1,6 @@
 //! Wire-level tests of the handlers: every supported version of every group API encodes,
-//! and the version-specific rules hold.
+//! and the version-specific rules hold; and a cluster broker's partition ownership (load,
+//! COORDINATOR_LOAD_IN_PROGRESS meanwhile, unload, NOT_COORDINATOR after) seen through them.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -618,7 +619,7 @@ fn find_coordinator_at_every_version() {
             FindCoordinatorRequest::default().with_key(s("g1"))
         };
         let back = round_trip(
-            &handlers::find_coordinator(&req, version, Some(&node)),
+            &handlers::find_coordinator(&req, version, |_| Some(node.clone())),
             version,
         );
         if version >= 4 {
@@ -632,7 +633,10 @@ fn find_coordinator_at_every_version() {
             assert_eq!(back.host.as_str(), "localhost");
         }
         // Not ready yet: COORDINATOR_NOT_AVAILABLE.
-        let back = round_trip(&handlers::find_coordinator(&req, version, None), version);
+        let back = round_trip(
+            &handlers::find_coordinator(&req, version, |_| None),
+            version,
+        );
         let code = if version >= 4 {
             back.coordinators[0].error_code
         } else {
@@ -643,7 +647,7 @@ fn find_coordinator_at_every_version() {
             // Share-group keys are not served.
             let share = req.clone().with_key_type(handlers::KEY_TYPE_SHARE);
             let back = round_trip(
-                &handlers::find_coordinator(&share, version, Some(&node)),
+                &handlers::find_coordinator(&share, version, |_| Some(node.clone())),
                 version,
             );
             let code = if version >= 4 {
@@ -702,4 +706,229 @@ fn a_failed_wire_output_carries_the_coordinator_error() {
         ResponseError::NotCoordinator.code()
     );
     assert!(out.writes.is_empty());
+}
+
+// ---- partition ownership (a cluster broker: load on election, unload on resignation) ---
+
+fn commit_code(out: &Output<OffsetCommitResponse>) -> i16 {
+    out.reply.topics[0].partitions[0].error_code
+}
+
+/// OffsetFetch v2 of group "simple", partitions t-0 and t-1: (error, offsets).
+fn fetch_simple(coordinator: &GroupCoordinator) -> (i16, Vec<i64>) {
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(s("simple")))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_partition_indexes(vec![0, 1])]));
+    let response = handlers::offset_fetch(coordinator, &request, 2);
+    let offsets = response
+        .topics
+        .first()
+        .map(|t| t.partitions.iter().map(|p| p.committed_offset).collect())
+        .unwrap_or_default();
+    (response.error_code, offsets)
+}
+
+fn heartbeat_request(group: &str) -> HeartbeatRequest {
+    HeartbeatRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id(1)
+        .with_member_id(s("m"))
+}
+
+/// What an earlier coordinator of group "simple"'s partition wrote: t-0 at 100, t-1 at
+/// 101 (three times over), and that partition.
+fn simple_group_records() -> (i32, Vec<LogWrite>) {
+    let mut before = GroupCoordinator::new(config());
+    let home = before.partition_for("simple");
+    let mut written = Vec::new();
+    for now in 0..3 {
+        let out = handlers::offset_commit(
+            &mut before,
+            &commit_request(8, &[0, 1]),
+            8,
+            |_, _| true,
+            now,
+        );
+        written.extend(out.writes);
+    }
+    assert!(written
+        .iter()
+        .all(|w| w.partition == home && !w.restatement));
+    (home, written)
+}
+
+#[test]
+fn a_partition_is_served_once_loaded_and_loading_answers_load_in_progress() {
+    let exists = |_: &str, _: i32| true;
+    let (home, written) = simple_group_records();
+    let not_coordinator = ResponseError::NotCoordinator.code();
+    let loading = ResponseError::CoordinatorLoadInProgress.code();
+    let mut coordinator = GroupCoordinator::new_unowned(config());
+    assert_ne!(
+        coordinator.partition_for("g"),
+        home,
+        "the test needs two partitions"
+    );
+
+    // Not taken: NOT_COORDINATOR, nothing written; ListGroups lists nothing, no error.
+    let out = handlers::offset_commit(&mut coordinator, &commit_request(8, &[0]), 8, exists, 5);
+    assert_eq!(commit_code(&out), not_coordinator);
+    assert!(out.writes.is_empty());
+    assert_eq!(fetch_simple(&coordinator).0, not_coordinator);
+    let listed = handlers::list_groups(&coordinator, &ListGroupsRequest::default(), 4);
+    assert_eq!((listed.error_code, listed.groups.len()), (0, 0));
+    let heartbeat = handlers::heartbeat(&mut coordinator, &heartbeat_request("simple"), 4, 5);
+    assert_eq!(heartbeat.reply.error_code, not_coordinator);
+
+    // Taken: COORDINATOR_LOAD_IN_PROGRESS until the replay is finished.
+    let out = coordinator.load_partition(home);
+    assert!(out.completions.is_empty() && out.writes.is_empty());
+    assert_eq!(coordinator.ownership(home), Some(Ownership::Loading));
+    let out = handlers::offset_commit(&mut coordinator, &commit_request(8, &[0]), 8, exists, 6);
+    assert_eq!(commit_code(&out), loading);
+    assert!(out.writes.is_empty());
+    assert_eq!(fetch_simple(&coordinator).0, loading);
+    let listed = handlers::list_groups(&coordinator, &ListGroupsRequest::default(), 4);
+    assert_eq!(listed.error_code, loading);
+    // Heartbeats are answered blindly while loading, as Kafka does; a group of another
+    // partition is still not coordinated here.
+    let heartbeat = handlers::heartbeat(&mut coordinator, &heartbeat_request("simple"), 4, 6);
+    assert_eq!(heartbeat.reply.error_code, 0);
+    let heartbeat = handlers::heartbeat(&mut coordinator, &heartbeat_request("g"), 4, 6);
+    assert_eq!(heartbeat.reply.error_code, not_coordinator);
+    for write in &written {
+        coordinator
+            .replay_batch(home, write.records.clone(), 0)
+            .unwrap();
+    }
+    assert_eq!(fetch_simple(&coordinator).0, loading);
+    let out = coordinator.finish_partition_load(home, 7);
+    assert!(out.completions.is_empty() && out.writes.is_empty());
+
+    // Loaded: the committed offsets are back; other partitions are still not taken.
+    assert_eq!(coordinator.partitions_in(Ownership::Loaded), vec![home]);
+    assert_eq!(fetch_simple(&coordinator), (0, vec![100, 101]));
+    let listed = handlers::list_groups(&coordinator, &ListGroupsRequest::default(), 4);
+    assert_eq!(listed.error_code, 0);
+    let names: Vec<&str> = listed.groups.iter().map(|g| g.group_id.as_str()).collect();
+    assert_eq!(names, vec!["simple"]);
+    let out = handlers::join_group(&mut coordinator, &join_request("", 3), 3, CLIENT, 8);
+    assert_eq!(out.reply.now().unwrap().error_code, not_coordinator);
+    let out = handlers::offset_commit(&mut coordinator, &commit_request(8, &[1]), 8, exists, 9);
+    assert_eq!(commit_code(&out), 0);
+    let partitions: Vec<i32> = out.writes.iter().map(|w| w.partition).collect();
+    assert_eq!(partitions, vec![home]);
+}
+
+#[test]
+fn an_unloaded_partition_answers_not_coordinator_and_so_do_its_parked_requests() {
+    let mut coordinator = GroupCoordinator::new_unowned(config());
+    let home = coordinator.partition_for("g");
+    let _ = coordinator.load_partition(home);
+    let out = coordinator.adopt_partition(home, GroupCoordinator::new_loading(config()), 0);
+    assert!(out.writes.is_empty());
+    stable_group(&mut coordinator);
+    // A second member's JoinGroup parks while the group rebalances.
+    let out = handlers::join_group(&mut coordinator, &join_request("", 3), 3, CLIENT, 1);
+    let ticket = out.reply.ticket().expect("parked during the rebalance");
+    assert!(coordinator.next_deadline().is_some());
+
+    let out = coordinator.unload_partition(home);
+    assert!(
+        out.writes.is_empty(),
+        "giving a partition up writes nothing"
+    );
+    assert_eq!(out.completions.len(), 1);
+    assert_eq!(out.completions[0].ticket(), ticket);
+    match handlers::completion_response(&out.completions[0], 3) {
+        CompletedResponse::Join(r) => {
+            assert_eq!(r.error_code, ResponseError::NotCoordinator.code())
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(coordinator.ownership(home), Some(Ownership::NotOwned));
+    assert!(coordinator.group("g").is_none());
+    // Its timers fire nothing any more (no session expiry written for a group gone).
+    let out = coordinator.tick(i64::MAX / 2);
+    assert!(out.completions.is_empty() && out.writes.is_empty());
+    let out = handlers::join_group(&mut coordinator, &join_request("", 3), 3, CLIENT, 2);
+    assert_eq!(
+        out.reply.now().unwrap().error_code,
+        ResponseError::NotCoordinator.code()
+    );
+    let described = handlers::describe_groups(
+        &coordinator,
+        &DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]),
+        5,
+    );
+    assert_eq!(
+        described.groups[0].error_code,
+        ResponseError::NotCoordinator.code()
+    );
+    let deleted = handlers::delete_groups(
+        &mut coordinator,
+        &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("g"))]),
+        3,
+    );
+    assert_eq!(
+        deleted.reply.results[0].error_code,
+        ResponseError::NotCoordinator.code()
+    );
+}
+
+#[test]
+fn an_adopted_replay_is_served_unless_the_partition_was_given_up_meanwhile() {
+    let (home, written) = simple_group_records();
+    let replayed = || {
+        let mut scratch = GroupCoordinator::new_loading(config());
+        for write in &written {
+            scratch
+                .replay_batch(home, write.records.clone(), 0)
+                .unwrap();
+        }
+        scratch
+    };
+    let mut coordinator = GroupCoordinator::new_unowned(config());
+    let _ = coordinator.load_partition(home);
+    let _ = coordinator.unload_partition(home);
+    let _ = coordinator.adopt_partition(home, replayed(), 5);
+    assert_eq!(coordinator.ownership(home), Some(Ownership::NotOwned));
+    assert!(coordinator.group("simple").is_none());
+
+    let _ = coordinator.load_partition(home);
+    let _ = coordinator.adopt_partition(home, replayed(), 5);
+    assert_eq!(fetch_simple(&coordinator), (0, vec![100, 101]));
+    // Loading it again (a new leader epoch) starts from nothing, then the replay.
+    let _ = coordinator.load_partition(home);
+    assert!(coordinator.group("simple").is_none());
+    let _ = coordinator.adopt_partition(home, replayed(), 6);
+    assert_eq!(fetch_simple(&coordinator), (0, vec![100, 101]));
+}
+
+#[test]
+fn restatements_touch_only_the_partition_loaded() {
+    let (home, written) = simple_group_records();
+    let small = CoordinatorConfig {
+        offsets_compaction_min_records: 2,
+        ..config()
+    };
+    let mut coordinator = GroupCoordinator::new_unowned(small.clone());
+    let _ = coordinator.load_partition(home);
+    let mut scratch = GroupCoordinator::new_loading(small);
+    for write in &written {
+        scratch
+            .replay_batch(home, write.records.clone(), 0)
+            .unwrap();
+    }
+    // Six records replayed for two live ones: the partition is restated, and only it.
+    let out = coordinator.adopt_partition(home, scratch, 5);
+    assert_eq!(out.writes.len(), 1);
+    assert!(out.writes[0].restatement);
+    assert_eq!(out.writes[0].partition, home);
+    // The periodic cleanup of a coordinator serving one partition writes nothing for the
+    // others (their groups are not here).
+    let out = coordinator.tick(i64::MAX / 2);
+    assert!(out.writes.iter().all(|w| w.partition == home));
 }

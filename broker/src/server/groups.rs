@@ -80,8 +80,9 @@ pub async fn dispatch(
     };
     match request {
         RequestKind::FindCoordinator(req) => {
-            let node = groups.coordinator_node(state);
-            respond(&handlers::find_coordinator(&req, version, node.as_ref()))
+            respond(&handlers::find_coordinator(&req, version, |key| {
+                groups.coordinator_node(state, key)
+            }))
         }
         RequestKind::JoinGroup(req) => {
             let (settled, parked) = groups

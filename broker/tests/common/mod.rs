@@ -43,7 +43,7 @@ pub async fn start(dir: &Path, extra: &[(&str, &str)]) -> BrokerHandle {
         .expect("broker starts")
 }
 
-fn init_tracing() {
+pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
