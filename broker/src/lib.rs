@@ -176,11 +176,7 @@ impl Broker {
         let served = config.cluster.served_listeners()?;
         let (client_listener, controller_listener) =
             (served.client.clone(), served.controller.cloned());
-        let layout = if controller_listener.is_some() {
-            topics::Layout::Replicas
-        } else {
-            topics::Layout::WholeTopics
-        };
+        let layout = topics::Layout::Replicas;
         let open_config = config.clone();
         let opened = tokio::task::spawn_blocking(move || {
             let config = open_config;
@@ -265,42 +261,44 @@ impl Broker {
             None => (local_addr.ip().to_string(), local_addr.port()),
         };
         registry.set_partition_limit(partition_limit);
-        let cluster = match &controller_listener {
-            None => None,
-            Some(controller) => {
-                let upgrading = {
-                    let (dir, has_topics, joined) = (
-                        config.data_dir.clone(),
-                        !registry.list().is_empty(),
-                        meta.joined,
-                    );
-                    tokio::task::spawn_blocking(move || {
-                        cluster::upgrade::begin(&dir, has_topics, joined)
-                    })
+        let cluster = {
+            let upgrading = {
+                let (dir, has_topics, joined) = (
+                    config.data_dir.clone(),
+                    !registry.list().is_empty(),
+                    meta.joined,
+                );
+                tokio::task::spawn_blocking(move || cluster::upgrade::begin(&dir, has_topics, joined))
                     .await
                     .map_err(|e| BrokerError::Cluster(e.to_string()))??
-                };
-                let bind = controller.bind_address();
-                let controller_listener = TcpListener::bind(&bind).await.map_err(|e| {
-                    BrokerError::io(format!("listen on {bind} (controller listener)"), e)
-                })?;
-                let addr = controller_listener
-                    .local_addr()
-                    .map_err(|e| BrokerError::io("read the controller listener's address", e))?;
-                let node = cluster::ClusterNode::start(
-                    &config,
-                    controller_listener,
-                    &client_listener.name,
-                    (advertised_host.clone(), advertised_port),
-                    // Kept as the cluster's if this node writes the first metadata: a
-                    // single node's id survives its upgrade; a new node's is random anyway.
-                    upgrading.then_some(meta.cluster_id.as_str()),
-                    upgrading,
-                )
-                .await?;
-                tracing::info!(controller_listener = %addr, voters = %config.cluster.voters_text(), "metadata quorum started");
-                Some(Arc::new(node))
-            }
+            };
+            let controller_listener = match &controller_listener {
+                None => None,
+                Some(controller) => {
+                    let bind = controller.bind_address();
+                    let listener = TcpListener::bind(&bind).await.map_err(|e| {
+                        BrokerError::io(format!("listen on {bind} (controller listener)"), e)
+                    })?;
+                    let addr = listener.local_addr().map_err(|e| {
+                        BrokerError::io("read the controller listener's address", e)
+                    })?;
+                    tracing::info!(controller_listener = %addr, "controller listener bound");
+                    Some(listener)
+                }
+            };
+            let node = cluster::ClusterNode::start(
+                &config,
+                controller_listener,
+                &client_listener.name,
+                (advertised_host.clone(), advertised_port),
+                // Kept as the cluster's if this node writes the first metadata: a single
+                // node's id survives its upgrade (and a new single node's start).
+                Some(meta.cluster_id.as_str()),
+                upgrading,
+            )
+            .await?;
+            tracing::info!(voters = %config.cluster.voters_text(), "metadata quorum started");
+            Some(Arc::new(node))
         };
         let state = Arc::new(BrokerState {
             cluster,
@@ -349,18 +347,44 @@ impl Broker {
     }
 }
 
-/// After the first unfencing: waits until the local replicas match the metadata, so the
-/// first requests find their partitions with their configs (a restarted broker's logs
-/// take their topic configs from the image). `false` if shutdown began first.
-async fn replicas_ready(node: &cluster::ClusterNode, shutdown: &mut watch::Receiver<bool>) -> bool {
-    let offset = node.image().last_applied().map_or(-1, |p| p.offset);
-    tokio::select! {
-        ready = node.wait_applied(offset) => {
-            if let Err(e) = ready {
-                tracing::warn!(error = %e, "serving clients before the local replicas are ready");
-            }
-            true
+/// How long a starting broker waits for its local replicas and, on a single node, its
+/// group coordinator before it serves clients anyway (they then retry).
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After the first unfencing: waits until the local replicas match the metadata (so the
+/// first requests find their partitions and configs), and on a single node until the
+/// group coordinator runs (a single node creates `__consumer_offsets` at start, so
+/// clients need no retries). `false` if shutdown began first.
+async fn ready_to_serve(
+    state: &BrokerState,
+    node: &cluster::ClusterNode,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let ready = async {
+        let offset = node.image().last_applied().map_or(-1, |p| p.offset);
+        if let Err(e) = node.wait_applied(offset).await {
+            tracing::warn!(error = %e, "serving clients before the local replicas are ready");
         }
+        if state.config.cluster.single_node() {
+            let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+            // Every partition of `__consumer_offsets` loaded (a cluster of one leads all).
+            let serving = || async {
+                let loaded = state.groups.loaded_partitions().await.len();
+                node.image()
+                    .topic(coordinator::store::OFFSETS_TOPIC)
+                    .is_some_and(|t| t.partitions.len() == loaded)
+            };
+            while !serving().await {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!("serving clients before the group coordinator is ready");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ready => true,
         _ = shutdown.wait_for(|s| *s) => false,
     }
 }
@@ -406,7 +430,7 @@ async fn supervise(
                 if !node.wait_caught_up(&mut shutdown_rx).await {
                     return;
                 }
-                if !replicas_ready(node, &mut shutdown_rx).await {
+                if !ready_to_serve(&state, node, &mut shutdown_rx).await {
                     return;
                 }
                 tracing::info!("caught up with the cluster's metadata: serving clients");

@@ -104,7 +104,7 @@ impl ClusterNode {
     /// writes its first metadata (`None`: a random one).
     pub async fn start(
         config: &BrokerConfig,
-        controller_listener: TcpListener,
+        controller_listener: Option<TcpListener>,
         listener_name: &str,
         advertised: (String, u16),
         cluster_id: Option<&str>,
@@ -128,7 +128,9 @@ impl ClusterNode {
         let service = MetadataService::start(service_config)
             .await
             .map_err(|e| BrokerError::Cluster(format!("start the metadata quorum: {e}")))?;
-        service.serve(controller_listener);
+        if let Some(listener) = controller_listener {
+            service.serve(listener);
+        }
         let protocol = cluster
             .security_protocol_map
             .get(listener_name)
@@ -158,7 +160,9 @@ impl ClusterNode {
             session_timeout: Duration::from_millis(cluster.broker_session_timeout_ms),
             apply_timeout: Duration::from_secs(10),
             producer_ids: producer_ids::ProducerIdBlocks::default(),
-            offsets_topic_wanted: AtomicBool::new(false),
+            // A single node creates it at start, as before it was a cluster of one;
+            // a cluster creates it at the first FindCoordinator, as Kafka.
+            offsets_topic_wanted: AtomicBool::new(cluster.single_node()),
             auto_creating: Default::default(),
         })
     }
