@@ -335,6 +335,12 @@ pub fn properties_help() -> String {
 /// The broker's configuration.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
+    /// Runs the single-node broker of releases before the cluster (no metadata quorum,
+    /// topics and configs kept in the data directory), whose data directories a cluster
+    /// node upgrades in place. No property sets it: tests use it to write such a
+    /// directory. It goes with that code once upgrades from those releases end.
+    #[doc(hidden)]
+    pub legacy_single_node: bool,
     pub node_id: i32,
     /// Roles, quorum voters, listeners (`listeners`, `advertised.listeners`) and the other
     /// cluster properties.
@@ -594,6 +600,7 @@ impl BrokerConfig {
         }
 
         Ok(BrokerConfig {
+            legacy_single_node: false,
             node_id,
             cluster,
             data_dir,

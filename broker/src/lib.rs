@@ -176,7 +176,14 @@ impl Broker {
         let served = config.cluster.served_listeners()?;
         let (client_listener, controller_listener) =
             (served.client.clone(), served.controller.cloned());
-        let layout = topics::Layout::Replicas;
+        // Every node runs the cluster layer; a single node is a cluster of one. Only tests
+        // run the single-node broker of earlier releases (see `legacy_single_node`).
+        let legacy = config.legacy_single_node;
+        let layout = if legacy {
+            topics::Layout::WholeTopics
+        } else {
+            topics::Layout::Replicas
+        };
         let open_config = config.clone();
         let opened = tokio::task::spawn_blocking(move || {
             let config = open_config;
@@ -261,16 +268,20 @@ impl Broker {
             None => (local_addr.ip().to_string(), local_addr.port()),
         };
         registry.set_partition_limit(partition_limit);
-        let cluster = {
+        let cluster = if legacy {
+            None
+        } else {
             let upgrading = {
                 let (dir, has_topics, joined) = (
                     config.data_dir.clone(),
                     !registry.list().is_empty(),
                     meta.joined,
                 );
-                tokio::task::spawn_blocking(move || cluster::upgrade::begin(&dir, has_topics, joined))
-                    .await
-                    .map_err(|e| BrokerError::Cluster(e.to_string()))??
+                tokio::task::spawn_blocking(move || {
+                    cluster::upgrade::begin(&dir, has_topics, joined)
+                })
+                .await
+                .map_err(|e| BrokerError::Cluster(e.to_string()))??
             };
             let controller_listener = match &controller_listener {
                 None => None,
@@ -322,13 +333,26 @@ impl Broker {
         }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (kill_tx, kill_rx) = watch::channel(false);
+        let (serving_tx, mut serving) = watch::channel(false);
         let supervisor = tokio::spawn(supervise(
             listener,
             state.clone(),
             shutdown_rx,
             kill_rx,
             kill_tx.clone(),
+            serving_tx,
         ));
+        if state.config.cluster.single_node() {
+            // A cluster of one needs no peer to get ready: return once it serves, so the
+            // caller finds its topics, configs and group coordinator as they will be.
+            // (Members of a larger cluster start together and get ready together.)
+            if tokio::time::timeout(READY_TIMEOUT, serving.wait_for(|s| *s))
+                .await
+                .is_err()
+            {
+                tracing::warn!("not serving clients yet; start goes on");
+            }
+        }
         tracing::info!(
             node_id = state.node_id,
             cluster_id = %state.cluster_id,
@@ -396,6 +420,7 @@ async fn supervise(
     shutdown: watch::Receiver<bool>,
     mut kill: watch::Receiver<bool>,
     kill_tx: watch::Sender<bool>,
+    serving: watch::Sender<bool>,
 ) -> Result<(), BrokerError> {
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let retention = tokio::spawn(retention::run(state.clone(), shutdown.clone()));
@@ -435,6 +460,7 @@ async fn supervise(
                 }
                 tracing::info!("caught up with the cluster's metadata: serving clients");
             }
+            serving.send_replace(true);
             server::accept_loop(listener, state, shutdown_rx, kill, done_tx).await
         }
     };

@@ -377,8 +377,8 @@ async fn committed(
 async fn a_single_node_data_dir_is_upgraded_in_place_with_records_and_offsets() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
 
-    // Today's single node: a topic, records in every partition, a group's commits.
-    let single = common::start(dirs[0].path(), &[]).await;
+    // A single node of a release before the cluster: a topic, records in every partition, a group's commits.
+    let single = common::start_legacy(dirs[0].path(), &[]).await;
     let mut client = Client::connect(single.local_addr()).await;
     assert_eq!(
         client
@@ -410,7 +410,7 @@ async fn a_single_node_data_dir_is_upgraded_in_place_with_records_and_offsets() 
     // rest of its block): the adopted partitions may hold producer state for them.
     let mut single_ids = vec![init_producer_id(&mut client).await];
     single.shutdown().await.expect("clean shutdown");
-    let single = common::start(dirs[0].path(), &[]).await;
+    let single = common::start_legacy(dirs[0].path(), &[]).await;
     let mut client = Client::connect(single.local_addr()).await;
     single_ids.push(init_producer_id(&mut client).await);
     single_ids.push(init_producer_id(&mut client).await);
@@ -553,7 +553,7 @@ async fn an_interrupted_upgrade_resumes_with_the_local_topic_ids() {
     let spare = tempfile::tempdir().unwrap();
     let marker = dirs[0].path().join("cluster-upgrade-pending");
 
-    let single = common::start(dirs[0].path(), &[]).await;
+    let single = common::start_legacy(dirs[0].path(), &[]).await;
     let mut client = Client::connect(single.local_addr()).await;
     let kept = client.create_topic("kept", 2, &[]).await.topics[0].clone();
     assert_eq!(kept.error_code, 0);
@@ -566,7 +566,7 @@ async fn an_interrupted_upgrade_resumes_with_the_local_topic_ids() {
     single.shutdown().await.expect("clean shutdown");
     // Two more topics of a single node, planted in node 1's directory before its restart:
     // one the crash interrupted before its adoption, one whose name the cluster takes.
-    let other = common::start(spare.path(), &[]).await;
+    let other = common::start_legacy(spare.path(), &[]).await;
     let mut client = Client::connect(other.local_addr()).await;
     let late = client.create_topic("late", 1, &[]).await.topics[0].clone();
     let taken = client.create_topic("taken", 1, &[]).await.topics[0].clone();

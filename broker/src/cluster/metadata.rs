@@ -104,7 +104,7 @@ pub async fn handle(
             }
         }
     }
-    let topic_answer = |topic: &TopicImage| describe_topic(&image, topic, include_ops);
+    let topic_answer = |topic: &TopicImage| describe_topic(state, node, &image, topic, include_ops);
     let topics: Vec<MetadataResponseTopic> = if all {
         image.topics().map(topic_answer).collect()
     } else {
@@ -210,29 +210,52 @@ async fn auto_create_topics(node: &Arc<ClusterNode>, missing: Vec<CreateTopic>) 
     }
 }
 
+/// One topic of the answer, from the image; a local replica whose log went offline (a
+/// damaged or unreadable disk) is shown offline, and a partition led here then answers
+/// KAFKA_STORAGE_ERROR, as Kafka's broker does for a failed log directory. (Other brokers
+/// learn of it only once replicas report log-directory failures to the controller.)
 fn describe_topic(
+    state: &BrokerState,
+    node: &ClusterNode,
     image: &MetadataImage,
     topic: &TopicImage,
     include_ops: bool,
 ) -> MetadataResponseTopic {
+    let local = state.topics.get(&topic.name).filter(|t| t.id == topic.id);
     let partitions = topic
         .partitions
         .iter()
         .enumerate()
         .map(|(index, p)| {
             let ids = |v: &[i32]| v.iter().map(|&b| BrokerId(b)).collect::<Vec<_>>();
+            let offline_here = p.replicas.contains(&node.node_id)
+                && local
+                    .as_ref()
+                    .and_then(|t| t.partition(index as i32))
+                    .is_some_and(|local| local.log.is_offline());
+            let mut offline = image.offline_replicas(p);
+            let mut isr = p.isr.clone();
+            if offline_here {
+                isr.retain(|&b| b != node.node_id);
+                if !offline.contains(&node.node_id) {
+                    offline.push(node.node_id);
+                }
+            }
+            let error = if offline_here && p.leader == node.node_id {
+                ResponseError::KafkaStorageError.code()
+            } else if p.has_leader() {
+                0
+            } else {
+                ResponseError::LeaderNotAvailable.code()
+            };
             MetadataResponsePartition::default()
-                .with_error_code(if p.has_leader() {
-                    0
-                } else {
-                    ResponseError::LeaderNotAvailable.code()
-                })
+                .with_error_code(error)
                 .with_partition_index(index as i32)
                 .with_leader_id(BrokerId(p.leader))
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(ids(&p.replicas))
-                .with_isr_nodes(ids(&p.isr))
-                .with_offline_replicas(ids(&image.offline_replicas(p)))
+                .with_isr_nodes(ids(&isr))
+                .with_offline_replicas(ids(&offline))
         })
         .collect();
     MetadataResponseTopic::default()

@@ -43,6 +43,15 @@ pub async fn start(dir: &Path, extra: &[(&str, &str)]) -> BrokerHandle {
         .expect("broker starts")
 }
 
+/// Starts the single-node broker of releases before the cluster over `dir`, to write a
+/// data directory as they did (see `BrokerConfig::legacy_single_node`).
+pub async fn start_legacy(dir: &Path, extra: &[(&str, &str)]) -> BrokerHandle {
+    init_tracing();
+    let mut config = config(dir, extra);
+    config.legacy_single_node = true;
+    Broker::start(config).await.expect("broker starts")
+}
+
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
