@@ -199,6 +199,8 @@ pub async fn create_topics(
             topic.assignments.iter().map(|a| a.broker_ids.len()),
         ) {
             Err(e)
+        } else if let Err(e) = check_local_limit(state, node, &name, adding_partitions(state, topic)) {
+            Err(e)
         } else {
             check_creatable(state, topic).map(|configs| CreateTopic {
                 name,
@@ -233,15 +235,21 @@ pub async fn create_topics(
         }
     } else {
         let decided = decide(node, checked, |topics| node.service.create_topics(topics)).await;
-        outcomes.extend(decided.into_iter().map(|outcome| {
-            outcome.map(|created| {
-                (
-                    created.topic_id,
-                    created.num_partitions,
-                    created.replication_factor,
-                )
-            })
-        }));
+        for outcome in decided {
+            let outcome = match outcome {
+                Ok(created) => undo_if_not_created_here(state, node, created.topic_id)
+                    .await
+                    .map(|()| {
+                        (
+                            created.topic_id,
+                            created.num_partitions,
+                            created.replication_factor,
+                        )
+                    }),
+                Err(e) => Err(e),
+            };
+            outcomes.push(outcome);
+        }
     }
     let results = request
         .topics
@@ -285,6 +293,91 @@ pub async fn create_topics(
         })
         .collect();
     CreateTopicsResponse::default().with_topics(results)
+}
+
+/// How many partitions a CreateTopics entry adds.
+fn adding_partitions(
+    state: &BrokerState,
+    topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+) -> usize {
+    if !topic.assignments.is_empty() {
+        topic.assignments.len()
+    } else if topic.num_partitions == -1 {
+        state.config.num_partitions.max(0) as usize
+    } else {
+        topic.num_partitions.max(0) as usize
+    }
+}
+
+/// Whether this broker is the only live one, so every new replica lands here.
+fn sole_live_broker(node: &ClusterNode) -> bool {
+    let image = node.image();
+    let mut live = image.live_brokers().map(|b| b.id);
+    live.next() == Some(node.node_id) && live.next().is_none()
+}
+
+/// This broker's partition limit (`max.broker.partitions`, or what its open-file limit
+/// holds), checked when every new replica would land here: a single node refuses, before
+/// anything is decided, a topic it could not open (POLICY_VIOLATION). With several live
+/// brokers the controller places replicas and a broker past its limit cannot open them;
+/// the controller does not know brokers' limits yet.
+pub(super) fn check_local_limit(
+    state: &BrokerState,
+    node: &ClusterNode,
+    topic: &str,
+    adding: usize,
+) -> Result<(), AdminError> {
+    if adding == 0 || !sole_live_broker(node) {
+        return Ok(());
+    }
+    state.topics.check_partition_limit(topic, adding)
+}
+
+/// After a topic was created and this broker's reconciler ran: if a replica assigned here
+/// could not be created (e.g. the process ran out of file descriptors part-way) and this
+/// is the only live broker, the topic could never serve, so it is deleted again and the
+/// client gets the error, with nothing left behind, as before the cluster. (With other
+/// live brokers, the topic stays: the reconciler retries every second and logs why.)
+async fn undo_if_not_created_here(
+    state: &BrokerState,
+    node: &ClusterNode,
+    id: Uuid,
+) -> Result<(), AdminError> {
+    let image = node.image();
+    let Some(topic) = image.topic_by_id(id) else {
+        return Ok(());
+    };
+    let local = state.topics.get_by_id(id);
+    let missing: Vec<i32> = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.replicas.contains(&node.node_id))
+        .map(|(index, _)| index as i32)
+        .filter(|&index| local.as_ref().and_then(|t| t.partition(index)).is_none())
+        .collect();
+    let Some(&first) = missing.first() else {
+        return Ok(());
+    };
+    if !sole_live_broker(node) {
+        return Ok(());
+    }
+    let error = node.replica_error(id, first).unwrap_or_else(|| {
+        AdminError::new(
+            ResponseError::UnknownServerError,
+            format!("partition {first} of topic '{}' could not be created here", topic.name),
+        )
+    });
+    tracing::warn!(topic = %topic.name, partitions = ?missing, error = %error.message, "deleting a topic this broker could not create");
+    match node.service.delete_topics(vec![TopicRef::Id(id)]).await {
+        Ok(committed) => {
+            if let Err(e) = node.wait_applied(committed.offset).await {
+                tracing::debug!(error = %e, "the undone topic is not removed here in time");
+            }
+        }
+        Err(e) => tracing::warn!(topic = %topic.name, error = %e, "cannot delete the topic again"),
+    }
+    Err(error)
 }
 
 fn overrides_of(
@@ -376,6 +469,7 @@ pub async fn delete_topics(
 
 /// Answers CreatePartitions in a cluster.
 pub async fn create_partitions(
+    state: &BrokerState,
     node: &ClusterNode,
     request: &CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
@@ -398,6 +492,10 @@ pub async fn create_partitions(
                 1,
                 t.assignments.iter().flatten().map(|a| a.broker_ids.len()),
             )?;
+            if let Some(topic) = image.topic(&t.name.0) {
+                let adding = (t.count as usize).saturating_sub(topic.partitions.len());
+                check_local_limit(state, node, &t.name.0, adding)?;
+            }
             if request.validate_only {
                 match image.topic(&t.name.0) {
                     None => return Err(AdminError::new(

@@ -69,6 +69,9 @@ pub async fn handle(
     // topics are being adopted (see `upgrade`), creating one here would shadow it.
     let wants_create = state.config.auto_create_topics && request.allow_auto_topic_creation;
     let auto_create = wants_create && node.is_settled();
+    // Names this broker refuses to auto-create (past its partition limit, see
+    // `admin::check_local_limit`), with the error their answer carries.
+    let mut refused: std::collections::HashMap<String, ResponseError> = Default::default();
     if auto_create {
         let missing: Vec<CreateTopic> = wanted
             .iter()
@@ -83,6 +86,12 @@ pub async fn handle(
                 Wanted::Name(name)
                     if image.topic(name).is_none() && validate_topic_name(name).is_ok() =>
                 {
+                    let adding = state.config.num_partitions.max(0) as usize;
+                    if let Err(e) = super::admin::check_local_limit(state, node, name, adding) {
+                        tracing::debug!(topic = %name, error = %e.message, "not auto-created");
+                        refused.insert(name.clone(), e.code);
+                        return None;
+                    }
                     Some(CreateTopic {
                         name: name.clone(),
                         num_partitions: -1,
@@ -116,6 +125,8 @@ pub async fn handle(
                     None => {
                         let code = if validate_topic_name(name).is_err() {
                             ResponseError::InvalidTopicException
+                        } else if let Some(&code) = refused.get(name) {
+                            code
                         } else if wants_create {
                             // Being created (or the create failed, or this broker is not
                             // settled yet): the client retries.

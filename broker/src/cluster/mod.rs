@@ -48,6 +48,7 @@ use uuid::Uuid;
 use crate::config::cluster::{ClusterConfig, SecurityProtocol};
 use crate::config::BrokerConfig;
 use crate::errors::BrokerError;
+use crate::topics::AdminError;
 
 /// The directory of the metadata quorum inside the data directory (Kafka's
 /// `__cluster_metadata-0`). The topic registry never loads it as a topic.
@@ -95,6 +96,9 @@ pub struct ClusterNode {
     pub offsets_topic_wanted: AtomicBool,
     /// Topics being auto-created by Metadata requests (see `metadata`).
     pub(crate) auto_creating: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Why the reconciler could not create a local replica, by (topic id, partition),
+    /// until it succeeds (see `admin::undo_if_not_created_here`).
+    replica_errors: std::sync::Mutex<std::collections::HashMap<(Uuid, i32), AdminError>>,
 }
 
 impl ClusterNode {
@@ -164,6 +168,7 @@ impl ClusterNode {
             // a cluster creates it at the first FindCoordinator, as Kafka.
             offsets_topic_wanted: AtomicBool::new(cluster.single_node()),
             auto_creating: Default::default(),
+            replica_errors: Default::default(),
         })
     }
 
@@ -271,6 +276,29 @@ impl ClusterNode {
                 self.apply_timeout
             ))),
         }
+    }
+
+    /// Records why the local replica `partition` of topic `id` could not be created
+    /// (`None`: it was, or it is gone).
+    pub(crate) fn set_replica_error(&self, id: Uuid, partition: i32, error: Option<AdminError>) {
+        let mut errors = self.replica_errors.lock().unwrap_or_else(|p| p.into_inner());
+        match error {
+            Some(e) => {
+                errors.insert((id, partition), e);
+            }
+            None => {
+                errors.remove(&(id, partition));
+            }
+        }
+    }
+
+    /// Why the local replica `partition` of topic `id` could not be created, if it could not.
+    pub fn replica_error(&self, id: Uuid, partition: i32) -> Option<AdminError> {
+        self.replica_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(id, partition))
+            .cloned()
     }
 
     /// Called by the reconciler after a pass over the image at `offset`.

@@ -138,7 +138,11 @@ pub fn reconcile(
             continue;
         };
         let overrides = image.topic_configs(&topic.name).unwrap_or(&empty);
-        match registry.ensure_replica(&topic.name, topic_id, partition, overrides) {
+        let result = registry.ensure_replica(&topic.name, topic_id, partition, overrides);
+        if let Some(node) = &state.cluster {
+            node.set_replica_error(topic_id, partition, result.as_ref().err().cloned());
+        }
+        match result {
             Ok(true) => created += 1,
             Ok(false) => {}
             // While an upgrade is pending a local replica may not match the metadata yet

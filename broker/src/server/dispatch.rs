@@ -271,7 +271,7 @@ async fn dispatch_known(
             }
         },
         RequestKind::CreatePartitions(req) => match &state.cluster {
-            Some(node) => respond(&cluster::admin::create_partitions(node, &req).await),
+            Some(node) => respond(&cluster::admin::create_partitions(state, node, &req).await),
             None => {
                 let resp = blocking(state, move |s| topics::create_partitions(s, &req)).await?;
                 respond(&resp)

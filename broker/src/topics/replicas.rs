@@ -85,7 +85,21 @@ impl TopicRegistry {
         if topic.partition(index).is_some() {
             return Ok(false);
         }
-        let partition = self.open_new_partition(&topic.name, id, index, &topic.config())?;
+        let dir = datadir::partition_dir(&self.data_dir, &topic.name, index);
+        let existed = dir.exists();
+        let partition = match self.open_new_partition(&topic.name, id, index, &topic.config()) {
+            Ok(partition) => partition,
+            Err(e) => {
+                // A create that failed part-way (e.g. out of file descriptors) leaves no
+                // half-made directory behind; one that was there before is not ours.
+                if !existed {
+                    if let Err(cleanup) = remove_dir(&dir) {
+                        tracing::warn!(dir = %dir.display(), error = %cleanup, "cannot remove a half-created replica");
+                    }
+                }
+                return Err(e);
+            }
+        };
         let mut partitions = topic.partitions().as_ref().clone();
         let at = partitions.partition_point(|p| p.index < index);
         partitions.insert(at, Arc::new(partition));
