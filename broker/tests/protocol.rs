@@ -56,10 +56,9 @@ async fn api_versions_lists_exact_ranges_at_every_version() {
             .map(|k| (k.api_key, k.min_version, k.max_version))
             .collect();
         // Produce is listed from v0 although only v3+ is served (Kafka 4.x does the same
-        // so that old librdkafka enables gzip/snappy/lz4). A single node has no metadata
-        // quorum, so it does not list DescribeQuorum.
+        // so that old librdkafka enables gzip/snappy/lz4). A single node is a cluster of
+        // one: it lists DescribeQuorum too.
         let expected: Vec<(i16, i16, i16)> = api_versions::all()
-            .filter(|(k, _, _)| !api_versions::CLUSTER_ONLY.contains(k))
             .map(|&(k, min, max)| {
                 let min = if k == ApiKey::Produce { 0 } else { min };
                 (k as i16, min, max)
@@ -93,10 +92,7 @@ async fn api_versions_at_an_unknown_version_answers_v0_with_the_list() {
     assert_eq!(header.correlation_id, 77);
     let body = ApiVersionsResponse::decode(&mut response, 0).unwrap();
     assert_eq!(body.error_code, ResponseError::UnsupportedVersion.code());
-    assert_eq!(
-        body.api_keys.len(),
-        api_versions::all().count() - api_versions::CLUSTER_ONLY.len()
-    );
+    assert_eq!(body.api_keys.len(), api_versions::all().count());
     // The connection stays usable: the client retries at a version it now knows.
     assert_eq!(
         client
