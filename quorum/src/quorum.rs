@@ -245,9 +245,15 @@ impl Quorum {
             .await
             .map_err(|e| QuorumError::Stopped(e.to_string()))?;
 
-        if let Err(e) = refuse_changed_voters(&raft, &config).await {
-            let _ = raft.shutdown().await;
-            return Err(e);
+        let growth = match check_voters(&raft, &config).await {
+            Ok(growth) => growth,
+            Err(e) => {
+                let _ = raft.shutdown().await;
+                return Err(e);
+            }
+        };
+        if let Some(growth) = growth {
+            tokio::spawn(change_voters(raft.clone(), config.node_id, growth));
         }
 
         let lowest = config.voters.keys().next().copied();
@@ -613,29 +619,127 @@ impl Drop for Quorum {
     }
 }
 
-/// Refuses to start a node whose metadata log names other voters than the configured
-/// ones (see [`QuorumError::VotersChanged`]). A log without membership (a new node) passes.
-async fn refuse_changed_voters(raft: &Raft, config: &QuorumConfig) -> Result<()> {
-    let stored: BTreeSet<NodeId> = raft
+/// A change of the voters this node carries out once it leads (see [`check_voters`]).
+#[derive(Debug)]
+enum Growth {
+    /// A sole voter configured with more voters: set its own address (a sole voter may
+    /// have been written without one), then add the others.
+    AddVoters {
+        me: BasicNode,
+        others: BTreeMap<NodeId, BasicNode>,
+    },
+    /// The log stopped in a joint configuration (a leader crashed between the two steps
+    /// of a change): finish it with the configured voters.
+    FinishJoint(BTreeSet<NodeId>),
+}
+
+/// Compares the voters in this node's metadata log with the configured ones. A log without
+/// membership (a new node) or with the same voters passes. A single node growing into a
+/// cluster passes with the change to make: its log has only itself as voter, it is the
+/// lowest configured voter (so no other node initializes a quorum of its own) and the
+/// configuration names more voters. Anything else is refused (see
+/// [`QuorumError::VotersChanged`]).
+async fn check_voters(raft: &Raft, config: &QuorumConfig) -> Result<Option<Growth>> {
+    let (stored, joint): (BTreeSet<NodeId>, bool) = raft
         .with_raft_state(|st| {
-            st.membership_state
-                .effective()
-                .membership()
-                .voter_ids()
-                .collect()
+            let membership = st.membership_state.effective().membership();
+            (
+                membership.voter_ids().collect(),
+                membership.get_joint_config().len() > 1,
+            )
         })
         .await
         .map_err(|e| QuorumError::Stopped(e.to_string()))?;
     let configured: BTreeSet<NodeId> = config.voters.keys().copied().collect();
-    if stored.is_empty() || stored == configured {
-        return Ok(());
+    let me = config.node_id;
+    if stored.is_empty() {
+        return Ok(None);
+    }
+    if stored == configured {
+        return Ok(joint.then_some(Growth::FinishJoint(configured)));
+    }
+    let lowest = configured.first() == Some(&me);
+    if stored == BTreeSet::from([me]) && configured.contains(&me) && lowest {
+        let node = |id: &NodeId| BasicNode::new(config.voters[id].to_string());
+        return Ok(Some(Growth::AddVoters {
+            me: node(&me),
+            others: configured
+                .iter()
+                .filter(|&&id| id != me)
+                .map(|id| (*id, node(id)))
+                .collect(),
+        }));
     }
     Err(QuorumError::VotersChanged(format!(
         "the metadata log in {} has voters {stored:?}, but the configuration names {configured:?} \
-         (controller.quorum.voters). Adding or removing voters is not supported yet: start \
-         this node with the voters its log has (see docs/cluster.md, \"Changing the voters\")",
+         (controller.quorum.voters). Only a single node may add voters, as the lowest of the \
+         new voters; other changes are not supported yet: start this node with the voters its \
+         log has (see docs/cluster.md, \"Changing the voters\")",
         config.dir.display()
     )))
+}
+
+/// Carries out `growth` once this node leads; retries every second while it fails (e.g.
+/// the new voters are not up yet). Ends when done, or when the quorum stops.
+async fn change_voters(raft: Raft, me: NodeId, growth: Growth) {
+    use openraft::ChangeMembers;
+    let mut metrics = raft.metrics();
+    tracing::info!(
+        ?growth,
+        "changing the metadata quorum's voters once this node leads"
+    );
+    let target: BTreeSet<NodeId> = match &growth {
+        Growth::AddVoters { others, .. } => others.keys().copied().chain([me]).collect(),
+        Growth::FinishJoint(voters) => voters.clone(),
+    };
+    loop {
+        let Ok(m) = metrics
+            .wait_for(|m| m.current_leader == Some(me))
+            .await
+            .map(|m| m.clone())
+        else {
+            return;
+        };
+        // Done already (by an earlier attempt whose answer was lost)?
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        if membership.get_joint_config().len() == 1 && voters == target {
+            tracing::info!(voters = ?target, "metadata quorum voters changed");
+            return;
+        }
+        let result = match &growth {
+            Growth::AddVoters { me: node, others } => {
+                match raft
+                    .change_membership(
+                        ChangeMembers::SetNodes(BTreeMap::from([(me, node.clone())])),
+                        false,
+                    )
+                    .await
+                {
+                    Ok(_) => {
+                        raft.change_membership(ChangeMembers::AddVoters(others.clone()), false)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Growth::FinishJoint(voters) => {
+                raft.change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), false)
+                    .await
+            }
+        };
+        match result {
+            Ok(done) => {
+                tracing::info!(membership = ?done.membership, "metadata quorum voters changed");
+                return;
+            }
+            Err(RaftError::Fatal(_)) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "changing the metadata quorum's voters failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 /// Before the lowest voter forms a cluster from empty storage: asks every other configured

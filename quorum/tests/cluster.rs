@@ -1081,3 +1081,51 @@ async fn a_node_restarted_with_other_voters_refuses_to_start() {
     c.restart(1).await;
     c.all_applied(&records(0..3)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_single_voter_grows_into_three_and_survives_its_own_loss() {
+    let mut c = Cluster::start(1, |_| {}).await;
+    let leader = c.agreed_leader().await;
+    assert_eq!(leader, 1);
+    c.propose_all(1, 0..5).await;
+    c.stop(1).await;
+
+    // Two new voters join the configuration; node 1 restarts with all three and adds them.
+    let mut listeners = Vec::new();
+    for id in [2, 3] {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        c.voters.insert(id, l.local_addr().unwrap());
+        listeners.push((id, l));
+    }
+    for (id, listener) in listeners {
+        let dir = c._tmp.path().join(format!("node-{id}"));
+        let node = Node {
+            id,
+            addr: c.voters[&id],
+            dir,
+            quorum: None,
+            probe: Probe::default(),
+        };
+        c.nodes.insert(id, node);
+        c.boot(id, listener).await;
+    }
+    c.restart(1).await;
+    // Nodes 2 and 3 get the log only once node 1 made them members.
+    c.all_applied(&records(0..5)).await;
+    let leader = c.agreed_leader().await;
+    c.propose_all(leader, 5..8).await;
+    c.all_applied(&records(0..8)).await;
+    let d = c.q(leader).describe().await.unwrap();
+    let mut voters: Vec<u64> = d.voters.iter().map(|v| v.node_id).collect();
+    voters.sort();
+    assert_eq!(voters, vec![1, 2, 3], "{d:?}");
+
+    // The former single node goes: the two others elect a leader and go on, so both the
+    // voters and node 1's address were committed.
+    c.stop(1).await;
+    let leader = c.agreed_leader().await;
+    assert_ne!(leader, 1);
+    c.propose_all(leader, 8..10).await;
+    c.restart(1).await;
+    c.all_applied(&records(0..10)).await;
+}

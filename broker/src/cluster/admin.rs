@@ -199,7 +199,9 @@ pub async fn create_topics(
             topic.assignments.iter().map(|a| a.broker_ids.len()),
         ) {
             Err(e)
-        } else if let Err(e) = check_local_limit(state, node, &name, adding_partitions(state, topic)) {
+        } else if let Err(e) =
+            check_local_limit(state, node, &name, adding_partitions(state, topic))
+        {
             Err(e)
         } else {
             check_creatable(state, topic).map(|configs| CreateTopic {
@@ -365,7 +367,10 @@ async fn undo_if_not_created_here(
     let error = node.replica_error(id, first).unwrap_or_else(|| {
         AdminError::new(
             ResponseError::UnknownServerError,
-            format!("partition {first} of topic '{}' could not be created here", topic.name),
+            format!(
+                "partition {first} of topic '{}' could not be created here",
+                topic.name
+            ),
         )
     });
     tracing::warn!(topic = %topic.name, partitions = ?missing, error = %error.message, "deleting a topic this broker could not create");

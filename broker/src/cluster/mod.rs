@@ -281,7 +281,10 @@ impl ClusterNode {
     /// Records why the local replica `partition` of topic `id` could not be created
     /// (`None`: it was, or it is gone).
     pub(crate) fn set_replica_error(&self, id: Uuid, partition: i32, error: Option<AdminError>) {
-        let mut errors = self.replica_errors.lock().unwrap_or_else(|p| p.into_inner());
+        let mut errors = self
+            .replica_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         match error {
             Some(e) => {
                 errors.insert((id, partition), e);

@@ -513,7 +513,11 @@ impl TopicRegistry {
     /// Refuses `adding` more partitions for `topic` when the broker would pass its
     /// partition limit. Checked before any file is made, so a refused request leaves
     /// nothing behind (an operation half-done by running out of descriptors would).
-    pub(crate) fn check_partition_limit(&self, topic: &str, adding: usize) -> Result<(), AdminError> {
+    pub(crate) fn check_partition_limit(
+        &self,
+        topic: &str,
+        adding: usize,
+    ) -> Result<(), AdminError> {
         if is_internal(topic) {
             return Ok(());
         }
