@@ -23,6 +23,9 @@
 //! answer is the last failure: `NotController` if that is what the last attempt heard,
 //! else `Timeout`.
 //!
+//! **FetchMetadata** (from broker-only nodes following the metadata) is answered by the
+//! handler of whichever voter gets it, from that voter's image, never forwarded.
+//!
 //! **The answer's offset** is the active controller's metadata offset. The caller that
 //! wants its own node's image to show the change waits for it with
 //! `MetadataService::wait_for_offset`.
@@ -36,7 +39,7 @@ use tokio::sync::mpsc;
 
 use crate::active::{Op, Request};
 use crate::error::{ControllerError, Result};
-use crate::rpc::{self, Answered, ControllerAnswer, ControllerRequest, WireError};
+use crate::rpc::{self, Answered, ControllerAnswer, ControllerRequest, MetadataFetch, WireError};
 use crate::service::{call, Committed};
 use crate::state_machine::ImageReader;
 
@@ -44,6 +47,10 @@ use crate::state_machine::ImageReader;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// The longest wait between two attempts.
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// The most bytes of batches one FetchMetadata answer carries (at least one batch goes,
+/// whatever its size); well under the frame limit.
+const FETCH_MAX_BYTES: usize = 4 << 20;
 
 /// What runs a request on this node: the controller task's queue, and the quorum for
 /// DescribeQuorum.
@@ -137,6 +144,25 @@ impl Local {
                 Answered {
                     value: A::DescribeQuorum(description),
                     offset: self.images.image().metadata_offset(),
+                }
+            }
+            R::FetchMetadata {
+                after_offset,
+                max_wait_ms,
+            } => {
+                // Any voter answers from its own applied state: only committed entries are
+                // ever applied, so what it sends is final wherever it is sent from.
+                let wait = timeout.min(Duration::from_millis(max_wait_ms));
+                let (content, offset) = self
+                    .images
+                    .fetch_metadata(after_offset, wait, FETCH_MAX_BYTES)
+                    .await;
+                Answered {
+                    value: A::FetchMetadata(MetadataFetch {
+                        leader: quorum.leader(),
+                        content,
+                    }),
+                    offset,
                 }
             }
         })
