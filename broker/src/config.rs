@@ -883,7 +883,12 @@ mod tests {
     fn defaults_are_kafkas() {
         let c = BrokerConfig::default();
         assert_eq!(
-            c.cluster.served_listeners().unwrap().client.bind_address(),
+            c.cluster
+                .served_listeners()
+                .unwrap()
+                .client
+                .unwrap()
+                .bind_address(),
             "127.0.0.1:9092"
         );
         assert_eq!(c.data_dir, PathBuf::from("./sluice-data"));

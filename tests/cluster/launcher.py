@@ -11,9 +11,12 @@ Two kinds, with one interface (:class:`Cluster`):
   only: its client port and data dir). N>1 (at most 9) are combined broker + controller
   nodes with the same static quorum of all N (``controller.quorum.voters``), each with a
   ``PLAINTEXT`` client listener and a ``CONTROLLER`` listener on 127.0.0.N, configured by a
-  ``sluice.toml`` of its own. Until the broker runs as a cluster, such a node stops at start
-  with "cluster mode is not wired yet", which :class:`ClusterNotWired` reports with the
-  node's log tail.
+  ``sluice.toml`` of its own. With ``broker_only=K`` (``--broker-only K``) the last K of
+  the N nodes are broker-only nodes instead (``process.roles=broker``, not voters, no
+  controller port): they follow the metadata of the N-K voters by fetching it (at least 2
+  voters, since a single combined voter runs no quorum). A node whose configuration this
+  build refuses stops at start with "cluster mode is not wired yet", which
+  :class:`ClusterNotWired` reports with the node's log tail.
 
 A cluster lives in one directory, which is all the state there is: ``cluster.json`` (kind,
 nodes, addresses, ports) and one ``nodeN/`` per node with ``data/``, ``node.log`` and
@@ -265,20 +268,35 @@ class Node:
 class Cluster:
     """N local brokers of one kind in one directory. See the module docstring."""
 
-    def __init__(self, kind: str, base: Path, nodes: list[Node], cluster_id: str):
+    def __init__(self, kind: str, base: Path, nodes: list[Node], cluster_id: str, broker_only: int = 0):
         self.kind = kind
         self.base = base
         self.nodes = nodes
         self.cluster_id = cluster_id
+        # The last `broker_only` nodes are broker-only (Sluice): not voters.
+        self.broker_only = broker_only
+
+    @property
+    def voters(self) -> list[Node]:
+        """The nodes in controller.quorum.voters."""
+        return self.nodes[: len(self.nodes) - self.broker_only]
+
+    def is_voter(self, node: Node) -> bool:
+        return any(v.node_id == node.node_id for v in self.voters)
 
     # --- creating and finding clusters ---------------------------------------------------
 
     @classmethod
-    def create(cls, kind: str, base: Path, n: int, gids: bool = False) -> "Cluster":
+    def create(cls, kind: str, base: Path, n: int, gids: bool = False, broker_only: int = 0) -> "Cluster":
         if kind not in KINDS:
             raise ClusterError(f"unknown kind {kind!r} (use {' or '.join(KINDS)})")
         if not 1 <= n <= MAX_NODES:
             raise ClusterError(f"a cluster has 1 to {MAX_NODES} nodes, not {n}")
+        if broker_only and (kind != "sluice" or n - broker_only < 2 or broker_only < 0):
+            raise ClusterError(
+                f"--broker-only {broker_only} of {n} nodes: Sluice only, and at least 2 voters remain "
+                "(a single combined voter runs no quorum to follow)"
+            )
         base = base.resolve()
         if (base / "cluster.json").exists():
             raise ClusterError(f"{base} already holds a cluster (cluster.json); stop it or use another dir")
@@ -288,8 +306,10 @@ class Cluster:
             host = node_host(node_id)
             port = free_port(host)
             controller_port = 0
-            # A single Sluice node is the sole voter of its quorum and binds no controller port.
-            while (kind == "kafka" or n > 1) and controller_port in (0, port):
+            # A single Sluice node is the sole voter of its quorum and binds no controller port;
+            # a broker-only node binds none either (it dials the voters).
+            voter = node_id <= n - broker_only
+            while voter and (kind == "kafka" or n > 1) and controller_port in (0, port):
                 controller_port = free_port(host)
             nodes.append(
                 Node(
@@ -302,7 +322,7 @@ class Cluster:
                 )
             )
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cluster = cls(kind, base, nodes, cluster_id)
+        cluster = cls(kind, base, nodes, cluster_id, broker_only)
         cluster.save()
         return cluster
 
@@ -324,12 +344,13 @@ class Cluster:
             )
             for n in meta["nodes"]
         ]
-        return cls(meta["kind"], base, nodes, meta["cluster_id"])
+        return cls(meta["kind"], base, nodes, meta["cluster_id"], meta.get("broker_only", 0))
 
     def save(self) -> None:
         meta = {
             "kind": self.kind,
             "cluster_id": self.cluster_id,
+            "broker_only": self.broker_only,
             "nodes": [
                 {
                     "node_id": n.node_id,
@@ -540,13 +561,18 @@ class Cluster:
     # --- Sluice configuration ------------------------------------------------------------
 
     def _write_sluice_config(self, node: Node) -> Path:
-        """node.dir/sluice.toml: a combined broker + controller of an N-node static quorum,
-        with Kafka's property names (broker/src/config.rs)."""
-        voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.nodes)
+        """node.dir/sluice.toml: a combined broker + controller of the static quorum of the
+        voters, or a broker-only node following them, with Kafka's property names
+        (broker/src/config.rs)."""
+        voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.voters)
+        voter = self.is_voter(node)
+        listeners = f"PLAINTEXT://{node.host}:{node.port}"
+        if voter:
+            listeners += f",CONTROLLER://{node.host}:{node.controller_port}"
         properties = {
-            "process.roles": "broker,controller",
+            "process.roles": "broker,controller" if voter else "broker",
             "controller.quorum.voters": voters,
-            "listeners": f"PLAINTEXT://{node.host}:{node.port},CONTROLLER://{node.host}:{node.controller_port}",
+            "listeners": listeners,
             "advertised.listeners": f"PLAINTEXT://{node.host}:{node.port}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
@@ -635,17 +661,20 @@ logger.state.level = INFO
             raise ClusterError(f"kafka storage format failed for node {node.node_id}:\n{out.stdout}{out.stderr}")
 
 
-def start_cluster(kind: str, base: Path, n: int, gids: bool = False, timeout: float = 120) -> Cluster:
-    """Creates (or reuses, if base already holds one of the same kind and size) and starts a
+def start_cluster(
+    kind: str, base: Path, n: int, gids: bool = False, timeout: float = 120, broker_only: int = 0
+) -> Cluster:
+    """Creates (or reuses, if base already holds one of the same kind and shape) and starts a
     cluster; on a failed start every node started so far is stopped again."""
     if (base / "cluster.json").exists():
         cluster = Cluster.load(base)
-        if cluster.kind != kind or len(cluster.nodes) != n:
+        if cluster.kind != kind or len(cluster.nodes) != n or cluster.broker_only != broker_only:
             raise ClusterError(
-                f"{base} holds a {len(cluster.nodes)}-node {cluster.kind} cluster, not {n}-node {kind}"
+                f"{base} holds a {len(cluster.nodes)}-node {cluster.kind} cluster with "
+                f"{cluster.broker_only} broker-only nodes, not {n}-node {kind} with {broker_only}"
             )
     else:
-        cluster = Cluster.create(kind, base, n, gids=gids)
+        cluster = Cluster.create(kind, base, n, gids=gids, broker_only=broker_only)
     try:
         cluster.start(timeout)
     except BaseException:
@@ -663,14 +692,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("n", nargs="?", type=int, help=f"number of nodes, 1-{MAX_NODES} (start only; default 3 for kafka, 1 for sluice)")
     parser.add_argument("--kind", choices=KINDS, default=os.environ.get("SLUICE_CLUSTER_KIND", "sluice"))
     parser.add_argument("--dir", type=Path, default=Path(os.environ.get("SLUICE_CLUSTER_DIR", "sluice-cluster")))
+    parser.add_argument(
+        "--broker-only",
+        type=int,
+        default=0,
+        metavar="K",
+        help="start only: the last K nodes are broker-only (not voters); sluice only, at least 2 voters",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "start":
             n = args.n or (3 if args.kind == "kafka" else 1)
             started = time.monotonic()
-            cluster = start_cluster(args.kind, args.dir, n)
+            cluster = start_cluster(args.kind, args.dir, n, broker_only=args.broker_only)
+            shape = f" ({args.broker_only} broker-only)" if args.broker_only else ""
             print(
-                f"{cluster.kind} cluster of {n} ready in {time.monotonic() - started:.1f}s "
+                f"{cluster.kind} cluster of {n}{shape} ready in {time.monotonic() - started:.1f}s "
                 f"in {cluster.base}; bootstrap servers: {cluster.bootstrap}"
             )
             return 0
