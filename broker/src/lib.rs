@@ -375,14 +375,23 @@ impl Broker {
             kill_rx,
             kill_tx.clone(),
         ));
-        tracing::info!(
-            node_id = state.node_id,
-            cluster_id = %state.cluster_id,
-            %local_addr,
-            advertised = %format!("{}:{}", state.advertised_host, state.advertised_port),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "broker started"
-        );
+        if state.config.cluster.is_broker() {
+            tracing::info!(
+                node_id = state.node_id,
+                cluster_id = %state.cluster_id,
+                %local_addr,
+                advertised = %format!("{}:{}", state.advertised_host, state.advertised_port),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "broker started"
+            );
+        } else {
+            tracing::info!(
+                node_id = state.node_id,
+                controller_listener = %local_addr,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "controller started (controller-only: no client listener)"
+            );
+        }
         Ok(BrokerHandle {
             local_addr,
             state,

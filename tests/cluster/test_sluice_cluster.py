@@ -14,7 +14,12 @@ each started by launcher.py as a combined broker + controller of a static quorum
 - d. kill -9 of a broker that is not the controller: producing to the partitions the other two
   lead keeps working, its own partitions have no leader (and refuse records) until it
   restarts, then work again with their data;
-- e. stop and restart all three: topics, their records and committed group offsets are there.
+- e. stop and restart all three: topics, their records and committed group offsets are there;
+- f. (Sluice only) a mixed cluster of 3 combined voters and 2 broker-only nodes, which follow
+  the metadata by fetching it: the broker-only nodes lead partitions, confluent-kafka
+  round-trips a 12-partition topic created through one of them, and after kill -9 of the
+  active controller they follow the new one (a topic created through a broker-only node
+  appears everywhere).
 
 Requests meant for one chosen broker (Metadata "as broker 2 sees it", CreateTopics "through
 broker 3") are sent with kafka_wire.py; the clients pick their brokers themselves.
@@ -547,3 +552,37 @@ def test_restart_all_three_keeps_topics_records_and_group_offsets(fresh_cluster:
         return offsets
 
     wait_for(f"the group's committed offsets {committed}", committed_offsets, 60, interval=1.0)
+
+
+# --- f: broker-only nodes ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_broker_only_nodes_follow_the_voters_and_serve_clients(tmp_path: Path) -> None:
+    if KIND != "sluice":
+        pytest.skip("the launcher starts broker-only nodes for Sluice only (Kafka's reference runs combined nodes)")
+    try:
+        cluster = start_cluster(KIND, tmp_path / "mixed", 5, timeout=180, broker_only=2)
+    except ClusterError as e:
+        pytest.fail(str(e))
+    try:
+        observers = [cluster.node(4), cluster.node(5)]
+        leaders = create_and_wait(cluster, observers[0], "mixed", PARTITIONS)
+        assert set(leaders.values()) == {1, 2, 3, 4, 5}, f"leaders not on every broker: {leaders}"
+        produced, consumed = confluent_round_trip(cluster.bootstrap, "mixed", "mixed", "group-mixed")
+        check_round_trip("confluent-kafka", "mixed", produced, consumed)
+
+        old = wait_for("an active controller every node names", lambda: active_controller(cluster), 30)
+        assert old in (1, 2, 3), f"a broker-only node named as the active controller: {old}"
+        _log(f"killing the active controller, node {old}")
+        cluster.node(old).kill()
+        wait_for("a new controller", lambda: new_controller(cluster, old), 30, interval=0.05)
+        create_through(observers[1], "after-failover", 3)
+        survivors = live(cluster, but=(old,))
+        wait_for(
+            "after-failover on every survivor",
+            lambda: all((m := metadata(n)) is not None and "after-failover" in m.topics for n in survivors),
+            timeout=30,
+        )
+    finally:
+        cluster.stop()
