@@ -390,8 +390,15 @@ impl ImageReader {
             return None;
         }
         if after_offset < 0 || after_offset < images.window_base {
-            return match images.working.to_snapshot_bytes() {
-                Ok(bytes) => Some((FetchedMetadata::Snapshot(Payload(bytes)), current)),
+            // Encoded from a reader's copy, outside the lock, so that apply does not wait
+            // for the encoding; a copy is consistent at its own offset, whatever came since.
+            drop(images);
+            let image = self.image();
+            return match image.to_snapshot_bytes() {
+                Ok(bytes) => Some((
+                    FetchedMetadata::Snapshot(Payload(bytes)),
+                    image.metadata_offset(),
+                )),
                 Err(e) => {
                     // Plain maps and strings: not expected. The observer tries elsewhere.
                     tracing::error!("cannot encode the metadata snapshot: {e}");
