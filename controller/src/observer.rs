@@ -24,6 +24,9 @@
 //!   spins. A snapshot older than the image is never installed (the image never goes back).
 //! - **The active controller.** Every answer names the voter's quorum leader; the last one
 //!   named is [`MetadataObserver::controller_leader`].
+//! - **Connections.** Fetches and controller requests use separate connections (each a
+//!   pool per voter, see `sluice_quorum::ControllerClient`), so a long poll never delays a
+//!   heartbeat.
 //! - **Controller requests** go to that leader (they are not forwarded by the voter that
 //!   gets them: a voter that is not the active controller answers `NotController` with the
 //!   leader, which is tried next), with the retry rules of `forward.rs`: again after a
@@ -89,7 +92,10 @@ impl ObserverConfig {
 struct Inner {
     node_id: NodeId,
     voters: BTreeMap<NodeId, String>,
+    /// Controller requests' connections.
     client: ControllerClient,
+    /// FetchMetadata's connections, apart: a long poll never holds up a heartbeat.
+    fetch_client: ControllerClient,
     request_timeout: Duration,
     /// The quorum leader the last answer named.
     leader: watch::Sender<Option<NodeId>>,
@@ -124,6 +130,11 @@ impl MetadataObserver {
             node_id: config.node_id,
             voters: config.voters,
             client: ControllerClient::new(
+                config.connect_timeout,
+                config.max_frame_bytes,
+                config.voter_idle_timeout,
+            ),
+            fetch_client: ControllerClient::new(
                 config.connect_timeout,
                 config.max_frame_bytes,
                 config.voter_idle_timeout,
@@ -239,7 +250,7 @@ async fn follow(
         // The voter holds the request up to `max_wait`; the answer gets the request timeout
         // on top (a snapshot may take a while).
         let answer = tokio::select! {
-            a = inner.send(to, &request, max_wait + inner.request_timeout) => a,
+            a = inner.send(&inner.fetch_client, to, &request, max_wait + inner.request_timeout) => a,
             _ = stop.wait_for(|s| *s) => return,
         };
         let progressed = match answer {
@@ -368,7 +379,7 @@ impl Inner {
                 next_voter += 1;
                 v
             });
-            match self.send(target, &request, remaining).await {
+            match self.send(&self.client, target, &request, remaining).await {
                 Ok(answer) => return Ok(answer),
                 Err(e) => {
                     let retry = match &e {
@@ -408,6 +419,7 @@ impl Inner {
     /// are `NotController`, `Stopped` (the voter is stopping) and `Unreachable`.
     async fn send(
         &self,
+        client: &ControllerClient,
         target: NodeId,
         request: &ControllerRequest,
         timeout: Duration,
@@ -417,7 +429,7 @@ impl Inner {
         };
         let body = rpc::encode_request(request, timeout.as_millis() as u64)
             .map_err(|e| ControllerError::Quorum(QuorumError::Raft(e)))?;
-        let bytes = match self.client.call(target, addr, &body, timeout).await {
+        let bytes = match client.call(target, addr, &body, timeout).await {
             Ok(bytes) => bytes,
             // A voter of a build that does not know the request, or that failed to read it.
             Err(e @ QuorumError::Remote { .. }) => {
