@@ -795,6 +795,10 @@ async fn a_controller_only_voter_and_broker_only_nodes_form_a_cluster() {
             .collect::<Vec<_>>(),
         vec![1]
     );
+    // The broker-only nodes are its observers (both fetch from it, the only voter).
+    let mut observers: Vec<i32> = p.observers.iter().map(|o| o.replica_id.0).collect();
+    observers.sort_unstable();
+    assert_eq!(observers, vec![2, 3]);
 
     // Node 3 stops; a topic is created meanwhile; restarted, node 3 has nothing in memory
     // and loads the voter's snapshot, then follows again and serves its partitions.

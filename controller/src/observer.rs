@@ -245,6 +245,7 @@ async fn follow(
         let request = ControllerRequest::FetchMetadata {
             after_offset,
             max_wait_ms: max_wait.as_millis() as u64,
+            node_id: Some(inner.node_id),
         };
         let sent = Instant::now();
         // The voter holds the request up to `max_wait`; the answer gets the request timeout

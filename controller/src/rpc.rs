@@ -18,7 +18,7 @@
 //! **FetchMetadata** (a broker-only node following the metadata, see `observer`) is the one
 //! request any voter answers itself, from its applied state, never forwarding it:
 //! ```text
-//! request  "FetchMetadata": { "after_offset": i64, "max_wait_ms": u64 }
+//! request  "FetchMetadata": { "after_offset": i64, "max_wait_ms": u64, "node_id": u64 | null }
 //! answer   "FetchMetadata": { "leader": u64 | null,
 //!                             "content": {"Batches": [{"offset": i64, "epoch": i64,
 //!                                                      "records": bytes}, ...]}
@@ -31,7 +31,9 @@
 //! of its image (`MetadataImage::to_snapshot_bytes`), whose offset is the answer's
 //! `offset`. With nothing newer it waits up to `max_wait_ms` (long poll) and then answers an
 //! empty list. `leader` is the quorum leader the voter knows of (the active controller), so
-//! the observer sends its controller requests there. A voter of a build without this request
+//! the observer sends its controller requests there. `node_id` is the observer's id (absent:
+//! unnamed): the quorum leader lists the observers that fetched from it lately in
+//! DescribeQuorum, with the offset they had. A voter of a build without this request
 //! refuses it as undecodable (an unknown variant): the observer tries another voter.
 //!
 //! A body of another version, or one that does not decode (bad CBOR, unknown variant, trailing
@@ -83,6 +85,9 @@ pub enum ControllerRequest {
     FetchMetadata {
         after_offset: i64,
         max_wait_ms: u64,
+        /// The observer's node id, for DescribeQuorum. Absent: unnamed.
+        #[serde(default)]
+        node_id: Option<NodeId>,
     },
 }
 
@@ -616,6 +621,7 @@ mod tests {
             ControllerRequest::FetchMetadata {
                 after_offset: -1,
                 max_wait_ms: 500,
+                node_id: Some(4),
             },
         ]
     }
@@ -759,7 +765,14 @@ mod tests {
                 topic_id: None,
             }]),
         ];
-        for (request, field) in requests.into_iter().zip(["at_least", "topic_id"]) {
+        let requests = requests
+            .into_iter()
+            .chain([ControllerRequest::FetchMetadata {
+                after_offset: 3,
+                max_wait_ms: 100,
+                node_id: None,
+            }]);
+        for (request, field) in requests.zip(["at_least", "topic_id", "node_id"]) {
             let bytes = encode_request(&request, 5).unwrap();
             let value: ciborium::Value = ciborium::from_reader(&bytes[..]).unwrap();
             let old = to_cbor(&without_field(value, field)).unwrap();

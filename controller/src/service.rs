@@ -135,6 +135,7 @@ impl MetadataService {
             requests: requests_tx,
             images: images.clone(),
             node_id,
+            observers: Arc::default(),
         };
         // Requests forwarded by other nodes are answered as soon as peers are served.
         quorum.set_request_handler(Arc::new(Handler {

@@ -111,8 +111,25 @@ async fn observers_follow_the_controllers_and_their_requests_reach_the_active_on
         .expect("registered through the observer after the failover");
     same_image(&c, new_leader, &first, after.offset).await;
     same_image(&c, new_leader, &second, after.offset).await;
-    let quorum = second.describe_quorum().await.expect("DescribeQuorum");
-    assert_eq!(quorum.leader, Some(new_leader));
+    // DescribeQuorum (asked through an observer) lists the observers that fetch from the
+    // leader, with no address and their offset.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let quorum = second.describe_quorum().await.expect("DescribeQuorum");
+        assert_eq!(quorum.leader, Some(new_leader));
+        let mut observers: Vec<u64> = quorum.learners.iter().map(|l| l.node_id).collect();
+        observers.sort_unstable();
+        if observers == [8, 9] {
+            assert!(quorum.learners.iter().all(|l| l.addr.is_empty()));
+            assert!(quorum.learners.iter().all(|l| l.matched_index.is_some()));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "observers in DescribeQuorum: {observers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     first.shutdown().await.unwrap();
     second.shutdown().await.unwrap();
