@@ -23,7 +23,8 @@
 //!   and an empty answer that came back early also waits for the backoff: the task never
 //!   spins. A snapshot older than the image is never installed (the image never goes back).
 //! - **The active controller.** Every answer names the voter's quorum leader; the last one
-//!   named is [`MetadataObserver::controller_leader`].
+//!   named is [`MetadataObserver::controller_leader`]. Each fetch names this node, so the
+//!   leader lists it as an observer in DescribeQuorum (`forward.rs`).
 //! - **Connections.** Fetches and controller requests use separate connections (each a
 //!   pool per voter, see `sluice_quorum::ControllerClient`), so a long poll never delays a
 //!   heartbeat.
