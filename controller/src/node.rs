@@ -113,6 +113,12 @@ impl MetadataNode {
         }
     }
 
+    /// The active controller as this node knows it (`None` during an election, or before
+    /// an observer's first answer): the same as [`controller_leader`](Self::controller_leader).
+    pub fn active_controller_id(&self) -> Option<NodeId> {
+        self.controller_leader()
+    }
+
     /// Whether this node is the active controller now (never an observer).
     pub fn is_active_controller(&self) -> bool {
         match self {
