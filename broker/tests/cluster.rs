@@ -295,11 +295,12 @@ async fn three_brokers_spread_partitions_and_route_clients_to_leaders() {
         "{:?}",
         deleted.responses[0]
     );
-    let m = metadata(layout.client_addr(2), Some(&["spread"])).await;
-    assert_eq!(
-        m.topics[0].error_code,
-        ResponseError::UnknownTopicOrPartition.code()
-    );
+    // Node 1 answered once its own image had the deletion; node 2 applies it when it hears
+    // of the commit (the leader's next append or heartbeat), so it is awaited there.
+    eventually!("the deleted topic is unknown on node 2", {
+        let m = metadata(layout.client_addr(2), Some(&["spread"])).await;
+        (m.topics[0].error_code == ResponseError::UnknownTopicOrPartition.code()).then_some(())
+    });
     stop(handles).await;
 }
 
