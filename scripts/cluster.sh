@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Local clusters and the cluster fault bench (tests/cluster; docs/cluster-testing.md).
 #
-#   scripts/cluster.sh start [N] [--kind sluice|kafka] [--dir DIR]
+#   scripts/cluster.sh start [N] [--kind sluice|kafka] [--dir DIR] [--broker-only K]
+#                        [--controller-only C]
 #                        start N (1-9) brokers on 127.0.0.1..N (default: 1 sluice, 3 kafka),
 #                        each with its own data dir, log and ports under DIR (default
 #                        ./sluice-cluster); prints the bootstrap servers when all are ready.
-#                        N>1 sluice nodes are combined broker+controllers of one quorum
-#                        (refused with "cluster mode is not wired yet" until the broker is)
+#                        N>1 sluice nodes are combined broker+controllers of one quorum;
+#                        --broker-only K: the last K are broker-only nodes following the
+#                        other voters; --controller-only C: the first C are controller-only
+#                        voters (e.g. start 5 --controller-only 3 --broker-only 2)
 #   scripts/cluster.sh stop|kill|status [N] [--dir DIR]
 #                        SIGTERM (SIGKILL after 30 s) / SIGKILL / show every node
 #   scripts/cluster.sh test [--kind sluice|kafka] [PYTEST ARGS...]
@@ -72,7 +75,7 @@ case "$cmd" in
         ' "$python" "$repo" "$@"
         ;;
     *)
-        sed -n '2,21p' "$0" >&2
+        sed -n '2,24p' "$0" >&2
         exit 2
         ;;
 esac

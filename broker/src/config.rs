@@ -81,9 +81,9 @@ const BROKER_KEYS: &[BrokerKey] = &[
     BrokerKey {
         name: "process.roles",
         default: "broker,controller",
-        doc: "broker, controller, or broker,controller (also --process-roles). This build runs only broker,controller \
-              nodes (a single node or a multi-node cluster); other roles are parsed and checked, then refused at start \
-              (cluster mode is not wired yet)",
+        doc: "broker, controller, or broker,controller (also --process-roles). A broker-only node follows the \
+              metadata of the controller.quorum.voters (it is not one of them); a controller-only node listens on its \
+              controller listener only and serves no clients",
     },
     BrokerKey {
         name: "controller.quorum.voters",
@@ -890,7 +890,12 @@ mod tests {
     fn defaults_are_kafkas() {
         let c = BrokerConfig::default();
         assert_eq!(
-            c.cluster.served_listeners().unwrap().client.bind_address(),
+            c.cluster
+                .served_listeners()
+                .unwrap()
+                .client
+                .unwrap()
+                .bind_address(),
             "127.0.0.1:9092"
         );
         assert_eq!(c.data_dir, PathBuf::from("./sluice-data"));

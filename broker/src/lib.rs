@@ -175,14 +175,14 @@ impl Broker {
         // run yet is refused whole ("cluster mode is not wired yet").
         let served = config.cluster.served_listeners()?;
         let (client_listener, controller_listener) =
-            (served.client.clone(), served.controller.cloned());
+            (served.client.cloned(), served.controller.cloned());
         // Every node runs the cluster layer; a single node is a cluster of one. Only tests
         // run the single-node broker of earlier releases (see `legacy_single_node`).
-        let legacy = config.legacy_single_node;
-        let layout = if legacy {
-            topics::Layout::WholeTopics
-        } else {
+        let is_cluster = !config.legacy_single_node;
+        let layout = if is_cluster {
             topics::Layout::Replicas
+        } else {
+            topics::Layout::WholeTopics
         };
         let open_config = config.clone();
         let opened = tokio::task::spawn_blocking(move || {
@@ -252,26 +252,45 @@ impl Broker {
         let mut config = config;
         let partition_limit = apply_open_file_limits(&mut config, &registry);
 
-        let bind = client_listener.bind_address();
-        let listener = TcpListener::bind(&bind)
-            .await
-            .map_err(|e| BrokerError::io(format!("listen on {bind}"), e))?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| BrokerError::io("read the bound address", e))?;
-        let (advertised_host, advertised_port) = match config
-            .cluster
-            .advertised_listener(&client_listener.name)
-        {
-            Some(a) => (a.host.clone(), a.port),
-            None if local_addr.ip().is_unspecified() => ("localhost".to_owned(), local_addr.port()),
-            None => (local_addr.ip().to_string(), local_addr.port()),
+        // A controller-only node has no client listener: nothing below serves clients.
+        let listener = match &client_listener {
+            Some(client) => {
+                let bind = client.bind_address();
+                Some(
+                    TcpListener::bind(&bind)
+                        .await
+                        .map_err(|e| BrokerError::io(format!("listen on {bind}"), e))?,
+                )
+            }
+            None => None,
+        };
+        let client_addr = match &listener {
+            Some(l) => Some(
+                l.local_addr()
+                    .map_err(|e| BrokerError::io("read the bound address", e))?,
+            ),
+            None => None,
+        };
+        let client_name = client_listener
+            .as_ref()
+            .map_or(String::new(), |l| l.name.clone());
+        let (advertised_host, advertised_port) = match (
+            client_addr,
+            config.cluster.advertised_listener(&client_name),
+        ) {
+            (_, Some(a)) => (a.host.clone(), a.port),
+            (Some(local_addr), None) if local_addr.ip().is_unspecified() => {
+                ("localhost".to_owned(), local_addr.port())
+            }
+            (Some(local_addr), None) => (local_addr.ip().to_string(), local_addr.port()),
+            (None, None) => (String::new(), 0),
         };
         registry.set_partition_limit(partition_limit);
-        let cluster = if legacy {
+        let mut controller_addr = None;
+        let cluster = if !is_cluster {
             None
         } else {
-            let upgrading = {
+            let upgrading = if config.cluster.is_broker() {
                 let (dir, has_topics, joined) = (
                     config.data_dir.clone(),
                     !registry.list().is_empty(),
@@ -282,25 +301,26 @@ impl Broker {
                 })
                 .await
                 .map_err(|e| BrokerError::Cluster(e.to_string()))??
+            } else {
+                false
             };
-            let controller_listener = match &controller_listener {
-                None => None,
+            let controller = match &controller_listener {
                 Some(controller) => {
                     let bind = controller.bind_address();
-                    let listener = TcpListener::bind(&bind).await.map_err(|e| {
+                    let bound = TcpListener::bind(&bind).await.map_err(|e| {
                         BrokerError::io(format!("listen on {bind} (controller listener)"), e)
                     })?;
-                    let addr = listener.local_addr().map_err(|e| {
+                    controller_addr = Some(bound.local_addr().map_err(|e| {
                         BrokerError::io("read the controller listener's address", e)
-                    })?;
-                    tracing::info!(controller_listener = %addr, "controller listener bound");
-                    Some(listener)
+                    })?);
+                    Some(bound)
                 }
+                None => None,
             };
             let node = cluster::ClusterNode::start(
                 &config,
-                controller_listener,
-                &client_listener.name,
+                controller,
+                &client_name,
                 (advertised_host.clone(), advertised_port),
                 // Kept as the cluster's if this node writes the first metadata: a single
                 // node's id survives its upgrade (and a new single node's start).
@@ -308,9 +328,29 @@ impl Broker {
                 upgrading,
             )
             .await?;
-            tracing::info!(voters = %config.cluster.voters_text(), "metadata quorum started");
+            match controller_addr {
+                _ if config.cluster.single_node() => {
+                    tracing::info!("metadata quorum started (a single node: the sole voter)")
+                }
+                Some(addr) => tracing::info!(
+                    roles = %config.cluster.roles,
+                    controller_listener = %addr,
+                    voters = %config.cluster.voters_text(),
+                    "metadata quorum started"
+                ),
+                None => tracing::info!(
+                    roles = %config.cluster.roles,
+                    voters = %config.cluster.voters_text(),
+                    "following the metadata quorum (broker-only: fetching from the voters)"
+                ),
+            }
             Some(Arc::new(node))
         };
+        // The address this node listens on: its client listener, or on a controller-only
+        // node its controller listener.
+        let local_addr = client_addr.or(controller_addr).ok_or_else(|| {
+            BrokerError::Cluster("this node serves no listener at all".to_owned())
+        })?;
         let state = Arc::new(BrokerState {
             cluster,
             data_dir_joined: meta.joined,
@@ -353,14 +393,23 @@ impl Broker {
                 tracing::warn!("not serving clients yet; start goes on");
             }
         }
-        tracing::info!(
-            node_id = state.node_id,
-            cluster_id = %state.cluster_id,
-            %local_addr,
-            advertised = %format!("{}:{}", state.advertised_host, state.advertised_port),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "broker started"
-        );
+        if state.config.cluster.is_broker() {
+            tracing::info!(
+                node_id = state.node_id,
+                cluster_id = %state.cluster_id,
+                %local_addr,
+                advertised = %format!("{}:{}", state.advertised_host, state.advertised_port),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "broker started"
+            );
+        } else {
+            tracing::info!(
+                node_id = state.node_id,
+                controller_listener = %local_addr,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "controller started (controller-only: no client listener)"
+            );
+        }
         Ok(BrokerHandle {
             local_addr,
             state,
@@ -415,7 +464,7 @@ async fn ready_to_serve(
 
 /// Serves until shutdown, then stops everything in order (see [`BrokerHandle::shutdown`]).
 async fn supervise(
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     state: Arc<BrokerState>,
     shutdown: watch::Receiver<bool>,
     mut kill: watch::Receiver<bool>,
@@ -426,6 +475,8 @@ async fn supervise(
     let retention = tokio::spawn(retention::run(state.clone(), shutdown.clone()));
     let groups = tokio::spawn(groups::run(state.clone(), shutdown.clone()));
     let cluster_tasks: Vec<JoinHandle<()>> = match &state.cluster {
+        // A controller-only node registers nothing, hosts nothing, coordinates no group.
+        Some(node) if !node.is_broker => Vec::new(),
         None => Vec::new(),
         Some(node) => vec![
             tokio::spawn(cluster::lifecycle::run(
@@ -448,6 +499,12 @@ async fn supervise(
     let accept = {
         let (state, mut shutdown_rx, kill) = (state.clone(), shutdown.clone(), kill.clone());
         async move {
+            let Some(listener) = listener else {
+                // A controller-only node: no clients; it runs until shut down.
+                drop(done_tx);
+                let _ = shutdown_rx.wait_for(|s| *s).await;
+                return;
+            };
             if let Some(node) = &state.cluster {
                 tracing::info!(
                     "waiting to catch up with the cluster's metadata before serving clients"

@@ -876,3 +876,227 @@ async fn groups_are_coordinated_by_the_leaders_of_their_offsets_partitions() {
     );
     stop(handles).await;
 }
+
+/// Node 1 a controller-only voter, nodes 2 and 3 broker-only nodes that follow the
+/// metadata by fetching it (`FetchMetadata`), on 127.0.0.1-3.
+struct MixedLayout {
+    controller: SocketAddr,
+    brokers: [SocketAddr; 2],
+}
+
+impl MixedLayout {
+    fn new() -> MixedLayout {
+        let at = |n: u8| {
+            let ip = Ipv4Addr::new(127, 0, 0, n);
+            SocketAddr::from((ip, free_port(ip)))
+        };
+        MixedLayout {
+            controller: at(1),
+            brokers: [at(2), at(3)],
+        }
+    }
+
+    fn config(&self, node: usize, dir: &Path) -> BrokerConfig {
+        let (roles, listeners) = match node {
+            1 => ("controller", format!("CONTROLLER://{}", self.controller)),
+            n => ("broker", format!("PLAINTEXT://{}", self.brokers[n - 2])),
+        };
+        let props: std::collections::BTreeMap<String, String> = [
+            ("node.id", node.to_string()),
+            ("process.roles", roles.to_owned()),
+            ("log.dirs", dir.to_string_lossy().into_owned()),
+            ("listeners", listeners),
+            ("controller.listener.names", "CONTROLLER".to_owned()),
+            ("controller.quorum.voters", format!("1@{}", self.controller)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        BrokerConfig::from_properties(&props).expect("cluster config")
+    }
+
+    fn client_addr(&self, node: usize) -> SocketAddr {
+        self.brokers[node - 2]
+    }
+}
+
+/// What a Metadata answer says about the brokers and `topic`, comparable between brokers.
+async fn cluster_view(addr: SocketAddr, topic: &str) -> (Vec<i32>, Vec<(i32, i32, i32, Vec<i32>)>) {
+    let m = metadata(addr, Some(&[topic])).await;
+    let mut brokers: Vec<i32> = m.brokers.iter().map(|b| b.node_id.0).collect();
+    brokers.sort_unstable();
+    let mut partitions: Vec<_> = m
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| {
+            (
+                p.partition_index,
+                p.leader_id.0,
+                p.leader_epoch,
+                p.replica_nodes.iter().map(|r| r.0).collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    partitions.sort_unstable();
+    (brokers, partitions)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_only_voter_and_broker_only_nodes_form_a_cluster() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let layout = MixedLayout::new();
+    let controller = Broker::start(layout.config(1, dirs[0].path()))
+        .await
+        .expect("the controller-only node starts");
+    // It listens on its controller listener only.
+    assert_eq!(controller.local_addr(), layout.controller);
+    let mut brokers = Vec::new();
+    for node in 2..=3 {
+        brokers.push(
+            Broker::start(layout.config(node, dirs[node - 1].path()))
+                .await
+                .expect("a broker-only node starts"),
+        );
+    }
+    // Only the broker-only nodes are brokers; the controller is never named as one.
+    for node in 2..=3 {
+        let m = eventually!("two live brokers", {
+            let m = metadata(layout.client_addr(node), None).await;
+            (m.brokers.len() == 2).then_some(m)
+        });
+        let mut ids: Vec<i32> = m.brokers.iter().map(|b| b.node_id.0).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![2, 3]);
+        assert!([2, 3].contains(&m.controller_id.0), "{:?}", m.controller_id);
+    }
+
+    let mut admin = Client::connect(layout.client_addr(3)).await;
+    let created = admin.create_topic("mixed", 4, &[]).await;
+    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0]);
+    let seen = leaders(layout.client_addr(2), "mixed", 4).await;
+    assert_eq!(leaders(layout.client_addr(3), "mixed", 4).await, seen);
+    for broker in 2..=3 {
+        assert!(
+            seen.contains(&broker),
+            "broker {broker} leads nothing: {seen:?}"
+        );
+    }
+    assert!(
+        !seen.contains(&1),
+        "a replica on the controller-only node: {seen:?}"
+    );
+
+    for (partition, &leader) in seen.iter().enumerate() {
+        let partition = partition as i32;
+        let mut at_leader = Client::connect(layout.client_addr(leader as usize)).await;
+        eventually!(
+            "the leader accepts a produce",
+            (at_leader
+                .produce("mixed", partition, batch(&[(None, "v")]))
+                .await
+                .0
+                == 0)
+                .then_some(())
+        );
+        let other = if leader == 2 { 3 } else { 2 };
+        let mut elsewhere = Client::connect(layout.client_addr(other)).await;
+        let (code, _) = elsewhere
+            .produce("mixed", partition, batch(&[(None, "x")]))
+            .await;
+        assert_eq!(code, ResponseError::NotLeaderOrFollower.code());
+        let answer: FetchResponse = elsewhere
+            .send(12, &Client::fetch_request("mixed", partition, 0, 0, 0))
+            .await;
+        assert_eq!(
+            answer.responses[0].partitions[0].error_code,
+            ResponseError::NotLeaderOrFollower.code()
+        );
+        let answer: FetchResponse = at_leader
+            .send(12, &Client::fetch_request("mixed", partition, 0, 0, 0))
+            .await;
+        let p = &answer.responses[0].partitions[0];
+        assert_eq!((p.error_code, p.high_watermark), (0, 1));
+    }
+
+    // DescribeQuorum on a broker-only node goes to the voter.
+    let mut client = Client::connect(layout.client_addr(2)).await;
+    let quorum: kafka_protocol::messages::DescribeQuorumResponse = client
+        .send(
+            1,
+            &kafka_protocol::messages::DescribeQuorumRequest::default().with_topics(vec![
+                kafka_protocol::messages::describe_quorum_request::TopicData::default()
+                    .with_topic_name(TopicName(s("__cluster_metadata")))
+                    .with_partitions(vec![
+                        kafka_protocol::messages::describe_quorum_request::PartitionData::default(),
+                    ]),
+            ]),
+        )
+        .await;
+    assert_eq!(quorum.error_code, 0, "{quorum:?}");
+    let p = &quorum.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.leader_id), (0, BrokerId(1)), "{p:?}");
+    assert_eq!(
+        p.current_voters
+            .iter()
+            .map(|v| v.replica_id.0)
+            .collect::<Vec<_>>(),
+        vec![1]
+    );
+    // The broker-only nodes are its observers (both fetch from it, the only voter).
+    let mut observers: Vec<i32> = p.observers.iter().map(|o| o.replica_id.0).collect();
+    observers.sort_unstable();
+    assert_eq!(observers, vec![2, 3]);
+
+    // Node 3 stops; a topic is created meanwhile; restarted, node 3 has nothing in memory
+    // and loads the voter's snapshot, then follows again and serves its partitions.
+    let node3 = brokers.pop().unwrap();
+    node3.shutdown().await.expect("clean shutdown");
+    let created = Client::connect(layout.client_addr(2))
+        .await
+        .create_topic("while-away", 2, &[])
+        .await;
+    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0]);
+    brokers.push(
+        Broker::start(layout.config(3, dirs[2].path()))
+            .await
+            .expect("node 3 restarts"),
+    );
+    let mut node3 = Client::connect(layout.client_addr(3)).await;
+    for (partition, &leader) in seen.iter().enumerate() {
+        if leader != 3 {
+            continue;
+        }
+        let data = eventually!("the restarted broker serves its partition", {
+            let answer: FetchResponse = node3
+                .send(
+                    12,
+                    &Client::fetch_request("mixed", partition as i32, 0, 0, 0),
+                )
+                .await;
+            let p = answer.responses[0].partitions[0].clone();
+            (p.error_code == 0).then_some(p)
+        });
+        assert_eq!(data.high_watermark, 1);
+    }
+    assert_eq!(
+        leaders(layout.client_addr(3), "while-away", 2).await.len(),
+        2
+    );
+    // Both brokers answer the same metadata.
+    for topic in ["mixed", "while-away"] {
+        let view = eventually!("the brokers agree", {
+            let a = cluster_view(layout.client_addr(2), topic).await;
+            let b = cluster_view(layout.client_addr(3), topic).await;
+            (a == b && a.0 == vec![2, 3]).then_some(a)
+        });
+        assert!(!view.1.is_empty(), "{topic}");
+    }
+    // The controller-only node holds no partition.
+    assert!(entries_with(dirs[0].path(), "mixed").is_empty());
+
+    for b in brokers {
+        b.shutdown().await.expect("clean shutdown");
+    }
+    controller.shutdown().await.expect("clean shutdown");
+}

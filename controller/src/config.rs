@@ -44,6 +44,10 @@ pub struct MetadataServiceConfig {
     pub request_queue: usize,
     /// The seed of replica placement; `None`: random. Default `None`.
     pub placement_seed: Option<u64>,
+    /// Recent metadata batches kept in memory for broker-only nodes that follow the
+    /// metadata (`FetchMetadata`); one further behind gets a snapshot of the image. Default
+    /// [`DEFAULT_WINDOW_ENTRIES`](crate::state_machine::DEFAULT_WINDOW_ENTRIES) (4096).
+    pub fetch_window_entries: usize,
 }
 
 impl MetadataServiceConfig {
@@ -59,6 +63,7 @@ impl MetadataServiceConfig {
             preferred_leader_check_interval: Some(Duration::from_secs(300)),
             request_queue: 1024,
             placement_seed: None,
+            fetch_window_entries: crate::state_machine::DEFAULT_WINDOW_ENTRIES,
         }
     }
 

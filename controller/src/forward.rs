@@ -23,20 +23,24 @@
 //! answer is the last failure: `NotController` if that is what the last attempt heard,
 //! else `Timeout`.
 //!
+//! **FetchMetadata** (from broker-only nodes following the metadata) is answered by the
+//! handler of whichever voter gets it, from that voter's image, never forwarded.
+//!
 //! **The answer's offset** is the active controller's metadata offset. The caller that
 //! wants its own node's image to show the change waits for it with
 //! `MetadataService::wait_for_offset`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use sluice_quorum::{BoxFuture, NodeId, Quorum, QuorumError, RequestHandler};
+use sluice_quorum::{BoxFuture, NodeId, Quorum, QuorumError, ReplicaDescription, RequestHandler};
 use tokio::sync::mpsc;
 
 use crate::active::{Op, Request};
 use crate::error::{ControllerError, Result};
-use crate::rpc::{self, Answered, ControllerAnswer, ControllerRequest, WireError};
+use crate::rpc::{self, Answered, ControllerAnswer, ControllerRequest, MetadataFetch, WireError};
 use crate::service::{call, Committed};
 use crate::state_machine::ImageReader;
 
@@ -45,6 +49,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// The longest wait between two attempts.
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
+/// The most bytes of batches one FetchMetadata answer carries (at least one batch goes,
+/// whatever its size); well under the frame limit.
+const FETCH_MAX_BYTES: usize = 4 << 20;
+
 /// What runs a request on this node: the controller task's queue, and the quorum for
 /// DescribeQuorum.
 #[derive(Clone)]
@@ -52,6 +60,39 @@ pub(crate) struct Local {
     pub requests: mpsc::Sender<Request>,
     pub images: ImageReader,
     pub node_id: NodeId,
+    /// Observers that fetched from this node: id → (the offset they had, when).
+    pub observers: Arc<Mutex<BTreeMap<NodeId, (i64, Instant)>>>,
+}
+
+/// An observer that has not fetched from this node for this long is no longer listed.
+const OBSERVER_SEEN_FOR: Duration = Duration::from_secs(30);
+
+impl Local {
+    /// Records an observer's fetch (for DescribeQuorum).
+    fn saw_observer(&self, node_id: NodeId, offset: i64) {
+        let mut observers = self.observers.lock().unwrap_or_else(|e| e.into_inner());
+        observers.retain(|_, (_, at)| at.elapsed() < OBSERVER_SEEN_FOR);
+        observers.insert(node_id, (offset, Instant::now()));
+    }
+
+    /// The observers that fetched from this node lately, as DescribeQuorum's learners (no
+    /// address: an observer listens on no controller port).
+    fn recent_observers(&self, last_log_index: Option<u64>) -> Vec<ReplicaDescription> {
+        let observers = self.observers.lock().unwrap_or_else(|e| e.into_inner());
+        observers
+            .iter()
+            .filter(|(_, (_, at))| at.elapsed() < OBSERVER_SEEN_FOR)
+            .map(|(&node_id, &(offset, _))| {
+                let matched_index = u64::try_from(offset).ok();
+                ReplicaDescription {
+                    node_id,
+                    addr: String::new(),
+                    matched_index,
+                    lag: last_log_index.map(|last| last.saturating_sub(matched_index.unwrap_or(0))),
+                }
+            })
+            .collect()
+    }
 }
 
 impl Local {
@@ -130,13 +171,46 @@ impl Local {
                         leader: quorum.leader().filter(|l| *l != self.node_id),
                     });
                 }
-                let description = match tokio::time::timeout(timeout, quorum.describe()).await {
+                let mut description = match tokio::time::timeout(timeout, quorum.describe()).await {
                     Ok(result) => result?,
                     Err(_) => return Err(ControllerError::Timeout(timeout)),
                 };
+                // Broker-only nodes are observers of the metadata, as in Kafka's answer.
+                for observer in self.recent_observers(description.last_log_index) {
+                    if !description
+                        .learners
+                        .iter()
+                        .any(|l| l.node_id == observer.node_id)
+                    {
+                        description.learners.push(observer);
+                    }
+                }
                 Answered {
                     value: A::DescribeQuorum(description),
                     offset: self.images.image().metadata_offset(),
+                }
+            }
+            R::FetchMetadata {
+                after_offset,
+                max_wait_ms,
+                node_id,
+            } => {
+                if let Some(observer) = node_id {
+                    self.saw_observer(observer, after_offset);
+                }
+                // Any voter answers from its own applied state: only committed entries are
+                // ever applied, so what it sends is final wherever it is sent from.
+                let wait = timeout.min(Duration::from_millis(max_wait_ms));
+                let (content, offset) = self
+                    .images
+                    .fetch_metadata(after_offset, wait, FETCH_MAX_BYTES)
+                    .await;
+                Answered {
+                    value: A::FetchMetadata(MetadataFetch {
+                        leader: quorum.leader(),
+                        content,
+                    }),
+                    offset,
                 }
             }
         })

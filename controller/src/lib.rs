@@ -28,6 +28,11 @@
 //!   forwarded to it from anywhere else).
 //! - `forward`: that forwarding (Kafka's KIP-590): where a request goes, when it is sent
 //!   again (across an election), and the handler that runs requests other nodes forwarded.
+//! - [`observer`]: [`MetadataObserver`], a broker-only node's metadata layer: it follows
+//!   the metadata by fetching it from the voters (`FetchMetadata`, a long poll answered from
+//!   each voter's window of recent batches or with a snapshot of its image), without being
+//!   a quorum member, and sends controller requests to the active controller.
+//! - [`node`]: [`MetadataNode`], either of the two, the type a broker embeds.
 //! - [`rpc`]: the versioned CBOR encoding of forwarded requests and their answers (the body
 //!   of the quorum's ControllerRequest frame).
 //! - `active`: the controller task. On the quorum leader it is Kafka's active controller:
@@ -46,11 +51,15 @@ mod active;
 pub mod config;
 pub mod error;
 mod forward;
+pub mod node;
+pub mod observer;
 pub mod rpc;
 pub mod service;
 pub mod state_machine;
 
 pub use config::{new_cluster_id, MetadataServiceConfig, MIN_PAYLOAD_BYTES};
 pub use error::{ControllerError, Result};
+pub use node::MetadataNode;
+pub use observer::{MetadataObserver, ObserverConfig};
 pub use service::{Committed, HeartbeatResult, ItemResults, MetadataService};
 pub use state_machine::{ImageReader, MetadataStateMachine};

@@ -15,6 +15,27 @@
 //! [`WireMetadataError`]: one variant per `MetadataError` variant with its fields, so the
 //! sender gets back the very error (Kafka name and message) the controller decided.
 //!
+//! **FetchMetadata** (a broker-only node following the metadata, see `observer`) is the one
+//! request any voter answers itself, from its applied state, never forwarding it:
+//! ```text
+//! request  "FetchMetadata": { "after_offset": i64, "max_wait_ms": u64, "node_id": u64 | null }
+//! answer   "FetchMetadata": { "leader": u64 | null,
+//!                             "content": {"Batches": [{"offset": i64, "epoch": i64,
+//!                                                      "records": bytes}, ...]}
+//!                                      | {"Snapshot": bytes} }
+//! ```
+//! `after_offset` is the metadata offset the observer has applied (-1: none). The voter
+//! answers the committed batches after it, in log order, as the metadata log holds them
+//! (`sluice_metadata::encode_batch` bytes, with their Raft index and term), when it still
+//! has them all in its window of recent batches; otherwise (and always for -1) a snapshot
+//! of its image (`MetadataImage::to_snapshot_bytes`), whose offset is the answer's
+//! `offset`. With nothing newer it waits up to `max_wait_ms` (long poll) and then answers an
+//! empty list. `leader` is the quorum leader the voter knows of (the active controller), so
+//! the observer sends its controller requests there. `node_id` is the observer's id (absent:
+//! unnamed): the quorum leader lists the observers that fetched from it lately in
+//! DescribeQuorum, with the offset they had. A voter of a build without this request
+//! refuses it as undecodable (an unknown variant): the observer tries another voter.
+//!
 //! A body of another version, or one that does not decode (bad CBOR, unknown variant, trailing
 //! bytes), is refused with an error answer; nothing is executed. A change to any of these
 //! shapes needs a new version number.
@@ -28,6 +49,7 @@ use sluice_metadata::controller::{
 use sluice_metadata::image::PartitionRegistration;
 use sluice_metadata::records::BrokerId;
 use sluice_metadata::MetadataError;
+use sluice_quorum::types::Payload;
 use sluice_quorum::{NodeId, QuorumDescription, QuorumError};
 use uuid::Uuid;
 
@@ -58,6 +80,15 @@ pub enum ControllerRequest {
     AlterPartition(AlterPartitionRequest),
     ElectPreferredLeaders,
     DescribeQuorum,
+    /// The committed metadata after `after_offset`, answered by any voter (see the module
+    /// docs); never forwarded.
+    FetchMetadata {
+        after_offset: i64,
+        max_wait_ms: u64,
+        /// The observer's node id, for DescribeQuorum. Absent: unnamed.
+        #[serde(default)]
+        node_id: Option<NodeId>,
+    },
 }
 
 impl ControllerRequest {
@@ -75,6 +106,7 @@ impl ControllerRequest {
             ControllerRequest::AlterPartition(_) => "AlterPartition",
             ControllerRequest::ElectPreferredLeaders => "ElectPreferredLeaders",
             ControllerRequest::DescribeQuorum => "DescribeQuorum",
+            ControllerRequest::FetchMetadata { .. } => "FetchMetadata",
         }
     }
 }
@@ -93,6 +125,33 @@ pub enum ControllerAnswer {
     AlterPartition(PartitionRegistration),
     ElectPreferredLeaders(u64),
     DescribeQuorum(QuorumDescription),
+    FetchMetadata(MetadataFetch),
+}
+
+/// A voter's answer to FetchMetadata (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataFetch {
+    /// The quorum leader the voter knows of.
+    pub leader: Option<NodeId>,
+    pub content: FetchedMetadata,
+}
+
+/// What a FetchMetadata answer carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FetchedMetadata {
+    /// The committed batches after the observer's offset, in log order (empty: nothing
+    /// new within the wait).
+    Batches(Vec<FetchedBatch>),
+    /// The voter's whole image, at the answer's offset.
+    Snapshot(Payload),
+}
+
+/// One committed metadata batch: its position in the log and its bytes as proposed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchedBatch {
+    pub offset: i64,
+    pub epoch: i64,
+    pub records: Payload,
 }
 
 /// A [`ControllerError`] on the wire. Errors of the answering node itself (its quorum, a
@@ -559,6 +618,11 @@ mod tests {
             }),
             ControllerRequest::ElectPreferredLeaders,
             ControllerRequest::DescribeQuorum,
+            ControllerRequest::FetchMetadata {
+                after_offset: -1,
+                max_wait_ms: 500,
+                node_id: Some(4),
+            },
         ]
     }
 
@@ -701,13 +765,92 @@ mod tests {
                 topic_id: None,
             }]),
         ];
-        for (request, field) in requests.into_iter().zip(["at_least", "topic_id"]) {
+        let requests = requests
+            .into_iter()
+            .chain([ControllerRequest::FetchMetadata {
+                after_offset: 3,
+                max_wait_ms: 100,
+                node_id: None,
+            }]);
+        for (request, field) in requests.zip(["at_least", "topic_id", "node_id"]) {
             let bytes = encode_request(&request, 5).unwrap();
             let value: ciborium::Value = ciborium::from_reader(&bytes[..]).unwrap();
             let old = to_cbor(&without_field(value, field)).unwrap();
             assert_ne!(old, bytes, "{field} was in the encoding");
             assert_eq!(decode_request(&old).unwrap(), (request, 5));
         }
+    }
+
+    #[test]
+    fn fetch_metadata_answers_round_trip_and_garbage_is_refused() {
+        let answers = [
+            MetadataFetch {
+                leader: Some(2),
+                content: FetchedMetadata::Batches(vec![
+                    FetchedBatch {
+                        offset: 7,
+                        epoch: 1,
+                        records: Payload(vec![1, 2, 3]),
+                    },
+                    FetchedBatch {
+                        offset: 9,
+                        epoch: 2,
+                        records: Payload(Vec::new()),
+                    },
+                ]),
+            },
+            MetadataFetch {
+                leader: None,
+                content: FetchedMetadata::Snapshot(Payload(vec![0xa5; 300])),
+            },
+            MetadataFetch {
+                leader: Some(1),
+                content: FetchedMetadata::Batches(Vec::new()),
+            },
+        ];
+        for fetch in answers {
+            let answer = Answered {
+                value: ControllerAnswer::FetchMetadata(fetch),
+                offset: 9,
+            };
+            let bytes = encode_answer(Ok(answer.clone())).unwrap();
+            assert_eq!(decode_answer(&bytes).unwrap().unwrap(), answer);
+            // The records are a byte string, not an array of integers.
+            if let ControllerAnswer::FetchMetadata(MetadataFetch {
+                content: FetchedMetadata::Snapshot(p),
+                ..
+            }) = &answer.value
+            {
+                assert!(bytes.len() < p.0.len() + 100, "{}", bytes.len());
+            }
+            for cut in 0..bytes.len() {
+                assert!(decode_answer(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+            // Every single-byte corruption: an error or another answer, never a panic.
+            for at in 0..bytes.len() {
+                let mut bad = bytes.clone();
+                bad[at] ^= 0xff;
+                let _ = decode_answer(&bad);
+            }
+        }
+        // A declared byte string far longer than the body allocates nothing up front.
+        let mut huge = encode_answer(Ok(Answered {
+            value: ControllerAnswer::FetchMetadata(MetadataFetch {
+                leader: None,
+                content: FetchedMetadata::Snapshot(Payload(Vec::new())),
+            }),
+            offset: 1,
+        }))
+        .unwrap();
+        let at = huge
+            .iter()
+            .rposition(|&b| b == 0x40)
+            .expect("the empty byte string");
+        huge.splice(
+            at..=at,
+            [0x5b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        );
+        assert!(decode_answer(&huge).is_err());
     }
 
     #[test]

@@ -106,7 +106,8 @@ impl MetadataService {
     /// needs neither.
     pub async fn start(config: MetadataServiceConfig) -> Result<MetadataService> {
         config.validate()?;
-        let (state_machine, images) = MetadataStateMachine::new();
+        let (state_machine, images) =
+            MetadataStateMachine::with_window(config.fetch_window_entries);
         let quorum = Arc::new(Quorum::start(config.quorum.clone(), state_machine).await?);
         let node_id = quorum.node_id();
         let (requests_tx, requests_rx) = mpsc::channel(config.request_queue);
@@ -134,6 +135,7 @@ impl MetadataService {
             requests: requests_tx,
             images: images.clone(),
             node_id,
+            observers: Arc::default(),
         };
         // Requests forwarded by other nodes are answered as soon as peers are served.
         quorum.set_request_handler(Arc::new(Handler {
@@ -389,7 +391,7 @@ impl MetadataService {
     }
 
     /// Runs a request on the active controller, wherever it is.
-    async fn request(&self, request: ControllerRequest) -> Result<Answered> {
+    pub(crate) async fn request(&self, request: ControllerRequest) -> Result<Answered> {
         self.forwarder.request(request).await
     }
 

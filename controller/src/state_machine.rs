@@ -38,6 +38,17 @@
 //! `apply` answers the proposer with one byte: `0` applied, or `1` followed by the UTF-8
 //! reason the batch was skipped.
 //!
+//! # Recent batches (for observers)
+//! The state machine also keeps the last applied (or skipped) batches, as the log holds
+//! them, in a bounded window ([`DEFAULT_WINDOW_ENTRIES`] entries and
+//! [`WINDOW_MAX_BYTES`] bytes at most, the oldest dropped first): a broker-only node
+//! following the metadata (`FetchMetadata`, see `observer`) gets the batches after its
+//! offset from it, or, when it is behind the window, a snapshot of the image
+//! ([`ImageReader::fetch_after`]). The window always holds *every* entry applied after its
+//! base offset (`window_base`), so an observer at or above the base misses nothing; a
+//! snapshot installed here empties it (its base becomes the snapshot's offset). An entry
+//! that halted applying is not in it (the image did not take it either).
+//!
 //! # Cost
 //! A copy costs O(image size): an image of 10,000 partitions clones in about 18 ms in a
 //! debug build (`the_largest_operation_fits_one_entry` prints it). The copy is made by the
@@ -45,15 +56,23 @@
 //! that moment waits for it; reads of an unchanged image only clone an `Arc`. A persistent
 //! map in the image would remove the cost if clusters grow far beyond that.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use sluice_metadata::{decode_batch, LogPosition, MetadataError, MetadataImage};
+use sluice_quorum::types::Payload;
 use sluice_quorum::Applier;
 use tokio::sync::watch;
 
 use crate::error::{ControllerError, Result};
+use crate::rpc::{FetchedBatch, FetchedMetadata};
+
+/// Entries kept in the window of recent batches by default (see the module docs).
+pub const DEFAULT_WINDOW_ENTRIES: usize = 4096;
+/// The most bytes of batches the window keeps, whatever its entry count.
+pub const WINDOW_MAX_BYTES: usize = 16 << 20;
 
 const APPLIED: u8 = 0;
 const REJECTED: u8 = 1;
@@ -106,6 +125,47 @@ struct Images {
     /// The latest copy handed to readers; stale when `changed`.
     latest: Arc<MetadataImage>,
     changed: bool,
+    /// The recent batches, oldest first (see the module docs).
+    window: VecDeque<FetchedBatch>,
+    /// Their bytes.
+    window_bytes: usize,
+    /// Every entry applied after this offset is in `window`.
+    window_base: i64,
+    /// The most entries `window` keeps.
+    window_entries: usize,
+}
+
+impl Images {
+    /// Adds an applied (or skipped) batch to the window, dropping the oldest beyond the
+    /// bounds.
+    fn remember(&mut self, offset: i64, epoch: i64, payload: &[u8]) {
+        if self.window_entries == 0 {
+            self.window_base = offset;
+            return;
+        }
+        self.window_bytes += payload.len();
+        self.window.push_back(FetchedBatch {
+            offset,
+            epoch,
+            records: Payload(payload.to_vec()),
+        });
+        while self.window.len() > self.window_entries
+            || (self.window_bytes > WINDOW_MAX_BYTES && self.window.len() > 1)
+        {
+            let Some(dropped) = self.window.pop_front() else {
+                break;
+            };
+            self.window_bytes -= dropped.records.0.len();
+            self.window_base = dropped.offset;
+        }
+    }
+
+    /// Forgets the window (the image was replaced): observers below `base` get a snapshot.
+    fn reset_window(&mut self, base: i64) {
+        self.window.clear();
+        self.window_bytes = 0;
+        self.window_base = base;
+    }
 }
 
 impl Shared {
@@ -127,13 +187,24 @@ pub struct MetadataStateMachine {
 
 impl MetadataStateMachine {
     /// An empty state machine (the quorum installs its snapshot and replays its log into it
-    /// at start) and the reader of the images it publishes.
+    /// at start) and the reader of the images it publishes, with a window of
+    /// [`DEFAULT_WINDOW_ENTRIES`] recent batches.
     pub fn new() -> (MetadataStateMachine, ImageReader) {
+        MetadataStateMachine::with_window(DEFAULT_WINDOW_ENTRIES)
+    }
+
+    /// [`new`](Self::new) with a window of `entries` recent batches (0: none; every
+    /// observer then gets snapshots).
+    pub fn with_window(entries: usize) -> (MetadataStateMachine, ImageReader) {
         let shared = Arc::new(Shared {
             images: Mutex::new(Images {
                 working: MetadataImage::new(),
                 latest: Arc::new(MetadataImage::new()),
                 changed: false,
+                window: VecDeque::new(),
+                window_bytes: 0,
+                window_base: -1,
+                window_entries: entries,
             }),
             built: AtomicU64::new(0),
         });
@@ -152,6 +223,16 @@ impl MetadataStateMachine {
                 halted: halted_rx,
             },
         )
+    }
+
+    /// The image's metadata offset now (-1: nothing applied).
+    pub fn offset(&self) -> i64 {
+        *self.offsets.borrow()
+    }
+
+    /// Why applying stopped, if it did (see the module docs).
+    pub fn halted(&self) -> Option<String> {
+        self.halted.borrow().clone()
     }
 
     /// Stops applying at the entry at `offset`, which this build cannot read.
@@ -195,14 +276,19 @@ impl MetadataStateMachine {
         let outcome = match images.working.apply(position, &records) {
             Ok(()) => {
                 tracing::trace!(offset, records = records.len(), "metadata batch applied");
+                images.remember(offset, epoch, payload);
                 ApplyOutcome::Applied
             }
             Err(e @ MetadataError::UnsupportedMetadataVersion { .. }) => self.halt(offset, &e),
             Err(e) => {
                 // Every node rejects the same batch the same way, so the images stay equal.
                 tracing::warn!(offset, "metadata batch rejected, skipped: {e}");
-                if let Err(skip) = images.working.skip(position) {
-                    tracing::error!(offset, "cannot skip the metadata entry: {skip}");
+                match images.working.skip(position) {
+                    // An observer skips it the same way.
+                    Ok(()) => images.remember(offset, epoch, payload),
+                    Err(skip) => {
+                        tracing::error!(offset, "cannot skip the metadata entry: {skip}")
+                    }
                 }
                 ApplyOutcome::Rejected(e.to_string())
             }
@@ -248,6 +334,7 @@ impl Applier for MetadataStateMachine {
         let shared = self.shared.clone();
         let mut images = shared.lock();
         images.working = image;
+        images.reset_window(offset);
         self.publish(images);
         self.halted.send_replace(None);
         Ok(())
@@ -285,6 +372,80 @@ impl ImageReader {
     /// then).
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.offsets.clone()
+    }
+
+    /// What a FetchMetadata from an observer at `after_offset` gets now (see the module
+    /// docs), with the offset the answer brings it to: the batches after it (at most
+    /// `max_bytes` of them, and at least one), or a snapshot of the image when it is below
+    /// the window (or has nothing, -1). `None` when this image has nothing after
+    /// `after_offset`.
+    pub fn fetch_after(
+        &self,
+        after_offset: i64,
+        max_bytes: usize,
+    ) -> Option<(FetchedMetadata, i64)> {
+        let images = self.shared.lock();
+        let current = images.working.metadata_offset();
+        if after_offset >= current {
+            return None;
+        }
+        if after_offset < 0 || after_offset < images.window_base {
+            // Encoded from a reader's copy, outside the lock, so that apply does not wait
+            // for the encoding; a copy is consistent at its own offset, whatever came since.
+            drop(images);
+            let image = self.image();
+            return match image.to_snapshot_bytes() {
+                Ok(bytes) => Some((
+                    FetchedMetadata::Snapshot(Payload(bytes)),
+                    image.metadata_offset(),
+                )),
+                Err(e) => {
+                    // Plain maps and strings: not expected. The observer tries elsewhere.
+                    tracing::error!("cannot encode the metadata snapshot: {e}");
+                    None
+                }
+            };
+        }
+        let mut batches = Vec::new();
+        let mut bytes = 0usize;
+        let mut last = after_offset;
+        // The window is in offset order: skip what the observer has, take the rest.
+        let start = images.window.partition_point(|b| b.offset <= after_offset);
+        for batch in images.window.iter().skip(start) {
+            if !batches.is_empty() && bytes + batch.records.0.len() > max_bytes {
+                break;
+            }
+            bytes += batch.records.0.len();
+            last = batch.offset;
+            batches.push(batch.clone());
+        }
+        Some((FetchedMetadata::Batches(batches), last))
+    }
+
+    /// [`fetch_after`](Self::fetch_after), waiting up to `max_wait` for something after
+    /// `after_offset` (a long poll); then an empty list of batches at `after_offset`.
+    pub async fn fetch_metadata(
+        &self,
+        after_offset: i64,
+        max_wait: Duration,
+        max_bytes: usize,
+    ) -> (FetchedMetadata, i64) {
+        let mut offsets = self.offsets.clone();
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            // Marked seen before looking, so a change right after is not missed.
+            offsets.borrow_and_update();
+            if let Some(found) = self.fetch_after(after_offset, max_bytes) {
+                return found;
+            }
+            match tokio::time::timeout_at(deadline, offsets.changed()).await {
+                Ok(Ok(())) => {}
+                // Timed out, or the state machine is gone: nothing new.
+                Ok(Err(_)) | Err(_) => {
+                    return (FetchedMetadata::Batches(Vec::new()), after_offset.max(-1))
+                }
+            }
+        }
     }
 
     /// Why this node stopped applying the log, if it did (see the module docs).

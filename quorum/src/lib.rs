@@ -86,5 +86,5 @@ pub use error::{QuorumError, Result};
 pub use quorum::{
     Proposed, Quorum, QuorumConfig, QuorumDescription, QuorumStatus, ReplicaDescription,
 };
-pub use requests::{BoxFuture, RequestHandler};
+pub use requests::{BoxFuture, ControllerClient, RequestHandler};
 pub use types::NodeId;

@@ -20,6 +20,11 @@
 //! unknown), and one idle for half of the peer's `idle_timeout` is not reused (the peer may
 //! be closing it right now). A heartbeat is therefore never queued behind a slow CreateTopics
 //! on the same connection. There is no backoff here: the caller decides when to retry.
+//!
+//! **Nodes outside the quorum.** [`ControllerClient`] is the same client for a process
+//! that runs no quorum node (a broker-only node following the metadata with
+//! `FetchMetadata`, see sluice-controller's `observer`): it sends ControllerRequests to
+//! addresses the caller names.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -53,6 +58,46 @@ pub trait RequestHandler: Send + Sync + 'static {
 
 /// Most requests in flight to one peer (and so connections to it) at once; more wait.
 pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
+
+/// Sends ControllerRequests from a process that is not a quorum node (see the module
+/// docs): a pool of connections per target, nothing else.
+pub struct ControllerClient {
+    inner: RequestClient,
+}
+
+impl ControllerClient {
+    /// A client whose connects give up after `connect_timeout`, which sends and accepts
+    /// frames up to `max_frame_bytes`, and which does not reuse a connection idle for half
+    /// of `peer_idle_timeout` (the peers' `QuorumConfig::idle_timeout`).
+    pub fn new(
+        connect_timeout: Duration,
+        max_frame_bytes: usize,
+        peer_idle_timeout: Duration,
+    ) -> ControllerClient {
+        ControllerClient {
+            inner: RequestClient::new(NetSettings {
+                connect_timeout,
+                // Not used by the request client: the caller backs off.
+                reconnect_backoff_min: connect_timeout,
+                reconnect_backoff_max: connect_timeout,
+                max_frame_bytes,
+                idle_timeout: peer_idle_timeout,
+            }),
+        }
+    }
+
+    /// Sends `body` to node `target` at `addr` and waits for the answer, all within
+    /// `timeout`; the errors of [`Quorum::request`](crate::Quorum::request).
+    pub async fn call(
+        &self,
+        target: NodeId,
+        addr: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, QuorumError> {
+        self.inner.call(target, addr, body, timeout).await
+    }
+}
 
 /// Sends ControllerRequests; see the module docs.
 pub(crate) struct RequestClient {

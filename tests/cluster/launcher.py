@@ -11,9 +11,15 @@ Two kinds, with one interface (:class:`Cluster`):
   only: its client port and data dir). N>1 (at most 9) are combined broker + controller
   nodes with the same static quorum of all N (``controller.quorum.voters``), each with a
   ``PLAINTEXT`` client listener and a ``CONTROLLER`` listener on 127.0.0.N, configured by a
-  ``sluice.toml`` of its own. Until the broker runs as a cluster, such a node stops at start
-  with "cluster mode is not wired yet", which :class:`ClusterNotWired` reports with the
-  node's log tail.
+  ``sluice.toml`` of its own. With ``broker_only=K`` (``--broker-only K``) the last K of
+  the N nodes are broker-only nodes instead (``process.roles=broker``, not voters, no
+  controller port): they follow the metadata of the N-K voters by fetching it (at least 2
+  voters, since a single combined voter runs no quorum, or a controller-only one). With
+  ``controller_only=C`` (``--controller-only C``) the first C nodes are controller-only
+  voters (``process.roles=controller``, no client port: ``port`` 0, left out of the
+  bootstrap servers; ready once their controller port accepts connections). A node whose configuration this
+  build refuses stops at start with "cluster mode is not wired yet", which
+  :class:`ClusterNotWired` reports with the node's log tail.
 
 A cluster lives in one directory, which is all the state there is: ``cluster.json`` (kind,
 nodes, addresses, ports) and one ``nodeN/`` per node with ``data/``, ``node.log`` and
@@ -122,6 +128,15 @@ def metadata_brokers(host: str, port: int, timeout: float = 2.0) -> Optional[lis
     if view is None or view.controller_id < 0:
         return None
     return view.broker_ids
+
+
+def _accepts(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether host:port accepts a TCP connection now."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _process_alive(pid: int, marker: str) -> bool:
@@ -265,20 +280,57 @@ class Node:
 class Cluster:
     """N local brokers of one kind in one directory. See the module docstring."""
 
-    def __init__(self, kind: str, base: Path, nodes: list[Node], cluster_id: str):
+    def __init__(
+        self,
+        kind: str,
+        base: Path,
+        nodes: list[Node],
+        cluster_id: str,
+        broker_only: int = 0,
+        controller_only: int = 0,
+    ):
         self.kind = kind
         self.base = base
         self.nodes = nodes
         self.cluster_id = cluster_id
+        # The last `broker_only` nodes are broker-only (Sluice): not voters.
+        self.broker_only = broker_only
+        # The first `controller_only` nodes are controller-only (Sluice): no client port.
+        self.controller_only = controller_only
+
+    @property
+    def brokers(self) -> list[Node]:
+        """The nodes with the broker role (a client port)."""
+        return [n for n in self.nodes if n.port]
+
+    @property
+    def voters(self) -> list[Node]:
+        """The nodes in controller.quorum.voters."""
+        return self.nodes[: len(self.nodes) - self.broker_only]
+
+    def is_voter(self, node: Node) -> bool:
+        return any(v.node_id == node.node_id for v in self.voters)
 
     # --- creating and finding clusters ---------------------------------------------------
 
     @classmethod
-    def create(cls, kind: str, base: Path, n: int, gids: bool = False) -> "Cluster":
+    def create(
+        cls, kind: str, base: Path, n: int, gids: bool = False, broker_only: int = 0, controller_only: int = 0
+    ) -> "Cluster":
         if kind not in KINDS:
             raise ClusterError(f"unknown kind {kind!r} (use {' or '.join(KINDS)})")
         if not 1 <= n <= MAX_NODES:
             raise ClusterError(f"a cluster has 1 to {MAX_NODES} nodes, not {n}")
+        voters = n - broker_only
+        if broker_only < 0 or controller_only < 0 or controller_only > voters or controller_only == n:
+            raise ClusterError(f"{controller_only} controller-only and {broker_only} broker-only of {n} nodes")
+        if (broker_only or controller_only) and kind != "sluice":
+            raise ClusterError("--broker-only and --controller-only start Sluice nodes only")
+        if broker_only and voters < 2 and not controller_only:
+            raise ClusterError(
+                f"--broker-only {broker_only} of {n} nodes: at least 2 voters must remain, or a "
+                "controller-only one (a single combined voter runs no quorum to follow)"
+            )
         base = base.resolve()
         if (base / "cluster.json").exists():
             raise ClusterError(f"{base} already holds a cluster (cluster.json); stop it or use another dir")
@@ -286,10 +338,13 @@ class Cluster:
         nodes = []
         for node_id in range(1, n + 1):
             host = node_host(node_id)
-            port = free_port(host)
+            # A controller-only node has no client port.
+            port = free_port(host) if node_id > controller_only else 0
             controller_port = 0
-            # A single Sluice node is the sole voter of its quorum and binds no controller port.
-            while (kind == "kafka" or n > 1) and controller_port in (0, port):
+            # A single Sluice node is the sole voter of its quorum and binds no controller port;
+            # a broker-only node binds none either (it dials the voters).
+            voter = node_id <= n - broker_only
+            while voter and (kind == "kafka" or n > 1 or controller_only) and controller_port in (0, port):
                 controller_port = free_port(host)
             nodes.append(
                 Node(
@@ -302,7 +357,7 @@ class Cluster:
                 )
             )
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cluster = cls(kind, base, nodes, cluster_id)
+        cluster = cls(kind, base, nodes, cluster_id, broker_only, controller_only)
         cluster.save()
         return cluster
 
@@ -324,12 +379,16 @@ class Cluster:
             )
             for n in meta["nodes"]
         ]
-        return cls(meta["kind"], base, nodes, meta["cluster_id"])
+        return cls(
+            meta["kind"], base, nodes, meta["cluster_id"], meta.get("broker_only", 0), meta.get("controller_only", 0)
+        )
 
     def save(self) -> None:
         meta = {
             "kind": self.kind,
             "cluster_id": self.cluster_id,
+            "broker_only": self.broker_only,
+            "controller_only": self.controller_only,
             "nodes": [
                 {
                     "node_id": n.node_id,
@@ -347,7 +406,7 @@ class Cluster:
 
     @property
     def bootstrap(self) -> str:
-        return ",".join(n.address for n in self.nodes)
+        return ",".join(n.address for n in self.brokers)
 
     def node(self, node_id: int) -> Node:
         for n in self.nodes:
@@ -427,8 +486,9 @@ class Cluster:
         """Polls the nodes until each answers ApiVersions, and Metadata listing every node of
         the cluster and a controller. A node that exits first is an error with its log tail
         (ClusterNotWired when a Sluice node refused a cluster configuration), whichever node
-        it is; so is the deadline, with the log of the first node not ready."""
-        want = sorted(n.node_id for n in self.nodes)
+        it is; so is the deadline, with the log of the first node not ready. A controller-only
+        node (no client port) is ready once its controller port accepts a connection."""
+        want = sorted(n.node_id for n in self.brokers)
         deadline = time.monotonic() + timeout
         pending = list(nodes)
         last = {}
@@ -443,6 +503,12 @@ class Cluster:
                             f"{SLUICE_BROKER_BIN} runs only a single node ({NOT_WIRED}); its log ends:\n{tail}"
                         )
                     raise ClusterError(f"node {node.node_id} exited during start; its log ends:\n{tail}")
+                if not node.port:
+                    if _accepts(node.host, node.controller_port):
+                        pending.remove(node)
+                    else:
+                        last[node.node_id] = "its controller port accepts no connection"
+                    continue
                 if kafka_wire.api_versions(node.host, node.port) is None:
                     last[node.node_id] = "no ApiVersions answer"
                     continue
@@ -477,10 +543,24 @@ class Cluster:
             node.stop()
 
     def status(self) -> list[dict]:
-        want = sorted(n.node_id for n in self.nodes)
+        want = sorted(n.node_id for n in self.brokers)
         rows = []
         for node in self.nodes:
             alive = node.alive()
+            if not node.port:
+                # Controller-only: no client port to ask.
+                ready = alive and _accepts(node.host, node.controller_port)
+                rows.append(
+                    {
+                        "node": node.node_id,
+                        "address": f"{node.host}:{node.controller_port}",
+                        "pid": node.pid() if alive else None,
+                        "state": "down" if not alive else ("ready" if ready else "starting"),
+                        "sees": None,
+                        "dir": str(node.dir),
+                    }
+                )
+                continue
             listed = metadata_brokers(node.host, node.port, timeout=1.0) if alive else None
             rows.append(
                 {
@@ -505,6 +585,10 @@ class Cluster:
         if self.kind == "sluice":
             if len(self.nodes) == 1:
                 return self.nodes[0]
+            if self.controller_only:
+                # Metadata names a live broker, never a controller-only node: unknown here
+                # (DescribeQuorum, e.g. `sluice cluster describe`, names it).
+                return None
             controller_id = self.controller_id()
             return self.node(controller_id) if controller_id is not None else None
         best: tuple[int, int] | None = None
@@ -527,7 +611,7 @@ class Cluster:
         random broker here instead (see controller())."""
         seen = set()
         for node in self.nodes:
-            if node.node_id in exclude or not node.alive():
+            if node.node_id in exclude or not node.alive() or not node.port:
                 continue
             view = kafka_wire.metadata(node.host, node.port, all_topics=False, timeout=1.0)
             if view is not None:
@@ -540,19 +624,27 @@ class Cluster:
     # --- Sluice configuration ------------------------------------------------------------
 
     def _write_sluice_config(self, node: Node) -> Path:
-        """node.dir/sluice.toml: a combined broker + controller of an N-node static quorum,
-        with Kafka's property names (broker/src/config.rs)."""
-        voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.nodes)
+        """node.dir/sluice.toml: a combined broker + controller of the static quorum of the
+        voters, or a broker-only node following them, with Kafka's property names
+        (broker/src/config.rs)."""
+        voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.voters)
+        voter = self.is_voter(node)
+        listeners = [f"PLAINTEXT://{node.host}:{node.port}"] if node.port else []
+        if voter:
+            listeners.append(f"CONTROLLER://{node.host}:{node.controller_port}")
+        roles = ["broker"] if node.port else []
+        roles += ["controller"] if voter else []
         properties = {
-            "process.roles": "broker,controller",
+            "process.roles": ",".join(roles),
             "controller.quorum.voters": voters,
-            "listeners": f"PLAINTEXT://{node.host}:{node.port},CONTROLLER://{node.host}:{node.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{node.host}:{node.port}",
+            "listeners": ",".join(listeners),
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(node.data_dir),
         }
+        if node.port:
+            properties["advertised.listeners"] = f"PLAINTEXT://{node.host}:{node.port}"
+            properties["inter.broker.listener.name"] = "PLAINTEXT"
         # JSON's string escapes are valid in TOML's basic strings (a path may hold a quote).
         lines = [f'"node.id" = {node.node_id}'] + [f'"{k}" = {json.dumps(v)}' for k, v in properties.items()]
         path = node.dir / "sluice.toml"
@@ -635,17 +727,28 @@ logger.state.level = INFO
             raise ClusterError(f"kafka storage format failed for node {node.node_id}:\n{out.stdout}{out.stderr}")
 
 
-def start_cluster(kind: str, base: Path, n: int, gids: bool = False, timeout: float = 120) -> Cluster:
-    """Creates (or reuses, if base already holds one of the same kind and size) and starts a
+def start_cluster(
+    kind: str,
+    base: Path,
+    n: int,
+    gids: bool = False,
+    timeout: float = 120,
+    broker_only: int = 0,
+    controller_only: int = 0,
+) -> Cluster:
+    """Creates (or reuses, if base already holds one of the same kind and shape) and starts a
     cluster; on a failed start every node started so far is stopped again."""
     if (base / "cluster.json").exists():
         cluster = Cluster.load(base)
-        if cluster.kind != kind or len(cluster.nodes) != n:
+        shape = (cluster.kind, len(cluster.nodes), cluster.broker_only, cluster.controller_only)
+        if shape != (kind, n, broker_only, controller_only):
             raise ClusterError(
-                f"{base} holds a {len(cluster.nodes)}-node {cluster.kind} cluster, not {n}-node {kind}"
+                f"{base} holds a {len(cluster.nodes)}-node {cluster.kind} cluster with {cluster.broker_only} "
+                f"broker-only and {cluster.controller_only} controller-only nodes, not {n}-node {kind} "
+                f"with {broker_only} and {controller_only}"
             )
     else:
-        cluster = Cluster.create(kind, base, n, gids=gids)
+        cluster = Cluster.create(kind, base, n, gids=gids, broker_only=broker_only, controller_only=controller_only)
     try:
         cluster.start(timeout)
     except BaseException:
@@ -663,14 +766,33 @@ def main(argv: list[str]) -> int:
     parser.add_argument("n", nargs="?", type=int, help=f"number of nodes, 1-{MAX_NODES} (start only; default 3 for kafka, 1 for sluice)")
     parser.add_argument("--kind", choices=KINDS, default=os.environ.get("SLUICE_CLUSTER_KIND", "sluice"))
     parser.add_argument("--dir", type=Path, default=Path(os.environ.get("SLUICE_CLUSTER_DIR", "sluice-cluster")))
+    parser.add_argument(
+        "--broker-only",
+        type=int,
+        default=0,
+        metavar="K",
+        help="start only: the last K nodes are broker-only (not voters); sluice only, at least 2 voters",
+    )
+    parser.add_argument(
+        "--controller-only",
+        type=int,
+        default=0,
+        metavar="C",
+        help="start only: the first C nodes are controller-only voters (no client port); sluice only",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "start":
             n = args.n or (3 if args.kind == "kafka" else 1)
             started = time.monotonic()
-            cluster = start_cluster(args.kind, args.dir, n)
+            cluster = start_cluster(
+                args.kind, args.dir, n, broker_only=args.broker_only, controller_only=args.controller_only
+            )
+            roles = [f"{args.controller_only} controller-only"] if args.controller_only else []
+            roles += [f"{args.broker_only} broker-only"] if args.broker_only else []
+            shape = f" ({', '.join(roles)})" if roles else ""
             print(
-                f"{cluster.kind} cluster of {n} ready in {time.monotonic() - started:.1f}s "
+                f"{cluster.kind} cluster of {n}{shape} ready in {time.monotonic() - started:.1f}s "
                 f"in {cluster.base}; bootstrap servers: {cluster.bootstrap}"
             )
             return 0

@@ -114,6 +114,39 @@ def test_sizes_outside_one_to_nine_are_refused(tmp_path: Path, n: int) -> None:
     assert not (tmp_path / "bad" / "cluster.json").exists()
 
 
+@pytest.mark.parametrize(
+    "n, broker_only, controller_only",
+    [(3, 2, 0), (2, 1, 0), (3, 0, 3), (3, 3, 1), (3, -1, 0)],
+)
+def test_role_shapes_that_cannot_run_are_refused(tmp_path: Path, n: int, broker_only: int, controller_only: int) -> None:
+    # Broker-only nodes need a quorum to follow (2 voters, or a controller-only one); a
+    # cluster needs a broker; controller-only nodes are voters.
+    with pytest.raises(ClusterError):
+        Cluster.create("sluice", tmp_path / "bad", n, broker_only=broker_only, controller_only=controller_only)
+    assert not (tmp_path / "bad" / "cluster.json").exists()
+
+
+def test_role_shapes_give_each_node_its_listeners(tmp_path: Path) -> None:
+    cluster = Cluster.create("sluice", tmp_path / "split", 4, broker_only=2, controller_only=1)
+    again = Cluster.load(tmp_path / "split")
+    assert (again.broker_only, again.controller_only) == (2, 1)
+    assert [n.node_id for n in again.voters] == [1, 2]
+    assert [n.node_id for n in again.brokers] == [2, 3, 4]
+    assert again.bootstrap == ",".join(n.address for n in cluster.nodes[1:])
+    texts = {}
+    for node in cluster.nodes:
+        node.dir.mkdir(parents=True)
+        texts[node.node_id] = cluster._write_sluice_config(node).read_text()
+    voters = f'"controller.quorum.voters" = "1@127.0.0.1:{cluster.nodes[0].controller_port},2@127.0.0.2:{cluster.nodes[1].controller_port}"'
+    assert all(voters in t for t in texts.values()), texts
+    assert '"process.roles" = "controller"' in texts[1] and "PLAINTEXT://" not in texts[1]
+    assert '"process.roles" = "broker,controller"' in texts[2]
+    for broker_only in (3, 4):
+        assert '"process.roles" = "broker"' in texts[broker_only]
+        assert "CONTROLLER://" not in texts[broker_only], texts[broker_only]
+    assert cluster.nodes[0].port == 0 and cluster.nodes[3].controller_port == 0
+
+
 # --- a peer that answers nonsense ------------------------------------------------------------
 
 

@@ -17,6 +17,14 @@ each started by launcher.py as a combined broker + controller of a static quorum
 - e. stop and restart all three: topics, their records and committed group offsets are there;
 - f. consumer groups are coordinated by several brokers, each group by the leader of its
   ``__consumer_offsets`` partition (Kafka's hash), with its commits.
+- g. (Sluice only) a mixed cluster of 3 combined voters and 2 broker-only nodes, which follow
+  the metadata by fetching it: the broker-only nodes lead partitions, confluent-kafka
+  round-trips a 12-partition topic created through one of them, and after kill -9 of the
+  active controller they follow the new one (a topic created through a broker-only node
+  appears everywhere);
+- h. (Sluice only) 3 controller-only voters and 2 broker-only nodes: partitions only on the
+  two brokers, a confluent-kafka round trip, and the brokers keep working after kill -9 of
+  the controller that logged its election.
 
 Requests meant for one chosen broker (Metadata "as broker 2 sees it", CreateTopics "through
 broker 3") are sent with kafka_wire.py; the clients pick their brokers themselves.
@@ -602,3 +610,67 @@ def test_restart_all_three_keeps_topics_records_and_group_offsets(fresh_cluster:
         return offsets
 
     wait_for(f"the group's committed offsets {committed}", committed_offsets, 60, interval=1.0)
+
+
+# --- f: broker-only nodes ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_broker_only_nodes_follow_the_voters_and_serve_clients(tmp_path: Path) -> None:
+    if KIND != "sluice":
+        pytest.skip("the launcher starts broker-only nodes for Sluice only (Kafka's reference runs combined nodes)")
+    try:
+        cluster = start_cluster(KIND, tmp_path / "mixed", 5, timeout=180, broker_only=2)
+    except ClusterError as e:
+        pytest.fail(str(e))
+    try:
+        observers = [cluster.node(4), cluster.node(5)]
+        leaders = create_and_wait(cluster, observers[0], "mixed", PARTITIONS)
+        assert set(leaders.values()) == {1, 2, 3, 4, 5}, f"leaders not on every broker: {leaders}"
+        produced, consumed = confluent_round_trip(cluster.bootstrap, "mixed", "mixed", "group-mixed")
+        check_round_trip("confluent-kafka", "mixed", produced, consumed)
+
+        old = wait_for("an active controller every node names", lambda: active_controller(cluster), 30)
+        assert old in (1, 2, 3), f"a broker-only node named as the active controller: {old}"
+        _log(f"killing the active controller, node {old}")
+        cluster.node(old).kill()
+        wait_for("a new controller", lambda: new_controller(cluster, old), 30, interval=0.05)
+        create_through(observers[1], "after-failover", 3)
+        survivors = live(cluster, but=(old,))
+        wait_for(
+            "after-failover on every survivor",
+            lambda: all((m := metadata(n)) is not None and "after-failover" in m.topics for n in survivors),
+            timeout=30,
+        )
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.timeout(300)
+def test_controller_only_voters_and_broker_only_nodes(tmp_path: Path) -> None:
+    if KIND != "sluice":
+        pytest.skip("the launcher starts controller-only nodes for Sluice only")
+    try:
+        cluster = start_cluster(KIND, tmp_path / "split", 5, timeout=180, broker_only=2, controller_only=3)
+    except ClusterError as e:
+        pytest.fail(str(e))
+    try:
+        brokers = cluster.brokers
+        assert [n.node_id for n in brokers] == [4, 5]
+        create_through(brokers[0], "split", PARTITIONS)
+        leaders = wait_for("split led on both brokers", lambda: leaders_everywhere(cluster, "split", brokers), 30)
+        assert set(leaders.values()) == {4, 5}, f"a partition off the brokers: {leaders}"
+        views = [metadata(n) for n in brokers]
+        assert all(v is not None and v.broker_ids == [4, 5] for v in views), views
+        assert all(v.controller_id in (4, 5) for v in views), [v.controller_id for v in views]
+        produced, consumed = confluent_round_trip(cluster.bootstrap, "split", "split", "group-split")
+        check_round_trip("confluent-kafka", "split", produced, consumed)
+
+        elected = [n for n in cluster.nodes[:3] if "became metadata quorum leader" in n.log_of_last_start()]
+        assert elected, "no controller logged its election"
+        _log(f"killing controller node {elected[0].node_id}")
+        elected[0].kill()
+        create_through(brokers[1], "after-kill", 3)
+        wait_for("after-kill led on both brokers", lambda: leaders_everywhere(cluster, "after-kill", brokers), 30)
+    finally:
+        cluster.stop()

@@ -1,11 +1,14 @@
 //! A broker in a cluster: the metadata layer it embeds and what keeps its local state in
 //! line with the cluster's metadata (KRaft's `BrokerServer` shape).
 //!
-//! - [`ClusterNode`] (this file): starts the node's [`MetadataService`] (the metadata quorum
+//! - [`ClusterNode`] (this file): starts the node's metadata layer ([`MetadataNode`]): on a
+//!   voter (`process.roles` with `controller`) the [`MetadataService`] (the metadata quorum
 //!   member and, when elected, the active controller) with its directory
-//!   `<log.dirs>/__cluster_metadata-0`, serves the controller listener, and holds what the
-//!   request handlers ask of the cluster: the metadata image, this broker's epoch and
-//!   whether it is fenced.
+//!   `<log.dirs>/__cluster_metadata-0`, serving the controller listener; on a broker-only
+//!   node a [`MetadataObserver`], which follows the metadata by fetching it from the voters
+//!   and keeps nothing on disk. It holds what the request handlers ask of the cluster: the
+//!   metadata image, this broker's epoch and whether it is fenced. A controller-only node
+//!   has a `ClusterNode` too, but no client listener and none of the broker tasks below.
 //! - [`lifecycle`]: registration with the active controller at start, heartbeats, fencing
 //!   and unfencing, and re-registration after the controller forgot this broker.
 //! - [`reconcile`]: after each applied metadata change, makes the local replicas match the
@@ -15,9 +18,8 @@
 //!   leads a partition, and if not, the leader to name (NOT_LEADER_OR_FOLLOWER with
 //!   KIP-951's hints).
 //!
-//! Only multi-node configurations run this today (`ClusterConfig::served_listeners` gives a
-//! controller listener); the zero-config single node keeps its own metadata in the data
-//! directory.
+//! Only multi-node configurations run this today (`ServedListeners::is_cluster`); the
+//! zero-config single node keeps its own metadata in the data directory.
 
 pub mod admin;
 pub mod describe;
@@ -38,7 +40,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_controller::{MetadataService, MetadataServiceConfig};
+use sluice_controller::{
+    MetadataNode, MetadataObserver, MetadataService, MetadataServiceConfig, ObserverConfig,
+};
 use sluice_metadata::records::{Endpoint, SecurityProtocol as RecordProtocol};
 use sluice_metadata::{ControllerConfig, MetadataImage};
 use sluice_quorum::QuorumConfig;
@@ -56,8 +60,11 @@ pub const METADATA_DIR: &str = "__cluster_metadata-0";
 
 /// One broker's membership of the cluster. See the module docs.
 pub struct ClusterNode {
-    pub service: MetadataService,
+    pub service: MetadataNode,
     pub node_id: i32,
+    /// Whether this node has the broker role (registers, hosts partitions, serves
+    /// clients); `false` on a controller-only node.
+    pub is_broker: bool,
     /// The client listener this broker serves, whose endpoints Metadata answers name.
     pub listener_name: String,
     /// This broker's advertised endpoints, as registered.
@@ -102,10 +109,12 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
-    /// Starts the metadata layer of this node and serves the quorum's peers on
-    /// `controller_listener` (bound by the caller first, so that a port in use stops the
-    /// start before Raft runs). `cluster_id` is an id to give the cluster if this node
-    /// writes its first metadata (`None`: a random one).
+    /// Starts the metadata layer of this node: on a voter, the quorum member, serving its
+    /// peers on `controller_listener` (bound by the caller first, so that a port in use
+    /// stops the start before Raft runs); on a broker-only node, the observer.
+    /// `cluster_id` is an id to give the cluster if this node writes its first metadata
+    /// (`None`: a random one). `listener_name` and `advertised` are the client listener's
+    /// (empty on a controller-only node).
     pub async fn start(
         config: &BrokerConfig,
         controller_listener: Option<TcpListener>,
@@ -115,40 +124,61 @@ impl ClusterNode {
         upgrading: bool,
     ) -> Result<ClusterNode, BrokerError> {
         let cluster = &config.cluster;
-        let voters = resolve_voters(cluster).await?;
-        let dir = config.data_dir.join(METADATA_DIR);
-        let mut quorum = QuorumConfig::new(cluster.node_id as u64, voters, &dir);
-        let timeouts = cluster.raft_timeouts();
-        quorum.heartbeat_interval = timeouts.heartbeat_interval;
-        quorum.election_timeout_min = timeouts.election_timeout_min;
-        quorum.election_timeout_max = timeouts.election_timeout_max;
-        let mut service_config = MetadataServiceConfig::new(quorum);
-        service_config.controller = ControllerConfig {
-            session_timeout_ms: cluster.broker_session_timeout_ms,
-            default_num_partitions: config.num_partitions,
-            ..ControllerConfig::default()
+        let service = if cluster.is_controller() {
+            let voters = resolve_voters(cluster).await?;
+            let dir = config.data_dir.join(METADATA_DIR);
+            let mut quorum = QuorumConfig::new(cluster.node_id as u64, voters, &dir);
+            let timeouts = cluster.raft_timeouts();
+            quorum.heartbeat_interval = timeouts.heartbeat_interval;
+            quorum.election_timeout_min = timeouts.election_timeout_min;
+            quorum.election_timeout_max = timeouts.election_timeout_max;
+            let mut service_config = MetadataServiceConfig::new(quorum);
+            service_config.controller = ControllerConfig {
+                session_timeout_ms: cluster.broker_session_timeout_ms,
+                default_num_partitions: config.num_partitions,
+                ..ControllerConfig::default()
+            };
+            service_config.cluster_id = cluster_id.map(str::to_owned);
+            let service = MetadataService::start(service_config)
+                .await
+                .map_err(|e| BrokerError::Cluster(format!("start the metadata quorum: {e}")))?;
+            if let Some(listener) = controller_listener {
+                service.serve(listener);
+            }
+            MetadataNode::Voter(service)
+        } else {
+            // Validation gave every voter an address (a broker-only node names them all).
+            let voters: BTreeMap<u64, String> = cluster
+                .voters
+                .iter()
+                .filter_map(|(&id, addr)| Some((id as u64, addr.as_ref()?.to_string())))
+                .collect();
+            let observer =
+                MetadataObserver::start(ObserverConfig::new(cluster.node_id as u64, voters))
+                    .map_err(|e| {
+                        BrokerError::Cluster(format!("follow the metadata quorum: {e}"))
+                    })?;
+            MetadataNode::Observer(observer)
         };
-        service_config.cluster_id = cluster_id.map(str::to_owned);
-        let service = MetadataService::start(service_config)
-            .await
-            .map_err(|e| BrokerError::Cluster(format!("start the metadata quorum: {e}")))?;
-        if let Some(listener) = controller_listener {
-            service.serve(listener);
-        }
         let protocol = cluster
             .security_protocol_map
             .get(listener_name)
             .copied()
             .unwrap_or(SecurityProtocol::Plaintext);
-        let endpoints = vec![Endpoint {
-            listener: listener_name.to_owned(),
-            host: advertised.0,
-            port: advertised.1,
-            security_protocol: record_protocol(protocol),
-        }];
+        let endpoints = if cluster.is_broker() {
+            vec![Endpoint {
+                listener: listener_name.to_owned(),
+                host: advertised.0,
+                port: advertised.1,
+                security_protocol: record_protocol(protocol),
+            }]
+        } else {
+            Vec::new()
+        };
         Ok(ClusterNode {
             service,
             node_id: cluster.node_id,
+            is_broker: cluster.is_broker(),
             listener_name: listener_name.to_owned(),
             endpoints,
             rack: cluster.rack.clone(),
@@ -226,7 +256,8 @@ impl ClusterNode {
     /// mode names a random one). The active controller's node when it is a live broker (so
     /// operators and tests see where it is), else this broker once unfenced, else another
     /// live broker; -1 only when no broker is live. Never -1 during an election, which
-    /// would hold the Java AdminClient's requests until it ends.
+    /// would hold the Java AdminClient's requests until it ends. A controller-only active
+    /// controller is never named: it is no registered broker, so not live.
     pub fn controller_id_for_clients(&self, image: &MetadataImage) -> i32 {
         let live = |id: i32| {
             image

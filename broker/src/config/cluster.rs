@@ -11,8 +11,8 @@
 //! rule says so in a comment (and docs/cluster.md lists it).
 //!
 //! This module only parses and validates. What the broker serves is decided at start:
-//! [`ClusterConfig::served_listeners`] is the one gate (combined nodes with one client
-//! listener, plus the controller listener in a multi-node quorum).
+//! [`ClusterConfig::served_listeners`] is the one gate (one client listener on a broker,
+//! the controller listener on a voter of a multi-node quorum).
 //!
 //! Two decisions a reader will ask about:
 //! - **The single-node default needs no controller listener.** With `controller.quorum.voters`
@@ -43,17 +43,23 @@ const CONTROLLER_ROLE: &str = "controller";
 /// What [`ClusterConfig::served_listeners`] found.
 #[derive(Debug, Clone, Copy)]
 pub struct ServedListeners<'a> {
-    /// The listener clients (and other brokers) connect to.
-    pub client: &'a Listener,
-    /// The controller listener, on a node of a multi-node quorum (Raft and controller
-    /// requests); `None` on a single node, whose sole voter needs none.
+    /// The listener clients (and other brokers) connect to; `None` on a controller-only
+    /// node.
+    pub client: Option<&'a Listener>,
+    /// The controller listener this node binds, on a voter of a multi-node quorum (Raft and
+    /// controller requests); `None` on a single node, whose sole voter needs none, and on a
+    /// broker-only node, which only dials the voters.
     pub controller: Option<&'a Listener>,
+    /// `process.roles`.
+    pub roles: ProcessRoles,
 }
 
 impl ServedListeners<'_> {
-    /// Whether this node is part of a multi-node cluster (and runs the metadata quorum).
+    /// Whether this node is part of a multi-node cluster (a voter of a multi-node quorum,
+    /// a broker-only node following one, or a controller-only node): it runs the cluster
+    /// layer, not the single node's own metadata.
     pub fn is_cluster(&self) -> bool {
-        self.controller.is_some()
+        self.controller.is_some() || self.roles != ProcessRoles::COMBINED
     }
 }
 
@@ -382,17 +388,25 @@ impl ClusterConfig {
         }
     }
 
-    /// The listeners this build serves for this configuration, or why it cannot serve it:
-    /// a combined node (both roles) with one client listener, plus, when other voters are
-    /// named, its controller listener. Broker-only and controller-only nodes and several
-    /// client listeners are not served yet.
+    /// The listeners this build serves for this configuration, or why it cannot serve it
+    /// yet (several client listeners, or a single node with a controller listener):
+    /// - a combined node (both roles): its one client listener, plus, when other voters
+    ///   are named, its controller listener;
+    /// - a broker-only node: its one client listener; it binds no controller listener and
+    ///   reaches the voters at their `controller.quorum.voters` addresses;
+    /// - a controller-only node: its controller listener only.
     pub fn served_listeners(&self) -> Result<ServedListeners<'_>, ConfigError> {
         let not_wired = |reason: String| Err(ConfigError::ClusterNotWired(reason));
-        if self.roles != ProcessRoles::COMBINED {
-            return not_wired(format!(
-                "process.roles={} (this build runs only broker,controller)",
-                self.roles
-            ));
+        if !self.is_broker() {
+            // Validation made sure it listens on controller listeners only, and on one.
+            let Some(controller) = self.controller_listener() else {
+                return not_wired("a controller-only node needs a controller listener".to_owned());
+            };
+            return Ok(ServedListeners {
+                client: None,
+                controller: Some(controller),
+                roles: self.roles,
+            });
         }
         let clients: Vec<&Listener> = self.client_listeners().collect();
         let client = match clients.as_slice() {
@@ -404,6 +418,13 @@ impl ClusterConfig {
                 ))
             }
         };
+        if !self.is_controller() {
+            return Ok(ServedListeners {
+                client: Some(client),
+                controller: None,
+                roles: self.roles,
+            });
+        }
         if self.single_node() {
             if self.listeners.len() > 1 {
                 return not_wired(format!(
@@ -412,8 +433,9 @@ impl ClusterConfig {
                 ));
             }
             return Ok(ServedListeners {
-                client,
+                client: Some(client),
                 controller: None,
+                roles: self.roles,
             });
         }
         let Some(controller) = self.controller_listener() else {
@@ -422,8 +444,9 @@ impl ClusterConfig {
             );
         };
         Ok(ServedListeners {
-            client,
+            client: Some(client),
             controller: Some(controller),
+            roles: self.roles,
         })
     }
 

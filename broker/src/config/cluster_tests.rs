@@ -86,7 +86,7 @@ fn the_zero_config_node_is_a_complete_single_node_cluster() {
     assert_eq!(c.client_listeners().count(), 1);
     assert_eq!(c.inter_broker_listener(), Some(&c.listeners[0]));
     assert_eq!(
-        c.served_listeners().unwrap().client.bind_address(),
+        c.served_listeners().unwrap().client.unwrap().bind_address(),
         "127.0.0.1:9092"
     );
     // The quorum crate's tested timings.
@@ -121,7 +121,10 @@ fn bare_host_port_is_still_one_plaintext_listener() {
             vec![listener("PLAINTEXT", host, port)],
             "{text}"
         );
-        assert_eq!(c.served_listeners().unwrap().client.bind_address(), bind);
+        assert_eq!(
+            c.served_listeners().unwrap().client.unwrap().bind_address(),
+            bind
+        );
     }
     let c = accepted(&[("advertised.listeners", "broker.example:19092")]);
     assert_eq!(
@@ -737,7 +740,7 @@ fn broker_rack_is_optional() {
 }
 
 #[test]
-fn combined_nodes_with_one_client_listener_are_served() {
+fn every_role_with_one_client_listener_is_served() {
     let not_wired = |pairs: &[(&str, &str)], needle: &str| {
         let c = accepted(pairs);
         let message = c.served_listeners().unwrap_err().to_string();
@@ -748,20 +751,26 @@ fn combined_nodes_with_one_client_listener_are_served() {
         assert!(message.contains(needle), "{message}");
     };
     not_wired(
+        &[("listeners", WITH_CONTROLLER)],
+        "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+    );
+    not_wired(
         &[
             ("process.roles", "broker"),
             ("node.id", "4"),
             ("controller.quorum.voters", THREE_VOTERS),
+            ("listeners", "A://127.0.0.1:9092,B://127.0.0.1:9094"),
+            (
+                "listener.security.protocol.map",
+                "A:PLAINTEXT,B:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ),
+            ("inter.broker.listener.name", "A"),
         ],
-        "process.roles=broker",
-    );
-    not_wired(
-        &[("listeners", WITH_CONTROLLER)],
-        "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+        "exactly one client listener",
     );
     let c = accepted(&[("controller.quorum.voters", "1@127.0.0.1:9093")]);
     let served = c.served_listeners().unwrap();
-    assert_eq!(served.client.name, "PLAINTEXT");
+    assert_eq!(served.client.unwrap().name, "PLAINTEXT");
     assert!(!served.is_cluster());
 
     let c = accepted(&[
@@ -769,9 +778,33 @@ fn combined_nodes_with_one_client_listener_are_served() {
         ("listeners", WITH_CONTROLLER),
     ]);
     let served = c.served_listeners().unwrap();
-    assert_eq!(served.client.name, "PLAINTEXT");
+    assert_eq!(served.client.unwrap().name, "PLAINTEXT");
     assert_eq!(served.controller.unwrap().name, "CONTROLLER");
     assert!(served.is_cluster());
+
+    // A broker-only node: its client listener, no controller listener of its own.
+    let c = accepted(&[
+        ("process.roles", "broker"),
+        ("node.id", "4"),
+        ("controller.quorum.voters", THREE_VOTERS),
+    ]);
+    let served = c.served_listeners().unwrap();
+    assert_eq!(served.client.unwrap().name, "PLAINTEXT");
+    assert!(served.controller.is_none());
+    assert!(served.is_cluster());
+
+    // A controller-only node: its controller listener only, even as the sole voter.
+    for voters in [THREE_VOTERS, "1@127.0.0.1:9093"] {
+        let c = accepted(&[
+            ("process.roles", "controller"),
+            ("controller.quorum.voters", voters),
+            ("listeners", "CONTROLLER://127.0.0.1:9093"),
+        ]);
+        let served = c.served_listeners().unwrap();
+        assert!(served.client.is_none());
+        assert_eq!(served.controller.unwrap().name, "CONTROLLER");
+        assert!(served.is_cluster());
+    }
 }
 
 #[tokio::test]
