@@ -1,9 +1,9 @@
 //! DescribeCluster (AdminClient `describeCluster`) and DescribeQuorum (Kafka's
 //! `kafka-metadata-quorum describe`), answered from the metadata image and the quorum.
 //!
-//! A single node answers DescribeCluster with itself. It runs no metadata quorum, so it
-//! does not serve DescribeQuorum at all (`api_versions::CLUSTER_ONLY`), rather than
-//! describe a quorum that does not exist.
+//! A single node is a cluster of one and answers both like any node. Only the single-node
+//! broker of earlier releases, which tests still start, runs no metadata quorum: it does not
+//! serve DescribeQuorum at all (`api_versions::CLUSTER_ONLY`).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -99,7 +99,7 @@ pub async fn describe_quorum(
         );
     }
     let Some(node) = &state.cluster else {
-        // Not reached: a single node does not serve the API (see the module docs).
+        // Not reached: the legacy single node does not serve the API (module docs).
         return error(
             ResponseError::UnsupportedVersion,
             "this broker is a single node without a metadata quorum".to_owned(),

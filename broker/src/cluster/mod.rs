@@ -18,8 +18,9 @@
 //!   leads a partition, and if not, the leader to name (NOT_LEADER_OR_FOLLOWER with
 //!   KIP-951's hints).
 //!
-//! Only multi-node configurations run this today (`ServedListeners::is_cluster`); the
-//! zero-config single node keeps its own metadata in the data directory.
+//! Every node runs this, the zero-config single node too (a cluster of one). Only tests
+//! start the single-node broker of earlier releases without it
+//! (`BrokerConfig::legacy_single_node`), to write the data directories `upgrade` adopts.
 
 pub mod admin;
 pub mod describe;

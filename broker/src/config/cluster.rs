@@ -56,8 +56,8 @@ pub struct ServedListeners<'a> {
 
 impl ServedListeners<'_> {
     /// Whether this node is part of a multi-node cluster (a voter of a multi-node quorum,
-    /// a broker-only node following one, or a controller-only node): it runs the cluster
-    /// layer, not the single node's own metadata.
+    /// a broker-only node following one, or a controller-only node), rather than a cluster
+    /// of one. Both run the cluster layer.
     pub fn is_cluster(&self) -> bool {
         self.controller.is_some() || self.roles != ProcessRoles::COMBINED
     }
