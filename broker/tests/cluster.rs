@@ -1100,3 +1100,60 @@ async fn a_controller_only_voter_and_broker_only_nodes_form_a_cluster() {
     }
     controller.shutdown().await.expect("clean shutdown");
 }
+
+/// The most common upgrade: a single node of an earlier release restarted alone, as a
+/// cluster of one. Its records, configs and committed offsets are there as soon as
+/// `Broker::start` returns, and its producer ids are not handed out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_of_an_earlier_release_restarts_as_a_cluster_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = common::start_legacy(dir.path(), &[]).await;
+    let mut client = Client::connect(old.local_addr()).await;
+    let created = client
+        .create_topic("orders", 2, &[("retention.ms", "86400000")])
+        .await;
+    assert_eq!(created.topics[0].error_code, 0);
+    for partition in 0..2 {
+        let (code, _) = client
+            .produce("orders", partition, batch(&[(None, "r")]))
+            .await;
+        assert_eq!(code, 0);
+    }
+    let answer: OffsetCommitResponse = client
+        .send(8, &commit_request("billing", "orders", &[(0, 1), (1, 1)]))
+        .await;
+    assert!(answer.topics[0]
+        .partitions
+        .iter()
+        .all(|p| p.error_code == 0));
+    let old_id = init_producer_id(&mut client).await;
+    old.shutdown().await.expect("clean shutdown");
+
+    let node = common::start(dir.path(), &[]).await;
+    let addr = node.local_addr();
+    let mut client = Client::connect(addr).await;
+    let data = client.fetch("orders", 1, 0).await;
+    assert_eq!((data.error_code, data.high_watermark), (0, 1));
+    assert_eq!(
+        node.state()
+            .topics
+            .get("orders")
+            .unwrap()
+            .config()
+            .retention_ms,
+        86400000
+    );
+    let offsets = eventually!("the committed offsets", {
+        committed(addr, "billing", "orders", &[0, 1])
+            .await
+            .filter(|offsets| offsets.iter().all(|&o| o >= 0))
+    });
+    assert_eq!(offsets, vec![1, 1]);
+    let new_id = init_producer_id(&mut client).await;
+    assert!(new_id > old_id, "{new_id} after {old_id}");
+    assert!(
+        !dir.path().join("cluster-upgrade-pending").exists(),
+        "the upgrade finished"
+    );
+    node.shutdown().await.expect("clean shutdown");
+}
