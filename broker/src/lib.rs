@@ -40,6 +40,7 @@ pub mod groups;
 pub mod handlers;
 pub mod limits;
 pub mod producer_ids;
+pub mod replication;
 pub mod retention;
 pub mod server;
 pub mod state;

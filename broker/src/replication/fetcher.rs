@@ -1,0 +1,1 @@
+//! The follower's side of replication: fetchers (see the module docs of `replication`).
