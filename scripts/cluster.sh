@@ -19,6 +19,10 @@
 #                        ends the output
 #   scripts/cluster.sh check HISTORY.jsonl [--json DETAILS.json]
 #                        run the checker over a history
+#   scripts/cluster.sh failover [--kind sluice|kafka] [--kills N]
+#                        failover time of a 3-node cluster (replication factor 3): N kill -9
+#                        of a leader, time to the first acknowledged write on its partitions
+#                        (tests/cluster/failover.py)
 #
 # Needs: scripts/deps.sh (the Python venv); for kafka, scripts/deps.sh --kafka; for the
 # network faults, root and nft (scripts/deps.sh --cluster installs nftables).
@@ -35,6 +39,9 @@ case "$cmd" in
         ;;
     check)
         exec "$python" "$repo/tests/cluster/checker.py" "$@"
+        ;;
+    failover)
+        exec "$python" "$repo/tests/cluster/failover.py" "$@"
         ;;
     test)
         if [[ "${1:-}" == "--kind" ]]; then
@@ -75,7 +82,7 @@ case "$cmd" in
         ' "$python" "$repo" "$@"
         ;;
     *)
-        sed -n '2,24p' "$0" >&2
+        sed -n '2,28p' "$0" >&2
         exit 2
         ;;
 esac

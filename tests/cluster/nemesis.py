@@ -79,6 +79,9 @@ class FaultContext:
     network: Optional[Network] = None
     disk: Optional[SmallDisk] = None
     rng: random.Random = field(default_factory=lambda: random.Random(15))
+    # Whether every partition of the topic has its whole replica set in sync (None: not
+    # known right now); the rolling restart waits for it between two nodes.
+    in_sync: Callable[[], Optional[bool]] = lambda: True
 
     def leader(self) -> Node:
         """The leader of partition 0 (a random node, said in the log, if no leader is known
@@ -206,6 +209,20 @@ class PartitionLeader(_Cut):
         return f"isolated node {node.node_id} (leader of partition 0): {ctx.network.describe()}"
 
 
+class PartitionController(_Cut):
+    """The active controller (the metadata quorum's leader) cut from the other nodes both
+    ways (clients reach all): the rest must elect a controller and go on, and the isolated
+    one must not keep fencing or electing on its own."""
+
+    name = "partition-controller"
+
+    def start(self, ctx: FaultContext) -> str:
+        assert ctx.network is not None
+        node = ctx.cluster.controller() or ctx.rng.choice(ctx.cluster.nodes)
+        ctx.network.isolate(node.node_id)
+        return f"isolated node {node.node_id} (controller): {ctx.network.describe()}"
+
+
 class PartitionOneWay(_Cut):
     """The leader of partition 0 can receive from the other nodes but not send to them."""
 
@@ -298,6 +315,38 @@ class Flapping(_Cut):
         return f"stopped flapping after {self.flaps} flips; {healed}"
 
 
+class RollingRestart(Nemesis):
+    """Every node in turn stopped with SIGTERM (a controlled shutdown: leadership moves away
+    first), restarted, and waited for until it is ready and every partition is back in sync,
+    as an operator rolls an upgrade. The whole roll happens in start(); clients may see
+    retriable errors only, and nothing acknowledged may be lost."""
+
+    name = "rolling-restart"
+    min_nodes = 3
+    # Bounds of one node's turn.
+    stop_timeout_s = 60.0
+    in_sync_timeout_s = 90.0
+
+    def start(self, ctx: FaultContext) -> str:
+        turns = []
+        for node in ctx.cluster.nodes:
+            began = time.monotonic()
+            node.stop(timeout=self.stop_timeout_s)
+            ctx.cluster.restart(node, wait=True)
+            deadline = time.monotonic() + self.in_sync_timeout_s
+            while ctx.in_sync() is not True:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"rolling-restart: partitions not back in sync {self.in_sync_timeout_s:.0f}s after node {node.node_id} restarted"
+                    )
+                time.sleep(0.5)
+            turns.append(f"{node.node_id} ({time.monotonic() - began:.1f}s)")
+        return f"restarted nodes in turn: {', '.join(turns)}"
+
+    def stop(self, ctx: FaultContext) -> str:
+        return f"restarted nodes {_restart_dead(ctx)}"
+
+
 class DiskFull(Nemesis):
     """One node's disk (a small tmpfs on its data dir) filled to the last byte; emptied when
     the fault ends, and the node restarted if it stopped (Kafka halts on a failed log dir;
@@ -327,10 +376,12 @@ NEMESES: dict[str, type[Nemesis]] = {
         KillAll,
         PauseLeader,
         PartitionLeader,
+        PartitionController,
         PartitionOneWay,
         Bridge,
         Flapping,
         DiskFull,
+        RollingRestart,
     )
 }
 

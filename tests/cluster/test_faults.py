@@ -88,6 +88,18 @@ def _topic_settings(cluster: Cluster) -> tuple[int, dict[str, str]]:
     return replicas, config
 
 
+def _in_sync(admin: AdminClient) -> Optional[bool]:
+    """Whether every partition of the workload topic has its whole replica set in its ISR
+    (None when metadata cannot be had right now)."""
+    try:
+        topic = admin.list_topics(TOPIC, timeout=5).topics.get(TOPIC)
+    except KafkaException:
+        return None
+    if topic is None or topic.error is not None or not topic.partitions:
+        return None
+    return all(p.leader >= 0 and set(p.isrs) == set(p.replicas) for p in topic.partitions.values())
+
+
 def _java_string_hash(text: str) -> int:
     """Java's String.hashCode (for the characters of the BMP), which Kafka hashes a group id
     with to place it on a __consumer_offsets partition."""
@@ -224,6 +236,7 @@ def _run(
             leader_of=lambda p: (_leaders(admin) or {}).get(p),
             network=network,
             disk=disk,
+            in_sync=lambda: _in_sync(admin),
         )
 
         workload = Workload(
