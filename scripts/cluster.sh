@@ -23,6 +23,10 @@
 #                        failover time of a 3-node cluster (replication factor 3): N kill -9
 #                        of a leader, time to the first acknowledged write on its partitions
 #                        (tests/cluster/failover.py)
+#   scripts/cluster.sh throughput [--runs N] [--duration 20s] [--kinds sluice,kafka]
+#                        3 Sluice nodes beside 3 Kafka brokers: acks=all produce rate, e2e
+#                        p99 and broker CPU per GB with replication factor 3
+#                        (tests/cluster/throughput.py; needs the release sluice-bench)
 #
 # Needs: scripts/deps.sh (the Python venv); for kafka, scripts/deps.sh --kafka; for the
 # network faults, root and nft (scripts/deps.sh --cluster installs nftables).
@@ -42,6 +46,9 @@ case "$cmd" in
         ;;
     failover)
         exec "$python" "$repo/tests/cluster/failover.py" "$@"
+        ;;
+    throughput)
+        exec "$python" "$repo/tests/cluster/throughput.py" "$@"
         ;;
     test)
         if [[ "${1:-}" == "--kind" ]]; then
@@ -82,7 +89,7 @@ case "$cmd" in
         ' "$python" "$repo" "$@"
         ;;
     *)
-        sed -n '2,28p' "$0" >&2
+        sed -n '2,32p' "$0" >&2
         exit 2
         ;;
 esac
