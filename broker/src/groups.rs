@@ -58,7 +58,7 @@ use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use sluice_storage::batch::{batches, BatchHeader};
-use sluice_storage::{BatchError, DurableWait, FlushPolicy, StorageError};
+use sluice_storage::{BatchError, DurableWait, FlushPolicy, ReadBound, StorageError};
 use tokio::sync::{oneshot, watch, Mutex, Notify};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
@@ -566,6 +566,12 @@ impl Groups {
                     storage_error_code(&e)
                 })?;
             partition.notify_appended();
+            // The coordinator writes as the partition's leader: its records count toward
+            // the high watermark like a produce's.
+            crate::replication::leader::after_append(
+                &partition,
+                crate::replication::leader::min_insync(&topic),
+            );
             let end = info.last_offset + 1;
             if partition.log.config().flush == FlushPolicy::Always {
                 waits.push(partition.log.wait_durable(end));
@@ -730,7 +736,10 @@ fn replay_partition(
     let end = log.log_end_offset();
     let mut offset = start;
     while offset < end {
-        let read = match log.read(offset, LOAD_READ_BYTES, true) {
+        // Up to the log end, not the high watermark: the coordinator owns the log, and a
+        // new leader's records past the high watermark are its own (Kafka loads to the log
+        // end as well).
+        let read = match log.read_bounded(offset, LOAD_READ_BYTES, true, ReadBound::LogEnd) {
             Ok(read) => read,
             // Offsets lost to disk damage (reported as an error when found): the commits
             // in them are gone, the ones after them still count.
