@@ -169,7 +169,9 @@ impl<'a> Router<'a> {
     /// This broker's cluster node and the image the request is routed on (`None` on a
     /// single node of an earlier release).
     pub fn cluster(&self) -> Option<(&ClusterNode, &MetadataImage)> {
-        self.cluster.as_ref().map(|(node, image)| (&**node, &**image))
+        self.cluster
+            .as_ref()
+            .map(|(node, image)| (&**node, &**image))
     }
 
     /// KIP-951's node endpoints of `brokers` on this broker's listener, built by `make`

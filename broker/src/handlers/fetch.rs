@@ -1,7 +1,15 @@
-//! Fetch: read record batches, with long polls.
+//! Fetch: read record batches, with long polls, for consumers and followers.
 //!
-//! Reads are storage's `read(offset, max_bytes, min_one)`: whole batches as `Bytes` that
-//! borrow the mapped segment. The response carries those `Bytes` untouched; the server
+//! Consumers (replica id -1) read below the high watermark; followers (replica id >= 0:
+//! `replica_id` before v15, `replica_state` from v15) read up to the log end, must be
+//! replicas of a partition this broker leads, and their fetch offset is recorded as
+//! their log end offset (`replication::leader::record_follower_fetch`: the high
+//! watermark, the ISR and acks=all waits follow). A fetch naming its last fetched epoch
+//! (v12+) is checked against the epoch cache and answered `diverging_epoch` where the
+//! fetcher's log left the leader's (Kafka's `validateFetchOffsetAndMaybeGetDivergingEpoch`).
+//!
+//! Reads are storage's `read_bounded(offset, max_bytes, min_one, bound)`: whole batches
+//! as `Bytes` that borrow the mapped segment. The response carries those `Bytes` untouched; the server
 //! hands them to the socket as separate I/O slices (see `server::wire`), so no record
 //! byte is copied in the process.
 //!
@@ -287,7 +295,10 @@ fn check_follower_and_epoch(
     let Some(end) = partition.log.end_offset_for_epoch(fetch.last_fetched_epoch) else {
         return Err(ResponseError::OffsetOutOfRange);
     };
-    if end.leader_epoch < 0 || end.end_offset < 0 || fetch.fetch_offset < partition.log.log_start_offset() {
+    if end.leader_epoch < 0
+        || end.end_offset < 0
+        || fetch.fetch_offset < partition.log.log_start_offset()
+    {
         return Err(ResponseError::OffsetOutOfRange);
     }
     if end.leader_epoch < fetch.last_fetched_epoch || end.end_offset < fetch.fetch_offset {

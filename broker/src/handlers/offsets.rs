@@ -62,11 +62,19 @@ fn list_offset(
         // No tiered storage: Kafka answers "no offset" for a non-tiered topic.
         LATEST_TIERED => NONE,
         MAX_TIMESTAMP => match log.max_timestamp_offset()? {
-            Some(found) => (found.timestamp, found.offset, epoch_for_offset(log, found.offset)),
+            Some(found) => (
+                found.timestamp,
+                found.offset,
+                epoch_for_offset(log, found.offset),
+            ),
             None => NONE,
         },
         _ => match log.offset_for_timestamp(timestamp)? {
-            Some(found) => (found.timestamp, found.offset, epoch_for_offset(log, found.offset)),
+            Some(found) => (
+                found.timestamp,
+                found.offset,
+                epoch_for_offset(log, found.offset),
+            ),
             None => NONE,
         },
     })

@@ -18,10 +18,17 @@
 //! with transactional batches is refused whole with TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
 //! as Kafka refuses one whose transactional id may not write: Sluice has no transactions.
 //!
-//! acks=all on a log whose flush policy is `always` must not be answered before the
-//! records are on disk: [`handle`] returns those waits as effects ([`ProduceOutcome`])
-//! and [`finish`] awaits them (a runtime-agnostic future from storage's group-commit
-//! flusher), so the connection task never blocks on fsync.
+//! acks=all (Kafka's `appendRecordsToLeader` and `DelayedProduce`): an ISR smaller than
+//! `min.insync.replicas` is refused NOT_ENOUGH_REPLICAS before anything is appended;
+//! after the append the answer waits until the high watermark passes the batch (every
+//! ISR member fetched past it; see `replication::leader`), or fails
+//! NOT_ENOUGH_REPLICAS_AFTER_APPEND / NOT_LEADER_OR_FOLLOWER / REQUEST_TIMED_OUT (the
+//! request's `timeout_ms`). On a log whose flush policy is `always` it also waits until
+//! the records are on the leader's disk. [`handle`] returns those waits as effects
+//! ([`ProduceOutcome`]) and [`finish`] awaits them (futures on the partition's high
+//! watermark watch and storage's group-commit flusher), so the connection task never
+//! blocks and no task is spawned per request. Every append moves the high watermark
+//! (`replication::leader::after_append`): with an ISR of one, to the log end.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
@@ -141,7 +148,13 @@ pub fn handle(
                         let _span = tracing::debug_span!("partition", topic = %topic.name, partition = data.index).entered();
                         let min_insync = leader::min_insync(topic);
                         if let Some((node, image)) = router.cluster() {
-                            leader::ensure_leading(&partition, node.node_id, topic.id, image, min_insync);
+                            leader::ensure_leading(
+                                &partition,
+                                node.node_id,
+                                topic.id,
+                                image,
+                                min_insync,
+                            );
                         }
                         let records = data.records.as_deref().unwrap_or(&[]);
                         check_kafka_rules(records, version).and_then(|()| {

@@ -318,7 +318,13 @@ pub async fn run(
     ));
     loop {
         let image = node.image();
-        pass(&state, &node, &image, sluice_storage::now_ms(), &answered_tx);
+        pass(
+            &state,
+            &node,
+            &image,
+            sluice_storage::now_ms(),
+            &answered_tx,
+        );
         tokio::select! {
             changed = offsets.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(tick) => {}

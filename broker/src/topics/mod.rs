@@ -48,8 +48,8 @@ pub use replicas::STRAY_SUFFIX;
 
 use crate::datadir;
 use crate::errors::BrokerError;
-use crate::replication::leader::Leadership;
 use crate::limits::PartitionLimit;
+use crate::replication::leader::Leadership;
 use crate::topic_config::{FlushMode, TopicConfig};
 
 const TOPIC_CONFIGS_FILE: &str = "topic-configs.toml";

@@ -75,7 +75,11 @@ fn replica_fetch(replica: i32, offset: i64, last_fetched_epoch: i32, version: i1
     request
 }
 
-fn fetched(state: &BrokerState, request: &FetchRequest, version: i16) -> fetch_response::PartitionData {
+fn fetched(
+    state: &BrokerState,
+    request: &FetchRequest,
+    version: i16,
+) -> fetch_response::PartitionData {
     let FetchOutcome::Ready(response) = fetch::handle(state, request, version, true) else {
         panic!("a final attempt answers");
     };
@@ -130,9 +134,15 @@ fn replica_fetches_read_past_the_high_watermark_and_move_it() {
     assert_eq!(partition.log.high_watermark(), 2);
     let consumer = fetched(&state, &fetch_request("t", 0, 0), 12);
     assert!(!consumer.records.as_ref().unwrap().is_empty());
-    assert_eq!((consumer.high_watermark, consumer.last_stable_offset), (2, 2));
+    assert_eq!(
+        (consumer.high_watermark, consumer.last_stable_offset),
+        (2, 2)
+    );
     // Follower 3 is a replica outside the ISR: its progress does not hold the HW back.
-    assert_eq!(fetched(&state, &replica_fetch(3, 0, -1, 12), 12).error_code, 0);
+    assert_eq!(
+        fetched(&state, &replica_fetch(3, 0, -1, 12), 12).error_code,
+        0
+    );
     assert_eq!(partition.log.high_watermark(), 2);
     // Broker 4 is no replica.
     assert_eq!(
@@ -151,10 +161,7 @@ fn replica_fetches_read_past_the_high_watermark_and_move_it() {
 fn a_diverging_follower_is_told_where_the_leaders_epoch_ends() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path(), &[]);
-    let topic = state
-        .topics
-        .create("t", 1, BTreeMap::new())
-        .unwrap();
+    let topic = state.topics.create("t", 1, BTreeMap::new()).unwrap();
     let partition = topic.partition(0).unwrap();
     // Epoch 0: offsets 0-1; epoch 2: offsets 2-3.
     partition.log.append(&records(&["a", "b"]), 0, 5).unwrap();
@@ -165,7 +172,10 @@ fn a_diverging_follower_is_told_where_the_leaders_epoch_ends() {
     // at 2 here.
     let data = fetched(&state, &replica_fetch(2, 3, 1, 12), 12);
     assert_eq!(data.error_code, 0);
-    assert_eq!((data.diverging_epoch.epoch, data.diverging_epoch.end_offset), (0, 2));
+    assert_eq!(
+        (data.diverging_epoch.epoch, data.diverging_epoch.end_offset),
+        (0, 2)
+    );
     assert!(data.records.as_ref().unwrap().is_empty());
     // Its progress is not recorded from a diverging fetch.
     assert_eq!(
@@ -174,7 +184,10 @@ fn a_diverging_follower_is_told_where_the_leaders_epoch_ends() {
     );
     // Same epoch, but past where it ended.
     let data = fetched(&state, &replica_fetch(2, 3, 0, 12), 12);
-    assert_eq!((data.diverging_epoch.epoch, data.diverging_epoch.end_offset), (0, 2));
+    assert_eq!(
+        (data.diverging_epoch.epoch, data.diverging_epoch.end_offset),
+        (0, 2)
+    );
     // Consistent: records from the fetch offset, and the follower's progress counts.
     let data = fetched(&state, &replica_fetch(2, 2, 0, 12), 12);
     assert_eq!(data.diverging_epoch.epoch, -1);
@@ -208,7 +221,10 @@ async fn acks_all_waits_until_the_follower_has_the_records() {
     let other = produce::handle(&state, &produce_request("t", 1, records(&["b"])), 9, 5);
     assert!(other.is_ready() && !other.failed);
     // The follower fetches past the first record: the HW passes it.
-    assert_eq!(fetched(&state, &replica_fetch(2, 1, 0, 12), 12).error_code, 0);
+    assert_eq!(
+        fetched(&state, &replica_fetch(2, 1, 0, 12), 12).error_code,
+        0
+    );
     assert_eq!(partition.log.high_watermark(), 1);
     let response = tokio::time::timeout(std::time::Duration::from_secs(10), answer)
         .await
@@ -226,7 +242,10 @@ async fn acks_all_waits_until_the_follower_has_the_records() {
     let response = tokio::time::timeout(std::time::Duration::from_secs(10), answer)
         .await
         .expect("completed by the epoch change");
-    assert_eq!(produced_code(&response), ResponseError::NotLeaderOrFollower.code());
+    assert_eq!(
+        produced_code(&response),
+        ResponseError::NotLeaderOrFollower.code()
+    );
 }
 
 #[tokio::test]
@@ -239,7 +258,10 @@ async fn acks_all_times_out_or_fails_when_the_isr_shrinks() {
     let outcome = produce::handle(&state, &request, 9, 5);
     assert_eq!(outcome.replicated.len(), 1);
     let response = produce::finish(outcome).await;
-    assert_eq!(produced_code(&response), ResponseError::RequestTimedOut.code());
+    assert_eq!(
+        produced_code(&response),
+        ResponseError::RequestTimedOut.code()
+    );
 
     // Committed ISR shrinks to {1} below min.insync 2 while a produce waits.
     request.timeout_ms = 30_000;
@@ -303,9 +325,13 @@ fn offset_for_leader_epoch_answers_from_the_epoch_cache() {
     let topic = state.topics.create("t", 1, BTreeMap::new()).unwrap();
     let partition = topic.partition(0).unwrap();
     partition.log.append(&records(&["a", "b"]), 0, 5).unwrap();
-    partition.log.append(&records(&["c", "d", "e"]), 3, 5).unwrap();
+    partition
+        .log
+        .append(&records(&["c", "d", "e"]), 3, 5)
+        .unwrap();
     let answer = |topic: &str, current: i32, epoch: i32| {
-        let response = offset_for_leader_epoch::handle(&state, &offset_for_epoch(topic, current, epoch));
+        let response =
+            offset_for_leader_epoch::handle(&state, &offset_for_epoch(topic, current, epoch));
         for v in 2..=4 {
             encodes(&response, v);
         }

@@ -130,7 +130,8 @@ impl LeaderState {
         self.replicas = registration.replicas.clone();
         self.isr = registration.isr.clone();
         let me = self.me;
-        self.followers.retain(|id, _| registration.replicas.contains(id));
+        self.followers
+            .retain(|id, _| registration.replicas.contains(id));
         for &id in registration.replicas.iter().filter(|&&id| id != me) {
             self.followers
                 .entry(id)
@@ -272,7 +273,12 @@ mod tests {
 
     const LAG: i64 = 30_000;
 
-    fn registration(replicas: &[i32], isr: &[i32], epoch: i32, partition_epoch: i32) -> PartitionRegistration {
+    fn registration(
+        replicas: &[i32],
+        isr: &[i32],
+        epoch: i32,
+        partition_epoch: i32,
+    ) -> PartitionRegistration {
         PartitionRegistration {
             replicas: replicas.to_vec(),
             isr: isr.to_vec(),
@@ -283,7 +289,13 @@ mod tests {
     }
 
     fn leader(isr: &[i32], leader_end: i64, now_ms: i64) -> LeaderState {
-        LeaderState::new(1, Uuid::nil(), &registration(&[1, 2, 3], isr, 5, 7), leader_end, now_ms)
+        LeaderState::new(
+            1,
+            Uuid::nil(),
+            &registration(&[1, 2, 3], isr, 5, 7),
+            leader_end,
+            now_ms,
+        )
     }
 
     #[test]
@@ -382,7 +394,10 @@ mod tests {
         // Past it, the follower behind leaves; the one at the log end stays although it
         // has not fetched since.
         assert_eq!(s.out_of_sync(10, 1_001 + LAG, LAG), vec![3]);
-        assert_eq!(s.next_isr(10, 4, 1_001 + LAG, LAG, eligible), Some(vec![1, 2]));
+        assert_eq!(
+            s.next_isr(10, 4, 1_001 + LAG, LAG, eligible),
+            Some(vec![1, 2])
+        );
         // Once the leader appended, follower 2 is behind too and lags as well.
         assert_eq!(s.out_of_sync(12, 1_001 + LAG, LAG), vec![2, 3]);
         // One change at a time.
@@ -405,7 +420,10 @@ mod tests {
         assert_eq!(s.next_isr(12, hw, 1_000, LAG, |_| true), None);
         s.record_fetch(3, 12, 77, 12, 1_100);
         assert_eq!(s.followers[&3].broker_epoch, 77);
-        assert_eq!(s.next_isr(12, hw, 1_100, LAG, |_| true), Some(vec![1, 2, 3]));
+        assert_eq!(
+            s.next_isr(12, hw, 1_100, LAG, |_| true),
+            Some(vec![1, 2, 3])
+        );
         // Not eligible (fenced, or another registration): stays out.
         assert_eq!(s.next_isr(12, hw, 1_100, LAG, |id| id != 3), None);
         // The HW alone is not enough: the follower must also reach the epoch's start.
