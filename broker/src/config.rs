@@ -232,6 +232,12 @@ const BROKER_KEYS: &[BrokerKey] = &[
               (the broker-side cap, as fetch.max.bytes caps max_bytes)",
     },
     BrokerKey {
+        name: "replica.lag.time.max.ms",
+        default: "30000",
+        doc: "a follower that has not caught up with the leader's log end for this long leaves the ISR \
+              (Kafka's rule: caught up = fetched at or past the leader's log end of its previous fetch)",
+    },
+    BrokerKey {
         name: "max.broker.partitions",
         default: "",
         doc: "most partitions this broker holds (KIP-578's name); CreateTopics, CreatePartitions and auto-creation \
@@ -401,6 +407,8 @@ pub struct BrokerConfig {
     pub request_read_timeout_ms: u64,
     /// `fetch.max.wait.ms`: the cap on a Fetch's `max_wait_ms`.
     pub fetch_max_wait_ms: u64,
+    /// `replica.lag.time.max.ms`: how long a follower may lag before it leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
     pub retention_check_interval_ms: u64,
     pub flush_mode: FlushMode,
     /// `log.dir.min.free.bytes`; `None`: 5% of the filesystem, at most 1 GiB.
@@ -580,6 +588,7 @@ impl BrokerConfig {
         let request_read_timeout_ms = positive_ms("request.read.timeout.ms")?;
         // At 0 every long poll would return at once and consumers would spin.
         let fetch_max_wait_ms = positive_ms("fetch.max.wait.ms")?;
+        let replica_lag_time_max_ms = positive_ms("replica.lag.time.max.ms")?;
         let queued_max_request_bytes: usize = parse_num(
             "queued.max.request.bytes",
             value("queued.max.request.bytes"),
@@ -684,6 +693,7 @@ impl BrokerConfig {
             queued_max_request_bytes,
             request_read_timeout_ms,
             fetch_max_wait_ms,
+            replica_lag_time_max_ms,
             retention_check_interval_ms,
             flush_mode,
             min_free_bytes,
@@ -770,6 +780,10 @@ impl BrokerConfig {
             (
                 "fetch.max.wait.ms".to_owned(),
                 self.fetch_max_wait_ms.to_string(),
+            ),
+            (
+                "replica.lag.time.max.ms".to_owned(),
+                self.replica_lag_time_max_ms.to_string(),
             ),
             (
                 "message.max.decompressed.bytes".to_owned(),

@@ -58,7 +58,7 @@ use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use sluice_storage::batch::{batches, BatchHeader};
-use sluice_storage::{BatchError, DurableWait, FlushPolicy, StorageError};
+use sluice_storage::{BatchError, FlushPolicy, ReadBound, StorageError};
 use tokio::sync::{oneshot, watch, Mutex, Notify};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
@@ -69,6 +69,7 @@ use crate::coordinator::{
     PartitionLag, Reply, StoreError, Ticket, OFFSETS_TOPIC,
 };
 use crate::errors::{storage_error_code, BrokerError};
+use crate::replication::leader::{self, ReplicationWait as AppendWait};
 use crate::state::BrokerState;
 use crate::topics::{Partition, Topic};
 
@@ -83,6 +84,10 @@ pub const OFFSETS_MAX_MESSAGE_BYTES: i64 = OFFSETS_SEGMENT_BYTES;
 
 /// How much of a partition one read returns while loading.
 const LOAD_READ_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long a coordinator write waits for the high watermark to pass it (Kafka's
+/// `offsets.commit.timeout.ms` default); then the request fails COORDINATOR_NOT_AVAILABLE.
+const COMMIT_TIMEOUT: Duration = Duration::from_millis(5_000);
 
 /// The longest the timer sleeps in one go (deadlines are far less; this only keeps the
 /// instant arithmetic from overflowing).
@@ -488,7 +493,9 @@ impl Groups {
     }
 
     /// Appends `output`'s writes (under the lock), then settles its answers: sends the
-    /// completions and returns the reply now, or in a task once the records are durable.
+    /// completions and returns the reply now, or in a task once the records are durable
+    /// and replicated (the high watermark passed them: Kafka's coordinator appends with
+    /// acks=all, so an acknowledged commit survives the loss of the leader).
     fn apply<R: Failable + Send + 'static>(
         &self,
         inner: &mut Inner,
@@ -517,9 +524,8 @@ impl Groups {
         }
         Settled::Later(tokio::spawn(async move {
             for wait in waits {
-                if let Err(e) = wait.await {
-                    tracing::error!(error = %e, "group coordinator records appended but not made durable");
-                    output.fail(storage_error_code(&e));
+                if let Err(code) = wait.await {
+                    output.fail(code);
                     break;
                 }
             }
@@ -537,8 +543,10 @@ impl Groups {
         writes: Vec<LogWrite>,
         now: i64,
         taken: &BTreeMap<i32, i32>,
-    ) -> Result<Vec<DurableWait>, ResponseError> {
-        let mut waits = Vec::new();
+    ) -> Result<Vec<AppendWait>, ResponseError> {
+        let mut waits: Vec<AppendWait> = Vec::new();
+        // Kafka's `offsets.commit.timeout.ms` default.
+        let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
         if writes.is_empty() {
             return Ok(waits);
         }
@@ -554,21 +562,37 @@ impl Groups {
                 );
                 return Err(ResponseError::UnknownTopicOrPartition);
             };
+            let leader_epoch = taken.get(&write.partition).copied().unwrap_or(0);
             let info = partition
                 .log
-                .append(
-                    &write.records,
-                    taken.get(&write.partition).copied().unwrap_or(0),
-                    now,
-                )
+                .append(&write.records, leader_epoch, now)
                 .map_err(|e| {
                     tracing::error!(partition = write.partition, error = %e, "cannot append to {OFFSETS_TOPIC}");
                     storage_error_code(&e)
                 })?;
             partition.notify_appended();
+            // The coordinator writes as the partition's leader: its records count toward
+            // the high watermark like a produce's.
+            let min_insync = leader::min_insync(&topic);
+            let high_watermark = leader::after_append(&partition, min_insync);
             let end = info.last_offset + 1;
             if partition.log.config().flush == FlushPolicy::Always {
-                waits.push(partition.log.wait_durable(end));
+                let durable = partition.log.wait_durable(end);
+                waits.push(Box::pin(async move {
+                    durable.await.map_err(|e| {
+                        tracing::error!(error = %e, "group coordinator records appended but not made durable");
+                        storage_error_code(&e)
+                    })
+                }));
+            }
+            if high_watermark < end {
+                waits.push(leader::wait_replicated(
+                    &partition,
+                    leader_epoch,
+                    end,
+                    min_insync,
+                    deadline,
+                ));
             }
             if write.restatement {
                 delete_before_restatement(partition, info.base_offset, end);
@@ -730,7 +754,10 @@ fn replay_partition(
     let end = log.log_end_offset();
     let mut offset = start;
     while offset < end {
-        let read = match log.read(offset, LOAD_READ_BYTES, true) {
+        // Up to the log end, not the high watermark: the coordinator owns the log, and a
+        // new leader's records past the high watermark are its own (Kafka loads to the log
+        // end as well).
+        let read = match log.read_bounded(offset, LOAD_READ_BYTES, true, ReadBound::LogEnd) {
             Ok(read) => read,
             // Offsets lost to disk damage (reported as an error when found): the commits
             // in them are gone, the ones after them still count.

@@ -173,9 +173,21 @@ async fn take_partitions(state: &Arc<BrokerState>, node: &ClusterNode, loads: &m
         _ => BTreeMap::new(),
     };
     for (partition, epoch) in state.groups.take_partitions(&leading).await {
-        let Some(replica) = local.as_ref().and_then(|t| t.partition(partition)) else {
+        let Some((local, replica)) = local
+            .as_ref()
+            .and_then(|t| t.partition(partition).map(|p| (t, p)))
+        else {
             continue;
         };
+        // The coordinator's writes wait for the high watermark, which needs this broker
+        // to lead the partition at the epoch taken (the leader task may not have passed yet).
+        crate::replication::leader::ensure_leading(
+            &replica,
+            node.node_id,
+            local.id,
+            &image,
+            crate::replication::leader::min_insync(local),
+        );
         tracing::debug!(
             partition,
             leader_epoch = epoch,

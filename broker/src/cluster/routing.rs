@@ -166,6 +166,14 @@ impl<'a> Router<'a> {
         self.cluster.is_some()
     }
 
+    /// This broker's cluster node and the image the request is routed on (`None` on a
+    /// single node of an earlier release).
+    pub fn cluster(&self) -> Option<(&ClusterNode, &MetadataImage)> {
+        self.cluster
+            .as_ref()
+            .map(|(node, image)| (&**node, &**image))
+    }
+
     /// KIP-951's node endpoints of `brokers` on this broker's listener, built by `make`
     /// (node id, host, port, rack) as the response type wants them (Produce and Fetch each
     /// have their own). Brokers without an endpoint are left out.

@@ -234,7 +234,10 @@ impl<R: Failable> Output<R> {
 pub fn append_error(storage_error: ResponseError) -> ResponseError {
     use ResponseError::*;
     match storage_error {
-        UnknownTopicOrPartition | NotEnoughReplicas | RequestTimedOut => CoordinatorNotAvailable,
+        UnknownTopicOrPartition
+        | NotEnoughReplicas
+        | NotEnoughReplicasAfterAppend
+        | RequestTimedOut => CoordinatorNotAvailable,
         NotLeaderOrFollower | KafkaStorageError => NotCoordinator,
         MessageTooLarge | RecordListTooLarge | InvalidFetchSize => UnknownServerError,
         other => other,

@@ -1,7 +1,15 @@
-//! Fetch: read record batches, with long polls.
+//! Fetch: read record batches, with long polls, for consumers and followers.
 //!
-//! Reads are storage's `read(offset, max_bytes, min_one)`: whole batches as `Bytes` that
-//! borrow the mapped segment. The response carries those `Bytes` untouched; the server
+//! Consumers (replica id -1) read below the high watermark; followers (replica id >= 0:
+//! `replica_id` before v15, `replica_state` from v15) read up to the log end, must be
+//! replicas of a partition this broker leads, and their fetch offset is recorded as
+//! their log end offset (`replication::leader::record_follower_fetch`: the high
+//! watermark, the ISR and acks=all waits follow). A fetch naming its last fetched epoch
+//! (v12+) is checked against the epoch cache and answered `diverging_epoch` where the
+//! fetcher's log left the leader's (Kafka's `validateFetchOffsetAndMaybeGetDivergingEpoch`).
+//!
+//! Reads are storage's `read_bounded(offset, max_bytes, min_one, bound)`: whole batches
+//! as `Bytes` that borrow the mapped segment. The response carries those `Bytes` untouched; the server
 //! hands them to the socket as separate I/O slices (see `server::wire`), so no record
 //! byte is copied in the process.
 //!
@@ -21,15 +29,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 
-use sluice_storage::StorageError;
+use sluice_storage::{ReadBound, StorageError};
 
 use crate::cluster::routing::{Router, TopicKey};
 use crate::errors::storage_error_code;
+use crate::replication::leader;
 use crate::state::BrokerState;
 use crate::topics::Partition;
 
@@ -68,6 +78,14 @@ pub fn handle(
             FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
         );
     }
+    // A follower's fetch (replica id >= 0): (its broker id, its broker epoch or -1).
+    let follower = if version >= 15 {
+        let state = &request.replica_state;
+        (state.replica_id.0 >= 0).then_some((state.replica_id.0, state.replica_epoch))
+    } else {
+        (request.replica_id.0 >= 0).then_some((request.replica_id.0, -1))
+    };
+    let now_ms = sluice_storage::now_ms();
     let mut remaining = usize::try_from(request.max_bytes).unwrap_or(0);
     let mut total_bytes = 0usize;
     let mut errors = false;
@@ -128,19 +146,76 @@ pub fn handle(
                 continue;
             };
             let _span = tracing::debug_span!("partition", topic = %partition.topic, partition = partition.index).entered();
+            let min_insync = topic.as_deref().map_or(1, leader::min_insync);
+            if follower.is_some() {
+                if let (Some((node, image)), Some(t)) = (router.cluster(), topic.as_ref()) {
+                    leader::ensure_leading(&partition, node.node_id, t.id, image, min_insync);
+                }
+            }
+            match check_follower_and_epoch(&partition, fetch, follower, version) {
+                Ok(None) => {}
+                Ok(Some(diverging)) => {
+                    // Kafka answers a diverging follower at once, with no records.
+                    errors = true;
+                    partitions.push(
+                        PartitionData::default()
+                            .with_partition_index(fetch.partition)
+                            .with_high_watermark(partition.log.high_watermark())
+                            .with_last_stable_offset(partition.log.high_watermark())
+                            .with_log_start_offset(partition.log.log_start_offset())
+                            .with_diverging_epoch(diverging)
+                            .with_preferred_read_replica(BrokerId(-1))
+                            .with_records(Some(Bytes::new())),
+                    );
+                    continue;
+                }
+                Err(code) => {
+                    errors = true;
+                    tracing::debug!(error = ?code, replica = ?follower, "fetch refused");
+                    partitions.push(error_partition(fetch.partition, code));
+                    continue;
+                }
+            }
             let limit = usize::try_from(fetch.partition_max_bytes)
                 .unwrap_or(0)
                 .min(remaining);
             let min_one = total_bytes == 0;
-            match partition.log.read(fetch.fetch_offset, limit, min_one) {
+            // Followers read up to the log end, consumers below the high watermark.
+            let bound = if follower.is_some() {
+                ReadBound::LogEnd
+            } else {
+                ReadBound::HighWatermark
+            };
+            match partition
+                .log
+                .read_bounded(fetch.fetch_offset, limit, min_one, bound)
+            {
                 Ok(read) => {
+                    let mut high_watermark = read.high_watermark;
+                    if let Some((replica_id, replica_epoch)) = follower {
+                        // Kafka records the follower's progress once its read succeeded.
+                        if let Err(code) = leader::record_follower_fetch(
+                            &partition,
+                            replica_id,
+                            fetch.fetch_offset,
+                            replica_epoch,
+                            min_insync,
+                            now_ms,
+                        ) {
+                            errors = true;
+                            partitions.push(error_partition(fetch.partition, code));
+                            continue;
+                        }
+                        // The fetch may have moved it: the follower learns the newest.
+                        high_watermark = partition.log.high_watermark();
+                    }
                     let len = read.records.len();
                     total_bytes += len;
                     remaining = remaining.saturating_sub(len);
                     let mut data = PartitionData::default()
                         .with_partition_index(fetch.partition)
-                        .with_high_watermark(read.high_watermark)
-                        .with_last_stable_offset(read.high_watermark)
+                        .with_high_watermark(high_watermark)
+                        .with_last_stable_offset(high_watermark)
                         .with_log_start_offset(read.log_start_offset)
                         .with_preferred_read_replica(BrokerId(-1))
                         .with_records(Some(read.records));
@@ -194,4 +269,44 @@ pub fn handle(
         return FetchOutcome::Ready(response);
     }
     FetchOutcome::Wait(watched)
+}
+
+/// A follower must be a replica of the partition this broker leads (else
+/// NOT_LEADER_OR_FOLLOWER); every fetcher that names its last fetched epoch (v12+) is
+/// checked against the epoch cache as Kafka's `validateFetchOffsetAndMaybeGetDivergingEpoch`
+/// does: an epoch the leader cannot place, or a fetch offset below the log start, is
+/// OFFSET_OUT_OF_RANGE; an epoch that ended earlier (or a smaller epoch in its place)
+/// is a divergence, answered with where the leader's epoch ends (`Ok(Some)`).
+fn check_follower_and_epoch(
+    partition: &Partition,
+    fetch: &FetchPartition,
+    follower: Option<(i32, i64)>,
+    version: i16,
+) -> Result<Option<EpochEndOffset>, ResponseError> {
+    if let Some((replica_id, _)) = follower {
+        match partition.leadership.replicas() {
+            Some(replicas) if replicas.contains(&replica_id) => {}
+            _ => return Err(ResponseError::NotLeaderOrFollower),
+        }
+    }
+    if version < 12 || fetch.last_fetched_epoch < 0 {
+        return Ok(None);
+    }
+    let Some(end) = partition.log.end_offset_for_epoch(fetch.last_fetched_epoch) else {
+        return Err(ResponseError::OffsetOutOfRange);
+    };
+    if end.leader_epoch < 0
+        || end.end_offset < 0
+        || fetch.fetch_offset < partition.log.log_start_offset()
+    {
+        return Err(ResponseError::OffsetOutOfRange);
+    }
+    if end.leader_epoch < fetch.last_fetched_epoch || end.end_offset < fetch.fetch_offset {
+        return Ok(Some(
+            EpochEndOffset::default()
+                .with_epoch(end.leader_epoch)
+                .with_end_offset(end.end_offset),
+        ));
+    }
+    Ok(None)
 }

@@ -12,6 +12,7 @@ pub mod api_versions;
 pub mod fetch;
 pub mod init_producer_id;
 pub mod metadata;
+pub mod offset_for_leader_epoch;
 pub mod offsets;
 pub mod produce;
 

@@ -28,22 +28,53 @@ pub const MAX_TIMESTAMP: i64 = -3;
 pub const EARLIEST_LOCAL: i64 = -4;
 pub const LATEST_TIERED: i64 = -5;
 
-/// (timestamp, offset, leader epoch) of a ListOffsets lookup.
-fn list_offset(log: &PartitionLog, timestamp: i64) -> Result<(i64, i64, i32), StorageError> {
+/// The leader epoch of the record at `offset`: the latest cached epoch starting at or
+/// before it (Kafka's `LeaderEpochFileCache.epochForOffset`), -1 if none.
+fn epoch_for_offset(log: &PartitionLog, offset: i64) -> i32 {
+    log.epoch_entries()
+        .iter()
+        .take_while(|&&(_, start)| start <= offset)
+        .last()
+        .map_or(-1, |&(epoch, _)| epoch)
+}
+
+/// (timestamp, offset, leader epoch) of a ListOffsets lookup, as Kafka's
+/// `Partition.fetchOffsetForTimestamp`: LATEST is the high watermark for consumers (both
+/// isolation levels: Sluice has no transactions, so the last stable offset is the high
+/// watermark) and the log end for a replica (`replica_id` >= 0), with the current leader
+/// epoch; the other lookups give the epoch of the offset found.
+fn list_offset(
+    log: &PartitionLog,
+    timestamp: i64,
+    from_replica: bool,
+    leader_epoch: i32,
+) -> Result<(i64, i64, i32), StorageError> {
     const NONE: (i64, i64, i32) = (-1, -1, -1);
     // A partition that could not be loaded has no offsets to give.
     log.ensure_loaded()?;
     Ok(match timestamp {
-        LATEST => (-1, log.high_watermark(), 0),
-        EARLIEST | EARLIEST_LOCAL => (-1, log.log_start_offset(), 0),
+        LATEST if from_replica => (-1, log.log_end_offset(), leader_epoch),
+        LATEST => (-1, log.high_watermark(), leader_epoch),
+        EARLIEST | EARLIEST_LOCAL => {
+            let start = log.log_start_offset();
+            (-1, start, epoch_for_offset(log, start))
+        }
         // No tiered storage: Kafka answers "no offset" for a non-tiered topic.
         LATEST_TIERED => NONE,
         MAX_TIMESTAMP => match log.max_timestamp_offset()? {
-            Some(found) => (found.timestamp, found.offset, 0),
+            Some(found) => (
+                found.timestamp,
+                found.offset,
+                epoch_for_offset(log, found.offset),
+            ),
             None => NONE,
         },
         _ => match log.offset_for_timestamp(timestamp)? {
-            Some(found) => (found.timestamp, found.offset, 0),
+            Some(found) => (
+                found.timestamp,
+                found.offset,
+                epoch_for_offset(log, found.offset),
+            ),
             None => NONE,
         },
     })
@@ -85,7 +116,12 @@ pub fn list_offsets(
                     else {
                         return answer.with_error_code(missing_code(&router));
                     };
-                    match list_offset(&partition.log, p.timestamp) {
+                    match list_offset(
+                        &partition.log,
+                        p.timestamp,
+                        request.replica_id.0 >= 0,
+                        served.leader_epoch,
+                    ) {
                         Ok((timestamp, offset, epoch)) => answer
                             .with_timestamp(timestamp)
                             .with_offset(offset)

@@ -18,10 +18,17 @@
 //! with transactional batches is refused whole with TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
 //! as Kafka refuses one whose transactional id may not write: Sluice has no transactions.
 //!
-//! acks=all on a log whose flush policy is `always` must not be answered before the
-//! records are on disk: [`handle`] returns those waits as effects ([`ProduceOutcome`])
-//! and [`finish`] awaits them (a runtime-agnostic future from storage's group-commit
-//! flusher), so the connection task never blocks on fsync.
+//! acks=all (Kafka's `appendRecordsToLeader` and `DelayedProduce`): an ISR smaller than
+//! `min.insync.replicas` is refused NOT_ENOUGH_REPLICAS before anything is appended;
+//! after the append the answer waits until the high watermark passes the batch (every
+//! ISR member fetched past it; see `replication::leader`), or fails
+//! NOT_ENOUGH_REPLICAS_AFTER_APPEND / NOT_LEADER_OR_FOLLOWER / REQUEST_TIMED_OUT (the
+//! request's `timeout_ms`). On a log whose flush policy is `always` it also waits until
+//! the records are on the leader's disk. [`handle`] returns those waits as effects
+//! ([`ProduceOutcome`]) and [`finish`] awaits them (futures on the partition's high
+//! watermark watch and storage's group-commit flusher), so the connection task never
+//! blocks and no task is spawned per request. Every append moves the high watermark
+//! (`replication::leader::after_append`): with an ISR of one, to the log end.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
@@ -34,6 +41,7 @@ use sluice_storage::{DurableWait, FlushPolicy, StorageError};
 
 use crate::cluster::routing::{Router, Served, TopicKey};
 use crate::errors::storage_error_code;
+use crate::replication::leader::{self, ReplicationWait};
 use crate::state::BrokerState;
 
 /// Byte position of the magic byte, the same in every message format version.
@@ -45,6 +53,9 @@ pub struct ProduceOutcome {
     /// Appends that must become durable first: (topic index, partition index) in
     /// `response`, and the wait.
     pub durable: Vec<(usize, usize, DurableWait)>,
+    /// acks=all appends the high watermark has not passed yet: (topic index, partition
+    /// index) in `response`, and the wait (see `replication::leader::wait_replicated`).
+    pub replicated: Vec<(usize, usize, ReplicationWait)>,
     /// Whether some partition failed. With acks=0 there is no response to carry the
     /// error, so Kafka closes the connection instead; so does Sluice.
     pub failed: bool,
@@ -67,8 +78,12 @@ pub fn handle(
     let mut outcome = ProduceOutcome {
         response: ProduceResponse::default(),
         durable: Vec::new(),
+        replicated: Vec::new(),
         failed: false,
     };
+    // Kafka's DelayedProduce timeout: the request's `timeout_ms`.
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let router = Router::new(state);
     // Leaders named in NOT_LEADER_OR_FOLLOWER answers, whose endpoints go in the answer.
     let mut hinted = std::collections::BTreeSet::new();
@@ -131,6 +146,16 @@ pub fn handle(
                     }
                     Some((topic, partition)) => {
                         let _span = tracing::debug_span!("partition", topic = %topic.name, partition = data.index).entered();
+                        let min_insync = leader::min_insync(topic);
+                        if let Some((node, image)) = router.cluster() {
+                            leader::ensure_leading(
+                                &partition,
+                                node.node_id,
+                                topic.id,
+                                image,
+                                min_insync,
+                            );
+                        }
                         let records = data.records.as_deref().unwrap_or(&[]);
                         check_kafka_rules(records, version).and_then(|()| {
                             // Before the disk is full, so that what the broker itself
@@ -139,11 +164,19 @@ pub fn handle(
                                 tracing::debug!(%below, "produce refused: free space below the floor");
                                 return Err((ResponseError::NotEnoughReplicas, Some(below.to_string())));
                             }
-                            if acks == -1 && topic.config().min_insync_replicas > 1 {
-                                return Err((
-                                    ResponseError::NotEnoughReplicas,
-                                    Some("Messages are rejected since there are fewer in-sync replicas than required.".to_owned()),
-                                ));
+                            if acks == -1 {
+                                // Kafka's appendRecordsToLeader: the committed ISR, before
+                                // anything is written.
+                                match partition.leadership.isr_size() {
+                                    None => return Err((ResponseError::NotLeaderOrFollower, None)),
+                                    Some(isr) if isr < min_insync => {
+                                        return Err((
+                                            ResponseError::NotEnoughReplicas,
+                                            Some(format!("The size of the current ISR {isr} is insufficient to satisfy the min.isr requirement of {min_insync} for partition {}-{}", topic.name, data.index)),
+                                        ))
+                                    }
+                                    Some(_) => {}
+                                }
                             }
                             match partition.log.append(records, leader_epoch, now_ms) {
                                 Ok(info) => {
@@ -154,12 +187,19 @@ pub fn handle(
                                             "duplicate batch from an idempotent producer: acknowledged with its original offsets, not appended"
                                         );
                                     } else {
+                                        // Followers' fetches read up to the log end.
                                         partition.notify_appended();
                                     }
+                                    let high_watermark = leader::after_append(&partition, min_insync);
                                     // A duplicate waits too: its first copy may not be on
-                                    // disk yet (the first answer may still be pending).
+                                    // disk or replicated yet (the first answer may still be
+                                    // pending).
+                                    let end = info.last_offset + 1;
                                     if acks == -1 && partition.log.config().flush == FlushPolicy::Always {
-                                        outcome.durable.push((ti, pi, partition.log.wait_durable(info.last_offset + 1)));
+                                        outcome.durable.push((ti, pi, partition.log.wait_durable(end)));
+                                    }
+                                    if acks == -1 && high_watermark < end {
+                                        outcome.replicated.push((ti, pi, leader::wait_replicated(&partition, leader_epoch, end, min_insync, deadline)));
                                     }
                                     Ok(info)
                                 }
@@ -275,10 +315,33 @@ fn check_kafka_rules(records: &[u8], version: i16) -> Result<(), (ResponseError,
     Ok(())
 }
 
-/// Awaits the durability waits of `outcome` and returns the response to send; a
-/// partition whose records could not be made durable gets the storage error instead.
+impl ProduceOutcome {
+    /// Whether the response may be sent now (no durability or replication waits).
+    pub fn is_ready(&self) -> bool {
+        self.durable.is_empty() && self.replicated.is_empty()
+    }
+}
+
+/// Awaits the durability and replication waits of `outcome` and returns the response to
+/// send; a partition whose records could not be made durable gets the storage error
+/// instead, one whose wait for the high watermark failed that error (see
+/// `replication::leader::wait_replicated`). The waits of all partitions run against
+/// their own watches, so awaiting them in turn costs no more than the longest.
 pub async fn finish(outcome: ProduceOutcome) -> ProduceResponse {
     let mut response = outcome.response;
+    for (ti, pi, wait) in outcome.replicated {
+        if let Err(code) = wait.await {
+            tracing::debug!(error = ?code, "acks=all produce not replicated");
+            let answer = response
+                .responses
+                .get_mut(ti)
+                .and_then(|t| t.partition_responses.get_mut(pi));
+            if let Some(answer) = answer {
+                answer.error_code = code.code();
+                answer.base_offset = -1;
+            }
+        }
+    }
     for (ti, pi, wait) in outcome.durable {
         if let Err(e) = wait.await {
             tracing::error!(error = %e, "records appended but not made durable");

@@ -30,6 +30,8 @@ use crate::config::BrokerConfig;
 use crate::state::BrokerState;
 use crate::topics::TopicRegistry;
 
+mod replication;
+
 fn state(dir: &std::path::Path, props: &[(&str, &str)]) -> BrokerState {
     let props: BTreeMap<String, String> = props
         .iter()

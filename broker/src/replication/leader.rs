@@ -1,1 +1,475 @@
-//! The partition leader's side of replication (see the module docs of `replication`).
+//! The partition leader's side of replication (see the module docs of `replication`):
+//! Kafka's `Partition` leader half, `ReplicaManager`'s ISR maintenance and
+//! `DelayedProduce`.
+//!
+//! - [`Leadership`] (one per local partition, `topics::Partition::leadership`): the
+//!   [`LeaderState`] while this broker leads the partition (behind a mutex held only for
+//!   in-memory bookkeeping and the high watermark update), and a watch of what acks=all
+//!   produce waits need ([`LeaderView`]: leader epoch, high watermark, ISR size).
+//! - [`run`]: the task that follows the metadata image: for every local partition this
+//!   broker leads it becomes leader ([`lead`]: a new epoch is recorded in the log's
+//!   epoch cache at the log end, followers start unknown, the high watermark is kept),
+//!   takes ISR and partition epoch changes, and resigns the others (waiting acks=all
+//!   produces then answer NOT_LEADER_OR_FOLLOWER). On every pass (after each applied
+//!   metadata change and every [`TICK`]) it asks the controller for ISR changes
+//!   (AlterPartition, one in flight per partition; see [`isr`] for the rules).
+//! - The high watermark ([`settle`]) is the smallest log end offset of the ISR (pending
+//!   additions included), raised only while the ISR has `min.insync.replicas` members;
+//!   updated after every local append ([`after_append`]) and every follower fetch
+//!   ([`record_follower_fetch`]). Its moves wake long-polling fetches. The partitions of
+//!   a single node of an earlier release (no metadata, `Leadership::sole_replica`) keep
+//!   it at the log end.
+//! - acks=all: [`wait_replicated`] is a future on the watch, no task per request.
+
+pub mod isr;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use sluice_metadata::controller::{AlterPartitionRequest, IsrMember};
+use sluice_metadata::image::PartitionRegistration;
+use sluice_metadata::MetadataImage;
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+pub use isr::{FollowerState, LeaderState, PendingIsr};
+
+use crate::cluster::ClusterNode;
+use crate::state::BrokerState;
+use crate::topics::{Partition, Topic};
+
+/// How often the leader task looks at its partitions without a metadata change (ISR
+/// shrinks are due by the clock alone).
+pub const TICK: Duration = Duration::from_millis(200);
+
+/// What acks=all waits watch (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderView {
+    /// The epoch this broker leads the partition at; `None` when it does not lead it.
+    pub leader_epoch: Option<i32>,
+    pub high_watermark: i64,
+    /// The size of the committed ISR.
+    pub isr_size: usize,
+}
+
+/// See the module docs.
+pub struct Leadership {
+    state: Mutex<Option<LeaderState>>,
+    view: watch::Sender<LeaderView>,
+    sole_replica: bool,
+}
+
+impl Leadership {
+    /// `sole_replica`: a partition of a single node of an earlier release (see the module
+    /// docs); it always leads at epoch 0 with an ISR of one.
+    pub fn new(sole_replica: bool) -> Leadership {
+        let view = LeaderView {
+            leader_epoch: sole_replica.then_some(0),
+            high_watermark: 0,
+            isr_size: usize::from(sole_replica),
+        };
+        Leadership {
+            state: Mutex::new(None),
+            view: watch::channel(view).0,
+            sole_replica,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<LeaderState>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the leader state, `None` when not leading.
+    pub fn snapshot(&self) -> Option<LeaderState> {
+        self.lock().clone()
+    }
+
+    /// The epoch this broker leads at (0 for a sole replica), `None` when not leading.
+    pub fn leader_epoch(&self) -> Option<i32> {
+        match &*self.lock() {
+            Some(s) => Some(s.leader_epoch),
+            None => self.sole_replica.then_some(0),
+        }
+    }
+
+    /// The committed ISR's size (1 for a sole replica), `None` when not leading.
+    pub fn isr_size(&self) -> Option<usize> {
+        match &*self.lock() {
+            Some(s) => Some(s.isr.len()),
+            None => self.sole_replica.then_some(1),
+        }
+    }
+
+    /// The replicas of the partition as this leader knows them, `None` when not leading.
+    pub fn replicas(&self) -> Option<Vec<i32>> {
+        self.lock().as_ref().map(|s| s.replicas.clone())
+    }
+}
+
+/// `min.insync.replicas` of a topic as a count (at least 1).
+pub fn min_insync(topic: &Topic) -> usize {
+    usize::try_from(topic.config().min_insync_replicas)
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Raises the high watermark as far as `state` allows (see the module docs), publishes
+/// the view, and wakes fetches if it moved. Called with the leadership lock held, so
+/// views are published in the order of the state changes. Returns the high watermark.
+fn settle(partition: &Partition, state: Option<&LeaderState>, min_insync: usize) -> i64 {
+    let log = &partition.log;
+    let leadership = &partition.leadership;
+    let before = log.high_watermark();
+    let hw = match state {
+        Some(s) => match s.high_watermark(log.log_end_offset(), min_insync) {
+            Some(candidate) if candidate > before => log.advance_high_watermark(candidate),
+            _ => before,
+        },
+        None if leadership.sole_replica => log.advance_high_watermark(log.log_end_offset()),
+        None => before,
+    };
+    let view = LeaderView {
+        leader_epoch: match state {
+            Some(s) => Some(s.leader_epoch),
+            None => leadership.sole_replica.then_some(0),
+        },
+        high_watermark: hw,
+        isr_size: state.map_or(usize::from(leadership.sole_replica), |s| s.isr.len()),
+    };
+    leadership.view.send_if_modified(|v| {
+        let changed = *v != view;
+        *v = view;
+        changed
+    });
+    if hw > before {
+        // Consumers see records at the high watermark's advance, not at the append.
+        partition.notify_appended();
+    }
+    hw
+}
+
+/// After a local append on the leader (Produce, the group coordinator's writes): moves
+/// the high watermark (an ISR of one: to the log end).
+pub fn after_append(partition: &Partition, min_insync: usize) -> i64 {
+    let guard = partition.leadership.lock();
+    settle(partition, guard.as_ref(), min_insync)
+}
+
+/// Becomes leader of `partition` as `registration` says (this broker is its leader), or
+/// takes a new registration at the current epoch (ISR, replicas, partition epoch).
+/// Kafka's `makeLeader`: a new epoch starts at the log end; the high watermark is kept.
+/// A registration older than the current epoch is ignored.
+pub fn lead(
+    partition: &Partition,
+    me: i32,
+    topic_id: Uuid,
+    registration: &PartitionRegistration,
+    min_insync: usize,
+    now_ms: i64,
+) {
+    let mut guard = partition.leadership.lock();
+    match guard.as_mut() {
+        Some(s) if s.topic_id == topic_id && s.leader_epoch == registration.leader_epoch => {
+            s.apply_registration(registration, now_ms);
+        }
+        Some(s) if s.topic_id == topic_id && s.leader_epoch > registration.leader_epoch => {
+            return;
+        }
+        _ => {
+            let end = partition.log.log_end_offset();
+            // Appends at this epoch would record its start too; recording it now lets
+            // followers and OffsetForLeaderEpoch see the epoch before any append.
+            if let Err(e) = partition.log.assign_epoch(registration.leader_epoch, end) {
+                tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e,
+                    "cannot record the new leader epoch in the epoch cache");
+            }
+            tracing::info!(
+                topic = %partition.topic,
+                partition = partition.index,
+                leader_epoch = registration.leader_epoch,
+                isr = ?registration.isr,
+                log_end_offset = end,
+                high_watermark = partition.log.high_watermark(),
+                "leading the partition"
+            );
+            *guard = Some(LeaderState::new(me, topic_id, registration, end, now_ms));
+        }
+    }
+    settle(partition, guard.as_ref(), min_insync);
+}
+
+/// Stops leading `partition` (another broker leads it, or nobody): waiting acks=all
+/// produces answer NOT_LEADER_OR_FOLLOWER.
+pub fn resign(partition: &Partition, min_insync: usize) {
+    let mut guard = partition.leadership.lock();
+    if let Some(old) = guard.take() {
+        tracing::info!(topic = %partition.topic, partition = partition.index,
+            leader_epoch = old.leader_epoch, "no longer leading the partition");
+        settle(partition, None, min_insync);
+    }
+}
+
+/// A follower fetched at `fetch_offset` (already checked to be within the leader's log):
+/// records it as the follower's log end, which may advance the high watermark and
+/// complete acks=all waits. NOT_LEADER_OR_FOLLOWER if this broker does not lead the
+/// partition or `follower` is no replica of it.
+pub fn record_follower_fetch(
+    partition: &Partition,
+    follower: i32,
+    fetch_offset: i64,
+    broker_epoch: i64,
+    min_insync: usize,
+    now_ms: i64,
+) -> Result<(), ResponseError> {
+    let mut guard = partition.leadership.lock();
+    let Some(state) = guard.as_mut() else {
+        return Err(ResponseError::NotLeaderOrFollower);
+    };
+    let end = partition.log.log_end_offset();
+    if !state.record_fetch(follower, fetch_offset, broker_epoch, end, now_ms) {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    settle(partition, guard.as_ref(), min_insync);
+    Ok(())
+}
+
+/// An acks=all wait: completes when the high watermark passes the records.
+pub type ReplicationWait = Pin<Box<dyn Future<Output = Result<(), ResponseError>> + Send>>;
+
+/// Waits until the high watermark reaches `end_offset` (the offset after the records) while
+/// this broker leads at `leader_epoch`. Fails NOT_LEADER_OR_FOLLOWER when it stops
+/// leading (or leads at another epoch), NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR
+/// falls below `min_insync` first, REQUEST_TIMED_OUT at `deadline`.
+pub fn wait_replicated(
+    partition: &Partition,
+    leader_epoch: i32,
+    end_offset: i64,
+    min_insync: usize,
+    deadline: tokio::time::Instant,
+) -> ReplicationWait {
+    let mut view = partition.leadership.view.subscribe();
+    Box::pin(async move {
+        let done = |v: &LeaderView| {
+            v.leader_epoch != Some(leader_epoch)
+                || v.high_watermark >= end_offset
+                || v.isr_size < min_insync
+        };
+        let outcome = match tokio::time::timeout_at(deadline, view.wait_for(done)).await {
+            Err(_) => return Err(ResponseError::RequestTimedOut),
+            // The partition is gone (deleted, closed).
+            Ok(Err(_)) => return Err(ResponseError::NotLeaderOrFollower),
+            Ok(Ok(v)) => *v,
+        };
+        if outcome.leader_epoch != Some(leader_epoch) {
+            Err(ResponseError::NotLeaderOrFollower)
+        } else if outcome.high_watermark >= end_offset {
+            Ok(())
+        } else {
+            Err(ResponseError::NotEnoughReplicasAfterAppend)
+        }
+    })
+}
+
+/// Makes this broker lead the partitions the image says it leads (see [`lead`]) if it
+/// does not yet at that epoch: the request paths call it so that a request arriving
+/// between the image and the leader task's next pass is served at once.
+pub fn ensure_leading(
+    partition: &Partition,
+    me: i32,
+    topic_id: Uuid,
+    image: &MetadataImage,
+    min_insync: usize,
+) {
+    let Some(registration) = image
+        .topic_by_id(topic_id)
+        .and_then(|t| t.partition(partition.index))
+    else {
+        return;
+    };
+    if registration.leader != me
+        || partition.leadership.leader_epoch() == Some(registration.leader_epoch)
+    {
+        return;
+    }
+    lead(
+        partition,
+        me,
+        topic_id,
+        registration,
+        min_insync,
+        sluice_storage::now_ms(),
+    );
+}
+
+/// The leader task (see the module docs). Runs until shutdown.
+pub async fn run(
+    state: Arc<BrokerState>,
+    node: Arc<ClusterNode>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut offsets = node.service.subscribe();
+    // Answered AlterPartitions wake a pass (the next change may be due at once).
+    let (answered_tx, mut answered_rx) = mpsc::unbounded_channel::<()>();
+    let tick = TICK.min(Duration::from_millis(
+        (state.config.replica_lag_time_max_ms / 2).max(1),
+    ));
+    loop {
+        let image = node.image();
+        pass(
+            &state,
+            &node,
+            &image,
+            sluice_storage::now_ms(),
+            &answered_tx,
+        );
+        tokio::select! {
+            changed = offsets.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(tick) => {}
+            Some(()) = answered_rx.recv() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// One pass over the local partitions.
+fn pass(
+    state: &BrokerState,
+    node: &Arc<ClusterNode>,
+    image: &MetadataImage,
+    now_ms: i64,
+    answered: &mpsc::UnboundedSender<()>,
+) {
+    let me = node.node_id;
+    let max_lag_ms = i64::try_from(state.config.replica_lag_time_max_ms).unwrap_or(i64::MAX);
+    for topic in state.topics.list() {
+        let topic_image = image.topic_by_id(topic.id);
+        let min_insync = min_insync(&topic);
+        for partition in topic.partitions().iter() {
+            let registration = topic_image.and_then(|t| t.partition(partition.index));
+            match registration {
+                Some(r) if r.leader == me && !partition.log.is_offline() => {
+                    lead(partition, me, topic.id, r, min_insync, now_ms);
+                    if let Some(request) =
+                        propose_isr(partition, node, image, min_insync, max_lag_ms, now_ms)
+                    {
+                        send_alter_partition(
+                            partition.clone(),
+                            node.clone(),
+                            request,
+                            min_insync,
+                            answered.clone(),
+                        );
+                    }
+                }
+                _ => resign(partition, min_insync),
+            }
+        }
+    }
+}
+
+/// The AlterPartition to send for `partition`, if its ISR should change (marked pending).
+fn propose_isr(
+    partition: &Partition,
+    node: &ClusterNode,
+    image: &MetadataImage,
+    min_insync: usize,
+    max_lag_ms: i64,
+    now_ms: i64,
+) -> Option<AlterPartitionRequest> {
+    let mut guard = partition.leadership.lock();
+    let state = guard.as_mut()?;
+    let end = partition.log.log_end_offset();
+    let hw = partition.log.high_watermark();
+    // KIP-903: a joining replica must be usable and still the registration that fetched.
+    let eligible = |id: i32| {
+        image.broker(id).is_some_and(|b| {
+            b.is_usable()
+                && state
+                    .followers
+                    .get(&id)
+                    .is_none_or(|f| f.broker_epoch < 0 || f.broker_epoch == b.epoch)
+        })
+    };
+    let new_isr = state.next_isr(end, hw, now_ms, max_lag_ms, eligible)?;
+    let members = new_isr
+        .iter()
+        .map(|&id| IsrMember {
+            broker_id: id,
+            broker_epoch: if id == node.node_id {
+                node.broker_epoch()
+            } else {
+                state
+                    .followers
+                    .get(&id)
+                    .map(|f| f.broker_epoch)
+                    .filter(|&e| e >= 0)
+                    .or_else(|| image.broker(id).map(|b| b.epoch))
+                    .unwrap_or(-1)
+            },
+        })
+        .collect();
+    tracing::info!(topic = %partition.topic, partition = partition.index,
+        isr = ?state.isr, new_isr = ?new_isr, "asking the controller to change the ISR");
+    state.pending = Some(PendingIsr {
+        isr: new_isr,
+        sent_ms: now_ms,
+    });
+    let request = AlterPartitionRequest {
+        broker_id: node.node_id,
+        broker_epoch: node.broker_epoch(),
+        topic_id: state.topic_id,
+        partition: partition.index,
+        leader_epoch: state.leader_epoch,
+        partition_epoch: state.partition_epoch,
+        new_isr: members,
+    };
+    settle(partition, guard.as_ref(), min_insync);
+    Some(request)
+}
+
+/// Sends an AlterPartition and settles the pending change with its answer: the
+/// committed registration, or on an error nothing (the next pass decides again).
+fn send_alter_partition(
+    partition: Arc<Partition>,
+    node: Arc<ClusterNode>,
+    request: AlterPartitionRequest,
+    min_insync: usize,
+    answered: mpsc::UnboundedSender<()>,
+) {
+    tokio::spawn(async move {
+        let answer = node.service.alter_partition(request.clone()).await;
+        {
+            let mut guard = partition.leadership.lock();
+            if let Some(state) = guard.as_mut().filter(|s| {
+                s.topic_id == request.topic_id && s.leader_epoch == request.leader_epoch
+            }) {
+                let ours = state.pending.as_ref().is_some_and(|p| {
+                    p.isr
+                        .iter()
+                        .copied()
+                        .eq(request.new_isr.iter().map(|m| m.broker_id))
+                });
+                match answer {
+                    Ok(committed) => {
+                        tracing::info!(topic = %partition.topic, partition = partition.index,
+                            isr = ?committed.value.isr, partition_epoch = committed.value.partition_epoch,
+                            "ISR changed");
+                        state.apply_registration(&committed.value, sluice_storage::now_ms());
+                    }
+                    Err(e) => {
+                        tracing::info!(topic = %partition.topic, partition = partition.index,
+                            error = %e, "the controller refused the ISR change");
+                    }
+                }
+                if ours {
+                    state.pending = None;
+                }
+                settle(&partition, guard.as_ref(), min_insync);
+            }
+        }
+        let _ = answered.send(());
+    });
+}

@@ -36,7 +36,9 @@ use super::wire::{self, EncodeError, Frame};
 use crate::cluster;
 use crate::handlers::admin::{configs, topics};
 use crate::handlers::fetch::{self, FetchOutcome};
-use crate::handlers::{api_versions, init_producer_id, metadata, offsets, produce};
+use crate::handlers::{
+    api_versions, init_producer_id, metadata, offset_for_leader_epoch, offsets, produce,
+};
 use crate::state::BrokerState;
 use crate::topics::Partition;
 
@@ -205,7 +207,7 @@ async fn dispatch_known(
                     Reply::Nothing
                 });
             }
-            if outcome.durable.is_empty() {
+            if outcome.is_ready() {
                 return respond(&outcome.response);
             }
             let span = tracing::Span::current();
@@ -250,6 +252,9 @@ async fn dispatch_known(
             }
         },
         RequestKind::ListOffsets(req) => respond(&offsets::list_offsets(state, &req, version)),
+        RequestKind::OffsetForLeaderEpoch(req) => {
+            respond(&offset_for_leader_epoch::handle(state, &req))
+        }
         RequestKind::DeleteRecords(req) => {
             let resp = blocking(state, move |s| offsets::delete_records(s, &req)).await?;
             respond(&resp)

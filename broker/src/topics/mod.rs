@@ -49,6 +49,7 @@ pub use replicas::STRAY_SUFFIX;
 use crate::datadir;
 use crate::errors::BrokerError;
 use crate::limits::PartitionLimit;
+use crate::replication::leader::Leadership;
 use crate::topic_config::{FlushMode, TopicConfig};
 
 const TOPIC_CONFIGS_FILE: &str = "topic-configs.toml";
@@ -114,21 +115,28 @@ impl From<BrokerError> for AdminError {
     }
 }
 
-/// One partition: its log and the notification long-polling fetches wait on.
+/// One partition: its log, the notification long-polling fetches wait on, and this
+/// broker's leadership of it (see `replication::leader`).
 pub struct Partition {
     pub topic: Arc<str>,
     pub index: i32,
     pub log: PartitionLog,
     appended: Notify,
+    /// The leader's state while this broker leads the partition: followers, ISR, high
+    /// watermark rules, acks=all waits.
+    pub leadership: Leadership,
 }
 
 impl Partition {
-    fn new(topic: Arc<str>, index: i32, log: PartitionLog) -> Self {
+    /// `sole_replica`: the partition of a single node of an earlier release (no
+    /// metadata, no replicas), whose high watermark is its log end.
+    fn new(topic: Arc<str>, index: i32, log: PartitionLog, sole_replica: bool) -> Self {
         Partition {
             topic,
             index,
             log,
             appended: Notify::new(),
+            leadership: Leadership::new(sole_replica),
         }
     }
 
@@ -261,6 +269,9 @@ pub struct TopicRegistry {
     admin: Mutex<()>,
     /// Most partitions the broker accepts (see `limits`); set once the broker knows it.
     partition_limit: RwLock<PartitionLimit>,
+    /// Whole topics of a single node of an earlier release: every partition's only
+    /// replica is here, its high watermark is its log end.
+    sole_replica: bool,
 }
 
 impl TopicRegistry {
@@ -283,6 +294,7 @@ impl TopicRegistry {
             maps: RwLock::new(Maps::default()),
             admin: Mutex::new(()),
             partition_limit: RwLock::new(PartitionLimit::unlimited()),
+            sole_replica: layout == Layout::WholeTopics,
         };
         let mut report = LoadReport::default();
         let overrides_by_topic = registry.read_configs_file()?;
@@ -432,7 +444,12 @@ impl TopicRegistry {
                             .push((name.to_string(), index, reason.clone()));
                         let log =
                             PartitionLog::unavailable(&dir, log_config, &registry.flusher, reason);
-                        partitions.push(Arc::new(Partition::new(name.clone(), index, log)));
+                        partitions.push(Arc::new(Partition::new(
+                            name.clone(),
+                            index,
+                            log,
+                            registry.sole_replica,
+                        )));
                         continue;
                     }
                 };
@@ -454,7 +471,12 @@ impl TopicRegistry {
                         .truncated
                         .push((name.to_string(), index, open.bytes_truncated));
                 }
-                partitions.push(Arc::new(Partition::new(name.clone(), index, log)));
+                partitions.push(Arc::new(Partition::new(
+                    name.clone(),
+                    index,
+                    log,
+                    registry.sole_replica,
+                )));
             }
             report.topics += 1;
             report.partitions += partitions.len();
@@ -713,7 +735,7 @@ impl TopicRegistry {
             &self.flusher,
             true,
         )?;
-        Ok(Partition::new(name.clone(), index, log))
+        Ok(Partition::new(name.clone(), index, log, self.sole_replica))
     }
 
     /// Deletes a topic and its files (blocking).
