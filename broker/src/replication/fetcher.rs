@@ -366,7 +366,7 @@ struct ResetRequest {
 enum Round {
     /// Fetch these.
     Fetch {
-        request: FetchRequest,
+        request: Box<FetchRequest>,
         requested: HashMap<PartitionKey, Requested>,
     },
     /// Nothing to fetch before this instant (or a change of partitions).
@@ -543,7 +543,10 @@ async fn build_round(shared: &Shared, context: &Context, version: i16, backoff: 
     } else {
         request.replica_id = BrokerId(me);
     }
-    Round::Fetch { request, requested }
+    Round::Fetch {
+        request: Box::new(request),
+        requested,
+    }
 }
 
 /// Applies a Fetch response on a blocking thread, under the partition lock.
@@ -599,6 +602,9 @@ fn still_following(
         .is_some_and(|r| r.leader == leader && r.leader_epoch == leader_epoch)
 }
 
+/// A leader's (log start, log end) as ListOffsets answered them.
+type LeaderRange = (Option<i64>, Option<i64>);
+
 /// For the partitions that got OFFSET_OUT_OF_RANGE: asks the leader's log end and log
 /// start (ListOffsets latest and earliest, as a replica) and resets them.
 async fn reset_offsets(
@@ -650,7 +656,7 @@ async fn reset_offsets(
                     .collect(),
             )
     };
-    let mut answers: HashMap<(Arc<str>, i32), (Option<i64>, Option<i64>)> = HashMap::new();
+    let mut answers: HashMap<(Arc<str>, i32), LeaderRange> = HashMap::new();
     // -1: the latest offset (a replica's ListOffsets gets the log end), -2: the earliest.
     for (timestamp, latest) in [(-1i64, true), (-2i64, false)] {
         let Some(response) = conn.list_offsets(&request(timestamp), timeout).await else {

@@ -200,7 +200,7 @@ impl FollowedPartition {
                 Outcome::Appended(appended)
             }
             Decision::Truncate(diverging) => {
-                let to = truncation_offset(log, Some(diverging.clone()));
+                let to = truncation_offset(log, Some(diverging));
                 let high_watermark = log.high_watermark();
                 match log.truncate_to(to) {
                     Ok(()) => {
@@ -337,7 +337,13 @@ impl FollowedPartition {
             Ok(()) => {
                 self.needs_reset = false;
                 match reset {
-                    Reset::Resume => Outcome::Appended(0),
+                    Reset::Resume => {
+                        // The leader refused our offset but its range covers it: its
+                        // epochs cannot place ours. Fetching again at once could repeat
+                        // that forever; wait the backoff first.
+                        self.delay(now, backoff);
+                        Outcome::Delayed
+                    }
                     Reset::TruncateTo(to) | Reset::StartAt(to) => Outcome::Truncated(to),
                 }
             }
@@ -409,5 +415,210 @@ mod tests {
         // Both moved meanwhile and cover our end again: just fetch.
         assert_eq!(offset_reset(100, 50, 300), Reset::Resume);
         assert_eq!(offset_reset(100, 100, 100), Reset::Resume);
+    }
+
+    // ---- the state machine on real logs (a leader log and a follower replica) ----
+
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+    use sluice_storage::batch::{BatchBuilder, Compression};
+    use sluice_storage::{Flusher, ReadBound};
+
+    use crate::config::BrokerConfig;
+    use crate::topics::{Layout, TopicRegistry};
+
+    const BACKOFF: Duration = Duration::from_millis(100);
+
+    fn registry(dir: &std::path::Path) -> TopicRegistry {
+        let props: BTreeMap<String, String> =
+            [("log.dirs".to_owned(), dir.to_string_lossy().into_owned())].into();
+        let config = BrokerConfig::from_properties(&props).unwrap();
+        TopicRegistry::load(
+            dir,
+            Flusher::start("test").unwrap(),
+            config.topic_defaults.clone(),
+            config.flush_mode,
+            true,
+            Layout::Replicas,
+        )
+        .unwrap()
+        .0
+    }
+
+    /// A local replica of topic "t" partition 0 in its own data directory.
+    fn replica(dir: &std::path::Path) -> (TopicRegistry, Arc<Partition>) {
+        let registry = registry(dir);
+        registry
+            .ensure_replica("t", Uuid::from_u128(9), 0, &BTreeMap::new())
+            .unwrap();
+        let p = registry.get("t").unwrap().partition(0).unwrap();
+        (registry, p)
+    }
+
+    fn batch(values: &[&str]) -> Bytes {
+        let mut builder = BatchBuilder::new(Compression::None);
+        for v in values {
+            builder.push(1_700_000_000_000, None, Some(v.as_bytes()), &[]);
+        }
+        builder.build().unwrap()
+    }
+
+    fn followed(replica: Arc<Partition>, leader_epoch: i32) -> FollowedPartition {
+        FollowedPartition {
+            key: PartitionKey {
+                topic_id: Uuid::from_u128(9),
+                partition: 0,
+            },
+            topic: Arc::from("t"),
+            leader: 1,
+            leader_epoch,
+            replica,
+            generation: 1,
+            delayed_until: None,
+            needs_reset: false,
+        }
+    }
+
+    /// What the leader answers a follower at `offset` with `last_fetched_epoch` (as
+    /// Kafka's leader: a diverging epoch when that epoch ends earlier in its log).
+    fn leader_answer(leader: &Partition, offset: i64, last_fetched_epoch: i32) -> PartitionData {
+        let log = &leader.log;
+        let mut data = PartitionData::default()
+            .with_high_watermark(log.high_watermark())
+            .with_log_start_offset(log.log_start_offset());
+        if last_fetched_epoch >= 0 {
+            if let Some(end) = log.end_offset_for_epoch(last_fetched_epoch) {
+                if end.leader_epoch < last_fetched_epoch || end.end_offset < offset {
+                    data.diverging_epoch = fetch_response::EpochEndOffset::default()
+                        .with_epoch(end.leader_epoch)
+                        .with_end_offset(end.end_offset);
+                    return data;
+                }
+            }
+        }
+        let read = log
+            .read_bounded(offset, 1 << 20, true, ReadBound::LogEnd)
+            .unwrap();
+        data.with_records(Some(read.records))
+    }
+
+    fn all_bytes(p: &Partition) -> Vec<u8> {
+        let log = &p.log;
+        log.read_bounded(log.log_start_offset(), 1 << 24, true, ReadBound::LogEnd)
+            .unwrap()
+            .records
+            .to_vec()
+    }
+
+    /// One fetch round: the follower's request, the leader's answer, its handling.
+    fn round(f: &mut FollowedPartition, leader: &Partition) -> Outcome {
+        let offset = f.replica.log.log_end_offset();
+        let epoch = f.replica.log.latest_epoch().unwrap_or(-1);
+        let data = leader_answer(leader, offset, epoch);
+        f.handle(&data, offset, Instant::now(), BACKOFF, 1)
+    }
+
+    #[test]
+    fn a_follower_copies_the_leader_and_follows_its_high_watermark() {
+        let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (_lr, leader) = replica(ld.path());
+        let (_fr, follower) = replica(fd.path());
+        for i in 0..3 {
+            leader.log.append(&batch(&["a", "b"]), 0, i).unwrap();
+        }
+        leader.log.advance_high_watermark(4);
+        let mut f = followed(follower.clone(), 0);
+        assert_eq!(
+            round(&mut f, &leader),
+            Outcome::Appended(all_bytes(&leader).len())
+        );
+        assert_eq!(follower.log.log_end_offset(), 6);
+        assert_eq!(all_bytes(&follower), all_bytes(&leader), "byte for byte");
+        assert_eq!(
+            follower.log.high_watermark(),
+            4,
+            "the leader's, below our end"
+        );
+        assert_eq!(follower.log.latest_epoch(), Some(0));
+        // Nothing new: an empty answer still moves the high watermark.
+        leader.log.advance_high_watermark(6);
+        assert_eq!(round(&mut f, &leader), Outcome::Appended(0));
+        assert_eq!(follower.log.high_watermark(), 6);
+        // An answer to a fetch from an offset the log has left is ignored.
+        let data = leader_answer(&leader, 0, -1);
+        assert_eq!(
+            f.handle(&data, 0, Instant::now(), BACKOFF, 1),
+            Outcome::Stale
+        );
+        assert_eq!(follower.log.log_end_offset(), 6);
+    }
+
+    /// KIP-101's scenario: the follower has a tail at epoch 0 that the leader (elected at
+    /// epoch 1) never had; it truncates to where epoch 0 ends at the leader and copies
+    /// epoch 1's records.
+    #[test]
+    fn a_divergent_tail_is_truncated_and_the_logs_converge() {
+        let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (_lr, leader) = replica(ld.path());
+        let (_fr, follower) = replica(fd.path());
+        let mut f = followed(follower.clone(), 0);
+        leader.log.append(&batch(&["a", "b"]), 0, 1).unwrap();
+        assert!(matches!(round(&mut f, &leader), Outcome::Appended(_)));
+        // The follower led for a moment at epoch 0 and took a batch nobody copied.
+        follower.log.append(&batch(&["lost"]), 0, 1).unwrap();
+        // The leader at epoch 1 took other records.
+        leader.log.append(&batch(&["c", "d", "e"]), 1, 1).unwrap();
+        let mut f = followed(follower.clone(), 1);
+        assert_eq!(round(&mut f, &leader), Outcome::Truncated(2));
+        assert_eq!(follower.log.log_end_offset(), 2);
+        assert!(f.is_ready(Instant::now()), "fetching goes on at once");
+        assert!(matches!(round(&mut f, &leader), Outcome::Appended(n) if n > 0));
+        assert_eq!(all_bytes(&follower), all_bytes(&leader));
+        assert_eq!(follower.log.latest_epoch(), Some(1));
+        assert_eq!(
+            follower.log.end_offset_for_epoch(0).map(|e| e.end_offset),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn errors_pause_the_partition_for_the_backoff() {
+        let fd = tempfile::tempdir().unwrap();
+        let (_fr, follower) = replica(fd.path());
+        let mut f = followed(follower.clone(), 0);
+        let now = Instant::now();
+        for code in [
+            ResponseError::NotLeaderOrFollower,
+            ResponseError::FencedLeaderEpoch,
+            ResponseError::KafkaStorageError,
+        ] {
+            f.delayed_until = None;
+            let data = PartitionData::default().with_error_code(code.code());
+            assert_eq!(f.handle(&data, 0, now, BACKOFF, 1), Outcome::Delayed);
+            assert!(!f.is_ready(now));
+            assert!(f.is_ready(now + BACKOFF));
+        }
+        // Records that do not start at our log end: refused by the log, backed off.
+        f.delayed_until = None;
+        let mut bad = batch(&["x"]).to_vec();
+        bad[..8].copy_from_slice(&5i64.to_be_bytes());
+        let data = PartitionData::default().with_records(Some(Bytes::from(bad)));
+        assert_eq!(f.handle(&data, 0, now, BACKOFF, 1), Outcome::Delayed);
+        assert_eq!(follower.log.log_end_offset(), 0);
+        // OFFSET_OUT_OF_RANGE: the partition waits for the leader's range.
+        f.delayed_until = None;
+        let data = PartitionData::default().with_error_code(ResponseError::OffsetOutOfRange.code());
+        assert_eq!(f.handle(&data, 0, now, BACKOFF, 1), Outcome::NeedsReset);
+        assert!(!f.is_ready(now + BACKOFF));
+        // The leader's log ends before ours (an unclean election): truncate to its end.
+        follower.log.append(&batch(&["a", "b", "c"]), 0, 1).unwrap();
+        assert_eq!(f.reset_offset(0, 1, now, BACKOFF), Outcome::Truncated(1));
+        assert!(!f.needs_reset);
+        assert_eq!(
+            follower.log.log_end_offset(),
+            0,
+            "the whole batch holding offset 1 goes"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! Deleted by the merge commit; nothing else may use it.
 use sluice_storage::log::PartitionLog;
 use sluice_storage::Result;
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpochEndOffset {
     pub leader_epoch: i32,
     pub end_offset: i64,
