@@ -563,6 +563,7 @@ async fn apply_response(
         let mut partitions = shared.partitions.blocking_lock();
         let image = node.image();
         let now = Instant::now();
+        let mut answered = std::collections::HashSet::new();
         for topic in response.responses {
             for data in topic.partitions {
                 if shared.stopped.load(Ordering::Acquire) {
@@ -572,6 +573,7 @@ async fn apply_response(
                     topic_id: topic.topic_id,
                     partition: data.partition_index,
                 };
+                answered.insert(key);
                 let (Some(asked), Some(p)) = (requested.get(&key), partitions.get_mut(&key)) else {
                     continue;
                 };
@@ -581,6 +583,18 @@ async fn apply_response(
                     continue;
                 }
                 p.handle(&data, asked.fetch_offset, now, backoff, now_ms());
+            }
+        }
+        // A partition the leader left out of its answer would otherwise be asked for
+        // again at once, forever: it waits the backoff.
+        for (key, asked) in &requested {
+            if answered.contains(key) {
+                continue;
+            }
+            if let Some(p) = partitions.get_mut(key) {
+                if p.generation == asked.generation {
+                    p.delayed_until = Some(now + backoff);
+                }
             }
         }
     })
