@@ -159,6 +159,28 @@ const BROKER_KEYS: &[BrokerKey] = &[
         doc: "partitions of auto-created topics and of CreateTopics requests with num_partitions = -1",
     },
     BrokerKey {
+        name: "default.replication.factor",
+        default: "1",
+        doc: "replicas of auto-created topics and of CreateTopics requests with replication_factor = -1",
+    },
+    BrokerKey {
+        name: "auto.leader.rebalance.enable",
+        default: "true",
+        doc: "the active controller moves leadership back to each partition's preferred replica (the first) \
+              when it is in sync and usable, every leader.imbalance.check.interval.seconds",
+    },
+    BrokerKey {
+        name: "leader.imbalance.check.interval.seconds",
+        default: "300",
+        doc: "how often the active controller restores preferred leaders (with auto.leader.rebalance.enable)",
+    },
+    BrokerKey {
+        name: "leader.imbalance.check.interval.ms",
+        default: "",
+        doc: "Sluice-specific. the same interval in milliseconds, for tests; when set it wins over \
+              leader.imbalance.check.interval.seconds",
+    },
+    BrokerKey {
         name: "auto.create.topics.enable",
         default: "true",
         doc: "create unknown topics named in Metadata requests that allow it",
@@ -287,6 +309,12 @@ const BROKER_KEYS: &[BrokerKey] = &[
         default: "50",
         doc: "partitions of __consumer_offsets when it is created (an existing topic keeps its count)",
     },
+    BrokerKey {
+        name: "offsets.topic.replication.factor",
+        default: "3",
+        doc: "replicas of each __consumer_offsets partition when it is created, at most the live brokers \
+              (an existing topic keeps its replicas)",
+    },
 ];
 
 /// Every property name the broker accepts.
@@ -350,6 +378,14 @@ pub struct BrokerConfig {
     pub cluster: ClusterConfig,
     pub data_dir: PathBuf,
     pub num_partitions: i32,
+    /// `default.replication.factor`.
+    pub default_replication_factor: i16,
+    /// `offsets.topic.replication.factor`.
+    pub offsets_topic_replication_factor: i16,
+    /// `auto.leader.rebalance.enable`.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds` (or `.ms`), in milliseconds.
+    pub leader_imbalance_check_interval_ms: u64,
     pub auto_create_topics: bool,
     pub socket_request_max_bytes: usize,
     pub max_connections: usize,
@@ -462,6 +498,35 @@ impl BrokerConfig {
             return Err(invalid(
                 "num.partitions",
                 value("num.partitions"),
+                "must be >= 1",
+            ));
+        }
+        let at_least_one_i16 = |name: &'static str| -> Result<i16, ConfigError> {
+            let n: i16 = parse_num(name, value(name))?;
+            if n < 1 {
+                return Err(invalid(name, value(name), "must be >= 1"));
+            }
+            Ok(n)
+        };
+        let default_replication_factor = at_least_one_i16("default.replication.factor")?;
+        let offsets_topic_replication_factor =
+            at_least_one_i16("offsets.topic.replication.factor")?;
+        let auto_leader_rebalance_enable = parse_bool(
+            "auto.leader.rebalance.enable",
+            value("auto.leader.rebalance.enable"),
+        )?;
+        let leader_imbalance_check_interval_ms = match get("leader.imbalance.check.interval.ms") {
+            Some(v) => parse_num::<u64>("leader.imbalance.check.interval.ms", v)?,
+            None => parse_num::<u64>(
+                "leader.imbalance.check.interval.seconds",
+                value("leader.imbalance.check.interval.seconds"),
+            )?
+            .saturating_mul(1000),
+        };
+        if leader_imbalance_check_interval_ms == 0 {
+            return Err(invalid(
+                "leader.imbalance.check.interval.seconds",
+                value("leader.imbalance.check.interval.seconds"),
                 "must be >= 1",
             ));
         }
@@ -610,6 +675,10 @@ impl BrokerConfig {
             cluster,
             data_dir,
             num_partitions,
+            default_replication_factor,
+            offsets_topic_replication_factor,
+            auto_leader_rebalance_enable,
+            leader_imbalance_check_interval_ms,
             auto_create_topics,
             socket_request_max_bytes,
             max_connections,
@@ -643,6 +712,26 @@ impl BrokerConfig {
                 self.data_dir.to_string_lossy().into_owned(),
             ),
             ("num.partitions".to_owned(), self.num_partitions.to_string()),
+            (
+                "default.replication.factor".to_owned(),
+                self.default_replication_factor.to_string(),
+            ),
+            (
+                "offsets.topic.replication.factor".to_owned(),
+                self.offsets_topic_replication_factor.to_string(),
+            ),
+            (
+                "auto.leader.rebalance.enable".to_owned(),
+                self.auto_leader_rebalance_enable.to_string(),
+            ),
+            (
+                "leader.imbalance.check.interval.seconds".to_owned(),
+                (self.leader_imbalance_check_interval_ms / 1000).to_string(),
+            ),
+            (
+                "leader.imbalance.check.interval.ms".to_owned(),
+                self.leader_imbalance_check_interval_ms.to_string(),
+            ),
             (
                 "auto.create.topics.enable".to_owned(),
                 self.auto_create_topics.to_string(),

@@ -75,7 +75,13 @@ pub struct TopicConfig {
     pub max_decompressed_bytes: i64,
     pub flush_messages: i64,
     pub flush_ms: i64,
+    /// The fewest in-sync replicas (leader included) with which an acks=all produce is
+    /// accepted and the high watermark advances. At least 1.
     pub min_insync_replicas: i64,
+    /// `unclean.leader.election.enable`: the controller may elect an out-of-sync replica
+    /// when no in-sync one is available (read by the controller from the topic's
+    /// override, else from its own broker default).
+    pub unclean_leader_election_enable: bool,
     pub compression_type: String,
 }
 
@@ -99,6 +105,7 @@ impl Default for TopicConfig {
             flush_messages: i64::MAX,
             flush_ms: i64::MAX,
             min_insync_replicas: 1,
+            unclean_leader_election_enable: false,
             compression_type: "producer".to_owned(),
         }
     }
@@ -218,6 +225,14 @@ fn parse_int(value: &str, min: i64) -> Result<i64, String> {
         return Err("value must fit in an int".to_owned());
     }
     Ok(parsed)
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("expected true or false".to_owned()),
+    }
 }
 
 fn parse_cleanup_policy(value: &str) -> Result<String, String> {
@@ -362,7 +377,7 @@ pub static KEYS: &[TopicConfigKey] = &[
         name: "min.insync.replicas",
         broker_name: "min.insync.replicas",
         config_type: ConfigType::Int,
-        doc: "acks=all produces fail with NOT_ENOUGH_REPLICAS when fewer replicas are in sync (Sluice has one)",
+        doc: "acks=all produces fail with NOT_ENOUGH_REPLICAS when fewer replicas (the leader included) are in sync; at least 1",
         set: |c, v| {
             c.min_insync_replicas = parse_int(v, 1)?;
             Ok(())
@@ -423,6 +438,19 @@ pub static KEYS: &[TopicConfigKey] = &[
             Ok(())
         },
         get: |c| c.segment_ms.to_string(),
+    },
+    TopicConfigKey {
+        name: "unclean.leader.election.enable",
+        broker_name: "unclean.leader.election.enable",
+        config_type: ConfigType::Boolean,
+        doc: "when no in-sync replica of a partition is available, the controller makes an out-of-sync one leader \
+              (availability over durability: acknowledged records may be lost, and a warning says so); \
+              false keeps the partition offline until an in-sync replica returns",
+        set: |c, v| {
+            c.unclean_leader_election_enable = parse_bool(v)?;
+            Ok(())
+        },
+        get: |c| c.unclean_leader_election_enable.to_string(),
     },
 ];
 

@@ -190,6 +190,15 @@ async fn create_topics_validates_like_kafka() {
         r.topics[0].error_code,
         ResponseError::InvalidReplicationFactor.code()
     );
+    // Kafka's message: a cluster of one cannot keep three replicas.
+    assert!(
+        r.topics[0]
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("only 1 broker(s) are registered")),
+        "{:?}",
+        r.topics[0].error_message
+    );
     // Duplicates in one request.
     let one = |n: &str| {
         CreatableTopic::default()

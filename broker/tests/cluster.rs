@@ -277,8 +277,9 @@ async fn three_brokers_spread_partitions_and_route_clients_to_leaders() {
     let (code, _) = client.produce("missing", 0, batch(&[(None, "v")])).await;
     assert_eq!(code, ResponseError::UnknownTopicOrPartition.code());
 
-    // More partitions through one broker, a replication factor the cluster cannot keep
-    // refused, and the topic deleted through another; each seen everywhere.
+    // More partitions through one broker, a replication factor of 3 accepted and one the
+    // cluster cannot keep refused, and the topic deleted through another; each seen
+    // everywhere.
     let grow = kafka_protocol::messages::CreatePartitionsRequest::default()
         .with_topics(vec![
             kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic::default()
@@ -300,10 +301,44 @@ async fn three_brokers_spread_partitions_and_route_clients_to_leaders() {
                 .with_replication_factor(3),
         ])
         .with_timeout_ms(5000);
-    let refused: kafka_protocol::messages::CreateTopicsResponse = client.send(7, &rf3).await;
+    let created: kafka_protocol::messages::CreateTopicsResponse = client.send(7, &rf3).await;
+    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0]);
+    assert_eq!(created.topics[0].replication_factor, 3);
+    eventually!("every broker sees rf3 with three replicas, all in sync", {
+        let mut all = true;
+        for node in 1..=3 {
+            let m = metadata(layout.client_addr(node), Some(&["rf3"])).await;
+            let p = m.topics[0].partitions.first();
+            all &= p.is_some_and(|p| {
+                let mut replicas: Vec<i32> = p.replica_nodes.iter().map(|r| r.0).collect();
+                let mut isr: Vec<i32> = p.isr_nodes.iter().map(|r| r.0).collect();
+                replicas.sort_unstable();
+                isr.sort_unstable();
+                replicas == [1, 2, 3] && isr == [1, 2, 3] && p.leader_id.0 == p.replica_nodes[0].0
+            });
+        }
+        all.then_some(())
+    });
+    let rf4 = kafka_protocol::messages::CreateTopicsRequest::default()
+        .with_topics(vec![
+            kafka_protocol::messages::create_topics_request::CreatableTopic::default()
+                .with_name(name("rf4"))
+                .with_num_partitions(1)
+                .with_replication_factor(4),
+        ])
+        .with_timeout_ms(5000);
+    let refused: kafka_protocol::messages::CreateTopicsResponse = client.send(7, &rf4).await;
     assert_eq!(
         refused.topics[0].error_code,
         ResponseError::InvalidReplicationFactor.code()
+    );
+    assert!(
+        refused.topics[0]
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("only 3 broker(s) are registered")),
+        "{:?}",
+        refused.topics[0].error_message
     );
     let delete = kafka_protocol::messages::DeleteTopicsRequest::default()
         .with_topic_names(vec![name("spread")])
@@ -706,6 +741,9 @@ async fn groups_are_coordinated_by_the_leaders_of_their_offsets_partitions() {
     const PARTITIONS: i32 = 6;
     let extra = [
         ("offsets.topic.num.partitions", "6"),
+        // One replica per partition: this test is about who coordinates, and that a dead
+        // broker's groups wait for it (the replicated case is the fault bench's).
+        ("offsets.topic.replication.factor", "1"),
         // A dead broker is fenced (its partitions lose their leader) within 2 s.
         ("broker.session.timeout.ms", "2000"),
         ("broker.heartbeat.interval.ms", "200"),

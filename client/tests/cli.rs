@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{stored_batches, unique, Broker};
+use common::{stored_batches, unique, Broker, Cluster};
 use sluice_client::producer::partitioner::partition_for_key;
 use sluice_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord};
 
@@ -176,11 +176,17 @@ fn cluster_describe_shows_the_node_and_topic_describe_its_replicas() {
     let text = ok(&broker, &["cluster", "describe"], b"");
     assert!(text.contains("Controller id:     1\n"), "{text}");
     assert!(text.contains("Brokers:           1\n"), "{text}");
+    let header = row(&text, "BROKER");
     assert_eq!(
-        row(&text, "1"),
-        ["1", host, port, "-", "unfenced"],
+        header,
+        ["BROKER", "HOST", "PORT", "RACK", "STATE", "LEADS", "FOLLOWS", "OUT OF SYNC"],
         "{text}"
     );
+    let broker_row = row(&text, "1");
+    assert_eq!(broker_row[..5], ["1", host, port, "-", "unfenced"], "{text}");
+    // A cluster of one leads every partition it holds and follows none.
+    assert!(broker_row[5].parse::<u32>().is_ok(), "{text}");
+    assert_eq!(broker_row[6..], ["0", "0"], "{text}");
     // The quorum: node 1 leads alone, or the broker cannot say (a one-line note).
     if let Some((_, quorum)) = text.split_once("Metadata quorum (__cluster_metadata-0):") {
         assert!(text.contains("Active controller: 1 (epoch "), "{text}");
@@ -202,13 +208,23 @@ fn cluster_describe_shows_the_node_and_topic_describe_its_replicas() {
     ))
     .unwrap();
     assert_eq!(json["controller_id"], 1, "{json}");
+    let brokers = json["brokers"].as_array().unwrap();
+    assert_eq!(brokers.len(), 1, "{json}");
+    let b = &brokers[0];
     assert_eq!(
-        json["brokers"],
-        serde_json::json!([{
-            "id": 1, "host": host, "port": port.parse::<i32>().unwrap(), "rack": null, "fenced": false,
-        }]),
+        (&b["id"], &b["host"], &b["port"], &b["rack"], &b["fenced"]),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(host),
+            &serde_json::json!(port.parse::<i32>().unwrap()),
+            &serde_json::Value::Null,
+            &serde_json::json!(false)
+        ),
         "{json}"
     );
+    assert!(b["leader_partitions"].is_u64(), "{json}");
+    assert_eq!(b["follower_partitions"], 0, "{json}");
+    assert_eq!(b["out_of_sync_partitions"], 0, "{json}");
     assert!(json["quorum_error"].is_null(), "{json}");
     if !json["quorum"].is_null() {
         assert_eq!(json["quorum"]["leader_id"], 1, "{json}");
@@ -251,6 +267,120 @@ fn cluster_describe_shows_the_node_and_topic_describe_its_replicas() {
         assert_eq!(p["isr"], serde_json::json!([1]), "{json}");
         assert_eq!(p["offline_replicas"], serde_json::json!([]), "{json}");
     }
+}
+
+/// Runs `sluice ARGS` until `done` accepts its output (bounded by a deadline).
+fn ok_eventually(broker: &Broker, args: &[&str], what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = ok(broker, args, b"");
+        if done(&out) {
+            return out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; last output:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_three_broker_cluster_shows_replicas_and_under_replicated_partitions() {
+    let Some(mut cluster) = Cluster::start(
+        3,
+        &[
+            // A killed broker is fenced (and leaves the ISRs) within 2 s.
+            ("broker.session.timeout.ms", "2000"),
+            ("broker.heartbeat.interval.ms", "200"),
+        ],
+    ) else {
+        return; // an external broker: not a cluster this test can shape
+    };
+    let node1 = &cluster.nodes[0];
+    // The nodes print their address before they have joined: wait for three live brokers.
+    ok_eventually(node1, &["cluster", "describe"], "three unfenced brokers", |out| {
+        out.matches(" unfenced ").count() == 3
+    });
+    let topic = unique("cli-rf3");
+    let created = ok(
+        node1,
+        &[
+            "topic",
+            "create",
+            &topic,
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+            "--config",
+            "min.insync.replicas=2",
+        ],
+        b"",
+    );
+    assert!(
+        created.contains("3 partition(s), replication factor 3"),
+        "{created}"
+    );
+    // More replicas than brokers: Kafka's error, one line.
+    let line = fails(
+        node1,
+        &["topic", "create", &unique("cli-rf4"), "--replication-factor", "4"],
+        1,
+    );
+    assert!(line.contains("INVALID_REPLICATION_FACTOR"), "{line}");
+
+    let text = ok(node1, &["topic", "describe", &topic], b"");
+    assert!(text.contains("Under-replicated: 0\n"), "{text}");
+    for partition in ["0", "1", "2"] {
+        let cells = row(&text, partition);
+        assert_eq!(cells[3].split(',').count(), 3, "replicas: {text}");
+        assert_eq!(cells[4].split(',').count(), 3, "ISR: {text}");
+        assert_eq!((cells[5], cells[6]), ("-", "ok"), "{text}");
+    }
+    assert_eq!(row(&text, "min.insync.replicas")[1], "2", "{text}");
+    let none = ok(node1, &["topic", "describe", &topic, "--under-replicated"], b"");
+    assert!(none.contains("(no under-replicated partition)"), "{none}");
+
+    // Three partitions, three replicas each, spread evenly: every broker leads one and
+    // follows two (only this topic exists: no group has asked for __consumer_offsets).
+    let text = ok(node1, &["cluster", "describe"], b"");
+    for node in ["1", "2", "3"] {
+        let cells = row(&text, node);
+        assert_eq!(cells[4..], ["unfenced", "1", "2", "0"], "{text}");
+    }
+
+    // Node 3 dies: once it is fenced, every partition is under-replicated (its copy is
+    // out of the ISR) and the ones it led have another leader.
+    cluster.kill(3);
+    let node1 = &cluster.nodes[0];
+    let text = ok_eventually(
+        node1,
+        &["topic", "describe", &topic, "--under-replicated"],
+        "node 3 to leave the ISRs",
+        |out| out.contains("Under-replicated: 3\n"),
+    );
+    for partition in ["0", "1", "2"] {
+        let cells = row(&text, partition);
+        assert_ne!(cells[1], "3", "a dead leader: {text}");
+        assert_eq!(cells[4].split(',').count(), 2, "ISR: {text}");
+        assert!(!cells[4].split(',').any(|b| b == "3"), "{text}");
+        assert_eq!((cells[5], cells[6]), ("3", "under-replicated"), "{text}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&ok(
+        node1,
+        &["topic", "describe", &topic, "--format", "json"],
+        b"",
+    ))
+    .unwrap();
+    assert_eq!(json["under_replicated_partitions"], 3, "{json}");
+    let text = ok(node1, &["cluster", "describe"], b"");
+    assert_eq!(row(&text, "3")[4..], ["fenced", "0", "3", "3"], "{text}");
+    let leads: u32 = ["1", "2"]
+        .iter()
+        .map(|n| row(&text, n)[5].parse::<u32>().unwrap())
+        .sum();
+    assert_eq!(leads, 3, "{text}");
 }
 
 #[test]

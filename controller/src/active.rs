@@ -16,9 +16,11 @@
 //!   applied image; its records are proposed as one batch, and the answer is sent once the
 //!   batch is applied here. The next request is decided only then, as `Controller` requires.
 //!   A node that is not active answers `NotController` with the leader it knows.
-//! - **Ticks.** While active: fence brokers whose session expired, every
-//!   `liveness_check_interval`; elect preferred leaders every
-//!   `preferred_leader_check_interval`. Queued requests go first (a biased select), and a
+//! - **Ticks.** While active: fence brokers whose session expired, and give leaders to
+//!   offline partitions that may now have one (unclean leader election enabled since
+//!   they went offline), every `liveness_check_interval`; elect preferred leaders every
+//!   `preferred_leader_check_interval` (Kafka's `leader.imbalance.check.interval.seconds`;
+//!   never with `auto.leader.rebalance.enable=false`). Queued requests go first (a biased select), and a
 //!   heartbeat counts from when it reached the service, so heartbeats that waited behind a
 //!   slow commit are not mistaken for silence; a loop that stalled for more than half a
 //!   session gives every broker a fresh session before it fences anyone.
@@ -474,6 +476,20 @@ impl<L: Log> ControllerTask<L> {
                 // unknown), not a whole session later.
                 a.controller.fences_not_committed(&fences);
                 return lost(&e);
+            }
+        }
+        // Leaderless partitions that may have a leader now: those whose topic had unclean
+        // leader election enabled since they went offline.
+        let image = self.images.image();
+        let elections = a.controller.elect_offline_leaders(&image);
+        if !elections.is_empty() {
+            let elected = elections.len();
+            match self.commit(a, elections).await {
+                Ok(offset) => tracing::info!(partitions = elected, offset, "leaders elected for offline partitions"),
+                Err(e) => {
+                    tracing::warn!("leader election for offline partitions not committed: {e}");
+                    return lost(&e);
+                }
             }
         }
         if a.next_preferred_election

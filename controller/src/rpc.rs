@@ -364,6 +364,8 @@ pub enum WireMetadataError {
         what: String,
         message: String,
     },
+    /// The controller's image is behind the request (Kafka: NOT_CONTROLLER).
+    ControllerBehind(String),
 }
 
 /// The `&'static str` a codec error names: the crate's two, or a generic one.
@@ -420,6 +422,7 @@ impl From<MetadataError> for WireMetadataError {
                 leader_epoch,
             },
             M::IneligibleReplica(s) => W::IneligibleReplica(s),
+            M::ControllerBehind(s) => W::ControllerBehind(s),
             M::ProducerIdsExhausted => W::ProducerIdsExhausted,
             M::InconsistentRecord {
                 offset,
@@ -497,6 +500,7 @@ impl From<WireMetadataError> for MetadataError {
                 leader_epoch,
             },
             W::IneligibleReplica(s) => M::IneligibleReplica(s),
+            W::ControllerBehind(s) => M::ControllerBehind(s),
             W::ProducerIdsExhausted => M::ProducerIdsExhausted,
             W::InconsistentRecord {
                 offset,

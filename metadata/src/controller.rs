@@ -39,7 +39,10 @@ use crate::records::*;
 mod leadership;
 mod requests;
 
-use leadership::{change, fence_brokers, leave_partitions, take_offline_partitions};
+use leadership::{
+    change, elect_offline_leaders, fence_brokers, leave_partitions, take_offline_partitions,
+};
+pub use leadership::{unclean_election_enabled, UNCLEAN_LEADER_ELECTION_ENABLE};
 pub use requests::*;
 
 /// Kafka's `broker.session.timeout.ms` default.
@@ -94,6 +97,9 @@ pub struct ControllerConfig {
     pub default_replication_factor: i16,
     /// Ids per producer-id block.
     pub producer_id_block_size: i64,
+    /// `unclean.leader.election.enable`: the default for topics without an override
+    /// (and without a cluster-wide default in the image). Kafka's default: false.
+    pub unclean_leader_election_enable: bool,
 }
 
 impl Default for ControllerConfig {
@@ -103,6 +109,7 @@ impl Default for ControllerConfig {
             default_num_partitions: 1,
             default_replication_factor: 1,
             producer_id_block_size: PRODUCER_ID_BLOCK_SIZE,
+            unclean_leader_election_enable: false,
         }
     }
 }
@@ -113,12 +120,18 @@ pub struct BrokerLiveness {
     sessions: BTreeMap<BrokerId, Session>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Session {
     last_heartbeat_ms: u64,
     /// When a fence for an expired session was decided, so it is not decided again
     /// while its batch commits (again only after another session timeout).
     fence_decided_ms: Option<u64>,
+    /// The highest metadata offset the broker said (in a heartbeat) it has applied.
+    metadata_offset: Option<i64>,
+    /// A metadata offset at or after the batch that put the broker in controlled shutdown
+    /// (Kafka's `controlledShutdownOffset`): it may stop once every active broker has
+    /// applied this far, so the new leaders know they lead before it goes.
+    controlled_shutdown_offset: Option<i64>,
 }
 
 impl BrokerLiveness {
@@ -130,14 +143,23 @@ impl BrokerLiveness {
     /// A heartbeat (or registration) at `now_ms`; the time never goes back (a heartbeat's
     /// time is when it arrived, and one may be decided after a later one was).
     fn touch(&mut self, broker: BrokerId, now_ms: u64) {
-        let last = self.last_heartbeat_ms(broker).unwrap_or(0).max(now_ms);
-        self.sessions.insert(
-            broker,
-            Session {
-                last_heartbeat_ms: last,
-                fence_decided_ms: None,
-            },
-        );
+        let session = self.sessions.entry(broker).or_default();
+        session.last_heartbeat_ms = session.last_heartbeat_ms.max(now_ms);
+        session.fence_decided_ms = None;
+    }
+
+    /// A new registration of `broker`: what the controller knew of the old one's metadata
+    /// offset and shutdown does not apply to it.
+    fn forget_progress(&mut self, broker: BrokerId) {
+        if let Some(session) = self.sessions.get_mut(&broker) {
+            session.metadata_offset = None;
+            session.controlled_shutdown_offset = None;
+        }
+    }
+
+    /// The highest metadata offset `broker` reported in a heartbeat, if any.
+    pub fn metadata_offset(&self, broker: BrokerId) -> Option<i64> {
+        self.sessions.get(&broker).and_then(|s| s.metadata_offset)
     }
 }
 
@@ -262,7 +284,7 @@ impl Controller {
                 old_epoch = existing.epoch,
                 "broker re-registers with a new incarnation; its old registration is fenced"
             );
-            records = leave_partitions(image, request.broker_id);
+            records = leave_partitions(image, &self.config, request.broker_id);
         }
         records.push(MetadataRecord::RegisterBroker(RegisterBrokerRecord {
             broker_id: request.broker_id,
@@ -271,6 +293,7 @@ impl Controller {
             rack: request.rack.clone(),
             fenced: true,
         }));
+        self.liveness.forget_progress(request.broker_id);
         self.liveness.touch(request.broker_id, now_ms);
         Ok(RegistrationDecision {
             records,
@@ -284,14 +307,19 @@ impl Controller {
     fn has_valid_session(&mut self, broker: BrokerId, now_ms: u64) -> bool {
         let session = self.liveness.sessions.entry(broker).or_insert(Session {
             last_heartbeat_ms: now_ms,
-            fence_decided_ms: None,
+            ..Session::default()
         });
         now_ms.saturating_sub(session.last_heartbeat_ms) < self.config.session_timeout_ms
     }
 
-    /// A broker heartbeats: its session is renewed, and it may be unfenced (caught up and
-    /// not asking to stay fenced), fenced on request, or moved through a controlled
-    /// shutdown.
+    /// A broker heartbeats: its session is renewed (and its metadata offset noted), and it
+    /// may be unfenced (caught up and not asking to stay fenced), fenced on request, or
+    /// moved through a controlled shutdown (Kafka's rules): the first heartbeat that asks
+    /// to shut down moves its leaderships to other usable ISR members (none: no leader, or
+    /// an unclean election where enabled) and takes it out of every ISR where it is not
+    /// the last member; later heartbeats answer `should_shut_down` (and fence it) only
+    /// once it leads nothing and every active broker has reported a metadata offset at or
+    /// after the batch that moved them.
     pub fn heartbeat(
         &mut self,
         image: &MetadataImage,
@@ -300,6 +328,10 @@ impl Controller {
     ) -> Result<HeartbeatDecision> {
         let broker = current_broker(image, request.broker_id, request.broker_epoch)?;
         self.liveness.touch(request.broker_id, now_ms);
+        if let Some(session) = self.liveness.sessions.get_mut(&request.broker_id) {
+            let reported = request.current_metadata_offset;
+            session.metadata_offset = Some(session.metadata_offset.map_or(reported, |o| o.max(reported)));
+        }
         let id = broker.id;
         let change = |fenced: Option<bool>, in_controlled_shutdown: Option<bool>| {
             MetadataRecord::BrokerRegistrationChange(BrokerRegistrationChangeRecord {
@@ -326,31 +358,65 @@ impl Controller {
             } else if !request.want_fence && is_caught_up {
                 info!(broker = id, "unfencing broker: caught up with the metadata");
                 decision.records.push(change(Some(false), None));
-                decision.records.extend(take_offline_partitions(image, id));
+                decision.records.extend(take_offline_partitions(image, &self.config, id));
                 decision.is_fenced = false;
             }
-        } else if broker.in_controlled_shutdown || request.want_shut_down {
-            let leads_nothing = image.partitions_led_by(id).is_empty();
-            if !broker.in_controlled_shutdown {
-                info!(broker = id, "broker starts a controlled shutdown");
-                decision.records.push(change(None, Some(true)));
-                decision.records.extend(leave_partitions(image, id));
-                decision.in_controlled_shutdown = true;
-            }
-            if broker.in_controlled_shutdown && leads_nothing {
-                // Its leaderships have moved (the batch that moved them is applied):
-                // fence it, and tell it to stop.
+        } else if !broker.in_controlled_shutdown && request.want_shut_down {
+            info!(broker = id, "broker starts a controlled shutdown");
+            decision.records.push(change(None, Some(true)));
+            decision.records.extend(leave_partitions(image, &self.config, id));
+            decision.in_controlled_shutdown = true;
+        } else if broker.in_controlled_shutdown {
+            // The batch that started the shutdown is applied (the image shows it); the
+            // current offset is at or after it.
+            let shutdown_offset = *self
+                .liveness
+                .sessions
+                .entry(id)
+                .or_default()
+                .controlled_shutdown_offset
+                .get_or_insert(image.metadata_offset());
+            let still_leads = !image.partitions_led_by(id).is_empty();
+            let lowest_active = self.lowest_active_offset(image, id);
+            if still_leads {
+                // Only a decision made on an older image could have given it one; move
+                // it again.
+                decision.records.extend(leave_partitions(image, &self.config, id));
+            } else if lowest_active >= shutdown_offset {
+                // Kafka's rule: it leads nothing, and every active broker has applied the
+                // leadership moves, so its partitions' new leaders serve. Fence it, and
+                // tell it to stop.
+                info!(broker = id, "controlled shutdown granted: the broker leads nothing");
                 decision.records.push(change(Some(true), None));
                 decision.is_fenced = true;
                 decision.should_shut_down = true;
+            } else {
+                debug!(
+                    broker = id,
+                    shutdown_offset,
+                    lowest_active,
+                    "controlled shutdown waits for the active brokers to apply the leadership moves"
+                );
             }
         } else if request.want_fence {
             info!(broker = id, "fencing broker at its request");
-            decision.records.extend(leave_partitions(image, id));
+            decision.records.extend(leave_partitions(image, &self.config, id));
             decision.records.push(change(Some(true), None));
             decision.is_fenced = true;
         }
         Ok(decision)
+    }
+
+    /// The lowest metadata offset the active brokers (unfenced, not shutting down) other
+    /// than `except` reported; one that has not reported since this controller became
+    /// active counts as -1. `i64::MAX` with no active broker.
+    fn lowest_active_offset(&self, image: &MetadataImage, except: BrokerId) -> i64 {
+        image
+            .usable_brokers()
+            .filter(|b| b.id != except)
+            .map(|b| self.liveness.metadata_offset(b.id).unwrap_or(-1))
+            .min()
+            .unwrap_or(i64::MAX)
     }
 
     /// Fences every unfenced broker whose session has expired (no heartbeat for
@@ -366,7 +432,7 @@ impl Controller {
         for broker in image.live_brokers() {
             let session = self.liveness.sessions.entry(broker.id).or_insert(Session {
                 last_heartbeat_ms: now_ms,
-                fence_decided_ms: None,
+                ..Session::default()
             });
             let silent_for = now_ms.saturating_sub(session.last_heartbeat_ms);
             let decided_recently = session
@@ -382,7 +448,7 @@ impl Controller {
                 expired.push(broker.id);
             }
         }
-        fence_brokers(image, &expired)
+        fence_brokers(image, &self.config, &expired)
     }
 
     /// Renews a broker's session as of `now_ms` without deciding anything (a heartbeat that
@@ -449,7 +515,7 @@ impl Controller {
         let broker = image
             .broker(broker_id)
             .ok_or(MetadataError::BrokerIdNotRegistered(broker_id))?;
-        let mut records = leave_partitions(image, broker_id);
+        let mut records = leave_partitions(image, &self.config, broker_id);
         records.push(MetadataRecord::UnregisterBroker(UnregisterBrokerRecord {
             broker_id,
             broker_epoch: broker.epoch,
@@ -807,8 +873,13 @@ impl Controller {
 
     // ----- partitions -----
 
-    /// Moves leadership back to each partition's preferred replica where it is in the ISR
-    /// and usable (Kafka's preferred leader election).
+    /// Moves leadership back to each partition's preferred replica (its first) where that
+    /// replica is in the ISR and usable (Kafka's preferred leader election, run by the
+    /// active controller every `leader.imbalance.check.interval.seconds` while
+    /// `auto.leader.rebalance.enable`). A partition whose preferred replica is out of the
+    /// ISR keeps its leader: the preferred replica first catches up and the leader adds it
+    /// (AlterPartition). At most [`MAX_RECORDS_PER_OPERATION`] moves per call; the next
+    /// call does the rest.
     pub fn elect_preferred_leaders(&self, image: &MetadataImage) -> Vec<MetadataRecord> {
         image
             .all_partitions()
@@ -819,63 +890,138 @@ impl Controller {
                     && image.broker(preferred).is_some_and(|b| b.is_usable());
                 eligible.then(|| change(&p, Some(preferred), None))
             })
+            .take(MAX_RECORDS_PER_OPERATION)
             .collect()
     }
 
+    /// Leaders for leaderless partitions that can have one now (see
+    /// `leadership::elect_offline_leaders`): where unclean leader election was enabled
+    /// after the partition went offline, the first usable replica leads alone. The active
+    /// controller runs it at every liveness check; it finds nothing in a healthy cluster.
+    pub fn elect_offline_leaders(&self, image: &MetadataImage) -> Vec<MetadataRecord> {
+        elect_offline_leaders(image, &self.config, MAX_RECORDS_PER_OPERATION)
+    }
+
     /// AlterPartition: the leader changes the ISR of a partition it leads, if the
-    /// partition epoch it read is still current (compare-and-set). Replicas that join the
-    /// ISR must be usable brokers whose registration is at the broker epoch the request
-    /// carries for them (KIP-903); otherwise `INELIGIBLE_REPLICA`.
+    /// partition epoch it read is still current (compare-and-set). Kafka's checks
+    /// (`ReplicationControlManager.alterPartition`), in its order:
+    /// - the sender is registered at `broker_epoch`, else `STALE_BROKER_EPOCH`;
+    /// - the topic and partition exist (`UNKNOWN_TOPIC_ID`, `UNKNOWN_TOPIC_OR_PARTITION`);
+    /// - a leader or partition epoch above the image's: this controller is behind,
+    ///   `NOT_CONTROLLER`;
+    /// - a leader epoch below the partition's: the sender was deposed,
+    ///   `FENCED_LEADER_EPOCH`;
+    /// - the sender is not the leader (at the current leader epoch): `INVALID_REQUEST`;
+    /// - a partition epoch below the partition's: the change was based on an older
+    ///   state, `INVALID_UPDATE_VERSION`;
+    /// - a new ISR that is not a set of the replicas, or lacks the leader:
+    ///   `INVALID_REQUEST`;
+    /// - a member that is not registered, is fenced or shutting down, or whose broker
+    ///   epoch is not the one the leader gives for it (KIP-903; -1 skips that check, as
+    ///   in Kafka): `INELIGIBLE_REPLICA`.
+    ///
+    /// The same ISR again commits nothing; the caller answers with the partition as it
+    /// then is.
     pub fn alter_partition(
         &self,
         image: &MetadataImage,
         request: &AlterPartitionRequest,
     ) -> Result<Vec<MetadataRecord>> {
-        current_broker(image, request.broker_id, request.broker_epoch)?;
+        let sender = request.broker_id;
+        match image.broker(sender) {
+            Some(b) if b.epoch == request.broker_epoch => {}
+            registered => {
+                return Err(MetadataError::StaleBrokerEpoch {
+                    broker_id: sender,
+                    got: request.broker_epoch,
+                    current: registered.map_or(-1, |b| b.epoch),
+                })
+            }
+        }
         let topic = image
             .topic_by_id(request.topic_id)
             .ok_or(MetadataError::UnknownTopicId(request.topic_id))?;
-        let current = topic.partition(request.partition).ok_or_else(|| {
-            MetadataError::UnknownTopicOrPartition(format!("{}-{}", topic.name, request.partition))
-        })?;
-        if current.leader != request.broker_id || current.leader_epoch != request.leader_epoch {
+        let name = format!("{}-{}", topic.name, request.partition);
+        let current = topic
+            .partition(request.partition)
+            .ok_or_else(|| MetadataError::UnknownTopicOrPartition(name.clone()))?;
+        let refuse = |why: String| {
+            debug!(broker = sender, partition = %name, "AlterPartition refused: {why}");
+            why
+        };
+        if request.leader_epoch > current.leader_epoch
+            || request.partition_epoch > current.partition_epoch
+        {
+            return Err(MetadataError::ControllerBehind(refuse(format!(
+                "Rejecting AlterPartition request from node {sender} for {name} because its leader epoch {} / partition epoch {} is newer than this controller's {} / {}.",
+                request.leader_epoch, request.partition_epoch, current.leader_epoch, current.partition_epoch
+            ))));
+        }
+        if request.leader_epoch < current.leader_epoch {
+            refuse(format!("leader epoch {} < {}", request.leader_epoch, current.leader_epoch));
             return Err(MetadataError::NotLeader {
-                broker_id: request.broker_id,
+                broker_id: sender,
                 leader_epoch: request.leader_epoch,
             });
         }
-        if current.partition_epoch != request.partition_epoch {
+        if current.leader != sender {
+            return Err(MetadataError::InvalidRequest(refuse(format!(
+                "Rejecting AlterPartition request from node {sender} for {name} because the current leader is {}.",
+                current.leader
+            ))));
+        }
+        if request.partition_epoch < current.partition_epoch {
+            refuse(format!(
+                "partition epoch {} < {}",
+                request.partition_epoch, current.partition_epoch
+            ));
             return Err(MetadataError::InvalidUpdateVersion {
                 got: request.partition_epoch,
                 current: current.partition_epoch,
             });
         }
         let new_isr: Vec<BrokerId> = request.new_isr.iter().map(|m| m.broker_id).collect();
-        let mut seen = BTreeSet::new();
-        for member in &request.new_isr {
-            let r = member.broker_id;
-            let joins = !current.isr.contains(&r);
-            // KIP-903: a joining replica must still be the registration the leader saw
-            // catch up; one that restarted since (a new epoch) may have lost its log.
-            let eligible = image
-                .broker(r)
-                .is_some_and(|b| b.is_usable() && b.epoch == member.broker_epoch);
-            if !seen.insert(r) || !current.replicas.contains(&r) || (joins && !eligible) {
-                return Err(MetadataError::IneligibleReplica(format!(
-                    "Rejecting AlterPartition request from node {} for {}-{} because it specified ineligible replica {r} in the new ISR {:?}.",
-                    request.broker_id, topic.name, request.partition, new_isr
-                )));
-            }
+        let distinct = new_isr.iter().collect::<BTreeSet<_>>().len() == new_isr.len();
+        if new_isr.is_empty()
+            || !distinct
+            || new_isr.iter().any(|r| !current.replicas.contains(r))
+        {
+            return Err(MetadataError::InvalidRequest(refuse(format!(
+                "Rejecting AlterPartition request from node {sender} for {name} because it specified an invalid ISR {new_isr:?}."
+            ))));
         }
-        if !new_isr.contains(&request.broker_id) {
-            return Err(MetadataError::InvalidRequest(format!(
-                "The new ISR {:?} does not contain the leader {}",
-                new_isr, request.broker_id
-            )));
+        if !new_isr.contains(&sender) {
+            return Err(MetadataError::InvalidRequest(refuse(format!(
+                "Rejecting AlterPartition request from node {sender} for {name} because it specified an invalid ISR {new_isr:?} that doesn't include itself."
+            ))));
+        }
+        let ineligible: Vec<String> = request
+            .new_isr
+            .iter()
+            .filter_map(|m| {
+                let why = match image.broker(m.broker_id) {
+                    None => "not registered".to_owned(),
+                    Some(b) if b.in_controlled_shutdown => "shutting down".to_owned(),
+                    Some(b) if b.fenced => "fenced".to_owned(),
+                    Some(b) if m.broker_epoch != -1 && b.epoch != m.broker_epoch => format!(
+                        "broker epoch mismatch: requested={} VS expected={}",
+                        m.broker_epoch, b.epoch
+                    ),
+                    Some(_) => return None,
+                };
+                Some(format!("{} ({why})", m.broker_id))
+            })
+            .collect();
+        if !ineligible.is_empty() {
+            return Err(MetadataError::IneligibleReplica(refuse(format!(
+                "Rejecting AlterPartition request from node {sender} for {name} because it specified ineligible replicas [{}] in the new ISR {new_isr:?}.",
+                ineligible.join(", ")
+            ))));
         }
         if new_isr == current.isr {
             return Ok(Vec::new());
         }
+        info!(partition = %name, leader = sender, old_isr = ?current.isr, new_isr = ?new_isr, "ISR change");
         Ok(vec![MetadataRecord::PartitionChange(
             PartitionChangeRecord {
                 topic_id: request.topic_id,

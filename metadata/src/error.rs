@@ -99,9 +99,9 @@ pub enum MetadataError {
         /// The epoch in the image.
         current: i32,
     },
-    /// An AlterPartition from a broker that does not lead the partition at that leader
-    /// epoch. Kafka: `FENCED_LEADER_EPOCH` (an older epoch) or `NOT_LEADER_OR_FOLLOWER`;
-    /// both tell the sender it is no longer leader.
+    /// An AlterPartition at a leader epoch older than the partition's: the sender was
+    /// deposed. Kafka: `FENCED_LEADER_EPOCH`. (A sender that is not the leader at the
+    /// current epoch gets `InvalidRequest`, as in Kafka.)
     #[error("broker {broker_id} is not the leader at leader epoch {leader_epoch}")]
     NotLeader {
         /// The sender.
@@ -109,10 +109,15 @@ pub enum MetadataError {
         /// The leader epoch in the request.
         leader_epoch: i32,
     },
-    /// A proposed ISR names a replica that is fenced, shutting down or not a replica.
-    /// Kafka: `INELIGIBLE_REPLICA`.
+    /// A proposed ISR names a broker that is not registered, fenced, shutting down, or
+    /// registered at another epoch than the one the leader saw. Kafka: `INELIGIBLE_REPLICA`.
     #[error("{0}")]
     IneligibleReplica(String),
+    /// An AlterPartition names a leader or partition epoch newer than the controller's
+    /// image: this controller is behind (it is probably not the active one any more).
+    /// Kafka: `NOT_CONTROLLER`, so the sender looks for the controller again.
+    #[error("{0}")]
+    ControllerBehind(String),
     /// The producer id space is used up. Kafka answers `UNKNOWN_SERVER_ERROR`
     /// ("Exhausted all producerIds ...").
     #[error("exhausted all producer ids")]
@@ -210,6 +215,7 @@ impl MetadataError {
             MetadataError::InvalidUpdateVersion { .. } => "INVALID_UPDATE_VERSION",
             MetadataError::NotLeader { .. } => "FENCED_LEADER_EPOCH",
             MetadataError::IneligibleReplica(_) => "INELIGIBLE_REPLICA",
+            MetadataError::ControllerBehind(_) => "NOT_CONTROLLER",
             MetadataError::ProducerIdsExhausted
             | MetadataError::InconsistentRecord { .. }
             | MetadataError::OffsetNotIncreasing { .. }

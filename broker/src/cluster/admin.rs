@@ -84,30 +84,6 @@ pub fn error_by_name(name: &str) -> ResponseError {
     }
 }
 
-/// Until partitions are replicated (the replication issue), every partition has exactly one
-/// replica: a replication factor above 1 would give partitions followers that never copy
-/// anything, which a leader change would then expose as lost records.
-fn check_single_replica(
-    replication_factor: i16,
-    replica_counts: impl Iterator<Item = usize>,
-) -> Result<(), AdminError> {
-    let refuse = |code: ResponseError| {
-        Err(AdminError::new(
-            code,
-            "Sluice does not replicate partitions yet: the replication factor must be 1.",
-        ))
-    };
-    if replication_factor > 1 {
-        return refuse(ResponseError::InvalidReplicationFactor);
-    }
-    for count in replica_counts {
-        if count > 1 {
-            return refuse(ResponseError::InvalidReplicaAssignment);
-        }
-    }
-    Ok(())
-}
-
 /// Sends the request's checked entries to the active controller in one call, waits until
 /// this broker's image has applied the change, and gives every entry its outcome in
 /// request order: an entry refused here keeps its error; the others get the controller's
@@ -194,11 +170,6 @@ pub async fn create_topics(
                     "{OFFSETS_TOPIC} is created by the group coordinator, with its own settings."
                 ),
             ))
-        } else if let Err(e) = check_single_replica(
-            topic.replication_factor,
-            topic.assignments.iter().map(|a| a.broker_ids.len()),
-        ) {
-            Err(e)
         } else if let Err(e) =
             check_local_limit(state, node, &name, adding_partitions(state, topic))
         {
@@ -226,13 +197,22 @@ pub async fn create_topics(
     let mut outcomes: Vec<Result<(Uuid, i32, i16), AdminError>> = Vec::new();
     if request.validate_only {
         let image = node.image();
+        let usable = image.usable_brokers().count();
         for entry in checked {
-            outcomes.push(entry.and_then(|t| match image.topic(&t.name) {
-                Some(_) => Err(AdminError::new(
-                    ResponseError::TopicAlreadyExists,
-                    format!("Topic '{}' already exists.", t.name),
-                )),
-                None => Ok((Uuid::nil(), t.num_partitions, t.replication_factor)),
+            outcomes.push(entry.and_then(|t| {
+                if image.topic(&t.name).is_some() {
+                    return Err(AdminError::new(
+                        ResponseError::TopicAlreadyExists,
+                        format!("Topic '{}' already exists.", t.name),
+                    ));
+                }
+                let rf = match t.replication_factor {
+                    -1 if t.assignments.is_empty() => state.config.default_replication_factor,
+                    -1 => t.assignments.first().map_or(1, |a| a.replicas.len() as i16),
+                    rf => rf,
+                };
+                check_replication_factor(rf, usable)?;
+                Ok((Uuid::nil(), t.num_partitions, rf))
             }));
         }
     } else {
@@ -295,6 +275,26 @@ pub async fn create_topics(
         })
         .collect();
     CreateTopicsResponse::default().with_topics(results)
+}
+
+/// The controller's placement rule, for `validate_only` requests that never reach it: a
+/// replication factor above the usable brokers is refused with Kafka's message.
+fn check_replication_factor(rf: i16, usable_brokers: usize) -> Result<(), AdminError> {
+    if rf < 1 {
+        return Err(AdminError::new(
+            ResponseError::InvalidReplicationFactor,
+            "Replication factor must be larger than 0, or -1 to use the default value.",
+        ));
+    }
+    if rf as usize > usable_brokers {
+        return Err(AdminError::new(
+            ResponseError::InvalidReplicationFactor,
+            format!(
+                "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {usable_brokers} broker(s) are registered."
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// How many partitions a CreateTopics entry adds.
@@ -493,10 +493,6 @@ pub async fn create_partitions(
                     format!("{OFFSETS_TOPIC} is owned by the group coordinator and cannot be given more partitions."),
                 ));
             }
-            check_single_replica(
-                1,
-                t.assignments.iter().flatten().map(|a| a.broker_ids.len()),
-            )?;
             if let Some(topic) = image.topic(&t.name.0) {
                 let adding = (t.count as usize).saturating_sub(topic.partitions.len());
                 check_local_limit(state, node, &t.name.0, adding)?;

@@ -6,7 +6,7 @@
 //!   FindCoordinator (or names the topic in Metadata), by the broker it asked, with
 //!   `offsets.topic.num.partitions` partitions placed by the controller like any topic's
 //!   (leaders spread over the unfenced brokers) and the replication factor
-//!   min([`OFFSETS_TOPIC_REPLICATION_FACTOR`], live brokers). Creating it only then, and
+//!   min(`offsets.topic.replication.factor`, live brokers). Creating it only then, and
 //!   only once this broker is settled, also leaves time for an upgraded single-node data
 //!   directory to bring its own `__consumer_offsets` (every partition on that node,
 //!   committed offsets included) into the cluster (see `upgrade`); the controller refuses
@@ -49,10 +49,6 @@ use crate::state::BrokerState;
 /// How often ownership is checked without a metadata change (a local replica created
 /// after the image that placed it, a retry after a failed create).
 const POLL: Duration = Duration::from_millis(200);
-
-/// Kafka's `offsets.topic.replication.factor` (Kafka's default is 3). 1 until partitions
-/// are replicated (the replication issue), as every topic's: raise it then.
-pub const OFFSETS_TOPIC_REPLICATION_FACTOR: i16 = 1;
 
 /// The replication factor `__consumer_offsets` is created with: the configured one, but
 /// no more than the live brokers (as Kafka's auto-creation of the topic), at least 1.
@@ -206,7 +202,7 @@ async fn take_partitions(state: &Arc<BrokerState>, node: &ClusterNode, loads: &m
 async fn create_offsets_topic(state: &BrokerState, node: &ClusterNode, image: &MetadataImage) {
     let partitions = state.groups.offsets_topic_partitions().max(1);
     let live = image.live_broker_addresses(&node.listener_name).len();
-    let replication_factor = offsets_replication_factor(OFFSETS_TOPIC_REPLICATION_FACTOR, live);
+    let replication_factor = offsets_replication_factor(state.config.offsets_topic_replication_factor, live);
     let topic = CreateTopic {
         name: OFFSETS_TOPIC.to_owned(),
         num_partitions: partitions,

@@ -31,9 +31,6 @@ const QUIET_REGISTRATION: Duration = Duration::from_secs(15);
 /// Heartbeat period while fenced (Kafka's broker also heartbeats faster until unfenced).
 const FENCED_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The longest a clean stop waits for the controller to acknowledge it.
-const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// How often a stopping broker asks whether it may stop (it leads nothing any more once
 /// the controller has applied its request, usually at the next ask).
 const CONTROLLED_SHUTDOWN_POLL: Duration = Duration::from_millis(100);
@@ -244,18 +241,28 @@ async fn heartbeat_until_lost(
     }
 }
 
-/// Kafka's controlled shutdown: tells the controller this broker is stopping, so it is
-/// fenced now (its partitions show no leader, LEADER_NOT_AVAILABLE, instead of a leader
-/// that refuses connections until its session expires) and its next start may register at
-/// once. Bounded: the broker stops anyway after [`CONTROLLED_SHUTDOWN_TIMEOUT`].
+/// Kafka's controlled shutdown: tells the controller this broker is stopping and waits
+/// until the controller says it may stop (`should_shut_down`): by then every partition
+/// it led has moved to another usable in-sync replica (or has no leader when none is
+/// left), it is out of every ISR where it was not the last member, and the other active
+/// brokers have applied those moves, so clients find the new leaders at once. It is then
+/// fenced, and its next start may register at once. Bounded, as Kafka's broker: it stops
+/// anyway after `broker.session.timeout.ms` (the controller then fences it when its
+/// session expires), or at once when no controller is reachable.
 async fn controlled_shutdown(node: &ClusterNode, epoch: i64) {
     if node.service.controller_leader().is_none() {
         // No quorum to tell (the whole cluster is stopping, or a majority is gone).
         tracing::info!("no active controller: stopping without a controlled shutdown");
         return;
     }
-    let deadline = Instant::now() + CONTROLLED_SHUTDOWN_TIMEOUT;
+    let timeout = node.session_timeout;
+    let deadline = Instant::now() + timeout;
+    tracing::info!("controlled shutdown: asking the controller to move this broker's leaderships");
     while Instant::now() < deadline {
+        if node.service.controller_leader().is_none() {
+            tracing::info!("the controller is gone: stopping without finishing the controlled shutdown");
+            return;
+        }
         let request = BrokerHeartbeatRequest {
             broker_id: node.node_id,
             broker_epoch: epoch,
@@ -271,14 +278,24 @@ async fn controlled_shutdown(node: &ClusterNode, epoch: i64) {
                 return;
             }
             Ok(Ok(_)) => {}
+            Ok(Err(ControllerError::Request(e)))
+                if matches!(
+                    e.kafka_error_name(),
+                    "STALE_BROKER_EPOCH" | "BROKER_ID_NOT_REGISTERED"
+                ) =>
+            {
+                // This registration is gone already: it leads nothing.
+                tracing::info!(error = %e, "controlled shutdown: this registration is gone");
+                return;
+            }
             Ok(Err(e)) => tracing::debug!(error = %e, "controlled shutdown heartbeat failed"),
             Err(_) => break,
         }
         tokio::time::sleep(CONTROLLED_SHUTDOWN_POLL.min(left)).await;
     }
     tracing::warn!(
-        "controlled shutdown did not finish in {CONTROLLED_SHUTDOWN_TIMEOUT:?}; stopping anyway \
-         (the controller fences this broker when its session expires)"
+        "controlled shutdown did not finish in {timeout:?} (broker.session.timeout.ms); stopping \
+         anyway (the controller fences this broker when its session expires)"
     );
 }
 

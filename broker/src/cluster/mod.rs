@@ -137,8 +137,15 @@ impl ClusterNode {
             service_config.controller = ControllerConfig {
                 session_timeout_ms: cluster.broker_session_timeout_ms,
                 default_num_partitions: config.num_partitions,
+                default_replication_factor: config.default_replication_factor,
+                unclean_leader_election_enable: config
+                    .topic_defaults
+                    .unclean_leader_election_enable,
                 ..ControllerConfig::default()
             };
+            service_config.preferred_leader_check_interval = config
+                .auto_leader_rebalance_enable
+                .then(|| Duration::from_millis(config.leader_imbalance_check_interval_ms));
             service_config.cluster_id = cluster_id.map(str::to_owned);
             let service = MetadataService::start(service_config)
                 .await

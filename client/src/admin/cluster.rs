@@ -19,6 +19,8 @@
 //! random live one, KIP-590 forwarding does the rest). The active controller is
 //! [`QuorumDescription::leader_id`].
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::{
     DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest, DescribeQuorumResponse,
@@ -72,6 +74,40 @@ pub struct ClusterDescription {
     /// only live, unfenced brokers and fenced ones are missing from it.
     pub includes_fenced: bool,
     pub source: ClusterSource,
+}
+
+/// How many partition replicas one broker holds, from Metadata (every topic, internal
+/// ones included): see [`Admin::broker_replica_counts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokerReplicaCounts {
+    /// Partitions it leads.
+    pub leader: usize,
+    /// Partitions it holds a follower replica of (a replica, not the leader).
+    pub follower: usize,
+    /// Of those follower replicas, the ones not in the ISR (behind the leader, or on a
+    /// broker that is down).
+    pub out_of_sync: usize,
+}
+
+/// Counts the replicas of every partition in `topics` per broker.
+pub fn replica_counts<'a>(
+    topics: impl IntoIterator<Item = &'a crate::metadata::TopicInfo>,
+) -> BTreeMap<i32, BrokerReplicaCounts> {
+    let mut counts: BTreeMap<i32, BrokerReplicaCounts> = BTreeMap::new();
+    for p in topics.into_iter().flat_map(|t| t.partitions.iter()) {
+        for &replica in &p.replicas {
+            let c = counts.entry(replica).or_default();
+            if p.leader == Some(replica) {
+                c.leader += 1;
+            } else {
+                c.follower += 1;
+                if !p.isr.contains(&replica) {
+                    c.out_of_sync += 1;
+                }
+            }
+        }
+    }
+    counts
 }
 
 /// One voter or observer of the metadata quorum.
@@ -306,6 +342,17 @@ impl Admin {
             includes_fenced: false,
             source: ClusterSource::Metadata,
         }))
+    }
+
+    /// Per broker, how many partitions it leads and follows (and how many of the
+    /// followed ones are out of the ISR), over every topic in a fresh Metadata answer.
+    /// Brokers that hold no replica are absent.
+    pub async fn broker_replica_counts(&self) -> Result<BTreeMap<i32, BrokerReplicaCounts>> {
+        let client = self.client();
+        client
+            .retry("count replicas", || client.refresh_metadata(None, false))
+            .await?;
+        Ok(client.with_metadata(|m| replica_counts(m.topics.values())))
     }
 
     /// The metadata quorum: active controller, epoch, high watermark, voters and

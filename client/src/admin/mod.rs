@@ -30,8 +30,8 @@ use uuid::Uuid;
 pub mod cluster;
 
 pub use cluster::{
-    BrokerDescription, ClusterDescription, ClusterSource, QuorumDescription, QuorumEndpoint,
-    QuorumReplica,
+    BrokerDescription, BrokerReplicaCounts, ClusterDescription, ClusterSource, QuorumDescription,
+    QuorumEndpoint, QuorumReplica,
 };
 
 use crate::client::Client;
@@ -93,6 +93,14 @@ pub struct PartitionDescription {
     pub end_offset: i64,
     /// Bytes on disk, when the broker answers DescribeLogDirs.
     pub size_bytes: Option<i64>,
+}
+
+impl PartitionDescription {
+    /// Fewer replicas in sync than there are replicas (kafka-topics.sh's
+    /// `--under-replicated-partitions`).
+    pub fn is_under_replicated(&self) -> bool {
+        self.isr.len() < self.replicas.len()
+    }
 }
 
 /// What [`Admin::describe_topic`] returns.

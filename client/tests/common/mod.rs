@@ -92,9 +92,96 @@ impl Broker {
     }
 }
 
+/// Several local brokers forming one cluster: every node is a broker and a voter of the
+/// metadata quorum, on 127.0.0.1 with free ports. For tests of what only a cluster
+/// shows (replicas on several brokers, a broker going down).
+pub struct Cluster {
+    /// Node `i + 1` at index `i`.
+    pub nodes: Vec<Broker>,
+}
+
+/// A port free on 127.0.0.1 right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Cluster {
+    /// Starts `n` nodes with `properties` (Kafka names, passed as SLUICE_* variables) and
+    /// waits until each prints its address. `None` with SLUICE_TEST_BOOTSTRAP (an
+    /// external broker cannot be made a cluster of several here).
+    pub fn start(n: usize, properties: &[(&str, &str)]) -> Option<Cluster> {
+        if std::env::var_os("SLUICE_TEST_BOOTSTRAP").is_some() {
+            return None;
+        }
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let voters = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, controller))| format!("{}@127.0.0.1:{controller}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let env: Vec<(String, String)> = properties
+            .iter()
+            .map(|(k, v)| {
+                let name = format!("SLUICE_{}", k.to_ascii_uppercase().replace(['.', '-'], "_"));
+                (name, (*v).to_owned())
+            })
+            .collect();
+        let mut launched = Vec::new();
+        for (i, (client, controller)) in ports.iter().enumerate() {
+            let dir = tempfile::tempdir().expect("create a temporary directory");
+            let listen = format!("PLAINTEXT://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}");
+            let args = vec![
+                "--node-id".to_owned(),
+                (i + 1).to_string(),
+                "--controller-quorum-voters".to_owned(),
+                voters.clone(),
+            ];
+            let (child, rx) = launch(&dir, &listen, &args, &env);
+            launched.push((dir, child, rx, args));
+        }
+        // Every node must run before any can finish starting (they elect a leader).
+        let nodes = launched
+            .into_iter()
+            .map(|(dir, child, rx, args)| {
+                let (child, addr) = wait_listening(&dir, child, rx);
+                Broker {
+                    addr,
+                    child: Some(child),
+                    dir: Some(dir),
+                    args,
+                }
+            })
+            .collect();
+        Some(Cluster { nodes })
+    }
+
+    /// Kills node `node` (SIGKILL), keeping its data.
+    pub fn kill(&mut self, node: usize) {
+        if let Some(mut child) = self.nodes[node - 1].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts the broker with data in `dir/data` and stderr appended to `dir/broker.log`;
 /// returns it with the address it printed.
 fn spawn(dir: &tempfile::TempDir, listen: &str, args: &[String]) -> (Child, String) {
+    let (child, rx) = launch(dir, listen, args, &[]);
+    wait_listening(dir, child, rx)
+}
+
+/// Starts the broker (see [`spawn`]); the receiver gets the address it prints.
+fn launch(
+    dir: &tempfile::TempDir,
+    listen: &str,
+    args: &[String],
+    env: &[(String, String)],
+) -> (Child, mpsc::Receiver<String>) {
     let bin = broker_binary();
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -107,6 +194,7 @@ fn spawn(dir: &tempfile::TempDir, listen: &str, args: &[String]) -> (Child, Stri
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
@@ -127,6 +215,16 @@ fn spawn(dir: &tempfile::TempDir, listen: &str, args: &[String]) -> (Child, Stri
             // Keep draining so the broker never blocks on a full pipe.
         }
     });
+    (child, rx)
+}
+
+/// Waits (with a deadline) for the address a launched broker prints.
+fn wait_listening(
+    dir: &tempfile::TempDir,
+    mut child: Child,
+    rx: mpsc::Receiver<String>,
+) -> (Child, String) {
+    let bin = broker_binary();
     match rx.recv_timeout(START_DEADLINE) {
         Ok(addr) => (child, addr),
         Err(_) => {

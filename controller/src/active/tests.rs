@@ -142,6 +142,16 @@ impl Drop for Setup {
 /// An active controller task (this node leads term 1) on a scripted log, with a short
 /// session, frequent liveness checks, and `request_timeout`.
 async fn start(session_timeout_ms: u64, request_timeout: Duration) -> Setup {
+    start_with(session_timeout_ms, request_timeout, None).await
+}
+
+/// [`start`] with preferred leader elections every `preferred_interval` (`None`: never,
+/// as with `auto.leader.rebalance.enable=false`).
+async fn start_with(
+    session_timeout_ms: u64,
+    request_timeout: Duration,
+    preferred_interval: Option<Duration>,
+) -> Setup {
     let (state_machine, images) = MetadataStateMachine::new();
     let log = Arc::new(ScriptedLog::new(state_machine));
     let quorum = QuorumConfig::new(
@@ -157,7 +167,7 @@ async fn start(session_timeout_ms: u64, request_timeout: Duration) -> Setup {
     };
     config.request_timeout = request_timeout;
     config.liveness_check_interval = Duration::from_millis(20);
-    config.preferred_leader_check_interval = None;
+    config.preferred_leader_check_interval = preferred_interval;
     config.placement_seed = Some(7);
     let (status_tx, status) = watch::channel(QuorumStatus {
         leader: Some(1),
@@ -222,12 +232,23 @@ impl Setup {
     }
 
     async fn heartbeat(&self, id: BrokerId, epoch: i64) -> Result<HeartbeatResult> {
+        self.heartbeat_with(id, epoch, false, false).await
+    }
+
+    /// A heartbeat from a broker that has applied everything applied here.
+    async fn heartbeat_with(
+        &self,
+        id: BrokerId,
+        epoch: i64,
+        want_fence: bool,
+        want_shut_down: bool,
+    ) -> Result<HeartbeatResult> {
         let request = BrokerHeartbeatRequest {
             broker_id: id,
             broker_epoch: epoch,
             current_metadata_offset: self.images.image().metadata_offset(),
-            want_fence: false,
-            want_shut_down: false,
+            want_fence,
+            want_shut_down,
         };
         self.call(|r| Op::Heartbeat(request, r))
             .await
@@ -489,4 +510,91 @@ async fn a_fence_that_failed_to_commit_is_retried_at_the_next_check() {
         fenced_after < Duration::from_millis(1_600),
         "fenced only after {fenced_after:?}"
     );
+}
+
+/// Broker 1, the preferred leader of "t", is fenced and comes back: leadership returns to
+/// it only once it is in the ISR again (the leader's AlterPartition), at the next
+/// preferred-leader check; with the checks off (`auto.leader.rebalance.enable=false`) it
+/// stays with broker 2.
+#[tokio::test]
+async fn preferred_leaders_return_at_the_next_check_once_in_sync() {
+    for rebalance in [true, false] {
+        let interval = Duration::from_millis(100);
+        let s = start_with(60_000, Duration::from_secs(5), rebalance.then_some(interval)).await;
+        let e1 = s.broker(1).await;
+        let e2 = s.broker(2).await;
+        let topic_id = s.topic("t", vec![1, 2]).await;
+        let leader = |s: &Setup| s.images.image().partition(topic_id, 0).unwrap().clone();
+        assert_eq!(leader(&s).leader, 1);
+        // Broker 1 is fenced (it asks to be), then unfenced: out of the ISR meanwhile.
+        assert!(s.heartbeat_with(1, e1, true, false).await.unwrap().is_fenced);
+        assert_eq!((leader(&s).leader, leader(&s).isr), (2, vec![2]));
+        assert!(!s.heartbeat(1, e1).await.unwrap().is_fenced);
+        // Several checks pass: broker 1 is not in the ISR, so it does not lead.
+        tokio::time::sleep(3 * interval).await;
+        assert_eq!(leader(&s).leader, 2, "rebalance {rebalance}");
+        // Broker 2 (leading) adds it to the ISR.
+        let p = leader(&s);
+        let join = AlterPartitionRequest {
+            broker_id: 2,
+            broker_epoch: e2,
+            topic_id,
+            partition: 0,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            new_isr: vec![
+                IsrMember {
+                    broker_id: 2,
+                    broker_epoch: e2,
+                },
+                IsrMember {
+                    broker_id: 1,
+                    broker_epoch: e1,
+                },
+            ],
+        };
+        let answer = s.call(|r| Op::AlterPartition(join, r)).await.unwrap();
+        assert_eq!(answer.value.isr, vec![2, 1], "the answer carries the new ISR");
+        assert_eq!(answer.value.partition_epoch, p.partition_epoch + 1);
+        if rebalance {
+            s.eventually("broker 1 leads again", |image| {
+                image.partition(topic_id, 0).unwrap().leader == 1
+            })
+            .await;
+            let back = leader(&s);
+            assert_eq!(back.leader_epoch, p.leader_epoch + 1);
+            assert_eq!(back.isr, vec![2, 1], "the ISR is kept");
+        } else {
+            tokio::time::sleep(5 * interval).await;
+            assert_eq!(leader(&s).leader, 2, "no rebalance when it is off");
+        }
+    }
+}
+
+/// A broker in controlled shutdown: its leadership moves to another in-sync replica at
+/// once, it leaves the ISR, and it is told to stop only once the other active brokers
+/// have reported applying that change (Kafka's rule); then it is fenced.
+#[tokio::test]
+async fn controlled_shutdown_moves_leadership_and_waits_for_the_active_brokers() {
+    let s = start(60_000, Duration::from_secs(5)).await;
+    let e1 = s.broker(1).await;
+    let e2 = s.broker(2).await;
+    let e3 = s.broker(3).await;
+    let topic_id = s.topic("t", vec![1, 2, 3]).await;
+    let answer = s.heartbeat_with(1, e1, false, true).await.unwrap();
+    assert!(answer.in_controlled_shutdown && !answer.should_shut_down);
+    let p = s.images.image().partition(topic_id, 0).unwrap().clone();
+    assert_eq!((p.leader, p.isr), (2, vec![2, 3]));
+    assert!(s.images.image().partitions_led_by(1).is_empty());
+    // Brokers 2 and 3 have not reported the change yet.
+    let answer = s.heartbeat_with(1, e1, false, true).await.unwrap();
+    assert!(!answer.should_shut_down && !answer.is_fenced);
+    s.heartbeat(2, e2).await.unwrap();
+    s.heartbeat(3, e3).await.unwrap();
+    let answer = s.heartbeat_with(1, e1, false, true).await.unwrap();
+    assert!(answer.should_shut_down && answer.is_fenced);
+    assert!(s.images.image().broker(1).unwrap().fenced);
+    // The partition kept its new leader and ISR.
+    let after = s.images.image().partition(topic_id, 0).unwrap().clone();
+    assert_eq!((after.leader, after.isr), (2, vec![2, 3]));
 }

@@ -8,13 +8,68 @@
 //!   remaining ISR and usable (unfenced, not shutting down), or no leader (offline);
 //! - a broker being unfenced takes the leaderless partitions whose ISR holds it.
 //!
+//! Unclean leader election (`unclean.leader.election.enable`, off by default): when a
+//! partition's leader goes away and no ISR member is usable, the first usable replica in
+//! replica order leads with ISR = [it]; when a broker is unfenced and a leaderless
+//! partition it holds has no usable ISR member, it leads with ISR = [it]. Either loses
+//! the records acknowledged by the old ISR that the new leader lacks, so each is logged
+//! as a warning. Off, such a partition stays offline until an ISR member returns. The
+//! setting is the topic's override in the image, else the cluster-wide default in the
+//! image (`ConfigResource::ClusterDefault`), else the controller's own default
+//! ([`ControllerConfig::unclean_leader_election_enable`]).
+//!
 //! A record's `leader` is set only when the leader changes (apply would not bump the
 //! leader epoch for the current leader anyway).
 
 use std::collections::BTreeSet;
 
+use tracing::warn;
+
+use super::ControllerConfig;
 use crate::image::{LogPosition, MetadataImage, PartitionRef};
 use crate::records::*;
+
+/// The topic config (and broker property) that allows unclean leader election.
+pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
+
+/// Whether unclean leader election is enabled for `topic`: its override, else the
+/// cluster-wide default in the image, else `config`'s. A value that is not a boolean
+/// counts as unset (the broker validates values before they are committed).
+pub fn unclean_election_enabled(
+    image: &MetadataImage,
+    config: &ControllerConfig,
+    topic: &str,
+) -> bool {
+    let parse = |v: &str| match v.trim().to_ascii_lowercase().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    };
+    image
+        .config(
+            &ConfigResource::Topic(topic.to_owned()),
+            UNCLEAN_LEADER_ELECTION_ENABLE,
+        )
+        .and_then(parse)
+        .or_else(|| {
+            image
+                .config(&ConfigResource::ClusterDefault, UNCLEAN_LEADER_ELECTION_ENABLE)
+                .and_then(parse)
+        })
+        .unwrap_or(config.unclean_leader_election_enable)
+}
+
+fn warn_unclean(p: &PartitionRef<'_>, leader: BrokerId) {
+    warn!(
+        topic = p.topic_name,
+        partition = p.partition,
+        old_isr = ?p.registration.isr,
+        old_leader_epoch = p.registration.leader_epoch,
+        new_leader = leader,
+        "unclean leader election: no in-sync replica is available, so an out-of-sync replica \
+         leads; records acknowledged by the old ISR that it lacks may be lost"
+    );
+}
 
 pub(super) fn change(
     p: &PartitionRef<'_>,
@@ -36,6 +91,7 @@ pub(super) fn change(
 /// `unusable` are brokers that may not lead (besides fenced / shutting-down ones).
 fn leave_partitions_except(
     image: &MetadataImage,
+    config: &ControllerConfig,
     broker: BrokerId,
     unusable: &BTreeSet<BrokerId>,
 ) -> Vec<MetadataRecord> {
@@ -53,13 +109,31 @@ fn leave_partitions_except(
                 isr = reg.isr.clone();
             }
             let leader = if reg.leader == broker {
-                let next = reg
+                let clean = reg
                     .replicas
                     .iter()
                     .copied()
-                    .find(|&r| r != broker && isr.contains(&r) && usable(r))
-                    .unwrap_or(NO_LEADER);
-                Some(next)
+                    .find(|&r| r != broker && isr.contains(&r) && usable(r));
+                let unclean = || {
+                    if !unclean_election_enabled(image, config, p.topic_name) {
+                        return None;
+                    }
+                    reg.replicas
+                        .iter()
+                        .copied()
+                        .find(|&r| r != broker && usable(r))
+                };
+                match clean {
+                    Some(next) => Some(next),
+                    None => match unclean() {
+                        Some(next) => {
+                            warn_unclean(&p, next);
+                            isr = vec![next];
+                            Some(next)
+                        }
+                        None => Some(NO_LEADER),
+                    },
+                }
             } else {
                 None
             };
@@ -72,14 +146,22 @@ fn leave_partitions_except(
         .collect()
 }
 
-pub(super) fn leave_partitions(image: &MetadataImage, broker: BrokerId) -> Vec<MetadataRecord> {
-    leave_partitions_except(image, broker, &BTreeSet::from([broker]))
+pub(super) fn leave_partitions(
+    image: &MetadataImage,
+    config: &ControllerConfig,
+    broker: BrokerId,
+) -> Vec<MetadataRecord> {
+    leave_partitions_except(image, config, broker, &BTreeSet::from([broker]))
 }
 
 /// Fences several brokers in one batch. Each broker's records are computed on the image
 /// with the previous brokers' records applied (a scratch copy), so two changes of one
 /// partition build on each other; a leadership never moves to a broker the batch fences.
-pub(super) fn fence_brokers(image: &MetadataImage, brokers: &[BrokerId]) -> Vec<MetadataRecord> {
+pub(super) fn fence_brokers(
+    image: &MetadataImage,
+    config: &ControllerConfig,
+    brokers: &[BrokerId],
+) -> Vec<MetadataRecord> {
     let fenced: BTreeSet<BrokerId> = brokers.iter().copied().collect();
     let mut records = Vec::new();
     let mut scratch: Option<MetadataImage> = None;
@@ -88,7 +170,7 @@ pub(super) fn fence_brokers(image: &MetadataImage, brokers: &[BrokerId]) -> Vec<
         let Some(broker) = view.broker(id) else {
             continue;
         };
-        let mut step = leave_partitions_except(view, id, &fenced);
+        let mut step = leave_partitions_except(view, config, id, &fenced);
         step.push(MetadataRecord::BrokerRegistrationChange(
             BrokerRegistrationChangeRecord {
                 broker_id: id,
@@ -115,14 +197,64 @@ pub(super) fn fence_brokers(image: &MetadataImage, brokers: &[BrokerId]) -> Vec<
 }
 
 /// Records that give the leaderless partitions whose ISR holds `broker` to it (it is
-/// being unfenced).
+/// being unfenced); with unclean election enabled, also those it holds a replica of whose
+/// ISR has no usable member, with ISR = [it].
 pub(super) fn take_offline_partitions(
     image: &MetadataImage,
+    config: &ControllerConfig,
     broker: BrokerId,
 ) -> Vec<MetadataRecord> {
+    let usable = |b: BrokerId| image.broker(b).is_some_and(|b| b.is_usable());
     image
         .all_partitions()
-        .filter(|p| !p.registration.has_leader() && p.registration.isr.contains(&broker))
-        .map(|p| change(&p, Some(broker), None))
+        .filter(|p| !p.registration.has_leader())
+        .filter_map(|p| {
+            let reg = p.registration;
+            if reg.isr.contains(&broker) {
+                return Some(change(&p, Some(broker), None));
+            }
+            let unclean = reg.replicas.contains(&broker)
+                && !reg.isr.iter().any(|&r| usable(r))
+                && unclean_election_enabled(image, config, p.topic_name);
+            unclean.then(|| {
+                warn_unclean(&p, broker);
+                change(&p, Some(broker), Some(vec![broker]))
+            })
+        })
+        .collect()
+}
+
+/// Records that give a leader to leaderless partitions that can have one now: the first
+/// usable ISR member in replica order (a clean election; normally the unfencing of that
+/// member already did it), else, where unclean election is enabled, the first usable
+/// replica with ISR = [it]. For a partition that went offline while unclean election was
+/// off and has since been enabled for it. At most `limit` records.
+pub(super) fn elect_offline_leaders(
+    image: &MetadataImage,
+    config: &ControllerConfig,
+    limit: usize,
+) -> Vec<MetadataRecord> {
+    let usable = |b: BrokerId| image.broker(b).is_some_and(|b| b.is_usable());
+    image
+        .all_partitions()
+        .filter(|p| !p.registration.has_leader())
+        .filter_map(|p| {
+            let reg = p.registration;
+            let clean = reg
+                .replicas
+                .iter()
+                .copied()
+                .find(|&r| reg.isr.contains(&r) && usable(r));
+            if let Some(leader) = clean {
+                return Some(change(&p, Some(leader), None));
+            }
+            let leader = reg.replicas.iter().copied().find(|&r| usable(r))?;
+            if !unclean_election_enabled(image, config, p.topic_name) {
+                return None;
+            }
+            warn_unclean(&p, leader);
+            Some(change(&p, Some(leader), Some(vec![leader])))
+        })
+        .take(limit)
         .collect()
 }

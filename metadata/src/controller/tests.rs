@@ -245,7 +245,7 @@ fn alter_partition_is_a_compare_and_set_on_the_partition_epoch() {
     // The same request again is based on an old partition epoch.
     let stale = h.controller.alter_partition(&h.image, &shrink);
     assert_eq!(error_name(&stale), "INVALID_UPDATE_VERSION");
-    // Only the leader, at its epoch, may change the ISR.
+    // Only the leader may change the ISR (Kafka: INVALID_REQUEST at the current epoch).
     let not_leader = AlterPartitionRequest {
         broker_id: follower,
         broker_epoch: h.epoch(follower),
@@ -254,7 +254,7 @@ fn alter_partition_is_a_compare_and_set_on_the_partition_epoch() {
     };
     assert_eq!(
         error_name(&h.controller.alter_partition(&h.image, &not_leader)),
-        "FENCED_LEADER_EPOCH"
+        "INVALID_REQUEST"
     );
     // A fenced broker cannot join the ISR.
     h.expire(&[follower]);
@@ -516,7 +516,15 @@ fn controlled_shutdown_moves_leaderships_then_lets_the_broker_stop() {
         .partitions_on_broker(1)
         .iter()
         .all(|p| p.topic_name == "t"));
-    // Next heartbeat: nothing left to move; it is fenced and may stop.
+    // Nothing left to move, but brokers 2 and 3 have not said they applied the moves
+    // (Kafka's rule: the new leaders must know they lead before the old one stops).
+    let d = h.heartbeat_with(1, false, true);
+    assert!(d.in_controlled_shutdown && !d.should_shut_down && d.records.is_empty());
+    h.heartbeat(2);
+    let d = h.heartbeat_with(1, false, true);
+    assert!(!d.should_shut_down, "broker 3 has not caught up yet");
+    h.heartbeat(3);
+    // Now it is fenced and may stop.
     let d = h.heartbeat_with(1, false, true);
     assert!(d.should_shut_down && d.is_fenced);
     assert!(h.image.broker(1).unwrap().fenced);
@@ -1265,4 +1273,353 @@ fn fences_that_did_not_commit_are_decided_again_at_once() {
         h.controller.fence_expired_brokers(&h.image, expired + 20),
         fences
     );
+}
+
+// ----- unclean leader election -----
+
+/// A harness whose controller has `unclean.leader.election.enable` = `unclean_default`,
+/// with brokers 1..=3.
+fn three_brokers_with_unclean_default(unclean_default: bool) -> Harness {
+    let mut h = Harness::new();
+    h.controller = Controller::new(
+        ControllerConfig {
+            unclean_leader_election_enable: unclean_default,
+            ..ControllerConfig::default()
+        },
+        7,
+    );
+    for id in 1..=3 {
+        h.add_broker(id, None);
+    }
+    h
+}
+
+/// The leader of `topic`-0 shrinks its ISR to itself (its followers fell behind).
+fn shrink_to_leader(h: &mut Harness, topic: Uuid) -> PartitionRegistration {
+    let reg = h.image.partition(topic, 0).unwrap().clone();
+    let request = AlterPartitionRequest {
+        broker_id: reg.leader,
+        broker_epoch: h.epoch(reg.leader),
+        topic_id: topic,
+        partition: 0,
+        leader_epoch: reg.leader_epoch,
+        partition_epoch: reg.partition_epoch,
+        new_isr: members(h, &[reg.leader]),
+    };
+    let records = h.controller.alter_partition(&h.image, &request).unwrap();
+    h.commit(records).unwrap();
+    let reg = h.image.partition(topic, 0).unwrap().clone();
+    assert_eq!(reg.isr.len(), 1);
+    reg
+}
+
+fn create_with_configs(h: &mut Harness, name: &str, rf: i16, configs: &[(&str, &str)]) -> Uuid {
+    let mut topic = create(name, 1, rf);
+    topic.configs = configs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let outcome = h.controller.create_topics(&h.image, &[topic]);
+    let created = outcome.results[0].as_ref().unwrap().topic_id;
+    h.commit(outcome.records).unwrap();
+    created
+}
+
+#[test]
+fn without_unclean_election_a_partition_stays_offline_until_an_isr_member_returns() {
+    let mut h = three_brokers_with_unclean_default(false);
+    let t = h.create_topic("t", 1, 3);
+    let before = shrink_to_leader(&mut h, t);
+    let leader = before.leader;
+    h.expire(&[leader]);
+    let offline = h.image.partition(t, 0).unwrap().clone();
+    assert_eq!(offline.leader, NO_LEADER, "out-of-sync replicas are not elected");
+    assert_eq!(offline.isr, vec![leader], "the last in-sync replica stays known");
+    // The out-of-sync replicas keep heartbeating: nothing changes.
+    for b in before.replicas.iter().filter(|&&b| b != leader) {
+        let d = h.heartbeat(*b);
+        assert!(d.records.is_empty());
+    }
+    assert_eq!(h.image.partition(t, 0).unwrap(), &offline);
+    // The in-sync replica comes back: it leads again, with its records.
+    h.heartbeat(leader);
+    let back = h.image.partition(t, 0).unwrap();
+    assert_eq!((back.leader, back.isr.as_slice()), (leader, &[leader][..]));
+    assert_eq!(back.leader_epoch, before.leader_epoch + 2);
+}
+
+#[test]
+fn with_unclean_election_the_first_usable_replica_leads_alone_when_the_isr_is_gone() {
+    // Enabled by the topic's override (the controller's default is off).
+    let mut h = three_brokers_with_unclean_default(false);
+    let t = create_with_configs(&mut h, "t", 3, &[(UNCLEAN_LEADER_ELECTION_ENABLE, "true")]);
+    let before = shrink_to_leader(&mut h, t);
+    let leader = before.leader;
+    h.expire(&[leader]);
+    let after = h.image.partition(t, 0).unwrap();
+    let expected = *before.replicas.iter().find(|&&b| b != leader).unwrap();
+    assert_eq!(after.leader, expected, "the first other replica in replica order");
+    assert_eq!(after.isr, vec![expected]);
+    assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+    assert_eq!(after.replicas, before.replicas);
+
+    // Enabled by the controller's default; a topic override of false wins over it.
+    let mut h = three_brokers_with_unclean_default(true);
+    let on = h.create_topic("on", 1, 3);
+    let off = create_with_configs(&mut h, "off", 3, &[(UNCLEAN_LEADER_ELECTION_ENABLE, "false")]);
+    let on_before = shrink_to_leader(&mut h, on);
+    let off_before = shrink_to_leader(&mut h, off);
+    // Fence every leader of the two (they may be the same broker).
+    let leaders: BTreeSet<BrokerId> = [on_before.leader, off_before.leader].into();
+    h.expire(&leaders.iter().copied().collect::<Vec<_>>());
+    let on_after = h.image.partition(on, 0).unwrap();
+    assert!(on_after.leader != NO_LEADER && !leaders.contains(&on_after.leader));
+    assert_eq!(on_after.isr, vec![on_after.leader]);
+    let off_after = h.image.partition(off, 0).unwrap();
+    assert_eq!(
+        (off_after.leader, off_after.isr.as_slice()),
+        (NO_LEADER, &[off_before.leader][..])
+    );
+    // The setting as the controller resolves it: the override, else its default.
+    assert!(!unclean_election_enabled(&h.image, h.controller.config(), "off"));
+    assert!(unclean_election_enabled(&h.image, h.controller.config(), "on"));
+}
+
+#[test]
+fn with_unclean_election_a_returning_out_of_sync_replica_takes_a_leaderless_partition() {
+    let mut h = three_brokers_with_unclean_default(false);
+    // Two topics on brokers 1 (leader) and 2; unclean election enabled on "u" only.
+    let on_1_and_2 = |name: &str, configs: &[(&str, &str)]| CreateTopic {
+        assignments: vec![ReplicaAssignment {
+            partition: 0,
+            replicas: vec![1, 2],
+        }],
+        configs: configs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..create(name, -1, -1)
+    };
+    let outcome = h.controller.create_topics(
+        &h.image,
+        &[
+            on_1_and_2("t", &[]),
+            on_1_and_2("u", &[(UNCLEAN_LEADER_ELECTION_ENABLE, "true")]),
+        ],
+    );
+    let ids: Vec<Uuid> = outcome
+        .results
+        .iter()
+        .map(|r| r.as_ref().unwrap().topic_id)
+        .collect();
+    h.commit(outcome.records).unwrap();
+    let (t, u) = (ids[0], ids[1]);
+    shrink_to_leader(&mut h, t);
+    shrink_to_leader(&mut h, u);
+    // Both replicas go: both partitions offline, broker 1 the last in-sync replica.
+    h.expire(&[1, 2]);
+    for id in [t, u] {
+        let p = h.image.partition(id, 0).unwrap();
+        assert_eq!((p.leader, p.isr.as_slice()), (NO_LEADER, &[1][..]));
+    }
+    let t_offline = h.image.partition(t, 0).unwrap().clone();
+    let u_offline = h.image.partition(u, 0).unwrap().clone();
+    // Broker 2 comes back: it takes "u" (unclean election, ISR = [2]), not "t".
+    h.heartbeat(2);
+    assert!(!h.image.broker(2).unwrap().fenced);
+    let u_now = h.image.partition(u, 0).unwrap();
+    assert_eq!((u_now.leader, u_now.isr.as_slice()), (2, &[2][..]));
+    assert_eq!(u_now.leader_epoch, u_offline.leader_epoch + 1);
+    assert_eq!(h.image.partition(t, 0).unwrap(), &t_offline);
+    assert!(h.controller.elect_offline_leaders(&h.image).is_empty());
+    // Unclean election enabled on "t" later: the controller's periodic check elects 2.
+    let outcome = h.controller.alter_configs(
+        &h.image,
+        &[AlterConfigs {
+            resource: ConfigResource::Topic("t".into()),
+            changes: vec![(UNCLEAN_LEADER_ELECTION_ENABLE.into(), Some("true".into()))],
+        }],
+    );
+    h.commit(outcome.records).unwrap();
+    let records = h.controller.elect_offline_leaders(&h.image);
+    assert_eq!(records.len(), 1);
+    h.commit(records).unwrap();
+    let t_now = h.image.partition(t, 0).unwrap();
+    assert_eq!((t_now.leader, t_now.isr.as_slice()), (2, &[2][..]));
+    assert!(h.controller.elect_offline_leaders(&h.image).is_empty());
+    // The old leader returns: it follows, out of the ISR until the new leader adds it.
+    h.heartbeat(1);
+    for id in [t, u] {
+        let p = h.image.partition(id, 0).unwrap();
+        assert_eq!((p.leader, p.isr.as_slice()), (2, &[2][..]));
+    }
+}
+
+// ----- AlterPartition, check by check (Kafka's ReplicationControlManager) -----
+
+#[test]
+fn alter_partition_refuses_like_kafka() {
+    let mut h = Harness::new();
+    for id in 1..=4 {
+        h.add_broker(id, None);
+    }
+    // Partition 0 of "t" on brokers 1, 2, 3 (1 leads); broker 4 holds no replica.
+    let outcome = h.controller.create_topics(
+        &h.image,
+        &[CreateTopic {
+            assignments: vec![ReplicaAssignment {
+                partition: 0,
+                replicas: vec![1, 2, 3],
+            }],
+            ..create("t", -1, -1)
+        }],
+    );
+    let t = outcome.results[0].as_ref().unwrap().topic_id;
+    h.commit(outcome.records).unwrap();
+    let reg = h.image.partition(t, 0).unwrap().clone();
+    assert_eq!((reg.leader, reg.isr.as_slice()), (1, &[1, 2, 3][..]));
+    let base = AlterPartitionRequest {
+        broker_id: 1,
+        broker_epoch: h.epoch(1),
+        topic_id: t,
+        partition: 0,
+        leader_epoch: reg.leader_epoch,
+        partition_epoch: reg.partition_epoch,
+        new_isr: members(&h, &[1, 2]),
+    };
+    let refused = |h: &Harness, request: AlterPartitionRequest| {
+        let result = h.controller.alter_partition(&h.image, &request);
+        result.as_ref().unwrap_err().kafka_error_name()
+    };
+    // The sender's broker epoch is stale, or it is not registered at all.
+    let stale = AlterPartitionRequest {
+        broker_epoch: h.epoch(1) - 1,
+        ..base.clone()
+    };
+    assert_eq!(refused(&h, stale), "STALE_BROKER_EPOCH");
+    let unknown = AlterPartitionRequest {
+        broker_id: 9,
+        ..base.clone()
+    };
+    assert_eq!(refused(&h, unknown), "STALE_BROKER_EPOCH");
+    // Unknown topic id, unknown partition.
+    let no_topic = AlterPartitionRequest {
+        topic_id: Uuid::from_u128(99),
+        ..base.clone()
+    };
+    assert_eq!(refused(&h, no_topic), "UNKNOWN_TOPIC_ID");
+    let no_partition = AlterPartitionRequest {
+        partition: 1,
+        ..base.clone()
+    };
+    assert_eq!(refused(&h, no_partition), "UNKNOWN_TOPIC_OR_PARTITION");
+    // Epochs newer than the controller's: it is behind.
+    for (leader_epoch, partition_epoch) in [(reg.leader_epoch + 1, reg.partition_epoch), (reg.leader_epoch, reg.partition_epoch + 1)] {
+        let ahead = AlterPartitionRequest {
+            leader_epoch,
+            partition_epoch,
+            ..base.clone()
+        };
+        assert_eq!(refused(&h, ahead), "NOT_CONTROLLER");
+    }
+    // Not the leader, at the current epoch.
+    let follower = AlterPartitionRequest {
+        broker_id: 2,
+        broker_epoch: h.epoch(2),
+        new_isr: members(&h, &[2, 3]),
+        ..base.clone()
+    };
+    assert_eq!(refused(&h, follower), "INVALID_REQUEST");
+    // ISRs that are not sets of the replicas, or lack the leader.
+    for isr in [vec![], vec![1, 1, 2], vec![1, 4], vec![2, 3]] {
+        let bad = AlterPartitionRequest {
+            new_isr: members(&h, &isr),
+            ..base.clone()
+        };
+        assert_eq!(refused(&h, bad), "INVALID_REQUEST", "{isr:?}");
+    }
+    // A member at another broker epoch than its registration's (KIP-903); -1 skips the
+    // check, as in Kafka.
+    let mut epoch_mismatch = AlterPartitionRequest {
+        new_isr: members(&h, &[1, 2, 3]),
+        ..base.clone()
+    };
+    epoch_mismatch.new_isr[1].broker_epoch = h.epoch(2) + 1;
+    assert_eq!(refused(&h, epoch_mismatch.clone()), "INELIGIBLE_REPLICA");
+    epoch_mismatch.new_isr[1].broker_epoch = -1;
+    assert!(
+        h.controller
+            .alter_partition(&h.image, &epoch_mismatch)
+            .unwrap()
+            .is_empty(),
+        "the same ISR commits nothing"
+    );
+    // A member in controlled shutdown (it also left the ISR: the epochs moved on).
+    h.heartbeat_with(3, false, true);
+    let reg = h.image.partition(t, 0).unwrap().clone();
+    assert_eq!(reg.isr, vec![1, 2]);
+    let base = AlterPartitionRequest {
+        leader_epoch: reg.leader_epoch,
+        partition_epoch: reg.partition_epoch,
+        ..base
+    };
+    let shutting_down = AlterPartitionRequest {
+        new_isr: members(&h, &[1, 2, 3]),
+        ..base.clone()
+    };
+    assert_eq!(refused(&h, shutting_down), "INELIGIBLE_REPLICA");
+    // A fenced member.
+    h.heartbeat_with(2, true, false);
+    let reg = h.image.partition(t, 0).unwrap().clone();
+    assert_eq!(reg.isr, vec![1]);
+    let base = AlterPartitionRequest {
+        leader_epoch: reg.leader_epoch,
+        partition_epoch: reg.partition_epoch,
+        ..base
+    };
+    let fenced = AlterPartitionRequest {
+        new_isr: members(&h, &[1, 2]),
+        ..base.clone()
+    };
+    assert_eq!(refused(&h, fenced), "INELIGIBLE_REPLICA");
+    // Not registered any more.
+    h.heartbeat_with(3, false, true);
+    let records = h.controller.unregister_broker(&h.image, 3).unwrap();
+    h.commit(records).unwrap();
+    let reg = h.image.partition(t, 0).unwrap().clone();
+    let base = AlterPartitionRequest {
+        leader_epoch: reg.leader_epoch,
+        partition_epoch: reg.partition_epoch,
+        ..base
+    };
+    let unregistered = AlterPartitionRequest {
+        new_isr: vec![
+            IsrMember {
+                broker_id: 1,
+                broker_epoch: h.epoch(1),
+            },
+            IsrMember {
+                broker_id: 3,
+                broker_epoch: -1,
+            },
+        ],
+        ..base.clone()
+    };
+    assert_eq!(refused(&h, unregistered), "INELIGIBLE_REPLICA");
+    // A deposed leader: a request at an older leader epoch (broker 1 is fenced, then
+    // unfenced: each bumps the leader epoch).
+    h.heartbeat(2);
+    let before = h.image.partition(t, 0).unwrap().clone();
+    h.heartbeat_with(1, true, false);
+    h.heartbeat(1);
+    let after = h.image.partition(t, 0).unwrap().clone();
+    assert!(after.leader_epoch > before.leader_epoch, "{before:?} {after:?}");
+    let deposed = AlterPartitionRequest {
+        broker_epoch: h.epoch(1),
+        leader_epoch: before.leader_epoch,
+        partition_epoch: after.partition_epoch,
+        new_isr: members(&h, &[1]),
+        ..base
+    };
+    assert_eq!(refused(&h, deposed), "FENCED_LEADER_EPOCH");
 }

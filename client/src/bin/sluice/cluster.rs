@@ -1,21 +1,28 @@
 //! `sluice cluster describe`: the brokers and the metadata quorum.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
-use sluice_client::admin::{ClusterDescription, ClusterSource, QuorumDescription, QuorumReplica};
+use sluice_client::admin::{
+    BrokerReplicaCounts, ClusterDescription, ClusterSource, QuorumDescription, QuorumReplica,
+};
 use sluice_client::Admin;
 
 use crate::util::{self, or_dash, print_table, OutputFormat};
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Show the cluster: its id, the brokers (endpoint, rack, fenced or not), and the
-    /// metadata quorum (the active controller, and how far each voter and observer
-    /// lags behind it).
+    /// Show the cluster: its id, the brokers (endpoint, rack, fenced or not, and how many
+    /// partitions each leads and follows), and the metadata quorum (the active
+    /// controller, and how far each voter and observer lags behind it).
+    ///
+    /// LEADS is the number of partitions a broker leads, FOLLOWS the number it holds a
+    /// follower replica of, OUT OF SYNC how many of those are not in the ISR (the copy
+    /// is behind its leader, or the broker is down): under-replicated partitions.
     ///
     /// LAG is the active controller's metadata log end minus the node's: 0 means it has
     /// every change. LAST FETCH and LAST CAUGHT UP say when the controller last heard
@@ -44,16 +51,21 @@ async fn describe(admin: &Admin, format: OutputFormat) -> Result<ExitCode> {
         .context("cannot describe the cluster")?;
     // A cluster that cannot answer DescribeQuorum (no KRaft quorum, an older broker) is
     // still described; any other failure is reported after what could be shown.
+    let counts = admin
+        .broker_replica_counts()
+        .await
+        .context("cannot count the brokers' partitions")?;
     let (quorum, quorum_error) = match admin.describe_quorum().await {
         Ok(quorum) => (Some(quorum), None),
         Err(e) if e.is_unsupported() => (None, None),
         Err(e) => (None, Some(e)),
     };
     match format {
-        OutputFormat::Text => print_text(&cluster, quorum.as_ref(), quorum_error.is_some()),
+        OutputFormat::Text => print_text(&cluster, &counts, quorum.as_ref(), quorum_error.is_some()),
         OutputFormat::Json => {
             let document = to_json(
                 &cluster,
+                &counts,
                 quorum.as_ref(),
                 quorum_error.as_ref().map(|e| e.to_string()),
             );
@@ -88,7 +100,12 @@ fn source_text(source: ClusterSource) -> String {
     }
 }
 
-fn print_text(cluster: &ClusterDescription, quorum: Option<&QuorumDescription>, failed: bool) {
+fn print_text(
+    cluster: &ClusterDescription,
+    counts: &BTreeMap<i32, BrokerReplicaCounts>,
+    quorum: Option<&QuorumDescription>,
+    failed: bool,
+) {
     outln!("Cluster id:        {}", or_dash(cluster.cluster_id.clone()));
     outln!("Controller id:     {}", or_dash(cluster.controller_id));
     if let Some(q) = quorum {
@@ -104,16 +121,41 @@ fn print_text(cluster: &ClusterDescription, quorum: Option<&QuorumDescription>, 
         .brokers
         .iter()
         .map(|b| {
+            let c = counts.get(&b.id).copied().unwrap_or_default();
             vec![
                 b.id.to_string(),
                 b.host.clone(),
                 b.port.to_string(),
                 or_dash(b.rack.clone()),
                 if b.fenced { "fenced" } else { "unfenced" }.to_owned(),
+                c.leader.to_string(),
+                c.follower.to_string(),
+                c.out_of_sync.to_string(),
             ]
         })
         .collect();
-    print_table(&["BROKER", "HOST", "PORT", "RACK", "STATE"], &rows);
+    print_table(
+        &[
+            "BROKER",
+            "HOST",
+            "PORT",
+            "RACK",
+            "STATE",
+            "LEADS",
+            "FOLLOWS",
+            "OUT OF SYNC",
+        ],
+        &rows,
+    );
+    // Replicas on brokers the list does not show (fenced, with an older broker).
+    let unlisted: Vec<String> = counts
+        .iter()
+        .filter(|(id, _)| !cluster.brokers.iter().any(|b| b.id == **id))
+        .map(|(id, c)| format!("{id} (follows {}, {} out of sync)", c.follower, c.out_of_sync))
+        .collect();
+    if !unlisted.is_empty() {
+        outln!("Replicas on brokers not listed: {}", unlisted.join(", "));
+    }
     if !cluster.includes_fenced {
         outln!(
             "(fenced brokers, if any, are not listed: the broker answered with {}, not \
@@ -196,6 +238,7 @@ fn replica_json(r: &QuorumReplica) -> Value {
 
 fn to_json(
     cluster: &ClusterDescription,
+    counts: &BTreeMap<i32, BrokerReplicaCounts>,
     quorum: Option<&QuorumDescription>,
     quorum_error: Option<String>,
 ) -> Value {
@@ -220,13 +263,19 @@ fn to_json(
         "controller_id": cluster.controller_id,
         "source": source_text(cluster.source),
         "includes_fenced_brokers": cluster.includes_fenced,
-        "brokers": cluster.brokers.iter().map(|b| json!({
-            "id": b.id,
-            "host": b.host,
-            "port": b.port,
-            "rack": b.rack,
-            "fenced": b.fenced,
-        })).collect::<Vec<_>>(),
+        "brokers": cluster.brokers.iter().map(|b| {
+            let c = counts.get(&b.id).copied().unwrap_or_default();
+            json!({
+                "id": b.id,
+                "host": b.host,
+                "port": b.port,
+                "rack": b.rack,
+                "fenced": b.fenced,
+                "leader_partitions": c.leader,
+                "follower_partitions": c.follower,
+                "out_of_sync_partitions": c.out_of_sync,
+            })
+        }).collect::<Vec<_>>(),
         "quorum": quorum,
         "quorum_error": quorum_error,
     })

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde_json::json;
-use sluice_client::admin::{ConfigEntry, ConfigSource, NewTopic, TopicDescription};
+use sluice_client::admin::{
+    ConfigEntry, ConfigSource, NewTopic, PartitionDescription, TopicDescription,
+};
 use sluice_client::Admin;
 
 use crate::util::{self, or_dash, print_table, OutputFormat};
@@ -40,16 +42,22 @@ pub enum TopicCommand {
     },
     /// Show a topic's partitions (leader, replicas, offsets, size on disk) and settings.
     ///
-    /// LEADER is the broker that takes writes and reads for the partition, EPOCH its
-    /// leader epoch (bumped at every change of leader), REPLICAS the brokers holding a
-    /// copy, ISR the in-sync replicas (caught up with the leader), OFFLINE the replicas
-    /// on a failed disk. START is the oldest offset still stored, END the offset the
-    /// next record will get; END - START records are readable.
+    /// LEADER is the broker that takes writes and reads for the partition (- while it has
+    /// none: the partition is offline), EPOCH its leader epoch (bumped at every change of
+    /// leader), REPLICAS the brokers holding a copy, ISR the in-sync replicas (caught up
+    /// with the leader), OFFLINE the replicas on a broker that is down or a failed disk.
+    /// STATUS says "under-replicated" when the ISR is smaller than REPLICAS (a copy is
+    /// behind or down) and "offline" without a leader. START is the oldest offset still
+    /// stored, END the offset the next record will get; END - START records are readable.
     Describe {
         name: String,
         /// Show every setting, not only those set on the topic.
         #[arg(long)]
         all_configs: bool,
+        /// Only the partitions whose ISR is smaller than their replica set
+        /// (kafka-topics.sh --under-replicated-partitions).
+        #[arg(long)]
+        under_replicated: bool,
         /// Output format: tables, or one JSON document.
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
@@ -78,11 +86,17 @@ pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
                     configs,
                 }])
                 .await?;
-            let count = admin
-                .client()
-                .with_metadata(|m| m.topic(&name).map(|t| t.partitions.len()));
-            match count {
-                Some(n) => outln!("created topic {name} with {n} partition(s)"),
+            let shape = admin.client().with_metadata(|m| {
+                m.topic(&name).map(|t| {
+                    let rf = t.partitions.first().map_or(0, |p| p.replicas.len());
+                    (t.partitions.len(), rf)
+                })
+            });
+            match shape {
+                Some((n, rf)) if rf > 0 => outln!(
+                    "created topic {name} with {n} partition(s), replication factor {rf}"
+                ),
+                Some((n, _)) => outln!("created topic {name} with {n} partition(s)"),
                 None => outln!("created topic {name}"),
             }
         }
@@ -97,12 +111,22 @@ pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
         TopicCommand::Describe {
             name,
             all_configs,
+            under_replicated,
             format,
         } => {
-            let topic = admin
+            let mut topic = admin
                 .describe_topic(&name)
                 .await
                 .with_context(|| format!("cannot describe topic {name:?}"))?;
+            let total = topic.partitions.len();
+            let under = topic
+                .partitions
+                .iter()
+                .filter(|p| p.is_under_replicated())
+                .count();
+            if under_replicated {
+                topic.partitions.retain(|p| p.is_under_replicated());
+            }
             if format == OutputFormat::Json {
                 let document = describe_json(&topic, all_configs);
                 outln!("{}", serde_json::to_string_pretty(&document)?);
@@ -112,7 +136,8 @@ pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
             if !topic.id.is_nil() {
                 outln!("Topic id:   {}", topic.id);
             }
-            outln!("Partitions: {}", topic.partitions.len());
+            outln!("Partitions: {total}");
+            outln!("Under-replicated: {under}");
             let records: i64 = topic
                 .partitions
                 .iter()
@@ -134,6 +159,7 @@ pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
                 "REPLICAS",
                 "ISR",
                 "OFFLINE",
+                "STATUS",
                 "START",
                 "END",
             ];
@@ -158,6 +184,7 @@ pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
                         join(&p.replicas),
                         join(&p.isr),
                         join(&p.offline_replicas),
+                        status(p).to_owned(),
                         p.start_offset.to_string(),
                         p.end_offset.to_string(),
                     ];
@@ -167,7 +194,11 @@ pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
                     row
                 })
                 .collect();
-            print_table(&header, &rows);
+            if under_replicated && rows.is_empty() {
+                outln!("(no under-replicated partition)");
+            } else {
+                print_table(&header, &rows);
+            }
             if !topic.sizes_known {
                 outln!("(size on disk not shown: the broker does not support DescribeLogDirs)");
             }
@@ -200,6 +231,18 @@ pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A partition's state in words: offline (no leader), under-replicated (ISR smaller than
+/// the replicas) or ok.
+fn status(p: &PartitionDescription) -> &'static str {
+    if p.leader.is_none() {
+        "offline"
+    } else if p.is_under_replicated() {
+        "under-replicated"
+    } else {
+        "ok"
+    }
+}
+
 /// The configs `topic describe` shows: those set on the topic, or all.
 fn shown_configs(topic: &TopicDescription, all: bool) -> Vec<&ConfigEntry> {
     topic
@@ -228,6 +271,7 @@ fn describe_json(topic: &TopicDescription, all_configs: bool) -> serde_json::Val
         "name": topic.name,
         "id": (!topic.id.is_nil()).then(|| topic.id.to_string()),
         "internal": topic.internal,
+        "under_replicated_partitions": topic.partitions.iter().filter(|p| p.is_under_replicated()).count(),
         "partitions": topic.partitions.iter().map(|p| json!({
             "partition": p.partition,
             "leader": p.leader,
@@ -235,6 +279,8 @@ fn describe_json(topic: &TopicDescription, all_configs: bool) -> serde_json::Val
             "replicas": p.replicas,
             "isr": p.isr,
             "offline_replicas": p.offline_replicas,
+            "under_replicated": p.is_under_replicated(),
+            "status": status(p),
             "start_offset": p.start_offset,
             "end_offset": p.end_offset,
             "size_bytes": p.size_bytes,
