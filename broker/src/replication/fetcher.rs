@@ -518,11 +518,30 @@ async fn build_round(shared: &Shared, context: &Context, version: i16, backoff: 
     if requested.is_empty() {
         return Round::Idle(idle_until);
     }
-    let me = context.node.node_id;
+    let request = fetch_request(
+        &context.config,
+        (context.node.node_id, context.node.broker_epoch()),
+        version,
+        topics,
+    );
+    Round::Fetch {
+        request: Box::new(request),
+        requested,
+    }
+}
+
+/// A follower's Fetch at `version` (see the module docs) from `replica` (node id, broker
+/// epoch) for `topics`.
+fn fetch_request(
+    config: &ReplicaFetchConfig,
+    replica: (i32, i64),
+    version: i16,
+    topics: BTreeMap<Uuid, Vec<FetchPartition>>,
+) -> FetchRequest {
     let mut request = FetchRequest::default()
-        .with_max_wait_ms(context.config.wait_max_ms)
-        .with_min_bytes(context.config.min_bytes)
-        .with_max_bytes(context.config.response_max_bytes)
+        .with_max_wait_ms(config.wait_max_ms)
+        .with_min_bytes(config.min_bytes)
+        .with_max_bytes(config.response_max_bytes)
         .with_isolation_level(0)
         .with_session_id(0)
         .with_session_epoch(-1)
@@ -538,15 +557,12 @@ async fn build_round(shared: &Shared, context: &Context, version: i16, backoff: 
         );
     if version >= 15 {
         request.replica_state = ReplicaState::default()
-            .with_replica_id(BrokerId(me))
-            .with_replica_epoch(context.node.broker_epoch());
+            .with_replica_id(BrokerId(replica.0))
+            .with_replica_epoch(replica.1);
     } else {
-        request.replica_id = BrokerId(me);
+        request.replica_id = BrokerId(replica.0);
     }
-    Round::Fetch {
-        request: Box::new(request),
-        requested,
-    }
+    request
 }
 
 /// Applies a Fetch response on a blocking thread, under the partition lock.
@@ -646,30 +662,11 @@ async fn reset_offsets(
         return Ok(());
     }
     let me = context.node.node_id;
-    let request = |timestamp: i64| {
-        let mut by_topic: BTreeMap<Arc<str>, Vec<ListOffsetsPartition>> = BTreeMap::new();
-        for r in &resets {
-            by_topic.entry(r.topic.clone()).or_default().push(
-                ListOffsetsPartition::default()
-                    .with_partition_index(r.key.partition)
-                    .with_current_leader_epoch(r.leader_epoch)
-                    .with_timestamp(timestamp),
-            );
-        }
-        ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(me))
-            .with_isolation_level(0)
-            .with_topics(
-                by_topic
-                    .into_iter()
-                    .map(|(name, partitions)| {
-                        ListOffsetsTopic::default()
-                            .with_name(TopicName(StrBytes::from_string(name.to_string())))
-                            .with_partitions(partitions)
-                    })
-                    .collect(),
-            )
-    };
+    let wanted: Vec<(Arc<str>, i32, i32)> = resets
+        .iter()
+        .map(|r| (r.topic.clone(), r.key.partition, r.leader_epoch))
+        .collect();
+    let request = |timestamp: i64| list_offsets_request(me, &wanted, timestamp);
     let mut answers: HashMap<(Arc<str>, i32), LeaderRange> = HashMap::new();
     // -1: the latest offset (a replica's ListOffsets gets the log end), -2: the earliest.
     for (timestamp, latest) in [(-1i64, true), (-2i64, false)] {
@@ -724,6 +721,37 @@ async fn reset_offsets(
         tracing::error!(error = %e, "resetting follower offsets failed");
     }
     Ok(())
+}
+
+/// A replica's ListOffsets for `partitions` (topic, partition, leader epoch) at
+/// `timestamp` (-1 latest: a replica gets the log end; -2 earliest).
+fn list_offsets_request(
+    me: i32,
+    partitions: &[(Arc<str>, i32, i32)],
+    timestamp: i64,
+) -> ListOffsetsRequest {
+    let mut by_topic: BTreeMap<Arc<str>, Vec<ListOffsetsPartition>> = BTreeMap::new();
+    for (topic, partition, leader_epoch) in partitions {
+        by_topic.entry(topic.clone()).or_default().push(
+            ListOffsetsPartition::default()
+                .with_partition_index(*partition)
+                .with_current_leader_epoch(*leader_epoch)
+                .with_timestamp(timestamp),
+        );
+    }
+    ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(me))
+        .with_isolation_level(0)
+        .with_topics(
+            by_topic
+                .into_iter()
+                .map(|(name, partitions)| {
+                    ListOffsetsTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        )
 }
 
 /// Wall-clock milliseconds (the append time of replicated batches' index entries).
@@ -819,5 +847,51 @@ mod tests {
             }
         }
         assert_eq!(used.len(), 3, "every fetcher gets partitions");
+    }
+
+    #[test]
+    fn requests_encode_at_every_version_used() {
+        use kafka_protocol::protocol::{Decodable, Encodable};
+        let topics = BTreeMap::from([(
+            Uuid::from_u128(5),
+            vec![FetchPartition::default()
+                .with_partition(3)
+                .with_current_leader_epoch(7)
+                .with_fetch_offset(100)
+                .with_last_fetched_epoch(6)
+                .with_log_start_offset(10)
+                .with_partition_max_bytes(1 << 20)],
+        )]);
+        let config = ReplicaFetchConfig::default();
+        for version in connection::FETCH_VERSIONS.0..=connection::FETCH_VERSIONS.1 {
+            let request = fetch_request(&config, (2, 42), version, topics.clone());
+            let mut buf = bytes::BytesMut::new();
+            request.encode(&mut buf, version).expect("encodes");
+            let back = FetchRequest::decode(&mut buf.freeze(), version).expect("decodes");
+            let replica = if version >= 15 {
+                (back.replica_state.replica_id.0, back.replica_state.replica_epoch)
+            } else {
+                (back.replica_id.0, -1)
+            };
+            assert_eq!(replica, (2, if version >= 15 { 42 } else { -1 }), "v{version}");
+            assert_eq!((back.session_id, back.session_epoch), (0, -1));
+            assert_eq!(back.max_wait_ms, 500);
+            let p = &back.topics[0].partitions[0];
+            assert_eq!(back.topics[0].topic_id, Uuid::from_u128(5));
+            assert_eq!(
+                (p.current_leader_epoch, p.fetch_offset, p.last_fetched_epoch, p.log_start_offset),
+                (7, 100, 6, 10)
+            );
+        }
+        let wanted = vec![(Arc::from("t"), 0, 3), (Arc::from("t"), 1, 3)];
+        for version in connection::LIST_OFFSETS_VERSIONS.0..=connection::LIST_OFFSETS_VERSIONS.1 {
+            let request = list_offsets_request(2, &wanted, -2);
+            let mut buf = bytes::BytesMut::new();
+            request.encode(&mut buf, version).expect("encodes");
+            let back = ListOffsetsRequest::decode(&mut buf.freeze(), version).expect("decodes");
+            assert_eq!(back.replica_id.0, 2);
+            assert_eq!(back.topics.len(), 1);
+            assert_eq!(back.topics[0].partitions.len(), 2);
+        }
     }
 }
