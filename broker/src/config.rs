@@ -23,10 +23,12 @@ use crate::coordinator::CoordinatorConfig;
 use crate::topic_config::{self, FlushMode, TopicConfig};
 
 pub mod cluster;
+pub mod replica_fetch;
 
 pub use cluster::{
     ClusterConfig, HostPort, Listener, ProcessRoles, RaftTimeouts, SecurityProtocol,
 };
+pub use replica_fetch::ReplicaFetchConfig;
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -325,6 +327,7 @@ const BROKER_KEYS: &[BrokerKey] = &[
 pub fn property_names() -> impl Iterator<Item = &'static str> {
     BROKER_KEYS
         .iter()
+        .chain(replica_fetch::KEYS)
         .map(|k| k.name)
         .chain(topic_config::KEYS.iter().map(|k| k.broker_name))
 }
@@ -343,7 +346,7 @@ pub fn properties_help() -> String {
     let mut out = String::from(
         "Properties (TOML file keys, quoted: \"num.partitions\" = 3; env SLUICE_NUM_PARTITIONS=3; flags win over env, env over the file):\n",
     );
-    for key in BROKER_KEYS {
+    for key in BROKER_KEYS.iter().chain(replica_fetch::KEYS) {
         let default = if key.default.is_empty() {
             "unset"
         } else {
@@ -415,6 +418,8 @@ pub struct BrokerConfig {
     pub min_free_bytes: Option<u64>,
     /// The consumer-group coordinator's settings (`group.*`, `offsets.topic.*`).
     pub group_coordinator: CoordinatorConfig,
+    /// The follower fetcher's settings (`replica.fetch.*`, `num.replica.fetchers`).
+    pub replica_fetch: ReplicaFetchConfig,
     /// Defaults of every topic config (from the `log.*` broker properties).
     pub topic_defaults: TopicConfig,
     /// Properties set explicitly (by file, env or flag), reported by DescribeConfigs as
@@ -698,6 +703,7 @@ impl BrokerConfig {
             flush_mode,
             min_free_bytes,
             group_coordinator: parse_group_coordinator(&value)?,
+            replica_fetch: ReplicaFetchConfig::parse(&get)?,
             topic_defaults,
             explicit: props
                 .iter()
@@ -829,6 +835,7 @@ impl BrokerConfig {
             ),
         ];
         out.extend(self.cluster.describe());
+        out.extend(self.replica_fetch.describe());
         for key in topic_config::KEYS {
             out.push((key.broker_name.to_owned(), key.value(&self.topic_defaults)));
         }

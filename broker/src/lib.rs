@@ -500,6 +500,11 @@ async fn supervise(
                 node.clone(),
                 shutdown.clone(),
             )),
+            tokio::spawn(replication::fetcher::run(
+                state.clone(),
+                node.clone(),
+                shutdown.clone(),
+            )),
         ],
     };
     let accept = {

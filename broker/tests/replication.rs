@@ -1,0 +1,318 @@
+//! Replication between three brokers in one process over loopback (127.0.0.1-3), with real
+//! sockets: followers copy their leader's log byte for byte at the same offsets through
+//! the Fetch API; after the leader dies a new one is elected and takes writes; the old
+//! leader comes back with a tail the new leader never had, truncates it (KIP-320's
+//! diverging epoch) and converges on the new leader's log.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{batch, name, Client};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, MetadataRequest, MetadataResponse,
+};
+use sluice_broker::{Broker, BrokerConfig, BrokerHandle};
+use sluice_storage::{Flusher, LogConfig, PartitionLog, ReadBound};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const TOPIC: &str = "replicated";
+
+/// Evaluates `$body` (an expression giving an `Option`) until it is `Some`, failing the
+/// test after [`DEADLINE`].
+macro_rules! eventually {
+    ($what:expr, $body:expr) => {{
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(v) = $body {
+                break v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting: {}", $what);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }};
+}
+
+/// A port free on `ip` now (the broker binds it a moment later).
+fn free_port(ip: Ipv4Addr) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Three nodes, each a broker and a controller, on 127.0.0.1-3 (as in `cluster.rs`).
+struct Layout {
+    nodes: Vec<(SocketAddr, SocketAddr)>,
+    voters: String,
+}
+
+impl Layout {
+    fn new() -> Layout {
+        let nodes: Vec<(SocketAddr, SocketAddr)> = (1..=3u8)
+            .map(|n| {
+                let ip = Ipv4Addr::new(127, 0, 0, n);
+                (
+                    SocketAddr::from((ip, free_port(ip))),
+                    SocketAddr::from((ip, free_port(ip))),
+                )
+            })
+            .collect();
+        let voters = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (_, c))| format!("{}@{c}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        Layout { nodes, voters }
+    }
+
+    fn config(&self, node: usize, dir: &Path) -> BrokerConfig {
+        let (client, controller) = self.nodes[node - 1];
+        let props: std::collections::BTreeMap<String, String> = [
+            ("node.id", node.to_string()),
+            ("log.dirs", dir.to_string_lossy().into_owned()),
+            (
+                "listeners",
+                format!("PLAINTEXT://{client},CONTROLLER://{controller}"),
+            ),
+            ("controller.listener.names", "CONTROLLER".to_owned()),
+            ("controller.quorum.voters", self.voters.clone()),
+            // A dead broker is fenced (its partitions get a new leader) within 2 s.
+            ("broker.session.timeout.ms", "2000".to_owned()),
+            ("broker.heartbeat.interval.ms", "200".to_owned()),
+            // Quick reconnects to a restarted leader; short long-polls.
+            ("replica.fetch.backoff.ms", "100".to_owned()),
+            ("replica.fetch.wait.max.ms", "200".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        BrokerConfig::from_properties(&props).expect("cluster config")
+    }
+
+    fn client_addr(&self, node: usize) -> SocketAddr {
+        self.nodes[node - 1].0
+    }
+}
+
+async fn metadata(addr: SocketAddr) -> MetadataResponse {
+    let mut client = Client::connect(addr).await;
+    let request = MetadataRequest::default()
+        .with_allow_auto_topic_creation(false)
+        .with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(name(TOPIC))),
+        ]));
+    client.send(12, &request).await
+}
+
+/// The partition's leader and leader epoch as `addr` sees them, once it has a leader.
+async fn leader(addr: SocketAddr) -> Option<(i32, i32)> {
+    let m = metadata(addr).await;
+    let p = m.topics.first()?.partitions.first()?;
+    (p.error_code == 0 && p.leader_id.0 >= 0).then_some((p.leader_id.0, p.leader_epoch))
+}
+
+/// The local log of partition 0 on a broker, if it has it.
+fn local_log(handle: &BrokerHandle) -> Option<std::sync::Arc<sluice_broker::topics::Partition>> {
+    handle.state().topics.get(TOPIC)?.partition(0)
+}
+
+/// Every byte of a log from its start to its end (not only below the high watermark), and
+/// its (log start, log end).
+fn contents(log: &PartitionLog) -> (i64, i64, Vec<u8>) {
+    let (start, end) = (log.log_start_offset(), log.log_end_offset());
+    let mut bytes = Vec::new();
+    let mut offset = start;
+    // Bounded: every read returns at least one batch while offset < end.
+    for _ in 0..100_000 {
+        if offset >= end {
+            break;
+        }
+        let read = log
+            .read_bounded(offset, 1 << 20, true, ReadBound::LogEnd)
+            .expect("read the log");
+        if read.records.is_empty() {
+            break;
+        }
+        bytes.extend_from_slice(&read.records);
+        offset = next_offset(&read.records).expect("whole batches");
+    }
+    (start, end, bytes)
+}
+
+/// The offset after the last batch in `records` (base offset + last offset delta + 1).
+fn next_offset(records: &[u8]) -> Option<i64> {
+    let mut at = 0usize;
+    let mut next = None;
+    while at + 61 <= records.len() {
+        let base = i64::from_be_bytes(records[at..at + 8].try_into().ok()?);
+        let length = i32::from_be_bytes(records[at + 8..at + 12].try_into().ok()?);
+        let delta = i32::from_be_bytes(records[at + 23..at + 27].try_into().ok()?);
+        next = Some(base + i64::from(delta) + 1);
+        at += 12 + usize::try_from(length).ok()?;
+    }
+    next
+}
+
+/// Waits until every running broker's log equals `reference`'s byte for byte, with the
+/// same log end; returns that end.
+async fn converged(handles: &[(usize, BrokerHandle)], reference: usize, what: &str) -> i64 {
+    eventually!(what, {
+        let expected = handles
+            .iter()
+            .find(|(n, _)| *n == reference)
+            .and_then(|(_, h)| local_log(h))
+            .map(|p| contents(&p.log));
+        let all_equal = expected.as_ref().is_some_and(|(_, end, bytes)| {
+            handles.iter().all(|(_, h)| {
+                local_log(h).is_some_and(|p| {
+                    let (_, e, b) = contents(&p.log);
+                    e == *end && b == *bytes
+                })
+            })
+        });
+        if all_equal {
+            expected.map(|(_, end, _)| end)
+        } else {
+            None
+        }
+    })
+}
+
+async fn produce(addr: SocketAddr, values: &[&str]) -> Vec<i64> {
+    let mut client = Client::connect(addr).await;
+    let mut offsets = Vec::new();
+    for value in values {
+        let (code, offset) = client.produce(TOPIC, 0, batch(&[(None, value)])).await;
+        assert_eq!(code, 0, "produce {value}");
+        offsets.push(offset);
+    }
+    offsets
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_copy_the_leader_and_a_returning_leader_truncates_its_divergent_tail() {
+    common::init_tracing();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let layout = Layout::new();
+    let mut handles: Vec<(usize, BrokerHandle)> = Vec::new();
+    for node in 1..=3 {
+        let handle = Broker::start(layout.config(node, dirs[node - 1].path()))
+            .await
+            .expect("broker starts");
+        handles.push((node, handle));
+    }
+    eventually!(
+        "three live brokers",
+        (metadata(layout.client_addr(1)).await.brokers.len() == 3).then_some(())
+    );
+
+    // A topic with three replicas.
+    let mut admin = Client::connect(layout.client_addr(1)).await;
+    let create = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name(TOPIC))
+            .with_num_partitions(1)
+            .with_replication_factor(3)])
+        .with_timeout_ms(5000);
+    let created: CreateTopicsResponse = admin.send(7, &create).await;
+    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0]);
+    let (first_leader, first_epoch) = eventually!("a leader", leader(layout.client_addr(1)).await);
+    let m = metadata(layout.client_addr(2)).await;
+    assert_eq!(m.topics[0].partitions[0].replica_nodes.len(), 3);
+    eventually!(
+        "every broker has its replica",
+        handles
+            .iter()
+            .all(|(_, h)| local_log(h).is_some())
+            .then_some(())
+    );
+
+    // Records produced to the leader reach both followers, byte for byte.
+    let values: Vec<String> = (0..20).map(|i| format!("first-{i}")).collect();
+    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+    let offsets = eventually!(
+        "the leader takes records",
+        Some(produce(layout.client_addr(first_leader as usize), &refs).await)
+    );
+    assert_eq!(offsets, (0..20).collect::<Vec<i64>>());
+    let end = converged(&handles, first_leader as usize, "followers copy the leader").await;
+    assert_eq!(end, 20);
+
+    // The leader dies.
+    let position = handles
+        .iter()
+        .position(|(n, _)| *n == first_leader as usize)
+        .expect("the leader's handle");
+    let (old, old_handle) = handles.remove(position);
+    old_handle.kill().await;
+    // It had taken one more batch that no follower fetched (written while it was down,
+    // so no fetch can race it): a tail at its epoch the next leader never sees.
+    let old_dir = dirs[old - 1].path().join(format!("{TOPIC}-0"));
+    {
+        let flusher = Flusher::start("test").expect("flusher");
+        let (log, _) =
+            PartitionLog::open(&old_dir, LogConfig::default(), &flusher, false).expect("open");
+        log.append(
+            &batch(&[(None, "lost-1"), (None, "lost-2")]),
+            first_epoch,
+            1,
+        )
+        .expect("append the unreplicated tail");
+        assert_eq!(log.log_end_offset(), 22);
+        log.close().expect("close");
+    }
+
+    // A surviving broker leads at a newer epoch and takes more records.
+    let survivor = handles[0].0;
+    let (new_leader, new_epoch) = eventually!("a new leader", {
+        match leader(layout.client_addr(survivor)).await {
+            Some((l, e)) if l != first_leader => Some((l, e)),
+            _ => None,
+        }
+    });
+    assert!(new_epoch > first_epoch, "{new_epoch} > {first_epoch}");
+    let more: Vec<String> = (0..5).map(|i| format!("second-{i}")).collect();
+    let refs: Vec<&str> = more.iter().map(String::as_str).collect();
+    let offsets = eventually!(
+        "the new leader takes records",
+        Some(produce(layout.client_addr(new_leader as usize), &refs).await)
+    );
+    assert_eq!(
+        offsets,
+        (20..25).collect::<Vec<i64>>(),
+        "after the replicated records"
+    );
+    let end = converged(
+        &handles,
+        new_leader as usize,
+        "the other follower follows the new leader",
+    )
+    .await;
+    assert_eq!(end, 25);
+
+    // The old leader returns: it truncates its tail and copies the new leader's records.
+    let restarted = Broker::start(layout.config(old, dirs[old - 1].path()))
+        .await
+        .expect("the old leader restarts");
+    handles.push((old, restarted));
+    let end = converged(&handles, new_leader as usize, "the old leader converges").await;
+    assert_eq!(
+        end, 25,
+        "the unreplicated tail is gone, the new records are there"
+    );
+    let log = local_log(&handles.last().expect("restarted").1).expect("its replica");
+    let (_, _, bytes) = contents(&log.log);
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(!text.contains("lost-1"), "the divergent tail was truncated");
+    assert!(text.contains("second-4"));
+
+    for (_, handle) in handles {
+        handle.shutdown().await.expect("clean shutdown");
+    }
+}
