@@ -1,8 +1,8 @@
 """The fault bench: one test per nemesis, each a whole Jepsen-style run.
 
 A run: start a cluster (settings in conftest.py: Sluice or Apache Kafka, N nodes), create a
-topic (3 partitions; Kafka: replication factor min(3, N), min.insync.replicas min(2, N),
-unclean leader election off; Sluice, which does not replicate yet: replication factor 1),
+topic (3 partitions, replication factor min(3, N), min.insync.replicas min(2, N), unclean
+leader election off, on Kafka and Sluice alike),
 start the workload (idempotent acks=all producers in Python and Java,
 group and assigned consumers; workload.py), let it run healthy, start the fault, hold it,
 undo it, wait until the cluster has recovered, let the workload run on, stop it, read every
@@ -10,7 +10,7 @@ partition in full, and give the merged history to the checker. The test fails on
 violation the checker reports; if a client died or exited with an error; if either kind of
 producer acknowledged nothing; if some client did not work again after the recovery (within
 RESUME_DEADLINE_S); and if a network cut dropped no packet (nemesis.py). The negative control
-shows that the bench fails when records are lost (where there is replication: Kafka).
+shows that the bench fails when records are lost (where there is replication: N >= 2).
 
 Every run leaves its files in pytest's tmp dir (cluster node dirs and logs, each client's
 history and log, history.jsonl, checker.json) and adds one line to the results table.
@@ -30,7 +30,6 @@ from confluent_kafka.admin import AdminClient
 
 import checker
 import history
-import kafka_wire
 from launcher import Cluster, ClusterError, start_cluster
 from nemesis import NEMESES, FaultContext, Nemesis, PartitionLeader, PauseLeader, SmallDisk
 from network import Network, private_namespace_reason
@@ -69,22 +68,16 @@ def _leaders(admin: AdminClient, timeout: float = 5.0) -> Optional[dict[int, int
 
 
 def _replication_factor(target: str, nodes: int) -> int:
-    """The workload topic's replication factor: min(3, N) on Kafka. Sluice does not replicate
-    yet (issue 17): every partition has one replica, whatever the cluster's size. Its
-    controller would accept a larger factor and list replicas that hold no data, so that a
-    fenced leader's partition would move to an empty log: the bench asks for 1, the only
-    factor Sluice honours."""
-    return min(3, nodes) if target == "kafka" else 1
+    """The workload topic's replication factor: min(3, N), on Kafka and Sluice alike."""
+    return min(3, nodes)
 
 
 def _topic_settings(cluster: Cluster) -> tuple[int, dict[str, str]]:
     """Replication factor and configs of the workload's topic on this cluster."""
     replicas = _replication_factor(cluster.kind, len(cluster.nodes))
     config = {"min.insync.replicas": str(min(2, replicas))}
-    if cluster.kind == "kafka":
-        # Kafka's default, stated: the bench must never count on an unclean election.
-        # (Sluice does not know the property yet; it has one replica per partition.)
-        config["unclean.leader.election.enable"] = "false"
+    # The default, stated: the bench must never count on an unclean election.
+    config["unclean.leader.election.enable"] = "false"
     return replicas, config
 
 
@@ -413,12 +406,10 @@ def test_replication_factor_3_keeps_acknowledged_records_when_the_leader_dies(be
     acks=all when its leader is killed: whichever replica leads next has them, and so does
     the partition once the killed node is back.
 
-    Kafka passes. Sluice does not replicate yet (issue 17): it used to accept the topic, list
-    all three replicas in sync and, on the leader's death, elect a replica whose log was
-    empty, losing every acknowledged record (found by this test). Until replication lands it
-    refuses a replication factor above 1 (INVALID_REPLICATION_FACTOR), which is what this
-    test checks on Sluice; once replication lands, the refusal check fails and the Kafka
-    path below must run for Sluice too."""
+    Before replication (issue 17) Sluice accepted the topic, listed all three replicas in
+    sync and, on the leader's death, elected a replica whose log was empty, losing every
+    acknowledged record (found by this test); it then refused the factor until replication
+    landed. Both must pass it now."""
     if bench.nodes < 3:
         pytest.skip(f"needs 3 nodes, the cluster has {bench.nodes}")
     if bench.nemeses is not None and "rf3-failover" not in bench.nemeses:
@@ -427,21 +418,10 @@ def test_replication_factor_3_keeps_acknowledged_records_when_the_leader_dies(be
 
     topic, count = "rf3-failover", 100
     cluster = start_cluster(bench.target, tmp_path / "cluster", bench.nodes)
-    if bench.target == "sluice":
-        try:
-            host, port = cluster.bootstrap.split(",")[0].rsplit(":", 1)
-            answer = kafka_wire.create_topic(host, int(port), topic, 1, replication_factor=3)
-            assert answer is not None, "no answer to CreateTopics"
-            assert answer[0] == 38, f"replication factor 3 not refused with INVALID_REPLICATION_FACTOR: {answer}"
-            _log(f"replication factor 3 refused until replication lands: {answer[1]}")
-        finally:
-            cluster.stop()
-        return
     try:
         admin = _admin(cluster)
         # Kafka's default min.insync.replicas, stated (the launcher's Kafka brokers default to
-        # 2). With 2, Sluice refuses acks=all writes to the topic, whose partition really has
-        # one replica; with 1 it acknowledges them.
+        # 2): the weakest setting that still must not lose acks=all records to a clean election.
         create_topic(cluster.bootstrap, topic, 1, 3, {"min.insync.replicas": "1"})
         acked: dict[str, int] = {}
 
