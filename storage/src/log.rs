@@ -29,9 +29,10 @@
 //!
 //! Concurrency: every mutation (append, roll, truncate, retention, close, a change of the
 //! leader-epoch cache) holds the append lock. The high watermark is an atomic that a
-//! small lock of its own orders against truncation (raising it takes no append lock). Readers take no lock held across I/O: they clone the segment list (an
-//! `Arc<Vec<_>>` behind an `RwLock` held for a pointer copy) and read the published end
-//! offsets, so readers and the appender never wait on each other.
+//! small lock of its own orders against truncation (raising it takes no append lock).
+//! Readers take no lock held across I/O: they clone the segment list (an `Arc<Vec<_>>`
+//! behind an `RwLock` held for a pointer copy) and read the published end offsets, so
+//! readers and the appender never wait on each other.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -610,10 +611,9 @@ impl PartitionLog {
     /// start offset of the next larger epoch; None (Kafka's UNDEFINED_EPOCH) when e is
     /// below the first cached epoch, above the latest, or the cache is empty.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<EpochEndOffset> {
-        let epochs = self.inner.read_epochs();
-        // Read under the cache's lock: a truncation changes the log end before the
-        // cache, and an append assigns a new epoch before publishing its records.
-        epochs.end_offset_for(epoch, self.log_end_offset())
+        self.inner
+            .read_epochs()
+            .end_offset_for(epoch, self.log_end_offset())
     }
 
     /// Becoming leader at `epoch`: records that `epoch` starts at `start_offset` (the log
@@ -706,7 +706,7 @@ impl PartitionLog {
         inner.check_writable()?;
         // Under the append lock, so no epoch can be assigned in between.
         let latest_epoch = inner.latest_epoch.load(Ordering::Acquire);
-        if leader_epoch < latest_epoch {
+        if latest_epoch != NO_EPOCH && leader_epoch < latest_epoch {
             return Err(StorageError::StaleLeaderEpoch {
                 epoch: leader_epoch,
                 latest: latest_epoch,
