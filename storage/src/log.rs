@@ -2114,7 +2114,8 @@ fn load_epoch_cache(
     log_start: i64,
     log_end: i64,
 ) -> Result<EpochCache> {
-    let mut rebuild = match epoch_cache::load(dir)? {
+    let mut missing = false;
+    let stored = match epoch_cache::load(dir)? {
         Loaded::Cache(cache) => {
             let last = last_batch_epoch(segments, log_start, log_end);
             let latest = cache.latest().map_or(NO_EPOCH, |e| e.epoch);
@@ -2127,6 +2128,7 @@ fn load_epoch_cache(
         }
         Loaded::Missing => {
             tracing::debug!(dir = %dir.display(), "no leader epoch checkpoint; building it from the batches");
+            missing = true;
             None
         }
         Loaded::Damaged(reason) => {
@@ -2134,14 +2136,14 @@ fn load_epoch_cache(
             None
         }
     };
-    let mut changed = rebuild.is_none();
-    let mut cache = match rebuild.take() {
-        Some(cache) => cache,
-        None => epochs_from_batches(dir, segments, log_start),
-    };
+    let mut changed = stored.is_none();
+    let mut cache = stored.unwrap_or_else(|| epochs_from_batches(dir, segments, log_start));
     changed |= cache.truncate_from_end(log_end);
     changed |= cache.truncate_from_start(log_start);
-    if changed {
+    // A new, empty log needs no file yet (there is nothing to scan at the next open);
+    // its first epoch writes it.
+    let new_log = missing && log_end <= log_start;
+    if changed && !new_log {
         cache.write(dir)?;
     }
     Ok(cache)
