@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use sluice_storage::batch::{self, BatchBuilder, Compression};
+use sluice_storage::faults::{self, Fault, Op};
 use sluice_storage::{
     truncation_offset, BatchError, EpochEndOffset, LogConfig, PartitionLog, ReadBound, StorageError,
 };
@@ -861,4 +862,67 @@ fn a_follower_that_is_only_behind_truncates_nothing() {
     assert_eq!(follow(&leader, &follower), Vec::<i64>::new());
     assert_same_log((&leader, dirs[0].path()), (&follower, dirs[1].path()));
     assert_eq!(follower.high_watermark(), leader.log_end_offset());
+}
+
+// ---- failed epoch checkpoints ---------------------------------------------------------
+
+#[test]
+fn a_failed_epoch_checkpoint_fails_the_new_epochs_append_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), big_segments(), true);
+    log.append(&make_batch(2, 20, NOW), 1, NOW).unwrap();
+    let before = (log.log_end_offset(), log.size_bytes(), log.epoch_entries());
+    let fault = faults::arm(Fault::always(dir.path(), Op::Rename, libc::EIO).on_this_thread());
+    // Same epoch: no checkpoint, no failure.
+    log.append(&make_batch(1, 20, NOW), 1, NOW).unwrap();
+    let before = (before.0 + 1, log.size_bytes(), before.2);
+    assert!(matches!(
+        log.append(&make_batch(2, 20, NOW), 2, NOW),
+        Err(StorageError::Io { .. })
+    ));
+    let leader_dir = tempfile::tempdir().unwrap();
+    let (leader, _) = open(leader_dir.path(), big_segments(), true);
+    leader.append(&make_batch(3, 20, NOW), 1, NOW).unwrap();
+    leader.append(&make_batch(2, 20, NOW), 2, NOW).unwrap();
+    let epoch_two = split(
+        &leader
+            .read_bounded(3, usize::MAX, true, ReadBound::LogEnd)
+            .unwrap()
+            .records,
+    );
+    assert!(matches!(
+        log.append_replicated(&epoch_two[0], NOW),
+        Err(StorageError::Io { .. })
+    ));
+    assert_eq!(
+        (log.log_end_offset(), log.size_bytes(), log.epoch_entries()),
+        before,
+        "nothing written"
+    );
+    assert!(!log.is_offline(), "the log itself is fine");
+    fault.clear();
+    log.append(&make_batch(2, 20, NOW), 2, NOW).unwrap();
+    assert_eq!(log.epoch_entries(), vec![(1, 0), (2, 3)]);
+}
+
+#[test]
+fn an_epoch_checkpoint_a_truncation_could_not_write_is_written_by_the_flusher() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), big_segments(), true);
+    for epoch in [1, 2, 3] {
+        log.append(&make_batch(2, 20, NOW), epoch, NOW).unwrap();
+    }
+    let path = dir.path().join(EPOCH_FILE);
+    assert_eq!(fs::read_to_string(&path).unwrap(), "0\n3\n1 0\n2 2\n3 4\n");
+    // Only this thread's renames fail: the truncation's checkpoint, not the flusher's.
+    let fault = faults::arm(Fault::always(dir.path(), Op::Rename, libc::EIO).on_this_thread());
+    log.truncate_to(4).unwrap();
+    assert_eq!(
+        log.epoch_entries(),
+        vec![(1, 0), (2, 2)],
+        "the cache follows the log"
+    );
+    wait_for_file(&path, "0\n2\n1 0\n2 2\n");
+    // The only write this thread tried failed: the file's new content is the flusher's.
+    assert!(fault.calls() > 0, "the truncation's write was refused");
 }
