@@ -763,6 +763,9 @@ fn kip101_a_follower_cuts_records_the_new_leader_never_had() {
         c.append(&make_batch(3, 25, NOW), 2, NOW).unwrap();
     }
     c.advance_high_watermark(c.log_end_offset());
+    // B had not yet learned the last high watermark: truncating to it (the rule before
+    // KIP-101) would cut committed records 6..10 too.
+    b.set_high_watermark(6);
     // B follows C: epoch 1 ended at 10 on C, so B cuts its 6 uncommitted records.
     assert_eq!(c.end_offset_for_epoch(1), eo(1, 10));
     assert_eq!(follow(&c, &b), vec![10]);
