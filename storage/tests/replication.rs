@@ -929,3 +929,36 @@ fn an_epoch_checkpoint_a_truncation_could_not_write_is_written_by_the_flusher() 
     // The only write this thread tried failed: the file's new content is the flusher's.
     assert!(fault.calls() > 0, "the truncation's write was refused");
 }
+
+#[test]
+fn a_high_watermark_raised_during_truncations_never_passes_the_log_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), big_segments(), true);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // A leader thread raising the high watermark as fast as it can.
+        // Bounded, so that a failing assertion below cannot leave it spinning forever.
+        s.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !done.load(std::sync::atomic::Ordering::Acquire) && Instant::now() < deadline {
+                log.advance_high_watermark(i64::MAX);
+            }
+        });
+        for round in 0..300 {
+            for _ in 0..3 {
+                log.append(&make_batch(2, 10, NOW), 1, NOW).unwrap();
+            }
+            // Only this thread moves the log end, so the two loads agree.
+            assert!(log.high_watermark() <= log.log_end_offset());
+            log.truncate_to(log.log_end_offset() - 3 - round % 2)
+                .unwrap();
+            assert!(
+                log.high_watermark() <= log.log_end_offset(),
+                "round {round}: high watermark {} past the log end {}",
+                log.high_watermark(),
+                log.log_end_offset()
+            );
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+    });
+}
