@@ -761,3 +761,81 @@ async fn replication_configs_are_set_altered_and_described() {
     );
     broker.shutdown().await.unwrap();
 }
+
+/// DescribeLogDirs: the data directory with the size of every replica held here, or of
+/// the partitions asked for (ones not held are left out), and the filesystem's bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_log_dirs_lists_the_replicas_with_their_sizes() {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    assert_eq!(
+        client.create_topic("sized", 2, &[]).await.topics[0].error_code,
+        0
+    );
+    let (code, _) = client
+        .produce("sized", 1, batch(&[(None, "a record"), (None, "another")]))
+        .await;
+    assert_eq!(code, 0);
+
+    let all: DescribeLogDirsResponse = client
+        .send(4, &DescribeLogDirsRequest::default().with_topics(None))
+        .await;
+    assert_eq!(all.error_code, 0);
+    assert_eq!(all.results.len(), 1, "one data directory");
+    let result = &all.results[0];
+    assert_eq!(result.error_code, 0);
+    assert!(result
+        .log_dir
+        .as_str()
+        .starts_with(&*dir.path().to_string_lossy()));
+    assert!(
+        result.total_bytes > 0 && result.usable_bytes > 0,
+        "{result:?}"
+    );
+    let sized = result
+        .topics
+        .iter()
+        .find(|t| t.name.0.as_str() == "sized")
+        .expect("the topic");
+    let sizes: Vec<(i32, i64)> = sized
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.partition_size))
+        .collect();
+    assert_eq!(sizes.len(), 2, "{sizes:?}");
+    assert_eq!((sizes[0].0, sizes[1].0), (0, 1), "{sizes:?}");
+    assert!(
+        sizes[1].1 > sizes[0].1,
+        "records only in partition 1: {sizes:?}"
+    );
+    assert!(sized
+        .partitions
+        .iter()
+        .all(|p| p.offset_lag == 0 && !p.is_future_key));
+
+    let some: DescribeLogDirsResponse = client
+        .send(
+            2,
+            &DescribeLogDirsRequest::default().with_topics(Some(vec![
+                DescribableLogDirTopic::default()
+                    .with_topic(name("sized"))
+                    .with_partitions(vec![1, 7]),
+                DescribableLogDirTopic::default()
+                    .with_topic(name("absent"))
+                    .with_partitions(vec![0]),
+            ])),
+        )
+        .await;
+    let topics = &some.results[0].topics;
+    assert_eq!(topics.len(), 1, "{topics:?}");
+    let only: Vec<i32> = topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.partition_index)
+        .collect();
+    assert_eq!(only, vec![1]);
+    broker.shutdown().await.unwrap();
+}
