@@ -1017,6 +1017,61 @@ mod tests {
     }
 
     #[test]
+    fn replication_properties_have_kafkas_defaults_and_bounds() {
+        let c = BrokerConfig::from_properties(&props(&[])).unwrap();
+        assert_eq!(c.default_replication_factor, 1);
+        assert_eq!(c.offsets_topic_replication_factor, 3);
+        assert!(c.auto_leader_rebalance_enable);
+        assert_eq!(c.leader_imbalance_check_interval_ms, 300_000);
+        assert_eq!(c.topic_defaults.min_insync_replicas, 1);
+        assert!(!c.topic_defaults.unclean_leader_election_enable);
+        let c = BrokerConfig::from_properties(&props(&[
+            ("default.replication.factor", "3"),
+            ("offsets.topic.replication.factor", "1"),
+            ("auto.leader.rebalance.enable", "false"),
+            ("leader.imbalance.check.interval.seconds", "5"),
+            ("min.insync.replicas", "2"),
+            ("unclean.leader.election.enable", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                c.default_replication_factor,
+                c.offsets_topic_replication_factor
+            ),
+            (3, 1)
+        );
+        assert!(!c.auto_leader_rebalance_enable);
+        assert_eq!(c.leader_imbalance_check_interval_ms, 5_000);
+        assert_eq!(c.topic_defaults.min_insync_replicas, 2);
+        assert!(c.topic_defaults.unclean_leader_election_enable);
+        // The Sluice-specific millisecond form wins (for tests).
+        let c = BrokerConfig::from_properties(&props(&[
+            ("leader.imbalance.check.interval.seconds", "5"),
+            ("leader.imbalance.check.interval.ms", "250"),
+        ]))
+        .unwrap();
+        assert_eq!(c.leader_imbalance_check_interval_ms, 250);
+        let described: BTreeMap<String, String> = c.describe().into_iter().collect();
+        assert_eq!(described["leader.imbalance.check.interval.ms"], "250");
+        assert_eq!(described["default.replication.factor"], "1");
+        assert_eq!(described["unclean.leader.election.enable"], "false");
+        for bad in [
+            ("default.replication.factor", "0"),
+            ("offsets.topic.replication.factor", "-1"),
+            ("leader.imbalance.check.interval.seconds", "0"),
+            ("min.insync.replicas", "0"),
+            ("unclean.leader.election.enable", "yes"),
+            ("auto.leader.rebalance.enable", "1"),
+        ] {
+            assert!(
+                BrokerConfig::from_properties(&props(&[bad])).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn kafka_fallbacks_and_overrides() {
         let c = BrokerConfig::from_properties(&props(&[
             ("log.retention.hours", "1"),

@@ -15,8 +15,10 @@
 //! - **FindCoordinator** ([`coordinator`]) on any broker names the leader of the key's
 //!   partition, `abs(hash(key)) % partitions` (`coordinator::store::partition_for`, Kafka's
 //!   `Utils.abs(groupId.hashCode) % groupMetadataTopicPartitionCount`), or answers
-//!   COORDINATOR_NOT_AVAILABLE while it has no leader (its broker is fenced: with one
-//!   replica nobody else has its records) or while this broker failed to load it.
+//!   COORDINATOR_NOT_AVAILABLE while it has no leader (no in-sync replica of it is up)
+//!   or while this broker failed to load it. With several replicas (the default
+//!   `offsets.topic.replication.factor` is 3) the controller moves leadership to another
+//!   in-sync replica, and that broker's coordinator takes the partition's groups.
 //! - **Ownership** ([`run`]): after every applied metadata change (and every
 //!   200 ms), the partitions this broker leads in the image and holds locally are the
 //!   ones its coordinator serves. A partition newly led (or led at a new leader epoch,
@@ -214,7 +216,8 @@ async fn take_partitions(state: &Arc<BrokerState>, node: &ClusterNode, loads: &m
 async fn create_offsets_topic(state: &BrokerState, node: &ClusterNode, image: &MetadataImage) {
     let partitions = state.groups.offsets_topic_partitions().max(1);
     let live = image.live_broker_addresses(&node.listener_name).len();
-    let replication_factor = offsets_replication_factor(state.config.offsets_topic_replication_factor, live);
+    let replication_factor =
+        offsets_replication_factor(state.config.offsets_topic_replication_factor, live);
     let topic = CreateTopic {
         name: OFFSETS_TOPIC.to_owned(),
         num_partitions: partitions,
