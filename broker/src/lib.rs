@@ -463,6 +463,34 @@ async fn ready_to_serve(
     }
 }
 
+/// Margin over `broker.session.timeout.ms` (which bounds the controlled shutdown itself)
+/// before the rest of the broker stops without waiting for the lifecycle task any longer.
+const CONTROLLED_SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
+
+/// The first step of an orderly stop: waits for `shutdown`, lets the lifecycle task finish
+/// (its controlled shutdown, bounded by the session timeout; a node without one finishes at
+/// once), then tells every other task to stop through `stop`.
+async fn sequence_shutdown(
+    mut shutdown: watch::Receiver<bool>,
+    lifecycle: Option<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    session_timeout: Option<Duration>,
+) {
+    let _ = shutdown.wait_for(|s| *s).await;
+    if let Some(mut lifecycle) = lifecycle {
+        let bound = session_timeout.unwrap_or_default() + CONTROLLED_SHUTDOWN_MARGIN;
+        match tokio::time::timeout(bound, &mut lifecycle).await {
+            Ok(Err(e)) => tracing::error!(error = %e, "cluster lifecycle task failed"),
+            Ok(Ok(())) => {}
+            Err(_) => {
+                tracing::warn!("the controlled shutdown did not end in {bound:?}; stopping anyway");
+                lifecycle.abort();
+            }
+        }
+    }
+    stop.send_replace(true);
+}
+
 /// Serves until shutdown, then stops everything in order (see [`BrokerHandle::shutdown`]).
 async fn supervise(
     listener: Option<TcpListener>,
@@ -473,18 +501,35 @@ async fn supervise(
     serving: watch::Sender<bool>,
 ) -> Result<(), BrokerError> {
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let retention = tokio::spawn(retention::run(state.clone(), shutdown.clone()));
-    let groups = tokio::spawn(groups::run(state.clone(), shutdown.clone()));
+    // Shutdown goes in two steps, in Kafka's order: `shutdown` reaches the lifecycle task
+    // first, whose controlled shutdown moves this broker's leaderships away while
+    // everything else still serves (clients and followers keep fetching, so the new
+    // leaders are in sync and known before this broker stops answering); `stop` then
+    // stops the rest (see `sequence_shutdown`).
+    let (stop_tx, stop) = watch::channel(false);
+    let retention = tokio::spawn(retention::run(state.clone(), stop.clone()));
+    let groups = tokio::spawn(groups::run(state.clone(), stop.clone()));
+    let lifecycle: Option<JoinHandle<()>> = match &state.cluster {
+        Some(node) if node.is_broker => Some(tokio::spawn(cluster::lifecycle::run(
+            state.clone(),
+            node.clone(),
+            shutdown.clone(),
+        ))),
+        _ => None,
+    };
+    let lifecycle_abort = lifecycle.as_ref().map(JoinHandle::abort_handle);
+    let sequencer = tokio::spawn(sequence_shutdown(
+        shutdown.clone(),
+        lifecycle,
+        stop_tx,
+        state.cluster.as_ref().map(|n| n.session_timeout),
+    ));
+    let shutdown = stop;
     let cluster_tasks: Vec<JoinHandle<()>> = match &state.cluster {
         // A controller-only node registers nothing, hosts nothing, coordinates no group.
         Some(node) if !node.is_broker => Vec::new(),
         None => Vec::new(),
         Some(node) => vec![
-            tokio::spawn(cluster::lifecycle::run(
-                state.clone(),
-                node.clone(),
-                shutdown.clone(),
-            )),
             tokio::spawn(cluster::reconcile::run(
                 state.clone(),
                 node.clone(),
@@ -538,6 +583,11 @@ async fn supervise(
     }
     if *kill.borrow() {
         // A simulated crash: stop without closing logs or writing the marker.
+        sequencer.abort();
+        let _ = sequencer.await;
+        if let Some(lifecycle) = lifecycle_abort {
+            lifecycle.abort();
+        }
         retention.abort();
         let _ = retention.await;
         groups.abort();
@@ -563,6 +613,9 @@ async fn supervise(
         tracing::warn!("connections still busy after {SHUTDOWN_GRACE:?}; dropping them");
         let _ = kill_tx.send(true);
         while done_rx.recv().await.is_some() {}
+    }
+    if let Err(e) = sequencer.await {
+        tracing::error!(error = %e, "the shutdown sequence failed");
     }
     if let Err(e) = retention.await {
         tracing::error!(error = %e, "retention task failed");
