@@ -179,11 +179,24 @@ fn cluster_describe_shows_the_node_and_topic_describe_its_replicas() {
     let header = row(&text, "BROKER");
     assert_eq!(
         header,
-        ["BROKER", "HOST", "PORT", "RACK", "STATE", "LEADS", "FOLLOWS", "OUT OF SYNC"],
+        [
+            "BROKER",
+            "HOST",
+            "PORT",
+            "RACK",
+            "STATE",
+            "LEADS",
+            "FOLLOWS",
+            "OUT OF SYNC"
+        ],
         "{text}"
     );
     let broker_row = row(&text, "1");
-    assert_eq!(broker_row[..5], ["1", host, port, "-", "unfenced"], "{text}");
+    assert_eq!(
+        broker_row[..5],
+        ["1", host, port, "-", "unfenced"],
+        "{text}"
+    );
     // A cluster of one leads every partition it holds and follows none.
     assert!(broker_row[5].parse::<u32>().is_ok(), "{text}");
     assert_eq!(broker_row[6..], ["0", "0"], "{text}");
@@ -270,7 +283,12 @@ fn cluster_describe_shows_the_node_and_topic_describe_its_replicas() {
 }
 
 /// Runs `sluice ARGS` until `done` accepts its output (bounded by a deadline).
-fn ok_eventually(broker: &Broker, args: &[&str], what: &str, done: impl Fn(&str) -> bool) -> String {
+fn ok_eventually(
+    broker: &Broker,
+    args: &[&str],
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let out = ok(broker, args, b"");
@@ -299,9 +317,12 @@ fn a_three_broker_cluster_shows_replicas_and_under_replicated_partitions() {
     };
     let node1 = &cluster.nodes[0];
     // The nodes print their address before they have joined: wait for three live brokers.
-    ok_eventually(node1, &["cluster", "describe"], "three unfenced brokers", |out| {
-        out.matches(" unfenced ").count() == 3
-    });
+    ok_eventually(
+        node1,
+        &["cluster", "describe"],
+        "three unfenced brokers",
+        |out| out.matches(" unfenced ").count() == 3,
+    );
     let topic = unique("cli-rf3");
     let created = ok(
         node1,
@@ -325,7 +346,13 @@ fn a_three_broker_cluster_shows_replicas_and_under_replicated_partitions() {
     // More replicas than brokers: Kafka's error, one line.
     let line = fails(
         node1,
-        &["topic", "create", &unique("cli-rf4"), "--replication-factor", "4"],
+        &[
+            "topic",
+            "create",
+            &unique("cli-rf4"),
+            "--replication-factor",
+            "4",
+        ],
         1,
     );
     assert!(line.contains("INVALID_REPLICATION_FACTOR"), "{line}");
@@ -339,7 +366,11 @@ fn a_three_broker_cluster_shows_replicas_and_under_replicated_partitions() {
         assert_eq!((cells[5], cells[6]), ("-", "ok"), "{text}");
     }
     assert_eq!(row(&text, "min.insync.replicas")[1], "2", "{text}");
-    let none = ok(node1, &["topic", "describe", &topic, "--under-replicated"], b"");
+    let none = ok(
+        node1,
+        &["topic", "describe", &topic, "--under-replicated"],
+        b"",
+    );
     assert!(none.contains("(no under-replicated partition)"), "{none}");
 
     // Three partitions, three replicas each, spread evenly: every broker leads one and

@@ -485,7 +485,11 @@ impl<L: Log> ControllerTask<L> {
         if !elections.is_empty() {
             let elected = elections.len();
             match self.commit(a, elections).await {
-                Ok(offset) => tracing::info!(partitions = elected, offset, "leaders elected for offline partitions"),
+                Ok(offset) => tracing::info!(
+                    partitions = elected,
+                    offset,
+                    "leaders elected for offline partitions"
+                ),
                 Err(e) => {
                     tracing::warn!("leader election for offline partitions not committed: {e}");
                     return lost(&e);

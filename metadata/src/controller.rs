@@ -330,7 +330,11 @@ impl Controller {
         self.liveness.touch(request.broker_id, now_ms);
         if let Some(session) = self.liveness.sessions.get_mut(&request.broker_id) {
             let reported = request.current_metadata_offset;
-            session.metadata_offset = Some(session.metadata_offset.map_or(reported, |o| o.max(reported)));
+            session.metadata_offset = Some(
+                session
+                    .metadata_offset
+                    .map_or(reported, |o| o.max(reported)),
+            );
         }
         let id = broker.id;
         let change = |fenced: Option<bool>, in_controlled_shutdown: Option<bool>| {
@@ -358,13 +362,17 @@ impl Controller {
             } else if !request.want_fence && is_caught_up {
                 info!(broker = id, "unfencing broker: caught up with the metadata");
                 decision.records.push(change(Some(false), None));
-                decision.records.extend(take_offline_partitions(image, &self.config, id));
+                decision
+                    .records
+                    .extend(take_offline_partitions(image, &self.config, id));
                 decision.is_fenced = false;
             }
         } else if !broker.in_controlled_shutdown && request.want_shut_down {
             info!(broker = id, "broker starts a controlled shutdown");
             decision.records.push(change(None, Some(true)));
-            decision.records.extend(leave_partitions(image, &self.config, id));
+            decision
+                .records
+                .extend(leave_partitions(image, &self.config, id));
             decision.in_controlled_shutdown = true;
         } else if broker.in_controlled_shutdown {
             // The batch that started the shutdown is applied (the image shows it); the
@@ -381,12 +389,17 @@ impl Controller {
             if still_leads {
                 // Only a decision made on an older image could have given it one; move
                 // it again.
-                decision.records.extend(leave_partitions(image, &self.config, id));
+                decision
+                    .records
+                    .extend(leave_partitions(image, &self.config, id));
             } else if lowest_active >= shutdown_offset {
                 // Kafka's rule: it leads nothing, and every active broker has applied the
                 // leadership moves, so its partitions' new leaders serve. Fence it, and
                 // tell it to stop.
-                info!(broker = id, "controlled shutdown granted: the broker leads nothing");
+                info!(
+                    broker = id,
+                    "controlled shutdown granted: the broker leads nothing"
+                );
                 decision.records.push(change(Some(true), None));
                 decision.is_fenced = true;
                 decision.should_shut_down = true;
@@ -400,7 +413,9 @@ impl Controller {
             }
         } else if request.want_fence {
             info!(broker = id, "fencing broker at its request");
-            decision.records.extend(leave_partitions(image, &self.config, id));
+            decision
+                .records
+                .extend(leave_partitions(image, &self.config, id));
             decision.records.push(change(Some(true), None));
             decision.is_fenced = true;
         }
@@ -958,7 +973,10 @@ impl Controller {
             ))));
         }
         if request.leader_epoch < current.leader_epoch {
-            refuse(format!("leader epoch {} < {}", request.leader_epoch, current.leader_epoch));
+            refuse(format!(
+                "leader epoch {} < {}",
+                request.leader_epoch, current.leader_epoch
+            ));
             return Err(MetadataError::NotLeader {
                 broker_id: sender,
                 leader_epoch: request.leader_epoch,
@@ -982,9 +1000,7 @@ impl Controller {
         }
         let new_isr: Vec<BrokerId> = request.new_isr.iter().map(|m| m.broker_id).collect();
         let distinct = new_isr.iter().collect::<BTreeSet<_>>().len() == new_isr.len();
-        if new_isr.is_empty()
-            || !distinct
-            || new_isr.iter().any(|r| !current.replicas.contains(r))
+        if new_isr.is_empty() || !distinct || new_isr.iter().any(|r| !current.replicas.contains(r))
         {
             return Err(MetadataError::InvalidRequest(refuse(format!(
                 "Rejecting AlterPartition request from node {sender} for {name} because it specified an invalid ISR {new_isr:?}."

@@ -202,7 +202,8 @@ async fn take_partitions(state: &Arc<BrokerState>, node: &ClusterNode, loads: &m
 async fn create_offsets_topic(state: &BrokerState, node: &ClusterNode, image: &MetadataImage) {
     let partitions = state.groups.offsets_topic_partitions().max(1);
     let live = image.live_broker_addresses(&node.listener_name).len();
-    let replication_factor = offsets_replication_factor(state.config.offsets_topic_replication_factor, live);
+    let replication_factor =
+        offsets_replication_factor(state.config.offsets_topic_replication_factor, live);
     let topic = CreateTopic {
         name: OFFSETS_TOPIC.to_owned(),
         num_partitions: partitions,

@@ -260,7 +260,9 @@ async fn controlled_shutdown(node: &ClusterNode, epoch: i64) {
     tracing::info!("controlled shutdown: asking the controller to move this broker's leaderships");
     while Instant::now() < deadline {
         if node.service.controller_leader().is_none() {
-            tracing::info!("the controller is gone: stopping without finishing the controlled shutdown");
+            tracing::info!(
+                "the controller is gone: stopping without finishing the controlled shutdown"
+            );
             return;
         }
         let request = BrokerHeartbeatRequest {

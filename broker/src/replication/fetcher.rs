@@ -49,8 +49,6 @@
 
 pub mod connection;
 pub mod partition;
-mod storage_shim;
-use storage_shim::FollowerLogExt as _;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -869,17 +867,29 @@ mod tests {
             request.encode(&mut buf, version).expect("encodes");
             let back = FetchRequest::decode(&mut buf.freeze(), version).expect("decodes");
             let replica = if version >= 15 {
-                (back.replica_state.replica_id.0, back.replica_state.replica_epoch)
+                (
+                    back.replica_state.replica_id.0,
+                    back.replica_state.replica_epoch,
+                )
             } else {
                 (back.replica_id.0, -1)
             };
-            assert_eq!(replica, (2, if version >= 15 { 42 } else { -1 }), "v{version}");
+            assert_eq!(
+                replica,
+                (2, if version >= 15 { 42 } else { -1 }),
+                "v{version}"
+            );
             assert_eq!((back.session_id, back.session_epoch), (0, -1));
             assert_eq!(back.max_wait_ms, 500);
             let p = &back.topics[0].partitions[0];
             assert_eq!(back.topics[0].topic_id, Uuid::from_u128(5));
             assert_eq!(
-                (p.current_leader_epoch, p.fetch_offset, p.last_fetched_epoch, p.log_start_offset),
+                (
+                    p.current_leader_epoch,
+                    p.fetch_offset,
+                    p.last_fetched_epoch,
+                    p.log_start_offset
+                ),
                 (7, 100, 6, 10)
             );
         }

@@ -133,7 +133,8 @@ impl Cluster {
         let mut launched = Vec::new();
         for (i, (client, controller)) in ports.iter().enumerate() {
             let dir = tempfile::tempdir().expect("create a temporary directory");
-            let listen = format!("PLAINTEXT://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}");
+            let listen =
+                format!("PLAINTEXT://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}");
             let args = vec![
                 "--node-id".to_owned(),
                 (i + 1).to_string(),

@@ -520,14 +520,24 @@ async fn a_fence_that_failed_to_commit_is_retried_at_the_next_check() {
 async fn preferred_leaders_return_at_the_next_check_once_in_sync() {
     for rebalance in [true, false] {
         let interval = Duration::from_millis(100);
-        let s = start_with(60_000, Duration::from_secs(5), rebalance.then_some(interval)).await;
+        let s = start_with(
+            60_000,
+            Duration::from_secs(5),
+            rebalance.then_some(interval),
+        )
+        .await;
         let e1 = s.broker(1).await;
         let e2 = s.broker(2).await;
         let topic_id = s.topic("t", vec![1, 2]).await;
         let leader = |s: &Setup| s.images.image().partition(topic_id, 0).unwrap().clone();
         assert_eq!(leader(&s).leader, 1);
         // Broker 1 is fenced (it asks to be), then unfenced: out of the ISR meanwhile.
-        assert!(s.heartbeat_with(1, e1, true, false).await.unwrap().is_fenced);
+        assert!(
+            s.heartbeat_with(1, e1, true, false)
+                .await
+                .unwrap()
+                .is_fenced
+        );
         assert_eq!((leader(&s).leader, leader(&s).isr), (2, vec![2]));
         assert!(!s.heartbeat(1, e1).await.unwrap().is_fenced);
         // Several checks pass: broker 1 is not in the ISR, so it does not lead.
@@ -554,7 +564,11 @@ async fn preferred_leaders_return_at_the_next_check_once_in_sync() {
             ],
         };
         let answer = s.call(|r| Op::AlterPartition(join, r)).await.unwrap();
-        assert_eq!(answer.value.isr, vec![2, 1], "the answer carries the new ISR");
+        assert_eq!(
+            answer.value.isr,
+            vec![2, 1],
+            "the answer carries the new ISR"
+        );
         assert_eq!(answer.value.partition_epoch, p.partition_epoch + 1);
         if rebalance {
             s.eventually("broker 1 leads again", |image| {

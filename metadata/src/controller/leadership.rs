@@ -53,7 +53,10 @@ pub fn unclean_election_enabled(
         .and_then(parse)
         .or_else(|| {
             image
-                .config(&ConfigResource::ClusterDefault, UNCLEAN_LEADER_ELECTION_ENABLE)
+                .config(
+                    &ConfigResource::ClusterDefault,
+                    UNCLEAN_LEADER_ELECTION_ENABLE,
+                )
                 .and_then(parse)
         })
         .unwrap_or(config.unclean_leader_election_enable)

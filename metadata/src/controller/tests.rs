@@ -1333,8 +1333,15 @@ fn without_unclean_election_a_partition_stays_offline_until_an_isr_member_return
     let leader = before.leader;
     h.expire(&[leader]);
     let offline = h.image.partition(t, 0).unwrap().clone();
-    assert_eq!(offline.leader, NO_LEADER, "out-of-sync replicas are not elected");
-    assert_eq!(offline.isr, vec![leader], "the last in-sync replica stays known");
+    assert_eq!(
+        offline.leader, NO_LEADER,
+        "out-of-sync replicas are not elected"
+    );
+    assert_eq!(
+        offline.isr,
+        vec![leader],
+        "the last in-sync replica stays known"
+    );
     // The out-of-sync replicas keep heartbeating: nothing changes.
     for b in before.replicas.iter().filter(|&&b| b != leader) {
         let d = h.heartbeat(*b);
@@ -1358,7 +1365,10 @@ fn with_unclean_election_the_first_usable_replica_leads_alone_when_the_isr_is_go
     h.expire(&[leader]);
     let after = h.image.partition(t, 0).unwrap();
     let expected = *before.replicas.iter().find(|&&b| b != leader).unwrap();
-    assert_eq!(after.leader, expected, "the first other replica in replica order");
+    assert_eq!(
+        after.leader, expected,
+        "the first other replica in replica order"
+    );
     assert_eq!(after.isr, vec![expected]);
     assert_eq!(after.leader_epoch, before.leader_epoch + 1);
     assert_eq!(after.replicas, before.replicas);
@@ -1366,7 +1376,12 @@ fn with_unclean_election_the_first_usable_replica_leads_alone_when_the_isr_is_go
     // Enabled by the controller's default; a topic override of false wins over it.
     let mut h = three_brokers_with_unclean_default(true);
     let on = h.create_topic("on", 1, 3);
-    let off = create_with_configs(&mut h, "off", 3, &[(UNCLEAN_LEADER_ELECTION_ENABLE, "false")]);
+    let off = create_with_configs(
+        &mut h,
+        "off",
+        3,
+        &[(UNCLEAN_LEADER_ELECTION_ENABLE, "false")],
+    );
     let on_before = shrink_to_leader(&mut h, on);
     let off_before = shrink_to_leader(&mut h, off);
     // Fence every leader of the two (they may be the same broker).
@@ -1381,8 +1396,16 @@ fn with_unclean_election_the_first_usable_replica_leads_alone_when_the_isr_is_go
         (NO_LEADER, &[off_before.leader][..])
     );
     // The setting as the controller resolves it: the override, else its default.
-    assert!(!unclean_election_enabled(&h.image, h.controller.config(), "off"));
-    assert!(unclean_election_enabled(&h.image, h.controller.config(), "on"));
+    assert!(!unclean_election_enabled(
+        &h.image,
+        h.controller.config(),
+        "off"
+    ));
+    assert!(unclean_election_enabled(
+        &h.image,
+        h.controller.config(),
+        "on"
+    ));
 }
 
 #[test]
@@ -1514,7 +1537,10 @@ fn alter_partition_refuses_like_kafka() {
     };
     assert_eq!(refused(&h, no_partition), "UNKNOWN_TOPIC_OR_PARTITION");
     // Epochs newer than the controller's: it is behind.
-    for (leader_epoch, partition_epoch) in [(reg.leader_epoch + 1, reg.partition_epoch), (reg.leader_epoch, reg.partition_epoch + 1)] {
+    for (leader_epoch, partition_epoch) in [
+        (reg.leader_epoch + 1, reg.partition_epoch),
+        (reg.leader_epoch, reg.partition_epoch + 1),
+    ] {
         let ahead = AlterPartitionRequest {
             leader_epoch,
             partition_epoch,
@@ -1613,7 +1639,10 @@ fn alter_partition_refuses_like_kafka() {
     h.heartbeat_with(1, true, false);
     h.heartbeat(1);
     let after = h.image.partition(t, 0).unwrap().clone();
-    assert!(after.leader_epoch > before.leader_epoch, "{before:?} {after:?}");
+    assert!(
+        after.leader_epoch > before.leader_epoch,
+        "{before:?} {after:?}"
+    );
     let deposed = AlterPartitionRequest {
         broker_epoch: h.epoch(1),
         leader_epoch: before.leader_epoch,

@@ -61,7 +61,9 @@ async fn describe(admin: &Admin, format: OutputFormat) -> Result<ExitCode> {
         Err(e) => (None, Some(e)),
     };
     match format {
-        OutputFormat::Text => print_text(&cluster, &counts, quorum.as_ref(), quorum_error.is_some()),
+        OutputFormat::Text => {
+            print_text(&cluster, &counts, quorum.as_ref(), quorum_error.is_some())
+        }
         OutputFormat::Json => {
             let document = to_json(
                 &cluster,
@@ -151,7 +153,12 @@ fn print_text(
     let unlisted: Vec<String> = counts
         .iter()
         .filter(|(id, _)| !cluster.brokers.iter().any(|b| b.id == **id))
-        .map(|(id, c)| format!("{id} (follows {}, {} out of sync)", c.follower, c.out_of_sync))
+        .map(|(id, c)| {
+            format!(
+                "{id} (follows {}, {} out of sync)",
+                c.follower, c.out_of_sync
+            )
+        })
         .collect();
     if !unlisted.is_empty() {
         outln!("Replicas on brokers not listed: {}", unlisted.join(", "));

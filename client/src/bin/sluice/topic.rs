@@ -93,9 +93,9 @@ pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
                 })
             });
             match shape {
-                Some((n, rf)) if rf > 0 => outln!(
-                    "created topic {name} with {n} partition(s), replication factor {rf}"
-                ),
+                Some((n, rf)) if rf > 0 => {
+                    outln!("created topic {name} with {n} partition(s), replication factor {rf}")
+                }
                 Some((n, _)) => outln!("created topic {name} with {n} partition(s)"),
                 None => outln!("created topic {name}"),
             }
