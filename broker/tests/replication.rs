@@ -261,7 +261,7 @@ async fn followers_copy_the_leader_and_a_returning_leader_truncates_its_divergen
         log.append(
             &batch(&[(None, "lost-1"), (None, "lost-2")]),
             first_epoch,
-            1,
+            sluice_storage::now_ms(),
         )
         .expect("append the unreplicated tail");
         assert_eq!(log.log_end_offset(), 22);

@@ -275,7 +275,7 @@ async fn apply_plan(
                     leader = key.leader,
                     addr = %fetcher.addr,
                     partitions = count,
-                    "replica fetcher stopped: no partition follows this leader there any more"
+                    "replica fetcher stopped (its partitions changed leader, or the leader moved)"
                 );
                 stop_fetcher(fetcher).await;
             }
@@ -786,7 +786,9 @@ mod tests {
         let img = image(&records);
         let local = |id: Uuid, p: i32| (!(id == b && p == 2)).then_some(());
         let planned = plan(&img, ME, "PLAINTEXT", 1, local);
-        let by_leader: Vec<(i32, String, Vec<(Uuid, i32, i32)>)> = planned
+        /// (leader, its address, (topic, partition, leader epoch) of each partition).
+        type Summary = Vec<(i32, String, Vec<(Uuid, i32, i32)>)>;
+        let by_leader: Summary = planned
             .iter()
             .map(|(k, f)| {
                 (

@@ -525,7 +525,7 @@ mod tests {
         let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (_lr, leader) = replica(ld.path());
         let (_fr, follower) = replica(fd.path());
-        for i in 0..3 {
+        for _ in 0..3 {
             leader.log.append(&batch(&["a", "b"]), 0, NOW).unwrap();
         }
         leader.log.advance_high_watermark(4);
