@@ -575,7 +575,6 @@ async fn apply_response(
     let node = context.node.clone();
     let applied = tokio::task::spawn_blocking(move || {
         let mut partitions = shared.partitions.blocking_lock();
-        let image = node.image();
         let now = Instant::now();
         let mut answered = std::collections::HashSet::new();
         for topic in response.responses {
@@ -591,8 +590,10 @@ async fn apply_response(
                 let (Some(asked), Some(p)) = (requested.get(&key), partitions.get_mut(&key)) else {
                     continue;
                 };
+                // The newest image, read right before this partition's append: once it
+                // names another leader (this broker, say), nothing more is appended.
                 if asked.generation != p.generation
-                    || !still_following(&image, key, p.leader, p.leader_epoch)
+                    || !still_following(&node.image(), key, p.leader, p.leader_epoch)
                 {
                     continue;
                 }
