@@ -126,7 +126,7 @@ impl DiskSpace {
 }
 
 /// (bytes available to unprivileged users, filesystem size) of the filesystem at `path`.
-fn statvfs(path: &Path) -> std::io::Result<(u64, u64)> {
+pub(crate) fn statvfs(path: &Path) -> std::io::Result<(u64, u64)> {
     let c_path = CString::new(path.as_os_str().as_bytes())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };

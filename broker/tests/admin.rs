@@ -651,3 +651,191 @@ async fn configs_are_described_altered_applied_and_persisted() {
     assert_eq!(topic.config().cleanup_policy, "compact,delete");
     broker.shutdown().await.unwrap();
 }
+
+/// `min.insync.replicas` and `unclean.leader.election.enable`: set at create, altered by
+/// IncrementalAlterConfigs and described like any topic config, with their defaults
+/// (1 and false, Kafka's) from the broker; values Kafka refuses are INVALID_CONFIG.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_configs_are_set_altered_and_described() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    let created = client
+        .create_topic(
+            "isr",
+            1,
+            &[
+                ("min.insync.replicas", "1"),
+                ("unclean.leader.election.enable", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0]);
+    for (key, bad) in [
+        ("min.insync.replicas", "0"),
+        ("unclean.leader.election.enable", "maybe"),
+    ] {
+        let refused = client.create_topic("isr-bad", 1, &[(key, bad)]).await;
+        assert_eq!(
+            refused.topics[0].error_code,
+            ResponseError::InvalidConfig.code(),
+            "{key}={bad}"
+        );
+    }
+    assert_eq!(
+        client.create_topic("plain", 1, &[]).await.topics[0].error_code,
+        0
+    );
+
+    let describe = |topic: &str| {
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s(topic))
+            .with_configuration_keys(Some(vec![
+                s("min.insync.replicas"),
+                s("unclean.leader.election.enable"),
+            ]))])
+    };
+    // (value, source) per key: 1 is a topic override, 5 Kafka's default.
+    let described = |r: &kafka_protocol::messages::DescribeConfigsResponse| {
+        let mut out: Vec<(String, String, i8)> = r.results[0]
+            .configs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.to_string(),
+                    c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                    c.config_source,
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let r = client.send(4, &describe("isr")).await;
+    assert_eq!(
+        described(&r),
+        vec![
+            ("min.insync.replicas".into(), "1".into(), 1),
+            ("unclean.leader.election.enable".into(), "true".into(), 1),
+        ]
+    );
+    let r = client.send(4, &describe("plain")).await;
+    assert_eq!(
+        described(&r),
+        vec![
+            ("min.insync.replicas".into(), "1".into(), 5),
+            ("unclean.leader.election.enable".into(), "false".into(), 5),
+        ]
+    );
+
+    let alter = |key: &str, value: &str| {
+        IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("isr"))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(s(key))
+                    .with_config_operation(0)
+                    .with_value(Some(s(value)))]),
+        ])
+    };
+    let r = client.send(1, &alter("min.insync.replicas", "0")).await;
+    assert_eq!(
+        r.responses[0].error_code,
+        ResponseError::InvalidConfig.code()
+    );
+    let r = client.send(1, &alter("min.insync.replicas", "2")).await;
+    assert_eq!(r.responses[0].error_code, 0, "{:?}", r.responses[0]);
+    let r = client
+        .send(1, &alter("unclean.leader.election.enable", "false"))
+        .await;
+    assert_eq!(r.responses[0].error_code, 0, "{:?}", r.responses[0]);
+    let r = client.send(4, &describe("isr")).await;
+    assert_eq!(
+        described(&r),
+        vec![
+            ("min.insync.replicas".into(), "2".into(), 1),
+            ("unclean.leader.election.enable".into(), "false".into(), 1),
+        ]
+    );
+    broker.shutdown().await.unwrap();
+}
+
+/// DescribeLogDirs: the data directory with the size of every replica held here, or of
+/// the partitions asked for (ones not held are left out), and the filesystem's bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_log_dirs_lists_the_replicas_with_their_sizes() {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    assert_eq!(
+        client.create_topic("sized", 2, &[]).await.topics[0].error_code,
+        0
+    );
+    let (code, _) = client
+        .produce("sized", 1, batch(&[(None, "a record"), (None, "another")]))
+        .await;
+    assert_eq!(code, 0);
+
+    let all: DescribeLogDirsResponse = client
+        .send(4, &DescribeLogDirsRequest::default().with_topics(None))
+        .await;
+    assert_eq!(all.error_code, 0);
+    assert_eq!(all.results.len(), 1, "one data directory");
+    let result = &all.results[0];
+    assert_eq!(result.error_code, 0);
+    assert!(result
+        .log_dir
+        .as_str()
+        .starts_with(&*dir.path().to_string_lossy()));
+    assert!(
+        result.total_bytes > 0 && result.usable_bytes > 0,
+        "{result:?}"
+    );
+    let sized = result
+        .topics
+        .iter()
+        .find(|t| t.name.0.as_str() == "sized")
+        .expect("the topic");
+    let sizes: Vec<(i32, i64)> = sized
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.partition_size))
+        .collect();
+    assert_eq!(sizes.len(), 2, "{sizes:?}");
+    assert_eq!((sizes[0].0, sizes[1].0), (0, 1), "{sizes:?}");
+    assert!(
+        sizes[1].1 > sizes[0].1,
+        "records only in partition 1: {sizes:?}"
+    );
+    assert!(sized
+        .partitions
+        .iter()
+        .all(|p| p.offset_lag == 0 && !p.is_future_key));
+
+    let some: DescribeLogDirsResponse = client
+        .send(
+            2,
+            &DescribeLogDirsRequest::default().with_topics(Some(vec![
+                DescribableLogDirTopic::default()
+                    .with_topic(name("sized"))
+                    .with_partitions(vec![1, 7]),
+                DescribableLogDirTopic::default()
+                    .with_topic(name("absent"))
+                    .with_partitions(vec![0]),
+            ])),
+        )
+        .await;
+    let topics = &some.results[0].topics;
+    assert_eq!(topics.len(), 1, "{topics:?}");
+    let only: Vec<i32> = topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.partition_index)
+        .collect();
+    assert_eq!(only, vec![1]);
+    broker.shutdown().await.unwrap();
+}

@@ -291,8 +291,10 @@ fn ok_eventually(
 ) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let out = ok(broker, args, b"");
-        if done(&out) {
+        // A command may fail while the cluster changes (a leader just died): try again.
+        let output = sluice(broker, args, b"");
+        let out = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.success() && done(&out) {
             return out;
         }
         assert!(

@@ -34,7 +34,7 @@ use tracing::Instrument;
 use super::frame::RequestPrefix;
 use super::wire::{self, EncodeError, Frame};
 use crate::cluster;
-use crate::handlers::admin::{configs, topics};
+use crate::handlers::admin::{configs, log_dirs, topics};
 use crate::handlers::fetch::{self, FetchOutcome};
 use crate::handlers::{api_versions, init_producer_id, metadata, offsets, produce};
 use crate::state::BrokerState;
@@ -278,6 +278,7 @@ async fn dispatch_known(
             }
         },
         RequestKind::DescribeConfigs(req) => respond(&configs::describe_configs(state, &req)),
+        RequestKind::DescribeLogDirs(req) => respond(&log_dirs::describe_log_dirs(state, &req)),
         RequestKind::IncrementalAlterConfigs(req) => match &state.cluster {
             Some(node) => {
                 respond(&cluster::admin::incremental_alter_configs(state, node, &req).await)

@@ -466,7 +466,8 @@ impl Admin {
     }
 
     /// Partition sizes from DescribeLogDirs on each leader; `None` if a broker does not
-    /// support the request.
+    /// support the request. A leader that cannot be reached or refuses leaves its
+    /// partitions out.
     async fn partition_sizes(
         &self,
         topic: &str,
@@ -480,7 +481,11 @@ impl Admin {
         }
         let mut sizes = HashMap::new();
         for (leader, partitions) in by_leader {
-            let connection = self.client.broker(leader).await?;
+            // A leader that cannot be reached (it just died, the metadata is moving) leaves
+            // its partitions' sizes unknown rather than failing the whole description.
+            let Ok(connection) = self.client.broker(leader).await else {
+                continue;
+            };
             let Ok(version) = connection.version::<DescribeLogDirsRequest>() else {
                 return Ok(None);
             };
@@ -489,12 +494,12 @@ impl Admin {
                     .with_topic(topic_name(topic))
                     .with_partitions(partitions.clone()),
             ]));
-            let response = connection.send(&request, version).await?;
-            Error::check(
-                response.error_code,
-                || format!("describe log dirs of {topic:?}"),
-                None,
-            )?;
+            let Ok(response) = connection.send(&request, version).await else {
+                continue;
+            };
+            if response.error_code != 0 {
+                continue;
+            }
             for dir in &response.results {
                 if dir.error_code != 0 {
                     continue; // an offline log dir holds nothing readable
