@@ -17,7 +17,10 @@
 //! - OFFSET_OUT_OF_RANGE: the leader's log start and end are asked (ListOffsets) and
 //!   [`offset_reset`] says what to do: truncate to the leader's end when ours is past it
 //!   (an unclean election happened), or start the log afresh at the leader's log start
-//!   when ours ended before it (retention ran while we were away);
+//!   when ours ended before it (retention ran while we were away). The storage API has
+//!   no way yet to restart a log above its end (Kafka's `truncateFullyAndStartAt`;
+//!   `truncate_to` restarts only at or below the log start): until it has, such a
+//!   partition logs a warning and retries after the backoff, and does not catch up;
 //! - NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, UNKNOWN_TOPIC_ID,
 //!   UNKNOWN_TOPIC_OR_PARTITION, INCONSISTENT_TOPIC_ID: the leader and we disagree on the
 //!   metadata; the partition pauses for `replica.fetch.backoff.ms` (the manager resets it
