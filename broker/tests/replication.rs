@@ -71,8 +71,13 @@ impl Layout {
     }
 
     fn config(&self, node: usize, dir: &Path) -> BrokerConfig {
+        self.config_with(node, dir, &[])
+    }
+
+    /// [`Layout::config`] with more broker properties.
+    fn config_with(&self, node: usize, dir: &Path, extra: &[(&str, &str)]) -> BrokerConfig {
         let (client, controller) = self.nodes[node - 1];
-        let props: std::collections::BTreeMap<String, String> = [
+        let mut props: std::collections::BTreeMap<String, String> = [
             ("node.id", node.to_string()),
             ("log.dirs", dir.to_string_lossy().into_owned()),
             (
@@ -91,6 +96,11 @@ impl Layout {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        props.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         BrokerConfig::from_properties(&props).expect("cluster config")
     }
 
@@ -261,7 +271,7 @@ async fn followers_copy_the_leader_and_a_returning_leader_truncates_its_divergen
         log.append(
             &batch(&[(None, "lost-1"), (None, "lost-2")]),
             first_epoch,
-            1,
+            sluice_storage::now_ms(),
         )
         .expect("append the unreplicated tail");
         assert_eq!(log.log_end_offset(), 22);
@@ -312,6 +322,71 @@ async fn followers_copy_the_leader_and_a_returning_leader_truncates_its_divergen
     assert!(!text.contains("lost-1"), "the divergent tail was truncated");
     assert!(text.contains("second-4"));
 
+    for (_, handle) in handles {
+        handle.shutdown().await.expect("clean shutdown");
+    }
+}
+
+/// With `log.flush.policy=always`, a follower reports a new log end only once it is
+/// fsynced: when an acks=all produce is answered, every in-sync follower has the batch on
+/// disk (its durable offset is past it), not only in its page cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_flush_always_an_acks_all_answer_means_every_follower_fsynced() {
+    common::init_tracing();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let layout = Layout::new();
+    let mut handles: Vec<(usize, BrokerHandle)> = Vec::new();
+    for node in 1..=3 {
+        let config = layout.config_with(
+            node,
+            dirs[node - 1].path(),
+            &[("log.flush.policy", "always")],
+        );
+        handles.push((node, Broker::start(config).await.expect("broker starts")));
+    }
+    eventually!(
+        "three live brokers",
+        (metadata(layout.client_addr(1)).await.brokers.len() == 3).then_some(())
+    );
+    let mut admin = Client::connect(layout.client_addr(1)).await;
+    let create = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name(TOPIC))
+            .with_num_partitions(1)
+            .with_replication_factor(3)])
+        .with_timeout_ms(5000);
+    let created: CreateTopicsResponse = admin.send(7, &create).await;
+    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0]);
+    let (leader_id, _) = eventually!("a leader", leader(layout.client_addr(1)).await);
+    eventually!(
+        "every broker has its replica",
+        handles
+            .iter()
+            .all(|(_, h)| local_log(h).is_some())
+            .then_some(())
+    );
+    let mut producer = Client::connect(layout.client_addr(leader_id as usize)).await;
+    for i in 0..5i64 {
+        let request = Client::produce_request(TOPIC, 0, -1, batch(&[(None, "durable")]));
+        let answer: kafka_protocol::messages::ProduceResponse = producer.send(9, &request).await;
+        let p = &answer.responses[0].partition_responses[0];
+        assert_eq!(
+            (p.error_code, p.base_offset),
+            (0, i),
+            "acks=all produce {i}"
+        );
+        // Read at once after the answer: no waiting may hide a follower behind.
+        for (node, handle) in &handles {
+            let log = &local_log(handle).expect("replica").log;
+            assert!(log.log_end_offset() > i, "broker {node} has offset {i}");
+            assert!(
+                log.durable_offset() > i,
+                "broker {node} fsynced offset {i} (durable offset {})",
+                log.durable_offset()
+            );
+        }
+    }
+    converged(&handles, leader_id as usize, "the replicas are equal").await;
     for (_, handle) in handles {
         handle.shutdown().await.expect("clean shutdown");
     }

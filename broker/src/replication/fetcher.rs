@@ -49,8 +49,6 @@
 
 pub mod connection;
 pub mod partition;
-mod storage_shim;
-use storage_shim::FollowerLogExt as _;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -277,7 +275,7 @@ async fn apply_plan(
                     leader = key.leader,
                     addr = %fetcher.addr,
                     partitions = count,
-                    "replica fetcher stopped: no partition follows this leader there any more"
+                    "replica fetcher stopped (its partitions changed leader, or the leader moved)"
                 );
                 stop_fetcher(fetcher).await;
             }
@@ -577,7 +575,6 @@ async fn apply_response(
     let node = context.node.clone();
     let applied = tokio::task::spawn_blocking(move || {
         let mut partitions = shared.partitions.blocking_lock();
-        let image = node.image();
         let now = Instant::now();
         let mut answered = std::collections::HashSet::new();
         for topic in response.responses {
@@ -593,8 +590,10 @@ async fn apply_response(
                 let (Some(asked), Some(p)) = (requested.get(&key), partitions.get_mut(&key)) else {
                     continue;
                 };
+                // The newest image, read right before this partition's append: once it
+                // names another leader (this broker, say), nothing more is appended.
                 if asked.generation != p.generation
-                    || !still_following(&image, key, p.leader, p.leader_epoch)
+                    || !still_following(&node.image(), key, p.leader, p.leader_epoch)
                 {
                     continue;
                 }
@@ -788,7 +787,9 @@ mod tests {
         let img = image(&records);
         let local = |id: Uuid, p: i32| (!(id == b && p == 2)).then_some(());
         let planned = plan(&img, ME, "PLAINTEXT", 1, local);
-        let by_leader: Vec<(i32, String, Vec<(Uuid, i32, i32)>)> = planned
+        /// (leader, its address, (topic, partition, leader epoch) of each partition).
+        type Summary = Vec<(i32, String, Vec<(Uuid, i32, i32)>)>;
+        let by_leader: Summary = planned
             .iter()
             .map(|(k, f)| {
                 (
@@ -869,17 +870,29 @@ mod tests {
             request.encode(&mut buf, version).expect("encodes");
             let back = FetchRequest::decode(&mut buf.freeze(), version).expect("decodes");
             let replica = if version >= 15 {
-                (back.replica_state.replica_id.0, back.replica_state.replica_epoch)
+                (
+                    back.replica_state.replica_id.0,
+                    back.replica_state.replica_epoch,
+                )
             } else {
                 (back.replica_id.0, -1)
             };
-            assert_eq!(replica, (2, if version >= 15 { 42 } else { -1 }), "v{version}");
+            assert_eq!(
+                replica,
+                (2, if version >= 15 { 42 } else { -1 }),
+                "v{version}"
+            );
             assert_eq!((back.session_id, back.session_epoch), (0, -1));
             assert_eq!(back.max_wait_ms, 500);
             let p = &back.topics[0].partitions[0];
             assert_eq!(back.topics[0].topic_id, Uuid::from_u128(5));
             assert_eq!(
-                (p.current_leader_epoch, p.fetch_offset, p.last_fetched_epoch, p.log_start_offset),
+                (
+                    p.current_leader_epoch,
+                    p.fetch_offset,
+                    p.last_fetched_epoch,
+                    p.log_start_offset
+                ),
                 (7, 100, 6, 10)
             );
         }

@@ -17,7 +17,10 @@
 //! - OFFSET_OUT_OF_RANGE: the leader's log start and end are asked (ListOffsets) and
 //!   [`offset_reset`] says what to do: truncate to the leader's end when ours is past it
 //!   (an unclean election happened), or start the log afresh at the leader's log start
-//!   when ours ended before it (retention ran while we were away);
+//!   when ours ended before it (retention ran while we were away). The storage API has
+//!   no way yet to restart a log above its end (Kafka's `truncateFullyAndStartAt`;
+//!   `truncate_to` restarts only at or below the log start): until it has, such a
+//!   partition logs a warning and retries after the backoff, and does not catch up;
 //! - NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, UNKNOWN_TOPIC_ID,
 //!   UNKNOWN_TOPIC_OR_PARTITION, INCONSISTENT_TOPIC_ID: the leader and we disagree on the
 //!   metadata; the partition pauses for `replica.fetch.backoff.ms` (the manager resets it
@@ -29,10 +32,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::storage_shim::{truncation_offset, EpochEndOffset, FollowerLogExt as _};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{self, PartitionData};
-use sluice_storage::FlushPolicy;
+use sluice_storage::{truncation_offset, EpochEndOffset, FlushPolicy};
 use uuid::Uuid;
 
 use crate::topics::Partition;
@@ -429,6 +431,8 @@ mod tests {
     use crate::topics::{Layout, TopicRegistry};
 
     const BACKOFF: Duration = Duration::from_millis(100);
+    /// The batches' timestamp, as "now" for appends.
+    const NOW: i64 = 1_700_000_000_000;
 
     fn registry(dir: &std::path::Path) -> TopicRegistry {
         let props: BTreeMap<String, String> =
@@ -516,7 +520,7 @@ mod tests {
         let offset = f.replica.log.log_end_offset();
         let epoch = f.replica.log.latest_epoch().unwrap_or(-1);
         let data = leader_answer(leader, offset, epoch);
-        f.handle(&data, offset, Instant::now(), BACKOFF, 1)
+        f.handle(&data, offset, Instant::now(), BACKOFF, NOW)
     }
 
     #[test]
@@ -524,8 +528,8 @@ mod tests {
         let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (_lr, leader) = replica(ld.path());
         let (_fr, follower) = replica(fd.path());
-        for i in 0..3 {
-            leader.log.append(&batch(&["a", "b"]), 0, i).unwrap();
+        for _ in 0..3 {
+            leader.log.append(&batch(&["a", "b"]), 0, NOW).unwrap();
         }
         leader.log.advance_high_watermark(4);
         let mut f = followed(follower.clone(), 0);
@@ -548,7 +552,7 @@ mod tests {
         // An answer to a fetch from an offset the log has left is ignored.
         let data = leader_answer(&leader, 0, -1);
         assert_eq!(
-            f.handle(&data, 0, Instant::now(), BACKOFF, 1),
+            f.handle(&data, 0, Instant::now(), BACKOFF, NOW),
             Outcome::Stale
         );
         assert_eq!(follower.log.log_end_offset(), 6);
@@ -563,12 +567,12 @@ mod tests {
         let (_lr, leader) = replica(ld.path());
         let (_fr, follower) = replica(fd.path());
         let mut f = followed(follower.clone(), 0);
-        leader.log.append(&batch(&["a", "b"]), 0, 1).unwrap();
+        leader.log.append(&batch(&["a", "b"]), 0, NOW).unwrap();
         assert!(matches!(round(&mut f, &leader), Outcome::Appended(_)));
         // The follower led for a moment at epoch 0 and took a batch nobody copied.
-        follower.log.append(&batch(&["lost"]), 0, 1).unwrap();
+        follower.log.append(&batch(&["lost"]), 0, NOW).unwrap();
         // The leader at epoch 1 took other records.
-        leader.log.append(&batch(&["c", "d", "e"]), 1, 1).unwrap();
+        leader.log.append(&batch(&["c", "d", "e"]), 1, NOW).unwrap();
         let mut f = followed(follower.clone(), 1);
         assert_eq!(round(&mut f, &leader), Outcome::Truncated(2));
         assert_eq!(follower.log.log_end_offset(), 2);
@@ -595,7 +599,7 @@ mod tests {
         ] {
             f.delayed_until = None;
             let data = PartitionData::default().with_error_code(code.code());
-            assert_eq!(f.handle(&data, 0, now, BACKOFF, 1), Outcome::Delayed);
+            assert_eq!(f.handle(&data, 0, now, BACKOFF, NOW), Outcome::Delayed);
             assert!(!f.is_ready(now));
             assert!(f.is_ready(now + BACKOFF));
         }
@@ -604,15 +608,18 @@ mod tests {
         let mut bad = batch(&["x"]).to_vec();
         bad[..8].copy_from_slice(&5i64.to_be_bytes());
         let data = PartitionData::default().with_records(Some(Bytes::from(bad)));
-        assert_eq!(f.handle(&data, 0, now, BACKOFF, 1), Outcome::Delayed);
+        assert_eq!(f.handle(&data, 0, now, BACKOFF, NOW), Outcome::Delayed);
         assert_eq!(follower.log.log_end_offset(), 0);
         // OFFSET_OUT_OF_RANGE: the partition waits for the leader's range.
         f.delayed_until = None;
         let data = PartitionData::default().with_error_code(ResponseError::OffsetOutOfRange.code());
-        assert_eq!(f.handle(&data, 0, now, BACKOFF, 1), Outcome::NeedsReset);
+        assert_eq!(f.handle(&data, 0, now, BACKOFF, NOW), Outcome::NeedsReset);
         assert!(!f.is_ready(now + BACKOFF));
         // The leader's log ends before ours (an unclean election): truncate to its end.
-        follower.log.append(&batch(&["a", "b", "c"]), 0, 1).unwrap();
+        follower
+            .log
+            .append(&batch(&["a", "b", "c"]), 0, NOW)
+            .unwrap();
         assert_eq!(f.reset_offset(0, 1, now, BACKOFF), Outcome::Truncated(1));
         assert!(!f.needs_reset);
         assert_eq!(
