@@ -1129,6 +1129,46 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Empties the log and starts it afresh at `offset`, which may lie above the log end
+    /// (Kafka's `truncateFullyAndStartAt`): a follower whose log ended before the leader's
+    /// log start (retention ran on the leader while it was away) starts again where the
+    /// leader's log starts. The high watermark and the log start become `offset`; the
+    /// epoch cache and the producer states are emptied (nothing they described is left).
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<()> {
+        let inner = &self.inner;
+        if offset < 0 {
+            return Err(StorageError::InvalidArgument(format!(
+                "cannot start the log at offset {offset}"
+            )));
+        }
+        let mut guard = inner.lock_append()?;
+        inner.check_writable()?;
+        // No sync may run across the restart: it would publish the old log end as durable.
+        let _sync = inner.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = inner.restart_at(offset) {
+            inner.go_offline(&e, Failure::Fatal);
+            return Err(e);
+        }
+        {
+            let _hw = inner.lock_hw();
+            inner.high_watermark.store(offset, Ordering::Release);
+        }
+        inner.change_epochs(|cache| {
+            let had = !cache.is_empty();
+            *cache = EpochCache::default();
+            had
+        });
+        inner
+            .gaps
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        inner.has_gaps.store(false, Ordering::Release);
+        guard.producers = ProducerStates::default();
+        tracing::info!(dir = %inner.dir.display(), offset, "log emptied and started afresh");
+        Ok(())
+    }
+
     /// Makes `offset` the new log start offset (Kafka's DeleteRecords): records before it
     /// are no longer served, and whole segments below it are deleted. Returns the new log
     /// start offset. `offset` may not pass the high watermark.

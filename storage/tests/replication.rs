@@ -867,6 +867,57 @@ fn a_follower_that_is_only_behind_truncates_nothing() {
     assert_eq!(follower.high_watermark(), leader.log_end_offset());
 }
 
+#[test]
+fn a_follower_behind_the_leaders_log_start_starts_afresh_there_and_follows() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (leader, _) = open(dirs[0].path(), big_segments(), true);
+    let (follower, _) = open(dirs[1].path(), big_segments(), true);
+    leader.assign_epoch(1, 0).unwrap();
+    for _ in 0..3 {
+        leader.append(&make_batch(2, 20, NOW), 1, NOW).unwrap();
+    }
+    replicate(&leader, &follower, 1 << 20);
+    // The follower is away while the leader goes on and deletes what the follower lacks.
+    let idempotent = idempotent_batch(7, 0, 0, 2);
+    for _ in 0..3 {
+        leader.append(&make_batch(2, 20, NOW), 1, NOW).unwrap();
+    }
+    leader.append(&idempotent, 1, NOW).unwrap();
+    leader.advance_high_watermark(leader.log_end_offset());
+    let start = leader.delete_records_before(10).unwrap();
+    assert_eq!(start, 10);
+    assert!(start > follower.log_end_offset());
+
+    follower.truncate_fully_and_start_at(start).unwrap();
+    assert_eq!(follower.log_start_offset(), start);
+    assert_eq!(follower.log_end_offset(), start);
+    assert_eq!(follower.high_watermark(), start);
+    assert_eq!(follower.latest_epoch(), None, "no epoch is left");
+    assert_eq!(
+        follow(&leader, &follower),
+        Vec::<i64>::new(),
+        "nothing to cut"
+    );
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    let ours = read_to_end(&follower, start, 1 << 20, true).unwrap();
+    let theirs = read_to_end(&leader, start, 1 << 20, true).unwrap();
+    assert!(!ours.records.is_empty());
+    assert_eq!(
+        ours.records, theirs.records,
+        "the same batches from the leader's log start"
+    );
+    // The producer state came with the copied batch: a retry is a duplicate once the
+    // follower leads.
+    follower.assign_epoch(2, follower.log_end_offset()).unwrap();
+    let retry = follower.append(&idempotent, 2, NOW).unwrap();
+    assert!(retry.duplicate);
+    // And it survives a restart.
+    follower.close().unwrap();
+    let (follower, _) = open(dirs[1].path(), big_segments(), true);
+    assert_eq!(follower.log_start_offset(), start);
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+}
+
 // ---- failed epoch checkpoints ---------------------------------------------------------
 
 #[test]

@@ -17,10 +17,8 @@
 //! - OFFSET_OUT_OF_RANGE: the leader's log start and end are asked (ListOffsets) and
 //!   [`offset_reset`] says what to do: truncate to the leader's end when ours is past it
 //!   (an unclean election happened), or start the log afresh at the leader's log start
-//!   when ours ended before it (retention ran while we were away). The storage API has
-//!   no way yet to restart a log above its end (Kafka's `truncateFullyAndStartAt`;
-//!   `truncate_to` restarts only at or below the log start): until it has, such a
-//!   partition logs a warning and retries after the backoff, and does not catch up;
+//!   when ours ended before it (retention ran while we were away: Kafka's
+//!   `truncateFullyAndStartAt`, storage's `truncate_fully_and_start_at`);
 //! - NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, UNKNOWN_TOPIC_ID,
 //!   UNKNOWN_TOPIC_OR_PARTITION, INCONSISTENT_TOPIC_ID: the leader and we disagree on the
 //!   metadata; the partition pauses for `replica.fetch.backoff.ms` (the manager resets it
@@ -323,16 +321,7 @@ impl FollowedPartition {
                     log_end = my_end,
                     "the leader's log starts at {start}, after our end: starting the log afresh there"
                 );
-                log.truncate_to(start).and_then(|()| {
-                    if log.log_end_offset() == start {
-                        Ok(())
-                    } else {
-                        Err(sluice_storage::StorageError::InvalidArgument(format!(
-                            "the log cannot be restarted at {start}, above its end {}",
-                            log.log_end_offset()
-                        )))
-                    }
-                })
+                log.truncate_fully_and_start_at(start)
             }
         };
         match result {
