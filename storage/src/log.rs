@@ -872,6 +872,18 @@ impl PartitionLog {
         // (a leader change, or a log without epochs yet): the steady state compares
         // one atomic per batch.
         let latest_epoch = inner.latest_epoch.load(Ordering::Acquire);
+        // A batch of an epoch older than this log's latest comes from a leader this
+        // replica has moved past (it became leader itself, or truncated to a newer
+        // leader's log): a late answer of the old leader, refused whole. A follower never
+        // needs one: truncation to the divergence point removes every newer epoch first.
+        if let Some((_, stale)) = parsed.iter().find(|(_, h)| {
+            h.partition_leader_epoch() >= 0 && h.partition_leader_epoch() < latest_epoch
+        }) {
+            return Err(StorageError::StaleLeaderEpoch {
+                epoch: stale.partition_leader_epoch(),
+                latest: latest_epoch,
+            });
+        }
         let other_epoch = parsed.iter().any(|(_, h)| {
             let epoch = h.partition_leader_epoch();
             epoch >= 0 && epoch != latest_epoch

@@ -194,6 +194,32 @@ fn a_stale_leader_epoch_is_refused_and_writes_nothing() {
 }
 
 #[test]
+fn a_replica_that_moved_past_an_epoch_refuses_the_old_leaders_late_batches() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (old_leader, _) = open(dirs[0].path(), big_segments(), true);
+    let (replica, _) = open(dirs[1].path(), big_segments(), true);
+    old_leader.append(&make_batch(2, 10, 1), 3, NOW).unwrap();
+    replicate(&old_leader, &replica, 1 << 20);
+    // One more batch of epoch 3 is on its way when the replica becomes leader at epoch 4.
+    old_leader.append(&make_batch(2, 10, 1), 3, NOW).unwrap();
+    let late = read_to_end(&old_leader, 2, 1 << 20, true).unwrap().records;
+    replica.assign_epoch(4, replica.log_end_offset()).unwrap();
+    let (end, size) = (replica.log_end_offset(), replica.size_bytes());
+    match replica.append_replicated(&late, NOW) {
+        Err(StorageError::StaleLeaderEpoch {
+            epoch: 3,
+            latest: 4,
+        }) => {}
+        other => panic!("expected StaleLeaderEpoch, got {other:?}"),
+    }
+    assert_eq!(
+        (replica.log_end_offset(), replica.size_bytes()),
+        (end, size)
+    );
+    assert_eq!(replica.epoch_entries(), vec![(3, 0), (4, 2)]);
+}
+
+#[test]
 fn the_epoch_cache_is_cut_from_the_end_by_truncation_and_from_the_start_by_deletion() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = open(dir.path(), small_segments(), true);
