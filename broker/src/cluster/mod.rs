@@ -31,7 +31,7 @@ pub mod producer_ids;
 pub mod reconcile;
 pub mod routing;
 #[cfg(test)]
-mod test_images;
+pub(crate) mod test_images;
 pub mod upgrade;
 
 use std::collections::BTreeMap;
