@@ -108,6 +108,12 @@ pub fn storage_error_code(error: &StorageError) -> ResponseError {
         // deleted, broker stopping). A retriable "not here" error makes the client
         // refresh its metadata and retry.
         StorageError::Closed => ResponseError::NotLeaderOrFollower,
+        // A deposed leader's append behind its successor's records (Kafka's
+        // FencedLeaderEpochException).
+        StorageError::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+        // A follower's append that does not continue its log: internal to replication
+        // (Kafka's UnexpectedAppendOffsetException), never a client's doing.
+        StorageError::OffsetMismatch { .. } => ResponseError::UnknownServerError,
     }
 }
 

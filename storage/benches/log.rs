@@ -166,6 +166,8 @@ fn read(c: &mut Criterion) {
             .expect("append");
     }
     let end = log.log_end_offset();
+    // Consumers read up to the high watermark: everything is committed here.
+    log.advance_high_watermark(end);
     let mut group = c.benchmark_group("read");
     group.throughput(Throughput::Bytes(log.size_bytes()));
     group.measurement_time(Duration::from_secs(8));
@@ -205,6 +207,8 @@ fn lookup(c: &mut Criterion) {
             .expect("append");
     }
     let end = log.log_end_offset();
+    // Consumers read up to the high watermark: everything is committed here.
+    log.advance_high_watermark(end);
     assert_eq!(end, 10_000_000);
     let mut group = c.benchmark_group("lookup");
     let mut x = 0x9E37_79B9_7F4A_7C15u64;

@@ -118,6 +118,15 @@ pub enum StorageError {
     /// A durable wait was for an offset that a truncation removed.
     #[error("offset {offset} was truncated before it became durable")]
     Truncated { offset: i64 },
+    /// A leader append stamped with a leader epoch older than the newest epoch in the
+    /// log's leader-epoch cache: a deposed leader must not write behind its successor.
+    /// Kafka: FENCED_LEADER_EPOCH.
+    #[error("leader epoch {epoch} is older than the log's latest leader epoch {latest}")]
+    StaleLeaderEpoch { epoch: i32, latest: i32 },
+    /// A replicated append does not continue the log: its first batch (or a later one)
+    /// does not start at the expected offset. Nothing was written.
+    #[error("replicated batch starts at offset {got}, expected {expected}")]
+    OffsetMismatch { expected: i64, got: i64 },
     /// The log was closed (or deleted) while the operation was in progress.
     #[error("log is closed")]
     Closed,

@@ -9,7 +9,8 @@
 //! checked on a tick; rolled segments are synced and the recovery point checkpointed here
 //! too, off the append path, with the producer-state snapshot a roll encoded. The
 //! recovery point also follows the durable offset into the active segment, rate-limited
-//! (checked after each sync and on the tick).
+//! (checked after each sync and on the tick). The tick also checkpoints a changed high
+//! watermark (at most every 5 s) and retries a leader-epoch checkpoint that failed.
 //!
 //! The same tick probes logs that a failed write or sync took offline: with backoff
 //! (100 ms doubling to 5 s) it checks that the directory takes writes again, re-checks
@@ -143,6 +144,8 @@ fn run(shared: Arc<Shared>) {
         for log in registered.iter().filter_map(Weak::upgrade) {
             log.flush_if_due(now);
             log.checkpoint_if_due(now, crate::log::RECOVERY_POINT_CHECKPOINT_MS);
+            log.checkpoint_high_watermark_if_due(now, crate::log::HIGH_WATERMARK_CHECKPOINT_MS);
+            log.epoch_checkpoint_if_dirty();
             log.heal_if_due(now);
         }
     }

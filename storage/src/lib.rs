@@ -3,7 +3,10 @@
 //! - [`batch`]: Kafka RecordBatch v2 byte for byte: header view, CRC-32C validation,
 //!   in-place patches, record decoding for every codec, a batch builder.
 //! - [`log`]: [`PartitionLog`], one `<topic>-<partition>/` directory: append, read by
-//!   offset or time, roll, truncate, retention, recovery.
+//!   offset or time, roll, truncate, retention, recovery; for replication the follower
+//!   append, the high watermark and [`truncation_offset`] (KIP-101/KIP-279).
+//! - `epoch_cache`: the leader-epoch cache and its `leader-epoch-checkpoint` file
+//!   (Kafka's LeaderEpochFileCache), behind [`PartitionLog::end_offset_for_epoch`].
 //! - `damage`: [`DamagedRange`], offsets recovery keeps but cannot serve, and how reads
 //!   find the next good batch after them.
 //! - [`check`]: read-only verification of a partition directory (`sluice-broker check`).
@@ -24,6 +27,7 @@ pub mod batch;
 pub mod check;
 pub mod config;
 mod damage;
+mod epoch_cache;
 pub mod error;
 pub mod faults;
 pub mod flusher;
@@ -38,9 +42,11 @@ pub mod watermark;
 
 pub use config::{FlushPolicy, LogConfig};
 pub use damage::DamagedRange;
+pub use epoch_cache::EpochEndOffset;
 pub use error::{BatchError, Result, StorageError};
 pub use flusher::Flusher;
 pub use log::{
-    now_ms, AppendInfo, OpenReport, PartitionLog, ReadResult, RetentionOutcome, TimestampOffset,
+    now_ms, truncation_offset, AppendInfo, OpenReport, PartitionLog, ReadBound, ReadResult,
+    RetentionOutcome, TimestampOffset,
 };
 pub use watermark::DurableWait;

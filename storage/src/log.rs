@@ -16,6 +16,16 @@
 //!   (at most once per [`RECOVERY_POINT_CHECKPOINT_MS`] per log).
 //! - `log-start-offset`: decimal offset, written atomically when records are deleted in
 //!   the middle of a segment (DeleteRecords); otherwise the first segment's base offset.
+//! - `high-watermark`: decimal offset, the replicated high watermark (what consumers may
+//!   read; not the durable offset, which is [`Watermark`]'s). Written atomically by the
+//!   flusher when it changed (at most once per [`HIGH_WATERMARK_CHECKPOINT_MS`]) and at
+//!   close; at open the high watermark is min(file, log end), and the log end when there
+//!   is no file (a directory of a release before replication, where everything appended
+//!   was visible), which is then written at once.
+//! - `leader-epoch-checkpoint`: the leader-epoch cache (see `epoch_cache`) in Kafka's
+//!   text format, written atomically on every change. At open it is cut to the log
+//!   start and end (recovery may have cut the tail); missing, damaged or behind the
+//!   log's last batch, it is rebuilt from the batches' partition leader epochs.
 //!
 //! Concurrency: every mutation (append, roll, truncate, retention, close) holds the
 //! append lock. Readers take no lock held across I/O: they clone the segment list (an
@@ -24,7 +34,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +45,7 @@ use crate::batch::{
 };
 use crate::config::{FlushPolicy, LogConfig};
 use crate::damage::DamagedRange;
+use crate::epoch_cache::{self, EpochCache, EpochEndOffset, Loaded};
 use crate::error::{BatchError, Result, StorageError};
 use crate::flusher::Flusher;
 use crate::fsutil::{self, parse_segment_file_name, LOG_SUFFIX};
@@ -43,6 +54,14 @@ use crate::segment::{Layout, PreparedBatch, Segment, TailRule, NO_TIMESTAMP};
 use crate::watermark::{DurableWait, Watermark};
 
 const RECOVERY_POINT_FILE: &str = "recovery-point";
+const HIGH_WATERMARK_FILE: &str = "high-watermark";
+/// Least time between two checkpoints of a changed high watermark (Kafka checkpoints
+/// every `replica.high.watermark.checkpoint.interval.ms`, 5 s). A stale checkpoint only
+/// hides committed records after an unclean stop until the leader raises the high
+/// watermark again; it never exposes uncommitted ones, since it is cut to the log end.
+pub(crate) const HIGH_WATERMARK_CHECKPOINT_MS: i64 = 5_000;
+/// The latest-epoch value of an empty leader-epoch cache.
+const NO_EPOCH: i32 = -1;
 /// Least time between two checkpoints of the recovery point to the durable offset inside
 /// the active segment (Kafka's `log.flush.offset.checkpoint.interval.ms`, 60 s there).
 /// Shorter than Kafka's because here the point also bounds what a damaged byte can cost:
@@ -145,6 +164,16 @@ pub struct ReadResult {
     pub high_watermark: i64,
 }
 
+/// Which end bounds a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadBound {
+    /// Consumers: only records below the high watermark (Kafka's FetchHighWatermark).
+    HighWatermark,
+    /// Followers and the log's own owner (coordinator loading): up to the log end
+    /// (Kafka's FetchLogEnd).
+    LogEnd,
+}
+
 /// A record located by timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimestampOffset {
@@ -221,6 +250,20 @@ pub(crate) struct LogInner {
     /// the first sync after open checkpoints at once).
     last_checkpoint_ms: AtomicI64,
     dir_dirty: AtomicBool,
+    /// The replicated high watermark, within [log start, log end]. Changed only under
+    /// `hw_lock`, which orders a raise against a truncation lowering the log end.
+    high_watermark: AtomicI64,
+    hw_lock: Mutex<()>,
+    /// The high watermark last written to `high-watermark`, and when.
+    hw_checkpointed: AtomicI64,
+    last_hw_checkpoint_ms: AtomicI64,
+    /// The leader-epoch cache; changed only under the append lock (readers take the
+    /// read lock for a lookup). `latest_epoch` mirrors its latest epoch (or `NO_EPOCH`)
+    /// so that appends compare one atomic.
+    epochs: RwLock<EpochCache>,
+    latest_epoch: AtomicI32,
+    /// The cache changed but its checkpoint could not be written: the flusher retries.
+    epochs_dirty: AtomicBool,
     /// Offsets missing between two segment files, found by the continuity check at open.
     /// A truncation below a gap forgets it (the offsets are handed out again).
     gaps: RwLock<Vec<DamagedRange>>,
@@ -370,6 +413,8 @@ impl PartitionLog {
         }
         let active_base = segments.last().map_or(0, |s| s.base_offset());
         let producers = rebuild_producer_states(&dir, &segments, log_end)?;
+        let epochs = load_epoch_cache(&dir, &segments, log_start, log_end)?;
+        let high_watermark = load_high_watermark(&dir, log_start, log_end)?;
         let inner = Arc::new(LogInner {
             dir,
             config: RwLock::new(config),
@@ -396,6 +441,13 @@ impl PartitionLog {
             sealed_point: AtomicI64::new(recovery_point.unwrap_or(i64::MIN)),
             last_checkpoint_ms: AtomicI64::new(0),
             dir_dirty: AtomicBool::new(false),
+            high_watermark: AtomicI64::new(high_watermark),
+            hw_lock: Mutex::new(()),
+            hw_checkpointed: AtomicI64::new(high_watermark),
+            last_hw_checkpoint_ms: AtomicI64::new(0),
+            latest_epoch: AtomicI32::new(epochs.latest().map_or(NO_EPOCH, |e| e.epoch)),
+            epochs: RwLock::new(epochs),
+            epochs_dirty: AtomicBool::new(false),
             has_gaps: AtomicBool::new(!gaps.is_empty()),
             gaps: RwLock::new(gaps),
             load_error: None,
@@ -443,6 +495,13 @@ impl PartitionLog {
             sealed_point: AtomicI64::new(i64::MIN),
             last_checkpoint_ms: AtomicI64::new(0),
             dir_dirty: AtomicBool::new(false),
+            high_watermark: AtomicI64::new(0),
+            hw_lock: Mutex::new(()),
+            hw_checkpointed: AtomicI64::new(0),
+            last_hw_checkpoint_ms: AtomicI64::new(0),
+            epochs: RwLock::new(EpochCache::default()),
+            latest_epoch: AtomicI32::new(NO_EPOCH),
+            epochs_dirty: AtomicBool::new(false),
             gaps: RwLock::new(Vec::new()),
             has_gaps: AtomicBool::new(false),
             load_error: Some(reason),
@@ -505,9 +564,82 @@ impl PartitionLog {
         self.inner.log_end.load(Ordering::Acquire)
     }
 
-    /// Offset up to which consumers may read. With a single replica it is the log end.
+    /// The high watermark: offsets below it are committed (replicated to every in-sync
+    /// replica) and readable by consumers. Stored, within [log start, log end]; see the
+    /// module doc for how it survives a restart.
     pub fn high_watermark(&self) -> i64 {
-        self.log_end_offset()
+        self.inner.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// Leader: raises the high watermark to `offset`, clamped to the log end; never
+    /// lowers it. Returns the high watermark after the call.
+    pub fn advance_high_watermark(&self, offset: i64) -> i64 {
+        let inner = &self.inner;
+        let _hw = inner.lock_hw();
+        let current = inner.high_watermark.load(Ordering::Acquire);
+        let target = offset.min(inner.log_end.load(Ordering::Acquire));
+        if target > current {
+            inner.high_watermark.store(target, Ordering::Release);
+            target
+        } else {
+            current
+        }
+    }
+
+    /// Follower: sets the high watermark to `offset` clamped to [log start, log end],
+    /// lower or higher (the leader's word). Returns the high watermark after the call.
+    pub fn set_high_watermark(&self, offset: i64) -> i64 {
+        let inner = &self.inner;
+        let _hw = inner.lock_hw();
+        let target = offset
+            .min(inner.log_end.load(Ordering::Acquire))
+            .max(inner.log_start.load(Ordering::Acquire));
+        inner.high_watermark.store(target, Ordering::Release);
+        target
+    }
+
+    /// The newest epoch in the leader-epoch cache; None when the cache is empty.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        let latest = self.inner.latest_epoch.load(Ordering::Acquire);
+        (latest >= 0).then_some(latest)
+    }
+
+    /// Kafka's `endOffsetFor` (answering OffsetsForLeaderEpoch): for the latest epoch,
+    /// (latest, log end); for an older epoch e, the largest cached epoch <= e and the
+    /// start offset of the next larger epoch; None (Kafka's UNDEFINED_EPOCH) when e is
+    /// below the first cached epoch, above the latest, or the cache is empty.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<EpochEndOffset> {
+        let epochs = self.inner.read_epochs();
+        // Read under the cache's lock: a truncation changes the log end before the
+        // cache, and an append assigns a new epoch before publishing its records.
+        epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// Becoming leader at `epoch`: records that `epoch` starts at `start_offset` (the log
+    /// end then) and writes the checkpoint. No-op if `epoch` <= the latest epoch.
+    pub fn assign_epoch(&self, epoch: i32, start_offset: i64) -> Result<()> {
+        let inner = &self.inner;
+        if epoch < 0 || start_offset < 0 {
+            return Err(StorageError::InvalidArgument(format!(
+                "cannot assign leader epoch {epoch} at offset {start_offset}"
+            )));
+        }
+        let _guard = inner.lock_append()?;
+        inner.check_writable()?;
+        if epoch <= inner.latest_epoch.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        inner.change_epochs_persisted(|cache| cache.assign(epoch, start_offset))
+    }
+
+    /// The leader-epoch cache as (epoch, start offset) entries, oldest first.
+    pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
+        self.inner
+            .read_epochs()
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect()
     }
 
     /// Offset below which every record has been fsynced.
@@ -543,6 +675,10 @@ impl PartitionLog {
     /// Validates and appends the record batches in `records` (one or more batches, laid
     /// end to end, as a Produce request carries them), assigning offsets and stamping
     /// `leader_epoch`. Nothing is written unless every batch is valid.
+    ///
+    /// Refused with [`StorageError::StaleLeaderEpoch`] when `leader_epoch` is older than
+    /// the latest epoch in the leader-epoch cache (a deposed leader must not write behind
+    /// its successor's records); a newer epoch is recorded as starting at this append.
     pub fn append(&self, records: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
         let inner = &self.inner;
         inner.check_writable()?;
@@ -567,6 +703,14 @@ impl PartitionLog {
 
         let mut guard = inner.lock_append()?;
         inner.check_writable()?;
+        // Under the append lock, so no epoch can be assigned in between.
+        let latest_epoch = inner.latest_epoch.load(Ordering::Acquire);
+        if leader_epoch < latest_epoch {
+            return Err(StorageError::StaleLeaderEpoch {
+                epoch: leader_epoch,
+                latest: latest_epoch,
+            });
+        }
 
         let log_append_time = match config.timestamp_type {
             TimestampType::LogAppendTime => now_ms,
@@ -634,6 +778,13 @@ impl PartitionLog {
             });
             next += count;
         }
+        if leader_epoch > latest_epoch {
+            // A new leader's first append (or the first append of a log that had no
+            // epoch): recorded, and checkpointed, before the records are written, as
+            // Kafka does; a crash in between leaves an entry at or past the log end,
+            // which the next open cuts.
+            inner.change_epochs_persisted(|cache| cache.assign(leader_epoch, base_offset))?;
+        }
         let total: u64 = parsed.iter().map(|(b, _)| b.len() as u64).sum();
         inner.maybe_roll(&guard, &config, total, now_ms)?;
         let active = inner.active();
@@ -651,6 +802,116 @@ impl PartitionLog {
             base_offset,
             last_offset: next - 1,
             log_append_time,
+            log_start_offset: self.log_start_offset(),
+            batches: prepared.len(),
+            records: records_count,
+            duplicate: false,
+        })
+    }
+
+    /// Follower append: stores the leader's batches byte for byte at their own offsets
+    /// (Kafka's `appendAsFollower`). Checks each batch's framing, magic 2 and CRC; the
+    /// first batch must start at the log end and each next one where the previous one
+    /// ended, else [`StorageError::OffsetMismatch`]. Nothing is written unless every
+    /// batch is valid. Updates the producer states as the leader's append did (no
+    /// duplicate or sequence verdicts: the leader decided), so that a new leader answers
+    /// a producer's retry as a duplicate; records each batch's partition leader epoch
+    /// above the latest as that epoch's start; rolls and indexes as an append does.
+    pub fn append_replicated(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo> {
+        let inner = &self.inner;
+        inner.check_writable()?;
+        let config = inner.config().clone();
+        // A batch must fit in one segment; the leader already applied max.message.bytes
+        // (a topic setting that may have changed since).
+        let limit = config.segment_bytes.min(usize::MAX as u64) as usize;
+        let mut parsed: Vec<(&[u8], BatchHeader<'_>)> = Vec::new();
+        let mut rest = records;
+        while !rest.is_empty() {
+            let size = batch::check_framing(rest, limit.max(HEADER_SIZE))?;
+            let (one, tail) = rest.split_at(size);
+            let header = batch::validate_stored_batch(one)?;
+            if header.last_offset_delta() < 0 {
+                return Err(BatchError::CountMismatch {
+                    reason: format!(
+                        "last offset delta {} is negative",
+                        header.last_offset_delta()
+                    ),
+                }
+                .into());
+            }
+            parsed.push((one, header));
+            rest = tail;
+        }
+
+        let mut guard = inner.lock_append()?;
+        inner.check_writable()?;
+        let base_offset = inner.log_end.load(Ordering::Acquire);
+        let Some((_, first)) = parsed.first() else {
+            return Ok(AppendInfo {
+                base_offset,
+                last_offset: base_offset - 1,
+                log_append_time: -1,
+                log_start_offset: self.log_start_offset(),
+                batches: 0,
+                records: 0,
+                duplicate: false,
+            });
+        };
+        if first.base_offset() != base_offset {
+            return Err(StorageError::OffsetMismatch {
+                expected: base_offset,
+                got: first.base_offset(),
+            });
+        }
+        let mut next = base_offset;
+        let mut records_count = 0u64;
+        let mut prepared = Vec::with_capacity(parsed.len());
+        let mut producer_updates = PendingUpdates::default();
+        let mut epochs = inner.read_epochs().clone();
+        let mut epochs_changed = false;
+        for (bytes, header) in &parsed {
+            if header.base_offset() != next {
+                return Err(StorageError::OffsetMismatch {
+                    expected: next,
+                    got: header.base_offset(),
+                });
+            }
+            guard
+                .producers
+                .stage(&mut producer_updates, header, next, header.max_timestamp());
+            epochs_changed |= epochs.assign(header.partition_leader_epoch(), next);
+            let mut head = [0u8; HEADER_SIZE];
+            head.copy_from_slice(&bytes[..HEADER_SIZE]);
+            records_count += header.records_count().max(0) as u64;
+            prepared.push(PreparedBatch {
+                header: head,
+                body: &bytes[HEADER_SIZE..],
+                base_offset: next,
+                next_offset: header.next_offset(),
+                max_timestamp: header.max_timestamp(),
+            });
+            next = header.next_offset();
+        }
+        if epochs_changed {
+            inner.install_epochs_persisted(epochs)?;
+        }
+        let total: u64 = parsed.iter().map(|(b, _)| b.len() as u64).sum();
+        inner.maybe_roll(&guard, &config, total, now_ms)?;
+        let active = inner.active();
+        if let Err(e) = active.append(&prepared, config.index_interval_bytes) {
+            inner.go_offline(&e, Failure::Write);
+            return Err(e);
+        }
+        active.note_append_time(now_ms);
+        guard.producers.commit(producer_updates);
+        inner.log_end.store(next, Ordering::Release);
+        drop(guard);
+
+        inner.after_append(&config, records_count);
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time: -1,
             log_start_offset: self.log_start_offset(),
             batches: prepared.len(),
             records: records_count,
@@ -676,12 +937,32 @@ impl PartitionLog {
 
     /// Reads whole batches from the batch containing `offset`, up to `max_bytes`; with
     /// `min_one`, the first batch is returned even if larger (KIP-74). Reads stop at the
-    /// high watermark and never cross a segment boundary.
+    /// high watermark (a consumer's read) and never cross a segment boundary; offsets in
+    /// [high watermark, log end] read as empty.
     pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<ReadResult> {
+        self.read_bounded(offset, max_bytes, min_one, ReadBound::HighWatermark)
+    }
+
+    /// [`PartitionLog::read`] with an explicit bound: [`ReadBound::LogEnd`] for followers
+    /// and the log's own owner. A batch reaching past the bound is not returned.
+    /// `ReadResult.high_watermark` is the high watermark, `log_end_offset` the log end.
+    pub fn read_bounded(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        bound: ReadBound,
+    ) -> Result<ReadResult> {
         let inner = &self.inner;
         inner.check_loaded()?;
         let log_start = self.log_start_offset();
+        // The high watermark first: it never passes the log end read after it.
+        let high_watermark = self.high_watermark();
         let log_end = self.log_end_offset();
+        let limit = match bound {
+            ReadBound::HighWatermark => high_watermark.min(log_end),
+            ReadBound::LogEnd => log_end,
+        };
         if offset < log_start || offset > log_end {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
@@ -694,9 +975,9 @@ impl PartitionLog {
             first_offset: None,
             log_start_offset: log_start,
             log_end_offset: log_end,
-            high_watermark: log_end,
+            high_watermark,
         };
-        if offset == log_end {
+        if offset >= limit {
             return Ok(result);
         }
         if let Some(range) = inner.gap_at(offset) {
@@ -707,7 +988,7 @@ impl PartitionLog {
             .partition_point(|s| s.base_offset() <= offset)
             .saturating_sub(1);
         for segment in segments.iter().skip(first) {
-            if let Some(read) = segment.read(offset, max_bytes, min_one, log_end)? {
+            if let Some(read) = segment.read(offset, max_bytes, min_one, limit)? {
                 result.records = read.records;
                 result.first_offset = read.first_offset;
                 break;
@@ -803,6 +1084,19 @@ impl PartitionLog {
             return Err(e);
         }
         let new_end = inner.log_end.load(Ordering::Acquire);
+        inner.clamp_high_watermark();
+        // Epochs that started in the cut range are gone with it (a restart at the log
+        // start leaves no record of any epoch, as Kafka's truncateFullyAndStartAt).
+        let restarted = new_end == inner.log_start.load(Ordering::Acquire);
+        inner.change_epochs(|cache| {
+            if restarted {
+                let had = !cache.is_empty();
+                *cache = EpochCache::default();
+                had
+            } else {
+                cache.truncate_from_end(new_end)
+            }
+        });
         inner
             .gaps
             .write()
@@ -832,11 +1126,13 @@ impl PartitionLog {
         inner.check_writable()?;
         let log_end = inner.log_end.load(Ordering::Acquire);
         let log_start = inner.log_start.load(Ordering::Acquire);
-        if offset > log_end || offset < 0 {
+        // Kafka: records may be deleted only below the high watermark (committed ones).
+        let high_watermark = inner.high_watermark.load(Ordering::Acquire);
+        if offset > high_watermark.min(log_end) || offset < 0 {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
                 log_start,
-                log_end,
+                log_end: high_watermark.min(log_end),
             });
         }
         if offset <= log_start {
@@ -847,6 +1143,7 @@ impl PartitionLog {
             offset.to_string().as_bytes(),
         )?;
         inner.log_start.store(offset, Ordering::Release);
+        inner.after_log_start_moved(offset);
         let segments = inner.snapshot();
         let below = segments
             .iter()
@@ -959,7 +1256,9 @@ impl PartitionLog {
             active.sync_all()?;
             let end = inner.log_end.load(Ordering::Acquire);
             producer_state::write_snapshot(&inner.dir, end, &guard.producers)?;
+            inner.retry_epoch_checkpoint();
             let _sync = inner.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+            inner.write_high_watermark(inner.high_watermark.load(Ordering::Acquire), now_ms())?;
             inner.write_recovery_point(end)
         })();
         inner.durable.fail(true);
@@ -1165,6 +1464,150 @@ impl LogInner {
         )?;
         self.recovery_point.store(offset, Ordering::Release);
         Ok(())
+    }
+
+    fn lock_hw(&self) -> MutexGuard<'_, ()> {
+        // Guards no data, only orders updates of the atomic: never meaningfully poisoned.
+        self.hw_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Brings the high watermark back within [log start, log end] after either moved.
+    fn clamp_high_watermark(&self) {
+        let _hw = self.lock_hw();
+        let current = self.high_watermark.load(Ordering::Acquire);
+        let clamped = current
+            .min(self.log_end.load(Ordering::Acquire))
+            .max(self.log_start.load(Ordering::Acquire));
+        if clamped != current {
+            self.high_watermark.store(clamped, Ordering::Release);
+        }
+    }
+
+    /// The log start moved to `start` (retention, DeleteRecords): the epoch cache forgets
+    /// what lies before it and the high watermark is at least the log start.
+    fn after_log_start_moved(&self, start: i64) {
+        self.clamp_high_watermark();
+        self.change_epochs(|cache| cache.truncate_from_start(start));
+    }
+
+    /// Writes `offset` to the high-watermark file. Callers hold `sync_lock`.
+    fn write_high_watermark(&self, offset: i64, now_ms: i64) -> Result<()> {
+        fsutil::write_atomically(
+            &self.dir.join(HIGH_WATERMARK_FILE),
+            offset.to_string().as_bytes(),
+        )?;
+        self.hw_checkpointed.store(offset, Ordering::Release);
+        self.last_hw_checkpoint_ms.store(now_ms, Ordering::Release);
+        Ok(())
+    }
+
+    /// Called by the flusher on every tick (with [`HIGH_WATERMARK_CHECKPOINT_MS`]):
+    /// checkpoints the high watermark if it changed and the last checkpoint is at least
+    /// `interval_ms` old. A failure is logged and retried on a later tick: a stale file
+    /// costs only visibility after an unclean stop, never correctness.
+    pub(crate) fn checkpoint_high_watermark_if_due(&self, now_ms: i64, interval_ms: i64) {
+        if self.closed.load(Ordering::Acquire)
+            || self.offline.load(Ordering::Acquire)
+            || self.high_watermark.load(Ordering::Acquire)
+                == self.hw_checkpointed.load(Ordering::Acquire)
+            || now_ms.saturating_sub(self.last_hw_checkpoint_ms.load(Ordering::Acquire))
+                < interval_ms
+        {
+            return;
+        }
+        let _sync = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.closed.load(Ordering::Acquire) || self.offline.load(Ordering::Acquire) {
+            return;
+        }
+        let offset = self.high_watermark.load(Ordering::Acquire);
+        if let Err(e) = self.write_high_watermark(offset, now_ms) {
+            // Not retried before the interval passes again.
+            self.last_hw_checkpoint_ms.store(now_ms, Ordering::Release);
+            tracing::warn!(dir = %self.dir.display(), error = %e, "high watermark checkpoint failed; will retry");
+        }
+    }
+
+    fn read_epochs(&self) -> std::sync::RwLockReadGuard<'_, EpochCache> {
+        // Replaced whole under the append lock: a poisoned lock still holds a valid cache.
+        self.epochs.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Installs `cache` as the leader-epoch cache. Caller holds the append lock.
+    fn install_epochs(&self, cache: EpochCache) {
+        let latest = cache.latest().map_or(NO_EPOCH, |e| e.epoch);
+        *self.epochs.write().unwrap_or_else(|p| p.into_inner()) = cache;
+        self.latest_epoch.store(latest, Ordering::Release);
+    }
+
+    /// Checkpoints `cache` and then installs it; on a failed write nothing changes (the
+    /// append that needed it fails before writing anything). Caller holds the append lock.
+    fn install_epochs_persisted(&self, cache: EpochCache) -> Result<()> {
+        cache.write(&self.dir)?;
+        self.install_epochs(cache);
+        self.epochs_dirty.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// [`LogInner::install_epochs_persisted`] of the cache as `change` leaves it, if it
+    /// says it changed anything.
+    fn change_epochs_persisted(&self, change: impl FnOnce(&mut EpochCache) -> bool) -> Result<()> {
+        let mut cache = self.read_epochs().clone();
+        if !change(&mut cache) {
+            return Ok(());
+        }
+        self.install_epochs_persisted(cache)
+    }
+
+    /// Applies `change` to the cache for a change the log already made (a truncation, a
+    /// new log start): installed whatever happens, then checkpointed; a failed write is
+    /// retried by the flusher (and an older file is cut to the log at the next open).
+    /// Caller holds the append lock.
+    fn change_epochs(&self, change: impl FnOnce(&mut EpochCache) -> bool) {
+        let mut cache = self.read_epochs().clone();
+        if !change(&mut cache) {
+            return;
+        }
+        let written = cache.write(&self.dir);
+        self.install_epochs(cache);
+        match written {
+            Ok(()) => self.epochs_dirty.store(false, Ordering::Release),
+            Err(e) => {
+                self.epochs_dirty.store(true, Ordering::Release);
+                tracing::warn!(dir = %self.dir.display(), error = %e, "leader epoch checkpoint failed; will retry");
+            }
+        }
+    }
+
+    /// Writes the epoch checkpoint again if an earlier write failed. Caller holds the
+    /// append lock (or is the flusher, which takes it here).
+    fn retry_epoch_checkpoint(&self) {
+        if !self.epochs_dirty.load(Ordering::Acquire) {
+            return;
+        }
+        let cache = self.read_epochs().clone();
+        match cache.write(&self.dir) {
+            Ok(()) => self.epochs_dirty.store(false, Ordering::Release),
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "leader epoch checkpoint failed again; will retry");
+            }
+        }
+    }
+
+    /// Called by the flusher on every tick: retries a failed epoch checkpoint.
+    pub(crate) fn epoch_checkpoint_if_dirty(&self) {
+        if !self.epochs_dirty.load(Ordering::Acquire)
+            || self.closed.load(Ordering::Acquire)
+            || self.offline.load(Ordering::Acquire)
+        {
+            return;
+        }
+        let Ok(_guard) = self.lock_append() else {
+            return;
+        };
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        self.retry_epoch_checkpoint();
     }
 
     fn lock_append(&self) -> Result<MutexGuard<'_, AppendState>> {
@@ -1454,6 +1897,7 @@ impl LogInner {
         self.replace_segments(kept)?;
         let start = self.log_start.load(Ordering::Acquire).max(new_start);
         self.log_start.store(start, Ordering::Release);
+        self.after_log_start_moved(start);
         for segment in doomed {
             outcome.segments_deleted += 1;
             outcome.bytes_deleted += segment.size();
@@ -1590,6 +2034,132 @@ impl LogInner {
         self.durable.advance(target);
         Ok(())
     }
+}
+
+/// KIP-101/KIP-279: the offset a follower must truncate its log to, given the leader's
+/// answer for the follower's latest epoch (`leader`: the leader's
+/// [`PartitionLog::end_offset_for_epoch`] of it, or a Fetch response's diverging epoch),
+/// as Kafka's fetcher decides it (`AbstractFetcherThread.getOffsetTruncationState`):
+/// - no answer (the leader knows no such epoch, Kafka's UNDEFINED_EPOCH_OFFSET): the
+///   follower's high watermark;
+/// - the follower has the epoch the leader answered: the smaller of the two end offsets
+///   of that epoch;
+/// - the follower has only smaller epochs: the end of its largest epoch below the
+///   leader's (then the follower asks again with its new latest epoch), or, with no such
+///   epoch (it did not track epochs then), the leader's end offset.
+///
+/// Never above the follower's log end. Calling it again with the answer for the
+/// follower's (new) latest epoch after truncating converges: once the logs agree, it
+/// returns the follower's log end.
+pub fn truncation_offset(follower: &PartitionLog, leader: Option<EpochEndOffset>) -> i64 {
+    let log_end = follower.log_end_offset();
+    let Some(leader) = leader.filter(|l| l.end_offset >= 0) else {
+        return follower.high_watermark().min(log_end);
+    };
+    if leader.leader_epoch < 0 {
+        // A leader without epoch information (Kafka: pre-KIP-101): its end offset.
+        return leader.end_offset.min(log_end);
+    }
+    match follower.end_offset_for_epoch(leader.leader_epoch) {
+        Some(mine) if mine.leader_epoch == leader.leader_epoch => {
+            mine.end_offset.min(leader.end_offset).min(log_end)
+        }
+        // The follower never saw the leader's epoch: cut back to where its own largest
+        // epoch below it ended, and ask again.
+        Some(mine) => mine.end_offset.min(log_end),
+        None => leader.end_offset.min(log_end),
+    }
+}
+
+/// The high watermark at open: the checkpoint cut to [log start, log end]; with no
+/// checkpoint (a directory of a release before replication, where every appended record
+/// was visible) the log end, written at once so that from now on records appended but
+/// not yet committed stay hidden after an unclean stop.
+fn load_high_watermark(dir: &Path, log_start: i64, log_end: i64) -> Result<i64> {
+    match read_offset_file(&dir.join(HIGH_WATERMARK_FILE))? {
+        Some(stored) => Ok(stored.min(log_end).max(log_start)),
+        None => {
+            fsutil::write_atomically(
+                &dir.join(HIGH_WATERMARK_FILE),
+                log_end.to_string().as_bytes(),
+            )?;
+            Ok(log_end)
+        }
+    }
+}
+
+/// The leader-epoch cache at open: the checkpoint, cut to the log's start and end
+/// (recovery may have cut the tail a crash tore). Rebuilt from the batches' partition
+/// leader epochs when the checkpoint is missing (a directory of an earlier release: once),
+/// damaged (with a warning), or misses the epoch of the log's last batch (its write
+/// failed before a crash). Written back when it changed.
+fn load_epoch_cache(
+    dir: &Path,
+    segments: &[Arc<Segment>],
+    log_start: i64,
+    log_end: i64,
+) -> Result<EpochCache> {
+    let mut rebuild = match epoch_cache::load(dir)? {
+        Loaded::Cache(cache) => {
+            let last = last_batch_epoch(segments, log_start, log_end);
+            let latest = cache.latest().map_or(NO_EPOCH, |e| e.epoch);
+            if last.is_some_and(|epoch| epoch > latest) {
+                tracing::warn!(dir = %dir.display(), latest, last_batch_epoch = ?last, "leader epoch checkpoint is behind the log; rebuilding it from the batches");
+                None
+            } else {
+                Some(cache)
+            }
+        }
+        Loaded::Missing => {
+            tracing::debug!(dir = %dir.display(), "no leader epoch checkpoint; building it from the batches");
+            None
+        }
+        Loaded::Damaged(reason) => {
+            tracing::warn!(dir = %dir.display(), %reason, "damaged leader epoch checkpoint; rebuilding it from the batches");
+            None
+        }
+    };
+    let mut changed = rebuild.is_none();
+    let mut cache = match rebuild.take() {
+        Some(cache) => cache,
+        None => epochs_from_batches(dir, segments, log_start),
+    };
+    changed |= cache.truncate_from_end(log_end);
+    changed |= cache.truncate_from_start(log_start);
+    if changed {
+        cache.write(dir)?;
+    }
+    Ok(cache)
+}
+
+/// The leader-epoch cache the batches' headers describe. Unreadable bytes end the scan
+/// of their segment with a warning (the cache is then as good as what was read).
+fn epochs_from_batches(dir: &Path, segments: &[Arc<Segment>], log_start: i64) -> EpochCache {
+    let mut cache = EpochCache::default();
+    for segment in segments.iter().filter(|s| s.next_offset() > log_start) {
+        let scanned = segment.for_each_header(segment.base_offset().max(log_start), |header| {
+            cache.assign(header.partition_leader_epoch(), header.base_offset());
+        });
+        if let Err(e) = scanned {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot read every batch header while rebuilding the leader epoch cache");
+        }
+    }
+    cache
+}
+
+/// The partition leader epoch of the log's last batch, if it can be read.
+fn last_batch_epoch(segments: &[Arc<Segment>], log_start: i64, log_end: i64) -> Option<i32> {
+    if log_end <= log_start {
+        return None;
+    }
+    let segment = segments.iter().rev().find(|s| !s.is_empty())?;
+    let mut last = None;
+    segment
+        .for_each_header((log_end - 1).max(segment.base_offset()), |header| {
+            last = Some(header.partition_leader_epoch());
+        })
+        .ok()?;
+    last
 }
 
 fn layout_of(config: &LogConfig) -> Layout {

@@ -546,7 +546,7 @@ impl Segment {
 
     /// Reads whole batches starting with the one containing `offset`, up to `max_bytes`
     /// (or exactly one batch if the first is larger and `min_one`), stopping before any
-    /// batch at or past `max_offset` and before damaged bytes. Every returned batch has
+    /// batch reaching past `max_offset` (its last offset >= it) and before damaged bytes. Every returned batch has
     /// passed its CRC check. `Ok(None)` when the segment holds no batch containing or
     /// following `offset`. An `offset` in a damaged range is refused with
     /// [`StorageError::Damaged`]; damage met on the way is recorded first (see `damage`).
@@ -597,7 +597,8 @@ impl Segment {
                 self.check_follows(&header, expected, position)?;
             }
             expected = Some(header.next_offset());
-            if header.base_offset() >= max_offset {
+            // A batch reaching past the bound (the high watermark) is not served yet.
+            if header.next_offset() > max_offset {
                 break;
             }
             let taken = position - start;

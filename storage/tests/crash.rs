@@ -207,7 +207,7 @@ fn damage_in_an_unsynced_sealed_segment_keeps_every_later_segment() {
         .collect();
     assert!(read_all_until(&log, 0, torn) == before);
     assert!(read_all(&log, third_base) == after);
-    assert!(log.read(torn, 1 << 20, true).is_err());
+    assert!(read_to_end(&log, torn, 1 << 20, true).is_err());
     let remaining = fs::read_dir(dir.path())
         .unwrap()
         .filter(|e| {
@@ -226,7 +226,7 @@ fn read_all_until(log: &sluice_storage::PartitionLog, from: i64, until: i64) -> 
     let mut batches = Vec::new();
     let mut offset = from;
     while offset < until {
-        let read = log.read(offset, usize::MAX, false).expect("read");
+        let read = read_to_end(&log, offset, usize::MAX, false).expect("read");
         let chunk = split(&read.records);
         assert!(!chunk.is_empty());
         for b in chunk {
@@ -300,7 +300,7 @@ fn missing_or_garbage_indexes_are_rebuilt() {
     let (log, _) = open(dir.path(), config, true);
     assert_eq!(read_all(&log, 0), stored);
     for offset in [0, 7, 33, 64, 119] {
-        let read = log.read(offset, 1, true).unwrap();
+        let read = read_to_end(&log, offset, 1, true).unwrap();
         let header = BatchHeader::new(&read.records).unwrap();
         assert!(header.base_offset() <= offset && header.last_offset() >= offset);
     }

@@ -77,7 +77,7 @@ fn read_around(log: &PartitionLog) -> (Vec<Vec<u8>>, Vec<DamagedRange>) {
         if offset >= log.log_end_offset() {
             return (batches, met);
         }
-        match log.read(offset, usize::MAX, false) {
+        match read_to_end(&log, offset, usize::MAX, false) {
             Ok(read) => {
                 let chunk = split(&read.records);
                 assert!(!chunk.is_empty(), "read at {offset} returned nothing");
@@ -129,7 +129,7 @@ fn check_damaged(
     assert_eq!(log.log_end_offset(), end_before, "the log end did not move");
     // The first read of the damaged segment returns the whole batches before the damage.
     if first > segment_start {
-        let read = log.read(segment_start, usize::MAX, false).unwrap();
+        let read = read_to_end(&log, segment_start, usize::MAX, false).unwrap();
         let chunk = split(&read.records);
         let last = BatchHeader::new(chunk.last().unwrap()).unwrap();
         assert_eq!(
@@ -139,14 +139,14 @@ fn check_damaged(
         );
     }
     for offset in [first, (first + end) / 2, end - 1] {
-        match log.read(offset, usize::MAX, true) {
+        match read_to_end(&log, offset, usize::MAX, true) {
             Err(StorageError::Damaged { range }) => {
                 assert_eq!((range.first_offset, range.end_offset), expected)
             }
             other => panic!("read at {offset} in the damage: {other:?}"),
         }
     }
-    let read = log.read(end, usize::MAX, true).unwrap();
+    let read = read_to_end(&log, end, usize::MAX, true).unwrap();
     assert_eq!(base_offset(&split(&read.records)[0]), end);
     let (batches, met) = read_around(&log);
     assert_eq!(met.len(), 1, "{met:?}");
@@ -356,7 +356,7 @@ fn an_unreadable_segment_file_fails_the_open_of_that_log_only() {
     let offline = PartitionLog::unavailable(dir.path(), config, &flusher(), err.to_string());
     assert!(offline.is_offline());
     assert!(matches!(
-        offline.read(0, 100, true),
+        read_to_end(&offline, 0, 100, true),
         Err(StorageError::Unavailable { .. })
     ));
     assert!(matches!(
@@ -472,7 +472,7 @@ fn readers_that_meet_the_same_damage_at_once_all_get_the_batches_before_it() {
         let start = layout[0].1;
         let results: Vec<_> = std::thread::scope(|s| {
             let readers: Vec<_> = (0..4)
-                .map(|_| s.spawn(|| log.read(start, usize::MAX, false)))
+                .map(|_| s.spawn(|| read_to_end(&log, start, usize::MAX, false)))
                 .collect();
             readers.into_iter().map(|r| r.join().unwrap()).collect()
         });

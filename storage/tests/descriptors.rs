@@ -109,7 +109,7 @@ fn retention_and_rolls_keep_one_descriptor() {
     }
     let first = log.log_start_offset();
     assert!(first > 0, "retention deleted old segments");
-    let read = log.read(first, usize::MAX, false).unwrap();
+    let read = read_to_end(&log, first, usize::MAX, false).unwrap();
     assert!(!read.records.is_empty());
     log.close().unwrap();
 }

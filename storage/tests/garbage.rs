@@ -18,7 +18,7 @@ fn exercise(dir: &std::path::Path, clean: bool) {
     let mut steps = 0;
     while offset < end && steps < 1000 {
         steps += 1;
-        match log.read(offset, 1 << 16, true) {
+        match read_to_end(&log, offset, 1 << 16, true) {
             Ok(read) => {
                 let mut advanced = false;
                 for b in batch::batches(&read.records) {

@@ -23,8 +23,9 @@ fn appended_batches_read_back_byte_identical_with_contiguous_offsets() {
     }
     let expected_end: i64 = (1..=10).sum();
     assert_eq!(log.log_end_offset(), expected_end);
-    assert_eq!(log.high_watermark(), expected_end);
-    let read = log.read(0, usize::MAX, false).unwrap();
+    assert_eq!(log.high_watermark(), 0, "nothing is committed yet");
+    assert_eq!(log.advance_high_watermark(expected_end), expected_end);
+    let read = read_to_end(&log, 0, usize::MAX, false).unwrap();
     let batches = split(&read.records);
     assert_eq!(batches.len(), 10);
     let mut next = 0;
@@ -53,7 +54,7 @@ fn several_batches_in_one_append_get_consecutive_offsets() {
         (info.base_offset, info.last_offset, info.batches),
         (0, 4, 2)
     );
-    let read = log.read(3, usize::MAX, false).unwrap();
+    let read = read_to_end(&log, 3, usize::MAX, false).unwrap();
     let batches = split(&read.records);
     assert_eq!(
         batches.len(),
@@ -136,23 +137,23 @@ fn reads_respect_max_bytes_and_return_one_whole_batch_when_the_first_is_larger()
         log.append(&batch, 0, 0).unwrap();
     }
     let size = batch.len();
-    let read = log.read(0, size * 2 + 10, false).unwrap();
+    let read = read_to_end(&log, 0, size * 2 + 10, false).unwrap();
     assert_eq!(read.records.len(), size * 2);
-    let read = log.read(0, 10, true).unwrap();
+    let read = read_to_end(&log, 0, 10, true).unwrap();
     assert_eq!(read.records.len(), size, "KIP-74: one whole batch");
-    let read = log.read(0, 10, false).unwrap();
+    let read = read_to_end(&log, 0, 10, false).unwrap();
     assert!(read.records.is_empty());
-    let read = log.read(20, 1000, true).unwrap();
+    let read = read_to_end(&log, 20, 1000, true).unwrap();
     assert!(
         read.records.is_empty(),
         "reading at the log end returns nothing"
     );
     assert!(matches!(
-        log.read(21, 1000, true),
+        read_to_end(&log, 21, 1000, true),
         Err(StorageError::OffsetOutOfRange { .. })
     ));
     assert!(matches!(
-        log.read(-1, 1000, true),
+        read_to_end(&log, -1, 1000, true),
         Err(StorageError::OffsetOutOfRange { .. })
     ));
 }
@@ -168,7 +169,7 @@ fn segments_roll_by_size_and_reads_continue_across_them() {
     let mut offset = 0;
     let mut seen = 0;
     while offset < log.log_end_offset() {
-        let read = log.read(offset, 1 << 20, true).unwrap();
+        let read = read_to_end(&log, offset, 1 << 20, true).unwrap();
         for b in split(&read.records) {
             let header = BatchHeader::new(&b).unwrap();
             assert_eq!(header.base_offset(), offset);
@@ -238,7 +239,7 @@ fn log_append_time_stamps_batches_and_keeps_them_valid() {
     let (log, _) = open(dir.path(), config, true);
     let info = log.append(&make_batch(3, 10, 5), 0, 777_000).unwrap();
     assert_eq!(info.log_append_time, 777_000);
-    let read = log.read(0, usize::MAX, false).unwrap();
+    let read = read_to_end(&log, 0, usize::MAX, false).unwrap();
     let stored = &split(&read.records)[0];
     let header = batch::validate_stored_batch(stored).unwrap();
     assert_eq!(header.timestamp_type(), TimestampType::LogAppendTime);
@@ -267,7 +268,7 @@ fn truncate_drops_everything_from_the_batch_containing_the_offset() {
     assert!(log.segment_count() < segments_before);
     let info = log.append(&make_batch(2, 60, 0), 0, 0).unwrap();
     assert_eq!(info.base_offset, 20);
-    let read = log.read(18, usize::MAX, false).unwrap();
+    let read = read_to_end(&log, 18, usize::MAX, false).unwrap();
     let offsets: Vec<i64> = split(&read.records)
         .iter()
         .map(|b| base_offset(b))
@@ -288,6 +289,11 @@ fn delete_records_advances_the_log_start_and_survives_reopen() {
         log.append(&make_batch(2, 60, i), 0, 0).unwrap();
     }
     let segments = log.segment_count();
+    assert!(
+        log.delete_records_before(51).is_err(),
+        "not past the high watermark"
+    );
+    log.advance_high_watermark(log.log_end_offset());
     assert_eq!(log.delete_records_before(51).unwrap(), 51);
     assert_eq!(log.log_start_offset(), 51);
     assert!(
@@ -295,10 +301,13 @@ fn delete_records_advances_the_log_start_and_survives_reopen() {
         "whole segments below 51 are deleted"
     );
     assert!(matches!(
-        log.read(50, 100, true),
+        read_to_end(&log, 50, 100, true),
         Err(StorageError::OffsetOutOfRange { .. })
     ));
-    assert!(log.read(51, 100_000, true).unwrap().first_offset.is_some());
+    assert!(read_to_end(&log, 51, 100_000, true)
+        .unwrap()
+        .first_offset
+        .is_some());
     assert!(log.delete_records_before(1000).is_err());
     assert_eq!(
         log.delete_records_before(10).unwrap(),
@@ -328,7 +337,7 @@ fn retention_by_bytes_and_time_deletes_whole_old_segments() {
     let start = log.log_start_offset();
     assert!(start > 0);
     assert_eq!(
-        log.read(start, 100, true).unwrap().first_offset,
+        read_to_end(&log, start, 100, true).unwrap().first_offset,
         Some(start),
         "the log starts at a segment boundary"
     );
@@ -396,17 +405,17 @@ fn corruption_inside_a_sealed_segment_is_refused_and_the_batches_before_it_are_s
     assert_eq!((found.offset, found.timestamp), (6, 3));
     // A read from the start gets the two whole batches before the corrupt one, not an
     // error for everything.
-    let ok = log.read(0, 1 << 20, false).unwrap();
+    let ok = read_to_end(&log, 0, 1 << 20, false).unwrap();
     assert_eq!(split(&ok.records).len(), 2);
     // Offset 4 (the third batch) is refused, and the range is reported.
-    let err = log.read(4, 1 << 20, true).unwrap_err();
+    let err = read_to_end(&log, 4, 1 << 20, true).unwrap_err();
     let StorageError::Damaged { range } = err else {
         panic!("{err}")
     };
     assert_eq!((range.first_offset, range.end_offset), (4, 6));
     assert_eq!(log.damaged_ranges(), vec![range]);
     // The batch after it is served.
-    let after = log.read(6, 1 << 20, true).unwrap();
+    let after = read_to_end(&log, 6, 1 << 20, true).unwrap();
     assert_eq!(base_offset(&split(&after.records)[0]), 6);
 }
 
@@ -481,7 +490,7 @@ fn readers_run_concurrently_with_an_appender() {
         std::thread::spawn(move || {
             let mut offset = 0;
             while offset < 1000 {
-                let read = log.read(offset, 1 << 16, true).unwrap();
+                let read = read_to_end(&log, offset, 1 << 16, true).unwrap();
                 for b in split(&read.records) {
                     let header = batch::validate_stored_batch(&b).unwrap();
                     assert_eq!(header.base_offset(), offset);
@@ -518,7 +527,7 @@ fn a_read_whose_first_batch_does_not_fit_never_skips_to_a_later_batch() {
     log.set_config(small_segments());
     log.append(&make_batch(1, 10, 0), 0, 0).unwrap();
     assert_eq!(log.segment_count(), 2);
-    let read = log.read(1, 100, false).unwrap();
+    let read = read_to_end(&log, 1, 100, false).unwrap();
     assert!(read.records.is_empty());
     assert_eq!(read.first_offset, None);
 }
@@ -530,6 +539,7 @@ fn timestamp_search_skips_records_below_the_log_start() {
     for _ in 0..4 {
         log.append(&make_batch(5, 10, 100), 0, 0).unwrap();
     }
+    log.advance_high_watermark(log.log_end_offset());
     log.delete_records_before(12).unwrap();
     let found = log.offset_for_timestamp(0).unwrap().unwrap();
     assert_eq!(found.offset, 12);

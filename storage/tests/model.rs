@@ -88,7 +88,7 @@ fn check(log: &PartitionLog, model: &Model) -> Result<(), TestCaseError> {
             if offset < model.log_start {
                 continue;
             }
-            let read = log.read(offset, 1, true).unwrap();
+            let read = read_to_end(&log, offset, 1, true).unwrap();
             let header = BatchHeader::new(&read.records).unwrap();
             prop_assert_eq!(header.base_offset(), entry.base, "read at {}", offset);
         }
@@ -161,6 +161,7 @@ proptest! {
                 }
                 Op::DeleteRecords { fraction } => {
                     let target = model.log_start + ((model.log_end - model.log_start) as f64 * fraction) as i64;
+                    log.advance_high_watermark(model.log_end);
                     let start = log.delete_records_before(target).unwrap();
                     prop_assert_eq!(start, target.max(model.log_start));
                     model.log_start = start;

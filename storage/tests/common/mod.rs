@@ -7,7 +7,9 @@ use std::path::Path;
 
 use bytes::Bytes;
 use sluice_storage::batch::{self, BatchBuilder, BatchHeader, Compression};
-use sluice_storage::{Flusher, LogConfig, OpenReport, PartitionLog};
+use sluice_storage::{
+    Flusher, LogConfig, OpenReport, PartitionLog, ReadBound, ReadResult, StorageError,
+};
 
 /// A batch of `records` records with `value_size`-byte values, timestamps from `ts`.
 pub fn make_batch(records: usize, value_size: usize, ts: i64) -> Bytes {
@@ -63,12 +65,26 @@ pub fn small_segments() -> LogConfig {
     }
 }
 
-/// Every batch from `from` to the log end, following segment boundaries.
+/// [`PartitionLog::read`] up to the log end rather than the high watermark: what these
+/// storage tests check is what the log holds, whoever may see it.
+pub fn read_to_end(
+    log: &PartitionLog,
+    offset: i64,
+    max_bytes: usize,
+    min_one: bool,
+) -> Result<ReadResult, StorageError> {
+    log.read_bounded(offset, max_bytes, min_one, ReadBound::LogEnd)
+}
+
+/// Every batch from `from` to the log end (not only to the high watermark), following
+/// segment boundaries.
 pub fn read_all(log: &PartitionLog, from: i64) -> Vec<Vec<u8>> {
     let mut batches = Vec::new();
     let mut offset = from;
     while offset < log.log_end_offset() {
-        let read = log.read(offset, usize::MAX, false).expect("read");
+        let read = log
+            .read_bounded(offset, usize::MAX, false, ReadBound::LogEnd)
+            .expect("read");
         let chunk = split(&read.records);
         assert!(
             !chunk.is_empty(),
