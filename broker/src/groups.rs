@@ -37,8 +37,12 @@
 //!
 //! # After the lock: durability, replies, completions
 //!
-//! With flush policy `always` a call's answers wait until its records are fsynced
-//! (`wait_durable`), as an acks=all produce would. That wait and the delivery of the
+//! A call's answers wait until the high watermark passed its records (every ISR member
+//! has them: Kafka's coordinator appends with acks=all, so an acknowledged commit
+//! survives the loss of the leader; with an ISR of one that is at once), failing
+//! COORDINATOR_NOT_AVAILABLE after `COMMIT_TIMEOUT` or NOT_COORDINATOR when leadership
+//! moved; with flush policy `always` also until they are fsynced (`wait_durable`), as an
+//! acks=all produce would. Those waits and the delivery of the
 //! call's completions (answers to JoinGroup/SyncGroup requests parked by other calls,
 //! sent through oneshot channels keyed by ticket) run in a spawned task, never inside a
 //! connection's ordered reply queue: a connection whose queue is stuck behind a parked
