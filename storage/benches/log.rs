@@ -1,5 +1,6 @@
 //! Storage micro-benchmarks (criterion): append throughput with flush policy OS and
-//! `always` (8 concurrent appenders, exercising group commit), sequential reads of cached
+//! `always` (8 concurrent appenders, exercising group commit), a follower's
+//! `append_replicated` of the same batches, sequential reads of cached
 //! data, offset lookup in a log of 10 million records, and the produce path's record
 //! check (`validate`) per codec.
 //!
@@ -68,6 +69,24 @@ fn append(c: &mut Criterion) {
         b.iter(|| {
             log.append(&batch, 0, sluice_storage::now_ms())
                 .expect("append")
+        });
+        log.close().expect("close");
+    });
+
+    // A follower storing the same batches as the leader stored them (offsets and epoch
+    // already set: no re-stamping, CRC checked): the cost of `append_replicated` next to
+    // the leader's `append` above.
+    group.bench_function("policy_os_16KiB_batches_replicated", |b| {
+        let dir = bench_dir();
+        let log = open(dir.path(), FlushPolicy::Os);
+        let mut stored = batch.to_vec();
+        sluice_storage::batch::patch_leader_epoch(&mut stored, 0);
+        b.iter(|| {
+            // The base offset is outside the CRC: patching it in place is what a leader's
+            // stored batch at this offset would hold.
+            sluice_storage::batch::patch_base_offset(&mut stored, log.log_end_offset());
+            log.append_replicated(&stored, sluice_storage::now_ms())
+                .expect("append_replicated")
         });
         log.close().expect("close");
     });

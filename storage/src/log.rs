@@ -27,10 +27,12 @@
 //!   start and end (recovery may have cut the tail); missing, damaged or behind the
 //!   log's last batch, it is rebuilt from the batches' partition leader epochs.
 //!
-//! Concurrency: every mutation (append, roll, truncate, retention, close) holds the
-//! append lock. Readers take no lock held across I/O: they clone the segment list (an
-//! `Arc<Vec<_>>` behind an `RwLock` held for a pointer copy) and read the published end
-//! offsets, so readers and the appender never wait on each other.
+//! Concurrency: every mutation (append, roll, truncate, retention, close, a change of the
+//! leader-epoch cache) holds the append lock. The high watermark is an atomic that a
+//! small lock of its own orders against truncation (raising it takes no append lock).
+//! Readers take no lock held across I/O: they clone the segment list (an `Arc<Vec<_>>`
+//! behind an `RwLock` held for a pointer copy) and read the published end offsets, so
+//! readers and the appender never wait on each other.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -609,10 +611,9 @@ impl PartitionLog {
     /// start offset of the next larger epoch; None (Kafka's UNDEFINED_EPOCH) when e is
     /// below the first cached epoch, above the latest, or the cache is empty.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<EpochEndOffset> {
-        let epochs = self.inner.read_epochs();
-        // Read under the cache's lock: a truncation changes the log end before the
-        // cache, and an append assigns a new epoch before publishing its records.
-        epochs.end_offset_for(epoch, self.log_end_offset())
+        self.inner
+            .read_epochs()
+            .end_offset_for(epoch, self.log_end_offset())
     }
 
     /// Becoming leader at `epoch`: records that `epoch` starts at `start_offset` (the log
@@ -705,7 +706,7 @@ impl PartitionLog {
         inner.check_writable()?;
         // Under the append lock, so no epoch can be assigned in between.
         let latest_epoch = inner.latest_epoch.load(Ordering::Acquire);
-        if leader_epoch < latest_epoch {
+        if latest_epoch != NO_EPOCH && leader_epoch < latest_epoch {
             return Err(StorageError::StaleLeaderEpoch {
                 epoch: leader_epoch,
                 latest: latest_epoch,
@@ -867,7 +868,15 @@ impl PartitionLog {
         let mut records_count = 0u64;
         let mut prepared = Vec::with_capacity(parsed.len());
         let mut producer_updates = PendingUpdates::default();
-        let mut epochs = inner.read_epochs().clone();
+        // The cache is copied only when a batch names another epoch than the latest
+        // (a leader change, or a log without epochs yet): the steady state compares
+        // one atomic per batch.
+        let latest_epoch = inner.latest_epoch.load(Ordering::Acquire);
+        let other_epoch = parsed.iter().any(|(_, h)| {
+            let epoch = h.partition_leader_epoch();
+            epoch >= 0 && epoch != latest_epoch
+        });
+        let mut epochs = other_epoch.then(|| inner.read_epochs().clone());
         let mut epochs_changed = false;
         for (bytes, header) in &parsed {
             if header.base_offset() != next {
@@ -879,7 +888,9 @@ impl PartitionLog {
             guard
                 .producers
                 .stage(&mut producer_updates, header, next, header.max_timestamp());
-            epochs_changed |= epochs.assign(header.partition_leader_epoch(), next);
+            if let Some(epochs) = epochs.as_mut() {
+                epochs_changed |= epochs.assign(header.partition_leader_epoch(), next);
+            }
             let mut head = [0u8; HEADER_SIZE];
             head.copy_from_slice(&bytes[..HEADER_SIZE]);
             records_count += header.records_count().max(0) as u64;
@@ -892,7 +903,8 @@ impl PartitionLog {
             });
             next = header.next_offset();
         }
-        if epochs_changed {
+        if let Some(epochs) = epochs.filter(|_| epochs_changed) {
+            // Checkpointed before the records are written, as for a leader's append.
             inner.install_epochs_persisted(epochs)?;
         }
         let total: u64 = parsed.iter().map(|(b, _)| b.len() as u64).sum();
@@ -1258,7 +1270,10 @@ impl PartitionLog {
             producer_state::write_snapshot(&inner.dir, end, &guard.producers)?;
             inner.retry_epoch_checkpoint();
             let _sync = inner.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
-            inner.write_high_watermark(inner.high_watermark.load(Ordering::Acquire), now_ms())?;
+            let high_watermark = inner.high_watermark.load(Ordering::Acquire);
+            if high_watermark != inner.hw_checkpointed.load(Ordering::Acquire) {
+                inner.write_high_watermark(high_watermark, now_ms())?;
+            }
             inner.write_recovery_point(end)
         })();
         inner.durable.fail(true);

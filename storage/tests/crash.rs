@@ -226,7 +226,7 @@ fn read_all_until(log: &sluice_storage::PartitionLog, from: i64, until: i64) -> 
     let mut batches = Vec::new();
     let mut offset = from;
     while offset < until {
-        let read = read_to_end(&log, offset, usize::MAX, false).expect("read");
+        let read = read_to_end(log, offset, usize::MAX, false).expect("read");
         let chunk = split(&read.records);
         assert!(!chunk.is_empty());
         for b in chunk {

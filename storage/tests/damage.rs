@@ -77,7 +77,7 @@ fn read_around(log: &PartitionLog) -> (Vec<Vec<u8>>, Vec<DamagedRange>) {
         if offset >= log.log_end_offset() {
             return (batches, met);
         }
-        match read_to_end(&log, offset, usize::MAX, false) {
+        match read_to_end(log, offset, usize::MAX, false) {
             Ok(read) => {
                 let chunk = split(&read.records);
                 assert!(!chunk.is_empty(), "read at {offset} returned nothing");

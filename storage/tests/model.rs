@@ -88,7 +88,7 @@ fn check(log: &PartitionLog, model: &Model) -> Result<(), TestCaseError> {
             if offset < model.log_start {
                 continue;
             }
-            let read = read_to_end(&log, offset, 1, true).unwrap();
+            let read = read_to_end(log, offset, 1, true).unwrap();
             let header = BatchHeader::new(&read.records).unwrap();
             prop_assert_eq!(header.base_offset(), entry.base, "read at {}", offset);
         }
