@@ -318,13 +318,23 @@ pub async fn run(
     ));
     loop {
         let image = node.image();
-        pass(
-            &state,
-            &node,
-            &image,
-            sluice_storage::now_ms(),
-            &answered_tx,
-        );
+        // On a blocking thread: becoming leader writes each partition's epoch checkpoint
+        // (many at once after a failover).
+        let (pass_state, pass_node, pass_answered) =
+            (state.clone(), node.clone(), answered_tx.clone());
+        let passed = tokio::task::spawn_blocking(move || {
+            pass(
+                &pass_state,
+                &pass_node,
+                &image,
+                sluice_storage::now_ms(),
+                &pass_answered,
+            )
+        })
+        .await;
+        if let Err(e) = passed {
+            tracing::error!(error = %e, "a leadership pass failed");
+        }
         tokio::select! {
             changed = offsets.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(tick) => {}
