@@ -37,8 +37,12 @@
 //!
 //! # After the lock: durability, replies, completions
 //!
-//! With flush policy `always` a call's answers wait until its records are fsynced
-//! (`wait_durable`), as an acks=all produce would. That wait and the delivery of the
+//! A call's answers wait until the high watermark passed its records (every ISR member
+//! has them: Kafka's coordinator appends with acks=all, so an acknowledged commit
+//! survives the loss of the leader; with an ISR of one that is at once), failing
+//! COORDINATOR_NOT_AVAILABLE after `COMMIT_TIMEOUT` or NOT_COORDINATOR when leadership
+//! moved; with flush policy `always` also until they are fsynced (`wait_durable`), as an
+//! acks=all produce would. Those waits and the delivery of the
 //! call's completions (answers to JoinGroup/SyncGroup requests parked by other calls,
 //! sent through oneshot channels keyed by ticket) run in a spawned task, never inside a
 //! connection's ordered reply queue: a connection whose queue is stuck behind a parked
@@ -895,6 +899,84 @@ pub async fn run(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Kafka's coordinator appends with acks=all: a commit to a partition with a follower
+    /// in the ISR is answered once the follower has fetched past it.
+    #[tokio::test]
+    async fn a_commit_is_answered_once_the_high_watermark_passed_it() {
+        use kafka_protocol::messages::offset_commit_request::{
+            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        };
+        use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+        use kafka_protocol::protocol::StrBytes;
+        use sluice_metadata::image::PartitionRegistration;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (topics, _) = crate::topics::TopicRegistry::load(
+            dir.path(),
+            sluice_storage::Flusher::start("test").unwrap(),
+            crate::topic_config::TopicConfig::default(),
+            crate::topic_config::FlushMode::Os,
+            true,
+            crate::topics::Layout::Replicas,
+        )
+        .unwrap();
+        let id = uuid::Uuid::from_u128(3);
+        topics
+            .ensure_replica(OFFSETS_TOPIC, id, 0, &offsets_topic_overrides())
+            .unwrap();
+        let topic = topics.get_by_id(id).unwrap();
+        let partition = topic.partition(0).unwrap();
+        let registration = PartitionRegistration {
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            leader: 1,
+            leader_epoch: 2,
+            partition_epoch: 0,
+        };
+        let now = sluice_storage::now_ms();
+        leader::lead(&partition, 1, id, &registration, 1, now);
+
+        let groups = Groups::new(CoordinatorConfig::default());
+        groups.set_topic(topic.clone());
+        assert!(groups.set_unowned(1).await);
+        assert_eq!(
+            groups.take_partitions(&BTreeMap::from([(0, 2)])).await,
+            vec![(0, 2)]
+        );
+        let replayed = groups.replay_for_adoption(&partition, 1);
+        groups.adopt(0, 2, replayed).await;
+
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("simple")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_retention_time_ms(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(100)])]);
+        let settled = groups
+            .call(|c, now| {
+                crate::coordinator::handlers::offset_commit(c, &request, 8, |_, _| true, now)
+            })
+            .await;
+        let Settled::Later(answer) = settled else {
+            panic!("a commit waits for the follower");
+        };
+        let end = partition.log.log_end_offset();
+        assert!(end > 0, "the commit was appended");
+        assert_eq!(partition.log.high_watermark(), 0);
+        assert!(!answer.is_finished());
+        // The follower fetches past the commit: the high watermark passes it.
+        leader::record_follower_fetch(&partition, 2, end, -1, 1, now).unwrap();
+        assert_eq!(partition.log.high_watermark(), end);
+        let response = tokio::time::timeout(Duration::from_secs(10), answer)
+            .await
+            .expect("answered once replicated")
+            .unwrap();
+        assert_eq!(response.topics[0].partitions[0].error_code, 0);
+    }
 
     #[test]
     fn clock_deadlines_are_reached_not_undershot() {

@@ -88,7 +88,8 @@ pub fn handle(
     let now_ms = sluice_storage::now_ms();
     let mut remaining = usize::try_from(request.max_bytes).unwrap_or(0);
     let mut total_bytes = 0usize;
-    let mut errors = false;
+    // Something to answer at once (an error, a divergence, news of the high watermark).
+    let mut answer_now = false;
     let mut watched = Vec::new();
     let router = Router::new(state);
     // Leaders named in NOT_LEADER_OR_FOLLOWER answers (KIP-951).
@@ -116,7 +117,7 @@ pub fn handle(
             let served = match router.check(key, fetch.partition, fetch.current_leader_epoch) {
                 Ok(served) => served,
                 Err(misrouted) => {
-                    errors = true;
+                    answer_now = true;
                     let mut answer = error_partition(fetch.partition, misrouted.code);
                     if let Some((leader, leader_epoch)) = misrouted.leader {
                         answer.current_leader = LeaderIdAndEpoch::default()
@@ -133,7 +134,7 @@ pub fn handle(
                 _ => None,
             };
             let Some(partition) = partition else {
-                errors = true;
+                answer_now = true;
                 let code = if router.is_cluster() {
                     // Led here, but the log is not created yet (see `cluster::reconcile`).
                     ResponseError::NotLeaderOrFollower
@@ -156,7 +157,7 @@ pub fn handle(
                 Ok(None) => {}
                 Ok(Some(diverging)) => {
                     // Kafka answers a diverging follower at once, with no records.
-                    errors = true;
+                    answer_now = true;
                     partitions.push(
                         PartitionData::default()
                             .with_partition_index(fetch.partition)
@@ -170,7 +171,7 @@ pub fn handle(
                     continue;
                 }
                 Err(code) => {
-                    errors = true;
+                    answer_now = true;
                     tracing::debug!(error = ?code, replica = ?follower, "fetch refused");
                     partitions.push(error_partition(fetch.partition, code));
                     continue;
@@ -202,12 +203,17 @@ pub fn handle(
                             min_insync,
                             now_ms,
                         ) {
-                            errors = true;
+                            answer_now = true;
                             partitions.push(error_partition(fetch.partition, code));
                             continue;
                         }
                         // The fetch may have moved it: the follower learns the newest.
                         high_watermark = partition.log.high_watermark();
+                        // KIP-1166 (v18): a follower behind on the high watermark is
+                        // answered at once, so it learns it without waiting for data.
+                        if version >= 18 && fetch.high_watermark < high_watermark {
+                            answer_now = true;
+                        }
                     }
                     let len = read.records.len();
                     total_bytes += len;
@@ -226,7 +232,7 @@ pub fn handle(
                     watched.push(partition);
                 }
                 Err(e) => {
-                    errors = true;
+                    answer_now = true;
                     let code = storage_error_code(&e);
                     if code == ResponseError::OffsetOutOfRange
                         || matches!(
@@ -252,7 +258,7 @@ pub fn handle(
         );
     }
     let enough = total_bytes >= usize::try_from(request.min_bytes).unwrap_or(0);
-    if final_attempt || request.max_wait_ms <= 0 || enough || errors || watched.is_empty() {
+    if final_attempt || request.max_wait_ms <= 0 || enough || answer_now || watched.is_empty() {
         let mut response = FetchResponse::default()
             .with_session_id(0)
             .with_responses(topics);

@@ -318,13 +318,23 @@ pub async fn run(
     ));
     loop {
         let image = node.image();
-        pass(
-            &state,
-            &node,
-            &image,
-            sluice_storage::now_ms(),
-            &answered_tx,
-        );
+        // On a blocking thread: becoming leader writes each partition's epoch checkpoint
+        // (many at once after a failover).
+        let (pass_state, pass_node, pass_answered) =
+            (state.clone(), node.clone(), answered_tx.clone());
+        let passed = tokio::task::spawn_blocking(move || {
+            pass(
+                &pass_state,
+                &pass_node,
+                &image,
+                sluice_storage::now_ms(),
+                &pass_answered,
+            )
+        })
+        .await;
+        if let Err(e) = passed {
+            tracing::error!(error = %e, "a leadership pass failed");
+        }
         tokio::select! {
             changed = offsets.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(tick) => {}
@@ -350,11 +360,17 @@ fn pass(
         for partition in topic.partitions().iter() {
             let registration = topic_image.and_then(|t| t.partition(partition.index));
             match registration {
-                Some(r) if r.leader == me && !partition.log.is_offline() => {
+                Some(r) if r.leader == me => {
                     lead(partition, me, topic.id, r, min_insync, now_ms);
-                    if let Some(request) =
-                        propose_isr(partition, node, image, min_insync, max_lag_ms, now_ms)
-                    {
+                    let proposed = propose_isr(
+                        partition,
+                        (me, node.broker_epoch()),
+                        image,
+                        min_insync,
+                        max_lag_ms,
+                        now_ms,
+                    );
+                    if let Some(request) = proposed {
                         send_alter_partition(
                             partition.clone(),
                             node.clone(),
@@ -371,9 +387,10 @@ fn pass(
 }
 
 /// The AlterPartition to send for `partition`, if its ISR should change (marked pending).
+/// `me`: this broker's id and broker epoch.
 fn propose_isr(
     partition: &Partition,
-    node: &ClusterNode,
+    me: (i32, i64),
     image: &MetadataImage,
     min_insync: usize,
     max_lag_ms: i64,
@@ -398,8 +415,8 @@ fn propose_isr(
         .iter()
         .map(|&id| IsrMember {
             broker_id: id,
-            broker_epoch: if id == node.node_id {
-                node.broker_epoch()
+            broker_epoch: if id == me.0 {
+                me.1
             } else {
                 state
                     .followers
@@ -418,8 +435,8 @@ fn propose_isr(
         sent_ms: now_ms,
     });
     let request = AlterPartitionRequest {
-        broker_id: node.node_id,
-        broker_epoch: node.broker_epoch(),
+        broker_id: me.0,
+        broker_epoch: me.1,
         topic_id: state.topic_id,
         partition: partition.index,
         leader_epoch: state.leader_epoch,
@@ -472,4 +489,116 @@ fn send_alter_partition(
         }
         let _ = answered.send(());
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use sluice_metadata::records::{MetadataRecord, PartitionChangeRecord, PartitionRecord};
+
+    use super::*;
+    use crate::cluster::test_images::{brokers, image, topic};
+    use crate::topic_config::{FlushMode, TopicConfig};
+    use crate::topics::{Layout, TopicRegistry};
+
+    const LAG: i64 = 30_000;
+
+    fn registry(dir: &std::path::Path) -> TopicRegistry {
+        let flusher = sluice_storage::Flusher::start("test").unwrap();
+        TopicRegistry::load(
+            dir,
+            flusher,
+            TopicConfig::default(),
+            FlushMode::Os,
+            true,
+            Layout::Replicas,
+        )
+        .unwrap()
+        .0
+    }
+
+    fn partition_record(id: Uuid) -> MetadataRecord {
+        MetadataRecord::Partition(PartitionRecord {
+            topic_id: id,
+            partition_id: 0,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+            leader: 1,
+            leader_epoch: 4,
+            partition_epoch: 0,
+        })
+    }
+
+    /// The leader task's decisions on one partition, at given clocks: the ISR shrinks
+    /// when a follower lags, grows when it caught up, one request at a time, with the
+    /// broker epochs the controller checks.
+    #[test]
+    fn isr_changes_are_proposed_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = registry(dir.path());
+        let topic_id = Uuid::from_u128(5);
+        topics
+            .ensure_replica("t", topic_id, 0, &BTreeMap::new())
+            .unwrap();
+        let p = topics.get_by_id(topic_id).unwrap().partition(0).unwrap();
+        let mut records = brokers(3);
+        records.push(topic("t", topic_id));
+        records.push(partition_record(topic_id));
+        let img = image(&records);
+        let registration = img.topic_by_id(topic_id).unwrap().partition(0).unwrap();
+        let t0 = 1_000_000;
+        lead(&p, 1, topic_id, registration, 2, t0);
+        // A new leader records its epoch at the log end.
+        assert_eq!(p.log.latest_epoch(), Some(4));
+        assert_eq!(p.leadership.leader_epoch(), Some(4));
+        // Nothing to change yet.
+        assert!(propose_isr(&p, (1, 9), &img, 2, LAG, t0).is_none());
+        // Follower 2 keeps up (at the log end 0), follower 3 never fetches.
+        record_follower_fetch(&p, 2, 0, -1, 2, t0 + LAG).unwrap();
+        let request = propose_isr(&p, (1, 9), &img, 2, LAG, t0 + LAG + 1).expect("3 lags");
+        assert_eq!(request.broker_id, 1);
+        assert_eq!(request.broker_epoch, 9);
+        assert_eq!((request.leader_epoch, request.partition_epoch), (4, 0));
+        let members: Vec<(i32, i64)> = request
+            .new_isr
+            .iter()
+            .map(|m| (m.broker_id, m.broker_epoch))
+            .collect();
+        // Follower 2 sent no broker epoch (Fetch < v15): the image's registration's.
+        let epoch_2 = img.broker(2).unwrap().epoch;
+        assert_eq!(members, vec![(1, 9), (2, epoch_2)]);
+        // One request in flight.
+        assert!(propose_isr(&p, (1, 9), &img, 2, LAG, t0 + LAG + 2).is_none());
+        // The controller commits it: the image's new registration settles it.
+        records.push(MetadataRecord::PartitionChange(PartitionChangeRecord {
+            topic_id,
+            partition_id: 0,
+            leader: None,
+            isr: Some(vec![1, 2]),
+            replicas: None,
+            expected_partition_epoch: Some(0),
+        }));
+        let img = image(&records);
+        let registration = img.topic_by_id(topic_id).unwrap().partition(0).unwrap();
+        lead(&p, 1, topic_id, registration, 2, t0 + LAG + 3);
+        let state = p.leadership.snapshot().unwrap();
+        assert_eq!(state.isr, vec![1, 2]);
+        assert!(state.pending.is_none());
+        // Follower 3 catches up to the HW (0) with a fetch from another registration
+        // (epoch 77, not the image's): not eligible (KIP-903).
+        record_follower_fetch(&p, 3, 0, 77, 2, t0 + LAG + 4).unwrap();
+        assert!(propose_isr(&p, (1, 9), &img, 2, LAG, t0 + LAG + 4).is_none());
+        // The same registration as in the image: it joins.
+        let epoch_3 = img.broker(3).unwrap().epoch;
+        record_follower_fetch(&p, 3, 0, epoch_3, 2, t0 + LAG + 5).unwrap();
+        let request = propose_isr(&p, (1, 9), &img, 2, LAG, t0 + LAG + 5).expect("3 joins");
+        let ids: Vec<i32> = request.new_isr.iter().map(|m| m.broker_id).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert_eq!(request.partition_epoch, 1);
+        // Another broker leads it now: resigned, nothing proposed.
+        resign(&p, 2);
+        assert_eq!(p.leadership.leader_epoch(), None);
+        assert!(propose_isr(&p, (1, 9), &img, 2, LAG, t0 + LAG + 6).is_none());
+    }
 }

@@ -138,6 +138,20 @@ fn replica_fetches_read_past_the_high_watermark_and_move_it() {
         (consumer.high_watermark, consumer.last_stable_offset),
         (2, 2)
     );
+    // A long poll at the log end waits for data, unless the follower says (v18,
+    // KIP-1166) that it knows an older high watermark.
+    let mut poll = replica_fetch(2, 2, 0, 18);
+    poll.max_wait_ms = 500;
+    poll.topics[0].partitions[0].high_watermark = 2;
+    assert!(matches!(
+        fetch::handle(&state, &poll, 18, false),
+        FetchOutcome::Wait(_)
+    ));
+    poll.topics[0].partitions[0].high_watermark = 1;
+    let FetchOutcome::Ready(news) = fetch::handle(&state, &poll, 18, false) else {
+        panic!("a stale high watermark is answered at once");
+    };
+    assert_eq!(news.responses[0].partitions[0].high_watermark, 2);
     // Follower 3 is a replica outside the ISR: its progress does not hold the HW back.
     assert_eq!(
         fetched(&state, &replica_fetch(3, 0, -1, 12), 12).error_code,
