@@ -45,6 +45,9 @@ use crate::topics::{Partition, Topic};
 /// shrinks are due by the clock alone).
 pub const TICK: Duration = Duration::from_millis(200);
 
+/// Least time between passes woken by followers ready to join an ISR.
+const MIN_WAKE_INTERVAL: Duration = Duration::from_millis(20);
+
 /// What acks=all waits watch (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaderView {
@@ -60,12 +63,14 @@ pub struct Leadership {
     state: Mutex<Option<LeaderState>>,
     view: watch::Sender<LeaderView>,
     sole_replica: bool,
+    /// The registry's wake-up of the leader task (`TopicRegistry::isr_check`).
+    isr_check: Arc<tokio::sync::Notify>,
 }
 
 impl Leadership {
     /// `sole_replica`: a partition of a single node of an earlier release (see the module
     /// docs); it always leads at epoch 0 with an ISR of one.
-    pub fn new(sole_replica: bool) -> Leadership {
+    pub fn new(sole_replica: bool, isr_check: Arc<tokio::sync::Notify>) -> Leadership {
         let view = LeaderView {
             leader_epoch: sole_replica.then_some(0),
             high_watermark: 0,
@@ -75,6 +80,7 @@ impl Leadership {
             state: Mutex::new(None),
             view: watch::channel(view).0,
             sole_replica,
+            isr_check,
         }
     }
 
@@ -232,7 +238,12 @@ pub fn record_follower_fetch(
     if !state.record_fetch(follower, fetch_offset, broker_epoch, end, now_ms) {
         return Err(ResponseError::NotLeaderOrFollower);
     }
-    settle(partition, guard.as_ref(), min_insync);
+    let hw = settle(partition, guard.as_ref(), min_insync);
+    if let Some(state) = guard.as_ref() {
+        if state.pending.is_none() && state.ready_to_join(hw).contains(&follower) {
+            partition.leadership.isr_check.notify_one();
+        }
+    }
     Ok(())
 }
 
@@ -316,6 +327,7 @@ pub async fn run(
     let tick = TICK.min(Duration::from_millis(
         (state.config.replica_lag_time_max_ms / 2).max(1),
     ));
+    let mut woken_by_follower = false;
     loop {
         let image = node.image();
         // On a blocking thread: becoming leader writes each partition's epoch checkpoint
@@ -339,7 +351,13 @@ pub async fn run(
             changed = offsets.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(tick) => {}
             Some(()) = answered_rx.recv() => {}
+            () = state.topics.isr_check().notified() => woken_by_follower = true,
             _ = shutdown.wait_for(|s| *s) => return,
+        }
+        if std::mem::take(&mut woken_by_follower) {
+            // A follower that keeps looking ready but is refused (KIP-903) must not make
+            // every fetch cost a pass.
+            tokio::time::sleep(MIN_WAKE_INTERVAL).await;
         }
     }
 }

@@ -130,13 +130,20 @@ pub struct Partition {
 impl Partition {
     /// `sole_replica`: the partition of a single node of an earlier release (no
     /// metadata, no replicas), whose high watermark is its log end.
-    fn new(topic: Arc<str>, index: i32, log: PartitionLog, sole_replica: bool) -> Self {
+    /// `isr_check` wakes the leader task (see `replication::leader`).
+    fn new(
+        topic: Arc<str>,
+        index: i32,
+        log: PartitionLog,
+        sole_replica: bool,
+        isr_check: &Arc<Notify>,
+    ) -> Self {
         Partition {
             topic,
             index,
             log,
             appended: Notify::new(),
-            leadership: Leadership::new(sole_replica),
+            leadership: Leadership::new(sole_replica, isr_check.clone()),
         }
     }
 
@@ -272,6 +279,8 @@ pub struct TopicRegistry {
     /// Whole topics of a single node of an earlier release: every partition's only
     /// replica is here, its high watermark is its log end.
     sole_replica: bool,
+    /// Woken when a follower may join an ISR (see `replication::leader::run`).
+    isr_check: Arc<Notify>,
 }
 
 impl TopicRegistry {
@@ -295,6 +304,7 @@ impl TopicRegistry {
             admin: Mutex::new(()),
             partition_limit: RwLock::new(PartitionLimit::unlimited()),
             sole_replica: layout == Layout::WholeTopics,
+            isr_check: Arc::new(Notify::new()),
         };
         let mut report = LoadReport::default();
         let overrides_by_topic = registry.read_configs_file()?;
@@ -449,6 +459,7 @@ impl TopicRegistry {
                             index,
                             log,
                             registry.sole_replica,
+                            &registry.isr_check,
                         )));
                         continue;
                     }
@@ -476,6 +487,7 @@ impl TopicRegistry {
                     index,
                     log,
                     registry.sole_replica,
+                    &registry.isr_check,
                 )));
             }
             report.topics += 1;
@@ -514,6 +526,12 @@ impl TopicRegistry {
             .partition_limit
             .write()
             .unwrap_or_else(|p| p.into_inner()) = limit;
+    }
+
+    /// Notified when a follower of a partition led here may join its ISR: the leader task
+    /// then asks the controller at once instead of at its next tick.
+    pub fn isr_check(&self) -> &Notify {
+        &self.isr_check
     }
 
     pub fn partition_limit(&self) -> PartitionLimit {
@@ -735,7 +753,13 @@ impl TopicRegistry {
             &self.flusher,
             true,
         )?;
-        Ok(Partition::new(name.clone(), index, log, self.sole_replica))
+        Ok(Partition::new(
+            name.clone(),
+            index,
+            log,
+            self.sole_replica,
+            &self.isr_check,
+        ))
     }
 
     /// Deletes a topic and its files (blocking).
