@@ -146,10 +146,15 @@ impl EpochCache {
         // The first entry with a larger epoch; none: the epoch is beyond the latest.
         let higher = self.entries.partition_point(|e| e.epoch <= epoch);
         let next = self.entries.get(higher)?;
-        // The largest epoch <= the one asked; none: below the first cached epoch.
-        let floor = self.entries.get(higher.checked_sub(1)?)?;
+        // The largest epoch <= the one asked. None: the epoch is below the first cached
+        // one (retention removed it): as Kafka, the asked epoch ends where the first
+        // cached one starts, so a follower that last fetched at it truncates there.
+        let floor_epoch = match higher.checked_sub(1).and_then(|i| self.entries.get(i)) {
+            Some(floor) => floor.epoch,
+            None => epoch,
+        };
         Some(EpochEndOffset {
-            leader_epoch: floor.epoch,
+            leader_epoch: floor_epoch,
             end_offset: next.start_offset,
         })
     }
@@ -295,7 +300,11 @@ mod tests {
         assert_eq!(c.end_offset_for(4, 300), eo(4, 250));
         assert_eq!(c.end_offset_for(5, 300), eo(4, 250), "floor epoch");
         assert_eq!(c.end_offset_for(2, 300), eo(2, 100));
-        assert_eq!(c.end_offset_for(1, 300), None, "below the first epoch");
+        assert_eq!(
+            c.end_offset_for(1, 300),
+            eo(1, 0),
+            "below the first epoch: ends where it starts"
+        );
         assert_eq!(c.end_offset_for(8, 300), None, "above the latest epoch");
         assert_eq!(c.end_offset_for(-1, 300), None);
         assert_eq!(EpochCache::default().end_offset_for(0, 0), None);

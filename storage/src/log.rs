@@ -608,8 +608,9 @@ impl PartitionLog {
 
     /// Kafka's `endOffsetFor` (answering OffsetsForLeaderEpoch): for the latest epoch,
     /// (latest, log end); for an older epoch e, the largest cached epoch <= e and the
-    /// start offset of the next larger epoch; None (Kafka's UNDEFINED_EPOCH) when e is
-    /// below the first cached epoch, above the latest, or the cache is empty.
+    /// start offset of the next larger epoch; for an epoch below the first cached one, e
+    /// and the first one's start (as Kafka: it ended where the cache begins); None
+    /// (Kafka's UNDEFINED_EPOCH) when e is above the latest or the cache is empty.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<EpochEndOffset> {
         self.inner
             .read_epochs()
@@ -631,6 +632,26 @@ impl PartitionLog {
             return Ok(());
         }
         inner.change_epochs_persisted(|cache| cache.assign(epoch, start_offset))
+    }
+
+    /// Becoming leader at `epoch`: records that it starts at the log end, read under the
+    /// append lock so no append can slip in between. Returns the epoch's start offset (the
+    /// one already cached if `epoch` is not newer than the latest).
+    pub fn assign_epoch_at_log_end(&self, epoch: i32) -> Result<i64> {
+        let inner = &self.inner;
+        if epoch < 0 {
+            return Err(StorageError::InvalidArgument(format!(
+                "cannot assign leader epoch {epoch}"
+            )));
+        }
+        let _guard = inner.lock_append()?;
+        inner.check_writable()?;
+        let end = inner.log_end.load(Ordering::Acquire);
+        if epoch <= inner.latest_epoch.load(Ordering::Acquire) {
+            return Ok(end);
+        }
+        inner.change_epochs_persisted(|cache| cache.assign(epoch, end))?;
+        Ok(end)
     }
 
     /// The leader-epoch cache as (epoch, start offset) entries, oldest first.
@@ -1084,6 +1105,12 @@ impl PartitionLog {
         let mut guard = inner.lock_append()?;
         inner.check_writable()?;
         if offset >= inner.log_end.load(Ordering::Acquire) {
+            // No record to cut, but an epoch may start at the log end with nothing written
+            // in it (a leader that took no write before it was deposed): the next leader's
+            // answer puts the divergence there, and the epoch must go, or the follower
+            // keeps naming it and is told to truncate here forever (Kafka's truncateTo
+            // cuts the epoch cache in this case too).
+            inner.change_epochs(|cache| cache.truncate_from_end(offset));
             return Ok(());
         }
         // No sync may run across a truncation: it would publish the old log end as durable.

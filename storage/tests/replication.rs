@@ -155,7 +155,11 @@ fn the_epoch_cache_records_new_epochs_and_answers_end_offsets() {
         "between: the floor epoch"
     );
     assert_eq!(log.end_offset_for_epoch(2), eo(2, 5));
-    assert_eq!(log.end_offset_for_epoch(1), None, "below the first epoch");
+    assert_eq!(
+        log.end_offset_for_epoch(1),
+        eo(1, 0),
+        "below the first epoch: it ends where the first cached one starts (Kafka)"
+    );
     assert_eq!(log.end_offset_for_epoch(8), None, "above the latest epoch");
     // The batches carry their epochs.
     let epochs: Vec<i32> = read_all(&log, 0)
@@ -749,9 +753,12 @@ fn truncation_offset_follows_kafkas_fetcher() {
     // The leader answered epoch 4, which this follower never saw: cut to where its
     // largest epoch below 4 (3) ended, and ask again.
     assert_eq!(truncation_offset(&follower, eo(4, 12)), 10);
+    // The leader's epoch 0 is below this follower's first (1, at offset 0): its records
+    // 0..5 were written at epoch 1, which the leader never had, so all of them diverge
+    // (Kafka's fetcher: the follower's end for epoch 0 is its first epoch's start).
     assert_eq!(
         truncation_offset(&follower, eo(0, 5)),
-        5,
+        0,
         "below my first epoch"
     );
 }
@@ -891,6 +898,34 @@ fn a_follower_that_is_only_behind_truncates_nothing() {
     assert_eq!(follow(&leader, &follower), Vec::<i64>::new());
     assert_same_log((&leader, dirs[0].path()), (&follower, dirs[1].path()));
     assert_eq!(follower.high_watermark(), leader.log_end_offset());
+}
+
+#[test]
+fn a_deposed_leader_that_wrote_nothing_in_its_epoch_follows_the_next_leader() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (b, _) = open(dirs[0].path(), big_segments(), true);
+    let (a, _) = open(dirs[1].path(), big_segments(), true);
+    b.assign_epoch(3, 0).unwrap();
+    for _ in 0..3 {
+        b.append(&make_batch(2, 20, NOW), 3, NOW).unwrap();
+    }
+    replicate(&b, &a, 1 << 20);
+    // B leads at epoch 5 and takes no write; A leads next at epoch 6 and takes some.
+    let end = b.log_end_offset();
+    assert_eq!(b.assign_epoch_at_log_end(5).unwrap(), end);
+    assert_eq!(a.assign_epoch_at_log_end(6).unwrap(), end);
+    a.append(&make_batch(2, 20, NOW), 6, NOW).unwrap();
+    // B, following A, is told its epoch 5 diverges at its own log end: the truncation
+    // cuts no record but must drop epoch 5, or B would name it again forever.
+    let answer = a.end_offset_for_epoch(b.latest_epoch().unwrap());
+    assert_eq!(answer, eo(3, end));
+    let to = truncation_offset(&b, answer);
+    assert_eq!(to, end);
+    b.truncate_to(to).unwrap();
+    assert_eq!(b.latest_epoch(), Some(3));
+    assert_eq!(follow(&a, &b), Vec::<i64>::new());
+    assert_same_log((&a, dirs[1].path()), (&b, dirs[0].path()));
+    assert_eq!(b.epoch_entries(), vec![(3, 0), (6, end)]);
 }
 
 #[test]

@@ -185,13 +185,21 @@ pub fn lead(
             return;
         }
         _ => {
-            let end = partition.log.log_end_offset();
             // Appends at this epoch would record its start too; recording it now lets
-            // followers and OffsetForLeaderEpoch see the epoch before any append.
-            if let Err(e) = partition.log.assign_epoch(registration.leader_epoch, end) {
-                tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e,
-                    "cannot record the new leader epoch in the epoch cache");
-            }
+            // followers and OffsetForLeaderEpoch see the epoch before any append. The log
+            // end is read under the append lock, so a late replicated batch of the old
+            // leader cannot slip in between.
+            let end = match partition
+                .log
+                .assign_epoch_at_log_end(registration.leader_epoch)
+            {
+                Ok(end) => end,
+                Err(e) => {
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e,
+                        "cannot record the new leader epoch in the epoch cache");
+                    partition.log.log_end_offset()
+                }
+            };
             tracing::info!(
                 topic = %partition.topic,
                 partition = partition.index,
@@ -416,6 +424,20 @@ fn propose_isr(
 ) -> Option<AlterPartitionRequest> {
     let mut guard = partition.leadership.lock();
     let state = guard.as_mut()?;
+    if let Some(pending) = state
+        .pending
+        .as_mut()
+        .filter(|p| p.retry_at_ms.is_some_and(|at| now_ms >= at))
+    {
+        // The last answer left its outcome unknown: ask for the same ISR again.
+        pending.retry_at_ms = None;
+        pending.sent_ms = now_ms;
+        let isr = pending.isr.clone();
+        let request = alter_partition_request(state, partition.index, me, &isr, image);
+        tracing::info!(topic = %partition.topic, partition = partition.index,
+            new_isr = ?isr, "asking the controller again to change the ISR");
+        return Some(request);
+    }
     let end = partition.log.log_end_offset();
     let hw = partition.log.high_watermark();
     // KIP-903: a joining replica must be usable and still the registration that fetched.
@@ -429,6 +451,27 @@ fn propose_isr(
         })
     };
     let new_isr = state.next_isr(end, hw, now_ms, max_lag_ms, eligible)?;
+    tracing::info!(topic = %partition.topic, partition = partition.index,
+        isr = ?state.isr, new_isr = ?new_isr, "asking the controller to change the ISR");
+    let request = alter_partition_request(state, partition.index, me, &new_isr, image);
+    state.pending = Some(PendingIsr {
+        isr: new_isr,
+        sent_ms: now_ms,
+        retry_at_ms: None,
+    });
+    settle(partition, guard.as_ref(), min_insync);
+    Some(request)
+}
+
+/// The AlterPartition asking for `new_isr` on `state`'s partition, with the broker epochs
+/// the controller checks (KIP-903): the one each follower fetched with, else the image's.
+fn alter_partition_request(
+    state: &LeaderState,
+    partition: i32,
+    me: (i32, i64),
+    new_isr: &[i32],
+    image: &MetadataImage,
+) -> AlterPartitionRequest {
     let members = new_isr
         .iter()
         .map(|&id| IsrMember {
@@ -446,23 +489,43 @@ fn propose_isr(
             },
         })
         .collect();
-    tracing::info!(topic = %partition.topic, partition = partition.index,
-        isr = ?state.isr, new_isr = ?new_isr, "asking the controller to change the ISR");
-    state.pending = Some(PendingIsr {
-        isr: new_isr,
-        sent_ms: now_ms,
-    });
-    let request = AlterPartitionRequest {
+    AlterPartitionRequest {
         broker_id: me.0,
         broker_epoch: me.1,
         topic_id: state.topic_id,
-        partition: partition.index,
+        partition,
         leader_epoch: state.leader_epoch,
         partition_epoch: state.partition_epoch,
         new_isr: members,
-    };
-    settle(partition, guard.as_ref(), min_insync);
-    Some(request)
+    }
+}
+
+/// Wait before an AlterPartition whose outcome is unknown is sent again.
+const ALTER_PARTITION_RETRY_MS: i64 = 500;
+
+/// What a failed AlterPartition says about the change (Kafka's
+/// `Partition.handleAlterPartitionError`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AlterFailure {
+    /// The controller refused it: nothing was committed.
+    Refused,
+    /// Its partition epoch is older than the controller's (INVALID_UPDATE_VERSION).
+    Outdated,
+    /// No answer, or the controller moved: it may have been committed.
+    Unknown,
+}
+
+fn alter_partition_failure(e: &sluice_controller::ControllerError) -> AlterFailure {
+    use sluice_controller::ControllerError as E;
+    match e {
+        E::Request(inner) => match inner.kafka_error_name() {
+            "INVALID_UPDATE_VERSION" => AlterFailure::Outdated,
+            // The controller is not the active one (or is behind): nothing was decided.
+            "NOT_CONTROLLER" => AlterFailure::Unknown,
+            _ => AlterFailure::Refused,
+        },
+        _ => AlterFailure::Unknown,
+    }
 }
 
 /// Sends an AlterPartition and settles the pending change with its answer: the
@@ -487,20 +550,42 @@ fn send_alter_partition(
                         .copied()
                         .eq(request.new_isr.iter().map(|m| m.broker_id))
                 });
+                let now_ms = sluice_storage::now_ms();
                 match answer {
                     Ok(committed) => {
                         tracing::info!(topic = %partition.topic, partition = partition.index,
                             isr = ?committed.value.isr, partition_epoch = committed.value.partition_epoch,
                             "ISR changed");
-                        state.apply_registration(&committed.value, sluice_storage::now_ms());
+                        state.apply_registration(&committed.value, now_ms);
+                        if ours {
+                            state.pending = None;
+                        }
                     }
-                    Err(e) => {
-                        tracing::info!(topic = %partition.topic, partition = partition.index,
-                            error = %e, "the controller refused the ISR change");
-                    }
-                }
-                if ours {
-                    state.pending = None;
+                    Err(e) => match alter_partition_failure(&e) {
+                        // Nothing was committed: drop the change; the next pass decides again.
+                        AlterFailure::Refused => {
+                            tracing::info!(topic = %partition.topic, partition = partition.index,
+                                error = %e, "the controller refused the ISR change");
+                            if ours {
+                                state.pending = None;
+                            }
+                        }
+                        // Committed by a change this leader has not seen yet (or refused
+                        // for it): the image brings the newer partition epoch and settles
+                        // the pending change.
+                        AlterFailure::Outdated => {
+                            tracing::info!(topic = %partition.topic, partition = partition.index,
+                                error = %e, "the ISR change was decided on an old partition epoch; waiting for the metadata");
+                        }
+                        // Perhaps committed: keep counting the pending ISR and ask again.
+                        AlterFailure::Unknown => {
+                            tracing::info!(topic = %partition.topic, partition = partition.index,
+                                error = %e, "the ISR change's outcome is unknown; asking again shortly");
+                            if let Some(pending) = state.pending.as_mut().filter(|_| ours) {
+                                pending.retry_at_ms = Some(now_ms + ALTER_PARTITION_RETRY_MS);
+                            }
+                        }
+                    },
                 }
                 settle(&partition, guard.as_ref(), min_insync);
             }
@@ -588,6 +673,24 @@ mod tests {
         assert_eq!(members, vec![(1, 9), (2, epoch_2)]);
         // One request in flight.
         assert!(propose_isr(&p, (1, 9), &img, 2, LAG, t0 + LAG + 2).is_none());
+        // Its answer was lost (a timeout): it stays pending, counted by the high
+        // watermark, and is asked again once the retry time came, unchanged.
+        {
+            let mut guard = p.leadership.lock();
+            let pending = guard.as_mut().unwrap().pending.as_mut().unwrap();
+            pending.retry_at_ms = Some(t0 + LAG + 100);
+        }
+        assert!(propose_isr(&p, (1, 9), &img, 2, LAG, t0 + LAG + 99).is_none());
+        let again = propose_isr(&p, (1, 9), &img, 2, LAG, t0 + LAG + 100).expect("asked again");
+        assert_eq!(again, request);
+        assert!(p.leadership.snapshot().unwrap().pending.is_some());
+        assert!(propose_isr(&p, (1, 9), &img, 2, LAG, t0 + LAG + 101).is_none());
+        assert_eq!(
+            alter_partition_failure(&sluice_controller::ControllerError::Timeout(
+                Duration::from_secs(1)
+            )),
+            AlterFailure::Unknown
+        );
         // The controller commits it: the image's new registration settles it.
         records.push(MetadataRecord::PartitionChange(PartitionChangeRecord {
             topic_id,

@@ -68,6 +68,12 @@ pub struct PendingIsr {
     pub isr: Vec<i32>,
     /// When it was sent.
     pub sent_ms: i64,
+    /// Set when the request's outcome is unknown (a timeout, the controller moving): the
+    /// change may have been committed, so it stays pending (the high watermark keeps
+    /// counting its members) and is sent again from this time on. A resend of a change
+    /// already committed is refused (its partition epoch is old) and the image then
+    /// settles it.
+    pub retry_at_ms: Option<i64>,
 }
 
 /// This broker's leadership of one partition at one leader epoch.
@@ -338,6 +344,7 @@ mod tests {
         s.pending = Some(PendingIsr {
             isr: vec![1, 2, 3],
             sent_ms: 1_100,
+            retry_at_ms: None,
         });
         assert_eq!(s.maximal_isr(), vec![1, 2, 3]);
         assert_eq!(s.high_watermark(10, 1), Some(4));
@@ -348,6 +355,7 @@ mod tests {
         s.pending = Some(PendingIsr {
             isr: vec![1, 2],
             sent_ms: 1_100,
+            retry_at_ms: None,
         });
         assert_eq!(s.high_watermark(10, 2), Some(3));
         // The committed registration settles the pending change.
@@ -404,6 +412,7 @@ mod tests {
         s.pending = Some(PendingIsr {
             isr: vec![1, 2],
             sent_ms: 1_001 + LAG,
+            retry_at_ms: None,
         });
         assert_eq!(s.next_isr(10, 4, 2_000 + LAG, LAG, eligible), None);
     }
