@@ -61,7 +61,12 @@ fn list_offset(
         }
         // No tiered storage: Kafka answers "no offset" for a non-tiered topic.
         LATEST_TIERED => NONE,
-        MAX_TIMESTAMP => match log.max_timestamp_offset()? {
+        // A record found by time at or above the high watermark is not committed yet: a
+        // consumer is not told of it (Kafka drops such an answer for clients).
+        MAX_TIMESTAMP => match log
+            .max_timestamp_offset()?
+            .filter(|f| from_replica || f.offset < log.high_watermark())
+        {
             Some(found) => (
                 found.timestamp,
                 found.offset,
@@ -69,7 +74,10 @@ fn list_offset(
             ),
             None => NONE,
         },
-        _ => match log.offset_for_timestamp(timestamp)? {
+        _ => match log
+            .offset_for_timestamp(timestamp)?
+            .filter(|f| from_replica || f.offset < log.high_watermark())
+        {
             Some(found) => (
                 found.timestamp,
                 found.offset,
