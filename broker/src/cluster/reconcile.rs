@@ -160,6 +160,9 @@ pub fn reconcile(
     if created > 0 {
         tracing::info!(replicas = created, "created local replicas");
     }
+    // After the removals above freed their descriptors: directories of failed creates
+    // whose own cleanup found none.
+    registry.remove_half_created();
     for topic in registry.list() {
         let Some(in_image) = image.topic_by_id(topic.id) else {
             continue;

@@ -200,7 +200,8 @@ pub fn lead(
                     partition.log.log_end_offset()
                 }
             };
-            tracing::info!(
+            // Per partition at debug: `cluster::reconcile` logs the count at info.
+            tracing::debug!(
                 topic = %partition.topic,
                 partition = partition.index,
                 leader_epoch = registration.leader_epoch,
@@ -220,7 +221,7 @@ pub fn lead(
 pub fn resign(partition: &Partition, min_insync: usize) {
     let mut guard = partition.leadership.lock();
     if let Some(old) = guard.take() {
-        tracing::info!(topic = %partition.topic, partition = partition.index,
+        tracing::debug!(topic = %partition.topic, partition = partition.index,
             leader_epoch = old.leader_epoch, "no longer leading the partition");
         settle(partition, None, min_insync);
     }

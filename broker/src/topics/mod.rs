@@ -281,6 +281,10 @@ pub struct TopicRegistry {
     sole_replica: bool,
     /// Woken when a follower may join an ISR (see `replication::leader::run`).
     isr_check: Arc<Notify>,
+    /// Directories of replicas whose creation failed part-way and whose removal failed
+    /// too (out of descriptors): removed again by `remove_half_created` (see
+    /// `replicas`).
+    half_created: Mutex<Vec<(Arc<str>, i32, PathBuf)>>,
 }
 
 impl TopicRegistry {
@@ -305,6 +309,7 @@ impl TopicRegistry {
             partition_limit: RwLock::new(PartitionLimit::unlimited()),
             sole_replica: layout == Layout::WholeTopics,
             isr_check: Arc::new(Notify::new()),
+            half_created: Mutex::new(Vec::new()),
         };
         let mut report = LoadReport::default();
         let overrides_by_topic = registry.read_configs_file()?;

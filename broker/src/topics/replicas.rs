@@ -94,7 +94,14 @@ impl TopicRegistry {
                 // half-made directory behind; one that was there before is not ours.
                 if !existed {
                     if let Err(cleanup) = remove_dir(&dir) {
-                        tracing::warn!(dir = %dir.display(), error = %cleanup, "cannot remove a half-created replica");
+                        // Out of descriptors (the usual reason the create failed), the
+                        // removal may find none free for a moment: tried again at the
+                        // next pass, once other replicas were closed.
+                        tracing::debug!(dir = %dir.display(), error = %cleanup, "cannot remove a half-created replica yet");
+                        self.half_created
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((topic.name.clone(), index, dir.clone()));
                     }
                 }
                 return Err(e);
@@ -106,6 +113,34 @@ impl TopicRegistry {
         *topic.partitions.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(partitions);
         fsutil::sync_dir(&self.data_dir)?;
         Ok(true)
+    }
+
+    /// Removes the directories of replicas whose creation failed part-way and whose first
+    /// removal failed (blocking; `cluster::reconcile` calls it at the start of every pass).
+    /// A directory that became a served replica meanwhile (created again by a later pass)
+    /// is kept. One that still cannot be removed is tried at the next call; a warning says
+    /// so when the error is not a lack of descriptors.
+    pub fn remove_half_created(&self) {
+        let _admin = self.lock_admin();
+        let pending =
+            std::mem::take(&mut *self.half_created.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut left = Vec::new();
+        for (topic, index, dir) in pending {
+            if self
+                .get(&topic)
+                .is_some_and(|t| t.partition(index).is_some())
+            {
+                continue;
+            }
+            if let Err(e) = remove_dir(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a half-created replica; trying again at the next pass");
+                left.push((topic, index, dir));
+            }
+        }
+        self.half_created
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(left);
     }
 
     /// Deletes this broker's replica `index` of topic `id` and its files (blocking). The
