@@ -187,7 +187,8 @@ fn cluster_describe_shows_the_node_and_topic_describe_its_replicas() {
             "STATE",
             "LEADS",
             "FOLLOWS",
-            "OUT OF SYNC"
+            "OUT OF SYNC",
+            "BEHIND"
         ],
         "{text}"
     );
@@ -199,7 +200,7 @@ fn cluster_describe_shows_the_node_and_topic_describe_its_replicas() {
     );
     // A cluster of one leads every partition it holds and follows none.
     assert!(broker_row[5].parse::<u32>().is_ok(), "{text}");
-    assert_eq!(broker_row[6..], ["0", "0"], "{text}");
+    assert_eq!(broker_row[6..], ["0", "0", "0"], "{text}");
     // The quorum: node 1 leads alone, or the broker cannot say (a one-line note).
     if let Some((_, quorum)) = text.split_once("Metadata quorum (__cluster_metadata-0):") {
         assert!(text.contains("Active controller: 1 (epoch "), "{text}");
@@ -238,6 +239,7 @@ fn cluster_describe_shows_the_node_and_topic_describe_its_replicas() {
     assert!(b["leader_partitions"].is_u64(), "{json}");
     assert_eq!(b["follower_partitions"], 0, "{json}");
     assert_eq!(b["out_of_sync_partitions"], 0, "{json}");
+    assert_eq!(b["follower_lag_records"], 0, "{json}");
     assert!(json["quorum_error"].is_null(), "{json}");
     if !json["quorum"].is_null() {
         assert_eq!(json["quorum"]["leader_id"], 1, "{json}");
@@ -380,7 +382,7 @@ fn a_three_broker_cluster_shows_replicas_and_under_replicated_partitions() {
     let text = ok(node1, &["cluster", "describe"], b"");
     for node in ["1", "2", "3"] {
         let cells = row(&text, node);
-        assert_eq!(cells[4..], ["unfenced", "1", "2", "0"], "{text}");
+        assert_eq!(cells[4..], ["unfenced", "1", "2", "0", "0"], "{text}");
     }
 
     // Node 3 dies: once it is fenced, every partition is under-replicated (its copy is
@@ -408,7 +410,12 @@ fn a_three_broker_cluster_shows_replicas_and_under_replicated_partitions() {
     .unwrap();
     assert_eq!(json["under_replicated_partitions"], 3, "{json}");
     let text = ok(node1, &["cluster", "describe"], b"");
-    assert_eq!(row(&text, "3")[4..], ["fenced", "0", "3", "3"], "{text}");
+    // The dead broker cannot be asked how far behind it is.
+    assert_eq!(
+        row(&text, "3")[4..],
+        ["fenced", "0", "3", "3", "-"],
+        "{text}"
+    );
     let leads: u32 = ["1", "2"]
         .iter()
         .map(|n| row(&text, n)[5].parse::<u32>().unwrap())

@@ -34,6 +34,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -125,6 +126,10 @@ pub struct Partition {
     /// The leader's state while this broker leads the partition: followers, ISR, high
     /// watermark rules, acks=all waits.
     pub leadership: Leadership,
+    /// While this broker follows the partition: the high watermark its leader reported in
+    /// the last fetch answer, unclamped (the local one stops at the local log end), so
+    /// that [`Partition::replica_lag`] can say how far behind this copy is. -1 before any.
+    leader_high_watermark: AtomicI64,
 }
 
 impl Partition {
@@ -144,7 +149,28 @@ impl Partition {
             log,
             appended: Notify::new(),
             leadership: Leadership::new(sole_replica, isr_check.clone()),
+            leader_high_watermark: AtomicI64::new(-1),
         }
+    }
+
+    /// Records the high watermark the partition's leader reported to this follower.
+    pub fn note_leader_high_watermark(&self, high_watermark: i64) {
+        self.leader_high_watermark
+            .store(high_watermark, Ordering::Relaxed);
+    }
+
+    /// How many records this replica's log end is below the partition's high watermark
+    /// (DescribeLogDirs' `offset_lag`): 0 on the leader, and on a follower the leader's
+    /// last reported high watermark minus the local log end, at least 0. An in-sync
+    /// follower is at 0 or close (the high watermark waits for it); an out-of-sync one
+    /// shows how far it has to catch up.
+    pub fn replica_lag(&self) -> i64 {
+        let end = self.log.log_end_offset();
+        let mut high_watermark = self.log.high_watermark();
+        if self.leadership.leader_epoch().is_none() {
+            high_watermark = high_watermark.max(self.leader_high_watermark.load(Ordering::Relaxed));
+        }
+        (high_watermark - end).max(0)
     }
 
     /// Wakes every fetch waiting for data on this partition (called after appends).

@@ -11,6 +11,11 @@
 //!   watermark, and every voter and observer with how far its copy of the log has got.
 //!   A Kafka broker forwards it to the active controller, so any broker can be asked.
 //!
+//! - DescribeLogDirs (API 35), sent to every live broker, gives each replica's
+//!   `offset_lag`: summed over a broker's follower replicas it says how far behind its
+//!   copies are ([`Admin::follower_lags`]). A Sluice follower measures it against the
+//!   high watermark its leader last reported; a Kafka follower reports 0.
+//!
 //! The answers are turned into plain values by pure functions ([`cluster_from_response`],
 //! [`quorum_from_response`]), unit tested without a broker.
 //!
@@ -19,11 +24,12 @@
 //! random live one, KIP-590 forwarding does the rest). The active controller is
 //! [`QuorumDescription::leader_id`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::{
-    DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest, DescribeQuorumResponse,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse, DescribeQuorumRequest, DescribeQuorumResponse,
 };
 use uuid::Uuid;
 
@@ -108,6 +114,41 @@ pub fn replica_counts<'a>(
         }
     }
     counts
+}
+
+/// How far one broker's follower replicas are behind their partitions' high watermarks,
+/// in records (DescribeLogDirs' `offset_lag`): see [`Admin::follower_lags`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FollowerLag {
+    /// Summed over its follower replicas.
+    pub total: i64,
+    /// The largest of one replica.
+    pub max: i64,
+}
+
+/// Adds up the `offset_lag` of the replicas in `followed` (topic, partition) that a
+/// broker's DescribeLogDirs answer lists. `None` when the broker refused the request.
+pub fn follower_lag_from_response(
+    response: &DescribeLogDirsResponse,
+    followed: &BTreeSet<(String, i32)>,
+) -> Option<FollowerLag> {
+    if response.error_code != 0 {
+        return None;
+    }
+    let mut lag = FollowerLag::default();
+    // A log dir with an error (offline) lists nothing.
+    for dir in response.results.iter().filter(|d| d.error_code == 0) {
+        for topic in &dir.topics {
+            for p in topic.partitions.iter().filter(|p| !p.is_future_key) {
+                if followed.contains(&(topic.name.0.to_string(), p.partition_index)) {
+                    let behind = p.offset_lag.max(0);
+                    lag.total = lag.total.saturating_add(behind);
+                    lag.max = lag.max.max(behind);
+                }
+            }
+        }
+    }
+    Some(lag)
 }
 
 /// One voter or observer of the metadata quorum.
@@ -355,6 +396,53 @@ impl Admin {
         Ok(client.with_metadata(|m| replica_counts(m.topics.values())))
     }
 
+    /// Per live broker, how far its follower replicas are behind, from DescribeLogDirs
+    /// sent to each (every topic, internal ones included). `None` for a broker that
+    /// could not be asked (unreachable, or without DescribeLogDirs).
+    pub async fn follower_lags(&self) -> Result<BTreeMap<i32, Option<FollowerLag>>> {
+        let client = self.client();
+        client
+            .retry("describe replicas", || client.refresh_metadata(None, false))
+            .await?;
+        let (brokers, mut followed) = client.with_metadata(|m| {
+            let mut followed: BTreeMap<i32, BTreeSet<(String, i32)>> = BTreeMap::new();
+            for t in m.topics.values() {
+                for p in &t.partitions {
+                    for &r in p.replicas.iter().filter(|&&r| p.leader != Some(r)) {
+                        followed
+                            .entry(r)
+                            .or_default()
+                            .insert((t.name.clone(), p.partition));
+                    }
+                }
+            }
+            (m.brokers.keys().copied().collect::<Vec<i32>>(), followed)
+        });
+        let mut lags = BTreeMap::new();
+        for id in brokers {
+            let followed = followed.remove(&id).unwrap_or_default();
+            let lag = if followed.is_empty() {
+                Some(FollowerLag::default())
+            } else {
+                self.follower_lag_of(id, &followed).await
+            };
+            lags.insert(id, lag);
+        }
+        Ok(lags)
+    }
+
+    async fn follower_lag_of(
+        &self,
+        broker: i32,
+        followed: &BTreeSet<(String, i32)>,
+    ) -> Option<FollowerLag> {
+        let connection = self.client().broker(broker).await.ok()?;
+        let version = connection.version::<DescribeLogDirsRequest>().ok()?;
+        let request = DescribeLogDirsRequest::default().with_topics(None);
+        let response = connection.send(&request, version).await.ok()?;
+        follower_lag_from_response(&response, followed)
+    }
+
     /// The metadata quorum: active controller, epoch, high watermark, voters and
     /// observers with their lag. Fails with [`Error::UnsupportedApi`] (or a broker
     /// error for which [`Error::is_unsupported`] holds) when the cluster cannot answer
@@ -505,5 +593,61 @@ mod tests {
         not_leader.topics[1].partitions[0].error_code = ResponseError::NotLeaderOrFollower.code();
         let error = quorum_from_response(&not_leader, "b:1").unwrap_err();
         assert!(error.is_retriable() && !error.is_unsupported(), "{error}");
+    }
+
+    #[test]
+    fn follower_lag_adds_up_the_followed_replicas_only() {
+        use kafka_protocol::messages::describe_log_dirs_response::{
+            DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+        };
+        let partition = |index: i32, lag: i64, future: bool| {
+            DescribeLogDirsPartition::default()
+                .with_partition_index(index)
+                .with_offset_lag(lag)
+                .with_is_future_key(future)
+        };
+        let topic = |name: &str, partitions| {
+            DescribeLogDirsTopic::default()
+                .with_name(topic_name(name))
+                .with_partitions(partitions)
+        };
+        let dir = |error_code: i16, topics| {
+            DescribeLogDirsResult::default()
+                .with_error_code(error_code)
+                .with_topics(topics)
+        };
+        let response = DescribeLogDirsResponse::default().with_results(vec![
+            dir(
+                0,
+                vec![
+                    // Partition 0 is led here: its lag does not count.
+                    topic(
+                        "a",
+                        vec![
+                            partition(0, 50, false),
+                            partition(1, 7, false),
+                            partition(2, -1, false),
+                        ],
+                    ),
+                    topic("b", vec![partition(0, 3, false), partition(1, 9, true)]),
+                ],
+            ),
+            dir(
+                ResponseError::KafkaStorageError.code(),
+                vec![topic("c", vec![partition(0, 100, false)])],
+            ),
+        ]);
+        let followed: BTreeSet<(String, i32)> = [("a", 1), ("a", 2), ("b", 0), ("b", 1), ("c", 0)]
+            .iter()
+            .map(|(t, p)| ((*t).to_owned(), *p))
+            .collect();
+        assert_eq!(
+            follower_lag_from_response(&response, &followed),
+            Some(FollowerLag { total: 10, max: 7 }),
+            "a-1 and b-0; not the led a-0, the future b-1, the negative a-2 or the offline dir"
+        );
+        let refused = DescribeLogDirsResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+        assert_eq!(follower_lag_from_response(&refused, &followed), None);
     }
 }

@@ -30,8 +30,8 @@ use uuid::Uuid;
 pub mod cluster;
 
 pub use cluster::{
-    BrokerDescription, BrokerReplicaCounts, ClusterDescription, ClusterSource, QuorumDescription,
-    QuorumEndpoint, QuorumReplica,
+    BrokerDescription, BrokerReplicaCounts, ClusterDescription, ClusterSource, FollowerLag,
+    QuorumDescription, QuorumEndpoint, QuorumReplica,
 };
 
 use crate::client::Client;

@@ -4,8 +4,11 @@
 //!
 //! - `topics` null asks for every replica; otherwise only the named partitions held here
 //!   are listed (others are left out, as Kafka does).
-//! - `offset_lag` is Kafka's for a current (not future) replica: how far the replica's log
-//!   end is below its high watermark, at least 0.
+//! - `offset_lag` is how far a current (not future) replica's log end is below the
+//!   partition's high watermark, at least 0 (`Partition::replica_lag`): 0 on the leader;
+//!   on a follower, below the high watermark its leader last reported. (Kafka compares
+//!   with the follower's own high watermark, which never passes its log end, so its
+//!   followers always show 0; the leader's is what says how far behind a copy is.)
 //! - `total_bytes` / `usable_bytes` (v4) come from `statvfs` of the directory, -1 when it
 //!   cannot be read (Kafka's UNKNOWN_VOLUME_BYTES).
 
@@ -52,7 +55,7 @@ pub fn describe_log_dirs(
             .filter(|p| asked.is_none_or(|a| a.contains(&p.index)))
             .map(|p| {
                 let size = i64::try_from(p.log.size_bytes()).unwrap_or(i64::MAX);
-                let lag = (p.log.high_watermark() - p.log.log_end_offset()).max(0);
+                let lag = p.replica_lag();
                 DescribeLogDirsPartition::default()
                     .with_partition_index(p.index)
                     .with_partition_size(size)

@@ -270,6 +270,8 @@ impl FollowedPartition {
     fn follow_leader(&self, leader_high_watermark: i64, leader_log_start: i64) {
         let log = &self.replica.log;
         let high_watermark = if leader_high_watermark >= 0 {
+            self.replica
+                .note_leader_high_watermark(leader_high_watermark);
             log.set_high_watermark(leader_high_watermark.min(log.log_end_offset()))
         } else {
             log.high_watermark()
@@ -513,6 +515,35 @@ mod tests {
     }
 
     #[test]
+    fn a_follower_behind_the_leaders_high_watermark_reports_its_lag() {
+        let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (_lr, leader) = replica(ld.path());
+        let (_fr, follower) = replica(fd.path());
+        leader.log.append(&batch(&["a", "b"]), 0, NOW).unwrap();
+        leader.log.advance_high_watermark(2);
+        let mut f = followed(follower.clone(), 0);
+        round(&mut f, &leader);
+        assert_eq!(follower.replica_lag(), 0);
+        // The leader moved on without this copy (other followers carried its high
+        // watermark), and the answer it got held none of the new records.
+        leader.log.append(&batch(&["c", "d", "e"]), 0, NOW).unwrap();
+        leader.log.advance_high_watermark(5);
+        let data = leader_answer(&leader, 2, 0).with_records(Some(Bytes::new()));
+        assert_eq!(
+            f.handle(&data, 2, Instant::now(), BACKOFF, NOW),
+            Outcome::Appended(0)
+        );
+        assert_eq!(follower.log.high_watermark(), 2, "clamped to the local end");
+        assert_eq!(
+            follower.replica_lag(),
+            3,
+            "the leader's high watermark minus ours"
+        );
+        round(&mut f, &leader);
+        assert_eq!(follower.replica_lag(), 0, "caught up");
+    }
+
+    #[test]
     fn a_follower_copies_the_leader_and_follows_its_high_watermark() {
         let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (_lr, leader) = replica(ld.path());
@@ -533,6 +564,7 @@ mod tests {
             4,
             "the leader's, below our end"
         );
+        assert_eq!(follower.replica_lag(), 0, "at the leader's high watermark");
         assert_eq!(follower.log.latest_epoch(), Some(0));
         // Nothing new: an empty answer still moves the high watermark.
         leader.log.advance_high_watermark(6);

@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
 use sluice_client::admin::{
-    BrokerReplicaCounts, ClusterDescription, ClusterSource, QuorumDescription, QuorumReplica,
+    BrokerReplicaCounts, ClusterDescription, ClusterSource, FollowerLag, QuorumDescription,
+    QuorumReplica,
 };
 use sluice_client::Admin;
 
@@ -23,6 +24,9 @@ pub enum ClusterCommand {
     /// LEADS is the number of partitions a broker leads, FOLLOWS the number it holds a
     /// follower replica of, OUT OF SYNC how many of those are not in the ISR (the copy
     /// is behind its leader, or the broker is down): under-replicated partitions.
+    /// BEHIND is how many records its follower replicas are below their partitions' high
+    /// watermarks, summed (DescribeLogDirs' offset lag; "-" when the broker could not be
+    /// asked; Kafka's brokers always report 0 there).
     ///
     /// LAG is the active controller's metadata log end minus the node's: 0 means it has
     /// every change. LAST FETCH and LAST CAUGHT UP say when the controller last heard
@@ -55,19 +59,28 @@ async fn describe(admin: &Admin, format: OutputFormat) -> Result<ExitCode> {
         .broker_replica_counts()
         .await
         .context("cannot count the brokers' partitions")?;
+    let lags = admin
+        .follower_lags()
+        .await
+        .context("cannot ask the brokers how far behind their replicas are")?;
     let (quorum, quorum_error) = match admin.describe_quorum().await {
         Ok(quorum) => (Some(quorum), None),
         Err(e) if e.is_unsupported() => (None, None),
         Err(e) => (None, Some(e)),
     };
     match format {
-        OutputFormat::Text => {
-            print_text(&cluster, &counts, quorum.as_ref(), quorum_error.is_some())
-        }
+        OutputFormat::Text => print_text(
+            &cluster,
+            &counts,
+            &lags,
+            quorum.as_ref(),
+            quorum_error.is_some(),
+        ),
         OutputFormat::Json => {
             let document = to_json(
                 &cluster,
                 &counts,
+                &lags,
                 quorum.as_ref(),
                 quorum_error.as_ref().map(|e| e.to_string()),
             );
@@ -105,6 +118,7 @@ fn source_text(source: ClusterSource) -> String {
 fn print_text(
     cluster: &ClusterDescription,
     counts: &BTreeMap<i32, BrokerReplicaCounts>,
+    lags: &BTreeMap<i32, Option<FollowerLag>>,
     quorum: Option<&QuorumDescription>,
     failed: bool,
 ) {
@@ -133,6 +147,7 @@ fn print_text(
                 c.leader.to_string(),
                 c.follower.to_string(),
                 c.out_of_sync.to_string(),
+                or_dash(lags.get(&b.id).copied().flatten().map(|l| l.total)),
             ]
         })
         .collect();
@@ -146,6 +161,7 @@ fn print_text(
             "LEADS",
             "FOLLOWS",
             "OUT OF SYNC",
+            "BEHIND",
         ],
         &rows,
     );
@@ -246,6 +262,7 @@ fn replica_json(r: &QuorumReplica) -> Value {
 fn to_json(
     cluster: &ClusterDescription,
     counts: &BTreeMap<i32, BrokerReplicaCounts>,
+    lags: &BTreeMap<i32, Option<FollowerLag>>,
     quorum: Option<&QuorumDescription>,
     quorum_error: Option<String>,
 ) -> Value {
@@ -272,6 +289,7 @@ fn to_json(
         "includes_fenced_brokers": cluster.includes_fenced,
         "brokers": cluster.brokers.iter().map(|b| {
             let c = counts.get(&b.id).copied().unwrap_or_default();
+            let lag = lags.get(&b.id).copied().flatten();
             json!({
                 "id": b.id,
                 "host": b.host,
@@ -281,6 +299,8 @@ fn to_json(
                 "leader_partitions": c.leader,
                 "follower_partitions": c.follower,
                 "out_of_sync_partitions": c.out_of_sync,
+                "follower_lag_records": lag.map(|l| l.total),
+                "max_follower_lag_records": lag.map(|l| l.max),
             })
         }).collect::<Vec<_>>(),
         "quorum": quorum,
