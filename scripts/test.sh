@@ -67,7 +67,7 @@ else
     echo "building release sluice-broker, sluice and torture_producer"
     cargo build --release --bin sluice-broker --bin sluice --example torture_producer
     rc=0
-    .venv/bin/python -m pytest -q -p no:cacheprovider --timeout=600 "${compat_dirs[@]}" || rc=$?
+    .venv/bin/python -m pytest -q -p no:cacheprovider --timeout=600 --durations=10 "${compat_dirs[@]}" || rc=$?
     if ((rc != 0)); then
         # rc 5 = no tests collected, but test files exist: that is a failure too.
         echo "compat tests failed (pytest exit code $rc)" >&2

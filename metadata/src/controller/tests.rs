@@ -41,6 +41,27 @@ fn members(h: &Harness, ids: &[BrokerId]) -> Vec<IsrMember> {
         .collect()
 }
 
+/// The partition leader's AlterPartition adding `joining` to the current ISR.
+fn join_request(
+    h: &Harness,
+    topic: Uuid,
+    partition: i32,
+    joining: BrokerId,
+) -> AlterPartitionRequest {
+    let reg = h.image.partition(topic, partition).unwrap().clone();
+    let mut new_isr = reg.isr.clone();
+    new_isr.push(joining);
+    AlterPartitionRequest {
+        broker_id: reg.leader,
+        broker_epoch: h.epoch(reg.leader),
+        topic_id: topic,
+        partition,
+        leader_epoch: reg.leader_epoch,
+        partition_epoch: reg.partition_epoch,
+        new_isr: members(h, &new_isr),
+    }
+}
+
 fn error_name<T: std::fmt::Debug>(result: &Result<T>) -> &'static str {
     result.as_ref().unwrap_err().kafka_error_name()
 }
@@ -189,18 +210,7 @@ fn preferred_leaders_come_back_after_unfence() {
     assert!(h.controller.elect_preferred_leaders(&h.image).is_empty());
     let t = h.image.topic("t").unwrap().id;
     for p in 0..6 {
-        let reg = h.image.partition(t, p).unwrap().clone();
-        let mut new_isr = reg.isr.clone();
-        new_isr.push(1);
-        let request = AlterPartitionRequest {
-            broker_id: reg.leader,
-            broker_epoch: h.epoch(reg.leader),
-            topic_id: t,
-            partition: p,
-            leader_epoch: reg.leader_epoch,
-            partition_epoch: reg.partition_epoch,
-            new_isr: members(&h, &new_isr),
-        };
+        let request = join_request(&h, t, p, 1);
         let records = h.controller.alter_partition(&h.image, &request).unwrap();
         h.commit(records).unwrap();
     }
@@ -576,18 +586,7 @@ fn a_broker_with_a_full_disk_hands_over_what_others_can_lead_and_takes_it_back_l
         .iter()
         .all(|p| p.topic_name != "u"));
     let p = on_1(&h, t)[0];
-    let reg = h.image.partition(t, p).unwrap().clone();
-    let mut new_isr = reg.isr.clone();
-    new_isr.push(1);
-    let join = AlterPartitionRequest {
-        broker_id: reg.leader,
-        broker_epoch: h.epoch(reg.leader),
-        topic_id: t,
-        partition: p,
-        leader_epoch: reg.leader_epoch,
-        partition_epoch: reg.partition_epoch,
-        new_isr: members(&h, &new_isr),
-    };
+    let join = join_request(&h, t, p, 1);
     assert_eq!(
         error_name(&h.controller.alter_partition(&h.image, &join)),
         "INELIGIBLE_REPLICA"
