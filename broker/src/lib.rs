@@ -687,6 +687,23 @@ impl BrokerHandle {
         self.join().await
     }
 
+    /// Resolves with the reason once this node's part of the metadata quorum has stopped
+    /// itself after a failed write to its files (a full disk, an I/O error): the node can
+    /// then neither follow nor change the cluster's metadata, so it should exit and be
+    /// restarted, as Kafka halts a broker whose metadata log dir failed. Never resolves on
+    /// a node without a quorum voter (a single node, a broker-only node).
+    pub fn metadata_quorum_failure(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> {
+        match self.state.cluster.as_ref().and_then(|c| c.service.voter()) {
+            Some(voter) => {
+                let fatal = voter.fatal();
+                Box::pin(async move { fatal.await.to_string() })
+            }
+            None => Box::pin(std::future::pending()),
+        }
+    }
+
     /// Starts an orderly shutdown without waiting for it (e.g. from a signal handler);
     /// [`wait`](Self::wait) then returns when it is done.
     pub fn begin_shutdown(&self) {

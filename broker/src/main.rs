@@ -173,9 +173,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         writeln!(stdout, "listening on {}", broker.local_addr()).context("write to stdout")?;
         stdout.flush().context("flush stdout")?;
     }
+    let quorum_failure = broker.metadata_quorum_failure();
     tokio::select! {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
+        reason = quorum_failure => {
+            tracing::error!(
+                %reason,
+                "this node's metadata quorum stopped after a failed write: exiting; restart \
+                 the broker once the cause (a full disk, a failing device) is fixed, its \
+                 files are intact up to the failed write"
+            );
+            broker.begin_shutdown();
+            // The orderly part is best effort: the controller may be unreachable.
+            let stopped =
+                tokio::time::timeout(std::time::Duration::from_secs(10), broker.wait()).await;
+            tracing::info!(clean = matches!(stopped, Ok(Ok(()))), "exiting after the metadata quorum failure");
+            std::process::exit(1);
+        }
     }
     tracing::info!("signal received: shutting down (a second signal exits at once)");
     broker.begin_shutdown();

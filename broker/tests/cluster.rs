@@ -1195,3 +1195,61 @@ async fn a_single_node_of_an_earlier_release_restarts_as_a_cluster_of_one() {
     );
     node.shutdown().await.expect("clean shutdown");
 }
+
+/// `__consumer_offsets` gets `offsets.topic.replication.factor` (3) replicas: a group that
+/// asks for a coordinator while only two of the three nodes are up is answered
+/// COORDINATOR_NOT_AVAILABLE (clients retry) rather than getting a topic with two
+/// replicas for good, as Kafka; once the third node is up the topic is made with three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offsets_topic_waits_for_as_many_brokers_as_its_replication_factor() {
+    let extra = [
+        ("offsets.topic.num.partitions", "3"),
+        ("broker.session.timeout.ms", "2000"),
+        ("broker.heartbeat.interval.ms", "200"),
+    ];
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let layout = Layout::new();
+    let mut handles = Vec::new();
+    for (i, dir) in dirs.iter().enumerate().take(2) {
+        handles.push(
+            Broker::start(layout.config_with(i + 1, dir.path(), &extra))
+                .await
+                .expect("cluster broker starts"),
+        );
+    }
+    eventually!(
+        "two live brokers",
+        (metadata(layout.client_addr(1), None).await.brokers.len() == 2).then_some(())
+    );
+    // Several passes of the groups task (every 200 ms) see the request; none creates.
+    for _ in 0..5 {
+        let (code, _) = find_coordinator(layout.client_addr(1), "early-group").await;
+        assert_eq!(code, ResponseError::CoordinatorNotAvailable.code());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let m = metadata(layout.client_addr(2), Some(&["__consumer_offsets"])).await;
+    assert_ne!(m.topics[0].error_code, 0, "not created: {:?}", m.topics[0]);
+
+    handles.push(
+        Broker::start(layout.config_with(3, dirs[2].path(), &extra))
+            .await
+            .expect("the third broker starts"),
+    );
+    eventually!(
+        "a coordinator",
+        (find_coordinator(layout.client_addr(1), "early-group")
+            .await
+            .0
+            == 0)
+            .then_some(())
+    );
+    let m = metadata(layout.client_addr(3), Some(&["__consumer_offsets"])).await;
+    let topic = &m.topics[0];
+    assert_eq!(topic.partitions.len(), 3);
+    for p in &topic.partitions {
+        assert_eq!(p.replica_nodes.len(), 3, "{p:?}");
+    }
+    for handle in handles {
+        handle.shutdown().await.expect("clean shutdown");
+    }
+}

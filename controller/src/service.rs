@@ -166,6 +166,14 @@ impl MetadataService {
         self.node_id
     }
 
+    /// Resolves once the quorum on this node has stopped itself after a failed write to
+    /// its files (see `sluice_quorum::Quorum::fatal`); never on a normal shutdown.
+    pub fn fatal(
+        &self,
+    ) -> impl std::future::Future<Output = sluice_quorum::QuorumError> + Send + 'static {
+        self.quorum.fatal()
+    }
+
     // ----- peers -----
 
     /// Accepts controller (Raft) connections on `listener` in a background task, until the

@@ -53,10 +53,15 @@ use crate::state::BrokerState;
 const POLL: Duration = Duration::from_millis(200);
 
 /// The replication factor `__consumer_offsets` is created with: the configured one, but
-/// no more than the live brokers (as Kafka's auto-creation of the topic), at least 1.
-pub fn offsets_replication_factor(configured: i16, live_brokers: usize) -> i16 {
-    let live = i16::try_from(live_brokers).unwrap_or(i16::MAX);
-    configured.min(live).max(1)
+/// no more than the cluster has nodes (`cluster_size`: the larger of the registered
+/// brokers and the quorum's voters, so that a single node gets one replica), at least 1.
+/// The topic is created only once that many brokers are live ([`create_offsets_topic`]),
+/// as Kafka's "internal topic creation will fail until the cluster size meets this
+/// replication factor": a FindCoordinator that reaches the first node of a starting
+/// 3-node cluster must not leave the groups' offsets on one replica for good.
+pub fn offsets_replication_factor(configured: i16, cluster_size: usize) -> i16 {
+    let size = i16::try_from(cluster_size).unwrap_or(i16::MAX);
+    configured.min(size).max(1)
 }
 
 /// The coordinator of the group (or transactional id) `key`: the leader of its
@@ -215,9 +220,22 @@ async fn take_partitions(state: &Arc<BrokerState>, node: &ClusterNode, loads: &m
 
 async fn create_offsets_topic(state: &BrokerState, node: &ClusterNode, image: &MetadataImage) {
     let partitions = state.groups.offsets_topic_partitions().max(1);
-    let live = image.live_broker_addresses(&node.listener_name).len();
+    let cluster_size = image
+        .brokers()
+        .count()
+        .max(state.config.cluster.voters.len());
     let replication_factor =
-        offsets_replication_factor(state.config.offsets_topic_replication_factor, live);
+        offsets_replication_factor(state.config.offsets_topic_replication_factor, cluster_size);
+    let usable = image.usable_brokers().count();
+    if usable < usize::try_from(replication_factor).unwrap_or(usize::MAX) {
+        // Asked again at the next FindCoordinator (clients retry COORDINATOR_NOT_AVAILABLE).
+        tracing::debug!(
+            replication_factor,
+            usable,
+            "{OFFSETS_TOPIC} waits for as many live brokers as its replication factor"
+        );
+        return;
+    }
     let topic = CreateTopic {
         name: OFFSETS_TOPIC.to_owned(),
         num_partitions: partitions,
@@ -269,7 +287,7 @@ mod tests {
     }
 
     #[test]
-    fn the_replication_factor_is_capped_by_the_live_brokers() {
+    fn the_replication_factor_is_capped_by_the_cluster_size() {
         assert_eq!(offsets_replication_factor(3, 1), 1);
         assert_eq!(offsets_replication_factor(3, 2), 2);
         assert_eq!(offsets_replication_factor(3, 5), 3);
