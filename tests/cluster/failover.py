@@ -9,10 +9,12 @@ One run (``scripts/cluster.sh failover --kind sluice|kafka --kills 20``):
    one record in flight per partition at a time, so that an acknowledgement time is the time a
    partition took writes again and not a queue draining;
 3. each round: pick the leader of partition ``round % PARTITIONS``, note which partitions it
-   leads, SIGKILL it (t0), and wait (bounded) until a record sent to each of those partitions
-   is acknowledged at or after t0: the failover time of the round is the latest of those
-   first acknowledgements minus t0 (a record in flight at the kill that the client retried
-   counts: the client saw its write acknowledged then). Then restart the node and wait until
+   leads, SIGKILL it (t0), and wait (bounded) until a record sent at or after t0 to each of
+   those partitions is acknowledged: the failover time of the round is the latest of those
+   first acknowledgements minus t0. (With one record in flight per partition, the first
+   record sent after t0 follows the one in flight at the kill, so it is acknowledged only
+   once the partition takes writes again; an answer sent by the leader just before the kill
+   does not count, however late its callback runs.) Then restart the node and wait until
    every partition's ISR is whole again before the next round;
 4. print the median, max and every round's time as one JSON line, and the same as a table
    row (docs/cluster-testing.md keeps the results).
@@ -69,8 +71,11 @@ class Writer:
             }
         )
         self.lock = threading.Lock()
-        # partition -> monotonic times of acknowledgements
-        self.acks: dict[int, list[float]] = {p: [] for p in range(PARTITIONS)}
+        # partition -> (send time, acknowledgement time) of every acknowledged record, in
+        # monotonic seconds
+        self.acks: dict[int, list[tuple[float, float]]] = {p: [] for p in range(PARTITIONS)}
+        # record number -> when it was handed to the producer
+        self.sent: dict[int, float] = {}
         self.in_flight: set[int] = set()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="failover-writer", daemon=True)
@@ -79,8 +84,9 @@ class Writer:
         now = time.monotonic()
         with self.lock:
             self.in_flight.discard(msg.partition())
+            sent = self.sent.pop(int(msg.value()), now)
             if err is None:
-                self.acks[msg.partition()].append(now)
+                self.acks[msg.partition()].append((sent, now))
 
     def _run(self) -> None:
         n = 0
@@ -92,13 +98,18 @@ class Writer:
                         self.in_flight.add(p)
                 if not busy:
                     n += 1
+                    with self.lock:
+                        self.sent[n] = time.monotonic()
                     self.producer.produce(TOPIC, value=f"{n}".encode(), partition=p, on_delivery=self._delivered)
             self.producer.poll(0.005)
         self.producer.flush(30)
 
     def first_ack_after(self, partition: int, t0: float) -> Optional[float]:
+        """When the first record sent at or after ``t0`` was acknowledged: an answer the
+        killed leader sent just before ``t0`` but that reached the callback after it must
+        not count as the partition writing again."""
         with self.lock:
-            return next((t for t in self.acks[partition] if t >= t0), None)
+            return next((acked for sent, acked in self.acks[partition] if sent >= t0), None)
 
     def start(self) -> None:
         self.thread.start()
