@@ -45,6 +45,11 @@ from workload import create_topic  # noqa: E402
 
 TOPIC = "failover"
 PARTITIONS = 3
+# No failover takes less than the controller's session timeout (seconds): a round that saw
+# writes sooner killed a node that no longer led the partitions (their leadership had moved,
+# e.g. back to the preferred replica, after the metadata was read). Such a round is not a
+# failover: it is reported apart and another is run.
+NOT_A_FAILOVER_S = 1.0
 # A round gives up after this long without an acknowledgement on a victim's partition.
 ROUND_TIMEOUT_S = 60.0
 IN_SYNC_TIMEOUT_S = 120.0
@@ -149,6 +154,7 @@ def run(kind: str, kills: int, base: Path) -> dict:
     cluster: Cluster = start_cluster(kind, base, 3)
     writer: Optional[Writer] = None
     rounds: list[float] = []
+    not_led: list[float] = []
     try:
         config = {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"}
         create_topic(cluster.bootstrap, TOPIC, PARTITIONS, 3, config)
@@ -156,7 +162,9 @@ def run(kind: str, kills: int, base: Path) -> dict:
         _wait_in_sync(admin, IN_SYNC_TIMEOUT_S)
         writer = Writer(cluster.bootstrap)
         writer.start()
-        for i in range(kills):
+        i = -1
+        while len(rounds) < kills and i < 2 * kills:
+            i += 1
             meta = _metadata(admin)
             if meta is None:
                 raise RuntimeError("no metadata before a round")
@@ -177,8 +185,12 @@ def run(kind: str, kills: int, base: Path) -> dict:
                     raise RuntimeError(f"round {i}: partitions {led} took no write within {ROUND_TIMEOUT_S:.0f}s")
                 time.sleep(0.01)
             took = max(firsts.values()) - t0
-            rounds.append(took)
-            print(f"round {i + 1}/{kills}: killed node {victim_id} (led {led}): writes again after {took:.2f}s", flush=True)
+            if took < NOT_A_FAILOVER_S:
+                not_led.append(took)
+                print(f"round {i + 1}: killed node {victim_id} (led {led} by the metadata): writes after {took:.3f}s, so it did not lead them; not counted", flush=True)
+            else:
+                rounds.append(took)
+                print(f"round {i + 1} ({len(rounds)}/{kills}): killed node {victim_id} (led {led}): writes again after {took:.2f}s", flush=True)
             cluster.restart(victim, wait=True)
             _wait_in_sync(admin, IN_SYNC_TIMEOUT_S)
     finally:
@@ -191,6 +203,7 @@ def run(kind: str, kills: int, base: Path) -> dict:
         "median_s": round(statistics.median(rounds), 3),
         "max_s": round(max(rounds), 3),
         "rounds_s": [round(r, 3) for r in rounds],
+        "not_counted_s": [round(r, 3) for r in not_led],
     }
 
 
