@@ -358,7 +358,20 @@ async fn a_create_that_runs_out_of_descriptors_leaves_nothing_behind() {
         .as_deref()
         .unwrap_or_default();
     assert!(message.contains("Too many open files"), "{message}");
-    assert!(partition_dirs(dir.path(), "huge").is_empty());
+    // The answer comes once the controller has dropped the topic; the replicas already
+    // made are then removed by the broker's reconciler, a moment later: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = partition_dirs(dir.path(), "huge");
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas of the failed create left behind: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let configs =
         std::fs::read_to_string(dir.path().join("data/topic-configs.toml")).unwrap_or_default();
     assert!(!configs.contains("huge"), "{configs}");
