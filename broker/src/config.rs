@@ -319,7 +319,7 @@ const BROKER_KEYS: &[BrokerKey] = &[
         name: "offsets.topic.replication.factor",
         default: "3",
         doc: "replicas of each __consumer_offsets partition when it is created, at most the cluster's \
-              nodes (registered brokers or quorum voters); it is created once that many brokers are live \
+              nodes (registered brokers, or the voters on combined nodes); it is created once that many brokers are live \
               (an existing topic keeps its replicas)",
     },
 ];

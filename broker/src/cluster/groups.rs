@@ -53,8 +53,9 @@ use crate::state::BrokerState;
 const POLL: Duration = Duration::from_millis(200);
 
 /// The replication factor `__consumer_offsets` is created with: the configured one, but
-/// no more than the cluster has nodes (`cluster_size`: the larger of the registered
-/// brokers and the quorum's voters, so that a single node gets one replica), at least 1.
+/// no more than the cluster has brokers (`cluster_size`: the larger of the registered
+/// brokers and, on combined broker + controller nodes, the quorum's voters; a single
+/// node gets one replica), at least 1.
 /// The topic is created only once that many brokers are live ([`create_offsets_topic`]),
 /// as Kafka's "internal topic creation will fail until the cluster size meets this
 /// replication factor": a FindCoordinator that reaches the first node of a starting
@@ -220,10 +221,16 @@ async fn take_partitions(state: &Arc<BrokerState>, node: &ClusterNode, loads: &m
 
 async fn create_offsets_topic(state: &BrokerState, node: &ClusterNode, image: &MetadataImage) {
     let partitions = state.groups.offsets_topic_partitions().max(1);
-    let cluster_size = image
-        .brokers()
-        .count()
-        .max(state.config.cluster.voters.len());
+    // The voters count as brokers only where this node is a combined broker + controller
+    // (then its peers are too, as deployed here); the controllers of a split deployment
+    // hold no replicas.
+    let cluster = &state.config.cluster;
+    let voter_brokers = if cluster.is_broker() && cluster.is_controller() {
+        cluster.voters.len()
+    } else {
+        0
+    };
+    let cluster_size = image.brokers().count().max(voter_brokers);
     let replication_factor =
         offsets_replication_factor(state.config.offsets_topic_replication_factor, cluster_size);
     let usable = image.usable_brokers().count();
