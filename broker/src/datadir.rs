@@ -5,6 +5,9 @@
 //! - `meta.properties`: `version=1`, `cluster.id=<base64 uuid>`, `node.id=N`, written
 //!   once at the first start. A later start with another `node.id` is refused, as Kafka
 //!   refuses it.
+//! - `broker.incarnation`: the incarnation id (random per start) of the last broker process
+//!   that ran on this directory, so that the next one can say which registration it
+//!   replaces (see [`swap_incarnation`]).
 //! - `<topic>-<partition>/partition.metadata`: `version: 0\ntopic_id: <base64 uuid>\n`,
 //!   exactly Kafka's `PartitionMetadataFile`.
 //!
@@ -24,6 +27,7 @@ use crate::errors::BrokerError;
 pub const PARTITION_METADATA: &str = "partition.metadata";
 const META_PROPERTIES: &str = "meta.properties";
 const LOCK_FILE: &str = ".lock";
+const INCARNATION_FILE: &str = "broker.incarnation";
 
 /// An exclusive lock on a data directory, released when dropped.
 #[derive(Debug)]
@@ -128,6 +132,27 @@ pub fn write_meta(
     );
     fsutil::write_atomically(&dir.join(META_PROPERTIES), text.as_bytes())?;
     Ok(())
+}
+
+/// Records `new` as this directory's broker incarnation and returns the one it replaces
+/// (`None` on a first start, or if the file is unreadable or damaged). Call it only while
+/// holding the directory's [`lock`]: the process that wrote the old id then no longer runs,
+/// which is what lets the controller replace that process's registration at once instead
+/// of waiting for its session to expire (a broker restarted after kill -9). Not fsynced:
+/// a lost write only makes the next start wait out that session, as before.
+pub fn swap_incarnation(dir: &Path, new: Uuid) -> Result<Option<Uuid>, BrokerError> {
+    let path = dir.join(INCARNATION_FILE);
+    let previous = match std::fs::read(&path) {
+        Ok(bytes) => std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|text| Uuid::parse_str(text.trim()).ok()),
+        Err(_) => None,
+    };
+    let tmp = dir.join(format!("{INCARNATION_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{new}\n"))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| BrokerError::io(format!("write {}", path.display()), e))?;
+    Ok(previous)
 }
 
 /// `<data-dir>/<topic>-<partition>`.

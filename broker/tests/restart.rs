@@ -1,6 +1,7 @@
 //! Restarts: data, topic ids and configs survive a clean shutdown (which leaves the
 //! clean-shutdown marker) and a crash (no marker: recovery), and a torn tail written
-//! before a crash is cut by recovery.
+//! before a crash is cut by recovery. A broker restarted after a crash serves at once: it
+//! does not wait for its previous process's controller session to expire.
 
 mod common;
 
@@ -66,6 +67,39 @@ async fn data_survives_clean_shutdown_and_crash() {
     assert_eq!(
         client.produce("keep", 1, batch(&[(None, "again")])).await,
         (0, 6)
+    );
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restarted_after_a_crash_does_not_wait_out_its_old_session() {
+    // A session far longer than the deadline below: a restart that waited for the old
+    // process's session to expire (its registration "alive") would fail this test.
+    let extra = [("broker.session.timeout.ms", "120000")];
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &extra).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    client.create_topic("crash", 1, &[]).await;
+    assert_eq!(
+        client.produce("crash", 0, batch(&[(None, "a")])).await,
+        (0, 0)
+    );
+    drop(client);
+    broker.kill().await;
+
+    let started = std::time::Instant::now();
+    let broker = common::start(dir.path(), &extra).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    let deadline = started + std::time::Duration::from_secs(30);
+    let mut answer = client.produce("crash", 0, batch(&[(None, "b")])).await;
+    while answer.0 != 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        answer = client.produce("crash", 0, batch(&[(None, "b")])).await;
+    }
+    assert_eq!(
+        answer,
+        (0, 1),
+        "the restarted broker takes writes well before its old session (120 s) expires"
     );
     broker.shutdown().await.unwrap();
 }

@@ -563,6 +563,7 @@ mod tests {
                 broker_id: 4,
                 cluster_id: "abc".into(),
                 incarnation_id: Uuid::new_v4(),
+                previous_incarnation_id: None,
                 endpoints: vec![Endpoint {
                     listener: "PLAINTEXT".into(),
                     host: "127.0.0.1".into(),

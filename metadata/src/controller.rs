@@ -256,8 +256,13 @@ impl Controller {
         }
         let mut records = Vec::new();
         if let Some(existing) = image.broker(request.broker_id) {
+            // A restart of the same data directory (the new process names the old one as
+            // its predecessor) replaces it at once: the old process has exited. Anything
+            // else is another process with the same node.id while the first may be alive.
+            let restarted = request.previous_incarnation_id == Some(existing.incarnation_id);
             if existing.incarnation_id != request.incarnation_id
                 && !existing.fenced
+                && !restarted
                 && self.has_valid_session(request.broker_id, now_ms)
             {
                 debug!(

@@ -94,6 +94,7 @@ impl Harness {
                     broker_id: id,
                     cluster_id: CLUSTER_ID.into(),
                     incarnation_id: incarnation,
+                    previous_incarnation_id: None,
                     endpoints: endpoint(id),
                     rack: rack.map(str::to_owned),
                 },

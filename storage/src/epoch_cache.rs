@@ -85,9 +85,19 @@ impl EpochCache {
             }
         }
         let before = self.entries.len();
+        let removed: Vec<EpochEntry> = self
+            .entries
+            .iter()
+            .filter(|e| e.epoch >= epoch || e.start_offset >= start_offset)
+            .copied()
+            .collect();
         self.entries
             .retain(|e| e.epoch < epoch && e.start_offset < start_offset);
-        if self.entries.len() != before {
+        // One removed entry at the same start offset is an epoch in which nothing was
+        // written (a leader that changed again before any append, as at every restart
+        // that finds no new data): expected, as Kafka says, and not worth a warning.
+        let expected = matches!(removed.as_slice(), [only] if only.start_offset == start_offset && only.epoch < epoch);
+        if self.entries.len() != before && !expected {
             tracing::warn!(
                 epoch,
                 start_offset,

@@ -123,6 +123,7 @@ async fn register(
             broker_id: node.node_id,
             cluster_id: cluster_id.to_owned(),
             incarnation_id: node.incarnation_id,
+            previous_incarnation_id: node.previous_incarnation_id,
             endpoints: node.endpoints.clone(),
             rack: node.rack.clone(),
         };

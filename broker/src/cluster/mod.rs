@@ -74,6 +74,9 @@ pub struct ClusterNode {
     pub rack: Option<String>,
     /// New at every start: tells the controller a restarted broker from a retry.
     pub incarnation_id: Uuid,
+    /// The incarnation that last ran on this data directory (see
+    /// `datadir::swap_incarnation`); `None` on a first start.
+    pub previous_incarnation_id: Option<Uuid>,
     /// The epoch of this broker's registration; -1 until registered.
     broker_epoch: AtomicI64,
     /// Whether the controller has this broker fenced (true until the first heartbeat
@@ -183,6 +186,13 @@ impl ClusterNode {
         } else {
             Vec::new()
         };
+        // The caller holds the data directory's lock (see `datadir::swap_incarnation`).
+        let incarnation_id = Uuid::new_v4();
+        let previous_incarnation_id = if cluster.is_broker() {
+            crate::datadir::swap_incarnation(&config.data_dir, incarnation_id)?
+        } else {
+            None
+        };
         Ok(ClusterNode {
             service,
             node_id: cluster.node_id,
@@ -190,7 +200,8 @@ impl ClusterNode {
             listener_name: listener_name.to_owned(),
             endpoints,
             rack: cluster.rack.clone(),
-            incarnation_id: Uuid::new_v4(),
+            incarnation_id,
+            previous_incarnation_id,
             broker_epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
             settled: AtomicBool::new(!upgrading),

@@ -213,6 +213,7 @@ impl Setup {
             broker_id: id,
             cluster_id: CLUSTER_ID.into(),
             incarnation_id: uuid::Uuid::new_v4(),
+            previous_incarnation_id: None,
             endpoints: vec![Endpoint {
                 listener: "PLAINTEXT".into(),
                 host: "127.0.0.1".into(),

@@ -275,6 +275,7 @@ pub fn registration(id: i32, cluster_id: &str) -> BrokerRegistrationRequest {
         broker_id: id,
         cluster_id: cluster_id.to_owned(),
         incarnation_id: uuid::Uuid::new_v4(),
+        previous_incarnation_id: None,
         endpoints: vec![Endpoint {
             listener: "PLAINTEXT".into(),
             host: "127.0.0.1".into(),

@@ -18,6 +18,11 @@ pub struct BrokerRegistrationRequest {
     pub cluster_id: String,
     /// Random per process start.
     pub incarnation_id: Uuid,
+    /// The incarnation that ran on this broker's data directory before this one (read from
+    /// the directory, which the broker holds locked, so that process has exited): its
+    /// registration may be replaced at once, without waiting for its session to expire.
+    #[serde(default)]
+    pub previous_incarnation_id: Option<Uuid>,
     /// Advertised listeners.
     pub endpoints: Vec<Endpoint>,
     /// `broker.rack`.

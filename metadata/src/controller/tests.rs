@@ -406,6 +406,7 @@ fn re_registration_with_a_new_incarnation_fences_the_old_one() {
         broker_id: 2,
         cluster_id: CLUSTER_ID.into(),
         incarnation_id: h.incarnations[&2],
+        previous_incarnation_id: None,
         endpoints: endpoint(2),
         rack: None,
     };
@@ -418,7 +419,7 @@ fn re_registration_with_a_new_incarnation_fences_the_old_one() {
 }
 
 #[test]
-fn a_second_incarnation_is_refused_while_the_first_has_a_valid_session() {
+fn a_second_incarnation_is_refused_while_the_first_has_a_valid_session_unless_it_restarted_it() {
     let mut h = three_brokers();
     h.create_topic("t", 3, 3);
     let epoch = h.epoch(2);
@@ -427,6 +428,7 @@ fn a_second_incarnation_is_refused_while_the_first_has_a_valid_session() {
         broker_id: 2,
         cluster_id: CLUSTER_ID.into(),
         incarnation_id: Uuid::new_v4(),
+        previous_incarnation_id: None,
         endpoints: endpoint(2),
         rack: None,
     };
@@ -448,6 +450,30 @@ fn a_second_incarnation_is_refused_while_the_first_has_a_valid_session() {
     let mut fresh = Controller::new(ControllerConfig::default(), 3);
     let refused = fresh.register_broker(&h.image, h.now + 10 * timeout, &intruder);
     assert_eq!(error_name(&refused), "DUPLICATE_BROKER_REGISTRATION");
+    // A restart of the same data directory names the registered incarnation as its
+    // predecessor: that process has exited, so the new one takes over at once (a broker
+    // restarted after kill -9 must not wait out its old session), even on a controller
+    // that just became active. Naming another incarnation proves nothing.
+    let wrong_predecessor = BrokerRegistrationRequest {
+        previous_incarnation_id: Some(Uuid::new_v4()),
+        ..intruder.clone()
+    };
+    let refused = h
+        .controller
+        .register_broker(&h.image, h.now, &wrong_predecessor);
+    assert_eq!(error_name(&refused), "DUPLICATE_BROKER_REGISTRATION");
+    let restarted = BrokerRegistrationRequest {
+        previous_incarnation_id: Some(h.incarnations[&2]),
+        ..intruder.clone()
+    };
+    let mut fresh = Controller::new(ControllerConfig::default(), 3);
+    let d = fresh.register_broker(&h.image, h.now, &restarted).unwrap();
+    assert!(!d.records.is_empty());
+    let d = h
+        .controller
+        .register_broker(&h.image, h.now, &restarted)
+        .unwrap();
+    assert!(!d.records.is_empty());
     // Once its session has expired, the new incarnation takes over.
     let d = h
         .controller
@@ -460,6 +486,7 @@ fn a_second_incarnation_is_refused_while_the_first_has_a_valid_session() {
     let takeover = BrokerRegistrationRequest {
         broker_id: 3,
         incarnation_id: Uuid::new_v4(),
+        previous_incarnation_id: None,
         endpoints: endpoint(3),
         ..intruder
     };
@@ -482,6 +509,7 @@ fn registration_checks_cluster_id_and_listeners() {
         broker_id: 1,
         cluster_id: "another-cluster".into(),
         incarnation_id: Uuid::new_v4(),
+        previous_incarnation_id: None,
         endpoints: endpoint(1),
         rack: None,
     };

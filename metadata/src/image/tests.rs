@@ -488,6 +488,7 @@ fn run(ops: &[Op]) -> Harness {
                     broker_id: *b,
                     cluster_id: CLUSTER_ID.into(),
                     incarnation_id: Uuid::from_u128(h.now as u128 * 10 + *b as u128),
+                    previous_incarnation_id: None,
                     endpoints: endpoint(*b),
                     rack: racked.then(|| format!("rack-{}", b % 2)),
                 };
