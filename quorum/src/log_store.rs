@@ -53,6 +53,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -75,11 +76,13 @@ fn is_no_space(e: &io::Error) -> bool {
 const ENOSPC: i32 = 28;
 const EDQUOT: i32 = 122;
 
-/// Runs `attempt` until it succeeds, fails with something other than a full disk, or the
-/// disk has been full for [`NO_SPACE_WAIT_MAX`]; `undo` runs after each failed attempt
-/// that will be retried (an error from it ends the wait). Blocking (sleeps the thread).
+/// Runs `attempt` until it succeeds, fails with something other than a full disk, the
+/// disk has been full for [`NO_SPACE_WAIT_MAX`], or `give_up` is set (at shutdown); `undo`
+/// runs after each failed attempt that will be retried (an error from it ends the wait).
+/// Blocking (sleeps the thread).
 fn while_no_space<T>(
     what: &str,
+    give_up: &AtomicBool,
     mut attempt: impl FnMut() -> io::Result<T>,
     mut undo: impl FnMut() -> io::Result<()>,
 ) -> io::Result<T> {
@@ -97,7 +100,11 @@ fn while_no_space<T>(
                 }
                 return Ok(value);
             }
-            Err(e) if is_no_space(&e) && started.elapsed() < NO_SPACE_WAIT_MAX => {
+            Err(e)
+                if is_no_space(&e)
+                    && started.elapsed() < NO_SPACE_WAIT_MAX
+                    && !give_up.load(Ordering::Relaxed) =>
+            {
                 undo()?;
                 if !warned {
                     warned = true;
@@ -128,6 +135,8 @@ struct Shared {
     entries: RwLock<Entries>,
     /// Everything on disk; one writer at a time.
     files: Mutex<Files>,
+    /// The same flag as `Files::give_up`, reachable while a write holds `files`.
+    give_up: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -148,6 +157,8 @@ struct Files {
     /// Set by the first failed write: the log then refuses every write (it never retries an
     /// fsync whose failure may have dropped dirty pages).
     failed: bool,
+    /// Set at shutdown: a write waiting for space fails instead (see [`LogStore::stop_waiting`]).
+    give_up: Arc<AtomicBool>,
 }
 
 struct Active {
@@ -193,7 +204,9 @@ impl LogStore {
             vote,
             committed,
             failed: false,
+            give_up: Arc::new(AtomicBool::new(false)),
         };
+        let give_up = files.give_up.clone();
         let mut entries = Entries {
             map: BTreeMap::new(),
             purged,
@@ -212,10 +225,19 @@ impl LogStore {
                     dir: dir.to_path_buf(),
                     entries: RwLock::new(entries),
                     files: Mutex::new(files),
+                    give_up,
                 }),
             },
             recovery,
         ))
+    }
+
+    /// Makes a write that waits for space on a full disk fail now, and every later one fail
+    /// at once (for shutdown: openraft waits for the write before it stops, and a stopping
+    /// node must not wait minutes for an operator to free space). What was written before
+    /// stays intact: the failed write was rolled back.
+    pub fn stop_waiting(&self) {
+        self.shared.give_up.store(true, Ordering::Relaxed);
     }
 
     /// The directory this log lives in.
@@ -438,9 +460,11 @@ impl Files {
             return self.append_once(entries, new);
         }
         let mark = self.mark();
+        let give_up = self.give_up.clone();
         let files = std::cell::RefCell::new(self);
         while_no_space(
             "an append",
+            &give_up,
             || files.borrow_mut().append_once(entries, new.clone()),
             || files.borrow_mut().roll_back(&mark),
         )
@@ -676,6 +700,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let dir = files.dir.clone();
             while_no_space(
                 "the vote",
+                &files.give_up,
                 || files::write_atomic(&dir, "vote", &body),
                 // The old vote file is intact (the new one is renamed over it only once
                 // written and fsynced); the temporary file goes.

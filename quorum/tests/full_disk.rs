@@ -106,3 +106,64 @@ async fn a_full_disk_is_waited_out_and_the_append_lands_once_space_is_freed() {
     assert_eq!(seen, [&b"before"[..], b"while-full", b"after"]);
     q.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_does_not_wait_for_space_and_leaves_the_log_intact() {
+    init_tracing();
+    let Some(fs) = tmpfs::Tmpfs::mount(8 << 20) else {
+        return;
+    };
+    let dir = fs.path.join("quorum");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let voters = BTreeMap::from([(1, listener.local_addr().unwrap())]);
+    let mut config = QuorumConfig::new(1, voters, &dir);
+    // Every append starts a segment, so the full disk refuses it (a small append into
+    // the last, partly used page of a segment could still succeed).
+    config.segment_bytes = 1;
+    let (applier, _probe) = Recorder::probed();
+    let q = Arc::new(Quorum::start(config, applier).await.unwrap());
+    q.serve(listener);
+    assert_eq!(q.wait_for_leader(WAIT).await.unwrap(), 1);
+    q.propose(b"before".to_vec()).await.unwrap();
+
+    let filler = fs.path.join("filler");
+    fill(&filler);
+    let proposing = {
+        let q = q.clone();
+        tokio::spawn(async move { q.propose(b"while-full".to_vec()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!proposing.is_finished(), "nothing can be written yet");
+    // The wait would last minutes (NO_SPACE_WAIT_MAX); a shutdown ends it.
+    tokio::time::timeout(WAIT, q.shutdown())
+        .await
+        .expect("shutdown ends the wait for space")
+        .ok();
+    let answer = tokio::time::timeout(WAIT, proposing)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.is_err(), "nothing was written: {answer:?}");
+    drop(q);
+    std::fs::remove_file(&filler).unwrap();
+
+    // Reopened: the entry before is there, the failed one is not, nothing is torn.
+    let (applier, probe) = Recorder::probed();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let voters = BTreeMap::from([(1, listener.local_addr().unwrap())]);
+    let q = Quorum::start(QuorumConfig::new(1, voters, &dir), applier)
+        .await
+        .unwrap();
+    q.serve(listener);
+    assert_eq!(q.wait_for_leader(WAIT).await.unwrap(), 1);
+    q.propose(b"after".to_vec()).await.unwrap();
+    support::eventually(WAIT, "the log replayed", || {
+        probe.payloads().iter().any(|p| p == b"after")
+    })
+    .await;
+    let payloads = probe.payloads();
+    let seen: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+    assert!(seen.contains(&&b"before"[..]), "{seen:?}");
+    assert!(!seen.contains(&&b"while-full"[..]), "{seen:?}");
+    q.shutdown().await.unwrap();
+}
