@@ -90,6 +90,16 @@ impl DiskSpace {
         (free < floor).then_some(BelowFloor { free, floor })
     }
 
+    /// [`DiskSpace::below_floor`] as of the wall clock now: for the heartbeat, which
+    /// tells the controller (see `BrokerRegistration::storage_unavailable`), and the
+    /// replica fetchers, which stop copying while below the floor.
+    pub fn is_below_floor_now(&self) -> bool {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.below_floor(now_ms).is_some()
+    }
+
     fn refresh(&self) {
         match statvfs(&self.dir) {
             Ok((free, total)) => {

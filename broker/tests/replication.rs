@@ -384,3 +384,110 @@ async fn with_flush_always_an_acks_all_answer_means_every_follower_fsynced() {
         handle.shutdown().await.expect("clean shutdown");
     }
 }
+
+/// A broker whose free space is below `log.dir.min.free.bytes` reports its storage
+/// unavailable: the controller keeps its leaderships on replicas that can write and its
+/// copy out of the ISR (it copies nothing meanwhile, keeping the space left for its own
+/// writes), and gives them back once it has space again. A floor larger than any disk
+/// stands for the full disk here; the fault bench's `disk-full` fills a real one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_below_the_free_space_floor_hands_over_its_leaderships() {
+    common::init_tracing();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let layout = Layout::new();
+    // Preferred leaders are restored within half a second.
+    let quick_rebalance = ("leader.imbalance.check.interval.ms", "500");
+    let mut handles = start_with_topic(&layout, &dirs, &[quick_rebalance]).await;
+    // The first leader is the preferred one (first in the replica list).
+    let (preferred, _) = eventually!("a leader", leader(layout.client_addr(1)).await);
+    let preferred = preferred as usize;
+    let values: Vec<String> = (0..10).map(|i| format!("before-{i}")).collect();
+    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+    eventually!(
+        "the leader takes records",
+        produce(layout.client_addr(preferred), &refs).await
+    );
+    assert_eq!(converged(&handles, preferred, "replicated").await, 10);
+
+    // The preferred leader restarts with a full disk.
+    let position = handles.iter().position(|(n, _)| *n == preferred).unwrap();
+    let (_, handle) = handles.remove(position);
+    handle.shutdown().await.expect("clean shutdown");
+    let full = layout.config_with(
+        preferred,
+        dirs[preferred - 1].path(),
+        &[
+            quick_rebalance,
+            ("log.dir.min.free.bytes", "9223372036854775807"),
+        ],
+    );
+    handles.push((preferred, Broker::start(full).await.expect("restarts")));
+    let other = handles[0].0;
+    let image_of_other = || {
+        handles[0]
+            .1
+            .state()
+            .cluster
+            .as_ref()
+            .expect("a cluster node")
+            .image()
+    };
+    eventually!("the controller to know its storage is unavailable", {
+        let image = image_of_other();
+        image
+            .broker(preferred as i32)
+            .is_some_and(|b| !b.fenced && b.storage_unavailable)
+            .then_some(())
+    });
+    // Another replica leads and takes records; the full broker copies none of them and
+    // stays out of the ISR, whatever the preferred-leader checks do meanwhile.
+    let (acting, _) = eventually!("a leader", leader(layout.client_addr(other)).await);
+    assert_ne!(acting as usize, preferred);
+    let more: Vec<String> = (0..5).map(|i| format!("during-{i}")).collect();
+    let refs: Vec<&str> = more.iter().map(String::as_str).collect();
+    eventually!(
+        "the acting leader takes records",
+        produce(layout.client_addr(acting as usize), &refs).await
+    );
+    eventually!("the writable replicas copy them", {
+        handles
+            .iter()
+            .filter(|(n, _)| *n != preferred)
+            .all(|(_, h)| local_log(h).is_some_and(|p| p.log.log_end_offset() == 15))
+            .then_some(())
+    });
+    let full_copy = local_log(&handles.last().unwrap().1).expect("its replica");
+    assert_eq!(
+        full_copy.log.log_end_offset(),
+        10,
+        "nothing copied below the floor"
+    );
+    let m = metadata(layout.client_addr(other)).await;
+    let p = &m.topics[0].partitions[0];
+    assert_ne!(p.leader_id.0 as usize, preferred);
+    assert!(
+        !p.isr_nodes.iter().any(|b| b.0 as usize == preferred),
+        "out of the ISR: {:?}",
+        p.isr_nodes
+    );
+
+    // Space again (a restart with the usual floor): it catches up, rejoins the ISR and,
+    // as the preferred replica, leads again.
+    let (_, handle) = handles.pop().unwrap();
+    handle.shutdown().await.expect("clean shutdown");
+    let config = layout.config_with(preferred, dirs[preferred - 1].path(), &[quick_rebalance]);
+    handles.push((preferred, Broker::start(config).await.expect("restarts")));
+    assert_eq!(
+        converged(&handles, acting as usize, "it catches up").await,
+        15
+    );
+    eventually!("the preferred replica leads again", {
+        leader(layout.client_addr(other))
+            .await
+            .and_then(|(l, _)| (l as usize == preferred).then_some(()))
+    });
+
+    for (_, handle) in handles {
+        handle.shutdown().await.expect("clean shutdown");
+    }
+}

@@ -578,6 +578,7 @@ mod tests {
                 current_metadata_offset: 30,
                 want_fence: false,
                 want_shut_down: true,
+                storage_unavailable: false,
             }),
             ControllerRequest::UnregisterBroker(3),
             ControllerRequest::CreateTopics(vec![CreateTopic {

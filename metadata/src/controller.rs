@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::error::{MetadataError, Result};
@@ -40,7 +40,8 @@ mod leadership;
 mod requests;
 
 use leadership::{
-    change, elect_offline_leaders, fence_brokers, leave_partitions, take_offline_partitions,
+    change, elect_offline_leaders, fence_brokers, leave_partitions, leave_partitions_for_storage,
+    take_offline_partitions,
 };
 pub use leadership::{unclean_election_enabled, UNCLEAN_LEADER_ELECTION_ENABLE};
 pub use requests::*;
@@ -348,6 +349,16 @@ impl Controller {
                 broker_epoch: broker.epoch,
                 fenced,
                 in_controlled_shutdown,
+                storage_unavailable: None,
+            })
+        };
+        let storage_change = |unavailable: bool| {
+            MetadataRecord::BrokerRegistrationChange(BrokerRegistrationChangeRecord {
+                broker_id: id,
+                broker_epoch: broker.epoch,
+                fenced: None,
+                in_controlled_shutdown: None,
+                storage_unavailable: Some(unavailable),
             })
         };
         let is_caught_up = request.current_metadata_offset >= broker.epoch;
@@ -423,6 +434,23 @@ impl Controller {
                 .extend(leave_partitions(image, &self.config, id));
             decision.records.push(change(Some(true), None));
             decision.is_fenced = true;
+        } else if request.storage_unavailable && !broker.storage_unavailable {
+            warn!(
+                broker = id,
+                "broker reports its storage unavailable (free space below \
+                 log.dir.min.free.bytes): moving its leaderships to other in-sync replicas"
+            );
+            decision.records.push(storage_change(true));
+            decision
+                .records
+                .extend(leave_partitions_for_storage(image, id));
+        } else if !request.storage_unavailable && broker.storage_unavailable {
+            info!(broker = id, "broker reports its storage available again");
+            decision.records.push(storage_change(false));
+            // As an unfencing: the leaderless partitions it is in sync for are its.
+            decision
+                .records
+                .extend(take_offline_partitions(image, &self.config, id));
         }
         Ok(decision)
     }
@@ -938,7 +966,7 @@ impl Controller {
     ///   `INVALID_REQUEST`;
     /// - a member that is not registered, is fenced or shutting down, or whose broker
     ///   epoch is not the one the leader gives for it (KIP-903; -1 skips that check, as
-    ///   in Kafka): `INELIGIBLE_REPLICA`.
+    ///   in Kafka), or a new member whose storage is unavailable: `INELIGIBLE_REPLICA`.
     ///
     /// The same ISR again commits nothing; the caller answers with the partition as it
     /// then is.
@@ -1024,6 +1052,10 @@ impl Controller {
                     None => "not registered".to_owned(),
                     Some(b) if b.in_controlled_shutdown => "shutting down".to_owned(),
                     Some(b) if b.fenced => "fenced".to_owned(),
+                    // One already in the ISR may stay (it can be the last member).
+                    Some(b) if b.storage_unavailable && !current.isr.contains(&m.broker_id) => {
+                        "storage unavailable".to_owned()
+                    }
                     Some(b) if m.broker_epoch != -1 && b.epoch != m.broker_epoch => format!(
                         "broker epoch mismatch: requested={} VS expected={}",
                         m.broker_epoch, b.epoch

@@ -70,12 +70,21 @@ pub struct BrokerRegistration {
     pub fenced: bool,
     /// The broker is moving its leaderships away before it stops.
     pub in_controlled_shutdown: bool,
+    /// The broker cannot write its data directory (free space below
+    /// `log.dir.min.free.bytes`): its leaderships move to other in-sync replicas where
+    /// there are some, it leaves the ISRs it shares with others, and it takes no new
+    /// leadership or replica until it reports space again. It stays registered and
+    /// unfenced, and keeps leading the partitions no other in-sync replica can take, so
+    /// their records stay readable.
+    #[serde(default)]
+    pub storage_unavailable: bool,
 }
 
 impl BrokerRegistration {
-    /// Unfenced and not shutting down: may lead partitions and take new replicas.
+    /// Unfenced, not shutting down, and able to write: may lead partitions, join ISRs and
+    /// take new replicas.
     pub fn is_usable(&self) -> bool {
-        !self.fenced && !self.in_controlled_shutdown
+        !self.fenced && !self.in_controlled_shutdown && !self.storage_unavailable
     }
 
     /// The endpoint of a listener, by name.
@@ -324,6 +333,7 @@ impl MetadataImage {
                     rack: r.rack.clone(),
                     fenced: r.fenced,
                     in_controlled_shutdown: false,
+                    storage_unavailable: false,
                 };
                 check_broker(&registration)?;
                 self.save_broker(r.broker_id, undo);
@@ -338,6 +348,9 @@ impl MetadataImage {
                     }
                     if let Some(shutdown) = r.in_controlled_shutdown {
                         broker.in_controlled_shutdown = shutdown;
+                    }
+                    if let Some(unavailable) = r.storage_unavailable {
+                        broker.storage_unavailable = unavailable;
                     }
                 }
             }

@@ -138,6 +138,11 @@ pub struct BrokerRegistrationChangeRecord {
     pub fenced: Option<bool>,
     /// Enter (`Some(true)`) or leave controlled shutdown.
     pub in_controlled_shutdown: Option<bool>,
+    /// The broker's storage became unwritable (`Some(true)`: its free space fell below
+    /// `log.dir.min.free.bytes`) or writable again; Kafka's nearest is a failed log dir
+    /// (KIP-858). Left out when `None`, so records without it read as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_unavailable: Option<bool>,
 }
 
 /// A broker leaves the cluster for good (Kafka's `UnregisterBrokerRecord`).
@@ -418,15 +423,23 @@ pub(crate) mod tests {
                 any::<i32>(),
                 any::<i64>(),
                 any::<Option<bool>>(),
+                any::<Option<bool>>(),
                 any::<Option<bool>>()
             )
                 .prop_map(
-                    |(broker_id, broker_epoch, fenced, in_controlled_shutdown)| {
+                    |(
+                        broker_id,
+                        broker_epoch,
+                        fenced,
+                        in_controlled_shutdown,
+                        storage_unavailable,
+                    )| {
                         MetadataRecord::BrokerRegistrationChange(BrokerRegistrationChangeRecord {
                             broker_id,
                             broker_epoch,
                             fenced,
                             in_controlled_shutdown,
+                            storage_unavailable,
                         })
                     }
                 ),

@@ -123,10 +123,29 @@ impl Harness {
             current_metadata_offset: self.image.metadata_offset(),
             want_fence,
             want_shut_down,
+            storage_unavailable: false,
         };
+        self.send_heartbeat(&request)
+    }
+
+    /// A heartbeat from a caught-up broker reporting whether its storage is unavailable
+    /// (a full disk); its records are committed.
+    pub fn heartbeat_storage(&mut self, id: BrokerId, unavailable: bool) -> HeartbeatDecision {
+        let request = BrokerHeartbeatRequest {
+            broker_id: id,
+            broker_epoch: self.epoch(id),
+            current_metadata_offset: self.image.metadata_offset(),
+            want_fence: false,
+            want_shut_down: false,
+            storage_unavailable: unavailable,
+        };
+        self.send_heartbeat(&request)
+    }
+
+    fn send_heartbeat(&mut self, request: &BrokerHeartbeatRequest) -> HeartbeatDecision {
         let decision = self
             .controller
-            .heartbeat(&self.image, self.now, &request)
+            .heartbeat(&self.image, self.now, request)
             .unwrap();
         if !decision.records.is_empty() {
             self.commit(decision.records.clone()).unwrap();

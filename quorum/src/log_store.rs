@@ -32,6 +32,16 @@
 //! in the middle of an append, which was never reported flushed, so nothing acknowledged is
 //! lost.
 //!
+//! A full disk is waited out, not fatal: an append that fails with ENOSPC or EDQUOT (in a
+//! write or in the fsync after it) is rolled back (the active segment cut back to its
+//! length before the append, a segment the append had rolled to deleted) and tried again
+//! with backoff, up to [`NO_SPACE_WAIT_MAX`]; the bytes it rewrites are fsynced anew, so
+//! no fsync failure is ever trusted. The vote is retried the same way, and the `committed`
+//! hint is simply not written while the disk is full. Meanwhile openraft waits for the
+//! write: this node stops taking part (the others elect a leader if it was one) and
+//! resumes once space is freed. Any other write error, or a full disk for longer than
+//! that, is fatal as before.
+//!
 //! The unpurged entries are also held in memory (a `BTreeMap` by index): the metadata log is
 //! small by design, snapshots bound it, and readers (replication streams) then never touch
 //! the disk. All file I/O runs in `spawn_blocking`, one operation at a time (openraft
@@ -43,7 +53,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, RaftLogReader, StorageIOError};
@@ -51,6 +63,60 @@ use openraft::{AnyError, ErrorSubject, ErrorVerb, RaftLogReader, StorageIOError}
 use crate::error::QuorumError;
 use crate::files;
 use crate::types::{from_cbor, to_cbor, Entry, LogId, StorageError, TypeConfig, Vote};
+
+/// How long a write waits for space on a full disk before it fails (fatally) after all.
+pub const NO_SPACE_WAIT_MAX: Duration = Duration::from_secs(600);
+const NO_SPACE_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const NO_SPACE_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Whether `e` says the filesystem (or the user's quota) is full.
+fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(code) if code == ENOSPC || code == EDQUOT)
+}
+const ENOSPC: i32 = 28;
+const EDQUOT: i32 = 122;
+
+/// Runs `attempt` until it succeeds, fails with something other than a full disk, the
+/// disk has been full for [`NO_SPACE_WAIT_MAX`], or `give_up` is set (at shutdown); `undo`
+/// runs after each failed attempt that will be retried (an error from it ends the wait).
+/// Blocking (sleeps the thread).
+fn while_no_space<T>(
+    what: &str,
+    give_up: &AtomicBool,
+    mut attempt: impl FnMut() -> io::Result<T>,
+    mut undo: impl FnMut() -> io::Result<()>,
+) -> io::Result<T> {
+    let started = Instant::now();
+    let mut backoff = NO_SPACE_BACKOFF_MIN;
+    let mut warned = false;
+    loop {
+        match attempt() {
+            Ok(value) => {
+                if warned {
+                    tracing::info!(
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "metadata log: space again, {what} done"
+                    );
+                }
+                return Ok(value);
+            }
+            Err(e)
+                if is_no_space(&e)
+                    && started.elapsed() < NO_SPACE_WAIT_MAX
+                    && !give_up.load(Ordering::Relaxed) =>
+            {
+                undo()?;
+                if !warned {
+                    warned = true;
+                    tracing::warn!(error = %e, "metadata log: the disk is full; {what} waits for space (this node takes no part in the metadata quorum meanwhile)");
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(NO_SPACE_BACKOFF_MAX);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 /// Records longer than this are treated as damage on read (and refused on write).
 pub const MAX_ENTRY_BYTES: usize = 64 << 20;
@@ -69,6 +135,8 @@ struct Shared {
     entries: RwLock<Entries>,
     /// Everything on disk; one writer at a time.
     files: Mutex<Files>,
+    /// The same flag as `Files::give_up`, reachable while a write holds `files`.
+    give_up: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -89,12 +157,20 @@ struct Files {
     /// Set by the first failed write: the log then refuses every write (it never retries an
     /// fsync whose failure may have dropped dirty pages).
     failed: bool,
+    /// Set at shutdown: a write waiting for space fails instead (see [`LogStore::stop_waiting`]).
+    give_up: Arc<AtomicBool>,
 }
 
 struct Active {
     base: u64,
     file: File,
     len: u64,
+}
+
+/// See [`Files::mark`]: the active segment (base, length, entries) and every segment.
+struct Mark {
+    active: Option<(u64, u64, usize)>,
+    segments: std::collections::BTreeSet<u64>,
 }
 
 /// What recovery cut from the log at open (for logs and tests).
@@ -128,7 +204,9 @@ impl LogStore {
             vote,
             committed,
             failed: false,
+            give_up: Arc::new(AtomicBool::new(false)),
         };
+        let give_up = files.give_up.clone();
         let mut entries = Entries {
             map: BTreeMap::new(),
             purged,
@@ -147,10 +225,19 @@ impl LogStore {
                     dir: dir.to_path_buf(),
                     entries: RwLock::new(entries),
                     files: Mutex::new(files),
+                    give_up,
                 }),
             },
             recovery,
         ))
+    }
+
+    /// Makes a write that waits for space on a full disk fail now, and every later one fail
+    /// at once (for shutdown: openraft waits for the write before it stops, and a stopping
+    /// node must not wait minutes for an operator to free space). What was written before
+    /// stays intact: the failed write was rolled back.
+    pub fn stop_waiting(&self) {
+        self.shared.give_up.store(true, Ordering::Relaxed);
     }
 
     /// The directory this log lives in.
@@ -358,7 +445,76 @@ impl Files {
         Ok(recovery)
     }
 
+    /// Appends `new` (see the module doc for a full disk).
     fn append(&mut self, entries: &RwLock<Entries>, new: Vec<Entry>) -> io::Result<()> {
+        let last = {
+            let e = entries.read().unwrap_or_else(|e| e.into_inner());
+            e.map.last_key_value().map(|(k, _)| *k)
+        };
+        // An append over existing entries truncates first, which a rollback cannot undo:
+        // that path (never taken by openraft) is not retried.
+        let overwrites = new
+            .first()
+            .is_some_and(|e| last.is_some_and(|l| e.log_id.index <= l));
+        if overwrites {
+            return self.append_once(entries, new);
+        }
+        let mark = self.mark();
+        let give_up = self.give_up.clone();
+        let files = std::cell::RefCell::new(self);
+        while_no_space(
+            "an append",
+            &give_up,
+            || files.borrow_mut().append_once(entries, new.clone()),
+            || files.borrow_mut().roll_back(&mark),
+        )
+    }
+
+    /// Where the files stand before an append, for [`Files::roll_back`].
+    fn mark(&self) -> Mark {
+        let active = self.active.as_ref().map(|a| {
+            let positions = self.segments.get(&a.base).map_or(0, Vec::len);
+            (a.base, a.len, positions)
+        });
+        Mark {
+            active,
+            segments: self.segments.keys().copied().collect(),
+        }
+    }
+
+    /// Undoes a failed append: deletes the segments it started and cuts the one that was
+    /// active back to its length before it (nothing of the append is in `entries` yet).
+    fn roll_back(&mut self, mark: &Mark) -> io::Result<()> {
+        let started: Vec<u64> = self
+            .segments
+            .keys()
+            .copied()
+            .filter(|b| !mark.segments.contains(b))
+            .collect();
+        self.active = None;
+        for base in &started {
+            self.segments.remove(base);
+            match fs::remove_file(self.log_dir.join(segment_name(*base))) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        if !started.is_empty() {
+            files::sync_dir(&self.log_dir)?;
+        }
+        if let Some((base, len, positions)) = mark.active {
+            let path = self.log_dir.join(segment_name(base));
+            let file = OpenOptions::new().append(true).open(&path)?;
+            file.set_len(len)?;
+            if let Some(p) = self.segments.get_mut(&base) {
+                p.truncate(positions);
+            }
+            self.active = Some(Active { base, file, len });
+        }
+        Ok(())
+    }
+
+    fn append_once(&mut self, entries: &RwLock<Entries>, new: Vec<Entry>) -> io::Result<()> {
         let mut last = {
             let e = entries.read().unwrap_or_else(|e| e.into_inner());
             e.map.last_key_value().map(|(k, _)| *k)
@@ -541,7 +697,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let vote = *vote;
         self.with_files(ErrorSubject::Vote, ErrorVerb::Write, move |files, _| {
             let body = to_cbor(&vote).map_err(io::Error::other)?;
-            files::write_atomic(&files.dir, "vote", &body)?;
+            let dir = files.dir.clone();
+            while_no_space(
+                "the vote",
+                &files.give_up,
+                || files::write_atomic(&dir, "vote", &body),
+                // The old vote file is intact (the new one is renamed over it only once
+                // written and fsynced); the temporary file goes.
+                || match fs::remove_file(files::path(&dir, "vote.tmp")) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                },
+            )?;
             files.vote = Some(vote);
             Ok(())
         })
@@ -558,9 +725,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 return Ok(());
             }
             let body = to_cbor(&committed).map_err(io::Error::other)?;
-            // A hint: no fsync (see the module doc).
-            files::write_atomic_with(&files.dir, "committed", &body, false)?;
-            files.committed = committed;
+            // A hint: no fsync (see the module doc), and not written while the disk is full.
+            match files::write_atomic_with(&files.dir, "committed", &body, false) {
+                Ok(()) => files.committed = committed,
+                Err(e) if is_no_space(&e) => {
+                    let _ = fs::remove_file(files::path(&files.dir, "committed.tmp"));
+                    tracing::debug!(error = %e, "metadata log: committed hint not written (disk full)");
+                }
+                Err(e) => return Err(e),
+            }
             Ok(())
         })
         .await

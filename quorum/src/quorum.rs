@@ -208,6 +208,8 @@ pub struct Quorum {
     /// Set once, with the reason, when Raft stops itself (not on a requested shutdown).
     fatal: watch::Receiver<Option<String>>,
     stop: Arc<watch::Sender<bool>>,
+    /// A handle on the log Raft writes, to end a wait for disk space at shutdown.
+    log: LogStore,
     max_payload_bytes: usize,
     inbound: Arc<Inbound>,
     /// `controller.quorum.voters`: where to send a ControllerRequest to a voter that is not
@@ -241,6 +243,7 @@ impl Quorum {
         };
         let requests = RequestClient::new(settings.clone());
         let network = Network::new(config.node_id, settings);
+        let log_handle = log.clone();
         let raft = Raft::new(config.node_id, raft_config, network, log, sm)
             .await
             .map_err(|e| QuorumError::Stopped(e.to_string()))?;
@@ -331,6 +334,7 @@ impl Quorum {
             status: status_rx,
             fatal: fatal_rx,
             stop: Arc::new(stop),
+            log: log_handle,
             max_payload_bytes: config.max_payload_bytes,
             inbound: Arc::new(Inbound {
                 raft: raft.clone(),
@@ -595,6 +599,7 @@ impl Quorum {
     /// Stops listeners and Raft, and waits for Raft to finish its current work.
     pub async fn shutdown(&self) -> Result<()> {
         let _ = self.stop.send(true);
+        self.log.stop_waiting();
         self.raft
             .shutdown()
             .await
@@ -609,6 +614,7 @@ impl Drop for Quorum {
         if self.stop.send_replace(true) {
             return;
         }
+        self.log.stop_waiting();
         // Raft also stops once its last handle is gone; asking it directly is quicker.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let raft = self.raft.clone();

@@ -172,6 +172,9 @@ async fn heartbeat_until_lost(
             current_metadata_offset: node.image().metadata_offset(),
             want_fence: false,
             want_shut_down: false,
+            // A full disk: the controller moves this broker's leaderships to replicas
+            // that can still write (see `BrokerRegistration::storage_unavailable`).
+            storage_unavailable: state.disk.is_below_floor_now(),
         };
         let outcome = tokio::select! {
             outcome = node.service.broker_heartbeat(request) => outcome,
@@ -272,6 +275,7 @@ async fn controlled_shutdown(node: &ClusterNode, epoch: i64) {
             current_metadata_offset: node.image().metadata_offset(),
             want_fence: false,
             want_shut_down: true,
+            storage_unavailable: false,
         };
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, node.service.broker_heartbeat(request)).await {

@@ -206,6 +206,8 @@ impl Drop for FetcherHandle {
 /// What every fetcher task needs.
 #[derive(Clone)]
 struct Context {
+    /// For the free-space floor: a follower whose disk is below it fetches nothing.
+    state: Arc<BrokerState>,
     node: Arc<ClusterNode>,
     config: ReplicaFetchConfig,
     client_id: String,
@@ -218,6 +220,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let context = Context {
+        state: state.clone(),
         node: node.clone(),
         config: state.config.replica_fetch.clone(),
         client_id: format!("broker-{}-fetcher", node.node_id),
@@ -465,6 +468,15 @@ async fn build_round(shared: &Shared, context: &Context, version: i16, backoff: 
     let mut topics: BTreeMap<Uuid, Vec<FetchPartition>> = BTreeMap::new();
     let mut durable_waits = Vec::new();
     let mut idle_until = now + backoff;
+    // Below `log.dir.min.free.bytes` the space left is the broker's own reserve (see
+    // `disk_space`): copying the leaders' records would eat it. The controller has taken
+    // this broker out of the ISRs meanwhile (it reports its storage unavailable), so
+    // nothing waits for these fetches; they resume, and the copies catch up, once space
+    // is freed.
+    if context.state.disk.is_below_floor_now() {
+        tracing::debug!("below the free-space floor: not fetching");
+        return Round::Idle(idle_until);
+    }
     {
         let mut partitions = shared.partitions.lock().await;
         for p in partitions.values_mut() {

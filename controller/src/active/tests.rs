@@ -250,6 +250,7 @@ impl Setup {
             current_metadata_offset: self.images.image().metadata_offset(),
             want_fence,
             want_shut_down,
+            storage_unavailable: false,
         };
         self.call(|r| Op::Heartbeat(request, r))
             .await
@@ -388,6 +389,7 @@ async fn a_stalled_loop_does_not_fence_brokers_that_heartbeated_during_the_stall
                     current_metadata_offset: offset,
                     want_fence: false,
                     want_shut_down: false,
+                    storage_unavailable: false,
                 };
                 let requests = requests.clone();
                 tokio::spawn(async move {

@@ -293,6 +293,7 @@ pub fn heartbeat(id: i32, epoch: i64, offset: i64) -> BrokerHeartbeatRequest {
         current_metadata_offset: offset,
         want_fence: false,
         want_shut_down: false,
+        storage_unavailable: false,
     }
 }
 

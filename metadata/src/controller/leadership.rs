@@ -8,6 +8,14 @@
 //!   remaining ISR and usable (unfenced, not shutting down), or no leader (offline);
 //! - a broker being unfenced takes the leaderless partitions whose ISR holds it.
 //!
+//! A broker whose storage cannot be written (`storage_unavailable`, a full disk) goes
+//! away only where someone can take over ([`leave_partitions_for_storage`]): it leaves
+//! the ISRs that have other members and hands each partition it leads to a usable ISR
+//! member, but a partition with no such member keeps it as leader (readable, its writes
+//! refused) rather than going offline. Kafka halts a broker whose only log dir failed,
+//! which takes those partitions offline too; Sluice keeps them readable and resumes by
+//! itself once space is freed.
+//!
 //! Unclean leader election (`unclean.leader.election.enable`, off by default): when a
 //! partition's leader goes away and no ISR member is usable, the first usable replica in
 //! replica order leads with ISR = [it]; when a broker is unfenced and a leaderless
@@ -157,6 +165,39 @@ pub(super) fn leave_partitions(
     leave_partitions_except(image, config, broker, &BTreeSet::from([broker]))
 }
 
+/// Records for a broker that reports its storage unavailable (see the module docs): its
+/// leaderships move to the first usable ISR member in replica order, and it leaves every
+/// ISR that has another member; partitions where no one else can take over are left as
+/// they are.
+pub(super) fn leave_partitions_for_storage(
+    image: &MetadataImage,
+    broker: BrokerId,
+) -> Vec<MetadataRecord> {
+    let usable = |b: BrokerId| image.broker(b).is_some_and(|b| b.is_usable());
+    image
+        .all_partitions()
+        .filter_map(|p| {
+            let reg = p.registration;
+            if !reg.isr.contains(&broker) && reg.leader != broker {
+                return None;
+            }
+            let others: Vec<BrokerId> = reg.isr.iter().copied().filter(|&r| r != broker).collect();
+            if reg.leader == broker {
+                let next = reg
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|&r| r != broker && others.contains(&r) && usable(r))?;
+                Some(change(&p, Some(next), Some(others)))
+            } else if others.is_empty() {
+                None
+            } else {
+                Some(change(&p, None, Some(others)))
+            }
+        })
+        .collect()
+}
+
 /// Fences several brokers in one batch. Each broker's records are computed on the image
 /// with the previous brokers' records applied (a scratch copy), so two changes of one
 /// partition build on each other; a leadership never moves to a broker the batch fences.
@@ -180,6 +221,7 @@ pub(super) fn fence_brokers(
                 broker_epoch: broker.epoch,
                 fenced: Some(true),
                 in_controlled_shutdown: None,
+                storage_unavailable: None,
             },
         ));
         if i + 1 < brokers.len() {

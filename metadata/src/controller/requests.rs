@@ -52,6 +52,10 @@ pub struct BrokerHeartbeatRequest {
     pub want_fence: bool,
     /// The broker wants to stop: start (or continue) a controlled shutdown.
     pub want_shut_down: bool,
+    /// The broker cannot write its data directory now (free space below
+    /// `log.dir.min.free.bytes`); see `BrokerRegistration::storage_unavailable`.
+    #[serde(default)]
+    pub storage_unavailable: bool,
 }
 
 /// What a heartbeat decided; the flags describe the state once `records` are applied.

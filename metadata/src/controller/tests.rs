@@ -173,6 +173,7 @@ fn a_fenced_broker_stays_fenced_until_it_is_caught_up_and_asks() {
         current_metadata_offset: epoch - 1,
         want_fence: false,
         want_shut_down: false,
+        storage_unavailable: false,
     };
     let d = h.controller.heartbeat(&h.image, h.now, &behind).unwrap();
     assert!(d.records.is_empty() && d.is_fenced && !d.is_caught_up);
@@ -384,6 +385,7 @@ fn re_registration_with_a_new_incarnation_fences_the_old_one() {
         current_metadata_offset: h.image.metadata_offset(),
         want_fence: false,
         want_shut_down: false,
+        storage_unavailable: false,
     };
     let err = h.controller.heartbeat(&h.image, h.now, &stale);
     assert_eq!(error_name(&err), "STALE_BROKER_EPOCH");
@@ -528,6 +530,7 @@ fn registration_checks_cluster_id_and_listeners() {
             current_metadata_offset: 0,
             want_fence: false,
             want_shut_down: false,
+            storage_unavailable: false,
         },
     );
     assert_eq!(error_name(&unknown), "BROKER_ID_NOT_REGISTERED");
@@ -569,6 +572,64 @@ fn controlled_shutdown_moves_leaderships_then_lets_the_broker_stop() {
     // A fenced broker that wants to stop may stop at once.
     let d = h.heartbeat_with(1, false, true);
     assert!(d.should_shut_down && d.records.is_empty());
+}
+
+#[test]
+fn a_broker_with_a_full_disk_hands_over_what_others_can_lead_and_takes_it_back_later() {
+    let mut h = three_brokers();
+    let t = h.create_topic("t", 6, 2);
+    let solo = h.create_topic("solo", 3, 1);
+    let led_before = h.image.partitions_led_by(1).len();
+    assert!(led_before >= 2, "broker 1 leads some of t and of solo");
+    let on_1 = |h: &Harness, topic: Uuid| -> Vec<i32> {
+        (0..h.image.topic_by_id(topic).unwrap().partitions.len() as i32)
+            .filter(|&p| h.image.partition(topic, p).unwrap().replicas.contains(&1))
+            .collect()
+    };
+    let solo_on_1 = on_1(&h, solo);
+    assert!(!solo_on_1.is_empty());
+
+    let d = h.heartbeat_storage(1, true);
+    assert!(!d.records.is_empty() && !d.is_fenced);
+    let b1 = h.image.broker(1).unwrap();
+    assert!(b1.storage_unavailable && !b1.fenced && !b1.is_usable());
+    // Replicated partitions: led elsewhere, and broker 1 is out of their ISRs.
+    for p in on_1(&h, t) {
+        let reg = h.image.partition(t, p).unwrap();
+        assert_ne!(reg.leader, 1, "t-{p}");
+        assert!(!reg.isr.contains(&1), "t-{p}: {:?}", reg.isr);
+    }
+    // Partitions only it holds stay with it (readable), rather than going offline.
+    for &p in &solo_on_1 {
+        let reg = h.image.partition(solo, p).unwrap();
+        assert_eq!((reg.leader, reg.isr.clone()), (1, vec![1]), "solo-{p}");
+    }
+    // Reported again: nothing more to do.
+    assert!(h.heartbeat_storage(1, true).records.is_empty());
+    // It takes no new replicas, and cannot rejoin an ISR while its disk is full.
+    h.create_topic("u", 4, 2);
+    assert!(h
+        .image
+        .partitions_on_broker(1)
+        .iter()
+        .all(|p| p.topic_name != "u"));
+    let p = on_1(&h, t)[0];
+    let join = join_request(&h, t, p, 1);
+    assert_eq!(
+        error_name(&h.controller.alter_partition(&h.image, &join)),
+        "INELIGIBLE_REPLICA"
+    );
+    // Nor is it given back its partitions as preferred leader.
+    assert!(h.controller.elect_preferred_leaders(&h.image).is_empty());
+
+    // Space is freed: usable again, and it rejoins the ISR through its leader.
+    let d = h.heartbeat_storage(1, false);
+    assert!(!d.records.is_empty());
+    assert!(h.image.broker(1).unwrap().is_usable());
+    h.commit(h.controller.alter_partition(&h.image, &join).unwrap())
+        .unwrap();
+    assert!(h.image.partition(t, p).unwrap().isr.contains(&1));
+    assert!(h.heartbeat_storage(1, false).records.is_empty());
 }
 
 #[test]

@@ -138,6 +138,7 @@ fn a_batch_with_one_bad_record_changes_nothing() {
             broker_epoch: 1,
             fenced: Some(true),
             in_controlled_shutdown: None,
+            storage_unavailable: None,
         }),
         // a broker that still leads
         MetadataRecord::UnregisterBroker(UnregisterBrokerRecord {
@@ -505,6 +506,7 @@ fn run(ops: &[Op]) -> Harness {
                         current_metadata_offset: h.image.metadata_offset(),
                         want_fence: *want_fence,
                         want_shut_down: *want_shut_down,
+                        storage_unavailable: false,
                     };
                     h.controller
                         .heartbeat(&h.image, h.now, &request)
@@ -524,6 +526,7 @@ fn run(ops: &[Op]) -> Harness {
                         current_metadata_offset: h.image.metadata_offset(),
                         want_fence: false,
                         want_shut_down: false,
+                        storage_unavailable: false,
                     };
                     let records = h
                         .controller
