@@ -138,9 +138,11 @@ pub fn write_meta(
 /// (`None` on a first start, or if the file is unreadable or damaged). Call it only while
 /// holding the directory's [`lock`]: the process that wrote the old id then no longer runs,
 /// which is what lets the controller replace that process's registration at once instead
-/// of waiting for its session to expire (a broker restarted after kill -9). Not fsynced:
-/// a lost write only makes the next start wait out that session, as before.
-pub fn swap_incarnation(dir: &Path, new: Uuid) -> Result<Option<Uuid>, BrokerError> {
+/// of waiting for its session to expire (a broker restarted after kill -9). Not fsynced,
+/// and a failed write (a full disk) is only logged: the file then still names an older
+/// incarnation than the registered one, so the next start waits out the session, as
+/// without the file; nothing else depends on it.
+pub fn swap_incarnation(dir: &Path, new: Uuid) -> Option<Uuid> {
     let path = dir.join(INCARNATION_FILE);
     let previous = match std::fs::read(&path) {
         Ok(bytes) => std::str::from_utf8(&bytes)
@@ -149,10 +151,13 @@ pub fn swap_incarnation(dir: &Path, new: Uuid) -> Result<Option<Uuid>, BrokerErr
         Err(_) => None,
     };
     let tmp = dir.join(format!("{INCARNATION_FILE}.tmp"));
-    std::fs::write(&tmp, format!("{new}\n"))
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| BrokerError::io(format!("write {}", path.display()), e))?;
-    Ok(previous)
+    if let Err(e) =
+        std::fs::write(&tmp, format!("{new}\n")).and_then(|()| std::fs::rename(&tmp, &path))
+    {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::warn!(path = %path.display(), error = %e, "cannot record this broker's incarnation; a restart after a crash will wait out the old session");
+    }
+    previous
 }
 
 /// `<data-dir>/<topic>-<partition>`.
@@ -283,6 +288,18 @@ pub fn uuid_from_base64(text: &str) -> Option<Uuid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_start_names_the_incarnation_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(swap_incarnation(dir.path(), first), None);
+        assert_eq!(swap_incarnation(dir.path(), second), Some(first));
+        // A damaged file names nobody (the controller then waits out the old session).
+        std::fs::write(dir.path().join(INCARNATION_FILE), b"not a uuid").unwrap();
+        assert_eq!(swap_incarnation(dir.path(), first), None);
+        assert_eq!(swap_incarnation(dir.path(), second), Some(first));
+    }
 
     #[test]
     fn base64_matches_kafka() {

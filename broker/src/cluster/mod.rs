@@ -189,7 +189,7 @@ impl ClusterNode {
         // The caller holds the data directory's lock (see `datadir::swap_incarnation`).
         let incarnation_id = Uuid::new_v4();
         let previous_incarnation_id = if cluster.is_broker() {
-            crate::datadir::swap_incarnation(&config.data_dir, incarnation_id)?
+            crate::datadir::swap_incarnation(&config.data_dir, incarnation_id)
         } else {
             None
         };
