@@ -36,6 +36,24 @@ fn fill(path: &std::path::Path) {
     }
 }
 
+/// Starts a one-voter quorum over `dir` and waits until it leads. `segment_bytes` 1 makes
+/// every append start a segment, so a full disk refuses it (a small append into the last,
+/// partly used page of a segment could still succeed) and a rollback must remove the
+/// segment it created.
+async fn start_sole_voter(dir: &std::path::Path, segment_bytes: Option<u64>) -> (Quorum, Probe) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let voters = BTreeMap::from([(1, listener.local_addr().unwrap())]);
+    let mut config = QuorumConfig::new(1, voters, dir);
+    if let Some(bytes) = segment_bytes {
+        config.segment_bytes = bytes;
+    }
+    let (applier, probe): (Recorder, Probe) = Recorder::probed();
+    let q = Quorum::start(config, applier).await.unwrap();
+    q.serve(listener);
+    assert_eq!(q.wait_for_leader(WAIT).await.unwrap(), 1);
+    (q, probe)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_waited_out_and_the_append_lands_once_space_is_freed() {
     init_tracing();
@@ -43,15 +61,8 @@ async fn a_full_disk_is_waited_out_and_the_append_lands_once_space_is_freed() {
         return;
     };
     let dir = fs.path.join("quorum");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let voters = BTreeMap::from([(1, listener.local_addr().unwrap())]);
-    let mut config = QuorumConfig::new(1, voters, &dir);
-    // Every append starts a segment: the rollback must also remove the one it created.
-    config.segment_bytes = 1;
-    let (applier, probe): (Recorder, Probe) = Recorder::probed();
-    let q = Arc::new(Quorum::start(config, applier).await.unwrap());
-    q.serve(listener);
-    assert_eq!(q.wait_for_leader(WAIT).await.unwrap(), 1);
+    let (q, probe) = start_sole_voter(&dir, Some(1)).await;
+    let q = Arc::new(q);
     q.propose(b"before".to_vec()).await.unwrap();
     let fatal = tokio::spawn(q.fatal());
 
@@ -91,14 +102,7 @@ async fn a_full_disk_is_waited_out_and_the_append_lands_once_space_is_freed() {
     drop(q);
 
     // Reopened, the log holds each entry once, in order, with nothing torn.
-    let (applier, probe) = Recorder::probed();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let voters = BTreeMap::from([(1, listener.local_addr().unwrap())]);
-    let q = Quorum::start(QuorumConfig::new(1, voters, &dir), applier)
-        .await
-        .unwrap();
-    q.serve(listener);
-    assert_eq!(q.wait_for_leader(WAIT).await.unwrap(), 1);
+    let (q, probe) = start_sole_voter(&dir, None).await;
     support::eventually(WAIT, "the log replayed", || probe.payloads().len() >= 3).await;
     let payloads = probe.payloads();
     let mut seen: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
@@ -114,16 +118,8 @@ async fn a_shutdown_does_not_wait_for_space_and_leaves_the_log_intact() {
         return;
     };
     let dir = fs.path.join("quorum");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let voters = BTreeMap::from([(1, listener.local_addr().unwrap())]);
-    let mut config = QuorumConfig::new(1, voters, &dir);
-    // Every append starts a segment, so the full disk refuses it (a small append into
-    // the last, partly used page of a segment could still succeed).
-    config.segment_bytes = 1;
-    let (applier, _probe) = Recorder::probed();
-    let q = Arc::new(Quorum::start(config, applier).await.unwrap());
-    q.serve(listener);
-    assert_eq!(q.wait_for_leader(WAIT).await.unwrap(), 1);
+    let (q, _probe) = start_sole_voter(&dir, Some(1)).await;
+    let q = Arc::new(q);
     q.propose(b"before".to_vec()).await.unwrap();
 
     let filler = fs.path.join("filler");
@@ -148,14 +144,7 @@ async fn a_shutdown_does_not_wait_for_space_and_leaves_the_log_intact() {
     std::fs::remove_file(&filler).unwrap();
 
     // Reopened: the entry before is there, the failed one is not, nothing is torn.
-    let (applier, probe) = Recorder::probed();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let voters = BTreeMap::from([(1, listener.local_addr().unwrap())]);
-    let q = Quorum::start(QuorumConfig::new(1, voters, &dir), applier)
-        .await
-        .unwrap();
-    q.serve(listener);
-    assert_eq!(q.wait_for_leader(WAIT).await.unwrap(), 1);
+    let (q, probe) = start_sole_voter(&dir, None).await;
     q.propose(b"after".to_vec()).await.unwrap();
     support::eventually(WAIT, "the log replayed", || {
         probe.payloads().iter().any(|p| p == b"after")
