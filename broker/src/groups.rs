@@ -50,6 +50,11 @@
 //! append or fsync turns every answer of that call into the error Kafka gives
 //! ([`Output::fail`]).
 //!
+//! Reads wait too: the coordinator's state changes when a call appends, before the high
+//! watermark passes the records, so an OffsetFetch answer is held until it does
+//! ([`Groups::fetch_offsets`]); a client never sees a commit a failover could undo.
+//! DescribeGroups and ListGroups answer at once (membership is rebuilt by rejoining).
+//!
 //! A restatement (see `docs/groups.md`) deletes the records before it only once it is
 //! durable, whatever the flush policy: deleting first and then losing the unsynced
 //! restatement in a power cut would lose every committed offset of the partition, not
@@ -67,10 +72,10 @@ use tokio::sync::{oneshot, watch, Mutex, Notify};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
-use crate::coordinator::handlers::CoordinatorNode;
+use crate::coordinator::handlers::{CoordinatorNode, FetchAsk};
 use crate::coordinator::{
-    Completion, CoordinatorConfig, Failable, GroupCoordinator, LogWrite, Output, Ownership,
-    PartitionLag, Reply, StoreError, Ticket, OFFSETS_TOPIC,
+    Completion, CoordinatorConfig, Failable, FetchResponse, GroupCoordinator, LogWrite, Output,
+    Ownership, PartitionLag, Reply, StoreError, Ticket, OFFSETS_TOPIC,
 };
 use crate::errors::{storage_error_code, BrokerError};
 use crate::replication::leader::{self, ReplicationWait as AppendWait};
@@ -482,6 +487,82 @@ impl Groups {
     pub async fn read<T>(&self, f: impl FnOnce(&GroupCoordinator) -> T) -> T {
         let inner = self.inner.lock().await;
         f(&inner.coordinator)
+    }
+
+    /// OffsetFetch: each group's committed offsets, answered (`answer`) only once the
+    /// records they come from are replicated, so a client never sees a commit that a
+    /// failover could still undo. The coordinator applies a commit when it appends the
+    /// record, before the high watermark passes it; this answer waits until the high
+    /// watermark reaches the log end the state was read at (at once when nothing is in
+    /// flight, as on a single node), as Kafka's coordinator answers a stable OffsetFetch
+    /// (`require_stable`, which the Java consumer and librdkafka set). A group whose
+    /// partition cannot get there (leadership moved, the ISR fell below
+    /// `min.insync.replicas`, `COMMIT_TIMEOUT`) gets NOT_COORDINATOR or
+    /// COORDINATOR_NOT_AVAILABLE instead, so the client asks again.
+    pub async fn fetch_offsets<R, F>(&self, asks: Vec<FetchAsk>, answer: F) -> Settled<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&[FetchAsk], Vec<FetchResponse>) -> R + Send + 'static,
+    {
+        let inner = self.inner.lock().await;
+        let mut fetched = Vec::with_capacity(asks.len());
+        let mut partitions = Vec::with_capacity(asks.len());
+        let mut waits: BTreeMap<i32, AppendWait> = BTreeMap::new();
+        for ask in &asks {
+            let offsets = inner
+                .coordinator
+                .fetch_offsets(&ask.group_id, ask.topics.as_deref());
+            let partition = inner.coordinator.partition_for(&ask.group_id);
+            if offsets.error.is_none() && !waits.contains_key(&partition) {
+                if let Some(wait) = self.replicated_barrier(partition, &inner.taken) {
+                    waits.insert(partition, wait);
+                }
+            }
+            fetched.push(offsets);
+            partitions.push(partition);
+        }
+        drop(inner);
+        if waits.is_empty() {
+            return Settled::Now(answer(&asks, fetched));
+        }
+        Settled::Later(tokio::spawn(async move {
+            let mut failed = BTreeMap::new();
+            for (partition, wait) in waits {
+                if let Err(code) = wait.await {
+                    failed.insert(partition, crate::coordinator::append_error(code));
+                }
+            }
+            for (offsets, partition) in fetched.iter_mut().zip(&partitions) {
+                if let Some(&error) = failed.get(partition) {
+                    *offsets = FetchResponse {
+                        error: Some(error),
+                        topics: Vec::new(),
+                    };
+                }
+            }
+            answer(&asks, fetched)
+        }))
+    }
+
+    /// A wait until the high watermark of `__consumer_offsets-{partition}` reaches its
+    /// log end as of now; None if it already has (or there is no such partition here).
+    /// Called with the lock held, so the log end covers every record the coordinator's
+    /// state reflects.
+    fn replicated_barrier(&self, partition: i32, taken: &BTreeMap<i32, i32>) -> Option<AppendWait> {
+        let topic = self.topic()?;
+        let log_partition = topic.partition(partition)?;
+        let end = log_partition.log.log_end_offset();
+        if log_partition.log.high_watermark() >= end {
+            return None;
+        }
+        let leader_epoch = taken.get(&partition).copied().unwrap_or(0);
+        Some(leader::wait_replicated(
+            &log_partition,
+            leader_epoch,
+            end,
+            leader::min_insync(&topic),
+            tokio::time::Instant::now() + COMMIT_TIMEOUT,
+        ))
     }
 
     /// Consumer lag of `group` per partition (log end = the partition's high watermark);
@@ -904,11 +985,68 @@ mod tests {
     /// in the ISR is answered once the follower has fetched past it.
     #[tokio::test]
     async fn a_commit_is_answered_once_the_high_watermark_passed_it() {
-        use kafka_protocol::messages::offset_commit_request::{
-            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        let (_dir, groups, partition) = leading_an_offsets_partition_with_a_follower().await;
+        let answer = commit_offset(&groups, 100).await;
+        let end = partition.log.log_end_offset();
+        assert!(end > 0, "the commit was appended");
+        assert_eq!(partition.log.high_watermark(), 0);
+        assert!(!answer.is_finished());
+        // The follower fetches past the commit: the high watermark passes it.
+        leader::record_follower_fetch(&partition, 2, end, -1, 1, sluice_storage::now_ms()).unwrap();
+        assert_eq!(partition.log.high_watermark(), end);
+        let response = tokio::time::timeout(Duration::from_secs(10), answer)
+            .await
+            .expect("answered once replicated")
+            .unwrap();
+        assert_eq!(response.topics[0].partitions[0].error_code, 0);
+    }
+
+    #[tokio::test]
+    async fn offset_fetch_shows_a_commit_only_once_it_is_replicated() {
+        let (_dir, groups, partition) = leading_an_offsets_partition_with_a_follower().await;
+        let _commit = commit_offset(&groups, 100).await;
+        let end = partition.log.log_end_offset();
+        let fetch = fetch_offset(&groups).await;
+        let Settled::Later(fetch) = fetch else {
+            panic!("the commit is not replicated: the answer must wait");
         };
-        use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
-        use kafka_protocol::protocol::StrBytes;
+        // Long enough for an answer that does not wait to have come.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!fetch.is_finished());
+        leader::record_follower_fetch(&partition, 2, end, -1, 1, sluice_storage::now_ms()).unwrap();
+        let fetched = tokio::time::timeout(Duration::from_secs(10), fetch)
+            .await
+            .expect("answered once replicated")
+            .unwrap();
+        assert_eq!(fetched, (None, Some(100)));
+        // Nothing in flight: answered at once.
+        let Settled::Now(again) = fetch_offset(&groups).await else {
+            panic!("nothing to wait for");
+        };
+        assert_eq!(again, (None, Some(100)));
+    }
+
+    #[tokio::test]
+    async fn offset_fetch_of_an_unreplicated_commit_fails_when_leadership_moves() {
+        let (_dir, groups, partition) = leading_an_offsets_partition_with_a_follower().await;
+        let _commit = commit_offset(&groups, 100).await;
+        let Settled::Later(fetch) = fetch_offset(&groups).await else {
+            panic!("the commit is not replicated: the answer must wait");
+        };
+        // Another broker takes over before the follower copied the commit: the value
+        // may be lost, so the client must ask the new coordinator.
+        leader::resign(&partition, 1);
+        let fetched = tokio::time::timeout(Duration::from_secs(10), fetch)
+            .await
+            .expect("answered when leadership moved")
+            .unwrap();
+        assert_eq!(fetched, (Some(ResponseError::NotCoordinator), None));
+    }
+
+    /// A cluster broker's coordinator leading `__consumer_offsets-0` at epoch 2 with
+    /// replicas [1, 2], where follower 2 has copied nothing yet.
+    async fn leading_an_offsets_partition_with_a_follower(
+    ) -> (tempfile::TempDir, Groups, Arc<Partition>) {
         use sluice_metadata::image::PartitionRegistration;
 
         let dir = tempfile::tempdir().unwrap();
@@ -934,8 +1072,14 @@ mod tests {
             leader_epoch: 2,
             partition_epoch: 0,
         };
-        let now = sluice_storage::now_ms();
-        leader::lead(&partition, 1, id, &registration, 1, now);
+        leader::lead(
+            &partition,
+            1,
+            id,
+            &registration,
+            1,
+            sluice_storage::now_ms(),
+        );
 
         let groups = Groups::new(CoordinatorConfig::default());
         groups.set_topic(topic.clone());
@@ -946,6 +1090,20 @@ mod tests {
         );
         let replayed = groups.replay_for_adoption(&partition, 1);
         groups.adopt(0, 2, replayed).await;
+        (dir, groups, partition)
+    }
+
+    /// Commits `offset` for group "simple", topic "t" partition 0: the answer, which
+    /// waits for the follower.
+    async fn commit_offset(
+        groups: &Groups,
+        offset: i64,
+    ) -> JoinHandle<kafka_protocol::messages::OffsetCommitResponse> {
+        use kafka_protocol::messages::offset_commit_request::{
+            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        };
+        use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+        use kafka_protocol::protocol::StrBytes;
 
         let request = OffsetCommitRequest::default()
             .with_group_id(GroupId(StrBytes::from_static_str("simple")))
@@ -955,7 +1113,7 @@ mod tests {
                 .with_name(TopicName(StrBytes::from_static_str("t")))
                 .with_partitions(vec![OffsetCommitRequestPartition::default()
                     .with_partition_index(0)
-                    .with_committed_offset(100)])]);
+                    .with_committed_offset(offset)])]);
         let settled = groups
             .call(|c, now| {
                 crate::coordinator::handlers::offset_commit(c, &request, 8, |_, _| true, now)
@@ -964,18 +1122,29 @@ mod tests {
         let Settled::Later(answer) = settled else {
             panic!("a commit waits for the follower");
         };
-        let end = partition.log.log_end_offset();
-        assert!(end > 0, "the commit was appended");
-        assert_eq!(partition.log.high_watermark(), 0);
-        assert!(!answer.is_finished());
-        // The follower fetches past the commit: the high watermark passes it.
-        leader::record_follower_fetch(&partition, 2, end, -1, 1, now).unwrap();
-        assert_eq!(partition.log.high_watermark(), end);
-        let response = tokio::time::timeout(Duration::from_secs(10), answer)
+        answer
+    }
+
+    /// OffsetFetch of group "simple", topic "t" partition 0: (group error, offset).
+    async fn fetch_offset(groups: &Groups) -> Settled<(Option<ResponseError>, Option<i64>)> {
+        let ask = FetchAsk {
+            group_id: "simple".to_owned(),
+            topics: Some(vec![crate::coordinator::FetchTopic {
+                name: "t".to_owned(),
+                partitions: vec![0],
+            }]),
+        };
+        groups
+            .fetch_offsets(vec![ask], |_, fetched| {
+                let group = &fetched[0];
+                let offset = group
+                    .topics
+                    .first()
+                    .and_then(|t| t.partitions.first())
+                    .map(|p| p.offset);
+                (group.error, offset)
+            })
             .await
-            .expect("answered once replicated")
-            .unwrap();
-        assert_eq!(response.topics[0].partitions[0].error_code, 0);
     }
 
     #[test]

@@ -49,8 +49,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{
-    group, CommitPartition, CommitRequest, CommitTopic, Completion, Failable, FetchTopic,
-    FetchedTopic, GroupCoordinator, JoinResponse, LeaveMember, Output, Protocol, Reply,
+    group, CommitPartition, CommitRequest, CommitTopic, Completion, Failable, FetchResponse,
+    FetchTopic, FetchedTopic, GroupCoordinator, JoinResponse, LeaveMember, Output, Protocol, Reply,
     SyncResponse, TopicErrors,
 };
 
@@ -548,35 +548,77 @@ pub fn offset_commit(
     })
 }
 
-fn fetch_topics_v8(
-    topics: &Option<Vec<kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopics>>,
-) -> Option<Vec<FetchTopic>> {
-    topics.as_ref().map(|topics| {
-        topics
-            .iter()
-            .map(|t| FetchTopic {
-                name: owned(&t.name.0),
-                partitions: t.partition_indexes.clone(),
-            })
-            .collect()
-    })
+/// One group of an OffsetFetch: its id and the partitions asked for (None: all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchAsk {
+    pub group_id: String,
+    pub topics: Option<Vec<FetchTopic>>,
 }
 
-/// OffsetFetch (v8+: several groups in one request).
+/// The groups an OffsetFetch asks about (v8+: several; before: one).
+pub fn offset_fetch_asks(req: &OffsetFetchRequest, version: i16) -> Vec<FetchAsk> {
+    if version >= 8 {
+        return req
+            .groups
+            .iter()
+            .map(|g| FetchAsk {
+                group_id: owned(&g.group_id.0),
+                topics: g.topics.as_ref().map(|topics| {
+                    topics
+                        .iter()
+                        .map(|t| FetchTopic {
+                            name: owned(&t.name.0),
+                            partitions: t.partition_indexes.clone(),
+                        })
+                        .collect()
+                }),
+            })
+            .collect();
+    }
+    vec![FetchAsk {
+        group_id: owned(&req.group_id.0),
+        topics: req.topics.as_ref().map(|topics| {
+            topics
+                .iter()
+                .map(|t| FetchTopic {
+                    name: owned(&t.name.0),
+                    partitions: t.partition_indexes.clone(),
+                })
+                .collect()
+        }),
+    }]
+}
+
+/// OffsetFetch (v8+: several groups in one request), answered from the coordinator's
+/// state at once: [`offset_fetch_asks`], `fetch_offsets` per group, then
+/// [`offset_fetch_response`]. The broker splits these steps to hold the answer until the
+/// state it shows is replicated (see `groups::Groups::fetch_offsets`).
 pub fn offset_fetch(
     coordinator: &GroupCoordinator,
     req: &OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
+    let asks = offset_fetch_asks(req, version);
+    let fetched = asks
+        .iter()
+        .map(|a| coordinator.fetch_offsets(&a.group_id, a.topics.as_deref()))
+        .collect();
+    offset_fetch_response(&asks, fetched, version)
+}
+
+/// The OffsetFetch answer from one [`FetchResponse`] per ask (in the order of `asks`).
+pub fn offset_fetch_response(
+    asks: &[FetchAsk],
+    fetched: Vec<FetchResponse>,
+    version: i16,
+) -> OffsetFetchResponse {
     if version >= 8 {
-        let groups = req
-            .groups
+        let groups = asks
             .iter()
-            .map(|g| {
-                let topics = fetch_topics_v8(&g.topics);
-                let fetched = coordinator.fetch_offsets(g.group_id.0.as_str(), topics.as_deref());
+            .zip(fetched)
+            .map(|(ask, fetched)| {
                 OffsetFetchResponseGroup::default()
-                    .with_group_id(g.group_id.clone())
+                    .with_group_id(GroupId(s(&ask.group_id)))
                     .with_error_code(code(fetched.error))
                     .with_topics(
                         fetched
@@ -606,16 +648,9 @@ pub fn offset_fetch(
         return OffsetFetchResponse::default().with_groups(groups);
     }
 
-    let asked: Option<Vec<FetchTopic>> = req.topics.as_ref().map(|topics| {
-        topics
-            .iter()
-            .map(|t| FetchTopic {
-                name: owned(&t.name.0),
-                partitions: t.partition_indexes.clone(),
-            })
-            .collect()
-    });
-    let fetched = coordinator.fetch_offsets(req.group_id.0.as_str(), asked.as_deref());
+    let (Some(ask), Some(fetched)) = (asks.first(), fetched.into_iter().next()) else {
+        return OffsetFetchResponse::default();
+    };
     let to_wire =
         |topics: &[FetchedTopic], error: Option<ResponseError>| -> Vec<OffsetFetchResponseTopic> {
             topics
@@ -656,7 +691,9 @@ pub fn offset_fetch(
     match fetched.error {
         // Before v2 there is no top-level error: each partition asked for carries it.
         Some(error) if version < 2 => {
-            let asked: Vec<FetchedTopic> = asked
+            let asked: Vec<FetchedTopic> = ask
+                .topics
+                .as_deref()
                 .unwrap_or_default()
                 .iter()
                 .map(|t| FetchedTopic {

@@ -138,11 +138,16 @@ pub async fn dispatch(
                 .call(|c, now| handlers::delete_groups(c, &req, now))
                 .await,
         ),
-        RequestKind::OffsetFetch(req) => respond(
-            &groups
-                .read(|c| handlers::offset_fetch(c, &req, version))
-                .await,
-        ),
+        RequestKind::OffsetFetch(req) => {
+            let asks = handlers::offset_fetch_asks(&req, version);
+            reply.settled(
+                groups
+                    .fetch_offsets(asks, move |asks, fetched| {
+                        handlers::offset_fetch_response(asks, fetched, version)
+                    })
+                    .await,
+            )
+        }
         RequestKind::ListGroups(req) => respond(
             &groups
                 .read(|c| handlers::list_groups(c, &req, version))
