@@ -7,7 +7,12 @@
 //! election is in progress, or this node is a broker not yet in the quorum), to the leader
 //! named by the last `NotController` answer, else to the configured voters in turn (any of
 //! them names the leader). A node never forwards what it received from another node: the
-//! handler runs it here or answers `NotController { leader }`.
+//! handler runs it here or answers `NotController { leader }`. A node whose metadata log
+//! waits for space on a full disk treats itself as no leader, even the active controller:
+//! its Raft is stuck in the write and the others elect a leader without it, so its requests
+//! go to them (a request it was running here is abandoned, undecided). That is how the
+//! broker of a full node still reaches the new controller, whose answer to its heartbeat
+//! (`storage_unavailable`) moves its leaderships away within seconds, not a session.
 //!
 //! **Retries.** A request is sent again, after a backoff of 50 ms doubling to 500 ms (cut
 //! short when this node learns of a new leader), only when it was certainly not executed or
@@ -217,6 +222,13 @@ impl Local {
     }
 }
 
+/// Resolves once `flag` says true (never, if its sender is gone).
+async fn until_true(flag: &mut tokio::sync::watch::Receiver<bool>) {
+    if flag.wait_for(|set| *set).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Answers ControllerRequests from other nodes by running them here (never forwarding).
 pub(crate) struct Handler {
     pub local: Local,
@@ -283,6 +295,7 @@ impl Forwarder {
         let mut hint: Option<NodeId> = None;
         let mut backoff = BACKOFF_MIN;
         let mut status = self.quorum.subscribe();
+        let mut waiting_for_space = self.quorum.waiting_for_space();
         let mut last = ControllerError::NotController { leader: None };
         loop {
             if self.local.requests.is_closed() {
@@ -298,9 +311,21 @@ impl Forwarder {
                     _ => ControllerError::Timeout(self.request_timeout),
                 });
             }
-            let known_leader = self.quorum.leader();
-            let outcome = if self.is_active.load(Ordering::Acquire) {
-                self.run_here(request.clone(), remaining).await
+            // This node's Raft stuck in a write on a full disk takes no part in the
+            // quorum: whatever it last knew (even that it leads) is stale, and the others
+            // elect a leader without it. Ask them.
+            let stuck = *waiting_for_space.borrow_and_update();
+            let known_leader = self.quorum.leader().filter(|l| !stuck || *l != me);
+            let outcome = if !stuck && self.is_active.load(Ordering::Acquire) {
+                tokio::select! {
+                    r = self.run_here(request.clone(), remaining) => r,
+                    // Not decided: the log store shows an entry to replication only once
+                    // it is written and fsynced here, so no follower has the entry this
+                    // request waits for.
+                    () = until_true(&mut waiting_for_space) => Err(Failure::Retry(
+                        ControllerError::NotController { leader: None },
+                    )),
+                }
             } else if known_leader == Some(me) {
                 // Elected but not active yet (catching up with the log): wait for it.
                 Err(Failure::Retry(ControllerError::NotController {
@@ -318,7 +343,7 @@ impl Forwarder {
                         // the timeout: give up on it as soon as another leader is known.
                         tokio::select! {
                             r = self.send(target, &request, remaining) => r,
-                            l = self.leader_other_than(target) => Err(Failure::Retry(
+                            l = self.leader_other_than(target, stuck) => Err(Failure::Retry(
                                 ControllerError::NotController { leader: Some(l) },
                             )),
                         }
@@ -364,12 +389,14 @@ impl Forwarder {
         }
     }
 
-    /// Resolves once this node knows a quorum leader other than `target`.
-    async fn leader_other_than(&self, target: NodeId) -> NodeId {
+    /// Resolves once this node knows a quorum leader other than `target` (and other than
+    /// itself if `stuck`: its Raft waits for space, and still names the leader it knew).
+    async fn leader_other_than(&self, target: NodeId, stuck: bool) -> NodeId {
+        let me = self.local.node_id;
         let mut status = self.quorum.subscribe();
         loop {
             if let Some(l) = status.borrow_and_update().leader {
-                if l != target {
+                if l != target && !(stuck && l == me) {
                     return l;
                 }
             }

@@ -59,6 +59,7 @@ use std::time::{Duration, Instant};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, RaftLogReader, StorageIOError};
+use tokio::sync::watch;
 
 use crate::error::QuorumError;
 use crate::files;
@@ -77,15 +78,23 @@ const ENOSPC: i32 = 28;
 const EDQUOT: i32 = 122;
 
 /// Runs `attempt` until it succeeds, fails with something other than a full disk, the
-/// disk has been full for [`NO_SPACE_WAIT_MAX`], or `give_up` is set (at shutdown); `undo`
-/// runs after each failed attempt that will be retried (an error from it ends the wait).
-/// Blocking (sleeps the thread).
+/// disk has been full for [`NO_SPACE_WAIT_MAX`], or `space.give_up` is set (at shutdown);
+/// `undo` runs after each failed attempt that will be retried (an error from it ends the
+/// wait). `space.waiting` says true while it waits. Blocking (sleeps the thread).
 fn while_no_space<T>(
     what: &str,
-    give_up: &AtomicBool,
+    space: &SpaceWait,
     mut attempt: impl FnMut() -> io::Result<T>,
     mut undo: impl FnMut() -> io::Result<()>,
 ) -> io::Result<T> {
+    struct Waiting<'a>(&'a watch::Sender<bool>);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.0.send_if_modified(|w| std::mem::replace(w, false));
+        }
+    }
+    let mut _waiting: Option<Waiting<'_>> = None;
+    let give_up = &space.give_up;
     let started = Instant::now();
     let mut backoff = NO_SPACE_BACKOFF_MIN;
     let mut warned = false;
@@ -108,6 +117,8 @@ fn while_no_space<T>(
                 undo()?;
                 if !warned {
                     warned = true;
+                    space.waiting.send_replace(true);
+                    _waiting = Some(Waiting(&space.waiting));
                     tracing::warn!(error = %e, "metadata log: the disk is full; {what} waits for space (this node takes no part in the metadata quorum meanwhile)");
                 }
                 std::thread::sleep(backoff);
@@ -135,8 +146,8 @@ struct Shared {
     entries: RwLock<Entries>,
     /// Everything on disk; one writer at a time.
     files: Mutex<Files>,
-    /// The same flag as `Files::give_up`, reachable while a write holds `files`.
-    give_up: Arc<AtomicBool>,
+    /// The same as `Files::space`, reachable while a write holds `files`.
+    space: Arc<SpaceWait>,
 }
 
 #[derive(Default)]
@@ -157,8 +168,17 @@ struct Files {
     /// Set by the first failed write: the log then refuses every write (it never retries an
     /// fsync whose failure may have dropped dirty pages).
     failed: bool,
-    /// Set at shutdown: a write waiting for space fails instead (see [`LogStore::stop_waiting`]).
-    give_up: Arc<AtomicBool>,
+    /// A write waiting for space: whether it is, and whether it must stop.
+    space: Arc<SpaceWait>,
+}
+
+/// The state of a write that waits for space on a full disk.
+struct SpaceWait {
+    /// Set at shutdown: a write waiting for space fails instead (see
+    /// [`LogStore::stop_waiting`]).
+    give_up: AtomicBool,
+    /// True while a write waits for space (see [`LogStore::waiting_for_space`]).
+    waiting: watch::Sender<bool>,
 }
 
 struct Active {
@@ -204,9 +224,12 @@ impl LogStore {
             vote,
             committed,
             failed: false,
-            give_up: Arc::new(AtomicBool::new(false)),
+            space: Arc::new(SpaceWait {
+                give_up: AtomicBool::new(false),
+                waiting: watch::Sender::new(false),
+            }),
         };
-        let give_up = files.give_up.clone();
+        let space = files.space.clone();
         let mut entries = Entries {
             map: BTreeMap::new(),
             purged,
@@ -225,7 +248,7 @@ impl LogStore {
                     dir: dir.to_path_buf(),
                     entries: RwLock::new(entries),
                     files: Mutex::new(files),
-                    give_up,
+                    space,
                 }),
             },
             recovery,
@@ -237,7 +260,15 @@ impl LogStore {
     /// node must not wait minutes for an operator to free space). What was written before
     /// stays intact: the failed write was rolled back.
     pub fn stop_waiting(&self) {
-        self.shared.give_up.store(true, Ordering::Relaxed);
+        self.shared.space.give_up.store(true, Ordering::Relaxed);
+    }
+
+    /// A watch of whether a write is waiting for space on a full disk now: while it is, this
+    /// node takes no part in the quorum (openraft waits for the write), whatever its last
+    /// known role was. The controller uses it to send requests to the other voters instead
+    /// of its own stuck Raft.
+    pub fn waiting_for_space(&self) -> watch::Receiver<bool> {
+        self.shared.space.waiting.subscribe()
     }
 
     /// The directory this log lives in.
@@ -460,11 +491,11 @@ impl Files {
             return self.append_once(entries, new);
         }
         let mark = self.mark();
-        let give_up = self.give_up.clone();
+        let space = self.space.clone();
         let files = std::cell::RefCell::new(self);
         while_no_space(
             "an append",
-            &give_up,
+            &space,
             || files.borrow_mut().append_once(entries, new.clone()),
             || files.borrow_mut().roll_back(&mark),
         )
@@ -700,7 +731,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let dir = files.dir.clone();
             while_no_space(
                 "the vote",
-                &files.give_up,
+                &files.space,
                 || files::write_atomic(&dir, "vote", &body),
                 // The old vote file is intact (the new one is renamed over it only once
                 // written and fsynced); the temporary file goes.

@@ -404,6 +404,13 @@ impl Quorum {
         self.status.borrow().leader
     }
 
+    /// A watch of whether this node's metadata log is waiting for space on a full disk
+    /// (see [`LogStore::waiting_for_space`]): while it is, this node's Raft is stuck in
+    /// the write, so its last known role (even "leader") is stale.
+    pub fn waiting_for_space(&self) -> watch::Receiver<bool> {
+        self.log.waiting_for_space()
+    }
+
     /// Whether this node is the leader (as far as it knows).
     pub fn is_leader(&self) -> bool {
         self.status.borrow().is_leader

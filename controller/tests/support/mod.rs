@@ -89,6 +89,15 @@ pub struct Cluster {
 impl Cluster {
     /// Binds one listener per voter on 127.0.0.1:0, then starts every node.
     pub async fn start(n: u64, tune: fn(&mut MetadataServiceConfig)) -> Cluster {
+        Cluster::start_with_dirs(n, tune, |tmp, id| tmp.join(format!("node-{id}"))).await
+    }
+
+    /// [`Cluster::start`] with node `id`'s directory at `dir(the cluster's temp dir, id)`.
+    pub async fn start_with_dirs(
+        n: u64,
+        tune: fn(&mut MetadataServiceConfig),
+        dir: impl Fn(&std::path::Path, u64) -> PathBuf,
+    ) -> Cluster {
         init_tracing();
         let tmp = tempfile::tempdir().unwrap();
         let mut listeners = BTreeMap::new();
@@ -107,7 +116,7 @@ impl Cluster {
             tune,
         };
         for (id, listener) in listeners {
-            let dir = cluster.tmp.path().join(format!("node-{id}"));
+            let dir = dir(cluster.tmp.path(), id);
             cluster.nodes.insert(
                 id,
                 Node {
