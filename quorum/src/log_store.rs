@@ -300,7 +300,13 @@ impl LogStore {
             if result.is_err() {
                 files.failed = true;
             }
-            result
+            // Fatal from here on: the operator's one line must say where (the kind stays).
+            result.map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("{e} (metadata log in {})", shared.dir.display()),
+                )
+            })
         })
         .await
         .unwrap_or_else(|e| Err(io::Error::other(format!("log write task failed: {e}"))));

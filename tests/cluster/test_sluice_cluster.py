@@ -24,7 +24,9 @@ each started by launcher.py as a combined broker + controller of a static quorum
   appears everywhere);
 - h. (Sluice only) 3 controller-only voters and 2 broker-only nodes: partitions only on the
   two brokers, a confluent-kafka round trip, and the brokers keep working after kill -9 of
-  the controller that logged its election.
+  the controller that logged its election;
+- i. (Sluice only) a voter whose metadata files cannot be written (an I/O error) exits with
+  status 1 and a line naming the cause, and restarts clean once the cause is gone.
 
 Requests meant for one chosen broker (Metadata "as broker 2 sees it", CreateTopics "through
 broker 3") are sent with kafka_wire.py; the clients pick their brokers themselves.
@@ -674,3 +676,44 @@ def test_controller_only_voters_and_broker_only_nodes(tmp_path: Path) -> None:
         wait_for("after-kill led on both brokers", lambda: leaders_everywhere(cluster, "after-kill", brokers), 30)
     finally:
         cluster.stop()
+
+
+# --- i: a voter whose metadata log fails --------------------------------------------------
+
+
+@pytest.mark.timeout(240)
+def test_a_voter_whose_metadata_log_cannot_be_written_exits_and_restarts_clean(fresh_cluster: Cluster) -> None:
+    """A write to a voter's metadata files that fails with an I/O error (not a full disk,
+    which is waited out) stops Raft on that node for good; the broker must then exit with
+    status 1 and say why, not linger half-alive. The failure is made real without a faulty
+    device: a directory named ``vote.tmp`` where the voter writes its next vote (EISDIR)."""
+    if KIND != "sluice":
+        pytest.skip("Sluice's metadata files (Kafka halts on a failed metadata log dir too, with its own layout)")
+    cluster = fresh_cluster
+    old = wait_for("an active controller every node names", lambda: active_controller(cluster), 30)
+    victim = next(n for n in live(cluster) if n.node_id != old)
+    quorum_dir = victim.data_dir / "__cluster_metadata-0"
+    assert (quorum_dir / "vote").is_file(), f"no vote file in {quorum_dir}"
+    blocker = quorum_dir / "vote.tmp"
+    blocker.mkdir()
+    # The survivors elect a new controller: each writes its vote, and the victim cannot.
+    _log(f"node {victim.node_id}'s next vote cannot be written; killing the controller, node {old}")
+    cluster.node(old).kill()
+    assert victim.wait_exit(60), f"node {victim.node_id} kept running after its metadata log failed:\n{victim.log_tail()}"
+    code = victim._proc.returncode if victim._proc is not None else None
+    log = victim.log_of_last_start()
+    assert code == 1, f"exit status {code}, wanted 1:\n{victim.log_tail()}"
+    assert "metadata quorum stopped after a failed write" in log, victim.log_tail()
+    assert "Write Vote" in log and str(quorum_dir) in log, f"the error does not say what and where:\n{victim.log_tail()}"
+
+    # The cause removed, both restart and the cluster works: the files were intact.
+    blocker.rmdir()
+    cluster.restart(victim, timeout=60)
+    cluster.restart(cluster.node(old), timeout=60)
+    wait_for("one controller named by all three", lambda: active_controller(cluster), 30)
+    create_through(victim, "after-metadata-failure", 3)
+    wait_for(
+        "after-metadata-failure everywhere",
+        lambda: all((m := metadata(n)) is not None and "after-metadata-failure" in m.topics for n in live(cluster)),
+        timeout=30,
+    )
