@@ -268,7 +268,12 @@ impl Groups {
     /// `cluster::groups`). None: COORDINATOR_NOT_AVAILABLE, which clients retry.
     pub fn coordinator_node(&self, state: &BrokerState, key: &str) -> Option<CoordinatorNode> {
         if let Some(node) = &state.cluster {
-            return crate::cluster::groups::coordinator(node, key, |p| self.partition_failed(p));
+            // A full voter whose image stopped names no coordinator for the partitions it
+            // leads there: clients ask again, and another broker knows where they went.
+            let aside = crate::cluster::routing::full_and_stale(state, node);
+            return crate::cluster::groups::coordinator(node, key, |p| {
+                aside || self.partition_failed(p)
+            });
         }
         if self.topic().is_none() || self.failed.load(Ordering::Acquire) {
             return None;

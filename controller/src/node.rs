@@ -69,6 +69,13 @@ impl MetadataNode {
         matches!(self, MetadataNode::Observer(_))
     }
 
+    /// Whether this node's image is known to have stopped while the cluster goes on: a
+    /// voter whose metadata log waits for space ([`MetadataService::image_is_stale`]). An
+    /// observer's image lives in memory and never is.
+    pub fn image_is_stale(&self) -> bool {
+        self.voter().is_some_and(MetadataService::image_is_stale)
+    }
+
     /// The voter's service, on a voter.
     pub fn voter(&self) -> Option<&MetadataService> {
         match self {

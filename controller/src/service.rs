@@ -244,6 +244,13 @@ impl MetadataService {
         self.is_active.load(Ordering::Acquire)
     }
 
+    /// Whether this node's metadata log waits for space on a full disk: its Raft is stuck
+    /// in the write, so its image stops at the last entry it applied while the others go
+    /// on without it (see `sluice_quorum::Quorum::waiting_for_space`).
+    pub fn image_is_stale(&self) -> bool {
+        self.quorum.is_waiting_for_space()
+    }
+
     /// The quorum leader this node knows of (the active controller, or about to be).
     pub fn controller_leader(&self) -> Option<NodeId> {
         self.quorum.leader()

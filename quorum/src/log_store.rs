@@ -271,6 +271,12 @@ impl LogStore {
         self.shared.space.waiting.subscribe()
     }
 
+    /// Whether a write is waiting for space on a full disk now (see
+    /// [`LogStore::waiting_for_space`]).
+    pub fn is_waiting_for_space(&self) -> bool {
+        *self.shared.space.waiting.borrow()
+    }
+
     /// The directory this log lives in.
     pub fn dir(&self) -> &Path {
         &self.shared.dir

@@ -411,6 +411,11 @@ impl Quorum {
         self.log.waiting_for_space()
     }
 
+    /// Whether this node's metadata log is waiting for space now.
+    pub fn is_waiting_for_space(&self) -> bool {
+        self.log.is_waiting_for_space()
+    }
+
     /// Whether this node is the leader (as far as it knows).
     pub fn is_leader(&self) -> bool {
         self.status.borrow().is_leader

@@ -68,7 +68,8 @@ pub fn offsets_replication_factor(configured: i16, cluster_size: usize) -> i16 {
 /// The coordinator of the group (or transactional id) `key`: the leader of its
 /// `__consumer_offsets` partition, with its endpoint on this listener. None
 /// (COORDINATOR_NOT_AVAILABLE) while the topic does not exist (this asks for it), the
-/// partition has no leader, or this broker leads it but could not load it (`failed`).
+/// partition has no leader, or this broker leads it but cannot serve it (`failed`: its
+/// load failed, or it steps aside, see `routing::steps_aside`).
 pub fn coordinator(
     node: &ClusterNode,
     key: &str,

@@ -5,7 +5,8 @@
 //! same. Unknown topics are created through the controller when the request allows it,
 //! `auto.create.topics.enable` is on and this broker is settled (unfenced, its own data
 //! adopted; until then LEADER_NOT_AVAILABLE, which clients retry); the request waits for
-//! the creation at most [`AUTO_CREATE_WAIT`].
+//! the creation at most [`AUTO_CREATE_WAIT`]. A full voter whose image has stopped answers
+//! no leader for the partitions it [steps aside](super::routing::steps_aside) from.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -233,6 +234,7 @@ fn describe_topic(
     include_ops: bool,
 ) -> MetadataResponseTopic {
     let local = state.topics.get(&topic.name).filter(|t| t.id == topic.id);
+    let full_and_stale = super::routing::full_and_stale(state, node);
     let partitions = topic
         .partitions
         .iter()
@@ -252,9 +254,10 @@ fn describe_topic(
                     offline.push(node.node_id);
                 }
             }
+            let aside = super::routing::steps_aside(node.node_id, p, full_and_stale);
             let error = if offline_here && p.leader == node.node_id {
                 ResponseError::KafkaStorageError.code()
-            } else if p.has_leader() {
+            } else if p.has_leader() && !aside {
                 0
             } else {
                 ResponseError::LeaderNotAvailable.code()
@@ -262,7 +265,7 @@ fn describe_topic(
             MetadataResponsePartition::default()
                 .with_error_code(error)
                 .with_partition_index(index as i32)
-                .with_leader_id(BrokerId(p.leader))
+                .with_leader_id(BrokerId(if aside { -1 } else { p.leader }))
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(ids(&p.replicas))
                 .with_isr_nodes(ids(&isr))

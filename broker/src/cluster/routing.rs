@@ -7,11 +7,14 @@
 //!   client may go there without a Metadata round trip);
 //! - the client's `current_leader_epoch` (when it sends one, >= 0) is older than the
 //!   partition's: FENCED_LEADER_EPOCH; newer (this broker's metadata is behind):
-//!   UNKNOWN_LEADER_EPOCH. Both make the client refresh its metadata.
+//!   UNKNOWN_LEADER_EPOCH. Both make the client refresh its metadata;
+//! - this broker leads it in its image but [steps aside](steps_aside) (a full voter whose
+//!   image has stopped): NOT_LEADER_OR_FOLLOWER without a hint.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::BrokerId;
 use kafka_protocol::protocol::StrBytes;
+use sluice_metadata::image::PartitionRegistration;
 use sluice_metadata::MetadataImage;
 use uuid::Uuid;
 
@@ -48,6 +51,26 @@ impl Served {
     }
 }
 
+/// Whether this broker's disk is below the free-space floor while its metadata log waits
+/// for space (so its image has stopped): see [`steps_aside`]. Read once per request.
+pub fn full_and_stale(state: &crate::state::BrokerState, node: &ClusterNode) -> bool {
+    node.service.image_is_stale() && state.disk.is_below_floor_now()
+}
+
+/// Whether this broker steps aside as the leader of a partition its image says it leads,
+/// when [`full_and_stale`]: Metadata then answers no leader and data requests
+/// NOT_LEADER_OR_FOLLOWER, so clients ask another broker where the partition went. Its
+/// heartbeats have reported the full disk to the controller (they reach a new controller
+/// while its own Raft is stuck, see the controller's `forward.rs`), which moves every
+/// partition with another in-sync replica that can write; this broker cannot learn where
+/// until its metadata log takes writes again, and without this its clients would retry
+/// the refused produces here (NOT_ENOUGH_REPLICAS does not make them refresh metadata)
+/// until space is freed. A partition whose ISR is this broker alone stays led here, as
+/// the controller leaves it.
+pub fn steps_aside(me: i32, registration: &PartitionRegistration, full_and_stale: bool) -> bool {
+    full_and_stale && registration.leader == me && registration.isr.iter().any(|&b| b != me)
+}
+
 /// The partition as this broker leads it, or why it does not serve it. The checks run in
 /// Kafka's order: a broker that holds no replica answers NOT_LEADER_OR_FOLLOWER whatever
 /// the epoch; a replica compares the client's epoch first.
@@ -57,6 +80,7 @@ pub fn check_leader(
     topic: TopicKey<'_>,
     partition: i32,
     current_leader_epoch: i32,
+    full_and_stale: bool,
 ) -> Result<Served, Misrouted> {
     let (topic_image, unknown) = match topic {
         TopicKey::Name(name) => (image.topic(name), ResponseError::UnknownTopicOrPartition),
@@ -101,6 +125,12 @@ pub fn check_leader(
     if registration.leader != me {
         return Err(not_leader);
     }
+    if steps_aside(me, registration, full_and_stale) {
+        return Err(Misrouted {
+            code: ResponseError::NotLeaderOrFollower,
+            leader: None,
+        });
+    }
     Ok(Served {
         leader_epoch: registration.leader_epoch,
         topic_id: Some(topic_image.id),
@@ -111,6 +141,8 @@ pub fn check_leader(
 pub struct Router<'a> {
     state: &'a crate::state::BrokerState,
     cluster: Option<(std::sync::Arc<ClusterNode>, std::sync::Arc<MetadataImage>)>,
+    /// See [`full_and_stale`].
+    full_and_stale: bool,
 }
 
 impl<'a> Router<'a> {
@@ -122,6 +154,10 @@ impl<'a> Router<'a> {
                 .cluster
                 .as_ref()
                 .map(|node| (node.clone(), node.image())),
+            full_and_stale: state
+                .cluster
+                .as_ref()
+                .is_some_and(|node| full_and_stale(state, node)),
         }
     }
 
@@ -134,9 +170,14 @@ impl<'a> Router<'a> {
         current_leader_epoch: i32,
     ) -> Result<Served, Misrouted> {
         match &self.cluster {
-            Some((node, image)) => {
-                check_leader(node.node_id, image, topic, partition, current_leader_epoch)
-            }
+            Some((node, image)) => check_leader(
+                node.node_id,
+                image,
+                topic,
+                partition,
+                current_leader_epoch,
+                self.full_and_stale,
+            ),
             // A single node's leader epoch is always 0: a newer one is from the future.
             // Checked only for a partition it has (an unknown one gets its own error from
             // the handler, first, as before).
@@ -230,7 +271,7 @@ mod tests {
         use ResponseError as E;
         let image = image();
         let name = TopicKey::Name("t");
-        let check = |me, key, p, epoch| code(check_leader(me, &image, key, p, epoch));
+        let check = |me, key, p, epoch| code(check_leader(me, &image, key, p, epoch, false));
         // The leader, with no epoch, the current one, an older and a newer one.
         assert_eq!(check(1, name, 0, -1), Ok(3));
         assert_eq!(check(1, name, 0, 3), Ok(3));
@@ -271,8 +312,36 @@ mod tests {
             Err((E::UnknownTopicId, None))
         );
         // Served by id, with the topic id the local log must have.
-        let served = check_leader(1, &image, TopicKey::Id(T), 0, -1).unwrap();
+        let served = check_leader(1, &image, TopicKey::Id(T), 0, -1, false).unwrap();
         assert!(served.is_topic(T));
         assert!(!served.is_topic(Uuid::from_u128(7)));
+    }
+
+    #[test]
+    fn a_full_voter_whose_image_stopped_steps_aside_where_another_replica_is_in_sync() {
+        use ResponseError as E;
+        let mut records = brokers(3);
+        records.push(topic("t", T));
+        // p0 led by 1 with 2 in sync; p1 led by 1 alone; p2 led by 2.
+        records.push(partition(T, 0, &[1, 2], &[1, 2], 1, 3));
+        records.push(partition(T, 1, &[1, 2], &[1], 1, 4));
+        records.push(partition(T, 2, &[1, 2], &[1, 2], 2, 5));
+        let image = image_of(&records);
+        let name = TopicKey::Name("t");
+        let check = |p, aside| code(check_leader(1, &image, name, p, -1, aside));
+        // Not full, or its image not stopped: served as before.
+        assert_eq!(check(0, false), Ok(3));
+        assert_eq!(check(1, false), Ok(4));
+        // Full and stale: the controller moves p0 to broker 2, which this broker cannot
+        // see; no hint (its image's leader is itself).
+        assert_eq!(check(0, true), Err((E::NotLeaderOrFollower, None)));
+        // Nobody else in sync: the controller leaves it here, and so does this broker.
+        assert_eq!(check(1, true), Ok(4));
+        // Led elsewhere: unchanged.
+        assert_eq!(check(2, true), Err((E::NotLeaderOrFollower, Some((2, 5)))));
+        let p0 = image.topic("t").unwrap().partition(0).unwrap();
+        assert!(steps_aside(1, p0, true));
+        assert!(!steps_aside(2, p0, true));
+        assert!(!steps_aside(1, p0, false));
     }
 }
