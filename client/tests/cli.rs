@@ -11,6 +11,14 @@ use sluice_client::producer::partitioner::partition_for_key;
 use sluice_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord};
 
 /// Runs `sluice ARGS` against `broker`, with `stdin` as input.
+/// Milliseconds since the epoch now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 fn sluice(broker: &Broker, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
@@ -529,6 +537,44 @@ fn replay_from_an_offset_and_from_a_time() {
         b"",
     );
     assert_eq!(out, "p1-19\n");
+    // Seconds since the epoch (a common slip) are read as seconds, with a note.
+    let seconds = ((base + 19_000) / 1000).to_string();
+    let output = sluice(
+        &broker,
+        &["consume", &topic, "-p", "0", "--from-time", &seconds],
+        b"",
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "p0-19\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("note: reading") && stderr.contains("seconds"),
+        "{stderr}"
+    );
+    // A time before now: the records (from 2024) are older than an hour ago, and all
+    // newer than enough days ago.
+    assert_eq!(
+        ok(
+            &broker,
+            &["consume", &topic, "-p", "0", "--from-time", "-1h"],
+            b""
+        ),
+        ""
+    );
+    let days = ((now_ms() - base) / 86_400_000 + 1).to_string();
+    let out = ok(
+        &broker,
+        &[
+            "consume",
+            &topic,
+            "-p",
+            "0",
+            "--from-time",
+            &format!("-{days}d"),
+        ],
+        b"",
+    );
+    assert_eq!(out.lines().count(), 20, "{out}");
     // --count stops early.
     let out = ok(
         &broker,
@@ -755,6 +801,50 @@ fn errors_are_one_line_with_a_non_zero_exit() {
     let line = fails(&broker, &["consume", &topic, "--from-time", "yesterday"], 2);
     assert!(line.contains("RFC 3339"), "{line}");
     fails(&broker, &["produce", &topic, "--acks", "2"], 2);
+    // Out-of-range values are usage errors too (exit 2), before anything is sent.
+    let line = fails(
+        &broker,
+        &["topic", "create", "cli-p0", "--partitions", "0"],
+        2,
+    );
+    assert!(line.contains("--partitions"), "{line}");
+    fails(
+        &broker,
+        &["topic", "create", "cli-rf0", "--replication-factor", "0"],
+        2,
+    );
+    fails(&broker, &["consume", &topic, "--partition", "-1"], 2);
+    fails(&broker, &["produce", &topic, "--key-separator", ""], 2);
+    fails(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            &topic,
+            "--to-offset",
+            "-1",
+        ],
+        2,
+    );
+    // Typos get clap's suggestion; habits from Kafka's tools and kcat get a hint.
+    let line = fails(&broker, &["consume", &topic, "--foramt", "json"], 2);
+    assert!(line.contains("'--format'"), "{line}");
+    let line = fails(&broker, &["topic", "craete", "x"], 2);
+    assert!(line.contains("'create'"), "{line}");
+    let line = fails(&broker, &["consume", &topic, "--from-beginning"], 2);
+    assert!(line.contains("earliest"), "{line}");
+    let line = fails(&broker, &["consume", "--topic", &topic], 2);
+    assert!(line.contains("first argument"), "{line}");
+    let line = fails(
+        &broker,
+        &["--bootstrap-server", &broker.addr, "topic", "list"],
+        2,
+    );
+    assert!(line.contains("--bootstrap"), "{line}");
+    let line = fails(&broker, &["consume", &topic, "-c", "5"], 2);
+    assert!(line.contains("--count"), "{line}");
     fails(&broker, &["produce", &topic, "--compression", "brotli"], 2);
 
     // A reader that goes away (`| head`) is not an error.

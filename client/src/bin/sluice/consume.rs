@@ -76,7 +76,7 @@ pub struct ConsumeArgs {
     #[arg(long, short = 'g', value_name = "GROUP", conflicts_with = "partition")]
     pub group: Option<String>,
     /// Read only this partition.
-    #[arg(long, short = 'p', value_name = "P")]
+    #[arg(long, short = 'p', value_name = "P", value_parser = clap::value_parser!(i32).range(0..))]
     pub partition: Option<i32>,
     /// Start at this offset in each partition read: a number, earliest (the default)
     /// or latest (only records produced from now on).
@@ -84,9 +84,10 @@ pub struct ConsumeArgs {
           conflicts_with_all = ["from_time", "group"])]
     pub offset: Option<StartOffset>,
     /// Start at the first record at or after this time: RFC 3339
-    /// (2024-05-01T12:00:00Z) or milliseconds since the epoch.
+    /// (2024-05-01T12:00:00Z), milliseconds since the epoch (a number below 10^11 is
+    /// read as seconds, with a note), or a time before now: -30s, -15m, -1h, -2d.
     #[arg(long, short = 't', value_name = "TIME", value_parser = util::parse_time,
-          conflicts_with = "group")]
+          allow_hyphen_values = true, conflicts_with = "group")]
     pub from_time: Option<i64>,
     /// Stop after this many records.
     #[arg(long, short = 'n', value_name = "N")]

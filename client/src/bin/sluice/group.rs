@@ -44,10 +44,11 @@ pub enum GroupCommand {
         #[arg(long)]
         to_latest: bool,
         /// To this offset in every partition (clamped to each partition's log).
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..))]
         to_offset: Option<i64>,
-        /// To the first record at or after this time: RFC 3339 or epoch milliseconds.
-        #[arg(long, value_name = "TIME", value_parser = util::parse_time)]
+        /// To the first record at or after this time: RFC 3339, epoch milliseconds (or
+        /// seconds), or a time before now such as -1h.
+        #[arg(long, value_name = "TIME", value_parser = util::parse_time, allow_hyphen_values = true)]
         to_time: Option<i64>,
     },
 }
@@ -138,7 +139,6 @@ pub async fn run(bootstrap: &str, command: GroupCommand) -> Result<ExitCode> {
             let to = match (to_earliest, to_latest, to_offset, to_time) {
                 (true, _, _, _) => ResetTo::Earliest,
                 (_, true, _, _) => ResetTo::Latest,
-                (_, _, Some(n), _) if n < 0 => anyhow::bail!("--to-offset must be at least 0"),
                 (_, _, Some(n), _) => ResetTo::Offset(n),
                 (_, _, _, Some(ms)) => ResetTo::Timestamp(ms),
                 _ => {

@@ -60,11 +60,11 @@ pub struct ProduceArgs {
     /// Split each line at the first SEP: the part before is the record's key, the part
     /// after its value. Records with the same key go to the same partition, in order.
     /// Lines without SEP are sent without a key.
-    #[arg(long, short = 'K', value_name = "SEP")]
+    #[arg(long, short = 'K', value_name = "SEP", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub key_separator: Option<String>,
     /// Send every record to this partition (default: chosen by key; records without a
     /// key are spread over the partitions).
-    #[arg(long, short = 'p', value_name = "P")]
+    #[arg(long, short = 'p', value_name = "P", value_parser = clap::value_parser!(i32).range(0..))]
     pub partition: Option<i32>,
     /// When the broker confirms a record. With `all` (the default) the producer is
     /// idempotent: a batch retried after a lost answer or a broker restart is written
@@ -90,9 +90,6 @@ pub struct ProduceArgs {
 const PROGRESS_THRESHOLD: u64 = 4 * 1024 * 1024;
 
 pub async fn run(bootstrap: &str, args: ProduceArgs) -> Result<ExitCode> {
-    if args.key_separator.as_deref() == Some("") {
-        anyhow::bail!("--key-separator must not be empty");
-    }
     let client = util::connect(bootstrap).await?;
     let topic = client
         .fetch_topic(&args.topic, false)

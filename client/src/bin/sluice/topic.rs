@@ -23,11 +23,11 @@ pub enum TopicCommand {
         /// Number of partitions. Records with the same key always go to the same
         /// partition, and order is kept within a partition. Default: the broker's
         /// num.partitions.
-        #[arg(long, short = 'p', value_name = "N")]
+        #[arg(long, short = 'p', value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
         partitions: Option<i32>,
         /// Copies of each partition kept on different brokers. Default: the broker's
         /// default.replication.factor.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i16).range(1..))]
         replication_factor: Option<i16>,
         /// A topic setting, e.g. retention.ms=86400000 (keep records one day) or
         /// cleanup.policy=compact. Repeat for several.
@@ -75,9 +75,6 @@ pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
             replication_factor,
             configs,
         } => {
-            if partitions.is_some_and(|p| p < 1) {
-                anyhow::bail!("--partitions must be at least 1");
-            }
             admin
                 .create_topics(&[NewTopic {
                     name: name.clone(),

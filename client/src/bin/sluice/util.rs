@@ -53,19 +53,62 @@ pub fn usage_error(error: clap::Error) -> ExitCode {
             ExitCode::from(2)
         }
         _ => {
-            // The first paragraph of clap's message, on one line.
-            let text = error.to_string();
-            let paragraph: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .take_while(|l| !l.is_empty())
-                .collect();
-            let message = paragraph.join(" ");
-            let message = message.strip_prefix("error: ").unwrap_or(&message);
-            eprintln!("error: {message} (see --help)");
+            eprintln!("{}", usage_line(&error));
             ExitCode::from(2)
         }
     }
+}
+
+/// A usage error as one line: clap's first paragraph, its tips ("a similar argument
+/// exists: '--format'"), and a hint for a habit from Kafka's or kcat's tools.
+fn usage_line(error: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let text = error.to_string();
+    let paragraph: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let message = paragraph.join(" ");
+    let mut line = message
+        .strip_prefix("error: ")
+        .unwrap_or(&message)
+        .to_owned();
+    let invalid = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => Some(arg.as_str()),
+        _ => None,
+    };
+    match invalid.and_then(habit_hint) {
+        // The habit's own hint says more than a look-alike flag (`--from-beginning` is
+        // not `--from-time`).
+        Some(hint) => line.push_str(&format!("; {hint}")),
+        None => {
+            for tip in text.lines().filter_map(|l| l.trim().strip_prefix("tip: ")) {
+                line.push_str(&format!("; {tip}"));
+            }
+        }
+    }
+    format!("error: {line} (see --help)")
+}
+
+/// What to use instead of a flag of Kafka's console tools or kcat.
+fn habit_hint(arg: &str) -> Option<&'static str> {
+    let flag = arg.split_once('=').map_or(arg, |(flag, _)| flag);
+    Some(match flag {
+        "--from-beginning" => {
+            "sluice consume reads from the earliest offset unless told otherwise (--offset earliest)"
+        }
+        "--topic" => "the topic is the first argument: sluice consume TOPIC, sluice produce TOPIC",
+        "--bootstrap-server" | "--broker-list" | "--bootstrap-servers" => {
+            "use --bootstrap HOST:PORT (or -b, or $SLUICE_BOOTSTRAP)"
+        }
+        "-e" => "sluice consume stops at the end by default; --follow keeps waiting for more",
+        "-c" | "--max-messages" => "use --count N (or -n N) to stop after N records",
+        "-C" => "use sluice consume TOPIC",
+        "-P" => "use sluice produce TOPIC",
+        "-L" => "use sluice cluster describe, or sluice topic describe TOPIC",
+        _ => return None,
+    })
 }
 
 /// The error and its causes on one line, plus a hint for the common cases.
@@ -93,23 +136,72 @@ pub fn error_line(error: &anyhow::Error) -> String {
     line.replace('\n', " ")
 }
 
-/// Parses a time given as RFC 3339 (`2024-05-01T12:00:00Z`, `2024-05-01T14:00:00+02:00`)
-/// or as milliseconds since the Unix epoch.
+/// Numbers below this are seconds since the epoch, not milliseconds: as milliseconds they
+/// would be before 1973-03-04, as seconds they reach the year 5138.
+const SECONDS_BELOW: i64 = 100_000_000_000;
+
+/// Parses a time (milliseconds since the epoch) given as:
+/// - RFC 3339: `2024-05-01T12:00:00Z`, `2024-05-01T14:00:00+02:00`;
+/// - a number since the Unix epoch: milliseconds, or seconds when below 10^11 (a common
+///   slip; said on stderr);
+/// - a time before now, as rpk takes it: `-15m`, `-1h`, `-2d` (units ms, s, m, h, d).
 pub fn parse_time(text: &str) -> Result<i64, String> {
+    parse_time_at(text, now_ms())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// [`parse_time`] with "now" given.
+fn parse_time_at(text: &str, now_ms: i64) -> Result<i64, String> {
     let text = text.trim();
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        return text
+        let n = text
             .parse::<i64>()
-            .map_err(|_| format!("{text} is too large for milliseconds since the epoch"));
+            .map_err(|_| format!("{text} is too large for milliseconds since the epoch"))?;
+        if n > 0 && n < SECONDS_BELOW {
+            let ms = n.saturating_mul(1000);
+            eprintln!(
+                "note: reading {n} as seconds since the epoch ({}); give milliseconds or RFC 3339 to be exact",
+                format_time(ms)
+            );
+            return Ok(ms);
+        }
+        return Ok(n);
+    }
+    if let Some(ago) = text.strip_prefix('-') {
+        let ms = parse_duration_ms(ago).ok_or_else(|| {
+            format!("{text:?} is not a time before now; use e.g. -30s, -15m, -1h or -2d")
+        })?;
+        return Ok(now_ms.saturating_sub(ms));
     }
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_millis())
         .map_err(|e| {
             format!(
-                "{text:?} is not a time ({e}); use RFC 3339 like 2024-05-01T12:00:00Z or \
-                 milliseconds since the epoch like 1714564800000"
+                "{text:?} is not a time ({e}); use RFC 3339 like 2024-05-01T12:00:00Z, \
+                 milliseconds since the epoch like 1714564800000, or a time before now like -1h"
             )
         })
+}
+
+/// `500ms`, `30s`, `15m`, `1h`, `2d` in milliseconds.
+fn parse_duration_ms(text: &str) -> Option<i64> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: i64 = number.parse().ok()?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(unit_ms)
 }
 
 /// RFC 3339 in UTC with milliseconds, e.g. `2024-05-01T12:00:00.000Z`.
@@ -197,6 +289,49 @@ mod tests {
         assert!(parse_time("").is_err());
         assert_eq!(format_time(1_714_564_800_250), "2024-05-01T12:00:00.250Z");
         assert_eq!(format_time(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn seconds_and_times_before_now() {
+        // Seconds since the epoch (a common slip) by magnitude; milliseconds stay.
+        assert_eq!(parse_time("1714564800"), Ok(1_714_564_800_000));
+        assert_eq!(parse_time("99999999999"), Ok(99_999_999_999_000));
+        assert_eq!(parse_time("100000000000"), Ok(100_000_000_000));
+        assert_eq!(parse_time("0"), Ok(0));
+        let now = 1_714_564_800_000;
+        assert_eq!(parse_time_at("-15m", now), Ok(now - 900_000));
+        assert_eq!(parse_time_at("-1h", now), Ok(now - 3_600_000));
+        assert_eq!(parse_time_at("-2d", now), Ok(now - 172_800_000));
+        assert_eq!(parse_time_at("-30s", now), Ok(now - 30_000));
+        assert_eq!(parse_time_at("-500ms", now), Ok(now - 500));
+        for bad in ["-", "-h", "-1w", "-1.5h", "--1h"] {
+            assert!(parse_time_at(bad, now).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn usage_errors_keep_tips_and_map_habits() {
+        use clap::Parser;
+        #[derive(Debug, clap::Parser)]
+        struct Args {
+            #[arg(long)]
+            format: Option<String>,
+        }
+        let typo = Args::try_parse_from(["sluice", "--foramt", "json"]).unwrap_err();
+        let line = usage_line(&typo);
+        assert!(
+            line.contains("'--foramt'") && line.contains("'--format'"),
+            "{line}"
+        );
+        assert_eq!(line.lines().count(), 1, "{line}");
+        let habit = Args::try_parse_from(["sluice", "--bootstrap-server", "x"]).unwrap_err();
+        assert!(
+            usage_line(&habit).contains("use --bootstrap"),
+            "{}",
+            usage_line(&habit)
+        );
+        assert_eq!(habit_hint("--from-beginning").is_some(), true);
+        assert_eq!(habit_hint("--format"), None);
     }
 
     #[test]
