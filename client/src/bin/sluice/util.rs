@@ -330,7 +330,7 @@ mod tests {
             "{}",
             usage_line(&habit)
         );
-        assert_eq!(habit_hint("--from-beginning").is_some(), true);
+        assert!(habit_hint("--from-beginning").is_some());
         assert_eq!(habit_hint("--format"), None);
     }
 
