@@ -52,7 +52,9 @@
 //!
 //! Reads wait too: the coordinator's state changes when a call appends, before the high
 //! watermark passes the records, so an OffsetFetch answer is held until it does
-//! ([`Groups::fetch_offsets`]); a client never sees a commit a failover could undo.
+//! ([`Groups::fetch_offsets`]); a client never sees an appended commit that a failover
+//! could undo. (A commit whose append failed stays in memory until the partition is
+//! loaded again; Kafka's coordinator reverts it.)
 //! DescribeGroups and ListGroups answer at once (membership is rebuilt by rejoining).
 //!
 //! A restatement (see `docs/groups.md`) deletes the records before it only once it is
@@ -270,9 +272,9 @@ impl Groups {
         if let Some(node) = &state.cluster {
             // A full voter whose image stopped names no coordinator for the partitions it
             // leads there: clients ask again, and another broker knows where they went.
-            let aside = crate::cluster::routing::full_and_stale(state, node);
-            return crate::cluster::groups::coordinator(node, key, |p| {
-                aside || self.partition_failed(p)
+            let full_and_stale = crate::cluster::routing::full_and_stale(state, node);
+            return crate::cluster::groups::coordinator(node, key, full_and_stale, |p| {
+                self.partition_failed(p)
             });
         }
         if self.topic().is_none() || self.failed.load(Ordering::Acquire) {

@@ -8,9 +8,11 @@
 //! named by the last `NotController` answer, else to the configured voters in turn (any of
 //! them names the leader). A node never forwards what it received from another node: the
 //! handler runs it here or answers `NotController { leader }`. A node whose metadata log
-//! waits for space on a full disk treats itself as no leader, even the active controller:
-//! its Raft is stuck in the write and the others elect a leader without it, so its requests
-//! go to them (a request it was running here is abandoned, undecided). That is how the
+//! waits for space on a full disk treats itself as no leader, even the active controller,
+//! and does not trust the leader it last knew: its Raft is stuck in the write and the
+//! others elect a leader without it, so its requests go to them by hint and in turn. A
+//! request it was running here is abandoned and sent there (it may have executed: an entry
+//! may have reached followers before the write got stuck). That is how the
 //! broker of a full node still reaches the new controller, whose answer to its heartbeat
 //! (`storage_unavailable`) moves its leaderships away within seconds, not a session.
 //!
@@ -18,8 +20,9 @@
 //! short when this node learns of a new leader), only when it was certainly not executed or
 //! the target could not be reached: a `NotController` answer (from this node's own
 //! controller task or a remote one), a node that is stopping, a failed connect, a
-//! connection that failed before the answer, or no answer yet when this node learns of
-//! another leader (the target may hang). These last two may have executed the request:
+//! connection that failed before the answer, no answer yet when this node learns of
+//! another leader (the target may hang), or this node's metadata log starting to wait for
+//! space while it ran the request itself. These last three may have executed the request:
 //! sending it again is harmless for every request here except CreateTopics and
 //! CreatePartitions, whose second attempt then answers `TOPIC_ALREADY_EXISTS` /
 //! `INVALID_PARTITIONS` for what the first did; AllocateProducerIds may hand out a block
@@ -212,7 +215,8 @@ impl Local {
                     .await;
                 Answered {
                     value: A::FetchMetadata(MetadataFetch {
-                        leader: quorum.leader(),
+                        // A voter stuck on a full disk knows no current leader.
+                        leader: quorum.leader().filter(|_| !quorum.is_waiting_for_space()),
                         content,
                     }),
                     offset,
@@ -315,13 +319,16 @@ impl Forwarder {
             // quorum: whatever it last knew (even that it leads) is stale, and the others
             // elect a leader without it. Ask them.
             let stuck = *waiting_for_space.borrow_and_update();
-            let known_leader = self.quorum.leader().filter(|l| !stuck || *l != me);
+            // A stuck node's view of the leader is as old as its last applied entry (that
+            // leader may be gone): ask by hint and in turn instead.
+            let known_leader = self.quorum.leader().filter(|_| !stuck);
             let outcome = if !stuck && self.is_active.load(Ordering::Acquire) {
                 tokio::select! {
                     r = self.run_here(request.clone(), remaining) => r,
-                    // Not decided: the log store shows an entry to replication only once
-                    // it is written and fsynced here, so no follower has the entry this
-                    // request waits for.
+                    // Abandoned: it may still take effect (an entry it waits for may
+                    // have reached followers before this node's write got stuck, or the
+                    // disk may clear before another leader is elected), so sending it
+                    // again is the "may have executed" case of the module docs.
                     () = until_true(&mut waiting_for_space) => Err(Failure::Retry(
                         ControllerError::NotController { leader: None },
                     )),
@@ -332,7 +339,7 @@ impl Forwarder {
                     leader: None,
                 }))
             } else {
-                let target = known_leader.or(hint.take()).or_else(|| {
+                let target = known_leader.or_else(|| hint.take()).or_else(|| {
                     let v = voters.get(next_voter % voters.len().max(1)).copied();
                     next_voter += 1;
                     v
@@ -389,14 +396,17 @@ impl Forwarder {
         }
     }
 
-    /// Resolves once this node knows a quorum leader other than `target` (and other than
-    /// itself if `stuck`: its Raft waits for space, and still names the leader it knew).
+    /// Resolves once this node knows a quorum leader other than `target`; never if
+    /// `stuck` (its Raft waits for space, and its frozen view names the leader it last
+    /// knew, which says nothing about `target`).
     async fn leader_other_than(&self, target: NodeId, stuck: bool) -> NodeId {
-        let me = self.local.node_id;
+        if stuck {
+            return std::future::pending().await;
+        }
         let mut status = self.quorum.subscribe();
         loop {
             if let Some(l) = status.borrow_and_update().leader {
-                if l != target && !(stuck && l == me) {
+                if l != target {
                     return l;
                 }
             }

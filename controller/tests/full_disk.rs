@@ -78,6 +78,10 @@ async fn a_full_active_controller_sends_its_requests_to_the_new_one() {
     .expect("allocated by the new controller");
     let took = started.elapsed();
     assert!(
+        full.image_is_stale(),
+        "the full node's metadata log still waits for space"
+    );
+    assert!(
         took < Duration::from_secs(15),
         "took {took:?}: the request waited on the stuck node instead of the new controller"
     );
@@ -97,4 +101,5 @@ async fn a_full_active_controller_sends_its_requests_to_the_new_one() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     c.converged(block.offset).await;
+    assert!(!full.image_is_stale());
 }

@@ -68,11 +68,12 @@ pub fn offsets_replication_factor(configured: i16, cluster_size: usize) -> i16 {
 /// The coordinator of the group (or transactional id) `key`: the leader of its
 /// `__consumer_offsets` partition, with its endpoint on this listener. None
 /// (COORDINATOR_NOT_AVAILABLE) while the topic does not exist (this asks for it), the
-/// partition has no leader, or this broker leads it but cannot serve it (`failed`: its
-/// load failed, or it steps aside, see `routing::steps_aside`).
+/// partition has no leader, or this broker leads it but could not load it (`failed`) or
+/// steps aside from it (`routing::steps_aside`, when `full_and_stale`).
 pub fn coordinator(
     node: &ClusterNode,
     key: &str,
+    full_and_stale: bool,
     failed: impl Fn(i32) -> bool,
 ) -> Option<CoordinatorNode> {
     let image = node.image();
@@ -85,7 +86,10 @@ pub fn coordinator(
     let count = i32::try_from(topic.partitions.len()).ok()?;
     let index = partition_for(key, count);
     let partition = topic.partition(index)?;
-    if !partition.has_leader() || (partition.leader == node.node_id && failed(index)) {
+    if !partition.has_leader()
+        || (partition.leader == node.node_id && failed(index))
+        || super::routing::steps_aside(node.node_id, &image, partition, full_and_stale)
+    {
         return None;
     }
     let broker = image.broker(partition.leader)?;

@@ -254,7 +254,7 @@ fn describe_topic(
                     offline.push(node.node_id);
                 }
             }
-            let aside = super::routing::steps_aside(node.node_id, p, full_and_stale);
+            let aside = super::routing::steps_aside(node.node_id, image, p, full_and_stale);
             let error = if offline_here && p.leader == node.node_id {
                 ResponseError::KafkaStorageError.code()
             } else if p.has_leader() && !aside {

@@ -66,9 +66,21 @@ pub fn full_and_stale(state: &crate::state::BrokerState, node: &ClusterNode) -> 
 /// until its metadata log takes writes again, and without this its clients would retry
 /// the refused produces here (NOT_ENOUGH_REPLICAS does not make them refresh metadata)
 /// until space is freed. A partition whose ISR is this broker alone stays led here, as
-/// the controller leaves it.
-pub fn steps_aside(me: i32, registration: &PartitionRegistration, full_and_stale: bool) -> bool {
-    full_and_stale && registration.leader == me && registration.isr.iter().any(|&b| b != me)
+/// the controller leaves it, and so does one whose other in-sync replicas this broker's
+/// image shows unusable (fenced, stopping, or full themselves: the controller moves a
+/// partition only to a replica that can take it).
+pub fn steps_aside(
+    me: i32,
+    image: &MetadataImage,
+    registration: &PartitionRegistration,
+    full_and_stale: bool,
+) -> bool {
+    full_and_stale
+        && registration.leader == me
+        && registration
+            .isr
+            .iter()
+            .any(|&b| b != me && image.broker(b).is_some_and(|r| r.is_usable()))
 }
 
 /// The partition as this broker leads it, or why it does not serve it. The checks run in
@@ -125,7 +137,7 @@ pub fn check_leader(
     if registration.leader != me {
         return Err(not_leader);
     }
-    if steps_aside(me, registration, full_and_stale) {
+    if steps_aside(me, image, registration, full_and_stale) {
         return Err(Misrouted {
             code: ResponseError::NotLeaderOrFollower,
             leader: None,
@@ -169,6 +181,28 @@ impl<'a> Router<'a> {
         partition: i32,
         current_leader_epoch: i32,
     ) -> Result<Served, Misrouted> {
+        self.check_as(topic, partition, current_leader_epoch, false)
+    }
+
+    /// [`Router::check`] for a follower's fetch, which a leader that
+    /// [steps aside](steps_aside) still serves: the follower keeps its copy current (and
+    /// its place in the ISR) until the controller's move reaches it.
+    pub fn check_follower(
+        &self,
+        topic: TopicKey<'_>,
+        partition: i32,
+        current_leader_epoch: i32,
+    ) -> Result<Served, Misrouted> {
+        self.check_as(topic, partition, current_leader_epoch, true)
+    }
+
+    fn check_as(
+        &self,
+        topic: TopicKey<'_>,
+        partition: i32,
+        current_leader_epoch: i32,
+        follower: bool,
+    ) -> Result<Served, Misrouted> {
         match &self.cluster {
             Some((node, image)) => check_leader(
                 node.node_id,
@@ -176,7 +210,7 @@ impl<'a> Router<'a> {
                 topic,
                 partition,
                 current_leader_epoch,
-                self.full_and_stale,
+                self.full_and_stale && !follower,
             ),
             // A single node's leader epoch is always 0: a newer one is from the future.
             // Checked only for a partition it has (an unknown one gets its own error from
@@ -340,8 +374,18 @@ mod tests {
         // Led elsewhere: unchanged.
         assert_eq!(check(2, true), Err((E::NotLeaderOrFollower, Some((2, 5)))));
         let p0 = image.topic("t").unwrap().partition(0).unwrap();
-        assert!(steps_aside(1, p0, true));
-        assert!(!steps_aside(2, p0, true));
-        assert!(!steps_aside(1, p0, false));
+        assert!(steps_aside(1, &image, p0, true));
+        assert!(!steps_aside(2, &image, p0, true));
+        assert!(!steps_aside(1, &image, p0, false));
+        // The other in-sync replica is fenced in this broker's image: the controller
+        // cannot move the partition there, so it stays led here.
+        let mut fenced = records.clone();
+        match &mut fenced[1] {
+            sluice_metadata::records::MetadataRecord::RegisterBroker(b) => b.fenced = true,
+            other => panic!("broker 2's registration expected, not {other:?}"),
+        }
+        let fenced = image_of(&fenced);
+        let p0 = fenced.topic("t").unwrap().partition(0).unwrap();
+        assert!(!steps_aside(1, &fenced, p0, true));
     }
 }

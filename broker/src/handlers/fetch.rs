@@ -114,7 +114,12 @@ pub fn handle(
             TopicKey::Name(&fetch_topic.topic.0)
         };
         for fetch in &fetch_topic.partitions {
-            let served = match router.check(key, fetch.partition, fetch.current_leader_epoch) {
+            let routed = if follower.is_some() {
+                router.check_follower(key, fetch.partition, fetch.current_leader_epoch)
+            } else {
+                router.check(key, fetch.partition, fetch.current_leader_epoch)
+            };
+            let served = match routed {
                 Ok(served) => served,
                 Err(misrouted) => {
                     answer_now = true;
