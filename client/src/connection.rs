@@ -42,6 +42,9 @@ use crate::error::{Error, Result};
 /// (50 MiB by default); anything far beyond that is a corrupt length prefix.
 pub const MAX_RESPONSE_SIZE: usize = 512 * 1024 * 1024;
 
+/// The largest first answer on a connection (ApiVersions') taken as a Kafka frame.
+const FIRST_RESPONSE_MAX: usize = 1024 * 1024;
+
 /// The ApiVersions version sent first (3 is the first with client software names and
 /// flexible encoding; Kafka 2.4+ supports it).
 const API_VERSIONS_FIRST_TRY: i16 = 3;
@@ -526,6 +529,24 @@ async fn read_loop(shared: Arc<Shared>, reader: OwnedReadHalf) {
     shared.fail(error);
 }
 
+/// Why the first four bytes of an answer (read as a Kafka frame size that no broker
+/// sends) show the server is something else, in words for the user.
+fn not_a_kafka_frame(first: [u8; 4]) -> String {
+    let text = String::from_utf8_lossy(&first).to_ascii_lowercase();
+    if text.starts_with("http") || text.starts_with("<!do") || text.starts_with("<htm") {
+        return "it answered like an HTTP server (is this the broker's Kafka port?)".to_owned();
+    }
+    // A TLS record: content type 0x14-0x17 (alert 0x15, handshake 0x16), version 3.x.
+    if (0x14..=0x17).contains(&first[0]) && first[1] == 3 {
+        return "it answered with TLS (a TLS listener; this client speaks plaintext Kafka)"
+            .to_owned();
+    }
+    format!(
+        "its answer starts with a frame size of {} bytes, which no Kafka broker sends (is this the broker's Kafka port?)",
+        i32::from_be_bytes(first)
+    )
+}
+
 /// Reads frames until EOF (Ok) or a failure, delivering each to its waiting request.
 async fn read_responses(shared: &Shared, reader: OwnedReadHalf) -> Result<()> {
     let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
@@ -534,22 +555,41 @@ async fn read_responses(shared: &Shared, reader: OwnedReadHalf) -> Result<()> {
         addr: shared.addr.clone(),
         source: Arc::new(e),
     };
+    // The first answer on a connection is ApiVersions', a few KiB at most: a larger size
+    // there is another protocol's first bytes (an HTTP status line, a TLS record). A bad
+    // size later is a broker's fault.
+    let mut first = true;
     loop {
         let size = match reader.read_i32().await {
             Ok(size) => size,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(io_error(e)),
         };
-        let size = usize::try_from(size)
+        let largest = if first {
+            FIRST_RESPONSE_MAX
+        } else {
+            MAX_RESPONSE_SIZE
+        };
+        let size = match usize::try_from(size)
             .ok()
-            .filter(|&s| (4..=MAX_RESPONSE_SIZE).contains(&s))
-            .ok_or_else(|| {
-                Error::protocol(
+            .filter(|&s| (4..=largest).contains(&s))
+        {
+            Some(size) => size,
+            None if first => {
+                return Err(Error::NotKafka {
+                    addr: shared.addr.clone(),
+                    evidence: not_a_kafka_frame(size.to_be_bytes()),
+                })
+            }
+            None => {
+                return Err(Error::protocol(
                     "response",
                     &shared.addr,
                     format!("frame size {size} is invalid"),
-                )
-            })?;
+                ))
+            }
+        };
+        first = false;
         // Read into uninitialised capacity: zeroing a large fetch answer first costs
         // about as much as decoding it. The buffer is a recycled one when a previous
         // answer's has been let go (see `buffer_pool`).

@@ -62,6 +62,10 @@ pub enum Error {
     /// A request could not be encoded (a field does not fit its wire type).
     #[error("cannot encode {api} request: {reason}")]
     Encode { api: &'static str, reason: String },
+    /// The server at `addr` does not speak the Kafka protocol: its first answer is not a
+    /// Kafka frame (an HTTP server, a TLS listener, another service on that port).
+    #[error("{addr} is not a Kafka broker: {evidence}")]
+    NotKafka { addr: String, evidence: String },
     /// The broker sent something this client cannot make sense of.
     #[error("invalid {api} response from {addr}: {reason}")]
     Protocol {

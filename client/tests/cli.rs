@@ -877,6 +877,85 @@ fn errors_are_one_line_with_a_non_zero_exit() {
     );
 }
 
+/// A loopback server that answers every connection with `reply` (after reading what the
+/// client sent) and closes it, until dropped. Not a Kafka broker.
+struct NotKafka {
+    addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NotKafka {
+    fn start(reply: &'static [u8]) -> NotKafka {
+        use std::io::Read;
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // Bounded: a minute at most, whatever the test does.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !stopping.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        conn.set_nonblocking(false).unwrap();
+                        conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                            .unwrap();
+                        let mut request = [0u8; 512];
+                        let _ = conn.read(&mut request);
+                        let _ = conn.write_all(reply);
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            }
+        });
+        NotKafka {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for NotKafka {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn a_server_that_is_not_a_kafka_broker_is_named_as_such() {
+    let cases: [(&[u8], &str); 3] = [
+        (
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+            "HTTP server",
+        ),
+        // A TLS alert record (handshake failure), as a TLS listener sends to plaintext.
+        (&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28], "TLS"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", "frame size"),
+    ];
+    for (reply, expected) in cases {
+        let server = NotKafka::start(reply);
+        let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["--bootstrap", &server.addr, "topic", "list"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("is not a Kafka broker") && stderr.contains(expected),
+            "{expected}: {stderr}"
+        );
+        assert!(!stderr.contains("is a broker running there"), "{stderr}");
+    }
+}
+
 #[test]
 fn produce_exits_non_zero_when_a_record_fails() {
     let broker = Broker::start();

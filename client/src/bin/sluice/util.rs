@@ -121,19 +121,29 @@ pub fn error_line(error: &anyhow::Error) -> String {
         }
     }
     let mut line = parts.join(": ");
-    let hint = error
+    let not_kafka = error
         .chain()
-        .find_map(|cause| match cause.downcast_ref::<Error>()? {
-            Error::NoBrokerAvailable { .. } | Error::Connect { .. } => Some(
-                "is a broker running there? set the address with --bootstrap or SLUICE_BOOTSTRAP",
-            ),
-            Error::UnknownTopic { .. } => Some("`sluice topic list` shows the topics"),
-            _ => None,
-        });
-    if let Some(hint) = hint {
+        .any(|cause| matches!(client_error(cause), Some(Error::NotKafka { .. })));
+    // Something answered, and the message already says what it looked like.
+    let hint = error.chain().find_map(|cause| match client_error(cause)? {
+        Error::NoBrokerAvailable { .. } | Error::Connect { .. } => {
+            Some("is a broker running there? set the address with --bootstrap or SLUICE_BOOTSTRAP")
+        }
+        Error::UnknownTopic { .. } => Some("`sluice topic list` shows the topics"),
+        _ => None,
+    });
+    if let Some(hint) = hint.filter(|_| !not_kafka) {
         line.push_str(&format!(" ({hint})"));
     }
     line.replace('\n', " ")
+}
+
+/// A cause of an error chain as the client library's error (a cause may be boxed, as
+/// NoBrokerAvailable's is).
+fn client_error<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a Error> {
+    cause
+        .downcast_ref::<Error>()
+        .or_else(|| cause.downcast_ref::<Box<Error>>().map(|b| &**b))
 }
 
 /// Numbers below this are seconds since the epoch, not milliseconds: as milliseconds they
