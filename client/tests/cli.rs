@@ -518,6 +518,35 @@ fn replay_from_an_offset_and_from_a_time() {
         ""
     );
 
+    // Relative offsets, as kcat's -o: the last N, or after the first N, per partition.
+    assert_eq!(
+        ok(&broker, &["consume", &topic, "-p", "0", "-o", "-3"], b""),
+        "p0-17\np0-18\np0-19\n"
+    );
+    assert_eq!(
+        ok(
+            &broker,
+            &["consume", &topic, "-p", "0", "--offset", "+18"],
+            b""
+        ),
+        "p0-18\np0-19\n"
+    );
+    let out = ok(&broker, &["consume", &topic, "-o", "-1"], b"");
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["p0-19", "p1-19"]);
+    // More than the partition holds: from its start, or nothing after its end.
+    assert_eq!(
+        ok(&broker, &["consume", &topic, "-p", "1", "-o", "-500"], b"")
+            .lines()
+            .count(),
+        20
+    );
+    assert_eq!(
+        ok(&broker, &["consume", &topic, "-p", "1", "-o", "+500"], b""),
+        ""
+    );
+
     // From a time, as RFC 3339 or epoch milliseconds, across both partitions.
     let out = ok(
         &broker,

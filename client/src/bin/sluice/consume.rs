@@ -33,21 +33,29 @@ pub enum StartOffset {
     Earliest,
     Latest,
     At(i64),
+    /// `-N`: N records before the end of each partition (kcat's `-o -N`).
+    BeforeEnd(i64),
+    /// `+N`: N records after the start of each partition (its log start offset).
+    AfterStart(i64),
 }
 
 fn parse_offset(text: &str) -> Result<StartOffset, String> {
-    match text {
-        "earliest" | "beginning" => Ok(StartOffset::Earliest),
-        "latest" | "end" => Ok(StartOffset::Latest),
-        n => n
-            .parse::<i64>()
-            .ok()
-            .filter(|&n| n >= 0)
-            .map(StartOffset::At)
-            .ok_or_else(|| {
-                format!("{n:?} is not an offset: use a number >= 0, earliest or latest")
-            }),
-    }
+    let count = |n: &str| n.parse::<i64>().ok().filter(|&n| n >= 0);
+    let parsed = match text {
+        "earliest" | "beginning" => Some(StartOffset::Earliest),
+        "latest" | "end" => Some(StartOffset::Latest),
+        n => match (n.strip_prefix('-'), n.strip_prefix('+')) {
+            (Some(back), _) => count(back).map(StartOffset::BeforeEnd),
+            (_, Some(ahead)) => count(ahead).map(StartOffset::AfterStart),
+            _ => count(n).map(StartOffset::At),
+        },
+    };
+    parsed.ok_or_else(|| {
+        format!(
+            "{text:?} is not an offset: use a number >= 0, -N (N before the end), +N (N after \
+             the start), earliest or latest"
+        )
+    })
 }
 
 /// Read records from a topic and print them to stdout
@@ -78,10 +86,11 @@ pub struct ConsumeArgs {
     /// Read only this partition.
     #[arg(long, short = 'p', value_name = "P", value_parser = clap::value_parser!(i32).range(0..))]
     pub partition: Option<i32>,
-    /// Start at this offset in each partition read: a number, earliest (the default)
-    /// or latest (only records produced from now on).
-    #[arg(long, short = 'o', value_name = "N|earliest|latest", value_parser = parse_offset,
-          conflicts_with_all = ["from_time", "group"])]
+    /// Start at this offset in each partition read: a number, -N (the last N records),
+    /// +N (after the first N), earliest (the default; also "beginning") or latest (only
+    /// records produced from now on; also "end").
+    #[arg(long, short = 'o', value_name = "N|-N|+N|earliest|latest", value_parser = parse_offset,
+          allow_hyphen_values = true, conflicts_with_all = ["from_time", "group"])]
     pub offset: Option<StartOffset>,
     /// Start at the first record at or after this time: RFC 3339
     /// (2024-05-01T12:00:00Z), milliseconds since the epoch (a number below 10^11 is
@@ -146,8 +155,15 @@ pub async fn run(bootstrap: &str, args: ConsumeArgs) -> Result<ExitCode> {
     } else {
         consumer.assign(partitions.clone()).await?;
         match (args.offset, args.from_time) {
-            (Some(StartOffset::At(n)), _) => {
-                for (tp, offset) in start_offsets(&consumer, &partitions, n).await? {
+            (
+                Some(
+                    start @ (StartOffset::At(_)
+                    | StartOffset::BeforeEnd(_)
+                    | StartOffset::AfterStart(_)),
+                ),
+                _,
+            ) => {
+                for (tp, offset) in start_offsets(&consumer, &partitions, start).await? {
                     consumer.seek(&tp, offset)?;
                 }
             }
@@ -238,10 +254,12 @@ fn at_end(consumer: &Consumer, ends: &HashMap<TopicPartition, i64>) -> bool {
 /// Where `--offset N` starts in each partition. For one partition, an offset outside
 /// its log is an error (not a silent reset); across all partitions, it is clamped to
 /// each partition's log (partitions shorter than N have nothing to print).
+/// Where each partition starts for a numeric `start` (an offset, or one relative to the
+/// start or end of each partition's log).
 async fn start_offsets(
     consumer: &Consumer,
     partitions: &[TopicPartition],
-    offset: i64,
+    start_at: StartOffset,
 ) -> Result<Vec<(TopicPartition, i64)>> {
     let starts = consumer
         .offsets_for(partitions, OffsetSpec::Earliest)
@@ -251,6 +269,19 @@ async fn start_offsets(
     for tp in partitions {
         let start = starts.get(tp).map_or(0, |o| o.offset);
         let end = ends.get(tp).map_or(0, |o| o.offset).max(start);
+        let offset = match start_at {
+            StartOffset::BeforeEnd(n) => {
+                out.push((tp.clone(), end.saturating_sub(n).max(start)));
+                continue;
+            }
+            StartOffset::AfterStart(n) => {
+                out.push((tp.clone(), start.saturating_add(n).min(end)));
+                continue;
+            }
+            StartOffset::At(offset) => offset,
+            StartOffset::Earliest => start,
+            StartOffset::Latest => end,
+        };
         if partitions.len() == 1 && !(start..=end).contains(&offset) {
             let holds = if end > start {
                 format!("offsets {start} to {}", end - 1)
@@ -364,8 +395,13 @@ mod tests {
         assert_eq!(parse_offset("earliest"), Ok(StartOffset::Earliest));
         assert_eq!(parse_offset("latest"), Ok(StartOffset::Latest));
         assert_eq!(parse_offset("42"), Ok(StartOffset::At(42)));
-        assert!(parse_offset("-1").is_err());
-        assert!(parse_offset("x").is_err());
+        assert_eq!(parse_offset("beginning"), Ok(StartOffset::Earliest));
+        assert_eq!(parse_offset("end"), Ok(StartOffset::Latest));
+        assert_eq!(parse_offset("-10"), Ok(StartOffset::BeforeEnd(10)));
+        assert_eq!(parse_offset("+3"), Ok(StartOffset::AfterStart(3)));
+        for bad in ["x", "-", "+", "--1", "+-1", "-x", "1.5"] {
+            assert!(parse_offset(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
