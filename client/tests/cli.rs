@@ -1057,6 +1057,17 @@ fn help_explains_the_basics() {
     ] {
         assert!(help.contains(word), "--help lacks {word:?}:\n{help}");
     }
+    // -h starts with what the CLI is, not the library crate's description.
+    let short = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("-h")
+        .output()
+        .unwrap();
+    let short = String::from_utf8(short.stdout).unwrap();
+    assert!(
+        short.starts_with("Sluice command-line client"),
+        "-h begins: {:?}",
+        short.lines().next()
+    );
     for command in [
         vec!["topic", "create", "--help"],
         vec!["produce", "--help"],

@@ -42,7 +42,7 @@ use clap::{Parser, Subcommand};
 ///
 /// Every command talks to the broker given by --bootstrap (or $SLUICE_BOOTSTRAP).
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about, long_about, verbatim_doc_comment)]
+#[command(name = "sluice", version, verbatim_doc_comment)]
 struct Cli {
     /// Broker address(es) to connect to, as HOST:PORT[,HOST:PORT...].
     #[arg(
