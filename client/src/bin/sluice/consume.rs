@@ -110,6 +110,10 @@ pub struct ConsumeArgs {
     /// In text format, print the key, then SEP, then the value (instead of only the value).
     #[arg(long, short = 'K', value_name = "SEP")]
     pub key_separator: Option<String>,
+    /// In text format, print a null key or value (a tombstone) as NULL, so it differs from
+    /// an empty one (kcat's -Z).
+    #[arg(long = "show-null", short = 'Z')]
+    pub show_null: bool,
 }
 
 pub async fn run(bootstrap: &str, args: ConsumeArgs) -> Result<ExitCode> {
@@ -344,11 +348,12 @@ fn write_record(
 ) -> std::io::Result<()> {
     match args.format {
         Format::Text => {
+            let null: &[u8] = if args.show_null { b"NULL" } else { b"" };
             if let Some(sep) = &args.key_separator {
-                out.write_all(record.key.as_deref().unwrap_or_default())?;
+                out.write_all(record.key.as_deref().unwrap_or(null))?;
                 out.write_all(sep.as_bytes())?;
             }
-            out.write_all(record.value.as_deref().unwrap_or_default())?;
+            out.write_all(record.value.as_deref().unwrap_or(null))?;
             out.write_all(b"\n")
         }
         Format::Json => {
@@ -405,6 +410,41 @@ mod tests {
     }
 
     #[test]
+    fn show_null_tells_a_null_key_or_value_from_an_empty_one() {
+        let record = |key: Option<&'static [u8]>, value: Option<&'static [u8]>| ConsumerRecord {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            timestamp: 0,
+            timestamp_type: TimestampType::CreateTime,
+            key: key.map(bytes::Bytes::from_static),
+            value: value.map(bytes::Bytes::from_static),
+            headers: Vec::new(),
+        };
+        let text = |show_null: bool, r: &ConsumerRecord| {
+            let args = ConsumeArgs {
+                topic: "t".into(),
+                group: None,
+                partition: None,
+                offset: None,
+                from_time: None,
+                count: None,
+                follow: false,
+                format: Format::Text,
+                key_separator: Some(":".into()),
+                show_null,
+            };
+            let mut out = Vec::new();
+            write_record(&mut out, r, &args).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(text(true, &record(None, Some(b"v"))), "NULL:v\n");
+        assert_eq!(text(true, &record(Some(b""), Some(b"v"))), ":v\n");
+        assert_eq!(text(true, &record(Some(b"k"), None)), "k:NULL\n");
+        assert_eq!(text(false, &record(None, None)), ":\n");
+    }
+
+    #[test]
     fn json_marks_binary_as_base64() {
         let record = ConsumerRecord {
             topic: "t".into(),
@@ -429,6 +469,7 @@ mod tests {
             follow: false,
             format: Format::Json,
             key_separator: None,
+            show_null: false,
         };
         let mut out = Vec::new();
         write_record(&mut out, &record, &args).unwrap();
