@@ -210,7 +210,8 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> Result<ExitCode> {
             Some((i, len)) => (Some(line.slice(..i)), line.slice(i + len..)),
             None => (None, line),
         };
-        bytes += (key.as_ref().map_or(0, Bytes::len) + value.len()) as u64;
+        let size = (key.as_ref().map_or(0, Bytes::len) + value.len()) as u64;
+        bytes += size;
         let record = ProducerRecord {
             topic: topic_name.clone(),
             partition: args.partition,
@@ -229,6 +230,8 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> Result<ExitCode> {
             // A record the producer refuses by itself (too large): count it, go on.
             Err(e @ Error::InvalidArgument(_)) => {
                 rejected += 1;
+                // Never sent: not in the rates.
+                bytes -= size;
                 first_rejection.get_or_insert(e);
             }
             Err(e) => return Err(e.into()),
@@ -241,13 +244,13 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> Result<ExitCode> {
         bar.finish_and_clear();
     }
     let elapsed = started.elapsed().as_secs_f64().max(1e-6);
+    let sent = records - rejected;
     let failed = failed + rejected;
     eprintln!(
-        "produced {} record(s), {} in {elapsed:.2} s ({:.0} records/s, {}/s) to {}{}",
+        "produced {} record(s), {} in {elapsed:.2} s{} to {}{}",
         records - failed,
         util::human_bytes(bytes as f64),
-        records as f64 / elapsed,
-        util::human_bytes(bytes as f64 / elapsed),
+        rates(sent, bytes, elapsed),
         args.topic,
         if matches!(args.acks, AcksArg::Zero) {
             " (acks=0: not confirmed)"
@@ -266,6 +269,19 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The summary's rates of what was sent, " (N records/s, B/s)"; nothing for a run too
+/// short or too small for a rate to mean anything.
+fn rates(sent: u64, bytes: u64, elapsed_s: f64) -> String {
+    if sent < 100 || elapsed_s < 0.1 {
+        return String::new();
+    }
+    format!(
+        " ({:.0} records/s, {}/s)",
+        sent as f64 / elapsed_s,
+        util::human_bytes(bytes as f64 / elapsed_s)
+    )
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -277,5 +293,16 @@ mod tests {
         assert_eq!(super::find(b"a::b::c", b"::"), Some(1));
         assert_eq!(super::find(b"abc", b"x"), None);
         assert_eq!(super::find(b"", b":"), None);
+    }
+
+    #[test]
+    fn rates_only_for_runs_worth_a_rate() {
+        // A few records in a few milliseconds: no "(0 records/s, 2 B/s)".
+        assert_eq!(super::rates(1, 2, 0.003), "");
+        assert_eq!(super::rates(5_000, 50_000, 0.05), "");
+        assert_eq!(
+            super::rates(1_000, 1_048_576, 0.5),
+            " (2000 records/s, 2.0 MiB/s)"
+        );
     }
 }
