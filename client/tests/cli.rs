@@ -771,11 +771,27 @@ fn errors_are_one_line_with_a_non_zero_exit() {
     let line = fails(&broker, &["consume", &missing], 1);
     assert!(line.contains("unknown topic"), "{line}");
     let line = fails(&broker, &["produce", &missing], 1);
-    assert!(line.contains("does not exist"), "{line}");
+    assert!(
+        line.contains("does not exist") && line.contains("sluice topic create"),
+        "{line}"
+    );
+    let line = fails(&broker, &["produce", "no such/topic"], 1);
+    // The broker refuses the name itself (INVALID_TOPIC_EXCEPTION) or the CLI says it is
+    // not valid; either way no hint to create it.
+    assert!(
+        line.contains("invalid") || line.contains("not a valid topic name"),
+        "{line}"
+    );
+    assert!(!line.contains("sluice topic create"), "{line}");
     let line = fails(&broker, &["topic", "describe", &missing], 1);
     assert!(line.contains("unknown topic"), "{line}");
     let line = fails(&broker, &["topic", "delete", &missing], 1);
     assert!(line.contains("unknown topic"), "{line}");
+    let line = fails(&broker, &["topic", "delete", "__consumer_offsets"], 1);
+    assert!(
+        line.contains("internal topic") && line.contains("committed offsets"),
+        "{line}"
+    );
 
     let topic = unique("cli-errors");
     ok(

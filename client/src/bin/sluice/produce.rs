@@ -95,6 +95,11 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> Result<ExitCode> {
         .fetch_topic(&args.topic, false)
         .await
         .map_err(|e| match e {
+            Error::UnknownTopic { .. } if !is_valid_topic_name(&args.topic) => anyhow::anyhow!(
+                "topic {:?} does not exist, and is not a valid topic name (at most 249 of \
+                 letters, digits, '.', '_' and '-')",
+                args.topic
+            ),
             Error::UnknownTopic { .. } => anyhow::anyhow!(
                 "topic {:?} does not exist (create it with `sluice topic create {}`)",
                 args.topic,
@@ -269,6 +274,17 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Kafka's rule for topic names, so a hint never suggests creating one the broker refuses.
+fn is_valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// The summary's rates of what was sent, " (N records/s, B/s)"; nothing for a run too
 /// short or too small for a rate to mean anything.
 fn rates(sent: u64, bytes: u64, elapsed_s: f64) -> String {
@@ -293,6 +309,16 @@ mod tests {
         assert_eq!(super::find(b"a::b::c", b"::"), Some(1));
         assert_eq!(super::find(b"abc", b"x"), None);
         assert_eq!(super::find(b"", b":"), None);
+    }
+
+    #[test]
+    fn topic_names_follow_kafkas_rule() {
+        for ok in ["orders", "a.b_c-1", &"x".repeat(249)] {
+            assert!(super::is_valid_topic_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "bad name", "ünï", "a/b", &"x".repeat(250)] {
+            assert!(!super::is_valid_topic_name(bad), "{bad}");
+        }
     }
 
     #[test]

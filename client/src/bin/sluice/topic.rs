@@ -221,11 +221,25 @@ pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
             }
         }
         TopicCommand::Delete { name } => {
+            // Kafka's brokers refuse it as a malformed request; say what it is instead.
+            if let Some(what) = internal_topic(&name) {
+                anyhow::bail!("{name} is an internal topic ({what}) and cannot be deleted");
+            }
             admin.delete_topics(std::slice::from_ref(&name)).await?;
             outln!("deleted topic {name}");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What an internal topic holds, for the topics Kafka and Sluice keep for themselves.
+fn internal_topic(name: &str) -> Option<&'static str> {
+    match name {
+        "__consumer_offsets" => Some("the consumer groups' committed offsets"),
+        "__transaction_state" => Some("the transaction coordinators' state"),
+        "__cluster_metadata" => Some("the cluster's metadata log"),
+        _ => None,
+    }
 }
 
 /// A partition's state in words: offline (no leader), under-replicated (ISR smaller than
