@@ -1004,6 +1004,96 @@ fn a_server_that_is_not_a_kafka_broker_is_named_as_such() {
 }
 
 #[test]
+fn topic_settings_change_and_partitions_grow() {
+    let broker = Broker::start();
+    let topic = unique("cli-alter");
+    ok(
+        &broker,
+        &["topic", "create", &topic, "--partitions", "1"],
+        b"",
+    );
+    let describe = |broker: &Broker| -> serde_json::Value {
+        serde_json::from_str(&ok(
+            broker,
+            &["topic", "describe", &topic, "--format", "json"],
+            b"",
+        ))
+        .unwrap()
+    };
+    let config = |doc: &serde_json::Value, name: &str| -> Option<String> {
+        doc["configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .and_then(|c| c["value"].as_str().map(str::to_owned))
+    };
+
+    let out = ok(
+        &broker,
+        &[
+            "topic",
+            "alter-config",
+            &topic,
+            "--set",
+            "retention.ms=3600000",
+            "--set",
+            "max.message.bytes=2000000",
+        ],
+        b"",
+    );
+    assert!(out.contains("retention.ms=3600000"), "{out}");
+    let doc = describe(&broker);
+    assert_eq!(config(&doc, "retention.ms").as_deref(), Some("3600000"));
+    assert_eq!(
+        config(&doc, "max.message.bytes").as_deref(),
+        Some("2000000")
+    );
+    ok(
+        &broker,
+        &["topic", "alter-config", &topic, "--delete", "retention.ms"],
+        b"",
+    );
+    let doc = describe(&broker);
+    assert_eq!(config(&doc, "retention.ms"), None, "back to the default");
+    assert_eq!(
+        config(&doc, "max.message.bytes").as_deref(),
+        Some("2000000")
+    );
+    // Nothing to change is a usage error; an unknown setting is the broker's refusal.
+    fails(&broker, &["topic", "alter-config", &topic], 2);
+    let line = fails(
+        &broker,
+        &["topic", "alter-config", &topic, "--set", "no.such.config=1"],
+        1,
+    );
+    assert!(
+        line.contains("no.such.config") || line.contains("INVALID_CONFIG"),
+        "{line}"
+    );
+
+    let out = ok(
+        &broker,
+        &["topic", "add-partitions", &topic, "--to", "3"],
+        b"",
+    );
+    assert!(out.contains("3 partitions"), "{out}");
+    assert_eq!(describe(&broker)["partitions"].as_array().unwrap().len(), 3);
+    // Fewer than it has: the broker's INVALID_PARTITIONS, exit 1; zero: a usage error.
+    let line = fails(
+        &broker,
+        &["topic", "add-partitions", &topic, "--to", "2"],
+        1,
+    );
+    assert!(line.contains("INVALID_PARTITIONS"), "{line}");
+    fails(
+        &broker,
+        &["topic", "add-partitions", &topic, "--to", "0"],
+        2,
+    );
+}
+
+#[test]
 fn produce_exits_non_zero_when_a_record_fails() {
     let broker = Broker::start();
     let topic = unique("cli-too-large");

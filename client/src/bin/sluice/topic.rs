@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde_json::json;
 use sluice_client::admin::{
-    ConfigEntry, ConfigSource, NewTopic, PartitionDescription, TopicDescription,
+    AlterConfigOp, ConfigEntry, ConfigResource, ConfigSource, NewTopic, PartitionDescription,
+    TopicDescription,
 };
 use sluice_client::Admin;
 
@@ -64,6 +65,30 @@ pub enum TopicCommand {
     },
     /// Delete a topic and all its records.
     Delete { name: String },
+    /// Change a topic's settings (IncrementalAlterConfigs): set some, return others to the
+    /// broker's default.
+    ///
+    /// Example: sluice topic alter-config orders --set retention.ms=3600000 --delete cleanup.policy
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["set", "delete"])))]
+    AlterConfig {
+        name: String,
+        /// A setting to change, KEY=VALUE. Repeat for several.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = util::parse_key_value)]
+        set: Vec<(String, String)>,
+        /// A setting to return to the broker's default. Repeat for several.
+        #[arg(long, value_name = "KEY")]
+        delete: Vec<String>,
+    },
+    /// Grow a topic to N partitions (partitions are never removed; keys may map to other
+    /// partitions afterwards, as in Kafka).
+    ///
+    /// Example: sluice topic add-partitions orders --to 6
+    AddPartitions {
+        name: String,
+        /// The total number of partitions afterwards.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
+        to: i32,
+    },
 }
 
 pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
@@ -227,6 +252,26 @@ pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
             }
             admin.delete_topics(std::slice::from_ref(&name)).await?;
             outln!("deleted topic {name}");
+        }
+        TopicCommand::AlterConfig { name, set, delete } => {
+            let ops: Vec<AlterConfigOp> = set
+                .iter()
+                .map(|(k, v)| AlterConfigOp::Set(k.clone(), v.clone()))
+                .chain(delete.iter().map(|k| AlterConfigOp::Delete(k.clone())))
+                .collect();
+            admin
+                .alter_configs(&ConfigResource::Topic(name.clone()), &ops)
+                .await?;
+            for (k, v) in &set {
+                outln!("{name}: {k}={v}");
+            }
+            for k in &delete {
+                outln!("{name}: {k} back to the default");
+            }
+        }
+        TopicCommand::AddPartitions { name, to } => {
+            admin.create_partitions(&name, to).await?;
+            outln!("topic {name} now has {to} partitions");
         }
     }
     Ok(ExitCode::SUCCESS)
