@@ -692,8 +692,9 @@ fn group_consume_resumes_after_restart_and_reset_offsets_replays() {
     assert_eq!(cells[1..5], ["0", "10", "10", "0"], "{describe}");
     assert!(ok(&broker, &["group", "list"], b"").contains(&group));
 
-    // Reset: to an offset, to the beginning, to a time, to the end.
-    let reset = ok(
+    // Without --execute, reset-offsets prints the plan (old, new, lag after) and changes
+    // nothing, as Kafka's tool.
+    let plan = sluice(
         &broker,
         &[
             "group",
@@ -706,10 +707,76 @@ fn group_consume_resumes_after_restart_and_reset_offsets_replays() {
         ],
         b"",
     );
+    assert!(plan.status.success(), "{plan:?}");
+    let table = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == [topic.as_str(), "0", "10", "8", "2"]),
+        "{table}"
+    );
+    assert!(
+        String::from_utf8_lossy(&plan.stderr).contains("--execute"),
+        "{plan:?}"
+    );
+    assert_eq!(
+        ok(&broker, &["consume", &topic, "--group", &group], b""),
+        ""
+    );
+    // A group that does not exist yet is named in a warning.
+    let fresh = sluice(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            &unique("cli-new-group"),
+            "--topic",
+            &topic,
+            "--to-earliest",
+            "--dry-run",
+        ],
+        b"",
+    );
+    assert!(
+        String::from_utf8_lossy(&fresh.stderr).contains("does not exist yet"),
+        "{fresh:?}"
+    );
+    fails(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            &group,
+            "--topic",
+            &topic,
+            "--to-earliest",
+            "--execute",
+            "--dry-run",
+        ],
+        2,
+    );
+
+    // Reset: to an offset, to the beginning, to a time, to the end.
+    let reset = ok(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            &group,
+            "--topic",
+            &topic,
+            "--to-offset",
+            "8",
+            "--execute",
+        ],
+        b"",
+    );
     assert!(
         reset
             .lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == [topic.as_str(), "0", "10", "8"]),
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == [topic.as_str(), "0", "10", "8", "2"]),
         "{reset}"
     );
     assert_eq!(
@@ -725,6 +792,7 @@ fn group_consume_resumes_after_restart_and_reset_offsets_replays() {
             "--topic",
             &topic,
             "--to-earliest",
+            "--execute",
         ],
         b"",
     );
@@ -742,6 +810,7 @@ fn group_consume_resumes_after_restart_and_reset_offsets_replays() {
             &topic,
             "--to-time",
             "0",
+            "--execute",
         ],
         b"",
     );
@@ -758,6 +827,7 @@ fn group_consume_resumes_after_restart_and_reset_offsets_replays() {
             "--topic",
             &topic,
             "--to-latest",
+            "--execute",
         ],
         b"",
     );

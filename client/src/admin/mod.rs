@@ -251,6 +251,18 @@ pub struct OffsetReset {
     pub partition: TopicPartition,
     pub previous: Option<i64>,
     pub new: i64,
+    /// The partition's log end offset when the plan was made (lag after = end - new).
+    pub log_end: i64,
+}
+
+/// What [`Admin::plan_group_offset_reset`] would do: [`Admin::apply_group_offset_reset`]
+/// commits it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetResetPlan {
+    pub group: String,
+    /// Whether the group exists now (applying to a new one creates its offsets).
+    pub group_exists: bool,
+    pub changes: Vec<OffsetReset>,
 }
 
 fn topic_name(name: &str) -> TopicName {
@@ -811,7 +823,20 @@ impl Admin {
         topic: &str,
         to: ResetTo,
     ) -> Result<Vec<OffsetReset>> {
-        match self.describe_group_once(group).await {
+        let plan = self.plan_group_offset_reset(group, topic, to).await?;
+        self.apply_group_offset_reset(&plan).await?;
+        Ok(plan.changes)
+    }
+
+    /// The changes [`Admin::reset_group_offsets`] would make, without making them (Kafka's
+    /// `--dry-run`). Fails if the group has active members.
+    pub async fn plan_group_offset_reset(
+        &self,
+        group: &str,
+        topic: &str,
+        to: ResetTo,
+    ) -> Result<OffsetResetPlan> {
+        let group_exists = match self.describe_group_once(group).await {
             Ok((state, _, _, members)) => {
                 if !members.is_empty() {
                     return Err(Error::InvalidArgument(format!(
@@ -820,10 +845,11 @@ impl Admin {
                         members.len()
                     )));
                 }
+                state != "Dead"
             }
-            Err(e) if e.kafka_error() == Some(ResponseError::GroupIdNotFound) => {}
+            Err(e) if e.kafka_error() == Some(ResponseError::GroupIdNotFound) => false,
             Err(e) => return Err(e),
-        }
+        };
         let info = self.client.fetch_topic(topic, false).await?;
         let tps: Vec<TopicPartition> = info
             .partitions
@@ -858,19 +884,30 @@ impl Admin {
                 partition: tp.clone(),
                 previous: previous.get(tp).copied().flatten(),
                 new,
+                log_end: end,
             });
         }
-        let commits: Vec<(TopicPartition, i64)> = changes
+        Ok(OffsetResetPlan {
+            group: group.to_owned(),
+            group_exists,
+            changes,
+        })
+    }
+
+    /// Commits a plan of [`Admin::plan_group_offset_reset`] (the group must still have no
+    /// active member: the broker refuses the commit otherwise).
+    pub async fn apply_group_offset_reset(&self, plan: &OffsetResetPlan) -> Result<()> {
+        let commits: Vec<(TopicPartition, i64)> = plan
+            .changes
             .iter()
             .map(|c| (c.partition.clone(), c.new))
             .collect();
         offsets::commit(
             &self.client,
-            group,
+            &plan.group,
             &CommitIdentity::outside_group(),
             &commits,
         )
-        .await?;
-        Ok(changes)
+        .await
     }
 }

@@ -20,13 +20,15 @@ pub enum GroupCommand {
         group: String,
     },
     /// Move a group's committed offsets for one topic, so its consumers replay or skip
-    /// records. The group's consumers must be stopped first.
+    /// records. The group's consumers must be stopped first. Prints the plan (old and new
+    /// offset, lag after) and changes nothing unless --execute is given, as Kafka's tool.
     ///
     /// Examples:
     ///
-    ///   sluice group reset-offsets billing --topic orders --to-earliest
-    ///   sluice group reset-offsets billing --topic orders --to-offset 1000
-    ///   sluice group reset-offsets billing --topic orders --to-time 2024-05-01T00:00:00Z
+    ///   sluice group reset-offsets billing --topic orders --to-earliest            # the plan
+    ///   sluice group reset-offsets billing --topic orders --to-earliest --execute  # apply it
+    ///   sluice group reset-offsets billing --topic orders --to-offset 1000 --execute
+    ///   sluice group reset-offsets billing --topic orders --to-time -1h --execute
     #[command(
         verbatim_doc_comment,
         group(ArgGroup::new("target").required(true).args(["to_earliest", "to_latest", "to_offset", "to_time"]))
@@ -50,6 +52,12 @@ pub enum GroupCommand {
         /// seconds), or a time before now such as -1h.
         #[arg(long, value_name = "TIME", value_parser = util::parse_time, allow_hyphen_values = true)]
         to_time: Option<i64>,
+        /// Commit the new offsets (without it, only the plan is printed).
+        #[arg(long, conflicts_with = "dry_run")]
+        execute: bool,
+        /// Only print the plan (the default; Kafka's flag, for scripts that say so).
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -135,6 +143,8 @@ pub async fn run(bootstrap: &str, command: GroupCommand) -> Result<ExitCode> {
             to_latest,
             to_offset,
             to_time,
+            execute,
+            dry_run: _,
         } => {
             let to = match (to_earliest, to_latest, to_offset, to_time) {
                 (true, _, _, _) => ResetTo::Earliest,
@@ -145,8 +155,17 @@ pub async fn run(bootstrap: &str, command: GroupCommand) -> Result<ExitCode> {
                     anyhow::bail!("give one of --to-earliest, --to-latest, --to-offset, --to-time")
                 }
             };
-            let changes = admin.reset_group_offsets(&group, &topic, to).await?;
-            let rows: Vec<Vec<String>> = changes
+            let plan = admin.plan_group_offset_reset(&group, &topic, to).await?;
+            if !plan.group_exists {
+                eprintln!(
+                    "warning: group {group:?} does not exist yet: applying creates its committed offsets"
+                );
+            }
+            if execute {
+                admin.apply_group_offset_reset(&plan).await?;
+            }
+            let rows: Vec<Vec<String>> = plan
+                .changes
                 .iter()
                 .map(|c| {
                     vec![
@@ -154,10 +173,14 @@ pub async fn run(bootstrap: &str, command: GroupCommand) -> Result<ExitCode> {
                         c.partition.partition.to_string(),
                         or_dash(c.previous),
                         c.new.to_string(),
+                        (c.log_end - c.new).max(0).to_string(),
                     ]
                 })
                 .collect();
-            print_table(&["TOPIC", "PARTITION", "OLD", "NEW"], &rows);
+            print_table(&["TOPIC", "PARTITION", "OLD", "NEW", "LAG-AFTER"], &rows);
+            if !execute {
+                eprintln!("nothing changed (a plan only): add --execute to commit these offsets");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
