@@ -832,6 +832,22 @@ fn group_consume_resumes_after_restart_and_reset_offsets_replays() {
         b"",
     );
     assert_eq!(ok(&broker, &["consume", &topic, "-g", &group], b""), "");
+
+    // Delete the group's offsets for the topic: it starts from the earliest again.
+    let out = ok(
+        &broker,
+        &["group", "delete-offsets", &group, "--topic", &topic],
+        b"",
+    );
+    assert!(out.contains("deleted the committed offsets"), "{out}");
+    assert_eq!(
+        ok(&broker, &["consume", &topic, "-g", &group, "-n", "2"], b""),
+        "r0\nr1\n"
+    );
+    // Delete the group; then it is unknown.
+    assert!(ok(&broker, &["group", "delete", &group], b"").contains("deleted group"));
+    let line = fails(&broker, &["group", "delete", &group], 1);
+    assert!(line.contains("GROUP_ID_NOT_FOUND"), "{line}");
 }
 
 #[test]

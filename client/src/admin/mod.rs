@@ -19,10 +19,13 @@ use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    DescribeGroupsRequest, DescribeLogDirsRequest, GroupId, IncrementalAlterConfigsRequest,
-    ListGroupsRequest, TopicName,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest, GroupId,
+    IncrementalAlterConfigsRequest, ListGroupsRequest, OffsetDeleteRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -706,16 +709,7 @@ impl Admin {
             .client
             .retry("describe group", || async {
                 let result = self.describe_group_once(group).await;
-                if let Err(e) = &result {
-                    if matches!(
-                        e.kafka_error(),
-                        Some(
-                            ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable
-                        )
-                    ) {
-                        self.client.invalidate_coordinator(group);
-                    }
-                }
+                self.forget_coordinator_on_move(group, &result);
                 result
             })
             .await?;
@@ -813,6 +807,85 @@ impl Admin {
             g.protocol_data.as_str().to_owned(),
             members,
         ))
+    }
+
+    /// Deletes a group and its committed offsets (DeleteGroups). The group must have no
+    /// active members (NON_EMPTY_GROUP otherwise); an unknown one is GROUP_ID_NOT_FOUND.
+    pub async fn delete_group(&self, group: &str) -> Result<()> {
+        self.client
+            .retry("delete group", || async {
+                let result = async {
+                    let (_, connection) = self.client.group_coordinator(group).await?;
+                    let version = connection.version::<DeleteGroupsRequest>()?;
+                    let request = DeleteGroupsRequest::default()
+                        .with_groups_names(vec![GroupId(StrBytes::from_string(group.to_owned()))]);
+                    let response = connection.send(&request, version).await?;
+                    let answer = response.results.first().ok_or_else(|| {
+                        Error::protocol("DeleteGroups", connection.addr(), "empty answer")
+                    })?;
+                    Error::check(
+                        answer.error_code,
+                        || format!("delete group {group:?}"),
+                        None,
+                    )
+                }
+                .await;
+                self.forget_coordinator_on_move(group, &result);
+                result
+            })
+            .await
+    }
+
+    /// Deletes a group's committed offsets for every partition of `topic` (OffsetDelete);
+    /// refused (GROUP_SUBSCRIBED_TO_TOPIC) while a member is subscribed to the topic.
+    pub async fn delete_group_offsets(&self, group: &str, topic: &str) -> Result<usize> {
+        let info = self.client.fetch_topic(topic, false).await?;
+        let partitions: Vec<i32> = info.partitions.iter().map(|p| p.partition).collect();
+        self.client
+            .retry("delete group offsets", || async {
+                let result = async {
+                    let (_, connection) = self.client.group_coordinator(group).await?;
+                    let version = connection.version::<OffsetDeleteRequest>()?;
+                    let request = OffsetDeleteRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+                        .with_topics(vec![OffsetDeleteRequestTopic::default()
+                            .with_name(topic_name(topic))
+                            .with_partitions(
+                                partitions
+                                    .iter()
+                                    .map(|&p| {
+                                        OffsetDeleteRequestPartition::default()
+                                            .with_partition_index(p)
+                                    })
+                                    .collect(),
+                            )]);
+                    let response = connection.send(&request, version).await?;
+                    let context = || format!("delete offsets of group {group:?} for {topic:?}");
+                    Error::check(response.error_code, context, None)?;
+                    for t in &response.topics {
+                        for p in &t.partitions {
+                            Error::check(p.error_code, context, None)?;
+                        }
+                    }
+                    Ok(partitions.len())
+                }
+                .await;
+                self.forget_coordinator_on_move(group, &result);
+                result
+            })
+            .await
+    }
+
+    /// A coordinator that moved or is not ready: look it up again at the next try.
+    fn forget_coordinator_on_move<T>(&self, group: &str, result: &Result<T>) {
+        if let Err(e) = result {
+            if matches!(
+                e.kafka_error(),
+                Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable)
+            ) {
+                self.client.invalidate_coordinator(group);
+            }
+        }
     }
 
     /// Moves the committed offsets of `group` for every partition of `topic`. The group

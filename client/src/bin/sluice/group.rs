@@ -1,4 +1,4 @@
-//! `sluice group list | describe | reset-offsets`.
+//! `sluice group list | describe | reset-offsets | delete | delete-offsets`.
 
 use std::process::ExitCode;
 
@@ -58,6 +58,20 @@ pub enum GroupCommand {
         /// Only print the plan (the default; Kafka's flag, for scripts that say so).
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Delete a group and all its committed offsets (it must have no active members).
+    Delete {
+        /// Group id.
+        group: String,
+    },
+    /// Delete a group's committed offsets for one topic (refused while a member is
+    /// subscribed to it).
+    DeleteOffsets {
+        /// Group id.
+        group: String,
+        /// Topic whose committed offsets go (all its partitions).
+        #[arg(long, short = 't')]
+        topic: String,
     },
 }
 
@@ -181,6 +195,14 @@ pub async fn run(bootstrap: &str, command: GroupCommand) -> Result<ExitCode> {
             if !execute {
                 eprintln!("nothing changed (a plan only): add --execute to commit these offsets");
             }
+        }
+        GroupCommand::Delete { group } => {
+            admin.delete_group(&group).await?;
+            outln!("deleted group {group}");
+        }
+        GroupCommand::DeleteOffsets { group, topic } => {
+            let partitions = admin.delete_group_offsets(&group, &topic).await?;
+            outln!("deleted the committed offsets of group {group} for {topic} ({partitions} partition(s))");
         }
     }
     Ok(ExitCode::SUCCESS)
