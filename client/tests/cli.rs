@@ -10,7 +10,6 @@ use common::{stored_batches, unique, Broker, Cluster};
 use sluice_client::producer::partitioner::partition_for_key;
 use sluice_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord};
 
-/// Runs `sluice ARGS` against `broker`, with `stdin` as input.
 /// Milliseconds since the epoch now.
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -19,6 +18,7 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// Runs `sluice ARGS` against `broker`, with `stdin` as input.
 fn sluice(broker: &Broker, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
@@ -1177,6 +1177,57 @@ fn topic_settings_change_and_partitions_grow() {
         &["topic", "add-partitions", &topic, "--to", "0"],
         2,
     );
+}
+
+#[test]
+fn group_describe_lists_every_partition_of_the_topics_it_reads_with_a_total() {
+    use sluice_client::admin::{OffsetReset, OffsetResetPlan};
+    use sluice_client::{Admin, TopicPartition};
+    let broker = Broker::start();
+    let topic = unique("cli-lag");
+    let group = unique("cli-lag-group");
+    ok(
+        &broker,
+        &["topic", "create", &topic, "--partitions", "2"],
+        b"",
+    );
+    ok(&broker, &["produce", &topic, "-p", "0"], b"a\nb\nc\nd\ne\n");
+    ok(&broker, &["produce", &topic, "-p", "1"], b"x\ny\nz\n");
+    // The group committed partition 0 only (offset 2), as a consumer that never got to
+    // partition 1 would have.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let admin = Admin::new(
+            Client::connect(ClientConfig::new(&broker.addr))
+                .await
+                .unwrap(),
+        );
+        admin
+            .apply_group_offset_reset(&OffsetResetPlan {
+                group: group.clone(),
+                group_exists: false,
+                changes: vec![OffsetReset {
+                    partition: TopicPartition::new(&topic, 0),
+                    previous: None,
+                    new: 2,
+                    log_end: 5,
+                }],
+            })
+            .await
+            .unwrap();
+    });
+    let describe = ok(&broker, &["group", "describe", &group], b"");
+    let cells = |partition: &str| -> Vec<String> {
+        describe
+            .lines()
+            .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .find(|c| c.first() == Some(&topic) && c.get(1).map(String::as_str) == Some(partition))
+            .unwrap_or_else(|| panic!("no row for partition {partition}:\n{describe}"))
+    };
+    assert_eq!(cells("0")[2..5], ["2", "5", "3"], "{describe}");
+    // Nothing committed: the lag is what a consumer from the earliest offset would read.
+    assert_eq!(cells("1")[2..5], ["-", "3", "3"], "{describe}");
+    assert!(describe.contains("Total lag: 6 record(s)"), "{describe}");
 }
 
 #[test]

@@ -218,7 +218,8 @@ pub struct GroupOffset {
     pub committed: Option<i64>,
     /// The partition's log end offset (high watermark).
     pub end_offset: Option<i64>,
-    /// `end_offset - committed`.
+    /// `end_offset - committed`; for a partition with nothing committed, `end_offset -`
+    /// its log start (what a consumer starting from the earliest offset has to read).
     pub lag: Option<i64>,
     /// The member the partition is assigned to.
     pub member: Option<String>,
@@ -729,6 +730,20 @@ impl Admin {
                 partitions.push((*tp).clone());
             }
         }
+        // Every partition of the topics the group reads (committed to, or assigned), not
+        // only those with a commit: a partition nobody committed to is lag too.
+        let topics: std::collections::BTreeSet<String> =
+            partitions.iter().map(|tp| tp.topic.clone()).collect();
+        for topic in &topics {
+            if let Ok(info) = self.client.topic(topic).await {
+                for p in &info.partitions {
+                    let tp = TopicPartition::new(topic, p.partition);
+                    if !partitions.contains(&tp) {
+                        partitions.push(tp);
+                    }
+                }
+            }
+        }
         partitions.sort();
         // Partitions of deleted topics have no end offset; look up the others.
         let mut live = Vec::new();
@@ -740,16 +755,25 @@ impl Admin {
             }
         }
         let ends = self.list_offsets(&live, OffsetSpec::Latest).await?;
+        let uncommitted: Vec<TopicPartition> = live
+            .iter()
+            .filter(|tp| committed.get(*tp).copied().flatten().is_none())
+            .cloned()
+            .collect();
+        let starts = self
+            .list_offsets(&uncommitted, OffsetSpec::Earliest)
+            .await?;
         let offsets = partitions
             .iter()
             .map(|tp| {
                 let committed = committed.get(tp).copied().flatten();
                 let end = ends.get(tp).map(|o| o.offset);
+                let from = committed.or_else(|| starts.get(tp).map(|o| o.offset));
                 GroupOffset {
                     partition: tp.clone(),
                     committed,
                     end_offset: end,
-                    lag: committed.zip(end).map(|(c, e)| (e - c).max(0)),
+                    lag: from.zip(end).map(|(c, e)| (e - c).max(0)),
                     member: owner.get(tp).map(|m| (*m).to_owned()),
                 }
             })

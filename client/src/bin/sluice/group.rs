@@ -148,6 +148,9 @@ pub async fn run(bootstrap: &str, command: GroupCommand) -> Result<ExitCode> {
                     &["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "MEMBER"],
                     &rows,
                 );
+                let total: i64 = description.offsets.iter().filter_map(|o| o.lag).sum();
+                outln!();
+                outln!("Total lag: {total} record(s)");
             }
         }
         GroupCommand::ResetOffsets {
