@@ -941,26 +941,23 @@ fn errors_are_one_line_with_a_non_zero_exit() {
         2,
     );
     assert!(line.contains("--partitions"), "{line}");
-    fails(
-        &broker,
-        &["topic", "create", "cli-rf0", "--replication-factor", "0"],
-        2,
-    );
-    fails(&broker, &["consume", &topic, "--partition", "-1"], 2);
-    fails(&broker, &["produce", &topic, "--key-separator", ""], 2);
-    fails(
-        &broker,
+    let t = topic.as_str();
+    for args in [
+        &["topic", "create", "cli-rf0", "--replication-factor", "0"][..],
+        &["consume", t, "--partition", "-1"],
+        &["produce", t, "--key-separator", ""],
         &[
             "group",
             "reset-offsets",
             "g",
             "--topic",
-            &topic,
+            t,
             "--to-offset",
             "-1",
         ],
-        2,
-    );
+    ] {
+        fails(&broker, args, 2);
+    }
     // Typos get clap's suggestion; habits from Kafka's tools and kcat get a hint.
     let line = fails(&broker, &["consume", &topic, "--foramt", "json"], 2);
     assert!(line.contains("'--format'"), "{line}");

@@ -8,27 +8,9 @@ mod support;
 #[path = "../../storage/tests/support/tmpfs.rs"]
 mod tmpfs;
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use support::{registration, Cluster};
-
-/// Writes `path` until the filesystem is full (bounded by the tmpfs' size).
-fn fill(path: &std::path::Path) {
-    let mut file = std::fs::File::create(path).expect("filler");
-    let chunk = vec![0xAB; 64 << 10];
-    for _ in 0..10_000 {
-        if let Err(e) = file.write_all(&chunk) {
-            assert_eq!(e.raw_os_error(), Some(28), "{e}");
-            break;
-        }
-    }
-    for _ in 0..100_000 {
-        if file.write_all(&[0xAB; 64]).is_err() {
-            break;
-        }
-    }
-}
 
 /// Far longer than the answer may take: a request stuck on the full node's own Raft would
 /// take all of it.
@@ -66,7 +48,7 @@ async fn a_full_active_controller_sends_its_requests_to_the_new_one() {
         .value;
 
     let filler = roots[leader as usize - 1].join("filler");
-    fill(&filler);
+    tmpfs::fill(&filler);
     // A request that must write a record: the full node's Raft gets stuck in its append.
     let started = Instant::now();
     let block = tokio::time::timeout(

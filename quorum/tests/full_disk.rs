@@ -8,7 +8,6 @@ mod support;
 mod tmpfs;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,24 +16,6 @@ use support::{init_tracing, Probe, Recorder};
 use tokio::net::TcpListener;
 
 const WAIT: Duration = Duration::from_secs(15);
-
-/// Writes `path` until the filesystem is full (bounded by the tmpfs' size).
-fn fill(path: &std::path::Path) {
-    let mut file = std::fs::File::create(path).expect("filler");
-    let chunk = vec![0xAB; 64 << 10];
-    for _ in 0..10_000 {
-        if let Err(e) = file.write_all(&chunk) {
-            assert_eq!(e.raw_os_error(), Some(28), "{e}");
-            break;
-        }
-    }
-    // Whatever is left below a chunk goes too.
-    for _ in 0..100_000 {
-        if file.write_all(&[0xAB; 64]).is_err() {
-            break;
-        }
-    }
-}
 
 /// Starts a one-voter quorum over `dir` and waits until it leads. `segment_bytes` 1 makes
 /// every append start a segment, so a full disk refuses it (a small append into the last,
@@ -67,7 +48,7 @@ async fn a_full_disk_is_waited_out_and_the_append_lands_once_space_is_freed() {
     let fatal = tokio::spawn(q.fatal());
 
     let filler = fs.path.join("filler");
-    fill(&filler);
+    tmpfs::fill(&filler);
     let proposing = {
         let q = q.clone();
         tokio::spawn(async move { q.propose(b"while-full".to_vec()).await })
@@ -123,7 +104,7 @@ async fn a_shutdown_does_not_wait_for_space_and_leaves_the_log_intact() {
     q.propose(b"before".to_vec()).await.unwrap();
 
     let filler = fs.path.join("filler");
-    fill(&filler);
+    tmpfs::fill(&filler);
     let proposing = {
         let q = q.clone();
         tokio::spawn(async move { q.propose(b"while-full".to_vec()).await })

@@ -557,35 +557,33 @@ pub struct FetchAsk {
 
 /// The groups an OffsetFetch asks about (v8+: several; before: one).
 pub fn offset_fetch_asks(req: &OffsetFetchRequest, version: i16) -> Vec<FetchAsk> {
+    // The request's topic types differ by version; both are (name, partitions).
+    fn topics<'a>(asked: impl Iterator<Item = (&'a StrBytes, &'a [i32])>) -> Vec<FetchTopic> {
+        asked
+            .map(|(name, partitions)| FetchTopic {
+                name: owned(name),
+                partitions: partitions.to_vec(),
+            })
+            .collect()
+    }
     if version >= 8 {
         return req
             .groups
             .iter()
             .map(|g| FetchAsk {
                 group_id: owned(&g.group_id.0),
-                topics: g.topics.as_ref().map(|topics| {
-                    topics
-                        .iter()
-                        .map(|t| FetchTopic {
-                            name: owned(&t.name.0),
-                            partitions: t.partition_indexes.clone(),
-                        })
-                        .collect()
+                topics: g.topics.as_ref().map(|asked| {
+                    topics(asked.iter().map(|t| (&t.name.0, &t.partition_indexes[..])))
                 }),
             })
             .collect();
     }
     vec![FetchAsk {
         group_id: owned(&req.group_id.0),
-        topics: req.topics.as_ref().map(|topics| {
-            topics
-                .iter()
-                .map(|t| FetchTopic {
-                    name: owned(&t.name.0),
-                    partitions: t.partition_indexes.clone(),
-                })
-                .collect()
-        }),
+        topics: req
+            .topics
+            .as_ref()
+            .map(|asked| topics(asked.iter().map(|t| (&t.name.0, &t.partition_indexes[..])))),
     }]
 }
 

@@ -56,3 +56,23 @@ impl Drop for Tmpfs {
         }
     }
 }
+
+/// Writes `path` until the filesystem is full (bounded by the tmpfs' size).
+#[allow(dead_code)] // not every test that mounts a tmpfs fills it this way
+pub fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("filler");
+    let chunk = vec![0xAB; 64 << 10];
+    for _ in 0..10_000 {
+        if let Err(e) = file.write_all(&chunk) {
+            assert_eq!(e.raw_os_error(), Some(28), "{e}");
+            break;
+        }
+    }
+    // Whatever is left below a chunk goes too.
+    for _ in 0..100_000 {
+        if file.write_all(&[0xAB; 64]).is_err() {
+            break;
+        }
+    }
+}

@@ -409,6 +409,22 @@ mod tests {
         }
     }
 
+    /// Arguments that only choose how records are printed.
+    fn printing(format: Format, key_separator: Option<&str>, show_null: bool) -> ConsumeArgs {
+        ConsumeArgs {
+            topic: "t".into(),
+            group: None,
+            partition: None,
+            offset: None,
+            from_time: None,
+            count: None,
+            follow: false,
+            format,
+            key_separator: key_separator.map(str::to_owned),
+            show_null,
+        }
+    }
+
     #[test]
     fn show_null_tells_a_null_key_or_value_from_an_empty_one() {
         let record = |key: Option<&'static [u8]>, value: Option<&'static [u8]>| ConsumerRecord {
@@ -422,18 +438,7 @@ mod tests {
             headers: Vec::new(),
         };
         let text = |show_null: bool, r: &ConsumerRecord| {
-            let args = ConsumeArgs {
-                topic: "t".into(),
-                group: None,
-                partition: None,
-                offset: None,
-                from_time: None,
-                count: None,
-                follow: false,
-                format: Format::Text,
-                key_separator: Some(":".into()),
-                show_null,
-            };
+            let args = printing(Format::Text, Some(":"), show_null);
             let mut out = Vec::new();
             write_record(&mut out, r, &args).unwrap();
             String::from_utf8(out).unwrap()
@@ -459,18 +464,7 @@ mod tests {
                 value: Some(Bytes::from_static(b"v")),
             }],
         };
-        let args = ConsumeArgs {
-            topic: "t".into(),
-            group: None,
-            partition: None,
-            offset: None,
-            from_time: None,
-            count: None,
-            follow: false,
-            format: Format::Json,
-            key_separator: None,
-            show_null: false,
-        };
+        let args = printing(Format::Json, None, false);
         let mut out = Vec::new();
         write_record(&mut out, &record, &args).unwrap();
         assert_eq!(
