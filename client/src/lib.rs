@@ -29,6 +29,7 @@ pub mod error;
 pub mod metadata;
 pub mod offsets;
 pub mod producer;
+pub mod properties;
 #[cfg(test)]
 mod test_support;
 mod types;

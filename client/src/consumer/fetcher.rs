@@ -47,6 +47,7 @@ pub(crate) struct FetchConfig {
     pub partition_max_bytes: i32,
     pub max_wait: Duration,
     pub check_crcs: bool,
+    pub isolation_level: super::IsolationLevel,
 }
 
 /// The records of one batch, decoded as they are taken.
@@ -98,6 +99,9 @@ pub(crate) struct PartitionState {
     in_flight: bool,
     buffer: VecDeque<Chunk>,
     retry_after: Option<Instant>,
+    /// Since when fetches of this partition have failed with retriable errors, and the
+    /// latest error; `None` once a fetch succeeds.
+    pub failing: Option<(Instant, Error)>,
 }
 
 impl PartitionState {
@@ -114,6 +118,7 @@ impl PartitionState {
             in_flight: false,
             buffer: VecDeque::new(),
             retry_after: None,
+            failing: None,
         }
     }
 
@@ -597,6 +602,7 @@ impl Fetcher {
                     log_start_offset,
                 } => {
                     self.refresh_attempt = 0;
+                    state.failing = None;
                     state.high_watermark = Some(high_watermark);
                     state.log_start_offset = Some(log_start_offset).filter(|&o| o >= 0);
                     let fetched_from = state.fetch_offset().unwrap_or(chunk.next_offset);
@@ -605,6 +611,7 @@ impl Fetcher {
                     }
                 }
                 PartitionOutcome::OutOfRange => {
+                    state.failing = None;
                     let offset = state.fetch_offset().unwrap_or(-1);
                     match reset {
                         Some(spec) => {
@@ -626,6 +633,8 @@ impl Fetcher {
                     if error.is_retriable() || error.needs_metadata_refresh() {
                         tracing::debug!(tp = %part.tp, error = %error, "fetch failed; retrying");
                         state.retry_after = Some(now + self.client.backoff(0));
+                        let since = state.failing.as_ref().map_or(now, |(since, _)| *since);
+                        state.failing = Some((since, error.clone()));
                         if error.needs_metadata_refresh() {
                             refresh.push(part.tp.topic.clone());
                         }
@@ -715,7 +724,7 @@ async fn fetch_once(
         .with_max_wait_ms(max_wait)
         .with_min_bytes(config.min_bytes)
         .with_max_bytes(config.max_bytes)
-        .with_isolation_level(0)
+        .with_isolation_level(config.isolation_level.wire())
         .with_session_id(0)
         .with_session_epoch(-1)
         .with_topics(topics);
@@ -1119,6 +1128,7 @@ mod tests {
             partition_max_bytes: 1 << 20,
             max_wait: Duration::from_millis(10),
             check_crcs: false,
+            isolation_level: super::super::IsolationLevel::ReadUncommitted,
         };
         let mut fetcher = Fetcher::new(client, config);
         let tp = TopicPartition::new("t", 0);

@@ -56,6 +56,27 @@ impl AutoOffsetReset {
     }
 }
 
+/// Which records a fetch may return (`isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationLevel {
+    /// Everything up to the high watermark (the default, as in Kafka).
+    #[default]
+    ReadUncommitted,
+    /// Only records of committed transactions, up to the last stable offset. Without
+    /// transactional producers (Sluice has none yet) this is the same data.
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    /// The value of the Fetch request's `isolation_level` field.
+    pub(crate) fn wire(self) -> i8 {
+        match self {
+            IsolationLevel::ReadUncommitted => 0,
+            IsolationLevel::ReadCommitted => 1,
+        }
+    }
+}
+
 /// Consumer settings, named after Kafka's consumer configs.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -79,6 +100,8 @@ pub struct ConsumerConfig {
     pub max_poll_records: usize,
     /// `check.crcs` (default true).
     pub check_crcs: bool,
+    /// `isolation.level` (default read_uncommitted).
+    pub isolation_level: IsolationLevel,
     /// Group membership settings (session timeout, assignors...).
     pub group: GroupConfig,
 }
@@ -96,6 +119,7 @@ impl Default for ConsumerConfig {
             fetch_max_wait: Duration::from_millis(500),
             max_poll_records: 500,
             check_crcs: true,
+            isolation_level: IsolationLevel::ReadUncommitted,
             group: GroupConfig::default(),
         }
     }
@@ -157,7 +181,7 @@ impl Consumer {
     pub fn new(client: Client, config: ConsumerConfig) -> Result<Consumer> {
         if config.max_poll_records == 0 {
             return Err(Error::InvalidArgument(
-                "max_poll_records must be positive".into(),
+                "max.poll.records must be positive".into(),
             ));
         }
         let fetcher = Fetcher::new(
@@ -168,6 +192,7 @@ impl Consumer {
                 partition_max_bytes: config.max_partition_fetch_bytes,
                 max_wait: config.fetch_max_wait,
                 check_crcs: config.check_crcs,
+                isolation_level: config.isolation_level,
             },
         );
         Ok(Consumer {
@@ -268,6 +293,21 @@ impl Consumer {
     /// The high watermark last seen for `tp` in a fetch answer.
     pub fn high_watermark(&self, tp: &TopicPartition) -> Option<i64> {
         self.fetcher.state(tp).and_then(|s| s.high_watermark)
+    }
+
+    /// The partitions whose fetches keep failing with errors the consumer retries by
+    /// itself (a broker that cannot be reached, a topic that is gone, a leader that
+    /// moved): since when, and the latest error. Empty while fetches succeed. For
+    /// applications that want to tell their user why no records come.
+    pub fn fetch_failures(&self) -> Vec<(TopicPartition, std::time::Instant, Error)> {
+        self.fetcher
+            .assignment()
+            .into_iter()
+            .filter_map(|tp| {
+                let (since, error) = self.fetcher.state(&tp)?.failing.clone()?;
+                Some((tp, since, error))
+            })
+            .collect()
     }
 
     /// Continues reading `tp` at `offset`.

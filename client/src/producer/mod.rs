@@ -387,7 +387,7 @@ impl Producer {
     pub fn new(client: Client, config: ProducerConfig) -> Result<Producer> {
         if config.batch_size == 0 || config.max_request_size == 0 || config.buffer_memory == 0 {
             return Err(Error::InvalidArgument(
-                "batch_size, max_request_size and buffer_memory must be positive".into(),
+                "batch.size, max.request.size and buffer.memory must be positive".into(),
             ));
         }
         if !(1..=5).contains(&config.max_in_flight) {
@@ -466,7 +466,7 @@ impl Producer {
         if size + sluice_storage::batch::HEADER_SIZE > limit {
             return Err(Error::InvalidArgument(format!(
                 "record of about {size} bytes is larger than the producer's limit of {limit} \
-                 bytes (max_request_size / buffer_memory)"
+                 bytes (max.request.size, or buffer.memory if smaller)"
             )));
         }
         let (partition, seal) = match self.route(&record, size, now) {
