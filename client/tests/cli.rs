@@ -856,11 +856,8 @@ fn errors_are_one_line_with_a_non_zero_exit() {
     let missing = unique("cli-missing");
     let line = fails(&broker, &["consume", &missing], 1);
     assert!(line.contains("unknown topic"), "{line}");
-    let line = fails(&broker, &["produce", &missing], 1);
-    assert!(
-        line.contains("does not exist") && line.contains("sluice topic create"),
-        "{line}"
-    );
+    // (Producing to a missing topic creates it: see
+    // produce_creates_a_missing_topic_when_the_broker_allows_it.)
     let line = fails(&broker, &["produce", "no such/topic"], 1);
     // The broker refuses the name itself (INVALID_TOPIC_EXCEPTION) or the CLI says it is
     // not valid; either way no hint to create it.
@@ -1327,5 +1324,385 @@ fn help_explains_the_basics() {
                 .contains("Example"),
             "{command:?}"
         );
+    }
+}
+
+/// A running `sluice` whose stdout and stderr lines arrive on channels as they are
+/// printed, for commands that keep running (`consume --follow`).
+struct Running {
+    child: std::process::Child,
+    stdout: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(broker: &Broker, args: &[&str]) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .env("SLUICE_BOOTSTRAP", &broker.addr)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run sluice");
+        let lines = |pipe: Box<dyn std::io::Read + Send>| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        };
+        let stdout = lines(Box::new(child.stdout.take().unwrap()));
+        let stderr = lines(Box::new(child.stderr.take().unwrap()));
+        Running {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Waits (at most 30 s) for a line of `pipe` that contains `text`; returns it.
+    fn expect(
+        pipe: &std::sync::mpsc::Receiver<String>,
+        text: &str,
+        seen: &mut Vec<String>,
+    ) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match pipe.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no line with {text:?} within 30 s; saw {seen:?}"),
+            }
+        }
+    }
+
+    fn stdout_line(&mut self, text: &str) -> String {
+        Self::expect(&self.stdout, text, &mut Vec::new())
+    }
+
+    fn stderr_line(&mut self, text: &str) -> String {
+        Self::expect(&self.stderr, text, &mut Vec::new())
+    }
+
+    /// Waits (at most 30 s) for the process to exit; its status code.
+    fn exit_code(&mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(std::time::Instant::now() < deadline, "sluice did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn follow_says_when_the_broker_is_lost_and_back_and_when_the_topic_is_deleted() {
+    let mut broker = Broker::start();
+    if !broker.is_local() {
+        return; // needs to stop and start the broker
+    }
+    let topic = unique("cli-follow-notes");
+    ok(&broker, &["topic", "create", &topic], b"");
+    ok(&broker, &["produce", &topic], b"first\n");
+    let mut follow = Running::start(
+        &broker,
+        &["consume", &topic, "--follow", "--format", "%o %v\\n"],
+    );
+    assert_eq!(follow.stdout_line("first"), "0 first");
+
+    broker.kill();
+    let lost = follow.stderr_line("lost connection");
+    assert_eq!(
+        lost,
+        format!("lost connection to {}, retrying…", broker.addr)
+    );
+    broker.start_again();
+    assert_eq!(
+        follow.stderr_line("reconnected"),
+        format!("reconnected to {}", broker.addr)
+    );
+    ok(&broker, &["produce", &topic], b"second\n");
+    assert_eq!(follow.stdout_line("second"), "1 second");
+
+    ok(&broker, &["topic", "delete", &topic], b"");
+    let deleted = follow.stderr_line("was deleted");
+    assert!(
+        deleted.starts_with(&format!("error: topic {topic:?} was deleted")),
+        "{deleted}"
+    );
+    assert_eq!(follow.exit_code(), Some(1));
+}
+
+#[test]
+fn follow_in_a_group_says_it_is_joining_and_waits_for_a_deleted_topic() {
+    let broker = Broker::start();
+    let topic = unique("cli-follow-wait");
+    let group = unique("cli-follow-wait-g");
+    ok(&broker, &["topic", "create", &topic], b"");
+    ok(&broker, &["produce", &topic], b"old\n");
+    let mut follow = Running::start(
+        &broker,
+        &[
+            "consume",
+            &topic,
+            "--group",
+            &group,
+            "--follow",
+            "--wait-for-topic",
+        ],
+    );
+    // Kafka and Sluice hold a new group's first join for group.initial.rebalance.delay.ms
+    // (3 s): long enough for the note.
+    assert_eq!(
+        follow.stderr_line("joining"),
+        format!("joining group {group}…")
+    );
+    assert_eq!(
+        follow.stderr_line("joined"),
+        format!("joined group {group}: reading partition(s) 0")
+    );
+    assert_eq!(follow.stdout_line("old"), "old");
+
+    ok(&broker, &["topic", "delete", &topic], b"");
+    assert_eq!(
+        follow.stderr_line("was deleted"),
+        format!("topic {topic} was deleted; waiting for it to be created again…")
+    );
+    ok(&broker, &["topic", "create", &topic], b"");
+    follow.stderr_line("exists again");
+    ok(&broker, &["produce", &topic], b"new\n");
+    // The new topic is read from its start, not from the old topic's positions.
+    assert_eq!(follow.stdout_line("new"), "new");
+}
+
+#[test]
+fn client_properties_raise_the_record_limit_and_unknown_ones_are_refused() {
+    let broker = Broker::start();
+    let topic = unique("cli-props");
+    ok(
+        &broker,
+        &[
+            "topic",
+            "create",
+            &topic,
+            "--config",
+            "max.message.bytes=4194304",
+        ],
+        b"",
+    );
+    let big = format!("{}\n", "x".repeat(2 * 1024 * 1024));
+
+    // The default limit (1 MiB) refuses it, says how to raise it, and reports no rate.
+    let output = sluice(&broker, &["produce", &topic], big.as_bytes());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("produced 0 record(s), 0 B"), "{stderr}");
+    assert!(stderr.contains("max.request.size"), "{stderr}");
+    assert!(stderr.contains("-X max.request.size="), "{stderr}");
+    assert!(!stderr.contains("max_request_size"), "{stderr}");
+
+    // -X, --producer-property and a -F file each raise it.
+    ok(
+        &broker,
+        &["-X", "max.request.size=3000000", "produce", &topic],
+        big.as_bytes(),
+    );
+    ok(
+        &broker,
+        &[
+            "produce",
+            &topic,
+            "--producer-property",
+            "max.request.size=3000000",
+        ],
+        big.as_bytes(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("client.properties");
+    std::fs::write(
+        &file,
+        "# a producer\nmax.request.size = 3000000\nlinger.ms=0\n",
+    )
+    .unwrap();
+    ok(
+        &broker,
+        &["-F", file.to_str().unwrap(), "produce", &topic],
+        big.as_bytes(),
+    );
+    // Consumer properties apply to consume (and producer ones are left alone there).
+    let values = ok(
+        &broker,
+        &[
+            "-F",
+            file.to_str().unwrap(),
+            "consume",
+            &topic,
+            "--format",
+            "%S\\n",
+            "--consumer-property",
+            "max.partition.fetch.bytes=5000000",
+            "--consumer-property",
+            "isolation.level=read_committed",
+        ],
+        b"",
+    );
+    assert_eq!(values, "2097152\n".repeat(3));
+
+    // bootstrap.servers from the file, when neither -b nor $SLUICE_BOOTSTRAP is given.
+    std::fs::write(&file, format!("bootstrap.servers={}\n", broker.addr)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["-F", file.to_str().unwrap(), "topic", "list"])
+        .env_remove("SLUICE_BOOTSTRAP")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains(&topic));
+
+    // Mistakes are usage errors (exit 2), one line, with the closest name.
+    let line = fails(&broker, &["-X", "max.requst.size=5", "topic", "list"], 2);
+    assert!(line.contains("did you mean \"max.request.size\""), "{line}");
+    let line = fails(&broker, &["-X", "linger.ms=soon", "topic", "list"], 2);
+    assert!(line.contains("linger.ms"), "{line}");
+    let line = fails(
+        &broker,
+        &["consume", &topic, "--consumer-property", "linger.ms=5"],
+        2,
+    );
+    assert!(line.contains("linger.ms is a producer property"), "{line}");
+    let line = fails(
+        &broker,
+        &["-X", "enable.auto.commit=true", "consume", &topic],
+        2,
+    );
+    assert!(line.contains("enable.auto.commit"), "{line}");
+    std::fs::write(&file, "acks=all\nthis line is wrong\n").unwrap();
+    let line = fails(&broker, &["-F", file.to_str().unwrap(), "topic", "list"], 2);
+    assert!(line.contains("line 2"), "{line}");
+}
+
+#[test]
+fn produce_creates_a_missing_topic_when_the_broker_allows_it() {
+    let broker = Broker::start();
+    let topic = unique("cli-auto-create");
+    let output = sluice(&broker, &["produce", &topic], b"hello\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("note: created topic {topic} with ")),
+        "{stderr}"
+    );
+    assert_eq!(ok(&broker, &["consume", &topic], b""), "hello\n");
+    // The second time, no note.
+    let output = sluice(&broker, &["produce", &topic], b"again\n");
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("note:"));
+
+    if !broker.is_local() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("broker.properties");
+    std::fs::write(&config, "auto.create.topics.enable=false\n").unwrap();
+    let strict = Broker::start_with(&["--config", config.to_str().unwrap()]);
+    let line = fails(&strict, &["produce", &topic], 1);
+    assert!(line.contains("auto.create.topics.enable=false"), "{line}");
+    assert!(
+        line.contains(&format!("sluice topic create {topic}")),
+        "{line}"
+    );
+}
+
+#[test]
+fn templates_print_the_fields_asked_for() {
+    let broker = Broker::start();
+    let topic = unique("cli-template");
+    ok(
+        &broker,
+        &["topic", "create", &topic, "--partitions", "1"],
+        b"",
+    );
+    ok(
+        &broker,
+        &["produce", &topic, "-K", ":", "-H", "h=1"],
+        b"k1:v1\nnokey\n",
+    );
+    let text = ok(
+        &broker,
+        &[
+            "consume",
+            &topic,
+            "--format",
+            "%t|%p|%o|%k|%v|%K|%S|%h\\n",
+            "-Z",
+        ],
+        b"",
+    );
+    assert_eq!(
+        text,
+        format!("{topic}|0|0|k1|v1|2|2|h=1\n{topic}|0|1|NULL|nokey|-1|5|h=1\n")
+    );
+    let line = fails(&broker, &["consume", &topic, "--format", "%q"], 2);
+    assert!(line.contains("%q is not a format code"), "{line}");
+    let line = fails(&broker, &["consume", &topic, "--format", "yaml"], 2);
+    assert!(line.contains("not a format"), "{line}");
+}
+
+#[test]
+fn completions_and_manual_pages_come_from_the_binary() {
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completion", shell]);
+        assert!(
+            script.contains("consume") && script.contains("--follow"),
+            "{shell}"
+        );
+    }
+    let page = run(&["man"]);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH sluice"),
+        "{}",
+        &page[..200.min(page.len())]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    run(&["man", "--dir", dir.path().to_str().unwrap()]);
+    for name in [
+        "sluice.1",
+        "sluice-consume.1",
+        "sluice-topic-create.1",
+        "sluice-group-reset-offsets.1",
+    ] {
+        let page = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert!(page.contains(".SH NAME"), "{name}");
     }
 }

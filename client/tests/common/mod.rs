@@ -81,11 +81,25 @@ impl Broker {
     /// Kills the broker (SIGKILL) and starts it again on the same address and data.
     /// Only for local brokers.
     pub fn restart(&mut self) {
-        let (Some(mut child), Some(dir)) = (self.child.take(), self.dir.as_ref()) else {
-            panic!("only a broker started by the harness can be restarted");
+        self.kill();
+        self.start_again();
+    }
+
+    /// Kills the broker (SIGKILL); [`Broker::start_again`] brings it back. Only for
+    /// local brokers.
+    pub fn kill(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            panic!("only a running broker started by the harness can be killed");
         };
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// Starts a killed broker again on the same address and data.
+    pub fn start_again(&mut self) {
+        let (None, Some(dir)) = (self.child.as_ref(), self.dir.as_ref()) else {
+            panic!("only a killed broker started by the harness can be started again");
+        };
         let (child, addr) = spawn(dir, &self.addr, &self.args);
         assert_eq!(addr, self.addr, "the restarted broker listens elsewhere");
         self.child = Some(child);

@@ -13,7 +13,8 @@ use sluice_client::admin::{
 };
 use sluice_client::Admin;
 
-use crate::util::{self, or_dash, print_table, OutputFormat};
+use crate::settings::Settings;
+use crate::util::{or_dash, print_table, OutputFormat};
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -41,8 +42,8 @@ pub enum ClusterCommand {
     },
 }
 
-pub async fn run(bootstrap: &str, command: ClusterCommand) -> Result<ExitCode> {
-    let admin = Admin::new(util::connect(bootstrap).await?);
+pub async fn run(settings: &Settings, command: ClusterCommand) -> Result<ExitCode> {
+    let admin = Admin::new(settings.connect().await?);
     match command {
         ClusterCommand::Describe { format } => describe(&admin, format).await,
     }

@@ -12,19 +12,38 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use base64::Engine;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde::Serialize;
 use sluice_client::consumer::{AutoOffsetReset, ConsumerRecord};
+use sluice_client::properties::Scope;
 use sluice_client::{Consumer, ConsumerConfig, Error, OffsetSpec, TopicPartition};
 
+use crate::settings::Settings;
+use crate::template::Template;
 use crate::util;
+use crate::watch::{Verdict, Watch};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// How records are printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Format {
     /// The value of each record, one per line (key, SEP, value with --key-separator).
     Text,
     /// One JSON object per record and line, with all fields.
     Json,
+    /// A kcat-style template (`%k %v\n`); see [`Template`].
+    Template(Template),
+}
+
+fn parse_format(text: &str) -> Result<Format, String> {
+    match text {
+        "text" => Ok(Format::Text),
+        "json" => Ok(Format::Json),
+        template if template.contains('%') => Template::parse(template).map(Format::Template),
+        _ => Err(format!(
+            "{text:?} is not a format: use text, json, or a template with % codes such as \
+             '%t %p %o %T %k %v\\n'"
+        )),
+    }
 }
 
 /// Where to start reading.
@@ -69,6 +88,17 @@ fn parse_offset(text: &str) -> Result<StartOffset, String> {
 ///   sluice consume orders --from-time 2024-05-01T12:00:00Z
 ///   sluice consume orders --count 10 --format json      # first 10 records as JSON
 ///   sluice consume orders --group billing               # resume where "billing" stopped
+///   sluice consume orders --format '%p %o %k=%v\n'       # a template, as kcat's -f
+///
+/// Template codes: %t topic, %p partition, %o offset, %T timestamp (ms), %d timestamp
+/// (RFC 3339), %k key, %K key length, %v (or %s) value, %S value length, %h headers
+/// (k=v,...), %% a percent sign; \n \t \r are escapes, and nothing is added after the
+/// template (end it with \n).
+///
+/// With --follow the command keeps reading; it says on stderr when the connection to a
+/// broker is lost and regained, when a group join takes time, and when the topic is
+/// deleted (it then exits with status 1, unless --wait-for-topic). On a terminal, a
+/// status line shows records/s and the lag behind the log end.
 ///
 /// JSON lines have: topic, partition, offset, timestamp (RFC 3339), timestamp_ms, key,
 /// value, headers. Keys and values that are not UTF-8 text are base64-encoded and
@@ -102,10 +132,15 @@ pub struct ConsumeArgs {
     #[arg(long, short = 'n', value_name = "N")]
     pub count: Option<u64>,
     /// Keep waiting for new records instead of stopping at the end (Ctrl-C to stop).
-    #[arg(long, short = 'F')]
+    #[arg(long, short = 'f')]
     pub follow: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
+    /// With --follow, when the topic is deleted, wait for it to be created again (and
+    /// read the new topic) instead of exiting with status 1.
+    #[arg(long, requires = "follow")]
+    pub wait_for_topic: bool,
+    /// Output format: text, json, or a template such as '%p %o %k %v\n' (codes above).
+    #[arg(long, value_name = "text|json|TEMPLATE", default_value = "text",
+          value_parser = parse_format)]
     pub format: Format,
     /// In text format, print the key, then SEP, then the value (instead of only the value).
     #[arg(long, short = 'K', value_name = "SEP")]
@@ -114,10 +149,26 @@ pub struct ConsumeArgs {
     /// an empty one (kcat's -Z).
     #[arg(long = "show-null", short = 'Z')]
     pub show_null: bool,
+    /// A consumer property, NAME=VALUE, as Kafka's console consumer takes it (the same
+    /// as -X, checked to be a consumer or common property). Repeat for several.
+    #[arg(long = "consumer-property", value_name = "NAME=VALUE", value_parser = util::parse_property)]
+    pub consumer_properties: Vec<(String, String)>,
 }
 
-pub async fn run(bootstrap: &str, args: ConsumeArgs) -> Result<ExitCode> {
-    let client = util::connect(bootstrap).await?;
+pub async fn run(settings: &Settings, args: ConsumeArgs) -> Result<ExitCode> {
+    let settings = settings.with_own(Scope::Consumer, &args.consumer_properties);
+    let (settings, config) = match settings.and_then(|s| {
+        let config = consumer_config(&s, &args)?;
+        Ok((s, config))
+    }) {
+        Ok(both) => both,
+        Err(e) => {
+            eprintln!("error: {e} (see --help)");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let group = config.group_id.clone();
+    let client = settings.connect().await?;
     let topic = client.fetch_topic(&args.topic, false).await?;
     let partitions: Vec<TopicPartition> = match args.partition {
         Some(p) if topic.partition(p).is_some() => vec![TopicPartition::new(&args.topic, p)],
@@ -133,17 +184,6 @@ pub async fn run(bootstrap: &str, args: ConsumeArgs) -> Result<ExitCode> {
             .map(|p| TopicPartition::new(&args.topic, p.partition))
             .collect(),
     };
-    let mut config = ConsumerConfig {
-        group_id: args.group.clone(),
-        auto_offset_reset: AutoOffsetReset::Earliest,
-        // Commits are made explicitly, right after records are printed.
-        enable_auto_commit: false,
-        fetch_max_wait: Duration::from_millis(250),
-        ..ConsumerConfig::default()
-    };
-    config.group.heartbeat_interval = Duration::from_secs(1);
-    config.group.session_timeout = Duration::from_secs(10);
-    config.group.rebalance_timeout = Duration::from_secs(30);
     let mut consumer = Consumer::new(client.clone(), config)?;
 
     // The end of the log as of now: without --follow, stop there.
@@ -154,7 +194,7 @@ pub async fn run(bootstrap: &str, args: ConsumeArgs) -> Result<ExitCode> {
         .map(|(tp, o)| (tp, o.offset))
         .collect();
 
-    if args.group.is_some() {
+    if group.is_some() {
         consumer.subscribe(vec![args.topic.clone()])?;
     } else {
         consumer.assign(partitions.clone()).await?;
@@ -188,6 +228,12 @@ pub async fn run(bootstrap: &str, args: ConsumeArgs) -> Result<ExitCode> {
     let mut printed = 0u64;
     let mut to_commit: HashMap<TopicPartition, i64> = HashMap::new();
     let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut watch = Watch::new(
+        &args.topic,
+        group.as_deref(),
+        args.wait_for_topic,
+        args.follow,
+    );
     let result = async {
         loop {
             if !args.follow && at_end(&consumer, &ends) {
@@ -197,27 +243,50 @@ pub async fn run(bootstrap: &str, args: ConsumeArgs) -> Result<ExitCode> {
                 break;
             }
             // Ctrl-C ends a --follow gracefully: commits are made, the group is left.
+            let was_joined = joined(&consumer);
             let records = tokio::select! {
-                records = consumer.poll(Duration::from_millis(500)) => records?,
+                records = watch.poll(was_joined, consumer.poll(Duration::from_millis(500))) => records?,
                 _ = &mut interrupted => break,
             };
-            for record in &records {
-                if args.count.is_some_and(|n| printed >= n) {
-                    break;
+            let written = watch.printing(|| {
+                for record in &records {
+                    if args.count.is_some_and(|n| printed >= n) {
+                        break;
+                    }
+                    write_record(&mut out, record, &args)?;
+                    printed += 1;
+                    to_commit.insert(record.topic_partition(), record.offset + 1);
                 }
-                let written = write_record(&mut out, record, &args);
-                match written {
-                    Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(false),
-                    other => other.context("cannot write to stdout")?,
-                }
-                printed += 1;
-                to_commit.insert(record.topic_partition(), record.offset + 1);
-            }
-            match out.flush() {
+                out.flush()
+            });
+            match written {
                 Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(false),
                 other => other.context("cannot write to stdout")?,
             }
-            if args.group.is_some() && !to_commit.is_empty() {
+            let of_topic: Vec<TopicPartition> = consumer
+                .assignment()
+                .into_iter()
+                .filter(|tp| tp.topic == args.topic)
+                .collect();
+            match watch.check(&consumer, joined(&consumer), printed).await {
+                Verdict::Reading => {}
+                Verdict::TopicDeleted => anyhow::bail!(
+                    "topic {:?} was deleted (--wait-for-topic waits for it to be created again)",
+                    args.topic
+                ),
+                Verdict::WaitingForTopic => consumer.pause(&of_topic),
+                Verdict::TopicRecreated => {
+                    consumer.client().invalidate_topic(&args.topic);
+                    // A member left without partitions by the deletion gets the new
+                    // topic's partitions only from a new rebalance.
+                    if let Some(group) = consumer.group() {
+                        group.request_rejoin();
+                    }
+                    consumer.seek_to(&of_topic, OffsetSpec::Earliest).await?;
+                    consumer.resume(&of_topic);
+                }
+            }
+            if group.is_some() && !to_commit.is_empty() {
                 let offsets: Vec<(TopicPartition, i64)> = to_commit.drain().collect();
                 commit(&mut consumer, &offsets).await?;
             }
@@ -225,10 +294,54 @@ pub async fn run(bootstrap: &str, args: ConsumeArgs) -> Result<ExitCode> {
         Ok::<bool, anyhow::Error>(true)
     }
     .await;
+    watch.finish();
     drop(out);
     consumer.close().await?;
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The consumer's configuration: the CLI's defaults, then the properties, then the
+/// dedicated flags. Properties that contradict how the command works are errors.
+fn consumer_config(settings: &Settings, args: &ConsumeArgs) -> Result<ConsumerConfig, String> {
+    let mut config = ConsumerConfig {
+        auto_offset_reset: AutoOffsetReset::Earliest,
+        fetch_max_wait: Duration::from_millis(250),
+        ..ConsumerConfig::default()
+    };
+    config.group.heartbeat_interval = Duration::from_secs(1);
+    config.group.session_timeout = Duration::from_secs(10);
+    config.group.rebalance_timeout = Duration::from_secs(30);
+    settings.properties.apply_to_consumer(&mut config);
+    if settings.properties.contains("enable.auto.commit") {
+        return Err(
+            "enable.auto.commit cannot be set: sluice consume commits what it has printed, \
+             after every batch, when reading with a group"
+                .into(),
+        );
+    }
+    // Commits are made explicitly, right after records are printed.
+    config.enable_auto_commit = false;
+    if args.group.is_some() {
+        config.group_id = args.group.clone();
+    } else if config.group_id.is_some()
+        && (args.partition.is_some() || args.offset.is_some() || args.from_time.is_some())
+    {
+        return Err(
+            "group.id reads as a group member, which cannot be combined with --partition, \
+             --offset or --from-time"
+                .into(),
+        );
+    }
+    Ok(config)
+}
+
+/// Whether the consumer knows its assignment: always outside a group, after a
+/// completed join in one.
+fn joined(consumer: &Consumer) -> bool {
+    consumer
+        .group()
+        .is_none_or(|g| !g.needs_rejoin() && g.generation() >= 0)
 }
 
 /// Commits after printing; a rebalance that took partitions away is not an error (the
@@ -243,10 +356,7 @@ async fn commit(consumer: &mut Consumer, offsets: &[(TopicPartition, i64)]) -> R
 /// Whether every partition being read has reached the end recorded at the start.
 fn at_end(consumer: &Consumer, ends: &HashMap<TopicPartition, i64>) -> bool {
     let assignment = consumer.assignment();
-    if consumer
-        .group()
-        .is_some_and(|g| g.needs_rejoin() || g.generation() < 0)
-    {
+    if !joined(consumer) {
         return false; // not (re)joined yet: the assignment is not known
     }
     assignment.iter().all(|tp| {
@@ -346,7 +456,7 @@ fn write_record(
     record: &ConsumerRecord,
     args: &ConsumeArgs,
 ) -> std::io::Result<()> {
-    match args.format {
+    match &args.format {
         Format::Text => {
             let null: &[u8] = if args.show_null { b"NULL" } else { b"" };
             if let Some(sep) = &args.key_separator {
@@ -355,6 +465,10 @@ fn write_record(
             }
             out.write_all(record.value.as_deref().unwrap_or(null))?;
             out.write_all(b"\n")
+        }
+        Format::Template(template) => {
+            let null: &[u8] = if args.show_null { b"NULL" } else { b"" };
+            template.write(out, record, null)
         }
         Format::Json => {
             let (key, key_encoding) = text_or_base64(record.key.as_deref());
@@ -419,9 +533,11 @@ mod tests {
             from_time: None,
             count: None,
             follow: false,
+            wait_for_topic: false,
             format,
             key_separator: key_separator.map(str::to_owned),
             show_null,
+            consumer_properties: Vec::new(),
         }
     }
 

@@ -7,6 +7,7 @@ use clap::{ArgGroup, Subcommand};
 use sluice_client::admin::ResetTo;
 use sluice_client::Admin;
 
+use crate::settings::Settings;
 use crate::util::{self, or_dash, print_table};
 
 #[derive(Debug, Subcommand)]
@@ -75,8 +76,8 @@ pub enum GroupCommand {
     },
 }
 
-pub async fn run(bootstrap: &str, command: GroupCommand) -> Result<ExitCode> {
-    let admin = Admin::new(util::connect(bootstrap).await?);
+pub async fn run(settings: &Settings, command: GroupCommand) -> Result<ExitCode> {
+    let admin = Admin::new(settings.connect().await?);
     match command {
         GroupCommand::List => {
             let groups = admin.list_groups().await?;

@@ -18,13 +18,18 @@ macro_rules! outln {
 mod cluster;
 mod consume;
 mod group;
+mod man;
 mod produce;
+mod settings;
+mod template;
 mod topic;
 mod util;
+mod watch;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Sluice command-line client: create topics, write records into them, read them back.
 ///
@@ -44,16 +49,29 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, verbatim_doc_comment)]
 struct Cli {
-    /// Broker address(es) to connect to, as HOST:PORT[,HOST:PORT...].
+    /// Broker address(es) to connect to, as HOST:PORT[,HOST:PORT...] [default:
+    /// bootstrap.servers if set with -X or -F, else 127.0.0.1:9092].
     #[arg(
         long,
         short = 'b',
         env = "SLUICE_BOOTSTRAP",
-        default_value = "127.0.0.1:9092",
         global = true,
         value_name = "HOST:PORT"
     )]
-    bootstrap: String,
+    bootstrap: Option<String>,
+
+    /// A Kafka client property, as kcat's and rpk's -X: max.request.size=31457280,
+    /// linger.ms=20, enable.idempotence=false, fetch.max.bytes=..., client.id=...
+    /// Repeat for several. Producer properties apply to produce, consumer properties to
+    /// consume; an unknown name is an error. See docs/cli.md for the list.
+    #[arg(short = 'X', long = "property", global = true, value_name = "NAME=VALUE",
+          value_parser = util::parse_property)]
+    properties: Vec<(String, String)>,
+
+    /// Read client properties from a Java .properties file (NAME=VALUE per line, # for
+    /// comments), as kcat's -F; -X and the commands' own flags override it.
+    #[arg(short = 'F', long = "config-file", global = true, value_name = "PATH")]
+    config_file: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -72,6 +90,27 @@ enum Command {
     /// Show the brokers and the metadata quorum.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Print a shell completion script: `source <(sluice completion bash)`.
+    ///
+    /// Install it for good with, for instance:
+    ///   sluice completion bash > ~/.local/share/bash-completion/completions/sluice
+    ///   sluice completion zsh > "${fpath[1]}/_sluice"
+    ///   sluice completion fish > ~/.config/fish/completions/sluice.fish
+    #[command(verbatim_doc_comment)]
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), or write one per command into a directory.
+    ///
+    ///   sluice man | man -l -
+    ///   sluice man --dir ~/.local/share/man/man1
+    #[command(verbatim_doc_comment)]
+    Man {
+        /// Write sluice.1, sluice-topic.1, sluice-topic-create.1 ... into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -96,6 +135,26 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return util::usage_error(e),
     };
+    match &cli.command {
+        Command::Completion { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(*shell, &mut command, "sluice", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man { dir } => return man::write(Cli::command(), dir.as_deref()),
+        _ => {}
+    }
+    let settings = match settings::Settings::new(
+        cli.bootstrap.clone(),
+        cli.config_file.as_deref(),
+        &cli.properties,
+    ) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -108,11 +167,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Topic(command) => topic::run(&cli.bootstrap, command).await,
-            Command::Produce(args) => produce::run(&cli.bootstrap, args).await,
-            Command::Consume(args) => consume::run(&cli.bootstrap, args).await,
-            Command::Group(command) => group::run(&cli.bootstrap, command).await,
-            Command::Cluster(command) => cluster::run(&cli.bootstrap, command).await,
+            Command::Topic(command) => topic::run(&settings, command).await,
+            Command::Produce(args) => produce::run(&settings, args).await,
+            Command::Consume(args) => consume::run(&settings, args).await,
+            Command::Group(command) => group::run(&settings, command).await,
+            Command::Cluster(command) => cluster::run(&settings, command).await,
+            Command::Completion { .. } | Command::Man { .. } => Ok(ExitCode::SUCCESS),
         }
     });
     // Background tasks (heartbeats, fetches) must not keep the process alive.

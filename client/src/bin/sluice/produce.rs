@@ -13,11 +13,15 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use sluice_client::metadata::TopicInfo;
+use sluice_client::properties::Scope;
 use sluice_client::{
-    Acks, Compression, DeliveryFuture, Error, Header, Producer, ProducerConfig, ProducerRecord,
+    Acks, Client, Compression, DeliveryFuture, Error, Header, Producer, ProducerConfig,
+    ProducerRecord,
 };
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
+use crate::settings::Settings;
 use crate::util;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -50,12 +54,18 @@ pub enum CompressionArg {
 ///   sluice produce users --key-separator : < users.txt     # "alice:{...}" -> key alice
 ///   sluice produce logs --compression zstd --header source=web < access.log
 ///
+/// A topic that does not exist is created with the broker's defaults when the broker
+/// allows it (auto.create.topics.enable, on by default), with a note on stderr.
+/// Records over 1 MiB need a larger producer limit: -X max.request.size=BYTES (and a
+/// topic whose max.message.bytes allows them).
+///
 /// A summary (records, bytes, time, rate) is printed to stderr. The exit status is
 /// non-zero if any record could not be written.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ProduceArgs {
-    /// Topic to write to (create it first with `sluice topic create`).
+    /// Topic to write to (created with the broker's defaults if it does not exist and
+    /// the broker allows that; `sluice topic create` chooses partitions and settings).
     pub topic: String,
     /// Split each line at the first SEP: the part before is the record's key, the part
     /// after its value. Records with the same key go to the same partition, in order.
@@ -69,44 +79,44 @@ pub struct ProduceArgs {
     /// When the broker confirms a record. With `all` (the default) the producer is
     /// idempotent: a batch retried after a lost answer or a broker restart is written
     /// once, in order. `0` and `1` turn idempotence off (as the Java client does when
-    /// acks is not all), so a retry may write records twice.
-    #[arg(long, value_enum, default_value = "all")]
-    pub acks: AcksArg,
-    /// Compress batches of records with this codec.
-    #[arg(long, short = 'z', value_enum, default_value = "none")]
-    pub compression: CompressionArg,
+    /// acks is not all), so a retry may write records twice. [default: all, or the
+    /// acks property]
+    #[arg(long, value_enum)]
+    pub acks: Option<AcksArg>,
+    /// Compress batches of records with this codec. [default: none, or the
+    /// compression.type property]
+    #[arg(long, short = 'z', value_enum)]
+    pub compression: Option<CompressionArg>,
     /// A header added to every record, KEY=VALUE. Repeat for several.
     #[arg(long = "header", short = 'H', value_name = "K=V", value_parser = util::parse_key_value)]
     pub headers: Vec<(String, String)>,
     /// Read lines from this file instead of stdin.
     #[arg(long, short = 'f', value_name = "PATH")]
     pub file: Option<PathBuf>,
-    /// How long to wait for more records to fill a batch, in milliseconds.
-    #[arg(long, default_value_t = 5, value_name = "MS")]
-    pub linger_ms: u64,
+    /// How long to wait for more records to fill a batch, in milliseconds. [default: 5,
+    /// or the linger.ms property]
+    #[arg(long, value_name = "MS")]
+    pub linger_ms: Option<u64>,
+    /// A producer property, NAME=VALUE, as Kafka's console producer takes it (the same
+    /// as -X, checked to be a producer or common property). Repeat for several.
+    #[arg(long = "producer-property", value_name = "NAME=VALUE", value_parser = util::parse_property)]
+    pub producer_properties: Vec<(String, String)>,
 }
 
 /// Inputs larger than this get a progress bar (on a terminal).
 const PROGRESS_THRESHOLD: u64 = 4 * 1024 * 1024;
 
-pub async fn run(bootstrap: &str, args: ProduceArgs) -> Result<ExitCode> {
-    let client = util::connect(bootstrap).await?;
-    let topic = client
-        .fetch_topic(&args.topic, false)
-        .await
-        .map_err(|e| match e {
-            Error::UnknownTopic { .. } if !is_valid_topic_name(&args.topic) => anyhow::anyhow!(
-                "topic {:?} does not exist, and is not a valid topic name (at most 249 of \
-                 letters, digits, '.', '_' and '-')",
-                args.topic
-            ),
-            Error::UnknownTopic { .. } => anyhow::anyhow!(
-                "topic {:?} does not exist (create it with `sluice topic create {}`)",
-                args.topic,
-                args.topic
-            ),
-            other => other.into(),
-        })?;
+pub async fn run(settings: &Settings, args: ProduceArgs) -> Result<ExitCode> {
+    let settings = match settings.with_own(Scope::Producer, &args.producer_properties) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e} (see --help)");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let config = producer_config(&settings, &args);
+    let client = settings.connect().await?;
+    let topic = topic_or_create(&client, &args.topic).await?;
     if let Some(p) = args.partition {
         if topic.partition(p).is_none() {
             anyhow::bail!(
@@ -140,28 +150,8 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> Result<ExitCode> {
             bar
         });
 
-    let producer = Producer::new(
-        client,
-        ProducerConfig {
-            acks: match args.acks {
-                AcksArg::Zero => Acks::None,
-                AcksArg::One => Acks::Leader,
-                AcksArg::All => Acks::All,
-            },
-            compression: match args.compression {
-                CompressionArg::None => Compression::None,
-                CompressionArg::Gzip => Compression::Gzip,
-                CompressionArg::Snappy => Compression::Snappy,
-                CompressionArg::Lz4 => Compression::Lz4,
-                CompressionArg::Zstd => Compression::Zstd,
-            },
-            linger: Duration::from_millis(args.linger_ms),
-            allow_auto_create_topics: false,
-            // Not set: on with acks=all, off with --acks 0 or 1 (see `--acks`).
-            enable_idempotence: None,
-            ..ProducerConfig::default()
-        },
-    )?;
+    let unconfirmed = config.acks == Acks::None;
+    let producer = Producer::new(client, config)?;
     let headers: Vec<Header> = args
         .headers
         .iter()
@@ -257,22 +247,104 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> Result<ExitCode> {
         util::human_bytes(bytes as f64),
         rates(sent, bytes, elapsed),
         args.topic,
-        if matches!(args.acks, AcksArg::Zero) {
+        if unconfirmed {
             " (acks=0: not confirmed)"
         } else {
             ""
         },
     );
     if failed > 0 {
+        let too_large = first_rejection.is_some();
         let error = first_rejection.or(first_error);
-        let reason = error.map_or_else(String::new, |e| {
+        let mut reason = error.map_or_else(String::new, |e| {
             format!(": {}", util::error_line(&anyhow::Error::new(e)))
         });
+        if too_large {
+            reason.push_str(" (raise the limit with -X max.request.size=BYTES)");
+        }
         eprintln!("error: {failed} of {records} record(s) failed{reason}");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// The producer's configuration: the CLI's defaults, then the properties, then the
+/// dedicated flags.
+fn producer_config(settings: &Settings, args: &ProduceArgs) -> ProducerConfig {
+    let mut config = ProducerConfig {
+        // Unknown topics are created (or not) before producing, with a note.
+        allow_auto_create_topics: false,
+        // Not set: on with acks=all, off with acks 0 or 1 (see `--acks`).
+        enable_idempotence: None,
+        ..ProducerConfig::default()
+    };
+    settings.properties.apply_to_producer(&mut config);
+    if let Some(acks) = args.acks {
+        config.acks = match acks {
+            AcksArg::Zero => Acks::None,
+            AcksArg::One => Acks::Leader,
+            AcksArg::All => Acks::All,
+        };
+    }
+    if let Some(codec) = args.compression {
+        config.compression = match codec {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Snappy => Compression::Snappy,
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::Zstd => Compression::Zstd,
+        };
+    }
+    if let Some(ms) = args.linger_ms {
+        config.linger = Duration::from_millis(ms);
+    }
+    config
+}
+
+/// The topic's metadata. A topic that does not exist is created with the broker's
+/// defaults if the broker allows it (as kcat and Kafka's console producer do), with a
+/// note on stderr; otherwise the error says how to create it.
+async fn topic_or_create(client: &Client, name: &str) -> Result<TopicInfo> {
+    match client.fetch_topic(name, false).await {
+        Err(Error::UnknownTopic { .. }) if !is_valid_topic_name(name) => anyhow::bail!(
+            "topic {name:?} does not exist, and is not a valid topic name (at most 249 of \
+             letters, digits, '.', '_' and '-')"
+        ),
+        Err(Error::UnknownTopic { .. }) => {}
+        other => return Ok(other?),
+    }
+    let created = match client.fetch_topic(name, true).await {
+        Ok(topic) if !topic.partitions.is_empty() => topic,
+        // Created, leaders not elected yet: wait for them as a producer would.
+        Ok(_) => {
+            client
+                .wait_for_topic(name, false, TOPIC_READY_TIMEOUT)
+                .await?
+        }
+        Err(e) if e.is_retriable() => {
+            client
+                .wait_for_topic(name, false, TOPIC_READY_TIMEOUT)
+                .await?
+        }
+        Err(Error::UnknownTopic { .. }) => {
+            anyhow::bail!(
+                "topic {name:?} does not exist and the broker does not create topics on \
+                 produce (auto.create.topics.enable=false): create it with `sluice topic \
+                 create {name}`"
+            )
+        }
+        Err(other) => return Err(other.into()),
+    };
+    eprintln!(
+        "note: created topic {name} with {} partition(s), the broker's defaults (it did \
+         not exist; `sluice topic create` chooses partitions and settings)",
+        created.partitions.len()
+    );
+    Ok(created)
+}
+
+/// How long a topic created on produce may take to get its partition leaders.
+const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Kafka's rule for topic names, so a hint never suggests creating one the broker refuses.
 fn is_valid_topic_name(name: &str) -> bool {

@@ -11,6 +11,7 @@ use sluice_client::admin::{
 };
 use sluice_client::Admin;
 
+use crate::settings::Settings;
 use crate::util::{self, or_dash, print_table, OutputFormat};
 
 #[derive(Debug, Subcommand)]
@@ -91,8 +92,8 @@ pub enum TopicCommand {
     },
 }
 
-pub async fn run(bootstrap: &str, command: TopicCommand) -> Result<ExitCode> {
-    let admin = Admin::new(util::connect(bootstrap).await?);
+pub async fn run(settings: &Settings, command: TopicCommand) -> Result<ExitCode> {
+    let admin = Admin::new(settings.connect().await?);
     match command {
         TopicCommand::Create {
             name,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use chrono::{DateTime, SecondsFormat};
-use sluice_client::{Client, ClientConfig, Error};
+use sluice_client::Error;
 
 /// Writes one line to stdout; a closed stdout ends the program quietly (exit status
 /// 0, as when `| head` has seen enough), any other write error with status 1.
@@ -28,15 +28,6 @@ pub enum OutputFormat {
     Text,
     /// One pretty-printed JSON document, for scripts (`jq`).
     Json,
-}
-
-/// Connects to the cluster (fails at once if no bootstrap address answers).
-pub async fn connect(bootstrap: &str) -> Result<Client> {
-    let config = ClientConfig {
-        client_id: "sluice-cli".to_owned(),
-        ..ClientConfig::new(bootstrap)
-    };
-    Ok(Client::connect(config).await?)
 }
 
 /// Prints a command-line usage error as one line (help and version go to stdout as
@@ -219,6 +210,16 @@ pub fn format_time(ms: i64) -> String {
     match DateTime::from_timestamp_millis(ms) {
         Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
         None => ms.to_string(),
+    }
+}
+
+/// Parses a client property `NAME=VALUE`, checking the name and the value.
+pub fn parse_property(text: &str) -> Result<(String, String), String> {
+    let (name, value) = parse_key_value(text)?;
+    match sluice_client::properties::Properties::new().set(&name, &value) {
+        Ok(()) => Ok((name, value)),
+        Err(Error::InvalidArgument(why)) => Err(why),
+        Err(other) => Err(other.to_string()),
     }
 }
 
