@@ -97,8 +97,8 @@ for tool in fio iperf3 kcat; do
 done
 command -v java >/dev/null && scripts/peers/kafka.sh classpath >/dev/null 2>&1 || scripts/deps.sh --kafka
 command -v python3 >/dev/null || die "python3 is needed for the report"
-log "building release sluice-broker and sluice-bench"
-cargo build --release -q -p sluice-broker -p sluice-bench --bin sluice-broker --bin sluice-bench
+log "building the release binaries"
+cargo build --release -q   # every binary, as README and test.sh build them (no rebuild)
 BROKER_BIN="$ROOT/target/release/sluice-broker"
 BENCH="$ROOT/target/release/sluice-bench"
 

@@ -5,7 +5,7 @@ The broker runs as a child process behind a small TCP proxy (it advertises the p
 address, so every client connection goes through it). A loop of CYCLES cycles on one data
 directory:
   producers write keyed records with unique ids (confluent-kafka, enable.idempotence=true, and
-  the Sluice client's idempotent producer, client/examples/torture_producer.rs;
+  the Sluice client's idempotent producer, bench/src/bin/sluice-torture-producer.rs;
   acks=all) and record every acknowledgement -> sometimes the proxy drops the next Produce
   answer on every connection and cuts it (appended batches whose acknowledgement is lost:
   the producers retry them, and the broker must recognise the retries) -> after a random
@@ -389,7 +389,7 @@ class ProducerThread(threading.Thread):
 class SluiceProducer:
     """The Sluice client's idempotent producer, as a child process.
 
-    `client/examples/torture_producer` writes `<name>-<n>` records with key `k<n % KEYS>`
+    `sluice-torture-producer` writes `<name>-<n>` records with key `k<n % KEYS>`
     at `rate` records/s until its stdin closes, and prints one line per outcome:
     `ACK <value> <partition> <offset>`, `FAIL <value> <error>`, `FATAL <error>`, then
     `DONE sent=S acked=A failed=F`. It keeps producing while the broker is down (the
@@ -692,8 +692,8 @@ def main() -> int:
     parser.add_argument("--producers", type=int, default=3, help="confluent-kafka (librdkafka) producers")
     parser.add_argument("--sluice-producers", type=int, default=1, help="Sluice client producers")
     parser.add_argument("--sluice-producer", type=Path, default=Path(os.environ.get(
-        "SLUICE_TORTURE_PRODUCER", REPO / "target" / "release" / "examples" / "torture_producer")),
-        help="the Sluice client's torture producer (cargo build --release -p sluice-client --example torture_producer)")
+        "SLUICE_TORTURE_PRODUCER", REPO / "target" / "release" / "sluice-torture-producer")),
+        help="the Sluice client's torture producer (cargo build --release)")
     parser.add_argument("--broker", type=Path, default=Path(os.environ.get(
         "SLUICE_BROKER_BIN", REPO / "target" / "release" / "sluice-broker")))
     parser.add_argument("--max-run", type=float, default=1.5,
@@ -703,7 +703,7 @@ def main() -> int:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     if args.sluice_producers and not args.sluice_producer.exists():
-        parser.error(f"{args.sluice_producer} is missing: cargo build --release -p sluice-client --example torture_producer")
+        parser.error(f"{args.sluice_producer} is missing: cargo build --release")
     print(f"torture: seed {args.seed}, {args.cycles} cycles, {args.producers} librdkafka + "
           f"{args.sluice_producers} Sluice producers, "
           f"log.flush.policy={os.environ.get('SLUICE_LOG_FLUSH_POLICY', 'os')}", flush=True)

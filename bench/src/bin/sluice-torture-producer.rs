@@ -3,8 +3,8 @@
 //! acknowledgement on stdout.
 //!
 //! ```text
-//! cargo build --release -p sluice-client --example torture_producer
-//! target/release/examples/torture_producer --bootstrap HOST:PORT --topic TOPIC --id p3 \
+//! cargo build --release
+//! target/release/sluice-torture-producer --bootstrap HOST:PORT --topic TOPIC --id p3 \
 //!     [--keys 40] [--rate 10000] [--linger-ms 5] [--delivery-timeout-ms 600000]
 //! ```
 //!
