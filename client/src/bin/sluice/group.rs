@@ -12,10 +12,14 @@ use crate::util::{self, or_dash, print_table};
 
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
-    /// List consumer groups.
+    /// List consumer groups, with their state and type.
+    ///
+    /// Example: sluice group list
     List,
     /// Show a group's members, their partitions, and per partition the committed
     /// offset, the log end and the lag (records not yet consumed).
+    ///
+    /// Example: sluice group describe billing
     Describe {
         /// Group id.
         group: String,
@@ -61,12 +65,16 @@ pub enum GroupCommand {
         dry_run: bool,
     },
     /// Delete a group and all its committed offsets (it must have no active members).
+    ///
+    /// Example: sluice group delete billing
     Delete {
         /// Group id.
         group: String,
     },
     /// Delete a group's committed offsets for one topic (refused while a member is
     /// subscribed to it).
+    ///
+    /// Example: sluice group delete-offsets billing --topic orders
     DeleteOffsets {
         /// Group id.
         group: String,

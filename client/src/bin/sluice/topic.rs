@@ -37,6 +37,8 @@ pub enum TopicCommand {
         configs: Vec<(String, String)>,
     },
     /// List topics with their partition counts.
+    ///
+    /// Example: sluice topic list --internal
     List {
         /// Include internal topics such as __consumer_offsets.
         #[arg(long)]
@@ -51,6 +53,14 @@ pub enum TopicCommand {
     /// STATUS says "under-replicated" when the ISR is smaller than REPLICAS (a copy is
     /// behind or down) and "offline" without a leader. START is the oldest offset still
     /// stored, END the offset the next record will get; END - START records are readable.
+    ///
+    /// Examples:
+    ///
+    ///   sluice topic describe orders
+    ///   sluice topic describe orders --all-configs
+    ///   sluice topic describe orders --under-replicated
+    ///   sluice topic describe orders --format json | jq '.partitions[].end_offset'
+    #[command(verbatim_doc_comment)]
     Describe {
         name: String,
         /// Show every setting, not only those set on the topic.
@@ -65,6 +75,8 @@ pub enum TopicCommand {
         format: OutputFormat,
     },
     /// Delete a topic and all its records.
+    ///
+    /// Example: sluice topic delete scratch
     Delete { name: String },
     /// Change a topic's settings (IncrementalAlterConfigs): set some, return others to the
     /// broker's default.
