@@ -981,3 +981,49 @@ async fn send_loop_lets_batches_go() {
     assert_eq!(acked.unwrap().unwrap().offset, 0);
     producer.close().await.unwrap();
 }
+
+/// Needs consumer groups on the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_member_reads_partitions_added_to_its_topic() {
+    let broker = Broker::start();
+    // Subscribed topics are checked every metadata.max.age.ms (5 minutes by default).
+    let client = Client::connect(ClientConfig {
+        metadata_max_age: Duration::from_millis(500),
+        ..ClientConfig::new(&broker.addr)
+    })
+    .await
+    .unwrap();
+    let topic = unique("group-grow");
+    let group = unique("g-grow");
+    create_topic(&client, &topic, 1).await;
+    produce_values(&client, &topic, 1, 3).await;
+
+    let mut consumer = group_consumer(&client, &group, Assignor::CooperativeSticky);
+    consumer.subscribe(vec![topic.clone()]).unwrap();
+    assert_eq!(poll_count(&mut consumer, 3).await.len(), 3);
+    assert_eq!(consumer.assignment(), all_partitions(&topic, 1));
+
+    Admin::new(client.clone())
+        .create_partitions(&topic, 2)
+        .await
+        .unwrap();
+    let producer = producer(&client, Acks::All, Compression::None);
+    producer
+        .send(
+            ProducerRecord::new(topic.as_str())
+                .partition(1)
+                .value("new"),
+        )
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    producer.close().await.unwrap();
+    let records = poll_count(&mut consumer, 1).await;
+    assert_eq!((records[0].partition, records[0].offset), (1, 0));
+    let mut assigned = consumer.assignment();
+    assigned.sort();
+    assert_eq!(assigned, all_partitions(&topic, 2));
+    consumer.close().await.unwrap();
+}

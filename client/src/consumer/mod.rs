@@ -166,6 +166,12 @@ pub struct Consumer {
     last_auto_commit: Instant,
     /// What was last committed per partition, to skip unchanged commits.
     committed: HashMap<TopicPartition, i64>,
+    /// The partition counts of the subscribed topics when the group last rebalanced.
+    /// A change (partitions added, a topic deleted or created again) needs a new
+    /// rebalance before its partitions are read, as in Kafka's consumer.
+    subscribed_counts: BTreeMap<String, usize>,
+    /// When those counts were last compared with fresh metadata.
+    counts_checked: Instant,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -204,6 +210,8 @@ impl Consumer {
             subscription: Vec::new(),
             last_auto_commit: Instant::now(),
             committed: HashMap::new(),
+            subscribed_counts: BTreeMap::new(),
+            counts_checked: Instant::now(),
         })
     }
 
@@ -359,6 +367,7 @@ impl Consumer {
         let deadline = Instant::now() + timeout;
         loop {
             self.maybe_auto_commit().await?;
+            self.check_subscribed_topics().await;
             self.maybe_rebalance().await?;
             self.resolve_positions().await?;
             // Answers that arrived meanwhile join the buffer, so that records keep
@@ -524,7 +533,49 @@ impl Consumer {
         }
         self.fetcher.add(&outcome.added);
         tracing::debug!(assigned = ?outcome.assigned, revoked = ?outcome.revoked, "rebalanced");
+        self.subscribed_counts = self.partition_counts();
+        self.counts_checked = Instant::now();
         Ok(())
+    }
+
+    /// Every `metadata.max.age.ms`, asks the cluster for the subscribed topics and
+    /// requests a rebalance if their partition counts changed since the last one (Kafka's
+    /// consumer does the same, so partitions added to a topic get read).
+    async fn check_subscribed_topics(&mut self) {
+        let Some(group) = self.group.as_ref() else {
+            return;
+        };
+        if group.needs_rejoin()
+            || self.counts_checked.elapsed() < self.client.config().metadata_max_age
+        {
+            return;
+        }
+        self.counts_checked = Instant::now();
+        if let Err(error) = self
+            .client
+            .refresh_metadata(Some(&self.subscription), false)
+            .await
+        {
+            tracing::debug!(%error, "metadata refresh of the subscribed topics failed");
+            return;
+        }
+        let counts = self.partition_counts();
+        if counts != self.subscribed_counts {
+            tracing::debug!(before = ?self.subscribed_counts, now = ?counts,
+                "the subscribed topics' partitions changed; rejoining the group");
+            group.request_rejoin();
+        }
+    }
+
+    /// The partition count of each subscribed topic in the client's metadata (topics it
+    /// does not know are left out).
+    fn partition_counts(&self) -> BTreeMap<String, usize> {
+        self.client.with_metadata(|m| {
+            self.subscription
+                .iter()
+                .filter_map(|t| Some((t.clone(), m.topic(t)?.partitions.len())))
+                .collect()
+        })
     }
 
     /// Commits the positions of partitions about to be given up (auto-commit only).
