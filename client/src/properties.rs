@@ -47,6 +47,8 @@ enum Kind {
     Millis,
     /// A positive number of bytes.
     Bytes,
+    /// A number of bytes, 0 allowed.
+    ByteCount,
     /// A whole number >= 0.
     Count,
     /// `true` or `false`.
@@ -95,7 +97,7 @@ const KNOWN: &[(&str, Scope, Kind)] = &[
     ("auto.offset.reset", Scope::Consumer, Kind::Reset),
     ("enable.auto.commit", Scope::Consumer, Kind::Flag),
     ("auto.commit.interval.ms", Scope::Consumer, Kind::Millis),
-    ("fetch.min.bytes", Scope::Consumer, Kind::Bytes),
+    ("fetch.min.bytes", Scope::Consumer, Kind::ByteCount),
     ("fetch.max.bytes", Scope::Consumer, Kind::Bytes),
     ("max.partition.fetch.bytes", Scope::Consumer, Kind::Bytes),
     ("fetch.max.wait.ms", Scope::Consumer, Kind::Millis),
@@ -277,9 +279,11 @@ fn parse(kind: Kind, text: &str) -> std::result::Result<Value, String> {
         Kind::Text if text.is_empty() => return Err("empty".into()),
         Kind::Text => Value::Text(text.to_owned()),
         Kind::Millis => Value::Millis(Duration::from_millis(number(text)?)),
-        Kind::Bytes => match number(text)? {
-            0 => return Err("must be at least 1 byte".into()),
-            n => Value::Bytes(usize::try_from(n).map_err(|_| "too large".to_owned())?),
+        // Kafka's byte sizes are Java ints.
+        Kind::Bytes | Kind::ByteCount => match number(text)? {
+            0 if matches!(kind, Kind::Bytes) => return Err("must be at least 1 byte".into()),
+            n if n > i32::MAX as u64 => return Err(format!("must be at most {}", i32::MAX)),
+            n => Value::Bytes(n as usize),
         },
         Kind::Count => Value::Count(u32::try_from(number(text)?).unwrap_or(u32::MAX)),
         Kind::Flag => match text.to_ascii_lowercase().as_str() {

@@ -130,6 +130,7 @@ impl PartitionState {
         self.buffer.clear();
         self.epoch = epoch;
         self.retry_after = None;
+        self.failing = None;
     }
 
     /// Records buffered and not yet taken (as announced by the batch headers).
@@ -1160,6 +1161,60 @@ mod tests {
         assert_eq!(fetcher.take(100).unwrap().len(), 2);
         fetcher.seek(&tp, 3);
         assert!(fetcher.take(100).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn failing_fetches_are_remembered_until_data_or_a_seek() {
+        let client = Client::new(ClientConfig::new("127.0.0.1:9")).unwrap();
+        let config = FetchConfig {
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            partition_max_bytes: 1 << 20,
+            max_wait: Duration::from_millis(10),
+            check_crcs: false,
+            isolation_level: super::super::IsolationLevel::ReadUncommitted,
+        };
+        let mut fetcher = Fetcher::new(client, config);
+        let tp = TopicPartition::new("t", 0);
+        fetcher.add(std::slice::from_ref(&tp));
+        fetcher.seek(&tp, 0);
+        let answer = |fetcher: &Fetcher, outcome: PartitionOutcome| FetchResult {
+            broker: 1,
+            partitions: vec![PartitionResult {
+                tp: tp.clone(),
+                epoch: fetcher.state(&tp).unwrap().epoch,
+                outcome,
+            }],
+        };
+        let lost = |addr: &str| {
+            PartitionOutcome::Failed(Error::Disconnected {
+                addr: addr.to_owned(),
+            })
+        };
+        let failing = |fetcher: &Fetcher| fetcher.state(&tp).unwrap().failing.clone();
+
+        fetcher.apply(answer(&fetcher, lost("a")), None).unwrap();
+        let (since, _) = failing(&fetcher).expect("a retriable failure is remembered");
+        fetcher.apply(answer(&fetcher, lost("b")), None).unwrap();
+        let (still_since, latest) = failing(&fetcher).unwrap();
+        assert_eq!(still_since, since, "failing since the first failure");
+        assert!(matches!(latest, Error::Disconnected { addr } if addr == "b"));
+
+        let data = PartitionOutcome::Data {
+            chunk: Chunk::empty(0),
+            high_watermark: 0,
+            log_start_offset: 0,
+        };
+        fetcher.apply(answer(&fetcher, data), None).unwrap();
+        assert!(
+            failing(&fetcher).is_none(),
+            "cleared by a fetch that worked"
+        );
+
+        fetcher.apply(answer(&fetcher, lost("a")), None).unwrap();
+        assert!(failing(&fetcher).is_some());
+        fetcher.seek(&tp, 0);
+        assert!(failing(&fetcher).is_none(), "cleared by a seek");
     }
 
     #[test]

@@ -125,6 +125,27 @@ impl Default for ConsumerConfig {
     }
 }
 
+impl ConsumerConfig {
+    /// Checks the settings, as [`Consumer::new`] does, without a client. Messages use
+    /// Kafka's property names.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_poll_records == 0 {
+            return Err(Error::InvalidArgument(
+                "max.poll.records must be positive".into(),
+            ));
+        }
+        if self.group.heartbeat_interval.is_zero()
+            || self.group.heartbeat_interval >= self.group.session_timeout
+        {
+            return Err(Error::InvalidArgument(format!(
+                "heartbeat.interval.ms must be positive and below session.timeout.ms ({} ms)",
+                self.group.session_timeout.as_millis()
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// One record read from a partition.
 ///
 /// The topic name is shared by all records of a partition (cloning it is a reference
@@ -185,11 +206,7 @@ impl std::fmt::Debug for Consumer {
 
 impl Consumer {
     pub fn new(client: Client, config: ConsumerConfig) -> Result<Consumer> {
-        if config.max_poll_records == 0 {
-            return Err(Error::InvalidArgument(
-                "max.poll.records must be positive".into(),
-            ));
-        }
+        config.validate()?;
         let fetcher = Fetcher::new(
             client.clone(),
             FetchConfig {
@@ -312,7 +329,11 @@ impl Consumer {
             .assignment()
             .into_iter()
             .filter_map(|tp| {
-                let (since, error) = self.fetcher.state(&tp)?.failing.clone()?;
+                let state = self.fetcher.state(&tp)?;
+                if state.paused {
+                    return None; // not fetched: an old failure says nothing
+                }
+                let (since, error) = state.failing.clone()?;
                 Some((tp, since, error))
             })
             .collect()

@@ -191,7 +191,8 @@ impl Accumulator {
     pub fn new(config: &ProducerConfig, idempotent: bool) -> Self {
         Accumulator {
             compression: config.compression,
-            batch_size: config.batch_size,
+            // A batch never outgrows one request, however large batch.size is.
+            batch_size: config.batch_size.min(config.max_request_size),
             linger: config.linger,
             delivery_timeout: config.delivery_timeout,
             max_in_flight: config.max_in_flight,
@@ -293,7 +294,8 @@ impl Accumulator {
                 id,
                 tp: TopicPartition::new(&**topic, partition),
                 // Room for a full batch (or this one record) up front, as Java's
-                // producer takes a batch.size buffer from its pool.
+                // producer takes a batch.size buffer from its pool; no more than one
+                // request can carry (see `new`).
                 builder: Some(BatchBuilder::with_capacity(
                     self.compression,
                     self.batch_size

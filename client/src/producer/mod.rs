@@ -129,14 +129,43 @@ impl ProducerConfig {
     /// Whether a producer with this configuration is idempotent (see
     /// [`ProducerConfig::enable_idempotence`]); an error if idempotence is asked for
     /// explicitly together with settings it cannot work with.
+    /// Checks the settings (as [`Producer::new`] does, without a client) and says whether
+    /// the producer would be idempotent. Messages use Kafka's property names.
+    pub fn validate(&self) -> Result<bool> {
+        if self.batch_size == 0 || self.max_request_size == 0 || self.buffer_memory == 0 {
+            return Err(Error::InvalidArgument(
+                "batch.size, max.request.size and buffer.memory must be positive".into(),
+            ));
+        }
+        // Kafka's properties are Java ints: larger is a mistake, and a batch.size of
+        // that much would be allocated up front.
+        let limit = i32::MAX as usize;
+        if self.batch_size > limit || self.max_request_size > limit {
+            return Err(Error::InvalidArgument(format!(
+                "batch.size and max.request.size must be at most {limit}"
+            )));
+        }
+        if !(1..=5).contains(&self.max_in_flight) {
+            return Err(Error::InvalidArgument(format!(
+                "max.in.flight.requests.per.connection must be 1 to 5, not {}",
+                self.max_in_flight
+            )));
+        }
+        self.idempotence()
+    }
+
     pub fn idempotence(&self) -> Result<bool> {
         let conflict = if self.acks != Acks::All {
             Some(format!(
-                "acks = {:?} (the idempotent producer needs acks = All)",
-                self.acks
+                "acks={} (the idempotent producer needs acks=all)",
+                match self.acks {
+                    Acks::None => "0",
+                    Acks::Leader => "1",
+                    Acks::All => "all",
+                }
             ))
         } else if self.retries == 0 {
-            Some("retries = 0 (the idempotent producer needs retries)".to_owned())
+            Some("retries=0 (the idempotent producer needs retries)".to_owned())
         } else {
             None
         };
@@ -145,8 +174,8 @@ impl ProducerConfig {
             (None, conflict) => Ok(conflict.is_none()),
             (Some(true), None) => Ok(true),
             (Some(true), Some(conflict)) => Err(Error::InvalidArgument(format!(
-                "enable_idempotence = Some(true) conflicts with {conflict}; set \
-                 enable_idempotence to None or Some(false) to turn it off"
+                "enable.idempotence=true conflicts with {conflict}; leave \
+                 enable.idempotence unset, or set it to false"
             ))),
         }
     }
@@ -385,18 +414,7 @@ impl Producer {
     /// A producer sending through `client`. Starts the sender task (call inside a
     /// tokio runtime).
     pub fn new(client: Client, config: ProducerConfig) -> Result<Producer> {
-        if config.batch_size == 0 || config.max_request_size == 0 || config.buffer_memory == 0 {
-            return Err(Error::InvalidArgument(
-                "batch.size, max.request.size and buffer.memory must be positive".into(),
-            ));
-        }
-        if !(1..=5).contains(&config.max_in_flight) {
-            return Err(Error::InvalidArgument(format!(
-                "max_in_flight must be 1 to 5, not {}",
-                config.max_in_flight
-            )));
-        }
-        let idempotent = config.idempotence()?;
+        let idempotent = config.validate()?;
         let memory = config.buffer_memory.min(Semaphore::MAX_PERMITS);
         let cooperative =
             tokio::runtime::Handle::try_current().is_ok_and(|h| h.metrics().num_workers() == 1);
@@ -695,7 +713,7 @@ mod tests {
             ..ProducerConfig::default()
         };
         let error = Producer::new(client.clone(), explicit).unwrap_err();
-        assert!(error.to_string().contains("acks = Leader"), "{error}");
+        assert!(error.to_string().contains("acks=1"), "{error}");
         let implicit = ProducerConfig {
             acks: Acks::Leader,
             ..ProducerConfig::default()

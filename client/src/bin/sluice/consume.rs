@@ -15,6 +15,7 @@ use base64::Engine;
 use clap::Args;
 use serde::Serialize;
 use sluice_client::consumer::{AutoOffsetReset, ConsumerRecord};
+use sluice_client::metadata::TopicInfo;
 use sluice_client::properties::Scope;
 use sluice_client::{Consumer, ConsumerConfig, Error, OffsetSpec, TopicPartition};
 
@@ -248,7 +249,7 @@ pub async fn run(settings: &Settings, args: ConsumeArgs) -> Result<ExitCode> {
                 records = watch.poll(was_joined, consumer.poll(Duration::from_millis(500))) => records?,
                 _ = &mut interrupted => break,
             };
-            let written = watch.printing(|| {
+            let written = watch.printing(records.len(), || {
                 for record in &records {
                     if args.count.is_some_and(|n| printed >= n) {
                         break;
@@ -268,22 +269,22 @@ pub async fn run(settings: &Settings, args: ConsumeArgs) -> Result<ExitCode> {
                 .into_iter()
                 .filter(|tp| tp.topic == args.topic)
                 .collect();
-            match watch.check(&consumer, joined(&consumer), printed).await {
+            let is_joined = joined(&consumer);
+            let verdict = tokio::select! {
+                verdict = watch.check(&consumer, is_joined, printed) => verdict,
+                _ = &mut interrupted => break,
+            };
+            match verdict {
                 Verdict::Reading => {}
-                Verdict::TopicDeleted => anyhow::bail!(
+                Verdict::TopicDeleted if args.follow => anyhow::bail!(
                     "topic {:?} was deleted (--wait-for-topic waits for it to be created again)",
                     args.topic
                 ),
+                Verdict::TopicDeleted => anyhow::bail!("topic {:?} was deleted", args.topic),
                 Verdict::WaitingForTopic => consumer.pause(&of_topic),
-                Verdict::TopicRecreated => {
-                    consumer.client().invalidate_topic(&args.topic);
-                    // A member left without partitions by the deletion gets the new
-                    // topic's partitions only from a new rebalance.
-                    if let Some(group) = consumer.group() {
-                        group.request_rejoin();
-                    }
-                    consumer.seek_to(&of_topic, OffsetSpec::Earliest).await?;
-                    consumer.resume(&of_topic);
+                Verdict::TopicRecreated(topic) => {
+                    to_commit.clear(); // offsets in the deleted topic
+                    read_recreated(&mut consumer, &topic, args.partition, &of_topic).await?;
                 }
             }
             if group.is_some() && !to_commit.is_empty() {
@@ -314,10 +315,10 @@ fn consumer_config(settings: &Settings, args: &ConsumeArgs) -> Result<ConsumerCo
     config.group.rebalance_timeout = Duration::from_secs(30);
     settings.properties.apply_to_consumer(&mut config);
     if settings.properties.contains("enable.auto.commit") {
-        return Err(
-            "enable.auto.commit cannot be set: sluice consume commits what it has printed, \
-             after every batch, when reading with a group"
-                .into(),
+        // Not an error: a properties file shared with other consumers may set it.
+        eprintln!(
+            "note: enable.auto.commit is ignored: sluice consume commits what it has \
+             printed, after every batch, when reading with a group"
         );
     }
     // Commits are made explicitly, right after records are printed.
@@ -333,6 +334,10 @@ fn consumer_config(settings: &Settings, args: &ConsumeArgs) -> Result<ConsumerCo
                 .into(),
         );
     }
+    config.validate().map_err(|e| match e {
+        Error::InvalidArgument(why) => why,
+        other => other.to_string(),
+    })?;
     Ok(config)
 }
 
@@ -342,6 +347,57 @@ fn joined(consumer: &Consumer) -> bool {
     consumer
         .group()
         .is_none_or(|g| !g.needs_rejoin() && g.generation() >= 0)
+}
+
+/// Starts reading a topic created again after its deletion, from its beginning: the
+/// positions and commits of the deleted topic mean nothing in the new one. `old` are the
+/// partitions read before (paused since the deletion).
+async fn read_recreated(
+    consumer: &mut Consumer,
+    topic: &TopicInfo,
+    only: Option<i32>,
+    old: &[TopicPartition],
+) -> Result<()> {
+    consumer.client().invalidate_topic(&topic.name);
+    let partitions: Vec<TopicPartition> = match only {
+        Some(p) if topic.partition(p).is_some() => vec![TopicPartition::new(&topic.name, p)],
+        Some(p) => anyhow::bail!(
+            "topic {:?} was created again without partition {p} (it has {})",
+            topic.name,
+            topic.partitions.len()
+        ),
+        None => topic
+            .partitions
+            .iter()
+            .map(|p| TopicPartition::new(&topic.name, p.partition))
+            .collect(),
+    };
+    consumer.resume(old);
+    if consumer.group().is_none() {
+        consumer.assign(partitions.clone()).await?;
+        return Ok(consumer.seek_to(&partitions, OffsetSpec::Earliest).await?);
+    }
+    // In a group, the new topic's partitions come with a rebalance and start at the
+    // group's committed offsets: commit each partition's start first, so the members
+    // (this one, or others) begin there rather than at an old topic's offset.
+    let starts = consumer
+        .offsets_for(&partitions, OffsetSpec::Earliest)
+        .await?;
+    let offsets: Vec<(TopicPartition, i64)> = starts
+        .into_iter()
+        .map(|(tp, listed)| (tp, listed.offset))
+        .collect();
+    commit(consumer, &offsets).await?;
+    let kept: Vec<TopicPartition> = old
+        .iter()
+        .filter(|tp| partitions.contains(tp))
+        .cloned()
+        .collect();
+    consumer.seek_to(&kept, OffsetSpec::Earliest).await?;
+    if let Some(group) = consumer.group() {
+        group.request_rejoin();
+    }
+    Ok(())
 }
 
 /// Commits after printing; a rebalance that took partitions away is not an error (the

@@ -29,7 +29,8 @@ mod watch;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Sluice command-line client: create topics, write records into them, read them back.
 ///
@@ -49,8 +50,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, verbatim_doc_comment)]
 struct Cli {
-    /// Broker address(es) to connect to, as HOST:PORT[,HOST:PORT...] [default:
-    /// bootstrap.servers if set with -X or -F, else 127.0.0.1:9092].
+    /// Broker address(es) to connect to, as HOST:PORT[,HOST:PORT...]. Without it:
+    /// bootstrap.servers if set with -X or -F, else $SLUICE_BOOTSTRAP, else
+    /// 127.0.0.1:9092.
     #[arg(
         long,
         short = 'b',
@@ -131,21 +133,35 @@ fn main() -> ExitCode {
             message.replace('\n', " ")
         );
     }));
-    let cli = match Cli::try_parse() {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => return util::usage_error(e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => return util::usage_error(e),
     };
+    // -b on the command line beats bootstrap.servers, which beats $SLUICE_BOOTSTRAP.
+    let (command_line_bootstrap, environment_bootstrap) = match matches.value_source("bootstrap") {
+        Some(ValueSource::CommandLine) => (cli.bootstrap.clone(), None),
+        _ => (None, cli.bootstrap.clone()),
+    };
     match &cli.command {
         Command::Completion { shell } => {
-            let mut command = Cli::command();
-            clap_complete::generate(*shell, &mut command, "sluice", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "sluice", &mut script);
+            util::write_line(format_args!(
+                "{}",
+                String::from_utf8_lossy(&script).trim_end()
+            ));
             return ExitCode::SUCCESS;
         }
         Command::Man { dir } => return man::write(Cli::command(), dir.as_deref()),
         _ => {}
     }
     let settings = match settings::Settings::new(
-        cli.bootstrap.clone(),
+        command_line_bootstrap,
+        environment_bootstrap,
         cli.config_file.as_deref(),
         &cli.properties,
     ) {

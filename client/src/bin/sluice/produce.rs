@@ -107,14 +107,19 @@ pub struct ProduceArgs {
 const PROGRESS_THRESHOLD: u64 = 4 * 1024 * 1024;
 
 pub async fn run(settings: &Settings, args: ProduceArgs) -> Result<ExitCode> {
-    let settings = match settings.with_own(Scope::Producer, &args.producer_properties) {
-        Ok(settings) => settings,
+    let configured = settings
+        .with_own(Scope::Producer, &args.producer_properties)
+        .and_then(|settings| {
+            let config = producer_config(&settings, &args)?;
+            Ok((settings, config))
+        });
+    let (settings, config) = match configured {
+        Ok(both) => both,
         Err(e) => {
             eprintln!("error: {e} (see --help)");
             return Ok(ExitCode::from(2));
         }
     };
-    let config = producer_config(&settings, &args);
     let client = settings.connect().await?;
     let topic = topic_or_create(&client, &args.topic).await?;
     if let Some(p) = args.partition {
@@ -269,8 +274,8 @@ pub async fn run(settings: &Settings, args: ProduceArgs) -> Result<ExitCode> {
 }
 
 /// The producer's configuration: the CLI's defaults, then the properties, then the
-/// dedicated flags.
-fn producer_config(settings: &Settings, args: &ProduceArgs) -> ProducerConfig {
+/// dedicated flags; checked before anything is sent (or a topic created).
+fn producer_config(settings: &Settings, args: &ProduceArgs) -> Result<ProducerConfig, String> {
     let mut config = ProducerConfig {
         // Unknown topics are created (or not) before producing, with a note.
         allow_auto_create_topics: false,
@@ -298,7 +303,11 @@ fn producer_config(settings: &Settings, args: &ProduceArgs) -> ProducerConfig {
     if let Some(ms) = args.linger_ms {
         config.linger = Duration::from_millis(ms);
     }
-    config
+    match config.validate() {
+        Ok(_) => Ok(config),
+        Err(Error::InvalidArgument(why)) => Err(why),
+        Err(other) => Err(other.to_string()),
+    }
 }
 
 /// The topic's metadata. A topic that does not exist is created with the broker's
@@ -318,12 +327,12 @@ async fn topic_or_create(client: &Client, name: &str) -> Result<TopicInfo> {
         // Created, leaders not elected yet: wait for them as a producer would.
         Ok(_) => {
             client
-                .wait_for_topic(name, false, TOPIC_READY_TIMEOUT)
+                .wait_for_topic(name, true, TOPIC_READY_TIMEOUT)
                 .await?
         }
         Err(e) if e.is_retriable() => {
             client
-                .wait_for_topic(name, false, TOPIC_READY_TIMEOUT)
+                .wait_for_topic(name, true, TOPIC_READY_TIMEOUT)
                 .await?
         }
         Err(Error::UnknownTopic { .. }) => {

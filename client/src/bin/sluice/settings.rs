@@ -5,8 +5,9 @@
 //!
 //! Precedence, lowest first: the file, then `-X`, then the command's own
 //! `--producer-property`/`--consumer-property`, then the command's dedicated flags
-//! (`--acks`, `--group`...). The bootstrap address comes from `--bootstrap` or
-//! `$SLUICE_BOOTSTRAP`, else `bootstrap.servers`, else 127.0.0.1:9092.
+//! (`--acks`, `--group`...). The bootstrap address comes from `--bootstrap` on the
+//! command line, else `bootstrap.servers` (given explicitly, so it beats the ambient
+//! environment), else `$SLUICE_BOOTSTRAP`, else 127.0.0.1:9092.
 
 use std::path::Path;
 
@@ -20,7 +21,10 @@ const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 /// What a command needs to reach the cluster and configure its client.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub bootstrap: String,
+    /// `--bootstrap`/`-b` as given on the command line.
+    command_line_bootstrap: Option<String>,
+    /// `$SLUICE_BOOTSTRAP`.
+    environment_bootstrap: Option<String>,
     pub properties: Properties,
 }
 
@@ -28,7 +32,8 @@ impl Settings {
     /// Reads the properties file (if any), then applies the `-X` pairs in order.
     /// Errors are one line, naming the file and line or the property.
     pub fn new(
-        bootstrap: Option<String>,
+        command_line_bootstrap: Option<String>,
+        environment_bootstrap: Option<String>,
         config_file: Option<&Path>,
         pairs: &[(String, String)],
     ) -> Result<Settings, String> {
@@ -43,13 +48,20 @@ impl Settings {
         for (name, value) in pairs {
             properties.set(name, value).map_err(|e| plain(&e))?;
         }
-        let bootstrap = bootstrap
-            .or_else(|| properties.text("bootstrap.servers").map(str::to_owned))
-            .unwrap_or_else(|| DEFAULT_BOOTSTRAP.to_owned());
         Ok(Settings {
-            bootstrap,
+            command_line_bootstrap,
+            environment_bootstrap,
             properties,
         })
+    }
+
+    /// The brokers to connect to (see the module docs for the order).
+    pub fn bootstrap(&self) -> &str {
+        self.command_line_bootstrap
+            .as_deref()
+            .or_else(|| self.properties.text("bootstrap.servers"))
+            .or(self.environment_bootstrap.as_deref())
+            .unwrap_or(DEFAULT_BOOTSTRAP)
     }
 
     /// These settings with a command's own `--producer-property`/`--consumer-property`
@@ -78,11 +90,10 @@ impl Settings {
     pub async fn connect(&self) -> Result<Client> {
         let mut config = ClientConfig {
             client_id: "sluice-cli".to_owned(),
-            ..ClientConfig::new(&self.bootstrap)
+            ..ClientConfig::default()
         };
         self.properties.apply_to_client(&mut config);
-        // --bootstrap / $SLUICE_BOOTSTRAP beat the property (applied above).
-        config.bootstrap = ClientConfig::new(&self.bootstrap).bootstrap;
+        config.bootstrap = ClientConfig::new(self.bootstrap()).bootstrap;
         Ok(Client::connect(config).await?)
     }
 }

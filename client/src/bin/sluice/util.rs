@@ -69,7 +69,14 @@ fn usage_line(error: &clap::Error) -> String {
         Some(ContextValue::String(arg)) => Some(arg.as_str()),
         _ => None,
     };
-    match invalid.and_then(habit_hint) {
+    // kcat's `-f FORMAT` reads here as --follow and a stray template.
+    let kcat_format = invalid.is_some_and(|arg| arg.contains('%'));
+    let hint = if kcat_format {
+        Some("kcat's -f FORMAT is --format FORMAT here (-f is --follow)")
+    } else {
+        invalid.and_then(habit_hint)
+    };
+    match hint {
         // The habit's own hint says more than a look-alike flag (`--from-beginning` is
         // not `--from-time`).
         Some(hint) => line.push_str(&format!("; {hint}")),

@@ -4,11 +4,13 @@
 //! behind the log end). Nothing of this goes to stdout, and the status line only
 //! appears when stderr is a terminal.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sluice_client::metadata::TopicInfo;
 use sluice_client::{Consumer, Error};
 
 /// Fetches failing for less than this are a blip (a leader moving), not worth a line.
@@ -21,7 +23,7 @@ const PROBE_EVERY: Duration = Duration::from_secs(2);
 const SLOW_JOIN: Duration = Duration::from_secs(1);
 
 /// How a read stands after the latest poll.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Verdict {
     /// Go on reading.
     Reading,
@@ -31,7 +33,15 @@ pub enum Verdict {
     WaitingForTopic,
     /// The topic exists again: read the new one from its beginning (positions in the
     /// deleted topic mean nothing there).
-    TopicRecreated,
+    TopicRecreated(TopicInfo),
+}
+
+/// What the metadata says about the topic.
+enum TopicState {
+    Gone,
+    Exists(TopicInfo),
+    /// No answer (a broker down), or the topic has no partition leaders yet.
+    Unknown(Error),
 }
 
 /// The stderr reporter of one `sluice consume`.
@@ -39,8 +49,8 @@ pub struct Watch {
     topic: String,
     group: Option<String>,
     wait_for_topic: bool,
-    /// The broker announced as lost, until fetches succeed again.
-    lost: Option<String>,
+    /// The brokers announced as lost, until fetches from them succeed again.
+    lost: BTreeSet<String>,
     /// Whether "topic was deleted" was said (and we wait for it to come back).
     deleted: bool,
     /// Whether "joining group" was said, and "joined" is still to be said.
@@ -78,7 +88,7 @@ impl Watch {
             topic: topic.to_owned(),
             group: group.map(str::to_owned),
             wait_for_topic,
-            lost: None,
+            lost: BTreeSet::new(),
             deleted: false,
             joining: false,
             last_probe: Instant::now(),
@@ -94,11 +104,15 @@ impl Watch {
         }
     }
 
-    /// Runs `write` (printing records to stdout) without the status line in the way.
-    pub fn printing<T>(&self, write: impl FnOnce() -> T) -> T {
+    /// Runs `write` (printing `count` records to stdout) without the status line in the
+    /// way. Only a stdout on the terminal needs the line cleared first; a piped one
+    /// leaves it alone (clearing forces a redraw: not once per poll for nothing).
+    pub fn printing<T>(&self, count: usize, write: impl FnOnce() -> T) -> T {
         match &self.status {
-            Some(status) => status.bar.suspend(write),
-            None => write(),
+            Some(status) if count > 0 && std::io::stdout().is_terminal() => {
+                status.bar.suspend(write)
+            }
+            _ => write(),
         }
     }
 
@@ -156,15 +170,26 @@ impl Watch {
     async fn check_failures(&mut self, consumer: &Consumer, joined: bool) -> Verdict {
         if self.deleted {
             // Fetches are paused meanwhile: ask the metadata.
-            if self.topic_is_gone(consumer).await {
-                return Verdict::Reading;
-            }
-            self.deleted = false;
-            self.say(&format!(
-                "topic {} exists again; reading it from the beginning",
-                self.topic
-            ));
-            return Verdict::TopicRecreated;
+            return match self.topic_state(consumer).await {
+                TopicState::Gone => Verdict::Reading,
+                TopicState::Unknown(error) => {
+                    if let Some(addr) = unreachable(&error) {
+                        self.lost_connection(addr);
+                    }
+                    Verdict::Reading
+                }
+                TopicState::Exists(topic) => {
+                    self.deleted = false;
+                    for addr in std::mem::take(&mut self.lost) {
+                        self.say(&format!("reconnected to {addr}"));
+                    }
+                    self.say(&format!(
+                        "topic {} exists again; reading it from the beginning",
+                        self.topic
+                    ));
+                    Verdict::TopicRecreated(topic)
+                }
+            };
         }
         let now = Instant::now();
         // A group member whose topic was deleted may have no partitions left to fail
@@ -176,35 +201,42 @@ impl Watch {
                 .any(|tp| tp.topic == self.topic);
         if nothing_assigned && now.duration_since(self.last_probe) >= PROBE_EVERY {
             self.last_probe = now;
-            if self.topic_is_gone(consumer).await {
+            if matches!(self.topic_state(consumer).await, TopicState::Gone) {
                 return self.topic_deleted();
             }
         }
         let failures = consumer.fetch_failures();
-        if failures.is_empty() {
-            if let Some(addr) = self.lost.take() {
-                self.say(&format!("reconnected to {addr}"));
-            }
-            return Verdict::Reading;
-        }
-        let lasting = failures
-            .iter()
-            .filter(|(_, since, _)| now.duration_since(*since) >= GRACE);
+        let mut failing_brokers = BTreeSet::new();
         let mut unknown_topic = false;
-        for (_, _, error) in lasting {
+        for (_, since, error) in &failures {
             if let Some(addr) = unreachable(error) {
-                if self.lost.is_none() {
-                    self.say(&format!("lost connection to {addr}, retrying…"));
-                    self.lost = Some(addr.to_owned());
+                failing_brokers.insert(addr.to_owned());
+                if now.duration_since(*since) >= GRACE {
+                    self.lost_connection(addr);
                 }
-            } else if is_unknown_topic(error) {
+            } else if is_unknown_topic(error) && now.duration_since(*since) >= GRACE {
                 unknown_topic = true;
             }
         }
-        if unknown_topic && self.topic_is_gone(consumer).await {
+        // A broker is back once no partition fails on it and some are being read (an
+        // empty assignment, as during a rebalance, proves nothing).
+        if !consumer.assignment().is_empty() {
+            let back: Vec<String> = self.lost.difference(&failing_brokers).cloned().collect();
+            for addr in back {
+                self.lost.remove(&addr);
+                self.say(&format!("reconnected to {addr}"));
+            }
+        }
+        if unknown_topic && matches!(self.topic_state(consumer).await, TopicState::Gone) {
             return self.topic_deleted();
         }
         Verdict::Reading
+    }
+
+    fn lost_connection(&mut self, addr: &str) {
+        if self.lost.insert(addr.to_owned()) {
+            self.say(&format!("lost connection to {addr}, retrying…"));
+        }
     }
 
     fn topic_deleted(&mut self) -> Verdict {
@@ -219,13 +251,17 @@ impl Watch {
         Verdict::WaitingForTopic
     }
 
-    /// Asks the cluster whether the topic still exists (a fetch error alone could be a
-    /// broker that has not caught up with a new topic yet).
-    async fn topic_is_gone(&self, consumer: &Consumer) -> bool {
-        matches!(
-            consumer.client().fetch_topic(&self.topic, false).await,
-            Err(Error::UnknownTopic { .. })
-        )
+    /// Asks the cluster whether the topic exists (a fetch error alone could be a broker
+    /// that has not caught up with a new topic yet).
+    async fn topic_state(&self, consumer: &Consumer) -> TopicState {
+        match consumer.client().fetch_topic(&self.topic, false).await {
+            Ok(topic) if !topic.partitions.is_empty() => TopicState::Exists(topic),
+            Ok(_) => TopicState::Unknown(Error::UnknownTopic {
+                topic: self.topic.clone(),
+            }),
+            Err(Error::UnknownTopic { .. }) => TopicState::Gone,
+            Err(error) => TopicState::Unknown(error),
+        }
     }
 
     fn update_status(&mut self, consumer: &Consumer, printed: u64) {
@@ -244,7 +280,7 @@ impl Watch {
             .iter()
             .filter_map(|tp| Some((consumer.high_watermark(tp)? - consumer.position(tp)?).max(0)))
             .sum();
-        let state = if self.lost.is_some() {
+        let state = if !self.lost.is_empty() {
             " · reconnecting"
         } else if self.deleted {
             " · topic deleted, waiting"
