@@ -114,6 +114,15 @@ const KNOWN: &[(&str, Scope, Kind)] = &[
     ),
 ];
 
+/// Kafka client properties that mean nothing to this client, accepted so that a
+/// properties file written for the Java client works, and why they are ignored.
+const IGNORED: &[(&str, &str)] = &[
+    ("key.serializer", "keys are bytes here"),
+    ("value.serializer", "values are bytes here"),
+    ("key.deserializer", "keys are bytes here"),
+    ("value.deserializer", "values are bytes here"),
+];
+
 /// The scope of a known property name.
 pub fn scope_of(name: &str) -> Option<Scope> {
     KNOWN
@@ -127,6 +136,8 @@ pub fn scope_of(name: &str) -> Option<Scope> {
 #[derive(Debug, Clone, Default)]
 pub struct Properties {
     entries: Vec<(&'static str, Value)>,
+    /// Names of [`IGNORED`] properties that were set, with the reason.
+    ignored: Vec<(&'static str, &'static str)>,
 }
 
 impl Properties {
@@ -137,6 +148,12 @@ impl Properties {
     /// Sets `name` to `value` (Kafka's spelling of both: `acks=all`, `linger.ms=5`).
     /// Fails on an unknown name (naming the closest known one) or an invalid value.
     pub fn set(&mut self, name: &str, value: &str) -> Result<()> {
+        if let Some(&(ignored, why)) = IGNORED.iter().find(|(n, _)| *n == name) {
+            if !self.ignored.iter().any(|(n, _)| *n == ignored) {
+                self.ignored.push((ignored, why));
+            }
+            return Ok(());
+        }
         let Some(&(known, _, kind)) = KNOWN.iter().find(|(n, _, _)| *n == name) else {
             return Err(Error::InvalidArgument(unknown_name(name)));
         };
@@ -147,18 +164,29 @@ impl Properties {
         Ok(())
     }
 
-    /// Reads a Java `.properties` file's text: `name=value` (or `name: value`) per line,
-    /// `#` and `!` start comments, blank lines are skipped. Errors name the line.
+    /// Reads a Java `.properties` file's text: `name=value` (or `name: value`, or
+    /// `name value`) per line, `#` and `!` start comments, blank lines are skipped.
+    /// Errors name the line.
     pub fn read(&mut self, text: &str) -> Result<()> {
         for (number, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
                 continue;
             }
-            let split = line.find(['=', ':']).ok_or_else(|| {
+            let not_a_property = || {
                 Error::InvalidArgument(format!("line {}: {line:?} is not name=value", number + 1))
-            })?;
-            let (name, value) = (line[..split].trim(), line[split + 1..].trim());
+            };
+            // As Java reads them: the name ends at '=', ':' or white space; then one
+            // '=' or ':' may follow, with white space around it.
+            let end = line
+                .find(['=', ':', ' ', '\t'])
+                .ok_or_else(not_a_property)?;
+            let name = &line[..end];
+            let rest = line[end..].trim_start();
+            let value = rest.strip_prefix(['=', ':']).unwrap_or(rest).trim();
+            if value.is_empty() {
+                return Err(not_a_property());
+            }
             self.set(name, value).map_err(|e| match e {
                 Error::InvalidArgument(why) => {
                     Error::InvalidArgument(format!("line {}: {why}", number + 1))
@@ -180,6 +208,12 @@ impl Properties {
             Value::Text(text) if *n == name => Some(text.as_str()),
             _ => None,
         })
+    }
+
+    /// The properties that were set but mean nothing to this client, with the reason
+    /// (`key.serializer`...), for a note to the user.
+    pub fn ignored(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        self.ignored.iter().copied()
     }
 
     /// The names set, in the order they were set.
@@ -452,7 +486,9 @@ mod tests {
                  ! also a comment\n\
                  \n\
                  bootstrap.servers = 127.0.0.1:9092,127.0.0.1:9093\n\
-                 linger.ms: 7\n",
+                 linger.ms: 7\n\
+                 client.id  tool-1\n\
+                 value.serializer=org.apache.kafka.common.serialization.StringSerializer\n",
             )
             .unwrap();
         assert_eq!(
@@ -460,6 +496,11 @@ mod tests {
             Some("127.0.0.1:9092,127.0.0.1:9093")
         );
         assert!(props.contains("linger.ms"));
+        assert_eq!(props.text("client.id"), Some("tool-1"));
+        assert_eq!(
+            props.ignored().collect::<Vec<_>>(),
+            [("value.serializer", "values are bytes here")]
+        );
         let error = props.read("acks=all\nnot a property\n").unwrap_err();
         assert!(error.to_string().contains("line 2"), "{error}");
         let error = props.read("lingr.ms=1\n").unwrap_err();

@@ -1844,3 +1844,35 @@ fn completions_and_manual_pages_come_from_the_binary() {
         );
     }
 }
+
+#[test]
+fn deleting_a_topic_removes_its_committed_offsets() {
+    let broker = Broker::start();
+    let topic = unique("cli-forget");
+    let group = unique("cli-forget-g");
+    ok(&broker, &["topic", "create", &topic], b"");
+    ok(&broker, &["produce", &topic], b"a\nb\n");
+    assert_eq!(
+        ok(&broker, &["consume", &topic, "--group", &group], b""),
+        "a\nb\n"
+    );
+    let described = ok(&broker, &["group", "describe", &group], b"");
+    assert!(described.contains(&topic), "{described}");
+
+    // As in Kafka: the offsets of a deleted topic go with it, so a topic created again
+    // under the name is read from its start, not from the old topic's positions.
+    ok(&broker, &["topic", "delete", &topic], b"");
+    ok_eventually(
+        &broker,
+        &["group", "describe", &group],
+        "the deleted topic's offsets to go",
+        |out| !out.contains(&topic),
+    );
+    ok(&broker, &["topic", "create", &topic], b"");
+    // (An old commit at offset 2 would skip c and d.)
+    ok(&broker, &["produce", &topic], b"c\nd\ne\n");
+    assert_eq!(
+        ok(&broker, &["consume", &topic, "--group", &group], b""),
+        "c\nd\ne\n"
+    );
+}

@@ -48,6 +48,7 @@ pub async fn run(
         if !Arc::ptr_eq(&previous, &image) {
             log_leadership_changes(&previous, &image, node.node_id);
             seen.extend(image.topics().map(|t| t.id));
+            forget_offsets_of_deleted_topics(&state, &previous, &image);
         }
         let pass_state = state.clone();
         let pass_image = image.clone();
@@ -82,6 +83,33 @@ pub async fn run(
             _ = shutdown.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// Topics in `previous` and no longer in `image` (by id: a topic deleted and created
+/// again under its name counts) lose their committed offsets in every group this
+/// broker coordinates, as in Kafka. Runs in a task of its own: the removal waits for
+/// replication.
+fn forget_offsets_of_deleted_topics(
+    state: &Arc<BrokerState>,
+    previous: &MetadataImage,
+    image: &MetadataImage,
+) {
+    let current: HashSet<Uuid> = image.topics().map(|t| t.id).collect();
+    let deleted: Vec<String> = previous
+        .topics()
+        .filter(|t| !current.contains(&t.id))
+        .map(|t| t.name.clone())
+        .collect();
+    if deleted.is_empty() {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        let _settled = state
+            .groups
+            .call(|coordinator, now| coordinator.forget_topics(&deleted, now))
+            .await;
+    });
 }
 
 /// One pass; see the module docs. Failures are logged and retried by the next pass.

@@ -1024,6 +1024,35 @@ impl GroupCoordinator {
         self.finish(reply, fx, now_ms)
     }
 
+    /// Deleted topics: every loaded group forgets its committed offsets of them, as
+    /// Kafka's coordinator does when partitions are deleted.
+    pub fn forget_topics(&mut self, topics: &[String], now_ms: i64) -> Output<()> {
+        let mut fx = Effects::default();
+        let ids: Vec<String> = self
+            .groups
+            .values()
+            .filter(|g| self.is_loaded(g.partition()))
+            .filter(|g| {
+                g.committed_offsets()
+                    .keys()
+                    .any(|(topic, _)| topics.contains(topic))
+            })
+            .map(|g| g.id().to_owned())
+            .collect();
+        for id in ids {
+            self.on_group(&id, now_ms, &mut fx, |g, _, fx| {
+                for topic in topics {
+                    let forgotten = g.forget_topic(topic, fx);
+                    if forgotten > 0 {
+                        tracing::info!(group = %g.id(), %topic, partitions = forgotten,
+                            "deleted topic: its committed offsets are removed");
+                    }
+                }
+            });
+        }
+        self.finish((), fx, now_ms)
+    }
+
     // ---- admin APIs --------------------------------------------------------------------
 
     /// DeleteGroups: only Empty groups can go; their offsets go with them.

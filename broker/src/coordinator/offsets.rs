@@ -257,6 +257,29 @@ impl Group {
         }
     }
 
+    /// Deletes every committed offset of `topic` (a deleted topic: its offsets mean
+    /// nothing for a topic created later under the same name). Returns how many.
+    pub(crate) fn forget_topic(&mut self, topic: &str, fx: &mut Effects) -> usize {
+        let partitions: Vec<i32> = self
+            .offsets
+            .keys()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, p)| *p)
+            .collect();
+        for &partition in &partitions {
+            self.emit(
+                Record::Offset {
+                    group: self.id().to_owned(),
+                    topic: topic.to_owned(),
+                    partition,
+                    value: None,
+                },
+                fx,
+            );
+        }
+        partitions.len()
+    }
+
     /// Kafka's `ClassicGroup.validateOffsetDelete`.
     pub(crate) fn validate_offset_delete(&self) -> Result<(), ResponseError> {
         match self.state() {

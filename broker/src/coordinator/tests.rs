@@ -523,6 +523,24 @@ fn offset_delete_skips_unknown_partitions() {
 }
 
 #[test]
+fn a_deleted_topics_offsets_are_forgotten() {
+    let mut coordinator = GroupCoordinator::new(config());
+    let exists = |_: &str, _: i32| true;
+    let _ = handlers::offset_commit(&mut coordinator, &commit_request(8, &[0, 1]), 8, exists, 5);
+    let out = coordinator.forget_topics(&["other".to_owned()], 6);
+    assert!(
+        out.writes.is_empty(),
+        "nothing of a topic the group never read"
+    );
+    let out = coordinator.forget_topics(&["t".to_owned()], 7);
+    assert_eq!(out.writes.len(), 1, "the tombstones, in one write");
+    // (An empty group left without offsets may go with them.)
+    assert!(coordinator
+        .group("simple")
+        .is_none_or(|g| g.committed_offsets().is_empty()));
+}
+
+#[test]
 fn list_describe_delete_groups_at_every_version() {
     let mut coordinator = GroupCoordinator::new(config());
     let (member, _) = stable_group(&mut coordinator);

@@ -171,6 +171,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for (name, why) in settings.properties.ignored() {
+        eprintln!("note: {name} is ignored: {why}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
