@@ -1117,21 +1117,25 @@ mod tests {
         assert_eq!(state.position, Some(2));
     }
 
-    #[tokio::test]
-    async fn a_decoding_error_after_records_is_the_next_takes_answer() {
-        let broker = fake_partition(Arc::new(AtomicBool::new(false))).await;
-        let client = Client::connect(ClientConfig::new(&broker.addr))
-            .await
-            .unwrap();
-        let config = FetchConfig {
+    /// Small fetches with a short wait, no CRC checks.
+    fn test_config() -> FetchConfig {
+        FetchConfig {
             min_bytes: 1,
             max_bytes: 1 << 20,
             partition_max_bytes: 1 << 20,
             max_wait: Duration::from_millis(10),
             check_crcs: false,
             isolation_level: super::super::IsolationLevel::ReadUncommitted,
-        };
-        let mut fetcher = Fetcher::new(client, config);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_decoding_error_after_records_is_the_next_takes_answer() {
+        let broker = fake_partition(Arc::new(AtomicBool::new(false))).await;
+        let client = Client::connect(ClientConfig::new(&broker.addr))
+            .await
+            .unwrap();
+        let mut fetcher = Fetcher::new(client, test_config());
         let tp = TopicPartition::new("t", 0);
         fetcher.add(std::slice::from_ref(&tp));
         // "a", "b", then a record whose header count is negative.
@@ -1166,15 +1170,7 @@ mod tests {
     #[tokio::test]
     async fn failing_fetches_are_remembered_until_data_or_a_seek() {
         let client = Client::new(ClientConfig::new("127.0.0.1:9")).unwrap();
-        let config = FetchConfig {
-            min_bytes: 1,
-            max_bytes: 1 << 20,
-            partition_max_bytes: 1 << 20,
-            max_wait: Duration::from_millis(10),
-            check_crcs: false,
-            isolation_level: super::super::IsolationLevel::ReadUncommitted,
-        };
-        let mut fetcher = Fetcher::new(client, config);
+        let mut fetcher = Fetcher::new(client, test_config());
         let tp = TopicPartition::new("t", 0);
         fetcher.add(std::slice::from_ref(&tp));
         fetcher.seek(&tp, 0);
