@@ -24,11 +24,13 @@ use crate::topic_config::{self, FlushMode, TopicConfig};
 
 pub mod cluster;
 pub mod replica_fetch;
+pub mod security;
 
 pub use cluster::{
     ClusterConfig, HostPort, Listener, ProcessRoles, RaftTimeouts, SecurityProtocol,
 };
 pub use replica_fetch::ReplicaFetchConfig;
+pub use security::{ClientAuth, SaslMechanism, SecurityConfig, TlsSettings, TlsVersion};
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +111,8 @@ const BROKER_KEYS: &[BrokerKey] = &[
         name: "listener.security.protocol.map",
         default: "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
         doc: "NAME:PROTOCOL,... the security protocol of each listener name; unset, the controller listener names \
-              are PLAINTEXT too. Only PLAINTEXT is served: a listener using another protocol is refused",
+              are PLAINTEXT too. Client listeners may use any of PLAINTEXT, SSL, SASL_PLAINTEXT and SASL_SSL \
+              (see ssl.* and sasl.*); controller listeners, and the inter-broker one of a cluster, PLAINTEXT only",
     },
     BrokerKey {
         name: "controller.listener.names",
@@ -329,6 +332,7 @@ pub fn property_names() -> impl Iterator<Item = &'static str> {
     BROKER_KEYS
         .iter()
         .chain(replica_fetch::KEYS)
+        .chain(security::KEYS)
         .map(|k| k.name)
         .chain(topic_config::KEYS.iter().map(|k| k.broker_name))
 }
@@ -347,7 +351,11 @@ pub fn properties_help() -> String {
     let mut out = String::from(
         "Properties (TOML file keys, quoted: \"num.partitions\" = 3; env SLUICE_NUM_PARTITIONS=3; flags win over env, env over the file):\n",
     );
-    for key in BROKER_KEYS.iter().chain(replica_fetch::KEYS) {
+    for key in BROKER_KEYS
+        .iter()
+        .chain(replica_fetch::KEYS)
+        .chain(security::KEYS)
+    {
         let default = if key.default.is_empty() {
             "unset"
         } else {
@@ -423,6 +431,8 @@ pub struct BrokerConfig {
     pub replica_fetch: ReplicaFetchConfig,
     /// Defaults of every topic config (from the `log.*` broker properties).
     pub topic_defaults: TopicConfig,
+    /// TLS and SASL settings of the client listeners (`ssl.*`, `sasl.*`).
+    pub security: SecurityConfig,
     /// Properties set explicitly (by file, env or flag), reported by DescribeConfigs as
     /// static broker configs.
     pub explicit: BTreeMap<String, String>,
@@ -464,7 +474,8 @@ impl BrokerConfig {
     /// Parses a flat property map (Kafka names). Missing properties take their defaults.
     pub fn from_properties(props: &BTreeMap<String, String>) -> Result<BrokerConfig, ConfigError> {
         for name in props.keys() {
-            if !property_names().any(|known| known == name) {
+            if !property_names().any(|known| known == name) && !security::is_listener_property(name)
+            {
                 return Err(ConfigError::UnknownProperty {
                     name: name.clone(),
                     origin: "configuration".to_owned(),
@@ -490,6 +501,7 @@ impl BrokerConfig {
             return Err(invalid("node.id", value("node.id"), "must be >= 0"));
         }
         let cluster = ClusterConfig::parse(node_id, &get, &value)?;
+        let security = SecurityConfig::parse(&cluster, &get)?;
         let data_dir = PathBuf::from(
             get("log.dirs")
                 .or_else(|| get("log.dir"))
@@ -705,6 +717,7 @@ impl BrokerConfig {
             min_free_bytes,
             group_coordinator: parse_group_coordinator(&value)?,
             replica_fetch: ReplicaFetchConfig::parse(&get)?,
+            security,
             topic_defaults,
             explicit: props
                 .iter()
@@ -837,6 +850,7 @@ impl BrokerConfig {
         ];
         out.extend(self.cluster.describe());
         out.extend(self.replica_fetch.describe());
+        out.extend(self.security.describe());
         for key in topic_config::KEYS {
             out.push((key.broker_name.to_owned(), key.value(&self.topic_defaults)));
         }
@@ -1001,12 +1015,7 @@ mod tests {
     fn defaults_are_kafkas() {
         let c = BrokerConfig::default();
         assert_eq!(
-            c.cluster
-                .served_listeners()
-                .unwrap()
-                .client
-                .unwrap()
-                .bind_address(),
+            c.cluster.served_listeners().unwrap().clients[0].bind_address(),
             "127.0.0.1:9092"
         );
         assert_eq!(c.data_dir, PathBuf::from("./sluice-data"));

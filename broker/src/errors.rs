@@ -24,6 +24,8 @@ pub enum BrokerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
     /// The cluster layer (metadata quorum, controller) failed.
     #[error("cluster: {0}")]
     Cluster(String),

@@ -280,10 +280,11 @@ impl Groups {
         if self.topic().is_none() || self.failed.load(Ordering::Acquire) {
             return None;
         }
+        let (host, port) = state.advertised();
         Some(CoordinatorNode {
             node_id: state.node_id,
-            host: state.advertised_host.clone(),
-            port: state.advertised_port,
+            host,
+            port,
         })
     }
 

@@ -42,6 +42,7 @@ pub mod limits;
 pub mod producer_ids;
 pub mod replication;
 pub mod retention;
+pub mod security;
 pub mod server;
 pub mod state;
 pub mod topic_config;
@@ -78,6 +79,7 @@ struct Opened {
     clean: bool,
     producer_ids: ProducerIdAllocator,
     next_producer_id: i64,
+    security: security::Security,
 }
 
 /// A running broker.
@@ -175,8 +177,9 @@ impl Broker {
         // Before the data directory is touched: a cluster configuration this build cannot
         // run yet is refused whole ("cluster mode is not wired yet").
         let served = config.cluster.served_listeners()?;
-        let (client_listener, controller_listener) =
-            (served.client.cloned(), served.controller.cloned());
+        let client_listeners: Vec<config::Listener> =
+            served.clients.iter().map(|l| (*l).clone()).collect();
+        let controller_listener = served.controller.cloned();
         // Every node runs the cluster layer; a single node is a cluster of one. Only tests
         // run the single-node broker of earlier releases (see `legacy_single_node`).
         let is_cluster = !config.legacy_single_node;
@@ -194,6 +197,9 @@ impl Broker {
             // idempotent producer.
             let producer_ids = ProducerIdAllocator::new(&config.data_dir);
             let next_producer_id = producer_ids.load()?;
+            // Before the clean-shutdown marker is taken: a damaged credentials file stops
+            // the start and leaves the directory as it was.
+            let security = security::Security::open(&config.data_dir, &config.security)?;
             let clean = fsutil::take_clean_shutdown_marker(&config.data_dir)?;
             let flusher = Flusher::start("data")
                 .map_err(|e| BrokerError::io("start the flusher thread", e))?;
@@ -214,6 +220,7 @@ impl Broker {
                 clean,
                 producer_ids,
                 next_producer_id,
+                security,
             })
         })
         .await
@@ -226,6 +233,7 @@ impl Broker {
             clean,
             producer_ids,
             next_producer_id,
+            security,
         } = opened;
         // One line per truncated partition was logged by the registry; this one sums up.
         let shutdown_kind = if meta.fresh {
@@ -254,38 +262,75 @@ impl Broker {
         let partition_limit = apply_open_file_limits(&mut config, &registry);
 
         // A controller-only node has no client listener: nothing below serves clients.
-        let listener = match &client_listener {
-            Some(client) => {
-                let bind = client.bind_address();
-                Some(
-                    TcpListener::bind(&bind)
-                        .await
-                        .map_err(|e| BrokerError::io(format!("listen on {bind}"), e))?,
-                )
+        let mut bound = Vec::with_capacity(client_listeners.len());
+        for client in &client_listeners {
+            let bind = client.bind_address();
+            let socket = TcpListener::bind(&bind)
+                .await
+                .map_err(|e| BrokerError::io(format!("listen on {bind} ({})", client.name), e))?;
+            let local_addr = socket
+                .local_addr()
+                .map_err(|e| BrokerError::io("read the bound address", e))?;
+            let (advertised_host, advertised_port) =
+                match config.cluster.advertised_listener(&client.name) {
+                    Some(a) => (a.host.clone(), a.port),
+                    None if local_addr.ip().is_unspecified() => {
+                        ("localhost".to_owned(), local_addr.port())
+                    }
+                    None => (local_addr.ip().to_string(), local_addr.port()),
+                };
+            let tls = match config.security.tls.get(&client.name) {
+                Some(settings) => Some(Arc::new(security::tls::TlsContext::load(
+                    &client.name,
+                    settings,
+                )?)),
+                None => None,
+            };
+            if !local_addr.ip().is_loopback()
+                && client.security_protocol == config::SecurityProtocol::Plaintext
+            {
+                tracing::warn!(
+                    listener = %client.name,
+                    address = %local_addr,
+                    "listening beyond this machine without authentication or encryption: anyone \
+                     who reaches this port can read, write and delete every topic (use SASL_SSL; \
+                     see docs/security.md)"
+                );
             }
-            None => None,
-        };
-        let client_addr = match &listener {
-            Some(l) => Some(
-                l.local_addr()
-                    .map_err(|e| BrokerError::io("read the bound address", e))?,
-            ),
-            None => None,
-        };
-        let client_name = client_listener
-            .as_ref()
-            .map_or(String::new(), |l| l.name.clone());
-        let (advertised_host, advertised_port) = match (
-            client_addr,
-            config.cluster.advertised_listener(&client_name),
-        ) {
-            (_, Some(a)) => (a.host.clone(), a.port),
-            (Some(local_addr), None) if local_addr.ip().is_unspecified() => {
-                ("localhost".to_owned(), local_addr.port())
-            }
-            (Some(local_addr), None) => (local_addr.ip().to_string(), local_addr.port()),
-            (None, None) => (String::new(), 0),
-        };
+            let listener = Arc::new(security::ClientListener {
+                name: client.name.clone(),
+                protocol: client.security_protocol,
+                tls,
+                mechanisms: config
+                    .security
+                    .sasl_mechanisms
+                    .get(&client.name)
+                    .cloned()
+                    .unwrap_or_default(),
+                local_addr,
+                advertised_host,
+                advertised_port: i32::from(advertised_port),
+            });
+            bound.push((socket, listener));
+        }
+        let client_addr = bound.first().map(|(_, l)| l.local_addr);
+        // The listener other brokers use (and the one the cluster layer registers first):
+        // the inter-broker listener when it is a client listener, else the first.
+        let primary = bound
+            .iter()
+            .map(|(_, l)| l)
+            .find(|l| l.name == config.cluster.inter_broker_listener_name)
+            .or_else(|| bound.first().map(|(_, l)| l))
+            .cloned();
+        let client_name = primary.as_ref().map_or(String::new(), |l| l.name.clone());
+        let (advertised_host, advertised_port) = primary.as_ref().map_or((String::new(), 0), |l| {
+            (
+                l.advertised_host.clone(),
+                u16::try_from(l.advertised_port).unwrap_or(0),
+            )
+        });
+        let listeners: Vec<Arc<security::ClientListener>> =
+            bound.iter().map(|(_, l)| l.clone()).collect();
         registry.set_partition_limit(partition_limit);
         let mut controller_addr = None;
         let cluster = if !is_cluster {
@@ -322,7 +367,7 @@ impl Broker {
                 &config,
                 controller,
                 &client_name,
-                (advertised_host.clone(), advertised_port),
+                &listeners,
                 // Kept as the cluster's if this node writes the first metadata: a single
                 // node's id survives its upgrade (and a new single node's start).
                 Some(meta.cluster_id.as_str()),
@@ -359,6 +404,8 @@ impl Broker {
             cluster_id: meta.cluster_id,
             advertised_host,
             advertised_port: i32::from(advertised_port),
+            listeners,
+            security: Arc::new(security),
             topics: registry,
             producer_ids,
             groups: groups::Groups::new(config.group_coordinator.clone()),
@@ -376,7 +423,7 @@ impl Broker {
         let (kill_tx, kill_rx) = watch::channel(false);
         let (serving_tx, mut serving) = watch::channel(false);
         let supervisor = tokio::spawn(supervise(
-            listener,
+            bound,
             state.clone(),
             shutdown_rx,
             kill_rx,
@@ -493,7 +540,7 @@ async fn sequence_shutdown(
 
 /// Serves until shutdown, then stops everything in order (see [`BrokerHandle::shutdown`]).
 async fn supervise(
-    listener: Option<TcpListener>,
+    listeners: Vec<(TcpListener, Arc<security::ClientListener>)>,
     state: Arc<BrokerState>,
     shutdown: watch::Receiver<bool>,
     mut kill: watch::Receiver<bool>,
@@ -555,12 +602,12 @@ async fn supervise(
     let accept = {
         let (state, mut shutdown_rx, kill) = (state.clone(), shutdown.clone(), kill.clone());
         async move {
-            let Some(listener) = listener else {
+            if listeners.is_empty() {
                 // A controller-only node: no clients; it runs until shut down.
                 drop(done_tx);
                 let _ = shutdown_rx.wait_for(|s| *s).await;
                 return;
-            };
+            }
             if let Some(node) = &state.cluster {
                 tracing::info!(
                     "waiting to catch up with the cluster's metadata before serving clients"
@@ -574,7 +621,27 @@ async fn supervise(
                 tracing::info!("caught up with the cluster's metadata: serving clients");
             }
             serving.send_replace(true);
-            server::accept_loop(listener, state, shutdown_rx, kill, done_tx).await
+            let reloader = tokio::spawn(server::reload_certificates(
+                listeners
+                    .iter()
+                    .filter_map(|(_, l)| l.tls.clone())
+                    .collect(),
+                shutdown_rx.clone(),
+            ));
+            let mut loops = tokio::task::JoinSet::new();
+            for (socket, listener) in listeners {
+                loops.spawn(server::accept_loop(
+                    socket,
+                    listener,
+                    state.clone(),
+                    shutdown_rx.clone(),
+                    kill.clone(),
+                    done_tx.clone(),
+                ));
+            }
+            drop(done_tx);
+            while loops.join_next().await.is_some() {}
+            reloader.abort();
         }
     };
     tokio::select! {

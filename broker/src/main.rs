@@ -168,8 +168,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let broker = Broker::start(config).await?;
     {
-        // Scripts wait for this exact line.
+        // Scripts wait for the `listening on` line (the first client listener's address),
+        // printed last; with several listeners, one `listener` line each comes first.
         let mut stdout = std::io::stdout().lock();
+        let listeners = &broker.state().listeners;
+        if listeners.len() > 1 {
+            for l in listeners {
+                writeln!(
+                    stdout,
+                    "listener {} ({}) on {}",
+                    l.name, l.protocol, l.local_addr
+                )
+                .context("write to stdout")?;
+            }
+        }
         writeln!(stdout, "listening on {}", broker.local_addr()).context("write to stdout")?;
         stdout.flush().context("flush stdout")?;
     }

@@ -14,6 +14,7 @@ use crate::datadir::DataDirLock;
 use crate::disk_space::DiskSpace;
 use crate::groups::Groups;
 use crate::producer_ids::ProducerIdAllocator;
+use crate::security::{ClientListener, Security};
 use crate::server::limits::Limits;
 use crate::topics::TopicRegistry;
 
@@ -27,9 +28,15 @@ pub struct BrokerState {
     pub groups: Groups,
     pub cluster_id: String,
     pub node_id: i32,
-    /// Host and port put in Metadata responses.
+    /// Host and port of the primary client listener (the inter-broker one, else the
+    /// first); answers on a connection use that connection's listener (see
+    /// [`BrokerState::advertised`]).
     pub advertised_host: String,
     pub advertised_port: i32,
+    /// The client listeners, in `listeners` order.
+    pub listeners: Vec<Arc<ClientListener>>,
+    /// Credentials, SASL and failed-login tracking (see `security`).
+    pub security: Arc<Security>,
     /// Connection admission, idle tracking and the request byte budget (see
     /// `server::limits`).
     pub limits: Arc<Limits>,
@@ -48,6 +55,10 @@ pub struct BrokerState {
 impl BrokerState {
     /// A state over an existing registry, for handler unit tests.
     pub fn for_tests(config: BrokerConfig, topics: TopicRegistry) -> BrokerState {
+        let security = Arc::new(
+            Security::open(topics.data_dir(), &config.security)
+                .unwrap_or_else(|e| panic!("security state for tests: {e}")),
+        );
         BrokerState {
             node_id: config.node_id,
             groups: Groups::new(config.group_coordinator.clone()),
@@ -59,9 +70,20 @@ impl BrokerState {
             cluster_id: "test-cluster".to_owned(),
             advertised_host: "127.0.0.1".to_owned(),
             advertised_port: 9092,
+            listeners: Vec::new(),
+            security,
             cluster: None,
             data_dir_joined: false,
             _lock: None,
+        }
+    }
+
+    /// The host and port this broker gives for itself on the listener the current request
+    /// came in on (the primary listener outside a connection).
+    pub fn advertised(&self) -> (String, i32) {
+        match crate::server::current_listener() {
+            Some(l) => (l.advertised_host.clone(), l.advertised_port),
+            None => (self.advertised_host.clone(), self.advertised_port),
         }
     }
 }

@@ -45,13 +45,14 @@ pub fn describe_cluster(
             .with_endpoint_type(request.endpoint_type);
     }
     let Some(node) = &state.cluster else {
+        let (host, port) = state.advertised();
         return response
             .with_cluster_id(s(state.cluster_id.clone()))
             .with_controller_id(BrokerId(state.node_id))
             .with_brokers(vec![DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(state.node_id))
-                .with_host(s(state.advertised_host.clone()))
-                .with_port(state.advertised_port)]);
+                .with_host(s(host))
+                .with_port(port)]);
     };
     let image = node.image();
     let include_fenced = version >= 2 && request.include_fenced_brokers;
@@ -59,7 +60,7 @@ pub fn describe_cluster(
         .brokers()
         .filter(|b| include_fenced || !b.fenced)
         .filter_map(|b| {
-            let endpoint = b.endpoint(&node.listener_name)?;
+            let endpoint = b.endpoint(&node.client_listener_name())?;
             Some(
                 DescribeClusterBroker::default()
                     .with_broker_id(BrokerId(b.id))

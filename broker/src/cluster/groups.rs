@@ -93,7 +93,7 @@ pub fn coordinator(
         return None;
     }
     let broker = image.broker(partition.leader)?;
-    let endpoint = broker.endpoint(&node.listener_name)?;
+    let endpoint = broker.endpoint(&node.client_listener_name())?;
     Some(CoordinatorNode {
         node_id: broker.id,
         host: endpoint.host.clone(),

@@ -155,7 +155,7 @@ pub async fn handle(
             .collect()
     };
     let brokers = image
-        .live_broker_addresses(&node.listener_name)
+        .live_broker_addresses(&node.client_listener_name())
         .into_iter()
         .map(|b| {
             MetadataResponseBroker::default()

@@ -117,13 +117,14 @@ impl ClusterNode {
     /// peers on `controller_listener` (bound by the caller first, so that a port in use
     /// stops the start before Raft runs); on a broker-only node, the observer.
     /// `cluster_id` is an id to give the cluster if this node writes its first metadata
-    /// (`None`: a random one). `listener_name` and `advertised` are the client listener's
-    /// (empty on a controller-only node).
+    /// (`None`: a random one). `listener_name` is the listener other brokers use, and
+    /// `listeners` every client listener, each registered with its advertised address
+    /// (none on a controller-only node).
     pub async fn start(
         config: &BrokerConfig,
         controller_listener: Option<TcpListener>,
         listener_name: &str,
-        advertised: (String, u16),
+        listeners: &[std::sync::Arc<crate::security::ClientListener>],
         cluster_id: Option<&str>,
         upgrading: bool,
     ) -> Result<ClusterNode, BrokerError> {
@@ -171,18 +172,16 @@ impl ClusterNode {
                     })?;
             MetadataNode::Observer(observer)
         };
-        let protocol = cluster
-            .security_protocol_map
-            .get(listener_name)
-            .copied()
-            .unwrap_or(SecurityProtocol::Plaintext);
         let endpoints = if cluster.is_broker() {
-            vec![Endpoint {
-                listener: listener_name.to_owned(),
-                host: advertised.0,
-                port: advertised.1,
-                security_protocol: record_protocol(protocol),
-            }]
+            listeners
+                .iter()
+                .map(|l| Endpoint {
+                    listener: l.name.clone(),
+                    host: l.advertised_host.clone(),
+                    port: u16::try_from(l.advertised_port).unwrap_or(0),
+                    security_protocol: record_protocol(l.protocol),
+                })
+                .collect()
         } else {
             Vec::new()
         };
@@ -268,6 +267,16 @@ impl ClusterNode {
 
     pub(crate) fn set_settled(&self) {
         self.settled.store(true, Ordering::Release);
+    }
+
+    /// The listener whose addresses answers on the current connection give: the one the
+    /// request came in on (Kafka answers per listener), else the registered inter-broker
+    /// listener (requests not on a client connection, and tests).
+    pub fn client_listener_name(&self) -> std::borrow::Cow<'_, str> {
+        match crate::server::current_listener() {
+            Some(l) => std::borrow::Cow::Owned(l.name.clone()),
+            None => std::borrow::Cow::Borrowed(self.listener_name.as_str()),
+        }
     }
 
     /// The `controller_id` of Metadata and DescribeCluster answers: a live broker clients

@@ -264,7 +264,7 @@ impl<'a> Router<'a> {
             .into_iter()
             .filter_map(|id| {
                 let b = image.broker(id)?;
-                let e = b.endpoint(&node.listener_name)?;
+                let e = b.endpoint(&node.client_listener_name())?;
                 Some(make(
                     BrokerId(id),
                     StrBytes::from_string(e.host.clone()),

@@ -41,11 +41,11 @@ const BROKER_ROLE: &str = "broker";
 const CONTROLLER_ROLE: &str = "controller";
 
 /// What [`ClusterConfig::served_listeners`] found.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServedListeners<'a> {
-    /// The listener clients (and other brokers) connect to; `None` on a controller-only
-    /// node.
-    pub client: Option<&'a Listener>,
+    /// The listeners clients (and other brokers) connect to, in `listeners` order; none
+    /// on a controller-only node.
+    pub clients: Vec<&'a Listener>,
     /// The controller listener this node binds, on a voter of a multi-node quorum (Raft and
     /// controller requests); `None` on a single node, whose sole voter needs none, and on a
     /// broker-only node, which only dials the voters.
@@ -389,12 +389,16 @@ impl ClusterConfig {
     }
 
     /// The listeners this build serves for this configuration, or why it cannot serve it
-    /// yet (several client listeners, or a single node with a controller listener):
-    /// - a combined node (both roles): its one client listener, plus, when other voters
-    ///   are named, its controller listener;
-    /// - a broker-only node: its one client listener; it binds no controller listener and
+    /// yet:
+    /// - a combined node (both roles): its client listeners, plus, when other voters are
+    ///   named, its controller listener (a single node, its own sole voter, binds none);
+    /// - a broker-only node: its client listeners; it binds no controller listener and
     ///   reaches the voters at their `controller.quorum.voters` addresses;
     /// - a controller-only node: its controller listener only.
+    ///
+    /// Other brokers reach this one on `inter.broker.listener.name`, which must be a
+    /// PLAINTEXT listener in a multi-node cluster: the follower fetcher does not speak
+    /// TLS or SASL yet.
     pub fn served_listeners(&self) -> Result<ServedListeners<'_>, ConfigError> {
         let not_wired = |reason: String| Err(ConfigError::ClusterNotWired(reason));
         if !self.is_broker() {
@@ -403,37 +407,47 @@ impl ClusterConfig {
                 return not_wired("a controller-only node needs a controller listener".to_owned());
             };
             return Ok(ServedListeners {
-                client: None,
+                clients: Vec::new(),
                 controller: Some(controller),
                 roles: self.roles,
             });
         }
         let clients: Vec<&Listener> = self.client_listeners().collect();
-        let client = match clients.as_slice() {
-            [one] => *one,
-            _ => {
-                return not_wired(format!(
-                    "listeners={} (this build serves exactly one client listener)",
-                    join(&self.listeners)
-                ))
+        if clients.is_empty() {
+            return not_wired(format!(
+                "listeners={} has no client listener",
+                join(&self.listeners)
+            ));
+        }
+        let multi_node = !self.single_node() || !self.is_controller();
+        if multi_node {
+            if let Some(inter) = self
+                .inter_broker_listener()
+                .filter(|l| l.security_protocol != SecurityProtocol::Plaintext)
+            {
+                return Err(ConfigError::NotSupported(format!(
+                    "inter.broker.listener.name={} uses security protocol {}; brokers reach each \
+                     other over PLAINTEXT only (name a PLAINTEXT listener for them)",
+                    inter.name, inter.security_protocol
+                )));
             }
-        };
+        }
         if !self.is_controller() {
             return Ok(ServedListeners {
-                client: Some(client),
+                clients,
                 controller: None,
                 roles: self.roles,
             });
         }
         if self.single_node() {
-            if self.listeners.len() > 1 {
+            if clients.len() < self.listeners.len() {
                 return not_wired(format!(
-                    "listeners={} (a single node serves exactly one listener)",
+                    "listeners={} (a single node, its own sole voter, binds no controller listener)",
                     join(&self.listeners)
                 ));
             }
             return Ok(ServedListeners {
-                client: Some(client),
+                clients,
                 controller: None,
                 roles: self.roles,
             });
@@ -444,7 +458,7 @@ impl ClusterConfig {
             );
         };
         Ok(ServedListeners {
-            client: Some(client),
+            clients,
             controller: Some(controller),
             roles: self.roles,
         })
@@ -935,12 +949,6 @@ fn parse_listeners(
                 ),
             )
         })?;
-        if security_protocol != SecurityProtocol::Plaintext {
-            return Err(ConfigError::NotSupported(format!(
-                "listener {name} (in {property}) uses security protocol {security_protocol}; only \
-                 PLAINTEXT is served"
-            )));
-        }
         out.push(Listener {
             name,
             host: address.host,

@@ -86,7 +86,7 @@ fn the_zero_config_node_is_a_complete_single_node_cluster() {
     assert_eq!(c.client_listeners().count(), 1);
     assert_eq!(c.inter_broker_listener(), Some(&c.listeners[0]));
     assert_eq!(
-        c.served_listeners().unwrap().client.unwrap().bind_address(),
+        c.served_listeners().unwrap().clients[0].bind_address(),
         "127.0.0.1:9092"
     );
     // The quorum crate's tested timings.
@@ -122,7 +122,7 @@ fn bare_host_port_is_still_one_plaintext_listener() {
             "{text}"
         );
         assert_eq!(
-            c.served_listeners().unwrap().client.unwrap().bind_address(),
+            c.served_listeners().unwrap().clients[0].bind_address(),
             bind
         );
     }
@@ -551,7 +551,7 @@ fn listener_names_and_ports_are_distinct() {
 }
 
 #[test]
-fn security_protocols_are_mapped_and_only_plaintext_is_served() {
+fn security_protocols_are_mapped_and_checked() {
     refused(
         &[("listeners", "CLIENT://127.0.0.1:9092")],
         "No security protocol defined for listener CLIENT",
@@ -596,22 +596,52 @@ fn security_protocols_are_mapped_and_only_plaintext_is_served() {
         &map("PLAINTEXT:PLAINTEXT,PLAINTEXT:SSL"),
         "PLAINTEXT is mapped twice",
     );
-    for (listeners, protocol) in [
+    // Client listeners may use any protocol; TLS ones need their key store.
+    for (listeners, inter) in [
         ("SSL://127.0.0.1:9093", "SSL"),
-        ("SASL_PLAINTEXT://127.0.0.1:9093", "SASL_PLAINTEXT"),
         ("SASL_SSL://127.0.0.1:9093", "SASL_SSL"),
+        (
+            "PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9093",
+            "PLAINTEXT",
+        ),
     ] {
-        let message = refused(&[("listeners", listeners)], "not supported yet");
-        assert!(
-            message.contains(&format!(
-                "uses security protocol {protocol}; only PLAINTEXT is served"
-            )),
-            "{message}"
+        refused(
+            &[
+                ("listeners", listeners),
+                ("inter.broker.listener.name", inter),
+            ],
+            "ssl.keystore.location is not set",
         );
     }
+    let c = accepted(&[
+        (
+            "listeners",
+            "PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://127.0.0.1:9095",
+        ),
+        ("sasl.enabled.mechanisms", "PLAIN"),
+    ]);
+    assert_eq!(c.served_listeners().unwrap().clients.len(), 2);
     refused(
-        &[("advertised.listeners", "SSL://broker.example:9093")],
-        "not supported yet",
+        &[
+            ("listeners", "SASL_PLAINTEXT://127.0.0.1:9095"),
+            ("inter.broker.listener.name", "SASL_PLAINTEXT"),
+            ("sasl.enabled.mechanisms", "GSSAPI"),
+        ],
+        "SASL mechanism GSSAPI",
+    );
+    // Controller listeners, and the inter-broker listener of a cluster, stay PLAINTEXT.
+    let c = accepted(&[
+        ("controller.quorum.voters", THREE_VOTERS),
+        (
+            "listeners",
+            "SASL_PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+        ),
+        ("inter.broker.listener.name", "SASL_PLAINTEXT"),
+    ]);
+    let message = c.served_listeners().unwrap_err().to_string();
+    assert!(
+        message.contains("brokers reach each other over PLAINTEXT only"),
+        "{message}"
     );
 }
 
@@ -740,7 +770,7 @@ fn broker_rack_is_optional() {
 }
 
 #[test]
-fn every_role_with_one_client_listener_is_served() {
+fn every_role_with_its_client_listeners_is_served() {
     let not_wired = |pairs: &[(&str, &str)], needle: &str| {
         let c = accepted(pairs);
         let message = c.served_listeners().unwrap_err().to_string();
@@ -754,23 +784,29 @@ fn every_role_with_one_client_listener_is_served() {
         &[("listeners", WITH_CONTROLLER)],
         "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
     );
-    not_wired(
-        &[
-            ("process.roles", "broker"),
-            ("node.id", "4"),
-            ("controller.quorum.voters", THREE_VOTERS),
-            ("listeners", "A://127.0.0.1:9092,B://127.0.0.1:9094"),
-            (
-                "listener.security.protocol.map",
-                "A:PLAINTEXT,B:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            ),
-            ("inter.broker.listener.name", "A"),
-        ],
-        "exactly one client listener",
-    );
+    // Several client listeners are served, in `listeners` order.
+    let c = accepted(&[
+        ("process.roles", "broker"),
+        ("node.id", "4"),
+        ("controller.quorum.voters", THREE_VOTERS),
+        ("listeners", "A://127.0.0.1:9092,B://127.0.0.1:9094"),
+        (
+            "listener.security.protocol.map",
+            "A:PLAINTEXT,B:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        ),
+        ("inter.broker.listener.name", "A"),
+    ]);
+    let names: Vec<&str> = c
+        .served_listeners()
+        .unwrap()
+        .clients
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    assert_eq!(names, ["A", "B"]);
     let c = accepted(&[("controller.quorum.voters", "1@127.0.0.1:9093")]);
     let served = c.served_listeners().unwrap();
-    assert_eq!(served.client.unwrap().name, "PLAINTEXT");
+    assert_eq!(served.clients[0].name, "PLAINTEXT");
     assert!(!served.is_cluster());
 
     let c = accepted(&[
@@ -778,7 +814,7 @@ fn every_role_with_one_client_listener_is_served() {
         ("listeners", WITH_CONTROLLER),
     ]);
     let served = c.served_listeners().unwrap();
-    assert_eq!(served.client.unwrap().name, "PLAINTEXT");
+    assert_eq!(served.clients[0].name, "PLAINTEXT");
     assert_eq!(served.controller.unwrap().name, "CONTROLLER");
     assert!(served.is_cluster());
 
@@ -789,7 +825,7 @@ fn every_role_with_one_client_listener_is_served() {
         ("controller.quorum.voters", THREE_VOTERS),
     ]);
     let served = c.served_listeners().unwrap();
-    assert_eq!(served.client.unwrap().name, "PLAINTEXT");
+    assert_eq!(served.clients[0].name, "PLAINTEXT");
     assert!(served.controller.is_none());
     assert!(served.is_cluster());
 
@@ -801,7 +837,7 @@ fn every_role_with_one_client_listener_is_served() {
             ("listeners", "CONTROLLER://127.0.0.1:9093"),
         ]);
         let served = c.served_listeners().unwrap();
-        assert!(served.client.is_none());
+        assert!(served.clients.is_empty());
         assert_eq!(served.controller.unwrap().name, "CONTROLLER");
         assert!(served.is_cluster());
     }

@@ -32,6 +32,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 5),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeQuorum, 0, 2),
+    // v0 (raw SASL tokens after the handshake) is not served: clients since Kafka 1.0
+    // use v1 with SaslAuthenticate.
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// Every API served: [`SUPPORTED`] and the group APIs the coordinator handles
@@ -72,8 +78,10 @@ pub fn is_supported(key: ApiKey, version: i16) -> bool {
 /// only v3+ is served, as Kafka 4.x does (KAFKA-18659): librdkafka before 2.10 enables
 /// gzip, snappy and lz4 only when the broker lists Produce v0, and would otherwise send
 /// every batch uncompressed. A v0-2 request is still refused (the connection closes).
+/// SaslHandshake is advertised from v0 too: librdkafka detects SASL support by v0 and
+/// then uses v1; a v0 handshake (raw tokens after it) closes the connection.
 fn advertised_min(key: ApiKey, min: i16) -> i16 {
-    if key == ApiKey::Produce {
+    if matches!(key, ApiKey::Produce | ApiKey::SaslHandshake) {
         0
     } else {
         min

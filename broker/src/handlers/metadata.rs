@@ -37,10 +37,11 @@ enum Wanted {
 /// Answers a Metadata request (may create topics: blocking).
 pub fn handle(state: &BrokerState, request: &MetadataRequest, version: i16) -> MetadataResponse {
     let node = BrokerId(state.node_id);
+    let (host, port) = state.advertised();
     let broker = MetadataResponseBroker::default()
         .with_node_id(node)
-        .with_host(StrBytes::from_string(state.advertised_host.clone()))
-        .with_port(state.advertised_port);
+        .with_host(StrBytes::from_string(host))
+        .with_port(port);
     let include_ops = version >= 8 && request.include_topic_authorized_operations;
 
     let mut topics = Vec::new();

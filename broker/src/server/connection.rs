@@ -29,9 +29,7 @@
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -39,6 +37,7 @@ use super::dispatch::{self, Context, Reply};
 use super::frame::{parse_frame, Parsed};
 use super::limits::{Activity, Limits, Reservation, SMALL_FRAME};
 use super::wire::Frame;
+use crate::security::session::Session;
 
 /// Replies queued per connection before the reader waits (pipelining depth).
 const MAX_QUEUED: usize = 128;
@@ -54,16 +53,18 @@ pub struct Limited<'a> {
 }
 
 /// Serves a connection until the client closes it, an error or a limit closes it, or
-/// shutdown.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Context, limited: Limited<'_>) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-    }
-    let (reader, writer) = stream.into_split();
+/// shutdown. The halves are a TCP socket's (plaintext listeners) or a TLS stream's;
+/// `session` holds who the client is (see `security::session`).
+pub async fn serve<R, W>(reader: R, writer: W, session: Session, ctx: Context, limited: Limited<'_>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let peer: SocketAddr = ctx.peer;
     let (tx, rx) = mpsc::channel(MAX_QUEUED);
     tracing::debug!("connection opened");
     tokio::join!(
-        read_loop(reader, tx, &ctx, &limited),
+        read_loop(reader, session, tx, &ctx, &limited),
         write_loop(writer, rx, &limited)
     );
     tracing::debug!(%peer, "connection closed");
@@ -83,8 +84,9 @@ fn warn_closing(ctx: &Context, limits: &Limits, error: &dyn std::fmt::Display) {
     }
 }
 
-async fn read_loop(
-    mut reader: OwnedReadHalf,
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: R,
+    mut session: Session,
     tx: mpsc::Sender<Reply>,
     ctx: &Context,
     limited: &Limited<'_>,
@@ -115,7 +117,7 @@ async fn read_loop(
                     rest.extend_from_slice(&buf);
                     buf = rest;
                 }
-                let reply = match dispatch::dispatch(ctx, frame).await {
+                let reply = match dispatch::dispatch(ctx, &mut session, frame).await {
                     Ok(reply) => reply,
                     Err(e) => {
                         warn_closing(ctx, limits, &e);
@@ -126,6 +128,11 @@ async fn read_loop(
                 drop(reservation);
                 let close = matches!(reply, Reply::Close);
                 if tx.send(reply).await.is_err() || close {
+                    return;
+                }
+                // A failed login (and the like) closes once its answer is sent.
+                if session.close_after_reply {
+                    let _ = tx.send(Reply::Close).await;
                     return;
                 }
                 // The next request's clock starts now: time spent handling this one
@@ -232,8 +239,8 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(
-    mut writer: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
     mut rx: mpsc::Receiver<Reply>,
     limited: &Limited<'_>,
 ) {
@@ -289,8 +296,8 @@ async fn write_loop(
 /// a slow reader is served and only one that stopped reading is closed (Kafka's idle
 /// expiry likewise counts socket activity). While the socket accepts nothing, the
 /// connection is marked as waiting so that it can be evicted at `max.connections`.
-async fn write_with_progress(
-    writer: &mut OwnedWriteHalf,
+async fn write_with_progress<W: AsyncWrite + Unpin>(
+    writer: &mut W,
     out: &mut Frame,
     limited: &Limited<'_>,
 ) -> bool {

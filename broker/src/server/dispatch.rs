@@ -9,6 +9,10 @@
 //!   parse it and closes the connection);
 //! - a header or body that does not decode: close.
 //!
+//! Authentication comes first (see `security::session`): on a SASL listener, a request
+//! other than ApiVersions and the SASL ones before the login closes the connection, as
+//! does any request after the session expired.
+//!
 //! Decoding runs inside `catch_unwind`: the codec crate returns errors for bad input,
 //! and a panic there would still only close this one connection.
 //!
@@ -34,11 +38,13 @@ use tracing::Instrument;
 use super::frame::RequestPrefix;
 use super::wire::{self, EncodeError, Frame};
 use crate::cluster;
+use crate::handlers::admin::scram;
 use crate::handlers::admin::{configs, log_dirs, topics};
 use crate::handlers::fetch::{self, FetchOutcome};
 use crate::handlers::{
     api_versions, init_producer_id, metadata, offset_for_leader_epoch, offsets, produce,
 };
+use crate::security::session::{Gate, Session};
 use crate::state::BrokerState;
 use crate::topics::Partition;
 
@@ -83,6 +89,8 @@ pub enum DispatchError {
     Encode(#[from] EncodeError),
     #[error("handler failed: {0}")]
     Internal(String),
+    #[error("{api:?} refused: {reason}")]
+    Unauthenticated { api: ApiKey, reason: &'static str },
 }
 
 /// What dispatching needs besides the request.
@@ -125,19 +133,27 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Handles one request frame (payload after the size prefix).
-pub async fn dispatch(ctx: &Context, frame: Bytes) -> Result<Reply, DispatchError> {
+pub async fn dispatch(
+    ctx: &Context,
+    session: &mut Session,
+    frame: Bytes,
+) -> Result<Reply, DispatchError> {
     let prefix = RequestPrefix::read(&frame).ok_or(DispatchError::Truncated)?;
     let api = ApiKey::try_from(prefix.api_key)
         .map_err(|()| DispatchError::UnknownApiKey(prefix.api_key))?;
     let version = prefix.api_version;
     let span = tracing::debug_span!("request", api = ?api, version, correlation_id = prefix.correlation_id);
-    dispatch_known(ctx, frame, api, version, prefix.correlation_id)
+    if let Gate::Close(reason) = session.gate(api, Instant::now()) {
+        return Err(DispatchError::Unauthenticated { api, reason });
+    }
+    dispatch_known(ctx, session, frame, api, version, prefix.correlation_id)
         .instrument(span)
         .await
 }
 
 async fn dispatch_known(
     ctx: &Context,
+    session: &mut Session,
     frame: Bytes,
     api: ApiKey,
     version: i16,
@@ -190,6 +206,33 @@ async fn dispatch_known(
     };
     match request {
         RequestKind::ApiVersions(req) => respond(&api_versions::handle(&req, version, cluster)),
+        RequestKind::SaslHandshake(req) => {
+            let (response, close) = session.handshake(&req);
+            session.close_after_reply |= close;
+            respond(&response)
+        }
+        RequestKind::SaslAuthenticate(req) => {
+            let outcome = session.authenticate(&state.security, &req, Instant::now());
+            session.close_after_reply |= outcome.close;
+            match outcome.delay {
+                None => respond(&outcome.response),
+                Some(delay) => Ok(Reply::Later(Box::pin(async move {
+                    tokio::time::sleep(delay).await;
+                    Ok(Some(wire::encode_response(
+                        api,
+                        version,
+                        correlation_id,
+                        &outcome.response,
+                        [],
+                    )?))
+                }))),
+            }
+        }
+        RequestKind::DescribeUserScramCredentials(req) => respond(&scram::describe(state, &req)),
+        RequestKind::AlterUserScramCredentials(req) => {
+            let resp = blocking(state, move |s| scram::alter(s, &req)).await?;
+            respond(&resp)
+        }
         RequestKind::Metadata(req) => match &state.cluster {
             Some(node) => respond(&cluster::metadata::handle(state, node, &req, version).await),
             None => {
