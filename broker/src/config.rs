@@ -337,6 +337,12 @@ pub fn property_names() -> impl Iterator<Item = &'static str> {
         .chain(topic_config::KEYS.iter().map(|k| k.broker_name))
 }
 
+/// Whether `name` is a property the broker accepts: one of [`property_names`] or a
+/// per-listener override (`listener.name.<name>.ssl.*`; see `security`).
+pub fn is_known_property(name: &str) -> bool {
+    property_names().any(|known| known == name) || security::is_listener_property(name)
+}
+
 /// The environment variable that sets `property`.
 pub fn env_var_name(property: &str) -> String {
     format!(
@@ -474,8 +480,7 @@ impl BrokerConfig {
     /// Parses a flat property map (Kafka names). Missing properties take their defaults.
     pub fn from_properties(props: &BTreeMap<String, String>) -> Result<BrokerConfig, ConfigError> {
         for name in props.keys() {
-            if !property_names().any(|known| known == name) && !security::is_listener_property(name)
-            {
+            if !is_known_property(name) {
                 return Err(ConfigError::UnknownProperty {
                     name: name.clone(),
                     origin: "configuration".to_owned(),
@@ -931,7 +936,7 @@ pub fn read_toml_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigErr
     let mut out = BTreeMap::new();
     flatten_toml("", &table, &mut out)?;
     for name in out.keys() {
-        if !property_names().any(|known| known == name) {
+        if !is_known_property(name) {
             return Err(ConfigError::UnknownProperty {
                 name: name.clone(),
                 origin: path.display().to_string(),

@@ -52,6 +52,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BROKER_BIN = Path(os.environ.get("CARGO_TARGET_DIR", REPO_ROOT / "target")) / "release" / "sluice-broker"
 LISTENING_RE = re.compile(r"listening on (\S+):(\d+)")
+# With several listeners (``listen=`` of the factory), one line each before "listening on".
+LISTENER_RE = re.compile(r"^listener (\S+) \((\S+)\) on (\S+):(\d+)$")
 KAFKA_SH = REPO_ROOT / "scripts" / "peers" / "kafka.sh"
 COMPAT_TARGET = os.environ.get("SLUICE_COMPAT_TARGET", "sluice").strip().lower() or "sluice"
 if COMPAT_TARGET not in ("sluice", "kafka"):
@@ -116,8 +118,13 @@ class BrokerProcess:
         extra_args: tuple[str, ...] = (),
         env: Optional[dict[str, str]] = None,
         ready_timeout: float = 30.0,
+        listen: Optional[str] = None,
     ) -> None:
         self.binary = Path(binary)
+        # `listeners` (NAME://HOST:PORT,...) instead of one PLAINTEXT listener.
+        self.listen = listen
+        # With `listen`: "host:port" by listener name, as the broker printed them.
+        self.listeners: dict[str, str] = {}
         self.data_dir = Path(data_dir)
         self.extra_args = tuple(extra_args)
         self.env = dict(env or {})
@@ -165,7 +172,7 @@ class BrokerProcess:
         argv = [
             str(self.binary),
             "--listen",
-            f"127.0.0.1:{port}",
+            self.listen or f"127.0.0.1:{port}",
             "--data-dir",
             str(self.data_dir),
             *self.extra_args,
@@ -289,6 +296,10 @@ class BrokerProcess:
                 raise BrokerError(
                     f"{self.name} exited with code {code} before it was listening\n{self.logs()}"
                 )
+            named = LISTENER_RE.match(line.strip())
+            if named:
+                self.listeners[named.group(1)] = f"{named.group(3)}:{named.group(4)}"
+                continue
             match = LISTENING_RE.search(line)
             if match:
                 self.host, self.port = match.group(1), int(match.group(2))
@@ -530,7 +541,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
 def broker_factory(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> Any:
-    """``broker_factory(*extra_args, env=None, data_dir=None, ready_timeout=30.0, binary=None)``
+    """``broker_factory(*extra_args, env=None, data_dir=None, ready_timeout=30.0, binary=None,
+    listen=None)`` (``listen``: the broker's ``listeners``, e.g. several with their security
+    protocols; their addresses are then in ``.listeners`` by name)
     starts a broker and returns its :class:`BrokerProcess` (a :class:`KafkaBrokerProcess` when
     ``SLUICE_COMPAT_TARGET=kafka`` and no ``binary`` is given); all are cleaned up at teardown."""
     brokers: list[Any] = []
@@ -542,6 +555,7 @@ def broker_factory(
         ready_timeout: float = 30.0,
         binary: Optional[Path] = None,
         port: int = 0,
+        listen: Optional[str] = None,
     ) -> BrokerProcess:
         name = f"broker-{len(brokers)}"
         broker: Any
@@ -565,6 +579,7 @@ def broker_factory(
                 extra_args=extra_args,
                 env=env,
                 ready_timeout=ready_timeout,
+                listen=listen,
             )
         brokers.append(broker)
         return broker.start(port=port)
