@@ -68,6 +68,9 @@ else
     # and sluice-torture-producer, built once with the same features.
     echo "building the release binaries (cargo build --release)"
     cargo build --release
+    # Apache Kafka's jars: its tools and Java client run against Sluice in some tests
+    # (tests/compat/test_security.py); the cluster step uses them too.
+    scripts/peers/kafka.sh install
     rc=0
     .venv/bin/python -m pytest -q -p no:cacheprovider --timeout=600 --durations=10 "${compat_dirs[@]}" || rc=$?
     if ((rc != 0)); then

@@ -6,6 +6,10 @@ The certificates are made at test time with openssl (a test CA, the broker's cer
 for 127.0.0.1 / localhost, a client certificate for alice, and a second CA the broker does
 not trust); no key is committed.
 
+Apache Kafka's own tools run against it too (the jars of ``scripts/peers/kafka.sh
+install``, which scripts/test.sh runs first): ``kafka-configs`` creates a SCRAM user, and
+the console producer and consumer (the Java client) use SASL_SSL with SCRAM-SHA-512.
+
 What is checked: every protocol and mechanism round-trips records through a consumer
 group (so FindCoordinator and Metadata name the listener the client came in on); SCRAM
 users are created, described and deleted with the AdminClient (AlterUserScram-
@@ -37,7 +41,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from conftest import COMPAT_TARGET
+from conftest import COMPAT_TARGET, KAFKA_SH
 
 pytestmark = pytest.mark.skipif(
     COMPAT_TARGET == "kafka", reason="TLS/SASL set-up of the reference broker is not scripted"
@@ -94,8 +98,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dir
 
 
-@pytest.fixture
-def secure(broker_factory, pki: Path, tmp_path: Path):
+def start_secure(broker_factory, pki: Path, tmp_path: Path, extra: str = "", env=None):
     config = tmp_path / "security.toml"
     config.write_text(
         f'"ssl.keystore.location" = "{pki / "broker-keystore.pem"}"\n'
@@ -103,11 +106,16 @@ def secure(broker_factory, pki: Path, tmp_path: Path):
         f'"listener.name.ssl.ssl.truststore.location" = "{pki / "ca.pem"}"\n'
         '"sasl.enabled.mechanisms" = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"\n'
         '"sasl.bootstrap.users" = "admin:admin-secret,alice:alice-secret"\n'
-        '"connection.failed.authentication.delay.ms" = 1\n'
+        '"connection.failed.authentication.delay.ms" = 1\n' + extra
     )
-    broker = broker_factory("--config", str(config), listen=LISTENERS)
+    broker = broker_factory("--config", str(config), listen=LISTENERS, env=env)
     assert set(broker.listeners) == {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
     return broker
+
+
+@pytest.fixture
+def secure(broker_factory, pki: Path, tmp_path: Path):
+    return start_secure(broker_factory, pki, tmp_path)
 
 
 def client_config(broker, pki: Path, protocol: str, mechanism: str | None = None,
@@ -340,3 +348,68 @@ def test_a_changed_certificate_is_served_without_a_restart(secure, pki, wait_unt
         refused(old, "certificate verify failed")
     finally:
         keystore.write_text(original)
+
+
+def kafka_tool(*args: str, input: bytes | None = None) -> str:
+    """Runs one of Apache Kafka's tool classes with its jars; its output."""
+    done = subprocess.run(
+        [str(KAFKA_SH), "run", *args], input=input, capture_output=True, timeout=120
+    )
+    output = (done.stdout + done.stderr).decode(errors="replace")
+    assert done.returncode == 0, f"{args[0]} failed ({done.returncode}):\n{output}"
+    return output
+
+
+def test_kafka_configs_and_the_java_client_over_sasl_ssl(secure, pki, tmp_path):
+    properties = tmp_path / "client.properties"
+    properties.write_text(
+        "security.protocol=SASL_SSL\n"
+        "sasl.mechanism=SCRAM-SHA-512\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        'username="admin" password="admin-secret";\n'
+        "ssl.truststore.type=PEM\n"
+        f"ssl.truststore.location={pki / 'ca.pem'}\n"
+    )
+    bootstrap = secure.listeners["SASL_SSL"]
+    out = kafka_tool(
+        "org.apache.kafka.tools.ConfigCommand", "--bootstrap-server", bootstrap,
+        "--command-config", str(properties), "--alter", "--entity-type", "users",
+        "--entity-name", "carol",
+        "--add-config", "SCRAM-SHA-512=[password=carol-secret],SCRAM-SHA-256=[iterations=8192,password=carol-secret]",
+    )
+    assert "Completed updating config for user carol" in out
+    carol = client_config(secure, pki, "SASL_PLAINTEXT", "SCRAM-SHA-256", user="carol", password="carol-secret")
+    AdminClient(carol).list_topics(timeout=10)
+    kafka_tool(
+        "org.apache.kafka.tools.ConsoleProducer", "--bootstrap-server", bootstrap,
+        "--command-config", str(properties), "--topic", "sec-java",
+        input=b"j1\nj2\n",
+    )
+    out = kafka_tool(
+        "org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", bootstrap,
+        "--command-config", str(properties), "--topic", "sec-java", "--from-beginning",
+        "--max-messages", "2", "--timeout-ms", "30000",
+    )
+    assert out.splitlines()[:2] == ["j1", "j2"], out
+
+
+def test_sessions_are_re_authenticated_on_the_same_connection(broker_factory, pki, tmp_path):
+    """KIP-368: with connections.max.reauth.ms the client logs in again before its
+    session ends; nothing is refused meanwhile."""
+    broker = start_secure(
+        broker_factory, pki, tmp_path, extra='"connections.max.reauth.ms" = 1500\n',
+        env={"RUST_LOG": "sluice_broker::security=debug"},
+    )
+    config = client_config(broker, pki, "SASL_SSL", "SCRAM-SHA-256")
+    producer = Producer(config)
+    failures: list[str] = []
+    deadline = time.monotonic() + 5
+    sent = 0
+    while time.monotonic() < deadline:
+        producer.produce("sec-reauth", value=b"x", on_delivery=lambda e, m: e and failures.append(str(e)))
+        sent += 1
+        producer.poll(0.2)
+    assert producer.flush(30) == 0 and failures == []
+    log = broker.stderr_log.read_text()
+    assert "SASL re-authenticated (KIP-368)" in log
+    assert "SASL session expired" not in log

@@ -205,8 +205,11 @@ impl Session {
                     return self.failed(security, claimed, message, now);
                 }
                 security.failed_logins.succeeded(self.peer.ip());
-                if !self.authenticated {
-                    tracing::debug!(peer = %self.peer, %principal, mechanism = exchange.mechanism.as_str(), "SASL login");
+                let mechanism = exchange.mechanism.as_str();
+                if self.authenticated {
+                    tracing::debug!(peer = %self.peer, %principal, mechanism, "SASL re-authenticated (KIP-368)");
+                } else {
+                    tracing::debug!(peer = %self.peer, %principal, mechanism, "SASL login");
                 }
                 self.principal = principal;
                 self.authenticated = true;
