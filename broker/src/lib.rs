@@ -314,6 +314,12 @@ impl Broker {
             bound.push((socket, listener));
         }
         let client_addr = bound.first().map(|(_, l)| l.local_addr);
+        if !config.cluster.single_node() && bound.iter().any(|(_, l)| l.uses_sasl()) {
+            tracing::warn!(
+                "SCRAM users are kept per broker for now: a user created through one broker \
+                 logs in only there; create it on every broker (see docs/security.md)"
+            );
+        }
         // The listener other brokers use (and the one the cluster layer registers first):
         // the inter-broker listener when it is a client listener, else the first.
         let primary = bound
@@ -608,6 +614,15 @@ async fn supervise(
                 let _ = shutdown_rx.wait_for(|s| *s).await;
                 return;
             }
+            // Before the wait for the cluster, so that SIGHUP (a certificate reload) does
+            // not end the process meanwhile; it stops by itself at shutdown.
+            let reloader = tokio::spawn(server::reload_certificates(
+                listeners
+                    .iter()
+                    .filter_map(|(_, l)| l.tls.clone())
+                    .collect(),
+                shutdown_rx.clone(),
+            ));
             if let Some(node) = &state.cluster {
                 tracing::info!(
                     "waiting to catch up with the cluster's metadata before serving clients"
@@ -621,13 +636,6 @@ async fn supervise(
                 tracing::info!("caught up with the cluster's metadata: serving clients");
             }
             serving.send_replace(true);
-            let reloader = tokio::spawn(server::reload_certificates(
-                listeners
-                    .iter()
-                    .filter_map(|(_, l)| l.tls.clone())
-                    .collect(),
-                shutdown_rx.clone(),
-            ));
             let mut loops = tokio::task::JoinSet::new();
             for (socket, listener) in listeners {
                 loops.spawn(server::accept_loop(

@@ -293,6 +293,9 @@ def test_requests_before_authentication_close_the_connection(secure, pki):
     assert closed_without_answer(secure.listeners["SASL_PLAINTEXT"], metadata)
     assert closed_without_answer(secure.listeners["SASL_SSL"], metadata)
     assert closed_without_answer(secure.listeners["SSL"], metadata)
+    # Before the login, a request may be at most 512 KiB: announcing 1 MB closes at once.
+    huge = struct.pack(">i", 1 << 20) + kafka_request(18, 0, b"")[4:]
+    assert closed_without_answer(secure.listeners["SASL_PLAINTEXT"], huge)
     topics = AdminClient(client_config(secure, pki, "SASL_PLAINTEXT", "PLAIN")).list_topics(timeout=10).topics
     assert "sneaky" not in topics
     assert "request before SASL authentication" in secure.stderr_log.read_text()
@@ -326,6 +329,13 @@ def test_scram_users_are_managed_with_the_admin_client(secure, pki):
     refused(bob, "Authentication failed")
     with pytest.raises(KafkaException):
         admin.describe_user_scram_credentials(["bob"])["bob"].result(timeout=10)
+    # A PLAINTEXT client (User:ANONYMOUS) may not manage users.
+    anonymous = AdminClient({"bootstrap.servers": secure.listeners["PLAINTEXT"]})
+    refused_change = anonymous.alter_user_scram_credentials([
+        UserScramCredentialUpsertion("eve", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192), b"x")
+    ])
+    with pytest.raises(KafkaException, match="(?i)authorization"):
+        refused_change["eve"].result(timeout=10)
     # The store survives a restart and holds no password.
     secure.stop()
     secure.start()
@@ -413,3 +423,38 @@ def test_sessions_are_re_authenticated_on_the_same_connection(broker_factory, pk
     log = broker.stderr_log.read_text()
     assert "SASL re-authenticated (KIP-368)" in log
     assert "SASL session expired" not in log
+
+
+def test_large_fetches_over_tls_to_a_slow_reader_arrive_whole(secure, pki):
+    """Replies larger than the socket buffers over TLS: a consumer with a tiny receive
+    buffer makes the broker's TLS writes wait, and every record still arrives whole.
+    (The broker flushes the TLS stream after each write; without that, the end of a reply
+    can sit in the TLS buffer until the next request on the connection pushes it out,
+    which this test does not detect: librdkafka's heartbeats on the same connection do.)"""
+    config = client_config(secure, pki, "SASL_SSL", "SCRAM-SHA-512")
+    producer = Producer({**config, "linger.ms": 20})
+    value = bytes(range(256)) * 400  # 100 KiB
+    for i in range(40):
+        producer.produce("sec-large", key=str(i).encode(), value=value)
+    assert producer.flush(60) == 0
+    consumer = Consumer({
+        **config,
+        "group.id": "large",
+        "auto.offset.reset": "earliest",
+        "socket.receive.buffer.bytes": 4096,
+        "fetch.max.bytes": 4 * 1024 * 1024,
+    })
+    consumer.subscribe(["sec-large"])
+    got = 0
+    deadline = time.monotonic() + 60
+    try:
+        while got < 40 and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            assert message.error() is None, message.error()
+            assert message.value() == value
+            got += 1
+    finally:
+        consumer.close()
+    assert got == 40

@@ -102,8 +102,14 @@ pub(super) const KEYS: &[BrokerKey] = &[
     BrokerKey {
         name: "sasl.bootstrap.users",
         default: "",
-        doc: "NAME:PASSWORD,... SCRAM users (SHA-256 and SHA-512) created at start when they do not exist yet, \
-              for the first administrator; existing users are never changed",
+        doc: "NAME:PASSWORD,... SCRAM users (SHA-256 and SHA-512) created at start on a data directory that has no \
+              SCRAM users yet, for the first administrator; ignored once users exist",
+    },
+    BrokerKey {
+        name: "super.users",
+        default: "",
+        doc: "User:NAME;User:NAME... principals allowed every operation; until ACLs exist, the only ones allowed to \
+              manage SCRAM users when set (unset: any authenticated user may, ANONYMOUS never)",
     },
     BrokerKey {
         name: "connections.max.reauth.ms",
@@ -211,6 +217,8 @@ pub struct SecurityConfig {
     pub sasl_mechanisms: BTreeMap<String, Vec<SaslMechanism>>,
     /// `sasl.bootstrap.users`: (name, password).
     pub bootstrap_users: Vec<(String, String)>,
+    /// `super.users`: principals as `User:name`.
+    pub super_users: Vec<String>,
     /// `connections.max.reauth.ms`; 0: a session never expires.
     pub max_reauth_ms: u64,
     /// `connection.failed.authentication.delay.ms`.
@@ -262,7 +270,33 @@ impl SecurityConfig {
         let number = |name: &str| -> Result<u64, ConfigError> {
             parse_num(name, get(name).unwrap_or_else(|| default(name)))
         };
+        if let Some(text) = get("super.users") {
+            for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+                match entry.split_once(':') {
+                    Some((kind, name)) if !kind.is_empty() && !name.is_empty() => {
+                        config.super_users.push(entry.to_owned())
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "super.users",
+                            text,
+                            "expected principals separated by ';', e.g. User:admin;User:ops",
+                        ))
+                    }
+                }
+            }
+        }
         config.max_reauth_ms = number("connections.max.reauth.ms")?;
+        // At most a year: a session that long is as good as endless, and the deadline
+        // arithmetic stays far from overflowing.
+        const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
+        if config.max_reauth_ms > YEAR_MS {
+            return Err(invalid(
+                "connections.max.reauth.ms",
+                &config.max_reauth_ms.to_string(),
+                format!("at most {YEAR_MS} (a year)"),
+            ));
+        }
         config.failed_authentication_delay_ms =
             number("connection.failed.authentication.delay.ms")?;
         Ok(config)
@@ -280,6 +314,7 @@ impl SecurityConfig {
                 "connection.failed.authentication.delay.ms".to_owned(),
                 self.failed_authentication_delay_ms.to_string(),
             ),
+            ("super.users".to_owned(), self.super_users.join(";")),
         ]
     }
 }

@@ -185,15 +185,21 @@ pub enum ChangeRefused {
 pub struct CredentialStore {
     path: PathBuf,
     users: RwLock<Users>,
+    /// Held by a change from reading the map to swapping in the new one, so changes do
+    /// not overwrite each other; logins never wait for it.
+    writer: std::sync::Mutex<()>,
+    /// Whether the file did not exist when the store was opened.
+    fresh: bool,
 }
 
 impl CredentialStore {
     /// Opens (or starts) the store of `data_dir`.
     pub fn open(data_dir: &Path) -> Result<CredentialStore, SecurityError> {
         let path = data_dir.join("security").join("scram-credentials.json");
-        let users = match sluice_storage::fsutil::read_optional(&path)
-            .map_err(|e| SecurityError::Credentials(format!("read {}: {e}", path.display())))?
-        {
+        let found = sluice_storage::fsutil::read_optional(&path)
+            .map_err(|e| SecurityError::Credentials(format!("read {}: {e}", path.display())))?;
+        let fresh = found.is_none();
+        let users = match found {
             None => Users::new(),
             Some(bytes) => {
                 serde_json::from_slice::<File>(&bytes)
@@ -206,7 +212,15 @@ impl CredentialStore {
         Ok(CredentialStore {
             path,
             users: RwLock::new(users),
+            writer: std::sync::Mutex::new(()),
+            fresh,
         })
+    }
+
+    /// Whether there was no credentials file yet when the store was opened (no user was
+    /// ever created on this data directory).
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
     }
 
     /// The credential of `user` for `mechanism`.
@@ -255,42 +269,73 @@ impl CredentialStore {
             .collect()
     }
 
-    /// Applies `changes` and writes the file once. Each change gets its own outcome;
-    /// refused ones change nothing. Fails as a whole when the file cannot be written
-    /// (then nothing changed in memory either).
+    /// Applies `changes` and writes the file once. Each change gets its own outcome; a
+    /// user with any refused change (deleting a credential it does not have) keeps all
+    /// its credentials as they were, and its other changes report success only if they
+    /// would have applied. Fails as a whole when the file cannot be written (then nothing
+    /// changed in memory either).
     pub fn apply(
         &self,
         changes: &[CredentialChange],
     ) -> Result<Vec<Result<(), ChangeRefused>>, SecurityError> {
-        let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
-        let mut next = users.clone();
-        let mut outcomes = Vec::with_capacity(changes.len());
-        for change in changes {
-            outcomes.push(match change {
-                CredentialChange::Upsert {
-                    user,
-                    mechanism,
-                    credential,
-                } => {
-                    next.entry(user.clone())
-                        .or_default()
-                        .insert(mechanism.as_str().to_owned(), credential.clone());
-                    Ok(())
-                }
-                CredentialChange::Delete { user, mechanism } => {
-                    let removed = next
-                        .get_mut(user)
-                        .and_then(|creds| creds.remove(mechanism.as_str()));
-                    if next.get(user).is_some_and(BTreeMap::is_empty) {
-                        next.remove(user);
+        // One writer at a time; logins keep reading the current map meanwhile.
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.read().clone();
+        let run = |refused_users: &std::collections::HashSet<&str>| {
+            let mut next = current.clone();
+            let mut outcomes = Vec::with_capacity(changes.len());
+            for change in changes {
+                let (user, outcome) = match change {
+                    CredentialChange::Upsert {
+                        user,
+                        mechanism,
+                        credential,
+                    } => {
+                        if !refused_users.contains(user.as_str()) {
+                            next.entry(user.clone())
+                                .or_default()
+                                .insert(mechanism.as_str().to_owned(), credential.clone());
+                        }
+                        (user, Ok(()))
                     }
-                    removed.map(|_| ()).ok_or(ChangeRefused::NotFound)
-                }
-            });
-        }
-        if next != *users {
+                    CredentialChange::Delete { user, mechanism } => {
+                        let exists = next
+                            .get(user)
+                            .is_some_and(|creds| creds.contains_key(mechanism.as_str()));
+                        if exists && !refused_users.contains(user.as_str()) {
+                            if let Some(creds) = next.get_mut(user) {
+                                creds.remove(mechanism.as_str());
+                                if creds.is_empty() {
+                                    next.remove(user);
+                                }
+                            }
+                        }
+                        (
+                            user,
+                            if exists {
+                                Ok(())
+                            } else {
+                                Err(ChangeRefused::NotFound)
+                            },
+                        )
+                    }
+                };
+                outcomes.push((user.as_str(), outcome));
+            }
+            (next, outcomes)
+        };
+        // First pass: which users have a refused change; second: apply the others.
+        let (_, trial) = run(&std::collections::HashSet::new());
+        let refused: std::collections::HashSet<&str> = trial
+            .iter()
+            .filter(|(_, o)| o.is_err())
+            .map(|(u, _)| *u)
+            .collect();
+        let (next, _) = run(&refused);
+        let outcomes = trial.into_iter().map(|(_, o)| o).collect();
+        if next != current {
             self.write(&next)?;
-            *users = next;
+            *self.users.write().unwrap_or_else(|p| p.into_inner()) = next;
         }
         Ok(outcomes)
     }
@@ -327,7 +372,20 @@ impl CredentialStore {
             SecurityError::Credentials(format!("write {}: {e}", self.path.display()))
         };
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| failed(&e))?;
+            if !dir.exists() {
+                use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+                // Only the broker's user reads the keys (they cannot log in, but they
+                // would let someone test password guesses offline).
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| failed(&e))?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| failed(&e))?;
+                if let Some(parent) = dir.parent() {
+                    sluice_storage::fsutil::sync_dir(parent).map_err(|e| failed(&e))?;
+                }
+            }
         }
         let bytes = serde_json::to_vec_pretty(&File {
             users: users.clone(),
@@ -416,6 +474,40 @@ mod tests {
         assert_eq!(outcomes, vec![Ok(()), Err(ChangeRefused::NotFound)]);
         // SHA-512 remains, and PLAIN still works through it.
         assert!(reopened.check_password("alice", "alice-secret"));
+    }
+
+    #[test]
+    fn a_user_with_a_refused_change_keeps_its_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CredentialStore::open(dir.path()).unwrap();
+        assert!(store.is_fresh());
+        store.create_if_absent("alice", "old").unwrap();
+        let m = SaslMechanism::ScramSha512;
+        let outcomes = store
+            .apply(&[
+                CredentialChange::Upsert {
+                    user: "alice".into(),
+                    mechanism: m,
+                    credential: ScramCredential::from_password(m, "new", MIN_ITERATIONS),
+                },
+                // alice has SHA-256 and SHA-512, but deleting SHA-256 twice is refused.
+                CredentialChange::Delete {
+                    user: "alice".into(),
+                    mechanism: SaslMechanism::ScramSha256,
+                },
+                CredentialChange::Delete {
+                    user: "alice".into(),
+                    mechanism: SaslMechanism::ScramSha256,
+                },
+            ])
+            .unwrap();
+        assert_eq!(outcomes[2], Err(ChangeRefused::NotFound));
+        assert!(
+            store.check_password("alice", "old"),
+            "nothing of alice's changed"
+        );
+        assert!(store.get("alice", SaslMechanism::ScramSha256).is_some());
+        assert!(!CredentialStore::open(dir.path()).unwrap().is_fresh());
     }
 
     #[test]

@@ -147,10 +147,20 @@ impl Security {
     /// not exist yet.
     pub fn open(data_dir: &Path, config: &SecurityConfig) -> Result<Security, SecurityError> {
         let credentials = Arc::new(CredentialStore::open(data_dir)?);
-        for (user, password) in &config.bootstrap_users {
-            if credentials.create_if_absent(user, password)? {
-                tracing::info!(%user, "created SCRAM user from sasl.bootstrap.users");
+        // Only on a data directory that never had users (as Kafka's `kafka-storage format
+        // --add-scram`): once users are managed through the APIs, a user deleted on
+        // purpose must not come back at the next start.
+        if credentials.is_fresh() {
+            for (user, password) in &config.bootstrap_users {
+                if credentials.create_if_absent(user, password)? {
+                    tracing::info!(%user, "created SCRAM user from sasl.bootstrap.users");
+                }
             }
+        } else if !config.bootstrap_users.is_empty() {
+            tracing::info!(
+                "sasl.bootstrap.users ignored: this data directory has its SCRAM users already \
+                 (manage them with AlterUserScramCredentials)"
+            );
         }
         Ok(Security {
             sasl: sasl::SaslServer::new(credentials.clone())?,

@@ -11,9 +11,9 @@
 //! - channel binding is not offered (`p=` is refused), extensions other than mandatory
 //!   ones (`m=`) are ignored.
 //!
-//! An unknown SCRAM user gets a made-up salt and fails at the proof, so the exchange does
-//! not tell which users exist. Malformed messages fail the login; nothing here panics on
-//! client bytes.
+//! An unknown SCRAM user gets a made-up salt (derived from the name and a per-process
+//! secret, so asking twice gives the same one) and fails at the proof, not at once.
+//! Malformed messages fail the login; nothing here panics on client bytes.
 
 use std::sync::Arc;
 
@@ -31,11 +31,18 @@ const SERVER_NONCE_BYTES: usize = 24;
 /// Starts exchanges against the credential store.
 pub struct SaslServer {
     store: Arc<CredentialStore>,
+    /// Keys the made-up salts of unknown users.
+    secret: Arc<[u8; 32]>,
 }
 
 impl SaslServer {
     pub fn new(store: Arc<CredentialStore>) -> Result<SaslServer, SecurityError> {
-        Ok(SaslServer { store })
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        Ok(SaslServer {
+            store,
+            secret: Arc::new(secret),
+        })
     }
 
     /// Starts an exchange for `mechanism`.
@@ -43,6 +50,7 @@ impl SaslServer {
         Ok(Exchange {
             mechanism,
             store: self.store.clone(),
+            secret: self.secret.clone(),
             stage: Stage::First,
             claimed_user: None,
             server_nonce: None,
@@ -82,6 +90,7 @@ struct ScramState {
 pub struct Exchange {
     pub mechanism: SaslMechanism,
     store: Arc<CredentialStore>,
+    secret: Arc<[u8; 32]>,
     stage: Stage,
     /// The user the client's first message names, for the log (never the password).
     claimed_user: Option<String>,
@@ -163,11 +172,14 @@ impl Exchange {
         let credential = self.store.get(&user, self.mechanism);
         let (salt, iterations) = match &credential {
             Some(c) => (c.salt.clone(), c.iterations),
-            None => {
-                let mut salt = vec![0u8; 32];
-                rand::rngs::OsRng.fill_bytes(&mut salt);
-                (salt, DEFAULT_ITERATIONS)
-            }
+            None => (
+                primitives::hmac(
+                    SaslMechanism::ScramSha256,
+                    &self.secret[..],
+                    user.as_bytes(),
+                ),
+                DEFAULT_ITERATIONS,
+            ),
         };
         let server_nonce = self.server_nonce.take().unwrap_or_else(|| {
             let mut bytes = [0u8; SERVER_NONCE_BYTES];
@@ -370,12 +382,23 @@ mod tests {
     #[test]
     fn an_unknown_user_gets_a_server_first_message_too() {
         let (_dir, _store, server) = server();
-        let mut exchange = server.start(SaslMechanism::ScramSha256).unwrap();
-        assert!(matches!(
-            exchange.step(b"n,,n=nobody,r=abc"),
-            Step::Continue(_)
-        ));
-        assert_eq!(exchange.claimed_user(), Some("nobody"));
+        let salt_of = |user: &str| {
+            let mut exchange = server.start(SaslMechanism::ScramSha256).unwrap();
+            let Step::Continue(first) = exchange.step(format!("n,,n={user},r=abc").as_bytes())
+            else {
+                panic!("no server-first message for {user}");
+            };
+            assert_eq!(exchange.claimed_user(), Some(user));
+            String::from_utf8(first)
+                .unwrap()
+                .split(',')
+                .nth(1)
+                .unwrap()
+                .to_owned()
+        };
+        // Asking twice does not tell a made-up salt from a stored one.
+        assert_eq!(salt_of("nobody"), salt_of("nobody"));
+        assert_ne!(salt_of("nobody"), salt_of("somebody"));
     }
 
     #[test]

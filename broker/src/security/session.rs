@@ -99,6 +99,11 @@ impl Session {
         &self.principal
     }
 
+    /// Whether the connection may send any request (logged in, or not a SASL listener).
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
+    }
+
     /// Whether `api` may be served now.
     pub fn gate(&self, api: ApiKey, now: Instant) -> Gate {
         if matches!(
@@ -154,7 +159,7 @@ impl Session {
 
     /// SaslAuthenticate. The reply may wait (a failed login's delay); `close` tells the
     /// connection to close after it.
-    pub fn authenticate(
+    pub async fn authenticate(
         &mut self,
         security: &Security,
         request: &SaslAuthenticateRequest,
@@ -186,8 +191,29 @@ impl Session {
                 };
             }
         };
-        let mut exchange = exchange;
-        match exchange.step(&request.auth_bytes) {
+        let (exchange, step) = if exchange.mechanism == SaslMechanism::Plain {
+            // PLAIN salts and hashes the password (PBKDF2, thousands of rounds): off the
+            // runtime's threads, so that logins cannot stall everyone's requests.
+            let input = request.auth_bytes.clone();
+            let mut exchange = exchange;
+            match tokio::task::spawn_blocking(move || {
+                let step = exchange.step(&input);
+                (exchange, step)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!(error = %e, "PLAIN check failed to run");
+                    return self.failed(security, None, "SASL is not available", now);
+                }
+            }
+        } else {
+            let mut exchange = exchange;
+            let step = exchange.step(&request.auth_bytes);
+            (exchange, step)
+        };
+        match step {
             Step::Continue(reply) => {
                 let reply = Bytes::from(reply);
                 self.stage = Stage::Exchanging(exchange);

@@ -43,6 +43,8 @@ use crate::security::session::Session;
 const MAX_QUEUED: usize = 128;
 /// Largest growth of the read buffer at a time (for requests over [`SMALL_FRAME`]).
 const MAX_READ: usize = 1024 * 1024;
+/// Largest request before a SASL login (Kafka's `sasl.server.max.receive.size` default).
+const UNAUTHENTICATED_MAX_BYTES: usize = 512 * 1024;
 /// Stop batching replies into one write beyond this many bytes.
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
@@ -92,7 +94,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     limited: &Limited<'_>,
 ) {
     let Limited { limits, activity } = *limited;
-    let max = ctx.state.config.socket_request_max_bytes;
+    let configured_max = ctx.state.config.socket_request_max_bytes;
     let mut shutdown = ctx.shutdown.clone();
     let mut buf = BytesMut::with_capacity(SMALL_FRAME);
     // The budget reserved for the request being read, when it is over SMALL_FRAME.
@@ -104,6 +106,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
         if *shutdown.borrow() {
             return;
         }
+        // Before a SASL login, requests are small (Kafka's sasl.server.max.receive.size):
+        // a stranger may not make the broker buffer 100 MB.
+        let max = if session.is_authenticated() {
+            configured_max
+        } else {
+            configured_max.min(UNAUTHENTICATED_MAX_BYTES)
+        };
         match parse_frame(&mut buf, max) {
             Ok(Parsed::Frame(frame)) => {
                 activity.request_read(!buf.is_empty());
@@ -327,7 +336,26 @@ async fn write_with_progress<W: AsyncWrite + Unpin>(
             }
         }
     }
-    true
+    // A TLS stream may keep the end of what it was given in its own buffer when the
+    // socket was full ("written" to the stream, not yet to the socket); nothing pushes it
+    // out until the next write, which may never come. Flushing sends it (a no-op on TCP).
+    activity.set_write_waiting(true, limits);
+    let flushed = tokio::time::timeout(limits.idle_timeout, writer.flush()).await;
+    activity.set_write_waiting(false, limits);
+    match flushed {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "flush failed");
+            false
+        }
+        Err(_) => {
+            tracing::debug!(
+                idle_ms = limits.idle_timeout.as_millis() as u64,
+                "closing connection: the client read no reply bytes for connections.max.idle.ms"
+            );
+            false
+        }
+    }
 }
 
 enum Resolved {

@@ -212,7 +212,9 @@ async fn dispatch_known(
             respond(&response)
         }
         RequestKind::SaslAuthenticate(req) => {
-            let outcome = session.authenticate(&state.security, &req, Instant::now());
+            let outcome = session
+                .authenticate(&state.security, &req, Instant::now())
+                .await;
             session.close_after_reply |= outcome.close;
             match outcome.delay {
                 None => respond(&outcome.response),
@@ -228,9 +230,12 @@ async fn dispatch_known(
                 }))),
             }
         }
-        RequestKind::DescribeUserScramCredentials(req) => respond(&scram::describe(state, &req)),
+        RequestKind::DescribeUserScramCredentials(req) => {
+            respond(&scram::describe(state, session.principal(), &req))
+        }
         RequestKind::AlterUserScramCredentials(req) => {
-            let resp = blocking(state, move |s| scram::alter(s, &req)).await?;
+            let principal = session.principal().clone();
+            let resp = blocking(state, move |s| scram::alter(s, &principal, &req)).await?;
             respond(&resp)
         }
         RequestKind::Metadata(req) => match &state.cluster {

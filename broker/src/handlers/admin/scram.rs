@@ -7,8 +7,12 @@
 //! and Hi(password, salt, i), never the password); the broker derives and stores the
 //! SCRAM keys from them. A user with any refused change keeps its credentials as they
 //! were; the other users' changes stand alone.
+//!
+//! Who may: until ACLs exist, the `super.users` when that is set, else any authenticated
+//! principal; never `User:ANONYMOUS` (a PLAINTEXT connection). Others get
+//! CLUSTER_AUTHORIZATION_FAILED.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
@@ -25,7 +29,20 @@ use crate::config::SaslMechanism;
 use crate::security::credentials::{
     ChangeRefused, CredentialChange, ScramCredential, MAX_ITERATIONS, MIN_ITERATIONS,
 };
+use crate::security::Principal;
 use crate::state::BrokerState;
+
+/// Whether `principal` may describe and change SCRAM users (see the module docs).
+fn may_manage(state: &BrokerState, principal: &Principal) -> bool {
+    let supers = &state.config.security.super_users;
+    if supers.is_empty() {
+        principal.name != Principal::ANONYMOUS
+    } else {
+        supers.iter().any(|s| *s == principal.to_string())
+    }
+}
+
+const NOT_ALLOWED: &str = "Cluster authorization failed.";
 
 /// Kafka's ScramMechanism type ids.
 fn mechanism_of(id: i8) -> Option<SaslMechanism> {
@@ -50,8 +67,14 @@ fn text(s: &str) -> Option<StrBytes> {
 /// DescribeUserScramCredentials: every user (`users` null or empty), or the ones named.
 pub fn describe(
     state: &BrokerState,
+    principal: &Principal,
     request: &DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    if !may_manage(state, principal) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+            .with_error_message(text(NOT_ALLOWED));
+    }
     let known = state.security.credentials.describe();
     let infos = |creds: &[(SaslMechanism, u32)]| -> Vec<CredentialInfo> {
         creds
@@ -83,7 +106,7 @@ pub fn describe(
         for user in &asked {
             *counts.entry(user.as_str()).or_default() += 1;
         }
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         asked
             .iter()
             .filter(|user| seen.insert(user.as_str()))
@@ -114,8 +137,27 @@ pub fn describe(
 /// AlterUserScramCredentials; writes the credentials file (call it on a blocking thread).
 pub fn alter(
     state: &BrokerState,
+    principal: &Principal,
     request: &AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
+    if !may_manage(state, principal) {
+        tracing::warn!(%principal, "AlterUserScramCredentials refused: not allowed to manage users");
+        let mut seen = HashSet::new();
+        let results = request
+            .deletions
+            .iter()
+            .map(|d| &d.name)
+            .chain(request.upsertions.iter().map(|u| &u.name))
+            .filter(|name| seen.insert(name.to_string()))
+            .map(|name| {
+                AlterUserScramCredentialsResult::default()
+                    .with_user(name.clone())
+                    .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+                    .with_error_message(text(NOT_ALLOWED))
+            })
+            .collect();
+        return AlterUserScramCredentialsResponse::default().with_results(results);
+    }
     // Per user: its first error, if any (a user's changes all fail together).
     let mut errors: BTreeMap<String, (ResponseError, String)> = BTreeMap::new();
     fn refuse(
@@ -145,10 +187,11 @@ pub fn alter(
         *times.entry(pair).or_default() += 1;
     }
     let mut order: Vec<String> = Vec::new();
+    let mut ordered: HashSet<String> = HashSet::new();
     let mut changes: Vec<(String, CredentialChange)> = Vec::new();
     for deletion in &request.deletions {
         let user = deletion.name.to_string();
-        if !order.contains(&user) {
+        if ordered.insert(user.clone()) {
             order.push(user.clone());
         }
         match check(&user, deletion.mechanism, &times) {
@@ -160,7 +203,7 @@ pub fn alter(
     }
     for upsertion in &request.upsertions {
         let user = upsertion.name.to_string();
-        if !order.contains(&user) {
+        if ordered.insert(user.clone()) {
             order.push(user.clone());
         }
         let mechanism = match check(&user, upsertion.mechanism, &times) {
