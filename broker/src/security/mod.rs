@@ -31,8 +31,6 @@ pub enum SecurityError {
     Tls(String),
     #[error("SCRAM credentials: {0}")]
     Credentials(String),
-    #[error("SASL: {0}")]
-    Sasl(String),
 }
 
 /// Who a request comes from, as Kafka names it (`User:alice`, `User:ANONYMOUS`).
@@ -163,7 +161,7 @@ impl Security {
             );
         }
         Ok(Security {
-            sasl: sasl::SaslServer::new(credentials.clone())?,
+            sasl: sasl::SaslServer::new(credentials.clone()),
             credentials,
             failed_logins: FailedLogins::default(),
             max_reauth: (config.max_reauth_ms > 0)

@@ -22,7 +22,6 @@ use base64::Engine;
 use rand::RngCore;
 
 use super::credentials::{primitives, CredentialStore, ScramCredential, DEFAULT_ITERATIONS};
-use super::SecurityError;
 use crate::config::SaslMechanism;
 
 /// Random bytes in the server's part of a SCRAM nonce (base64-encoded on the wire).
@@ -36,25 +35,25 @@ pub struct SaslServer {
 }
 
 impl SaslServer {
-    pub fn new(store: Arc<CredentialStore>) -> Result<SaslServer, SecurityError> {
+    pub fn new(store: Arc<CredentialStore>) -> SaslServer {
         let mut secret = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut secret);
-        Ok(SaslServer {
+        SaslServer {
             store,
             secret: Arc::new(secret),
-        })
+        }
     }
 
     /// Starts an exchange for `mechanism`.
-    pub fn start(&self, mechanism: SaslMechanism) -> Result<Exchange, SecurityError> {
-        Ok(Exchange {
+    pub fn start(&self, mechanism: SaslMechanism) -> Exchange {
+        Exchange {
             mechanism,
             store: self.store.clone(),
             secret: self.secret.clone(),
             stage: Stage::First,
             claimed_user: None,
             server_nonce: None,
-        })
+        }
     }
 }
 
@@ -272,7 +271,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(CredentialStore::open(dir.path()).unwrap());
         store.create_if_absent("alice", "alice-secret").unwrap();
-        let server = SaslServer::new(store.clone()).unwrap();
+        let server = SaslServer::new(store.clone());
         (dir, store, server)
     }
 
@@ -308,7 +307,7 @@ mod tests {
         password: &str,
         doubled_nonce: bool,
     ) -> Step {
-        let mut exchange = server.start(m).unwrap();
+        let mut exchange = server.start(m);
         let bare = format!("n={user},r=clientnonce123");
         let Step::Continue(first) = exchange.step(format!("n,,{bare}").as_bytes()) else {
             return Step::Failed;
@@ -339,8 +338,8 @@ mod tests {
                 credential: ScramCredential::from_salted(m, &salt, &salted, 4096),
             }])
             .unwrap();
-        let server = SaslServer::new(store).unwrap();
-        let mut exchange = server.start(m).unwrap();
+        let server = SaslServer::new(store);
+        let mut exchange = server.start(m);
         exchange.server_nonce = Some("%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".to_owned());
         assert_eq!(
             exchange.step(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"),
@@ -383,7 +382,7 @@ mod tests {
     fn an_unknown_user_gets_a_server_first_message_too() {
         let (_dir, _store, server) = server();
         let salt_of = |user: &str| {
-            let mut exchange = server.start(SaslMechanism::ScramSha256).unwrap();
+            let mut exchange = server.start(SaslMechanism::ScramSha256);
             let Step::Continue(first) = exchange.step(format!("n,,n={user},r=abc").as_bytes())
             else {
                 panic!("no server-first message for {user}");
@@ -404,7 +403,7 @@ mod tests {
     #[test]
     fn plain_checks_the_scram_credentials() {
         let (_dir, _store, server) = server();
-        let login = |input: &[u8]| server.start(SaslMechanism::Plain).unwrap().step(input);
+        let login = |input: &[u8]| server.start(SaslMechanism::Plain).step(input);
         assert!(matches!(login(b"\0alice\0alice-secret"), Step::Done { .. }));
         assert!(matches!(
             login(b"alice\0alice\0alice-secret"),
@@ -439,7 +438,7 @@ mod tests {
         ];
         for m in SaslMechanism::ALL {
             for input in inputs {
-                let step = server.start(m).unwrap().step(input);
+                let step = server.start(m).step(input);
                 assert!(!matches!(step, Step::Done { .. }), "{m:?} {input:?}");
             }
             // Malformed client-final messages after a good first message.
@@ -450,7 +449,7 @@ mod tests {
                 b"c=!!,r=x,p=AAAA",
                 b"p=,c=,r=",
             ] {
-                let mut exchange = server.start(SaslMechanism::ScramSha256).unwrap();
+                let mut exchange = server.start(SaslMechanism::ScramSha256);
                 exchange.step(b"n,,n=alice,r=abc");
                 assert_eq!(exchange.step(last), Step::Failed);
                 assert_eq!(

@@ -166,13 +166,7 @@ impl Session {
         now: Instant,
     ) -> Authenticated {
         let exchange = match std::mem::replace(&mut self.stage, Stage::Handshake) {
-            Stage::Authenticate(mechanism) => match security.sasl.start(mechanism) {
-                Ok(exchange) => Box::new(exchange),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start a SASL exchange");
-                    return self.failed(security, None, "SASL is not available", now);
-                }
-            },
+            Stage::Authenticate(mechanism) => Box::new(security.sasl.start(mechanism)),
             Stage::Exchanging(exchange) => exchange,
             Stage::NoSasl | Stage::Handshake => {
                 self.stage = if self.listener.uses_sasl() {

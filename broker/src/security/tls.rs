@@ -203,10 +203,11 @@ pub fn certificate_principal(certificate: &CertificateDer<'_>) -> Option<String>
 /// RFC 2253 escaping of an attribute value.
 fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
     for (i, c) in value.chars().enumerate() {
         let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
             || (i == 0 && (c == '#' || c == ' '))
-            || (i + 1 == value.chars().count() && c == ' ');
+            || (i == last && c == ' ');
         if special {
             out.push('\\');
         }

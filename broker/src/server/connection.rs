@@ -28,6 +28,9 @@
 
 use std::net::SocketAddr;
 
+use std::future::Future;
+use std::task::Poll;
+
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -338,10 +341,20 @@ async fn write_with_progress<W: AsyncWrite + Unpin>(
     }
     // A TLS stream may keep the end of what it was given in its own buffer when the
     // socket was full ("written" to the stream, not yet to the socket); nothing pushes it
-    // out until the next write, which may never come. Flushing sends it (a no-op on TCP).
-    activity.set_write_waiting(true, limits);
-    let flushed = tokio::time::timeout(limits.idle_timeout, writer.flush()).await;
-    activity.set_write_waiting(false, limits);
+    // out until the next write, which may never come. Flushing sends it. On TCP, and on
+    // TLS with nothing held back, the flush is ready at once: only a flush that has to
+    // wait arms the timer and marks the connection as waiting.
+    let mut flush = std::pin::pin!(writer.flush());
+    let ready = std::future::poll_fn(|cx| Poll::Ready(flush.as_mut().poll(cx))).await;
+    let flushed = match ready {
+        Poll::Ready(result) => Ok(result),
+        Poll::Pending => {
+            activity.set_write_waiting(true, limits);
+            let flushed = tokio::time::timeout(limits.idle_timeout, flush).await;
+            activity.set_write_waiting(false, limits);
+            flushed
+        }
+    };
     match flushed {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
