@@ -78,6 +78,13 @@ pub fn describe_cluster(
         .with_brokers(brokers)
 }
 
+/// The answer to a principal that may not describe the cluster.
+pub fn quorum_refused(error: ResponseError) -> DescribeQuorumResponse {
+    DescribeQuorumResponse::default()
+        .with_error_code(error.code())
+        .with_error_message(Some(s("Cluster authorization failed.")))
+}
+
 /// Answers DescribeQuorum for `__cluster_metadata` partition 0.
 pub async fn describe_quorum(
     state: &BrokerState,

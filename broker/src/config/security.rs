@@ -108,8 +108,19 @@ pub(super) const KEYS: &[BrokerKey] = &[
     BrokerKey {
         name: "super.users",
         default: "",
-        doc: "User:NAME;User:NAME... principals allowed every operation; until ACLs exist, the only ones allowed to \
-              manage SCRAM users when set (unset: any authenticated user may, ANONYMOUS never)",
+        doc: "User:NAME;User:NAME... principals the authorizer allows every operation",
+    },
+    BrokerKey {
+        name: "authorizer.class.name",
+        default: "",
+        doc: "empty: no authorization (every client may do everything); \
+              org.apache.kafka.metadata.authorizer.StandardAuthorizer (or kafka.security.authorizer.AclAuthorizer): \
+              ACLs decide, managed with CreateAcls/DescribeAcls/DeleteAcls and kept in <data>/security/acls.json",
+    },
+    BrokerKey {
+        name: "allow.everyone.if.no.acl.found",
+        default: "false",
+        doc: "with the authorizer on, whether a resource that no ACL covers is open to everyone",
     },
     BrokerKey {
         name: "connections.max.reauth.ms",
@@ -223,7 +234,18 @@ pub struct SecurityConfig {
     pub max_reauth_ms: u64,
     /// `connection.failed.authentication.delay.ms`.
     pub failed_authentication_delay_ms: u64,
+    /// `authorizer.class.name` names Kafka's ACL authorizer: ACLs decide.
+    pub authorizer: bool,
+    /// `allow.everyone.if.no.acl.found`.
+    pub allow_everyone_if_no_acl_found: bool,
 }
+
+/// The `authorizer.class.name` values that turn ACLs on: Kafka's KRaft authorizer and
+/// its ZooKeeper-era predecessor, so either broker configuration works unchanged.
+const AUTHORIZERS: &[&str] = &[
+    "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "kafka.security.authorizer.AclAuthorizer",
+];
 
 impl SecurityConfig {
     /// Parses the properties for the listeners of `cluster`. `get` gives a property's
@@ -299,6 +321,27 @@ impl SecurityConfig {
         }
         config.failed_authentication_delay_ms =
             number("connection.failed.authentication.delay.ms")?;
+        let authorizer = get("authorizer.class.name").unwrap_or("").trim();
+        config.authorizer = match authorizer {
+            "" => false,
+            name if AUTHORIZERS.contains(&name) => true,
+            name => return Err(ConfigError::NotSupported(format!(
+                "authorizer.class.name={name}: Sluice's authorizer follows Kafka's ACLs; use {}",
+                AUTHORIZERS[0]
+            ))),
+        };
+        let allow_everyone = get("allow.everyone.if.no.acl.found").unwrap_or("false");
+        config.allow_everyone_if_no_acl_found = match allow_everyone.trim() {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(invalid(
+                    "allow.everyone.if.no.acl.found",
+                    other,
+                    "true or false",
+                ))
+            }
+        };
         Ok(config)
     }
 
@@ -315,6 +358,14 @@ impl SecurityConfig {
                 self.failed_authentication_delay_ms.to_string(),
             ),
             ("super.users".to_owned(), self.super_users.join(";")),
+            (
+                "authorizer.class.name".to_owned(),
+                if self.authorizer { AUTHORIZERS[0] } else { "" }.to_owned(),
+            ),
+            (
+                "allow.everyone.if.no.acl.found".to_owned(),
+                self.allow_everyone_if_no_acl_found.to_string(),
+            ),
         ]
     }
 }

@@ -371,27 +371,11 @@ impl CredentialStore {
         let failed = |e: &dyn std::fmt::Display| {
             SecurityError::Credentials(format!("write {}: {e}", self.path.display()))
         };
-        if let Some(dir) = self.path.parent() {
-            if !dir.exists() {
-                use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-                // Only the broker's user reads the keys (they cannot log in, but they
-                // would let someone test password guesses offline).
-                std::fs::DirBuilder::new()
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(|e| failed(&e))?;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                    .map_err(|e| failed(&e))?;
-                if let Some(parent) = dir.parent() {
-                    sluice_storage::fsutil::sync_dir(parent).map_err(|e| failed(&e))?;
-                }
-            }
-        }
         let bytes = serde_json::to_vec_pretty(&File {
             users: users.clone(),
         })
         .map_err(|e| failed(&e))?;
-        sluice_storage::fsutil::write_atomically(&self.path, &bytes).map_err(|e| failed(&e))
+        super::write_private_file(&self.path, &bytes).map_err(|e| failed(&e))
     }
 }
 

@@ -5,10 +5,12 @@
 //! - `credentials`: SCRAM users (salted, hashed) in the data directory.
 //! - `sasl`: the SaslHandshake / SaslAuthenticate exchange (PLAIN, SCRAM-SHA-256/512).
 //! - `session`: one connection's authentication state and which requests it may send.
+//! - `acl`: the ACLs and the authorizer (who may do what once authenticated).
 //!
 //! [`Security`] is the broker-wide part (the credential store, the SASL configuration,
 //! the failed-login tracker); a connection's [`session::Session`] lives in its reader.
 
+pub mod acl;
 pub mod credentials;
 pub mod sasl;
 pub mod session;
@@ -31,6 +33,10 @@ pub enum SecurityError {
     Tls(String),
     #[error("SCRAM credentials: {0}")]
     Credentials(String),
+    #[error("ACLs: {0}")]
+    Acls(String),
+    #[error("no authorizer is configured (authorizer.class.name)")]
+    AuthorizerDisabled,
 }
 
 /// Who a request comes from, as Kafka names it (`User:alice`, `User:ANONYMOUS`).
@@ -129,6 +135,29 @@ impl FailedLogins {
     }
 }
 
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename), creating its
+/// directory (`<data>/security`) readable only by the broker's user: the SCRAM keys and
+/// the ACLs are nobody else's business.
+pub(crate) fn write_private_file(path: &Path, bytes: &[u8]) -> sluice_storage::Result<()> {
+    use sluice_storage::StorageError;
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            let context = || format!("create {}", dir.display());
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| StorageError::io(context(), e))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| StorageError::io(context(), e))?;
+            if let Some(parent) = dir.parent() {
+                sluice_storage::fsutil::sync_dir(parent)?;
+            }
+        }
+    }
+    sluice_storage::fsutil::write_atomically(path, bytes)
+}
+
 /// The broker-wide security state; see the module docs.
 pub struct Security {
     pub credentials: Arc<CredentialStore>,
@@ -138,6 +167,8 @@ pub struct Security {
     pub max_reauth: Option<Duration>,
     /// `connection.failed.authentication.delay.ms`.
     pub failure_delay: Duration,
+    /// Who may do what (allows everything when no authorizer is configured).
+    pub authorizer: acl::Authorizer,
 }
 
 impl Security {
@@ -167,6 +198,7 @@ impl Security {
             max_reauth: (config.max_reauth_ms > 0)
                 .then(|| Duration::from_millis(config.max_reauth_ms)),
             failure_delay: Duration::from_millis(config.failed_authentication_delay_ms),
+            authorizer: acl::Authorizer::open(data_dir, config)?,
         })
     }
 }

@@ -28,6 +28,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
 
+use super::acl::{Access, AccessCache, Authorizer};
 use super::sasl::{Exchange, Step};
 use super::{ClientListener, Principal, Security};
 use crate::config::SaslMechanism;
@@ -65,6 +66,8 @@ pub struct Session {
     /// Set by a request whose answer ends the connection (a failed login): the reader
     /// queues a close after that answer and reads nothing more.
     pub close_after_reply: bool,
+    /// The authorizer's answers for this connection (see `acl::authorizer`).
+    access_cache: AccessCache,
 }
 
 impl Session {
@@ -89,6 +92,7 @@ impl Session {
             mechanism: None,
             expires_at: None,
             close_after_reply: false,
+            access_cache: AccessCache::default(),
             listener,
             peer,
         }
@@ -97,6 +101,16 @@ impl Session {
     /// The principal requests are made as.
     pub fn principal(&self) -> &Principal {
         &self.principal
+    }
+
+    /// What the connection's principal may do, asked through its cache.
+    pub fn access<'a>(&'a mut self, authorizer: &'a Authorizer) -> Access<'a> {
+        Access::new(
+            authorizer,
+            &self.principal,
+            self.peer.ip(),
+            &mut self.access_cache,
+        )
     }
 
     /// Whether the connection may send any request (logged in, or not a SASL listener).

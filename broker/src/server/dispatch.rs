@@ -35,18 +35,20 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::authorize::{self, TopicNames};
 use super::frame::RequestPrefix;
 use super::wire::{self, EncodeError, Frame};
 use crate::cluster;
-use crate::handlers::admin::scram;
-use crate::handlers::admin::{configs, log_dirs, topics};
+use crate::handlers::admin::{acls, configs, log_dirs, scram, topics};
 use crate::handlers::fetch::{self, FetchOutcome};
 use crate::handlers::{
     api_versions, init_producer_id, metadata, offset_for_leader_epoch, offsets, produce,
 };
+use crate::security::acl::Operation;
 use crate::security::session::{Gate, Session};
 use crate::state::BrokerState;
 use crate::topics::Partition;
+use kafka_protocol::error::ResponseError;
 
 /// A reply that completes later; `Ok(None)` sends nothing.
 pub type LaterReply = Pin<Box<dyn Future<Output = Result<Option<Frame>, DispatchError>> + Send>>;
@@ -192,11 +194,13 @@ async fn dispatch_known(
     let request = decode(api, version, || {
         RequestKind::decode(api, &mut body, version)
     })?;
+    let state = &ctx.state;
+    let authorizer = &state.security.authorizer;
     // The group APIs go to the coordinator (see `server::groups`).
     if super::groups::is_group_api(api) {
-        return super::groups::dispatch(ctx, &header, request, api, version).await;
+        let mut access = session.access(authorizer);
+        return super::groups::dispatch(ctx, &header, request, api, version, &mut access).await;
     }
-    let state = &ctx.state;
     let respond = |body: &dyn ErasedEncodable| -> Result<Reply, DispatchError> {
         Ok(Reply::Now(body.encode_frame(
             api,
@@ -231,22 +235,59 @@ async fn dispatch_known(
             }
         }
         RequestKind::DescribeUserScramCredentials(req) => {
-            respond(&scram::describe(state, session.principal(), &req))
+            let allowed =
+                authorize::manage_users(&mut session.access(authorizer), Operation::Describe);
+            respond(&scram::describe(state, allowed, &req))
         }
         RequestKind::AlterUserScramCredentials(req) => {
+            let allowed =
+                authorize::manage_users(&mut session.access(authorizer), Operation::Alter);
             let principal = session.principal().clone();
-            let resp = blocking(state, move |s| scram::alter(s, &principal, &req)).await?;
+            let resp = blocking(state, move |s| scram::alter(s, &principal, allowed, &req)).await?;
             respond(&resp)
         }
-        RequestKind::Metadata(req) => match &state.cluster {
-            Some(node) => respond(&cluster::metadata::handle(state, node, &req, version).await),
-            None => {
-                let resp = blocking(state, move |s| metadata::handle(s, &req, version)).await?;
-                respond(&resp)
+        RequestKind::CreateAcls(req) => {
+            let allowed = authorize::cluster(&mut session.access(authorizer), Operation::Alter);
+            let resp = blocking(state, move |s| acls::create(s, allowed, &req)).await?;
+            respond(&resp)
+        }
+        RequestKind::DescribeAcls(req) => {
+            let allowed = authorize::cluster(&mut session.access(authorizer), Operation::Describe);
+            respond(&acls::describe(state, allowed, &req))
+        }
+        RequestKind::DeleteAcls(req) => {
+            let allowed = authorize::cluster(&mut session.access(authorizer), Operation::Alter);
+            let resp = blocking(state, move |s| acls::delete(s, allowed, &req)).await?;
+            respond(&resp)
+        }
+        RequestKind::Metadata(mut req) => {
+            let mut access = session.access(authorizer);
+            let asked = authorize::MetadataAsked::of(&req, version);
+            let denied = authorize::metadata(
+                &mut access,
+                &TopicNames::new(state),
+                &mut req,
+                state.config.auto_create_topics,
+            );
+            let mut resp = match &state.cluster {
+                Some(node) => cluster::metadata::handle(state, node, &req, version).await,
+                None => blocking(state, move |s| metadata::handle(s, &req, version)).await?,
+            };
+            authorize::post_metadata(&mut access, denied, asked, &mut resp);
+            respond(&resp)
+        }
+        RequestKind::Produce(mut req) => {
+            let denied = authorize::produce(
+                &mut session.access(authorizer),
+                &TopicNames::new(state),
+                &mut req,
+                version,
+            );
+            let mut outcome = produce::handle(state, &req, version, sluice_storage::now_ms());
+            if !denied.is_empty() {
+                outcome.failed = true;
+                outcome.response.responses.extend(denied);
             }
-        },
-        RequestKind::Produce(req) => {
-            let outcome = produce::handle(state, &req, version, sluice_storage::now_ms());
             if req.acks == 0 {
                 // No response to carry an error: Kafka closes the connection instead.
                 return Ok(if outcome.failed {
@@ -273,96 +314,160 @@ async fn dispatch_known(
                 .instrument(span),
             )))
         }
-        RequestKind::Fetch(req) => match fetch::handle(state, &req, version, false) {
-            FetchOutcome::Ready(resp) => {
-                Ok(Reply::Now(encode_fetch(version, correlation_id, &resp)?))
+        RequestKind::Fetch(mut req) => {
+            let denied = authorize::fetch(
+                &mut session.access(authorizer),
+                &TopicNames::new(state),
+                &mut req,
+                version,
+            );
+            // Partitions refused are answered at once, with whatever the others have.
+            match fetch::handle(state, &req, version, !denied.is_empty()) {
+                FetchOutcome::Ready(mut resp) => {
+                    resp.responses.extend(denied);
+                    Ok(Reply::Now(encode_fetch(version, correlation_id, &resp)?))
+                }
+                FetchOutcome::Wait(watched) => {
+                    // Capped by `fetch.max.wait.ms`: a client may not park a request (and
+                    // its connection's replies behind it) for days.
+                    let wait_ms = u64::try_from(req.max_wait_ms)
+                        .unwrap_or(0)
+                        .min(state.config.fetch_max_wait_ms);
+                    let deadline = Instant::now() + std::time::Duration::from_millis(wait_ms);
+                    let span = tracing::Span::current();
+                    Ok(Reply::Later(Box::pin(
+                        long_poll(
+                            state.clone(),
+                            req,
+                            version,
+                            correlation_id,
+                            watched,
+                            deadline,
+                            ctx.shutdown.clone(),
+                        )
+                        .instrument(span),
+                    )))
+                }
             }
-            FetchOutcome::Wait(watched) => {
-                // Capped by `fetch.max.wait.ms`: a client may not park a request (and
-                // its connection's replies behind it) for days.
-                let wait_ms = u64::try_from(req.max_wait_ms)
-                    .unwrap_or(0)
-                    .min(state.config.fetch_max_wait_ms);
-                let deadline = Instant::now() + std::time::Duration::from_millis(wait_ms);
-                let span = tracing::Span::current();
-                Ok(Reply::Later(Box::pin(
-                    long_poll(
-                        state.clone(),
-                        req,
-                        version,
-                        correlation_id,
-                        watched,
-                        deadline,
-                        ctx.shutdown.clone(),
-                    )
-                    .instrument(span),
-                )))
-            }
-        },
-        RequestKind::ListOffsets(req) => respond(&offsets::list_offsets(state, &req, version)),
-        RequestKind::OffsetForLeaderEpoch(req) => {
-            respond(&offset_for_leader_epoch::handle(state, &req))
         }
-        RequestKind::DeleteRecords(req) => {
-            let resp = blocking(state, move |s| offsets::delete_records(s, &req)).await?;
+        RequestKind::ListOffsets(mut req) => {
+            let denied = authorize::list_offsets(&mut session.access(authorizer), &mut req);
+            let mut resp = offsets::list_offsets(state, &req, version);
+            resp.topics.extend(denied);
             respond(&resp)
         }
-        RequestKind::CreateTopics(req) => match &state.cluster {
-            Some(node) => respond(&cluster::admin::create_topics(state, node, &req, version).await),
-            None => {
-                let resp =
-                    blocking(state, move |s| topics::create_topics(s, &req, version)).await?;
-                respond(&resp)
+        RequestKind::OffsetForLeaderEpoch(mut req) => {
+            let denied =
+                authorize::offset_for_leader_epoch(&mut session.access(authorizer), &mut req);
+            let mut resp = offset_for_leader_epoch::handle(state, &req);
+            resp.topics.extend(denied);
+            respond(&resp)
+        }
+        RequestKind::DeleteRecords(mut req) => {
+            let denied = authorize::delete_records(&mut session.access(authorizer), &mut req);
+            let mut resp = blocking(state, move |s| offsets::delete_records(s, &req)).await?;
+            resp.topics.extend(denied);
+            respond(&resp)
+        }
+        RequestKind::CreateTopics(mut req) => {
+            let mut access = session.access(authorizer);
+            let denied = authorize::create_topics(&mut access, &mut req);
+            let mut resp = match &state.cluster {
+                Some(node) => cluster::admin::create_topics(state, node, &req, version).await,
+                None => blocking(state, move |s| topics::create_topics(s, &req, version)).await?,
+            };
+            authorize::post_create_topics(&mut access, denied, &mut resp);
+            respond(&resp)
+        }
+        RequestKind::DeleteTopics(mut req) => {
+            let denied = authorize::delete_topics(
+                &mut session.access(authorizer),
+                &TopicNames::new(state),
+                &mut req,
+                version,
+            );
+            let mut resp = match &state.cluster {
+                Some(node) => cluster::admin::delete_topics(node, &req, version).await,
+                None => blocking(state, move |s| topics::delete_topics(s, &req, version)).await?,
+            };
+            resp.responses.extend(denied);
+            respond(&resp)
+        }
+        RequestKind::CreatePartitions(mut req) => {
+            let denied = authorize::create_partitions(&mut session.access(authorizer), &mut req);
+            let mut resp = match &state.cluster {
+                Some(node) => cluster::admin::create_partitions(state, node, &req).await,
+                None => blocking(state, move |s| topics::create_partitions(s, &req)).await?,
+            };
+            resp.results.extend(denied);
+            respond(&resp)
+        }
+        RequestKind::DescribeConfigs(mut req) => {
+            let denied = authorize::describe_configs(&mut session.access(authorizer), &mut req);
+            let mut resp = configs::describe_configs(state, &req);
+            resp.results.extend(denied);
+            respond(&resp)
+        }
+        RequestKind::DescribeLogDirs(req) => {
+            if authorize::cluster(&mut session.access(authorizer), Operation::Describe) {
+                respond(&log_dirs::describe_log_dirs(state, &req))
+            } else {
+                respond(&log_dirs::refused(
+                    ResponseError::ClusterAuthorizationFailed,
+                ))
             }
-        },
-        RequestKind::DeleteTopics(req) => match &state.cluster {
-            Some(node) => respond(&cluster::admin::delete_topics(node, &req, version).await),
-            None => {
-                let resp =
-                    blocking(state, move |s| topics::delete_topics(s, &req, version)).await?;
-                respond(&resp)
+        }
+        RequestKind::IncrementalAlterConfigs(mut req) => {
+            let denied =
+                authorize::incremental_alter_configs(&mut session.access(authorizer), &mut req);
+            let mut resp = match &state.cluster {
+                Some(node) => cluster::admin::incremental_alter_configs(state, node, &req).await,
+                None => {
+                    blocking(state, move |s| configs::incremental_alter_configs(s, &req)).await?
+                }
+            };
+            resp.responses.extend(denied);
+            respond(&resp)
+        }
+        RequestKind::InitProducerId(req) => {
+            if let Some(refused) =
+                authorize::init_producer_id(&mut session.access(authorizer), &req)
+            {
+                return respond(&refused);
             }
-        },
-        RequestKind::CreatePartitions(req) => match &state.cluster {
-            Some(node) => respond(&cluster::admin::create_partitions(state, node, &req).await),
-            None => {
-                let resp = blocking(state, move |s| topics::create_partitions(s, &req)).await?;
-                respond(&resp)
+            match &state.cluster {
+                Some(node) => {
+                    let resp = match init_producer_id::check(&req) {
+                        Err(refused) => refused,
+                        Ok(()) => {
+                            init_producer_id::answer(&req, node.producer_ids.allocate(node).await)
+                        }
+                    };
+                    respond(&resp)
+                }
+                None => {
+                    // May write and fsync the producer id block file.
+                    let resp = blocking(state, move |s| init_producer_id::handle(s, &req)).await?;
+                    respond(&resp)
+                }
             }
-        },
-        RequestKind::DescribeConfigs(req) => respond(&configs::describe_configs(state, &req)),
-        RequestKind::DescribeLogDirs(req) => respond(&log_dirs::describe_log_dirs(state, &req)),
-        RequestKind::IncrementalAlterConfigs(req) => match &state.cluster {
-            Some(node) => {
-                respond(&cluster::admin::incremental_alter_configs(state, node, &req).await)
-            }
-            None => {
-                let resp =
-                    blocking(state, move |s| configs::incremental_alter_configs(s, &req)).await?;
-                respond(&resp)
-            }
-        },
-        RequestKind::InitProducerId(req) => match &state.cluster {
-            Some(node) => {
-                let resp = match init_producer_id::check(&req) {
-                    Err(refused) => refused,
-                    Ok(()) => {
-                        init_producer_id::answer(&req, node.producer_ids.allocate(node).await)
-                    }
-                };
-                respond(&resp)
-            }
-            None => {
-                // May write and fsync the producer id block file.
-                let resp = blocking(state, move |s| init_producer_id::handle(s, &req)).await?;
-                respond(&resp)
-            }
-        },
+        }
         RequestKind::DescribeCluster(req) => {
-            respond(&cluster::describe::describe_cluster(state, &req, version))
+            let mut resp = cluster::describe::describe_cluster(state, &req, version);
+            if req.include_cluster_authorized_operations {
+                resp.cluster_authorized_operations =
+                    authorize::cluster_operations(&mut session.access(authorizer));
+            }
+            respond(&resp)
         }
         RequestKind::DescribeQuorum(req) => {
-            respond(&cluster::describe::describe_quorum(state, &req, version).await)
+            if authorize::cluster(&mut session.access(authorizer), Operation::Describe) {
+                respond(&cluster::describe::describe_quorum(state, &req, version).await)
+            } else {
+                respond(&cluster::describe::quorum_refused(
+                    ResponseError::ClusterAuthorizationFailed,
+                ))
+            }
         }
         // `supported_range` lists exactly the variants above.
         _ => Err(DispatchError::UnsupportedApi { api }),

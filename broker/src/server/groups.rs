@@ -23,12 +23,24 @@ use kafka_protocol::protocol::Encodable;
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{
+    HeartbeatResponse, LeaveGroupResponse, OffsetCommitResponse, OffsetDeleteResponse,
+};
+
+use super::authorize;
 use super::dispatch::{Context, DispatchError, Reply};
 use super::wire::{self, Frame};
 use crate::coordinator::handlers::{self, ClientInfo, CompletedResponse};
 use crate::coordinator::{self, Completion, JoinResponse, SyncResponse};
 use crate::groups::Settled;
+use crate::security::acl::{Access, Operation};
 use crate::state::BrokerState;
+
+/// The answer of a request whose group the principal may not use.
+const GROUP_DENIED: ResponseError = ResponseError::GroupAuthorizationFailed;
 
 /// Whether `api` is a group API (served here).
 pub fn is_group_api(api: ApiKey) -> bool {
@@ -55,6 +67,7 @@ pub async fn dispatch(
     request: RequestKind,
     api: ApiKey,
     version: i16,
+    access: &mut Access<'_>,
 ) -> Result<Reply, DispatchError> {
     let state = &ctx.state;
     let groups = &state.groups;
@@ -79,10 +92,73 @@ pub async fn dispatch(
         shutdown: ctx.shutdown.clone(),
     };
     match request {
-        RequestKind::FindCoordinator(req) => {
-            respond(&handlers::find_coordinator(&req, version, |key| {
+        RequestKind::FindCoordinator(mut req) => {
+            let denied = authorize::find_coordinator(access, &mut req, version);
+            if let Some(refused) = denied.whole {
+                return respond(&refused);
+            }
+            let mut resp = handlers::find_coordinator(&req, version, |key| {
                 groups.coordinator_node(state, key)
-            }))
+            });
+            resp.coordinators.extend(denied.keys);
+            respond(&resp)
+        }
+        RequestKind::JoinGroup(req)
+            if authorize::group_denial(access, Operation::Read, &req.group_id) =>
+        {
+            respond(&handlers::join_response(
+                &JoinResponse::error(&req.member_id, ResponseError::GroupAuthorizationFailed),
+                version,
+            ))
+        }
+        RequestKind::SyncGroup(req)
+            if authorize::group_denial(access, Operation::Read, &req.group_id) =>
+        {
+            respond(&handlers::sync_response(
+                &SyncResponse::error(ResponseError::GroupAuthorizationFailed),
+                version,
+            ))
+        }
+        RequestKind::Heartbeat(req)
+            if authorize::group_denial(access, Operation::Read, &req.group_id) =>
+        {
+            respond(&HeartbeatResponse::default().with_error_code(GROUP_DENIED.code()))
+        }
+        RequestKind::LeaveGroup(req)
+            if authorize::group_denial(access, Operation::Read, &req.group_id) =>
+        {
+            respond(&LeaveGroupResponse::default().with_error_code(GROUP_DENIED.code()))
+        }
+        RequestKind::OffsetCommit(req)
+            if authorize::group_denial(access, Operation::Read, &req.group_id) =>
+        {
+            respond(
+                &OffsetCommitResponse::default().with_topics(
+                    req.topics
+                        .iter()
+                        .map(|t| {
+                            OffsetCommitResponseTopic::default()
+                                .with_name(t.name.clone())
+                                .with_topic_id(t.topic_id)
+                                .with_partitions(
+                                    t.partitions
+                                        .iter()
+                                        .map(|p| {
+                                            OffsetCommitResponsePartition::default()
+                                                .with_partition_index(p.partition_index)
+                                                .with_error_code(GROUP_DENIED.code())
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                ),
+            )
+        }
+        RequestKind::OffsetDelete(req)
+            if authorize::group_denial(access, Operation::Delete, &req.group_id) =>
+        {
+            respond(&OffsetDeleteResponse::default().with_error_code(GROUP_DENIED.code()))
         }
         RequestKind::JoinGroup(req) => {
             let (settled, parked) = groups
@@ -121,43 +197,67 @@ pub async fn dispatch(
                 .call(|c, now| handlers::leave_group(c, &req, version, now))
                 .await,
         ),
-        RequestKind::OffsetCommit(req) => reply.settled(
-            groups
-                .call(|c, now| {
-                    handlers::offset_commit(c, &req, version, partition_exists(state), now)
-                })
-                .await,
-        ),
-        RequestKind::OffsetDelete(req) => reply.settled(
-            groups
-                .call(|c, now| handlers::offset_delete(c, &req, partition_exists(state), now))
-                .await,
-        ),
-        RequestKind::DeleteGroups(req) => reply.settled(
-            groups
-                .call(|c, now| handlers::delete_groups(c, &req, now))
-                .await,
-        ),
+        RequestKind::OffsetCommit(mut req) => {
+            let denied = authorize::offset_commit_topics(access, &mut req);
+            reply.settled_then(
+                groups
+                    .call(|c, now| {
+                        handlers::offset_commit(c, &req, version, partition_exists(state), now)
+                    })
+                    .await,
+                move |resp| resp.topics.extend(denied),
+            )
+        }
+        RequestKind::OffsetDelete(mut req) => {
+            let denied = authorize::offset_delete_topics(access, &mut req);
+            reply.settled_then(
+                groups
+                    .call(|c, now| handlers::offset_delete(c, &req, partition_exists(state), now))
+                    .await,
+                move |resp| {
+                    if resp.error_code == 0 {
+                        resp.topics.extend(denied);
+                    }
+                },
+            )
+        }
+        RequestKind::DeleteGroups(mut req) => {
+            let denied = authorize::delete_groups(access, &mut req);
+            reply.settled_then(
+                groups
+                    .call(|c, now| handlers::delete_groups(c, &req, now))
+                    .await,
+                move |resp| resp.results.extend(denied),
+            )
+        }
         RequestKind::OffsetFetch(req) => {
             let asks = handlers::offset_fetch_asks(&req, version);
+            let filter = authorize::OffsetFetchFilter::new(access, state, &asks);
             reply.settled(
                 groups
-                    .fetch_offsets(asks, move |asks, fetched| {
+                    .fetch_offsets(asks, move |asks, mut fetched| {
+                        if let Some(filter) = &filter {
+                            filter.apply(asks, &mut fetched);
+                        }
                         handlers::offset_fetch_response(asks, fetched, version)
                     })
                     .await,
             )
         }
-        RequestKind::ListGroups(req) => respond(
-            &groups
+        RequestKind::ListGroups(req) => {
+            let mut resp = groups
                 .read(|c| handlers::list_groups(c, &req, version))
-                .await,
-        ),
-        RequestKind::DescribeGroups(req) => respond(
-            &groups
+                .await;
+            authorize::post_list_groups(access, &mut resp);
+            respond(&resp)
+        }
+        RequestKind::DescribeGroups(req) => {
+            let mut resp = groups
                 .read(|c| handlers::describe_groups(c, &req, version))
-                .await,
-        ),
+                .await;
+            authorize::post_describe_groups(access, &mut resp);
+            respond(&resp)
+        }
         _ => Err(DispatchError::UnsupportedApi { api }),
     }
 }
@@ -191,6 +291,19 @@ impl Answer {
     where
         T: Encodable + Send + 'static,
     {
+        self.settled_then(settled, |_| {})
+    }
+
+    /// The answer of a call that never parks, completed by `finish` (the answers of
+    /// what authorization took out of the request) before it is sent.
+    fn settled_then<T>(
+        self,
+        settled: Settled<T>,
+        finish: impl FnOnce(&mut T) + Send + 'static,
+    ) -> Result<Reply, DispatchError>
+    where
+        T: Encodable + Send + 'static,
+    {
         let Answer {
             api,
             version,
@@ -198,20 +311,24 @@ impl Answer {
             ..
         } = self;
         match settled {
-            Settled::Now(body) => Ok(Reply::Now(Self::encode(
-                api,
-                version,
-                correlation_id,
-                &body,
-            )?)),
+            Settled::Now(mut body) => {
+                finish(&mut body);
+                Ok(Reply::Now(Self::encode(
+                    api,
+                    version,
+                    correlation_id,
+                    &body,
+                )?))
+            }
             later => {
                 let span = tracing::Span::current();
                 Ok(Reply::Later(Box::pin(
                     async move {
-                        let body = later
+                        let mut body = later
                             .wait()
                             .await
                             .map_err(|e| DispatchError::Internal(e.to_string()))?;
+                        finish(&mut body);
                         Ok(Some(Self::encode(api, version, correlation_id, &body)?))
                     }
                     .instrument(span),

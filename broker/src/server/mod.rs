@@ -23,6 +23,7 @@
 //! clone of a `done` sender, so the receiver sees `None` once the last connection has
 //! finished.
 
+mod authorize;
 pub mod connection;
 pub mod dispatch;
 pub mod frame;

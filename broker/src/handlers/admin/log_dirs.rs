@@ -22,6 +22,12 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::state::BrokerState;
 
+/// The answer to a principal that may not describe the cluster: no directories, and the
+/// error (carried from v3; before, the empty list is all a client sees, as with Kafka).
+pub fn refused(error: kafka_protocol::error::ResponseError) -> DescribeLogDirsResponse {
+    DescribeLogDirsResponse::default().with_error_code(error.code())
+}
+
 /// Answers DescribeLogDirs (reads sizes and offsets only; no file is opened).
 pub fn describe_log_dirs(
     state: &BrokerState,

@@ -1,10 +1,11 @@
 //! Admin APIs: topics (CreateTopics, DeleteTopics, CreatePartitions), configs
 //! (DescribeConfigs, IncrementalAlterConfigs), the data directory (DescribeLogDirs) and
-//! SCRAM users (Describe/AlterUserScramCredentials).
+//! SCRAM users (Describe/AlterUserScramCredentials) and ACLs (Create/Describe/DeleteAcls).
 //!
 //! Everything here that changes files runs on a blocking thread (the server decides);
 //! the handlers themselves are plain functions of the state and the request.
 
+pub mod acls;
 pub mod configs;
 pub mod log_dirs;
 pub mod scram;

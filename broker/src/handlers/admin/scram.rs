@@ -8,8 +8,7 @@
 //! SCRAM keys from them. A user with any refused change keeps its credentials as they
 //! were; the other users' changes stand alone.
 //!
-//! Who may: until ACLs exist, the `super.users` when that is set, else any authenticated
-//! principal; never `User:ANONYMOUS` (a PLAINTEXT connection). Others get
+//! Who may is decided before (`server::authorize::manage_users`); others get
 //! CLUSTER_AUTHORIZATION_FAILED.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -31,16 +30,6 @@ use crate::security::credentials::{
 };
 use crate::security::Principal;
 use crate::state::BrokerState;
-
-/// Whether `principal` may describe and change SCRAM users (see the module docs).
-fn may_manage(state: &BrokerState, principal: &Principal) -> bool {
-    let supers = &state.config.security.super_users;
-    if supers.is_empty() {
-        principal.name != Principal::ANONYMOUS
-    } else {
-        supers.iter().any(|s| *s == principal.to_string())
-    }
-}
 
 const NOT_ALLOWED: &str = "Cluster authorization failed.";
 
@@ -67,10 +56,10 @@ fn text(s: &str) -> Option<StrBytes> {
 /// DescribeUserScramCredentials: every user (`users` null or empty), or the ones named.
 pub fn describe(
     state: &BrokerState,
-    principal: &Principal,
+    allowed: bool,
     request: &DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
-    if !may_manage(state, principal) {
+    if !allowed {
         return DescribeUserScramCredentialsResponse::default()
             .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
             .with_error_message(text(NOT_ALLOWED));
@@ -138,9 +127,10 @@ pub fn describe(
 pub fn alter(
     state: &BrokerState,
     principal: &Principal,
+    allowed: bool,
     request: &AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
-    if !may_manage(state, principal) {
+    if !allowed {
         tracing::warn!(%principal, "AlterUserScramCredentials refused: not allowed to manage users");
         let mut seen = HashSet::new();
         let results = request
