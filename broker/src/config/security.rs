@@ -325,10 +325,12 @@ impl SecurityConfig {
         config.authorizer = match authorizer {
             "" => false,
             name if AUTHORIZERS.contains(&name) => true,
-            name => return Err(ConfigError::NotSupported(format!(
+            name => {
+                return Err(ConfigError::NotSupported(format!(
                 "authorizer.class.name={name}: Sluice's authorizer follows Kafka's ACLs; use {}",
                 AUTHORIZERS[0]
-            ))),
+            )))
+            }
         };
         let allow_everyone = get("allow.everyone.if.no.acl.found").unwrap_or("false");
         config.allow_everyone_if_no_acl_found = match allow_everyone.trim() {

@@ -38,10 +38,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
-    // v0-1 were removed in Kafka 4.0 (KIP-896).
-    (ApiKey::DescribeAcls, 2, 3),
-    (ApiKey::CreateAcls, 2, 3),
-    (ApiKey::DeleteAcls, 2, 3),
+    // v0 was removed in Kafka 4.0 (KIP-896); Kafka 4.4 serves 1-3.
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// Every API served: [`SUPPORTED`] and the group APIs the coordinator handles

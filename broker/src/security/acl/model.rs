@@ -212,7 +212,7 @@ impl AclBinding {
             Some(p) => p,
         };
         if raw.resource_name.is_empty() {
-            return bad("Resource name should not be empty".to_owned());
+            return bad("Invalid empty resource name".to_owned());
         }
         if resource_type == ResourceType::Cluster && raw.resource_name != CLUSTER_NAME {
             return bad(format!(
@@ -237,7 +237,7 @@ impl AclBinding {
             }
         }
         if raw.host.is_empty() {
-            return bad("Host should not be empty".to_owned());
+            return bad("Host pattern cannot be null or empty".to_owned());
         }
         if raw.host != WILDCARD && raw.host.parse::<std::net::IpAddr>().is_err() {
             return bad(format!("Invalid host {} (an IP address or *)", raw.host));

@@ -270,27 +270,18 @@ pub fn list_offsets(
     .collect()
 }
 
-/// OffsetForLeaderEpoch: ClusterAction for a follower, else Describe on each topic.
+/// OffsetForLeaderEpoch: ClusterAction on the cluster (brokers) allows every topic;
+/// otherwise Describe on each.
 pub fn offset_for_leader_epoch(
     access: &mut Access<'_>,
     request: &mut OffsetForLeaderEpochRequest,
 ) -> Vec<OffsetForLeaderTopicResult> {
-    if !access.is_enabled() {
+    if !access.is_enabled() || access.allows_cluster(Operation::ClusterAction) {
         return Vec::new();
     }
-    let follower = request.replica_id.0 >= 0;
-    let error = if follower {
-        ResponseError::ClusterAuthorizationFailed
-    } else {
-        ResponseError::TopicAuthorizationFailed
-    };
-    let cluster_allowed = follower && access.allows_cluster(Operation::ClusterAction);
+    let error = ResponseError::TopicAuthorizationFailed;
     take_denied(&mut request.topics, |t| {
-        if follower {
-            cluster_allowed
-        } else {
-            access.allows(Operation::Describe, TOPIC, &t.topic)
-        }
+        access.allows(Operation::Describe, TOPIC, &t.topic)
     })
     .into_iter()
     .map(|t| {
@@ -409,15 +400,14 @@ pub fn metadata(
         };
         if !access.allows(Operation::Describe, TOPIC, &name) {
             // Asked by id, the topic's existence is not revealed.
-            answers.push(if by_id {
+            // Asked by id, the name is not revealed.
+            answers.push(
                 MetadataResponseTopic::default()
-                    .with_topic_id(t.topic_id)
-                    .with_error_code(code(ResponseError::UnknownTopicId))
-            } else {
-                MetadataResponseTopic::default()
-                    .with_name(t.name.clone())
+                    .with_name(if by_id { None } else { t.name.clone() })
+                    .with_topic_id(Uuid::nil())
                     .with_error_code(code(ResponseError::TopicAuthorizationFailed))
-            });
+                    .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED),
+            );
             return false;
         }
         if creates
@@ -428,7 +418,8 @@ pub fn metadata(
             answers.push(
                 MetadataResponseTopic::default()
                     .with_name(t.name.clone())
-                    .with_error_code(code(ResponseError::TopicAuthorizationFailed)),
+                    .with_error_code(code(ResponseError::TopicAuthorizationFailed))
+                    .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED),
             );
             return false;
         }
@@ -499,8 +490,12 @@ impl MetadataAsked {
     }
 }
 
-/// The cluster's authorized-operations bit field (DescribeCluster, Metadata v8-10).
+/// The cluster's authorized-operations bit field (DescribeCluster, Metadata v8-10): 0
+/// for a principal that may not describe the cluster, as Kafka answers.
 pub fn cluster_operations(access: &mut Access<'_>) -> i32 {
+    if !access.allows_cluster(Operation::Describe) {
+        return 0;
+    }
     access.authorized_operations(
         ResourceType::Cluster,
         crate::security::acl::model::CLUSTER_NAME,
@@ -525,10 +520,9 @@ pub fn create_topics(
         CreatableTopicResult::default()
             .with_name(t.name)
             .with_error_code(code(ResponseError::TopicAuthorizationFailed))
+            .with_error_message(Some(StrBytes::from_static_str("Authorization failed.")))
             .with_num_partitions(-1)
             .with_replication_factor(-1)
-            .with_topic_config_error_code(code(ResponseError::TopicAuthorizationFailed))
-            .with_configs(None)
     })
     .collect()
 }
@@ -544,23 +538,30 @@ pub fn post_create_topics(
         return;
     }
     for t in &mut response.topics {
-        if t.configs.is_some() && !access.allows(Operation::DescribeConfigs, TOPIC, &t.name) {
+        if t.error_code == 0
+            && t.configs.is_some()
+            && !access.allows(Operation::DescribeConfigs, TOPIC, &t.name)
+        {
             t.topic_config_error_code = code(ResponseError::TopicAuthorizationFailed);
             t.configs = Some(Vec::new());
+            t.num_partitions = -1;
+            t.replication_factor = -1;
         }
     }
     response.topics.extend(denied);
 }
 
-/// DeleteTopics: Delete on each topic. A topic named by an id the principal may not
-/// describe is answered UNKNOWN_TOPIC_ID, as if it did not exist.
+/// DeleteTopics: Delete on the cluster, or on each topic. As Kafka: a name the principal
+/// may not describe is refused whether or not the topic exists, a missing topic it may
+/// describe is left to the handler (UNKNOWN_TOPIC_OR_PARTITION), and a refusal of a topic
+/// named by id carries the name only for a principal that may describe it.
 pub fn delete_topics(
     access: &mut Access<'_>,
     names: &TopicNames<'_>,
     request: &mut DeleteTopicsRequest,
     version: i16,
 ) -> Vec<DeletableTopicResult> {
-    if !access.is_enabled() {
+    if !access.is_enabled() || access.allows_cluster(Operation::Delete) {
         return Vec::new();
     }
     let denied_answer = |name: Option<TopicName>, id: Uuid, error: ResponseError| {
@@ -572,7 +573,8 @@ pub fn delete_topics(
     let mut answers = Vec::new();
     if version < 6 {
         take_denied(&mut request.topic_names, |name| {
-            let ok = access.allows(Operation::Delete, TOPIC, name);
+            let ok = access.allows(Operation::Delete, TOPIC, name)
+                || (access.allows(Operation::Describe, TOPIC, name) && !names.exists(name));
             if !ok {
                 answers.push(denied_answer(
                     Some(name.clone()),
@@ -591,14 +593,21 @@ pub fn delete_topics(
             let Some(name) = name else {
                 return true;
             };
-            let error = if by_id && !access.allows(Operation::Describe, TOPIC, &name) {
-                ResponseError::UnknownTopicId
-            } else if !access.allows(Operation::Delete, TOPIC, &name) {
-                ResponseError::TopicAuthorizationFailed
-            } else {
+            let describes = access.allows(Operation::Describe, TOPIC, &name);
+            if access.allows(Operation::Delete, TOPIC, &name) || (describes && !names.exists(&name))
+            {
                 return true;
+            }
+            let shown = if by_id && !describes {
+                None
+            } else {
+                Some(TopicName(StrBytes::from_string(name)))
             };
-            answers.push(denied_answer(t.name.clone(), t.topic_id, error));
+            answers.push(denied_answer(
+                shown,
+                t.topic_id,
+                ResponseError::TopicAuthorizationFailed,
+            ));
             false
         });
     }
@@ -704,10 +713,13 @@ pub fn incremental_alter_configs(
         ) {
             Ok(()) => true,
             Err(error) => {
+                // Kafka's message for a broker resource is null.
+                let message = (error != ResponseError::ClusterAuthorizationFailed)
+                    .then(|| StrBytes::from_static_str(error_message(error)));
                 answers.push(
                     AlterConfigsResourceResponse::default()
                         .with_error_code(code(error))
-                        .with_error_message(Some(StrBytes::from_static_str(error_message(error))))
+                        .with_error_message(message)
                         .with_resource_type(r.resource_type)
                         .with_resource_name(r.resource_name.clone()),
                 );
