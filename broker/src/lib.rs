@@ -320,6 +320,13 @@ impl Broker {
                  logs in only there; create it on every broker (see docs/security.md)"
             );
         }
+        if !config.cluster.single_node() && config.security.authorizer {
+            tracing::warn!(
+                "ACLs are kept per broker for now: an ACL created through one broker applies \
+                 only there; create it on every broker, and allow the brokers' ClusterAction \
+                 (see docs/security.md)"
+            );
+        }
         // The listener other brokers use (and the one the cluster layer registers first):
         // the inter-broker listener when it is a client listener, else the first.
         let primary = bound
