@@ -12,6 +12,7 @@
 //!
 //! `Client` is a cheap handle (`Arc` inside); clone it freely.
 
+use crate::security::{Security, SecurityConfig};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +49,8 @@ pub struct ClientConfig {
     pub api_timeout: Duration,
     /// Cached topic metadata older than this is refreshed before use.
     pub metadata_max_age: Duration,
+    /// `security.protocol`, TLS files and SASL credentials.
+    pub security: SecurityConfig,
 }
 
 impl Default for ClientConfig {
@@ -61,6 +64,7 @@ impl Default for ClientConfig {
             retry_backoff_max: Duration::from_secs(1),
             api_timeout: Duration::from_secs(60),
             metadata_max_age: Duration::from_secs(300),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -125,6 +129,7 @@ impl Client {
             }
         }
         let connection_config = ConnectionConfig {
+            security: Security::new(&config.security)?,
             client_id: config.client_id.clone(),
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,

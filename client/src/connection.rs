@@ -29,14 +29,14 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::buffer_pool::BufferPool;
 use crate::error::{Error, Result};
+use crate::security::{Security, Stream};
 
 /// Largest response frame accepted. Fetch responses are capped by `fetch.max.bytes`
 /// (50 MiB by default); anything far beyond that is a corrupt length prefix.
@@ -52,6 +52,8 @@ const API_VERSIONS_FIRST_TRY: i16 = 3;
 /// Settings of one connection.
 #[derive(Debug, Clone)]
 pub struct ConnectionConfig {
+    /// TLS and the SASL login (plaintext without either by default).
+    pub security: Security,
     /// Sent in every request header; brokers log it.
     pub client_id: String,
     /// Limit for opening the TCP connection.
@@ -63,6 +65,7 @@ pub struct ConnectionConfig {
 impl Default for ConnectionConfig {
     fn default() -> Self {
         ConnectionConfig {
+            security: Security::default(),
             client_id: "sluice".to_owned(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
@@ -160,13 +163,43 @@ impl Connection {
                 }
             };
         stream.set_nodelay(true).map_err(connect_error)?;
-        let mut connection = Connection::start(addr, stream, config);
-        connection.versions = connection.negotiate_versions().await?;
+        let handshake = async {
+            let stream = config.security.wrap(addr, stream).await?;
+            let mut connection = match stream {
+                Stream::Plain(tcp) => {
+                    let (reader, writer) = tcp.into_split();
+                    Connection::start(addr, reader, writer, config)
+                }
+                Stream::Tls(tls) => {
+                    let (reader, writer) = tokio::io::split(*tls);
+                    Connection::start(addr, reader, writer, config)
+                }
+            };
+            connection.versions = connection.negotiate_versions().await?;
+            if let Some((mechanism, user, password)) = &config.security.sasl {
+                crate::sasl::authenticate(&connection, *mechanism, user, password).await?;
+            }
+            Ok::<_, Error>(connection)
+        };
+        // The TLS handshake and the login may not hang forever on a silent server.
+        let connection = tokio::time::timeout(config.request_timeout, handshake)
+            .await
+            .map_err(|_| Error::Timeout {
+                what: format!(
+                    "connecting to {addr} ({})",
+                    config.security.protocol.as_str()
+                ),
+                after: config.request_timeout,
+            })??;
         tracing::debug!(addr, apis = connection.versions.len(), "connected");
         Ok(connection)
     }
 
-    fn start(addr: &str, stream: TcpStream, config: &ConnectionConfig) -> Connection {
+    fn start<R, W>(addr: &str, reader: R, writer: W, config: &ConnectionConfig) -> Connection
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let shared = Arc::new(Shared {
             addr: addr.to_owned(),
             state: Mutex::new(State {
@@ -176,7 +209,6 @@ impl Connection {
                 tasks: Vec::new(),
             }),
         });
-        let (reader, writer) = stream.into_split();
         let (frames, frames_rx) = mpsc::unbounded_channel();
         let write_task = tokio::spawn(write_loop(shared.clone(), writer, frames_rx));
         let read_task = tokio::spawn(read_loop(shared.clone(), reader));
@@ -490,9 +522,9 @@ fn version_table(response: &ApiVersionsResponse) -> HashMap<i16, (i16, i16)> {
         .collect()
 }
 
-async fn write_loop(
+async fn write_loop<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
-    writer: OwnedWriteHalf,
+    writer: W,
     mut frames: mpsc::UnboundedReceiver<Bytes>,
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
@@ -518,7 +550,7 @@ async fn write_loop(
     }
 }
 
-async fn read_loop(shared: Arc<Shared>, reader: OwnedReadHalf) {
+async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, reader: R) {
     let error = match read_responses(&shared, reader).await {
         Ok(()) => Error::Disconnected {
             addr: shared.addr.clone(),
@@ -548,7 +580,7 @@ fn not_a_kafka_frame(first: [u8; 4]) -> String {
 }
 
 /// Reads frames until EOF (Ok) or a failure, delivering each to its waiting request.
-async fn read_responses(shared: &Shared, reader: OwnedReadHalf) -> Result<()> {
+async fn read_responses<R: AsyncRead + Unpin>(shared: &Shared, reader: R) -> Result<()> {
     let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
     let buffers = BufferPool::new();
     let io_error = |e: std::io::Error| Error::Io {

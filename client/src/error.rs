@@ -49,6 +49,12 @@ pub enum Error {
     /// was outstanding or before it could be sent.
     #[error("connection to {addr} closed")]
     Disconnected { addr: String },
+
+    #[error("TLS with {addr} failed: {reason}")]
+    Tls { addr: String, reason: String },
+
+    #[error("SASL login at {addr} failed: {reason}")]
+    Authentication { addr: String, reason: String },
     /// An operation did not finish in time.
     #[error("{what} timed out after {after:?}")]
     Timeout { what: String, after: Duration },

@@ -15,6 +15,8 @@
 //!   metadata quorum (`admin::cluster`).
 //! - [`offsets`]: ListOffsets, OffsetFetch and OffsetCommit, shared by the consumer and
 //!   the admin API.
+//! - [`security`] and [`sasl`]: `security.protocol` (TLS with rustls, SASL PLAIN and
+//!   SCRAM-SHA-256/512 logins).
 //! - [`error`]: [`Error`], the one error type; broker answers never panic.
 //!
 //! Record batches are built and decoded by `sluice_storage::batch` (the same code the
@@ -30,6 +32,8 @@ pub mod metadata;
 pub mod offsets;
 pub mod producer;
 pub mod properties;
+pub mod sasl;
+pub mod security;
 #[cfg(test)]
 mod test_support;
 mod types;
@@ -41,5 +45,6 @@ pub use error::{Error, Result};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
+pub use security::{SaslMechanism, SecurityConfig, SecurityProtocol};
 pub use sluice_storage::batch::Compression;
 pub use types::{Header, OffsetSpec, TopicPartition};

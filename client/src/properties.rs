@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::consumer::{Assignor, AutoOffsetReset, IsolationLevel};
 use crate::error::{Error, Result};
 use crate::producer::{Acks, ProducerConfig};
+use crate::security::{SaslMechanism, SecurityProtocol};
 use crate::{ClientConfig, Compression, ConsumerConfig};
 
 /// Which configuration a property belongs to.
@@ -37,6 +38,20 @@ enum Value {
     Reset(AutoOffsetReset),
     Isolation(IsolationLevel),
     Assignors(Vec<Assignor>),
+    Protocol(SecurityProtocol),
+    Mechanism(SaslMechanism),
+    Path(std::path::PathBuf),
+    Secret(Secret),
+}
+
+/// A password: kept, never printed (`{:?}` of a [`Properties`] shows `***`).
+#[derive(Clone, PartialEq)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// How a property's value is written and checked.
@@ -58,8 +73,14 @@ enum Kind {
     Reset,
     Isolation,
     Assignors,
-    /// `security.protocol`: only PLAINTEXT until the client speaks TLS and SASL.
+    /// `security.protocol`: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
     SecurityProtocol,
+    /// `sasl.mechanism`: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    SaslMechanism,
+    /// A path to a file that must exist.
+    File,
+    /// Text never shown (a password).
+    Secret,
 }
 
 /// Every property this library understands: name, scope, kind.
@@ -77,6 +98,14 @@ const KNOWN: &[(&str, Scope, Kind)] = &[
     ("default.api.timeout.ms", Scope::Common, Kind::Millis),
     ("metadata.max.age.ms", Scope::Common, Kind::Millis),
     ("security.protocol", Scope::Common, Kind::SecurityProtocol),
+    ("sasl.mechanism", Scope::Common, Kind::SaslMechanism),
+    // librdkafka's (and kcat's) spelling of the same.
+    ("sasl.mechanisms", Scope::Common, Kind::SaslMechanism),
+    ("sasl.username", Scope::Common, Kind::Text),
+    ("sasl.password", Scope::Common, Kind::Secret),
+    ("ssl.ca.location", Scope::Common, Kind::File),
+    ("ssl.certificate.location", Scope::Common, Kind::File),
+    ("ssl.key.location", Scope::Common, Kind::File),
     ("acks", Scope::Producer, Kind::Acks),
     ("compression.type", Scope::Producer, Kind::Compression),
     ("linger.ms", Scope::Producer, Kind::Millis),
@@ -237,6 +266,25 @@ impl Properties {
                 ("retry.backoff.max.ms", Value::Millis(d)) => config.retry_backoff_max = *d,
                 ("default.api.timeout.ms", Value::Millis(d)) => config.api_timeout = *d,
                 ("metadata.max.age.ms", Value::Millis(d)) => config.metadata_max_age = *d,
+                ("security.protocol", Value::Protocol(p)) => config.security.protocol = *p,
+                ("sasl.mechanism" | "sasl.mechanisms", Value::Mechanism(m)) => {
+                    config.security.mechanism = Some(*m);
+                }
+                ("sasl.username", Value::Text(user)) => {
+                    config.security.username = Some(user.clone());
+                }
+                ("sasl.password", Value::Secret(password)) => {
+                    config.security.password = Some(password.0.clone());
+                }
+                ("ssl.ca.location", Value::Path(path)) => {
+                    config.security.ca_file = Some(path.clone());
+                }
+                ("ssl.certificate.location", Value::Path(path)) => {
+                    config.security.certificate_file = Some(path.clone());
+                }
+                ("ssl.key.location", Value::Path(path)) => {
+                    config.security.key_file = Some(path.clone());
+                }
                 _ => {}
             }
         }
@@ -370,13 +418,22 @@ fn parse(kind: Kind, text: &str) -> std::result::Result<Value, String> {
             }
             Value::Assignors(list)
         }
-        Kind::SecurityProtocol => match text.to_ascii_uppercase().as_str() {
-            "PLAINTEXT" => Value::Text("PLAINTEXT".into()),
-            "SSL" | "SASL_PLAINTEXT" | "SASL_SSL" => {
-                return Err("this client speaks PLAINTEXT only, not yet TLS or SASL".into())
-            }
-            _ => return Err("use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL".into()),
+        Kind::SecurityProtocol => match SecurityProtocol::parse(text) {
+            Some(protocol) => Value::Protocol(protocol),
+            None => return Err("use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL".into()),
         },
+        Kind::SaslMechanism => match SaslMechanism::parse(text) {
+            Some(mechanism) => Value::Mechanism(mechanism),
+            None => return Err("use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512".into()),
+        },
+        Kind::Secret => Value::Secret(Secret(text.to_owned())),
+        Kind::File => {
+            let path = std::path::PathBuf::from(text);
+            if !path.is_file() {
+                return Err(format!("{text} is not a readable file"));
+            }
+            Value::Path(path)
+        }
     })
 }
 
@@ -468,13 +525,23 @@ mod tests {
             ("enable.idempotence", "yes"),
             ("compression.type", "brotli"),
             ("partition.assignment.strategy", "sticky"),
-            ("security.protocol", "SASL_SSL"),
+            ("security.protocol", "TLS"),
+            ("sasl.mechanism", "GSSAPI"),
+            ("ssl.ca.location", "/no/such/ca.pem"),
             ("client.id", ""),
         ] {
             assert!(props.set(name, value).is_err(), "{name}={value}");
         }
         assert_eq!(props.names().count(), 0, "nothing invalid was kept");
         props.set("security.protocol", "plaintext").unwrap();
+        props.set("security.protocol", "sasl_ssl").unwrap();
+        props.set("sasl.mechanisms", "SCRAM-SHA-256").unwrap();
+        props.set("sasl.username", "alice").unwrap();
+        let mut config = ClientConfig::default();
+        props.apply_to_client(&mut config);
+        assert_eq!(config.security.protocol, SecurityProtocol::SaslSsl);
+        assert_eq!(config.security.mechanism, Some(SaslMechanism::ScramSha256));
+        assert_eq!(config.security.username.as_deref(), Some("alice"));
     }
 
     #[test]

@@ -31,6 +31,8 @@
 //! - [`delta`]: what one broker must do locally (create, delete, lead, follow) when its
 //!   image moves forward.
 //! - [`error`]: [`MetadataError`], each variant naming the Kafka error a client sees.
+//! - [`acl`]: Kafka's ACL model (bindings, filters, wire codes, validation), used by the
+//!   broker's authorizer and the client's ACL commands.
 //!
 //! Why the image only changes through committed records: a controller that loses its
 //! leadership between deciding and committing must leave no trace, and a node that
@@ -41,6 +43,7 @@
 //! The formats and settings an operator sees are described in docs/cluster.md ("The
 //! metadata state machine").
 
+pub mod acl;
 pub mod controller;
 pub mod delta;
 pub mod error;

@@ -54,7 +54,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 LISTENERS = "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0"
-USERS = {"admin": "admin-secret", "alice": "alice-secret", "bob": "bob-secret"}
+USERS = {
+    "admin": "admin-secret",
+    "alice": "alice-secret",
+    "bob": "bob-secret",
+    "carol": "carol-secret",
+}
 AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 
 
@@ -101,10 +106,15 @@ def create_acls(admin: AdminClient, bindings: list[AclBinding]) -> None:
         future.result()
 
 
-def produce(config: dict, topic: str, count: int = 3) -> list:
+def produce(config: dict, topic: str, count: int = 3, idempotent: bool = False) -> list:
     """Produces ``count`` records; the delivery errors (None for a record delivered)."""
     errors: list = []
-    producer = Producer({**config, "linger.ms": 5, "message.timeout.ms": 10000, "retries": 0})
+    settings = {"linger.ms": 5, "message.timeout.ms": 10000}
+    if idempotent:
+        settings["enable.idempotence"] = True
+    else:
+        settings["retries"] = 0
+    producer = Producer({**config, **settings})
     for i in range(count):
         producer.produce(topic, value=f"v{i}".encode(), on_delivery=lambda err, _msg: errors.append(err))
     assert producer.flush(20) == 0
@@ -163,6 +173,12 @@ def test_principals_do_only_what_their_acls_allow(secured):
     alice = config_for(secured, "alice")
     assert produce(alice, "orders") == [None] * 3
     assert consume_error(alice, "orders", "alice-group") is None
+
+    # An idempotent producer needs IdempotentWrite on the cluster or Write on some topic
+    # (KIP-679): alice has Write on orders; carol has no ACL at all.
+    assert produce(alice, "orders", idempotent=True) == [None] * 3
+    carol_errors = produce(config_for(secured, "carol"), "orders", 1, idempotent=True)
+    assert carol_errors[0] is not None, "carol got a producer id"
 
     # Without Write: refused, and nothing is appended.
     errors = produce(alice, "secret")

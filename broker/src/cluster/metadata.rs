@@ -21,19 +21,12 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_metadata::controller::CreateTopic;
 use sluice_metadata::image::TopicImage;
 use sluice_metadata::MetadataImage;
-use uuid::Uuid;
 
 use super::ClusterNode;
 use crate::coordinator::store::OFFSETS_TOPIC;
-use crate::handlers::metadata::{ALL_TOPIC_OPERATIONS, OPERATIONS_NOT_REQUESTED};
+use crate::handlers::metadata::{Wanted, ALL_TOPIC_OPERATIONS, OPERATIONS_NOT_REQUESTED};
 use crate::state::BrokerState;
 use crate::topics::{is_internal, validate_topic_name};
-
-enum Wanted {
-    Name(String),
-    Id(Uuid),
-    Invalid,
-}
 
 /// Answers a Metadata request in a cluster.
 pub async fn handle(
@@ -51,12 +44,7 @@ pub async fn handle(
     if !all {
         let mut seen = HashSet::new();
         for topic in request.topics.iter().flatten() {
-            let entry = match (&topic.name, topic.topic_id) {
-                (Some(name), _) if !name.0.is_empty() => Wanted::Name(name.0.to_string()),
-                (_, id) if !id.is_nil() => Wanted::Id(id),
-                (Some(name), _) => Wanted::Name(name.0.to_string()),
-                (None, _) => Wanted::Invalid,
-            };
+            let entry = Wanted::of(topic);
             if let Wanted::Name(name) = &entry {
                 if !seen.insert(name.clone()) {
                     continue;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::collections::HashSet;
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -28,10 +29,23 @@ pub(crate) const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 pub(crate) const ALL_TOPIC_OPERATIONS: i32 =
     (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 
-enum Wanted {
+/// How a Metadata request names one topic.
+pub(crate) enum Wanted {
     Name(String),
     Id(Uuid),
     Invalid,
+}
+
+impl Wanted {
+    /// v10+ may name a topic by id, with a null (or empty) name; a name wins when given.
+    pub(crate) fn of(topic: &MetadataRequestTopic) -> Wanted {
+        match (&topic.name, topic.topic_id) {
+            (Some(name), _) if !name.0.is_empty() => Wanted::Name(name.0.to_string()),
+            (_, id) if !id.is_nil() => Wanted::Id(id),
+            (Some(name), _) => Wanted::Name(name.0.to_string()),
+            (None, _) => Wanted::Invalid,
+        }
+    }
 }
 
 /// Answers a Metadata request (may create topics: blocking).
@@ -58,14 +72,7 @@ pub fn handle(state: &BrokerState, request: &MetadataRequest, version: i16) -> M
         let auto_create = state.config.auto_create_topics && request.allow_auto_topic_creation;
         let mut seen = HashSet::new();
         for wanted in request.topics.iter().flatten() {
-            // v10+ may name a topic by id, with a null (or empty) name.
-            let wanted = match (&wanted.name, wanted.topic_id) {
-                (Some(name), _) if !name.0.is_empty() => Wanted::Name(name.0.to_string()),
-                (_, id) if !id.is_nil() => Wanted::Id(id),
-                (Some(name), _) => Wanted::Name(name.0.to_string()),
-                (None, _) => Wanted::Invalid,
-            };
-            let entry = match wanted {
+            let entry = match Wanted::of(wanted) {
                 Wanted::Name(name) => {
                     if !seen.insert(name.clone()) {
                         continue;

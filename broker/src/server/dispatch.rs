@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
 use kafka_protocol::messages::{ApiKey, FetchRequest, RequestHeader, RequestKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::sync::watch;
@@ -321,8 +322,9 @@ async fn dispatch_known(
                 &mut req,
                 version,
             );
-            // Partitions refused are answered at once, with whatever the others have.
-            match fetch::handle(state, &req, version, !denied.is_empty()) {
+            // Refused partitions join whatever answer the others get, now or after the
+            // long poll (which only ever sees the partitions allowed).
+            match fetch::handle(state, &req, version, false) {
                 FetchOutcome::Ready(mut resp) => {
                     resp.responses.extend(denied);
                     Ok(Reply::Now(encode_fetch(version, correlation_id, &resp)?))
@@ -344,6 +346,7 @@ async fn dispatch_known(
                             watched,
                             deadline,
                             ctx.shutdown.clone(),
+                            denied,
                         )
                         .instrument(span),
                     )))
@@ -489,7 +492,9 @@ fn encode_fetch(
 }
 
 /// Waits for appends to any watched partition (or the deadline, or shutdown) and
-/// retries the fetch until it has enough data; see `handlers::fetch`.
+/// retries the fetch until it has enough data; see `handlers::fetch`. `refused` are the
+/// answers of the partitions authorization took out of `request`, sent with the rest.
+#[allow(clippy::too_many_arguments)]
 async fn long_poll(
     state: Arc<BrokerState>,
     request: FetchRequest,
@@ -498,7 +503,9 @@ async fn long_poll(
     mut watched: Vec<Arc<Partition>>,
     deadline: Instant,
     mut shutdown: watch::Receiver<bool>,
+    refused: Vec<FetchableTopicResponse>,
 ) -> Result<Option<Frame>, DispatchError> {
+    let mut refused = Some(refused);
     let mut stopping = *shutdown.borrow();
     loop {
         let next = {
@@ -510,7 +517,8 @@ async fn long_poll(
             }
             let final_attempt = stopping || Instant::now() >= deadline;
             match fetch::handle(&state, &request, version, final_attempt) {
-                FetchOutcome::Ready(resp) => {
+                FetchOutcome::Ready(mut resp) => {
+                    resp.responses.extend(refused.take().unwrap_or_default());
                     return Ok(Some(encode_fetch(version, correlation_id, &resp)?));
                 }
                 FetchOutcome::Wait(next) => {

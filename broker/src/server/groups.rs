@@ -107,7 +107,8 @@ pub async fn dispatch(
             if authorize::group_denial(access, Operation::Read, &req.group_id) =>
         {
             respond(&handlers::join_response(
-                &JoinResponse::error(&req.member_id, ResponseError::GroupAuthorizationFailed),
+                // Kafka answers an unknown member id, whatever the request said.
+                &JoinResponse::error("", ResponseError::GroupAuthorizationFailed),
                 version,
             ))
         }

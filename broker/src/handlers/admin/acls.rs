@@ -26,7 +26,9 @@ use crate::security::acl::model::{RawBinding, RawFilter};
 use crate::security::acl::{AclBinding, AclFilter};
 use crate::state::BrokerState;
 
-const DISABLED: &str = "No Authorizer is configured on the broker";
+/// Kafka's messages: DescribeAcls says "on the broker", the others do not.
+const DISABLED_DESCRIBE: &str = "No Authorizer is configured on the broker";
+const DISABLED: &str = "No Authorizer is configured.";
 const NOT_ALLOWED: &str = "Cluster authorization failed.";
 
 fn text(s: impl Into<String>) -> Option<StrBytes> {
@@ -34,9 +36,13 @@ fn text(s: impl Into<String>) -> Option<StrBytes> {
 }
 
 /// Why a whole call is refused before looking at it, if it is.
-fn refusal(state: &BrokerState, allowed: bool) -> Option<(ResponseError, &'static str)> {
+fn refusal(
+    state: &BrokerState,
+    allowed: bool,
+    disabled: &'static str,
+) -> Option<(ResponseError, &'static str)> {
     if !state.security.authorizer.is_enabled() {
-        Some((ResponseError::SecurityDisabled, DISABLED))
+        Some((ResponseError::SecurityDisabled, disabled))
     } else if !allowed {
         Some((ResponseError::ClusterAuthorizationFailed, NOT_ALLOWED))
     } else {
@@ -55,7 +61,7 @@ pub fn create(
             .with_error_code(error.code())
             .with_error_message(text(message))
     };
-    if let Some((error, message)) = refusal(state, allowed) {
+    if let Some((error, message)) = refusal(state, allowed, DISABLED) {
         let results = request
             .creations
             .iter()
@@ -101,7 +107,8 @@ pub fn create(
         .map(|c| match (c, &stored) {
             (Err(message), _) => failed(ResponseError::InvalidRequest, message),
             (Ok(_), Err(e)) => failed(ResponseError::UnknownServerError, e.to_string()),
-            (Ok(_), Ok(())) => AclCreationResult::default(),
+            // Kafka answers an empty message, not a null one.
+            (Ok(_), Ok(())) => AclCreationResult::default().with_error_message(text("")),
         })
         .collect();
     CreateAclsResponse::default().with_results(results)
@@ -113,7 +120,7 @@ pub fn describe(
     allowed: bool,
     request: &DescribeAclsRequest,
 ) -> DescribeAclsResponse {
-    if let Some((error, message)) = refusal(state, allowed) {
+    if let Some((error, message)) = refusal(state, allowed, DISABLED_DESCRIBE) {
         return DescribeAclsResponse::default()
             .with_error_code(error.code())
             .with_error_message(text(message));
@@ -164,7 +171,9 @@ pub fn describe(
             );
         }
     }
-    DescribeAclsResponse::default().with_resources(resources)
+    DescribeAclsResponse::default()
+        .with_error_message(text(""))
+        .with_resources(resources)
 }
 
 /// DeleteAcls; writes the ACL file (call it on a blocking thread).
@@ -178,7 +187,7 @@ pub fn delete(
             .with_error_code(error.code())
             .with_error_message(text(message))
     };
-    if let Some((error, message)) = refusal(state, allowed) {
+    if let Some((error, message)) = refusal(state, allowed, DISABLED) {
         let results = request
             .filters
             .iter()

@@ -23,14 +23,16 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::model::{AclBinding, AclFilter, Operation, Permission, ResourceType, WILDCARD};
+use super::model::{
+    AclBinding, AclFilter, Operation, PatternType, Permission, ResourceType, WILDCARD,
+};
 use super::store::AclStore;
 use crate::config::SecurityConfig;
 use crate::security::{Principal, SecurityError};
 
 /// The principal every `User:*` binding applies to.
 const WILDCARD_PRINCIPAL: &str = "User:*";
-/// Cached answers per connection at most (a client walking many topics starts over).
+/// Cached answers per connection and (resource type, operation) at most.
 const MAX_CACHED: usize = 4096;
 
 /// See the module docs.
@@ -146,7 +148,6 @@ impl Authorizer {
 pub struct AccessCache {
     generation: u64,
     decisions: HashMap<(ResourceType, Operation), HashMap<String, bool>>,
-    cached: usize,
 }
 
 /// The questions one connection asks, answered through its cache.
@@ -202,9 +203,8 @@ impl<'a> Access<'a> {
             return true;
         }
         let generation = self.authorizer.generation();
-        if generation != self.cache.generation || self.cache.cached >= MAX_CACHED {
+        if generation != self.cache.generation {
             self.cache.decisions.clear();
-            self.cache.cached = 0;
             self.cache.generation = generation;
         }
         let by_name = self
@@ -215,6 +215,11 @@ impl<'a> Access<'a> {
         if let Some(&decision) = by_name.get(name) {
             return decision;
         }
+        // Bounded per question, so a sweep over every topic for one operation (Metadata's
+        // authorized operations) does not drop the answers the hot path keeps asking.
+        if by_name.len() >= MAX_CACHED {
+            by_name.clear();
+        }
         let decision = self.authorizer.decide(
             &self.principal.to_string(),
             self.host,
@@ -223,7 +228,6 @@ impl<'a> Access<'a> {
             name,
         );
         by_name.insert(name.to_owned(), decision);
-        self.cache.cached += 1;
         decision
     }
 
@@ -270,18 +274,39 @@ impl<'a> Access<'a> {
                         .is_ok_and(|h| h.to_canonical() == self.host))
                 && (b.operation == operation || b.operation == Operation::All)
         };
-        let applying: Vec<&AclBinding> = acls.select(&any_filter).filter(|b| applies(b)).collect();
-        let denied = |allow: &AclBinding| {
-            applying.iter().any(|deny| {
-                deny.permission == Permission::Deny
-                    && (deny.covers(&allow.resource_name)
-                        || (deny.pattern_type == super::model::PatternType::Prefixed
-                            && allow.resource_name.starts_with(&deny.resource_name)))
-            })
-        };
-        applying
-            .iter()
-            .any(|b| b.permission == Permission::Allow && !denied(b))
+        // Kafka's `authorizeByResourceType`: a DENY of every name wins; else an ALLOW of
+        // every name allows; else some ALLOW that no DENY dominates does: a literal ALLOW
+        // is dominated by a literal DENY of the same name or a prefixed DENY of a prefix
+        // of it, a prefixed ALLOW by a prefixed DENY of a prefix of it.
+        let mut deny_literals = HashSet::new();
+        let mut deny_prefixes = Vec::new();
+        let mut allow_literals = Vec::new();
+        let mut allow_prefixes = Vec::new();
+        let mut wildcard_allow = false;
+        for b in acls.select(&any_filter).filter(|b| applies(b)) {
+            let name = b.resource_name.as_str();
+            match (b.permission, b.pattern_type) {
+                (Permission::Deny, PatternType::Literal) if name == WILDCARD => return false,
+                (Permission::Deny, PatternType::Literal) => {
+                    deny_literals.insert(name);
+                }
+                (Permission::Deny, PatternType::Prefixed) => deny_prefixes.push(name),
+                (Permission::Allow, PatternType::Literal) if name == WILDCARD => {
+                    wildcard_allow = true
+                }
+                (Permission::Allow, PatternType::Literal) => allow_literals.push(name),
+                (Permission::Allow, PatternType::Prefixed) => allow_prefixes.push(name),
+                _ => {}
+            }
+        }
+        if wildcard_allow {
+            return true;
+        }
+        let dominated = |name: &str| deny_prefixes.iter().any(|p| name.starts_with(p));
+        allow_prefixes.iter().any(|p| !dominated(p))
+            || allow_literals
+                .iter()
+                .any(|l| !deny_literals.contains(l) && !dominated(l))
     }
 }
 
@@ -468,6 +493,25 @@ mod tests {
         let mut access = Access::new(&auth, &alice, LOCAL, &mut cache);
         assert!(access.allows_any(Operation::Write, ResourceType::Topic));
         auth.create(&[write("lo", PatternType::Prefixed, Permission::Deny)])
+            .unwrap();
+        assert!(!access.allows_any(Operation::Write, ResourceType::Topic));
+        // As Kafka: a literal DENY does not dominate a prefixed ALLOW of the same name,
+        // and an ALLOW of every name wins unless every name is denied.
+        auth.delete(&[AclFilter::any()]).unwrap();
+        auth.create(&[
+            write("metrics", PatternType::Prefixed, Permission::Allow),
+            write("metrics", PatternType::Literal, Permission::Deny),
+        ])
+        .unwrap();
+        assert!(access.allows_any(Operation::Write, ResourceType::Topic));
+        auth.delete(&[AclFilter::any()]).unwrap();
+        auth.create(&[
+            write("*", PatternType::Literal, Permission::Allow),
+            write("a", PatternType::Prefixed, Permission::Deny),
+        ])
+        .unwrap();
+        assert!(access.allows_any(Operation::Write, ResourceType::Topic));
+        auth.create(&[write("*", PatternType::Literal, Permission::Deny)])
             .unwrap();
         assert!(!access.allows_any(Operation::Write, ResourceType::Topic));
     }

@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{AclBinding, AclFilter, Operation, PatternType, Permission, ResourceType};
+use super::model::{
+    AclBinding, AclFilter, Operation, PatternType, Permission, RawBinding, ResourceType,
+};
 use crate::security::SecurityError;
 
 #[derive(Serialize, Deserialize)]
@@ -131,11 +133,33 @@ impl AclStore {
             .map_err(|e| SecurityError::Acls(format!("read {}: {e}", path.display())))?;
         let bindings = match found {
             None => BTreeSet::new(),
-            Some(bytes) => serde_json::from_slice::<File>(&bytes)
-                .map_err(|e| SecurityError::Acls(format!("{} is damaged: {e}", path.display())))?
-                .acls
-                .into_iter()
-                .collect(),
+            Some(bytes) => {
+                let file = serde_json::from_slice::<File>(&bytes).map_err(|e| {
+                    SecurityError::Acls(format!("{} is damaged: {e}", path.display()))
+                })?;
+                // Checked as CreateAcls checks them: a binding edited by hand (a CIDR
+                // host, a filter-only pattern type) must stop the start, not match more
+                // than it says.
+                for (n, b) in file.acls.iter().enumerate() {
+                    AclBinding::new(&RawBinding {
+                        resource_type: b.resource_type.code(),
+                        resource_name: &b.resource_name,
+                        pattern_type: b.pattern_type.code(),
+                        principal: &b.principal,
+                        host: &b.host,
+                        operation: b.operation.code(),
+                        permission: b.permission.code(),
+                    })
+                    .map_err(|e| {
+                        SecurityError::Acls(format!(
+                            "{}: ACL number {} is invalid: {e}",
+                            path.display(),
+                            n + 1
+                        ))
+                    })?;
+                }
+                file.acls.into_iter().collect()
+            }
         };
         Ok(AclStore {
             path,
@@ -249,8 +273,17 @@ mod tests {
     fn a_damaged_file_is_an_error_not_an_empty_set() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("security")).unwrap();
-        std::fs::write(dir.path().join("security/acls.json"), b"{\"acls\": [").unwrap();
+        let file = dir.path().join("security/acls.json");
+        std::fs::write(&file, b"{\"acls\": [").unwrap();
         assert!(AclStore::open(dir.path()).is_err());
+        // Well-formed JSON with a binding CreateAcls would refuse: a CIDR host would
+        // otherwise have matched every address.
+        let mut cidr = binding("orders", PatternType::Literal, "User:alice");
+        cidr.host = "10.0.0.0/8".to_owned();
+        let text = serde_json::to_vec(&File { acls: vec![cidr] }).unwrap();
+        std::fs::write(&file, text).unwrap();
+        let error = AclStore::open(dir.path()).err().unwrap().to_string();
+        assert!(error.contains("ACL number 1"), "{error}");
     }
 
     #[test]

@@ -27,6 +27,8 @@
 //!   (KIP-679).
 
 mod groups;
+#[cfg(test)]
+mod tests;
 
 pub use groups::{
     delete_groups, find_coordinator, group_denial, offset_commit_topics, offset_delete_topics,
@@ -60,7 +62,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use crate::handlers::metadata::OPERATIONS_NOT_REQUESTED;
+use crate::handlers::metadata::{Wanted, OPERATIONS_NOT_REQUESTED};
 use crate::security::acl::{Access, Operation, ResourceType};
 use crate::state::BrokerState;
 
@@ -68,6 +70,9 @@ const TOPIC: ResourceType = ResourceType::Topic;
 
 /// DescribeConfigs / AlterConfigs resource types (Kafka's `ConfigResource.Type`).
 const CONFIG_TOPIC: i8 = 2;
+const CONFIG_BROKER: i8 = 4;
+const CONFIG_BROKER_LOGGER: i8 = 8;
+const CONFIG_CLIENT_METRICS: i8 = 16;
 const CONFIG_GROUP: i8 = 32;
 
 fn code(error: ResponseError) -> i16 {
@@ -76,17 +81,25 @@ fn code(error: ResponseError) -> i16 {
 
 /// Removes the items `keep` refuses from `items`, in order, and returns them.
 fn take_denied<T>(items: &mut Vec<T>, mut keep: impl FnMut(&T) -> bool) -> Vec<T> {
-    let mut denied = Vec::new();
+    refuse(items, |item| (!keep(item)).then_some(()))
+        .into_iter()
+        .map(|(item, ())| item)
+        .collect()
+}
+
+/// Removes from `items` those `refusal` answers for (`Some`), in order, and returns
+/// them with their answers.
+fn refuse<T, A>(items: &mut Vec<T>, mut refusal: impl FnMut(&T) -> Option<A>) -> Vec<(T, A)> {
+    let mut refused = Vec::new();
     let mut kept = Vec::with_capacity(items.len());
     for item in items.drain(..) {
-        if keep(&item) {
-            kept.push(item);
-        } else {
-            denied.push(item);
+        match refusal(&item) {
+            Some(answer) => refused.push((item, answer)),
+            None => kept.push(item),
         }
     }
     *items = kept;
-    denied
+    refused
 }
 
 /// Topic names from ids and whether topics exist: the cluster's metadata image in a
@@ -132,8 +145,10 @@ impl<'a> TopicNames<'a> {
 
 // ---- Produce, Fetch, ListOffsets, OffsetForLeaderEpoch, DeleteRecords -------------------
 
-/// Produce: takes out the topics the principal may not write (or everything, when the
-/// request's transactional id may not write); returns their answers.
+/// Produce: takes out the topics the principal may not write; returns their answers.
+/// (Transactional batches are refused whole by the handler, TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+/// as Kafka refuses them without Write on their transactional id: Sluice has no
+/// transactions.)
 pub fn produce(
     access: &mut Access<'_>,
     names: &TopicNames<'_>,
@@ -143,47 +158,33 @@ pub fn produce(
     if !access.is_enabled() {
         return Vec::new();
     }
-    let transaction_denied = request
-        .transactional_id
-        .as_ref()
-        .is_some_and(|id| !access.allows(Operation::Write, ResourceType::TransactionalId, id));
     let by_id = version >= 13;
-    let mut errors = Vec::new();
-    let denied = take_denied(&mut request.topic_data, |t| {
-        if transaction_denied {
-            errors.push(ResponseError::TransactionalIdAuthorizationFailed);
-            return false;
-        }
-        match names.resolve(by_id, &t.name, t.topic_id) {
-            Some(name) if !access.allows(Operation::Write, TOPIC, &name) => {
-                errors.push(ResponseError::TopicAuthorizationFailed);
-                false
-            }
-            _ => true,
-        }
-    });
-    denied
-        .into_iter()
-        .zip(errors)
-        .map(|(t, error)| {
-            TopicProduceResponse::default()
-                .with_name(t.name)
-                .with_topic_id(t.topic_id)
-                .with_partition_responses(
-                    t.partition_data
-                        .iter()
-                        .map(|p| {
-                            PartitionProduceResponse::default()
-                                .with_index(p.index)
-                                .with_error_code(code(error))
-                                .with_base_offset(-1)
-                                .with_log_append_time_ms(-1)
-                                .with_log_start_offset(-1)
-                        })
-                        .collect(),
-                )
-        })
-        .collect()
+    let error = ResponseError::TopicAuthorizationFailed;
+    take_denied(&mut request.topic_data, |t| {
+        names
+            .resolve(by_id, &t.name, t.topic_id)
+            .is_none_or(|name| access.allows(Operation::Write, TOPIC, &name))
+    })
+    .into_iter()
+    .map(|t| {
+        TopicProduceResponse::default()
+            .with_name(t.name)
+            .with_topic_id(t.topic_id)
+            .with_partition_responses(
+                t.partition_data
+                    .iter()
+                    .map(|p| {
+                        PartitionProduceResponse::default()
+                            .with_index(p.index)
+                            .with_error_code(code(error))
+                            .with_base_offset(-1)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(-1)
+                    })
+                    .collect(),
+            )
+    })
+    .collect()
 }
 
 /// Fetch: a follower's fetch needs ClusterAction, a consumer's Read on each topic. Takes
@@ -389,45 +390,32 @@ pub fn metadata(
     };
     let creates = auto_create && request.allow_auto_topic_creation;
     let cluster_create = creates && access.allows_cluster(Operation::Create);
-    let mut answers = Vec::new();
-    let taken = take_denied(wanted, |t| {
-        let (name, by_id) = match &t.name {
-            Some(name) => (Some(name.0.to_string()), false),
-            None => (names.name_of(t.topic_id), true),
+    let refused = refuse(wanted, |t| {
+        // Resolved exactly as the handlers resolve it (`Wanted::of`), so the topic
+        // checked is the topic answered.
+        let (name, by_id) = match Wanted::of(t) {
+            Wanted::Name(name) => (name, false),
+            Wanted::Id(id) => (names.name_of(id)?, true),
+            // Unknown ids and invalid entries: the handler's errors.
+            Wanted::Invalid => return None,
         };
-        let Some(name) = name else {
-            return true;
-        };
+        let refusal = MetadataResponseTopic::default()
+            .with_topic_id(Uuid::nil())
+            .with_error_code(code(ResponseError::TopicAuthorizationFailed))
+            .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED);
         if !access.allows(Operation::Describe, TOPIC, &name) {
-            // Asked by id, the topic's existence is not revealed.
             // Asked by id, the name is not revealed.
-            answers.push(
-                MetadataResponseTopic::default()
-                    .with_name(if by_id { None } else { t.name.clone() })
-                    .with_topic_id(Uuid::nil())
-                    .with_error_code(code(ResponseError::TopicAuthorizationFailed))
-                    .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED),
-            );
-            return false;
+            let shown = (!by_id).then(|| TopicName(StrBytes::from_string(name)));
+            return Some(refusal.with_name(shown));
         }
-        if creates
-            && !cluster_create
-            && !names.exists(&name)
-            && !access.allows(Operation::Create, TOPIC, &name)
-        {
-            answers.push(
-                MetadataResponseTopic::default()
-                    .with_name(t.name.clone())
-                    .with_error_code(code(ResponseError::TopicAuthorizationFailed))
-                    .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED),
-            );
-            return false;
+        let creates_it = creates && !cluster_create && !names.exists(&name);
+        if creates_it && !access.allows(Operation::Create, TOPIC, &name) {
+            return Some(refusal.with_name(Some(TopicName(StrBytes::from_string(name)))));
         }
-        true
+        None
     });
-    debug_assert_eq!(taken.len(), answers.len());
-    denied.emptied = !taken.is_empty() && wanted.is_empty();
-    denied.topics = answers;
+    denied.emptied = !refused.is_empty() && wanted.is_empty();
+    denied.topics = refused.into_iter().map(|(_, answer)| answer).collect();
     denied
 }
 
@@ -564,54 +552,37 @@ pub fn delete_topics(
     if !access.is_enabled() || access.allows_cluster(Operation::Delete) {
         return Vec::new();
     }
-    let denied_answer = |name: Option<TopicName>, id: Uuid, error: ResponseError| {
+    // A refusal of a name (or of an id the principal may describe) names the topic.
+    let mut refusal = |name: String, by_id: bool| -> Option<Option<TopicName>> {
+        let describes = access.allows(Operation::Describe, TOPIC, &name);
+        if access.allows(Operation::Delete, TOPIC, &name) || (describes && !names.exists(&name)) {
+            return None;
+        }
+        Some((!by_id || describes).then(|| TopicName(StrBytes::from_string(name))))
+    };
+    let answer = |name: Option<TopicName>, id: Uuid| {
         DeletableTopicResult::default()
             .with_name(name)
             .with_topic_id(id)
-            .with_error_code(code(error))
+            .with_error_code(code(ResponseError::TopicAuthorizationFailed))
     };
-    let mut answers = Vec::new();
     if version < 6 {
-        take_denied(&mut request.topic_names, |name| {
-            let ok = access.allows(Operation::Delete, TOPIC, name)
-                || (access.allows(Operation::Describe, TOPIC, name) && !names.exists(name));
-            if !ok {
-                answers.push(denied_answer(
-                    Some(name.clone()),
-                    Uuid::nil(),
-                    ResponseError::TopicAuthorizationFailed,
-                ));
-            }
-            ok
-        });
+        refuse(&mut request.topic_names, |name| {
+            refusal(name.0.to_string(), false)
+        })
+        .into_iter()
+        .map(|(_, shown)| answer(shown, Uuid::nil()))
+        .collect()
     } else {
-        take_denied(&mut request.topics, |t| {
-            let (name, by_id) = match &t.name {
-                Some(name) => (Some(name.0.to_string()), false),
-                None => (names.name_of(t.topic_id), true),
-            };
-            let Some(name) = name else {
-                return true;
-            };
-            let describes = access.allows(Operation::Describe, TOPIC, &name);
-            if access.allows(Operation::Delete, TOPIC, &name) || (describes && !names.exists(&name))
-            {
-                return true;
-            }
-            let shown = if by_id && !describes {
-                None
-            } else {
-                Some(TopicName(StrBytes::from_string(name)))
-            };
-            answers.push(denied_answer(
-                shown,
-                t.topic_id,
-                ResponseError::TopicAuthorizationFailed,
-            ));
-            false
-        });
+        refuse(&mut request.topics, |t| match &t.name {
+            Some(name) => refusal(name.0.to_string(), false),
+            // An unknown id is the handler's UNKNOWN_TOPIC_ID.
+            None => refusal(names.name_of(t.topic_id)?, true),
+        })
+        .into_iter()
+        .map(|(t, shown)| answer(shown, t.topic_id))
+        .collect()
     }
-    answers
 }
 
 /// CreatePartitions: Alter on each topic.
@@ -635,14 +606,14 @@ pub fn create_partitions(
 }
 
 /// Whether the principal may do `operation` (DescribeConfigs or AlterConfigs) on a config
-/// resource, and the error when not: topics and groups by name, everything else (brokers,
-/// broker loggers, client metrics) on the cluster.
-fn config_resource_allowed(
+/// resource, and the error when not: topics and groups by name; brokers, broker loggers
+/// and client metrics on the cluster. Other resource types are the handler's to refuse.
+fn config_refusal(
     access: &mut Access<'_>,
     operation: Operation,
     resource_type: i8,
     name: &str,
-) -> Result<(), ResponseError> {
+) -> Option<ResponseError> {
     let (resource, name, error) = match resource_type {
         CONFIG_TOPIC => (TOPIC, name, ResponseError::TopicAuthorizationFailed),
         CONFIG_GROUP => (
@@ -650,17 +621,14 @@ fn config_resource_allowed(
             name,
             ResponseError::GroupAuthorizationFailed,
         ),
-        _ => (
+        CONFIG_BROKER | CONFIG_BROKER_LOGGER | CONFIG_CLIENT_METRICS => (
             ResourceType::Cluster,
             crate::security::acl::model::CLUSTER_NAME,
             ResponseError::ClusterAuthorizationFailed,
         ),
+        _ => return None,
     };
-    if access.allows(operation, resource, name) {
-        Ok(())
-    } else {
-        Err(error)
-    }
+    (!access.allows(operation, resource, name)).then_some(error)
 }
 
 /// DescribeConfigs: DescribeConfigs on each resource.
@@ -671,28 +639,23 @@ pub fn describe_configs(
     if !access.is_enabled() {
         return Vec::new();
     }
-    let mut answers = Vec::new();
-    take_denied(&mut request.resources, |r| {
-        match config_resource_allowed(
+    refuse(&mut request.resources, |r| {
+        config_refusal(
             access,
             Operation::DescribeConfigs,
             r.resource_type,
             &r.resource_name,
-        ) {
-            Ok(()) => true,
-            Err(error) => {
-                answers.push(
-                    DescribeConfigsResult::default()
-                        .with_error_code(code(error))
-                        .with_error_message(Some(StrBytes::from_static_str(error_message(error))))
-                        .with_resource_type(r.resource_type)
-                        .with_resource_name(r.resource_name.clone()),
-                );
-                false
-            }
-        }
-    });
-    answers
+        )
+    })
+    .into_iter()
+    .map(|(r, error)| {
+        DescribeConfigsResult::default()
+            .with_error_code(code(error))
+            .with_error_message(Some(StrBytes::from_static_str(error_message(error))))
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name)
+    })
+    .collect()
 }
 
 /// IncrementalAlterConfigs: AlterConfigs on each resource.
@@ -703,31 +666,26 @@ pub fn incremental_alter_configs(
     if !access.is_enabled() {
         return Vec::new();
     }
-    let mut answers = Vec::new();
-    take_denied(&mut request.resources, |r| {
-        match config_resource_allowed(
+    refuse(&mut request.resources, |r| {
+        config_refusal(
             access,
             Operation::AlterConfigs,
             r.resource_type,
             &r.resource_name,
-        ) {
-            Ok(()) => true,
-            Err(error) => {
-                // Kafka's message for a broker resource is null.
-                let message = (error != ResponseError::ClusterAuthorizationFailed)
-                    .then(|| StrBytes::from_static_str(error_message(error)));
-                answers.push(
-                    AlterConfigsResourceResponse::default()
-                        .with_error_code(code(error))
-                        .with_error_message(message)
-                        .with_resource_type(r.resource_type)
-                        .with_resource_name(r.resource_name.clone()),
-                );
-                false
-            }
-        }
-    });
-    answers
+        )
+    })
+    .into_iter()
+    .map(|(r, error)| {
+        // Kafka's message for a cluster-level refusal is null.
+        let message = (error != ResponseError::ClusterAuthorizationFailed)
+            .then(|| StrBytes::from_static_str(error_message(error)));
+        AlterConfigsResourceResponse::default()
+            .with_error_code(code(error))
+            .with_error_message(message)
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name)
+    })
+    .collect()
 }
 
 /// Whether a cluster-wide API (DescribeLogDirs, DescribeQuorum, the ACL and SCRAM APIs)

@@ -1,5 +1,7 @@
 //! Kafka's ACL model: resource types, pattern types, operations, permissions, and the
-//! bindings and filters made of them, with Kafka's wire codes and names.
+//! bindings and filters made of them, with Kafka's wire codes and names. The broker's
+//! authorizer decides with it, and the client builds CreateAcls / DescribeAcls /
+//! DeleteAcls requests with it.
 //!
 //! A binding says: `principal` from `host` is allowed (or denied) `operation` on the
 //! resources that `pattern` matches. A filter selects bindings for DescribeAcls and
