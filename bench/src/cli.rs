@@ -67,6 +67,31 @@ pub struct CommonArgs {
     /// Free text copied into the JSON output (e.g. the broker's name)
     #[arg(long)]
     pub label: Option<String>,
+    /// A Kafka client property for every connection, as `sluice -X`:
+    /// security.protocol=SASL_SSL, sasl.mechanism=SCRAM-SHA-512, sasl.username=...,
+    /// sasl.password=..., ssl.ca.location=... (repeatable; client-wide properties only)
+    #[arg(short = 'X', long = "property", value_name = "NAME=VALUE", value_parser = parse_key_value)]
+    #[serde(serialize_with = "without_secrets")]
+    pub properties: Vec<(String, String)>,
+}
+
+/// The properties for the JSON output, with the password left out.
+fn without_secrets<S: Serializer>(
+    properties: &[(String, String)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let shown: Vec<(String, String)> = properties
+        .iter()
+        .map(|(name, value)| {
+            let value = if name.contains("password") {
+                "***"
+            } else {
+                value
+            };
+            (name.clone(), value.to_owned())
+        })
+        .collect();
+    shown.serialize(s)
 }
 
 /// How the producers behave.

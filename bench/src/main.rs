@@ -51,6 +51,15 @@ fn main() -> ExitCode {
     };
     // Stamps of e2e runs count from here.
     produce::epoch();
+    let common = match &cli.command {
+        Command::Produce(args) => &args.common,
+        Command::Consume(args) => &args.common,
+        Command::E2e(args) => &args.common,
+    };
+    if let Err(e) = topic::set_properties(&common.properties) {
+        eprintln!("sluice-bench: {e:#}");
+        return ExitCode::from(2);
+    }
     let (json, result) = match cli.command {
         Command::Produce(args) => (args.common.json, runtime.block_on(run::produce(args))),
         Command::Consume(args) => (args.common.json, runtime.block_on(run::consume(args))),

@@ -1,19 +1,45 @@
 //! Connecting, and the benchmark topic: create it when missing, delete it afterwards.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use sluice_client::admin::NewTopic;
+use sluice_client::properties::{scope_of, Properties, Scope};
 use sluice_client::{Admin, Client, ClientConfig, Error};
 
 use crate::cli::CommonArgs;
 
+/// The `-X` properties of this run, set once at start (one run per process).
+static PROPERTIES: OnceLock<Properties> = OnceLock::new();
+
+/// Checks and keeps the run's `-X` properties (client-wide ones only: a producer or
+/// consumer property would be ignored, so it is refused).
+pub fn set_properties(pairs: &[(String, String)]) -> Result<()> {
+    let mut properties = Properties::new();
+    for (name, value) in pairs {
+        if scope_of(name).is_some_and(|scope| scope != Scope::Common) {
+            bail!("-X {name}: only client-wide properties are taken here (use the flags)");
+        }
+        properties
+            .set(name, value)
+            .map_err(|e| anyhow::anyhow!("-X {name}: {e}"))?;
+    }
+    let _ = PROPERTIES.set(properties);
+    Ok(())
+}
+
 /// The client settings every connection of a run uses.
 pub fn client_config(bootstrap: &str, role: &str) -> ClientConfig {
-    ClientConfig {
+    let mut config = ClientConfig {
         client_id: format!("sluice-bench-{role}"),
         ..ClientConfig::new(bootstrap)
+    };
+    if let Some(properties) = PROPERTIES.get() {
+        properties.apply_to_client(&mut config);
+        config.bootstrap = ClientConfig::new(bootstrap).bootstrap;
     }
+    config
 }
 
 /// A connected client (fails at once when no broker answers).

@@ -570,7 +570,7 @@ fn not_a_kafka_frame(first: [u8; 4]) -> String {
     }
     // A TLS record: content type 0x14-0x17 (alert 0x15, handshake 0x16), version 3.x.
     if (0x14..=0x17).contains(&first[0]) && first[1] == 3 {
-        return "it answered with TLS (a TLS listener; this client speaks plaintext Kafka)"
+        return "it answered with TLS (a TLS listener: connect with --security-protocol SSL or SASL_SSL)"
             .to_owned();
     }
     format!(

@@ -178,6 +178,13 @@ impl Security {
         } else {
             None
         };
+        if !protocol.uses_sasl() && config.username.is_some() {
+            return Err(config_error(format!(
+                "sasl.username is set but security.protocol={}: use SASL_SSL or SASL_PLAINTEXT \
+                 (--security-protocol)",
+                protocol.as_str()
+            )));
+        }
         let sasl = if protocol.uses_sasl() {
             let username = config.username.clone().ok_or_else(|| {
                 config_error(format!(

@@ -18,6 +18,9 @@ Sluice only: the reference Kafka would need its own JAAS set-up.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -47,7 +50,7 @@ from kafka.admin import ResourceType as PythonResourceType
 from kafka.errors import ClusterAuthorizationFailedError
 
 from conftest import COMPAT_TARGET
-from test_security import kafka_tool
+from test_security import kafka_tool, pki  # noqa: F401 (pki: a fixture)
 
 pytestmark = pytest.mark.skipif(
     COMPAT_TARGET == "kafka", reason="SASL set-up of the reference broker is not scripted"
@@ -340,3 +343,95 @@ def test_without_an_authorizer_the_acl_apis_are_disabled(broker_factory, tmp_pat
     assert refused.value.args[0].code() == KafkaError.SECURITY_DISABLED
     # And nothing is checked: alice may create topics and produce.
     assert produce(config_for(broker, "alice"), f"free-{uuid.uuid4().hex[:6]}") == [None] * 3
+
+
+# -- the sluice CLI and sluice-bench over SASL_SSL ------------------------------------------
+
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path(__file__).resolve().parents[2] / "target"))
+SLUICE = TARGET / "release" / "sluice"
+SLUICE_BENCH = TARGET / "release" / "sluice-bench"
+
+
+def sluice(broker, user: str | None, *args: str, password: str | None = None, stdin: bytes | None = None,
+           pki: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs the ``sluice`` CLI against the broker's SASL_SSL listener as ``user``."""
+    assert SLUICE.is_file(), f"build the CLI first (cargo build --release): {SLUICE}"
+    argv = [str(SLUICE), "--bootstrap", broker.listeners["SASL_SSL"],
+            "--security-protocol", "SASL_SSL", "--ca-file", str(pki / "ca.pem")]
+    env = {**os.environ}
+    env.pop("SLUICE_BOOTSTRAP", None)
+    if user is not None:
+        argv += ["--user", user]
+        env["SLUICE_PASSWORD"] = password if password is not None else USERS.get(user, "")
+    done = subprocess.run(argv + list(args), input=stdin, capture_output=True, env=env, timeout=60,
+                          stdin=None if stdin is not None else subprocess.DEVNULL)
+    if check:
+        assert done.returncode == 0, (
+            f"sluice {' '.join(args)} as {user} exited {done.returncode}: {done.stderr.decode()}"
+        )
+    return done
+
+
+def test_the_sluice_cli_manages_users_and_acls_over_sasl_ssl(broker_factory, tmp_path, pki):
+    config = tmp_path / "cli.toml"
+    config.write_text(
+        f'"ssl.keystore.location" = "{pki / "broker-keystore.pem"}"\n'
+        '"sasl.enabled.mechanisms" = "SCRAM-SHA-256,SCRAM-SHA-512"\n'
+        '"sasl.bootstrap.users" = "admin:admin-secret"\n'
+        '"connection.failed.authentication.delay.ms" = 1\n'
+        '"super.users" = "User:admin"\n'
+        f'"authorizer.class.name" = "{AUTHORIZER}"\n'
+    )
+    broker = broker_factory("--config", str(config), listen="PLAINTEXT://127.0.0.1:0,SASL_SSL://127.0.0.1:0")
+    run = lambda user, *args, **kw: sluice(broker, user, *args, pki=pki, **kw)  # noqa: E731
+
+    run("admin", "user", "create", "dave", "--new-password-stdin", stdin=b"dave-secret\n")
+    assert "dave" in run("admin", "user", "list").stdout.decode()
+    run("admin", "topic", "create", "ledger")
+    run("admin", "topic", "create", "vault")
+    run("admin", "acl", "add", "--principal", "User:dave", "--operation", "read",
+        "--operation", "write", "--topic", "ledger")
+    run("admin", "acl", "add", "--principal", "User:dave", "--operation", "read",
+        "--group", "dave-", "--prefixed")
+    listed = run("admin", "acl", "list", "--principal", "User:dave").stdout.decode()
+    assert listed.count("User:dave") == 3, listed
+
+    dave = lambda *args, **kw: run("dave", "--sasl-mechanism", "SCRAM-SHA-256", *args,  # noqa: E731
+                                   password="dave-secret", **kw)
+    dave("produce", "ledger", stdin=b"one\ntwo\n")
+    consumed = dave("consume", "ledger", "--group", "dave-readers").stdout.decode().split()
+    assert consumed == ["one", "two"], consumed
+
+    refused = dave("produce", "vault", stdin=b"no\n", check=False)
+    assert refused.returncode != 0 and b"TOPIC_AUTHORIZATION_FAILED" in refused.stderr, refused.stderr
+    refused = dave("acl", "list", check=False)
+    assert refused.returncode != 0 and b"CLUSTER_AUTHORIZATION_FAILED" in refused.stderr, refused.stderr
+    wrong = run("dave", "topic", "list", password="not-dave", check=False)
+    assert wrong.returncode != 0 and b"SASL login" in wrong.stderr, wrong.stderr
+    untrusted = subprocess.run(
+        [str(SLUICE), "--bootstrap", broker.listeners["SASL_SSL"], "--security-protocol", "SASL_SSL",
+         "--user", "admin", "--password", "admin-secret", "--ca-file", str(pki / "other-ca.pem"),
+         "topic", "list"], capture_output=True, timeout=60)
+    assert untrusted.returncode != 0 and b"TLS" in untrusted.stderr, untrusted.stderr
+
+    run("admin", "acl", "remove", "--principal", "User:dave", "--operation", "write", "--topic", "ledger")
+    refused = dave("produce", "ledger", stdin=b"three\n", check=False)
+    # With no Write left anywhere, the CLI's idempotent producer gets no producer id
+    # (KIP-679), before any Produce is refused.
+    assert refused.returncode != 0 and b"CLUSTER_AUTHORIZATION_FAILED" in refused.stderr, refused.stderr
+
+    # sluice-bench over the same listener, as the admin.
+    bench = subprocess.run(
+        [str(SLUICE_BENCH), "produce", "--bootstrap", broker.listeners["SASL_SSL"], "--topic", "bench",
+         "--records", "2000", "--json", "--quiet",
+         "-X", "security.protocol=SASL_SSL", "-X", "sasl.username=admin",
+         "-X", "sasl.password=admin-secret", "-X", f"ssl.ca.location={pki / 'ca.pem'}"],
+        capture_output=True, timeout=120)
+    assert bench.returncode == 0, bench.stderr.decode()
+    report = json.loads(bench.stdout)
+    assert report["errors"] == 0 and report["streams"][0]["records"] == 2000
+    assert "admin-secret" not in bench.stdout.decode(), "the password is not in the report"
+
+    run("admin", "user", "delete", "dave")
+    gone = run("dave", "topic", "list", password="dave-secret", check=False)
+    assert gone.returncode != 0 and b"SASL login" in gone.stderr, gone.stderr

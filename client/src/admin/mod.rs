@@ -31,6 +31,9 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 pub mod cluster;
+mod security;
+
+pub use security::DEFAULT_ITERATIONS;
 
 pub use cluster::{
     BrokerDescription, BrokerReplicaCounts, ClusterDescription, ClusterSource, FollowerLag,

@@ -1,8 +1,9 @@
 //! `sluice`: the command-line client for Sluice (and any Kafka-compatible broker).
 //!
-//! One module per command: [`topic`], [`produce`], [`consume`], [`group`], [`cluster`];
-//! [`util`] holds what they share (connecting, time parsing and printing, tables, error
-//! text). Every failure ends as one line on stderr and a non-zero exit status.
+//! One module per command: [`topic`], [`produce`], [`consume`], [`group`], [`cluster`],
+//! [`user`], [`acl`]; [`auth`] holds the connection flags (TLS, SASL), [`util`] what the
+//! commands share (connecting, time parsing and printing, tables, error text). Every
+//! failure ends as one line on stderr and a non-zero exit status.
 
 /// `println!` that ends the program quietly when stdout is closed (`sluice ... | head`)
 /// instead of panicking.
@@ -15,6 +16,8 @@ macro_rules! outln {
     };
 }
 
+mod acl;
+mod auth;
 mod cluster;
 mod consume;
 mod group;
@@ -23,6 +26,7 @@ mod produce;
 mod settings;
 mod template;
 mod topic;
+mod user;
 mod util;
 mod watch;
 
@@ -75,6 +79,9 @@ struct Cli {
     #[arg(short = 'F', long = "config-file", global = true, value_name = "PATH")]
     config_file: Option<PathBuf>,
 
+    #[command(flatten)]
+    security: auth::SecurityArgs,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -92,6 +99,12 @@ enum Command {
     /// Show the brokers and the metadata quorum.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Create, list and delete SCRAM users (SASL logins).
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Add, list and remove ACLs (who may do what, with the broker's authorizer on).
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
     /// Print a shell completion script: `source <(sluice completion bash)`.
     ///
     /// Install it for good with, for instance:
@@ -159,11 +172,14 @@ fn main() -> ExitCode {
         Command::Man { dir } => return man::write(Cli::command(), dir.as_deref()),
         _ => {}
     }
+    // The connection flags are properties too, set after -F and -X.
+    let mut properties = cli.properties.clone();
+    properties.extend(cli.security.properties());
     let settings = match settings::Settings::new(
         command_line_bootstrap,
         environment_bootstrap,
         cli.config_file.as_deref(),
-        &cli.properties,
+        &properties,
     ) {
         Ok(settings) => settings,
         Err(e) => {
@@ -191,6 +207,8 @@ fn main() -> ExitCode {
             Command::Consume(args) => consume::run(&settings, args).await,
             Command::Group(command) => group::run(&settings, command).await,
             Command::Cluster(command) => cluster::run(&settings, command).await,
+            Command::User(command) => user::run(&settings, command).await,
+            Command::Acl(command) => acl::run(&settings, command).await,
             Command::Completion { .. } | Command::Man { .. } => Ok(ExitCode::SUCCESS),
         }
     });

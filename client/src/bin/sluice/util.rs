@@ -119,10 +119,14 @@ pub fn error_line(error: &anyhow::Error) -> String {
         }
     }
     let mut line = parts.join(": ");
-    let not_kafka = error
-        .chain()
-        .any(|cause| matches!(client_error(cause), Some(Error::NotKafka { .. })));
-    // Something answered, and the message already says what it looked like.
+    // Something answered, so "is a broker running there?" would mislead: it said what it
+    // looked like, refused the TLS handshake, or refused the login.
+    let not_kafka = error.chain().any(|cause| {
+        matches!(
+            client_error(cause),
+            Some(Error::NotKafka { .. } | Error::Tls { .. } | Error::Authentication { .. })
+        )
+    });
     let hint = error.chain().find_map(|cause| match client_error(cause)? {
         Error::NoBrokerAvailable { .. } | Error::Connect { .. } => {
             Some("is a broker running there? set the address with --bootstrap or SLUICE_BOOTSTRAP")
