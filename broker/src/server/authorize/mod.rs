@@ -35,6 +35,8 @@ pub use groups::{
     post_describe_groups, post_list_groups, OffsetFetchFilter,
 };
 
+use std::borrow::Cow;
+
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -133,12 +135,13 @@ impl<'a> TopicNames<'a> {
     }
 
     /// The topic a request names by name (`by_id` false) or by id; `None` for an unknown
-    /// id (the handler answers UNKNOWN_TOPIC_ID).
-    fn resolve(&self, by_id: bool, name: &TopicName, id: Uuid) -> Option<String> {
+    /// id (the handler answers UNKNOWN_TOPIC_ID). Borrowed when named, so the produce and
+    /// fetch path allocates nothing here.
+    fn resolve<'n>(&self, by_id: bool, name: &'n TopicName, id: Uuid) -> Option<Cow<'n, str>> {
         if by_id {
-            self.name_of(id)
+            self.name_of(id).map(Cow::Owned)
         } else {
-            Some(name.0.to_string())
+            Some(Cow::Borrowed(name.0.as_str()))
         }
     }
 }
