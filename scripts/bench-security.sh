@@ -41,7 +41,7 @@ BENCH=target/release/sluice-bench
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do kill -TERM "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }
@@ -107,6 +107,8 @@ start() {
             CLIENT=(-X security.protocol=SASL_SSL -X "ssl.ca.location=$PKI/ca.pem"
                 -X sasl.mechanism=SCRAM-SHA-512 -X sasl.username=bench -X sasl.password=bench-secret)
             ;;
+        plain) ;;
+        *) echo "bench-security.sh: unknown mode $mode (plain, acl, tls, sasl-tls)" >&2; exit 2 ;;
     esac
     RUST_LOG=warn "$BROKER" --config "$dir/broker.toml" --listen "$listen" --data-dir "$dir/data" \
         >"$dir/stdout" 2>"$dir/stderr" </dev/null &
@@ -131,6 +133,7 @@ start() {
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 read -r -a MODES <<<"$modes"
+((${#MODES[@]} > 0)) || { echo "bench-security.sh: --modes is empty" >&2; exit 2; }
 for ((run = 1; run <= runs; run++)); do
     # Rotate the order, so drift hits every mode alike.
     order=("${MODES[@]:run % ${#MODES[@]}}" "${MODES[@]:0:run % ${#MODES[@]}}")
@@ -138,10 +141,11 @@ for ((run = 1; run <= runs; run++)); do
         dir="$WORK/$mode-$run"
         start "$mode" "$dir"
         produce="$("$BENCH" produce --bootstrap "$ADDR" --broker-pid "$PID" --json --quiet \
-            "${CLIENT[@]}" --record-size 100 --acks 1 --duration "${seconds}s")"
+            ${CLIENT[@]+"${CLIENT[@]}"} --record-size 100 --acks 1 --duration "${seconds}s")"
         # Reads everything just produced, from the earliest offset.
-        consume="$("$BENCH" consume --bootstrap "$ADDR" --broker-pid "$PID" --json --quiet "${CLIENT[@]}")"
+        consume="$("$BENCH" consume --bootstrap "$ADDR" --broker-pid "$PID" --json --quiet ${CLIENT[@]+"${CLIENT[@]}"})"
         kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
+        PIDS=()
         python3 - "$mode" "$run" "$produce" "$consume" >>"$RESULTS" <<'PY'
 import json, sys
 mode, run, p, c = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])

@@ -125,6 +125,8 @@ pub struct Connection {
     request_timeout: Duration,
     /// The broker's supported versions per API key, from ApiVersions.
     versions: HashMap<i16, (i16, i16)>,
+    /// When to stop using the connection, if its SASL session expires.
+    retire_at: std::sync::OnceLock<std::time::Instant>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -219,6 +221,7 @@ impl Connection {
             client_id: StrBytes::from_string(config.client_id.clone()),
             request_timeout: config.request_timeout,
             versions: HashMap::new(),
+            retire_at: std::sync::OnceLock::new(),
         }
     }
 
@@ -227,9 +230,23 @@ impl Connection {
         &self.shared.addr
     }
 
-    /// Whether the connection is still usable (no failure so far).
+    /// Whether the connection is still usable: no failure so far, and its SASL session
+    /// (if the broker limits it, KIP-368) not near its end.
     pub fn is_alive(&self) -> bool {
         self.shared.lock().failed.is_none()
+            && self
+                .retire_at
+                .get()
+                .is_none_or(|at| std::time::Instant::now() < *at)
+    }
+
+    /// Retires the connection before its SASL session ends: the broker closes a
+    /// connection at its first request after the session's end (KIP-368), so the client
+    /// stops starting requests on it at 90% of the lifetime and opens a new, freshly
+    /// logged-in one; requests already sent finish on this one.
+    pub(crate) fn retire_after(&self, session_lifetime: Duration) {
+        let at = std::time::Instant::now() + session_lifetime.mul_f64(0.9);
+        let _ = self.retire_at.set(at);
     }
 
     /// Closes the connection, failing outstanding requests.

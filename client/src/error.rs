@@ -157,8 +157,10 @@ impl Error {
             Error::Connect { .. }
             | Error::Io { .. }
             | Error::Disconnected { .. }
-            | Error::Timeout { .. }
-            | Error::NoBrokerAvailable { .. } => true,
+            | Error::Timeout { .. } => true,
+            // Retriable when what stopped the last attempt is (not a refused login or an
+            // untrusted certificate: trying again cannot help).
+            Error::NoBrokerAvailable { source, .. } => source.is_retriable(),
             Error::Broker { error, .. } => is_retriable_code(*error),
             _ => false,
         }

@@ -186,7 +186,13 @@ impl Properties {
         let Some(&(known, _, kind)) = KNOWN.iter().find(|(n, _, _)| *n == name) else {
             return Err(Error::InvalidArgument(unknown_name(name)));
         };
-        let parsed = parse(kind, value.trim())
+        // A password is taken as given: spaces may be part of it.
+        let value = if matches!(kind, Kind::Secret) {
+            value
+        } else {
+            value.trim()
+        };
+        let parsed = parse(kind, value)
             .map_err(|why| Error::InvalidArgument(format!("{name}={value:?}: {why}")))?;
         self.entries.retain(|(n, _)| *n != known);
         self.entries.push((known, parsed));

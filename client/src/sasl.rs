@@ -9,8 +9,11 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use std::time::Duration;
+
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::StrBytes;
 use rand::RngCore;
@@ -42,6 +45,12 @@ pub async fn authenticate(
             1,
         )
         .await?;
+    if handshake.error_code == ResponseError::IllegalSaslState.code() {
+        return Err(failed(
+            "this listener does not take SASL logins (use --security-protocol SSL or PLAINTEXT)"
+                .to_owned(),
+        ));
+    }
     if handshake.error_code != 0 {
         let enabled: Vec<&str> = handshake.mechanisms.iter().map(|m| m.as_str()).collect();
         return Err(failed(format!(
@@ -65,23 +74,35 @@ pub async fn authenticate(
                 .map_or("refused", |m| m.as_str());
             return Err(failed(format!("{} (as {user})", message)));
         }
-        Ok(response.auth_bytes)
+        Ok((response.auth_bytes, response.session_lifetime_ms))
     };
-    match mechanism {
+    let lifetime_ms = match mechanism {
         SaslMechanism::Plain => {
             let message = format!("\0{user}\0{password}").into_bytes();
-            exchange(message).await.map(|_| ())
+            exchange(message).await?.1
         }
         SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
             let mut scram = Scram::new(mechanism, user, random_nonce());
-            let server_first = exchange(scram.client_first().into_bytes()).await?;
-            let client_final = scram
-                .client_final(&server_first, password)
-                .map_err(failed)?;
-            let server_final = exchange(client_final.into_bytes()).await?;
-            scram.verify_server_final(&server_final).map_err(failed)
+            let (server_first, _) = exchange(scram.client_first().into_bytes()).await?;
+            // PBKDF2 (thousands of HMACs) off the async workers.
+            let password = password.to_owned();
+            let (scram_back, client_final) = tokio::task::spawn_blocking(move || {
+                let client_final = scram.client_final(&server_first, &password);
+                (scram, client_final)
+            })
+            .await
+            .map_err(|e| failed(format!("SCRAM computation failed: {e}")))?;
+            scram = scram_back;
+            let client_final = client_final.map_err(failed)?;
+            let (server_final, lifetime_ms) = exchange(client_final.into_bytes()).await?;
+            scram.verify_server_final(&server_final).map_err(failed)?;
+            lifetime_ms
         }
+    };
+    if lifetime_ms > 0 {
+        connection.retire_after(Duration::from_millis(lifetime_ms.unsigned_abs()));
     }
+    Ok(())
 }
 
 fn random_nonce() -> String {
@@ -118,6 +139,10 @@ impl Scram {
     fn client_final(&mut self, server_first: &[u8], password: &str) -> Result<String, String> {
         let text = std::str::from_utf8(server_first)
             .map_err(|_| "the broker's SCRAM message is not UTF-8".to_owned())?;
+        // RFC 5802: a mandatory extension this client does not know fails the exchange.
+        if text.starts_with("m=") {
+            return Err("the broker's SCRAM message asks for an unknown extension".to_owned());
+        }
         let field = |key: &str| {
             text.split(',')
                 .find_map(|part| part.strip_prefix(key))
@@ -268,6 +293,7 @@ mod tests {
             b"r=nonceX,s=AAAA,i=1",
             b"r=nonceX,s=AAAA,i=999999999",
             b"r=nonceX,s=AAAA",
+            b"m=ext,r=nonceX,s=AAAA,i=4096",
             b"\xff\xfe",
         ] {
             assert!(scram.client_final(bad, "pw").is_err(), "{bad:?}");

@@ -178,9 +178,19 @@ impl Security {
         } else {
             None
         };
-        if !protocol.uses_sasl() && config.username.is_some() {
+        // SASL settings without a SASL protocol would be ignored: almost always a
+        // forgotten --security-protocol, which would then connect without logging in.
+        let sasl_settings = [
+            ("sasl.username", config.username.is_some()),
+            ("sasl.password", config.password.is_some()),
+            ("sasl.mechanism", config.mechanism.is_some()),
+        ];
+        if let Some((name, _)) = sasl_settings
+            .iter()
+            .find(|(_, set)| *set && !protocol.uses_sasl())
+        {
             return Err(config_error(format!(
-                "sasl.username is set but security.protocol={}: use SASL_SSL or SASL_PLAINTEXT \
+                "{name} is set but security.protocol={}: use SASL_SSL or SASL_PLAINTEXT \
                  (--security-protocol)",
                 protocol.as_str()
             )));

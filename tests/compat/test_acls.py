@@ -408,6 +408,9 @@ def test_the_sluice_cli_manages_users_and_acls_over_sasl_ssl(broker_factory, tmp
     assert refused.returncode != 0 and b"CLUSTER_AUTHORIZATION_FAILED" in refused.stderr, refused.stderr
     wrong = run("dave", "topic", "list", password="not-dave", check=False)
     assert wrong.returncode != 0 and b"SASL login" in wrong.stderr, wrong.stderr
+    assert b"not-dave" not in wrong.stderr, "the password is never printed"
+    typo = run("dave", "-X", "sasl.pasword=not-dave", "topic", "list", check=False)
+    assert typo.returncode == 2 and b"not-dave" not in typo.stderr, typo.stderr
     untrusted = subprocess.run(
         [str(SLUICE), "--bootstrap", broker.listeners["SASL_SSL"], "--security-protocol", "SASL_SSL",
          "--user", "admin", "--password", "admin-secret", "--ca-file", str(pki / "other-ca.pem"),
@@ -435,3 +438,27 @@ def test_the_sluice_cli_manages_users_and_acls_over_sasl_ssl(broker_factory, tmp
     run("admin", "user", "delete", "dave")
     gone = run("dave", "topic", "list", password="dave-secret", check=False)
     assert gone.returncode != 0 and b"SASL login" in gone.stderr, gone.stderr
+
+
+def test_rust_client_logs_in_again_when_sessions_expire(broker_factory, tmp_path):
+    """KIP-368 from the client side: with 1.5 s sessions, a 5 s sluice-bench run over
+    SASL_PLAINTEXT with PLAIN keeps going on fresh, logged-in connections (the broker closes
+    a connection used after its session ends)."""
+    config = tmp_path / "reauth.toml"
+    config.write_text(
+        '"sasl.enabled.mechanisms" = "PLAIN,SCRAM-SHA-512"\n'
+        '"sasl.bootstrap.users" = "admin:admin-secret"\n'
+        '"connections.max.reauth.ms" = 1500\n'
+    )
+    broker = broker_factory("--config", str(config), listen=LISTENERS)
+    bench = subprocess.run(
+        [str(SLUICE_BENCH), "produce", "--bootstrap", broker.listeners["SASL_PLAINTEXT"],
+         "--topic", "reauth", "--duration", "5s", "--rate", "2000", "--json", "--quiet",
+         "-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanism=PLAIN",
+         "-X", "sasl.username=admin", "-X", "sasl.password=admin-secret"],
+        capture_output=True, timeout=120)
+    assert bench.returncode == 0, bench.stderr.decode()
+    report = json.loads(bench.stdout)
+    assert report["errors"] == 0, report
+    assert report["streams"][0]["records"] >= 5000, report["streams"][0]
+    assert "session expired" not in broker.logs(), "no request reached an expired session"

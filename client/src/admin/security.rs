@@ -4,6 +4,10 @@
 //! A password never leaves the client: AlterUserScramCredentials carries a random salt and
 //! the salted password Hi(password, salt, iterations), from which the broker derives the
 //! keys it stores.
+//!
+//! Sluice's brokers keep users and ACLs each in its own data directory for now (they are
+//! not in the replicated metadata yet), so a change is sent to every live broker, and
+//! fails if any broker refuses it; reads ask one broker.
 
 use std::collections::BTreeMap;
 
@@ -140,19 +144,33 @@ impl Admin {
         request: AlterUserScramCredentialsRequest,
         what: &str,
     ) -> Result<()> {
-        // Not retried: a change that reached the broker before a timeout would be applied
+        // Not retried: a change that reached a broker before a timeout would be applied
         // twice (harmless for an upsert, an error for a delete).
-        let connection = self.client.any_broker().await?;
-        let version = connection.version::<AlterUserScramCredentialsRequest>()?;
-        let response = connection.send(&request, version).await?;
-        for result in &response.results {
-            Error::check(
-                result.error_code,
-                || what.to_owned(),
-                result.error_message.as_ref(),
-            )?;
+        for connection in self.every_broker().await? {
+            let version = connection.version::<AlterUserScramCredentialsRequest>()?;
+            let response = connection.send(&request, version).await?;
+            for result in &response.results {
+                Error::check(
+                    result.error_code,
+                    || format!("{what} on {}", connection.addr()),
+                    result.error_message.as_ref(),
+                )?;
+            }
         }
         Ok(())
+    }
+
+    /// A connection to every live broker (see the module docs).
+    async fn every_broker(&self) -> Result<Vec<std::sync::Arc<crate::connection::Connection>>> {
+        self.client.refresh_metadata(Some(&[]), false).await?;
+        let ids: Vec<i32> = self
+            .client
+            .with_metadata(|m| m.brokers.keys().copied().collect());
+        let mut connections = Vec::with_capacity(ids.len());
+        for id in ids {
+            connections.push(self.client.broker(id).await?);
+        }
+        Ok(connections)
     }
 
     /// Creates the ACL `bindings` (each checked by the broker).
@@ -170,20 +188,17 @@ impl Admin {
                     .with_permission_type(b.permission.code())
             })
             .collect();
-        let connection = self.client.controller().await?;
-        let version = connection.version::<CreateAclsRequest>()?;
-        let response = connection
-            .send(
-                &CreateAclsRequest::default().with_creations(creations),
-                version,
-            )
-            .await?;
-        for (result, binding) in response.results.iter().zip(bindings) {
-            Error::check(
-                result.error_code,
-                || format!("create ACL ({binding})"),
-                result.error_message.as_ref().filter(|m| !m.is_empty()),
-            )?;
+        let request = CreateAclsRequest::default().with_creations(creations);
+        for connection in self.every_broker().await? {
+            let version = connection.version::<CreateAclsRequest>()?;
+            let response = connection.send(&request, version).await?;
+            for (result, binding) in response.results.iter().zip(bindings) {
+                Error::check(
+                    result.error_code,
+                    || format!("create ACL ({binding}) on {}", connection.addr()),
+                    result.error_message.as_ref().filter(|m| !m.is_empty()),
+                )?;
+            }
         }
         Ok(())
     }
@@ -230,9 +245,22 @@ impl Admin {
             .await
     }
 
-    /// Deletes the ACLs `filter` selects; the ones deleted.
+    /// Deletes the ACLs `filter` selects, on every broker; the ones deleted (each once).
     pub async fn delete_acls(&self, filter: &AclFilter) -> Result<Vec<AclBinding>> {
-        let connection = self.client.controller().await?;
+        let mut deleted = Vec::new();
+        for connection in self.every_broker().await? {
+            deleted.extend(self.delete_acls_on(&connection, filter).await?);
+        }
+        deleted.sort();
+        deleted.dedup();
+        Ok(deleted)
+    }
+
+    async fn delete_acls_on(
+        &self,
+        connection: &crate::connection::Connection,
+        filter: &AclFilter,
+    ) -> Result<Vec<AclBinding>> {
         let version = connection.version::<DeleteAclsRequest>()?;
         let request = DeleteAclsRequest::default().with_filters(vec![DeleteAclsFilter::default()
             .with_resource_type_filter(filter.resource_type.code())

@@ -234,6 +234,9 @@ pub async fn run(settings: &Settings, command: AclCommand) -> Result<ExitCode> {
             eprintln!("{} ACL(s) added", bindings.len());
         }
         AclCommand::List(args) => {
+            if args.resource.resource().is_none() && !matches!(args.pattern, PatternArg::Any) {
+                bail!("--pattern selects by a resource's name: give --topic, --group, --transactional-id or --cluster");
+            }
             let mut filter = AclFilter::any();
             filter.principal = args.principal.clone();
             if let Some((resource_type, name)) = args.resource.resource() {
@@ -251,15 +254,21 @@ pub async fn run(settings: &Settings, command: AclCommand) -> Result<ExitCode> {
             print(&bindings);
         }
         AclCommand::Remove(args) => {
-            let mut removed = 0;
-            for binding in args.bindings()? {
-                removed += admin.delete_acls(&exact(&binding)).await?.len();
+            let bindings = args.bindings()?;
+            let mut missing = Vec::new();
+            for binding in &bindings {
+                if admin.delete_acls(&exact(binding)).await?.is_empty() {
+                    missing.push(binding);
+                }
             }
-            if removed == 0 {
-                eprintln!("no such ACL");
+            let removed = bindings.len() - missing.len();
+            eprintln!("{removed} ACL(s) removed");
+            if !missing.is_empty() {
+                for binding in missing {
+                    eprintln!("no such ACL: {binding}");
+                }
                 return Ok(ExitCode::FAILURE);
             }
-            eprintln!("{removed} ACL(s) removed");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,12 +1,16 @@
 //! The connection flags every command shares: `--security-protocol`, `--sasl-mechanism`,
 //! `--user`, `--password`, `--ca-file`, `--cert-file`, `--key-file`. Each is a shorthand
 //! for a Kafka client property (`security.protocol`, `sasl.mechanism`, `sasl.username`,
-//! `sasl.password`, `ssl.ca.location`, `ssl.certificate.location`, `ssl.key.location`),
-//! applied after `-F` and `-X`, so a flag wins.
+//! `sasl.password`, `ssl.ca.location`, `ssl.certificate.location`, `ssl.key.location`).
+//! A flag on the command line is applied after `-F` and `-X`, so it wins; a value from the
+//! environment (`SLUICE_USER`, `SLUICE_PASSWORD`, `SLUICE_SECURITY_PROTOCOL`) before them,
+//! so an explicit file or `-X` wins over the ambient environment, as for the bootstrap
+//! address.
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
 
 #[derive(Debug, Args)]
 pub struct SecurityArgs {
@@ -52,21 +56,49 @@ pub struct SecurityArgs {
     key_file: Option<PathBuf>,
 }
 
+/// Connection settings as Kafka client properties, by where they came from.
+#[derive(Debug, Default)]
+pub struct SecurityProperties {
+    /// From environment variables: applied before `-F` and `-X`.
+    pub environment: Vec<(String, String)>,
+    /// From flags: applied after them.
+    pub command_line: Vec<(String, String)>,
+}
+
 impl SecurityArgs {
-    /// The flags given, as Kafka client properties.
-    pub fn properties(&self) -> Vec<(String, String)> {
+    /// The settings given, as Kafka client properties, split by source (`matches` says
+    /// which came from the environment).
+    pub fn properties(&self, matches: &ArgMatches) -> SecurityProperties {
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        [
-            ("security.protocol", self.security_protocol.clone()),
-            ("sasl.mechanism", self.sasl_mechanism.clone()),
-            ("sasl.username", self.user.clone()),
-            ("sasl.password", self.password.clone()),
-            ("ssl.ca.location", path(&self.ca_file)),
-            ("ssl.certificate.location", path(&self.cert_file)),
-            ("ssl.key.location", path(&self.key_file)),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| Some((name.to_owned(), value?)))
-        .collect()
+        let mut split = SecurityProperties::default();
+        for (id, name, value) in [
+            (
+                "security_protocol",
+                "security.protocol",
+                self.security_protocol.clone(),
+            ),
+            (
+                "sasl_mechanism",
+                "sasl.mechanism",
+                self.sasl_mechanism.clone(),
+            ),
+            ("user", "sasl.username", self.user.clone()),
+            ("password", "sasl.password", self.password.clone()),
+            ("ca_file", "ssl.ca.location", path(&self.ca_file)),
+            (
+                "cert_file",
+                "ssl.certificate.location",
+                path(&self.cert_file),
+            ),
+            ("key_file", "ssl.key.location", path(&self.key_file)),
+        ] {
+            let Some(value) = value else { continue };
+            let into = match matches.value_source(id) {
+                Some(ValueSource::EnvVariable) => &mut split.environment,
+                _ => &mut split.command_line,
+            };
+            into.push((name.to_owned(), value));
+        }
+        split
     }
 }

@@ -172,12 +172,15 @@ fn main() -> ExitCode {
         Command::Man { dir } => return man::write(Cli::command(), dir.as_deref()),
         _ => {}
     }
-    // The connection flags are properties too, set after -F and -X.
+    // The connection flags are properties too: from the environment before -F and -X,
+    // from the command line after them.
+    let security = cli.security.properties(&matches);
     let mut properties = cli.properties.clone();
-    properties.extend(cli.security.properties());
+    properties.extend(security.command_line);
     let settings = match settings::Settings::new(
         command_line_bootstrap,
         environment_bootstrap,
+        &security.environment,
         cli.config_file.as_deref(),
         &properties,
     ) {

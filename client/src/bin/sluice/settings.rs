@@ -29,15 +29,20 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Reads the properties file (if any), then applies the `-X` pairs in order.
-    /// Errors are one line, naming the file and line or the property.
+    /// Applies the properties from the environment, then reads the properties file (if
+    /// any), then applies the `-X` pairs in order. Errors are one line, naming the file
+    /// and line or the property.
     pub fn new(
         command_line_bootstrap: Option<String>,
         environment_bootstrap: Option<String>,
+        environment: &[(String, String)],
         config_file: Option<&Path>,
         pairs: &[(String, String)],
     ) -> Result<Settings, String> {
         let mut properties = Properties::new();
+        for (name, value) in environment {
+            properties.set(name, value).map_err(|e| plain(&e))?;
+        }
         if let Some(path) = config_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;

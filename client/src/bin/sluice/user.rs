@@ -25,10 +25,12 @@ pub enum UserCommand {
     Create {
         /// User name.
         name: String,
-        /// The user's password ($SLUICE_NEW_PASSWORD); or use --new-password-stdin.
+        /// The user's password, from $SLUICE_NEW_PASSWORD (a command line is visible to
+        /// other users of the machine, so there is no flag for it); or --new-password-stdin.
         #[arg(
             long,
             env = "SLUICE_NEW_PASSWORD",
+            hide = true,
             hide_env_values = true,
             conflicts_with = "new_password_stdin"
         )]

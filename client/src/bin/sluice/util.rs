@@ -224,21 +224,20 @@ pub fn format_time(ms: i64) -> String {
     }
 }
 
-/// Parses a client property `NAME=VALUE`, checking the name and the value.
+/// Parses a client property `NAME=VALUE`. Only the form is checked here: the name and
+/// value are checked with the other settings (`Settings::new`), whose errors never show a
+/// value, while clap's would print the whole argument (a mistyped `sasl.pasword=...`
+/// would put the password on the screen and in logs).
 pub fn parse_property(text: &str) -> Result<(String, String), String> {
-    let (name, value) = parse_key_value(text)?;
-    match sluice_client::properties::Properties::new().set(&name, &value) {
-        Ok(()) => Ok((name, value)),
-        Err(Error::InvalidArgument(why)) => Err(why),
-        Err(other) => Err(other.to_string()),
-    }
+    parse_key_value(text)
 }
 
-/// Parses `KEY=VALUE`.
+/// Parses `KEY=VALUE` (the error does not repeat the text: it may be a secret).
 pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(format!("{text:?} is not KEY=VALUE")),
+        Some(_) => Err("the name before '=' is empty (expected NAME=VALUE)".to_owned()),
+        None => Err("no '=' in it (expected NAME=VALUE)".to_owned()),
     }
 }
 
