@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suites need; idempotent and fast when all is already there.
 #
-#   scripts/deps.sh           kcat (apt), rustfmt + clippy (rustup), the Python venv .venv
+#   scripts/deps.sh           kcat, prometheus, chromium (apt), rustfmt + clippy (rustup), the Python venv .venv
 #                             with tests/compat/requirements.txt (re-created only when that
 #                             file changes; its hash is kept in .venv/.requirements.sha256)
 #   scripts/deps.sh --bench   also fio and iperf3 (disk / loopback baselines for benchmarks)
@@ -49,6 +49,10 @@ apt_install() {
 
 # --- system tools -----------------------------------------------------------------------
 apt_install kcat kcat
+# The observability tests: a real Prometheus scrapes the broker (promtool checks its
+# /metrics), and the dashboard is loaded in a real headless browser.
+apt_install prometheus prometheus
+apt_install chromium chromium
 if [[ $want_bench == 1 ]]; then
     apt_install fio fio
     apt_install iperf3 iperf3

@@ -23,12 +23,14 @@ use crate::coordinator::CoordinatorConfig;
 use crate::topic_config::{self, FlushMode, TopicConfig};
 
 pub mod cluster;
+pub mod observability;
 pub mod replica_fetch;
 pub mod security;
 
 pub use cluster::{
     ClusterConfig, HostPort, Listener, ProcessRoles, RaftTimeouts, SecurityProtocol,
 };
+pub use observability::{LogFormat, ObservabilityConfig};
 pub use replica_fetch::ReplicaFetchConfig;
 pub use security::{ClientAuth, SaslMechanism, SecurityConfig, TlsSettings, TlsVersion};
 
@@ -332,6 +334,7 @@ pub fn property_names() -> impl Iterator<Item = &'static str> {
     BROKER_KEYS
         .iter()
         .chain(replica_fetch::KEYS)
+        .chain(observability::KEYS)
         .chain(security::KEYS)
         .map(|k| k.name)
         .chain(topic_config::KEYS.iter().map(|k| k.broker_name))
@@ -360,6 +363,7 @@ pub fn properties_help() -> String {
     for key in BROKER_KEYS
         .iter()
         .chain(replica_fetch::KEYS)
+        .chain(observability::KEYS)
         .chain(security::KEYS)
     {
         let default = if key.default.is_empty() {
@@ -435,6 +439,8 @@ pub struct BrokerConfig {
     pub group_coordinator: CoordinatorConfig,
     /// The follower fetcher's settings (`replica.fetch.*`, `num.replica.fetchers`).
     pub replica_fetch: ReplicaFetchConfig,
+    /// The admin listener, metric series, log format and slow-request log.
+    pub observability: ObservabilityConfig,
     /// Defaults of every topic config (from the `log.*` broker properties).
     pub topic_defaults: TopicConfig,
     /// TLS and SASL settings of the client listeners (`ssl.*`, `sasl.*`).
@@ -722,6 +728,7 @@ impl BrokerConfig {
             min_free_bytes,
             group_coordinator: parse_group_coordinator(&value)?,
             replica_fetch: ReplicaFetchConfig::parse(&get)?,
+            observability: ObservabilityConfig::parse(&get)?,
             security,
             topic_defaults,
             explicit: props
@@ -855,6 +862,7 @@ impl BrokerConfig {
         ];
         out.extend(self.cluster.describe());
         out.extend(self.replica_fetch.describe());
+        out.extend(self.observability.describe());
         out.extend(self.security.describe());
         for key in topic_config::KEYS {
             out.push((key.broker_name.to_owned(), key.value(&self.topic_defaults)));

@@ -20,6 +20,9 @@
 //! - [`coordinator`]: the consumer-group coordinator, a sans-IO state machine; [`groups`]
 //!   drives it: `__consumer_offsets` creation and replay, appends, timers, parked replies.
 //! - [`errors`]: [`BrokerError`] and the one mapping from storage errors to Kafka codes.
+//! - [`metrics`]: what the broker counts (requests, traffic, connections, storage,
+//!   group lag) and its Prometheus export; [`admin`]: the HTTP admin listener that
+//!   serves it with health, readiness, status and the dashboard.
 //! - [`alloc`]: the global allocator that keeps a hostile array length from aborting
 //!   the process (installed by the binary).
 //!
@@ -29,6 +32,7 @@
 //! serves until [`BrokerHandle::shutdown`], which stops accepting, answers what was
 //! already read, closes every log and writes the clean-shutdown marker.
 
+pub mod admin;
 pub mod alloc;
 pub mod cluster;
 pub mod config;
@@ -39,6 +43,7 @@ pub mod errors;
 pub mod groups;
 pub mod handlers;
 pub mod limits;
+pub mod metrics;
 pub mod producer_ids;
 pub mod replication;
 pub mod retention;
@@ -70,6 +75,24 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// The broker; see the crate docs.
 pub struct Broker;
 
+/// Aborts its task when dropped (the admin listener stops with its broker, or with a
+/// start that failed).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl AbortOnDrop {
+    /// Aborts the task and waits until it is gone (its sockets closed).
+    async fn stop(mut self) {
+        self.0.abort();
+        let _ = (&mut self.0).await;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What opening the data directory produced (see [`Broker::start`]).
 struct Opened {
     lock: datadir::DataDirLock,
@@ -85,6 +108,10 @@ struct Opened {
 /// A running broker.
 pub struct BrokerHandle {
     local_addr: SocketAddr,
+    /// The admin listener's address, when it runs.
+    admin_addr: Option<SocketAddr>,
+    /// The admin listener's task: it answers until the broker has stopped.
+    admin: Option<AbortOnDrop>,
     state: Arc<BrokerState>,
     shutdown: watch::Sender<bool>,
     kill: watch::Sender<bool>,
@@ -174,6 +201,28 @@ impl Broker {
     /// Opens the data directory, binds the listener and starts serving.
     pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         let started = std::time::Instant::now();
+        // First, so that health and readiness can be watched through a long recovery.
+        let lifecycle = Arc::new(admin::Lifecycle::default());
+        let admin_shared = Arc::new(admin::Shared::new(lifecycle.clone()));
+        let mut admin_addr = None;
+        let admin_task = match &config.observability.admin_listener {
+            Some(address) => {
+                let explicit = config.observability.admin_listener_explicit;
+                match admin::bind(address, explicit).await.map_err(|e| {
+                    BrokerError::io(format!("listen on {address} (admin.listeners)"), e)
+                })? {
+                    Some(listener) => {
+                        admin_addr = admin::local_addr(&listener);
+                        Some(AbortOnDrop(tokio::spawn(admin::serve(
+                            listener,
+                            admin_shared.clone(),
+                        ))))
+                    }
+                    None => None,
+                }
+            }
+            None => None,
+        };
         // Before the data directory is touched: a cluster configuration this build cannot
         // run yet is refused whole ("cluster mode is not wired yet").
         let served = config.cluster.served_listeners()?;
@@ -310,6 +359,7 @@ impl Broker {
                 local_addr,
                 advertised_host,
                 advertised_port: i32::from(advertised_port),
+                stats: Default::default(),
             });
             bound.push((socket, listener));
         }
@@ -425,8 +475,11 @@ impl Broker {
             limits: Arc::new(server::limits::Limits::new(&config)),
             disk: disk_space::DiskSpace::new(&config.data_dir, config.min_free_bytes),
             _lock: Some(lock),
+            metrics: Default::default(),
+            lifecycle,
             config,
         });
+        admin_shared.set_state(&state);
         // Before any connection is accepted, so no client auto-creates it differently. A
         // cluster broker prepares it once the metadata places it (see `cluster::groups`).
         if state.cluster.is_none() {
@@ -473,10 +526,12 @@ impl Broker {
         }
         Ok(BrokerHandle {
             local_addr,
+            admin_addr,
             state,
             shutdown: shutdown_tx,
             kill: kill_tx,
             supervisor: Some(supervisor),
+            admin: admin_task,
         })
     }
 }
@@ -569,6 +624,11 @@ async fn supervise(
     let (stop_tx, stop) = watch::channel(false);
     let retention = tokio::spawn(retention::run(state.clone(), stop.clone()));
     let groups = tokio::spawn(groups::run(state.clone(), stop.clone()));
+    // Aborted at the end: it only samples committed offsets for the consume rates.
+    let _rate_sampler = AbortOnDrop(tokio::spawn(metrics::groups::run(
+        state.clone(),
+        stop.clone(),
+    )));
     let lifecycle: Option<JoinHandle<()>> = match &state.cluster {
         Some(node) if node.is_broker => Some(tokio::spawn(cluster::lifecycle::run(
             state.clone(),
@@ -631,6 +691,7 @@ async fn supervise(
                 shutdown_rx.clone(),
             ));
             if let Some(node) = &state.cluster {
+                state.lifecycle.set(admin::Phase::CatchingUp);
                 tracing::info!(
                     "waiting to catch up with the cluster's metadata before serving clients"
                 );
@@ -642,6 +703,7 @@ async fn supervise(
                 }
                 tracing::info!("caught up with the cluster's metadata: serving clients");
             }
+            state.lifecycle.set(admin::Phase::Serving);
             serving.send_replace(true);
             let mut loops = tokio::task::JoinSet::new();
             for (socket, listener) in listeners {
@@ -757,6 +819,11 @@ impl BrokerHandle {
         self.local_addr
     }
 
+    /// The admin listener's address (metrics, health, status), when it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     /// The broker's state (for tests and embedding).
     pub fn state(&self) -> &Arc<BrokerState> {
         &self.state
@@ -765,6 +832,7 @@ impl BrokerHandle {
     /// Stops accepting, answers the requests already read, flushes and closes every log,
     /// and writes the clean-shutdown marker.
     pub async fn shutdown(mut self) -> Result<(), BrokerError> {
+        self.state.lifecycle.set(admin::Phase::ShuttingDown);
         let _ = self.shutdown.send(true);
         self.join().await
     }
@@ -789,6 +857,7 @@ impl BrokerHandle {
     /// Starts an orderly shutdown without waiting for it (e.g. from a signal handler);
     /// [`wait`](Self::wait) then returns when it is done.
     pub fn begin_shutdown(&self) {
+        self.state.lifecycle.set(admin::Phase::ShuttingDown);
         let _ = self.shutdown.send(true);
     }
 
@@ -810,7 +879,11 @@ impl BrokerHandle {
         };
         let result = supervisor
             .await
-            .map_err(|e| BrokerError::io("broker task", std::io::Error::other(e)))?;
+            .map_err(|e| BrokerError::io("broker task", std::io::Error::other(e)));
+        if let Some(admin) = self.admin.take() {
+            admin.stop().await;
+        }
+        let result = result?;
         // The last references to the state (and its data directory lock) go with the
         // tasks; blocking admin calls in flight may still hold one briefly.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser};
-use sluice_broker::config::{self, BrokerConfig};
+use sluice_broker::config::{self, BrokerConfig, LogFormat};
 use sluice_broker::Broker;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -89,13 +89,24 @@ fn main() -> ExitCode {
             }
         };
     }
+    let config = match load_config(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("sluice-broker: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match config.observability.log_format {
+        // One JSON object per line, with the event's fields and its spans' (the
+        // connection's peer, the request's api and correlation id).
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
     // Before anything opens files: every partition holds one (see sluice_broker::limits).
     match sluice_broker::limits::raise_open_file_limit() {
         Ok(limit) => tracing::info!(
@@ -119,7 +130,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -162,8 +173,7 @@ fn load_config(args: &Args) -> anyhow::Result<BrokerConfig> {
     Ok(BrokerConfig::from_properties(&props)?)
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let config = load_config(&args)?;
+async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let broker = Broker::start(config).await?;
@@ -181,6 +191,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 )
                 .context("write to stdout")?;
             }
+        }
+        if let Some(admin) = broker.admin_addr() {
+            writeln!(stdout, "admin listener on {admin}").context("write to stdout")?;
         }
         writeln!(stdout, "listening on {}", broker.local_addr()).context("write to stdout")?;
         stdout.flush().context("flush stdout")?;

@@ -47,6 +47,14 @@ pub fn pass_once(state: &BrokerState, now_ms: i64) {
                 if config.deletes() {
                     let outcome = log.apply_retention(now_ms)?;
                     if outcome.segments_deleted > 0 {
+                        let metrics = &state.metrics;
+                        metrics.retention_segments_deleted.fetch_add(
+                            outcome.segments_deleted as u64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        metrics
+                            .retention_bytes_deleted
+                            .fetch_add(outcome.bytes_deleted, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!(
                             topic = %topic.name,
                             partition = partition.index,

@@ -48,6 +48,10 @@ pub struct BrokerState {
     /// Whether the data directory has joined a multi-node cluster already (otherwise it
     /// takes the cluster's id when it joins; see `cluster::lifecycle`).
     pub data_dir_joined: bool,
+    /// Counters that belong to no partition or listener, and the groups' consume rates.
+    pub metrics: crate::metrics::BrokerMetrics,
+    /// Starting, serving or shutting down (health and readiness; see `admin`).
+    pub lifecycle: Arc<crate::admin::Lifecycle>,
     /// Held for the broker's lifetime (released when the state is dropped).
     pub(crate) _lock: Option<DataDirLock>,
 }
@@ -74,6 +78,8 @@ impl BrokerState {
             security,
             cluster: None,
             data_dir_joined: false,
+            metrics: Default::default(),
+            lifecycle: Default::default(),
             _lock: None,
         }
     }

@@ -85,6 +85,7 @@ impl Layout {
             ),
             ("controller.listener.names", "CONTROLLER".to_owned()),
             ("controller.quorum.voters", self.voters.clone()),
+            ("admin.listeners", "127.0.0.1:0".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -946,6 +947,7 @@ impl MixedLayout {
             ("listeners", listeners),
             ("controller.listener.names", "CONTROLLER".to_owned()),
             ("controller.quorum.voters", format!("1@{}", self.controller)),
+            ("admin.listeners", "127.0.0.1:0".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -86,6 +86,7 @@ impl Layout {
             ),
             ("controller.listener.names", "CONTROLLER".to_owned()),
             ("controller.quorum.voters", self.voters.clone()),
+            ("admin.listeners", "127.0.0.1:0".to_owned()),
             // A dead broker is fenced (its partitions get a new leader) within 2 s.
             ("broker.session.timeout.ms", "2000".to_owned()),
             ("broker.heartbeat.interval.ms", "200".to_owned()),

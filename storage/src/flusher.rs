@@ -22,6 +22,7 @@ use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Duration;
 
 use crate::log::LogInner;
+use crate::stats::StorageStats;
 
 /// How often logs with interval policies are checked.
 const TICK: Duration = Duration::from_millis(50);
@@ -47,6 +48,7 @@ impl Shared {
 
 struct Handle {
     shared: Arc<Shared>,
+    stats: Arc<StorageStats>,
     thread: Mutex<Option<JoinHandle<()>>>,
     thread_id: ThreadId,
 }
@@ -89,10 +91,16 @@ impl Flusher {
         Ok(Flusher {
             handle: Arc::new(Handle {
                 shared,
+                stats: Arc::default(),
                 thread: Mutex::new(Some(thread)),
                 thread_id,
             }),
         })
+    }
+
+    /// What the logs of this flusher's data directory did (syncs, rolls), for metrics.
+    pub fn stats(&self) -> &Arc<StorageStats> {
+        &self.handle.stats
     }
 
     pub(crate) fn register(&self, log: &Arc<LogInner>) {

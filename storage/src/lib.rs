@@ -12,6 +12,8 @@
 //! - [`check`]: read-only verification of a partition directory (`sluice-broker check`).
 //! - `segment`, `offset_index`, `time_index`, `index_file`: one segment's three files.
 //! - [`flusher`]: the per-data-directory thread that fsyncs logs (group commit).
+//! - [`stats`]: sync latency, group-commit sizes and rolls, as lock-free counters and
+//!   fixed-bucket histograms for the broker's metrics.
 //! - [`producer_state`]: idempotent-producer sequence tracking and its snapshots.
 //! - [`watermark`]: the durable-offset watermark appenders wait on.
 //! - [`faults`]: the fault-injection seam every fallible file operation goes through
@@ -37,6 +39,8 @@ pub mod log;
 mod offset_index;
 pub mod producer_state;
 mod segment;
+pub mod stats;
+
 mod time_index;
 pub mod watermark;
 

@@ -1960,6 +1960,10 @@ impl LogInner {
         self.dir_dirty.store(true, Ordering::Release);
         self.pending_recovery_point
             .store(log_end, Ordering::Release);
+        self.flusher
+            .stats()
+            .segment_rolls
+            .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(dir = %self.dir.display(), base_offset = log_end, "rolled segment");
         Ok(())
     }
@@ -2094,6 +2098,7 @@ impl LogInner {
         let target = self.log_end.load(Ordering::Acquire);
         let pending_point = self.pending_recovery_point.load(Ordering::Acquire);
         let segments = self.snapshot();
+        let started = std::time::Instant::now();
         self.write_pending_snapshot();
         let result = (|| -> Result<()> {
             for segment in segments.iter() {
@@ -2119,9 +2124,16 @@ impl LogInner {
             }
             self.checkpoint_durable(target, now_ms(), RECOVERY_POINT_CHECKPOINT_MS)
         })();
+        let stats = self.flusher.stats();
         if let Err(e) = result {
+            stats.sync_failures.fetch_add(1, Ordering::Relaxed);
             self.go_offline(&e, Failure::Sync);
             return Err(e);
+        }
+        stats.sync_latency.record_duration(started.elapsed());
+        let made_durable = target.saturating_sub(self.durable.get()).max(0);
+        if made_durable > 0 {
+            stats.sync_records.record(made_durable as u64);
         }
         self.unflushed_messages.store(0, Ordering::Release);
         self.last_flush_ms.store(now_ms(), Ordering::Release);

@@ -52,6 +52,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BROKER_BIN = Path(os.environ.get("CARGO_TARGET_DIR", REPO_ROOT / "target")) / "release" / "sluice-broker"
 LISTENING_RE = re.compile(r"listening on (\S+):(\d+)")
+# Printed before it when the admin listener runs.
+ADMIN_RE = re.compile(r"admin listener on (\S+):(\d+)")
 # With several listeners (``listen=`` of the factory), one line each before "listening on".
 LISTENER_RE = re.compile(r"^listener (\S+) \((\S+)\) on (\S+):(\d+)$")
 KAFKA_SH = REPO_ROOT / "scripts" / "peers" / "kafka.sh"
@@ -135,6 +137,8 @@ class BrokerProcess:
         self.host: Optional[str] = None
         self.port: Optional[int] = None
         self.proc: Optional[subprocess.Popen[bytes]] = None
+        # http://HOST:PORT of the admin listener (metrics, health, status), once started.
+        self.admin_url: Optional[str] = None
         self.starts = 0
         self._exit_expected = False
         self._reader: Optional[threading.Thread] = None
@@ -177,7 +181,8 @@ class BrokerProcess:
             str(self.data_dir),
             *self.extra_args,
         ]
-        env = {**os.environ, **self.env}
+        # The admin listener (metrics, health) on a free port, unless the test chose one.
+        env = {"SLUICE_ADMIN_LISTENERS": "127.0.0.1:0", **os.environ, **self.env}
         self._exit_expected = False
         with open(self.stderr_log, "ab") as stderr, open(self.stdout_log, "ab") as stdout_copy:
             banner = f"---- start #{self.starts}: {' '.join(argv)}\n".encode()
@@ -296,6 +301,10 @@ class BrokerProcess:
                 raise BrokerError(
                     f"{self.name} exited with code {code} before it was listening\n{self.logs()}"
                 )
+            admin = ADMIN_RE.search(line)
+            if admin:
+                self.admin_url = f"http://{admin.group(1)}:{admin.group(2)}"
+                continue
             named = LISTENER_RE.match(line.strip())
             if named:
                 self.listeners[named.group(1)] = f"{named.group(3)}:{named.group(4)}"

@@ -462,3 +462,43 @@ def test_rust_client_logs_in_again_when_sessions_expire(broker_factory, tmp_path
     assert report["errors"] == 0, report
     assert report["streams"][0]["records"] >= 5000, report["streams"][0]
     assert "session expired" not in broker.logs(), "no request reached an expired session"
+
+
+def test_the_cli_presents_a_client_certificate(broker_factory, tmp_path, pki):
+    """An SSL listener that requires client certificates: the CLI's --cert-file/--key-file
+    log it in as the certificate's subject, which ACLs then name."""
+    config = tmp_path / "mtls.toml"
+    config.write_text(
+        f'"ssl.keystore.location" = "{pki / "broker-keystore.pem"}"\n'
+        f'"ssl.truststore.location" = "{pki / "ca.pem"}"\n'
+        # Only on the SSL listener: the admin logs in over SASL_SSL without a certificate.
+        '"listener.name.ssl.ssl.client.auth" = "required"\n'
+        '"sasl.enabled.mechanisms" = "SCRAM-SHA-512"\n'
+        '"sasl.bootstrap.users" = "admin:admin-secret"\n'
+        '"super.users" = "User:admin"\n'
+        f'"authorizer.class.name" = "{AUTHORIZER}"\n'
+    )
+    broker = broker_factory("--config", str(config),
+                            listen="PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0,SASL_SSL://127.0.0.1:0")
+    alice_cert = "User:CN=alice,O=Sluice Tests"
+    sluice(broker, "admin", "topic", "create", "certified", pki=pki)
+    sluice(broker, "admin", "acl", "add", "--principal", alice_cert, "--operation", "write",
+           "--operation", "read", "--topic", "certified", pki=pki)
+
+    def as_alice(*args: str, cert: bool = True, stdin: bytes | None = None):
+        argv = [str(SLUICE), "--bootstrap", broker.listeners["SSL"], "--security-protocol", "SSL",
+                "--ca-file", str(pki / "ca.pem")]
+        if cert:
+            argv += ["--cert-file", str(pki / "alice.pem"), "--key-file", str(pki / "alice.key")]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+        return subprocess.run(argv + list(args), input=stdin, capture_output=True, env=env,
+                              timeout=60, stdin=None if stdin is not None else subprocess.DEVNULL)
+
+    done = as_alice("produce", "certified", stdin=b"signed\n")
+    assert done.returncode == 0, done.stderr.decode()
+    done = as_alice("consume", "certified")
+    assert done.returncode == 0 and done.stdout.split() == [b"signed"], done
+    refused = as_alice("topic", "create", "uncertified")
+    assert refused.returncode != 0 and b"TOPIC_AUTHORIZATION_FAILED" in refused.stderr, refused.stderr
+    no_cert = as_alice("topic", "list", cert=False)
+    assert no_cert.returncode != 0, no_cert

@@ -95,6 +95,9 @@ pub fn handle(
     // Leaders named in NOT_LEADER_OR_FOLLOWER answers (KIP-951).
     let mut hinted = std::collections::BTreeSet::new();
     let mut topics = Vec::with_capacity(request.topics.len());
+    // What this attempt read, per partition (bytes, offsets): counted only if it is the
+    // answer (a long poll's earlier attempts are read again).
+    let mut tally: Vec<(Arc<Partition>, usize, u64)> = Vec::new();
     for fetch_topic in &request.topics {
         let (topic, unknown) = if version >= 13 {
             (
@@ -221,6 +224,10 @@ pub fn handle(
                         }
                     }
                     let len = read.records.len();
+                    if len > 0 {
+                        let offsets = offsets_spanned(&read.records, fetch.fetch_offset);
+                        tally.push((partition.clone(), len, offsets));
+                    }
                     total_bytes += len;
                     remaining = remaining.saturating_sub(len);
                     let mut data = PartitionData::default()
@@ -277,9 +284,40 @@ pub fn handle(
                     .with_rack(rack)
             });
         }
+        for (partition, bytes, offsets) in tally {
+            if follower.is_some() {
+                partition
+                    .traffic
+                    .replication_bytes_out
+                    .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                partition.traffic.read(bytes, offsets);
+            }
+        }
         return FetchOutcome::Ready(response);
     }
     FetchOutcome::Wait(watched)
+}
+
+/// The offsets from `from` to the end of the last batch in `records` (whole batches
+/// as stored: base offset at byte 0, length at 8, last offset delta at 23), i.e. the
+/// records a consumer fetching at `from` gets; 0 if the bytes do not parse.
+fn offsets_spanned(records: &[u8], from: i64) -> u64 {
+    const HEADER: usize = 61;
+    let mut position = 0usize;
+    let mut end = None;
+    while position + HEADER <= records.len() {
+        let at = |offset: usize, n: usize| &records[position + offset..position + offset + n];
+        let base = i64::from_be_bytes(at(0, 8).try_into().unwrap_or_default());
+        let length = i32::from_be_bytes(at(8, 4).try_into().unwrap_or_default());
+        let last_delta = i32::from_be_bytes(at(23, 4).try_into().unwrap_or_default());
+        let Ok(length) = usize::try_from(length) else {
+            break;
+        };
+        end = Some(base.saturating_add(i64::from(last_delta)).saturating_add(1));
+        position = position.saturating_add(12).saturating_add(length);
+    }
+    end.map_or(0, |end| u64::try_from(end - from).unwrap_or(0))
 }
 
 /// A follower must be a replica of the partition this broker leads (else
@@ -320,4 +358,31 @@ fn check_follower_and_epoch(
         ));
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offsets_spanned;
+
+    fn batch(base: i64, last_delta: i32, len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; len];
+        b[0..8].copy_from_slice(&base.to_be_bytes());
+        b[8..12].copy_from_slice(&((len - 12) as i32).to_be_bytes());
+        b[23..27].copy_from_slice(&last_delta.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn offsets_run_from_the_fetch_offset_to_the_end_of_the_last_batch() {
+        let mut records = batch(100, 9, 80);
+        records.extend(batch(110, 4, 70));
+        assert_eq!(offsets_spanned(&records, 100), 15);
+        // Fetched from inside the first batch: the records before it are skipped.
+        assert_eq!(offsets_spanned(&records, 105), 10);
+        // A partial last batch (cut by max_bytes) still counts the whole ones.
+        records.extend(batch(115, 0, 70)[..30].iter());
+        assert_eq!(offsets_spanned(&records, 100), 15);
+        assert_eq!(offsets_spanned(&[], 0), 0);
+        assert_eq!(offsets_spanned(&[1, 2, 3], 0), 0);
+    }
 }

@@ -178,8 +178,12 @@ pub fn handle(
                                     Some(_) => {}
                                 }
                             }
-                            match partition.log.append(records, leader_epoch, now_ms) {
+                                                        let bytes = records.len();
+                                match partition.log.append(records, leader_epoch, now_ms) {
                                 Ok(info) => {
+                                    if !info.duplicate {
+                                        partition.traffic.appended(bytes, info.records, info.batches);
+                                    }
                                     if info.duplicate {
                                         tracing::debug!(
                                             base_offset = info.base_offset,

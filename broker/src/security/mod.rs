@@ -81,6 +81,8 @@ pub struct ClientListener {
     /// What Metadata and FindCoordinator answers on this listener name.
     pub advertised_host: String,
     pub advertised_port: i32,
+    /// Its connections, counted (metrics).
+    pub stats: crate::metrics::ListenerStats,
 }
 
 impl ClientListener {

@@ -40,7 +40,9 @@ use super::dispatch::{self, Context, Reply};
 use super::frame::{parse_frame, Parsed};
 use super::limits::{Activity, Limits, Reservation, SMALL_FRAME};
 use super::wire::Frame;
+use crate::metrics::requests::{StageTimes, REQUESTS};
 use crate::security::session::Session;
+use kafka_protocol::messages::ApiKey;
 
 /// Replies queued per connection before the reader waits (pipelining depth).
 const MAX_QUEUED: usize = 128;
@@ -68,9 +70,11 @@ where
     let peer: SocketAddr = ctx.peer;
     let (tx, rx) = mpsc::channel(MAX_QUEUED);
     tracing::debug!("connection opened");
+    let slow = ctx.state.config.observability.slow_request_threshold_ms;
+    let slow = (slow > 0).then(|| std::time::Duration::from_millis(slow));
     tokio::join!(
         read_loop(reader, session, tx, &ctx, &limited),
-        write_loop(writer, rx, &limited)
+        write_loop(writer, rx, &limited, slow, peer)
     );
     tracing::debug!(%peer, "connection closed");
 }
@@ -92,7 +96,7 @@ fn warn_closing(ctx: &Context, limits: &Limits, error: &dyn std::fmt::Display) {
 async fn read_loop<R: AsyncRead + Unpin>(
     mut reader: R,
     mut session: Session,
-    tx: mpsc::Sender<Reply>,
+    tx: mpsc::Sender<(Reply, Timing)>,
     ctx: &Context,
     limited: &Limited<'_>,
 ) {
@@ -105,6 +109,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
     // While a request is being read: when its last bytes arrived (or its wait for the
     // budget ended). request.read.timeout.ms runs from there.
     let mut progress: Option<Instant> = None;
+    // When the last read returned: a frame parsed now was complete by then.
+    let mut last_read = Instant::now();
+    let slow_log = ctx.state.config.observability.slow_request_threshold_ms > 0;
     loop {
         if *shutdown.borrow() {
             return;
@@ -129,6 +136,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     rest.extend_from_slice(&buf);
                     buf = rest;
                 }
+                let mut timing = Timing::of(&frame, last_read, slow_log);
                 let reply = match dispatch::dispatch(ctx, &mut session, frame).await {
                     Ok(reply) => reply,
                     Err(e) => {
@@ -136,15 +144,16 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         Reply::Close
                     }
                 };
+                timing.local_end = Instant::now();
                 // Handled: what is left of the request is in the reply, not the frame.
                 drop(reservation);
                 let close = matches!(reply, Reply::Close);
-                if tx.send(reply).await.is_err() || close {
+                if tx.send((reply, timing)).await.is_err() || close {
                     return;
                 }
                 // A failed login (and the like) closes once its answer is sent.
                 if session.close_after_reply {
-                    let _ = tx.send(Reply::Close).await;
+                    let _ = tx.send((Reply::Close, Timing::none())).await;
                     return;
                 }
                 // The next request's clock starts now: time spent handling this one
@@ -205,7 +214,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
                             }
                             return;
                         }
-                        Ok(_) => {
+                                                Ok(_) => {
+                            last_read = Instant::now();
                             activity.touch(limits);
                             // Busy before the request can be handled; if the
                             // connection was chosen for eviction first, it closes
@@ -253,36 +263,51 @@ async fn read_loop<R: AsyncRead + Unpin>(
 
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
-    mut rx: mpsc::Receiver<Reply>,
+    mut rx: mpsc::Receiver<(Reply, Timing)>,
     limited: &Limited<'_>,
+    slow: Option<std::time::Duration>,
+    peer: SocketAddr,
 ) {
     let Limited { limits, activity } = *limited;
-    let mut next: Option<Reply> = None;
+    let mut next: Option<(Reply, Timing)> = None;
+    // The requests whose replies go out in the current write: (timing, taken from the
+    // queue, resolved).
+    let mut batch: Vec<(Timing, Instant, Instant)> = Vec::new();
     loop {
-        let reply = match next.take() {
-            Some(reply) => reply,
+        let (reply, timing) = match next.take() {
+            Some(item) => item,
             None => match rx.recv().await {
-                Some(reply) => reply,
+                Some(item) => item,
                 None => break,
             },
         };
+        let picked = Instant::now();
         let mut out = match resolve(reply).await {
             Resolved::Frame(frame) => frame,
             Resolved::Nothing => {
+                let now = Instant::now();
+                timing.finish(picked, now, now, slow, peer);
                 activity.replies_done(1, limits);
                 continue;
             }
             Resolved::Close => break,
         };
+        batch.push((timing, picked, Instant::now()));
         let mut replies = 1;
         // Replies that are already complete go out in the same write.
         while out.remaining_len() < MAX_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(Reply::Now(frame)) => {
+                Ok((Reply::Now(frame), timing)) => {
                     out.append(frame);
+                    let now = Instant::now();
+                    batch.push((timing, now, now));
                     replies += 1;
                 }
-                Ok(Reply::Nothing) => replies += 1,
+                Ok((Reply::Nothing, timing)) => {
+                    let now = Instant::now();
+                    timing.finish(now, now, now, slow, peer);
+                    replies += 1;
+                }
                 Ok(other) => {
                     next = Some(other);
                     break;
@@ -293,6 +318,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if !write_with_progress(&mut writer, &mut out, limited).await {
             break;
         }
+        let sent = Instant::now();
+        for (timing, picked, resolved) in batch.drain(..) {
+            timing.finish(picked, resolved, sent, slow, peer);
+        }
         activity.replies_done(replies, limits);
     }
     // Dropping the receiver tells the reader to stop; shut down the write side so the
@@ -301,6 +330,100 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     if let Err(e) = writer.shutdown().await {
         tracing::debug!(error = %e, "socket shutdown failed");
     }
+}
+
+/// When a request went through the stages the metrics split it into (see
+/// `metrics::requests`).
+struct Timing {
+    /// None for the connection's own markers (a close after a failed login).
+    api: Option<ApiKey>,
+    version: i16,
+    correlation_id: i32,
+    /// Only read when slow requests are logged.
+    client_id: Option<String>,
+    /// When the read that completed the frame returned.
+    read: Instant,
+    /// When its handling began and ended.
+    local_start: Instant,
+    local_end: Instant,
+}
+
+impl Timing {
+    fn of(frame: &bytes::Bytes, read: Instant, with_client_id: bool) -> Timing {
+        let now = Instant::now();
+        let prefix = super::frame::RequestPrefix::read(frame);
+        Timing {
+            api: prefix.and_then(|p| ApiKey::try_from(p.api_key).ok()),
+            version: prefix.map_or(0, |p| p.api_version),
+            correlation_id: prefix.map_or(0, |p| p.correlation_id),
+            client_id: with_client_id.then(|| client_id(frame)).flatten(),
+            read,
+            local_start: now,
+            local_end: now,
+        }
+    }
+
+    fn none() -> Timing {
+        let now = Instant::now();
+        Timing {
+            api: None,
+            version: 0,
+            correlation_id: 0,
+            client_id: None,
+            read: now,
+            local_start: now,
+            local_end: now,
+        }
+    }
+
+    /// The reply was taken from the queue at `picked`, complete at `resolved` and
+    /// written at `sent`: records the request's stages, and logs it if it was slow.
+    fn finish(
+        self,
+        picked: Instant,
+        resolved: Instant,
+        sent: Instant,
+        slow: Option<std::time::Duration>,
+        peer: SocketAddr,
+    ) {
+        let Some(api) = self.api else {
+            return;
+        };
+        let times = StageTimes {
+            queue: self.local_start.saturating_duration_since(self.read),
+            local: self.local_end.saturating_duration_since(self.local_start),
+            response_queue: picked.saturating_duration_since(self.local_end),
+            remote: resolved.saturating_duration_since(picked),
+            send: sent.saturating_duration_since(resolved),
+        };
+        REQUESTS.record(api, self.version, &times);
+        if slow.is_some_and(|slow| times.total() > slow) {
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+            tracing::warn!(
+                request_id = %format!("{peer}/{}", self.correlation_id),
+                api = ?api,
+                version = self.version,
+                client_id = self.client_id.as_deref().unwrap_or(""),
+                %peer,
+                total_ms = ms(times.total()),
+                queue_ms = ms(times.queue),
+                local_ms = ms(times.local),
+                response_queue_ms = ms(times.response_queue),
+                remote_ms = ms(times.remote),
+                send_ms = ms(times.send),
+                "slow request (slow.request.threshold.ms)"
+            );
+        }
+    }
+}
+
+/// The client id of a request header (v1+: after api key, version and correlation id,
+/// a nullable int16-length string), read without decoding the rest.
+fn client_id(frame: &[u8]) -> Option<String> {
+    let length = i16::from_be_bytes(frame.get(8..10)?.try_into().ok()?);
+    let length = usize::try_from(length).ok()?;
+    let bytes = frame.get(10..10 + length)?;
+    Some(String::from_utf8_lossy(bytes).into_owned())
 }
 
 /// Writes all of `out`, or gives up (`false`) on an error or when the client has read

@@ -45,6 +45,8 @@ use crate::handlers::fetch::{self, FetchOutcome};
 use crate::handlers::{
     api_versions, init_producer_id, metadata, offset_for_leader_epoch, offsets, produce,
 };
+use crate::metrics::errors::ResponseErrors;
+use crate::metrics::WaitEnd;
 use crate::security::acl::Operation;
 use crate::security::session::{Gate, Session};
 use crate::state::BrokerState;
@@ -221,6 +223,13 @@ async fn dispatch_known(
                 .authenticate(&state.security, &req, Instant::now())
                 .await;
             session.close_after_reply |= outcome.close;
+            if outcome.response.error_code != 0 {
+                session
+                    .listener
+                    .stats
+                    .authentication_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             match outcome.delay {
                 None => respond(&outcome.response),
                 Some(delay) => Ok(Reply::Later(Box::pin(async move {
@@ -507,6 +516,12 @@ async fn long_poll(
 ) -> Result<Option<Frame>, DispatchError> {
     let mut refused = Some(refused);
     let mut stopping = *shutdown.borrow();
+    let waiting_since = Instant::now();
+    let consumer = if version >= 15 {
+        request.replica_state.replica_id.0 < 0
+    } else {
+        request.replica_id.0 < 0
+    };
     loop {
         let next = {
             // Registered before the data is checked again, so an append between the
@@ -518,6 +533,14 @@ async fn long_poll(
             let final_attempt = stopping || Instant::now() >= deadline;
             match fetch::handle(&state, &request, version, final_attempt) {
                 FetchOutcome::Ready(mut resp) => {
+                    if consumer {
+                        let end = if final_attempt && !stopping {
+                            WaitEnd::Expired
+                        } else {
+                            WaitEnd::Satisfied
+                        };
+                        state.metrics.fetch_waited(waiting_since.elapsed(), end);
+                    }
                     resp.responses.extend(refused.take().unwrap_or_default());
                     return Ok(Some(encode_fetch(version, correlation_id, &resp)?));
                 }
@@ -558,7 +581,7 @@ trait ErasedEncodable {
     ) -> Result<Frame, EncodeError>;
 }
 
-impl<T: Encodable> ErasedEncodable for T {
+impl<T: Encodable + ResponseErrors> ErasedEncodable for T {
     fn encode_frame(
         &self,
         api: ApiKey,

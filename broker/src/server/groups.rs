@@ -36,6 +36,7 @@ use super::wire::{self, Frame};
 use crate::coordinator::handlers::{self, ClientInfo, CompletedResponse};
 use crate::coordinator::{self, Completion, JoinResponse, SyncResponse};
 use crate::groups::Settled;
+use crate::metrics::errors::ResponseErrors;
 use crate::security::acl::{Access, Operation};
 use crate::state::BrokerState;
 
@@ -272,7 +273,7 @@ struct Answer {
 }
 
 impl Answer {
-    fn encode<T: Encodable>(
+    fn encode<T: Encodable + ResponseErrors>(
         api: ApiKey,
         version: i16,
         correlation_id: i32,
@@ -290,7 +291,7 @@ impl Answer {
     /// The answer of a call that never parks.
     fn settled<T>(self, settled: Settled<T>) -> Result<Reply, DispatchError>
     where
-        T: Encodable + Send + 'static,
+        T: Encodable + ResponseErrors + Send + 'static,
     {
         self.settled_then(settled, |_| {})
     }
@@ -303,7 +304,7 @@ impl Answer {
         finish: impl FnOnce(&mut T) + Send + 'static,
     ) -> Result<Reply, DispatchError>
     where
-        T: Encodable + Send + 'static,
+        T: Encodable + ResponseErrors + Send + 'static,
     {
         let Answer {
             api,
@@ -348,7 +349,7 @@ impl Answer {
         finish: impl FnOnce(Option<CompletedResponse>) -> T + Send + 'static,
     ) -> Result<Reply, DispatchError>
     where
-        T: Encodable + Send + 'static,
+        T: Encodable + ResponseErrors + Send + 'static,
     {
         let Answer {
             api,
@@ -399,7 +400,7 @@ trait ErasedEncodable {
     ) -> Result<Frame, wire::EncodeError>;
 }
 
-impl<T: Encodable> ErasedEncodable for T {
+impl<T: Encodable + ResponseErrors> ErasedEncodable for T {
     fn encode_frame(
         &self,
         api: ApiKey,

@@ -253,6 +253,8 @@ pub struct Limits {
     reserved: Arc<Semaphore>,
     /// `budget`'s size.
     main_size: usize,
+    /// `reserved`'s size.
+    reserved_size: usize,
     /// Requests up to this size may draw on `reserved`.
     medium_max: usize,
     /// The most of the budget one address may hold.
@@ -267,6 +269,13 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// Bytes of the request budget held now (requests being read or handled), for
+    /// metrics.
+    pub fn budget_in_use(&self) -> usize {
+        (self.main_size - self.budget.available_permits().min(self.main_size))
+            + (self.reserved_size - self.reserved.available_permits().min(self.reserved_size))
+    }
+
     pub fn new(config: &BrokerConfig) -> Limits {
         // The config caps queued.max.request.bytes below Semaphore::MAX_PERMITS.
         let total = config.queued_max_request_bytes.min(Semaphore::MAX_PERMITS);
@@ -295,6 +304,7 @@ impl Limits {
             read_timeout: Duration::from_millis(config.request_read_timeout_ms.min(MAX_TIMEOUT_MS)),
             budget: Arc::new(Semaphore::new(total - reserved)),
             reserved: Arc::new(Semaphore::new(reserved)),
+            reserved_size: reserved,
             main_size: total - reserved,
             medium_max: reserved.min(MEDIUM_FRAME),
             address_budget,

@@ -31,7 +31,9 @@ pub mod groups;
 pub mod limits;
 pub mod wire;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
@@ -94,7 +96,9 @@ pub async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
+        listener.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let Some(guard) = admit(&limits, &stream, peer, &mut shutdown).await else {
+            listener.stats.rejected.fetch_add(1, Ordering::Relaxed);
             continue;
         };
         let ctx = dispatch::Context {
@@ -106,6 +110,7 @@ pub async fn accept_loop(
         let done = done.clone();
         let limits = limits.clone();
         let listener = listener.clone();
+        let stats_listener = listener.clone();
         let span = tracing::info_span!("conn", %peer);
         tokio::spawn(
             async move {
@@ -117,11 +122,13 @@ pub async fn accept_loop(
                 let serve = serve(stream, peer, ctx, limited, listener.clone());
                 tokio::select! {
                     () = LISTENER.scope(listener, serve) => {}
-                    () = activity.evicted() => {
+                                        () = activity.evicted() => {
                         tracing::debug!("closed to admit a new connection (max.connections)");
+                        stats_listener.stats.evicted.fetch_add(1, Ordering::Relaxed);
                     }
                     _ = kill.wait_for(|k| *k) => {}
                 }
+                stats_listener.stats.closed.fetch_add(1, Ordering::Relaxed);
                 drop(guard);
                 drop(done);
             }
@@ -153,6 +160,10 @@ async fn serve(
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             tracing::info!(%peer, listener = %listener.name, error = %e, "TLS handshake failed");
+            listener
+                .stats
+                .authentication_failures
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         Err(_) => {

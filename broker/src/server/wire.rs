@@ -30,6 +30,9 @@ use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::Encodable;
 
+use crate::metrics::errors::ResponseErrors;
+use crate::metrics::requests::REQUESTS;
+
 /// Chunk size for the copied parts of a response.
 const INITIAL_CAPACITY: usize = 256;
 
@@ -210,7 +213,7 @@ pub struct EncodeError {
 }
 
 /// Encodes a response frame for `api` at `version`, splicing `records` (see module docs).
-pub fn encode_response<R: Encodable>(
+pub fn encode_response<R: Encodable + ResponseErrors>(
     api: ApiKey,
     version: i16,
     correlation_id: i32,
@@ -223,7 +226,7 @@ pub fn encode_response<R: Encodable>(
 
 /// Like [`encode_response`] with an explicit header version (ApiVersions at an unknown
 /// version answers in the v0 format).
-pub fn encode_with_header_version<R: Encodable>(
+pub fn encode_with_header_version<R: Encodable + ResponseErrors>(
     api: ApiKey,
     version: i16,
     header_version: i16,
@@ -243,6 +246,7 @@ pub fn encode_with_header_version<R: Encodable>(
         .encode(&mut buf, header_version)
         .map_err(err)?;
     body.encode(&mut buf, version).map_err(err)?;
+    body.for_each_error(&mut |code| REQUESTS.record_error(api, code));
     let size = buf.offset() - 4;
     let size = i32::try_from(size).map_err(|_| EncodeError {
         api,

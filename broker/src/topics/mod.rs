@@ -50,6 +50,7 @@ pub use replicas::STRAY_SUFFIX;
 use crate::datadir;
 use crate::errors::BrokerError;
 use crate::limits::PartitionLimit;
+use crate::metrics::PartitionTraffic;
 use crate::replication::leader::Leadership;
 use crate::topic_config::{FlushMode, TopicConfig};
 
@@ -130,6 +131,8 @@ pub struct Partition {
     /// the last fetch answer, unclamped (the local one stops at the local log end), so
     /// that [`Partition::replica_lag`] can say how far behind this copy is. -1 before any.
     leader_high_watermark: AtomicI64,
+    /// Bytes and records produced to and consumed from this partition (metrics).
+    pub traffic: PartitionTraffic,
 }
 
 impl Partition {
@@ -150,6 +153,7 @@ impl Partition {
             appended: Notify::new(),
             leadership: Leadership::new(sole_replica, isr_check.clone()),
             leader_high_watermark: AtomicI64::new(-1),
+            traffic: PartitionTraffic::default(),
         }
     }
 
@@ -619,6 +623,11 @@ impl TopicRegistry {
     }
 
     /// The data directory the registry was loaded from.
+    /// What this data directory's logs did (syncs, rolls), for metrics.
+    pub fn storage_stats(&self) -> &std::sync::Arc<sluice_storage::stats::StorageStats> {
+        self.flusher.stats()
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }

@@ -32,6 +32,10 @@ pub fn config(dir: &Path, extra: &[(&str, &str)]) -> BrokerConfig {
         .collect();
     props.insert("listeners".into(), "127.0.0.1:0".into());
     props.insert("log.dirs".into(), dir.to_string_lossy().into_owned());
+    // A free port, not the default 9644 that parallel tests would contend for.
+    props
+        .entry("admin.listeners".into())
+        .or_insert_with(|| "127.0.0.1:0".into());
     BrokerConfig::from_properties(&props).expect("test config")
 }
 

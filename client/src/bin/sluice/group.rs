@@ -1,5 +1,7 @@
 //! `sluice group list | describe | reset-offsets | delete | delete-offsets`.
 
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -7,6 +9,7 @@ use clap::{ArgGroup, Subcommand};
 use sluice_client::admin::ResetTo;
 use sluice_client::Admin;
 
+use crate::admin_api::AdminApi;
 use crate::settings::Settings;
 use crate::util::{self, or_dash, print_table};
 
@@ -17,12 +20,31 @@ pub enum GroupCommand {
     /// Example: sluice group list
     List,
     /// Show a group's members, their partitions, and per partition the committed
-    /// offset, the log end and the lag (records not yet consumed).
+    /// offset, the log end, the lag (records not yet consumed) and the estimated delay
+    /// (lag over the group's recent consume rate, from the broker's admin API; "-" when
+    /// it cannot be reached, see --admin-url).
     ///
     /// Example: sluice group describe billing
     Describe {
         /// Group id.
         group: String,
+    },
+    /// Per partition: committed offset, log end, lag, consume rate and estimated delay;
+    /// with --watch, refreshed like top until interrupted.
+    ///
+    /// Example: sluice group lag billing --watch
+    Lag {
+        /// Group id.
+        group: String,
+        /// Refresh every --interval seconds.
+        #[arg(long, short = 'w')]
+        watch: bool,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 2.0, value_parser = parse_interval)]
+        interval: f64,
+        /// Stop after this many refreshes (default: until interrupted).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
     },
     /// Move a group's committed offsets for one topic, so its consumers replay or skip
     /// records. The group's consumers must be stopped first. Prints the plan (old and new
@@ -101,8 +123,43 @@ pub async fn run(settings: &Settings, command: GroupCommand) -> Result<ExitCode>
                 .collect();
             print_table(&["GROUP", "STATE", "TYPE"], &rows);
         }
+        GroupCommand::Lag {
+            group,
+            watch,
+            interval,
+            count,
+        } => {
+            let api = AdminApi::new(settings);
+            let terminal = std::io::stdout().is_terminal();
+            let rounds = if watch { count.unwrap_or(u64::MAX) } else { 1 };
+            for round in 0..rounds {
+                if round > 0 {
+                    tokio::time::sleep(std::time::Duration::from_secs_f64(interval)).await;
+                }
+                let description = admin.describe_group(&group).await?;
+                let rates = delays(&api, &group).await;
+                if watch {
+                    // On a terminal, clear the screen and go home first, as top does.
+                    outln!(
+                        "{}Group {} ({}), {}",
+                        if terminal { "\x1b[2J\x1b[H" } else { "" },
+                        description.group_id,
+                        description.state,
+                        util::format_time(now_ms())
+                    );
+                }
+                print_lag(&description.offsets, &rates);
+                if let Err(e) = &rates {
+                    outln!("Delay: not available ({e})");
+                }
+                if watch && !terminal {
+                    outln!();
+                }
+            }
+        }
         GroupCommand::Describe { group } => {
             let description = admin.describe_group(&group).await?;
+            let rates = delays(&AdminApi::new(settings), &group).await;
             outln!("Group:    {}", description.group_id);
             outln!("State:    {}", description.state);
             if !description.protocol.is_empty() {
@@ -136,31 +193,7 @@ pub async fn run(settings: &Settings, command: GroupCommand) -> Result<ExitCode>
                 print_table(&["MEMBER", "CLIENT ID", "HOST", "PARTITIONS"], &rows);
             }
             outln!();
-            if description.offsets.is_empty() {
-                outln!("No committed offsets.");
-            } else {
-                let rows: Vec<Vec<String>> = description
-                    .offsets
-                    .iter()
-                    .map(|o| {
-                        vec![
-                            o.partition.topic.clone(),
-                            o.partition.partition.to_string(),
-                            or_dash(o.committed),
-                            or_dash(o.end_offset),
-                            or_dash(o.lag),
-                            or_dash(o.member.clone()),
-                        ]
-                    })
-                    .collect();
-                print_table(
-                    &["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "MEMBER"],
-                    &rows,
-                );
-                let total: i64 = description.offsets.iter().filter_map(|o| o.lag).sum();
-                outln!();
-                outln!("Total lag: {total} record(s)");
-            }
+            print_lag(&description.offsets, &rates);
         }
         GroupCommand::ResetOffsets {
             group,
@@ -218,4 +251,107 @@ pub async fn run(settings: &Settings, command: GroupCommand) -> Result<ExitCode>
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if (0.1..=3600.0).contains(&seconds) => Ok(seconds),
+        _ => Err("must be a number of seconds between 0.1 and 3600".to_owned()),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Consume rate and estimated delay per (topic, partition), from the coordinator's
+/// admin API.
+type Rates = BTreeMap<(String, i32), (f64, f64)>;
+
+async fn delays(api: &AdminApi, group: &str) -> anyhow::Result<Rates> {
+    let answer = api
+        .get(&format!("/v1/groups/{}", percent_encode(group)))
+        .await?;
+    let mut rates = Rates::new();
+    for p in answer["partitions"].as_array().into_iter().flatten() {
+        let (Some(topic), Some(partition)) = (p["topic"].as_str(), p["partition"].as_i64()) else {
+            continue;
+        };
+        rates.insert(
+            (topic.to_owned(), partition as i32),
+            (
+                p["consume_rate"].as_f64().unwrap_or(0.0),
+                p["delay_seconds"].as_f64().unwrap_or(0.0),
+            ),
+        );
+    }
+    Ok(rates)
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Seconds as a short duration: 850ms, 12.5s, 3m20s, 2h05m.
+fn human_seconds(seconds: f64) -> String {
+    if seconds < 1.0 {
+        format!("{:.0}ms", seconds * 1000.0)
+    } else if seconds < 60.0 {
+        format!("{seconds:.1}s")
+    } else if seconds < 3600.0 {
+        format!("{}m{:02}s", seconds as u64 / 60, seconds as u64 % 60)
+    } else {
+        format!("{}h{:02}m", seconds as u64 / 3600, seconds as u64 / 60 % 60)
+    }
+}
+
+fn print_lag(offsets: &[sluice_client::admin::GroupOffset], rates: &anyhow::Result<Rates>) {
+    if offsets.is_empty() {
+        outln!("No committed offsets.");
+        return;
+    }
+    let rates = rates.as_ref().ok();
+    let rows: Vec<Vec<String>> = offsets
+        .iter()
+        .map(|o| {
+            let rate =
+                rates.and_then(|r| r.get(&(o.partition.topic.clone(), o.partition.partition)));
+            vec![
+                o.partition.topic.clone(),
+                o.partition.partition.to_string(),
+                or_dash(o.committed),
+                or_dash(o.end_offset),
+                or_dash(o.lag),
+                or_dash(rate.map(|(r, _)| format!("{r:.1}/s"))),
+                or_dash(rate.map(|(_, d)| human_seconds(*d))),
+                or_dash(o.member.clone()),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "TOPIC",
+            "PARTITION",
+            "COMMITTED",
+            "END",
+            "LAG",
+            "RATE",
+            "DELAY",
+            "MEMBER",
+        ],
+        &rows,
+    );
+    let total: i64 = offsets.iter().filter_map(|o| o.lag).sum();
+    outln!();
+    outln!("Total lag: {total} record(s)");
 }

@@ -17,7 +17,9 @@ macro_rules! outln {
 }
 
 mod acl;
+mod admin_api;
 mod auth;
+mod broker;
 mod cluster;
 mod consume;
 mod group;
@@ -82,6 +84,11 @@ struct Cli {
     #[command(flatten)]
     security: auth::SecurityArgs,
 
+    /// The broker's HTTP admin API, for `broker status` and the delay of `group
+    /// describe`/`group lag` [default: http://<first bootstrap host>:9644]
+    #[arg(long, env = "SLUICE_ADMIN_URL", global = true, value_name = "URL")]
+    admin_url: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -99,6 +106,9 @@ enum Command {
     /// Show the brokers and the metadata quorum.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Ask a broker's admin API about the broker itself.
+    #[command(subcommand)]
+    Broker(broker::BrokerCommand),
     /// Create, list and delete SCRAM users (SASL logins).
     #[command(subcommand)]
     User(user::UserCommand),
@@ -177,7 +187,7 @@ fn main() -> ExitCode {
     let security = cli.security.properties(&matches);
     let mut properties = cli.properties.clone();
     properties.extend(security.command_line);
-    let settings = match settings::Settings::new(
+    let mut settings = match settings::Settings::new(
         command_line_bootstrap,
         environment_bootstrap,
         &security.environment,
@@ -190,6 +200,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    settings.admin_url = cli.admin_url.clone();
     for (name, why) in settings.properties.ignored() {
         eprintln!("note: {name} is ignored: {why}");
     }
@@ -210,6 +221,7 @@ fn main() -> ExitCode {
             Command::Consume(args) => consume::run(&settings, args).await,
             Command::Group(command) => group::run(&settings, command).await,
             Command::Cluster(command) => cluster::run(&settings, command).await,
+            Command::Broker(command) => broker::run(&settings, command).await,
             Command::User(command) => user::run(&settings, command).await,
             Command::Acl(command) => acl::run(&settings, command).await,
             Command::Completion { .. } | Command::Man { .. } => Ok(ExitCode::SUCCESS),

@@ -26,6 +26,8 @@ pub struct Settings {
     /// `$SLUICE_BOOTSTRAP`.
     environment_bootstrap: Option<String>,
     pub properties: Properties,
+    /// `--admin-url`: the broker's HTTP admin API (see `admin_api`).
+    pub admin_url: Option<String>,
 }
 
 impl Settings {
@@ -57,6 +59,7 @@ impl Settings {
             command_line_bootstrap,
             environment_bootstrap,
             properties,
+            admin_url: None,
         })
     }
 
