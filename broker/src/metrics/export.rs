@@ -50,7 +50,7 @@ pub async fn render(state: &Arc<BrokerState>) -> String {
     state
         .metrics
         .consume_rates
-        .observe(now, &groups, &|t, p| groups::high_watermark(&state, t, p));
+        .observe(now, &groups, &|t, p| groups::high_watermark(state, t, p));
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape {
         state: state.clone(),
