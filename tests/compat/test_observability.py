@@ -352,3 +352,104 @@ def test_the_dashboard_draws_throughput_in_a_real_browser(broker_factory):
         producer.wait()
     assert errors == [], errors
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+
+def sluice_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    return subprocess.run([str(SLUICE), *args], capture_output=True, timeout=timeout, env=env,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_the_cli_shows_status_lag_and_delay(broker_factory):
+    broker = broker_factory()
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(1000):
+        producer.produce("ledger", value=f"{i}".encode(), partition=0)
+    producer.flush(30)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "auditors",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe(["ledger"])
+    got = 0
+    deadline = time.monotonic() + 30
+    while got < 1000 and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            got += 1
+    consumer.commit(asynchronous=False)
+    consumer.close()
+    for i in range(300):  # waiting records: a lag of 300 and a growing delay
+        producer.produce("ledger", value=b"late", partition=0)
+    producer.flush(30)
+    common = ["--bootstrap", broker.bootstrap, "--admin-url", broker.admin_url]
+
+    status = sluice_cli(*common, "broker", "status")
+    assert status.returncode == 0, status.stderr.decode()
+    out = status.stdout.decode()
+    assert "Status:     serving" in out and f"PLAINTEXT on {broker.bootstrap}" in out, out
+    as_json = json.loads(sluice_cli(*common, "broker", "status", "--json").stdout)
+    assert as_json["node_id"] == 1 and as_json["topics"] >= 1
+
+    def delay_row() -> Optional[list[str]]:
+        described = sluice_cli(*common, "group", "describe", "auditors")
+        assert described.returncode == 0, described.stderr.decode()
+        lines = described.stdout.decode().splitlines()
+        header = next(line for line in lines if line.startswith("TOPIC"))
+        assert header.split()[:7] == ["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "RATE", "DELAY"]
+        row = next(line.split() for line in lines if line.startswith("ledger"))
+        # Stalled (nothing consumed since the commit) with 300 waiting: the delay grows.
+        return row if row[4] == "300" and row[6] != "-" and row[6].endswith("s") and row[6] != "0ms" else None
+
+    row = wait_until(delay_row, timeout=20, message="a delay for the waiting records")
+    assert row[2] == "1000" and row[3] == "1300", row
+
+    watched = sluice_cli(*common, "group", "lag", "auditors", "--watch", "--count", "2", "--interval", "0.2")
+    assert watched.returncode == 0, watched.stderr.decode()
+    assert watched.stdout.decode().count("Group auditors") == 2
+
+    # No admin API there (a closed loopback port): the Kafka-side columns still print.
+    closed = free_port()
+    blind = sluice_cli("--bootstrap", broker.bootstrap, "--admin-url", f"http://127.0.0.1:{closed}",
+                       "group", "describe", "auditors")
+    assert blind.returncode == 0, blind.stderr.decode()
+    text = blind.stdout.decode()
+    assert "Delay: not available" in text, text
+    row = next(line.split() for line in text.splitlines() if line.startswith("ledger"))
+    assert row[4] == "300" and row[5] == "-" and row[6] == "-", row
+
+
+def test_json_logs_name_slow_requests(broker_factory, tmp_path):
+    """log.format=json: every stderr line is one JSON object; slow.request.threshold.ms
+    logs a request slower than it with its API, client id, peer and stages."""
+    broker = broker_factory(env={"SLUICE_LOG_FORMAT": "json", "SLUICE_SLOW_REQUEST_THRESHOLD_MS": "200"})
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    producer.produce("quiet", value=b"the only record")
+    producer.flush(30)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "sleepy",
+                         "client.id": "slow-poller", "fetch.wait.max.ms": 500,
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe(["quiet"])
+    try:
+        # Past the only record: each fetch long-polls for 500 ms, slower than the threshold.
+        def slow_fetch_logged() -> Optional[dict]:
+            consumer.poll(0.2)
+            for line in broker.stderr_log.read_text().splitlines():
+                if line.startswith("----"):  # the harness's start banner
+                    continue
+                entry = json.loads(line)
+                fields = entry.get("fields", {})
+                if fields.get("message", "").startswith("slow request") and fields.get("api") == "Fetch":
+                    return entry
+            return None
+
+        entry = wait_until(slow_fetch_logged, timeout=30, message="a slow Fetch in the JSON log")
+    finally:
+        consumer.close()
+    fields = entry["fields"]
+    assert entry["level"] == "WARN"
+    assert fields["client_id"] == "slow-poller"
+    assert fields["total_ms"] >= 200 and fields["remote_ms"] >= 100, fields
+    assert fields["peer"].startswith("127.0.0.1:")
+    assert fields["request_id"].startswith(fields["peer"] + "/")
+    for line in broker.stderr_log.read_text().splitlines():
+        if not line.startswith("----"):
+            json.loads(line)  # every line parses

@@ -194,6 +194,9 @@ pub async fn run(settings: &Settings, command: GroupCommand) -> Result<ExitCode>
             }
             outln!();
             print_lag(&description.offsets, &rates);
+            if let Err(e) = &rates {
+                outln!("Delay: not available ({e})");
+            }
         }
         GroupCommand::ResetOffsets {
             group,
