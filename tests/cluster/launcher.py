@@ -471,7 +471,9 @@ class Cluster:
             else:
                 argv = [str(SLUICE_BROKER_BIN), "--config", str(self._write_sluice_config(node))]
             # As the Kafka nodes: a new group's first rebalance does not wait for more members.
-            env = {**os.environ, "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS": "0"}
+            # Each node's admin listener (metrics, health) on a free port, printed at start.
+            env = {"SLUICE_ADMIN_LISTENERS": "127.0.0.1:0", **os.environ,
+                   "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS": "0"}
         node.spawn(argv, env)
 
     def wait_node_ready(self, node: Node, timeout: float) -> None:
