@@ -676,7 +676,9 @@ async fn supervise(
         let (state, mut shutdown_rx, kill) = (state.clone(), shutdown.clone(), kill.clone());
         async move {
             if listeners.is_empty() {
-                // A controller-only node: no clients; it runs until shut down.
+                // A controller-only node: no clients; it runs until shut down (and is ready
+                // as soon as its quorum member runs, which it does by now).
+                state.lifecycle.set(admin::Phase::Serving);
                 drop(done_tx);
                 let _ = shutdown_rx.wait_for(|s| *s).await;
                 return;

@@ -169,7 +169,7 @@ def test_prometheus_sees_the_rates_and_the_lag_the_workload_made(broker_factory,
             assert caught_up
             # Produce rate as Prometheus computes it: about what sluice-bench was asked for.
             produced = prometheus.scalar(f'sum(rate(sluice_topic_records_in_total{{topic="{topic}"}}[5s]))')
-            assert produced is not None and 0.6 * rate < produced < 1.4 * rate, produced
+            assert produced is not None and 0.5 * rate < produced < 1.5 * rate, produced
             consumed_rate = prometheus.scalar(f'sum(rate(sluice_topic_records_out_total{{topic="{topic}"}}[5s]))')
             assert consumed_rate is not None and consumed_rate > 0.5 * rate, consumed_rate
 
@@ -178,8 +178,9 @@ def test_prometheus_sees_the_rates_and_the_lag_the_workload_made(broker_factory,
             consume_for(8)
             grown = wait_until(lambda: (lag() or 0) > rate * 5 and lag(), timeout=20,
                                message="the lag to grow while paused")
+            # Paused for 8 s with the records piling up: at least that long a delay.
             delay = prometheus.scalar(f'sluice_group_delay_seconds{{group="{group}"}}')
-            assert delay is not None and delay > 1, delay
+            assert delay is not None and delay >= 4, delay
 
             # Resumed: the lag drains.
             consumer.resume(consumer.assignment())
@@ -296,8 +297,14 @@ def test_health_and_readiness_through_start_and_shutdown(broker_factory, tmp_pat
     stalled.sendall(fetch_request("big", 1))
     # Nothing is ever read from `stalled`.
     try:
-        wait_until(lambda: b'sluice_topic_bytes_out_total{topic="big"}' in http_get(f"{broker.admin_url}/metrics")[1],
-                   timeout=10, message="the fetch answered (and stuck in the socket)")
+        def bytes_out() -> float:
+            for line in http_get(f"{broker.admin_url}/metrics")[1].decode().splitlines():
+                if line.startswith('sluice_topic_bytes_out_total{topic="big"}'):
+                    return float(line.split()[-1])
+            return 0.0
+
+        # Counted once answered: the answer now sits in the socket, unread.
+        wait_until(lambda: bytes_out() > 0, timeout=10, message="the fetch answered")
         broker.proc.send_signal(signal.SIGTERM)
         wait_until(lambda: http_get(f"{broker.admin_url}/v1/ready")[0] == 503, timeout=10,
                    message="not ready once shutting down")
@@ -419,37 +426,38 @@ def test_the_cli_shows_status_lag_and_delay(broker_factory):
 
 def test_json_logs_name_slow_requests(broker_factory, tmp_path):
     """log.format=json: every stderr line is one JSON object; slow.request.threshold.ms
-    logs a request slower than it with its API, client id, peer and stages."""
-    broker = broker_factory(env={"SLUICE_LOG_FORMAT": "json", "SLUICE_SLOW_REQUEST_THRESHOLD_MS": "200"})
+    logs a request slower than it with its API, client id, peer and stages, but not a
+    fetch long poll, whose wait is by design."""
+    broker = broker_factory(env={"SLUICE_LOG_FORMAT": "json", "SLUICE_SLOW_REQUEST_THRESHOLD_MS": "5"})
     producer = Producer({"bootstrap.servers": broker.bootstrap})
     producer.produce("quiet", value=b"the only record")
     producer.flush(30)
+    # Past the only record, each fetch long-polls 500 ms: slow in total, not logged.
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "sleepy",
-                         "client.id": "slow-poller", "fetch.wait.max.ms": 500,
-                         "auto.offset.reset": "earliest"})
+                         "fetch.wait.max.ms": 500, "auto.offset.reset": "earliest"})
     consumer.subscribe(["quiet"])
-    try:
-        # Past the only record: each fetch long-polls for 500 ms, slower than the threshold.
-        def slow_fetch_logged() -> Optional[dict]:
-            consumer.poll(0.2)
-            for line in broker.stderr_log.read_text().splitlines():
-                if line.startswith("----"):  # the harness's start banner
-                    continue
-                entry = json.loads(line)
-                fields = entry.get("fields", {})
-                if fields.get("message", "").startswith("slow request") and fields.get("api") == "Fetch":
-                    return entry
-            return None
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        consumer.poll(0.2)
+    consumer.close()
+    # Creating 200 partitions (files, the metadata quorum's commit) takes more than 5 ms.
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap, "client.id": "slow-creator"})
+    admin.create_topics([NewTopic("wide", num_partitions=200, replication_factor=1)])["wide"].result(30)
 
-        entry = wait_until(slow_fetch_logged, timeout=30, message="a slow Fetch in the JSON log")
-    finally:
-        consumer.close()
+    def entries() -> list[dict]:
+        return [json.loads(line) for line in broker.stderr_log.read_text().splitlines()
+                if not line.startswith("----")]  # the harness's start banner
+
+    def slow(api: str) -> Optional[dict]:
+        return next((e for e in entries() if e["fields"].get("message", "").startswith("slow request")
+                     and e["fields"].get("api") == api), None)
+
+    entry = wait_until(lambda: slow("CreateTopics"), timeout=30, message="a slow CreateTopics in the JSON log")
     fields = entry["fields"]
     assert entry["level"] == "WARN"
-    assert fields["client_id"] == "slow-poller"
-    assert fields["total_ms"] >= 200 and fields["remote_ms"] >= 100, fields
+    assert fields["client_id"] == "slow-creator"
+    assert fields["total_ms"] >= 5 and fields["local_ms"] > 0, fields
     assert fields["peer"].startswith("127.0.0.1:")
     assert fields["request_id"].startswith(fields["peer"] + "/")
-    for line in broker.stderr_log.read_text().splitlines():
-        if not line.startswith("----"):
-            json.loads(line)  # every line parses
+    assert slow("Fetch") is None, slow("Fetch")

@@ -68,7 +68,7 @@ pub async fn status(State(shared): State<Arc<Shared>>) -> Response {
             })
         })
         .collect();
-    let groups = groups::sample(&state).await;
+    let groups = state.groups.read(|c| c.groups().count()).await;
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "status": phase.name(),
@@ -86,7 +86,7 @@ pub async fn status(State(shared): State<Arc<Shared>>) -> Response {
         "topics": topics.iter().filter(|t| !t.is_internal()).count(),
         "internal_topics": topics.iter().filter(|t| t.is_internal()).count(),
         "partitions": partitions,
-        "groups": groups.len(),
+        "groups": groups,
         "process": {
             "resident_memory_bytes": crate::metrics::process::resident_bytes(),
             "open_fds": crate::metrics::process::open_fds(),
@@ -115,8 +115,8 @@ pub async fn groups(State(shared): State<Arc<Shared>>) -> Response {
                 "members": g.members,
                 "generation": g.generation,
                 "lag": lags.iter().filter_map(|l| l.lag).sum::<i64>(),
-                "consume_rate": lags.iter().map(|l| l.consume_rate).sum::<f64>(),
-                "delay_seconds": lags.iter().filter_map(|l| l.delay_seconds).fold(0.0f64, f64::max),
+                "consume_rate": lags.iter().filter_map(|l| l.consume_rate).sum::<f64>(),
+                "delay_seconds": lags.iter().filter_map(|l| l.delay_seconds).reduce(f64::max),
             })
         })
         .collect();

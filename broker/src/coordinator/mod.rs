@@ -398,8 +398,9 @@ pub struct PartitionLag {
 }
 
 /// Lag of a partition: log end offset minus committed offset, never negative.
+/// (A committed offset is whatever a client sent: saturating, not overflowing.)
 pub fn lag(committed_offset: i64, log_end_offset: i64) -> i64 {
-    (log_end_offset - committed_offset).max(0)
+    log_end_offset.saturating_sub(committed_offset).max(0)
 }
 
 /// The partitions of a consumer-protocol assignment (`ConsumerProtocolAssignment`,

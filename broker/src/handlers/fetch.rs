@@ -314,10 +314,17 @@ fn offsets_spanned(records: &[u8], from: i64) -> u64 {
         let Ok(length) = usize::try_from(length) else {
             break;
         };
+        let next = position.saturating_add(12).saturating_add(length);
+        if next > records.len() {
+            // A batch cut short: its records are not all there.
+            break;
+        }
         end = Some(base.saturating_add(i64::from(last_delta)).saturating_add(1));
-        position = position.saturating_add(12).saturating_add(length);
+        position = next;
     }
-    end.map_or(0, |end| u64::try_from(end - from).unwrap_or(0))
+    end.map_or(0, |end| {
+        u64::try_from(end.saturating_sub(from)).unwrap_or(0)
+    })
 }
 
 /// A follower must be a replica of the partition this broker leads (else
@@ -379,9 +386,10 @@ mod tests {
         assert_eq!(offsets_spanned(&records, 100), 15);
         // Fetched from inside the first batch: the records before it are skipped.
         assert_eq!(offsets_spanned(&records, 105), 10);
-        // A partial last batch (cut by max_bytes) still counts the whole ones.
-        records.extend(batch(115, 0, 70)[..30].iter());
+        // A partial last batch (cut by max_bytes) does not count, whole ones do.
+        records.extend(batch(115, 9, 90)[..70].iter());
         assert_eq!(offsets_spanned(&records, 100), 15);
+        assert_eq!(offsets_spanned(&records, i64::MIN), u64::MAX >> 1);
         assert_eq!(offsets_spanned(&[], 0), 0);
         assert_eq!(offsets_spanned(&[1, 2, 3], 0), 0);
     }

@@ -275,7 +275,7 @@ impl Scrape {
         counters(
             e,
             "sluice_fetch_waits",
-            "Fetch long polls, by how they ended: satisfied (data came) or expired (max_wait_ms).",
+            "Fetch long polls, by how they ended: satisfied (data came), expired (max_wait_ms) or shutdown.",
             vec![
                 (
                     vec![("outcome", "satisfied".to_owned())],
@@ -284,6 +284,10 @@ impl Scrape {
                 (
                     vec![("outcome", "expired".to_owned())],
                     m.fetch_waits_expired.load(Ordering::Relaxed),
+                ),
+                (
+                    vec![("outcome", "shutdown".to_owned())],
+                    m.fetch_waits_shutdown.load(Ordering::Relaxed),
                 ),
             ],
         )
@@ -307,7 +311,7 @@ impl Scrape {
         counters(
             e,
             "sluice_connections_rejected",
-            "Connections closed at once by max.connections.per.ip.",
+            "Connections closed without being served (max.connections.per.ip, or at shutdown).",
             rows(&|s| load(&s.rejected)),
         )?;
         counters(
@@ -342,17 +346,30 @@ impl Scrape {
     fn logs(&self, e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
         let per_partition = self.state.config.observability.partition_series;
         let topics = self.state.topics.list();
-        let mut topic_rows: Vec<(Labels, [u64; 7])> = Vec::new();
+        // Per topic: [bytes in, records in, bytes out, records out, size, batches in,
+        // partitions, replication bytes out], counters starting from what partitions that
+        // left this broker had counted.
+        let mut topic_rows: Vec<(Labels, [u64; 8])> = Vec::new();
         // (labels, [start, end, high watermark, size, segments, bytes in, records in,
         // bytes out, records out])
         let mut partition_rows: Vec<(Labels, [u64; 9])> = Vec::new();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         for topic in &topics {
-            let mut sums = [0u64; 7];
+            let r = &topic.retired;
+            let mut sums = [
+                load(&r.bytes_in),
+                load(&r.records_in),
+                load(&r.bytes_out),
+                load(&r.records_out),
+                0,
+                load(&r.batches_in),
+                0,
+                load(&r.replication_bytes_out),
+            ];
             let partitions = topic.partitions();
             sums[6] = partitions.len() as u64;
             for p in partitions.iter() {
                 let t = &p.traffic;
-                let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
                 let traffic = [
                     load(&t.bytes_in),
                     load(&t.records_in),
@@ -365,6 +382,7 @@ impl Scrape {
                 }
                 sums[4] += size;
                 sums[5] += load(&t.batches_in);
+                sums[7] += load(&t.replication_bytes_out);
                 if per_partition {
                     let offset = |o: i64| o.max(0) as u64;
                     partition_rows.push((
@@ -432,6 +450,12 @@ impl Scrape {
             "sluice_topic_bytes_out",
             "Record batch bytes sent to consumers.",
             topic_column(2),
+        )?;
+        counters(
+            e,
+            "sluice_topic_replication_bytes_out",
+            "Record batch bytes sent to followers (replication).",
+            topic_column(7),
         )?;
         counters(
             e,
@@ -605,26 +629,30 @@ impl Scrape {
                 .map(|g| (vec![("group", g.group.clone()), ("state", g.state.to_owned())], 1.0))
                 .collect(),
         )?;
-        counters(
+        gauges(
             e,
-            "sluice_group_rebalances",
-            "Rebalances the group has completed since it was created (its generation).",
+            "sluice_group_generation",
+            "The group's generation: it grows by one with every rebalance (and when the group empties); rebalances are its increase.",
             self.groups
                 .iter()
-                .map(|g| (group_label(g), g.generation.max(0) as u64))
+                .map(|g| (group_label(g), f64::from(g.generation.max(0))))
                 .collect(),
         )?;
-        let mut group_rows = Vec::new();
-        let mut partition_rows = Vec::new();
+        // Values are Options: a partition without a replica here has no lag, one seen
+        // once has no rate yet; such series are left out, never exported as 0.
+        let mut group_rows: Vec<(Labels, [Option<f64>; 3])> = Vec::new();
+        let mut partition_rows: Vec<(Labels, [Option<f64>; 4])> = Vec::new();
         for g in &self.groups {
             let lags = rates.lag_of(&self.state, g, self.now);
-            let lag: i64 = lags.iter().filter_map(|l| l.lag).sum();
-            let rate: f64 = lags.iter().map(|l| l.consume_rate).sum();
-            let delay = lags
-                .iter()
-                .filter_map(|l| l.delay_seconds)
-                .fold(0.0f64, f64::max);
-            group_rows.push((group_label(g), [lag as f64, rate, delay]));
+            let known = |f: &dyn Fn(&groups::PartitionLag) -> Option<f64>| -> Vec<f64> {
+                lags.iter().filter_map(f).collect()
+            };
+            let lag = known(&|l| l.lag.map(|v| v as f64));
+            let rate = known(&|l| l.consume_rate);
+            let delay = known(&|l| l.delay_seconds);
+            let sum = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>());
+            let max = |v: &[f64]| v.iter().copied().reduce(f64::max);
+            group_rows.push((group_label(g), [sum(&lag), sum(&rate), max(&delay)]));
             if per_partition {
                 for l in lags {
                     partition_rows.push((
@@ -634,26 +662,31 @@ impl Scrape {
                             ("partition", l.partition.to_string()),
                         ],
                         [
-                            l.committed_offset as f64,
-                            l.lag.unwrap_or(0) as f64,
+                            Some(l.committed_offset as f64),
+                            l.lag.map(|v| v as f64),
                             l.consume_rate,
-                            l.delay_seconds.unwrap_or(0.0),
+                            l.delay_seconds,
                         ],
                     ));
                 }
             }
         }
-        let column = |i: usize| group_rows.iter().map(|(l, v)| (l.clone(), v[i])).collect();
+        let column = |i: usize| {
+            group_rows
+                .iter()
+                .filter_map(|(l, v)| Some((l.clone(), v[i]?)))
+                .collect()
+        };
         gauges(
             e,
             "sluice_group_lag",
-            "Records not yet consumed by the group, summed over its partitions.",
+            "Records not yet consumed by the group, summed over its partitions with a replica on this broker.",
             column(0),
         )?;
         gauges(
             e,
             "sluice_group_consume_rate",
-            "Offsets the group committed per second over the last minute, summed over its partitions.",
+            "Offsets the group committed per second recently, summed over its partitions.",
             column(1),
         )?;
         gauges(
@@ -668,7 +701,7 @@ impl Scrape {
         let column = |i: usize| {
             partition_rows
                 .iter()
-                .map(|(l, v)| (l.clone(), v[i]))
+                .filter_map(|(l, v)| Some((l.clone(), v[i]?)))
                 .collect()
         };
         gauges(

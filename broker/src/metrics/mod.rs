@@ -45,6 +45,20 @@ impl PartitionTraffic {
         self.batches_in.fetch_add(batches as u64, Ordering::Relaxed);
     }
 
+    /// Adds `other`'s counts to these (a partition leaving its topic).
+    pub fn absorb(&self, other: &PartitionTraffic) {
+        for (mine, theirs) in [
+            (&self.bytes_in, &other.bytes_in),
+            (&self.records_in, &other.records_in),
+            (&self.batches_in, &other.batches_in),
+            (&self.bytes_out, &other.bytes_out),
+            (&self.records_out, &other.records_out),
+            (&self.replication_bytes_out, &other.replication_bytes_out),
+        ] {
+            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
     /// Record bytes handed to a consumer (`records`: the offsets they span).
     pub fn read(&self, bytes: usize, records: u64) {
         self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
@@ -57,7 +71,8 @@ impl PartitionTraffic {
 pub struct ListenerStats {
     /// Connections accepted from the socket (served or not).
     pub accepted: AtomicU64,
-    /// Closed at once by the connection limits (`max.connections.per.ip`).
+    /// Closed without being served: refused by `max.connections.per.ip`, or accepted
+    /// while the broker was full and shutting down (or the client gave up waiting).
     pub rejected: AtomicU64,
     /// Closed to make room at `max.connections` (the longest idle).
     pub evicted: AtomicU64,
@@ -69,12 +84,13 @@ pub struct ListenerStats {
 
 impl ListenerStats {
     /// Connections being served now.
+    /// (Ended ones are read first: read the other way round, a connection accepted and
+    /// closed in between would make the count dip.)
     pub fn open(&self) -> u64 {
-        let served = self
-            .accepted
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.rejected.load(Ordering::Relaxed));
-        served.saturating_sub(self.closed.load(Ordering::Relaxed))
+        let closed = self.closed.load(Ordering::Acquire);
+        let rejected = self.rejected.load(Ordering::Acquire);
+        let accepted = self.accepted.load(Ordering::Acquire);
+        accepted.saturating_sub(rejected).saturating_sub(closed)
     }
 }
 
@@ -85,6 +101,8 @@ pub enum WaitEnd {
     Satisfied,
     /// `max_wait_ms` passed.
     Expired,
+    /// Cut short by the broker's shutdown.
+    Shutdown,
 }
 
 /// The broker's own counters that belong to no partition or listener.
@@ -95,6 +113,7 @@ pub struct BrokerMetrics {
     pub fetch_wait: Histogram,
     pub fetch_waits_satisfied: AtomicU64,
     pub fetch_waits_expired: AtomicU64,
+    pub fetch_waits_shutdown: AtomicU64,
     /// Segments and bytes deleted by retention (`retention.ms`, `retention.bytes`).
     pub retention_segments_deleted: AtomicU64,
     pub retention_bytes_deleted: AtomicU64,
@@ -109,6 +128,7 @@ impl Default for BrokerMetrics {
             fetch_wait: Histogram::new(LATENCY_BOUNDS_MICROS),
             fetch_waits_satisfied: AtomicU64::new(0),
             fetch_waits_expired: AtomicU64::new(0),
+            fetch_waits_shutdown: AtomicU64::new(0),
             retention_segments_deleted: AtomicU64::new(0),
             retention_bytes_deleted: AtomicU64::new(0),
             consume_rates: groups::ConsumeRates::default(),
@@ -123,6 +143,7 @@ impl BrokerMetrics {
         match end {
             WaitEnd::Satisfied => &self.fetch_waits_satisfied,
             WaitEnd::Expired => &self.fetch_waits_expired,
+            WaitEnd::Shutdown => &self.fetch_waits_shutdown,
         }
         .fetch_add(1, Ordering::Relaxed);
     }

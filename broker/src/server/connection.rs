@@ -27,6 +27,7 @@
 //! on the full reply queue, and neither timer runs).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::future::Future;
 use std::task::Poll;
@@ -397,7 +398,15 @@ impl Timing {
             send: sent.saturating_duration_since(resolved),
         };
         REQUESTS.record(api, self.version, &times);
-        if slow.is_some_and(|slow| times.total() > slow) {
+        // A long poll (Fetch) and a parked group request wait by design: only the time
+        // the broker spent counts for them.
+        let waits_by_design = matches!(api, ApiKey::Fetch | ApiKey::JoinGroup | ApiKey::SyncGroup);
+        let spent = if waits_by_design {
+            times.total().saturating_sub(times.remote)
+        } else {
+            times.total()
+        };
+        if slow.is_some_and(|slow| spent > slow) && SLOW_LOG.admit() {
             let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
             tracing::warn!(
                 request_id = %format!("{peer}/{}", self.correlation_id),
@@ -414,6 +423,36 @@ impl Timing {
                 "slow request (slow.request.threshold.ms)"
             );
         }
+    }
+}
+
+/// At most [`SlowLog::PER_SECOND`] slow-request lines a second, process-wide: a
+/// threshold set too low must not flood the log.
+struct SlowLog {
+    /// The second (since the first slow request) and the lines logged in it.
+    second: AtomicU64,
+    logged: AtomicU64,
+}
+
+static SLOW_LOG: SlowLog = SlowLog {
+    second: AtomicU64::new(0),
+    logged: AtomicU64::new(0),
+};
+
+static SLOW_EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+impl SlowLog {
+    const PER_SECOND: u64 = 10;
+
+    fn admit(&self) -> bool {
+        let now = SLOW_EPOCH
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs();
+        if self.second.swap(now, Ordering::Relaxed) != now {
+            self.logged.store(0, Ordering::Relaxed);
+        }
+        self.logged.fetch_add(1, Ordering::Relaxed) < Self::PER_SECOND
     }
 }
 

@@ -534,7 +534,9 @@ async fn long_poll(
             match fetch::handle(&state, &request, version, final_attempt) {
                 FetchOutcome::Ready(mut resp) => {
                     if consumer {
-                        let end = if final_attempt && !stopping {
+                        let end = if stopping {
+                            WaitEnd::Shutdown
+                        } else if final_attempt {
                             WaitEnd::Expired
                         } else {
                             WaitEnd::Satisfied

@@ -212,6 +212,9 @@ pub struct Topic {
     overrides: RwLock<BTreeMap<String, String>>,
     config: RwLock<TopicConfig>,
     partitions: RwLock<Arc<Vec<Arc<Partition>>>>,
+    /// The traffic of partitions that left this broker (a replica removed or set
+    /// aside), so that the topic's counters never go down while it stays here.
+    pub retired: PartitionTraffic,
 }
 
 impl Topic {
@@ -533,6 +536,7 @@ impl TopicRegistry {
                 overrides: RwLock::new(overrides),
                 config: RwLock::new(config),
                 partitions: RwLock::new(Arc::new(partitions)),
+                retired: Default::default(),
             });
             let mut maps = registry.write_maps();
             maps.by_id.insert(topic_id, topic.clone());
@@ -741,6 +745,7 @@ impl TopicRegistry {
             overrides: RwLock::new(overrides),
             config: RwLock::new(config),
             partitions: RwLock::new(Arc::new(opened)),
+            retired: Default::default(),
         });
         {
             let mut maps = self.write_maps();

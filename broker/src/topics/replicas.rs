@@ -75,6 +75,7 @@ impl TopicRegistry {
                     overrides: RwLock::new(overrides.clone()),
                     config: RwLock::new(config),
                     partitions: RwLock::new(Arc::new(Vec::new())),
+                    retired: Default::default(),
                 });
                 let mut maps = self.write_maps();
                 maps.by_id.insert(id, topic.clone());
@@ -170,6 +171,7 @@ impl TopicRegistry {
             .cloned()
             .collect();
         let last = remaining.is_empty();
+        topic.retired.absorb(&partition.traffic);
         *topic.partitions.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(remaining);
         if last {
             let mut maps = self.write_maps();

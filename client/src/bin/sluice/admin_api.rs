@@ -2,7 +2,8 @@
 //! lag with the estimated delay, which the Kafka protocol does not carry.
 //!
 //! Its address is `--admin-url` (or `$SLUICE_ADMIN_URL`); without one, the first
-//! bootstrap server's host on port 9644. Plain HTTP, one GET per call, with a short
+//! bootstrap server's host on port 9644. Group figures come from the group's
+//! coordinator: in a cluster, point `--admin-url` at it. Plain HTTP, one GET per call, with a short
 //! timeout: an unreachable API (a Kafka broker, a firewalled port) is an error the
 //! caller may treat as "not available".
 
@@ -15,6 +16,8 @@ use crate::settings::Settings;
 /// The admin listener's default port (Redpanda's admin API uses it too).
 const DEFAULT_PORT: u16 = 9644;
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// A port that drops packets (a firewall) costs at most this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where the admin API is.
 #[derive(Debug, Clone)]
@@ -46,6 +49,7 @@ impl AdminApi {
         let value = tokio::task::spawn_blocking(move || -> Result<serde_json::Value> {
             let agent: ureq::Agent = ureq::Agent::config_builder()
                 .timeout_global(Some(TIMEOUT))
+                .timeout_connect(Some(CONNECT_TIMEOUT))
                 .http_status_as_error(false)
                 .build()
                 .into();

@@ -270,8 +270,8 @@ fn now_ms() -> i64 {
 }
 
 /// Consume rate and estimated delay per (topic, partition), from the coordinator's
-/// admin API.
-type Rates = BTreeMap<(String, i32), (f64, f64)>;
+/// admin API (None: the broker has no estimate, e.g. no replica of the partition).
+type Rates = BTreeMap<(String, i32), (Option<f64>, Option<f64>)>;
 
 async fn delays(api: &AdminApi, group: &str) -> anyhow::Result<Rates> {
     let answer = api
@@ -284,10 +284,7 @@ async fn delays(api: &AdminApi, group: &str) -> anyhow::Result<Rates> {
         };
         rates.insert(
             (topic.to_owned(), partition as i32),
-            (
-                p["consume_rate"].as_f64().unwrap_or(0.0),
-                p["delay_seconds"].as_f64().unwrap_or(0.0),
-            ),
+            (p["consume_rate"].as_f64(), p["delay_seconds"].as_f64()),
         );
     }
     Ok(rates)
@@ -335,8 +332,8 @@ fn print_lag(offsets: &[sluice_client::admin::GroupOffset], rates: &anyhow::Resu
                 or_dash(o.committed),
                 or_dash(o.end_offset),
                 or_dash(o.lag),
-                or_dash(rate.map(|(r, _)| format!("{r:.1}/s"))),
-                or_dash(rate.map(|(_, d)| human_seconds(*d))),
+                or_dash(rate.and_then(|(r, _)| r.map(|r| format!("{r:.1}/s")))),
+                or_dash(rate.and_then(|(_, d)| d.map(human_seconds))),
                 or_dash(o.member.clone()),
             ]
         })
