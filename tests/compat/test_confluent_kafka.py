@@ -30,12 +30,14 @@ import uuid
 from collections import defaultdict
 from typing import Any, Optional
 
+import pytest
 from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
     TIMESTAMP_CREATE_TIME,
     Consumer,
     KafkaError,
+    KafkaException,
     Producer,
     TopicPartition,
 )
@@ -309,3 +311,45 @@ def test_confluent_sigterm_between_produce_and_consume_loses_nothing(broker, cre
 
 def test_confluent_sigkill_after_acks_all_loses_nothing_acknowledged(broker, create_topic, wait_for_topic):
     restart_roundtrip(broker, create_topic, wait_for_topic, "confluent-sigkill", "sigkill")
+
+
+def test_alter_configs_replaces_a_topics_dynamic_configs(broker):
+    """librdkafka's AlterConfigs (API 33, confluent-kafka's ``alter_configs``) replaces
+    all of a topic's dynamic configs: what it names is set, every other override goes
+    back to its default; a value the config refuses changes nothing (as Kafka: run with
+    SLUICE_COMPAT_TARGET=kafka to compare)."""
+    import warnings
+
+    from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("replaced", 1, 1, config={
+        "retention.ms": "3600000", "max.message.bytes": "200000"})])["replaced"].result(30)
+    resource = ConfigResource("topic", "replaced")
+
+    def overrides() -> dict[str, str]:
+        [entries] = [f.result(30) for f in admin.describe_configs([resource]).values()]
+        return {name: e.value for name, e in entries.items()
+                if e.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value}
+
+    deadline = time.monotonic() + 20
+    while overrides().get("retention.ms") != "3600000" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert overrides() == {"retention.ms": "3600000", "max.message.bytes": "200000"}
+
+    def alter(configs: dict[str, str]) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # alter_configs is the legacy call
+            futures = admin.alter_configs([ConfigResource("topic", "replaced", set_config=configs)])
+        for future in futures.values():
+            future.result(30)
+
+    alter({"segment.bytes": "1048576"})
+    deadline = time.monotonic() + 20
+    while overrides() != {"segment.bytes": "1048576"} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert overrides() == {"segment.bytes": "1048576"}
+    with pytest.raises(KafkaException) as refused:
+        alter({"retention.ms": "forever"})
+    assert refused.value.args[0].code() == KafkaError.INVALID_CONFIG, refused.value
+    assert overrides() == {"segment.bytes": "1048576"}

@@ -282,6 +282,14 @@ fn every_response_encodes_at_every_advertised_version() {
         ]);
         encodes(&configs::incremental_alter_configs(&state, &request), v);
     }
+    for v in range(ApiKey::AlterConfigs) {
+        let request = legacy_alter("t", &[("retention.ms", "1000")]);
+        let incremental = configs::alter_as_incremental(&state, &request);
+        encodes(
+            &configs::alter_response(configs::incremental_alter_configs(&state, &incremental)),
+            v,
+        );
+    }
     for v in range(ApiKey::CreateTopics) {
         let topic = |n: &str, p: i32| {
             CreatableTopic::default()
@@ -442,4 +450,57 @@ fn produce_applies_the_sequence_rules() {
         (ResponseError::TransactionalIdAuthorizationFailed.code(), -1)
     );
     assert_eq!(topic.partition(0).unwrap().log.log_end_offset(), 4);
+}
+
+fn legacy_alter(
+    topic: &str,
+    configs: &[(&str, &str)],
+) -> kafka_protocol::messages::AlterConfigsRequest {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    kafka_protocol::messages::AlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(configs::RESOURCE_TOPIC)
+            .with_resource_name(s(topic))
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        AlterableConfig::default()
+                            .with_name(s(k))
+                            .with_value(Some(s(v)))
+                    })
+                    .collect(),
+            ),
+    ])
+}
+
+#[test]
+fn alter_configs_replaces_every_override_of_a_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path(), &[]);
+    let overrides: BTreeMap<String, String> =
+        [("retention.ms", "1000"), ("max.message.bytes", "2000")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    state.topics.create("r", 1, overrides).unwrap();
+    let alter = |configs: &[(&str, &str)]| {
+        let incremental = configs::alter_as_incremental(&state, &legacy_alter("r", configs));
+        configs::alter_response(configs::incremental_alter_configs(&state, &incremental))
+    };
+    let answer = alter(&[("segment.bytes", "1048576")]);
+    assert_eq!(answer.responses[0].error_code, 0, "{answer:?}");
+    let expected: BTreeMap<String, String> =
+        [("segment.bytes".to_owned(), "1048576".to_owned())].into();
+    assert_eq!(state.topics.get("r").unwrap().overrides(), expected);
+    // Refused as a whole: nothing changes.
+    let answer = alter(&[("retention.ms", "forever")]);
+    assert_eq!(
+        answer.responses[0].error_code,
+        ResponseError::InvalidConfig.code()
+    );
+    assert_eq!(state.topics.get("r").unwrap().overrides(), expected);
+    // Everything named nothing: back to the defaults.
+    assert_eq!(alter(&[]).responses[0].error_code, 0);
+    assert!(state.topics.get("r").unwrap().overrides().is_empty());
 }

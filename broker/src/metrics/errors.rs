@@ -247,3 +247,11 @@ impl ResponseErrors for DescribeQuorumResponse {
         }
     }
 }
+
+impl ResponseErrors for AlterConfigsResponse {
+    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
+        for response in &self.responses {
+            f(response.error_code);
+        }
+    }
+}

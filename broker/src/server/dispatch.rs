@@ -429,6 +429,26 @@ async fn dispatch_known(
                 ))
             }
         }
+        RequestKind::AlterConfigs(req) => {
+            let mut incremental = configs::alter_as_incremental(state, &req);
+            let denied = authorize::incremental_alter_configs(
+                &mut session.access(authorizer),
+                &mut incremental,
+            );
+            let mut resp = match &state.cluster {
+                Some(node) => {
+                    cluster::admin::incremental_alter_configs(state, node, &incremental).await
+                }
+                None => {
+                    blocking(state, move |s| {
+                        configs::incremental_alter_configs(s, &incremental)
+                    })
+                    .await?
+                }
+            };
+            resp.responses.extend(denied);
+            respond(&configs::alter_response(resp))
+        }
         RequestKind::IncrementalAlterConfigs(mut req) => {
             let denied =
                 authorize::incremental_alter_configs(&mut session.access(authorizer), &mut req);

@@ -380,3 +380,76 @@ pub fn incremental_alter_configs(
         .collect();
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
+
+/// AlterConfigs (33), Kafka's older call that replaces all of a resource's dynamic
+/// configs with the ones it names, as the incremental call that does the same: SET of
+/// every config named, DELETE of every current override it leaves out. (A config
+/// another client adds between the read and the change survives, as it would had it
+/// come just after.) Both the single node and the cluster then run the incremental path,
+/// with its validation, authorization and persistence.
+pub fn alter_as_incremental(
+    state: &BrokerState,
+    request: &kafka_protocol::messages::AlterConfigsRequest,
+) -> IncrementalAlterConfigsRequest {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let resources = request
+        .resources
+        .iter()
+        .map(|resource| {
+            let named: HashSet<&str> = resource.configs.iter().map(|c| c.name.as_str()).collect();
+            let mut configs: Vec<AlterableConfig> = resource
+                .configs
+                .iter()
+                .map(|c| {
+                    AlterableConfig::default()
+                        .with_name(c.name.clone())
+                        .with_config_operation(OP_SET)
+                        .with_value(c.value.clone())
+                })
+                .collect();
+            if resource.resource_type == RESOURCE_TOPIC {
+                let current = topic_overrides(state, resource.resource_name.as_str());
+                for name in current.unwrap_or_default().into_keys() {
+                    if !named.contains(name.as_str()) {
+                        configs.push(
+                            AlterableConfig::default()
+                                .with_name(s(name))
+                                .with_config_operation(OP_DELETE),
+                        );
+                    }
+                }
+            }
+            AlterConfigsResource::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone())
+                .with_configs(configs)
+        })
+        .collect();
+    IncrementalAlterConfigsRequest::default()
+        .with_resources(resources)
+        .with_validate_only(request.validate_only)
+}
+
+/// The AlterConfigs answer for the incremental call's answer.
+pub fn alter_response(
+    incremental: IncrementalAlterConfigsResponse,
+) -> kafka_protocol::messages::AlterConfigsResponse {
+    use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as Legacy;
+    kafka_protocol::messages::AlterConfigsResponse::default()
+        .with_throttle_time_ms(incremental.throttle_time_ms)
+        .with_responses(
+            incremental
+                .responses
+                .into_iter()
+                .map(|r| {
+                    Legacy::default()
+                        .with_error_code(r.error_code)
+                        .with_error_message(r.error_message)
+                        .with_resource_type(r.resource_type)
+                        .with_resource_name(r.resource_name)
+                })
+                .collect(),
+        )
+}
