@@ -1283,6 +1283,14 @@ impl PartitionLog {
         inner.delete_oldest(&guard, by_time.max(by_size).max(below_start), now_ms)
     }
 
+    /// The idempotent producers this partition has state for (Kafka's DescribeProducers),
+    /// copied under the append lock.
+    pub fn active_producers(&self) -> Result<Vec<crate::producer_state::ActiveProducer>> {
+        let guard = self.inner.lock_append()?;
+        self.inner.check_open()?;
+        Ok(guard.producers.active())
+    }
+
     /// Rolls the active segment if `segment.ms` has passed, even with no append coming.
     pub fn roll_if_due(&self, now_ms: i64) -> Result<()> {
         let inner = &self.inner;

@@ -65,6 +65,17 @@ impl ProducerEntry {
     }
 }
 
+/// An idempotent producer as the partition knows it (DescribeProducers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// Sequence of the last record of its last batch.
+    pub last_sequence: i32,
+    /// Largest timestamp of its last batch.
+    pub last_timestamp: i64,
+}
+
 /// What the producer rules say about a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -94,6 +105,25 @@ impl ProducerStates {
     /// Number of producers with state.
     pub(crate) fn len(&self) -> usize {
         self.producers.len()
+    }
+
+    /// Every producer with a batch remembered, by producer id.
+    pub(crate) fn active(&self) -> Vec<ActiveProducer> {
+        let mut active: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .filter_map(|(id, entry)| {
+                let last = entry.batches.back()?;
+                Some(ActiveProducer {
+                    producer_id: *id,
+                    epoch: entry.epoch,
+                    last_sequence: last.last_seq,
+                    last_timestamp: last.max_timestamp,
+                })
+            })
+            .collect();
+        active.sort_by_key(|p| p.producer_id);
+        active
     }
 
     fn entry<'a>(
@@ -398,6 +428,21 @@ mod tests {
             states.commit(pending);
         }
         Ok(verdict)
+    }
+
+    #[test]
+    fn active_producers_are_listed_with_their_last_batch() {
+        let mut states = ProducerStates::default();
+        append(&mut states, &batch(9, 0, 0, 3), 0).unwrap();
+        append(&mut states, &batch(4, 2, 0, 1), 3).unwrap();
+        append(&mut states, &batch(9, 0, 3, 2), 4).unwrap();
+        let active = states.active();
+        assert_eq!(
+            active.iter().map(|p| p.producer_id).collect::<Vec<_>>(),
+            vec![4, 9]
+        );
+        assert_eq!((active[0].epoch, active[0].last_sequence), (2, 0));
+        assert_eq!((active[1].epoch, active[1].last_sequence), (0, 4));
     }
 
     #[test]

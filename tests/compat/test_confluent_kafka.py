@@ -353,3 +353,30 @@ def test_alter_configs_replaces_a_topics_dynamic_configs(broker):
         alter({"retention.ms": "forever"})
     assert refused.value.args[0].code() == KafkaError.INVALID_CONFIG, refused.value
     assert overrides() == {"segment.bytes": "1048576"}
+
+
+def test_kafka_transactions_describe_producers(broker):
+    """Apache Kafka's `kafka-transactions describe-producers` (DescribeProducers, API 61)
+    lists the idempotent producer that wrote to a partition, with its last sequence."""
+    import re
+    import subprocess
+
+    from conftest import KAFKA_SH
+
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True})
+    for i in range(10):
+        producer.produce("described", value=f"{i}".encode(), partition=0)
+    producer.flush(30)
+    done = subprocess.run(
+        [str(KAFKA_SH), "run", "org.apache.kafka.tools.TransactionsCommand", "--bootstrap-server",
+         broker.bootstrap, "describe-producers", "--topic", "described", "--partition", "0"],
+        capture_output=True, timeout=120,
+    )
+    output = (done.stdout + done.stderr).decode(errors="replace")
+    assert done.returncode == 0, output
+    header, *rows = [line.split() for line in output.splitlines() if line.strip() and not line.startswith("[")]
+    assert header[:4] == ["ProducerId", "ProducerEpoch", "LatestCoordinatorEpoch", "LastSequence"], output
+    assert len(rows) == 1, output
+    producer_id, epoch, _coordinator_epoch, last_sequence = rows[0][:4]
+    assert int(producer_id) >= 0 and int(epoch) >= 0 and last_sequence == "9", output
+    assert re.fullmatch(r"\d+", rows[0][4]), output  # LastTimestamp

@@ -23,7 +23,7 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use sluice_storage::batch::{BatchBuilder, Compression};
 use sluice_storage::Flusher;
 
-use super::admin::{configs, topics};
+use super::admin::{configs, producers, topics};
 use super::fetch::FetchOutcome;
 use super::{api_versions, fetch, init_producer_id, metadata, offsets, produce};
 use crate::config::BrokerConfig;
@@ -281,6 +281,26 @@ fn every_response_encodes_at_every_advertised_version() {
                 .with_resource_name(s("missing")),
         ]);
         encodes(&configs::incremental_alter_configs(&state, &request), v);
+    }
+    for v in range(ApiKey::DescribeProducers) {
+        use kafka_protocol::messages::describe_producers_request::TopicRequest;
+        let request =
+            kafka_protocol::messages::DescribeProducersRequest::default().with_topics(vec![
+                TopicRequest::default()
+                    .with_name(name("t"))
+                    .with_partition_indexes(vec![0, 5]),
+                TopicRequest::default()
+                    .with_name(name("missing"))
+                    .with_partition_indexes(vec![0]),
+            ]);
+        let response = producers::describe_producers(&state, &request);
+        let codes: Vec<i16> = response
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect();
+        assert_eq!(codes, vec![0, 3, 3], "{response:?}");
+        encodes(&response, v);
     }
     for v in range(ApiKey::AlterConfigs) {
         let request = legacy_alter("t", &[("retention.ms", "1000")]);

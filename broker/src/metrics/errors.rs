@@ -255,3 +255,13 @@ impl ResponseErrors for AlterConfigsResponse {
         }
     }
 }
+
+impl ResponseErrors for DescribeProducersResponse {
+    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
+        for topic in &self.topics {
+            for partition in &topic.partitions {
+                f(partition.error_code);
+            }
+        }
+    }
+}

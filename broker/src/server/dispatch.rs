@@ -40,7 +40,7 @@ use super::authorize::{self, TopicNames};
 use super::frame::RequestPrefix;
 use super::wire::{self, EncodeError, Frame};
 use crate::cluster;
-use crate::handlers::admin::{acls, configs, log_dirs, scram, topics};
+use crate::handlers::admin::{acls, configs, log_dirs, producers, scram, topics};
 use crate::handlers::fetch::{self, FetchOutcome};
 use crate::handlers::{
     api_versions, init_producer_id, metadata, offset_for_leader_epoch, offsets, produce,
@@ -428,6 +428,12 @@ async fn dispatch_known(
                     ResponseError::ClusterAuthorizationFailed,
                 ))
             }
+        }
+        RequestKind::DescribeProducers(mut req) => {
+            let denied = authorize::describe_producers(&mut session.access(authorizer), &mut req);
+            let mut resp = producers::describe_producers(state, &req);
+            resp.topics.extend(denied);
+            respond(&resp)
         }
         RequestKind::AlterConfigs(req) => {
             let mut incremental = configs::alter_as_incremental(state, &req);

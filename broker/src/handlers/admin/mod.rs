@@ -1,6 +1,7 @@
 //! Admin APIs: topics (CreateTopics, DeleteTopics, CreatePartitions), configs
 //! (DescribeConfigs, IncrementalAlterConfigs), the data directory (DescribeLogDirs) and
-//! SCRAM users (Describe/AlterUserScramCredentials) and ACLs (Create/Describe/DeleteAcls).
+//! SCRAM users (Describe/AlterUserScramCredentials), ACLs (Create/Describe/DeleteAcls) and
+//! the partitions' idempotent producers (DescribeProducers).
 //!
 //! Everything here that changes files runs on a blocking thread (the server decides);
 //! the handlers themselves are plain functions of the state and the request.
@@ -8,5 +9,6 @@
 pub mod acls;
 pub mod configs;
 pub mod log_dirs;
+pub mod producers;
 pub mod scram;
 pub mod topics;

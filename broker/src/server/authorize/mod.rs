@@ -10,11 +10,12 @@
 //! authorizer pays one branch per request.
 //!
 //! The rules, per resource:
-//! - topics: Produce needs Write; Fetch (consumers), OffsetCommit and OffsetDelete Read;
+//! - topics: Produce needs Write; Fetch (consumers), OffsetCommit, OffsetDelete and
+//!   DescribeProducers Read;
 //!   Metadata, ListOffsets, OffsetFetch and OffsetForLeaderEpoch Describe; DeleteTopics
 //!   and DeleteRecords Delete; CreatePartitions Alter; CreateTopics Create on the cluster
 //!   or the topic (and automatic creation by Metadata the same);
-//!   DescribeConfigs/IncrementalAlterConfigs DescribeConfigs/AlterConfigs;
+//!   DescribeConfigs/IncrementalAlterConfigs (and AlterConfigs) DescribeConfigs/AlterConfigs;
 //! - groups: JoinGroup, SyncGroup, Heartbeat, LeaveGroup and OffsetCommit need Read;
 //!   FindCoordinator, DescribeGroups and OffsetFetch Describe (ListGroups lists those);
 //!   DeleteGroups and OffsetDelete Delete;
@@ -240,6 +241,34 @@ pub fn fetch(
                 )
         })
         .collect()
+}
+
+/// DescribeProducers: Read on each topic (Kafka's rule).
+pub fn describe_producers(
+    access: &mut Access<'_>,
+    request: &mut kafka_protocol::messages::DescribeProducersRequest,
+) -> Vec<kafka_protocol::messages::describe_producers_response::TopicResponse> {
+    use kafka_protocol::messages::describe_producers_response::{PartitionResponse, TopicResponse};
+    if !access.is_enabled() {
+        return Vec::new();
+    }
+    take_denied(&mut request.topics, |t| {
+        access.allows(Operation::Read, TOPIC, &t.name)
+    })
+    .into_iter()
+    .map(|t| {
+        TopicResponse::default().with_name(t.name).with_partitions(
+            t.partition_indexes
+                .iter()
+                .map(|&index| {
+                    PartitionResponse::default()
+                        .with_partition_index(index)
+                        .with_error_code(code(ResponseError::TopicAuthorizationFailed))
+                })
+                .collect(),
+        )
+    })
+    .collect()
 }
 
 /// ListOffsets: Describe on each topic.
