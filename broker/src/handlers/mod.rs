@@ -15,6 +15,7 @@ pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod offsets;
 pub mod produce;
+pub mod topic_partitions;
 
 #[cfg(test)]
 mod tests;

@@ -265,3 +265,14 @@ impl ResponseErrors for DescribeProducersResponse {
         }
     }
 }
+
+impl ResponseErrors for DescribeTopicPartitionsResponse {
+    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
+        for topic in &self.topics {
+            f(topic.error_code);
+            for partition in &topic.partitions {
+                f(partition.error_code);
+            }
+        }
+    }
+}

@@ -29,7 +29,9 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::Bytes;
+use kafka_protocol::messages::describe_topic_partitions_response::DescribeTopicPartitionsResponseTopic;
 use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
+use kafka_protocol::messages::DescribeTopicPartitionsResponse;
 use kafka_protocol::messages::{ApiKey, FetchRequest, RequestHeader, RequestKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::sync::watch;
@@ -44,6 +46,7 @@ use crate::handlers::admin::{acls, configs, log_dirs, producers, scram, topics};
 use crate::handlers::fetch::{self, FetchOutcome};
 use crate::handlers::{
     api_versions, init_producer_id, metadata, offset_for_leader_epoch, offsets, produce,
+    topic_partitions,
 };
 use crate::metrics::errors::ResponseErrors;
 use crate::metrics::WaitEnd;
@@ -270,21 +273,33 @@ async fn dispatch_known(
             let resp = blocking(state, move |s| acls::delete(s, allowed, &req)).await?;
             respond(&resp)
         }
-        RequestKind::Metadata(mut req) => {
-            let mut access = session.access(authorizer);
-            let asked = authorize::MetadataAsked::of(&req, version);
-            let denied = authorize::metadata(
-                &mut access,
-                &TopicNames::new(state),
-                &mut req,
-                state.config.auto_create_topics,
-            );
-            let mut resp = match &state.cluster {
-                Some(node) => cluster::metadata::handle(state, node, &req, version).await,
-                None => blocking(state, move |s| metadata::handle(s, &req, version)).await?,
-            };
-            authorize::post_metadata(&mut access, denied, asked, &mut resp);
-            respond(&resp)
+        RequestKind::Metadata(req) => {
+            respond(&metadata_answer(state, session, req, version).await?)
+        }
+        RequestKind::DescribeTopicPartitions(req) => {
+            let metadata = metadata_answer(
+                state,
+                session,
+                topic_partitions::as_metadata(&req),
+                topic_partitions::METADATA_VERSION,
+            )
+            .await?;
+            match topic_partitions::answer(&req, metadata) {
+                Ok(resp) => respond(&resp),
+                // Kafka's error answer: the code on every topic asked for.
+                Err(error) => respond(
+                    &DescribeTopicPartitionsResponse::default().with_topics(
+                        req.topics
+                            .iter()
+                            .map(|t| {
+                                DescribeTopicPartitionsResponseTopic::default()
+                                    .with_error_code(error.code())
+                                    .with_name(Some(t.name.clone()))
+                            })
+                            .collect(),
+                    ),
+                ),
+            }
         }
         RequestKind::Produce(mut req) => {
             let denied = authorize::produce(
@@ -597,6 +612,30 @@ async fn long_poll(
         };
         watched = next;
     }
+}
+
+/// The Metadata answer to `req`, as the session's principal may see it (Metadata, and
+/// DescribeTopicPartitions which reshapes it).
+async fn metadata_answer(
+    state: &Arc<BrokerState>,
+    session: &mut Session,
+    mut req: kafka_protocol::messages::MetadataRequest,
+    version: i16,
+) -> Result<kafka_protocol::messages::MetadataResponse, DispatchError> {
+    let mut access = session.access(&state.security.authorizer);
+    let asked = authorize::MetadataAsked::of(&req, version);
+    let denied = authorize::metadata(
+        &mut access,
+        &TopicNames::new(state),
+        &mut req,
+        state.config.auto_create_topics,
+    );
+    let mut resp = match &state.cluster {
+        Some(node) => cluster::metadata::handle(state, node, &req, version).await,
+        None => blocking(state, move |s| metadata::handle(s, &req, version)).await?,
+    };
+    authorize::post_metadata(&mut access, denied, asked, &mut resp);
+    Ok(resp)
 }
 
 /// Object-safe encoding of any response body into a frame.
