@@ -172,9 +172,10 @@ mod tests {
             }))
     }
 
-    fn shape(
-        r: &DescribeTopicPartitionsResponse,
-    ) -> (Vec<(String, Vec<i32>)>, Option<(String, i32)>) {
+    /// (topic, partitions) answered, and the next cursor.
+    type Shape = (Vec<(String, Vec<i32>)>, Option<(String, i32)>);
+
+    fn shape(r: &DescribeTopicPartitionsResponse) -> Shape {
         (
             r.topics
                 .iter()
