@@ -45,3 +45,56 @@ def test_kafka_topics_describe_pages_through_partitions(broker):
         served = [float(line.split()[-1]) for line in text.splitlines()
                   if line.startswith('sluice_requests_total{api="DescribeTopicPartitions"')]
         assert served and sum(served) >= 4, served
+
+
+def test_kafka_log_dirs_groups_offsets_and_delete_records(broker, tmp_path):
+    """kafka-log-dirs --describe (DescribeLogDirs), kafka-consumer-groups --describe
+    --all-groups, kafka-get-offsets (ListOffsets) and kafka-delete-records (DeleteRecords)
+    against the broker, each checked by what it prints."""
+    import json
+
+    from confluent_kafka import Consumer, Producer
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("tooled", 2, 1)])["tooled"].result(30)
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(20):
+        producer.produce("tooled", value=b"x" * 100, partition=i % 2)
+    producer.flush(30)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "toolers",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe(["tooled"])
+    got = 0
+    import time
+    deadline = time.monotonic() + 30
+    while got < 20 and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            got += 1
+    consumer.commit(asynchronous=False)
+    consumer.close()
+
+    out = kafka_tool("org.apache.kafka.tools.LogDirsCommand", "--bootstrap-server", broker.bootstrap,
+                     "--describe", "--topic-list", "tooled")
+    report = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    sizes = {p["partition"]: p["size"] for b in report["brokers"] for d in b["logDirs"] for p in d["partitions"]}
+    assert set(sizes) == {"tooled-0", "tooled-1"} and all(size > 1000 for size in sizes.values()), out
+
+    out = kafka_tool("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand", "--bootstrap-server",
+                     broker.bootstrap, "--describe", "--all-groups")
+    rows = [line.split() for line in out.splitlines() if line.startswith("toolers")]
+    assert sorted((r[1], r[2], r[3], r[4], r[5]) for r in rows) == [
+        ("tooled", "0", "10", "10", "0"), ("tooled", "1", "10", "10", "0")], out
+
+    out = kafka_tool("org.apache.kafka.tools.GetOffsetShell", "--bootstrap-server", broker.bootstrap,
+                     "--topic", "tooled")
+    assert sorted(out.split()) == ["tooled:0:10", "tooled:1:10"], out
+
+    plan = tmp_path / "delete.json"
+    plan.write_text(json.dumps({"version": 1, "partitions": [{"topic": "tooled", "partition": 0, "offset": 4}]}))
+    out = kafka_tool("org.apache.kafka.tools.DeleteRecordsCommand", "--bootstrap-server", broker.bootstrap,
+                     "--offset-json-file", str(plan))
+    assert "partition: tooled-0\tlow_watermark: 4" in out, out
+    out = kafka_tool("org.apache.kafka.tools.GetOffsetShell", "--bootstrap-server", broker.bootstrap,
+                     "--topic", "tooled", "--time", "-2")
+    assert sorted(out.split()) == ["tooled:0:4", "tooled:1:0"], out
