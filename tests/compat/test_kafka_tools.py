@@ -98,3 +98,23 @@ def test_kafka_log_dirs_groups_offsets_and_delete_records(broker, tmp_path):
     out = kafka_tool("org.apache.kafka.tools.GetOffsetShell", "--bootstrap-server", broker.bootstrap,
                      "--topic", "tooled", "--time", "-2")
     assert sorted(out.split()) == ["tooled:0:4", "tooled:1:0"], out
+
+
+def test_kafka_configs_describes_and_alters_topic_configs(broker):
+    """kafka-configs --alter --add-config / --delete-config and --describe on a topic
+    (IncrementalAlterConfigs, DescribeConfigs), and --describe of the broker's configs."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("configured", 1, 1)])["configured"].result(30)
+    tool = "org.apache.kafka.tools.ConfigCommand"
+    common = ["--bootstrap-server", broker.bootstrap]
+    out = kafka_tool(tool, *common, "--alter", "--entity-type", "topics", "--entity-name", "configured",
+                     "--add-config", "retention.ms=86400000,cleanup.policy=delete")
+    assert "Completed updating config for topic configured" in out, out
+    out = kafka_tool(tool, *common, "--describe", "--entity-type", "topics", "--entity-name", "configured")
+    assert "retention.ms=86400000" in out and "cleanup.policy=delete" in out, out
+    kafka_tool(tool, *common, "--alter", "--entity-type", "topics", "--entity-name", "configured",
+               "--delete-config", "retention.ms")
+    out = kafka_tool(tool, *common, "--describe", "--entity-type", "topics", "--entity-name", "configured")
+    assert "retention.ms=" not in out and "cleanup.policy=delete" in out, out
+    out = kafka_tool(tool, *common, "--describe", "--entity-type", "brokers", "--entity-name", "1", "--all")
+    assert "log.retention.hours=" in out or "log.retention.ms=" in out, out
