@@ -348,6 +348,9 @@ def test_the_dashboard_draws_throughput_in_a_real_browser(broker_factory):
                 assert float(page.get_attribute("#chart-throughput", "data-max")) > 0
                 assert int(page.get_attribute("#chart-throughput", "data-points")) >= 2
                 assert "B/s" in page.inner_text("#in-bytes")
+                # Every request counts (not one series of them), and internal topics are not listed.
+                assert page.inner_text("#requests") not in ("0/s", "–/s"), page.inner_text("#requests")
+                assert "__consumer_offsets" not in page.inner_text("#partitions-table")
                 rows = page.locator("#partitions-table tbody tr")
                 assert rows.count() >= 2
                 assert "drawn-0" in page.inner_text("#partitions-table")
