@@ -480,6 +480,11 @@ impl Broker {
             config,
         });
         admin_shared.set_state(&state);
+        if state.cluster.is_some() {
+            // Set before the supervisor starts (which moves it on to serving), so that
+            // from the moment this returns readiness says what the broker waits for.
+            state.lifecycle.set(admin::Phase::CatchingUp);
+        }
         // Before any connection is accepted, so no client auto-creates it differently. A
         // cluster broker prepares it once the metadata places it (see `cluster::groups`).
         if state.cluster.is_none() {
