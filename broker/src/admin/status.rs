@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -99,12 +98,7 @@ pub async fn groups(State(shared): State<Arc<Shared>>) -> Response {
     let Some(state) = shared.state() else {
         return super::unavailable(shared.lifecycle.phase());
     };
-    let now = Instant::now();
-    let groups = groups::sample(&state).await;
-    state
-        .metrics
-        .consume_rates
-        .observe(now, &groups, &|t, p| groups::high_watermark(&state, t, p));
+    let (groups, now) = groups::sample_and_observe(&state).await;
     let rows: Vec<_> = groups
         .iter()
         .map(|g| {
@@ -127,12 +121,7 @@ pub async fn group(State(shared): State<Arc<Shared>>, group: String) -> Response
     let Some(state) = shared.state() else {
         return super::unavailable(shared.lifecycle.phase());
     };
-    let now = Instant::now();
-    let groups = groups::sample(&state).await;
-    state
-        .metrics
-        .consume_rates
-        .observe(now, &groups, &|t, p| groups::high_watermark(&state, t, p));
+    let (groups, now) = groups::sample_and_observe(&state).await;
     let Some(found) = groups.iter().find(|g| g.group == group) else {
         return (
             StatusCode::NOT_FOUND,

@@ -157,7 +157,7 @@ pub fn list_offsets(
 /// The error for a partition the router let through that has no local log: on a single
 /// node it does not exist; in a cluster this broker leads it but has not created its log
 /// yet (see `cluster::reconcile`).
-fn missing_code(router: &Router) -> i16 {
+pub(crate) fn missing_code(router: &Router) -> i16 {
     if router.is_cluster() {
         ResponseError::NotLeaderOrFollower.code()
     } else {

@@ -39,6 +39,56 @@ top_level!(
     ListGroupsResponse,
 );
 
+/// Responses whose errors are per partition, under `topics`.
+macro_rules! per_partition {
+    ($($t:ty),* $(,)?) => {$(
+        impl ResponseErrors for $t {
+            fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
+                for topic in &self.topics {
+                    for partition in &topic.partitions {
+                        f(partition.error_code);
+                    }
+                }
+            }
+        }
+    )*};
+}
+
+/// Responses whose errors are one per entry of a list (topics, groups, results).
+macro_rules! per_entry {
+    ($($t:ty => $list:ident),* $(,)?) => {$(
+        impl ResponseErrors for $t {
+            fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
+                for entry in &self.$list {
+                    f(entry.error_code);
+                }
+            }
+        }
+    )*};
+}
+
+per_partition!(
+    ListOffsetsResponse,
+    OffsetForLeaderEpochResponse,
+    DeleteRecordsResponse,
+    OffsetCommitResponse,
+    DescribeProducersResponse
+);
+
+per_entry!(
+    DescribeGroupsResponse => groups,
+    DeleteGroupsResponse => results,
+    CreateTopicsResponse => topics,
+    DeleteTopicsResponse => responses,
+    CreatePartitionsResponse => results,
+    DescribeConfigsResponse => results,
+    IncrementalAlterConfigsResponse => responses,
+    CreateAclsResponse => results,
+    DeleteAclsResponse => filter_results,
+    AlterUserScramCredentialsResponse => results,
+    AlterConfigsResponse => responses,
+);
+
 impl ResponseErrors for ProduceResponse {
     fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
         for topic in &self.responses {
@@ -64,46 +114,6 @@ impl ResponseErrors for MetadataResponse {
     fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
         for topic in &self.topics {
             f(topic.error_code);
-            for partition in &topic.partitions {
-                f(partition.error_code);
-            }
-        }
-    }
-}
-
-impl ResponseErrors for ListOffsetsResponse {
-    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
-        for topic in &self.topics {
-            for partition in &topic.partitions {
-                f(partition.error_code);
-            }
-        }
-    }
-}
-
-impl ResponseErrors for OffsetForLeaderEpochResponse {
-    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
-        for topic in &self.topics {
-            for partition in &topic.partitions {
-                f(partition.error_code);
-            }
-        }
-    }
-}
-
-impl ResponseErrors for DeleteRecordsResponse {
-    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
-        for topic in &self.topics {
-            for partition in &topic.partitions {
-                f(partition.error_code);
-            }
-        }
-    }
-}
-
-impl ResponseErrors for OffsetCommitResponse {
-    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
-        for topic in &self.topics {
             for partition in &topic.partitions {
                 f(partition.error_code);
             }
@@ -148,62 +158,6 @@ impl ResponseErrors for LeaveGroupResponse {
     }
 }
 
-impl ResponseErrors for DescribeGroupsResponse {
-    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
-        for group in &self.groups {
-            f(group.error_code);
-        }
-    }
-}
-
-impl ResponseErrors for DeleteGroupsResponse {
-    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
-        for result in &self.results {
-            f(result.error_code);
-        }
-    }
-}
-
-impl ResponseErrors for CreateTopicsResponse {
-    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
-        for topic in &self.topics {
-            f(topic.error_code);
-        }
-    }
-}
-
-impl ResponseErrors for DeleteTopicsResponse {
-    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
-        for topic in &self.responses {
-            f(topic.error_code);
-        }
-    }
-}
-
-impl ResponseErrors for CreatePartitionsResponse {
-    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
-        for result in &self.results {
-            f(result.error_code);
-        }
-    }
-}
-
-impl ResponseErrors for DescribeConfigsResponse {
-    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
-        for result in &self.results {
-            f(result.error_code);
-        }
-    }
-}
-
-impl ResponseErrors for IncrementalAlterConfigsResponse {
-    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
-        for response in &self.responses {
-            f(response.error_code);
-        }
-    }
-}
-
 impl ResponseErrors for DescribeLogDirsResponse {
     fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
         f(self.error_code);
@@ -213,51 +167,9 @@ impl ResponseErrors for DescribeLogDirsResponse {
     }
 }
 
-impl ResponseErrors for CreateAclsResponse {
-    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
-        for result in &self.results {
-            f(result.error_code);
-        }
-    }
-}
-
-impl ResponseErrors for DeleteAclsResponse {
-    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
-        for result in &self.filter_results {
-            f(result.error_code);
-        }
-    }
-}
-
-impl ResponseErrors for AlterUserScramCredentialsResponse {
-    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
-        for result in &self.results {
-            f(result.error_code);
-        }
-    }
-}
-
 impl ResponseErrors for DescribeQuorumResponse {
     fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
         f(self.error_code);
-        for topic in &self.topics {
-            for partition in &topic.partitions {
-                f(partition.error_code);
-            }
-        }
-    }
-}
-
-impl ResponseErrors for AlterConfigsResponse {
-    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
-        for response in &self.responses {
-            f(response.error_code);
-        }
-    }
-}
-
-impl ResponseErrors for DescribeProducersResponse {
-    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
         for topic in &self.topics {
             for partition in &topic.partitions {
                 f(partition.error_code);

@@ -45,12 +45,7 @@ impl std::fmt::Debug for Scrape {
 
 /// Renders every metric of `state` in the Prometheus text format.
 pub async fn render(state: &Arc<BrokerState>) -> String {
-    let groups = groups::sample(state).await;
-    let now = Instant::now();
-    state
-        .metrics
-        .consume_rates
-        .observe(now, &groups, &|t, p| groups::high_watermark(state, t, p));
+    let (groups, now) = groups::sample_and_observe(state).await;
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape {
         state: state.clone(),

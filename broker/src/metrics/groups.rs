@@ -249,6 +249,18 @@ fn delay(lag: i64, pace: Pace) -> Option<f64> {
     }
 }
 
+/// Samples every group and adds the sample to the consume rates (a scrape, an admin
+/// API call and the periodic sampler all do this); returns the sample and its time.
+pub async fn sample_and_observe(state: &BrokerState) -> (Vec<GroupSample>, Instant) {
+    let groups = sample(state).await;
+    let now = Instant::now();
+    state
+        .metrics
+        .consume_rates
+        .observe(now, &groups, &|t, p| high_watermark(state, t, p));
+    (groups, now)
+}
+
 /// Samples committed offsets every [`SAMPLE_INTERVAL`] until shutdown.
 pub async fn run(
     state: std::sync::Arc<BrokerState>,
@@ -261,13 +273,7 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        let groups = sample(&state).await;
-        state
-            .metrics
-            .consume_rates
-            .observe(Instant::now(), &groups, &|t, p| {
-                high_watermark(&state, t, p)
-            });
+        sample_and_observe(&state).await;
     }
 }
 

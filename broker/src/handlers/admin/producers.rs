@@ -3,7 +3,6 @@
 //! (others answer NOT_LEADER_OR_FOLLOWER, as for every partition request); no
 //! transactions yet, so no coordinator epoch and no open transaction.
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
 };
@@ -11,6 +10,7 @@ use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersRespon
 
 use crate::cluster::routing::{Router, TopicKey};
 use crate::errors::storage_error_code;
+use crate::handlers::offsets::missing_code;
 use crate::state::BrokerState;
 
 /// Answers a DescribeProducers request (its partitions the principal may read).
@@ -38,12 +38,7 @@ pub fn describe_producers(
                         .filter(|t| served.is_topic(t.id))
                         .and_then(|t| t.partition(index))
                     else {
-                        let missing = if router.is_cluster() {
-                            ResponseError::NotLeaderOrFollower
-                        } else {
-                            ResponseError::UnknownTopicOrPartition
-                        };
-                        return answer.with_error_code(missing.code());
+                        return answer.with_error_code(missing_code(&router));
                     };
                     match partition.log.active_producers() {
                         Ok(active) => answer.with_active_producers(
