@@ -254,9 +254,7 @@ const BROKER_KEYS: &[BrokerKey] = &[
     BrokerKey {
         name: "message.max.decompressed.bytes",
         default: "67108864",
-        doc: "Sluice-specific. Most bytes the records of one produced compressed batch may decompress to; \
-              every produced batch is decompressed to check its records, and one that expands past this \
-              fails with INVALID_RECORD (a small batch cannot make the broker inflate gigabytes)",
+        doc: "Sluice's older name of max.decompressed.message.bytes (Kafka 4.4's), which wins when both are set",
     },
     BrokerKey {
         name: "log.retention.check.interval.ms",
@@ -337,7 +335,7 @@ pub fn property_names() -> impl Iterator<Item = &'static str> {
         .chain(observability::KEYS)
         .chain(security::KEYS)
         .map(|k| k.name)
-        .chain(topic_config::KEYS.iter().map(|k| k.broker_name))
+        .chain(topic_config::KEYS.iter().filter_map(|k| k.broker_name))
 }
 
 /// Whether `name` is a property the broker accepts: one of [`property_names`] or a
@@ -377,12 +375,14 @@ pub fn properties_help() -> String {
         ));
     }
     for key in topic_config::KEYS {
+        let Some(broker_name) = key.broker_name else {
+            continue;
+        };
         out.push_str(&format!(
-            "  {} (default {}; topic config {})\n      {}\n",
-            key.broker_name,
+            "  {broker_name} (default {}; topic config {})\n      {}\n",
             key.value(&defaults),
             key.name,
-            key.doc
+            key.documentation()
         ));
     }
     out
@@ -696,9 +696,12 @@ impl BrokerConfig {
             topic_defaults.segment_ms = h.saturating_mul(3_600_000);
         }
         for key in topic_config::KEYS {
-            if let Some(v) = get(key.broker_name) {
+            let Some(broker_name) = key.broker_name else {
+                continue;
+            };
+            if let Some(v) = get(broker_name) {
                 key.apply(&mut topic_defaults, v)
-                    .map_err(|reason| invalid(key.broker_name, v, reason))?;
+                    .map_err(|reason| invalid(broker_name, v, reason))?;
             }
         }
 
@@ -865,7 +868,9 @@ impl BrokerConfig {
         out.extend(self.observability.describe());
         out.extend(self.security.describe());
         for key in topic_config::KEYS {
-            out.push((key.broker_name.to_owned(), key.value(&self.topic_defaults)));
+            if let Some(broker_name) = key.broker_name {
+                out.push((broker_name.to_owned(), key.value(&self.topic_defaults)));
+            }
         }
         out
     }

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use kafka_protocol::error::ResponseError;
+use sluice_storage::batch::Rejection;
 use sluice_storage::{BatchError, StorageError};
 
 use crate::config::ConfigError;
@@ -133,8 +134,18 @@ pub fn batch_error_code(error: &BatchError) -> ResponseError {
         | BatchError::InvalidRecord { .. }
         | BatchError::UnknownCompression { .. }
         | BatchError::Decompression { .. } => ResponseError::InvalidRecord,
-        // KIP-937 bounds (message.timestamp.before/after.max.ms), as Kafka answers them.
-        BatchError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
+        // Records refused one by one (KIP-467): INVALID_TIMESTAMP when any is for its
+        // timestamp (KIP-937 bounds), else INVALID_RECORD, as Kafka's LogValidator.
+        BatchError::RejectedRecords(rejected) => {
+            if rejected
+                .iter()
+                .any(|r| matches!(r.reason, Rejection::TimestampOutOfRange { .. }))
+            {
+                ResponseError::InvalidTimestamp
+            } else {
+                ResponseError::InvalidRecord
+            }
+        }
         // Kafka 4.x: "Produce requests with version N are only allowed to contain record
         // batches with magic version 2" is an InvalidRecordException -> INVALID_RECORD.
         BatchError::UnsupportedMagic { .. } => ResponseError::InvalidRecord,
@@ -146,6 +157,7 @@ pub fn batch_error_code(error: &BatchError) -> ResponseError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_storage::batch::RecordRejection;
 
     #[test]
     fn produce_errors_map_as_kafka() {
@@ -169,7 +181,30 @@ mod tests {
         assert_eq!(storage_error_code(&record), ResponseError::InvalidRecord);
         let count = StorageError::InvalidBatch(BatchError::CountMismatch { reason: "x".into() });
         assert_eq!(storage_error_code(&count), ResponseError::InvalidRecord);
-        let time = StorageError::InvalidBatch(BatchError::InvalidTimestamp { reason: "x".into() });
-        assert_eq!(storage_error_code(&time), ResponseError::InvalidTimestamp);
+        let rejected = |reasons: &[Rejection]| {
+            StorageError::InvalidBatch(BatchError::RejectedRecords(
+                reasons
+                    .iter()
+                    .enumerate()
+                    .map(|(batch_index, &reason)| RecordRejection {
+                        batch_index,
+                        reason,
+                    })
+                    .collect(),
+            ))
+        };
+        let late = Rejection::TimestampOutOfRange {
+            timestamp: 5,
+            oldest: 0,
+            newest: 1,
+        };
+        assert_eq!(
+            storage_error_code(&rejected(&[Rejection::MissingKey, late])),
+            ResponseError::InvalidTimestamp
+        );
+        assert_eq!(
+            storage_error_code(&rejected(&[Rejection::MissingKey])),
+            ResponseError::InvalidRecord
+        );
     }
 }

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use sluice_storage::batch::TimestampType;
+use sluice_storage::batch::{Compression, TargetCompression, TimestampType};
 use sluice_storage::{FlushPolicy, LogConfig};
 
 /// Default of the broker's `message.max.decompressed.bytes`: 64 MiB, generous for any
@@ -54,9 +54,10 @@ impl FlushMode {
 
 /// The effective configuration of one topic. Values use Kafka's conventions: `-1` means
 /// "no limit" for retention, `i64::MAX` means "never" for flush intervals.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicConfig {
-    /// `cleanup.policy`: normalized comma-separated list of `delete` / `compact`.
+    /// `cleanup.policy`: normalized comma-separated list of `delete` / `compact`, or
+    /// empty (neither: segments are kept forever, as Kafka 4.4 allows).
     pub cleanup_policy: String,
     pub retention_ms: i64,
     pub retention_bytes: i64,
@@ -83,6 +84,28 @@ pub struct TopicConfig {
     /// override, else from its own broker default).
     pub unclean_leader_election_enable: bool,
     pub compression_type: String,
+    pub compression_gzip_level: i64,
+    pub compression_lz4_level: i64,
+    pub compression_zstd_level: i64,
+    /// Configs Sluice accepts and shows, as Kafka does, but does not act on yet; each
+    /// key's [`TopicConfigKey::inert`] says why.
+    pub delete_retention_ms: i64,
+    pub min_cleanable_dirty_ratio: f64,
+    pub min_compaction_lag_ms: i64,
+    pub max_compaction_lag_ms: i64,
+    pub file_delete_delay_ms: i64,
+    pub preallocate: bool,
+    pub segment_jitter_ms: i64,
+    pub leader_replication_throttled_replicas: String,
+    pub follower_replication_throttled_replicas: String,
+    pub local_retention_ms: i64,
+    pub local_retention_bytes: i64,
+    pub remote_storage_enable: bool,
+    pub remote_copy_lag_ms: i64,
+    pub remote_copy_lag_bytes: i64,
+    pub remote_log_copy_disable: bool,
+    pub remote_log_delete_on_disable: bool,
+    pub errors_deadletterqueue_group_enable: bool,
 }
 
 impl Default for TopicConfig {
@@ -107,6 +130,26 @@ impl Default for TopicConfig {
             min_insync_replicas: 1,
             unclean_leader_election_enable: false,
             compression_type: "producer".to_owned(),
+            compression_gzip_level: -1,
+            compression_lz4_level: 9,
+            compression_zstd_level: 3,
+            delete_retention_ms: 86_400_000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            file_delete_delay_ms: 60_000,
+            preallocate: false,
+            segment_jitter_ms: 0,
+            leader_replication_throttled_replicas: String::new(),
+            follower_replication_throttled_replicas: String::new(),
+            local_retention_ms: -2,
+            local_retention_bytes: -2,
+            remote_storage_enable: false,
+            remote_copy_lag_ms: 0,
+            remote_copy_lag_bytes: -1,
+            remote_log_copy_disable: false,
+            remote_log_delete_on_disable: false,
+            errors_deadletterqueue_group_enable: false,
         }
     }
 }
@@ -117,8 +160,16 @@ impl TopicConfig {
         let mut config = self.clone();
         for (name, value) in overrides {
             let key = find(name).ok_or_else(|| format!("Unknown topic config name: {name}"))?;
-            (key.set)(&mut config, value)
-                .map_err(|e| format!("Invalid value {value} for configuration {name}: {e}"))?;
+            (key.set)(&mut config, value).map_err(|e| {
+                // Kafka prints a list as it parsed it: `[a, b]`.
+                let shown = if key.config_type == ConfigType::List {
+                    let items: Vec<&str> = value.split(',').map(str::trim).collect();
+                    format!("[{}]", items.join(", "))
+                } else {
+                    value.clone()
+                };
+                format!("Invalid value {shown} for configuration {name}: {e}")
+            })?;
         }
         Ok(config)
     }
@@ -126,6 +177,11 @@ impl TopicConfig {
     /// Whether retention may delete segments (`cleanup.policy` contains `delete`).
     pub fn deletes(&self) -> bool {
         self.cleanup_policy.split(',').any(|p| p == "delete")
+    }
+
+    /// Whether the topic is compacted (`cleanup.policy` contains `compact`).
+    pub fn compacts(&self) -> bool {
+        self.cleanup_policy.split(',').any(|p| p == "compact")
     }
 
     /// The storage configuration for a partition of this topic.
@@ -170,7 +226,24 @@ impl TopicConfig {
             max_decompressed_bytes: usize::try_from(self.max_decompressed_bytes.max(0))
                 .unwrap_or(usize::MAX),
             flush,
+            compact: self.compacts(),
+            compression: self.target_compression(),
         }
+    }
+
+    /// The codec and level batches are stored in (`compression.type`), or `None` for
+    /// `producer`: stored as produced.
+    fn target_compression(&self) -> Option<TargetCompression> {
+        let level = |level: i64| i32::try_from(level).ok().filter(|&l| l != -1);
+        let (codec, level) = match self.compression_type.as_str() {
+            "uncompressed" => (Compression::None, None),
+            "gzip" => (Compression::Gzip, level(self.compression_gzip_level)),
+            "snappy" => (Compression::Snappy, None),
+            "lz4" => (Compression::Lz4, None),
+            "zstd" => (Compression::Zstd, level(self.compression_zstd_level)),
+            _ => return None,
+        };
+        Some(TargetCompression { codec, level })
     }
 }
 
@@ -181,6 +254,7 @@ pub enum ConfigType {
     String = 2,
     Int = 3,
     Long = 5,
+    Double = 6,
     List = 7,
 }
 
@@ -188,10 +262,13 @@ pub enum ConfigType {
 pub struct TopicConfigKey {
     /// The topic config name (`retention.ms`).
     pub name: &'static str,
-    /// The broker property that gives its default (`log.retention.ms`).
-    pub broker_name: &'static str,
+    /// The broker property that gives its default (`log.retention.ms`), if Kafka has one.
+    pub broker_name: Option<&'static str>,
     pub config_type: ConfigType,
     pub doc: &'static str,
+    /// Why Sluice accepts this key, validates and shows it, but does not act on it yet;
+    /// `None` for keys that take effect.
+    pub inert: Option<&'static str>,
     set: fn(&mut TopicConfig, &str) -> Result<(), String>,
     get: fn(&TopicConfig) -> String,
 }
@@ -206,23 +283,49 @@ impl TopicConfigKey {
     pub fn value(&self, config: &TopicConfig) -> String {
         (self.get)(config)
     }
+
+    /// The documentation DescribeConfigs returns: the doc, and for an inert key why it
+    /// has no effect.
+    pub fn documentation(&self) -> String {
+        match self.inert {
+            Some(reason) => format!("{} (accepted, no effect in Sluice yet: {reason})", self.doc),
+            None => self.doc.to_owned(),
+        }
+    }
 }
 
-fn parse_long(value: &str, min: i64) -> Result<i64, String> {
+/// A long in `[min, max]`, refused in Kafka's words (`ConfigDef.Range`).
+fn parse_long_in(value: &str, min: i64, max: i64) -> Result<i64, String> {
     let parsed: i64 = value
         .trim()
         .parse()
-        .map_err(|_| "not a valid long".to_owned())?;
-    if parsed < min {
-        return Err(format!("value must be at least {min}"));
-    }
-    Ok(parsed)
+        .map_err(|_| "Not a number of type LONG".to_owned())?;
+    check_range(parsed, min, max)
+}
+
+fn parse_long(value: &str, min: i64) -> Result<i64, String> {
+    parse_long_in(value, min, i64::MAX)
+}
+
+/// An int in `[min, max]`.
+fn parse_int_in(value: &str, min: i64, max: i64) -> Result<i64, String> {
+    let parsed: i32 = value
+        .trim()
+        .parse()
+        .map_err(|_| "Not a number of type INT".to_owned())?;
+    check_range(i64::from(parsed), min, max)
 }
 
 fn parse_int(value: &str, min: i64) -> Result<i64, String> {
-    let parsed = parse_long(value, min)?;
-    if parsed > i32::MAX as i64 {
-        return Err("value must fit in an int".to_owned());
+    parse_int_in(value, min, i64::from(i32::MAX))
+}
+
+fn check_range(parsed: i64, min: i64, max: i64) -> Result<i64, String> {
+    if parsed < min {
+        return Err(format!("Value must be at least {min}"));
+    }
+    if parsed > max {
+        return Err(format!("Value must be no more than {max}"));
     }
     Ok(parsed)
 }
@@ -231,7 +334,60 @@ fn parse_bool(value: &str) -> Result<bool, String> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" => Ok(true),
         "false" => Ok(false),
-        _ => Err("expected true or false".to_owned()),
+        _ => Err("Expected value to be either true or false".to_owned()),
+    }
+}
+
+/// `min.cleanable.dirty.ratio`: a double in `[0, 1]`.
+fn parse_ratio(value: &str) -> Result<f64, String> {
+    let parsed: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| "Not a number of type DOUBLE".to_owned())?;
+    if parsed.is_nan() || parsed < 0.0 {
+        return Err("Value must be at least 0".to_owned());
+    }
+    if parsed > 1.0 {
+        return Err("Value must be no more than 1".to_owned());
+    }
+    Ok(parsed)
+}
+
+/// Kafka's `compression.type` values.
+const COMPRESSION_TYPES: [&str; 6] = ["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
+
+fn parse_compression_type(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if COMPRESSION_TYPES.contains(&value) {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "String must be one of: {}",
+            COMPRESSION_TYPES.join(", ")
+        ))
+    }
+}
+
+/// `leader/follower.replication.throttled.replicas`: empty, `*`, or
+/// `partition:broker,...` (Kafka's `ThrottledReplicaListValidator`).
+fn parse_throttled_replicas(name: &str, value: &str) -> Result<String, String> {
+    let items: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let pair = |item: &str| {
+        item.split_once(':').is_some_and(|(p, b)| {
+            p.trim().parse::<i32>().is_ok() && b.trim().parse::<i32>().is_ok()
+        })
+    };
+    if items == ["*"] || items.iter().all(|item| pair(item)) {
+        Ok(items.join(","))
+    } else {
+        Err(format!(
+            "{name} must be the literal '*' or a list of replicas in the following format: \
+             [partitionId]:[brokerId],[partitionId]:[brokerId],..."
+        ))
     }
 }
 
@@ -242,14 +398,15 @@ fn parse_cleanup_policy(value: &str) -> Result<String, String> {
         match part {
             "delete" => delete = true,
             "compact" => compact = true,
-            other => return Err(format!("unknown cleanup policy {other}")),
+            _ => return Err("String must be one of: compact, delete".to_owned()),
         }
     }
     Ok(match (compact, delete) {
         (true, true) => "compact,delete",
         (true, false) => "compact",
         (false, true) => "delete",
-        (false, false) => return Err("cleanup.policy must not be empty".to_owned()),
+        // Kafka 4.4 accepts an empty list: neither deleted nor compacted.
+        (false, false) => "",
     }
     .to_owned())
 }
@@ -269,13 +426,14 @@ fn timestamp_type_name(t: TimestampType) -> &'static str {
     }
 }
 
-/// Every topic config Sluice understands.
+/// Every topic config Sluice understands: every topic config of Kafka 4.4, in its order.
 pub static KEYS: &[TopicConfigKey] = &[
     TopicConfigKey {
         name: "cleanup.policy",
-        broker_name: "log.cleanup.policy",
+        broker_name: Some("log.cleanup.policy"),
         config_type: ConfigType::List,
-        doc: "delete: retention deletes old segments; compact: keep them (compaction itself is not implemented yet)",
+        doc: "delete: retention deletes old segments; compact: every record needs a key and retention keeps the segments (the cleaner that keeps only each key's latest record is not implemented yet)",
+        inert: None,
         set: |c, v| {
             c.cleanup_policy = parse_cleanup_policy(v)?;
             Ok(())
@@ -283,24 +441,99 @@ pub static KEYS: &[TopicConfigKey] = &[
         get: |c| c.cleanup_policy.clone(),
     },
     TopicConfigKey {
-        name: "compression.type",
-        broker_name: "compression.type",
-        config_type: ConfigType::String,
-        doc: "only 'producer' (batches are stored as the producer compressed them; Sluice never recompresses)",
+        name: "compression.gzip.level",
+        broker_name: Some("compression.gzip.level"),
+        config_type: ConfigType::Int,
+        doc: "gzip level when the broker recompresses to gzip: 1 to 9, or -1 for the codec's default",
+        inert: None,
         set: |c, v| {
-            if v.trim() != "producer" {
-                return Err("Sluice stores batches as produced; only 'producer' is supported".into());
+            let level = parse_int(v, i64::from(i32::MIN))?;
+            if level != -1 && !(1..=9).contains(&level) {
+                return Err("Value must be between 1 and 9 or equal to -1".to_owned());
             }
-            c.compression_type = "producer".to_owned();
+            c.compression_gzip_level = level;
+            Ok(())
+        },
+        get: |c| c.compression_gzip_level.to_string(),
+    },
+    TopicConfigKey {
+        name: "compression.lz4.level",
+        broker_name: Some("compression.lz4.level"),
+        config_type: ConfigType::Int,
+        doc: "lz4 level when the broker recompresses to lz4 (1 to 17)",
+        inert: Some("Sluice writes lz4 at its one speed (lz4_flex has no high-compression mode)"),
+        set: |c, v| {
+            c.compression_lz4_level = parse_int_in(v, 1, 17)?;
+            Ok(())
+        },
+        get: |c| c.compression_lz4_level.to_string(),
+    },
+    TopicConfigKey {
+        name: "compression.type",
+        broker_name: Some("compression.type"),
+        config_type: ConfigType::String,
+        doc: "producer: batches are stored as the producer compressed them (zero-copy); uncompressed, gzip, snappy, lz4 or zstd: the broker recompresses batches that use another codec",
+        inert: None,
+        set: |c, v| {
+            c.compression_type = parse_compression_type(v)?;
             Ok(())
         },
         get: |c| c.compression_type.clone(),
     },
     TopicConfigKey {
+        name: "compression.zstd.level",
+        broker_name: Some("compression.zstd.level"),
+        config_type: ConfigType::Int,
+        doc: "zstd level when the broker recompresses to zstd (-131072 to 22)",
+        inert: None,
+        set: |c, v| {
+            c.compression_zstd_level = parse_int_in(v, -131_072, 22)?;
+            Ok(())
+        },
+        get: |c| c.compression_zstd_level.to_string(),
+    },
+    TopicConfigKey {
+        name: "delete.retention.ms",
+        broker_name: Some("log.cleaner.delete.retention.ms"),
+        config_type: ConfigType::Long,
+        doc: "how long the cleaner keeps tombstones of a compacted topic",
+        inert: Some("the log cleaner (compaction) is not implemented yet"),
+        set: |c, v| {
+            c.delete_retention_ms = parse_long(v, 0)?;
+            Ok(())
+        },
+        get: |c| c.delete_retention_ms.to_string(),
+    },
+    TopicConfigKey {
+        name: "errors.deadletterqueue.group.enable",
+        broker_name: None,
+        config_type: ConfigType::Boolean,
+        doc: "share groups may write undeliverable records to a dead-letter queue topic",
+        inert: Some("Sluice has no share groups yet"),
+        set: |c, v| {
+            c.errors_deadletterqueue_group_enable = parse_bool(v)?;
+            Ok(())
+        },
+        get: |c| c.errors_deadletterqueue_group_enable.to_string(),
+    },
+    TopicConfigKey {
+        name: "file.delete.delay.ms",
+        broker_name: Some("log.segment.delete.delay.ms"),
+        config_type: ConfigType::Long,
+        doc: "how long a deleted segment's files stay before they are removed",
+        inert: Some("Sluice unlinks a deleted segment at once; readers that still map it keep reading it, so no delay is needed"),
+        set: |c, v| {
+            c.file_delete_delay_ms = parse_long(v, 0)?;
+            Ok(())
+        },
+        get: |c| c.file_delete_delay_ms.to_string(),
+    },
+    TopicConfigKey {
         name: "flush.messages",
-        broker_name: "log.flush.interval.messages",
+        broker_name: Some("log.flush.interval.messages"),
         config_type: ConfigType::Long,
         doc: "fsync after this many messages (9223372036854775807: never by count); 1 makes acks=all produces wait until their records are fsynced, like log.flush.policy=always for this topic",
+        inert: None,
         set: |c, v| {
             c.flush_messages = parse_long(v, 1)?;
             Ok(())
@@ -309,9 +542,10 @@ pub static KEYS: &[TopicConfigKey] = &[
     },
     TopicConfigKey {
         name: "flush.ms",
-        broker_name: "log.flush.interval.ms",
+        broker_name: Some("log.flush.interval.ms"),
         config_type: ConfigType::Long,
         doc: "fsync when the oldest unflushed message is this old (9223372036854775807: never by time)",
+        inert: None,
         set: |c, v| {
             c.flush_ms = parse_long(v, 0)?;
             Ok(())
@@ -319,10 +553,23 @@ pub static KEYS: &[TopicConfigKey] = &[
         get: |c| c.flush_ms.to_string(),
     },
     TopicConfigKey {
+        name: "follower.replication.throttled.replicas",
+        broker_name: None,
+        config_type: ConfigType::List,
+        doc: "replicas whose follower fetches are throttled ('*' or partition:broker,...)",
+        inert: Some("replication throttling is not implemented yet"),
+        set: |c, v| {
+            c.follower_replication_throttled_replicas = parse_throttled_replicas("follower.replication.throttled.replicas", v)?;
+            Ok(())
+        },
+        get: |c| c.follower_replication_throttled_replicas.clone(),
+    },
+    TopicConfigKey {
         name: "index.interval.bytes",
-        broker_name: "log.index.interval.bytes",
+        broker_name: Some("log.index.interval.bytes"),
         config_type: ConfigType::Int,
         doc: "bytes of log between two offset index entries",
+        inert: None,
         set: |c, v| {
             c.index_interval_bytes = parse_int(v, 0)?;
             Ok(())
@@ -330,10 +577,71 @@ pub static KEYS: &[TopicConfigKey] = &[
         get: |c| c.index_interval_bytes.to_string(),
     },
     TopicConfigKey {
+        name: "leader.replication.throttled.replicas",
+        broker_name: None,
+        config_type: ConfigType::List,
+        doc: "replicas whose leader-side replication is throttled ('*' or partition:broker,...)",
+        inert: Some("replication throttling is not implemented yet"),
+        set: |c, v| {
+            c.leader_replication_throttled_replicas = parse_throttled_replicas("leader.replication.throttled.replicas", v)?;
+            Ok(())
+        },
+        get: |c| c.leader_replication_throttled_replicas.clone(),
+    },
+    TopicConfigKey {
+        name: "local.retention.bytes",
+        broker_name: Some("log.local.retention.bytes"),
+        config_type: ConfigType::Long,
+        doc: "local bytes kept when tiered storage holds the rest (-2: retention.bytes)",
+        inert: Some("Sluice has no tiered storage"),
+        set: |c, v| {
+            c.local_retention_bytes = parse_long(v, -2)?;
+            Ok(())
+        },
+        get: |c| c.local_retention_bytes.to_string(),
+    },
+    TopicConfigKey {
+        name: "local.retention.ms",
+        broker_name: Some("log.local.retention.ms"),
+        config_type: ConfigType::Long,
+        doc: "local retention when tiered storage holds the rest (-2: retention.ms)",
+        inert: Some("Sluice has no tiered storage"),
+        set: |c, v| {
+            c.local_retention_ms = parse_long(v, -2)?;
+            Ok(())
+        },
+        get: |c| c.local_retention_ms.to_string(),
+    },
+    TopicConfigKey {
+        name: "max.compaction.lag.ms",
+        broker_name: Some("log.cleaner.max.compaction.lag.ms"),
+        config_type: ConfigType::Long,
+        doc: "longest a record may stay uncompacted",
+        inert: Some("the log cleaner (compaction) is not implemented yet"),
+        set: |c, v| {
+            c.max_compaction_lag_ms = parse_long(v, 1)?;
+            Ok(())
+        },
+        get: |c| c.max_compaction_lag_ms.to_string(),
+    },
+    TopicConfigKey {
+        name: "max.decompressed.message.bytes",
+        broker_name: Some("max.decompressed.message.bytes"),
+        config_type: ConfigType::Int,
+        doc: "most bytes the records of one produced compressed batch may decompress to: every produced batch is decompressed to check its records, and one that expands past this fails with INVALID_RECORD (Sluice's default is 64 MiB, Kafka's 2147483639)",
+        inert: None,
+        set: |c, v| {
+            c.max_decompressed_bytes = parse_int_in(v, 1, 2_147_483_639)?;
+            Ok(())
+        },
+        get: |c| c.max_decompressed_bytes.to_string(),
+    },
+    TopicConfigKey {
         name: "max.message.bytes",
-        broker_name: "message.max.bytes",
+        broker_name: Some("message.max.bytes"),
         config_type: ConfigType::Int,
         doc: "largest record batch accepted, in bytes",
+        inert: None,
         set: |c, v| {
             c.max_message_bytes = parse_int(v, 0)?;
             Ok(())
@@ -341,21 +649,11 @@ pub static KEYS: &[TopicConfigKey] = &[
         get: |c| c.max_message_bytes.to_string(),
     },
     TopicConfigKey {
-        name: "message.timestamp.type",
-        broker_name: "log.message.timestamp.type",
-        config_type: ConfigType::String,
-        doc: "CreateTime (producer's timestamps) or LogAppendTime (broker's clock)",
-        set: |c, v| {
-            c.timestamp_type = parse_timestamp_type(v)?;
-            Ok(())
-        },
-        get: |c| timestamp_type_name(c.timestamp_type).to_owned(),
-    },
-    TopicConfigKey {
         name: "message.timestamp.after.max.ms",
-        broker_name: "log.message.timestamp.after.max.ms",
+        broker_name: Some("log.message.timestamp.after.max.ms"),
         config_type: ConfigType::Long,
         doc: "with CreateTime, produces with a record timestamp more than this far ahead of the broker's clock fail with INVALID_TIMESTAMP (KIP-937)",
+        inert: None,
         set: |c, v| {
             c.timestamp_after_max_ms = parse_long(v, 0)?;
             Ok(())
@@ -364,9 +662,10 @@ pub static KEYS: &[TopicConfigKey] = &[
     },
     TopicConfigKey {
         name: "message.timestamp.before.max.ms",
-        broker_name: "log.message.timestamp.before.max.ms",
+        broker_name: Some("log.message.timestamp.before.max.ms"),
         config_type: ConfigType::Long,
         doc: "with CreateTime, produces with a record timestamp more than this far behind the broker's clock fail with INVALID_TIMESTAMP (KIP-937; 9223372036854775807: no bound)",
+        inert: None,
         set: |c, v| {
             c.timestamp_before_max_ms = parse_long(v, 0)?;
             Ok(())
@@ -374,10 +673,47 @@ pub static KEYS: &[TopicConfigKey] = &[
         get: |c| c.timestamp_before_max_ms.to_string(),
     },
     TopicConfigKey {
+        name: "message.timestamp.type",
+        broker_name: Some("log.message.timestamp.type"),
+        config_type: ConfigType::String,
+        doc: "CreateTime (producer's timestamps) or LogAppendTime (broker's clock)",
+        inert: None,
+        set: |c, v| {
+            c.timestamp_type = parse_timestamp_type(v)?;
+            Ok(())
+        },
+        get: |c| timestamp_type_name(c.timestamp_type).to_owned(),
+    },
+    TopicConfigKey {
+        name: "min.cleanable.dirty.ratio",
+        broker_name: Some("log.cleaner.min.cleanable.ratio"),
+        config_type: ConfigType::Double,
+        doc: "the cleaner compacts a log when at least this share of it is uncleaned",
+        inert: Some("the log cleaner (compaction) is not implemented yet"),
+        set: |c, v| {
+            c.min_cleanable_dirty_ratio = parse_ratio(v)?;
+            Ok(())
+        },
+        get: |c| format!("{:?}", c.min_cleanable_dirty_ratio),
+    },
+    TopicConfigKey {
+        name: "min.compaction.lag.ms",
+        broker_name: Some("log.cleaner.min.compaction.lag.ms"),
+        config_type: ConfigType::Long,
+        doc: "shortest time a record stays uncompacted",
+        inert: Some("the log cleaner (compaction) is not implemented yet"),
+        set: |c, v| {
+            c.min_compaction_lag_ms = parse_long(v, 0)?;
+            Ok(())
+        },
+        get: |c| c.min_compaction_lag_ms.to_string(),
+    },
+    TopicConfigKey {
         name: "min.insync.replicas",
-        broker_name: "min.insync.replicas",
+        broker_name: Some("min.insync.replicas"),
         config_type: ConfigType::Int,
         doc: "acks=all produces fail with NOT_ENOUGH_REPLICAS when fewer replicas (the leader included) are in sync; at least 1",
+        inert: None,
         set: |c, v| {
             c.min_insync_replicas = parse_int(v, 1)?;
             Ok(())
@@ -385,10 +721,89 @@ pub static KEYS: &[TopicConfigKey] = &[
         get: |c| c.min_insync_replicas.to_string(),
     },
     TopicConfigKey {
+        name: "preallocate",
+        broker_name: Some("log.preallocate"),
+        config_type: ConfigType::Boolean,
+        doc: "preallocate a new segment file's full size",
+        inert: Some("segments grow as they are appended to; preallocation would only matter on file systems that fragment"),
+        set: |c, v| {
+            c.preallocate = parse_bool(v)?;
+            Ok(())
+        },
+        get: |c| c.preallocate.to_string(),
+    },
+    TopicConfigKey {
+        name: "remote.copy.lag.bytes",
+        broker_name: Some("log.remote.copy.lag.bytes"),
+        config_type: ConfigType::Long,
+        doc: "bytes a segment may wait before it is copied to remote storage (-1: no bound)",
+        inert: Some("Sluice has no tiered storage"),
+        set: |c, v| {
+            c.remote_copy_lag_bytes = parse_long(v, -1)?;
+            Ok(())
+        },
+        get: |c| c.remote_copy_lag_bytes.to_string(),
+    },
+    TopicConfigKey {
+        name: "remote.copy.lag.ms",
+        broker_name: Some("log.remote.copy.lag.ms"),
+        config_type: ConfigType::Long,
+        doc: "time a segment may wait before it is copied to remote storage",
+        inert: Some("Sluice has no tiered storage"),
+        set: |c, v| {
+            c.remote_copy_lag_ms = parse_long(v, i64::MIN)?;
+            Ok(())
+        },
+        get: |c| c.remote_copy_lag_ms.to_string(),
+    },
+    TopicConfigKey {
+        name: "remote.log.copy.disable",
+        broker_name: None,
+        config_type: ConfigType::Boolean,
+        doc: "stop copying segments to remote storage",
+        inert: Some("Sluice has no tiered storage"),
+        set: |c, v| {
+            c.remote_log_copy_disable = parse_bool(v)?;
+            Ok(())
+        },
+        get: |c| c.remote_log_copy_disable.to_string(),
+    },
+    TopicConfigKey {
+        name: "remote.log.delete.on.disable",
+        broker_name: None,
+        config_type: ConfigType::Boolean,
+        doc: "delete remote segments when remote storage is turned off for the topic",
+        inert: Some("Sluice has no tiered storage"),
+        set: |c, v| {
+            c.remote_log_delete_on_disable = parse_bool(v)?;
+            Ok(())
+        },
+        get: |c| c.remote_log_delete_on_disable.to_string(),
+    },
+    TopicConfigKey {
+        name: "remote.storage.enable",
+        broker_name: None,
+        config_type: ConfigType::Boolean,
+        doc: "tiered storage for this topic; only false, as on a Kafka broker without remote.log.storage.system.enable",
+        inert: None,
+        set: |c, v| {
+            // As a Kafka broker without remote.log.storage.system.enable answers.
+            if parse_bool(v)? {
+                return Err("Tiered Storage functionality is disabled in the broker. \
+                            Topic cannot be configured with remote log storage."
+                    .to_owned());
+            }
+            c.remote_storage_enable = false;
+            Ok(())
+        },
+        get: |c| c.remote_storage_enable.to_string(),
+    },
+    TopicConfigKey {
         name: "retention.bytes",
-        broker_name: "log.retention.bytes",
+        broker_name: Some("log.retention.bytes"),
         config_type: ConfigType::Long,
         doc: "delete the oldest segments while a partition is larger than this (-1: no limit)",
+        inert: None,
         set: |c, v| {
             c.retention_bytes = parse_long(v, i64::MIN)?;
             Ok(())
@@ -397,9 +812,10 @@ pub static KEYS: &[TopicConfigKey] = &[
     },
     TopicConfigKey {
         name: "retention.ms",
-        broker_name: "log.retention.ms",
+        broker_name: Some("log.retention.ms"),
         config_type: ConfigType::Long,
         doc: "delete segments whose newest record is older than this (-1: keep forever)",
+        inert: None,
         set: |c, v| {
             c.retention_ms = parse_long(v, -1)?;
             Ok(())
@@ -408,9 +824,10 @@ pub static KEYS: &[TopicConfigKey] = &[
     },
     TopicConfigKey {
         name: "segment.bytes",
-        broker_name: "log.segment.bytes",
+        broker_name: Some("log.segment.bytes"),
         config_type: ConfigType::Int,
         doc: "roll to a new segment file when the active one reaches this size",
+        inert: None,
         set: |c, v| {
             c.segment_bytes = parse_int(v, 14)?;
             Ok(())
@@ -419,9 +836,10 @@ pub static KEYS: &[TopicConfigKey] = &[
     },
     TopicConfigKey {
         name: "segment.index.bytes",
-        broker_name: "log.index.size.max.bytes",
+        broker_name: Some("log.index.size.max.bytes"),
         config_type: ConfigType::Int,
         doc: "maximum size of a segment's offset and time index files",
+        inert: None,
         set: |c, v| {
             c.segment_index_bytes = parse_int(v, 4)?;
             Ok(())
@@ -429,10 +847,23 @@ pub static KEYS: &[TopicConfigKey] = &[
         get: |c| c.segment_index_bytes.to_string(),
     },
     TopicConfigKey {
+        name: "segment.jitter.ms",
+        broker_name: Some("log.roll.jitter.ms"),
+        config_type: ConfigType::Long,
+        doc: "random reduction of segment.ms per segment, so partitions do not roll together",
+        inert: Some("segments roll by segment.ms alone; the jitter is not applied yet"),
+        set: |c, v| {
+            c.segment_jitter_ms = parse_long(v, 0)?;
+            Ok(())
+        },
+        get: |c| c.segment_jitter_ms.to_string(),
+    },
+    TopicConfigKey {
         name: "segment.ms",
-        broker_name: "log.roll.ms",
+        broker_name: Some("log.roll.ms"),
         config_type: ConfigType::Long,
         doc: "roll to a new segment when the active one's first record is older than this",
+        inert: None,
         set: |c, v| {
             c.segment_ms = parse_long(v, 1)?;
             Ok(())
@@ -441,11 +872,12 @@ pub static KEYS: &[TopicConfigKey] = &[
     },
     TopicConfigKey {
         name: "unclean.leader.election.enable",
-        broker_name: "unclean.leader.election.enable",
+        broker_name: Some("unclean.leader.election.enable"),
         config_type: ConfigType::Boolean,
         doc: "when no in-sync replica of a partition is available, the controller makes an out-of-sync one leader \
               (availability over durability: acknowledged records may be lost, and a warning says so); \
               false keeps the partition offline until an in-sync replica returns",
+        inert: None,
         set: |c, v| {
             c.unclean_leader_election_enable = parse_bool(v)?;
             Ok(())
@@ -461,7 +893,7 @@ pub fn find(name: &str) -> Option<&'static TopicConfigKey> {
 
 /// The key whose broker-level default property is `broker_name`.
 pub fn find_by_broker_name(broker_name: &str) -> Option<&'static TopicConfigKey> {
-    KEYS.iter().find(|k| k.broker_name == broker_name)
+    KEYS.iter().find(|k| k.broker_name == Some(broker_name))
 }
 
 #[cfg(test)]
@@ -499,8 +931,174 @@ mod tests {
             .with_overrides(&overrides(&[("retention.ms", "-2")]))
             .is_err());
         assert!(base
-            .with_overrides(&overrides(&[("compression.type", "zstd")]))
+            .with_overrides(&overrides(&[("compression.type", "none")]))
             .is_err());
+    }
+
+    /// Kafka 4.4's answers to `IncrementalAlterConfigs` with validate_only, asked of a
+    /// real broker (kafka-python): which values each key takes and the words of a refusal.
+    #[test]
+    fn values_are_validated_as_kafka_validates_them() {
+        let base = TopicConfig::default();
+        let check = |name: &str, value: &str| {
+            base.with_overrides(&overrides(&[(name, value)]))
+                .map(|_| ())
+                .map_err(|e| {
+                    e.split_once(&format!(" for configuration {name}: "))
+                        .map_or(e.as_str(), |(_, reason)| reason)
+                        .to_owned()
+                })
+        };
+        let accepted = [
+            ("compression.gzip.level", "-1"),
+            ("compression.gzip.level", "9"),
+            ("compression.lz4.level", "17"),
+            ("compression.zstd.level", "-131072"),
+            ("compression.type", "gzip"),
+            ("compression.type", "uncompressed"),
+            ("follower.replication.throttled.replicas", ""),
+            ("follower.replication.throttled.replicas", "*"),
+            ("leader.replication.throttled.replicas", "0:1,1:2"),
+            ("local.retention.bytes", "-2"),
+            ("max.decompressed.message.bytes", "1"),
+            ("min.cleanable.dirty.ratio", "0"),
+            ("min.cleanable.dirty.ratio", "1"),
+            ("remote.copy.lag.ms", "-1"),
+            ("remote.storage.enable", "false"),
+            ("cleanup.policy", ""),
+            ("cleanup.policy", "delete,delete"),
+            ("retention.bytes", "-2"),
+        ];
+        for (name, value) in accepted {
+            assert_eq!(check(name, value), Ok(()), "{name}={value}");
+        }
+        let refused = [
+            (
+                "compression.gzip.level",
+                "0",
+                "Value must be between 1 and 9 or equal to -1",
+            ),
+            ("compression.gzip.level", "x", "Not a number of type INT"),
+            (
+                "compression.lz4.level",
+                "18",
+                "Value must be no more than 17",
+            ),
+            (
+                "compression.zstd.level",
+                "-131073",
+                "Value must be at least -131072",
+            ),
+            (
+                "compression.type",
+                "GZIP",
+                "String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer",
+            ),
+            ("delete.retention.ms", "-1", "Value must be at least 0"),
+            (
+                "errors.deadletterqueue.group.enable",
+                "yes",
+                "Expected value to be either true or false",
+            ),
+            ("max.compaction.lag.ms", "0", "Value must be at least 1"),
+            (
+                "max.decompressed.message.bytes",
+                "2147483647",
+                "Value must be no more than 2147483639",
+            ),
+            (
+                "max.decompressed.message.bytes",
+                "2147483648",
+                "Not a number of type INT",
+            ),
+            (
+                "min.cleanable.dirty.ratio",
+                "1.1",
+                "Value must be no more than 1",
+            ),
+            (
+                "min.cleanable.dirty.ratio",
+                "x",
+                "Not a number of type DOUBLE",
+            ),
+            ("local.retention.ms", "-3", "Value must be at least -2"),
+            ("remote.copy.lag.bytes", "-2", "Value must be at least -1"),
+            ("segment.jitter.ms", "-1", "Value must be at least 0"),
+            (
+                "cleanup.policy",
+                "none",
+                "String must be one of: compact, delete",
+            ),
+            ("retention.ms", "-2", "Value must be at least -1"),
+            ("flush.messages", "0", "Value must be at least 1"),
+        ];
+        for (name, value, reason) in refused {
+            assert_eq!(check(name, value), Err(reason.to_owned()), "{name}={value}");
+        }
+        assert!(check("follower.replication.throttled.replicas", "0:")
+            .unwrap_err()
+            .contains("must be the literal '*'"));
+        assert!(check("remote.storage.enable", "true")
+            .unwrap_err()
+            .contains("Tiered Storage functionality is disabled"));
+        // Removed from Kafka 4.x: unknown, as there.
+        assert!(check("message.downconversion.enable", "true")
+            .unwrap_err()
+            .contains("Unknown topic config name"));
+    }
+
+    /// Every topic config Kafka 4.4 describes (DescribeConfigs of a topic on a real
+    /// broker), no more, no less.
+    #[test]
+    fn the_keys_are_kafkas() {
+        let kafka = [
+            "cleanup.policy",
+            "compression.gzip.level",
+            "compression.lz4.level",
+            "compression.type",
+            "compression.zstd.level",
+            "delete.retention.ms",
+            "errors.deadletterqueue.group.enable",
+            "file.delete.delay.ms",
+            "flush.messages",
+            "flush.ms",
+            "follower.replication.throttled.replicas",
+            "index.interval.bytes",
+            "leader.replication.throttled.replicas",
+            "local.retention.bytes",
+            "local.retention.ms",
+            "max.compaction.lag.ms",
+            "max.decompressed.message.bytes",
+            "max.message.bytes",
+            "message.timestamp.after.max.ms",
+            "message.timestamp.before.max.ms",
+            "message.timestamp.type",
+            "min.cleanable.dirty.ratio",
+            "min.compaction.lag.ms",
+            "min.insync.replicas",
+            "preallocate",
+            "remote.copy.lag.bytes",
+            "remote.copy.lag.ms",
+            "remote.log.copy.disable",
+            "remote.log.delete.on.disable",
+            "remote.storage.enable",
+            "retention.bytes",
+            "retention.ms",
+            "segment.bytes",
+            "segment.index.bytes",
+            "segment.jitter.ms",
+            "segment.ms",
+            "unclean.leader.election.enable",
+        ];
+        let ours: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+        assert_eq!(ours, kafka);
+        for key in KEYS.iter().filter(|k| k.inert.is_some()) {
+            assert!(
+                key.documentation().contains("no effect in Sluice yet"),
+                "{}",
+                key.name
+            );
+        }
     }
 
     #[test]

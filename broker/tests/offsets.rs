@@ -182,9 +182,10 @@ async fn retention_runs_in_the_background() {
     for topic in ["short", "kept"] {
         for _ in 0..12 {
             let value = "r".repeat(150);
+            // Keyed: a compacted topic refuses records without a key.
             assert_eq!(
                 client
-                    .produce(topic, 0, common::batch(&[(None, &value)]))
+                    .produce(topic, 0, common::batch(&[(Some("k"), &value)]))
                     .await
                     .0,
                 0

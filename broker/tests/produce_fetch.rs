@@ -19,7 +19,7 @@ use kafka_protocol::messages::{
     MetadataRequest, ProduceRequest,
 };
 use kafka_protocol::protocol::StrBytes;
-use sluice_storage::batch::{Compression, Records};
+use sluice_storage::batch::{BatchBuilder, Compression, Records};
 
 /// A fetched batch equals the produced one except the base offset and leader epoch the
 /// broker assigns.
@@ -88,6 +88,105 @@ async fn produce_and_fetch_round_trip_every_codec() {
         at += records.len();
     }
     assert_eq!(at, fetched.len());
+    broker.shutdown().await.unwrap();
+}
+
+/// The first batch a fetch from `offset` returns, as stored.
+async fn first_stored_batch(client: &mut Client, topic: &str, offset: i64) -> Bytes {
+    let data = client.fetch(topic, 0, offset).await;
+    let bytes = data.records.unwrap();
+    let first = sluice_storage::batch::batches(&bytes)
+        .next()
+        .unwrap()
+        .unwrap();
+    Bytes::copy_from_slice(first)
+}
+
+/// compression.type naming a codec: batches in another codec are stored recompressed,
+/// records unchanged; an idempotent retry of a recompressed batch is still a duplicate.
+/// A batch already in the codec is stored byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_with_a_codec_store_batches_recompressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    client
+        .create_topic(
+            "zstd",
+            1,
+            &[
+                ("compression.type", "zstd"),
+                ("compression.zstd.level", "9"),
+            ],
+        )
+        .await;
+    client
+        .create_topic("plain", 1, &[("compression.type", "uncompressed")])
+        .await;
+    let value = "abcdefgh".repeat(500);
+    let records = |codec, sequence| {
+        let mut builder = BatchBuilder::new(codec).producer(5, 0, sequence);
+        builder.push(1_700_000_000_000, Some(b"k1"), Some(value.as_bytes()), &[]);
+        builder.push(
+            1_700_000_000_001,
+            None,
+            Some(b"v2"),
+            &[("h", Some(&b"x"[..]))],
+        );
+        builder.build().unwrap()
+    };
+    let mut sequence = 0;
+    for (codec, base) in [
+        (Compression::None, 0),
+        (Compression::Gzip, 2),
+        (Compression::Zstd, 4),
+    ] {
+        let sent = records(codec, sequence);
+        assert_eq!(client.produce("zstd", 0, sent.clone()).await, (0, base));
+        let batch = first_stored_batch(&mut client, "zstd", base).await;
+        let header = sluice_storage::batch::validate_stored_batch(&batch).unwrap();
+        assert_eq!(
+            header.compression().unwrap(),
+            Compression::Zstd,
+            "{codec:?}"
+        );
+        assert_eq!(
+            (header.producer_id(), header.base_sequence()),
+            (5, sequence)
+        );
+        let decoded: Vec<_> = Records::decode(batch.clone())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let original: Vec<_> = Records::decode(sent.clone())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(decoded.len(), 2);
+        for (stored, sent) in decoded.iter().zip(&original) {
+            assert_eq!(
+                (&stored.key, &stored.value, &stored.headers),
+                (&sent.key, &sent.value, &sent.headers)
+            );
+            assert_eq!(stored.timestamp, sent.timestamp);
+            assert_eq!(stored.offset, base + sent.offset);
+        }
+        if codec == Compression::Zstd {
+            assert_same_batch(&batch, &sent, base);
+        } else {
+            // The retry of a converted batch is recognised: the first offsets, nothing added.
+            assert_eq!(client.produce("zstd", 0, sent).await, (0, base));
+        }
+        sequence += 2;
+    }
+    assert_eq!(client.fetch("zstd", 0, 0).await.high_watermark, 6);
+    // To uncompressed: the records are stored plain, so the batch grows.
+    let sent = records(Compression::Lz4, 0);
+    assert_eq!(client.produce("plain", 0, sent.clone()).await, (0, 0));
+    let batch = first_stored_batch(&mut client, "plain", 0).await;
+    let header = sluice_storage::batch::validate_stored_batch(&batch).unwrap();
+    assert_eq!(header.compression().unwrap(), Compression::None);
+    assert!(batch.len() > sent.len());
     broker.shutdown().await.unwrap();
 }
 
@@ -680,7 +779,10 @@ async fn timestamps_out_of_bounds_are_refused_with_invalid_timestamp() {
         .await;
     let p = &response.responses[0].partition_responses[0];
     assert_eq!(p.error_code, ResponseError::InvalidTimestamp.code());
-    let message = p.error_message.as_ref().unwrap().to_string();
+    let message = p.record_errors[0]
+        .batch_index_error_message
+        .as_ref()
+        .unwrap();
     assert!(message.contains("out of range"), "{message}");
     // A topic bound to the last day, and LogAppendTime topics are not bound at all.
     client
@@ -761,6 +863,120 @@ async fn timestamps_out_of_bounds_are_refused_with_invalid_timestamp() {
         .await;
     assert_eq!(
         client.produce("appended", 0, at(now + 100 * hour)).await,
+        (0, 0)
+    );
+    broker.shutdown().await.unwrap();
+}
+
+/// KIP-467, as Kafka 4.4 answers (asked with kafka-python): records refused for what they
+/// hold are named one by one in `record_errors`, with Kafka's messages, so the client
+/// fails those records and reports the others as failed by their batch. Nothing of the
+/// batch is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_records_are_named_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    client
+        .create_topic(
+            "latest",
+            1,
+            &[
+                ("cleanup.policy", "compact"),
+                ("message.timestamp.after.max.ms", "1000"),
+            ],
+        )
+        .await;
+    let keyless = |compression| {
+        batch_with(
+            compression,
+            now,
+            &[(Some("a"), "1"), (None, "2"), (Some(""), "3"), (None, "4")],
+        )
+    };
+    let missing = "Compacted topic cannot accept message without key in topic partition latest-0";
+    for compression in [Compression::None, Compression::Zstd] {
+        let response = client
+            .send(
+                9,
+                &Client::produce_request("latest", 0, 1, keyless(compression)),
+            )
+            .await;
+        let p = &response.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, ResponseError::InvalidRecord.code());
+        assert_eq!((p.base_offset, p.log_start_offset), (-1, 0));
+        let named: Vec<_> = p
+            .record_errors
+            .iter()
+            .map(|e| {
+                (
+                    e.batch_index,
+                    e.batch_index_error_message.as_ref().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(named, [(1, missing.to_owned()), (3, missing.to_owned())]);
+        assert_eq!(
+            p.error_message.as_ref().unwrap().as_str(),
+            format!(
+                "One or more records have been rejected due to 2 record errors in total, and only \
+                 showing the first three errors at most: [RecordError(batchIndex=1, message='{missing}'), \
+                 RecordError(batchIndex=3, message='{missing}')]"
+            )
+        );
+    }
+    // A keyless record and one too new: INVALID_TIMESTAMP, both named.
+    let mut mixed = BatchBuilder::new(Compression::Lz4);
+    mixed.push(now, Some(b"a"), Some(b"1"), &[]);
+    mixed.push(now, None, Some(b"2"), &[]);
+    mixed.push(now + 3_600_000, Some(b"c"), Some(b"3"), &[]);
+    let mixed = mixed.build().unwrap();
+    let response = client
+        .send(9, &Client::produce_request("latest", 0, 1, mixed))
+        .await;
+    let p = &response.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, ResponseError::InvalidTimestamp.code());
+    assert_eq!(
+        p.error_message.as_ref().unwrap().as_str(),
+        "One or more records have been rejected due to invalid timestamp"
+    );
+    let indexes: Vec<_> = p.record_errors.iter().map(|e| e.batch_index).collect();
+    assert_eq!(indexes, [1, 2]);
+    let late = p.record_errors[1]
+        .batch_index_error_message
+        .as_ref()
+        .unwrap();
+    assert!(
+        late.starts_with(&format!(
+            "Timestamp {} of message with offset 2 is out of range",
+            now + 3_600_000
+        )),
+        "{late}"
+    );
+    // Produce v7 has no record_errors: the code alone.
+    let response = client
+        .send(
+            7,
+            &Client::produce_request("latest", 0, 1, keyless(Compression::None)),
+        )
+        .await;
+    let p = &response.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, ResponseError::InvalidRecord.code());
+    // Nothing was stored: the first good batch gets offset 0.
+    let good = batch_with(
+        Compression::None,
+        now,
+        &[(Some("a"), "1"), (Some("b"), "2")],
+    );
+    assert_eq!(client.produce("latest", 0, good).await, (0, 0));
+    // A topic that is not compacted takes records without keys.
+    client.create_topic("plain", 1, &[]).await;
+    assert_eq!(
+        client.produce("plain", 0, keyless(Compression::None)).await,
         (0, 0)
     );
     broker.shutdown().await.unwrap();

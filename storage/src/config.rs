@@ -1,6 +1,6 @@
 //! Per-log configuration, named after Kafka's topic configs.
 
-use crate::batch::TimestampType;
+use crate::batch::{TargetCompression, TimestampType};
 
 /// When appended bytes are forced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,11 @@ pub struct LogConfig {
     pub max_decompressed_bytes: usize,
     /// When appends are fsynced.
     pub flush: FlushPolicy,
+    /// `cleanup.policy` includes `compact`: every produced record must have a key.
+    pub compact: bool,
+    /// `compression.type` naming a codec: produced batches in another codec are
+    /// recompressed before they are stored. `None` (`producer`): stored as produced.
+    pub compression: Option<TargetCompression>,
 }
 
 impl Default for LogConfig {
@@ -68,6 +73,8 @@ impl Default for LogConfig {
             timestamp_after_max_ms: 3_600_000,
             max_decompressed_bytes: crate::batch::records::DEFAULT_DECOMPRESSION_LIMIT,
             flush: FlushPolicy::Os,
+            compact: false,
+            compression: None,
         }
     }
 }

@@ -30,10 +30,12 @@ pub enum BatchError {
     /// A record inside the batch could not be decoded.
     #[error("invalid record in batch: {reason}")]
     InvalidRecord { reason: String },
-    /// A record's timestamp is outside the topic's `message.timestamp.before.max.ms` /
-    /// `message.timestamp.after.max.ms` bounds (Kafka: INVALID_TIMESTAMP).
-    #[error("{reason}")]
-    InvalidTimestamp { reason: String },
+    /// Well-formed records refused for what they hold (a timestamp out of the topic's
+    /// KIP-937 bounds, no key on a compacted topic), each named by its index in the
+    /// batch: Kafka's `RecordValidationException`, answered with `record_errors`
+    /// (KIP-467). The whole batch is refused; the client fails only the records named.
+    #[error("{} record(s) refused, the first: {}", .0.len(), .0.first().map(ToString::to_string).unwrap_or_default())]
+    RejectedRecords(Vec<crate::batch::RecordRejection>),
     /// The compression codec id in the attributes is not one Kafka defines.
     #[error("unknown compression codec id {codec}")]
     UnknownCompression { codec: u8 },

@@ -34,6 +34,7 @@
 //! behind an `RwLock` held for a pointer copy) and read the published end offsets, so
 //! readers and the appender never wait on each other.
 
+use std::borrow::Cow;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicU8, Ordering};
@@ -43,7 +44,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::batch::{
-    self, BatchHeader, RecordChecks, Records, TimestampBounds, TimestampType, HEADER_SIZE,
+    self, BatchHeader, RecordChecks, Records, TargetCompression, TimestampBounds, TimestampType,
+    HEADER_SIZE,
 };
 use crate::config::{FlushPolicy, LogConfig};
 use crate::damage::DamagedRange;
@@ -718,10 +720,11 @@ impl PartitionLog {
                     after_max_ms: config.timestamp_after_max_ms,
                 },
             ),
+            keys_required: config.compact,
         };
         // Every record is checked before the append lock is taken: the check (and any
         // decompression) does not hold up other appenders of this partition.
-        let parsed = parse_produced(records, limit, &checks)?;
+        let parsed = parse_produced(records, limit, &checks, config.compression)?;
 
         let mut guard = inner.lock_append()?;
         inner.check_writable()?;
@@ -743,7 +746,8 @@ impl PartitionLog {
         let mut records_count = 0u64;
         let mut prepared = Vec::with_capacity(parsed.len());
         let mut producer_updates = PendingUpdates::default();
-        for &(bytes, records_max_timestamp) in &parsed {
+        for (bytes, records_max_timestamp) in &parsed {
+            let (bytes, records_max_timestamp) = (bytes.as_ref(), *records_max_timestamp);
             let header = BatchHeader::new(bytes)?;
             let max_timestamp = if config.timestamp_type == TimestampType::LogAppendTime {
                 now_ms
@@ -2313,7 +2317,8 @@ fn parse_produced<'a>(
     records: &'a [u8],
     max_message_bytes: usize,
     checks: &RecordChecks,
-) -> Result<Vec<(&'a [u8], i64)>> {
+    compression: Option<TargetCompression>,
+) -> Result<Vec<(Cow<'a, [u8]>, i64)>> {
     if records.is_empty() {
         return Err(BatchError::Truncated {
             needed: HEADER_SIZE,
@@ -2336,7 +2341,23 @@ fn parse_produced<'a>(
         let size = batch::check_framing(rest, usize::MAX)?;
         let (one, tail) = rest.split_at(size);
         let checked = batch::validate_produced_batch_with(one, checks)?;
-        batches.push((one, checked.max_timestamp));
+        let stored = match compression {
+            Some(target) => {
+                match batch::recompress(one, target, checks.max_decompressed_bytes)? {
+                    // Kafka checks the converted batch against the limit too.
+                    Some(converted) if converted.len() > max_message_bytes => {
+                        return Err(StorageError::MessageTooLarge {
+                            size: converted.len(),
+                            max: max_message_bytes,
+                        });
+                    }
+                    Some(converted) => Cow::Owned(converted),
+                    None => Cow::Borrowed(one),
+                }
+            }
+            None => Cow::Borrowed(one),
+        };
+        batches.push((stored, checked.max_timestamp));
         rest = tail;
     }
     Ok(batches)

@@ -76,9 +76,7 @@ fn captured_batches_are_stored_and_read_back_byte_identical() {
         assert!(
             matches!(
                 log.append(&bytes, 0, 0),
-                Err(StorageError::InvalidBatch(
-                    BatchError::InvalidTimestamp { .. }
-                ))
+                Err(StorageError::InvalidBatch(BatchError::RejectedRecords(_)))
             ),
             "{name}"
         );

@@ -32,12 +32,13 @@
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
-    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
-use sluice_storage::batch::{self, BatchHeader, Compression};
-use sluice_storage::{DurableWait, FlushPolicy, StorageError};
+use sluice_storage::batch::{self, BatchHeader, Compression, RecordRejection};
+use sluice_storage::{BatchError, DurableWait, FlushPolicy, StorageError};
 
 use crate::cluster::routing::{Router, Served, TopicKey};
 use crate::errors::storage_error_code;
@@ -209,6 +210,21 @@ pub fn handle(
                                 }
                                 Err(e) => {
                                     let code = storage_error_code(&e);
+                                    if let StorageError::InvalidBatch(BatchError::RejectedRecords(rejected)) = &e {
+                                        // KIP-467: the client fails only the records named.
+                                        let topic_partition = format!("{}-{}", topic.name, data.index);
+                                        answer.record_errors = rejected
+                                            .iter()
+                                            .map(|r| {
+                                                BatchIndexAndErrorMessage::default()
+                                                    .with_batch_index(i32::try_from(r.batch_index).unwrap_or(i32::MAX))
+                                                    .with_batch_index_error_message(Some(StrBytes::from_string(r.kafka_message(&topic_partition))))
+                                            })
+                                            .collect();
+                                        answer.log_start_offset = partition.log.log_start_offset();
+                                        tracing::debug!(error = %e, "produce refused");
+                                        return Err((code, Some(rejection_summary(code, rejected, &topic_partition))));
+                                    }
                                     // A partition that could not be loaded was logged as an
                                     // error once, at start, and an offline log once, when it
                                     // went offline; one line per refused produce would
@@ -277,6 +293,36 @@ fn has_transactional_batches(request: &ProduceRequest) -> bool {
         .flat_map(batch::batches)
         .filter_map(Result::ok)
         .any(|b| BatchHeader::new(b).is_ok_and(|h| h.producer_id() >= 0 && h.is_transactional()))
+}
+
+/// The partition's `error_message` for refused records, Kafka's words
+/// (`LogValidator.processRecordErrors`): for timestamps a fixed sentence, otherwise the
+/// count and the first three records' errors as Java prints its `RecordError`s.
+fn rejection_summary(
+    code: ResponseError,
+    rejected: &[RecordRejection],
+    topic_partition: &str,
+) -> String {
+    if code == ResponseError::InvalidTimestamp {
+        return "One or more records have been rejected due to invalid timestamp".to_owned();
+    }
+    let first: Vec<String> = rejected
+        .iter()
+        .take(3)
+        .map(|r| {
+            format!(
+                "RecordError(batchIndex={}, message='{}')",
+                r.batch_index,
+                r.kafka_message(topic_partition)
+            )
+        })
+        .collect();
+    format!(
+        "One or more records have been rejected due to {} record errors in total, and only \
+         showing the first three errors at most: [{}]",
+        rejected.len(),
+        first.join(", ")
+    )
 }
 
 /// Kafka's `ProduceRequest.validateRecords` for version 3+: one v2 batch, zstd from v7.

@@ -82,10 +82,19 @@ impl Compression {
         }
     }
 
-    /// Compresses a record area with this codec, in the framing the Java client writes.
+    /// Compresses a record area with this codec, in the framing the Java client writes,
+    /// at the codec's default level.
     ///
     /// `None` returns the bytes unchanged.
     pub fn compress(self, data: &[u8]) -> Result<Vec<u8>, BatchError> {
+        self.compress_at(data, None)
+    }
+
+    /// Like [`Compression::compress`], at `level` (Kafka's `compression.gzip.level` and
+    /// `compression.zstd.level`; `None` or gzip's -1: the default). snappy has no levels,
+    /// and lz4 is written at lz4_flex's one speed, so `compression.lz4.level` does not
+    /// change its output.
+    pub fn compress_at(self, data: &[u8], level: Option<i32>) -> Result<Vec<u8>, BatchError> {
         let fail = |reason: String| BatchError::Compression {
             codec: self.name(),
             reason,
@@ -94,10 +103,12 @@ impl Compression {
             Compression::None => Ok(data.to_vec()),
             Compression::Gzip => {
                 // Level 6 is java.util.zip's default, which Kafka uses unless configured.
-                let mut encoder = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(data.len() / 2 + 64),
-                    flate2::Compression::default(),
-                );
+                let level = match level {
+                    Some(level @ 0..=9) => flate2::Compression::new(level as u32),
+                    _ => flate2::Compression::default(),
+                };
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 2 + 64), level);
                 encoder
                     .write_all(data)
                     .and_then(|()| encoder.finish())
@@ -117,9 +128,8 @@ impl Compression {
                 encoder.write_all(data).map_err(|e| fail(e.to_string()))?;
                 encoder.finish().map_err(|e| fail(e.to_string()))
             }
-            Compression::Zstd => {
-                zstd::bulk::compress(data, ZSTD_LEVEL).map_err(|e| fail(e.to_string()))
-            }
+            Compression::Zstd => zstd::bulk::compress(data, level.unwrap_or(ZSTD_LEVEL))
+                .map_err(|e| fail(e.to_string())),
         }
     }
 

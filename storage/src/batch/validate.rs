@@ -17,7 +17,16 @@
 //!   value (length -1 = null, else that many bytes present), header count >= 0, and each
 //!   header's key (not null, UTF-8, as consumers decode it) and value;
 //! - offset deltas are exactly `0, 1, ..., count - 1`, in order (the header's last offset
-//!   delta is checked against the count by the caller);
+//!   delta is checked against the count by the caller).
+//!
+//! A batch that breaks any of those is refused at its first fault ([`BatchError`]'s
+//! decoding variants). Records that decode but may not be stored are collected instead,
+//! each with its index in the batch, and refused together
+//! ([`BatchError::RejectedRecords`], Kafka's per-record errors of KIP-467), as Kafka's
+//! `LogValidator.validateRecord` does, checking in its order:
+//!
+//! - on a compacted topic ([`RecordChecks::keys_required`]) every record has a key
+//!   (an empty key is a key; a null one is not);
 //! - each record's timestamp (base timestamp + delta, wrapping as in Java), when
 //!   [`TimestampBounds`] are given (topics with CreateTime), lies within them (KIP-937,
 //!   `message.timestamp.before.max.ms` / `message.timestamp.after.max.ms`); records
@@ -26,7 +35,8 @@
 //! It returns the largest record timestamp, which the log stores as the batch's max
 //! timestamp (Kafka also rewrites a max timestamp that disagrees with the records).
 //!
-//! Cost: the walk reads each record's few varints and allocates nothing; an uncompressed
+//! Cost: the walk reads each record's few varints and allocates nothing (but the list of
+//! refused records, when there are any); an uncompressed
 //! batch is read in place, never copied. A compressed batch is decompressed into one
 //! buffer per thread that is reused for every batch (kept up to [`RETAINED_SCRATCH`]
 //! bytes between batches), and decompression stops at `max_decompressed_bytes`, so a
@@ -79,6 +89,73 @@ pub struct RecordChecks {
     pub max_decompressed_bytes: usize,
     /// Timestamp bounds, or `None` when they do not apply (LogAppendTime topics).
     pub timestamps: Option<TimestampBounds>,
+    /// Every record must have a key (`cleanup.policy` includes `compact`: the cleaner
+    /// keeps the latest record per key, so a record without one has no place).
+    pub keys_required: bool,
+}
+
+/// A record refused for what it holds; see the module docs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRejection {
+    /// The record's position in its batch (0-based), as KIP-467's `batch_index`.
+    pub batch_index: usize,
+    pub reason: Rejection,
+}
+
+/// Why a record was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// No key, on a topic that is compacted.
+    MissingKey,
+    /// A CreateTime timestamp outside `[oldest, newest]`.
+    TimestampOutOfRange {
+        timestamp: i64,
+        oldest: i64,
+        newest: i64,
+    },
+}
+
+impl RecordRejection {
+    /// Kafka's message for this record (`LogValidator`'s wording, which clients show to
+    /// users); `topic_partition` is `topic-partition`, as Kafka names it there.
+    pub fn kafka_message(&self, topic_partition: &str) -> String {
+        match self.reason {
+            Rejection::MissingKey => format!(
+                "Compacted topic cannot accept message without key in topic partition {topic_partition}"
+            ),
+            // The offset is the record's offset delta: offsets are not assigned yet.
+            Rejection::TimestampOutOfRange {
+                timestamp,
+                oldest,
+                newest,
+            } => format!(
+                "Timestamp {timestamp} of message with offset {} is out of range. \
+                 The timestamp should be within [{oldest}, {newest}]",
+                self.batch_index
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for RecordRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.reason {
+            Rejection::MissingKey => write!(
+                f,
+                "record {} has no key, which a compacted topic requires",
+                self.batch_index
+            ),
+            Rejection::TimestampOutOfRange {
+                timestamp,
+                oldest,
+                newest,
+            } => write!(
+                f,
+                "record {} has timestamp {timestamp}, outside [{oldest}, {newest}]",
+                self.batch_index
+            ),
+        }
+    }
 }
 
 impl Default for RecordChecks {
@@ -88,6 +165,7 @@ impl Default for RecordChecks {
         RecordChecks {
             max_decompressed_bytes: super::records::DEFAULT_DECOMPRESSION_LIMIT,
             timestamps: None,
+            keys_required: false,
         }
     }
 }
@@ -104,7 +182,7 @@ pub fn check_records(
         reason: format!("negative record count {}", header.records_count()),
     })?;
     let area = batch.get(HEADER_SIZE..).unwrap_or(&[]);
-    let walk = |area: &[u8]| walk_records(area, count, header.base_timestamp(), checks.timestamps);
+    let walk = |area: &[u8]| walk_records(area, count, header.base_timestamp(), checks);
     match header.compression()? {
         Compression::None => walk(area),
         codec => SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
@@ -135,9 +213,10 @@ fn walk_records(
     area: &[u8],
     count: usize,
     base_timestamp: i64,
-    bounds: Option<TimestampBounds>,
+    checks: &RecordChecks,
 ) -> Result<i64, BatchError> {
-    let range = bounds.map(|b| b.range());
+    let range = checks.timestamps.map(|b| b.range());
+    let mut rejected = Vec::new();
     let mut position = 0;
     let mut max_timestamp = NO_TIMESTAMP;
     for index in 0..count {
@@ -185,7 +264,7 @@ fn walk_records(
                 "offset delta {offset_delta}, expected {index} (offset deltas must be 0, 1, 2, ... in order)"
             )));
         }
-        fields
+        let key = fields
             .nullable_bytes()
             .ok_or_else(|| fault("bad key length, or the key runs past the record".into()))?;
         fields
@@ -225,16 +304,25 @@ fn walk_records(
         // Wrapping, as Java's long addition in every Kafka client and in the decoder
         // ([`super::Records`]): this is the timestamp consumers will see.
         let timestamp = base_timestamp.wrapping_add(timestamp_delta);
-        if let Some((oldest, newest)) = range {
-            if timestamp != NO_TIMESTAMP && !(oldest..=newest).contains(&timestamp) {
-                // Kafka's wording (LogValidator), with the offset relative to the batch.
-                return Err(BatchError::InvalidTimestamp {
-                    reason: format!(
-                        "Timestamp {timestamp} of message with offset delta {index} is out of range. \
-                         The timestamp should be within [{oldest}, {newest}]"
-                    ),
-                });
-            }
+        // One reason per record, the key's first, as Kafka's `validateRecord`.
+        let reason = if checks.keys_required && key.is_none() {
+            Some(Rejection::MissingKey)
+        } else {
+            range
+                .filter(|(oldest, newest)| {
+                    timestamp != NO_TIMESTAMP && !(*oldest..=*newest).contains(&timestamp)
+                })
+                .map(|(oldest, newest)| Rejection::TimestampOutOfRange {
+                    timestamp,
+                    oldest,
+                    newest,
+                })
+        };
+        if let Some(reason) = reason {
+            rejected.push(RecordRejection {
+                batch_index: index,
+                reason,
+            });
         }
         max_timestamp = max_timestamp.max(timestamp);
         position = body_end;
@@ -246,6 +334,9 @@ fn walk_records(
                 area.len() - position
             ),
         });
+    }
+    if !rejected.is_empty() {
+        return Err(BatchError::RejectedRecords(rejected));
     }
     Ok(max_timestamp)
 }
@@ -627,14 +718,33 @@ mod tests {
             );
             // One millisecond too old, one too new.
             let too_old = run(bounds(T0 + 501, 500, 500));
-            assert!(
-                matches!(&too_old, Err(BatchError::InvalidTimestamp { reason })
-                    if reason.contains(&format!("Timestamp {T0}")) && reason.contains("out of range")),
-                "{too_old:?}"
+            let Err(BatchError::RejectedRecords(rejected)) = &too_old else {
+                panic!("{too_old:?}");
+            };
+            assert_eq!(
+                rejected,
+                &[RecordRejection {
+                    batch_index: 0,
+                    reason: Rejection::TimestampOutOfRange {
+                        timestamp: T0,
+                        oldest: T0 + 1,
+                        newest: T0 + 1001
+                    }
+                }]
             );
+            assert_eq!(
+                rejected[0].kafka_message("t-0"),
+                format!(
+                    "Timestamp {T0} of message with offset 0 is out of range. \
+                     The timestamp should be within [{}, {}]",
+                    T0 + 1,
+                    T0 + 1001
+                )
+            );
+            // Too new: the second record only.
             assert!(matches!(
                 run(bounds(T0 + 499, 500, 500)),
-                Err(BatchError::InvalidTimestamp { .. })
+                Err(BatchError::RejectedRecords(r)) if r.len() == 1 && r[0].batch_index == 1
             ));
             // No bounds (LogAppendTime): anything goes.
             assert_eq!(run(RecordChecks::default()), Ok(T0 + 1000));
@@ -651,6 +761,78 @@ mod tests {
     }
 
     #[test]
+    fn compacted_topics_refuse_records_without_a_key_one_by_one() {
+        // Records 1 and 3 have no key, record 2 an empty one (a key), and record 3 is
+        // also too new: one reason per record, the key's first, as Kafka.
+        let area = [
+            record(0, 0, Some(b"k"), Some(b"a"), &[], None),
+            record(1, 0, None, Some(b"b"), &[], None),
+            record(2, 0, Some(b""), Some(b"c"), &[], None),
+            record(3, 10_000, None, None, &[], None),
+            record(4, 10_000, Some(b"k"), None, &[], None),
+        ]
+        .concat();
+        let checks = RecordChecks {
+            keys_required: true,
+            timestamps: Some(TimestampBounds {
+                now_ms: T0,
+                before_max_ms: i64::MAX,
+                after_max_ms: 1000,
+            }),
+            ..RecordChecks::default()
+        };
+        for codec in ALL {
+            let b = batch(&area, 5, codec);
+            let Err(BatchError::RejectedRecords(rejected)) =
+                validate_produced_batch_with(&b, &checks)
+            else {
+                panic!("{codec:?}: refused records expected");
+            };
+            let found: Vec<_> = rejected.iter().map(|r| (r.batch_index, r.reason)).collect();
+            assert_eq!(
+                found,
+                [
+                    (1, Rejection::MissingKey),
+                    (3, Rejection::MissingKey),
+                    (
+                        4,
+                        Rejection::TimestampOutOfRange {
+                            timestamp: T0 + 10_000,
+                            oldest: T0.saturating_sub(i64::MAX),
+                            newest: T0 + 1000
+                        }
+                    )
+                ],
+                "{codec:?}"
+            );
+            assert_eq!(
+                rejected[0].kafka_message("t-3"),
+                "Compacted topic cannot accept message without key in topic partition t-3"
+            );
+            // Without the key rule the keyless records are fine.
+            let relaxed = RecordChecks {
+                keys_required: false,
+                timestamps: None,
+                ..checks
+            };
+            assert!(
+                validate_produced_batch_with(&b, &relaxed).is_ok(),
+                "{codec:?}"
+            );
+        }
+        // A structural fault wins over refused records: the batch is not decodable.
+        let broken = [
+            record(0, 0, None, Some(b"a"), &[], None),
+            record(1, 0, Some(b"k"), Some(b"b"), &[], Some(1)),
+        ]
+        .concat();
+        assert!(matches!(
+            validate_produced_batch_with(&batch(&broken, 2, Compression::None), &checks),
+            Err(BatchError::InvalidRecord { .. })
+        ));
+    }
+
+    #[test]
     fn decompression_bomb_stops_at_the_limit() {
         // One record whose 16 MiB value of zeros compresses to under 1 MiB (Kafka's
         // max.message.bytes) with every codec (snappy's ratio is the lowest, ~21).
@@ -658,7 +840,7 @@ mod tests {
         let area = record(0, 0, None, Some(&zeros), &[], None);
         let checks = RecordChecks {
             max_decompressed_bytes: 1 << 20,
-            timestamps: None,
+            ..RecordChecks::default()
         };
         for codec in &ALL[1..] {
             let bomb = batch(&area, 1, *codec);

@@ -60,19 +60,22 @@ fn describe_key(
     if let Some(v) = overrides.get(key.name) {
         synonyms.push((key.name.to_owned(), v.clone(), SOURCE_DYNAMIC_TOPIC));
     }
-    if let Some(v) = state.config.explicit.get(key.broker_name) {
-        synonyms.push((key.broker_name.to_owned(), v.clone(), SOURCE_STATIC_BROKER));
+    let explicit = key
+        .broker_name
+        .and_then(|name| state.config.explicit.get(name).map(|v| (name, v)));
+    if let Some((name, v)) = explicit {
+        synonyms.push((name.to_owned(), v.clone(), SOURCE_STATIC_BROKER));
     }
-    synonyms.push((
-        key.broker_name.to_owned(),
-        key.value(&TopicConfig::default()),
-        SOURCE_DEFAULT,
-    ));
+    if let Some(name) = key.broker_name {
+        synonyms.push((
+            name.to_owned(),
+            key.value(&TopicConfig::default()),
+            SOURCE_DEFAULT,
+        ));
+    }
     let source = if overrides.contains_key(key.name) {
         SOURCE_DYNAMIC_TOPIC
-    } else if key.value(defaults) != key.value(&TopicConfig::default())
-        || state.config.explicit.contains_key(key.broker_name)
-    {
+    } else if key.value(defaults) != key.value(&TopicConfig::default()) || explicit.is_some() {
         SOURCE_STATIC_BROKER
     } else {
         SOURCE_DEFAULT
@@ -149,7 +152,11 @@ pub fn describe_configs(
                 .as_ref()
                 .map(|keys| keys.iter().map(|k| k.as_str()).collect());
             let included = |name: &str| wanted.as_ref().is_none_or(|w| w.contains(name));
-            let doc = |d: &'static str| request.include_documentation.then_some(d);
+            let doc = |key: &TopicConfigKey| {
+                request
+                    .include_documentation
+                    .then(|| key.documentation())
+            };
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
@@ -177,7 +184,7 @@ pub fn describe_configs(
                         .filter(|k| included(k.name))
                         .map(|key| {
                             let d = describe_key(state, key, &config, &overrides);
-                            let mut e = entry(key.name, d.value, false, d.source, key.config_type, doc(key.doc));
+                            let mut e = entry(key.name, d.value, false, d.source, key.config_type, doc(key).as_deref());
                             if request.include_synonyms {
                                 e.synonyms = d
                                     .synonyms
@@ -216,7 +223,7 @@ pub fn describe_configs(
                             };
                             let key = topic_config::find_by_broker_name(&k);
                             let config_type = key.map_or(ConfigType::String, |key| key.config_type);
-                            entry(&k, v, true, source, config_type, key.and_then(|key| doc(key.doc)))
+                            entry(&k, v, true, source, config_type, key.and_then(doc).as_deref())
                         })
                         .collect();
                     result.with_configs(configs)
