@@ -233,6 +233,16 @@ const BROKER_KEYS: &[BrokerKey] = &[
               (a progress timeout; time spent waiting for queued.max.request.bytes does not count)",
     },
     BrokerKey {
+        name: "max.incremental.fetch.session.cache.slots",
+        default: "1000",
+        doc: "fetch sessions (KIP-227) the broker keeps; 0 creates none, so every consumer sends full fetches",
+    },
+    BrokerKey {
+        name: "min.incremental.fetch.session.eviction.ms",
+        default: "120000",
+        doc: "a fetch session idle this long may be evicted to make room for a new one",
+    },
+    BrokerKey {
         name: "fetch.max.wait.ms",
         default: "300000",
         doc: "Sluice-specific. longest a Fetch waits for min_bytes, whatever its max_wait_ms asks \
@@ -429,6 +439,10 @@ pub struct BrokerConfig {
     pub request_read_timeout_ms: u64,
     /// `fetch.max.wait.ms`: the cap on a Fetch's `max_wait_ms`.
     pub fetch_max_wait_ms: u64,
+    /// `max.incremental.fetch.session.cache.slots`.
+    pub fetch_session_slots: usize,
+    /// `min.incremental.fetch.session.eviction.ms`.
+    pub fetch_session_eviction_ms: u64,
     /// `replica.lag.time.max.ms`: how long a follower may lag before it leaves the ISR.
     pub replica_lag_time_max_ms: u64,
     pub retention_check_interval_ms: u64,
@@ -617,6 +631,14 @@ impl BrokerConfig {
         let request_read_timeout_ms = positive_ms("request.read.timeout.ms")?;
         // At 0 every long poll would return at once and consumers would spin.
         let fetch_max_wait_ms = positive_ms("fetch.max.wait.ms")?;
+        let fetch_session_slots: usize = parse_num(
+            "max.incremental.fetch.session.cache.slots",
+            value("max.incremental.fetch.session.cache.slots"),
+        )?;
+        let fetch_session_eviction_ms: u64 = parse_num(
+            "min.incremental.fetch.session.eviction.ms",
+            value("min.incremental.fetch.session.eviction.ms"),
+        )?;
         let replica_lag_time_max_ms = positive_ms("replica.lag.time.max.ms")?;
         let queued_max_request_bytes: usize = parse_num(
             "queued.max.request.bytes",
@@ -725,6 +747,8 @@ impl BrokerConfig {
             queued_max_request_bytes,
             request_read_timeout_ms,
             fetch_max_wait_ms,
+            fetch_session_slots,
+            fetch_session_eviction_ms,
             replica_lag_time_max_ms,
             retention_check_interval_ms,
             flush_mode,
@@ -815,6 +839,14 @@ impl BrokerConfig {
             (
                 "fetch.max.wait.ms".to_owned(),
                 self.fetch_max_wait_ms.to_string(),
+            ),
+            (
+                "max.incremental.fetch.session.cache.slots".to_owned(),
+                self.fetch_session_slots.to_string(),
+            ),
+            (
+                "min.incremental.fetch.session.eviction.ms".to_owned(),
+                self.fetch_session_eviction_ms.to_string(),
             ),
             (
                 "replica.lag.time.max.ms".to_owned(),

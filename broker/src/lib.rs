@@ -40,6 +40,7 @@ pub mod coordinator;
 pub mod datadir;
 pub mod disk_space;
 pub mod errors;
+pub mod fetch_session;
 pub mod groups;
 pub mod handlers;
 pub mod limits;
@@ -474,6 +475,7 @@ impl Broker {
             groups: groups::Groups::new(config.group_coordinator.clone()),
             limits: Arc::new(server::limits::Limits::new(&config)),
             disk: disk_space::DiskSpace::new(&config.data_dir, config.min_free_bytes),
+            fetch_sessions: fetch_session::FetchSessions::from_config(&config),
             _lock: Some(lock),
             metrics: Default::default(),
             lifecycle,

@@ -42,6 +42,8 @@ pub struct BrokerState {
     pub limits: Arc<Limits>,
     /// The free-space floor of the data directory (`log.dir.min.free.bytes`).
     pub disk: DiskSpace,
+    /// Consumers' fetch sessions (KIP-227; see `fetch_session`).
+    pub fetch_sessions: crate::fetch_session::FetchSessions,
     /// This broker's membership of a multi-node cluster (`None`: a single node, whose
     /// metadata is its data directory's).
     pub cluster: Option<Arc<ClusterNode>>,
@@ -68,6 +70,7 @@ impl BrokerState {
             groups: Groups::new(config.group_coordinator.clone()),
             limits: Arc::new(Limits::new(&config)),
             disk: DiskSpace::new(topics.data_dir(), config.min_free_bytes),
+            fetch_sessions: crate::fetch_session::FetchSessions::from_config(&config),
             config,
             producer_ids: ProducerIdAllocator::new(topics.data_dir()),
             topics,

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -35,14 +35,6 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_owned())
 }
 
-/// A port free on `ip` now (the broker binds it a moment later).
-fn free_port(ip: Ipv4Addr) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 struct Layout {
     /// (client address, controller address) per node 1..=3.
     nodes: Vec<(SocketAddr, SocketAddr)>,
@@ -54,9 +46,10 @@ impl Layout {
         let nodes: Vec<(SocketAddr, SocketAddr)> = (1..=3u8)
             .map(|n| {
                 let ip = Ipv4Addr::new(127, 0, 0, n);
+                let (client, controller) = common::two_free_ports(ip);
                 (
-                    SocketAddr::from((ip, free_port(ip))),
-                    SocketAddr::from((ip, free_port(ip))),
+                    SocketAddr::from((ip, client)),
+                    SocketAddr::from((ip, controller)),
                 )
             })
             .collect();
@@ -927,7 +920,7 @@ impl MixedLayout {
     fn new() -> MixedLayout {
         let at = |n: u8| {
             let ip = Ipv4Addr::new(127, 0, 0, n);
-            SocketAddr::from((ip, free_port(ip)))
+            SocketAddr::from((ip, common::free_port(ip)))
         };
         MixedLayout {
             controller: at(1),

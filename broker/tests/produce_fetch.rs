@@ -15,8 +15,8 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 };
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, DescribeConfigsRequest, FetchRequest, IncrementalAlterConfigsRequest,
-    MetadataRequest, ProduceRequest,
+    ApiVersionsRequest, DescribeConfigsRequest, FetchRequest, FetchResponse,
+    IncrementalAlterConfigsRequest, MetadataRequest, ProduceRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use sluice_storage::batch::{BatchBuilder, Compression, Records};
@@ -978,6 +978,108 @@ async fn refused_records_are_named_one_by_one() {
     assert_eq!(
         client.produce("plain", 0, keyless(Compression::None)).await,
         (0, 0)
+    );
+    broker.shutdown().await.unwrap();
+}
+
+/// A consumer's fetch session (KIP-227) over real sockets: the full fetch opens it, an
+/// incremental fetch names nothing and gets only the partition that has news, a long
+/// poll with no news ends empty, and a wrong epoch or unknown session gets Kafka's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_sessions_answer_only_the_news() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path(), &[]).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    client.create_topic("many", 4, &[]).await;
+    let partitions = |offsets: &[(i32, i64)]| {
+        offsets
+            .iter()
+            .map(|&(p, offset)| {
+                FetchPartition::default()
+                    .with_partition(p)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)
+            })
+            .collect::<Vec<_>>()
+    };
+    let fetch = move |session_id: i32, epoch: i32, offsets: &[(i32, i64)], max_wait_ms: i32| {
+        let topics = if offsets.is_empty() {
+            vec![]
+        } else {
+            vec![FetchTopic::default()
+                .with_topic(name("many"))
+                .with_partitions(partitions(offsets))]
+        };
+        FetchRequest::default()
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(50 << 20)
+            .with_session_id(session_id)
+            .with_session_epoch(epoch)
+            .with_topics(topics)
+    };
+    let answered = |r: &FetchResponse| -> Vec<(i32, usize)> {
+        r.responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| (p.partition_index, p.records.as_ref().map_or(0, |r| r.len())))
+            .collect()
+    };
+    let all = [(0, 0), (1, 0), (2, 0), (3, 0)];
+    let full: FetchResponse = client.send(12, &fetch(0, 0, &all, 0)).await;
+    assert_eq!(full.error_code, 0);
+    let id = full.session_id;
+    assert_ne!(id, 0, "a session was created");
+    assert_eq!(answered(&full).len(), 4);
+    // A record on partition 2: the incremental fetch, naming nothing, gets only it.
+    assert_eq!(
+        client.produce("many", 2, batch(&[(None, "x")])).await,
+        (0, 0)
+    );
+    let news: FetchResponse = client.send(12, &fetch(id, 1, &[], 1000)).await;
+    assert_eq!(news.session_id, id);
+    let got = answered(&news);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].0 == 2 && got[0].1 > 0, "{got:?}");
+    // Moved on past it: nothing new anywhere, so the long poll ends empty.
+    let started = Instant::now();
+    let quiet: FetchResponse = client.send(12, &fetch(id, 2, &[(2, 1)], 300)).await;
+    assert!(answered(&quiet).is_empty(), "{:?}", answered(&quiet));
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // An append during the poll wakes it, with that partition alone.
+    let mut producer = Client::connect(broker.local_addr()).await;
+    let poll = tokio::spawn(async move {
+        let r: FetchResponse = client.send(12, &fetch(id, 3, &[], 5000)).await;
+        (client, r)
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        producer.produce("many", 0, batch(&[(None, "y")])).await,
+        (0, 0)
+    );
+    let (mut client, woken) = poll.await.unwrap();
+    assert_eq!(
+        answered(&woken).iter().map(|p| p.0).collect::<Vec<_>>(),
+        [0]
+    );
+    // Kafka's session errors.
+    let stale: FetchResponse = client.send(12, &fetch(id, 3, &[], 0)).await;
+    assert_eq!(
+        stale.error_code,
+        ResponseError::InvalidFetchSessionEpoch.code()
+    );
+    let unknown: FetchResponse = client.send(12, &fetch(id ^ 1, 1, &[], 0)).await;
+    assert_eq!(
+        unknown.error_code,
+        ResponseError::FetchSessionIdNotFound.code()
+    );
+    // Epoch -1 closes it: the next incremental fetch finds no session.
+    let last: FetchResponse = client.send(12, &fetch(id, -1, &all, 0)).await;
+    assert_eq!((last.error_code, last.session_id), (0, 0));
+    let gone: FetchResponse = client.send(12, &fetch(id, 4, &[], 0)).await;
+    assert_eq!(
+        gone.error_code,
+        ResponseError::FetchSessionIdNotFound.code()
     );
     broker.shutdown().await.unwrap();
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -36,14 +36,6 @@ macro_rules! eventually {
     }};
 }
 
-/// A port free on `ip` now (the broker binds it a moment later).
-fn free_port(ip: Ipv4Addr) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// Three nodes, each a broker and a controller, on 127.0.0.1-3 (as in `cluster.rs`).
 struct Layout {
     nodes: Vec<(SocketAddr, SocketAddr)>,
@@ -55,9 +47,10 @@ impl Layout {
         let nodes: Vec<(SocketAddr, SocketAddr)> = (1..=3u8)
             .map(|n| {
                 let ip = Ipv4Addr::new(127, 0, 0, n);
+                let (client, controller) = common::two_free_ports(ip);
                 (
-                    SocketAddr::from((ip, free_port(ip))),
-                    SocketAddr::from((ip, free_port(ip))),
+                    SocketAddr::from((ip, client)),
+                    SocketAddr::from((ip, controller)),
                 )
             })
             .collect();

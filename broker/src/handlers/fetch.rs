@@ -22,8 +22,9 @@
 //! The connection task waits for an append notification on any of them (or the deadline)
 //! and calls [`handle`] again; the last call passes `final_attempt` and always answers.
 //!
-//! Fetch sessions (KIP-227) are not kept: every answer has session id 0, which tells the
-//! client that no session was created, so it sends full fetches.
+//! Fetch sessions (KIP-227) are not this module's: `fetch_session` turns an incremental
+//! request into the full one it stands for before [`handle`] sees it, and cuts the
+//! answer back afterwards.
 
 use std::sync::Arc;
 
@@ -72,12 +73,6 @@ pub fn handle(
     version: i16,
     final_attempt: bool,
 ) -> FetchOutcome {
-    // A session we never created (we always answer session id 0) cannot be continued.
-    if request.session_id != 0 && request.session_epoch > 0 {
-        return FetchOutcome::Ready(
-            FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
-        );
-    }
     // A follower's fetch (replica id >= 0): (its broker id, its broker epoch or -1).
     let follower = if version >= 15 {
         let state = &request.replica_state;

@@ -213,6 +213,12 @@ impl Scrape {
             "Bytes of large requests being read or waiting to be handled (queued.max.request.bytes is the cap).",
             one(state.limits.budget_in_use() as f64),
         )?;
+        gauges(
+            e,
+            "sluice_fetch_sessions",
+            "Consumers' fetch sessions open (KIP-227; max.incremental.fetch.session.cache.slots is the cap).",
+            one(state.fetch_sessions.len() as f64),
+        )?;
         Ok(())
     }
 

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::describe_topic_partitions_response::DescribeTopicPartitionsResponseTopic;
 use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
 use kafka_protocol::messages::DescribeTopicPartitionsResponse;
-use kafka_protocol::messages::{ApiKey, FetchRequest, RequestHeader, RequestKind};
+use kafka_protocol::messages::{ApiKey, FetchResponse, RequestHeader, RequestKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -42,6 +42,7 @@ use super::authorize::{self, TopicNames};
 use super::frame::RequestPrefix;
 use super::wire::{self, EncodeError, Frame};
 use crate::cluster;
+use crate::fetch_session::FetchContext;
 use crate::handlers::admin::{acls, configs, log_dirs, producers, scram, topics};
 use crate::handlers::fetch::{self, FetchOutcome};
 use crate::handlers::{
@@ -339,24 +340,41 @@ async fn dispatch_known(
                 .instrument(span),
             )))
         }
-        RequestKind::Fetch(mut req) => {
+        RequestKind::Fetch(req) => {
+            // An incremental fetch stands for every partition of its session (KIP-227):
+            // authorization and the fetch see that full request, and the answer is cut
+            // back to the session's news at the end.
+            let mut context =
+                match state
+                    .fetch_sessions
+                    .open(req, version, std::time::Instant::now())
+                {
+                    Ok(context) => context,
+                    Err(code) => {
+                        let resp = FetchResponse::default().with_error_code(code.code());
+                        return Ok(Reply::Now(encode_fetch(version, correlation_id, &resp)?));
+                    }
+                };
             let denied = authorize::fetch(
                 &mut session.access(authorizer),
                 &TopicNames::new(state),
-                &mut req,
+                &mut context.request,
                 version,
             );
             // Refused partitions join whatever answer the others get, now or after the
             // long poll (which only ever sees the partitions allowed).
-            match fetch::handle(state, &req, version, false) {
+            match fetch::handle(state, &context.request, version, false) {
                 FetchOutcome::Ready(mut resp) => {
                     resp.responses.extend(denied);
+                    state
+                        .fetch_sessions
+                        .close(&context, &mut resp, std::time::Instant::now());
                     Ok(Reply::Now(encode_fetch(version, correlation_id, &resp)?))
                 }
                 FetchOutcome::Wait(watched) => {
                     // Capped by `fetch.max.wait.ms`: a client may not park a request (and
                     // its connection's replies behind it) for days.
-                    let wait_ms = u64::try_from(req.max_wait_ms)
+                    let wait_ms = u64::try_from(context.request.max_wait_ms)
                         .unwrap_or(0)
                         .min(state.config.fetch_max_wait_ms);
                     let deadline = Instant::now() + std::time::Duration::from_millis(wait_ms);
@@ -364,7 +382,7 @@ async fn dispatch_known(
                     Ok(Reply::Later(Box::pin(
                         long_poll(
                             state.clone(),
-                            req,
+                            context,
                             version,
                             correlation_id,
                             watched,
@@ -547,7 +565,7 @@ fn encode_fetch(
 #[allow(clippy::too_many_arguments)]
 async fn long_poll(
     state: Arc<BrokerState>,
-    request: FetchRequest,
+    context: FetchContext,
     version: i16,
     correlation_id: i32,
     mut watched: Vec<Arc<Partition>>,
@@ -555,6 +573,7 @@ async fn long_poll(
     mut shutdown: watch::Receiver<bool>,
     refused: Vec<FetchableTopicResponse>,
 ) -> Result<Option<Frame>, DispatchError> {
+    let request = &context.request;
     let mut refused = Some(refused);
     let mut stopping = *shutdown.borrow();
     let waiting_since = Instant::now();
@@ -572,7 +591,7 @@ async fn long_poll(
                 wait.as_mut().enable();
             }
             let final_attempt = stopping || Instant::now() >= deadline;
-            match fetch::handle(&state, &request, version, final_attempt) {
+            match fetch::handle(&state, request, version, final_attempt) {
                 FetchOutcome::Ready(mut resp) => {
                     if consumer {
                         let end = if stopping {
@@ -585,6 +604,9 @@ async fn long_poll(
                         state.metrics.fetch_waited(waiting_since.elapsed(), end);
                     }
                     resp.responses.extend(refused.take().unwrap_or_default());
+                    state
+                        .fetch_sessions
+                        .close(&context, &mut resp, std::time::Instant::now());
                     return Ok(Some(encode_fetch(version, correlation_id, &resp)?));
                 }
                 FetchOutcome::Wait(next) => {

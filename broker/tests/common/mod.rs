@@ -3,7 +3,7 @@
 //! encoders that speaks to it over a real TcpStream.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::time::Duration;
 
@@ -294,4 +294,22 @@ impl Client {
         assert_eq!(response.error_code, 0);
         response.responses[0].partitions[0].clone()
     }
+}
+
+/// A port free on `ip` now (the broker binds it a moment later).
+pub fn free_port(ip: Ipv4Addr) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Two different ports free on `ip` now. Both are held while the second is picked:
+/// picked one after the other, the kernel may hand out the same port twice (a node's
+/// client and controller listeners then collide).
+pub fn two_free_ports(ip: Ipv4Addr) -> (u16, u16) {
+    let bind = || TcpListener::bind((ip, 0)).expect("a free port");
+    let (first, second) = (bind(), bind());
+    let port = |l: &TcpListener| l.local_addr().expect("bound").port();
+    (port(&first), port(&second))
 }

@@ -114,12 +114,15 @@ pub struct Cluster {
     pub nodes: Vec<Broker>,
 }
 
-/// A port free on 127.0.0.1 right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// `n` different ports free on 127.0.0.1 right now: all are held until the last is
+/// picked (picked one after the other, the kernel may hand out the same port twice).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("bound").port())
+        .collect()
 }
 
 impl Cluster {
@@ -130,7 +133,8 @@ impl Cluster {
         if std::env::var_os("SLUICE_TEST_BOOTSTRAP").is_some() {
             return None;
         }
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let free = free_ports(2 * n);
+        let ports: Vec<(u16, u16)> = free.chunks(2).map(|p| (p[0], p[1])).collect();
         let voters = ports
             .iter()
             .enumerate()
