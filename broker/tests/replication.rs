@@ -11,9 +11,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{batch, name, Client};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, MetadataRequest, MetadataResponse,
+    CreateTopicsRequest, CreateTopicsResponse, ElectLeadersRequest, ElectLeadersResponse,
+    MetadataRequest, MetadataResponse,
 };
 use sluice_broker::{Broker, BrokerConfig, BrokerHandle};
 use sluice_storage::{Flusher, LogConfig, PartitionLog, ReadBound};
@@ -481,6 +484,100 @@ async fn a_broker_below_the_free_space_floor_hands_over_its_leaderships() {
             .and_then(|(l, _)| (l as usize == preferred).then_some(()))
     });
 
+    for (_, handle) in handles {
+        handle.shutdown().await.expect("clean shutdown");
+    }
+}
+
+/// ElectLeaders (preferred) in a cluster: a preferred leader that was away and is back in
+/// sync gets its leadership back on request (auto rebalance off, so only the request
+/// moves it), and a second request finds nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_leaders_returns_leadership_to_the_preferred_replica() {
+    common::init_tracing();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let layout = Layout::new();
+    let extra = [("auto.leader.rebalance.enable", "false")];
+    let mut handles = start_with_topic(&layout, &dirs, &extra).await;
+    let m = metadata(layout.client_addr(1)).await;
+    let preferred = m.topics[0].partitions[0].replica_nodes[0].0;
+    let (first, _) = eventually!("a leader", leader(layout.client_addr(1)).await);
+    assert_eq!(
+        first, preferred,
+        "a new partition is led by its preferred replica"
+    );
+    eventually!(
+        "every broker has its replica",
+        handles
+            .iter()
+            .all(|(_, h)| local_log(h).is_some())
+            .then_some(())
+    );
+
+    // The preferred leader goes away: another replica leads.
+    let position = handles
+        .iter()
+        .position(|(n, _)| *n == preferred as usize)
+        .expect("its handle");
+    let (away, handle) = handles.remove(position);
+    handle.shutdown().await.expect("clean shutdown");
+    let survivor = handles[0].0;
+    let (other, _) = eventually!("another leader", {
+        match leader(layout.client_addr(survivor)).await {
+            Some((l, e)) if l != preferred => Some((l, e)),
+            _ => None,
+        }
+    });
+    // It returns and catches up into the ISR; the leader stays where it is.
+    let restarted = Broker::start(layout.config_with(away, dirs[away - 1].path(), &extra))
+        .await
+        .expect("restarts");
+    handles.push((away, restarted));
+    eventually!("the preferred replica is back in sync", {
+        let m = metadata(layout.client_addr(survivor)).await;
+        let p = &m.topics[0].partitions[0];
+        (p.isr_nodes.len() == 3 && p.leader_id.0 == other).then_some(())
+    });
+
+    let elect = |partitions: Option<Vec<i32>>| {
+        ElectLeadersRequest::default()
+            .with_election_type(0)
+            .with_timeout_ms(10_000)
+            .with_topic_partitions(partitions.map(|p| {
+                vec![TopicPartitions::default()
+                    .with_topic(name(TOPIC))
+                    .with_partitions(p)]
+            }))
+    };
+    let code = |r: &ElectLeadersResponse| {
+        r.replica_election_results
+            .iter()
+            .flat_map(|t| {
+                t.partition_result
+                    .iter()
+                    .map(|p| (p.partition_id, p.error_code))
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut admin = Client::connect(layout.client_addr(survivor)).await;
+    let answer: ElectLeadersResponse = admin.send(2, &elect(Some(vec![0]))).await;
+    assert_eq!(answer.error_code, 0);
+    assert_eq!(code(&answer), [(0, 0)], "elected");
+    eventually!("the preferred replica leads again", {
+        (leader(layout.client_addr(survivor)).await.map(|(l, _)| l) == Some(preferred))
+            .then_some(())
+    });
+    let again: ElectLeadersResponse = admin.send(2, &elect(Some(vec![0, 5]))).await;
+    assert_eq!(
+        code(&again),
+        [
+            (0, ResponseError::ElectionNotNeeded.code()),
+            (5, ResponseError::UnknownTopicOrPartition.code())
+        ]
+    );
+    // Over every partition: nothing to do, nothing listed.
+    let all: ElectLeadersResponse = admin.send(2, &elect(None)).await;
+    assert!(code(&all).is_empty(), "{:?}", code(&all));
     for (_, handle) in handles {
         handle.shutdown().await.expect("clean shutdown");
     }

@@ -118,3 +118,25 @@ def test_kafka_configs_describes_and_alters_topic_configs(broker):
     assert "retention.ms=" not in out and "cleanup.policy=delete" in out, out
     out = kafka_tool(tool, *common, "--describe", "--entity-type", "brokers", "--entity-name", "1", "--all")
     assert "log.retention.hours=" in out or "log.retention.ms=" in out, out
+
+
+def test_kafka_leader_election(broker):
+    """kafka-leader-election (ElectLeaders, API 43): a partition already led by its
+    preferred replica is reported as such, an election over every partition has nothing to
+    do, and an unknown partition is named in the failure, as on Kafka 4.4."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("elected", 2, 1)])["elected"].result(30)
+    tool = "org.apache.kafka.tools.LeaderElectionCommand"
+    for election in ("preferred", "unclean"):
+        out = kafka_tool(tool, "--bootstrap-server", broker.bootstrap, "--election-type", election,
+                         "--topic", "elected", "--partition", "1")
+        assert "Valid replica already elected for partitions elected-1" in out, out
+        out = kafka_tool(tool, "--bootstrap-server", broker.bootstrap, "--election-type", election,
+                         "--all-topic-partitions")
+        assert "elected" not in out and "could not be elected" not in out, out
+    done = subprocess.run([str(KAFKA_SH), "run", tool, "--bootstrap-server", broker.bootstrap,
+                           "--election-type", "preferred", "--topic", "elected", "--partition", "7"],
+                          capture_output=True, timeout=120)
+    output = (done.stdout + done.stderr).decode(errors="replace")
+    assert "1 replica(s) could not be elected" in output, output
+    assert "No such partition as elected-7" in output, output

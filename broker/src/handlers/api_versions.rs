@@ -30,6 +30,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // The older full-replace call, served as the incremental one (see `admin::configs`).
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::DescribeTopicPartitions, 0, 0),
     // v6 (KIP-939 two-phase commit) is listed by the codec crate for responses only; its
     // request decoder stops at v5.

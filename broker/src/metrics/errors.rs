@@ -110,6 +110,17 @@ impl ResponseErrors for FetchResponse {
     }
 }
 
+impl ResponseErrors for ElectLeadersResponse {
+    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+        for topic in &self.replica_election_results {
+            for partition in &topic.partition_result {
+                f(partition.error_code);
+            }
+        }
+    }
+}
+
 impl ResponseErrors for MetadataResponse {
     fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
         for topic in &self.topics {

@@ -43,7 +43,7 @@ use super::frame::RequestPrefix;
 use super::wire::{self, EncodeError, Frame};
 use crate::cluster;
 use crate::fetch_session::FetchContext;
-use crate::handlers::admin::{acls, configs, log_dirs, producers, scram, topics};
+use crate::handlers::admin::{acls, configs, elect_leaders, log_dirs, producers, scram, topics};
 use crate::handlers::fetch::{self, FetchOutcome};
 use crate::handlers::{
     api_versions, init_producer_id, metadata, offset_for_leader_epoch, offsets, produce,
@@ -460,6 +460,13 @@ async fn dispatch_known(
                 respond(&log_dirs::refused(
                     ResponseError::ClusterAuthorizationFailed,
                 ))
+            }
+        }
+        RequestKind::ElectLeaders(req) => {
+            if authorize::cluster(&mut session.access(authorizer), Operation::Alter) {
+                respond(&elect_leaders::elect_leaders(state, &req, version).await)
+            } else {
+                respond(&elect_leaders::refused(&req, version))
             }
         }
         RequestKind::DescribeProducers(mut req) => {
