@@ -233,6 +233,16 @@ const BROKER_KEYS: &[BrokerKey] = &[
               (a progress timeout; time spent waiting for queued.max.request.bytes does not count)",
     },
     BrokerKey {
+        name: "quota.window.num",
+        default: "11",
+        doc: "samples a client quota's rate is measured over",
+    },
+    BrokerKey {
+        name: "quota.window.size.seconds",
+        default: "1",
+        doc: "length of one client quota sample",
+    },
+    BrokerKey {
         name: "max.incremental.fetch.session.cache.slots",
         default: "1000",
         doc: "fetch sessions (KIP-227) the broker keeps; 0 creates none, so every consumer sends full fetches",
@@ -439,6 +449,10 @@ pub struct BrokerConfig {
     pub request_read_timeout_ms: u64,
     /// `fetch.max.wait.ms`: the cap on a Fetch's `max_wait_ms`.
     pub fetch_max_wait_ms: u64,
+    /// `quota.window.num`.
+    pub quota_window_num: usize,
+    /// `quota.window.size.seconds`.
+    pub quota_window_size_seconds: u64,
     /// `max.incremental.fetch.session.cache.slots`.
     pub fetch_session_slots: usize,
     /// `min.incremental.fetch.session.eviction.ms`.
@@ -631,6 +645,19 @@ impl BrokerConfig {
         let request_read_timeout_ms = positive_ms("request.read.timeout.ms")?;
         // At 0 every long poll would return at once and consumers would spin.
         let fetch_max_wait_ms = positive_ms("fetch.max.wait.ms")?;
+        let quota_window_num: usize = parse_num("quota.window.num", value("quota.window.num"))?;
+        let quota_window_size_seconds: u64 = parse_num(
+            "quota.window.size.seconds",
+            value("quota.window.size.seconds"),
+        )?;
+        for (name, v) in [
+            ("quota.window.num", quota_window_num as u64),
+            ("quota.window.size.seconds", quota_window_size_seconds),
+        ] {
+            if v < 1 {
+                return Err(invalid(name, value(name), "must be >= 1"));
+            }
+        }
         let fetch_session_slots: usize = parse_num(
             "max.incremental.fetch.session.cache.slots",
             value("max.incremental.fetch.session.cache.slots"),
@@ -749,6 +776,8 @@ impl BrokerConfig {
             fetch_max_wait_ms,
             fetch_session_slots,
             fetch_session_eviction_ms,
+            quota_window_num,
+            quota_window_size_seconds,
             replica_lag_time_max_ms,
             retention_check_interval_ms,
             flush_mode,
@@ -839,6 +868,14 @@ impl BrokerConfig {
             (
                 "fetch.max.wait.ms".to_owned(),
                 self.fetch_max_wait_ms.to_string(),
+            ),
+            (
+                "quota.window.num".to_owned(),
+                self.quota_window_num.to_string(),
+            ),
+            (
+                "quota.window.size.seconds".to_owned(),
+                self.quota_window_size_seconds.to_string(),
             ),
             (
                 "max.incremental.fetch.session.cache.slots".to_owned(),

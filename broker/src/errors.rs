@@ -34,6 +34,9 @@ pub enum BrokerError {
     DataDirLocked { path: PathBuf },
     #[error("{path}: {reason}")]
     BadMetadata { path: PathBuf, reason: String },
+    /// The client quotas file could not be read or is damaged.
+    #[error("client quotas: {0}")]
+    Quotas(String),
     /// Loading the data directory ran out of file descriptors: every partition holds one.
     #[error(
         "{source}; the data directory needs one open file per partition: raise the open-file \
@@ -136,8 +139,8 @@ pub fn batch_error_code(error: &BatchError) -> ResponseError {
         | BatchError::Decompression { .. } => ResponseError::InvalidRecord,
         // Records refused one by one (KIP-467): INVALID_TIMESTAMP when any is for its
         // timestamp (KIP-937 bounds), else INVALID_RECORD, as Kafka's LogValidator.
-        BatchError::RejectedRecords(rejected) => {
-            if rejected
+        BatchError::RejectedRecords { named, .. } => {
+            if named
                 .iter()
                 .any(|r| matches!(r.reason, Rejection::TimestampOutOfRange { .. }))
             {
@@ -182,8 +185,8 @@ mod tests {
         let count = StorageError::InvalidBatch(BatchError::CountMismatch { reason: "x".into() });
         assert_eq!(storage_error_code(&count), ResponseError::InvalidRecord);
         let rejected = |reasons: &[Rejection]| {
-            StorageError::InvalidBatch(BatchError::RejectedRecords(
-                reasons
+            StorageError::InvalidBatch(BatchError::RejectedRecords {
+                named: reasons
                     .iter()
                     .enumerate()
                     .map(|(batch_index, &reason)| RecordRejection {
@@ -191,7 +194,8 @@ mod tests {
                         reason,
                     })
                     .collect(),
-            ))
+                total: reasons.len(),
+            })
         };
         let late = Rejection::TimestampOutOfRange {
             timestamp: 5,

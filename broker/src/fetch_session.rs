@@ -47,6 +47,9 @@ const INITIAL_EPOCH: i32 = 0;
 const FINAL_EPOCH: i32 = -1;
 /// The session id that names no session.
 const NO_SESSION: i32 = 0;
+/// The most partitions one session keeps (a session costs about 250 bytes a partition):
+/// a request naming more gets no session, or leaves its session, and is answered in full.
+pub const MAX_SESSION_PARTITIONS: usize = 100_000;
 
 /// A partition of a session: by topic id from Fetch v13, by name before.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -109,11 +112,14 @@ impl Cached {
             || data.diverging_epoch.epoch >= 0
             || data.current_leader.leader_id.0 >= 0
             || data.preferred_read_replica.0 >= 0;
-        // An error answer carries -1s: keep what the client last learned.
+        // After an error the partition is sent again once it recovers, whatever its
+        // offsets then (Kafka resets the cached high watermark the same way).
         if data.error_code == 0 {
             self.high_watermark = data.high_watermark;
             self.last_stable_offset = data.last_stable_offset;
             self.log_start_offset = data.log_start_offset;
+        } else {
+            self.high_watermark = -1;
         }
         news
     }
@@ -129,6 +135,7 @@ struct Session {
     /// Position of each key in `partitions`.
     index: HashMap<Key, usize>,
     last_used: Instant,
+    created: Instant,
 }
 
 impl Session {
@@ -141,14 +148,27 @@ impl Session {
             .collect();
     }
 
-    fn upsert(&mut self, key: Key, request: &FetchPartition) {
+    /// Adds or updates a partition; `false` when the session is full.
+    fn upsert(&mut self, key: Key, request: &FetchPartition) -> bool {
+        // Owned copies: what the request's frame holds (names, tagged fields) would keep
+        // the whole read buffer alive for as long as the session lives.
+        let mut request = request.clone();
+        request.unknown_tagged_fields.clear();
         match self.index.get(&key) {
-            Some(&i) => self.partitions[i].request = request.clone(),
+            Some(&i) => self.partitions[i].request = request,
             None => {
+                if self.partitions.len() >= MAX_SESSION_PARTITIONS {
+                    return false;
+                }
+                let key = Key {
+                    topic: StrBytes::from_string(key.topic.to_string()),
+                    ..key
+                };
                 self.index.insert(key.clone(), self.partitions.len());
-                self.partitions.push(Cached::new(key, request.clone()));
+                self.partitions.push(Cached::new(key, request));
             }
         }
+        true
     }
 }
 
@@ -168,8 +188,8 @@ pub enum SessionKind {
     Sessionless,
     /// A full fetch asking for a session (epoch 0).
     New,
-    /// A fetch continuing this session.
-    Incremental(i32),
+    /// A fetch continuing session `id` at `epoch`.
+    Incremental { id: i32, epoch: i32 },
 }
 
 /// A fetch request as the fetch handler must serve it, and how its answer is shaped.
@@ -281,7 +301,12 @@ impl FetchSessions {
                     &topic.topic,
                     partition.partition,
                 );
-                session.upsert(key, partition);
+                if !session.upsert(key, partition) {
+                    // Past MAX_SESSION_PARTITIONS: the session ends; the client's next
+                    // full fetch gets none and goes on without.
+                    sessions.remove(&id);
+                    return Err(ResponseError::FetchSessionIdNotFound);
+                }
             }
         }
         let mut forgot = false;
@@ -313,7 +338,7 @@ impl FetchSessions {
         request.forgotten_topics_data.clear();
         Ok(FetchContext {
             request,
-            kind: SessionKind::Incremental(id),
+            kind: SessionKind::Incremental { id, epoch },
             version,
             named: Vec::new(),
         })
@@ -333,16 +358,37 @@ impl FetchSessions {
                     response.session_id = id;
                 }
             }
-            SessionKind::Incremental(id) => {
+            SessionKind::Incremental { id, epoch } => {
                 let mut sessions = self.lock();
                 // Evicted while the fetch waited: the client learns it at its next fetch.
                 let Some(session) = sessions.get_mut(&id) else {
                     return;
                 };
+                if session.epoch != next_epoch(epoch) {
+                    // A newer request of the session ran meanwhile (this one waited in a
+                    // long poll): its answer would overwrite what the session last said.
+                    // Kafka answers such a late duplicate this way and leaves the cache.
+                    response.responses.clear();
+                    response.error_code = ResponseError::InvalidFetchSessionEpoch.code();
+                    return;
+                }
                 response.session_id = id;
                 filter_incremental(session, context.version >= 13, response);
             }
         }
+    }
+
+    /// Shapes the empty answer of a throttled fetch (client quotas): an incremental
+    /// fetch keeps its session, unchanged but for the epoch it used; a full fetch gets
+    /// no new session.
+    pub fn close_throttled(&self, context: &FetchContext, response: &mut FetchResponse) {
+        if context.version < 7 {
+            return;
+        }
+        response.session_id = match context.kind {
+            SessionKind::Incremental { id, .. } => id,
+            SessionKind::New | SessionKind::Sessionless => NO_SESSION,
+        };
     }
 
     /// A new session for a full fetch's partitions, remembering what `response` says of
@@ -360,6 +406,7 @@ impl FetchSessions {
             partitions: Vec::new(),
             index: HashMap::new(),
             last_used: now,
+            created: now,
         };
         for topic in &context.named {
             for partition in &topic.partitions {
@@ -369,7 +416,9 @@ impl FetchSessions {
                     &topic.topic,
                     partition.partition,
                 );
-                session.upsert(key, partition);
+                if !session.upsert(key, partition) {
+                    return None;
+                }
             }
         }
         if session.partitions.is_empty() {
@@ -411,9 +460,13 @@ impl FetchSessions {
             .filter(|(_, s)| now.saturating_duration_since(s.last_used) >= self.eviction)
             .min_by_key(|(_, s)| s.last_used)
             .map(|(&id, _)| id);
+        // A larger session may take the place of a smaller one that has had its time
+        // (Kafka: created more than the eviction time ago), so new sessions do not push
+        // each other out in turn.
         let smaller = || {
             sessions
                 .iter()
+                .filter(|(_, s)| now.saturating_duration_since(s.created) >= self.eviction)
                 .filter(|(_, s)| s.partitions.len() < size)
                 .min_by_key(|(_, s)| (s.partitions.len(), s.last_used))
                 .map(|(&id, _)| id)
@@ -639,6 +692,27 @@ mod tests {
     }
 
     #[test]
+    fn a_late_answer_leaves_a_newer_session_state_alone() {
+        let cache = FetchSessions::new(10, Duration::from_secs(120));
+        let now = Instant::now();
+        let (_, id, _) = round(&cache, request(0, 0, &[0], 0), 1, &[], now).unwrap();
+        // Epoch 1 waits in a long poll while the client (after a timeout) sends epoch 2.
+        let waiting = cache.open(request(id, 1, &[], 0), 12, now).unwrap();
+        let (news, _, _) = round(&cache, request(id, 2, &[], 0), 9, &[], now).unwrap();
+        assert_eq!(news, [0]);
+        let mut late = answer(&waiting.request, 5, &[]);
+        cache.close(&waiting, &mut late, now);
+        assert_eq!(
+            late.error_code,
+            ResponseError::InvalidFetchSessionEpoch.code()
+        );
+        assert!(late.responses.is_empty());
+        // The session still knows the newer high watermark: nothing to say at 9.
+        let (quiet, _, _) = round(&cache, request(id, 3, &[], 0), 9, &[], now).unwrap();
+        assert!(quiet.is_empty());
+    }
+
+    #[test]
     fn forgetting_everything_closes_the_session() {
         let cache = FetchSessions::new(10, Duration::from_secs(120));
         let now = Instant::now();
@@ -660,20 +734,27 @@ mod tests {
         let t0 = Instant::now();
         let (_, small, _) = round(&cache, request(0, 0, &[0], 0), 1, &[], t0).unwrap();
         let (_, big, _) = round(&cache, request(0, 0, &[0, 1, 2], 0), 1, &[], t0).unwrap();
-        // Full, nothing idle, and no session smaller than one partition: no session.
-        let (_, none, _) = round(&cache, request(0, 0, &[0], 0), 1, &[], t0).unwrap();
+        // Full, and both too new to give way: no session.
+        let (_, none, _) = round(&cache, request(0, 0, &[0, 1], 0), 1, &[], t0).unwrap();
         assert_eq!(none, 0);
-        // Two partitions beat the one-partition session.
-        let (_, second, _) = round(&cache, request(0, 0, &[0, 1], 0), 1, &[], t0).unwrap();
-        assert_ne!(second, 0);
-        assert!(round(&cache, request(small, 1, &[], 0), 1, &[], t0).is_err());
-        // Once idle long enough, the least recently used goes first, whatever its size.
+        // Both in use, but old enough: a larger session takes the smaller one's place.
         let later = t0 + Duration::from_secs(121);
-        assert!(round(&cache, request(second, 1, &[], 0), 1, &[], later).is_ok());
-        let (_, third, _) = round(&cache, request(0, 0, &[5], 0), 1, &[], later).unwrap();
+        assert!(round(&cache, request(small, 1, &[], 0), 1, &[], later).is_ok());
+        assert!(round(&cache, request(big, 1, &[], 0), 1, &[], later).is_ok());
+        let (_, second, _) = round(&cache, request(0, 0, &[0, 1], 0), 1, &[], later).unwrap();
+        assert_ne!(second, 0);
+        assert_eq!(
+            round(&cache, request(small, 2, &[], 0), 1, &[], later).unwrap_err(),
+            ResponseError::FetchSessionIdNotFound
+        );
+        // Idle long enough, the least recently used goes first, whatever its size.
+        let mid = later + Duration::from_secs(60);
+        assert!(round(&cache, request(second, 1, &[], 0), 1, &[], mid).is_ok());
+        let last = later + Duration::from_secs(125);
+        let (_, third, _) = round(&cache, request(0, 0, &[5], 0), 1, &[], last).unwrap();
         assert_ne!(third, 0);
         assert_eq!(
-            round(&cache, request(big, 1, &[], 0), 1, &[], later).unwrap_err(),
+            round(&cache, request(big, 2, &[], 0), 1, &[], last).unwrap_err(),
             ResponseError::FetchSessionIdNotFound
         );
         // No slots: never a session.

@@ -46,6 +46,7 @@ pub mod handlers;
 pub mod limits;
 pub mod metrics;
 pub mod producer_ids;
+pub mod quotas;
 pub mod replication;
 pub mod retention;
 pub mod security;
@@ -476,6 +477,7 @@ impl Broker {
             limits: Arc::new(server::limits::Limits::new(&config)),
             disk: disk_space::DiskSpace::new(&config.data_dir, config.min_free_bytes),
             fetch_sessions: fetch_session::FetchSessions::from_config(&config),
+            quotas: quotas::Quotas::open(&config).map_err(BrokerError::Quotas)?,
             _lock: Some(lock),
             metrics: Default::default(),
             lifecycle,

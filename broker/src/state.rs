@@ -44,6 +44,8 @@ pub struct BrokerState {
     pub disk: DiskSpace,
     /// Consumers' fetch sessions (KIP-227; see `fetch_session`).
     pub fetch_sessions: crate::fetch_session::FetchSessions,
+    /// Client quotas and the rates measured against them (see `quotas`).
+    pub quotas: crate::quotas::Quotas,
     /// This broker's membership of a multi-node cluster (`None`: a single node, whose
     /// metadata is its data directory's).
     pub cluster: Option<Arc<ClusterNode>>,
@@ -71,6 +73,8 @@ impl BrokerState {
             limits: Arc::new(Limits::new(&config)),
             disk: DiskSpace::new(topics.data_dir(), config.min_free_bytes),
             fetch_sessions: crate::fetch_session::FetchSessions::from_config(&config),
+            quotas: crate::quotas::Quotas::open(&config)
+                .unwrap_or_else(|e| panic!("client quotas for tests: {e}")),
             config,
             producer_ids: ProducerIdAllocator::new(topics.data_dir()),
             topics,

@@ -234,10 +234,14 @@ impl TopicConfig {
     /// The codec and level batches are stored in (`compression.type`), or `None` for
     /// `producer`: stored as produced.
     fn target_compression(&self) -> Option<TargetCompression> {
-        let level = |level: i64| i32::try_from(level).ok().filter(|&l| l != -1);
+        let level = |level: i64| i32::try_from(level).ok();
         let (codec, level) = match self.compression_type.as_str() {
             "uncompressed" => (Compression::None, None),
-            "gzip" => (Compression::Gzip, level(self.compression_gzip_level)),
+            // -1 is gzip's "the codec's default"; for zstd it is a real (fast) level.
+            "gzip" => (
+                Compression::Gzip,
+                level(self.compression_gzip_level).filter(|&l| l != -1),
+            ),
             "snappy" => (Compression::Snappy, None),
             "lz4" => (Compression::Lz4, None),
             "zstd" => (Compression::Zstd, level(self.compression_zstd_level)),

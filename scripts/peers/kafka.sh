@@ -16,6 +16,8 @@
 #   SLUICE_KAFKA_VERSION  default 4.4.0
 #   SLUICE_KAFKA_HOME     default $HOME/.cache/sluice/kafka-$SLUICE_KAFKA_VERSION
 #   SLUICE_KAFKA_HEAP     default 1g
+#   SLUICE_KAFKA_EXTRA_PROPERTIES  extra server.properties lines (name=value, one a line) for
+#                         `start`; appended, so they override the defaults written above them
 #
 # Files in DATA_DIR: server.properties, log4j2.properties, kafka.pid, kafka.log (stdout+stderr),
 # logs/ (Kafka's log.dirs: <topic>-<partition>/00000000000000000000.log ...).
@@ -228,6 +230,11 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 EOF
+    if [[ -n "${SLUICE_KAFKA_EXTRA_PROPERTIES:-}" ]]; then
+        # java.util.Properties keeps the last value of a repeated name.
+        printf '# From SLUICE_KAFKA_EXTRA_PROPERTIES\n%s\n' "$SLUICE_KAFKA_EXTRA_PROPERTIES" \
+            >>"$data_dir/server.properties"
+    fi
     cat >"$data_dir/log4j2.properties" <<EOF
 rootLogger.level = INFO
 rootLogger.appenderRef.stdout.ref = STDOUT

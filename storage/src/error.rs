@@ -34,8 +34,13 @@ pub enum BatchError {
     /// KIP-937 bounds, no key on a compacted topic), each named by its index in the
     /// batch: Kafka's `RecordValidationException`, answered with `record_errors`
     /// (KIP-467). The whole batch is refused; the client fails only the records named.
-    #[error("{} record(s) refused, the first: {}", .0.len(), .0.first().map(ToString::to_string).unwrap_or_default())]
-    RejectedRecords(Vec<crate::batch::RecordRejection>),
+    #[error("{total} record(s) refused, the first: {}", named.first().map(ToString::to_string).unwrap_or_default())]
+    RejectedRecords {
+        /// The first refused records (at most `batch::validate::MAX_NAMED_REJECTIONS`).
+        named: Vec<crate::batch::RecordRejection>,
+        /// How many records were refused in all.
+        total: usize,
+    },
     /// The compression codec id in the attributes is not one Kafka defines.
     #[error("unknown compression codec id {codec}")]
     UnknownCompression { codec: u8 },

@@ -76,7 +76,9 @@ fn captured_batches_are_stored_and_read_back_byte_identical() {
         assert!(
             matches!(
                 log.append(&bytes, 0, 0),
-                Err(StorageError::InvalidBatch(BatchError::RejectedRecords(_)))
+                Err(StorageError::InvalidBatch(
+                    BatchError::RejectedRecords { .. }
+                ))
             ),
             "{name}"
         );

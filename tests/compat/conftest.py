@@ -407,6 +407,10 @@ class KafkaBrokerProcess:
 
     def _kafka_sh(self, *args: str, timeout: float) -> subprocess.CompletedProcess:
         env = {**os.environ, "SLUICE_KAFKA_START_TIMEOUT": str(int(self.ready_timeout))}
+        # Properties Kafka only reads at start (see `_apply_properties`).
+        static = getattr(self, "static_properties", {})
+        if static:
+            env["SLUICE_KAFKA_EXTRA_PROPERTIES"] = "\n".join(f"{k}={v}" for k, v in static.items())
         with open(self.stdout_log, "ab") as out, open(self.stderr_log, "ab") as err:
             banner = f"---- {KAFKA_SH} {' '.join(args)}\n".encode()
             out.write(banner)
@@ -466,7 +470,10 @@ class KafkaBrokerProcess:
         from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        static = getattr(self, "static_properties", {})
         for name, value in self.properties.items():
+            if name in static:
+                continue
             resource = ConfigResource(
                 ConfigResource.Type.BROKER,
                 "1",  # kafka.sh runs node.id=1 (the client refuses "", the cluster-wide default)
@@ -476,7 +483,17 @@ class KafkaBrokerProcess:
                 for future in admin.incremental_alter_configs([resource]).values():
                     future.result(timeout=30)
             except Exception as exc:  # noqa: BLE001 - Kafka refuses static configs: record and go on
-                self.rejected_properties[name] = str(exc)
+                if "Cannot update these configs dynamically" in str(exc) and not static:
+                    self.static_properties = {**getattr(self, "static_properties", {}), name: value}
+                else:
+                    self.rejected_properties[name] = str(exc)
+        if getattr(self, "static_properties", {}) and not static:
+            # Kafka reads these only at start (quota.window.num, ...): start it again with
+            # them in server.properties.
+            self.stop()
+            self.starts -= 1
+            self.start(port=self.port)
+            return
         if self.rejected_properties:
             with open(self.stderr_log, "a") as err:
                 err.write(f"note: properties Kafka would not set dynamically (ignored): {self.rejected_properties}\n")

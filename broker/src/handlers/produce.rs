@@ -210,7 +210,7 @@ pub fn handle(
                                 }
                                 Err(e) => {
                                     let code = storage_error_code(&e);
-                                    if let StorageError::InvalidBatch(BatchError::RejectedRecords(rejected)) = &e {
+                                    if let StorageError::InvalidBatch(BatchError::RejectedRecords { named: rejected, total }) = &e {
                                         // KIP-467: the client fails only the records named.
                                         let topic_partition = format!("{}-{}", topic.name, data.index);
                                         answer.record_errors = rejected
@@ -223,7 +223,7 @@ pub fn handle(
                                             .collect();
                                         answer.log_start_offset = partition.log.log_start_offset();
                                         tracing::debug!(error = %e, "produce refused");
-                                        return Err((code, Some(rejection_summary(code, rejected, &topic_partition))));
+                                        return Err((code, Some(rejection_summary(code, rejected, *total, &topic_partition))));
                                     }
                                     // A partition that could not be loaded was logged as an
                                     // error once, at start, and an offline log once, when it
@@ -301,6 +301,7 @@ fn has_transactional_batches(request: &ProduceRequest) -> bool {
 fn rejection_summary(
     code: ResponseError,
     rejected: &[RecordRejection],
+    total: usize,
     topic_partition: &str,
 ) -> String {
     if code == ResponseError::InvalidTimestamp {
@@ -320,7 +321,7 @@ fn rejection_summary(
     format!(
         "One or more records have been rejected due to {} record errors in total, and only \
          showing the first three errors at most: [{}]",
-        rejected.len(),
+        total,
         first.join(", ")
     )
 }

@@ -87,7 +87,14 @@ per_entry!(
     DeleteAclsResponse => filter_results,
     AlterUserScramCredentialsResponse => results,
     AlterConfigsResponse => responses,
+    AlterClientQuotasResponse => entries,
 );
+
+impl ResponseErrors for DescribeClientQuotasResponse {
+    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+    }
+}
 
 impl ResponseErrors for ProduceResponse {
     fn for_each_error(&self, f: &mut dyn FnMut(i16)) {

@@ -68,6 +68,9 @@ pub struct Session {
     pub close_after_reply: bool,
     /// The authorizer's answers for this connection (see `acl::authorizer`).
     access_cache: AccessCache,
+    /// Set by a throttled request (client quotas, KIP-219): no request is read from the
+    /// connection before it ends. Shared with answers still being prepared.
+    pub mute: std::sync::Arc<crate::quotas::Mute>,
 }
 
 impl Session {
@@ -93,6 +96,7 @@ impl Session {
             expires_at: None,
             close_after_reply: false,
             access_cache: AccessCache::default(),
+            mute: Default::default(),
             listener,
             peer,
         }

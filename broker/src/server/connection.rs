@@ -42,6 +42,7 @@ use super::frame::{parse_frame, Parsed};
 use super::limits::{Activity, Limits, Reservation, SMALL_FRAME};
 use super::wire::Frame;
 use crate::metrics::requests::{StageTimes, REQUESTS};
+use crate::quotas::QuotaKind;
 use crate::security::session::Session;
 use kafka_protocol::messages::ApiKey;
 
@@ -117,6 +118,21 @@ async fn read_loop<R: AsyncRead + Unpin>(
         if *shutdown.borrow() {
             return;
         }
+        // A throttled client (client quotas, KIP-219): nothing is read until its
+        // throttle time has passed.
+        if let Some(until) = session.mute.until() {
+            tokio::select! {
+                () = tokio::time::sleep_until(until.into()) => {}
+                _ = shutdown.changed() => return,
+                () = tx.closed() => return,
+            }
+            // The wait was ours, not the client's: a request in progress gets its full
+            // read timeout again.
+            if let Some(progress) = progress.as_mut() {
+                *progress = Instant::now();
+            }
+            continue;
+        }
         // Before a SASL login, requests are small (Kafka's sasl.server.max.receive.size):
         // a stranger may not make the broker buffer 100 MB.
         let max = if session.is_authenticated() {
@@ -138,6 +154,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     buf = rest;
                 }
                 let mut timing = Timing::of(&frame, last_read, slow_log);
+                // Request-time quotas: only measured while some quota is set.
+                let quota_client = ctx
+                    .state
+                    .quotas
+                    .any()
+                    .then(|| client_id(&frame).unwrap_or_default());
+                let handling = Instant::now();
                 let reply = match dispatch::dispatch(ctx, &mut session, frame).await {
                     Ok(reply) => reply,
                     Err(e) => {
@@ -146,6 +169,21 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     }
                 };
                 timing.local_end = Instant::now();
+                if let Some(client) = quota_client {
+                    // Percent-seconds of one thread, as Kafka's request quota counts.
+                    let used = timing
+                        .local_end
+                        .saturating_duration_since(handling)
+                        .as_secs_f64()
+                        * 100.0;
+                    let throttle = ctx.state.quotas.record(
+                        QuotaKind::Request,
+                        &session.principal().name,
+                        &client,
+                        used,
+                    );
+                    session.mute.extend(throttle);
+                }
                 // Handled: what is left of the request is in the reply, not the frame.
                 drop(reservation);
                 let close = matches!(reply, Reply::Close);

@@ -43,7 +43,9 @@ use super::frame::RequestPrefix;
 use super::wire::{self, EncodeError, Frame};
 use crate::cluster;
 use crate::fetch_session::FetchContext;
-use crate::handlers::admin::{acls, configs, elect_leaders, log_dirs, producers, scram, topics};
+use crate::handlers::admin::{
+    acls, client_quotas, configs, elect_leaders, log_dirs, producers, scram, topics,
+};
 use crate::handlers::fetch::{self, FetchOutcome};
 use crate::handlers::{
     api_versions, init_producer_id, metadata, offset_for_leader_epoch, offsets, produce,
@@ -51,6 +53,7 @@ use crate::handlers::{
 };
 use crate::metrics::errors::ResponseErrors;
 use crate::metrics::WaitEnd;
+use crate::quotas::QuotaKind;
 use crate::security::acl::Operation;
 use crate::security::session::{Gate, Session};
 use crate::state::BrokerState;
@@ -314,6 +317,24 @@ async fn dispatch_known(
                 outcome.failed = true;
                 outcome.response.responses.extend(denied);
             }
+            if state.quotas.any() {
+                let bytes: usize = req
+                    .topic_data
+                    .iter()
+                    .flat_map(|t| &t.partition_data)
+                    .filter_map(|p| p.records.as_ref().map(|r| r.len()))
+                    .sum();
+                let client = header.client_id.as_deref().unwrap_or("");
+                let throttle = state.quotas.record(
+                    QuotaKind::Produce,
+                    &session.principal().name,
+                    client,
+                    bytes as f64,
+                );
+                // KIP-219: answered at once with the throttle time, then muted for it.
+                outcome.response.throttle_time_ms = throttle_ms(throttle);
+                session.mute.extend(throttle);
+            }
             if req.acks == 0 {
                 // No response to carry an error: Kafka closes the connection instead.
                 return Ok(if outcome.failed {
@@ -361,14 +382,14 @@ async fn dispatch_known(
                 &mut context.request,
                 version,
             );
+            let quota =
+                FetchQuota::for_consumer(state, session, &header, &context.request, version);
             // Refused partitions join whatever answer the others get, now or after the
             // long poll (which only ever sees the partitions allowed).
             match fetch::handle(state, &context.request, version, false) {
                 FetchOutcome::Ready(mut resp) => {
                     resp.responses.extend(denied);
-                    state
-                        .fetch_sessions
-                        .close(&context, &mut resp, std::time::Instant::now());
+                    finish_fetch(state, &context, quota.as_ref(), &mut resp);
                     Ok(Reply::Now(encode_fetch(version, correlation_id, &resp)?))
                 }
                 FetchOutcome::Wait(watched) => {
@@ -389,6 +410,7 @@ async fn dispatch_known(
                             deadline,
                             ctx.shutdown.clone(),
                             denied,
+                            quota,
                         )
                         .instrument(span),
                     )))
@@ -460,6 +482,21 @@ async fn dispatch_known(
                 respond(&log_dirs::refused(
                     ResponseError::ClusterAuthorizationFailed,
                 ))
+            }
+        }
+        RequestKind::DescribeClientQuotas(req) => {
+            if authorize::cluster(&mut session.access(authorizer), Operation::DescribeConfigs) {
+                respond(&client_quotas::describe(state, &req))
+            } else {
+                respond(&client_quotas::refused_describe())
+            }
+        }
+        RequestKind::AlterClientQuotas(req) => {
+            if authorize::cluster(&mut session.access(authorizer), Operation::AlterConfigs) {
+                // The store writes a file: off the connection task.
+                respond(&blocking(state, move |s| client_quotas::alter(s, &req)).await?)
+            } else {
+                respond(&client_quotas::refused_alter(&req))
             }
         }
         RequestKind::ElectLeaders(req) => {
@@ -566,6 +603,78 @@ fn encode_fetch(
     wire::encode_response(ApiKey::Fetch, version, correlation_id, response, records)
 }
 
+/// A consumer's fetch under a client quota: who it is and its connection's mute.
+pub(crate) struct FetchQuota {
+    user: String,
+    client_id: String,
+    mute: Arc<crate::quotas::Mute>,
+}
+
+impl FetchQuota {
+    /// Set for a consumer's fetch while some client quota exists; followers are never
+    /// throttled.
+    fn for_consumer(
+        state: &BrokerState,
+        session: &Session,
+        header: &RequestHeader,
+        request: &kafka_protocol::messages::FetchRequest,
+        version: i16,
+    ) -> Option<FetchQuota> {
+        let replica = if version >= 15 {
+            request.replica_state.replica_id.0
+        } else {
+            request.replica_id.0
+        };
+        (replica < 0 && state.quotas.any()).then(|| FetchQuota {
+            user: session.principal().name.clone(),
+            client_id: header.client_id.as_deref().unwrap_or("").to_owned(),
+            mute: session.mute.clone(),
+        })
+    }
+}
+
+/// Whole milliseconds of a throttle, as `throttle_time_ms` carries them.
+fn throttle_ms(throttle: std::time::Duration) -> i32 {
+    i32::try_from(throttle.as_millis()).unwrap_or(i32::MAX)
+}
+
+/// The last step of every fetch answer: the consumer's byte quota, then the session.
+/// A consumer past its quota gets an empty answer with `throttle_time_ms`, its bytes
+/// taken back (its records come after the throttle, as in Kafka), and its connection
+/// muted; a session it fetches through stays as it was.
+fn finish_fetch(
+    state: &BrokerState,
+    context: &FetchContext,
+    quota: Option<&FetchQuota>,
+    response: &mut FetchResponse,
+) {
+    if let Some(quota) = quota {
+        let bytes: usize = response
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .filter_map(|p| p.records.as_ref().map(|r| r.len()))
+            .sum();
+        let (user, client) = (&quota.user, &quota.client_id);
+        let throttle = state
+            .quotas
+            .record(QuotaKind::Fetch, user, client, bytes as f64);
+        if !throttle.is_zero() {
+            state
+                .quotas
+                .unrecord(QuotaKind::Fetch, user, client, bytes as f64);
+            quota.mute.extend(throttle);
+            response.responses.clear();
+            response.throttle_time_ms = throttle_ms(throttle);
+            state.fetch_sessions.close_throttled(context, response);
+            return;
+        }
+    }
+    state
+        .fetch_sessions
+        .close(context, response, std::time::Instant::now());
+}
+
 /// Waits for appends to any watched partition (or the deadline, or shutdown) and
 /// retries the fetch until it has enough data; see `handlers::fetch`. `refused` are the
 /// answers of the partitions authorization took out of `request`, sent with the rest.
@@ -579,6 +688,7 @@ async fn long_poll(
     deadline: Instant,
     mut shutdown: watch::Receiver<bool>,
     refused: Vec<FetchableTopicResponse>,
+    quota: Option<FetchQuota>,
 ) -> Result<Option<Frame>, DispatchError> {
     let request = &context.request;
     let mut refused = Some(refused);
@@ -611,9 +721,7 @@ async fn long_poll(
                         state.metrics.fetch_waited(waiting_since.elapsed(), end);
                     }
                     resp.responses.extend(refused.take().unwrap_or_default());
-                    state
-                        .fetch_sessions
-                        .close(&context, &mut resp, std::time::Instant::now());
+                    finish_fetch(&state, &context, quota.as_ref(), &mut resp);
                     return Ok(Some(encode_fetch(version, correlation_id, &resp)?));
                 }
                 FetchOutcome::Wait(next) => {

@@ -48,6 +48,9 @@ use super::header::{BatchHeader, HEADER_SIZE};
 use super::Compression;
 use crate::error::BatchError;
 
+/// The most refused records a batch's answer names one by one; the count of all is kept.
+pub const MAX_NAMED_REJECTIONS: usize = 1000;
+
 /// The timestamp of a record that has none (Kafka's `RecordBatch.NO_TIMESTAMP`).
 pub const NO_TIMESTAMP: i64 = -1;
 
@@ -217,6 +220,7 @@ fn walk_records(
 ) -> Result<i64, BatchError> {
     let range = checks.timestamps.map(|b| b.range());
     let mut rejected = Vec::new();
+    let mut refused = 0usize;
     let mut position = 0;
     let mut max_timestamp = NO_TIMESTAMP;
     for index in 0..count {
@@ -319,10 +323,15 @@ fn walk_records(
                 })
         };
         if let Some(reason) = reason {
-            rejected.push(RecordRejection {
-                batch_index: index,
-                reason,
-            });
+            refused += 1;
+            // Named up to a bound: a batch of a million keyless records must not make a
+            // million answers (the client fails the rest with the batch anyway).
+            if rejected.len() < MAX_NAMED_REJECTIONS {
+                rejected.push(RecordRejection {
+                    batch_index: index,
+                    reason,
+                });
+            }
         }
         max_timestamp = max_timestamp.max(timestamp);
         position = body_end;
@@ -336,7 +345,10 @@ fn walk_records(
         });
     }
     if !rejected.is_empty() {
-        return Err(BatchError::RejectedRecords(rejected));
+        return Err(BatchError::RejectedRecords {
+            named: rejected,
+            total: refused,
+        });
     }
     Ok(max_timestamp)
 }
@@ -718,7 +730,10 @@ mod tests {
             );
             // One millisecond too old, one too new.
             let too_old = run(bounds(T0 + 501, 500, 500));
-            let Err(BatchError::RejectedRecords(rejected)) = &too_old else {
+            let Err(BatchError::RejectedRecords {
+                named: rejected, ..
+            }) = &too_old
+            else {
                 panic!("{too_old:?}");
             };
             assert_eq!(
@@ -744,7 +759,7 @@ mod tests {
             // Too new: the second record only.
             assert!(matches!(
                 run(bounds(T0 + 499, 500, 500)),
-                Err(BatchError::RejectedRecords(r)) if r.len() == 1 && r[0].batch_index == 1
+                Err(BatchError::RejectedRecords { named: r, total: 1 }) if r.len() == 1 && r[0].batch_index == 1
             ));
             // No bounds (LogAppendTime): anything goes.
             assert_eq!(run(RecordChecks::default()), Ok(T0 + 1000));
@@ -783,8 +798,10 @@ mod tests {
         };
         for codec in ALL {
             let b = batch(&area, 5, codec);
-            let Err(BatchError::RejectedRecords(rejected)) =
-                validate_produced_batch_with(&b, &checks)
+            let Err(BatchError::RejectedRecords {
+                named: rejected,
+                total: 3,
+            }) = validate_produced_batch_with(&b, &checks)
             else {
                 panic!("{codec:?}: refused records expected");
             };
@@ -830,6 +847,26 @@ mod tests {
             validate_produced_batch_with(&batch(&broken, 2, Compression::None), &checks),
             Err(BatchError::InvalidRecord { .. })
         ));
+    }
+
+    #[test]
+    fn refused_records_are_named_up_to_a_bound_and_all_counted() {
+        let count = MAX_NAMED_REJECTIONS + 500;
+        let area: Vec<u8> = (0..count)
+            .flat_map(|i| record(i as i32, 0, None, Some(b"v"), &[], None))
+            .collect();
+        let checks = RecordChecks {
+            keys_required: true,
+            ..RecordChecks::default()
+        };
+        let b = batch(&area, count as i32, Compression::Zstd);
+        let Err(BatchError::RejectedRecords { named, total }) =
+            validate_produced_batch_with(&b, &checks)
+        else {
+            panic!("refused records expected");
+        };
+        assert_eq!((named.len(), total), (MAX_NAMED_REJECTIONS, count));
+        assert_eq!(named.last().unwrap().batch_index, MAX_NAMED_REJECTIONS - 1);
     }
 
     #[test]

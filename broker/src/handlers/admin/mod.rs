@@ -2,12 +2,13 @@
 //! (DescribeConfigs, IncrementalAlterConfigs), the data directory (DescribeLogDirs) and
 //! SCRAM users (Describe/AlterUserScramCredentials), ACLs (Create/Describe/DeleteAcls) and
 //! the partitions' idempotent producers (DescribeProducers), and preferred leader election
-//! (ElectLeaders).
+//! (ElectLeaders), and client quotas (Describe/AlterClientQuotas).
 //!
 //! Everything here that changes files runs on a blocking thread (the server decides);
 //! the handlers themselves are plain functions of the state and the request.
 
 pub mod acls;
+pub mod client_quotas;
 pub mod configs;
 pub mod elect_leaders;
 pub mod log_dirs;
