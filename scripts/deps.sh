@@ -4,6 +4,8 @@
 #   scripts/deps.sh           kcat, prometheus, chromium (apt), rustfmt + clippy (rustup), the Python venv .venv
 #                             with tests/compat/requirements.txt (re-created only when that
 #                             file changes; its hash is kept in .venv/.requirements.sha256)
+#   scripts/deps.sh --librdkafka  also the headers librdkafka's test suite is built with
+#                             (scripts/librdkafka-suite.sh: zlib1g-dev, libzstd-dev, rapidjson-dev)
 #   scripts/deps.sh --bench   also fio and iperf3 (disk / loopback baselines for benchmarks)
 #   scripts/deps.sh --kafka   also Java + Maven (apt) and Apache Kafka's jars (scripts/peers/kafka.sh)
 #   scripts/deps.sh --cluster the cluster fault bench (tests/cluster): what --kafka installs (its
@@ -14,14 +16,16 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 want_bench=0
+want_librdkafka=0
 want_kafka=0
 want_cluster=0
 for arg in "$@"; do
     case "$arg" in
         --bench) want_bench=1 ;;
+        --librdkafka) want_librdkafka=1 ;;
         --kafka) want_kafka=1 ;;
         --cluster) want_cluster=1; want_kafka=1 ;;
-        *) echo "deps.sh: unknown option $arg (use --bench, --kafka, --cluster)" >&2; exit 2 ;;
+        *) echo "deps.sh: unknown option $arg (use --bench, --librdkafka, --kafka, --cluster)" >&2; exit 2 ;;
     esac
 done
 
@@ -47,12 +51,30 @@ apt_install() {
     command -v "$cmd" >/dev/null 2>&1 || { echo "deps: $pkg installed but $cmd not found" >&2; exit 1; }
 }
 
+# apt_install_header HEADER PACKAGE: installs PACKAGE unless /usr/include/HEADER exists
+# (development packages have no command to look for).
+apt_install_header() {
+    local header="$1" pkg="$2"
+    [[ -e "/usr/include/$header" ]] && return 0
+    apt_get_install "$pkg"
+    [[ -e "/usr/include/$header" ]] || { echo "deps: $pkg installed but $header not found" >&2; exit 1; }
+}
+
 # --- system tools -----------------------------------------------------------------------
 apt_install kcat kcat
 # The observability tests: a real Prometheus scrapes the broker (promtool checks its
 # /metrics), and the dashboard is loaded in a real headless browser.
 apt_install prometheus prometheus
 apt_install chromium chromium
+# librdkafka's own test suite (scripts/librdkafka-suite.sh builds it from source): zlib and
+# zstd so that 0017_compression covers gzip and zstd too (snappy and lz4 are built in),
+# rapidjson (header-only) so that the tests that check statistics JSON (0053_stats,
+# 0110_batch_size) run instead of skipping. SSL, SASL and curl are configured out.
+if [[ $want_librdkafka == 1 ]]; then
+    apt_install_header zlib.h zlib1g-dev
+    apt_install_header zstd.h libzstd-dev
+    apt_install_header rapidjson/schema.h rapidjson-dev
+fi
 if [[ $want_bench == 1 ]]; then
     apt_install fio fio
     apt_install iperf3 iperf3
