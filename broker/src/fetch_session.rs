@@ -148,6 +148,21 @@ impl Session {
             .collect();
     }
 
+    /// Adds or updates every partition of `topics`; `false` when the session is full.
+    fn upsert_all(&mut self, topics: &[FetchTopic]) -> bool {
+        topics.iter().all(|topic| {
+            topic.partitions.iter().all(|partition| {
+                let key = Key::new(
+                    self.uses_topic_ids,
+                    topic.topic_id,
+                    &topic.topic,
+                    partition.partition,
+                );
+                self.upsert(key, partition)
+            })
+        })
+    }
+
     /// Adds or updates a partition; `false` when the session is full.
     fn upsert(&mut self, key: Key, request: &FetchPartition) -> bool {
         // Owned copies: what the request's frame holds (names, tagged fields) would keep
@@ -293,21 +308,11 @@ impl FetchSessions {
         if session.uses_topic_ids != uses_topic_ids {
             return Err(ResponseError::FetchSessionTopicIdError);
         }
-        for topic in &request.topics {
-            for partition in &topic.partitions {
-                let key = Key::new(
-                    uses_topic_ids,
-                    topic.topic_id,
-                    &topic.topic,
-                    partition.partition,
-                );
-                if !session.upsert(key, partition) {
-                    // Past MAX_SESSION_PARTITIONS: the session ends; the client's next
-                    // full fetch gets none and goes on without.
-                    sessions.remove(&id);
-                    return Err(ResponseError::FetchSessionIdNotFound);
-                }
-            }
+        if !session.upsert_all(&request.topics) {
+            // Past MAX_SESSION_PARTITIONS: the session ends; the client's next full fetch
+            // gets none and goes on without.
+            sessions.remove(&id);
+            return Err(ResponseError::FetchSessionIdNotFound);
         }
         let mut forgot = false;
         for topic in &request.forgotten_topics_data {
@@ -408,18 +413,8 @@ impl FetchSessions {
             last_used: now,
             created: now,
         };
-        for topic in &context.named {
-            for partition in &topic.partitions {
-                let key = Key::new(
-                    uses_topic_ids,
-                    topic.topic_id,
-                    &topic.topic,
-                    partition.partition,
-                );
-                if !session.upsert(key, partition) {
-                    return None;
-                }
-            }
+        if !session.upsert_all(&context.named) {
+            return None;
         }
         if session.partitions.is_empty() {
             return None;
