@@ -37,6 +37,12 @@ pub enum BrokerError {
     /// The client quotas file could not be read or is damaged.
     #[error("client quotas: {0}")]
     Quotas(String),
+    /// The group configs file could not be read or is damaged.
+    #[error("group configs: {0}")]
+    GroupConfigs(String),
+    /// The dynamic broker configs file could not be read or is damaged.
+    #[error("dynamic broker configs: {0}")]
+    DynamicConfigs(#[from] crate::dynamic_config::DynamicConfigError),
     /// Loading the data directory ran out of file descriptors: every partition holds one.
     #[error(
         "{source}; the data directory needs one open file per partition: raise the open-file \

@@ -39,11 +39,14 @@ pub mod config;
 pub mod coordinator;
 pub mod datadir;
 pub mod disk_space;
+pub mod dynamic_config;
 pub mod errors;
 pub mod fetch_session;
+pub mod group_configs;
 pub mod groups;
 pub mod handlers;
 pub mod limits;
+pub mod loggers;
 pub mod metrics;
 pub mod producer_ids;
 pub mod quotas;
@@ -478,12 +481,34 @@ impl Broker {
             disk: disk_space::DiskSpace::new(&config.data_dir, config.min_free_bytes),
             fetch_sessions: fetch_session::FetchSessions::from_config(&config),
             quotas: quotas::Quotas::open(&config).map_err(BrokerError::Quotas)?,
+            dynamic: if is_cluster {
+                dynamic_config::DynamicBrokerConfigs::in_metadata()
+            } else {
+                dynamic_config::DynamicBrokerConfigs::open_file(&config.data_dir)?
+            },
+            group_configs: if is_cluster {
+                None
+            } else {
+                Some(
+                    group_configs::GroupConfigStore::open(&config.data_dir)
+                        .map_err(BrokerError::GroupConfigs)?,
+                )
+            },
             _lock: Some(lock),
             metrics: Default::default(),
             lifecycle,
             config,
         });
         admin_shared.set_state(&state);
+        if state.dynamic.is_local() && state.dynamic.layers() != Default::default() {
+            // A cluster node takes them from the metadata (see `cluster::reconcile`).
+            let applying = state.clone();
+            tokio::task::spawn_blocking(move || dynamic_config::apply(&applying))
+                .await
+                .map_err(|e| {
+                    BrokerError::io("apply dynamic broker configs", std::io::Error::other(e))
+                })?;
+        }
         if state.cluster.is_some() {
             // Set before the supervisor starts (which moves it on to serving), so that
             // from the moment this returns readiness says what the broker waits for.

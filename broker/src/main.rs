@@ -14,8 +14,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use sluice_broker::config::{self, BrokerConfig, LogFormat};
-use sluice_broker::Broker;
+use sluice_broker::{loggers, Broker};
 use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Keeps a request that claims a huge array from aborting the process (see the module).
 #[global_allocator]
@@ -96,17 +98,38 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // The directives the filter starts from; the broker-loggers config resource adds
+    // levels on top at runtime (see sluice_broker::loggers).
+    let directives = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|d| tracing_subscriber::EnvFilter::try_new(d).is_ok())
+        .unwrap_or_else(|| loggers::DEFAULT_DIRECTIVES.to_owned());
+    // The filter can be swapped at runtime; the recorder, outermost, sees every callsite
+    // the filter turns away too, so that the loggers described are the ones that exist.
+    let (filter, filter_handle) =
+        tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new(&directives));
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match config.observability.log_format {
         // One JSON object per line, with the event's fields and its spans' (the
         // connection's peer, the request's api and correlation id).
-        LogFormat::Json => logs.json().with_current_span(false).init(),
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => registry
+            .with(logs.json().with_current_span(false))
+            .with(loggers::TargetRecorder)
+            .init(),
+        LogFormat::Text => registry
+            .with(logs.with_ansi(std::io::stderr().is_terminal()))
+            .with(loggers::TargetRecorder)
+            .init(),
     }
+    loggers::install(
+        &directives,
+        Box::new(move |directives: &str| {
+            let filter = tracing_subscriber::EnvFilter::try_new(directives)
+                .map_err(|e| format!("invalid log directives {directives:?}: {e}"))?;
+            filter_handle.reload(filter).map_err(|e| e.to_string())
+        }),
+    );
     // Before anything opens files: every partition holds one (see sluice_broker::limits).
     match sluice_broker::limits::raise_open_file_limit() {
         Ok(limit) => tracing::info!(

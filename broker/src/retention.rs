@@ -4,7 +4,8 @@
 //!
 //! A pass deletes files, so it runs on a blocking thread; one pass at a time (the next
 //! tick waits for it). The first pass runs one interval after start, not at start, so a
-//! restart does not stall on it.
+//! restart does not stall on it, and only once the broker serves (caught up with the
+//! metadata, so its topic configs and dynamic defaults are the cluster's).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,12 @@ pub async fn run(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
         }
         if *shutdown.borrow() {
             return;
+        }
+        if state.lifecycle.phase() != crate::admin::Phase::Serving {
+            // A cluster node catching up with the metadata does not know its topics'
+            // configs or the dynamic broker defaults yet (a retention.ms raised at runtime
+            // would otherwise not protect the data at the first pass).
+            continue;
         }
         let pass_state = state.clone();
         let pass =

@@ -46,6 +46,11 @@ pub struct BrokerState {
     pub fetch_sessions: crate::fetch_session::FetchSessions,
     /// Client quotas and the rates measured against them (see `quotas`).
     pub quotas: crate::quotas::Quotas,
+    /// Broker configs changed at runtime (see `dynamic_config`).
+    pub dynamic: crate::dynamic_config::DynamicBrokerConfigs,
+    /// Group configs on the single node of earlier releases (a cluster keeps them in its
+    /// metadata; see `group_configs`).
+    pub group_configs: Option<crate::group_configs::GroupConfigStore>,
     /// This broker's membership of a multi-node cluster (`None`: a single node, whose
     /// metadata is its data directory's).
     pub cluster: Option<Arc<ClusterNode>>,
@@ -73,6 +78,11 @@ impl BrokerState {
             limits: Arc::new(Limits::new(&config)),
             disk: DiskSpace::new(topics.data_dir(), config.min_free_bytes),
             fetch_sessions: crate::fetch_session::FetchSessions::from_config(&config),
+            dynamic: crate::dynamic_config::DynamicBrokerConfigs::in_metadata(),
+            group_configs: Some(
+                crate::group_configs::GroupConfigStore::open(topics.data_dir())
+                    .unwrap_or_else(|e| panic!("group configs for tests: {e}")),
+            ),
             quotas: crate::quotas::Quotas::open(&config)
                 .unwrap_or_else(|e| panic!("client quotas for tests: {e}")),
             config,

@@ -838,6 +838,11 @@ impl Controller {
                             "Invalid broker id {id}"
                         )))
                     }
+                    ConfigResource::Group(id) if id.is_empty() => {
+                        return Err(MetadataError::InvalidRequest(
+                            "Invalid group id: empty".into(),
+                        ))
+                    }
                     _ => {}
                 }
                 let mut keys = BTreeSet::new();

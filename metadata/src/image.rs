@@ -509,6 +509,9 @@ impl MetadataImage {
                     ConfigResource::Broker(id) if *id < 0 => {
                         return Err(format!("config for broker {id}"))
                     }
+                    ConfigResource::Group(id) if id.is_empty() => {
+                        return Err("config for a group without an id".into())
+                    }
                     _ => {}
                 }
                 self.save_config(&r.resource, undo);
@@ -750,6 +753,9 @@ impl MetadataImage {
                 }
                 ConfigResource::Broker(id) if *id < 0 => {
                     return Err(format!("config for broker {id}"))
+                }
+                ConfigResource::Group(id) if id.is_empty() => {
+                    return Err("config for a group without an id".into())
                 }
                 _ => {}
             }

@@ -93,6 +93,9 @@ pub enum ConfigResource {
     Broker(BrokerId),
     /// The default for every broker (Kafka: resource type BROKER, name "").
     ClusterDefault,
+    /// A consumer group, by id (Kafka 4.0's GROUP config resource; the group need not
+    /// exist).
+    Group(String),
 }
 
 /// Sets the cluster id once, in the first batch a new cluster commits (Sluice's own
@@ -395,6 +398,7 @@ pub(crate) mod tests {
         prop_oneof![
             "\\PC{0,20}".prop_map(ConfigResource::Topic),
             any::<i32>().prop_map(ConfigResource::Broker),
+            "\\PC{1,20}".prop_map(ConfigResource::Group),
             Just(ConfigResource::ClusterDefault),
         ]
     }

@@ -1371,6 +1371,18 @@ impl PartitionLog {
         result
     }
 
+    /// Stops using a log whose files are about to be deleted: like [`PartitionLog::close`]
+    /// but nothing is flushed or checkpointed (a crash before the files are gone leaves a
+    /// log the caller's metadata says to delete again). Appends and the flusher stop; a
+    /// waiter for durability is failed.
+    pub fn discard(&self) {
+        let inner = &self.inner;
+        let _guard = inner.lock_append();
+        inner.closed.store(true, Ordering::Release);
+        let _sync = inner.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        inner.durable.fail(true);
+    }
+
     /// Stops using the log without closing it, as if the process died at this point:
     /// waits for a sync in progress, then neither this handle nor the flusher writes
     /// anything more, so the next open sees an unclean shutdown. For crash tests.

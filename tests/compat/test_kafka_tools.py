@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 
+from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import COMPAT_TARGET, KAFKA_SH
@@ -140,3 +141,127 @@ def test_kafka_leader_election(broker):
     output = (done.stdout + done.stderr).decode(errors="replace")
     assert "1 replica(s) could not be elected" in output, output
     assert "No such partition as elected-7" in output, output
+
+
+def _configs_failure(*args: str) -> str:
+    """The error kafka-configs prints for a refused change."""
+    done = subprocess.run([str(KAFKA_SH), "run", "org.apache.kafka.tools.ConfigCommand", *args],
+                          capture_output=True, timeout=120)
+    output = (done.stdout + done.stderr).decode(errors="replace")
+    assert done.returncode != 0, output
+    return output
+
+
+def test_kafka_configs_alters_dynamic_broker_configs(broker):
+    """Dynamic broker configs (IncrementalAlterConfigs of BROKER resources): the cluster
+    default and the broker's own level, which wins; applied at once to topics without an
+    override (a lowered message.max.bytes refuses a larger record), described with their
+    sources, refused in Kafka's words where Kafka refuses them, and removed again."""
+    tool = "org.apache.kafka.tools.ConfigCommand"
+    common = ["--bootstrap-server", broker.bootstrap]
+    default = [*common, "--entity-type", "brokers", "--entity-default"]
+    broker1 = [*common, "--entity-type", "brokers", "--entity-name", "1"]
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("dynamic-defaults", 1, 1)])["dynamic-defaults"].result(30)
+    topic = [*common, "--entity-type", "topics", "--entity-name", "dynamic-defaults"]
+    try:
+        out = kafka_tool(tool, *default, "--alter", "--add-config", "log.retention.ms=3600000,message.max.bytes=2000")
+        assert "Completed updating default config for brokers in the cluster." in out, out
+        out = kafka_tool(tool, *topic, "--describe", "--all")
+        assert "retention.ms=3600000 sensitive=false synonyms={DYNAMIC_DEFAULT_BROKER_CONFIG:log.retention.ms=3600000" in out, out
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "message.max.bytes": 100000})
+        failures: list = []
+        producer.produce("dynamic-defaults", b"x" * 5000, on_delivery=lambda err, msg: failures.append(err))
+        producer.flush(30)
+        assert len(failures) == 1 and failures[0] is not None, failures
+        assert failures[0].code() == KafkaError.MSG_SIZE_TOO_LARGE, failures
+
+        out = kafka_tool(tool, *broker1, "--alter", "--add-config",
+                         "log.retention.ms=7200000,sasl.kerberos.min.time.before.relogin=58000")
+        assert "Completed updating config for broker 1." in out, out
+        out = kafka_tool(tool, *topic, "--describe", "--all")
+        assert "retention.ms=7200000 sensitive=false synonyms={DYNAMIC_BROKER_CONFIG:log.retention.ms=7200000, DYNAMIC_DEFAULT_BROKER_CONFIG:log.retention.ms=3600000" in out, out
+        out = kafka_tool(tool, *broker1, "--describe")
+        assert "sasl.kerberos.min.time.before.relogin=58000" in out and "log.retention.ms=7200000" in out, out
+        out = kafka_tool(tool, *default, "--describe")
+        assert "log.retention.ms=3600000" in out and "log.retention.ms=7200000" not in out, out
+
+        assert ("Cannot update these configs at default cluster level, broker id must be specified: "
+                "[sasl.kerberos.min.time.before.relogin]") in _configs_failure(
+                    *default, "--alter", "--add-config", "sasl.kerberos.min.time.before.relogin=1")
+        assert "Cannot update these configs dynamically: [num.partitions]" in _configs_failure(
+            *broker1, "--alter", "--add-config", "num.partitions=3")
+        assert "Invalid value abc for configuration log.retention.ms" in _configs_failure(
+            *broker1, "--alter", "--add-config", "log.retention.ms=abc")
+    finally:
+        kafka_tool(tool, *broker1, "--alter", "--delete-config",
+                   "log.retention.ms,sasl.kerberos.min.time.before.relogin")
+        kafka_tool(tool, *default, "--alter", "--delete-config", "log.retention.ms,message.max.bytes")
+    out = kafka_tool(tool, *topic, "--describe", "--all")
+    assert "retention.ms=604800000" in out and "BROKER_CONFIG:log.retention.ms" not in out, out
+    delivered: list = []
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "message.max.bytes": 100000})
+    producer.produce("dynamic-defaults", b"x" * 5000, on_delivery=lambda err, msg: delivered.append(err))
+    producer.flush(30)
+    assert delivered == [None], delivered
+
+
+def test_kafka_configs_sets_broker_log_levels(broker):
+    """Broker loggers (BROKER_LOGGER, resource type 8): listed with their levels, a level
+    set and removed again, and Kafka's refusals of an unknown level and of removing the
+    root logger's."""
+    tool = "org.apache.kafka.tools.ConfigCommand"
+    loggers = ["--bootstrap-server", broker.bootstrap, "--entity-type", "broker-loggers", "--entity-name", "1"]
+    out = kafka_tool(tool, *loggers, "--describe")
+    levels = dict(line.split()[0].split("=", 1) for line in out.splitlines() if "sensitive=" in line)
+    assert levels.get("root") in {"INFO", "WARN", "ERROR", "DEBUG", "TRACE"}, out
+    # A logger below the broker's main one, so that nothing else changes level.
+    logger = sorted(name for name in levels if name.count(".") >= 2 and levels[name] != "TRACE")[0]
+    kafka_tool(tool, *loggers, "--alter", "--add-config", f"{logger}=TRACE")
+    out = kafka_tool(tool, *loggers, "--describe")
+    assert f"{logger}=TRACE " in out, out
+    kafka_tool(tool, *loggers, "--alter", "--delete-config", logger)
+    out = kafka_tool(tool, *loggers, "--describe")
+    assert f"{logger}=TRACE " not in out, out
+    assert ("Cannot set the log level of root to LOUD as it is not a supported log level. "
+            "Valid log levels are DEBUG, ERROR, FATAL, INFO, TRACE, WARN") in _configs_failure(
+                *loggers, "--alter", "--add-config", "root=LOUD")
+    assert "Removing the log level of the root logger is not allowed" in _configs_failure(
+        *loggers, "--alter", "--delete-config", "root")
+
+
+# DescribeConfigs of a group on Apache Kafka 4.4: name -> default.
+KAFKA_GROUP_CONFIGS = {
+    "consumer.assignment.interval.ms": "1000", "consumer.heartbeat.interval.ms": "5000",
+    "consumer.session.timeout.ms": "45000", "errors.deadletterqueue.copy.record.enable": "false",
+    "errors.deadletterqueue.topic.name": "", "share.assignment.interval.ms": "1000",
+    "share.auto.offset.reset": "latest", "share.delivery.count.limit": "5",
+    "share.heartbeat.interval.ms": "5000", "share.isolation.level": "read_uncommitted",
+    "share.partition.max.record.locks": "2000", "share.record.lock.duration.ms": "30000",
+    "share.renew.acknowledge.enable": "true", "share.session.timeout.ms": "45000",
+    "streams.assignment.interval.ms": "1000", "streams.assignor.name": "sticky",
+    "streams.heartbeat.interval.ms": "5000", "streams.initial.rebalance.delay.ms": "3000",
+    "streams.num.standby.replicas": "0", "streams.rack.aware.assignment.tags": "",
+    "streams.session.timeout.ms": "45000",
+}
+
+
+def test_kafka_configs_describes_and_alters_group_configs(broker):
+    """Group configs (GROUP, resource type 32): Kafka 4.4's 21 names and defaults, a value
+    set, described with its source and removed, and Kafka's refusals."""
+    tool = "org.apache.kafka.tools.ConfigCommand"
+    group = ["--bootstrap-server", broker.bootstrap, "--entity-type", "groups", "--entity-name", "configured-group"]
+    out = kafka_tool(tool, *group, "--describe", "--all")
+    described = dict(line.split()[0].split("=", 1) for line in out.splitlines() if "sensitive=" in line)
+    assert described == KAFKA_GROUP_CONFIGS, out
+    out = kafka_tool(tool, *group, "--alter", "--add-config", "consumer.session.timeout.ms=50000")
+    assert "Completed updating config for group configured-group." in out, out
+    out = kafka_tool(tool, *group, "--describe")
+    assert ("consumer.session.timeout.ms=50000 sensitive=false synonyms={DYNAMIC_GROUP_CONFIG:"
+            "consumer.session.timeout.ms=50000, DEFAULT_CONFIG:group.consumer.session.timeout.ms=45000}") in out, out
+    assert "consumer.session.timeout.ms must be in the range 45000 to 60000 inclusive." in _configs_failure(
+        *group, "--alter", "--add-config", "consumer.session.timeout.ms=5")
+    assert "Unknown group config name: foo" in _configs_failure(*group, "--alter", "--add-config", "foo=5")
+    kafka_tool(tool, *group, "--alter", "--delete-config", "consumer.session.timeout.ms")
+    out = kafka_tool(tool, *group, "--describe")
+    assert "consumer.session.timeout.ms" not in out, out

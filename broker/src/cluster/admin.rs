@@ -256,7 +256,7 @@ pub async fn create_topics(
                             .topics
                             .defaults()
                             .with_overrides(&overrides)
-                            .unwrap_or_else(|_| state.topics.defaults().clone());
+                            .unwrap_or_else(|_| (*state.topics.defaults()).clone());
                         answer.configs =
                             Some(configs::creatable_configs(state, &config, &overrides));
                     }
@@ -335,8 +335,8 @@ pub(super) fn check_local_limit(
     state.topics.check_partition_limit(topic, adding)
 }
 
-/// After a topic was created and this broker's reconciler ran: if a replica assigned here
-/// could not be created (e.g. the process ran out of file descriptors part-way) and this
+/// After a topic was created and this broker's reconciler ran: if creating a replica
+/// assigned here failed (e.g. the process ran out of file descriptors part-way) and this
 /// is the only live broker, the topic could never serve, so it is deleted again and the
 /// client gets the error, with nothing left behind, as before the cluster. (With other
 /// live brokers, the topic stays: the reconciler retries every second and logs why.)
@@ -350,29 +350,25 @@ async fn undo_if_not_created_here(
         return Ok(());
     };
     let local = state.topics.get_by_id(id);
-    let missing: Vec<i32> = topic
+    // Only replicas whose creation failed: one the reconciler has not reached yet (busy
+    // deleting another topic's hundreds of replicas) is created once it gets there, so
+    // the topic stays, as Kafka answers before its replicas exist.
+    let failed: Vec<(i32, AdminError)> = topic
         .partitions
         .iter()
         .enumerate()
         .filter(|(_, p)| p.replicas.contains(&node.node_id))
         .map(|(index, _)| index as i32)
         .filter(|&index| local.as_ref().and_then(|t| t.partition(index)).is_none())
+        .filter_map(|index| Some((index, node.replica_error(id, index)?)))
         .collect();
-    let Some(&first) = missing.first() else {
+    let Some((_, error)) = failed.first().cloned() else {
         return Ok(());
     };
     if !sole_live_broker(node) {
         return Ok(());
     }
-    let error = node.replica_error(id, first).unwrap_or_else(|| {
-        AdminError::new(
-            ResponseError::UnknownServerError,
-            format!(
-                "partition {first} of topic '{}' could not be created here",
-                topic.name
-            ),
-        )
-    });
+    let missing: Vec<i32> = failed.iter().map(|(index, _)| *index).collect();
     tracing::warn!(topic = %topic.name, partitions = ?missing, error = %error.message, "deleting a topic this broker could not create");
     match node.service.delete_topics(vec![TopicRef::Id(id)]).await {
         Ok(committed) => {
@@ -576,10 +572,16 @@ pub async fn incremental_alter_configs(
                 ResponseError::InvalidRequest,
                 "Duplicate resource in request.",
             ))
+        } else if resource.resource_type == configs::RESOURCE_BROKER {
+            alter_broker_configs(state, node, name, &resource.configs, request.validate_only).await
+        } else if resource.resource_type == configs::RESOURCE_BROKER_LOGGER {
+            configs::alter_loggers(state, name, &resource.configs, request.validate_only)
+        } else if resource.resource_type == configs::RESOURCE_GROUP {
+            alter_group_configs(node, state, name, &resource.configs, request.validate_only).await
         } else if resource.resource_type != configs::RESOURCE_TOPIC {
             Err(AdminError::new(
                 ResponseError::InvalidRequest,
-                "Sluice broker configs are read-only: set them in the config file, SLUICE_* variables or flags.",
+                format!("Unsupported resource type {}", resource.resource_type),
             ))
         } else {
             alter_topic_configs(state, node, name, &resource.configs, request.validate_only).await
@@ -595,6 +597,97 @@ pub async fn incremental_alter_configs(
         });
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// IncrementalAlterConfigs of a BROKER resource: the cluster default or this broker's
+/// level, validated here and committed by the controller as `ConfigRecord`s (Kafka keeps
+/// them in the metadata log too); every broker applies them from its image (see
+/// `reconcile`), this one before answering.
+async fn alter_broker_configs(
+    state: &BrokerState,
+    node: &ClusterNode,
+    name: &str,
+    changes: &[AlterableConfig],
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    use crate::dynamic_config::{self, Level};
+    let level = Level::of(name, state.node_id)?;
+    let current = configs::current_layers(state);
+    let altered = dynamic_config::altered(&state.config, &current, level, changes)?;
+    if validate_only {
+        return Ok(());
+    }
+    let resource = match level {
+        Level::ClusterDefault => ConfigResource::ClusterDefault,
+        Level::Broker => ConfigResource::Broker(state.node_id),
+    };
+    commit_config_diff(node, resource, current.level(level), altered.level(level)).await
+}
+
+/// IncrementalAlterConfigs of a GROUP resource, committed by the controller (the group
+/// need not exist, as in Kafka).
+async fn alter_group_configs(
+    node: &ClusterNode,
+    state: &BrokerState,
+    group: &str,
+    changes: &[AlterableConfig],
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    let current = configs::group_overrides(state, group);
+    let altered = crate::group_configs::altered(&current, changes)?;
+    if validate_only {
+        return Ok(());
+    }
+    commit_config_diff(
+        node,
+        ConfigResource::Group(group.to_owned()),
+        &current,
+        &altered,
+    )
+    .await
+}
+
+/// Commits the difference between two override maps of one resource through the
+/// controller and waits until this broker applied it.
+async fn commit_config_diff(
+    node: &ClusterNode,
+    resource: ConfigResource,
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> Result<(), AdminError> {
+    let mut diff: Vec<(String, Option<String>)> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    diff.extend(
+        before
+            .keys()
+            .filter(|k| !after.contains_key(*k))
+            .map(|k| (k.clone(), None)),
+    );
+    if diff.is_empty() {
+        return Ok(());
+    }
+    let committed = node
+        .service
+        .alter_configs(vec![AlterConfigs {
+            resource,
+            changes: diff,
+        }])
+        .await
+        .map_err(|e| controller_error(&e))?;
+    if let Err(e) = node.wait_applied(committed.offset).await {
+        tracing::debug!(error = %e, "altered configs not applied here in time");
+    }
+    match committed.value.into_iter().next() {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(metadata_error(&e)),
+        None => Err(AdminError::new(
+            ResponseError::UnknownServerError,
+            "the controller answered no resource",
+        )),
+    }
 }
 
 async fn alter_topic_configs(
@@ -614,38 +707,11 @@ async fn alter_topic_configs(
     if validate_only {
         return Ok(());
     }
-    let mut diff: Vec<(String, Option<String>)> = altered
-        .iter()
-        .filter(|(k, v)| current.get(*k) != Some(*v))
-        .map(|(k, v)| (k.clone(), Some(v.clone())))
-        .collect();
-    diff.extend(
-        current
-            .keys()
-            .filter(|k| !altered.contains_key(*k))
-            .map(|k| (k.clone(), None)),
-    );
-    if diff.is_empty() {
-        return Ok(());
-    }
-    let request = AlterConfigs {
-        resource: ConfigResource::Topic(name.to_owned()),
-        changes: diff,
-    };
-    let committed = node
-        .service
-        .alter_configs(vec![request])
-        .await
-        .map_err(|e| controller_error(&e))?;
-    if let Err(e) = node.wait_applied(committed.offset).await {
-        tracing::debug!(error = %e, "altered configs not applied here in time");
-    }
-    match committed.value.into_iter().next() {
-        Some(Ok(())) => Ok(()),
-        Some(Err(e)) => Err(metadata_error(&e)),
-        None => Err(AdminError::new(
-            ResponseError::UnknownServerError,
-            "the controller answered no resource",
-        )),
-    }
+    commit_config_diff(
+        node,
+        ConfigResource::Topic(name.to_owned()),
+        &current,
+        &altered,
+    )
+    .await
 }

@@ -191,6 +191,7 @@ pub fn reconcile(
     // After the removals above freed their descriptors: directories of failed creates
     // whose own cleanup found none.
     registry.remove_half_created();
+    sync_dynamic_configs(state, image);
     for topic in registry.list() {
         let Some(in_image) = image.topic_by_id(topic.id) else {
             continue;
@@ -201,6 +202,19 @@ pub fn reconcile(
                 tracing::warn!(topic = %topic.name, error = %e.message, "cannot apply topic configs");
             }
         }
+    }
+}
+
+/// Takes the dynamic broker configs of the image (the cluster default and this broker's)
+/// and applies them when they changed (see `dynamic_config`).
+fn sync_dynamic_configs(state: &BrokerState, image: &MetadataImage) {
+    use sluice_metadata::records::ConfigResource;
+    let changed = state.dynamic.sync(
+        image.configs(&ConfigResource::ClusterDefault),
+        image.configs(&ConfigResource::Broker(state.node_id)),
+    );
+    if changed {
+        crate::dynamic_config::apply(state);
     }
 }
 

@@ -238,11 +238,29 @@ pub struct Reservation {
     _reserved: Option<OwnedSemaphorePermit>,
 }
 
+/// `max.connections`, `max.connections.per.ip` and its overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionCaps {
+    pub max_connections: usize,
+    pub max_per_ip: usize,
+    pub per_ip_overrides: HashMap<IpAddr, usize>,
+}
+
+impl ConnectionCaps {
+    pub fn of(config: &BrokerConfig) -> ConnectionCaps {
+        ConnectionCaps {
+            max_connections: config.max_connections,
+            max_per_ip: config.max_connections_per_ip,
+            per_ip_overrides: config.max_connections_per_ip_overrides.clone(),
+        }
+    }
+}
+
 /// See the module docs.
 pub struct Limits {
-    max_connections: usize,
-    max_per_ip: usize,
-    per_ip_overrides: HashMap<IpAddr, usize>,
+    /// `max.connections` and the per-address caps: dynamic broker configs (see
+    /// `dynamic_config`), so changed while the broker runs.
+    caps: std::sync::RwLock<ConnectionCaps>,
     /// `connections.max.idle.ms`.
     pub idle_timeout: Duration,
     /// `request.read.timeout.ms`.
@@ -296,9 +314,7 @@ impl Limits {
             );
         }
         Limits {
-            max_connections: config.max_connections,
-            max_per_ip: config.max_connections_per_ip,
-            per_ip_overrides: config.max_connections_per_ip_overrides.clone(),
+            caps: std::sync::RwLock::new(ConnectionCaps::of(config)),
             // Capped (at ~49 days) so that deadlines computed from them cannot overflow.
             idle_timeout: Duration::from_millis(config.connections_max_idle_ms.min(MAX_TIMEOUT_MS)),
             read_timeout: Duration::from_millis(config.request_read_timeout_ms.min(MAX_TIMEOUT_MS)),
@@ -396,12 +412,28 @@ impl Limits {
         })
     }
 
+    fn caps(&self) -> std::sync::RwLockReadGuard<'_, ConnectionCaps> {
+        self.caps
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes new connection caps (a dynamic broker config changed). Connections over a
+    /// lowered cap stay; new ones are refused until the count is under it, as in Kafka.
+    pub fn set_caps(&self, caps: ConnectionCaps) {
+        *self
+            .caps
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = caps;
+    }
+
     /// The connection cap for one address.
     pub fn cap_for(&self, ip: IpAddr) -> usize {
-        self.per_ip_overrides
+        let caps = self.caps();
+        caps.per_ip_overrides
             .get(&ip)
             .copied()
-            .unwrap_or(self.max_per_ip)
+            .unwrap_or(caps.max_per_ip)
     }
 
     /// Decides whether a connection from `ip` is served (see the module docs).
@@ -412,7 +444,7 @@ impl Limits {
         if registry.per_ip.get(&ip).map_or(0, |a| a.connections) >= cap {
             return Admission::TooManyFromAddress { cap };
         }
-        if registry.total >= self.max_connections {
+        if registry.total >= self.caps().max_connections {
             let Some(victim) = self.choose_victim(&registry) else {
                 return Admission::Full;
             };

@@ -303,7 +303,9 @@ pub enum Layout {
 pub struct TopicRegistry {
     data_dir: PathBuf,
     flusher: Flusher,
-    defaults: TopicConfig,
+    /// The broker-level defaults: static, or changed by a dynamic broker config (see
+    /// `dynamic_config` and [`TopicRegistry::set_defaults`]).
+    defaults: RwLock<Arc<TopicConfig>>,
     flush_mode: FlushMode,
     maps: RwLock<Maps>,
     admin: Mutex<()>,
@@ -335,7 +337,7 @@ impl TopicRegistry {
         let registry = TopicRegistry {
             data_dir: data_dir.to_owned(),
             flusher,
-            defaults,
+            defaults: RwLock::new(Arc::new(defaults)),
             flush_mode,
             maps: RwLock::new(Maps::default()),
             admin: Mutex::new(()),
@@ -432,11 +434,12 @@ impl TopicRegistry {
                 }
             }
             let overrides = overrides_by_topic.get(&name).cloned().unwrap_or_default();
-            let config = match registry.defaults.with_overrides(&overrides) {
+            let defaults = registry.defaults();
+            let config = match defaults.with_overrides(&overrides) {
                 Ok(config) => config,
                 Err(e) => {
                     tracing::error!(topic = %name, error = %e, "ignoring invalid stored topic config");
-                    registry.defaults.clone()
+                    (*defaults).clone()
                 }
             };
             // A whole topic has every partition up to the highest (a missing directory is
@@ -618,8 +621,46 @@ impl TopicRegistry {
     }
 
     /// The broker-level defaults of every topic config.
-    pub fn defaults(&self) -> &TopicConfig {
-        &self.defaults
+    pub fn defaults(&self) -> Arc<TopicConfig> {
+        self.defaults
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Takes new broker-level defaults (a dynamic broker config changed) and applies
+    /// them to every topic: what a topic overrides stays. Returns how many topics'
+    /// configs changed. A topic whose overrides no longer validate against the new
+    /// defaults keeps its current config (and the refusal is logged).
+    pub fn set_defaults(&self, defaults: TopicConfig) -> usize {
+        let _admin = self.lock_admin();
+        {
+            let mut current = self.defaults.write().unwrap_or_else(|p| p.into_inner());
+            if **current == defaults {
+                return 0;
+            }
+            *current = Arc::new(defaults.clone());
+        }
+        let mut changed = 0;
+        for topic in self.list() {
+            let config = match defaults.with_overrides(&topic.overrides()) {
+                Ok(config) => config,
+                Err(e) => {
+                    tracing::warn!(topic = %topic.name, error = %e, "topic keeps its config: its overrides do not validate against the new broker defaults");
+                    continue;
+                }
+            };
+            if topic.config() == config {
+                continue;
+            }
+            let log_config = config.to_log_config(self.flush_mode);
+            for p in topic.partitions().iter() {
+                p.log.set_config(log_config.clone());
+            }
+            *topic.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+            changed += 1;
+        }
+        changed
     }
 
     pub fn flush_mode(&self) -> FlushMode {
@@ -693,7 +734,7 @@ impl TopicRegistry {
             ));
         }
         self.check_partition_limit(name, partitions as usize)?;
-        self.defaults
+        self.defaults()
             .with_overrides(overrides)
             .map_err(|m| AdminError::new(ResponseError::InvalidConfig, m))
     }
@@ -923,7 +964,7 @@ impl TopicRegistry {
     ) -> Result<(), AdminError> {
         let _admin = self.lock_admin();
         let config = self
-            .defaults
+            .defaults()
             .with_overrides(&overrides)
             .map_err(|m| AdminError::new(ResponseError::InvalidConfig, m))?;
         self.write_configs_file(Some((&topic.name, &overrides)), None)?;

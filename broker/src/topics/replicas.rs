@@ -60,14 +60,14 @@ impl TopicRegistry {
                         ),
                     ));
                 }
-                let config = self
-                    .defaults
+                let defaults = self.defaults();
+                let config = defaults
                     .with_overrides(overrides)
                     .unwrap_or_else(|e| {
                         // Validated by the controller's broker before it was written; an
                         // override this build does not know must not keep the replica away.
                         tracing::warn!(topic = %name, error = %e, "ignoring topic configs this broker cannot apply");
-                        self.defaults.clone()
+                        (*defaults).clone()
                     });
                 let topic = Arc::new(Topic {
                     name: Arc::from(name),
@@ -184,7 +184,11 @@ impl TopicRegistry {
                 maps.by_name.remove(&topic.name);
             }
         }
-        if let Err(e) = partition.log.close() {
+        if suffix == DELETE_SUFFIX {
+            // Its files go next: flushing them first would only cost fsyncs (a topic of
+            // hundreds of partitions deleted one replica at a time).
+            partition.log.discard();
+        } else if let Err(e) = partition.log.close() {
             tracing::warn!(topic = %topic.name, partition = index, error = %e, "closing a removed replica failed");
         }
         // Wake long polls so they answer now instead of at their deadline.
@@ -201,8 +205,8 @@ impl TopicRegistry {
         })?;
         fsutil::sync_dir(&self.data_dir)?;
         if suffix == DELETE_SUFFIX {
+            // Not synced: a `-delete` directory a crash leaves is removed at the next start.
             remove_dir(&target)?;
-            fsutil::sync_dir(&self.data_dir)?;
         }
         Ok(())
     }
