@@ -7,7 +7,11 @@
 #   5. compat tests           pytest over tests/compat and tests/torture with real clients
 #                             (kcat, kafka-python, confluent-kafka) against the release broker;
 #                             skipped when SLUICE_SKIP_COMPAT=1 or when there are no test_*.py
-#   6. cluster fault bench    tests/cluster in a private network namespace (scripts/cluster.sh
+#   6. librdkafka's suite     the 14-id quick subset of librdkafka's own integration tests
+#                             (scripts/librdkafka-suite.sh run --quick, ~1 min after a first
+#                             build of ~2 min) against the release broker; skipped when
+#                             SLUICE_SKIP_LIBRDKAFKA=1
+#   7. cluster fault bench    tests/cluster in a private network namespace (scripts/cluster.sh
 #                             test): the checker's unit tests, the workload against Sluice, the
 #                             kill -9 and full-disk faults against one Sluice node, and a killed
 #                             and a cut-off leader on 3 nodes with replication factor 3 (a few
@@ -15,15 +19,20 @@
 #
 #   scripts/test.sh --cluster-kafka   also the whole fault bench against a 3-broker Apache
 #                             Kafka 4.4 (every nemesis, ~20 min; docs/cluster-testing.md)
+#   scripts/test.sh --librdkafka-all  librdkafka's whole selection (76 ids, ~40 min) instead
+#                             of the quick subset (docs/librdkafka-suite.md; ids that fail
+#                             only for want of transactions fail this run)
 # Stops at the first failing step and exits non-zero.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 cluster_kafka=0
+librdkafka_selection=--quick
 for arg in "$@"; do
     case "$arg" in
         --cluster-kafka) cluster_kafka=1 ;;
-        *) echo "test.sh: unknown option $arg (use --cluster-kafka)" >&2; exit 2 ;;
+        --librdkafka-all) librdkafka_selection=--all ;;
+        *) echo "test.sh: unknown option $arg (use --cluster-kafka, --librdkafka-all)" >&2; exit 2 ;;
     esac
 done
 
@@ -78,6 +87,16 @@ else
         echo "compat tests failed (pytest exit code $rc)" >&2
         exit "$rc"
     fi
+fi
+
+section "librdkafka's own test suite ($librdkafka_selection)"
+if [[ "${SLUICE_SKIP_LIBRDKAFKA:-0}" == 1 ]]; then
+    echo "skipped: SLUICE_SKIP_LIBRDKAFKA=1"
+else
+    # The headers its test-runner is built with; the build is cached in target/.
+    scripts/deps.sh --librdkafka
+    cargo build --release --bin sluice-broker
+    scripts/librdkafka-suite.sh run --target sluice "$librdkafka_selection"
 fi
 
 section "cluster fault bench (Sluice)"

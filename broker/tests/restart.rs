@@ -165,3 +165,84 @@ async fn a_data_dir_serves_one_broker_at_a_time() {
     let again = common::start(dir.path(), &[]).await;
     again.shutdown().await.unwrap();
 }
+
+/// IncrementalAlterConfigs of a BROKER resource (`""`: the cluster default; `"1"`: this
+/// broker) with SET operations.
+async fn set_broker_configs(client: &mut Client, resource: &str, configs: &[(&str, &str)]) {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    use kafka_protocol::protocol::StrBytes;
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_string(resource.to_owned()))
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(name, value)| {
+                        AlterableConfig::default()
+                            .with_name(StrBytes::from_string(name.to_string()))
+                            .with_config_operation(0)
+                            .with_value(Some(StrBytes::from_string(value.to_string())))
+                    })
+                    .collect(),
+            ),
+    ]);
+    let response = client.send(1, &request).await;
+    assert_eq!(
+        response.responses[0].error_code, 0,
+        "{:?}",
+        response.responses[0].error_message
+    );
+}
+
+/// Dynamic broker configs are kept by the metadata (a cluster node) or the data directory
+/// (the single node of earlier releases): a topic without an override takes the new
+/// default at once and again after a restart, and the connection caps change too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_broker_configs_apply_at_once_and_after_a_restart() {
+    for legacy in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let start = |dir: std::path::PathBuf| async move {
+            if legacy {
+                common::start_legacy(&dir, &[]).await
+            } else {
+                common::start(&dir, &[]).await
+            }
+        };
+        let broker = start(dir.path().to_owned()).await;
+        let mut client = Client::connect(broker.local_addr()).await;
+        client.create_topic("plain", 1, &[]).await;
+        client
+            .create_topic("own", 1, &[("retention.ms", "5555")])
+            .await;
+        set_broker_configs(&mut client, "", &[("log.retention.ms", "1234000")]).await;
+        set_broker_configs(
+            &mut client,
+            "1",
+            &[
+                ("max.connections.per.ip", "7"),
+                ("sasl.kerberos.min.time.before.relogin", "58000"),
+            ],
+        )
+        .await;
+        let applied = |broker: &sluice_broker::BrokerHandle| {
+            let state = broker.state();
+            state.topics.get("plain").unwrap().config().retention_ms == 1234000
+                && state.topics.get("own").unwrap().config().retention_ms == 5555
+                && state.limits.cap_for("127.0.0.1".parse().unwrap()) == 7
+        };
+        common::wait_until("the dynamic configs apply", || applied(&broker)).await;
+        drop(client);
+        broker.shutdown().await.unwrap();
+
+        let broker = start(dir.path().to_owned()).await;
+        common::wait_until("the dynamic configs apply after a restart", || {
+            applied(&broker)
+        })
+        .await;
+        broker.shutdown().await.unwrap();
+    }
+}

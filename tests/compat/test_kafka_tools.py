@@ -5,7 +5,9 @@ SLUICE_COMPAT_TARGET=kafka.
 
 from __future__ import annotations
 
+import json
 import subprocess
+import tempfile
 
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -265,3 +267,32 @@ def test_kafka_configs_describes_and_alters_group_configs(broker):
     kafka_tool(tool, *group, "--alter", "--delete-config", "consumer.session.timeout.ms")
     out = kafka_tool(tool, *group, "--describe")
     assert "consumer.session.timeout.ms" not in out, out
+
+
+def test_kafka_reassign_partitions_on_what_a_single_node_can_do(broker):
+    """kafka-reassign-partitions (AlterPartitionReassignments 45, ListPartitionReassignments
+    46): a plan that keeps the current replica is carried out at once and verified
+    complete, nothing is listed in progress, cancelling finds nothing to cancel, and a
+    plan naming an unknown broker is refused, as on Kafka 4.4."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("reassigned", 2, 1)])["reassigned"].result(30)
+    tool = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
+    common = ["--bootstrap-server", broker.bootstrap]
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as same:
+        json.dump({"version": 1, "partitions": [{"topic": "reassigned", "partition": 0, "replicas": [1]}]}, same)
+        same.flush()
+        out = kafka_tool(tool, *common, "--execute", "--reassignment-json-file", same.name)
+        assert "Successfully started partition reassignment for reassigned-0" in out, out
+        out = kafka_tool(tool, *common, "--list")
+        assert "No partition reassignments found." in out, out
+        out = kafka_tool(tool, *common, "--verify", "--reassignment-json-file", same.name)
+        assert "Reassignment of partition reassigned-0 is completed." in out, out
+        out = kafka_tool(tool, *common, "--cancel", "--reassignment-json-file", same.name)
+        assert "None of the specified partition reassignments are active." in out, out
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as other:
+        json.dump({"version": 1, "partitions": [{"topic": "reassigned", "partition": 0, "replicas": [2]}]}, other)
+        other.flush()
+        done = subprocess.run([str(KAFKA_SH), "run", tool, *common, "--execute", "--reassignment-json-file", other.name],
+                              capture_output=True, timeout=120)
+        output = (done.stdout + done.stderr).decode(errors="replace")
+        assert done.returncode != 0 and "Unknown broker id 2" in output, output

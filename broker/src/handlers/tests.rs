@@ -524,3 +524,84 @@ fn alter_configs_replaces_every_override_of_a_topic() {
     assert_eq!(alter(&[]).responses[0].error_code, 0);
     assert!(state.topics.get("r").unwrap().overrides().is_empty());
 }
+
+#[test]
+fn partition_reassignments_answer_what_a_single_node_can_do() {
+    use super::admin::reassignments;
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path(), &[]);
+    state.topics.create("moved", 2, BTreeMap::new()).unwrap();
+    let target = |partition: i32, replicas: Option<Vec<i32>>| {
+        ReassignablePartition::default()
+            .with_partition_index(partition)
+            .with_replicas(replicas.map(|r| r.into_iter().map(BrokerId).collect()))
+    };
+    let request = AlterPartitionReassignmentsRequest::default().with_topics(vec![
+        ReassignableTopic::default()
+            .with_name(name("moved"))
+            .with_partitions(vec![
+                target(0, Some(vec![state.node_id])),
+                target(1, None),
+                target(0, Some(vec![state.node_id, state.node_id])),
+                target(0, Some(vec![])),
+                target(0, Some(vec![state.node_id + 1])),
+                target(7, Some(vec![state.node_id])),
+            ]),
+        ReassignableTopic::default()
+            .with_name(name("nosuch"))
+            .with_partitions(vec![target(0, Some(vec![state.node_id]))]),
+    ]);
+    let response = reassignments::alter(&state, &request);
+    let answers: Vec<(i16, String)> = response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| {
+            (
+                p.error_code,
+                p.error_message.as_deref().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let other = state.node_id + 1;
+    assert_eq!(
+        answers,
+        vec![
+            (0, String::new()),
+            (
+                ResponseError::NoReassignmentInProgress.code(),
+                "No partition reassignment is in progress.".to_owned()
+            ),
+            (
+                ResponseError::InvalidReplicaAssignment.code(),
+                format!(
+                    "The manual partition assignment includes the broker {} more than once.",
+                    state.node_id
+                )
+            ),
+            (
+                ResponseError::InvalidReplicaAssignment.code(),
+                "The manual partition assignment includes an empty replica list.".to_owned()
+            ),
+            (
+                ResponseError::InvalidReplicaAssignment.code(),
+                format!("The manual partition assignment includes broker {other}, but no such broker is registered.")
+            ),
+            (
+                ResponseError::UnknownTopicOrPartition.code(),
+                "Unable to find partition moved:7.".to_owned()
+            ),
+            (
+                ResponseError::UnknownTopicOrPartition.code(),
+                "Unable to find a topic named nosuch.".to_owned()
+            ),
+        ]
+    );
+    for version in 0..=1 {
+        encodes(&response, version);
+    }
+    assert!(reassignments::list().topics.is_empty());
+}

@@ -117,6 +117,23 @@ impl ResponseErrors for FetchResponse {
     }
 }
 
+impl ResponseErrors for kafka_protocol::messages::AlterPartitionReassignmentsResponse {
+    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+        for topic in &self.responses {
+            for partition in &topic.partitions {
+                f(partition.error_code);
+            }
+        }
+    }
+}
+
+impl ResponseErrors for kafka_protocol::messages::ListPartitionReassignmentsResponse {
+    fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+    }
+}
+
 impl ResponseErrors for ElectLeadersResponse {
     fn for_each_error(&self, f: &mut dyn FnMut(i16)) {
         f(self.error_code);

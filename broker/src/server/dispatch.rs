@@ -44,7 +44,7 @@ use super::wire::{self, EncodeError, Frame};
 use crate::cluster;
 use crate::fetch_session::FetchContext;
 use crate::handlers::admin::{
-    acls, client_quotas, configs, elect_leaders, log_dirs, producers, scram, topics,
+    acls, client_quotas, configs, elect_leaders, log_dirs, producers, reassignments, scram, topics,
 };
 use crate::handlers::fetch::{self, FetchOutcome};
 use crate::handlers::{
@@ -497,6 +497,20 @@ async fn dispatch_known(
                 respond(&blocking(state, move |s| client_quotas::alter(s, &req)).await?)
             } else {
                 respond(&client_quotas::refused_alter(&req))
+            }
+        }
+        RequestKind::AlterPartitionReassignments(req) => {
+            if authorize::cluster(&mut session.access(authorizer), Operation::Alter) {
+                respond(&reassignments::alter(state, &req))
+            } else {
+                respond(&reassignments::refused_alter(&req))
+            }
+        }
+        RequestKind::ListPartitionReassignments(_) => {
+            if authorize::cluster(&mut session.access(authorizer), Operation::Describe) {
+                respond(&reassignments::list())
+            } else {
+                respond(&reassignments::refused_list())
             }
         }
         RequestKind::ElectLeaders(req) => {
