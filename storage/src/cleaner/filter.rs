@@ -6,7 +6,8 @@
 //!   a compacted log refuses keyless records; Kafka's cleaner drops them instead);
 //! - a keyed record is dropped when the map holds a later offset for its key;
 //! - a tombstone (null value) that is its key's latest is kept until its batch's delete
-//!   horizon has passed. The first clean that keeps a tombstone in a batch without a
+//!   horizon has passed; a tombstone at or after the end of the offset map's range is
+//!   not considered at all (kept, not stamped). The first clean that keeps a tombstone in a batch without a
 //!   horizon stamps one (`now + delete.retention.ms`) into the batch: the base timestamp
 //!   becomes the horizon, the attributes get the has-delete-horizon bit, and every kept
 //!   record's timestamp delta is re-encoded against it so record timestamps do not move
@@ -45,6 +46,11 @@ pub(crate) struct Policy<'a> {
     pub map: &'a OffsetMap,
     pub now_ms: i64,
     pub delete_retention_ms: i64,
+    /// The end of the range the map covers (Kafka's upper bound offset of the cleaning
+    /// round). A tombstone at or after it is left alone, neither stamped nor removed: the
+    /// map has not seen it, so the older values of its key were not removed with it,
+    /// and removing it later would bring them back.
+    pub map_end: i64,
     /// Most bytes one batch's records may decompress to.
     pub decompress_limit: usize,
 }
@@ -98,7 +104,7 @@ pub(crate) fn filter_batch(batch: &Bytes, policy: &Policy<'_>) -> Result<FilterR
                 let latest = policy.map.get(key).is_none_or(|at| record.offset >= at);
                 if !latest {
                     false
-                } else if record.value.is_some() {
+                } else if record.value.is_some() || record.offset >= policy.map_end {
                     true
                 } else {
                     let keep = horizon.is_none_or(|h| policy.now_ms < h);
@@ -232,6 +238,7 @@ mod tests {
             map,
             now_ms,
             delete_retention_ms: 500,
+            map_end: i64::MAX,
             decompress_limit: 1 << 20,
         }
     }
@@ -350,6 +357,29 @@ mod tests {
             validate_stored_batch(out).unwrap();
             assert_eq!(records(out), vec![before[1].clone()]);
         }
+    }
+
+    #[test]
+    fn a_tombstone_past_the_map_is_neither_stamped_nor_removed() {
+        let input = batch(Compression::None, 10, &[("a", None), ("b", None)]);
+        let map = OffsetMap::with_buffer(1 << 12);
+        let past = Policy {
+            map_end: 11,
+            ..policy(&map, 5000)
+        };
+        let result = filter_batch(&input, &past).unwrap();
+        // "a" (offset 10) is inside the map's range and gets a horizon; "b" does not count.
+        let out = rewritten(&result).to_vec();
+        assert!(BatchHeader::new(&out).unwrap().has_delete_horizon());
+        let late = Policy {
+            map_end: 11,
+            ..policy(&map, 10_000)
+        };
+        let result = filter_batch(&Bytes::from(out), &late).unwrap();
+        assert_eq!(result.tombstones_removed, 1);
+        let kept = records(rewritten(&result));
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].offset, 11);
     }
 
     #[test]

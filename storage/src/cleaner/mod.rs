@@ -272,6 +272,7 @@ pub(crate) fn run(log: &LogInner, opts: &CleanOptions) -> Result<CleanOutcome> {
         map: &map,
         now_ms: opts.now_ms,
         delete_retention_ms: opts.delete_retention_ms,
+        map_end: end,
         decompress_limit: limit,
     };
     for group in group_by_size(
