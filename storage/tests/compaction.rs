@@ -259,8 +259,8 @@ fn a_small_offset_map_cleans_in_several_rounds() {
         for k in 0..10 {
             let latest = records
                 .values()
-                .filter(|(key, _)| key == &format!("k{k}"))
-                .last()
+                .rev()
+                .find(|(key, _)| key == &format!("k{k}"))
                 .unwrap();
             assert!(
                 latest.1.as_ref().unwrap().starts_with("r5-"),

@@ -119,7 +119,10 @@ struct Model {
     seq: i32,
 }
 
-fn stored(log: &PartitionLog) -> Vec<(Vec<u8>, Vec<(i64, Rec)>)> {
+/// A stored batch's bytes and its records by offset.
+type StoredBatch = (Vec<u8>, Vec<(i64, Rec)>);
+
+fn stored(log: &PartitionLog) -> Vec<StoredBatch> {
     read_all(log, 0)
         .into_iter()
         .map(|batch| {
