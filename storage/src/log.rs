@@ -1452,8 +1452,12 @@ impl LogInner {
     /// (retention or a truncation changed the log during the clean). A failure after the
     /// swap committed on disk takes the log offline: the next open completes the swap.
     pub(crate) fn swap_cleaned(&self, group: &[Arc<Segment>]) -> Result<bool> {
+        let base = group[0].base_offset();
         let _guard = self.lock_append()?;
-        self.check_writable()?;
+        if let Err(e) = self.check_writable() {
+            cleaner::swap::discard(&self.dir, base);
+            return Err(e);
+        }
         let segments = self.snapshot();
         let Some(at) = segments.iter().position(|s| Arc::ptr_eq(s, &group[0])) else {
             return Ok(false);
@@ -1466,9 +1470,21 @@ impl LogInner {
         if !unchanged {
             return Ok(false);
         }
-        let base = group[0].base_offset();
         let end = group[group.len() - 1].next_offset();
-        cleaner::swap::commit(&self.dir, base)?;
+        if let Err(e) = cleaner::swap::commit(&self.dir, base) {
+            let swap_log =
+                cleaner::swap::file(&self.dir, base, fsutil::LOG_SUFFIX, cleaner::swap::SWAP);
+            if swap_log.exists() {
+                // The `.log` rename happened, its directory fsync failed: whether the swap
+                // is durable is unknown. Offline, nothing can change the log before the
+                // next open completes the swap (the output is complete and synced).
+                self.go_offline(&e, Failure::Fatal);
+            } else {
+                // Not committed: the old segments stay the log.
+                cleaner::swap::discard(&self.dir, base);
+            }
+            return Err(e);
+        }
         // Committed on disk: from here the new segment is the log, whatever happens.
         let result = (|| -> Result<Segment> {
             let others: Vec<i64> = group[1..].iter().map(|s| s.base_offset()).collect();
