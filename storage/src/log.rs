@@ -37,7 +37,9 @@
 use std::borrow::Cow;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -276,8 +278,13 @@ pub(crate) struct LogInner {
     /// Why the log could not be opened (see [`PartitionLog::unavailable`]); such a log has
     /// no segments and refuses every operation.
     load_error: Option<String>,
-    /// Held for the whole of a clean (see `cleaner`), so two never run on one log.
+    /// Held for the whole of a clean (see `cleaner`), so two never run on one log, and
+    /// by a truncation, which shrinks a file the cleaner may be reading. Always taken
+    /// before the append lock.
     clean_lock: Mutex<()>,
+    /// Truncations waiting for `clean_lock`: while any waits, a running clean stops at
+    /// its next batch (Kafka aborts cleaning before it truncates a log).
+    clean_abort: AtomicUsize,
 }
 
 impl PartitionLog {
@@ -462,6 +469,7 @@ impl PartitionLog {
             gaps: RwLock::new(gaps),
             load_error: None,
             clean_lock: Mutex::new(()),
+            clean_abort: AtomicUsize::new(0),
         });
         flusher.register(&inner);
         Ok((PartitionLog { inner }, report))
@@ -517,6 +525,7 @@ impl PartitionLog {
             has_gaps: AtomicBool::new(false),
             load_error: Some(reason),
             clean_lock: Mutex::new(()),
+            clean_abort: AtomicUsize::new(0),
         });
         PartitionLog { inner }
     }
@@ -1114,6 +1123,11 @@ impl PartitionLog {
                 "cannot truncate to offset {offset}"
             )));
         }
+        // A clean reading a segment the cut shrinks would fault on its mapping: stop it
+        // and keep it out until the cut is done.
+        inner.clean_abort.fetch_add(1, Ordering::AcqRel);
+        let _cleaning = inner.clean_lock.lock().unwrap_or_else(|p| p.into_inner());
+        inner.clean_abort.fetch_sub(1, Ordering::AcqRel);
         let mut guard = inner.lock_append()?;
         inner.check_writable()?;
         if offset >= inner.log_end.load(Ordering::Acquire) {
@@ -1444,6 +1458,11 @@ impl LogInner {
 
     pub(crate) fn log_start(&self) -> i64 {
         self.log_start.load(Ordering::Acquire)
+    }
+
+    /// Whether a truncation waits for the running clean to stop.
+    pub(crate) fn clean_aborted(&self) -> bool {
+        self.clean_abort.load(Ordering::Acquire) > 0
     }
 
     /// Swaps the cleaned output written for `group` (`<base>.*.cleaned`) in place of

@@ -502,3 +502,38 @@ fn a_crash_at_any_step_of_a_clean_loses_nothing() {
 fn libc_eio() -> i32 {
     5
 }
+
+/// A truncation never shrinks a file under a running clean: it stops the clean (which
+/// reports `interrupted`, removes its output and leaves the checkpoint) and waits for it.
+#[test]
+fn a_truncation_stops_a_running_clean_and_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    fill(&log, 4, Compression::None);
+    roll(&log);
+    // About 4 KB per second: the clean would take seconds.
+    let slow = CleanOptions {
+        io_max_bytes_per_sec: Some(4000),
+        ..opts(2000)
+    };
+    let cleaner = std::thread::spawn({
+        let log = log.clone();
+        move || log.clean(&slow)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    log.truncate_to(25).unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    let outcome = cleaner.join().unwrap().unwrap();
+    assert!(outcome.interrupted, "{outcome:?}");
+    assert_eq!(outcome.first_dirty_offset, 0);
+    assert_eq!(log.log_end_offset(), 25);
+    assert_eq!(contents(&log).len(), 25);
+    assert!(list(dir.path())
+        .iter()
+        .all(|(n, _)| !n.ends_with(".cleaned") && !n.ends_with(".swap")));
+    // The next clean works on what is left.
+    roll(&log);
+    log.clean(&opts(3000)).unwrap();
+    assert_eq!(contents(&log).len(), 10);
+}

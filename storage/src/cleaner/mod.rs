@@ -28,11 +28,13 @@
 //! 4. Each group is swapped in under the append lock (`swap`), in offset order; then the
 //!    checkpoint moves to the end of the cleaned range.
 //!
-//! Appends, reads, retention and truncation run while a clean reads and writes; only
-//! the swap of each group takes the append lock (renames and two directory fsyncs). A
-//! group whose segments changed meanwhile (retention removed one, a truncation cut it)
-//! is not swapped: the clean stops there, reports `interrupted` and leaves the
-//! checkpoint. Readers holding a replaced segment keep its mapping, which stays valid
+//! Appends, reads and retention run while a clean reads and writes; only the swap of
+//! each group takes the append lock (renames and two directory fsyncs). A group whose
+//! segments changed meanwhile (retention removed one) is not swapped: the clean stops
+//! there, reports `interrupted` and leaves the checkpoint. A truncation shrinks a
+//! segment file, which must not happen under the cleaner's reads of its mapping: it
+//! asks the running clean to stop (checked before every batch; the clean then reports
+//! `interrupted`) and waits for it, as Kafka aborts cleaning before truncating. Readers holding a replaced segment keep its mapping, which stays valid
 //! after the file is unlinked (as with retention); new reads see the new segment.
 //!
 //! Memory: the offset map (the dedupe buffer), one batch's decompressed records, and up
@@ -239,14 +241,17 @@ pub(crate) fn run(log: &LogInner, opts: &CleanOptions) -> Result<CleanOutcome> {
     // Step 2: the offset map over the dirty section.
     let mut map = OffsetMap::with_buffer(opts.dedupe_buffer_bytes);
     let end = build_map(
+        log,
         &segments[..count],
-        range.first_dirty_offset,
-        range.end_offset,
+        range.first_dirty_offset..range.end_offset,
         &mut map,
         limit,
         &mut throttle,
         &mut outcome,
     )?;
+    let Ok(end) = end else {
+        return Ok(aborted(outcome, &throttle, started));
+    };
     tracing::debug!(
         keys = map.len(),
         capacity = map.capacity(),
@@ -281,10 +286,16 @@ pub(crate) fn run(log: &LogInner, opts: &CleanOptions) -> Result<CleanOutcome> {
         config.segment_index_bytes,
     ) {
         let base = group[0].base_offset();
-        let written = write_group(log, group, &policy, &mut throttle, &mut outcome);
-        if let Err(e) = written {
-            swap::discard(&dir, base);
-            return Err(e);
+        match write_group(log, group, &policy, &mut throttle, &mut outcome) {
+            Ok(Ok(())) => {}
+            Ok(Err(Aborted)) => {
+                swap::discard(&dir, base);
+                return Ok(aborted(outcome, &throttle, started));
+            }
+            Err(e) => {
+                swap::discard(&dir, base);
+                return Err(e);
+            }
         }
         if !log.swap_cleaned(group)? {
             tracing::info!(base_offset = base, "log changed during the clean; stopping");
@@ -324,15 +335,33 @@ pub(crate) fn run(log: &LogInner, opts: &CleanOptions) -> Result<CleanOutcome> {
     Ok(outcome)
 }
 
-/// The whole batches of `segment`, each with its position, from its mapping. A batch
-/// whose framing is broken ends the walk with an error.
+/// A truncation asked the clean to stop (see `LogInner::clean_aborted`).
+struct Aborted;
+
+/// The outcome of a clean a truncation stopped: whatever was swapped in stays, the
+/// checkpoint does not move.
+fn aborted(mut outcome: CleanOutcome, throttle: &Throttle, started: Instant) -> CleanOutcome {
+    tracing::info!("clean stopped for a truncation");
+    outcome.interrupted = true;
+    outcome.throttled = throttle.slept();
+    outcome.elapsed = started.elapsed();
+    outcome
+}
+
+/// The whole batches of `segment`, from its mapping. A batch whose framing is broken ends
+/// the walk with an error; a truncation waiting for the clean ends it with `Err(Aborted)`
+/// inside `Ok`, before the next batch is touched.
 fn for_each_batch(
+    log: &LogInner,
     segment: &Segment,
     mut f: impl FnMut(Bytes, BatchHeader<'_>) -> Result<()>,
-) -> Result<()> {
+) -> Result<Result<(), Aborted>> {
     let data = segment.bytes()?;
     let mut position = 0;
     while position < data.len() {
+        if log.clean_aborted() {
+            return Ok(Err(Aborted));
+        }
         let corrupt = |source| StorageError::CorruptSegment {
             path: segment.log_path().to_path_buf(),
             position: position as u64,
@@ -348,23 +377,23 @@ fn for_each_batch(
         })?;
         position += size;
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
-/// Puts every keyed record at or after `from` and below `end` into `map`. Returns the
+/// Puts every keyed record of the dirty section `from..end` into `map`. Returns the
 /// offset the map covers up to: `end`, or the first record whose key did not fit.
 fn build_map(
+    log: &LogInner,
     segments: &[Arc<Segment>],
-    from: i64,
-    end: i64,
+    std::ops::Range { start: from, end }: std::ops::Range<i64>,
     map: &mut OffsetMap,
     limit: usize,
     throttle: &mut Throttle,
     outcome: &mut CleanOutcome,
-) -> Result<i64> {
+) -> Result<Result<i64, Aborted>> {
     let mut full_at = None;
     for segment in segments.iter().filter(|s| s.next_offset() > from) {
-        for_each_batch(segment, |bytes, header| {
+        let walked = for_each_batch(log, segment, |bytes, header| {
             if full_at.is_some() || header.next_offset() <= from || header.is_control() {
                 return Ok(());
             }
@@ -384,11 +413,14 @@ fn build_map(
             }
             Ok(())
         })?;
+        if let Err(aborted) = walked {
+            return Ok(Err(aborted));
+        }
         if full_at.is_some() {
             break;
         }
     }
-    Ok(full_at.unwrap_or(end))
+    Ok(Ok(full_at.unwrap_or(end)))
 }
 
 /// Kafka's `groupSegmentsBySize`: consecutive segments whose sizes add up to at most
@@ -431,7 +463,7 @@ fn write_group(
     policy: &Policy<'_>,
     throttle: &mut Throttle,
     outcome: &mut CleanOutcome,
-) -> Result<()> {
+) -> Result<Result<(), Aborted>> {
     let config = log.config_snapshot();
     let base = group[0].base_offset();
     let capacity: u64 = group.iter().map(|s| s.size()).sum();
@@ -475,7 +507,7 @@ fn write_group(
         Ok(())
     };
     for segment in group {
-        for_each_batch(segment, |bytes, _header| {
+        let walked = for_each_batch(log, segment, |bytes, _header| {
             outcome.bytes_read += bytes.len() as u64;
             throttle.spend(bytes.len() as u64);
             let result = filter::filter_batch(&bytes, policy)?;
@@ -493,6 +525,9 @@ fn write_group(
             }
             Ok(())
         })?;
+        if let Err(aborted) = walked {
+            return Ok(Err(aborted));
+        }
     }
     flush(&mut pending, outcome, throttle)?;
     out.seal()?;
@@ -504,5 +539,5 @@ fn write_group(
             out.next_offset()
         )));
     }
-    Ok(())
+    Ok(Ok(()))
 }
