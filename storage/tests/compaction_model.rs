@@ -1,8 +1,9 @@
 //! Property test of the log cleaner: random sequences of produce (keys from a small set,
-//! some tombstones, random codecs, one idempotent producer), roll, clean (random clock,
-//! delete retention, compaction lag, bound and tiny offset maps that force partial
-//! cleans), a crash at a random step of a clean (a failed write, set_len, sync, rename or
-//! removal, then the process "dies"), and close/crash-reopen. After every step:
+//! some tombstones, random codecs, an idempotent producer), roll, clean (random clock,
+//! delete retention, compaction lag, a rising high watermark as the bound, and tiny
+//! offset maps that force partial cleans), a crash at a random step of a clean (a
+//! failed write, set_len, sync, rename or removal, then the process "dies"), truncation
+//! above the high watermark, and close/crash-reopen. After every step:
 //! - every stored record is the record produced at its offset, offsets only increase,
 //!   and the log end is the model's (a clean never moves it);
 //! - for every key, the last stored record is its latest produced one; only a tombstone
@@ -58,6 +59,11 @@ enum Step {
         /// Fail the n-th call of this kind during the clean, then crash (or go on).
         fault: Option<(usize, u64, bool)>,
     },
+    /// Truncate to this fraction of the way from the high watermark to the log end (the
+    /// batch holding it goes too). As in Kafka, only uncommitted offsets are truncated,
+    /// and only committed ones cleaned: a truncation below a record that superseded
+    /// cleaned-away ones would lose its key.
+    Truncate(f64),
     CloseReopen,
     CrashReopen,
 }
@@ -78,6 +84,7 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(advance_ms, retention_ms, lag_ms, bound, map_slots, fault)| Step::Clean {
                 advance_ms, retention_ms, lag_ms, bound, map_slots, fault,
             }),
+        1 => (0.0f64..1.0).prop_map(Step::Truncate),
         1 => Just(Step::CloseReopen),
         1 => Just(Step::CrashReopen),
     ]
@@ -117,6 +124,10 @@ struct Model {
     /// The producer's last batch, for the retry check.
     last_batch: Option<(Bytes, i64)>,
     seq: i32,
+    /// A truncation may cut the producer's last batches: a fresh producer id follows it.
+    producer_id: i64,
+    /// The high watermark: cleans stop there, truncations start there.
+    hw: i64,
 }
 
 /// A stored batch's bytes and its records by offset.
@@ -238,7 +249,7 @@ proptest! {
             now += 10;
             match step {
                 Step::Produce { records, codec } => {
-                    let mut builder = BatchBuilder::new(CODECS[codec]).producer(7, 0, model.seq);
+                    let mut builder = BatchBuilder::new(CODECS[codec]).producer(7 + model.producer_id, 0, model.seq);
                     let mut recs = Vec::new();
                     for (i, (key, tombstone)) in records.iter().enumerate() {
                         let key = format!("k{key}");
@@ -260,13 +271,14 @@ proptest! {
                 Step::Roll => roll(&log),
                 Step::Clean { advance_ms, retention_ms, lag_ms, bound, map_slots, fault } => {
                     now += advance_ms;
+                    model.hw += ((model.log_end - model.hw) as f64 * bound) as i64;
                     let opts = CleanOptions {
                         dedupe_buffer_bytes: map_slots * 24,
                         delete_retention_ms: retention_ms,
                         min_compaction_lag_ms: lag_ms,
                         now_ms: now,
                         io_max_bytes_per_sec: None,
-                        max_offset: (model.log_end as f64 * bound) as i64,
+                        max_offset: model.hw,
                     };
                     // Tombstones this clean may stamp (at the earliest) are those produced so far.
                     for (offset, rec) in &model.records {
@@ -297,6 +309,20 @@ proptest! {
                             }
                         }
                     }
+                }
+                Step::Truncate(fraction) => {
+                    let target = model.hw + ((model.log_end - model.hw) as f64 * fraction) as i64;
+                    log.truncate_to(target).unwrap();
+                    model.batches.retain(|&(_, next)| next <= target);
+                    let end = model.batches.last().map_or(0, |&(_, next)| next);
+                    model.records.retain(|&offset, _| offset < end);
+                    model.first_clean_after.retain(|&offset, _| offset < end);
+                    model.log_end = end;
+                    model.hw = model.hw.min(end);
+                    model.protected_from = model.protected_from.min(end);
+                    model.producer_id += 1;
+                    model.seq = 0;
+                    model.last_batch = None;
                 }
                 Step::CloseReopen => {
                     log.close().unwrap();
