@@ -1322,10 +1322,18 @@ impl PartitionLog {
     /// crash-safely and moves the cleaner checkpoint. Runs on the caller's thread for as
     /// long as the clean takes (throttled by `opts`); appends and reads go on meanwhile,
     /// the append lock is taken only to swap each output segment in. Two cleans of one
-    /// log run one after the other.
+    /// log run one after the other. Refused (`InvalidArgument`) unless the log's config
+    /// says `compact`.
     pub fn clean(&self, opts: &CleanOptions) -> Result<CleanOutcome> {
         let inner = &self.inner;
         inner.check_writable()?;
+        if !inner.config().compact {
+            // Dropping superseded records is data loss on a `delete`-only topic.
+            return Err(StorageError::InvalidArgument(format!(
+                "log at {} is not compacted (cleanup.policy has no compact)",
+                inner.dir.display()
+            )));
+        }
         let _cleaning = inner.clean_lock.lock().unwrap_or_else(|p| p.into_inner());
         inner.check_writable()?;
         cleaner::run(inner, opts)

@@ -81,11 +81,12 @@ fn fill(log: &PartitionLog, rounds: usize, codec: Compression) -> Vec<Bytes> {
 }
 
 fn roll(log: &PartitionLog) {
-    let mut c = log.config();
+    let before = log.config();
+    let mut c = before.clone();
     c.segment_ms = Some(0);
     log.set_config(c);
     log.roll_if_due(i64::MAX / 2).unwrap();
-    log.set_config(config());
+    log.set_config(before);
 }
 
 #[test]
@@ -189,6 +190,23 @@ fn a_clean_keeps_the_latest_value_of_every_key_and_every_offset() {
             log.abandon();
         }
     }
+}
+
+#[test]
+fn only_a_compacted_log_is_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = LogConfig {
+        compact: false,
+        ..config()
+    };
+    let (log, _) = open(dir.path(), plain, true);
+    fill(&log, 2, Compression::None);
+    roll(&log);
+    assert!(matches!(
+        log.clean(&opts(2000)),
+        Err(StorageError::InvalidArgument(_))
+    ));
+    assert_eq!(contents(&log).len(), 20);
 }
 
 #[test]
