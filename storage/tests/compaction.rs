@@ -475,6 +475,19 @@ fn a_crash_at_any_step_of_a_clean_loses_nothing() {
             let (log, _) = open(dir.path(), config(), true);
             fill(&log, 5, Compression::Lz4);
             roll(&log);
+            // A first clean shrinks the segments, so the faulty one below merges several
+            // into one output (and removes the others when it swaps).
+            log.clean(&opts(1500)).unwrap();
+            for k in 0..5 {
+                let batch = keyed(
+                    Compression::None,
+                    50 + k,
+                    1000,
+                    &[(&format!("k{k}"), Some("late"))],
+                );
+                log.append(&batch, 0, 1000).unwrap();
+            }
+            roll(&log);
             let end = log.log_end_offset();
             let latest: BTreeMap<String, Option<String>> = contents(&log).into_values().collect();
             let fault = faults::arm(
@@ -487,9 +500,16 @@ fn a_crash_at_any_step_of_a_clean_loses_nothing() {
             );
             let result = log.clean(&opts(2000));
             let hit = fault.calls() > skip;
+            if let Ok(outcome) = &result {
+                assert!(
+                    outcome.segments_replaced > outcome.segments_written,
+                    "{outcome:?}"
+                );
+            }
             drop(fault);
             if !hit {
                 assert!(result.is_ok());
+                assert!(skip > 0, "a clean makes no {op:?} call");
                 break;
             }
             assert!(result.is_err(), "{op:?} #{skip}");
