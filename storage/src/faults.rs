@@ -1,5 +1,6 @@
 //! Fault injection for the file operations that can fail under a log: the segment's
-//! vectored write, `fdatasync`/`fsync`, `set_len` and the rename of an atomic write.
+//! vectored write, `fdatasync`/`fsync`, `set_len`, the rename of an atomic write, and the
+//! renames and removals of the cleaner's segment swap.
 //!
 //! Every such call in this crate goes through [`check`] first. With no fault armed (the
 //! only state outside tests) that is one relaxed atomic load, so the seam costs nothing
@@ -25,8 +26,11 @@ pub enum Op {
     Sync,
     /// `set_len` of a segment or index file (create, preallocate, trim, truncate).
     SetLen,
-    /// The rename that publishes an atomically written metadata file.
+    /// The rename that publishes an atomically written metadata file, or a cleaned
+    /// segment's file (see `cleaner::swap`).
     Rename,
+    /// The removal of a segment file a cleaned segment replaces (see `cleaner::swap`).
+    Remove,
 }
 
 /// One armed fault.

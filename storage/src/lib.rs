@@ -9,6 +9,8 @@
 //!   (Kafka's LeaderEpochFileCache), behind [`PartitionLog::end_offset_for_epoch`].
 //! - `damage`: [`DamagedRange`], offsets recovery keeps but cannot serve, and how reads
 //!   find the next good batch after them.
+//! - [`cleaner`]: log compaction (Kafka's log cleaner): [`PartitionLog::clean`] keeps each
+//!   key's latest record in the sealed segments and swaps them in crash-safely.
 //! - [`check`]: read-only verification of a partition directory (`sluice-broker check`).
 //! - `segment`, `offset_index`, `time_index`, `index_file`: one segment's three files.
 //! - [`flusher`]: the per-data-directory thread that fsyncs logs (group commit).
@@ -27,6 +29,7 @@
 
 pub mod batch;
 pub mod check;
+pub mod cleaner;
 pub mod config;
 mod damage;
 mod epoch_cache;
@@ -44,6 +47,7 @@ pub mod stats;
 mod time_index;
 pub mod watermark;
 
+pub use cleaner::{CleanOptions, CleanOutcome, Cleanable};
 pub use config::{FlushPolicy, LogConfig};
 pub use damage::DamagedRange;
 pub use epoch_cache::EpochEndOffset;

@@ -37,7 +37,9 @@
 use std::borrow::Cow;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -47,6 +49,7 @@ use crate::batch::{
     self, BatchHeader, RecordChecks, Records, TargetCompression, TimestampBounds, TimestampType,
     HEADER_SIZE,
 };
+use crate::cleaner::{self, CleanOptions, CleanOutcome, Cleanable};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::damage::DamagedRange;
 use crate::epoch_cache::{self, EpochCache, EpochEndOffset, Loaded};
@@ -275,6 +278,13 @@ pub(crate) struct LogInner {
     /// Why the log could not be opened (see [`PartitionLog::unavailable`]); such a log has
     /// no segments and refuses every operation.
     load_error: Option<String>,
+    /// Held for the whole of a clean (see `cleaner`), so two never run on one log, and
+    /// by a truncation, which shrinks a file the cleaner may be reading. Always taken
+    /// before the append lock.
+    clean_lock: Mutex<()>,
+    /// Truncations waiting for `clean_lock`: while any waits, a running clean stops at
+    /// its next batch (Kafka aborts cleaning before it truncates a log).
+    clean_abort: AtomicUsize,
 }
 
 impl PartitionLog {
@@ -291,6 +301,9 @@ impl PartitionLog {
         let dir = dir.into();
         fs::create_dir_all(&dir)
             .map_err(|e| StorageError::io(format!("create {}", dir.display()), e))?;
+        // A clean a crash interrupted: its committed swaps are finished and its
+        // uncommitted output removed before the segments are listed.
+        cleaner::swap::recover(&dir)?;
         let bases = list_segments(&dir)?;
         let recovery_point = read_offset_file(&dir.join(RECOVERY_POINT_FILE))?;
         let start_checkpoint = read_offset_file(&dir.join(LOG_START_FILE))?;
@@ -455,6 +468,8 @@ impl PartitionLog {
             has_gaps: AtomicBool::new(!gaps.is_empty()),
             gaps: RwLock::new(gaps),
             load_error: None,
+            clean_lock: Mutex::new(()),
+            clean_abort: AtomicUsize::new(0),
         });
         flusher.register(&inner);
         Ok((PartitionLog { inner }, report))
@@ -509,6 +524,8 @@ impl PartitionLog {
             gaps: RwLock::new(Vec::new()),
             has_gaps: AtomicBool::new(false),
             load_error: Some(reason),
+            clean_lock: Mutex::new(()),
+            clean_abort: AtomicUsize::new(0),
         });
         PartitionLog { inner }
     }
@@ -1106,6 +1123,11 @@ impl PartitionLog {
                 "cannot truncate to offset {offset}"
             )));
         }
+        // A clean reading a segment the cut shrinks would fault on its mapping: stop it
+        // and keep it out until the cut is done.
+        inner.clean_abort.fetch_add(1, Ordering::AcqRel);
+        let _cleaning = inner.clean_lock.lock().unwrap_or_else(|p| p.into_inner());
+        inner.clean_abort.fetch_sub(1, Ordering::AcqRel);
         let mut guard = inner.lock_append()?;
         inner.check_writable()?;
         if offset >= inner.log_end.load(Ordering::Acquire) {
@@ -1295,6 +1317,38 @@ impl PartitionLog {
         Ok(guard.producers.active())
     }
 
+    /// Compacts the log once (Kafka's log cleaner; see `cleaner`): rewrites the sealed
+    /// segments of the cleanable range keeping each key's latest record, swaps them in
+    /// crash-safely and moves the cleaner checkpoint. Runs on the caller's thread for as
+    /// long as the clean takes (throttled by `opts`); appends and reads go on meanwhile,
+    /// the append lock is taken only to swap each output segment in. Two cleans of one
+    /// log run one after the other. Refused (`InvalidArgument`) unless the log's config
+    /// says `compact`.
+    pub fn clean(&self, opts: &CleanOptions) -> Result<CleanOutcome> {
+        let inner = &self.inner;
+        inner.check_writable()?;
+        if !inner.config().compact {
+            // Dropping superseded records is data loss on a `delete`-only topic.
+            return Err(StorageError::InvalidArgument(format!(
+                "log at {} is not compacted (cleanup.policy has no compact)",
+                inner.dir.display()
+            )));
+        }
+        let _cleaning = inner.clean_lock.lock().unwrap_or_else(|p| p.into_inner());
+        inner.check_writable()?;
+        cleaner::run(inner, opts)
+    }
+
+    /// What a clean with `opts` would find (segment sizes only, no file read): the broker
+    /// compares [`Cleanable::dirty_ratio`] with `min.cleanable.dirty.ratio` to pick the
+    /// log to clean next.
+    pub fn cleanable(&self, opts: &CleanOptions) -> Result<Cleanable> {
+        let inner = &self.inner;
+        inner.check_loaded()?;
+        let checkpoint = cleaner::read_checkpoint(&inner.dir)?;
+        Ok(cleaner::cleanable(&inner.snapshot(), self.log_start_offset(), checkpoint, opts).0)
+    }
+
     /// Rolls the active segment if `segment.ms` has passed, even with no append coming.
     pub fn roll_if_due(&self, now_ms: i64) -> Result<()> {
         let inner = &self.inner;
@@ -1410,6 +1464,104 @@ impl PartitionLog {
 }
 
 impl LogInner {
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn config_snapshot(&self) -> LogConfig {
+        self.config().clone()
+    }
+
+    pub(crate) fn segments_snapshot(&self) -> Arc<Vec<Arc<Segment>>> {
+        self.snapshot()
+    }
+
+    pub(crate) fn log_start(&self) -> i64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+
+    /// Whether a truncation waits for the running clean to stop.
+    pub(crate) fn clean_aborted(&self) -> bool {
+        self.clean_abort.load(Ordering::Acquire) > 0
+    }
+
+    /// Swaps the cleaned output written for `group` (`<base>.*.cleaned`) in place of
+    /// the group's segments (see `cleaner::swap`), under the append lock. Returns false,
+    /// changing nothing, when the group is no longer a run of the log's sealed segments
+    /// (retention or a truncation changed the log during the clean). A failure after the
+    /// swap committed on disk takes the log offline: the next open completes the swap.
+    pub(crate) fn swap_cleaned(&self, group: &[Arc<Segment>]) -> Result<bool> {
+        let base = group[0].base_offset();
+        let _guard = self.lock_append()?;
+        if let Err(e) = self.check_writable() {
+            cleaner::swap::discard(&self.dir, base);
+            return Err(e);
+        }
+        let segments = self.snapshot();
+        let Some(at) = segments.iter().position(|s| Arc::ptr_eq(s, &group[0])) else {
+            return Ok(false);
+        };
+        let unchanged = at + group.len() < segments.len()
+            && group
+                .iter()
+                .zip(&segments[at..])
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if !unchanged {
+            return Ok(false);
+        }
+        let end = group[group.len() - 1].next_offset();
+        if let Err(e) = cleaner::swap::commit(&self.dir, base) {
+            let swap_log =
+                cleaner::swap::file(&self.dir, base, fsutil::LOG_SUFFIX, cleaner::swap::SWAP);
+            if swap_log.exists() {
+                // The `.log` rename happened, its directory fsync failed: whether the swap
+                // is durable is unknown. Offline, nothing can change the log before the
+                // next open completes the swap (the output is complete and synced).
+                self.go_offline(&e, Failure::Fatal);
+            } else {
+                // Not committed: the old segments stay the log.
+                cleaner::swap::discard(&self.dir, base);
+            }
+            return Err(e);
+        }
+        // Committed on disk: from here the new segment is the log, whatever happens.
+        let result = (|| -> Result<Segment> {
+            let others: Vec<i64> = group[1..].iter().map(|s| s.base_offset()).collect();
+            cleaner::swap::complete(&self.dir, base, &others)?;
+            let config = self.config().clone();
+            let rule = TailRule {
+                cut_from: None,
+                next_base: segments.get(at + group.len()).map(|s| s.base_offset()),
+            };
+            let (segment, _) = Segment::load(&self.dir, base, false, &layout_of(&config), rule)?;
+            if segment.next_offset() != end {
+                return Err(StorageError::Unavailable {
+                    path: self.dir.clone(),
+                    reason: format!(
+                        "cleaned segment {base} ends at offset {}, expected {end}",
+                        segment.next_offset()
+                    ),
+                });
+            }
+            Ok(segment)
+        })();
+        match result {
+            Ok(segment) => {
+                let mut list = Vec::with_capacity(segments.len() - group.len() + 1);
+                list.extend_from_slice(&segments[..at]);
+                list.push(Arc::new(segment));
+                list.extend_from_slice(&segments[at + group.len()..]);
+                self.replace_segments(list)?;
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), base_offset = base, error = %e, "swapping in a cleaned segment failed; the log is offline until reopened");
+                self.go_offline(&e, Failure::Fatal);
+                Err(e)
+            }
+        }
+    }
+
     fn config(&self) -> std::sync::RwLockReadGuard<'_, LogConfig> {
         // Config updates are whole-value assignments; a poisoned lock is still consistent.
         self.config.read().unwrap_or_else(|p| p.into_inner())
@@ -1528,7 +1680,8 @@ impl LogInner {
                 .store(log_end, Ordering::Release);
         }
         self.sealed_point.fetch_min(log_end, Ordering::AcqRel);
-        Ok(())
+        // The cleaner checkpoint too: offsets appended again after the cut are dirty.
+        cleaner::clamp_checkpoint(&self.dir, log_end)
     }
 
     /// Moves the recovery point up to `synced` (an offset below which every byte was
@@ -2444,7 +2597,7 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>> {
     Ok(logs)
 }
 
-fn read_offset_file(path: &Path) -> Result<Option<i64>> {
+pub(crate) fn read_offset_file(path: &Path) -> Result<Option<i64>> {
     let Some(bytes) = fsutil::read_optional(path)? else {
         return Ok(None);
     };

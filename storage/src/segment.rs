@@ -170,20 +170,29 @@ impl Segment {
         capacity: u64,
         index_bytes: u64,
     ) -> Result<Self> {
-        let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
+        Segment::create_named(dir, base_offset, capacity, index_bytes, "")
+    }
+
+    /// [`Segment::create`] with `tail` after each file name (`.cleaned`: the cleaner's
+    /// output, renamed into place by its swap and then opened with [`Segment::load`]).
+    pub(crate) fn create_named(
+        dir: &Path,
+        base_offset: i64,
+        capacity: u64,
+        index_bytes: u64,
+        tail: &str,
+    ) -> Result<Self> {
+        let named = |suffix: &str| {
+            let mut path = segment_file(dir, base_offset, suffix).into_os_string();
+            path.push(tail);
+            PathBuf::from(path)
+        };
+        let log_path = named(LOG_SUFFIX);
         let file = open_log_file(&log_path, true)?;
         faults::guard(faults::Op::SetLen, &log_path, || file.set_len(0))
             .map_err(|e| StorageError::io(format!("truncate {}", log_path.display()), e))?;
-        let offset_index = OffsetIndex::create(
-            &segment_file(dir, base_offset, INDEX_SUFFIX),
-            base_offset,
-            index_bytes,
-        )?;
-        let time_index = TimeIndex::create(
-            &segment_file(dir, base_offset, TIME_INDEX_SUFFIX),
-            base_offset,
-            index_bytes,
-        )?;
+        let offset_index = OffsetIndex::create(&named(INDEX_SUFFIX), base_offset, index_bytes)?;
+        let time_index = TimeIndex::create(&named(TIME_INDEX_SUFFIX), base_offset, index_bytes)?;
         let segment = Segment::assemble(base_offset, log_path, file, offset_index, time_index);
         segment.remap(capacity)?;
         Ok(segment)
@@ -342,6 +351,24 @@ impl Segment {
     pub(crate) fn is_empty(&self) -> bool {
         self.size() == 0
     }
+    /// The segment's published bytes, borrowed from its read mapping (the cleaner reads
+    /// sealed segments this way; no byte is copied).
+    pub(crate) fn bytes(&self) -> Result<Bytes> {
+        let size = self.size();
+        let Some(map) = self.current_map()? else {
+            return Ok(Bytes::new());
+        };
+        let end = size.min(map.len() as u64) as usize;
+        Ok(Bytes::from_owner(MapSlice { map, start: 0, end }))
+    }
+
+    /// Bytes the two index files hold (used entries), for grouping cleaned segments.
+    pub(crate) fn index_bytes(&self) -> u64 {
+        let offsets = self.offset_index.read().map_or(0, |i| i.len() as u64 * 8);
+        let times = self.time_index.read().map_or(0, |i| i.len() as u64 * 12);
+        offsets.max(times)
+    }
+
     pub(crate) fn max_timestamp(&self) -> i64 {
         self.max_timestamp.load(Ordering::Acquire)
     }

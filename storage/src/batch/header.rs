@@ -62,7 +62,7 @@ pub(crate) const RECORDS_COUNT_AT: usize = 57;
 pub(crate) const TIMESTAMP_TYPE_BIT: i16 = 0x08;
 pub(crate) const TRANSACTIONAL_BIT: i16 = 0x10;
 const CONTROL_BIT: i16 = 0x20;
-const DELETE_HORIZON_BIT: i16 = 0x40;
+pub(crate) const DELETE_HORIZON_BIT: i16 = 0x40;
 
 /// How a batch's timestamps were assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -137,6 +137,17 @@ impl Records {
         self.count.saturating_sub(self.index)
     }
 
+    /// The record area: the batch's bytes after the header, decompressed. With
+    /// [`Records::area_position`] it lets the log cleaner keep a record's exact bytes.
+    pub(crate) fn area(&self) -> &Bytes {
+        &self.area
+    }
+
+    /// Where the next record starts in [`Records::area`].
+    pub(crate) fn area_position(&self) -> usize {
+        self.position
+    }
+
     /// Decodes the record at `self.position`; returns it and where the next one starts.
     fn read_record(&self) -> Result<(Record, usize), BatchError> {
         match self.read_plain_record() {

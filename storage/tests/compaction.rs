@@ -1,0 +1,577 @@
+//! The log cleaner end to end, on real files: what a clean keeps and drops, that offsets,
+//! batch headers and the log end survive it, that indexes serve reads of the cleaned
+//! segments, partial cleans with a small offset map, tombstones and their horizon, idempotent
+//! producers across a clean and a reopen, readers holding a replaced segment, corrupt input,
+//! and a crash at every step of the swap.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bytes::Bytes;
+use common::*;
+use sluice_storage::batch::{BatchBuilder, BatchHeader, Compression, Records};
+use sluice_storage::faults::{self, Fault, Op};
+use sluice_storage::{CleanOptions, LogConfig, PartitionLog, StorageError};
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 2048,
+        index_interval_bytes: 200,
+        segment_index_bytes: 1024,
+        retention_ms: None,
+        segment_ms: None,
+        compact: true,
+        ..LogConfig::default()
+    }
+}
+
+/// One batch of `records` (key, value) from producer 7 at `seq`, in `codec`.
+fn keyed(codec: Compression, seq: i32, ts: i64, records: &[(&str, Option<&str>)]) -> Bytes {
+    let mut builder = BatchBuilder::new(codec).producer(7, 0, seq);
+    for (key, value) in records {
+        builder.push(ts, Some(key.as_bytes()), value.map(str::as_bytes), &[]);
+    }
+    builder.build().unwrap()
+}
+
+/// Every record in the log: offset -> (key, value).
+fn contents(log: &PartitionLog) -> BTreeMap<i64, (String, Option<String>)> {
+    let mut out = BTreeMap::new();
+    for batch in read_all(log, log.log_start_offset()) {
+        for record in Records::decode(Bytes::from(batch)).unwrap() {
+            let record = record.unwrap();
+            let text = |b: &Bytes| String::from_utf8(b.to_vec()).unwrap();
+            out.insert(
+                record.offset,
+                (
+                    text(record.key.as_ref().unwrap()),
+                    record.value.as_ref().map(text),
+                ),
+            );
+        }
+    }
+    out
+}
+
+fn opts(now_ms: i64) -> CleanOptions {
+    CleanOptions {
+        now_ms,
+        delete_retention_ms: 1000,
+        ..CleanOptions::default()
+    }
+}
+
+/// Appends `rounds` x 10 keys, values "r{round}", one record per batch, rolling often.
+fn fill(log: &PartitionLog, rounds: usize, codec: Compression) -> Vec<Bytes> {
+    let mut batches = Vec::new();
+    let mut seq = 0;
+    for round in 0..rounds {
+        for k in 0..10 {
+            let value = format!("r{round}-{}", "x".repeat(40));
+            let batch = keyed(codec, seq, 1000, &[(&format!("k{k}"), Some(&value))]);
+            log.append(&batch, 0, 1000).unwrap();
+            batches.push(batch);
+            seq += 1;
+        }
+    }
+    log.roll_if_due(i64::MAX).ok();
+    batches
+}
+
+fn roll(log: &PartitionLog) {
+    let before = log.config();
+    let mut c = before.clone();
+    c.segment_ms = Some(0);
+    log.set_config(c);
+    log.roll_if_due(i64::MAX / 2).unwrap();
+    log.set_config(before);
+}
+
+#[test]
+fn a_clean_keeps_the_latest_value_of_every_key_and_every_offset() {
+    for codec in [Compression::None, Compression::Zstd, Compression::Lz4] {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = open(dir.path(), config(), true);
+        let produced = fill(&log, 8, codec);
+        roll(&log);
+        let end = log.log_end_offset();
+        let before_segments = log.segment_count();
+        assert!(before_segments > 3);
+        let cleanable = log.cleanable(&opts(2000)).unwrap();
+        assert_eq!(cleanable.first_dirty_offset, 0);
+        assert_eq!(cleanable.end_offset, end);
+        assert!((cleanable.dirty_ratio() - 1.0).abs() < 1e-9);
+
+        let outcome = log.clean(&opts(2000)).unwrap();
+        assert_eq!(outcome.records_removed, 70, "{codec:?}");
+        assert_eq!(outcome.first_dirty_offset, end);
+        assert_eq!(outcome.dirty_ratio_before, 1.0);
+        assert_eq!(outcome.dirty_ratio_after, 0.0);
+        assert!(!outcome.interrupted);
+        assert!(outcome.bytes_written < outcome.bytes_read);
+        assert_eq!(log.log_end_offset(), end, "the log end never moves");
+
+        let records = contents(&log);
+        let expected: BTreeMap<i64, (String, Option<String>)> = (70..80)
+            .map(|o| {
+                (
+                    o,
+                    (
+                        format!("k{}", o - 70),
+                        Some(format!("r7-{}", "x".repeat(40))),
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(records, expected, "{codec:?}");
+
+        // Every batch header is still there, emptied or not, at its offsets, with its
+        // producer fields; reads at every offset find it through the rebuilt indexes.
+        let stored = read_all(&log, 0);
+        assert_eq!(stored.len(), produced.len());
+        for (i, (stored, produced)) in stored.iter().zip(&produced).enumerate() {
+            let (s, p) = (
+                BatchHeader::new(stored).unwrap(),
+                BatchHeader::new(produced).unwrap(),
+            );
+            assert_eq!(s.base_offset(), i as i64);
+            assert_eq!(s.last_offset_delta(), p.last_offset_delta());
+            assert_eq!(s.producer_id(), p.producer_id());
+            assert_eq!(s.base_sequence(), p.base_sequence());
+            assert_eq!(s.max_timestamp(), p.max_timestamp());
+            if i >= 70 {
+                assert_eq!(
+                    unpatch(stored),
+                    produced.to_vec(),
+                    "kept batches are byte for byte"
+                );
+            } else {
+                assert_eq!(s.records_count(), 0);
+            }
+            let read = read_to_end(&log, i as i64, 1, true).unwrap();
+            assert_eq!(base_offset(&read.records), i as i64);
+        }
+
+        // A second clean finds nothing dirty.
+        let again = log.clean(&opts(3000)).unwrap();
+        assert_eq!(again.segments_replaced, 0);
+        assert_eq!(again.records_removed, 0);
+
+        // Groups are chosen by input size (Kafka's groupSegmentsBySize): the segments the
+        // first clean shrank are merged by the next one.
+        let segments = log.segment_count();
+        assert_eq!(
+            segments, before_segments,
+            "one output per full input segment"
+        );
+        log.append(&keyed(codec, 80, 1000, &[("k0", Some("last"))]), 0, 1000)
+            .unwrap();
+        roll(&log);
+        let merged = log.clean(&opts(3000)).unwrap();
+        assert!(
+            merged.segments_written < merged.segments_replaced,
+            "{merged:?}"
+        );
+        assert!(log.segment_count() < segments + 1, "the roll added one");
+        let mut expected = expected;
+        expected.remove(&70);
+        expected.insert(80, ("k0".into(), Some("last".into())));
+        let end = log.log_end_offset();
+
+        // Reopened (clean and unclean), the log is the same.
+        log.close().unwrap();
+        for clean in [true, false] {
+            let (log, report) = open(dir.path(), config(), clean);
+            assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+            assert_eq!(log.log_end_offset(), end);
+            assert_eq!(contents(&log), expected);
+            log.abandon();
+        }
+    }
+}
+
+#[test]
+fn only_a_compacted_log_is_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = LogConfig {
+        compact: false,
+        ..config()
+    };
+    let (log, _) = open(dir.path(), plain, true);
+    fill(&log, 2, Compression::None);
+    roll(&log);
+    assert!(matches!(
+        log.clean(&opts(2000)),
+        Err(StorageError::InvalidArgument(_))
+    ));
+    assert_eq!(contents(&log).len(), 20);
+}
+
+#[test]
+fn the_active_segment_the_bound_and_the_compaction_lag_are_respected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    fill(&log, 4, Compression::None);
+    // Unrolled tail: the active segment holds the last records.
+    let active_base = {
+        let c = log.cleanable(&opts(0)).unwrap();
+        c.end_offset
+    };
+    assert!(active_base < log.log_end_offset());
+    let outcome = log.clean(&opts(5000)).unwrap();
+    assert_eq!(outcome.first_dirty_offset, active_base);
+    let records = contents(&log);
+    for o in active_base..log.log_end_offset() {
+        assert!(records.contains_key(&o), "active segment untouched at {o}");
+    }
+
+    // A bound below the first segment's end cleans nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    fill(&log, 4, Compression::None);
+    roll(&log);
+    let bound = CleanOptions {
+        max_offset: 3,
+        ..opts(5000)
+    };
+    assert_eq!(log.clean(&bound).unwrap().segments_replaced, 0);
+    // Records timestamped 1000 are too new for a lag of 10 s at now = 5000.
+    let lag = CleanOptions {
+        min_compaction_lag_ms: 10_000,
+        ..opts(5000)
+    };
+    assert_eq!(log.clean(&lag).unwrap().segments_replaced, 0);
+    assert_eq!(contents(&log).len(), 40);
+    let ok = CleanOptions {
+        min_compaction_lag_ms: 10_000,
+        ..opts(20_000)
+    };
+    assert!(log.clean(&ok).unwrap().segments_replaced > 0);
+    assert_eq!(contents(&log).len(), 10);
+}
+
+#[test]
+fn a_small_offset_map_cleans_in_several_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    fill(&log, 6, Compression::None);
+    roll(&log);
+    let end = log.log_end_offset();
+    // Room for 4 keys (5 slots of 24 bytes at load factor 0.9).
+    let small = CleanOptions {
+        dedupe_buffer_bytes: 5 * 24,
+        ..opts(2000)
+    };
+    let mut rounds = 0;
+    let mut dirty = 0;
+    while dirty < end {
+        let outcome = log.clean(&small).unwrap();
+        assert!(outcome.first_dirty_offset > dirty, "every round progresses");
+        dirty = outcome.first_dirty_offset;
+        rounds += 1;
+        assert!(rounds < 100);
+        // Whatever the round, every key's latest value is there.
+        let records = contents(&log);
+        for k in 0..10 {
+            let latest = records
+                .values()
+                .rev()
+                .find(|(key, _)| key == &format!("k{k}"))
+                .unwrap();
+            assert!(
+                latest.1.as_ref().unwrap().starts_with("r5-"),
+                "k{k}: {latest:?}"
+            );
+        }
+    }
+    assert!(rounds > 1);
+    assert_eq!(contents(&log).len(), 10);
+}
+
+#[test]
+fn tombstones_stay_for_delete_retention_then_go_with_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    log.append(
+        &keyed(
+            Compression::None,
+            0,
+            100,
+            &[("a", Some("1")), ("b", Some("1"))],
+        ),
+        0,
+        100,
+    )
+    .unwrap();
+    roll(&log);
+    log.append(
+        &keyed(Compression::Zstd, 2, 100, &[("a", None), ("c", Some("1"))]),
+        0,
+        100,
+    )
+    .unwrap();
+    roll(&log);
+    let outcome = log
+        .clean(&CleanOptions {
+            now_ms: 10_000,
+            delete_retention_ms: 500,
+            ..CleanOptions::default()
+        })
+        .unwrap();
+    assert_eq!(
+        outcome.records_removed, 1,
+        "a's value goes, its tombstone stays"
+    );
+    let records = contents(&log);
+    assert_eq!(records.get(&2), Some(&("a".to_string(), None)));
+    assert!(!records.contains_key(&0));
+    // Before the horizon (10_000 + 500) the tombstone stays; a new record makes the log dirty.
+    log.append(
+        &keyed(Compression::None, 4, 100, &[("d", Some("1"))]),
+        0,
+        100,
+    )
+    .unwrap();
+    roll(&log);
+    log.clean(&CleanOptions {
+        now_ms: 10_499,
+        delete_retention_ms: 500,
+        ..CleanOptions::default()
+    })
+    .unwrap();
+    assert!(contents(&log).contains_key(&2));
+    log.append(
+        &keyed(Compression::None, 5, 100, &[("e", Some("1"))]),
+        0,
+        100,
+    )
+    .unwrap();
+    roll(&log);
+    let outcome = log
+        .clean(&CleanOptions {
+            now_ms: 10_500,
+            delete_retention_ms: 500,
+            ..CleanOptions::default()
+        })
+        .unwrap();
+    assert_eq!(outcome.tombstones_removed, 1);
+    let keys: Vec<String> = contents(&log).values().map(|(k, _)| k.clone()).collect();
+    assert_eq!(keys, ["b", "c", "d", "e"]);
+}
+
+#[test]
+fn an_idempotent_retry_of_the_last_batch_is_a_duplicate_after_clean_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    let produced = fill(&log, 3, Compression::Snappy);
+    // The last batch is superseded and emptied.
+    let last = produced.last().unwrap().clone();
+    let superseding = keyed(Compression::None, 30, 1000, &[("k9", Some("newer"))]);
+    let mut other = BatchBuilder::new(Compression::None).producer(8, 0, 0);
+    other.push(1000, Some(b"k9"), Some(b"newest"), &[]);
+    let other = other.build().unwrap();
+    log.append(&superseding, 0, 1000).unwrap();
+    log.append(&other, 0, 1000).unwrap();
+    roll(&log);
+    log.clean(&opts(2000)).unwrap();
+    assert_eq!(
+        contents(&log).values().filter(|(k, _)| k == "k9").count(),
+        1
+    );
+    // Producer state survives the reopen, rebuilt from the batch headers (the snapshots
+    // are removed to force it).
+    log.abandon();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "snapshot") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let (log, _) = open(dir.path(), config(), false);
+    let retry = log.append(&superseding, 0, 1000).unwrap();
+    assert!(retry.duplicate, "retry of producer 7's last batch");
+    assert_eq!(retry.base_offset, 30);
+    let retry = log.append(&other, 0, 1000).unwrap();
+    assert!(retry.duplicate, "retry of producer 8's emptied... batch");
+    // Every header is kept, so an older batch among the last five is still known.
+    assert!(log.append(&last, 0, 1000).unwrap().duplicate);
+}
+
+#[test]
+fn a_reader_holding_a_replaced_segment_keeps_reading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    fill(&log, 4, Compression::None);
+    roll(&log);
+    let held = read_to_end(&log, 0, usize::MAX, true).unwrap();
+    let copy = held.records.to_vec();
+    log.clean(&opts(2000)).unwrap();
+    assert_eq!(
+        held.records.to_vec(),
+        copy,
+        "the old mapping is still valid"
+    );
+    assert!(
+        held.records.len()
+            > read_to_end(&log, 0, usize::MAX, true)
+                .unwrap()
+                .records
+                .len()
+    );
+}
+
+#[test]
+fn a_corrupt_batch_stops_the_clean_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    fill(&log, 4, Compression::None);
+    roll(&log);
+    log.close().unwrap();
+    // Flip a byte inside a record (CRC-covered) of the second segment, then open as after
+    // a clean shutdown (no scan): the clean meets it.
+    let mut logs: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    let mut bytes = std::fs::read(&logs[1]).unwrap();
+    bytes[70] ^= 0xff;
+    std::fs::write(&logs[1], &bytes).unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    let files = list(dir.path());
+    let err = log.clean(&opts(2000)).unwrap_err();
+    assert!(matches!(err, StorageError::CorruptSegment { .. }), "{err}");
+    assert_eq!(list(dir.path()), files, "no file added, removed or renamed");
+    assert!(!log.is_offline());
+}
+
+fn list(dir: &Path) -> Vec<(String, u64)> {
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A crash at every fallible step of a clean (each write, set_len, sync, rename and
+/// removal in turn fails, then the process "dies"): reopened, the log holds either the
+/// old or the new segments, every key's latest value, the same log end, no leftover
+/// cleaner file, and a later clean finishes the job.
+#[test]
+fn a_crash_at_any_step_of_a_clean_loses_nothing() {
+    for op in [Op::Write, Op::SetLen, Op::Sync, Op::Rename, Op::Remove] {
+        for skip in 0.. {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, _) = open(dir.path(), config(), true);
+            fill(&log, 5, Compression::Lz4);
+            roll(&log);
+            // A first clean shrinks the segments, so the faulty one below merges several
+            // into one output (and removes the others when it swaps).
+            log.clean(&opts(1500)).unwrap();
+            for k in 0..5 {
+                let batch = keyed(
+                    Compression::None,
+                    50 + k,
+                    1000,
+                    &[(&format!("k{k}"), Some("late"))],
+                );
+                log.append(&batch, 0, 1000).unwrap();
+            }
+            roll(&log);
+            let end = log.log_end_offset();
+            let latest: BTreeMap<String, Option<String>> = contents(&log).into_values().collect();
+            let fault = faults::arm(
+                Fault {
+                    skip,
+                    times: 1,
+                    ..Fault::always(dir.path(), op, libc_eio())
+                }
+                .on_this_thread(),
+            );
+            let result = log.clean(&opts(2000));
+            let hit = fault.calls() > skip;
+            if let Ok(outcome) = &result {
+                assert!(
+                    outcome.segments_replaced > outcome.segments_written,
+                    "{outcome:?}"
+                );
+            }
+            drop(fault);
+            if !hit {
+                assert!(result.is_ok());
+                assert!(skip > 0, "a clean makes no {op:?} call");
+                break;
+            }
+            assert!(result.is_err(), "{op:?} #{skip}");
+            log.abandon();
+            let (log, report) = open(dir.path(), config(), false);
+            assert!(
+                report.damaged.is_empty(),
+                "{op:?} #{skip}: {:?}",
+                report.damaged
+            );
+            assert_eq!(log.log_end_offset(), end);
+            let after: BTreeMap<String, Option<String>> = contents(&log).into_values().collect();
+            assert_eq!(after, latest, "{op:?} #{skip}: latest values");
+            assert!(
+                list(dir.path())
+                    .iter()
+                    .all(|(n, _)| !n.ends_with(".cleaned") && !n.ends_with(".swap")),
+                "{op:?} #{skip}: {:?}",
+                list(dir.path())
+            );
+            log.clean(&opts(2000)).unwrap();
+            assert_eq!(contents(&log).len(), 10, "{op:?} #{skip}");
+            log.abandon();
+        }
+    }
+}
+
+fn libc_eio() -> i32 {
+    5
+}
+
+/// A truncation never shrinks a file under a running clean: it stops the clean (which
+/// reports `interrupted`, removes its output and leaves the checkpoint) and waits for it.
+#[test]
+fn a_truncation_stops_a_running_clean_and_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    fill(&log, 4, Compression::None);
+    roll(&log);
+    // About 4 KB per second: the clean would take seconds.
+    let slow = CleanOptions {
+        io_max_bytes_per_sec: Some(4000),
+        ..opts(2000)
+    };
+    let cleaner = std::thread::spawn({
+        let log = log.clone();
+        move || log.clean(&slow)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    log.truncate_to(25).unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    let outcome = cleaner.join().unwrap().unwrap();
+    assert!(outcome.interrupted, "{outcome:?}");
+    assert_eq!(outcome.first_dirty_offset, 0);
+    assert_eq!(log.log_end_offset(), 25);
+    assert_eq!(contents(&log).len(), 25);
+    assert!(list(dir.path())
+        .iter()
+        .all(|(n, _)| !n.ends_with(".cleaned") && !n.ends_with(".swap")));
+    // The next clean works on what is left.
+    roll(&log);
+    log.clean(&opts(3000)).unwrap();
+    assert_eq!(contents(&log).len(), 10);
+}
