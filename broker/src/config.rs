@@ -22,11 +22,13 @@ use std::path::{Path, PathBuf};
 use crate::coordinator::CoordinatorConfig;
 use crate::topic_config::{self, FlushMode, TopicConfig};
 
+pub mod cleaner;
 pub mod cluster;
 pub mod observability;
 pub mod replica_fetch;
 pub mod security;
 
+pub use cleaner::CleanerConfig;
 pub use cluster::{
     ClusterConfig, HostPort, Listener, ProcessRoles, RaftTimeouts, SecurityProtocol,
 };
@@ -352,6 +354,7 @@ pub fn property_names() -> impl Iterator<Item = &'static str> {
     BROKER_KEYS
         .iter()
         .chain(replica_fetch::KEYS)
+        .chain(cleaner::KEYS)
         .chain(observability::KEYS)
         .chain(security::KEYS)
         .map(|k| k.name)
@@ -381,6 +384,7 @@ pub fn properties_help() -> String {
     for key in BROKER_KEYS
         .iter()
         .chain(replica_fetch::KEYS)
+        .chain(cleaner::KEYS)
         .chain(observability::KEYS)
         .chain(security::KEYS)
     {
@@ -467,6 +471,8 @@ pub struct BrokerConfig {
     pub group_coordinator: CoordinatorConfig,
     /// The follower fetcher's settings (`replica.fetch.*`, `num.replica.fetchers`).
     pub replica_fetch: ReplicaFetchConfig,
+    /// The log cleaner (`log.cleaner.*`; see `cleaner`).
+    pub cleaner: CleanerConfig,
     /// The admin listener, metric series, log format and slow-request log.
     pub observability: ObservabilityConfig,
     /// Defaults of every topic config (from the `log.*` broker properties).
@@ -784,6 +790,7 @@ impl BrokerConfig {
             min_free_bytes,
             group_coordinator: parse_group_coordinator(&value)?,
             replica_fetch: ReplicaFetchConfig::parse(&get)?,
+            cleaner: CleanerConfig::parse(&get)?,
             observability: ObservabilityConfig::parse(&get)?,
             security,
             topic_defaults,
@@ -934,6 +941,7 @@ impl BrokerConfig {
         ];
         out.extend(self.cluster.describe());
         out.extend(self.replica_fetch.describe());
+        out.extend(self.cleaner.describe());
         out.extend(self.observability.describe());
         out.extend(self.security.describe());
         for key in topic_config::KEYS {

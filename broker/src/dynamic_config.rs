@@ -17,11 +17,13 @@
 //! and `PER_BROKER_CONFIGS`, read from its jars), and each is one of:
 //! - applied: the topic-config defaults (`log.retention.ms`, `log.segment.bytes`,
 //!   `message.max.bytes`, `log.flush.*`, ...: every topic without its own override takes the
-//!   new value at once) and the connection caps (`max.connections`,
-//!   `max.connections.per.ip`, `max.connections.per.ip.overrides`);
+//!   new value at once), the connection caps (`max.connections`,
+//!   `max.connections.per.ip`, `max.connections.per.ip.overrides`) and the cleaner's
+//!   `log.cleaner.threads`, `.dedupe.buffer.size`, `.io.max.bytes.per.second`,
+//!   `.backoff.ms` (taken at its next pass);
 //! - inert: Kafka's dynamic settings of things Sluice does not have or sets otherwise
-//!   (Kerberos and SASL login tuning, thread pools, tiered storage, the cleaner until it
-//!   lands...): stored, described and documented as having no effect, so Kafka's tools and
+//!   (Kerberos and SASL login tuning, thread pools, tiered storage, the cleaner's I/O
+//!   buffers...): stored, described and documented as having no effect, so Kafka's tools and
 //!   clients that set them get Kafka's answer;
 //! - refused: Sluice settings that only take effect at start (`listeners`, TLS files: those
 //!   reload from their files), with Kafka's "Cannot update these configs dynamically".
@@ -224,7 +226,8 @@ pub enum Effect {
 pub fn effect(name: &str) -> Effect {
     let kafka_dynamic = KAFKA_DYNAMIC.contains(&name);
     let topic_default = crate::topic_config::find_by_broker_name(name).is_some();
-    if kafka_dynamic && (topic_default || CONNECTION_CAPS.contains(&name)) {
+    let cleaner = name.starts_with("log.cleaner.") && config::is_known_property(name);
+    if kafka_dynamic && (topic_default || cleaner || CONNECTION_CAPS.contains(&name)) {
         return Effect::Applied;
     }
     if config::is_known_property(name) {
@@ -246,8 +249,8 @@ fn inert_reason(name: &str) -> &'static str {
         || name.starts_with("principal.")
     {
         "Sluice's security settings are static (TLS files reload on change or SIGHUP)"
-    } else if name.starts_with("log.cleaner.") {
-        "no log cleaner yet (compaction is issue 20)"
+    } else if name.starts_with("log.cleaner.io.buffer") {
+        "Sluice's cleaner reads segments through their mappings: it has no I/O buffers to size"
     } else if name.contains("remote") || name.contains("tiered") || name.starts_with("log.local.") {
         "Sluice has no tiered storage"
     } else if name.contains("threads") || name.contains("thread.pool") {
@@ -588,6 +591,7 @@ pub fn apply(state: &crate::state::BrokerState) {
             .min(crate::limits::connection_cap(soft, partitions));
     }
     state.limits.set_caps(caps);
+    state.cleaner.set_config(effective.cleaner.clone());
     tracing::info!(
         topics_changed = topics,
         cluster_default = layers.cluster_default.len(),
@@ -622,7 +626,11 @@ mod tests {
             effect("sasl.kerberos.min.time.before.relogin"),
             Effect::Inert(_)
         ));
-        assert!(matches!(effect("log.cleaner.threads"), Effect::Inert(_)));
+        assert_eq!(effect("log.cleaner.threads"), Effect::Applied);
+        assert!(matches!(
+            effect("log.cleaner.io.buffer.size"),
+            Effect::Inert(_)
+        ));
         assert_eq!(effect("num.partitions"), Effect::StaticOnly);
         assert_eq!(effect("listeners"), Effect::StaticOnly);
         assert_eq!(effect("foo.bar"), Effect::Custom);

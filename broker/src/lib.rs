@@ -17,6 +17,7 @@
 //! - [`producer_ids`]: producer ids for InitProducerId, persisted in blocks so that none
 //!   is handed out twice across restarts and crashes.
 //! - [`retention`]: the background retention and segment-roll task.
+//! - [`cleaner`]: the log cleaner's scheduling (compacted topics).
 //! - [`coordinator`]: the consumer-group coordinator, a sans-IO state machine; [`groups`]
 //!   drives it: `__consumer_offsets` creation and replay, appends, timers, parked replies.
 //! - [`errors`]: [`BrokerError`] and the one mapping from storage errors to Kafka codes.
@@ -34,6 +35,7 @@
 
 pub mod admin;
 pub mod alloc;
+pub mod cleaner;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;
@@ -481,6 +483,7 @@ impl Broker {
             disk: disk_space::DiskSpace::new(&config.data_dir, config.min_free_bytes),
             fetch_sessions: fetch_session::FetchSessions::from_config(&config),
             quotas: quotas::Quotas::open(&config).map_err(BrokerError::Quotas)?,
+            cleaner: cleaner::LogCleaner::new(&config.cleaner),
             dynamic: if is_cluster {
                 dynamic_config::DynamicBrokerConfigs::in_metadata()
             } else {
@@ -657,6 +660,7 @@ async fn supervise(
     // stops the rest (see `sequence_shutdown`).
     let (stop_tx, stop) = watch::channel(false);
     let retention = tokio::spawn(retention::run(state.clone(), stop.clone()));
+    let log_cleaner = tokio::spawn(cleaner::run(state.clone(), stop.clone()));
     let groups = tokio::spawn(groups::run(state.clone(), stop.clone()));
     // Aborted at the end: it only samples committed offsets for the consume rates.
     let _rate_sampler = AbortOnDrop(tokio::spawn(metrics::groups::run(
@@ -770,6 +774,8 @@ async fn supervise(
         }
         retention.abort();
         let _ = retention.await;
+        log_cleaner.abort();
+        let _ = log_cleaner.await;
         groups.abort();
         let _ = groups.await;
         for task in cluster_tasks {
@@ -800,6 +806,10 @@ async fn supervise(
     if let Err(e) = retention.await {
         tracing::error!(error = %e, "retention task failed");
     }
+    // Not awaited to its end: a clean in progress on its blocking thread finds its log
+    // closed when it swaps and discards what it wrote (the next start cleans again).
+    log_cleaner.abort();
+    let _ = log_cleaner.await;
     // Stopped before the logs close: a timer firing now could not append any more.
     if let Err(e) = groups.await {
         tracing::error!(error = %e, "group coordinator task failed");

@@ -46,6 +46,8 @@ pub struct BrokerState {
     pub fetch_sessions: crate::fetch_session::FetchSessions,
     /// Client quotas and the rates measured against them (see `quotas`).
     pub quotas: crate::quotas::Quotas,
+    /// The log cleaner's settings and what it did (see `cleaner`).
+    pub cleaner: crate::cleaner::LogCleaner,
     /// Broker configs changed at runtime (see `dynamic_config`).
     pub dynamic: crate::dynamic_config::DynamicBrokerConfigs,
     /// Group configs on the single node of earlier releases (a cluster keeps them in its
@@ -78,6 +80,7 @@ impl BrokerState {
             limits: Arc::new(Limits::new(&config)),
             disk: DiskSpace::new(topics.data_dir(), config.min_free_bytes),
             fetch_sessions: crate::fetch_session::FetchSessions::from_config(&config),
+            cleaner: crate::cleaner::LogCleaner::new(&config.cleaner),
             dynamic: crate::dynamic_config::DynamicBrokerConfigs::in_metadata(),
             group_configs: Some(
                 crate::group_configs::GroupConfigStore::open(topics.data_dir())

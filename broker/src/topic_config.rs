@@ -87,12 +87,13 @@ pub struct TopicConfig {
     pub compression_gzip_level: i64,
     pub compression_lz4_level: i64,
     pub compression_zstd_level: i64,
-    /// Configs Sluice accepts and shows, as Kafka does, but does not act on yet; each
-    /// key's [`TopicConfigKey::inert`] says why.
+    /// The log cleaner's, for compacted topics (see `cleaner`).
     pub delete_retention_ms: i64,
     pub min_cleanable_dirty_ratio: f64,
     pub min_compaction_lag_ms: i64,
     pub max_compaction_lag_ms: i64,
+    /// Configs Sluice accepts and shows, as Kafka does, but does not act on yet; each
+    /// key's [`TopicConfigKey::inert`] says why.
     pub file_delete_delay_ms: i64,
     pub preallocate: bool,
     pub segment_jitter_ms: i64,
@@ -501,7 +502,7 @@ pub static KEYS: &[TopicConfigKey] = &[
         broker_name: Some("log.cleaner.delete.retention.ms"),
         config_type: ConfigType::Long,
         doc: "how long the cleaner keeps tombstones of a compacted topic",
-        inert: Some("the log cleaner (compaction) is not implemented yet"),
+        inert: None,
         set: |c, v| {
             c.delete_retention_ms = parse_long(v, 0)?;
             Ok(())
@@ -621,7 +622,7 @@ pub static KEYS: &[TopicConfigKey] = &[
         broker_name: Some("log.cleaner.max.compaction.lag.ms"),
         config_type: ConfigType::Long,
         doc: "longest a record may stay uncompacted",
-        inert: Some("the log cleaner (compaction) is not implemented yet"),
+        inert: None,
         set: |c, v| {
             c.max_compaction_lag_ms = parse_long(v, 1)?;
             Ok(())
@@ -693,7 +694,7 @@ pub static KEYS: &[TopicConfigKey] = &[
         broker_name: Some("log.cleaner.min.cleanable.ratio"),
         config_type: ConfigType::Double,
         doc: "the cleaner compacts a log when at least this share of it is uncleaned",
-        inert: Some("the log cleaner (compaction) is not implemented yet"),
+        inert: None,
         set: |c, v| {
             c.min_cleanable_dirty_ratio = parse_ratio(v)?;
             Ok(())
@@ -705,7 +706,7 @@ pub static KEYS: &[TopicConfigKey] = &[
         broker_name: Some("log.cleaner.min.compaction.lag.ms"),
         config_type: ConfigType::Long,
         doc: "shortest time a record stays uncompacted",
-        inert: Some("the log cleaner (compaction) is not implemented yet"),
+        inert: None,
         set: |c, v| {
             c.min_compaction_lag_ms = parse_long(v, 0)?;
             Ok(())

@@ -590,6 +590,83 @@ impl Scrape {
             "Bytes deleted by retention.",
             load(&m.retention_bytes_deleted),
         )?;
+        let cleaner = &self.state.cleaner;
+        let t = &cleaner.totals;
+        counters(
+            e,
+            "sluice_log_cleaner_cleans",
+            "Logs cleaned (compacted).",
+            load(&t.cleans),
+        )?;
+        counters(
+            e,
+            "sluice_log_cleaner_failures",
+            "Cleans that failed (the log stays as it was).",
+            load(&t.failures),
+        )?;
+        counters(
+            e,
+            "sluice_log_cleaner_read_bytes",
+            "Bytes of segments the cleaner read.",
+            load(&t.bytes_read),
+        )?;
+        counters(
+            e,
+            "sluice_log_cleaner_written_bytes",
+            "Bytes of cleaned segments written.",
+            load(&t.bytes_written),
+        )?;
+        counters(
+            e,
+            "sluice_log_cleaner_records_removed",
+            "Records the cleaner removed (superseded values and expired tombstones).",
+            load(&t.records_removed),
+        )?;
+        gauges(
+            e,
+            "sluice_log_cleaner_busy_seconds",
+            "Time spent cleaning since start.",
+            one(t.busy_micros.load(Ordering::Relaxed) as f64 / MICROS),
+        )?;
+        let statuses = cleaner.statuses();
+        let partition_labels = |topic: &str, partition: i32| {
+            vec![
+                ("topic", topic.to_owned()),
+                ("partition", partition.to_string()),
+            ]
+        };
+        gauges(
+            e,
+            "sluice_log_cleaner_dirty_ratio",
+            "Per compacted partition: uncleaned bytes over cleanable bytes, as of the cleaner's last look.",
+            statuses
+                .iter()
+                .map(|((topic, p), s)| (partition_labels(topic, *p), s.dirty_ratio))
+                .collect(),
+        )?;
+        gauges(
+            e,
+            "sluice_log_cleaner_max_dirty_ratio",
+            "The highest dirty ratio of any compacted partition (Kafka's max-dirty-percent / 100).",
+            one(statuses
+                .iter()
+                .map(|(_, s)| s.dirty_ratio)
+                .fold(0.0, f64::max)),
+        )?;
+        gauges(
+            e,
+            "sluice_log_cleaner_last_clean_timestamp_seconds",
+            "Per compacted partition: when its last clean finished (Unix time).",
+            statuses
+                .iter()
+                .filter_map(|((topic, p), s)| {
+                    Some((
+                        partition_labels(topic, *p),
+                        s.last_clean_ms? as f64 / 1000.0,
+                    ))
+                })
+                .collect(),
+        )?;
         let usage = crate::admin::status::data_dir_usage(&self.state.config.data_dir);
         if let Some(usage) = usage {
             gauges(
