@@ -80,6 +80,8 @@ else
     # Apache Kafka's jars: its tools and Java client run against Sluice in some tests
     # (tests/compat/test_security.py); the cluster step uses them too.
     scripts/peers/kafka.sh install
+    # Kafka Streams: a word count with a compacted changelog (tests/compat/test_kafka_streams.py).
+    scripts/peers/kafka.sh install-streams
     rc=0
     .venv/bin/python -m pytest -q -p no:cacheprovider --timeout=600 --durations=10 "${compat_dirs[@]}" || rc=$?
     if ((rc != 0)); then
