@@ -82,6 +82,8 @@ else
     scripts/peers/kafka.sh install
     # Kafka Streams: a word count with a compacted changelog (tests/compat/test_kafka_streams.py).
     scripts/peers/kafka.sh install-streams
+    # Kafka Connect: a distributed worker with compacted topics (tests/compat/test_kafka_connect.py).
+    scripts/peers/kafka.sh install-connect
     rc=0
     .venv/bin/python -m pytest -q -p no:cacheprovider --timeout=600 --durations=10 "${compat_dirs[@]}" || rc=$?
     if ((rc != 0)); then
