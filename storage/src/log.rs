@@ -428,6 +428,10 @@ impl PartitionLog {
         if report.bytes_truncated > 0 {
             tracing::warn!(dir = %dir.display(), bytes = report.bytes_truncated, log_end, "recovery truncated the log");
         }
+        // A cleaner checkpoint above the log end (left by a truncation of an earlier
+        // release, which cut files before it lowered the checkpoint) would call offsets
+        // appended from here "cleaned": reset to the log start, as Kafka does.
+        cleaner::reset_checkpoint_above(&dir, log_start, log_end)?;
         let active_base = segments.last().map_or(0, |s| s.base_offset());
         let producers = rebuild_producer_states(&dir, &segments, log_end)?;
         let epochs = load_epoch_cache(&dir, &segments, log_start, log_end)?;
@@ -1206,6 +1210,11 @@ impl PartitionLog {
                 "cannot start the log at offset {offset}"
             )));
         }
+        // Every segment file goes: a running clean is stopped and kept out, as in
+        // `truncate_to`.
+        inner.clean_abort.fetch_add(1, Ordering::AcqRel);
+        let _cleaning = inner.clean_lock.lock().unwrap_or_else(|p| p.into_inner());
+        inner.clean_abort.fetch_sub(1, Ordering::AcqRel);
         let mut guard = inner.lock_append()?;
         inner.check_writable()?;
         // No sync may run across the restart: it would publish the old log end as durable.
@@ -1617,6 +1626,13 @@ impl LogInner {
         let kept: Vec<Arc<Segment>> = segments[..keep].to_vec();
         let dropped: Vec<Arc<Segment>> = segments[keep..].to_vec();
         let last = kept.last().cloned().ok_or(StorageError::Closed)?;
+        // The recovery point and the cleaner checkpoint come down first: were a file cut
+        // first, a crash (or a failed checkpoint write) in between would leave a
+        // checkpoint above the log end, and offsets appended again below it would pass
+        // for synced (recovery point) or already cleaned (cleaner checkpoint: a deleted
+        // key would come back).
+        let new_end = last.next_offset_after_truncate_to(offset)?;
+        self.lower_recovery_point(new_end)?;
         // Later segments go first, durably: were the kept segment cut first, a crash in
         // between would leave a gap that recovery cannot tell from a valid log.
         self.replace_segments(kept)?;
@@ -1625,11 +1641,15 @@ impl LogInner {
             segment.delete_files()?;
         }
         fsutil::sync_dir(&self.dir)?;
-        let new_end = last.truncate_to(offset)?;
+        let cut_end = last.truncate_to(offset)?;
+        if cut_end != new_end {
+            return Err(StorageError::InvalidArgument(format!(
+                "truncation to {offset} ended the log at {cut_end}, expected {new_end}"
+            )));
+        }
         if !dropped.is_empty() {
             last.unseal(config.segment_bytes, config.segment_index_bytes)?;
         }
-        self.lower_recovery_point(new_end)?;
         self.drop_pending_snapshot_above(new_end);
         self.log_end.store(new_end, Ordering::Release);
         self.durable.truncate(new_end);
@@ -1640,6 +1660,8 @@ impl LogInner {
     /// start and the log end.
     fn restart_at(&self, offset: i64) -> Result<()> {
         let config = self.config().clone();
+        // Checkpoints first, as in `truncate_segments`.
+        self.lower_recovery_point(offset)?;
         // Old files go first: the new segment may have the same base offset (name).
         for segment in self.snapshot().iter() {
             segment.delete_files()?;
@@ -1658,7 +1680,6 @@ impl LogInner {
             &self.dir.join(LOG_START_FILE),
             offset.to_string().as_bytes(),
         )?;
-        self.lower_recovery_point(offset)?;
         self.drop_pending_snapshot_above(offset);
         self.pending_recovery_point.store(offset, Ordering::Release);
         fsutil::sync_dir(&self.dir)?;
@@ -1668,9 +1689,10 @@ impl LogInner {
         Ok(())
     }
 
-    /// Keeps the recovery point at or below the log end after a truncation, so that
-    /// segments written later are not mistaken for synced ones after a crash. Caller
-    /// holds `sync_lock`.
+    /// Keeps the recovery point and the cleaner checkpoint at or below `log_end`, the log
+    /// end a truncation is about to leave (called before any file is cut), so that
+    /// segments written later are not mistaken for synced ones after a crash, nor their
+    /// offsets for cleaned ones. Caller holds `sync_lock`.
     fn lower_recovery_point(&self, log_end: i64) -> Result<()> {
         if self.recovery_point.load(Ordering::Acquire) > log_end {
             self.write_recovery_point(log_end)?;

@@ -77,9 +77,11 @@ fn fill(log: &PartitionLog, rounds: usize, codec: Compression) -> Vec<Bytes> {
         }
     }
     log.roll_if_due(i64::MAX).ok();
+    commit(log);
     batches
 }
 
+/// Rolls the active segment and commits everything (a clean stops at the high watermark).
 fn roll(log: &PartitionLog) {
     let before = log.config();
     let mut c = before.clone();
@@ -87,6 +89,25 @@ fn roll(log: &PartitionLog) {
     log.set_config(c);
     log.roll_if_due(i64::MAX / 2).unwrap();
     log.set_config(before);
+    commit(log);
+}
+
+/// Raises the high watermark to the log end, as a leader with every replica caught up.
+fn commit(log: &PartitionLog) {
+    log.advance_high_watermark(log.log_end_offset());
+}
+
+/// One batch of one record from producer `pid`.
+fn one(codec: Compression, pid: i64, seq: i32, ts: i64, key: &str, value: Option<&str>) -> Bytes {
+    let mut builder = BatchBuilder::new(codec).producer(pid, 0, seq);
+    builder.push(ts, Some(key.as_bytes()), value.map(str::as_bytes), &[]);
+    builder.build().unwrap()
+}
+
+fn checkpoint(dir: &Path) -> Option<i64> {
+    std::fs::read_to_string(dir.join(sluice_storage::cleaner::CHECKPOINT_FILE))
+        .ok()
+        .map(|s| s.trim().parse().unwrap())
 }
 
 #[test]
@@ -530,6 +551,7 @@ fn a_crash_at_any_step_of_a_clean_loses_nothing() {
                 "{op:?} #{skip}: {:?}",
                 list(dir.path())
             );
+            commit(&log);
             log.clean(&opts(2000)).unwrap();
             assert_eq!(contents(&log).len(), 10, "{op:?} #{skip}");
             log.abandon();
@@ -574,4 +596,98 @@ fn a_truncation_stops_a_running_clean_and_waits_for_it() {
     roll(&log);
     log.clean(&opts(3000)).unwrap();
     assert_eq!(contents(&log).len(), 10);
+}
+
+/// A truncation lowers the cleaner checkpoint before it cuts any file: when writing the
+/// checkpoint fails, nothing is cut, so no checkpoint is ever left above the log end.
+/// Had it been (the cut done, the checkpoint not), records appended again below it would
+/// pass for cleaned, and a key deleted there would come back once its tombstone goes.
+#[test]
+fn a_truncation_whose_checkpoint_write_fails_cuts_nothing_and_no_deleted_key_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    for i in 0..20 {
+        log.append(
+            &one(Compression::None, 1, i, 1000, &format!("f{i}"), Some("x")),
+            0,
+            1000,
+        )
+        .unwrap();
+    }
+    roll(&log);
+    assert_eq!(log.clean(&opts(1000)).unwrap().first_dirty_offset, 20);
+    let ckpt = dir.path().join(sluice_storage::cleaner::CHECKPOINT_FILE);
+    let fault = faults::arm(
+        Fault {
+            times: 1,
+            ..Fault::always(&ckpt, Op::Rename, libc_eio())
+        }
+        .on_this_thread(),
+    );
+    assert!(log.truncate_to(5).is_err());
+    drop(fault);
+    log.abandon();
+    let (log, _) = open(dir.path(), config(), false);
+    assert_eq!(log.log_end_offset(), 20, "nothing was cut");
+    assert_eq!(checkpoint(dir.path()), Some(20));
+    log.truncate_to(5).unwrap();
+    assert_eq!(checkpoint(dir.path()), Some(5));
+    appended_deleted_key_stays_deleted(&log);
+}
+
+/// Appends X, deletes it, appends more past offset 20 and cleans twice, long after the
+/// tombstone's horizon: X must not come back.
+fn appended_deleted_key_stays_deleted(log: &PartitionLog) {
+    let mut seq = 0;
+    let mut put = |key: &str, value: Option<&str>| {
+        log.append(&one(Compression::None, 2, seq, 1000, key, value), 0, 1000)
+            .unwrap();
+        seq += 1;
+    };
+    put("X", Some("secret"));
+    put("X", None);
+    for i in 0..20 {
+        put(&format!("g{i}"), Some("y"));
+    }
+    roll(log);
+    log.clean(&opts(2000)).unwrap();
+    put("z", Some("y"));
+    roll(log);
+    log.clean(&opts(5000)).unwrap();
+    let x: Vec<_> = contents(log)
+        .into_iter()
+        .filter(|(_, (k, _))| k == "X")
+        .collect();
+    assert!(x.is_empty(), "deleted key X is back: {x:?}");
+}
+
+/// A checkpoint above the log end (as a crash between a cut and the checkpoint write
+/// left it, before truncations lowered it first) is reset to the log start at open, and
+/// `cleanable` ignores one met while the log is open.
+#[test]
+fn a_checkpoint_above_the_log_end_counts_as_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    for i in 0..5 {
+        log.append(
+            &one(Compression::None, 1, i, 1000, &format!("f{i}"), Some("x")),
+            0,
+            1000,
+        )
+        .unwrap();
+    }
+    roll(&log);
+    log.close().unwrap();
+    let ckpt = dir.path().join(sluice_storage::cleaner::CHECKPOINT_FILE);
+    std::fs::write(&ckpt, "20\n").unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    assert_eq!(checkpoint(dir.path()), Some(0), "reset at open");
+    appended_deleted_key_stays_deleted(&log);
+    // Stale while open: `cleanable` and `clean` treat it as the log start.
+    let end = log.log_end_offset();
+    std::fs::write(&ckpt, format!("{}\n", end + 100)).unwrap();
+    assert_eq!(log.cleanable(&opts(6000)).unwrap().first_dirty_offset, 0);
+    let outcome = log.clean(&opts(6000)).unwrap();
+    assert_eq!(outcome.dirty_ratio_before, 1.0, "{outcome:?}");
+    assert_eq!(checkpoint(dir.path()), Some(end));
 }

@@ -58,7 +58,9 @@ pub use checkpoint::FILE as CHECKPOINT_FILE;
 pub use offset_map::{BYTES_PER_ENTRY, LOAD_FACTOR};
 pub use throttle::MAX_SLEEP;
 
-pub(crate) use checkpoint::{clamp as clamp_checkpoint, read as read_checkpoint};
+pub(crate) use checkpoint::{
+    clamp as clamp_checkpoint, read as read_checkpoint, reset_above as reset_checkpoint_above,
+};
 
 use crate::batch::{self, BatchHeader, Records, HEADER_SIZE};
 use crate::error::{Result, StorageError};
@@ -185,7 +187,11 @@ pub(crate) fn cleanable(
         count = i + 1;
         end = segment.next_offset();
     }
+    // A checkpoint above the log end is stale (see `checkpoint::reset_above`): the
+    // whole log is dirty, as Kafka resets it to the log start.
+    let log_end = segments.last().map_or(log_start, |s| s.next_offset());
     let first_dirty = checkpoint
+        .filter(|&c| c <= log_end)
         .unwrap_or(log_start)
         .max(log_start)
         .max(first_base);
