@@ -1331,8 +1331,9 @@ impl PartitionLog {
     /// crash-safely and moves the cleaner checkpoint. Runs on the caller's thread for as
     /// long as the clean takes (throttled by `opts`); appends and reads go on meanwhile,
     /// the append lock is taken only to swap each output segment in. Two cleans of one
-    /// log run one after the other. Refused (`InvalidArgument`) unless the log's config
-    /// says `compact`.
+    /// log run one after the other. Never cleans past the high watermark, whatever
+    /// `opts.max_offset` says. Refused (`InvalidArgument`) unless the log's config says
+    /// `compact`.
     pub fn clean(&self, opts: &CleanOptions) -> Result<CleanOutcome> {
         let inner = &self.inner;
         inner.check_writable()?;
@@ -1345,7 +1346,17 @@ impl PartitionLog {
         }
         let _cleaning = inner.clean_lock.lock().unwrap_or_else(|p| p.into_inner());
         inner.check_writable()?;
-        cleaner::run(inner, opts)
+        cleaner::run(inner, &self.bounded_by_high_watermark(opts))
+    }
+
+    /// `opts` with `max_offset` no higher than the high watermark: records not yet
+    /// committed may still be truncated away (a new leader's log wins), so no clean may
+    /// drop an older value for them, whatever the caller passed.
+    fn bounded_by_high_watermark(&self, opts: &CleanOptions) -> CleanOptions {
+        CleanOptions {
+            max_offset: opts.max_offset.min(self.high_watermark()),
+            ..opts.clone()
+        }
     }
 
     /// What a clean with `opts` would find (segment sizes only, no file read): the broker
@@ -1355,7 +1366,14 @@ impl PartitionLog {
         let inner = &self.inner;
         inner.check_loaded()?;
         let checkpoint = cleaner::read_checkpoint(&inner.dir)?;
-        Ok(cleaner::cleanable(&inner.snapshot(), self.log_start_offset(), checkpoint, opts).0)
+        let opts = self.bounded_by_high_watermark(opts);
+        Ok(cleaner::cleanable(
+            &inner.snapshot(),
+            self.log_start_offset(),
+            checkpoint,
+            &opts,
+        )
+        .0)
     }
 
     /// Rolls the active segment if `segment.ms` has passed, even with no append coming.

@@ -83,13 +83,18 @@ fn fill(log: &PartitionLog, rounds: usize, codec: Compression) -> Vec<Bytes> {
 
 /// Rolls the active segment and commits everything (a clean stops at the high watermark).
 fn roll(log: &PartitionLog) {
+    roll_uncommitted(log);
+    commit(log);
+}
+
+/// Rolls the active segment, leaving the high watermark where it is.
+fn roll_uncommitted(log: &PartitionLog) {
     let before = log.config();
     let mut c = before.clone();
     c.segment_ms = Some(0);
     log.set_config(c);
     log.roll_if_due(i64::MAX / 2).unwrap();
     log.set_config(before);
-    commit(log);
 }
 
 /// Raises the high watermark to the log end, as a leader with every replica caught up.
@@ -690,4 +695,44 @@ fn a_checkpoint_above_the_log_end_counts_as_the_log_start() {
     let outcome = log.clean(&opts(6000)).unwrap();
     assert_eq!(outcome.dirty_ratio_before, 1.0, "{outcome:?}");
     assert_eq!(checkpoint(dir.path()), Some(end));
+}
+
+/// Records above the high watermark may still be truncated away (a new leader's log
+/// wins): no clean drops an older value for them, even with the default (unbounded)
+/// `max_offset`.
+#[test]
+fn a_clean_never_passes_the_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    let mut seq = 0;
+    let mut put = |key: &str, value: &str| {
+        log.append(
+            &one(Compression::None, 1, seq, 1000, key, Some(value)),
+            0,
+            1000,
+        )
+        .unwrap();
+        seq += 1;
+    };
+    put("a", "1");
+    put("a", "2");
+    roll(&log);
+    put("b", "1");
+    put("b", "2");
+    roll_uncommitted(&log);
+    put("c", "1");
+    assert_eq!(log.high_watermark(), 2);
+    let unbounded = CleanOptions {
+        now_ms: 2000,
+        ..CleanOptions::default()
+    };
+    assert_eq!(log.cleanable(&unbounded).unwrap().end_offset, 2);
+    let outcome = log.clean(&unbounded).unwrap();
+    assert_eq!(outcome.first_dirty_offset, 2, "{outcome:?}");
+    let values: Vec<_> = contents(&log).into_values().collect();
+    assert_eq!(
+        values,
+        [("a", "2"), ("b", "1"), ("b", "2"), ("c", "1")]
+            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+    );
 }

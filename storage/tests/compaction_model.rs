@@ -290,6 +290,7 @@ proptest! {
                     let guard = fault.map(|(kind, skip, _)| {
                         faults::arm(Fault { skip, times: 1, ..Fault::always(dir.path(), FAULTS[kind], 5) }.on_this_thread())
                     });
+                    log.advance_high_watermark(model.hw);
                     let result = log.clean(&opts);
                     drop(guard);
                     match result {

@@ -88,8 +88,8 @@ pub struct CleanOptions {
     pub now_ms: i64,
     /// `log.cleaner.io.max.bytes.per.second` (read plus written); `None`: unlimited.
     pub io_max_bytes_per_sec: Option<u64>,
-    /// Only segments ending at or below this offset are cleaned: the high watermark or
-    /// the last stable offset.
+    /// Only segments ending at or below this offset are cleaned: the last stable offset,
+    /// say. The log's high watermark bounds it in any case (`PartitionLog::clean`).
     pub max_offset: i64,
 }
 
