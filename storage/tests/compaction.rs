@@ -736,3 +736,89 @@ fn a_clean_never_passes_the_high_watermark() {
             .map(|(k, v)| (k.to_string(), Some(v.to_string())))
     );
 }
+
+/// A `.log.swap` whose end offset cannot be trusted (a damaged base offset, which the
+/// CRC does not cover; a damaged body; batches that do not follow each other; an end
+/// where no segment starts, as if it covered the active segment) makes open refuse the
+/// log with `Unavailable` naming the file, and removes nothing: every segment, the active
+/// one included, is intact, and the log opens as before once the file is gone.
+#[test]
+fn a_damaged_swap_file_removes_no_segment() {
+    type Damage = fn(&Path, &mut Vec<u8>);
+    fn batch_starts(bytes: &[u8]) -> Vec<usize> {
+        let mut starts = Vec::new();
+        let mut pos = 0;
+        while pos < bytes.len() {
+            starts.push(pos);
+            pos += BatchHeader::new(&bytes[pos..]).unwrap().total_size() as usize;
+        }
+        starts
+    }
+    let damages: [(&str, Damage); 4] = [
+        ("last base offset far ahead", |_, bytes| {
+            let starts = batch_starts(bytes);
+            let last = *starts.last().unwrap();
+            bytes[last..last + 8].copy_from_slice(&1_000_000i64.to_be_bytes());
+        }),
+        ("a body byte flipped", |_, bytes| {
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x40;
+        }),
+        ("a batch missing in the middle", |_, bytes| {
+            let starts = batch_starts(bytes);
+            bytes.drain(starts[1]..starts[2]);
+        }),
+        ("every segment, the active one too", |dir, bytes| {
+            bytes.clear();
+            let mut logs: Vec<_> = list(dir)
+                .into_iter()
+                .filter(|(n, _)| n.ends_with(".log"))
+                .collect();
+            logs.sort();
+            for (name, _) in logs {
+                bytes.extend(std::fs::read(dir.join(name)).unwrap());
+            }
+        }),
+    ];
+    for (what, damage) in damages {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = open(dir.path(), config(), true);
+        for i in 0..100 {
+            let value = "x".repeat(40);
+            let batch = one(
+                Compression::None,
+                1,
+                i,
+                1000,
+                &format!("f{i}"),
+                Some(&value),
+            );
+            log.append(&batch, 0, 1000).unwrap();
+        }
+        let end = log.log_end_offset();
+        let segments = log.segment_count();
+        assert!(segments > 2);
+        log.close().unwrap();
+        let before = list(dir.path());
+        let mut bytes = std::fs::read(dir.path().join("00000000000000000000.log")).unwrap();
+        damage(dir.path(), &mut bytes);
+        let swap = dir.path().join("00000000000000000000.log.swap");
+        std::fs::write(&swap, &bytes).unwrap();
+        match PartitionLog::open(dir.path(), config(), &flusher(), false) {
+            Err(StorageError::Unavailable { reason, .. }) => {
+                assert!(reason.contains("log.swap"), "{what}: {reason}")
+            }
+            other => panic!("{what}: {:?}", other.map(|(l, _)| l.segment_count())),
+        }
+        let after: Vec<_> = list(dir.path())
+            .into_iter()
+            .filter(|(n, _)| !n.ends_with(".swap"))
+            .collect();
+        assert_eq!(after, before, "{what}: no file changed");
+        std::fs::remove_file(&swap).unwrap();
+        let (log, report) = open(dir.path(), config(), false);
+        assert!(report.damaged.is_empty(), "{what}");
+        assert_eq!((log.segment_count(), log.log_end_offset()), (segments, end));
+        assert_eq!(contents(&log).len(), 100, "{what}");
+    }
+}
