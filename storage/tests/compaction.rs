@@ -822,3 +822,45 @@ fn a_damaged_swap_file_removes_no_segment() {
         assert_eq!(contents(&log).len(), 100, "{what}");
     }
 }
+
+/// A compressed batch the cleaner empties is stored as a bare header with codec none
+/// (no body to decompress): it passes stored-batch validation, decodes to no record, and
+/// a follower accepts it from the leader.
+#[test]
+fn an_emptied_compressed_batch_has_no_codec_and_replicates() {
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = open(dir.path(), config(), true);
+        log.append(&one(codec, 1, 0, 1000, "k", Some("a")), 0, 1000)
+            .unwrap();
+        log.append(&one(codec, 1, 1, 1000, "k", Some("b")), 0, 1000)
+            .unwrap();
+        roll(&log);
+        log.clean(&opts(2000)).unwrap();
+        let batches = read_all(&log, 0);
+        let emptied = &batches[0];
+        let header = sluice_storage::batch::validate_stored_batch(emptied).unwrap();
+        assert_eq!(header.records_count(), 0);
+        assert_eq!(
+            header.compression().unwrap(),
+            Compression::None,
+            "{codec:?}"
+        );
+        assert_eq!(
+            Records::decode(Bytes::from(emptied.clone()))
+                .unwrap()
+                .count(),
+            0
+        );
+        let follower_dir = tempfile::tempdir().unwrap();
+        let (follower, _) = open(follower_dir.path(), config(), true);
+        follower.append_replicated(&batches.concat(), 1000).unwrap();
+        assert_eq!(follower.log_end_offset(), 2);
+        assert_eq!(contents(&follower), contents(&log), "{codec:?}");
+    }
+}
