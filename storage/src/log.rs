@@ -1109,11 +1109,18 @@ impl PartitionLog {
         let Some(segment) = best else {
             return Ok(None);
         };
-        let Some(batch) = segment.max_timestamp_batch()? else {
-            return Ok(None);
-        };
-        let max = BatchHeader::new(&batch)?.max_timestamp();
-        first_record_at_or_after(&batch, max, self.log_start_offset(), self.log_end_offset())
+        let (log_start, log_end) = (self.log_start_offset(), self.log_end_offset());
+        if let Some(batch) = segment.max_timestamp_batch()? {
+            let max = BatchHeader::new(&batch)?.max_timestamp();
+            let found = first_record_at_or_after(&batch, max, log_start, log_end)?;
+            if found.is_some_and(|f| f.timestamp == max) {
+                return Ok(found);
+            }
+        }
+        // The batch that set the segment's max timestamp holds no record with it: the
+        // cleaner emptied it (an emptied batch keeps its max timestamp, see
+        // `cleaner::filter`), or the record lies below the log start. Rare: scan.
+        max_record_timestamp(&segments, log_start, log_end)
     }
 
     /// Removes every record at or after `offset` (the batch containing `offset` goes too).
@@ -2604,6 +2611,50 @@ fn first_record_at_or_after(
         }
     }
     Ok(None)
+}
+
+/// The record with the largest timestamp in `[log_start, log_end)` (the first of equals),
+/// by a scan of `segments`; only batches whose max timestamp could beat the best so far
+/// are decoded. A segment whose batches stop framing (damage) is scanned up to there.
+fn max_record_timestamp(
+    segments: &[Arc<Segment>],
+    log_start: i64,
+    log_end: i64,
+) -> Result<Option<TimestampOffset>> {
+    let mut best: Option<TimestampOffset> = None;
+    for segment in segments.iter().filter(|s| s.next_offset() > log_start) {
+        let data = segment.bytes()?;
+        let mut position = 0;
+        for batch in batch::batches(&data) {
+            let Ok(batch) = batch else {
+                tracing::warn!(segment = %segment.log_path().display(), position, "max timestamp scan stops at a batch that does not frame");
+                break;
+            };
+            let start = position;
+            position += batch.len();
+            let header = BatchHeader::new(batch)?;
+            if header.records_count() == 0
+                || header.next_offset() <= log_start
+                || header.base_offset() >= log_end
+                || best.is_some_and(|b| header.max_timestamp() <= b.timestamp)
+            {
+                continue;
+            }
+            for record in Records::decode(data.slice(start..position))? {
+                let record = record?;
+                if record.offset < log_start || record.offset >= log_end {
+                    continue;
+                }
+                if best.is_none_or(|b| record.timestamp > b.timestamp) {
+                    best = Some(TimestampOffset {
+                        timestamp: record.timestamp,
+                        offset: record.offset,
+                    });
+                }
+            }
+        }
+    }
+    Ok(best)
 }
 
 /// Base offsets of the segments in `dir`, sorted; removes index files without a log.

@@ -864,3 +864,49 @@ fn an_emptied_compressed_batch_has_no_codec_and_replicates() {
         assert_eq!(contents(&follower), contents(&log), "{codec:?}");
     }
 }
+
+/// A clean that removes the record holding a segment's largest timestamp (a later value
+/// of its key has a smaller CreateTime): ListOffsets -3 names the largest timestamp of
+/// the records left, whether the batch that held it was rewritten or emptied, and
+/// retention.ms goes by the records kept in a rewritten batch.
+#[test]
+fn after_a_clean_the_max_timestamp_and_retention_go_by_the_records_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    // Emptied: the only record of batch 0 (timestamp 5000) is superseded.
+    log.append(&one(Compression::None, 1, 0, 5000, "k", Some("a")), 0, 1000)
+        .unwrap();
+    log.append(&one(Compression::None, 1, 1, 1000, "k", Some("b")), 0, 1000)
+        .unwrap();
+    log.append(&one(Compression::None, 1, 2, 900, "j", Some("c")), 0, 1000)
+        .unwrap();
+    roll(&log);
+    let before = log.max_timestamp_offset().unwrap().unwrap();
+    assert_eq!((before.timestamp, before.offset), (5000, 0));
+    log.clean(&opts(6000)).unwrap();
+    let after = log.max_timestamp_offset().unwrap().unwrap();
+    assert_eq!((after.timestamp, after.offset), (1000, 1));
+
+    // Rewritten: batch {m@5000, n@100} keeps only n.
+    let dir = tempfile::tempdir().unwrap();
+    let retention = LogConfig {
+        retention_ms: Some(1000),
+        ..config()
+    };
+    let (log, _) = open(dir.path(), retention, true);
+    let mut builder = BatchBuilder::new(Compression::Zstd).producer(1, 0, 0);
+    builder.push(5000, Some(b"m"), Some(b"1"), &[]);
+    builder.push(100, Some(b"n"), Some(b"1"), &[]);
+    log.append(&builder.build().unwrap(), 0, 1000).unwrap();
+    log.append(&one(Compression::None, 1, 2, 200, "m", Some("2")), 0, 1000)
+        .unwrap();
+    roll(&log);
+    log.append(&one(Compression::None, 1, 3, 9000, "o", Some("1")), 0, 9000)
+        .unwrap();
+    log.clean(&opts(6000)).unwrap();
+    let after = log.max_timestamp_offset().unwrap().unwrap();
+    assert_eq!((after.timestamp, after.offset), (9000, 3));
+    // The cleaned segment's newest record is 200 old: expired at 1201, not 5001.
+    let outcome = log.apply_retention(1300).unwrap();
+    assert_eq!(log.log_start_offset(), 3, "{outcome:?}");
+}
