@@ -475,14 +475,13 @@ fn a_corrupt_batch_stops_the_clean_and_changes_nothing() {
 }
 
 fn list(dir: &Path) -> Vec<(String, u64)> {
+    // A running clean may remove a file between the listing and its metadata.
     let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
         .unwrap()
-        .map(|e| {
+        .filter_map(|e| {
             let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                e.metadata().unwrap().len(),
-            )
+            let len = e.metadata().ok()?.len();
+            Some((e.file_name().to_string_lossy().into_owned(), len))
         })
         .collect();
     files.sort();
@@ -564,6 +563,175 @@ fn a_crash_at_any_step_of_a_clean_loses_nothing() {
     }
 }
 
+/// Polls (with a deadline, no fixed sleep) until a clean is writing its output: the
+/// first `.cleaned` file exists.
+fn wait_until_writing(dir: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !list(dir).iter().any(|(n, _)| n.ends_with(".log.cleaned")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clean never started writing"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// No cleaner output (`.cleaned`, `.swap`) is left in `dir`.
+fn assert_no_cleaner_files(dir: &Path) {
+    let files = list(dir);
+    assert!(
+        files
+            .iter()
+            .all(|(n, _)| !n.ends_with(".cleaned") && !n.ends_with(".swap")),
+        "{files:?}"
+    );
+}
+
+/// A clean of `fill(4)` (four segments) slow enough (about 4 KB/s) to act during it.
+fn slow_clean(
+    log: &PartitionLog,
+) -> std::thread::JoinHandle<sluice_storage::Result<sluice_storage::CleanOutcome>> {
+    let slow = CleanOptions {
+        io_max_bytes_per_sec: Some(4000),
+        ..opts(2000)
+    };
+    std::thread::spawn({
+        let log = log.clone();
+        move || log.clean(&slow)
+    })
+}
+
+/// Retention and DeleteRecords remove segments a running clean is rewriting: the clean
+/// does not swap its output in (the group changed), reports `interrupted`, leaves the
+/// checkpoint and no file behind, and the next clean works on what is left.
+#[test]
+fn retention_or_delete_records_during_a_clean_interrupts_its_swap() {
+    for by_retention in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = open(dir.path(), config(), true);
+        fill(&log, 4, Compression::None);
+        roll(&log);
+        let first_end = {
+            let mut segments = list(dir.path())
+                .into_iter()
+                .filter(|(n, _)| n.ends_with(".log"))
+                .map(|(n, _)| n[..20].parse::<i64>().unwrap())
+                .collect::<Vec<_>>();
+            segments.sort();
+            segments[1]
+        };
+        let cleaner = slow_clean(&log);
+        wait_until_writing(dir.path());
+        if by_retention {
+            // Every record is timestamped 1000: all sealed segments have expired.
+            log.set_config(LogConfig {
+                retention_ms: Some(100),
+                ..config()
+            });
+            assert!(log.apply_retention(5000).unwrap().segments_deleted > 0);
+        } else {
+            assert_eq!(log.delete_records_before(first_end).unwrap(), first_end);
+        }
+        let start = log.log_start_offset();
+        assert!(start >= first_end);
+        let outcome = cleaner.join().unwrap().unwrap();
+        assert!(outcome.interrupted, "{outcome:?}");
+        assert_eq!(outcome.segments_replaced, 0, "{outcome:?}");
+        assert_eq!(checkpoint(dir.path()), None);
+        assert_no_cleaner_files(dir.path());
+        let left = contents(&log);
+        assert!(left.keys().all(|&o| o >= start));
+        assert_eq!(left.len() as i64, log.log_end_offset() - start);
+        log.set_config(config());
+        let again = log.clean(&opts(3000)).unwrap();
+        assert!(!again.interrupted);
+        assert!(contents(&log).len() <= 10);
+        // Reopened, the log is the same.
+        let before = contents(&log);
+        log.close().unwrap();
+        let (log, report) = open(dir.path(), config(), true);
+        assert!(report.damaged.is_empty());
+        assert_eq!(contents(&log), before);
+    }
+}
+
+/// `truncate_fully_and_start_at` stops a running clean and waits for it, as a
+/// truncation does: when it returns, the clean has removed its output, and it reports
+/// `interrupted`.
+#[test]
+fn truncate_fully_and_start_at_stops_a_running_clean_and_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    fill(&log, 4, Compression::None);
+    roll(&log);
+    let cleaner = slow_clean(&log);
+    wait_until_writing(dir.path());
+    log.truncate_fully_and_start_at(1000).unwrap();
+    assert_no_cleaner_files(dir.path());
+    let outcome = cleaner.join().unwrap().unwrap();
+    assert!(outcome.interrupted, "{outcome:?}");
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.segment_count()
+        ),
+        (1000, 1000, 1)
+    );
+    assert!(checkpoint(dir.path()).is_none_or(|c| c <= 1000));
+    // The log goes on from 1000.
+    for i in 0..3 {
+        log.append(&one(Compression::None, 2, i, 1000, "k", Some("v")), 0, 1000)
+            .unwrap();
+    }
+    roll(&log);
+    log.clean(&opts(3000)).unwrap();
+    assert_eq!(contents(&log).keys().copied().collect::<Vec<_>>(), [1002]);
+}
+
+/// Files of a clean that never committed (`.cleaned` outputs, index `.swap` files without
+/// their `.log.swap`) are removed at open; the segments are intact.
+#[test]
+fn uncommitted_cleaner_files_are_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    fill(&log, 4, Compression::None);
+    let before = contents(&log);
+    let end = log.log_end_offset();
+    log.close().unwrap();
+    let files = list(dir.path());
+    let first = dir.path().join("00000000000000000000.log");
+    let junk = [
+        (
+            "00000000000000000000.log.cleaned",
+            std::fs::read(&first).unwrap(),
+        ),
+        ("00000000000000000000.index.cleaned", vec![0; 16]),
+        ("00000000000000000000.timeindex.cleaned", vec![0; 24]),
+        ("00000000000000000000.index.swap", vec![0; 16]),
+        ("00000000000000000000.timeindex.swap", vec![0; 24]),
+    ];
+    for (name, bytes) in &junk {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    for clean in [true, false] {
+        let (log, report) = open(dir.path(), config(), clean);
+        assert!(report.damaged.is_empty());
+        let names =
+            |files: Vec<(String, u64)>| files.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(
+            names(list(dir.path())),
+            names(files.clone()),
+            "only the leftovers went"
+        );
+        assert_eq!(
+            (log.log_end_offset(), contents(&log)),
+            (end, before.clone())
+        );
+        log.close().unwrap();
+    }
+}
+
 fn libc_eio() -> i32 {
     5
 }
@@ -585,7 +753,7 @@ fn a_truncation_stops_a_running_clean_and_waits_for_it() {
         let log = log.clone();
         move || log.clean(&slow)
     });
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_until_writing(dir.path());
     let started = std::time::Instant::now();
     log.truncate_to(25).unwrap();
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
