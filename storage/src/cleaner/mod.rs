@@ -16,7 +16,8 @@
 //!
 //! One clean, as Kafka's `Cleaner.doClean`:
 //! 1. The cleanable range: from the log start, the sealed segments that end at or below
-//!    the caller's bound (high watermark / last stable offset), whose largest timestamp
+//!    the caller's bound (last stable offset) and the high watermark (always applied by
+//!    `PartitionLog`), whose largest timestamp
 //!    is at least `min.compaction.lag.ms` old, without damage or a gap before them; it
 //!    stops at the first that is not. The active segment is never cleanable. The dirty
 //!    section is the part of that range at or after the checkpoint.
@@ -32,7 +33,8 @@
 //! each group takes the append lock (renames and two directory fsyncs). A group whose
 //! segments changed meanwhile (retention removed one) is not swapped: the clean stops
 //! there, reports `interrupted` and leaves the checkpoint. A truncation shrinks a
-//! segment file, which must not happen under the cleaner's reads of its mapping: it
+//! segment file (`truncate_fully_and_start_at` deletes them all), which must not happen
+//! under the cleaner's reads of its mapping: it
 //! asks the running clean to stop (checked before every batch; the clean then reports
 //! `interrupted`) and waits for it, as Kafka aborts cleaning before truncating. Readers holding a replaced segment keep its mapping, which stays valid
 //! after the file is unlinked (as with retention); new reads see the new segment.
