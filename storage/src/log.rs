@@ -428,6 +428,10 @@ impl PartitionLog {
         if report.bytes_truncated > 0 {
             tracing::warn!(dir = %dir.display(), bytes = report.bytes_truncated, log_end, "recovery truncated the log");
         }
+        // A cleaner checkpoint above the log end (left by a truncation of an earlier
+        // release, which cut files before it lowered the checkpoint) would call offsets
+        // appended from here "cleaned": reset to the log start, as Kafka does.
+        cleaner::reset_checkpoint_above(&dir, log_start, log_end)?;
         let active_base = segments.last().map_or(0, |s| s.base_offset());
         let producers = rebuild_producer_states(&dir, &segments, log_end)?;
         let epochs = load_epoch_cache(&dir, &segments, log_start, log_end)?;
@@ -1105,11 +1109,18 @@ impl PartitionLog {
         let Some(segment) = best else {
             return Ok(None);
         };
-        let Some(batch) = segment.max_timestamp_batch()? else {
-            return Ok(None);
-        };
-        let max = BatchHeader::new(&batch)?.max_timestamp();
-        first_record_at_or_after(&batch, max, self.log_start_offset(), self.log_end_offset())
+        let (log_start, log_end) = (self.log_start_offset(), self.log_end_offset());
+        if let Some(batch) = segment.max_timestamp_batch()? {
+            let max = BatchHeader::new(&batch)?.max_timestamp();
+            let found = first_record_at_or_after(&batch, max, log_start, log_end)?;
+            if found.is_some_and(|f| f.timestamp == max) {
+                return Ok(found);
+            }
+        }
+        // The batch that set the segment's max timestamp holds no record with it: the
+        // cleaner emptied it (an emptied batch keeps its max timestamp, see
+        // `cleaner::filter`), or the record lies below the log start. Rare: scan.
+        max_record_timestamp(&segments, log_start, log_end)
     }
 
     /// Removes every record at or after `offset` (the batch containing `offset` goes too).
@@ -1206,6 +1217,11 @@ impl PartitionLog {
                 "cannot start the log at offset {offset}"
             )));
         }
+        // Every segment file goes: a running clean is stopped and kept out, as in
+        // `truncate_to`.
+        inner.clean_abort.fetch_add(1, Ordering::AcqRel);
+        let _cleaning = inner.clean_lock.lock().unwrap_or_else(|p| p.into_inner());
+        inner.clean_abort.fetch_sub(1, Ordering::AcqRel);
         let mut guard = inner.lock_append()?;
         inner.check_writable()?;
         // No sync may run across the restart: it would publish the old log end as durable.
@@ -1322,8 +1338,9 @@ impl PartitionLog {
     /// crash-safely and moves the cleaner checkpoint. Runs on the caller's thread for as
     /// long as the clean takes (throttled by `opts`); appends and reads go on meanwhile,
     /// the append lock is taken only to swap each output segment in. Two cleans of one
-    /// log run one after the other. Refused (`InvalidArgument`) unless the log's config
-    /// says `compact`.
+    /// log run one after the other. Never cleans past the high watermark, whatever
+    /// `opts.max_offset` says. Refused (`InvalidArgument`) unless the log's config says
+    /// `compact`.
     pub fn clean(&self, opts: &CleanOptions) -> Result<CleanOutcome> {
         let inner = &self.inner;
         inner.check_writable()?;
@@ -1336,7 +1353,17 @@ impl PartitionLog {
         }
         let _cleaning = inner.clean_lock.lock().unwrap_or_else(|p| p.into_inner());
         inner.check_writable()?;
-        cleaner::run(inner, opts)
+        cleaner::run(inner, &self.bounded_by_high_watermark(opts))
+    }
+
+    /// `opts` with `max_offset` no higher than the high watermark: records not yet
+    /// committed may still be truncated away (a new leader's log wins), so no clean may
+    /// drop an older value for them, whatever the caller passed.
+    fn bounded_by_high_watermark(&self, opts: &CleanOptions) -> CleanOptions {
+        CleanOptions {
+            max_offset: opts.max_offset.min(self.high_watermark()),
+            ..opts.clone()
+        }
     }
 
     /// What a clean with `opts` would find (segment sizes only, no file read): the broker
@@ -1346,7 +1373,14 @@ impl PartitionLog {
         let inner = &self.inner;
         inner.check_loaded()?;
         let checkpoint = cleaner::read_checkpoint(&inner.dir)?;
-        Ok(cleaner::cleanable(&inner.snapshot(), self.log_start_offset(), checkpoint, opts).0)
+        let opts = self.bounded_by_high_watermark(opts);
+        Ok(cleaner::cleanable(
+            &inner.snapshot(),
+            self.log_start_offset(),
+            checkpoint,
+            &opts,
+        )
+        .0)
     }
 
     /// Rolls the active segment if `segment.ms` has passed, even with no append coming.
@@ -1617,6 +1651,13 @@ impl LogInner {
         let kept: Vec<Arc<Segment>> = segments[..keep].to_vec();
         let dropped: Vec<Arc<Segment>> = segments[keep..].to_vec();
         let last = kept.last().cloned().ok_or(StorageError::Closed)?;
+        // The recovery point and the cleaner checkpoint come down first: were a file cut
+        // first, a crash (or a failed checkpoint write) in between would leave a
+        // checkpoint above the log end, and offsets appended again below it would pass
+        // for synced (recovery point) or already cleaned (cleaner checkpoint: a deleted
+        // key would come back).
+        let new_end = last.next_offset_after_truncate_to(offset)?;
+        self.lower_recovery_point(new_end)?;
         // Later segments go first, durably: were the kept segment cut first, a crash in
         // between would leave a gap that recovery cannot tell from a valid log.
         self.replace_segments(kept)?;
@@ -1625,11 +1666,15 @@ impl LogInner {
             segment.delete_files()?;
         }
         fsutil::sync_dir(&self.dir)?;
-        let new_end = last.truncate_to(offset)?;
+        let cut_end = last.truncate_to(offset)?;
+        if cut_end != new_end {
+            return Err(StorageError::InvalidArgument(format!(
+                "truncation to {offset} ended the log at {cut_end}, expected {new_end}"
+            )));
+        }
         if !dropped.is_empty() {
             last.unseal(config.segment_bytes, config.segment_index_bytes)?;
         }
-        self.lower_recovery_point(new_end)?;
         self.drop_pending_snapshot_above(new_end);
         self.log_end.store(new_end, Ordering::Release);
         self.durable.truncate(new_end);
@@ -1640,6 +1685,8 @@ impl LogInner {
     /// start and the log end.
     fn restart_at(&self, offset: i64) -> Result<()> {
         let config = self.config().clone();
+        // Checkpoints first, as in `truncate_segments`.
+        self.lower_recovery_point(offset)?;
         // Old files go first: the new segment may have the same base offset (name).
         for segment in self.snapshot().iter() {
             segment.delete_files()?;
@@ -1658,7 +1705,6 @@ impl LogInner {
             &self.dir.join(LOG_START_FILE),
             offset.to_string().as_bytes(),
         )?;
-        self.lower_recovery_point(offset)?;
         self.drop_pending_snapshot_above(offset);
         self.pending_recovery_point.store(offset, Ordering::Release);
         fsutil::sync_dir(&self.dir)?;
@@ -1668,9 +1714,10 @@ impl LogInner {
         Ok(())
     }
 
-    /// Keeps the recovery point at or below the log end after a truncation, so that
-    /// segments written later are not mistaken for synced ones after a crash. Caller
-    /// holds `sync_lock`.
+    /// Keeps the recovery point and the cleaner checkpoint at or below `log_end`, the log
+    /// end a truncation is about to leave (called before any file is cut), so that
+    /// segments written later are not mistaken for synced ones after a crash, nor their
+    /// offsets for cleaned ones. Caller holds `sync_lock`.
     fn lower_recovery_point(&self, log_end: i64) -> Result<()> {
         if self.recovery_point.load(Ordering::Acquire) > log_end {
             self.write_recovery_point(log_end)?;
@@ -2564,6 +2611,50 @@ fn first_record_at_or_after(
         }
     }
     Ok(None)
+}
+
+/// The record with the largest timestamp in `[log_start, log_end)` (the first of equals),
+/// by a scan of `segments`; only batches whose max timestamp could beat the best so far
+/// are decoded. A segment whose batches stop framing (damage) is scanned up to there.
+fn max_record_timestamp(
+    segments: &[Arc<Segment>],
+    log_start: i64,
+    log_end: i64,
+) -> Result<Option<TimestampOffset>> {
+    let mut best: Option<TimestampOffset> = None;
+    for segment in segments.iter().filter(|s| s.next_offset() > log_start) {
+        let data = segment.bytes()?;
+        let mut position = 0;
+        for batch in batch::batches(&data) {
+            let Ok(batch) = batch else {
+                tracing::warn!(segment = %segment.log_path().display(), position, "max timestamp scan stops at a batch that does not frame");
+                break;
+            };
+            let start = position;
+            position += batch.len();
+            let header = BatchHeader::new(batch)?;
+            if header.records_count() == 0
+                || header.next_offset() <= log_start
+                || header.base_offset() >= log_end
+                || best.is_some_and(|b| header.max_timestamp() <= b.timestamp)
+            {
+                continue;
+            }
+            for record in Records::decode(data.slice(start..position))? {
+                let record = record?;
+                if record.offset < log_start || record.offset >= log_end {
+                    continue;
+                }
+                if best.is_none_or(|b| record.timestamp > b.timestamp) {
+                    best = Some(TimestampOffset {
+                        timestamp: record.timestamp,
+                        offset: record.offset,
+                    });
+                }
+            }
+        }
+    }
+    Ok(best)
 }
 
 /// Base offsets of the segments in `dir`, sorted; removes index files without a log.

@@ -1382,6 +1382,23 @@ impl Segment {
         self.release_file_if_synced()
     }
 
+    /// The next offset `truncate_to(offset)` would leave, without changing anything: the
+    /// base of the batch containing `offset`, or the current next offset when no batch
+    /// reaches it. Lets the log lower its checkpoints before it cuts any file.
+    pub(crate) fn next_offset_after_truncate_to(&self, offset: i64) -> Result<i64> {
+        let size = self.size();
+        let Some(map) = self.current_map()? else {
+            return Ok(self.base_offset);
+        };
+        let data = &map[..size.min(map.len() as u64) as usize];
+        let Some(position) = self.find_batch_position(data, offset)? else {
+            return Ok(self.next_offset());
+        };
+        BatchHeader::new(&data[position..])
+            .map(|h| h.base_offset())
+            .map_err(|e| self.corrupt(position, e))
+    }
+
     /// Drops every batch whose last offset is >= `offset` (the batch containing `offset`
     /// goes too). Returns the new next offset. Callers guarantee no reader holds bytes
     /// past the cut (see the module doc).

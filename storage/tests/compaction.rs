@@ -77,16 +77,42 @@ fn fill(log: &PartitionLog, rounds: usize, codec: Compression) -> Vec<Bytes> {
         }
     }
     log.roll_if_due(i64::MAX).ok();
+    commit(log);
     batches
 }
 
+/// Rolls the active segment and commits everything (a clean stops at the high watermark).
 fn roll(log: &PartitionLog) {
+    roll_uncommitted(log);
+    commit(log);
+}
+
+/// Rolls the active segment, leaving the high watermark where it is.
+fn roll_uncommitted(log: &PartitionLog) {
     let before = log.config();
     let mut c = before.clone();
     c.segment_ms = Some(0);
     log.set_config(c);
     log.roll_if_due(i64::MAX / 2).unwrap();
     log.set_config(before);
+}
+
+/// Raises the high watermark to the log end, as a leader with every replica caught up.
+fn commit(log: &PartitionLog) {
+    log.advance_high_watermark(log.log_end_offset());
+}
+
+/// One batch of one record from producer `pid`.
+fn one(codec: Compression, pid: i64, seq: i32, ts: i64, key: &str, value: Option<&str>) -> Bytes {
+    let mut builder = BatchBuilder::new(codec).producer(pid, 0, seq);
+    builder.push(ts, Some(key.as_bytes()), value.map(str::as_bytes), &[]);
+    builder.build().unwrap()
+}
+
+fn checkpoint(dir: &Path) -> Option<i64> {
+    std::fs::read_to_string(dir.join(sluice_storage::cleaner::CHECKPOINT_FILE))
+        .ok()
+        .map(|s| s.trim().parse().unwrap())
 }
 
 #[test]
@@ -449,14 +475,13 @@ fn a_corrupt_batch_stops_the_clean_and_changes_nothing() {
 }
 
 fn list(dir: &Path) -> Vec<(String, u64)> {
+    // A running clean may remove a file between the listing and its metadata.
     let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
         .unwrap()
-        .map(|e| {
+        .filter_map(|e| {
             let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                e.metadata().unwrap().len(),
-            )
+            let len = e.metadata().ok()?.len();
+            Some((e.file_name().to_string_lossy().into_owned(), len))
         })
         .collect();
     files.sort();
@@ -530,10 +555,181 @@ fn a_crash_at_any_step_of_a_clean_loses_nothing() {
                 "{op:?} #{skip}: {:?}",
                 list(dir.path())
             );
+            commit(&log);
             log.clean(&opts(2000)).unwrap();
             assert_eq!(contents(&log).len(), 10, "{op:?} #{skip}");
             log.abandon();
         }
+    }
+}
+
+/// Polls (with a deadline, no fixed sleep) until a clean is writing its output: the
+/// first `.cleaned` file exists.
+fn wait_until_writing(dir: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !list(dir).iter().any(|(n, _)| n.ends_with(".log.cleaned")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clean never started writing"
+        );
+        // A poll interval, not a wait for the condition: the loop ends as soon as it holds.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// No cleaner output (`.cleaned`, `.swap`) is left in `dir`.
+fn assert_no_cleaner_files(dir: &Path) {
+    let files = list(dir);
+    assert!(
+        files
+            .iter()
+            .all(|(n, _)| !n.ends_with(".cleaned") && !n.ends_with(".swap")),
+        "{files:?}"
+    );
+}
+
+/// A clean of `fill(4)` (four segments) slow enough (about 4 KB/s) to act during it.
+fn slow_clean(
+    log: &PartitionLog,
+) -> std::thread::JoinHandle<sluice_storage::Result<sluice_storage::CleanOutcome>> {
+    let slow = CleanOptions {
+        io_max_bytes_per_sec: Some(4000),
+        ..opts(2000)
+    };
+    std::thread::spawn({
+        let log = log.clone();
+        move || log.clean(&slow)
+    })
+}
+
+/// Retention and DeleteRecords remove segments a running clean is rewriting: the clean
+/// does not swap its output in (the group changed), reports `interrupted`, leaves the
+/// checkpoint and no file behind, and the next clean works on what is left.
+#[test]
+fn retention_or_delete_records_during_a_clean_interrupts_its_swap() {
+    for by_retention in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = open(dir.path(), config(), true);
+        fill(&log, 4, Compression::None);
+        roll(&log);
+        let first_end = {
+            let mut segments = list(dir.path())
+                .into_iter()
+                .filter(|(n, _)| n.ends_with(".log"))
+                .map(|(n, _)| n[..20].parse::<i64>().unwrap())
+                .collect::<Vec<_>>();
+            segments.sort();
+            segments[1]
+        };
+        let cleaner = slow_clean(&log);
+        wait_until_writing(dir.path());
+        if by_retention {
+            // Every record is timestamped 1000: all sealed segments have expired.
+            log.set_config(LogConfig {
+                retention_ms: Some(100),
+                ..config()
+            });
+            assert!(log.apply_retention(5000).unwrap().segments_deleted > 0);
+        } else {
+            assert_eq!(log.delete_records_before(first_end).unwrap(), first_end);
+        }
+        let start = log.log_start_offset();
+        assert!(start >= first_end);
+        let outcome = cleaner.join().unwrap().unwrap();
+        assert!(outcome.interrupted, "{outcome:?}");
+        assert_eq!(outcome.segments_replaced, 0, "{outcome:?}");
+        assert_eq!(checkpoint(dir.path()), None);
+        assert_no_cleaner_files(dir.path());
+        let left = contents(&log);
+        assert!(left.keys().all(|&o| o >= start));
+        assert_eq!(left.len() as i64, log.log_end_offset() - start);
+        log.set_config(config());
+        let again = log.clean(&opts(3000)).unwrap();
+        assert!(!again.interrupted);
+        assert!(contents(&log).len() <= 10);
+        // Reopened, the log is the same.
+        let before = contents(&log);
+        log.close().unwrap();
+        let (log, report) = open(dir.path(), config(), true);
+        assert!(report.damaged.is_empty());
+        assert_eq!(contents(&log), before);
+    }
+}
+
+/// `truncate_fully_and_start_at` stops a running clean and waits for it, as a
+/// truncation does: when it returns, the clean has removed its output, and it reports
+/// `interrupted`.
+#[test]
+fn truncate_fully_and_start_at_stops_a_running_clean_and_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    fill(&log, 4, Compression::None);
+    roll(&log);
+    let cleaner = slow_clean(&log);
+    wait_until_writing(dir.path());
+    log.truncate_fully_and_start_at(1000).unwrap();
+    assert_no_cleaner_files(dir.path());
+    let outcome = cleaner.join().unwrap().unwrap();
+    assert!(outcome.interrupted, "{outcome:?}");
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.segment_count()
+        ),
+        (1000, 1000, 1)
+    );
+    assert!(checkpoint(dir.path()).is_none_or(|c| c <= 1000));
+    // The log goes on from 1000.
+    for i in 0..3 {
+        log.append(&one(Compression::None, 2, i, 1000, "k", Some("v")), 0, 1000)
+            .unwrap();
+    }
+    roll(&log);
+    log.clean(&opts(3000)).unwrap();
+    assert_eq!(contents(&log).keys().copied().collect::<Vec<_>>(), [1002]);
+}
+
+/// Files of a clean that never committed (`.cleaned` outputs, index `.swap` files without
+/// their `.log.swap`) are removed at open; the segments are intact.
+#[test]
+fn uncommitted_cleaner_files_are_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    fill(&log, 4, Compression::None);
+    let before = contents(&log);
+    let end = log.log_end_offset();
+    log.close().unwrap();
+    let files = list(dir.path());
+    let first = dir.path().join("00000000000000000000.log");
+    let junk = [
+        (
+            "00000000000000000000.log.cleaned",
+            std::fs::read(&first).unwrap(),
+        ),
+        ("00000000000000000000.index.cleaned", vec![0; 16]),
+        ("00000000000000000000.timeindex.cleaned", vec![0; 24]),
+        ("00000000000000000000.index.swap", vec![0; 16]),
+        ("00000000000000000000.timeindex.swap", vec![0; 24]),
+    ];
+    for (name, bytes) in &junk {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    for clean in [true, false] {
+        let (log, report) = open(dir.path(), config(), clean);
+        assert!(report.damaged.is_empty());
+        let names =
+            |files: Vec<(String, u64)>| files.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(
+            names(list(dir.path())),
+            names(files.clone()),
+            "only the leftovers went"
+        );
+        assert_eq!(
+            (log.log_end_offset(), contents(&log)),
+            (end, before.clone())
+        );
+        log.close().unwrap();
     }
 }
 
@@ -558,7 +754,7 @@ fn a_truncation_stops_a_running_clean_and_waits_for_it() {
         let log = log.clone();
         move || log.clean(&slow)
     });
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_until_writing(dir.path());
     let started = std::time::Instant::now();
     log.truncate_to(25).unwrap();
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
@@ -574,4 +770,312 @@ fn a_truncation_stops_a_running_clean_and_waits_for_it() {
     roll(&log);
     log.clean(&opts(3000)).unwrap();
     assert_eq!(contents(&log).len(), 10);
+}
+
+/// A truncation lowers the cleaner checkpoint before it cuts any file: when writing the
+/// checkpoint fails, nothing is cut, so no checkpoint is ever left above the log end.
+/// Had it been (the cut done, the checkpoint not), records appended again below it would
+/// pass for cleaned, and a key deleted there would come back once its tombstone goes.
+#[test]
+fn a_truncation_whose_checkpoint_write_fails_cuts_nothing_and_no_deleted_key_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    for i in 0..20 {
+        log.append(
+            &one(Compression::None, 1, i, 1000, &format!("f{i}"), Some("x")),
+            0,
+            1000,
+        )
+        .unwrap();
+    }
+    roll(&log);
+    assert_eq!(log.clean(&opts(1000)).unwrap().first_dirty_offset, 20);
+    let ckpt = dir.path().join(sluice_storage::cleaner::CHECKPOINT_FILE);
+    let fault = faults::arm(
+        Fault {
+            times: 1,
+            ..Fault::always(&ckpt, Op::Rename, libc_eio())
+        }
+        .on_this_thread(),
+    );
+    assert!(log.truncate_to(5).is_err());
+    drop(fault);
+    log.abandon();
+    let (log, _) = open(dir.path(), config(), false);
+    assert_eq!(log.log_end_offset(), 20, "nothing was cut");
+    assert_eq!(checkpoint(dir.path()), Some(20));
+    log.truncate_to(5).unwrap();
+    assert_eq!(checkpoint(dir.path()), Some(5));
+    appended_deleted_key_stays_deleted(&log);
+}
+
+/// Appends X, deletes it, appends more past offset 20 and cleans twice, long after the
+/// tombstone's horizon: X must not come back.
+fn appended_deleted_key_stays_deleted(log: &PartitionLog) {
+    let mut seq = 0;
+    let mut put = |key: &str, value: Option<&str>| {
+        log.append(&one(Compression::None, 2, seq, 1000, key, value), 0, 1000)
+            .unwrap();
+        seq += 1;
+    };
+    put("X", Some("secret"));
+    put("X", None);
+    for i in 0..20 {
+        put(&format!("g{i}"), Some("y"));
+    }
+    roll(log);
+    log.clean(&opts(2000)).unwrap();
+    put("z", Some("y"));
+    roll(log);
+    log.clean(&opts(5000)).unwrap();
+    let x: Vec<_> = contents(log)
+        .into_iter()
+        .filter(|(_, (k, _))| k == "X")
+        .collect();
+    assert!(x.is_empty(), "deleted key X is back: {x:?}");
+}
+
+/// A checkpoint above the log end (as a crash between a cut and the checkpoint write
+/// left it, before truncations lowered it first) is reset to the log start at open, and
+/// `cleanable` ignores one met while the log is open.
+#[test]
+fn a_checkpoint_above_the_log_end_counts_as_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    for i in 0..5 {
+        log.append(
+            &one(Compression::None, 1, i, 1000, &format!("f{i}"), Some("x")),
+            0,
+            1000,
+        )
+        .unwrap();
+    }
+    roll(&log);
+    log.close().unwrap();
+    let ckpt = dir.path().join(sluice_storage::cleaner::CHECKPOINT_FILE);
+    std::fs::write(&ckpt, "20\n").unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    assert_eq!(checkpoint(dir.path()), Some(0), "reset at open");
+    appended_deleted_key_stays_deleted(&log);
+    // Stale while open: `cleanable` and `clean` treat it as the log start.
+    let end = log.log_end_offset();
+    std::fs::write(&ckpt, format!("{}\n", end + 100)).unwrap();
+    assert_eq!(log.cleanable(&opts(6000)).unwrap().first_dirty_offset, 0);
+    let outcome = log.clean(&opts(6000)).unwrap();
+    assert_eq!(outcome.dirty_ratio_before, 1.0, "{outcome:?}");
+    assert_eq!(checkpoint(dir.path()), Some(end));
+}
+
+/// Records above the high watermark may still be truncated away (a new leader's log
+/// wins): no clean drops an older value for them, even with the default (unbounded)
+/// `max_offset`.
+#[test]
+fn a_clean_never_passes_the_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    let mut seq = 0;
+    let mut put = |key: &str, value: &str| {
+        log.append(
+            &one(Compression::None, 1, seq, 1000, key, Some(value)),
+            0,
+            1000,
+        )
+        .unwrap();
+        seq += 1;
+    };
+    put("a", "1");
+    put("a", "2");
+    roll(&log);
+    put("b", "1");
+    put("b", "2");
+    roll_uncommitted(&log);
+    put("c", "1");
+    assert_eq!(log.high_watermark(), 2);
+    let unbounded = CleanOptions {
+        now_ms: 2000,
+        ..CleanOptions::default()
+    };
+    assert_eq!(log.cleanable(&unbounded).unwrap().end_offset, 2);
+    let outcome = log.clean(&unbounded).unwrap();
+    assert_eq!(outcome.first_dirty_offset, 2, "{outcome:?}");
+    let values: Vec<_> = contents(&log).into_values().collect();
+    assert_eq!(
+        values,
+        [("a", "2"), ("b", "1"), ("b", "2"), ("c", "1")]
+            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+    );
+}
+
+/// A `.log.swap` whose end offset cannot be trusted (a damaged base offset, which the
+/// CRC does not cover; a damaged body; batches that do not follow each other; an end
+/// where no segment starts, as if it covered the active segment) makes open refuse the
+/// log with `Unavailable` naming the file, and removes nothing: every segment, the active
+/// one included, is intact, and the log opens as before once the file is gone.
+#[test]
+fn a_damaged_swap_file_removes_no_segment() {
+    type Damage = fn(&Path, &mut Vec<u8>);
+    fn batch_starts(bytes: &[u8]) -> Vec<usize> {
+        let mut starts = Vec::new();
+        let mut pos = 0;
+        while pos < bytes.len() {
+            starts.push(pos);
+            pos += BatchHeader::new(&bytes[pos..]).unwrap().total_size() as usize;
+        }
+        starts
+    }
+    let damages: [(&str, Damage); 4] = [
+        ("last base offset far ahead", |_, bytes| {
+            let starts = batch_starts(bytes);
+            let last = *starts.last().unwrap();
+            bytes[last..last + 8].copy_from_slice(&1_000_000i64.to_be_bytes());
+        }),
+        ("a body byte flipped", |_, bytes| {
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x40;
+        }),
+        ("a batch missing in the middle", |_, bytes| {
+            let starts = batch_starts(bytes);
+            bytes.drain(starts[1]..starts[2]);
+        }),
+        ("every segment, the active one too", |dir, bytes| {
+            bytes.clear();
+            let mut logs: Vec<_> = list(dir)
+                .into_iter()
+                .filter(|(n, _)| n.ends_with(".log"))
+                .collect();
+            logs.sort();
+            for (name, _) in logs {
+                bytes.extend(std::fs::read(dir.join(name)).unwrap());
+            }
+        }),
+    ];
+    for (what, damage) in damages {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = open(dir.path(), config(), true);
+        for i in 0..100 {
+            let value = "x".repeat(40);
+            let batch = one(
+                Compression::None,
+                1,
+                i,
+                1000,
+                &format!("f{i}"),
+                Some(&value),
+            );
+            log.append(&batch, 0, 1000).unwrap();
+        }
+        let end = log.log_end_offset();
+        let segments = log.segment_count();
+        assert!(segments > 2);
+        log.close().unwrap();
+        let before = list(dir.path());
+        let mut bytes = std::fs::read(dir.path().join("00000000000000000000.log")).unwrap();
+        damage(dir.path(), &mut bytes);
+        let swap = dir.path().join("00000000000000000000.log.swap");
+        std::fs::write(&swap, &bytes).unwrap();
+        match PartitionLog::open(dir.path(), config(), &flusher(), false) {
+            Err(StorageError::Unavailable { reason, .. }) => {
+                assert!(reason.contains("log.swap"), "{what}: {reason}")
+            }
+            other => panic!("{what}: {:?}", other.map(|(l, _)| l.segment_count())),
+        }
+        let after: Vec<_> = list(dir.path())
+            .into_iter()
+            .filter(|(n, _)| !n.ends_with(".swap"))
+            .collect();
+        assert_eq!(after, before, "{what}: no file changed");
+        std::fs::remove_file(&swap).unwrap();
+        let (log, report) = open(dir.path(), config(), false);
+        assert!(report.damaged.is_empty(), "{what}");
+        assert_eq!((log.segment_count(), log.log_end_offset()), (segments, end));
+        assert_eq!(contents(&log).len(), 100, "{what}");
+    }
+}
+
+/// A compressed batch the cleaner empties is stored as a bare header with codec none
+/// (no body to decompress): it passes stored-batch validation, decodes to no record, and
+/// a follower accepts it from the leader.
+#[test]
+fn an_emptied_compressed_batch_has_no_codec_and_replicates() {
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = open(dir.path(), config(), true);
+        log.append(&one(codec, 1, 0, 1000, "k", Some("a")), 0, 1000)
+            .unwrap();
+        log.append(&one(codec, 1, 1, 1000, "k", Some("b")), 0, 1000)
+            .unwrap();
+        roll(&log);
+        log.clean(&opts(2000)).unwrap();
+        let batches = read_all(&log, 0);
+        let emptied = &batches[0];
+        let header = sluice_storage::batch::validate_stored_batch(emptied).unwrap();
+        assert_eq!(header.records_count(), 0);
+        assert_eq!(
+            header.compression().unwrap(),
+            Compression::None,
+            "{codec:?}"
+        );
+        assert_eq!(
+            Records::decode(Bytes::from(emptied.clone()))
+                .unwrap()
+                .count(),
+            0
+        );
+        let follower_dir = tempfile::tempdir().unwrap();
+        let (follower, _) = open(follower_dir.path(), config(), true);
+        follower.append_replicated(&batches.concat(), 1000).unwrap();
+        assert_eq!(follower.log_end_offset(), 2);
+        assert_eq!(contents(&follower), contents(&log), "{codec:?}");
+    }
+}
+
+/// A clean that removes the record holding a segment's largest timestamp (a later value
+/// of its key has a smaller CreateTime): ListOffsets -3 names the largest timestamp of
+/// the records left, whether the batch that held it was rewritten or emptied, and
+/// retention.ms goes by the records kept in a rewritten batch.
+#[test]
+fn after_a_clean_the_max_timestamp_and_retention_go_by_the_records_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    // Emptied: the only record of batch 0 (timestamp 5000) is superseded.
+    log.append(&one(Compression::None, 1, 0, 5000, "k", Some("a")), 0, 1000)
+        .unwrap();
+    log.append(&one(Compression::None, 1, 1, 1000, "k", Some("b")), 0, 1000)
+        .unwrap();
+    log.append(&one(Compression::None, 1, 2, 900, "j", Some("c")), 0, 1000)
+        .unwrap();
+    roll(&log);
+    let before = log.max_timestamp_offset().unwrap().unwrap();
+    assert_eq!((before.timestamp, before.offset), (5000, 0));
+    log.clean(&opts(6000)).unwrap();
+    let after = log.max_timestamp_offset().unwrap().unwrap();
+    assert_eq!((after.timestamp, after.offset), (1000, 1));
+
+    // Rewritten: batch {m@5000, n@100} keeps only n.
+    let dir = tempfile::tempdir().unwrap();
+    let retention = LogConfig {
+        retention_ms: Some(1000),
+        ..config()
+    };
+    let (log, _) = open(dir.path(), retention, true);
+    let mut builder = BatchBuilder::new(Compression::Zstd).producer(1, 0, 0);
+    builder.push(5000, Some(b"m"), Some(b"1"), &[]);
+    builder.push(100, Some(b"n"), Some(b"1"), &[]);
+    log.append(&builder.build().unwrap(), 0, 1000).unwrap();
+    log.append(&one(Compression::None, 1, 2, 200, "m", Some("2")), 0, 1000)
+        .unwrap();
+    roll(&log);
+    log.append(&one(Compression::None, 1, 3, 9000, "o", Some("1")), 0, 9000)
+        .unwrap();
+    log.clean(&opts(6000)).unwrap();
+    let after = log.max_timestamp_offset().unwrap().unwrap();
+    assert_eq!((after.timestamp, after.offset), (9000, 3));
+    // The cleaned segment's newest record is 200 old: expired at 1201, not 5001.
+    let outcome = log.apply_retention(1300).unwrap();
+    assert_eq!(log.log_start_offset(), 3, "{outcome:?}");
 }

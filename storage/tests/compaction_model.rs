@@ -117,9 +117,11 @@ struct Model {
     log_end: i64,
     /// Non-tombstone records at or after this must all be stored.
     protected_from: i64,
-    /// Clock of the first clean after each tombstone was produced (it may have stamped
-    /// the tombstone then, at the earliest), by offset; and the latest clean's clock.
-    first_clean_after: BTreeMap<i64, i64>,
+    /// The earliest delete horizon each tombstone may have, by offset: over every clean
+    /// since it was produced (any may have stamped it), the least `now +
+    /// delete.retention.ms`, and at least `now + 1` (the clean that stamps it does not
+    /// remove it, only a later one can). The latest clean's clock.
+    earliest_horizon: BTreeMap<i64, i64>,
     last_clean_ms: i64,
     /// The producer's last batch, for the retry check.
     last_batch: Option<(Bytes, i64)>,
@@ -201,12 +203,14 @@ fn check(log: &PartitionLog, model: &Model) -> Result<(), TestCaseError> {
                     key,
                     offset
                 );
-                let stamped = model.first_clean_after.get(&offset).copied();
+                let horizon = model.earliest_horizon.get(&offset).copied();
                 prop_assert!(
-                    stamped.is_some_and(|t| model.last_clean_ms >= t),
-                    "tombstone {} of {} went before a clean could stamp it",
+                    horizon.is_some_and(|h| model.last_clean_ms >= h),
+                    "tombstone {} of {} went before its delete horizon {:?} (last clean at {})",
                     offset,
-                    key
+                    key,
+                    horizon,
+                    model.last_clean_ms
                 );
             }
         }
@@ -280,16 +284,22 @@ proptest! {
                         io_max_bytes_per_sec: None,
                         max_offset: model.hw,
                     };
-                    // Tombstones this clean may stamp (at the earliest) are those produced so far.
+                    // Tombstones this clean may stamp are those produced so far.
+                    let horizon = now.saturating_add(retention_ms).max(now + 1);
                     for (offset, rec) in &model.records {
                         if rec.value.is_none() {
-                            model.first_clean_after.entry(*offset).or_insert(now);
+                            model
+                                .earliest_horizon
+                                .entry(*offset)
+                                .and_modify(|h| *h = (*h).min(horizon))
+                                .or_insert(horizon);
                         }
                     }
                     model.last_clean_ms = now;
                     let guard = fault.map(|(kind, skip, _)| {
                         faults::arm(Fault { skip, times: 1, ..Fault::always(dir.path(), FAULTS[kind], 5) }.on_this_thread())
                     });
+                    log.advance_high_watermark(model.hw);
                     let result = log.clean(&opts);
                     drop(guard);
                     match result {
@@ -316,7 +326,7 @@ proptest! {
                     model.batches.retain(|&(_, next)| next <= target);
                     let end = model.batches.last().map_or(0, |&(_, next)| next);
                     model.records.retain(|&offset, _| offset < end);
-                    model.first_clean_after.retain(|&offset, _| offset < end);
+                    model.earliest_horizon.retain(|&offset, _| offset < end);
                     model.log_end = end;
                     model.hw = model.hw.min(end);
                     model.protected_from = model.protected_from.min(end);

@@ -25,7 +25,20 @@ pub(crate) fn write(dir: &Path, offset: i64) -> Result<()> {
     fsutil::write_atomically(&dir.join(FILE), format!("{offset}\n").as_bytes())
 }
 
-/// After a truncation to `log_end`: a checkpoint past the new end would call offsets
+/// At open: a checkpoint above the log end cannot describe this log (a truncation
+/// cut below it and a crash stopped the checkpoint from following): it is reset to the
+/// log start, as Kafka's cleaner manager resets an out-of-range checkpoint.
+pub(crate) fn reset_above(dir: &Path, log_start: i64, log_end: i64) -> Result<()> {
+    match read(dir)? {
+        Some(offset) if offset > log_end => {
+            tracing::warn!(dir = %dir.display(), checkpoint = offset, log_end, "cleaner checkpoint above the log end; resetting it to the log start");
+            write(dir, log_start)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Before a truncation to `log_end`: a checkpoint past the new end would call offsets
 /// appended later "clean" although no clean saw them, so it is lowered.
 pub(crate) fn clamp(dir: &Path, log_end: i64) -> Result<()> {
     match read(dir)? {

@@ -16,30 +16,42 @@
 //!
 //! The output keeps the batch's header fields: base offset, last offset delta (so the
 //! batch still spans the same offsets and the next batch still follows it), partition
-//! leader epoch, producer id/epoch/base sequence, max timestamp, codec. Kept records keep
-//! their exact bytes (offset and timestamp deltas, headers); only the length, the record
-//! count, the CRC and, when stamping, the base timestamp and the attribute bit change.
+//! leader epoch, producer id/epoch/base sequence, codec, timestamp type. Kept records
+//! keep their exact bytes (offset and timestamp deltas, headers); only the length, the
+//! record count, the CRC, the max timestamp (CreateTime: the largest of the records
+//! kept, as Kafka's `filterTo` computes it, so that ListOffsets -3, the time index and
+//! retention.ms do not go by a removed record) and, when stamping, the base timestamp
+//! and the attribute bit change.
 //! A compressed batch is decompressed, filtered and compressed again with its codec (at
 //! the codec's default level; the producer's level is not recorded). A batch whose every
 //! record is kept and that needs no stamp is not rewritten at all.
 //!
 //! A batch whose every record goes is kept as a bare 61-byte header with a record count
-//! of 0 (Kafka writes the same for a producer's last batch): segment scans here check
-//! that each batch starts where the previous one ended, and producer state is rebuilt
-//! from batch headers, so keeping every header keeps both intact.
+//! of 0 and codec none (Kafka's `writeEmptyHeader` for a producer's last batch): segment
+//! scans here check that each batch starts where the previous one ended, and producer
+//! state is rebuilt from batch headers, so keeping every header keeps both intact. Its
+//! max timestamp stays what it was, as in Kafka: no read returns a record of it, and a
+//! segment holding only such batches still ages out by retention.ms from its old
+//! timestamps (a fresh value, or none, which falls back to the file's modification time,
+//! would keep it forever under frequent cleans). ListOffsets -3 therefore does not trust
+//! a segment's max timestamp alone (see `PartitionLog::max_timestamp_offset`).
 
 use bytes::Bytes;
 
 use super::offset_map::OffsetMap;
 use crate::batch::header::{
-    ATTRIBUTES_AT, BASE_TIMESTAMP_AT, CRC_AT, DELETE_HORIZON_BIT, LENGTH_AT, RECORDS_COUNT_AT,
+    ATTRIBUTES_AT, BASE_TIMESTAMP_AT, CRC_AT, DELETE_HORIZON_BIT, LENGTH_AT, MAX_TIMESTAMP_AT,
+    RECORDS_COUNT_AT,
 };
 use crate::batch::varint::{decode_varint, decode_varlong, encode_varint, encode_varlong};
 use crate::batch::{
     compute_crc, validate_stored_batch, Compression, Records, TimestampType, HEADER_SIZE,
-    LOG_OVERHEAD,
+    LOG_OVERHEAD, NO_TIMESTAMP,
 };
 use crate::error::BatchError;
+
+/// The attribute bits naming the compression codec.
+const CODEC_MASK: i16 = 0x07;
 
 /// What decides a record's fate.
 pub(crate) struct Policy<'a> {
@@ -159,11 +171,28 @@ pub(crate) fn filter_batch(batch: &Bytes, policy: &Policy<'_>) -> Result<FilterR
         reason: format!("{} records kept", kept.len()),
     })?;
     out[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&count.to_be_bytes());
+    let mut attributes = header.attributes();
     if let Some(new_base) = stamp {
-        let attributes = header.attributes() | DELETE_HORIZON_BIT;
-        out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+        attributes |= DELETE_HORIZON_BIT;
         out[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8].copy_from_slice(&new_base.to_be_bytes());
     }
+    if kept.is_empty() {
+        // No body to decompress: an emptied batch says so (Kafka's `writeEmptyHeader`
+        // writes codec none too), or a reader would try to decompress nothing.
+        attributes &= !CODEC_MASK;
+    } else if !log_append_time {
+        // The largest timestamp of the records kept, not of the ones removed: ListOffsets
+        // -3, the time index and retention.ms go by it (Kafka's `filterTo` rebuilds a
+        // kept batch's max timestamp the same way). LogAppendTime records all carry the
+        // header's max timestamp, which stays.
+        let max = kept
+            .iter()
+            .map(|&(_, _, ts)| ts)
+            .max()
+            .unwrap_or(NO_TIMESTAMP);
+        out[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max.to_be_bytes());
+    }
+    out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
     let crc = compute_crc(&out);
     out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(FilterResult {
@@ -258,9 +287,13 @@ mod tests {
         assert_eq!(a.producer_id(), b.producer_id());
         assert_eq!(a.producer_epoch(), b.producer_epoch());
         assert_eq!(a.base_sequence(), b.base_sequence());
-        assert_eq!(a.max_timestamp(), b.max_timestamp());
-        assert_eq!(a.compression().unwrap(), b.compression().unwrap());
         assert_eq!(a.timestamp_type(), b.timestamp_type());
+        assert_eq!(a.is_transactional(), b.is_transactional());
+    }
+
+    /// The largest timestamp of `batch`'s records.
+    fn max_record_timestamp(batch: &[u8]) -> i64 {
+        records(batch).iter().map(|r| r.timestamp).max().unwrap()
     }
 
     #[test]
@@ -284,7 +317,10 @@ mod tests {
             let out = rewritten(&result);
             validate_stored_batch(out).expect("valid CRC and framing");
             assert_same_header(&input, out);
-            assert_eq!(BatchHeader::new(out).unwrap().records_count(), 2);
+            let header = BatchHeader::new(out).unwrap();
+            assert_eq!(header.compression().unwrap(), codec);
+            assert_eq!(header.records_count(), 2);
+            assert_eq!(header.max_timestamp(), 1003);
             let before = records(&input);
             let after = records(out);
             assert_eq!(
@@ -318,6 +354,12 @@ mod tests {
             assert_same_header(&input, out);
             let header = BatchHeader::new(out).unwrap();
             assert_eq!(header.records_count(), 0);
+            assert_eq!(header.compression().unwrap(), Compression::None, "no body");
+            assert_eq!(
+                header.max_timestamp(),
+                BatchHeader::new(&input).unwrap().max_timestamp(),
+                "kept, as Kafka's writeEmptyHeader"
+            );
             assert_eq!(
                 header.last_sequence(),
                 BatchHeader::new(&input).unwrap().last_sequence()
@@ -338,6 +380,7 @@ mod tests {
             validate_stored_batch(&stamped).unwrap();
             assert_same_header(&input, &stamped);
             let header = BatchHeader::new(&stamped).unwrap();
+            assert_eq!(header.max_timestamp(), 1001, "the kept records' largest");
             assert!(header.has_delete_horizon());
             assert_eq!(header.base_timestamp(), 5500);
             let kept = records(&stamped);
@@ -357,6 +400,31 @@ mod tests {
             validate_stored_batch(out).unwrap();
             assert_eq!(records(out), vec![before[1].clone()]);
         }
+    }
+
+    #[test]
+    fn a_rewritten_batch_carries_the_max_timestamp_of_the_records_it_keeps() {
+        for codec in ALL {
+            // Timestamps 1000, 1001, 1002: the newest record goes.
+            let input = batch(codec, 0, &[("a", Some("1")), ("b", Some("2")), ("c", None)]);
+            let mut map = OffsetMap::with_buffer(1 << 12);
+            map.put(b"c", 9);
+            let out = filter_batch(&input, &policy(&map, 0)).unwrap();
+            let out = rewritten(&out);
+            validate_stored_batch(out).unwrap();
+            assert_eq!(BatchHeader::new(out).unwrap().max_timestamp(), 1001);
+            assert_eq!(max_record_timestamp(out), 1001, "{codec:?}");
+        }
+        // LogAppendTime: every record reads as the header's max timestamp, which stays.
+        let mut input = batch(Compression::None, 0, &[("a", Some("1")), ("c", Some("2"))]).to_vec();
+        crate::batch::patch_log_append_time(&mut input, 7777);
+        let mut map = OffsetMap::with_buffer(1 << 12);
+        map.put(b"c", 9);
+        let out = filter_batch(&Bytes::from(input), &policy(&map, 0)).unwrap();
+        let out = rewritten(&out);
+        validate_stored_batch(out).unwrap();
+        assert_eq!(BatchHeader::new(out).unwrap().max_timestamp(), 7777);
+        assert_eq!(max_record_timestamp(out), 7777);
     }
 
     #[test]

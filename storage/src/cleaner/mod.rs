@@ -16,7 +16,8 @@
 //!
 //! One clean, as Kafka's `Cleaner.doClean`:
 //! 1. The cleanable range: from the log start, the sealed segments that end at or below
-//!    the caller's bound (high watermark / last stable offset), whose largest timestamp
+//!    the caller's bound (last stable offset) and the high watermark (always applied by
+//!    `PartitionLog`), whose largest timestamp
 //!    is at least `min.compaction.lag.ms` old, without damage or a gap before them; it
 //!    stops at the first that is not. The active segment is never cleanable. The dirty
 //!    section is the part of that range at or after the checkpoint.
@@ -32,7 +33,8 @@
 //! each group takes the append lock (renames and two directory fsyncs). A group whose
 //! segments changed meanwhile (retention removed one) is not swapped: the clean stops
 //! there, reports `interrupted` and leaves the checkpoint. A truncation shrinks a
-//! segment file, which must not happen under the cleaner's reads of its mapping: it
+//! segment file (`truncate_fully_and_start_at` deletes them all), which must not happen
+//! under the cleaner's reads of its mapping: it
 //! asks the running clean to stop (checked before every batch; the clean then reports
 //! `interrupted`) and waits for it, as Kafka aborts cleaning before truncating. Readers holding a replaced segment keep its mapping, which stays valid
 //! after the file is unlinked (as with retention); new reads see the new segment.
@@ -58,7 +60,9 @@ pub use checkpoint::FILE as CHECKPOINT_FILE;
 pub use offset_map::{BYTES_PER_ENTRY, LOAD_FACTOR};
 pub use throttle::MAX_SLEEP;
 
-pub(crate) use checkpoint::{clamp as clamp_checkpoint, read as read_checkpoint};
+pub(crate) use checkpoint::{
+    clamp as clamp_checkpoint, read as read_checkpoint, reset_above as reset_checkpoint_above,
+};
 
 use crate::batch::{self, BatchHeader, Records, HEADER_SIZE};
 use crate::error::{Result, StorageError};
@@ -86,8 +90,8 @@ pub struct CleanOptions {
     pub now_ms: i64,
     /// `log.cleaner.io.max.bytes.per.second` (read plus written); `None`: unlimited.
     pub io_max_bytes_per_sec: Option<u64>,
-    /// Only segments ending at or below this offset are cleaned: the high watermark or
-    /// the last stable offset.
+    /// Only segments ending at or below this offset are cleaned: the last stable offset,
+    /// say. The log's high watermark bounds it in any case (`PartitionLog::clean`).
     pub max_offset: i64,
 }
 
@@ -185,7 +189,11 @@ pub(crate) fn cleanable(
         count = i + 1;
         end = segment.next_offset();
     }
+    // A checkpoint above the log end is stale (see `checkpoint::reset_above`): the
+    // whole log is dirty, as Kafka resets it to the log start.
+    let log_end = segments.last().map_or(log_start, |s| s.next_offset());
     let first_dirty = checkpoint
+        .filter(|&c| c <= log_end)
         .unwrap_or(log_start)
         .max(log_start)
         .max(first_base);

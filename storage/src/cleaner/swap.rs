@@ -20,8 +20,12 @@
 //!   `B.log.swap`: they are deleted; the old segments are intact and untouched;
 //! - after step 1: `B.log.swap` exists, so the swap is completed: the segments it covers
 //!   are removed and the `.swap` files renamed into place. Only segments whose base lies
-//!   inside the swap file's offset range are removed, so a segment no completed swap
-//!   covers is never deleted;
+//!   inside the swap file's offset range `[B, E)` are removed, so a segment no completed
+//!   swap covers is never deleted. `E` is trusted only when every batch of the file
+//!   validates (CRC), the batches follow each other from `B`, and `E` is the base of an
+//!   existing segment (a group never holds the active segment, so the one after it is
+//!   always there). Otherwise nothing is removed or renamed: the log does not open
+//!   ([`StorageError::Unavailable`], naming the file) until an operator looks;
 //! - after step 3: nothing is left to do.
 //!
 //! Either way each group is wholly old or wholly new. Groups are committed in offset
@@ -36,7 +40,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::batch::{BatchHeader, HEADER_SIZE, MAGIC_V2};
+use crate::batch::{validate_stored_batch, BatchHeader, HEADER_SIZE, MAGIC_V2};
 use crate::error::{Result, StorageError};
 use crate::faults;
 use crate::fsutil::{self, parse_segment_file_name, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
@@ -142,15 +146,28 @@ pub(crate) fn recover(dir: &Path) -> Result<usize> {
             changed = true;
         }
     }
+    logs.sort_unstable();
     for &base in &swaps {
         let swap = file(dir, base, LOG_SUFFIX, SWAP);
-        let end = end_offset(&swap).map_err(|reason| StorageError::Unavailable {
-            path: dir.to_path_buf(),
-            reason: format!(
-                "cleaned segment {} cannot be swapped in ({reason}); no segment file was removed",
-                swap.display()
-            ),
-        })?;
+        let end = end_offset(&swap, base)
+            .and_then(|end| {
+                // A group never holds the active segment, so the segment after it is
+                // still there: anything else means the file does not say where the
+                // group ends, and removing segments on its word could lose intact ones.
+                if logs.binary_search(&end).is_ok() {
+                    Ok(end)
+                } else {
+                    Err(format!("it ends at offset {end}, where no segment starts"))
+                }
+            })
+            .map_err(|reason| StorageError::Unavailable {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "cleaned segment {} cannot be swapped in ({reason}); no segment file was \
+                     removed: remove the .swap file to open the log with its old segments",
+                    swap.display()
+                ),
+            })?;
         let others: Vec<i64> = logs
             .iter()
             .copied()
@@ -172,14 +189,17 @@ pub(crate) fn recover(dir: &Path) -> Result<usize> {
     Ok(swaps.len())
 }
 
-/// The offset after the last batch of a segment file, walking its batch headers. Fails
-/// (with a reason) on a file that is not whole batches laid end to end.
-fn end_offset(path: &Path) -> std::result::Result<i64, String> {
+/// The offset after the last batch of the swap file of the group at `base`. Every batch
+/// is checked (framing, magic, CRC), the first must start at `base` and each next one
+/// where the previous one ended: base offsets are not covered by the CRC, and this offset
+/// decides which segments are removed. Fails (with a reason) on anything else.
+fn end_offset(path: &Path, base: i64) -> std::result::Result<i64, String> {
     let file = fs::File::open(path).map_err(|e| e.to_string())?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     let mut position = 0u64;
-    let mut end = None;
+    let mut expected = base;
     let mut head = [0u8; HEADER_SIZE];
+    let mut batch = Vec::new();
     while position < len {
         file.read_exact_at(&mut head, position)
             .map_err(|e| format!("header at byte {position}: {e}"))?;
@@ -188,13 +208,32 @@ fn end_offset(path: &Path) -> std::result::Result<i64, String> {
         if header.magic() != MAGIC_V2 || size < HEADER_SIZE as i64 {
             return Err(format!("no valid batch at byte {position}"));
         }
+        if size as u64 > len - position {
+            return Err(format!(
+                "the batch at byte {position} runs past the end ({len} bytes)"
+            ));
+        }
+        batch.resize(size as usize, 0);
+        file.read_exact_at(&mut batch, position)
+            .map_err(|e| format!("batch at byte {position}: {e}"))?;
+        let header =
+            validate_stored_batch(&batch).map_err(|e| format!("batch at byte {position}: {e}"))?;
+        if header.base_offset() != expected {
+            return Err(format!(
+                "the batch at byte {position} starts at offset {}, expected {expected}",
+                header.base_offset()
+            ));
+        }
+        expected = u32::try_from(header.last_offset_delta())
+            .ok()
+            .and_then(|delta| expected.checked_add(i64::from(delta) + 1))
+            .ok_or_else(|| format!("the batch at byte {position} has a bad last offset delta"))?;
         position += size as u64;
-        end = Some(header.next_offset());
     }
-    if position != len {
-        return Err(format!("the last batch runs past the end ({len} bytes)"));
+    if position == 0 {
+        return Err("empty file".to_string());
     }
-    end.ok_or_else(|| "empty file".to_string())
+    Ok(expected)
 }
 
 #[cfg(test)]
