@@ -610,7 +610,8 @@ async fn configs_are_described_altered_applied_and_persisted() {
         "validate_only changed nothing"
     );
 
-    // Broker configs: readable, not writable.
+    // Broker configs: the dynamic ones writable, the others read-only (see
+    // `dynamic_config`; the dynamic path is tested in restart.rs).
     let broker_describe =
         DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
             .with_resource_type(4)
@@ -624,7 +625,13 @@ async fn configs_are_described_altered_applied_and_persisted() {
         .find(|c| c.name.as_str() == "log.segment.bytes")
         .unwrap();
     assert_eq!(seg.value.as_ref().unwrap().as_str(), "2000000");
-    assert!(seg.read_only);
+    assert!(!seg.read_only, "log.segment.bytes is a dynamic broker config");
+    let partitions = r.results[0]
+        .configs
+        .iter()
+        .find(|c| c.name.as_str() == "num.partitions")
+        .unwrap();
+    assert!(partitions.read_only, "num.partitions is not");
     let r = client
         .send(
             1,
@@ -641,6 +648,10 @@ async fn configs_are_described_altered_applied_and_persisted() {
     assert_eq!(
         r.responses[0].error_code,
         ResponseError::InvalidRequest.code()
+    );
+    assert_eq!(
+        r.responses[0].error_message.as_deref(),
+        Some("Cannot update these configs dynamically: [num.partitions]")
     );
     broker.shutdown().await.unwrap();
 
