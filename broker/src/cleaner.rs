@@ -9,8 +9,8 @@
 //! `max.compaction.lag.ms`. Up to `log.cleaner.threads` logs are cleaned at once, the
 //! dedupe buffer shared between them and the I/O rate split between them. A clean stops
 //! at the high watermark (a follower's copy never holds what it might truncate). After a
-//! pass that cleaned something the next starts at once; otherwise the cleaner sleeps
-//! `log.cleaner.backoff.ms`. It runs only while the broker serves (its topic configs are
+//! pass in which a clean made progress the next starts at once; otherwise (nothing due, or
+//! every clean failed or could not advance) the cleaner sleeps `log.cleaner.backoff.ms`. It runs only while the broker serves (its topic configs are
 //! then the cluster's).
 //!
 //! The `log.cleaner.*` settings are dynamic broker configs: a pass reads the ones in
@@ -67,6 +67,8 @@ struct Candidate {
     log: PartitionLog,
     config: TopicConfig,
     dirty_ratio: f64,
+    /// Where the clean starts: a clean that moves it on made progress.
+    first_dirty_offset: i64,
 }
 
 impl LogCleaner {
@@ -172,8 +174,10 @@ pub async fn run(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// One pass: looks at every compacted log and cleans those due. Returns how many logs it
-/// cleaned (blocking).
+/// One pass: looks at every compacted log and cleans those due. Returns how many cleans
+/// made progress (moved their log's first dirty offset on): only then does the next pass
+/// start at once, so a clean that fails or cannot advance waits for the backoff
+/// (blocking).
 pub fn pass(state: &BrokerState, now_ms: i64) -> usize {
     let cleaner = &state.cleaner;
     let config = cleaner.config();
@@ -220,6 +224,7 @@ pub fn pass(state: &BrokerState, now_ms: i64) -> usize {
                     log,
                     config: topic_config.clone(),
                     dirty_ratio: ratio,
+                    first_dirty_offset: cleanable.first_dirty_offset,
                 });
             }
         }
@@ -232,6 +237,7 @@ pub fn pass(state: &BrokerState, now_ms: i64) -> usize {
         return 0;
     }
     let queue = Mutex::new(due.into_iter());
+    let progressed = AtomicU64::new(0);
     std::thread::scope(|scope| {
         for _ in 0..threads.min(count) {
             scope.spawn(|| loop {
@@ -239,14 +245,17 @@ pub fn pass(state: &BrokerState, now_ms: i64) -> usize {
                 let Some(candidate) = next else {
                     return;
                 };
-                clean_one(state, &config, threads, candidate);
+                if clean_one(state, &config, threads, candidate) {
+                    progressed.fetch_add(1, Ordering::Relaxed);
+                }
             });
         }
     });
-    count
+    progressed.load(Ordering::Relaxed) as usize
 }
 
-fn clean_one(state: &BrokerState, config: &CleanerConfig, threads: usize, c: Candidate) {
+/// Cleans one log; whether its first dirty offset moved on.
+fn clean_one(state: &BrokerState, config: &CleanerConfig, threads: usize, c: Candidate) -> bool {
     let cleaner = &state.cleaner;
     let now = sluice_storage::now_ms();
     let opts = options(config, threads, &c.config, &c.log, now);
@@ -280,6 +289,7 @@ fn clean_one(state: &BrokerState, config: &CleanerConfig, threads: usize, c: Can
                 interrupted = outcome.interrupted,
                 "cleaned log"
             );
+            outcome.first_dirty_offset > c.first_dirty_offset
         }
         Err(e) => {
             cleaner.totals.failures.fetch_add(1, Ordering::Relaxed);
@@ -293,6 +303,7 @@ fn clean_one(state: &BrokerState, config: &CleanerConfig, threads: usize, c: Can
             if first {
                 tracing::warn!(topic = %c.topic, partition = c.partition, error = %message, "cleaning a log failed; retried at every pass, logged again if the error changes");
             }
+            false
         }
     }
 }

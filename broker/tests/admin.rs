@@ -625,7 +625,10 @@ async fn configs_are_described_altered_applied_and_persisted() {
         .find(|c| c.name.as_str() == "log.segment.bytes")
         .unwrap();
     assert_eq!(seg.value.as_ref().unwrap().as_str(), "2000000");
-    assert!(!seg.read_only, "log.segment.bytes is a dynamic broker config");
+    assert!(
+        !seg.read_only,
+        "log.segment.bytes is a dynamic broker config"
+    );
     let partitions = r.results[0]
         .configs
         .iter()
