@@ -137,8 +137,10 @@ fn options(
 /// Runs cleaner passes until shutdown (see the module docs).
 pub async fn run(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
     if !state.cleaner.config().enable {
-        tracing::info!(
-            "log cleaner disabled (log.cleaner.enable=false): compacted topics are not cleaned"
+        // Kafka warns likewise: the offsets topic relies on the cleaner to stay small.
+        tracing::warn!(
+            "log cleaner disabled (log.cleaner.enable=false): compacted topics, \
+             __consumer_offsets among them, are not cleaned and grow without bound"
         );
         return;
     }

@@ -57,10 +57,10 @@
 //! loaded again; Kafka's coordinator reverts it.)
 //! DescribeGroups and ListGroups answer at once (membership is rebuilt by rejoining).
 //!
-//! A restatement (see `docs/groups.md`) deletes the records before it only once it is
-//! durable, whatever the flush policy: deleting first and then losing the unsynced
-//! restatement in a power cut would lose every committed offset of the partition, not
-//! just the last few.
+//! `__consumer_offsets` is compacted (`cleanup.policy=compact`): the broker's log cleaner
+//! keeps each key's latest record, so nothing here deletes records. The cleaner never
+//! drops an older value for a record above the high watermark or not yet fsynced, so a
+//! commit lost in a failover or a power cut leaves the one before it, as with Kafka.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -84,8 +84,9 @@ use crate::replication::leader::{self, ReplicationWait as AppendWait};
 use crate::state::BrokerState;
 use crate::topics::{Partition, Topic};
 
-/// `segment.bytes` of `__consumer_offsets`: restatements bound a partition to about
-/// twice its live state, so small segments let deletion return the space soon.
+/// `segment.bytes` of `__consumer_offsets` when created: the cleaner never cleans the
+/// active segment, so smaller segments than Kafka's 100 MiB bound what a partition holds
+/// beyond its live state, and what a new coordinator replays.
 pub const OFFSETS_SEGMENT_BYTES: i64 = 16 * 1024 * 1024;
 
 /// `max.message.bytes` of `__consumer_offsets`. The coordinator cuts batches at
@@ -105,7 +106,7 @@ const COMMIT_TIMEOUT: Duration = Duration::from_millis(5_000);
 const MAX_SLEEP: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The topic configs `__consumer_offsets` is created with: compacted (retention never
-/// deletes its segments; restatements keep it small), small segments, large batches.
+/// deletes its segments; the cleaner keeps it small), small segments, large batches.
 pub fn offsets_topic_overrides() -> std::collections::BTreeMap<String, String> {
     [
         ("cleanup.policy", "compact".to_owned()),
@@ -687,9 +688,6 @@ impl Groups {
                     deadline,
                 ));
             }
-            if write.restatement {
-                delete_before_restatement(partition, info.base_offset, end);
-            }
         }
         Ok(waits)
     }
@@ -792,49 +790,6 @@ fn deliver(completions: Vec<Completion>, mut senders: Vec<(Ticket, oneshot::Send
     }
 }
 
-/// Deletes the records before a restatement appended at `base`, once everything up to
-/// `end` is durable (see the module docs).
-///
-/// The task holds the partition weakly: if the broker is gone by then (a simulated crash
-/// drops its state without closing the logs), a broker restarted on the same directory
-/// owns the files and this one must not touch them.
-fn delete_before_restatement(partition: Arc<Partition>, base: i64, end: i64) {
-    let wait = partition.log.wait_durable(end);
-    let index = partition.index;
-    let partition = Arc::downgrade(&partition);
-    tokio::spawn(async move {
-        if let Err(e) = wait.await {
-            tracing::warn!(partition = index, error = %e,
-                "restatement not durable; keeping the records before it");
-            return;
-        }
-        let deleted = tokio::task::spawn_blocking(move || {
-            partition
-                .upgrade()
-                .map(|partition| partition.log.delete_records_before(base))
-        })
-        .await;
-        match deleted {
-            Ok(None) => {}
-            Ok(Some(Ok(start))) => {
-                tracing::debug!(
-                    partition = index,
-                    log_start_offset = start,
-                    "{OFFSETS_TOPIC} restated"
-                )
-            }
-            // Deleted or closing meanwhile (shutdown): the next start replays the old
-            // records and the restatement, which is still correct.
-            Ok(Some(Err(StorageError::Closed))) => {}
-            Ok(Some(Err(e))) => tracing::warn!(partition = index, error = %e,
-                "cannot delete {OFFSETS_TOPIC} records before a restatement"),
-            Err(e) => {
-                tracing::error!(partition = index, error = %e, "restatement cleanup panicked")
-            }
-        }
-    });
-}
-
 /// Feeds every batch of one partition, from its log start offset, to the coordinator.
 fn replay_partition(
     coordinator: &mut GroupCoordinator,
@@ -913,10 +868,18 @@ pub async fn prepare(state: &Arc<BrokerState>) -> Result<(), BrokerError> {
         if let Some(topic) = state.topics.get(OFFSETS_TOPIC) {
             // A topic made by other means (a client's auto-creating Metadata request
             // before this broker had a coordinator) would have retention deleting
-            // committed offsets: give it the internal topic's settings.
+            // committed offsets: give it the internal topic's settings. An operator may
+            // have changed its segment or batch size since (kafka-configs); only the
+            // cleanup policy is forced back, since `delete` would lose committed offsets.
             let mut overrides = topic.overrides();
             let before = overrides.clone();
-            overrides.extend(offsets_topic_overrides());
+            for (key, value) in offsets_topic_overrides() {
+                if key == "cleanup.policy" {
+                    overrides.insert(key, value);
+                } else {
+                    overrides.entry(key).or_insert(value);
+                }
+            }
             if overrides != before {
                 tracing::warn!(
                     "{OFFSETS_TOPIC} lacked the internal topic's settings; setting them"

@@ -1,6 +1,7 @@
 //! Committed offsets and group administration through the coordinator's domain API, and
-//! persistence: replaying `__consumer_offsets` rebuilds the same state, restatements keep
-//! the topic bounded, offsets expire.
+//! persistence: replaying `__consumer_offsets` rebuilds the same state, before and after
+//! the real log cleaner compacts it (also a log written with an earlier release's
+//! restatements), offsets expire.
 
 mod coordinator_support;
 
@@ -503,10 +504,31 @@ fn requests_wait_for_the_load() {
     assert_eq!(join.error, None);
 }
 
+/// The records of `partition` of `log`, decoded.
+fn records_of(log: &SimLog, partition: i32) -> Vec<Record> {
+    let p = &log.partitions[&partition];
+    p.batches
+        .iter()
+        .flat_map(|(_, batch)| store::decode_batch(partition, batch.clone(), p.log_start).unwrap())
+        .map(|(_, record)| record)
+        .collect()
+}
+
+/// The live state of one `__consumer_offsets` partition, as a coordinator knows it.
+fn state_of(
+    coordinator: &GroupCoordinator,
+    partition: i32,
+) -> std::collections::BTreeMap<String, PersistedGroup> {
+    coordinator
+        .persisted_state()
+        .into_iter()
+        .filter(|(g, _)| coordinator.partition_for(g) == partition)
+        .collect()
+}
+
 #[test]
-fn restatements_keep_the_offsets_topic_bounded() {
+fn the_cleaner_keeps_the_offsets_topic_bounded() {
     let mut sim = Sim::new(CoordinatorConfig {
-        offsets_compaction_min_records: 20,
         offsets_batch_bytes: 300,
         ..config()
     });
@@ -514,7 +536,6 @@ fn restatements_keep_the_offsets_topic_bounded() {
         assignment(&[("t", &[0, 1])])
     });
     let partition = sim.coord.partition_for(G);
-    let mut most = 0;
     for i in 0..2_000 {
         let r = sim.commit(&commit_req(
             G,
@@ -523,60 +544,27 @@ fn restatements_keep_the_offsets_topic_bounded() {
             &[("t", 0, i), ("t", 1, i * 2)],
         ));
         assert_eq!(commit_errors(&r), [None, None]);
-        most = most.max(sim.log.records(partition));
     }
-    // Live state: 1 group record + 2 offsets. The log never holds much more than the
-    // threshold plus one restatement.
-    assert!(most <= 20 + 2 + 4, "log grew to {most} records");
-    let f = fetch(&sim, G, Some(&[topic("t", &[0, 1])]));
+    assert!(records_of(&sim.log, partition).len() > 4_000);
+    // The coordinator deletes nothing itself; the cleaner leaves one record per live key:
+    // the group's and its two offsets.
+    let (cleaned, removed) = sim.log.cleaned(1_000, sim.now);
+    assert!(removed >= 4_000 - 3, "{removed} records removed");
+    let kept = records_of(&cleaned, partition);
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    let (replayed, writes) = cleaned.replay(sim.config.clone(), sim.now);
+    assert!(writes.is_empty());
+    assert_eq!(replayed.persisted_state(), sim.coord.persisted_state());
+    let f = replayed.fetch_offsets(G, Some(&[topic("t", &[0, 1])]));
     assert_eq!(f.topics[0].partitions[0].offset, 1_999);
     assert_eq!(f.topics[0].partitions[1].offset, 3_998);
-    let replayed = sim.assert_replay_matches();
     assert_eq!(replayed.group(G).unwrap().state(), GroupState::Stable);
 }
 
 #[test]
-fn a_restatement_without_the_deletion_still_replays_correctly() {
-    // Crash after appending a restatement but before delete_records_before: the old
-    // records are still there, followed by the restatement.
-    let config = CoordinatorConfig {
-        offsets_compaction_min_records: 10,
-        ..config()
-    };
-    let mut coordinator = GroupCoordinator::new(config.clone());
-    let mut log = SimLog::default();
-    let mut saw_restatement = false;
-    let mut now = 1_000;
-    for i in 0..50 {
-        now += 10;
-        let out = coordinator
-            .commit_offsets(&commit_req("s", -1, "", &[("t", i % 3, i64::from(i))]), now);
-        for w in &out.writes {
-            let mut w = w.clone();
-            if w.restatement {
-                saw_restatement = true;
-                w.restatement = false; // "crash" before the deletion
-            }
-            log.append(&w);
-        }
-        // Every partition of the log replays to the live state at every step.
-        let (replayed, _) = log.replay(config.clone(), now);
-        assert_eq!(replayed.persisted_state(), coordinator.persisted_state());
-    }
-    assert!(saw_restatement);
-    // After a restart the replayed coordinator knows how much garbage the log holds, and
-    // restates (once) if it is over the threshold.
-    let (_, writes) = log.replay(config, now);
-    assert!(writes.iter().all(|w| w.restatement));
-}
-
-#[test]
-fn restatement_equals_the_live_state() {
-    let mut sim = Sim::new(CoordinatorConfig {
-        offsets_compaction_min_records: 5,
-        ..config()
-    });
-    for i in 0..40 {
+fn cleaning_keeps_the_live_state_with_or_without_its_tombstones() {
+    let mut sim = Sim::new(config());
+    for i in 0..60 {
         let group = format!("g{}", i % 7);
         sim.commit(&commit_req(&group, -1, "", &[("t", i % 5, i64::from(i))]));
         if i % 11 == 0 {
@@ -586,23 +574,117 @@ fn restatement_equals_the_live_state() {
             sim.apply(out);
         }
     }
-    // Every partition's log now starts with a restatement (or never needed one); each
-    // rebuilds exactly the live state.
-    for (partition, p) in &sim.log.partitions {
-        let mut only_this = SimLog::default();
-        only_this.partitions.insert(*partition, p.clone());
-        let (replayed, _) = only_this.replay(sim.config.clone(), sim.now);
-        let expected: std::collections::BTreeMap<_, _> = sim
-            .coord
-            .persisted_state()
+    // A whole group goes: its offsets (and group record, if any) are tombstoned.
+    let out = sim.coord.delete_groups(&["g3".to_owned()], sim.now);
+    sim.apply(out);
+    assert!(sim.coord.group("g3").is_none());
+    // With the tombstones still in the retention window, and past it: every partition of
+    // the cleaned log rebuilds exactly its live state, deleted keys stay deleted.
+    let mut tombstones_left = Vec::new();
+    for retention in [86_400_000, 0] {
+        let (cleaned, _) = sim.log.cleaned(retention, sim.now);
+        let mut tombstones = 0;
+        for partition in cleaned.partitions.keys() {
+            let mut only_this = SimLog::default();
+            only_this
+                .partitions
+                .insert(*partition, cleaned.partitions[partition].clone());
+            let (replayed, _) = only_this.replay(sim.config.clone(), sim.now);
+            assert_eq!(
+                replayed.persisted_state(),
+                state_of(&sim.coord, *partition),
+                "partition {partition}, delete.retention.ms {retention}"
+            );
+            tombstones += records_of(&cleaned, *partition)
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        r,
+                        Record::Offset { value: None, .. } | Record::Group { value: None, .. }
+                    )
+                })
+                .count();
+        }
+        tombstones_left.push(tombstones);
+    }
+    // Tombstones past their retention were dropped by the later cleans (those of the last
+    // part were seen by one clean only, and stay).
+    assert!(
+        tombstones_left[1] < tombstones_left[0],
+        "tombstones left: {tombstones_left:?}"
+    );
+}
+
+#[test]
+fn a_log_written_with_restatements_replays_the_same_before_and_after_cleaning() {
+    // An earlier release bounded the topic by restating a partition (a marker, then a copy
+    // of every live record) and deleting what came before the marker once it was durable.
+    // A data directory it left must load unchanged, and clean to the same state.
+    let mut sim = Sim::new(config());
+    let restate = |sim: &mut Sim, partition: i32, delete: bool| {
+        let live: Vec<Record> = state_of(&sim.coord, partition)
             .into_iter()
-            .filter(|(g, _)| sim.coord.partition_for(g) == *partition)
+            .flat_map(|(group, persisted)| {
+                let metadata = persisted.metadata.map(|value| Record::Group {
+                    group: group.clone(),
+                    value: Some(value),
+                });
+                let offsets =
+                    persisted
+                        .offsets
+                        .into_iter()
+                        .map(move |((t, p), v)| Record::Offset {
+                            group: group.clone(),
+                            topic: t,
+                            partition: p,
+                            value: Some(v),
+                        });
+                metadata.into_iter().chain(offsets)
+            })
             .collect();
-        assert_eq!(
-            replayed.persisted_state(),
-            expected,
-            "partition {partition}"
-        );
+        let mut records = vec![Record::Restatement {
+            records: live.len() as u64,
+        }];
+        records.extend(live);
+        let base = sim.log.partitions.get(&partition).map_or(0, |p| p.log_end);
+        let bytes = store::encode_batches(&records, sim.now, 512 * 1024).unwrap();
+        sim.log.append_records(partition, &bytes);
+        if delete {
+            sim.log.delete_before(partition, base);
+        }
+    };
+    let mut restated = std::collections::BTreeSet::new();
+    for i in 0..90 {
+        let group = format!("g{}", i % 6);
+        sim.commit(&commit_req(&group, -1, "", &[("t", i % 4, i64::from(i))]));
+        if i % 13 == 12 {
+            let partition = sim.coord.partition_for(&group);
+            // The last restatement of a partition may have crashed before its deletion.
+            restate(&mut sim, partition, i < 80);
+            restated.insert(partition);
+        }
+    }
+    assert!(restated.len() >= 2);
+    for partition in &restated {
+        assert!(records_of(&sim.log, *partition)
+            .iter()
+            .any(|r| matches!(r, Record::Restatement { .. })));
+    }
+    // Loading as it is: the markers are skipped, and nothing is restated any more.
+    let (replayed, writes) = sim.log.replay(sim.config.clone(), sim.now);
+    assert!(writes.is_empty());
+    assert_eq!(replayed.persisted_state(), sim.coord.persisted_state());
+    // Cleaned (a log with a log start offset past 0 among them): the same state, and the
+    // markers, all of one key, are down to one per partition.
+    let (cleaned, _) = sim.log.cleaned(0, sim.now);
+    let (replayed, _) = cleaned.replay(sim.config.clone(), sim.now);
+    assert_eq!(replayed.persisted_state(), sim.coord.persisted_state());
+    for partition in &restated {
+        let markers = records_of(&cleaned, *partition)
+            .iter()
+            .filter(|r| matches!(r, Record::Restatement { .. }))
+            .count();
+        assert_eq!(markers, 1, "partition {partition}");
     }
 }
 

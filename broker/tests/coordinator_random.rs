@@ -1,7 +1,8 @@
 //! Random walks over the coordinator's API (seeded, reproducible), checking two
 //! invariants after every step: replaying the simulated `__consumer_offsets` log rebuilds
-//! exactly the live persisted state (with restatements happening often), and every
-//! parked request is eventually answered exactly once.
+//! exactly the live persisted state, before and after the real log cleaner compacts it
+//! (with tombstones kept and dropped), and every parked request is eventually answered
+//! exactly once.
 
 mod coordinator_support;
 
@@ -40,7 +41,6 @@ struct Client {
 fn walk(seed: u64, steps: usize) {
     let config = CoordinatorConfig {
         group_initial_rebalance_delay_ms: 50,
-        offsets_compaction_min_records: 8,
         offsets_retention_ms: 40_000,
         offsets_retention_check_interval_ms: 5_000,
         ..config()
@@ -175,6 +175,9 @@ fn walk(seed: u64, steps: usize) {
             sim.coord.persisted_state(),
             "seed {seed} step {step}"
         );
+        if step == steps / 2 {
+            assert_cleaned_replay_matches(&sim, &format!("seed {seed} step {step}"));
+        }
     }
 
     // Everyone goes silent: sessions and rebalance timeouts expire, so every parked
@@ -191,6 +194,21 @@ fn walk(seed: u64, steps: usize) {
         assert_eq!(g.member_count(), 0, "seed {seed}: {} kept members", g.id());
     }
     sim.assert_replay_matches();
+    assert_cleaned_replay_matches(&sim, &format!("seed {seed} at the end"));
+}
+
+/// The log as the real cleaner leaves it replays to the live state, whether its
+/// tombstones are still kept or already dropped.
+fn assert_cleaned_replay_matches(sim: &Sim, context: &str) {
+    for tombstone_retention_ms in [86_400_000, 0] {
+        let (cleaned, _) = sim.log.cleaned(tombstone_retention_ms, sim.now);
+        let (replayed, _) = cleaned.replay(sim.config.clone(), sim.now);
+        assert_eq!(
+            replayed.persisted_state(),
+            sim.coord.persisted_state(),
+            "{context}, delete.retention.ms {tombstone_retention_ms}"
+        );
+    }
 }
 
 #[test]

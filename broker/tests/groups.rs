@@ -2,7 +2,7 @@
 //! JoinGroup/SyncGroup/Heartbeat/LeaveGroup of two members (parked requests answered on
 //! their own connections), offset commits and fetches, committed offsets across a clean
 //! restart and a crash, simple (memberless) commits, session expiry driven by the
-//! broker's timer, the restatement that bounds `__consumer_offsets`, and the internal
+//! broker's timer, the log cleaner compacting `__consumer_offsets`, and the internal
 //! topic itself (listed as internal, closed to producers).
 
 mod common;
@@ -13,6 +13,9 @@ use bytes::{Bytes, BytesMut};
 use common::{batch, Client, TIMEOUT};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedPartition;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_request::{
@@ -24,9 +27,10 @@ use kafka_protocol::messages::offset_fetch_request::{
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ConsumerProtocolAssignment, ConsumerProtocolSubscription,
-    DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
-    JoinGroupResponse, LeaveGroupRequest, ListGroupsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+    DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
+    IncrementalAlterConfigsRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    ListGroupsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use sluice_broker::BrokerHandle;
@@ -670,15 +674,86 @@ async fn a_silent_member_is_removed_at_its_session_timeout() {
     broker.shutdown().await.unwrap();
 }
 
+/// Gives `__consumer_offsets` 8 KiB segments and a dirty ratio of 0.1, as an operator
+/// would with kafka-configs (a restart keeps them), so the cleaner gets to work within a
+/// test.
+async fn small_offsets_segments(broker: &BrokerHandle) {
+    let mut admin = Client::connect(broker.local_addr()).await;
+    let altered = admin
+        .send(
+            1,
+            &IncrementalAlterConfigsRequest::default().with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("__consumer_offsets"))
+                    .with_configs(
+                        [
+                            ("segment.bytes", "8192"),
+                            ("min.cleanable.dirty.ratio", "0.1"),
+                        ]
+                        .into_iter()
+                        .map(|(name, value)| {
+                            AlterableConfig::default()
+                                .with_name(StrBytes::from_static_str(name))
+                                .with_value(Some(StrBytes::from_static_str(value)))
+                        })
+                        .collect(),
+                    ),
+            ]),
+        )
+        .await;
+    assert_eq!(altered.responses[0].error_code, 0, "{altered:?}");
+    common::wait_until("the new segment.bytes applies", || {
+        broker
+            .state()
+            .topics
+            .get("__consumer_offsets")
+            .is_some_and(|topic| topic.config().segment_bytes == 8192)
+    })
+    .await;
+}
+
+/// Every record of `__consumer_offsets-0`, decoded, from its log start.
+fn offsets_records(broker: &BrokerHandle) -> Vec<sluice_broker::coordinator::Record> {
+    use sluice_broker::coordinator::store::decode_batch;
+    use sluice_storage::batch::{batches, BatchHeader};
+    let partition = broker
+        .state()
+        .topics
+        .get("__consumer_offsets")
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    let log = &partition.log;
+    let start = log.log_start_offset();
+    let mut offset = start;
+    let mut out = Vec::new();
+    while offset < log.log_end_offset() {
+        let read = log
+            .read_bounded(offset, usize::MAX, false, sluice_storage::ReadBound::LogEnd)
+            .unwrap();
+        for batch in batches(&read.records) {
+            let batch = batch.unwrap();
+            offset = BatchHeader::new(batch).unwrap().next_offset();
+            let decoded = decode_batch(0, Bytes::copy_from_slice(batch), start).unwrap();
+            out.extend(decoded.into_iter().map(|(_, record)| record));
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restatement_bounds_the_offsets_log_and_replays() {
+async fn the_cleaner_compacts_the_offsets_log_and_it_replays() {
     let dir = tempfile::tempdir().unwrap();
-    let one = [("offsets.topic.num.partitions", "1")];
-    let broker = start(dir.path(), &one).await;
+    let settings = [
+        ("offsets.topic.num.partitions", "1"),
+        ("log.cleaner.backoff.ms", "50"),
+    ];
+    let broker = start(dir.path(), &settings).await;
+    small_offsets_segments(&broker).await;
     let mut client = Client::connect(broker.local_addr()).await;
     client.create_topic("t", 2, &[]).await;
     wait_loaded(&mut client).await;
-    // 2,500 records: past the 1,000-record threshold twice.
     for i in 0..1250 {
         assert_eq!(
             commit(&mut client, "busy", -1, "", &[("t", 0, i), ("t", 1, 2 * i)]).await,
@@ -692,28 +767,155 @@ async fn restatement_bounds_the_offsets_log_and_replays() {
         .unwrap()
         .partition(0)
         .unwrap();
-    // Deleting the records before a restatement waits for its fsync (in the background):
-    // in the end at most the threshold and the restated live records are kept.
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let kept = log.log.log_end_offset() - log.log.log_start_offset();
-        if kept < 1100 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{kept} records kept");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(log.log.log_start_offset() > 1000, "restated twice");
+    let written = log.log.log_end_offset();
+    assert_eq!(written, 2500, "the coordinator deletes nothing itself");
+    // 2,500 commit records (about 100 bytes each) come down to the two live ones and the
+    // active segment, in a few segments: the cleaner bounds the partition, with no
+    // header left behind per commit.
+    common::wait_until("the cleaner compacts __consumer_offsets", || {
+        log.log.size_bytes() < 3 * 8192
+    })
+    .await;
+    assert_eq!(log.log.log_start_offset(), 0, "nothing is deleted outright");
     drop(client);
     drop(log);
     broker.kill().await;
 
-    let broker = start(dir.path(), &one).await;
+    let broker = start(dir.path(), &settings).await;
+    let config = broker
+        .state()
+        .topics
+        .get("__consumer_offsets")
+        .unwrap()
+        .config();
+    assert_eq!(
+        config.segment_bytes, 8192,
+        "an operator's segment.bytes is kept"
+    );
     let mut client = Client::connect(broker.local_addr()).await;
     wait_loaded(&mut client).await;
     let (_, rows) = fetch_offsets(&mut client, "busy", "t", &[0, 1]).await;
     let offsets: Vec<(i32, i64)> = rows.iter().map(|r| (r.0, r.1)).collect();
     assert_eq!(offsets, [(0, 1249), (1, 2498)]);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_with_restatements_of_an_earlier_release_loads_and_is_compacted() {
+    use sluice_broker::coordinator::store::encode_batches;
+    use sluice_broker::coordinator::{OffsetValue, Record};
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [
+        ("offsets.topic.num.partitions", "1"),
+        ("log.cleaner.backoff.ms", "50"),
+    ];
+    let broker = start(dir.path(), &settings).await;
+    small_offsets_segments(&broker).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    client.create_topic("t", 2, &[]).await;
+    wait_loaded(&mut client).await;
+    let partition = broker
+        .state()
+        .topics
+        .get("__consumer_offsets")
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    // What an earlier release wrote: commits, then a restatement of the live state (a
+    // marker and a copy of each live record) and the deletion of what preceded it; later
+    // a second restatement whose deletion a crash prevented.
+    let restate = |offsets: [(i32, i64); 2], delete: bool| {
+        let mut records = vec![Record::Restatement { records: 2 }];
+        records.extend(offsets.map(|(p, offset)| Record::Offset {
+            group: "old".to_owned(),
+            topic: "t".to_owned(),
+            partition: p,
+            value: Some(OffsetValue {
+                offset,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp_ms: 1_700_000_000_000,
+                expire_timestamp_ms: None,
+            }),
+        }));
+        let bytes = encode_batches(&records, 1_700_000_000_000, 512 * 1024).unwrap();
+        let log = &partition.log;
+        let info = log
+            .append(&bytes, log.latest_epoch().unwrap_or(0), 1_700_000_000_000)
+            .unwrap();
+        log.advance_high_watermark(log.log_end_offset());
+        if delete {
+            log.flush().unwrap();
+            log.delete_records_before(info.base_offset).unwrap();
+        }
+    };
+    for i in 0..20 {
+        assert_eq!(
+            commit(
+                &mut client,
+                "old",
+                -1,
+                "",
+                &[("t", 0, i), ("t", 1, 100 + i)]
+            )
+            .await,
+            [0, 0]
+        );
+    }
+    restate([(0, 19), (1, 119)], true);
+    assert_eq!(
+        commit(&mut client, "old", -1, "", &[("t", 0, 42)]).await,
+        [0]
+    );
+    restate([(0, 42), (1, 119)], false);
+    assert!(partition.log.log_start_offset() > 0);
+    drop(partition);
+    drop(client);
+    broker.kill().await;
+
+    // This release loads it as it is.
+    let broker = start(dir.path(), &settings).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    wait_loaded(&mut client).await;
+    let (_, rows) = fetch_offsets(&mut client, "old", "t", &[0, 1]).await;
+    let offsets: Vec<(i32, i64)> = rows.iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(offsets, [(0, 42), (1, 119)]);
+    let markers = |broker: &BrokerHandle| {
+        offsets_records(broker)
+            .iter()
+            .filter(|r| matches!(r, Record::Restatement { .. }))
+            .count()
+    };
+    assert_eq!(markers(&broker), 2);
+    // Commits of another group roll segments; the cleaner then compacts the old records:
+    // the markers (all of one key) come down to one, and no offset moves.
+    for i in 0..300 {
+        assert_eq!(
+            commit(&mut client, "new", -1, "", &[("t", 0, i)]).await,
+            [0]
+        );
+    }
+    common::wait_until("the cleaner drops all markers but the last", || {
+        markers(&broker) == 1
+    })
+    .await;
+    let (_, rows) = fetch_offsets(&mut client, "old", "t", &[0, 1]).await;
+    let offsets: Vec<(i32, i64)> = rows.iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(offsets, [(0, 42), (1, 119)]);
+    drop(client);
+    broker.kill().await;
+    let broker = start(dir.path(), &settings).await;
+    let mut client = Client::connect(broker.local_addr()).await;
+    wait_loaded(&mut client).await;
+    let (_, rows) = fetch_offsets(&mut client, "old", "t", &[0, 1]).await;
+    let offsets: Vec<(i32, i64)> = rows.iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(
+        offsets,
+        [(0, 42), (1, 119)],
+        "and after the cleaned log is replayed"
+    );
+    let (_, rows) = fetch_offsets(&mut client, "new", "t", &[0]).await;
+    assert_eq!(rows[0].1, 299);
     broker.shutdown().await.unwrap();
 }
 

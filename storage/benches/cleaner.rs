@@ -53,6 +53,8 @@ fn dirty_log(dir: &std::path::Path, codec: Compression, flusher: &Flusher) -> Pa
     rolling.segment_ms = Some(0);
     log.set_config(rolling);
     log.roll_if_due(i64::MAX / 2).expect("roll");
+    // A clean stops at the durable offset.
+    log.flush().expect("flush");
     log
 }
 

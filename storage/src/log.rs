@@ -1353,15 +1353,21 @@ impl PartitionLog {
         }
         let _cleaning = inner.clean_lock.lock().unwrap_or_else(|p| p.into_inner());
         inner.check_writable()?;
-        cleaner::run(inner, &self.bounded_by_high_watermark(opts))
+        cleaner::run(inner, &self.bounded_by_committed_and_durable(opts))
     }
 
-    /// `opts` with `max_offset` no higher than the high watermark: records not yet
-    /// committed may still be truncated away (a new leader's log wins), so no clean may
-    /// drop an older value for them, whatever the caller passed.
-    fn bounded_by_high_watermark(&self, opts: &CleanOptions) -> CleanOptions {
+    /// `opts` with `max_offset` no higher than the high watermark nor the durable offset:
+    /// records not yet committed may still be truncated away (a new leader's log wins),
+    /// and records not yet fsynced may be lost in a power cut while the cleaned segments
+    /// (fsynced before the swap) survive it; either way the key would be left with no
+    /// value at all, so no clean may drop an older value for them, whatever the caller
+    /// passed.
+    fn bounded_by_committed_and_durable(&self, opts: &CleanOptions) -> CleanOptions {
         CleanOptions {
-            max_offset: opts.max_offset.min(self.high_watermark()),
+            max_offset: opts
+                .max_offset
+                .min(self.high_watermark())
+                .min(self.durable_offset()),
             ..opts.clone()
         }
     }
@@ -1373,7 +1379,7 @@ impl PartitionLog {
         let inner = &self.inner;
         inner.check_loaded()?;
         let checkpoint = cleaner::read_checkpoint(&inner.dir)?;
-        let opts = self.bounded_by_high_watermark(opts);
+        let opts = self.bounded_by_committed_and_durable(opts);
         Ok(cleaner::cleanable(
             &inner.snapshot(),
             self.log_start_offset(),

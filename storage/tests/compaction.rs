@@ -87,7 +87,7 @@ fn roll(log: &PartitionLog) {
     commit(log);
 }
 
-/// Rolls the active segment, leaving the high watermark where it is.
+/// Rolls the active segment and makes it durable, leaving the high watermark where it is.
 fn roll_uncommitted(log: &PartitionLog) {
     let before = log.config();
     let mut c = before.clone();
@@ -95,10 +95,13 @@ fn roll_uncommitted(log: &PartitionLog) {
     log.set_config(c);
     log.roll_if_due(i64::MAX / 2).unwrap();
     log.set_config(before);
+    log.flush().unwrap();
 }
 
-/// Raises the high watermark to the log end, as a leader with every replica caught up.
+/// Makes everything durable and raises the high watermark to the log end, as a leader
+/// with every replica caught up (a clean stops at both).
 fn commit(log: &PartitionLog) {
+    log.flush().unwrap();
     log.advance_high_watermark(log.log_end_offset());
 }
 
@@ -216,6 +219,62 @@ fn a_clean_keeps_the_latest_value_of_every_key_and_every_offset() {
             log.abandon();
         }
     }
+}
+
+#[test]
+fn superseded_plain_batches_leave_one_header_per_run_not_one_per_batch() {
+    // As the group coordinator writes __consumer_offsets: one small batch without a
+    // producer id per commit, the same few keys again and again.
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), config(), true);
+    for i in 0..300 {
+        let mut builder = BatchBuilder::new(Compression::None);
+        let key = format!("k{}", i % 3);
+        builder.push(
+            1000,
+            Some(key.as_bytes()),
+            Some(format!("v{i}").as_bytes()),
+            &[],
+        );
+        log.append(&builder.build().unwrap(), 0, 1000).unwrap();
+    }
+    roll(&log);
+    let end = log.log_end_offset();
+    let outcome = log.clean(&opts(2000)).unwrap();
+    assert_eq!(outcome.records_removed, 297);
+    let expected: BTreeMap<i64, (String, Option<String>)> = (297..300)
+        .map(|o| (o, (format!("k{}", o % 3), Some(format!("v{o}")))))
+        .collect();
+    assert_eq!(contents(&log), expected);
+    // The 297 emptied batches became one bare header per cleaned segment (a run stops
+    // at a segment boundary only where the writer flushed); offsets stay contiguous.
+    let stored = read_all(&log, 0);
+    assert!(
+        stored.len() <= 3 + log.segment_count() * 2,
+        "{} batches",
+        stored.len()
+    );
+    let mut next = 0;
+    for batch in &stored {
+        let header = BatchHeader::new(batch).unwrap();
+        assert_eq!(header.base_offset(), next);
+        next = header.next_offset();
+    }
+    assert_eq!(next, end);
+    // A second clean keeps it so, and a reopen (which scans every batch) accepts it.
+    let again = log.clean(&opts(3000)).unwrap();
+    assert_eq!(again.records_removed, 0);
+    assert!(read_all(&log, 0).len() <= stored.len());
+    drop(log);
+    let (log, _) = open(dir.path(), config(), false);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(contents(&log), expected);
+    // Fetching from any offset of a merged run lands on its header.
+    let read = log
+        .read_bounded(100, usize::MAX, false, sluice_storage::ReadBound::LogEnd)
+        .unwrap();
+    let first = BatchHeader::new(&read.records).unwrap();
+    assert!(first.base_offset() <= 100 && first.next_offset() > 100);
 }
 
 #[test]

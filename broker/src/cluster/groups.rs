@@ -29,8 +29,8 @@
 //!   clients ask FindCoordinator again. A broker that is fenced (or not settled yet)
 //!   serves no partition. Requests for groups of partitions never taken answer
 //!   NOT_COORDINATOR; ListGroups lists the groups of the loaded partitions only.
-//! - Writes (commits, group metadata, restatements and the deletion of records before a
-//!   restatement) go only to partitions loaded here, since only their groups exist here.
+//! - Writes (commits, group metadata, tombstones) go only to partitions loaded here, since
+//!   only their groups exist here.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;

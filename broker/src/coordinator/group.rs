@@ -560,26 +560,6 @@ impl Group {
         }
     }
 
-    /// Records this group contributes to a restatement of its partition.
-    pub(crate) fn live_records(&self) -> Vec<Record> {
-        let mut out = Vec::with_capacity(self.offsets.len() + 1);
-        if let Some(value) = &self.persisted {
-            out.push(Record::Group {
-                group: self.id.clone(),
-                value: Some(value.clone()),
-            });
-        }
-        for ((topic, partition), value) in &self.offsets {
-            out.push(Record::Offset {
-                group: self.id.clone(),
-                topic: topic.clone(),
-                partition: *partition,
-                value: Some(value.clone()),
-            });
-        }
-        out
-    }
-
     /// Nothing left worth keeping: no members, nothing persisted, no offsets.
     pub(crate) fn is_removable(&self) -> bool {
         self.state == GroupState::Empty

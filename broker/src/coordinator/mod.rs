@@ -6,7 +6,7 @@
 //! - [`offsets`]: committed offsets: OffsetCommit validation, OffsetFetch, OffsetDelete,
 //!   retention.
 //! - [`store`]: the `__consumer_offsets` record format, the group -> partition hash, replay
-//!   decoding and the restatement that keeps the topic small.
+//!   decoding (the topic is compacted: the log cleaner keeps each key's latest record).
 //! - [`handlers`]: the thin mapping between kafka-protocol messages (every version the
 //!   codec crate knows) and this module's domain types, and [`handlers::SUPPORTED`].
 //!
@@ -29,8 +29,8 @@
 //!   coordinator and [`GroupCoordinator::adopt_partition`] its state), with
 //!   COORDINATOR_LOAD_IN_PROGRESS meanwhile for that partition's groups; on resignation
 //!   [`GroupCoordinator::unload_partition`], whose completions answer the partition's
-//!   parked requests NOT_COORDINATOR. Only groups of loaded partitions exist, so timers,
-//!   retention and restatements never touch a partition served elsewhere.
+//!   parked requests NOT_COORDINATOR. Only groups of loaded partitions exist, so timers
+//!   and offset retention never touch a partition served elsewhere.
 //! - each group request: the matching handler in [`handlers`] (or the domain method).
 //! - timers: call [`GroupCoordinator::tick`] when [`GroupCoordinator::next_deadline`] is
 //!   reached (re-read it after every call; a deadline may come earlier than needed, never
@@ -41,8 +41,7 @@
 //! (record batches to append to `__consumer_offsets`). The I/O layer must:
 //! 1. append every [`LogWrite`] to its partition, in order and before any other call's
 //!    writes to that partition (hold the coordinator lock while appending, or feed one
-//!    ordered queue per partition); for a write with `restatement` set, then call
-//!    `delete_records_before(base offset of that append)`;
+//!    ordered queue per partition);
 //! 2. only then send the reply and the completions (Kafka answers after the records are
 //!    written; a SyncGroup answer must not precede the stored assignment);
 //! 3. if an append fails, call [`Output::fail`] with the storage error's Kafka code and
@@ -102,9 +101,6 @@ pub struct CoordinatorConfig {
     /// `offsets.retention.check.interval.ms`: how often expired offsets and empty groups
     /// are cleaned up.
     pub offsets_retention_check_interval_ms: i64,
-    /// A partition of `__consumer_offsets` is restated once the records appended since its
-    /// last restatement reach max(this, its live records).
-    pub offsets_compaction_min_records: u64,
     /// Batches of `__consumer_offsets` records are cut at about this size (keep it below
     /// the topic's `max.message.bytes`).
     pub offsets_batch_bytes: usize,
@@ -122,7 +118,6 @@ impl Default for CoordinatorConfig {
             offset_metadata_max_bytes: 4096,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offsets_retention_check_interval_ms: 600_000,
-            offsets_compaction_min_records: 1000,
             offsets_batch_bytes: 512 * 1024,
         }
     }
@@ -190,9 +185,6 @@ pub struct LogWrite {
     pub partition: i32,
     /// One or more record batches, end to end (append them in one call).
     pub records: Bytes,
-    /// A restatement of the partition's live state: after appending it at base offset B,
-    /// call `delete_records_before(B)`.
-    pub restatement: bool,
 }
 
 /// What a call produced; see the module docs for what the I/O layer does with it.
@@ -432,17 +424,6 @@ pub(crate) struct Effects {
     pub records: Vec<Record>,
 }
 
-/// Restatement bookkeeping of one `__consumer_offsets` partition.
-#[derive(Debug, Clone, Copy, Default)]
-struct PartitionStats {
-    /// Records appended (or replayed) since the last restatement.
-    dirty: u64,
-    /// Do not count live records again before `dirty` reaches this.
-    next_check: u64,
-    /// Replay: records of a restatement still to come (they are not dirty).
-    restated_to_come: u64,
-}
-
 /// A group's persisted image: what replaying `__consumer_offsets` rebuilds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PersistedGroup {
@@ -459,7 +440,6 @@ pub struct GroupCoordinator {
     by_partition: Vec<BTreeSet<String>>,
     /// (deadline, group id); an entry may be stale (earlier than the group's deadline).
     timers: BinaryHeap<Reverse<(i64, String)>>,
-    stats: Vec<PartitionStats>,
     next_ticket: u64,
     /// Per `__consumer_offsets` partition: whether this coordinator serves its groups.
     ownership: Vec<Ownership>,
@@ -488,7 +468,6 @@ impl GroupCoordinator {
             groups: HashMap::new(),
             by_partition: vec![BTreeSet::new(); partitions],
             timers: BinaryHeap::new(),
-            stats: vec![PartitionStats::default(); partitions],
             next_ticket: 1,
             ownership: vec![Ownership::Loaded; partitions],
             cleanup_at: None,
@@ -608,17 +587,7 @@ impl GroupCoordinator {
 
     /// Applies one record read from `__consumer_offsets-{partition}`.
     pub fn replay_record(&mut self, partition: i32, record: Record) {
-        if let Some(stats) = self.stats_mut(partition) {
-            match record {
-                Record::Restatement { records } => {
-                    stats.dirty = 0;
-                    stats.next_check = 0;
-                    stats.restated_to_come = records;
-                }
-                _ if stats.restated_to_come > 0 => stats.restated_to_come -= 1,
-                _ => stats.dirty += 1,
-            }
-        }
+        // A restatement marker (written by releases before compaction) has no group.
         let Some(group_id) = record.group_id().map(str::to_owned) else {
             return;
         };
@@ -645,7 +614,7 @@ impl GroupCoordinator {
     }
 
     /// Ends loading: members of loaded groups must heartbeat within their session
-    /// timeouts from `now_ms`. May return restatements of partitions that need one.
+    /// timeouts from `now_ms`.
     pub fn finish_load(&mut self, now_ms: i64) -> Output<()> {
         let loading = self.partitions_in(Ownership::Loading);
         let output = self.finish_partitions(&loading, now_ms);
@@ -689,9 +658,6 @@ impl GroupCoordinator {
             }
             self.remove_group(id);
         }
-        if let Some(stats) = self.stats_mut(partition) {
-            *stats = PartitionStats::default();
-        }
         if let Some(o) = usize::try_from(partition)
             .ok()
             .and_then(|p| self.ownership.get_mut(p))
@@ -715,7 +681,7 @@ impl GroupCoordinator {
     /// Ends the loading of `partition` (its batches were replayed into this coordinator):
     /// its groups are served from now on, as [`GroupCoordinator::finish_load`] does for
     /// every partition. Nothing happens if the partition is not loading (it was given up
-    /// meanwhile). May return a restatement of the partition.
+    /// meanwhile).
     pub fn finish_partition_load(&mut self, partition: i32, now_ms: i64) -> Output<()> {
         if self.ownership(partition) != Some(Ownership::Loading) {
             return Output {
@@ -760,18 +726,12 @@ impl GroupCoordinator {
                     self.groups.insert(id, group);
                 }
             }
-            if let (Some(stats), Some(from)) = (
-                self.stats_mut(partition),
-                loaded.stats.get(partition as usize),
-            ) {
-                *stats = *from;
-            }
         }
         self.finish_partition_load(partition, now_ms)
     }
 
     /// Serves the groups of `partitions` (all loading): members must heartbeat within
-    /// their session timeouts from `now_ms`; partitions that need one are restated.
+    /// their session timeouts from `now_ms`.
     fn finish_partitions(&mut self, partitions: &[i32], now_ms: i64) -> Output<()> {
         let mut ids = Vec::new();
         for &partition in partitions {
@@ -788,15 +748,11 @@ impl GroupCoordinator {
             }
             self.after_change(id);
         }
-        let mut writes = Vec::new();
-        for &partition in partitions {
-            writes.extend(self.maybe_restate(partition, now_ms));
-        }
         self.schedule_cleanup(now_ms);
         Output {
             reply: (),
             completions: Vec::new(),
-            writes,
+            writes: Vec::new(),
         }
     }
 
@@ -1325,12 +1281,6 @@ impl GroupCoordinator {
         ticket
     }
 
-    fn stats_mut(&mut self, partition: i32) -> Option<&mut PartitionStats> {
-        usize::try_from(partition)
-            .ok()
-            .and_then(|p| self.stats.get_mut(p))
-    }
-
     fn get_or_create(&mut self, group_id: &str, now_ms: i64) -> &mut Group {
         let partition = self.partition_for(group_id);
         if !self.groups.contains_key(group_id) {
@@ -1396,9 +1346,8 @@ impl GroupCoordinator {
         }
     }
 
-    /// Encodes records into per-partition writes, then restates partitions that grew
-    /// enough.
-    fn writes(&mut self, records: Vec<Record>, now_ms: i64) -> Vec<LogWrite> {
+    /// Encodes records into per-partition writes.
+    fn writes(&self, records: Vec<Record>, now_ms: i64) -> Vec<LogWrite> {
         let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
         for record in records {
             let partition = self.partition_for(record.group_id().unwrap_or(""));
@@ -1410,63 +1359,11 @@ impl GroupCoordinator {
                 Ok(bytes) => out.push(LogWrite {
                     partition,
                     records: bytes,
-                    restatement: false,
                 }),
                 Err(e) => tracing::error!(partition, error = %e, "cannot encode group records"),
             }
-            if let Some(stats) = self.stats_mut(partition) {
-                stats.dirty += records.len() as u64;
-            }
-            out.extend(self.maybe_restate(partition, now_ms));
         }
         out
-    }
-
-    /// A restatement of `partition` if enough garbage accumulated since the last one.
-    fn maybe_restate(&mut self, partition: i32, now_ms: i64) -> Option<LogWrite> {
-        let min = self.config.offsets_compaction_min_records;
-        let stats = *self.stats_mut(partition)?;
-        if stats.dirty < min.max(stats.next_check) {
-            return None;
-        }
-        let ids = self.by_partition.get(partition as usize)?;
-        let live: u64 = ids
-            .iter()
-            .filter_map(|id| self.groups.get(id))
-            .map(|g| g.offsets.len() as u64 + u64::from(g.persisted().is_some()))
-            .sum();
-        let threshold = min.max(live);
-        if stats.dirty < threshold {
-            self.stats_mut(partition)?.next_check = threshold;
-            return None;
-        }
-        let live_records: Vec<Record> = ids
-            .iter()
-            .filter_map(|id| self.groups.get(id))
-            .flat_map(Group::live_records)
-            .collect();
-        let records = store::restatement_records(live_records);
-        let bytes = match store::encode_batches(&records, now_ms, self.config.offsets_batch_bytes) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                tracing::error!(partition, error = %e, "cannot encode a restatement");
-                return None;
-            }
-        };
-        tracing::info!(
-            partition,
-            live,
-            dirty = stats.dirty,
-            "restating __consumer_offsets partition"
-        );
-        let stats = self.stats_mut(partition)?;
-        stats.dirty = 0;
-        stats.next_check = 0;
-        Some(LogWrite {
-            partition,
-            records: bytes,
-            restatement: true,
-        })
     }
 }
 

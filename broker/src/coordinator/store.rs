@@ -14,7 +14,7 @@
 //! bytes    = length i32, bytes                  (never null)
 //!
 //! key      = key_type i16, then by type:
-//!   0 restatement marker:  (nothing)
+//!   0 restatement marker:  (nothing)                 (legacy, see below)
 //!   1 offset commit:       group string, topic string, partition i32
 //!   2 group metadata:      group string
 //!
@@ -37,15 +37,20 @@
 //! add record types); a value version it does not know is an error, since skipping it
 //! could silently lose committed offsets.
 //!
-//! # Bounded growth: restatement
+//! # Bounded growth: compaction
 //!
-//! Old commit records are never needed once a newer record for the same key exists. Instead
-//! of a log cleaner, the coordinator periodically *restates* a partition: it emits a marker
-//! followed by one record for every live key of that partition (see
-//! [`restatement_records`]). The caller appends them and then deletes everything before the
-//! marker's offset (`PartitionLog::delete_records_before`). Replaying old records followed
-//! by a restatement gives the same state as the restatement alone, so a crash between the
-//! append and the deletion, or in the middle of the append, loses nothing.
+//! `__consumer_offsets` has `cleanup.policy=compact`: an old record is never needed once a
+//! newer record with the same key exists, so the broker's log cleaner keeps only each key's
+//! latest record, and drops a tombstone `delete.retention.ms` after it was first cleaned
+//! (by then every older record of its key is gone). Replay is latest-record-per-key: a log
+//! replays to the same state before and after any clean, which the coordinator's random
+//! walks check against the real cleaner.
+//!
+//! Releases before compaction bounded the topic by *restating* a partition: a marker (key
+//! type 0) followed by a copy of every live record, then deleting what came before the
+//! marker. Such logs still replay correctly (a restatement restates the live state, and
+//! the marker carries no group), so an existing data directory needs no conversion: the
+//! marker is skipped, and the cleaner drops all but the last one (they share one key).
 
 use bytes::{Buf, BufMut, Bytes};
 use sluice_storage::batch::{BatchBuilder, Compression, Records};
@@ -140,7 +145,8 @@ pub enum Record {
         /// None: tombstone.
         value: Option<GroupValue>,
     },
-    /// Starts a restatement of `records` records.
+    /// A restatement marker, written before `__consumer_offsets` was compacted (it counted
+    /// the `records` restated after it); read from old logs and skipped, never written.
     Restatement { records: u64 },
 }
 
@@ -510,17 +516,6 @@ pub fn decode_batch(
     Ok(out)
 }
 
-/// The records restating a partition's live state: a marker counting the records that
-/// follow, then `live` (one record per live key, no tombstones).
-pub fn restatement_records(live: Vec<Record>) -> Vec<Record> {
-    let mut out = Vec::with_capacity(live.len() + 1);
-    out.push(Record::Restatement {
-        records: live.len() as u64,
-    });
-    out.extend(live);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -710,13 +705,5 @@ mod tests {
             decode_batch(0, builder.build().unwrap(), 0),
             Err(StoreError::Corrupt { .. })
         ));
-    }
-
-    #[test]
-    fn restatement_starts_with_a_counting_marker() {
-        let live = all_kinds().split_off(1);
-        let out = restatement_records(live.clone());
-        assert_eq!(out[0], Record::Restatement { records: 4 });
-        assert_eq!(&out[1..], &live[..]);
     }
 }

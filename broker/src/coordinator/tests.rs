@@ -771,9 +771,7 @@ fn simple_group_records() -> (i32, Vec<LogWrite>) {
         );
         written.extend(out.writes);
     }
-    assert!(written
-        .iter()
-        .all(|w| w.partition == home && !w.restatement));
+    assert!(written.iter().all(|w| w.partition == home));
     (home, written)
 }
 
@@ -926,27 +924,25 @@ fn an_adopted_replay_is_served_unless_the_partition_was_given_up_meanwhile() {
 }
 
 #[test]
-fn restatements_touch_only_the_partition_loaded() {
+fn loading_writes_nothing_and_cleanup_touches_only_the_partition_loaded() {
     let (home, written) = simple_group_records();
-    let small = CoordinatorConfig {
-        offsets_compaction_min_records: 2,
-        ..config()
-    };
-    let mut coordinator = GroupCoordinator::new_unowned(small.clone());
+    let mut coordinator = GroupCoordinator::new_unowned(config());
     let _ = coordinator.load_partition(home);
-    let mut scratch = GroupCoordinator::new_loading(small);
+    let mut scratch = GroupCoordinator::new_loading(config());
     for write in &written {
         scratch
             .replay_batch(home, write.records.clone(), 0)
             .unwrap();
     }
-    // Six records replayed for two live ones: the partition is restated, and only it.
+    // Six records replayed for two live ones: the cleaner, not the coordinator, drops
+    // the superseded ones, so loading writes nothing.
     let out = coordinator.adopt_partition(home, scratch, 5);
-    assert_eq!(out.writes.len(), 1);
-    assert!(out.writes[0].restatement);
-    assert_eq!(out.writes[0].partition, home);
-    // The periodic cleanup of a coordinator serving one partition writes nothing for the
-    // others (their groups are not here).
+    assert!(out.writes.is_empty());
+    assert_eq!(fetch_simple(&coordinator), (0, vec![100, 101]));
+    // The periodic cleanup of a coordinator serving one partition (here: the simple
+    // group's offsets expire) writes tombstones to it alone, since the other
+    // partitions' groups are not here.
     let out = coordinator.tick(i64::MAX / 2);
+    assert!(!out.writes.is_empty(), "expired offsets are tombstoned");
     assert!(out.writes.iter().all(|w| w.partition == home));
 }

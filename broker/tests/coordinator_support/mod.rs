@@ -1,6 +1,6 @@
 //! Test support for the group coordinator: a simulated clock, a simulated
-//! `__consumer_offsets` log that follows the I/O contract (append every write, delete
-//! before a restatement), and builders for consumer-protocol metadata.
+//! `__consumer_offsets` log that follows the I/O contract (append every write), the same
+//! log as the real log cleaner leaves it, and builders for consumer-protocol metadata.
 
 #![allow(dead_code)]
 
@@ -13,7 +13,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use sluice_broker::coordinator::*;
-use sluice_storage::batch::batches;
+use sluice_storage::batch::{batches, BatchHeader};
+use sluice_storage::{CleanOptions, Flusher, LogConfig, PartitionLog, ReadBound};
 
 /// Test settings: no initial rebalance delay, few offsets partitions.
 pub fn config() -> CoordinatorConfig {
@@ -153,12 +154,15 @@ pub struct SimLog {
 }
 
 impl SimLog {
-    /// Appends a write as `PartitionLog::append` would (assigning offsets), then applies
-    /// the restatement rule.
+    /// Appends a write as `PartitionLog::append` would (assigning offsets).
     pub fn append(&mut self, write: &LogWrite) {
-        let p = self.partitions.entry(write.partition).or_default();
-        let base = p.log_end;
-        for batch in batches(&write.records) {
+        self.append_records(write.partition, &write.records);
+    }
+
+    /// Appends record batches to `partition`, assigning offsets.
+    pub fn append_records(&mut self, partition: i32, records: &[u8]) {
+        let p = self.partitions.entry(partition).or_default();
+        for batch in batches(records) {
             let batch = batch.unwrap();
             let header = sluice_storage::batch::BatchHeader::new(batch).unwrap();
             let count = i64::from(header.records_count());
@@ -167,10 +171,94 @@ impl SimLog {
             p.batches.push((p.log_end, Bytes::from(owned)));
             p.log_end += count;
         }
-        if write.restatement {
-            p.log_start = base;
-            p.batches.retain(|(b, _)| *b >= base);
+    }
+
+    /// Deletes the records of `partition` before `offset`, as `delete_records_before`.
+    pub fn delete_before(&mut self, partition: i32, offset: i64) {
+        let p = self.partitions.get_mut(&partition).unwrap();
+        p.log_start = p.log_start.max(offset);
+        let start = p.log_start;
+        p.batches.retain(|(base, batch)| {
+            base + i64::from(BatchHeader::new(batch).unwrap().records_count()) > start
+        });
+    }
+
+    /// This log as the broker's log cleaner leaves it: every partition is written to a real
+    /// compacted `PartitionLog` with small segments in three parts; after each part the
+    /// log is rolled, made durable and committed, and cleaned with `delete.retention.ms` =
+    /// `tombstone_retention_ms`, the clock moving 1 ms between cleans (so with a retention
+    /// of 0 a tombstone seen by one clean is dropped by the next). Then it is read back.
+    /// Returns the cleaned log and the records the cleans removed.
+    pub fn cleaned(&self, tombstone_retention_ms: i64, now_ms: i64) -> (SimLog, u64) {
+        const PARTS: usize = 3;
+        let dir = tempfile::tempdir().unwrap();
+        let flusher = Flusher::start("sim-cleaner").unwrap();
+        let config = LogConfig {
+            segment_bytes: 1024,
+            index_interval_bytes: 256,
+            retention_ms: None,
+            segment_ms: None,
+            compact: true,
+            ..LogConfig::default()
+        };
+        let mut out = SimLog::default();
+        let mut removed = 0;
+        for (partition, p) in &self.partitions {
+            let path = dir.path().join(partition.to_string());
+            let (log, _) = PartitionLog::open(&path, config.clone(), &flusher, false).unwrap();
+            if p.log_start > 0 {
+                log.truncate_fully_and_start_at(p.log_start).unwrap();
+            }
+            let part_len = p.batches.len().div_ceil(PARTS).max(1);
+            for (clock, part) in (now_ms..).zip(p.batches.chunks(part_len)) {
+                for (base, batch) in part {
+                    let info = log.append(batch, 0, clock).unwrap();
+                    assert_eq!(
+                        info.base_offset, *base,
+                        "the real log assigns the same offsets"
+                    );
+                }
+                // Seal the last segment too, so every record can be cleaned.
+                log.set_config(LogConfig {
+                    segment_ms: Some(0),
+                    ..config.clone()
+                });
+                log.roll_if_due(i64::MAX / 2).unwrap();
+                log.set_config(config.clone());
+                log.flush().unwrap();
+                log.advance_high_watermark(log.log_end_offset());
+                let outcome = log
+                    .clean(&CleanOptions {
+                        now_ms: clock,
+                        delete_retention_ms: tombstone_retention_ms,
+                        ..CleanOptions::default()
+                    })
+                    .unwrap();
+                assert!(!outcome.interrupted);
+                removed += outcome.records_removed;
+            }
+            let cleaned = out.partitions.entry(*partition).or_default();
+            cleaned.log_start = log.log_start_offset();
+            cleaned.log_end = log.log_end_offset();
+            let mut offset = cleaned.log_start;
+            while offset < cleaned.log_end {
+                let read = log
+                    .read_bounded(offset, usize::MAX, false, ReadBound::LogEnd)
+                    .unwrap();
+                let before = offset;
+                for batch in batches(&read.records) {
+                    let batch = batch.unwrap();
+                    let header = BatchHeader::new(batch).unwrap();
+                    cleaned
+                        .batches
+                        .push((header.base_offset(), Bytes::copy_from_slice(batch)));
+                    offset = header.next_offset();
+                }
+                assert!(offset > before, "read at {before} returned nothing");
+            }
+            log.close().unwrap();
         }
+        (out, removed)
     }
 
     /// Records kept in a partition.

@@ -35,18 +35,26 @@
 //! timestamps (a fresh value, or none, which falls back to the file's modification time,
 //! would keep it forever under frequent cleans). ListOffsets -3 therefore does not trust
 //! a segment's max timestamp alone (see `PartitionLog::max_timestamp_offset`).
+//!
+//! Consecutive bare headers of batches without a producer id, with the same leader epoch
+//! and attributes, are merged into one spanning their offsets ([`merge_empty`]): they
+//! carry no producer state, so nothing needs them apart, and a log of many small plain
+//! batches superseded by later ones (the group coordinator writes one batch per offset
+//! commit to `__consumer_offsets`) would otherwise keep a header per batch forever, and
+//! grow with every commit however often it is cleaned. Kafka drops such batches outright;
+//! merging keeps the segment's batches contiguous for the scans above.
 
 use bytes::Bytes;
 
 use super::offset_map::OffsetMap;
 use crate::batch::header::{
-    ATTRIBUTES_AT, BASE_TIMESTAMP_AT, CRC_AT, DELETE_HORIZON_BIT, LENGTH_AT, MAX_TIMESTAMP_AT,
-    RECORDS_COUNT_AT,
+    ATTRIBUTES_AT, BASE_TIMESTAMP_AT, CRC_AT, DELETE_HORIZON_BIT, LAST_OFFSET_DELTA_AT, LENGTH_AT,
+    MAX_TIMESTAMP_AT, NO_PRODUCER_ID, RECORDS_COUNT_AT,
 };
 use crate::batch::varint::{decode_varint, decode_varlong, encode_varint, encode_varlong};
 use crate::batch::{
-    compute_crc, validate_stored_batch, Compression, Records, TimestampType, HEADER_SIZE,
-    LOG_OVERHEAD, NO_TIMESTAMP,
+    compute_crc, validate_stored_batch, BatchHeader, Compression, Records, TimestampType,
+    HEADER_SIZE, LOG_OVERHEAD, NO_TIMESTAMP,
 };
 use crate::error::BatchError;
 
@@ -82,6 +90,39 @@ pub(crate) struct FilterResult {
     pub batch: Filtered,
     pub records_removed: u64,
     pub tombstones_removed: u64,
+}
+
+/// One bare header (no records, codec none) spanning `first` and `second`, if both are
+/// bare headers of batches without a producer id, with the same leader epoch and
+/// attributes, `second` starting where `first` ends and the span fitting a batch's
+/// offset delta; `None` otherwise. The merged header keeps `first`'s base offset and base
+/// timestamp and the larger max timestamp (see the module docs).
+pub(crate) fn merge_empty(first: &[u8], second: &[u8]) -> Option<Vec<u8>> {
+    fn bare(bytes: &[u8]) -> Option<BatchHeader<'_>> {
+        let header = BatchHeader::new(bytes).ok()?;
+        (bytes.len() == HEADER_SIZE
+            && header.records_count() == 0
+            && header.producer_id() == NO_PRODUCER_ID
+            && !header.is_control()
+            && !header.is_transactional()
+            && header.attributes() & CODEC_MASK == 0)
+            .then_some(header)
+    }
+    let (a, b) = (bare(first)?, bare(second)?);
+    if a.next_offset() != b.base_offset()
+        || a.partition_leader_epoch() != b.partition_leader_epoch()
+        || a.attributes() != b.attributes()
+    {
+        return None;
+    }
+    let delta = i32::try_from(b.next_offset() - 1 - a.base_offset()).ok()?;
+    let mut out = first.to_vec();
+    out[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&delta.to_be_bytes());
+    let max = a.max_timestamp().max(b.max_timestamp());
+    out[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max.to_be_bytes());
+    let crc = compute_crc(&out);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Some(out)
 }
 
 /// Filters one stored batch (exactly one batch's bytes). Fails on a batch that does not
@@ -366,6 +407,59 @@ mod tests {
             );
             assert!(records(out).is_empty(), "{codec:?} decodes as no records");
         }
+    }
+
+    /// The bare header `records` at `base` (leader epoch 4) leave when all are superseded,
+    /// with `producer` (`None`: a plain batch).
+    fn emptied(base: i64, records: usize, producer: Option<i64>) -> Vec<u8> {
+        let mut builder = BatchBuilder::new(Compression::None);
+        if let Some(id) = producer {
+            builder = builder.producer(id, 0, 0);
+        }
+        for i in 0..records {
+            builder.push(1000 + base + i as i64, Some(b"k"), Some(b"v"), &[]);
+        }
+        let mut bytes = builder.build().unwrap().to_vec();
+        crate::batch::patch_base_offset(&mut bytes, base);
+        crate::batch::patch_leader_epoch(&mut bytes, 4);
+        let mut map = OffsetMap::with_buffer(1 << 12);
+        map.put(b"k", 1 << 40);
+        let result = filter_batch(&Bytes::from(bytes), &policy(&map, 0)).unwrap();
+        rewritten(&result).to_vec()
+    }
+
+    #[test]
+    fn bare_headers_of_plain_batches_merge_into_one_spanning_them() {
+        let (a, b) = (emptied(10, 3, None), emptied(13, 2, None));
+        let merged = merge_empty(&a, &b).expect("contiguous plain bare headers merge");
+        validate_stored_batch(&merged).unwrap();
+        let header = BatchHeader::new(&merged).unwrap();
+        assert_eq!(header.base_offset(), 10);
+        assert_eq!(header.next_offset(), 15);
+        assert_eq!(header.records_count(), 0);
+        assert_eq!(header.partition_leader_epoch(), 4);
+        assert_eq!(
+            header.base_timestamp(),
+            BatchHeader::new(&a).unwrap().base_timestamp()
+        );
+        assert_eq!(
+            header.max_timestamp(),
+            BatchHeader::new(&b).unwrap().max_timestamp()
+        );
+        // And again with the next one: runs of any length become one header.
+        let c = emptied(15, 1, None);
+        let longer = merge_empty(&merged, &c).unwrap();
+        assert_eq!(BatchHeader::new(&longer).unwrap().next_offset(), 16);
+
+        // Not merged: a gap, an idempotent producer's header (its producer state), a
+        // batch that still has records, another leader epoch.
+        assert!(merge_empty(&a, &emptied(14, 1, None)).is_none());
+        assert!(merge_empty(&a, &emptied(13, 1, Some(7))).is_none());
+        assert!(merge_empty(&emptied(10, 3, Some(7)), &emptied(13, 1, Some(7))).is_none());
+        assert!(merge_empty(&a, &batch(Compression::None, 13, &[("x", Some("1"))])).is_none());
+        let mut other_epoch = emptied(13, 2, None);
+        crate::batch::patch_leader_epoch(&mut other_epoch, 5);
+        assert!(merge_empty(&a, &other_epoch).is_none());
     }
 
     #[test]

@@ -525,6 +525,15 @@ fn write_group(
                 Filtered::Unchanged => None,
                 Filtered::Rewritten(new) => Some(new),
             };
+            // A bare header following another one it can merge with joins it.
+            if let Some((last_input, last_rewritten)) = pending.last_mut() {
+                let last: &[u8] = last_rewritten.as_deref().unwrap_or(last_input);
+                let this: &[u8] = rewritten.as_deref().unwrap_or(&bytes);
+                if let Some(merged) = filter::merge_empty(last, this) {
+                    *last_rewritten = Some(merged);
+                    return Ok(());
+                }
+            }
             pending_bytes += rewritten.as_ref().map_or(bytes.len(), Vec::len);
             pending.push((bytes, rewritten));
             if pending_bytes >= WRITE_CHUNK {
