@@ -468,6 +468,8 @@ pub struct DynamicBrokerConfigs {
     /// The legacy single node's file; `None` in a cluster (the metadata keeps them).
     file: Option<PathBuf>,
     layers: RwLock<Layers>,
+    /// Serializes the legacy single node's read-modify-store-apply of the file.
+    local_alter: std::sync::Mutex<()>,
 }
 
 /// Why the dynamic configs file cannot be used.
@@ -494,6 +496,7 @@ impl DynamicBrokerConfigs {
         DynamicBrokerConfigs {
             file: None,
             layers: RwLock::new(Layers::default()),
+            local_alter: std::sync::Mutex::new(()),
         }
     }
 
@@ -521,7 +524,14 @@ impl DynamicBrokerConfigs {
         Ok(DynamicBrokerConfigs {
             file: Some(path),
             layers: RwLock::new(layers),
+            local_alter: std::sync::Mutex::new(()),
         })
+    }
+
+    /// Held by an alteration on the legacy single node from reading the layers to
+    /// applying them (a cluster's reconciler is the only writer there).
+    pub fn lock_local_alter(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.local_alter.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether the layers live in a file here (the legacy single node).

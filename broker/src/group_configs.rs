@@ -389,9 +389,16 @@ impl GroupConfigStore {
             .unwrap_or_default()
     }
 
-    /// Replaces one group's configs, in the file first (blocking).
-    pub fn set(&self, group: &str, configs: BTreeMap<String, String>) -> Result<(), AdminError> {
+    /// Replaces one group's configs with what `alter` makes of the current ones, in the
+    /// file first (blocking). The lock is held from reading to storing, so two concurrent
+    /// alterations of one group both take effect.
+    pub fn update(
+        &self,
+        group: &str,
+        alter: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>,
+    ) -> Result<(), AdminError> {
         let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
+        let configs = alter(groups.get(group).unwrap_or(&BTreeMap::new()))?;
         let mut next = groups.clone();
         if configs.is_empty() {
             next.remove(group);
@@ -461,10 +468,10 @@ mod tests {
         let store = GroupConfigStore::open(dir.path()).unwrap();
         let mut configs = BTreeMap::new();
         configs.insert("consumer.session.timeout.ms".to_owned(), "50000".to_owned());
-        store.set("g", configs.clone()).unwrap();
+        store.update("g", |_| Ok(configs.clone())).unwrap();
         let reopened = GroupConfigStore::open(dir.path()).unwrap();
         assert_eq!(reopened.get("g"), configs);
-        reopened.set("g", BTreeMap::new()).unwrap();
+        reopened.update("g", |_| Ok(BTreeMap::new())).unwrap();
         assert!(GroupConfigStore::open(dir.path())
             .unwrap()
             .get("g")

@@ -869,15 +869,20 @@ pub async fn prepare(state: &Arc<BrokerState>) -> Result<(), BrokerError> {
             // A topic made by other means (a client's auto-creating Metadata request
             // before this broker had a coordinator) would have retention deleting
             // committed offsets: give it the internal topic's settings. An operator may
-            // have changed its segment or batch size since (kafka-configs); only the
-            // cleanup policy is forced back, since `delete` would lose committed offsets.
+            // have changed them since (kafka-configs); only a cleanup policy without
+            // `compact` is put back, since `delete` alone would lose committed offsets.
             let mut overrides = topic.overrides();
             let before = overrides.clone();
             for (key, value) in offsets_topic_overrides() {
-                if key == "cleanup.policy" {
-                    overrides.insert(key, value);
-                } else {
-                    overrides.entry(key).or_insert(value);
+                let compacted = |policy: &String| policy.split(',').any(|p| p.trim() == "compact");
+                match overrides.get(&key) {
+                    Some(policy) if key == "cleanup.policy" && !compacted(policy) => {
+                        overrides.insert(key, value);
+                    }
+                    Some(_) => {}
+                    None => {
+                        overrides.insert(key, value);
+                    }
                 }
             }
             if overrides != before {

@@ -194,11 +194,13 @@ impl Controller {
     }
 
     /// The records that start a new cluster: its id and its `metadata.version` (this
-    /// build's [`LATEST_METADATA_VERSION`]), each only if the image has none yet (a log
-    /// written before the feature level existed gets it on the next activation).
+    /// build's [`LATEST_METADATA_VERSION`]), each only if the image has none yet. A log
+    /// written before the feature level existed gets it on the next activation, at level
+    /// 1, what such a log holds: its other nodes may still run a build that reads no more.
     pub fn bootstrap(image: &MetadataImage, cluster_id: &str) -> Vec<MetadataRecord> {
         let mut records = Vec::new();
-        if image.cluster_id().is_none() {
+        let new_cluster = image.cluster_id().is_none();
+        if new_cluster {
             records.push(MetadataRecord::ClusterId(ClusterIdRecord {
                 cluster_id: cluster_id.to_owned(),
             }));
@@ -206,7 +208,11 @@ impl Controller {
         if image.feature_level(METADATA_VERSION).is_none() {
             records.push(MetadataRecord::FeatureLevel(FeatureLevelRecord {
                 name: METADATA_VERSION.into(),
-                feature_level: LATEST_METADATA_VERSION,
+                feature_level: if new_cluster {
+                    LATEST_METADATA_VERSION
+                } else {
+                    1
+                },
             }));
         }
         records
@@ -842,6 +848,14 @@ impl Controller {
                         return Err(MetadataError::InvalidRequest(
                             "Invalid group id: empty".into(),
                         ))
+                    }
+                    // A cluster started by an earlier build: its older nodes could not
+                    // read group configs.
+                    ConfigResource::Group(_) if image.metadata_version() < 2 => {
+                        return Err(MetadataError::MetadataVersionTooLow {
+                            needed: 2,
+                            level: image.metadata_version(),
+                        })
                     }
                     _ => {}
                 }

@@ -153,9 +153,9 @@ pub enum MetadataError {
         /// The highest level this build reads.
         supported: u16,
     },
-    /// The controller was about to write a record above the cluster's `metadata.version`
-    /// (a bug: decisions must only produce what the level allows). Internal:
-    /// `UNKNOWN_SERVER_ERROR`.
+    /// A request needs records above the cluster's `metadata.version` (group configs on
+    /// a cluster started at level 1), or the controller was about to write one (a bug:
+    /// decisions must only produce what the level allows). `UNSUPPORTED_VERSION`.
     #[error("a record needs metadata.version {needed}, the cluster is at {level}")]
     MetadataVersionTooLow {
         /// The level the record needs.
@@ -213,6 +213,8 @@ impl MetadataError {
             MetadataError::BrokerIdNotRegistered(_) => "BROKER_ID_NOT_REGISTERED",
             MetadataError::StaleBrokerEpoch { .. } => "STALE_BROKER_EPOCH",
             MetadataError::InvalidUpdateVersion { .. } => "INVALID_UPDATE_VERSION",
+            // Kafka refuses what the cluster's feature levels do not allow yet likewise.
+            MetadataError::MetadataVersionTooLow { .. } => "UNSUPPORTED_VERSION",
             MetadataError::NotLeader { .. } => "FENCED_LEADER_EPOCH",
             MetadataError::IneligibleReplica(_) => "INELIGIBLE_REPLICA",
             MetadataError::ControllerBehind(_) => "NOT_CONTROLLER",
@@ -220,7 +222,6 @@ impl MetadataError {
             | MetadataError::InconsistentRecord { .. }
             | MetadataError::OffsetNotIncreasing { .. }
             | MetadataError::UnsupportedMetadataVersion { .. }
-            | MetadataError::MetadataVersionTooLow { .. }
             | MetadataError::UnsupportedVersion { .. }
             | MetadataError::Decode { .. }
             | MetadataError::Encode { .. } => "UNKNOWN_SERVER_ERROR",

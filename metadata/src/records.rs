@@ -45,11 +45,12 @@ pub const RECORD_BATCH_VERSION: u8 = 1;
 /// `metadata.version`).
 pub const METADATA_VERSION: &str = "metadata.version";
 
-/// The highest `metadata.version` level this build reads and writes. Level 1: every
-/// record and field that exists today. A later build that adds a record kind or field
-/// raises it; its controller writes the new kind only once the cluster's level (a
-/// [`FeatureLevelRecord`] in the log) allows it, so older nodes never meet it unawares.
-pub const LATEST_METADATA_VERSION: u16 = 1;
+/// The highest `metadata.version` level this build reads and writes. Level 1: the first
+/// records and fields. Level 2: configs of consumer groups ([`ConfigResource::Group`]).
+/// A later build that adds a record kind or field raises it; its controller writes the
+/// new kind only once the cluster's level (a [`FeatureLevelRecord`] in the log) allows
+/// it, so older nodes never meet it unawares. A new cluster starts at this build's level.
+pub const LATEST_METADATA_VERSION: u16 = 2;
 
 /// Kafka's `security.protocol` of a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -315,8 +316,11 @@ impl MetadataRecord {
             | MetadataRecord::PartitionChange(_)
             | MetadataRecord::RemoveTopic(_)
             | MetadataRecord::ProducerIds(_)
-            | MetadataRecord::Config(_)
             | MetadataRecord::FeatureLevel(_) => 1,
+            MetadataRecord::Config(c) => match c.resource {
+                ConfigResource::Group(_) => 2,
+                _ => 1,
+            },
         }
     }
 }

@@ -859,7 +859,9 @@ impl PartitionLog {
     /// Follower append: stores the leader's batches byte for byte at their own offsets
     /// (Kafka's `appendAsFollower`). Checks each batch's framing, magic 2 and CRC; the
     /// first batch must start at the log end and each next one where the previous one
-    /// ended, else [`StorageError::OffsetMismatch`]. Nothing is written unless every
+    /// ended, else [`StorageError::OffsetMismatch`] (except a first bare header without
+    /// a producer id that the leader's cleaner merged across this log's end: its tail is
+    /// appended). Nothing is written unless every
     /// batch is valid. Updates the producer states as the leader's append did (no
     /// duplicate or sequence verdicts: the leader decided), so that a new leader answers
     /// a producer's retry as a duplicate; records each batch's partition leader epoch
@@ -871,6 +873,8 @@ impl PartitionLog {
         // A batch must fit in one segment; the leader already applied max.message.bytes
         // (a topic setting that may have changed since).
         let limit = config.segment_bytes.min(usize::MAX as u64) as usize;
+        // The first batch re-based to the log end, when it must be (see below).
+        let rebased_first: Vec<u8>;
         let mut parsed: Vec<(&[u8], BatchHeader<'_>)> = Vec::new();
         let mut rest = records;
         while !rest.is_empty() {
@@ -905,10 +909,20 @@ impl PartitionLog {
             });
         };
         if first.base_offset() != base_offset {
-            return Err(StorageError::OffsetMismatch {
-                expected: base_offset,
-                got: first.base_offset(),
-            });
+            // A bare header the leader's cleaner merged across this log's end: only its
+            // tail is new here (`cleaner::filter::rebase_bare`).
+            match cleaner::filter::rebase_bare(parsed[0].0, base_offset) {
+                Some(tail) => {
+                    rebased_first = tail;
+                    parsed[0] = (&rebased_first, BatchHeader::new(&rebased_first)?);
+                }
+                None => {
+                    return Err(StorageError::OffsetMismatch {
+                        expected: base_offset,
+                        got: first.base_offset(),
+                    })
+                }
+            }
         }
         let mut next = base_offset;
         let mut records_count = 0u64;
@@ -1421,6 +1435,7 @@ impl PartitionLog {
     /// so that the next open is a clean one. The log refuses further work afterwards.
     pub fn close(&self) -> Result<()> {
         let inner = &self.inner;
+        inner.stop_cleaning_for_good();
         let guard = inner.lock_append()?;
         if inner.closed.load(Ordering::Acquire) {
             return Ok(());
@@ -1471,6 +1486,7 @@ impl PartitionLog {
     /// waiter for durability is failed.
     pub fn discard(&self) {
         let inner = &self.inner;
+        inner.stop_cleaning_for_good();
         let _guard = inner.lock_append();
         inner.closed.store(true, Ordering::Release);
         let _sync = inner.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -1521,6 +1537,19 @@ impl LogInner {
     }
 
     /// Whether a truncation waits for the running clean to stop.
+    /// Stops a clean in progress and keeps any later one out (the log is being closed or
+    /// deleted): a clean left running would go on reading files about to be unlinked,
+    /// and write its output next to whatever log is created in this directory next.
+    /// Waits for the clean to notice (it checks between batches). The abort stays raised;
+    /// a later `clean` fails on the closed log anyway.
+    fn stop_cleaning_for_good(&self) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        self.clean_abort.fetch_add(1, Ordering::AcqRel);
+        drop(self.clean_lock.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
     pub(crate) fn clean_aborted(&self) -> bool {
         self.clean_abort.load(Ordering::Acquire) > 0
     }

@@ -278,6 +278,62 @@ fn superseded_plain_batches_leave_one_header_per_run_not_one_per_batch() {
 }
 
 #[test]
+fn a_follower_that_ends_inside_a_merged_header_catches_up() {
+    // The leader cleans its own copy while a follower (out of the ISR, so not holding the
+    // high watermark back) has copied only part of it: the follower's next fetch starts
+    // inside a header the leader merged.
+    let (leader_dir, follower_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (leader, _) = open(leader_dir.path(), config(), true);
+    let (follower, _) = open(follower_dir.path(), config(), true);
+    for i in 0..60 {
+        let mut builder = BatchBuilder::new(Compression::None);
+        builder.push(1000, Some(b"k"), Some(format!("v{i}").as_bytes()), &[]);
+        leader.append(&builder.build().unwrap(), 0, 1000).unwrap();
+    }
+    let copied = read_all(&leader, 0);
+    follower
+        .append_replicated(&copied[..25].concat(), 1000)
+        .unwrap();
+    assert_eq!(follower.log_end_offset(), 25);
+    roll(&leader);
+    leader.clean(&opts(2000)).unwrap();
+    let mut landed_inside = false;
+    for _ in 0..100 {
+        let end = follower.log_end_offset();
+        if end == leader.log_end_offset() {
+            break;
+        }
+        // As the replica fetcher does: fetch from the log end, append what came.
+        let read = leader
+            .read_bounded(end, usize::MAX, false, sluice_storage::ReadBound::LogEnd)
+            .unwrap();
+        landed_inside |= BatchHeader::new(&read.records).unwrap().base_offset() < end;
+        follower.append_replicated(&read.records, 1000).unwrap();
+    }
+    assert!(landed_inside, "a fetch landed on a merged header");
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    commit(&follower);
+    assert_eq!(
+        contents(&follower)[&59],
+        ("k".to_owned(), Some("v59".to_owned()))
+    );
+    // A batch with records starting below the log end is still refused.
+    let mut builder = BatchBuilder::new(Compression::None);
+    builder.push(1000, Some(b"k"), Some(b"x"), &[]);
+    let mut stale = builder.build().unwrap().to_vec();
+    sluice_storage::batch::patch_base_offset(&mut stale, 10);
+    assert!(matches!(
+        follower.append_replicated(&stale, 1000),
+        Err(StorageError::OffsetMismatch { .. })
+    ));
+    // And the follower's log reopens (a full scan) as it is.
+    let end = follower.log_end_offset();
+    drop(follower);
+    let (follower, _) = open(follower_dir.path(), config(), false);
+    assert_eq!(follower.log_end_offset(), end);
+}
+
+#[test]
 fn only_a_compacted_log_is_cleaned() {
     let dir = tempfile::tempdir().unwrap();
     let plain = LogConfig {
@@ -829,6 +885,36 @@ fn a_truncation_stops_a_running_clean_and_waits_for_it() {
     roll(&log);
     log.clean(&opts(3000)).unwrap();
     assert_eq!(contents(&log).len(), 10);
+}
+
+#[test]
+fn deleting_a_log_stops_a_running_clean_and_waits_for_it() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("t-0");
+    let (log, _) = open(&dir, config(), true);
+    fill(&log, 4, Compression::None);
+    roll(&log);
+    let slow = CleanOptions {
+        io_max_bytes_per_sec: Some(4000),
+        ..opts(2000)
+    };
+    let cleaner = std::thread::spawn({
+        let log = log.clone();
+        move || log.clean(&slow)
+    });
+    wait_until_writing(&dir);
+    let started = std::time::Instant::now();
+    log.delete().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    let outcome = cleaner.join().unwrap().unwrap();
+    assert!(outcome.interrupted, "{outcome:?}");
+    // Nothing of the clean is left behind, and a log created there again is its own.
+    assert!(!dir.exists());
+    let (again, _) = open(&dir, config(), true);
+    assert_eq!(again.log_end_offset(), 0);
+    assert!(list(&dir)
+        .iter()
+        .all(|(n, _)| !n.ends_with(".cleaned") && !n.ends_with(".swap")));
 }
 
 /// A truncation lowers the cleaner checkpoint before it cuts any file: when writing the

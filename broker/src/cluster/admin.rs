@@ -80,6 +80,7 @@ pub fn error_by_name(name: &str) -> ResponseError {
         "INELIGIBLE_REPLICA" => E::IneligibleReplica,
         "NOT_CONTROLLER" => E::NotController,
         "REQUEST_TIMED_OUT" => E::RequestTimedOut,
+        "UNSUPPORTED_VERSION" => E::UnsupportedVersion,
         _ => E::UnknownServerError,
     }
 }

@@ -1751,3 +1751,43 @@ fn alter_partition_refuses_like_kafka() {
     };
     assert_eq!(refused(&h, deposed), "FENCED_LEADER_EPOCH");
 }
+
+#[test]
+fn group_configs_need_metadata_version_2() {
+    let group = AlterConfigs {
+        resource: ConfigResource::Group("g".into()),
+        changes: vec![("consumer.session.timeout.ms".into(), Some("45000".into()))],
+    };
+    // A new cluster starts at this build's level, which has them.
+    let h = Harness::new();
+    assert_eq!(h.image.metadata_version(), 2);
+    let outcome = h
+        .controller
+        .alter_configs(&h.image, std::slice::from_ref(&group));
+    outcome.results[0].as_ref().unwrap();
+    check_metadata_version(&outcome.records, 2).unwrap();
+    // A cluster an earlier build started at level 1 refuses them (its older nodes could
+    // not read them), in Kafka's words for a feature the cluster does not have yet.
+    let mut old = crate::MetadataImage::new();
+    old.apply(
+        crate::LogPosition {
+            offset: 0,
+            epoch: 1,
+        },
+        &[MetadataRecord::FeatureLevel(FeatureLevelRecord {
+            name: METADATA_VERSION.into(),
+            feature_level: 1,
+        })],
+    )
+    .unwrap();
+    assert_eq!(old.metadata_version(), 1);
+    let outcome = h.controller.alter_configs(&old, &[group]);
+    assert_eq!(error_name(&outcome.results[0]), "UNSUPPORTED_VERSION");
+    assert!(outcome.records.is_empty());
+    let record = MetadataRecord::Config(ConfigRecord {
+        resource: ConfigResource::Group("g".into()),
+        name: "consumer.session.timeout.ms".into(),
+        value: Some("45000".into()),
+    });
+    assert!(check_metadata_version(&[record], 1).is_err());
+}

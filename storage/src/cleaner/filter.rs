@@ -98,16 +98,6 @@ pub(crate) struct FilterResult {
 /// offset delta; `None` otherwise. The merged header keeps `first`'s base offset and base
 /// timestamp and the larger max timestamp (see the module docs).
 pub(crate) fn merge_empty(first: &[u8], second: &[u8]) -> Option<Vec<u8>> {
-    fn bare(bytes: &[u8]) -> Option<BatchHeader<'_>> {
-        let header = BatchHeader::new(bytes).ok()?;
-        (bytes.len() == HEADER_SIZE
-            && header.records_count() == 0
-            && header.producer_id() == NO_PRODUCER_ID
-            && !header.is_control()
-            && !header.is_transactional()
-            && header.attributes() & CODEC_MASK == 0)
-            .then_some(header)
-    }
     let (a, b) = (bare(first)?, bare(second)?);
     if a.next_offset() != b.base_offset()
         || a.partition_leader_epoch() != b.partition_leader_epoch()
@@ -120,6 +110,41 @@ pub(crate) fn merge_empty(first: &[u8], second: &[u8]) -> Option<Vec<u8>> {
     out[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&delta.to_be_bytes());
     let max = a.max_timestamp().max(b.max_timestamp());
     out[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max.to_be_bytes());
+    let crc = compute_crc(&out);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Some(out)
+}
+
+/// `bytes`' header if it is a bare header (no records, codec none) of a batch without a
+/// producer id: one [`merge_empty`] may merge, or [`rebase_bare`] re-base.
+fn bare(bytes: &[u8]) -> Option<BatchHeader<'_>> {
+    let header = BatchHeader::new(bytes).ok()?;
+    (bytes.len() == HEADER_SIZE
+        && header.records_count() == 0
+        && header.producer_id() == NO_PRODUCER_ID
+        && !header.is_control()
+        && !header.is_transactional()
+        && header.attributes() & CODEC_MASK == 0)
+        .then_some(header)
+}
+
+/// The part of a bare header without a producer id (see [`bare`]) from `base` on, if
+/// `base` lies strictly inside the offsets it spans; `None` otherwise.
+///
+/// Replicas clean their own copies, so a leader may have merged headers where a follower
+/// that was behind still ends inside the merged span: its next fetch returns the merged
+/// header, which starts below its log end. Nothing in the header is needed below the
+/// follower's end (no records, no producer), so the follower appends the header's tail
+/// instead (`PartitionLog::append_replicated`).
+pub(crate) fn rebase_bare(batch: &[u8], base: i64) -> Option<Vec<u8>> {
+    let header = bare(batch)?;
+    if base <= header.base_offset() || base >= header.next_offset() {
+        return None;
+    }
+    let delta = i32::try_from(header.next_offset() - 1 - base).ok()?;
+    let mut out = batch.to_vec();
+    crate::batch::patch_base_offset(&mut out, base);
+    out[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&delta.to_be_bytes());
     let crc = compute_crc(&out);
     out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     Some(out)
@@ -460,6 +485,25 @@ mod tests {
         let mut other_epoch = emptied(13, 2, None);
         crate::batch::patch_leader_epoch(&mut other_epoch, 5);
         assert!(merge_empty(&a, &other_epoch).is_none());
+    }
+
+    #[test]
+    fn a_bare_plain_header_is_rebased_only_from_inside_its_span() {
+        let merged = merge_empty(&emptied(10, 3, None), &emptied(13, 2, None)).unwrap();
+        let tail = rebase_bare(&merged, 12).expect("12 is inside 10..15");
+        validate_stored_batch(&tail).unwrap();
+        let header = BatchHeader::new(&tail).unwrap();
+        assert_eq!((header.base_offset(), header.next_offset()), (12, 15));
+        assert_eq!(header.records_count(), 0);
+        for outside in [9, 10, 15, 16] {
+            assert!(rebase_bare(&merged, outside).is_none(), "{outside}");
+        }
+        assert!(
+            rebase_bare(&emptied(10, 3, Some(7)), 11).is_none(),
+            "producer state"
+        );
+        let with_records = batch(Compression::None, 10, &[("a", Some("1")), ("b", None)]);
+        assert!(rebase_bare(&with_records, 11).is_none());
     }
 
     #[test]

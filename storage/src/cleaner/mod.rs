@@ -46,7 +46,7 @@
 //! anything is swapped (groups already swapped stay swapped; they are complete).
 
 mod checkpoint;
-mod filter;
+pub(crate) mod filter;
 mod offset_map;
 pub(crate) mod swap;
 mod throttle;

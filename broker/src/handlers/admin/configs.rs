@@ -474,20 +474,20 @@ pub fn incremental_alter_configs(
                     RESOURCE_BROKER_LOGGER => {
                         alter_loggers(state, name, &resource.configs, request.validate_only)
                     }
-                    RESOURCE_GROUP => crate::group_configs::altered(
-                        &group_overrides(state, name),
-                        &resource.configs,
-                    )
-                    .and_then(|configs| {
-                        match (&state.group_configs, request.validate_only) {
-                            (_, true) => Ok(()),
-                            (Some(store), false) => store.set(name, configs),
-                            (None, false) => Err(AdminError::new(
-                                ResponseError::UnknownServerError,
-                                "no group config store",
-                            )),
-                        }
-                    }),
+                    RESOURCE_GROUP => match (&state.group_configs, request.validate_only) {
+                        (_, true) => crate::group_configs::altered(
+                            &group_overrides(state, name),
+                            &resource.configs,
+                        )
+                        .map(|_| ()),
+                        (Some(store), false) => store.update(name, |current| {
+                            crate::group_configs::altered(current, &resource.configs)
+                        }),
+                        (None, false) => Err(AdminError::new(
+                            ResponseError::UnknownServerError,
+                            "no group config store",
+                        )),
+                    },
                     other => Err(AdminError::new(
                         ResponseError::InvalidRequest,
                         format!("Unsupported resource type {other}"),
@@ -736,6 +736,9 @@ fn alter_broker_locally(
     validate_only: bool,
 ) -> Result<(), AdminError> {
     let level = Level::of(name, state.node_id)?;
+    // Held from reading the layers to applying them: two concurrent alterations both
+    // take effect, and the last applied is the last stored.
+    let _altering = state.dynamic.lock_local_alter();
     let layers = dynamic_config::altered(&state.config, &state.dynamic.layers(), level, changes)?;
     if validate_only {
         return Ok(());
