@@ -80,6 +80,15 @@ struct BrokerKey {
     doc: &'static str,
 }
 
+impl BrokerKey {
+    /// The default of `name` among `keys` ("" for a name not listed).
+    fn default_of(keys: &[BrokerKey], name: &str) -> &'static str {
+        keys.iter()
+            .find(|k| k.name == name)
+            .map_or("", |k| k.default)
+    }
+}
+
 const BROKER_KEYS: &[BrokerKey] = &[
     BrokerKey {
         name: "node.id",

@@ -58,13 +58,7 @@ impl ObservabilityConfig {
     pub(super) fn parse<'a>(
         get: &dyn Fn(&str) -> Option<&'a str>,
     ) -> Result<ObservabilityConfig, ConfigError> {
-        let value = |name: &str| {
-            get(name).unwrap_or_else(|| {
-                KEYS.iter()
-                    .find(|k| k.name == name)
-                    .map_or("", |k| k.default)
-            })
-        };
+        let value = |name: &str| get(name).unwrap_or_else(|| BrokerKey::default_of(KEYS, name));
         let admin = value("admin.listeners").trim();
         let admin_listener = if admin.eq_ignore_ascii_case("none") {
             None

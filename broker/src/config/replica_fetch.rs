@@ -72,13 +72,7 @@ impl ReplicaFetchConfig {
     pub(super) fn parse<'a>(
         get: &dyn Fn(&str) -> Option<&'a str>,
     ) -> Result<ReplicaFetchConfig, ConfigError> {
-        let value = |name: &str| {
-            get(name).unwrap_or_else(|| {
-                KEYS.iter()
-                    .find(|k| k.name == name)
-                    .map_or("", |k| k.default)
-            })
-        };
+        let value = |name: &str| get(name).unwrap_or_else(|| BrokerKey::default_of(KEYS, name));
         let int = |name: &str, min: i64, max: i64| -> Result<i64, ConfigError> {
             let parsed: i64 = parse_num(name, value(name))?;
             if parsed < min || parsed > max {

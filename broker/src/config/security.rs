@@ -254,11 +254,7 @@ impl SecurityConfig {
         cluster: &ClusterConfig,
         get: &dyn Fn(&str) -> Option<&'a str>,
     ) -> Result<SecurityConfig, ConfigError> {
-        let default = |name: &str| {
-            KEYS.iter()
-                .find(|k| k.name == name)
-                .map_or("", |k| k.default)
-        };
+        let default = |name: &str| BrokerKey::default_of(KEYS, name);
         // A listener's own value, else the broker-wide one, else the default.
         let for_listener = |listener: &str, name: &str| -> (String, &'a str) {
             let prefixed = format!("listener.name.{}.{name}", listener.to_ascii_lowercase());
