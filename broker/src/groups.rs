@@ -1047,6 +1047,8 @@ mod tests {
             leader: 1,
             leader_epoch: 2,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         };
         leader::lead(
             &partition,

@@ -37,7 +37,8 @@ use std::time::Instant;
 
 use sluice_metadata::controller::{
     AlterConfigs, AlterPartitionRequest, BrokerHeartbeatRequest, BrokerRegistrationRequest,
-    CreatePartitions, CreateTopic, CreatedTopic, DeletedTopic, ProducerIdBlock, TopicRef,
+    CreatePartitions, CreateTopic, CreatedTopic, DeletedTopic, ProducerIdBlock, Reassignment,
+    TopicRef,
 };
 use sluice_metadata::image::PartitionRegistration;
 use sluice_metadata::records::check_metadata_version;
@@ -83,6 +84,7 @@ pub(crate) enum Op {
     },
     AlterPartition(AlterPartitionRequest, Reply<PartitionRegistration>),
     ElectPreferredLeaders(Reply<usize>),
+    AlterPartitionReassignments(Vec<Reassignment>, bool, Reply<ItemResults<()>>),
 }
 
 /// What the controller task decides on.
@@ -432,6 +434,13 @@ impl<L: Log> ControllerTask<L> {
                     send(reply, result)
                 }
             },
+            Op::AlterPartitionReassignments(items, allow_rf_change, reply) => {
+                let outcome = c.alter_partition_reassignments(&image, &items, allow_rf_change);
+                let result = self
+                    .commit_if_any(a, &image, outcome.records, outcome.results)
+                    .await;
+                send(reply, result)
+            }
             Op::ElectPreferredLeaders(reply) => {
                 let records = c.elect_preferred_leaders(&image);
                 let moved = records.len();
@@ -492,6 +501,22 @@ impl<L: Log> ControllerTask<L> {
                 ),
                 Err(e) => {
                     tracing::warn!("leader election for offline partitions not committed: {e}");
+                    return lost(&e);
+                }
+            }
+        }
+        // Reassignments ready to complete that the ISR change making them ready could not
+        // complete (no usable leader then).
+        let image = self.images.image();
+        let completions = a.controller.complete_reassignments(&image);
+        if !completions.is_empty() {
+            let completed = completions.len();
+            match self.commit(a, completions).await {
+                Ok(offset) => {
+                    tracing::info!(partitions = completed, offset, "reassignments completed")
+                }
+                Err(e) => {
+                    tracing::warn!("completing reassignments not committed: {e}");
                     return lost(&e);
                 }
             }
@@ -606,6 +631,7 @@ impl Op {
             Op::AllocateProducerIds { reply, .. } => reply.is_closed(),
             Op::AlterPartition(_, r) => r.is_closed(),
             Op::ElectPreferredLeaders(r) => r.is_closed(),
+            Op::AlterPartitionReassignments(_, _, r) => r.is_closed(),
         }
     }
 }
@@ -624,6 +650,7 @@ fn fail(request: Request, e: ControllerError) {
         Op::AllocateProducerIds { reply, .. } => reply.send(Err(e)).is_ok(),
         Op::AlterPartition(_, r) => r.send(Err(e)).is_ok(),
         Op::ElectPreferredLeaders(r) => r.send(Err(e)).is_ok(),
+        Op::AlterPartitionReassignments(_, _, r) => r.send(Err(e)).is_ok(),
     };
 }
 

@@ -168,6 +168,16 @@ impl Local {
                 call(requests, timeout, |reply| Op::AlterPartition(r, reply)).await?,
                 A::AlterPartition,
             ),
+            R::AlterPartitionReassignments {
+                items,
+                allow_replication_factor_change,
+            } => answered(
+                call(requests, timeout, |reply| {
+                    Op::AlterPartitionReassignments(items, allow_replication_factor_change, reply)
+                })
+                .await?,
+                |v| A::AlterPartitionReassignments(rpc::items_to_wire(v)),
+            ),
             R::ElectPreferredLeaders => answered(
                 call(requests, timeout, Op::ElectPreferredLeaders).await?,
                 |n| A::ElectPreferredLeaders(n as u64),

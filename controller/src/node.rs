@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use sluice_metadata::controller::{
     AlterConfigs, AlterPartitionRequest, BrokerHeartbeatRequest, BrokerRegistrationRequest,
-    CreatePartitions, CreateTopic, CreatedTopic, DeletedTopic, ProducerIdBlock, TopicRef,
+    CreatePartitions, CreateTopic, CreatedTopic, DeletedTopic, ProducerIdBlock, Reassignment,
+    TopicRef,
 };
 use sluice_metadata::image::PartitionRegistration;
 use sluice_metadata::records::BrokerId;
@@ -180,6 +181,22 @@ impl MetadataNode {
     ) -> Result<Committed<ItemResults<DeletedTopic>>> {
         let a = self.request(R::DeleteTopics(topics)).await?;
         expect!(a, A::DeleteTopics(v) => items_from_wire(v))
+    }
+
+    /// AlterPartitionReassignments: starts, replaces or cancels partitions' reassignments
+    /// (one result per item; see `sluice_metadata::controller::reassignment`).
+    pub async fn alter_partition_reassignments(
+        &self,
+        items: Vec<Reassignment>,
+        allow_replication_factor_change: bool,
+    ) -> Result<Committed<ItemResults<()>>> {
+        let a = self
+            .request(R::AlterPartitionReassignments {
+                items,
+                allow_replication_factor_change,
+            })
+            .await?;
+        expect!(a, A::AlterPartitionReassignments(v) => items_from_wire(v))
     }
 
     /// CreatePartitions.

@@ -44,7 +44,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sluice_metadata::controller::{
     AlterConfigs, AlterPartitionRequest, BrokerHeartbeatRequest, BrokerRegistrationRequest,
-    CreatePartitions, CreateTopic, CreatedTopic, DeletedTopic, ProducerIdBlock, TopicRef,
+    CreatePartitions, CreateTopic, CreatedTopic, DeletedTopic, ProducerIdBlock, Reassignment,
+    TopicRef,
 };
 use sluice_metadata::image::PartitionRegistration;
 use sluice_metadata::records::BrokerId;
@@ -79,6 +80,11 @@ pub enum ControllerRequest {
     },
     AlterPartition(AlterPartitionRequest),
     ElectPreferredLeaders,
+    /// Partition reassignments (a builder before it refuses the variant as undecodable).
+    AlterPartitionReassignments {
+        items: Vec<Reassignment>,
+        allow_replication_factor_change: bool,
+    },
     DescribeQuorum,
     /// The committed metadata after `after_offset`, answered by any voter (see the module
     /// docs); never forwarded.
@@ -105,6 +111,7 @@ impl ControllerRequest {
             ControllerRequest::AllocateProducerIds { .. } => "AllocateProducerIds",
             ControllerRequest::AlterPartition(_) => "AlterPartition",
             ControllerRequest::ElectPreferredLeaders => "ElectPreferredLeaders",
+            ControllerRequest::AlterPartitionReassignments { .. } => "AlterPartitionReassignments",
             ControllerRequest::DescribeQuorum => "DescribeQuorum",
             ControllerRequest::FetchMetadata { .. } => "FetchMetadata",
         }
@@ -124,6 +131,7 @@ pub enum ControllerAnswer {
     AllocateProducerIds(ProducerIdBlock),
     AlterPartition(PartitionRegistration),
     ElectPreferredLeaders(u64),
+    AlterPartitionReassignments(Vec<Result<(), WireMetadataError>>),
     DescribeQuorum(QuorumDescription),
     FetchMetadata(MetadataFetch),
 }
@@ -308,6 +316,7 @@ pub enum WireMetadataError {
     InvalidPartitions(String),
     InvalidReplicationFactor(String),
     InvalidReplicaAssignment(String),
+    NoReassignmentInProgress(String),
     InvalidRequest(String),
     InvalidConfig(String),
     PolicyViolation(String),
@@ -390,6 +399,7 @@ impl From<MetadataError> for WireMetadataError {
             M::InvalidPartitions(s) => W::InvalidPartitions(s),
             M::InvalidReplicationFactor(s) => W::InvalidReplicationFactor(s),
             M::InvalidReplicaAssignment(s) => W::InvalidReplicaAssignment(s),
+            M::NoReassignmentInProgress(s) => W::NoReassignmentInProgress(s),
             M::InvalidRequest(s) => W::InvalidRequest(s),
             M::InvalidConfig(s) => W::InvalidConfig(s),
             M::PolicyViolation(s) => W::PolicyViolation(s),
@@ -468,6 +478,7 @@ impl From<WireMetadataError> for MetadataError {
             W::InvalidPartitions(s) => M::InvalidPartitions(s),
             W::InvalidReplicationFactor(s) => M::InvalidReplicationFactor(s),
             W::InvalidReplicaAssignment(s) => M::InvalidReplicaAssignment(s),
+            W::NoReassignmentInProgress(s) => M::NoReassignmentInProgress(s),
             W::InvalidRequest(s) => M::InvalidRequest(s),
             W::InvalidConfig(s) => M::InvalidConfig(s),
             W::PolicyViolation(s) => M::PolicyViolation(s),
@@ -623,6 +634,21 @@ mod tests {
                 }],
             }),
             ControllerRequest::ElectPreferredLeaders,
+            ControllerRequest::AlterPartitionReassignments {
+                items: vec![
+                    Reassignment {
+                        topic: "t".into(),
+                        partition: 0,
+                        target: Some(vec![2, 3]),
+                    },
+                    Reassignment {
+                        topic: "t".into(),
+                        partition: 1,
+                        target: None,
+                    },
+                ],
+                allow_replication_factor_change: false,
+            },
             ControllerRequest::DescribeQuorum,
             ControllerRequest::FetchMetadata {
                 after_offset: -1,

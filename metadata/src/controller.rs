@@ -25,6 +25,7 @@
 //! is fenced, shuts down or comes back, and when the epochs bump).
 //! [`Controller::elect_preferred_leaders`] moves leadership back to preferred replicas
 //! (Kafka's `auto.leader.rebalance.enable`; the caller decides when to run it).
+//! `controller/reassignment.rs` moves replicas between brokers (AlterPartitionReassignments).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -37,6 +38,7 @@ use crate::placement::{PlacementBroker, ReplicaPlacer};
 use crate::records::*;
 
 mod leadership;
+mod reassignment;
 mod requests;
 
 use leadership::{
@@ -1094,6 +1096,16 @@ impl Controller {
             return Ok(Vec::new());
         }
         info!(partition = %name, leader = sender, old_isr = ?current.isr, new_isr = ?new_isr, "ISR change");
+        // The change that brings the last adding replica into the ISR completes the
+        // reassignment in the same record.
+        if let Some(done) = reassignment::completion(image, current, &new_isr) {
+            info!(partition = %name, replicas = ?done.replicas, "reassignment completed");
+            return Ok(vec![done.into_record(
+                request.topic_id,
+                request.partition,
+                current,
+            )]);
+        }
         Ok(vec![MetadataRecord::PartitionChange(
             PartitionChangeRecord {
                 topic_id: request.topic_id,
@@ -1102,6 +1114,8 @@ impl Controller {
                 isr: Some(new_isr),
                 replicas: None,
                 expected_partition_epoch: Some(current.partition_epoch),
+                adding_replicas: None,
+                removing_replicas: None,
             },
         )])
     }

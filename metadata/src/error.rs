@@ -44,6 +44,10 @@ pub enum MetadataError {
     /// fenced brokers, uneven replication factors). Kafka: `INVALID_REPLICA_ASSIGNMENT`.
     #[error("{0}")]
     InvalidReplicaAssignment(String),
+    /// A cancellation of a partition reassignment where none is in progress.
+    /// Kafka: `NO_REASSIGNMENT_IN_PROGRESS`.
+    #[error("{0}")]
+    NoReassignmentInProgress(String),
     /// A request whose fields contradict each other. Kafka: `INVALID_REQUEST`.
     #[error("{0}")]
     InvalidRequest(String),
@@ -205,6 +209,7 @@ impl MetadataError {
             MetadataError::InvalidPartitions(_) => "INVALID_PARTITIONS",
             MetadataError::InvalidReplicationFactor(_) => "INVALID_REPLICATION_FACTOR",
             MetadataError::InvalidReplicaAssignment(_) => "INVALID_REPLICA_ASSIGNMENT",
+            MetadataError::NoReassignmentInProgress(_) => "NO_REASSIGNMENT_IN_PROGRESS",
             MetadataError::InvalidRequest(_) => "INVALID_REQUEST",
             MetadataError::InvalidConfig(_) => "INVALID_CONFIG",
             MetadataError::PolicyViolation(_) => "POLICY_VIOLATION",

@@ -107,6 +107,14 @@ pub struct PartitionRegistration {
     pub leader_epoch: i32,
     /// Bumped on every change (the compare-and-set version of AlterPartition).
     pub partition_epoch: i32,
+    /// Replicas a reassignment in progress adds: in `replicas`, not yet all in the ISR.
+    /// Empty (and absent from snapshots) without a reassignment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<BrokerId>,
+    /// Replicas a reassignment in progress removes once the adding ones are in sync: in
+    /// `replicas`, disjoint from `adding_replicas`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<BrokerId>,
 }
 
 impl PartitionRegistration {
@@ -118,6 +126,31 @@ impl PartitionRegistration {
     /// Whether the partition has a leader.
     pub fn has_leader(&self) -> bool {
         self.leader != NO_LEADER
+    }
+
+    /// Whether a reassignment of the partition is in progress.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas the partition had before its reassignment started (its replicas when
+    /// none is in progress): what a cancellation goes back to.
+    pub fn original_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding_replicas.contains(r))
+            .collect()
+    }
+
+    /// The replicas the partition will have once its reassignment completes (its
+    /// replicas when none is in progress).
+    pub fn target_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
     }
 }
 
@@ -394,6 +427,8 @@ impl MetadataImage {
                     leader: r.leader,
                     leader_epoch: r.leader_epoch,
                     partition_epoch: r.partition_epoch,
+                    adding_replicas: Vec::new(),
+                    removing_replicas: Vec::new(),
                 };
                 self.check_partition(&partition)?;
                 let topic = self
@@ -440,6 +475,12 @@ impl MetadataImage {
                 }
                 if let Some(isr) = &r.isr {
                     next.isr = isr.clone();
+                }
+                if let Some(adding) = &r.adding_replicas {
+                    next.adding_replicas = adding.clone();
+                }
+                if let Some(removing) = &r.removing_replicas {
+                    next.removing_replicas = removing.clone();
                 }
                 if let Some(leader) = r.leader {
                     new_term |= leader != current.leader;
@@ -956,6 +997,21 @@ pub(crate) fn check_partition_shape(p: &PartitionRegistration) -> Result<(), Str
     }
     if p.leader_epoch < 0 || p.partition_epoch < 0 {
         return Err("negative epoch".into());
+    }
+    if !distinct(&p.adding_replicas)
+        || !distinct(&p.removing_replicas)
+        || p.adding_replicas
+            .iter()
+            .any(|r| p.removing_replicas.contains(r))
+        || p.adding_replicas
+            .iter()
+            .chain(&p.removing_replicas)
+            .any(|r| !p.replicas.contains(r))
+    {
+        return Err(format!(
+            "adding {:?} and removing {:?} are not disjoint sets of replicas {:?}",
+            p.adding_replicas, p.removing_replicas, p.replicas
+        ));
     }
     Ok(())
 }

@@ -47,10 +47,15 @@ pub const METADATA_VERSION: &str = "metadata.version";
 
 /// The highest `metadata.version` level this build reads and writes. Level 1: the first
 /// records and fields. Level 2: configs of consumer groups ([`ConfigResource::Group`]).
+/// Level 3: partition reassignments (the `adding_replicas` and `removing_replicas` of
+/// [`PartitionChangeRecord`]).
 /// A later build that adds a record kind or field raises it; its controller writes the
 /// new kind only once the cluster's level (a [`FeatureLevelRecord`] in the log) allows
 /// it, so older nodes never meet it unawares. A new cluster starts at this build's level.
-pub const LATEST_METADATA_VERSION: u16 = 2;
+pub const LATEST_METADATA_VERSION: u16 = 3;
+
+/// The `metadata.version` level from which partitions can be reassigned.
+pub const REASSIGNMENT_METADATA_VERSION: u16 = 3;
 
 /// Kafka's `security.protocol` of a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -221,6 +226,15 @@ pub struct PartitionChangeRecord {
     /// checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_partition_epoch: Option<i32>,
+    /// The replicas a reassignment in progress adds (members of the new `replicas`, not yet
+    /// all in sync); `Some(vec![])` ends the reassignment. Absent in the JSON when `None`,
+    /// so records without it read as before; `metadata.version` 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adding_replicas: Option<Vec<BrokerId>>,
+    /// The replicas a reassignment in progress removes once the adding ones are in sync
+    /// (members of the new `replicas`). As `adding_replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removing_replicas: Option<Vec<BrokerId>>,
 }
 
 /// A topic is deleted with its partitions and config overrides (Kafka's `RemoveTopicRecord`).
@@ -313,10 +327,16 @@ impl MetadataRecord {
             | MetadataRecord::UnregisterBroker(_)
             | MetadataRecord::Topic(_)
             | MetadataRecord::Partition(_)
-            | MetadataRecord::PartitionChange(_)
             | MetadataRecord::RemoveTopic(_)
             | MetadataRecord::ProducerIds(_)
             | MetadataRecord::FeatureLevel(_) => 1,
+            MetadataRecord::PartitionChange(c) => {
+                if c.adding_replicas.is_some() || c.removing_replicas.is_some() {
+                    REASSIGNMENT_METADATA_VERSION
+                } else {
+                    1
+                }
+            }
             MetadataRecord::Config(c) => match c.resource {
                 ConfigResource::Group(_) => 2,
                 _ => 1,
@@ -496,9 +516,20 @@ pub(crate) mod tests {
                 proptest::option::of(arb_ids()),
                 proptest::option::of(arb_ids()),
                 any::<Option<i32>>(),
+                proptest::option::of(arb_ids()),
+                proptest::option::of(arb_ids()),
             )
                 .prop_map(
-                    |(topic_id, partition_id, leader, isr, replicas, expected)| {
+                    |(
+                        topic_id,
+                        partition_id,
+                        leader,
+                        isr,
+                        replicas,
+                        expected,
+                        adding,
+                        removing,
+                    )| {
                         MetadataRecord::PartitionChange(PartitionChangeRecord {
                             topic_id,
                             partition_id,
@@ -506,6 +537,8 @@ pub(crate) mod tests {
                             isr,
                             replicas,
                             expected_partition_epoch: expected,
+                            adding_replicas: adding,
+                            removing_replicas: removing,
                         })
                     }
                 ),

@@ -68,6 +68,7 @@ pub fn error_by_name(name: &str) -> ResponseError {
         "INVALID_PARTITIONS" => E::InvalidPartitions,
         "INVALID_REPLICATION_FACTOR" => E::InvalidReplicationFactor,
         "INVALID_REPLICA_ASSIGNMENT" => E::InvalidReplicaAssignment,
+        "NO_REASSIGNMENT_IN_PROGRESS" => E::NoReassignmentInProgress,
         "INVALID_REQUEST" => E::InvalidRequest,
         "INVALID_CONFIG" => E::InvalidConfig,
         "POLICY_VIOLATION" => E::PolicyViolation,
@@ -89,7 +90,7 @@ pub fn error_by_name(name: &str) -> ResponseError {
 /// this broker's image has applied the change, and gives every entry its outcome in
 /// request order: an entry refused here keeps its error; the others get the controller's
 /// per-item answer, or the whole call's error.
-async fn decide<T, A, F>(
+pub(crate) async fn decide<T, A, F>(
     node: &ClusterNode,
     checked: Vec<Result<T, AdminError>>,
     call: impl FnOnce(Vec<T>) -> F,

@@ -554,7 +554,7 @@ fn partition_reassignments_answer_what_a_single_node_can_do() {
             .with_name(name("nosuch"))
             .with_partitions(vec![target(0, Some(vec![state.node_id]))]),
     ]);
-    let response = reassignments::alter(&state, &request);
+    let response = block_on(reassignments::alter(&state, &request));
     let answers: Vec<(i16, String)> = response
         .responses
         .iter()
@@ -603,5 +603,6 @@ fn partition_reassignments_answer_what_a_single_node_can_do() {
     for version in 0..=1 {
         encodes(&response, version);
     }
-    assert!(reassignments::list().topics.is_empty());
+    let list = kafka_protocol::messages::ListPartitionReassignmentsRequest::default();
+    assert!(reassignments::list(&state, &list).topics.is_empty());
 }

@@ -700,6 +700,8 @@ mod tests {
             isr: Some(vec![1, 2]),
             replicas: None,
             expected_partition_epoch: Some(0),
+            adding_replicas: None,
+            removing_replicas: None,
         }));
         let img = image(&records);
         let registration = img.topic_by_id(topic_id).unwrap().partition(0).unwrap();

@@ -501,14 +501,14 @@ async fn dispatch_known(
         }
         RequestKind::AlterPartitionReassignments(req) => {
             if authorize::cluster(&mut session.access(authorizer), Operation::Alter) {
-                respond(&reassignments::alter(state, &req))
+                respond(&reassignments::alter(state, &req).await)
             } else {
                 respond(&reassignments::refused_alter(&req))
             }
         }
-        RequestKind::ListPartitionReassignments(_) => {
+        RequestKind::ListPartitionReassignments(req) => {
             if authorize::cluster(&mut session.access(authorizer), Operation::Describe) {
-                respond(&reassignments::list())
+                respond(&reassignments::list(state, &req))
             } else {
                 respond(&reassignments::refused_list())
             }

@@ -26,6 +26,8 @@
 //! image (`ConfigResource::ClusterDefault`), else the controller's own default
 //! ([`ControllerConfig::unclean_leader_election_enable`]).
 //!
+//! A replica a reassignment is adding is never elected uncleanly: it may hold nothing yet.
+//!
 //! A record's `leader` is set only when the leader changes (apply would not bump the
 //! leader epoch for the current leader anyway).
 
@@ -94,6 +96,8 @@ pub(super) fn change(
         isr,
         replicas: None,
         expected_partition_epoch: Some(p.registration.partition_epoch),
+        adding_replicas: None,
+        removing_replicas: None,
     })
 }
 
@@ -132,7 +136,7 @@ fn leave_partitions_except(
                     reg.replicas
                         .iter()
                         .copied()
-                        .find(|&r| r != broker && usable(r))
+                        .find(|&r| r != broker && usable(r) && !reg.adding_replicas.contains(&r))
                 };
                 match clean {
                     Some(next) => Some(next),
@@ -259,6 +263,7 @@ pub(super) fn take_offline_partitions(
                 return Some(change(&p, Some(broker), None));
             }
             let unclean = reg.replicas.contains(&broker)
+                && !reg.adding_replicas.contains(&broker)
                 && !reg.isr.iter().any(|&r| usable(r))
                 && unclean_election_enabled(image, config, p.topic_name);
             unclean.then(|| {
@@ -293,7 +298,11 @@ pub(super) fn elect_offline_leaders(
             if let Some(leader) = clean {
                 return Some(change(&p, Some(leader), None));
             }
-            let leader = reg.replicas.iter().copied().find(|&r| usable(r))?;
+            let leader = reg
+                .replicas
+                .iter()
+                .copied()
+                .find(|&r| usable(r) && !reg.adding_replicas.contains(&r))?;
             if !unclean_election_enabled(image, config, p.topic_name) {
                 return None;
             }

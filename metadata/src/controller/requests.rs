@@ -143,6 +143,18 @@ pub struct CreatePartitions {
     pub assignments: Option<Vec<Vec<BrokerId>>>,
 }
 
+/// One partition of an AlterPartitionReassignments request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    /// The topic name.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The replicas wanted, preferred leader first; `None` cancels the reassignment in
+    /// progress.
+    pub target: Option<Vec<BrokerId>>,
+}
+
 /// The config changes of one resource (an IncrementalAlterConfigs entry, with APPEND and
 /// SUBTRACT already turned into the full value by the caller).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1760,7 +1760,7 @@ fn group_configs_need_metadata_version_2() {
     };
     // A new cluster starts at this build's level, which has them.
     let h = Harness::new();
-    assert_eq!(h.image.metadata_version(), 2);
+    assert_eq!(h.image.metadata_version(), LATEST_METADATA_VERSION);
     let outcome = h
         .controller
         .alter_configs(&h.image, std::slice::from_ref(&group));

@@ -81,6 +81,8 @@ fn a_batch_with_one_bad_record_changes_nothing() {
             isr: None,
             replicas: None,
             expected_partition_epoch: None,
+            adding_replicas: None,
+            removing_replicas: None,
         }),
         MetadataRecord::RemoveTopic(RemoveTopicRecord {
             topic_id: Uuid::from_u128(1),
@@ -114,6 +116,8 @@ fn a_batch_with_one_bad_record_changes_nothing() {
             isr: None,
             replicas: None,
             expected_partition_epoch: None,
+            adding_replicas: None,
+            removing_replicas: None,
         }),
         // a partition that is not the next one
         MetadataRecord::Partition(PartitionRecord {
@@ -220,6 +224,8 @@ fn epochs_follow_kafka() {
             isr,
             replicas,
             expected_partition_epoch: None,
+            adding_replicas: None,
+            removing_replicas: None,
         })
     };
     image
@@ -253,6 +259,8 @@ fn removing_replicas_bumps_the_leader_epoch_and_naming_the_same_leader_does_not(
             isr,
             replicas,
             expected_partition_epoch: None,
+            adding_replicas: None,
+            removing_replicas: None,
         })
     };
     let epochs = |image: &MetadataImage| {
@@ -699,6 +707,8 @@ fn a_partition_change_applies_only_at_its_expected_partition_epoch() {
             isr: Some(vec![1, 2]),
             replicas: Some(vec![1, 2]),
             expected_partition_epoch: expected,
+            adding_replicas: None,
+            removing_replicas: None,
         })
     };
     let epoch = image.partition(id, 0).unwrap().partition_epoch;

@@ -1,25 +1,35 @@
 //! AlterPartitionReassignments (45) and ListPartitionReassignments (46), as
-//! `kafka-reassign-partitions` and the admin clients use them, with Kafka 4.4's answers
-//! (asked with its Java admin client) for everything Sluice can do: no reassignment is ever
-//! in progress, so the list is empty and a cancellation gets NO_REASSIGNMENT_IN_PROGRESS; a
-//! target equal to the current replica list is done at once; a target Kafka would refuse
-//! (empty, a broker twice, an unregistered broker, an unknown partition) is refused in
-//! Kafka's words.
+//! `kafka-reassign-partitions` and the admin clients use them.
 //!
-//! Moving replicas between brokers is not built yet: a valid target that differs from the
-//! current replicas gets INVALID_REPLICA_ASSIGNMENT saying so (docs/protocol.md).
+//! In a cluster the broker refuses here, in Kafka 4.4's words (asked with its Java admin
+//! client), what its image already shows to be wrong (an unknown partition, an empty
+//! target, a broker twice, an unregistered broker), sends the rest to the active
+//! controller, which moves the replicas (`sluice_metadata::controller::reassignment`), and
+//! answers once its own image has applied the change, so a List on this broker right
+//! after shows it. The List is answered from the image: every partition whose
+//! `adding_replicas` or `removing_replicas` is not empty.
+//!
+//! On the single node of earlier releases nothing can move: the only registered broker
+//! is this one, so the only valid target is the current replicas (done at once), the
+//! list is empty and a cancellation gets NO_REASSIGNMENT_IN_PROGRESS.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
 };
+use kafka_protocol::messages::list_partition_reassignments_response::{
+    OngoingPartitionReassignment, OngoingTopicReassignment,
+};
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
-    ListPartitionReassignmentsResponse,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use sluice_metadata::controller::Reassignment;
 
+use crate::cluster::admin::decide;
 use crate::state::BrokerState;
+use crate::topics::AdminError;
 
 /// A partition's replicas as this broker knows them: the metadata's in a cluster, this
 /// broker alone on the single node of earlier releases. `Err` is Kafka's refusal.
@@ -27,15 +37,15 @@ fn current_replicas(
     state: &BrokerState,
     topic: &str,
     partition: i32,
-) -> Result<Vec<i32>, (ResponseError, String)> {
+) -> Result<Vec<i32>, AdminError> {
     let unknown_topic = || {
-        (
+        AdminError::new(
             ResponseError::UnknownTopicOrPartition,
             format!("Unable to find a topic named {topic}."),
         )
     };
     let unknown_partition = || {
-        (
+        AdminError::new(
             ResponseError::UnknownTopicOrPartition,
             format!("Unable to find partition {topic}:{partition}."),
         )
@@ -63,20 +73,23 @@ fn is_registered(state: &BrokerState, id: i32) -> bool {
     }
 }
 
-/// One partition's answer.
-fn reassign(
+/// What the broker checks of one partition before the controller decides: the item to
+/// send, or Kafka's refusal. The controller checks again on its own image.
+fn check(
     state: &BrokerState,
     topic: &str,
     partition: i32,
     target: Option<&[BrokerId]>,
-) -> Result<(), (ResponseError, String)> {
-    let current = current_replicas(state, topic, partition)?;
-    let invalid = |m: String| (ResponseError::InvalidReplicaAssignment, m);
+) -> Result<Reassignment, AdminError> {
+    current_replicas(state, topic, partition)?;
+    let invalid = |m: String| AdminError::new(ResponseError::InvalidReplicaAssignment, m);
+    let item = |target| Reassignment {
+        topic: topic.to_owned(),
+        partition,
+        target,
+    };
     let Some(target) = target else {
-        return Err((
-            ResponseError::NoReassignmentInProgress,
-            "No partition reassignment is in progress.".to_owned(),
-        ));
+        return Ok(item(None));
     };
     let target: Vec<i32> = target.iter().map(|b| b.0).collect();
     if target.is_empty() {
@@ -95,20 +108,57 @@ fn reassign(
             "The manual partition assignment includes broker {unknown}, but no such broker is registered."
         )));
     }
-    if target == current {
-        return Ok(());
+    Ok(item(Some(target)))
+}
+
+/// The single node's answer to a checked item: its only valid target is its current
+/// replica list (this broker), and nothing is ever in progress.
+fn single_node(state: &BrokerState, item: Reassignment) -> Result<(), AdminError> {
+    match item.target {
+        None => Err(AdminError::new(
+            ResponseError::NoReassignmentInProgress,
+            "No partition reassignment is in progress.",
+        )),
+        Some(target) if target == [state.node_id] => Ok(()),
+        Some(target) => Err(AdminError::new(
+            ResponseError::InvalidReplicaAssignment,
+            format!(
+                "A single node cannot move replicas: {target:?} is not [{}]",
+                state.node_id
+            ),
+        )),
     }
-    Err(invalid(format!(
-        "Sluice cannot move or reorder replicas yet (partition reassignment is not implemented): \
-         the target of {topic}-{partition} must be its current replicas {current:?}"
-    )))
 }
 
 /// Answers AlterPartitionReassignments.
-pub fn alter(
+pub async fn alter(
     state: &BrokerState,
     request: &AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
+    let checked: Vec<Result<Reassignment, AdminError>> = request
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .map(|p| check(state, &topic.name, p.partition_index, p.replicas.as_deref()))
+        })
+        .collect();
+    let mut outcomes = match &state.cluster {
+        Some(node) => {
+            let allow = request.allow_replication_factor_change;
+            decide(node, checked, |items| {
+                node.service.alter_partition_reassignments(items, allow)
+            })
+            .await
+        }
+        None => checked
+            .into_iter()
+            .map(|c| c.and_then(|item| single_node(state, item)))
+            .collect(),
+    }
+    .into_iter();
     let responses = request
         .topics
         .iter()
@@ -119,11 +169,12 @@ pub fn alter(
                 .map(|p| {
                     let answer = ReassignablePartitionResponse::default()
                         .with_partition_index(p.partition_index);
-                    match reassign(state, &topic.name, p.partition_index, p.replicas.as_deref()) {
-                        Ok(()) => answer,
-                        Err((code, message)) => answer
-                            .with_error_code(code.code())
-                            .with_error_message(Some(StrBytes::from_string(message))),
+                    match outcomes.next() {
+                        Some(Ok(())) => answer,
+                        Some(Err(e)) => answer
+                            .with_error_code(e.code.code())
+                            .with_error_message(Some(StrBytes::from_string(e.message))),
+                        None => answer.with_error_code(ResponseError::UnknownServerError.code()),
                     }
                 })
                 .collect();
@@ -146,9 +197,48 @@ pub fn refused_alter(
         .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
 }
 
-/// Answers ListPartitionReassignments: none is ever in progress.
-pub fn list() -> ListPartitionReassignmentsResponse {
-    ListPartitionReassignmentsResponse::default()
+/// Answers ListPartitionReassignments from this broker's image: the partitions asked for
+/// (all with `topics` null) that are being reassigned; others, and unknown ones, are left
+/// out, as Kafka does.
+pub fn list(
+    state: &BrokerState,
+    request: &ListPartitionReassignmentsRequest,
+) -> ListPartitionReassignmentsResponse {
+    let Some(node) = &state.cluster else {
+        return ListPartitionReassignmentsResponse::default();
+    };
+    let image = node.image();
+    let wanted = |topic: &str, partition: i32| match &request.topics {
+        None => true,
+        Some(topics) => topics
+            .iter()
+            .any(|t| t.name.0.as_str() == topic && t.partition_indexes.contains(&partition)),
+    };
+    let ids = |ids: &[i32]| ids.iter().map(|&b| BrokerId(b)).collect::<Vec<_>>();
+    let topics = image
+        .topics()
+        .filter_map(|t| {
+            let partitions: Vec<OngoingPartitionReassignment> = t
+                .partitions
+                .iter()
+                .enumerate()
+                .filter(|(i, p)| p.is_reassigning() && wanted(&t.name, *i as i32))
+                .map(|(i, p)| {
+                    OngoingPartitionReassignment::default()
+                        .with_partition_index(i as i32)
+                        .with_replicas(ids(&p.replicas))
+                        .with_adding_replicas(ids(&p.adding_replicas))
+                        .with_removing_replicas(ids(&p.removing_replicas))
+                })
+                .collect();
+            (!partitions.is_empty()).then(|| {
+                OngoingTopicReassignment::default()
+                    .with_name(TopicName(StrBytes::from_string(t.name.clone())))
+                    .with_partitions(partitions)
+            })
+        })
+        .collect();
+    ListPartitionReassignmentsResponse::default().with_topics(topics)
 }
 
 /// The answer when the principal may not describe the cluster.

@@ -48,6 +48,8 @@ fn lead(state: &BrokerState, partition: &Partition, replicas: &[i32], isr: &[i32
         leader: ME,
         leader_epoch: epoch,
         partition_epoch: 0,
+        adding_replicas: Vec::new(),
+        removing_replicas: Vec::new(),
     };
     leader::lead(
         partition,
