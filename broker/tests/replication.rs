@@ -582,3 +582,195 @@ async fn elect_leaders_returns_leadership_to_the_preferred_replica() {
         handle.shutdown().await.expect("clean shutdown");
     }
 }
+
+/// Acknowledged by every in-sync replica (acks=all) to whichever broker leads partition 0
+/// as `asked` says: the record's offset, or `None` when no leader took it (moving).
+async fn produce_acks_all(asked: SocketAddr, layout: &Layout, value: &str) -> Option<i64> {
+    let (leader, _) = leader(asked).await?;
+    let mut client = Client::connect(layout.client_addr(leader as usize)).await;
+    let request = Client::produce_request(TOPIC, 0, -1, batch(&[(None, value)]));
+    let response: kafka_protocol::messages::ProduceResponse = client.send(9, &request).await;
+    let p = &response.responses[0].partition_responses[0];
+    (p.error_code == 0).then_some(p.base_offset)
+}
+
+/// AlterPartitionReassignments of partition 0 to `target` (`None`: cancel), sent to
+/// `addr`; fails the test unless accepted.
+async fn reassign(addr: SocketAddr, target: Option<&[i32]>) {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{
+        AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
+    };
+    let request = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![ReassignableTopic::default()
+            .with_name(name(TOPIC))
+            .with_partitions(vec![ReassignablePartition::default()
+                .with_partition_index(0)
+                .with_replicas(
+                    target.map(|t| t.iter().map(|&b| BrokerId(b)).collect()),
+                )])]);
+    let mut client = Client::connect(addr).await;
+    let response: AlterPartitionReassignmentsResponse = client.send(0, &request).await;
+    assert_eq!(response.error_code, 0);
+    let p = &response.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0, "reassign to {target:?}: {p:?}");
+}
+
+/// ListPartitionReassignments (all partitions) at `addr`: (replicas, adding, removing) of
+/// partition 0 while it is being reassigned.
+async fn listed(addr: SocketAddr) -> Option<(Vec<i32>, Vec<i32>, Vec<i32>)> {
+    use kafka_protocol::messages::{
+        ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    };
+    let mut client = Client::connect(addr).await;
+    let response: ListPartitionReassignmentsResponse = client
+        .send(
+            0,
+            &ListPartitionReassignmentsRequest::default().with_timeout_ms(10_000),
+        )
+        .await;
+    assert_eq!(response.error_code, 0);
+    let p = response.topics.first()?.partitions.first()?;
+    let ids = |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect();
+    Some((
+        ids(&p.replicas),
+        ids(&p.adding_replicas),
+        ids(&p.removing_replicas),
+    ))
+}
+
+/// The partition's (replicas, sorted ISR, leader) as `addr` sees them.
+async fn assignment(addr: SocketAddr) -> (Vec<i32>, Vec<i32>, i32) {
+    let m = metadata(addr).await;
+    let p = &m.topics[0].partitions[0];
+    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+    isr.sort_unstable();
+    (
+        p.replica_nodes.iter().map(|b| b.0).collect(),
+        isr,
+        p.leader_id.0,
+    )
+}
+
+/// AlterPartitionReassignments moves a partition while acks=all writes go on: from its
+/// three replicas down to [1] (done at once), then from [1] to [2, 3] (new replicas copy
+/// the log, join the ISR, take over the leadership; broker 1 deletes its replica). A
+/// cancelled reassignment puts the replicas back. No acknowledged write is lost, and the
+/// new replicas hold the old log byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reassignment_moves_the_replicas_without_losing_acknowledged_writes() {
+    common::init_tracing();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let layout = Layout::new();
+    let extra = [("auto.leader.rebalance.enable", "false")];
+    let handles = start_with_topic(&layout, &dirs, &extra).await;
+    let admin = layout.client_addr(2);
+    let all_three = vec![1, 2, 3];
+    eventually!("in sync on all three", {
+        let (_, isr, l) = assignment(admin).await;
+        (isr == all_three && l >= 0).then_some(())
+    });
+
+    // Shrink to broker 1 alone: nothing to copy, done in one step.
+    reassign(admin, Some(&[1])).await;
+    eventually!("replicas [1] led by 1", {
+        (assignment(admin).await == (vec![1], vec![1], 1)).then_some(())
+    });
+    assert_eq!(listed(admin).await, None, "nothing in progress");
+    let node = |n: usize| &handles[n - 1].1;
+    eventually!(
+        "brokers 2 and 3 deleted their replicas",
+        (local_log(node(2)).is_none() && local_log(node(3)).is_none()).then_some(())
+    );
+
+    let mut acked = Vec::new();
+    for i in 0..100 {
+        let value = format!("before-{i}");
+        acked.push(eventually!("a write to broker 1", {
+            produce_acks_all(admin, &layout, &value).await
+        }));
+    }
+    let (_, end_before, prefix) = contents(&local_log(node(1)).unwrap().log);
+    assert_eq!(end_before, 100);
+
+    // Move to [2, 3] while writing.
+    reassign(admin, Some(&[2, 3])).await;
+    let writing = Instant::now();
+    let mut i = 0;
+    let completed = loop {
+        let (replicas, isr, leader) = assignment(admin).await;
+        if replicas == [2, 3] && leader != 1 {
+            break (replicas, isr, leader);
+        }
+        assert!(
+            writing.elapsed() < DEADLINE,
+            "reassignment not completed: {replicas:?} {isr:?}"
+        );
+        if i < 2_000 {
+            if let Some(offset) = produce_acks_all(admin, &layout, &format!("during-{i}")).await {
+                acked.push(offset);
+            }
+            i += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(
+        completed.1.iter().all(|b| [2, 3].contains(b)),
+        "{completed:?}"
+    );
+    assert!([2, 3].contains(&completed.2));
+    assert_eq!(listed(admin).await, None, "nothing in progress");
+    eventually!(
+        "broker 1 deleted its replica",
+        local_log(node(1)).is_none().then_some(())
+    );
+    for i in 0..20 {
+        let value = format!("after-{i}");
+        acked.push(eventually!("a write to the new leader", {
+            produce_acks_all(admin, &layout, &value).await
+        }));
+    }
+    let end = eventually!("brokers 2 and 3 hold the same log", {
+        let two = local_log(node(2)).map(|p| contents(&p.log));
+        let three = local_log(node(3)).map(|p| contents(&p.log));
+        match (two, three) {
+            (Some(a), Some(b)) if a == b && a.1 > *acked.iter().max().unwrap() => Some(a),
+            _ => None,
+        }
+    });
+    assert_eq!(end.0, 0, "the whole log was copied");
+    assert!(
+        end.2.starts_with(&prefix),
+        "the new replicas hold the old log byte for byte"
+    );
+    let distinct: std::collections::BTreeSet<i64> = acked.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        acked.len(),
+        "every acknowledged write has its own offset: {acked:?}"
+    );
+    println!(
+        "moved with {} writes acknowledged during the move; log end {}",
+        i, end.1
+    );
+
+    // A reassignment that cannot complete (broker 1 is stopped, so it never catches up),
+    // listed while in progress, then cancelled: back to [2, 3].
+    let mut handles = handles;
+    let (_, one) = handles.remove(0);
+    one.shutdown().await.expect("clean shutdown");
+    reassign(admin, Some(&[2, 3, 1])).await;
+    let in_progress = listed(admin).await.expect("listed while in progress");
+    assert_eq!(in_progress, (vec![2, 3, 1], vec![1], vec![]));
+    reassign(admin, None).await;
+    assert_eq!(listed(admin).await, None);
+    let (replicas, _, _) = assignment(admin).await;
+    assert_eq!(replicas, [2, 3]);
+    for (_, handle) in handles {
+        handle.shutdown().await.expect("clean shutdown");
+    }
+}

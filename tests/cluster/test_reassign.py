@@ -365,7 +365,7 @@ def _moves_under_load(cluster: Cluster, producer: Producer, tmp_path: Path) -> s
         TOPICS, "--bootstrap-server", bootstrap, "--create", "--topic", TOPIC,
         "--replica-assignment", assignment, "--config", "min.insync.replicas=1",
     )
-    assert run.code == 0 and f"Created topic {TOPIC}." in run.lines, run
+    assert run.code == 0 and f"Created topic {TOPIC}." in run.lines, str(run)
     poll(f"{TOPIC} on {INITIAL}, every ISR full", lambda: in_sync(bootstrap, INITIAL), 60)
 
     producer.start()
@@ -379,8 +379,8 @@ def _moves_under_load(cluster: Cluster, producer: Producer, tmp_path: Path) -> s
     plan = write_plan(tmp_path / "moves.json", TARGET)
     moves_start = time.monotonic()  # to the first --verify that says completed (JVM starts included)
     run = reassign(bootstrap, "execute", plan)
-    assert run.code == 0, run
-    assert "Successfully started partition reassignments for moves-0,moves-1,moves-2" in run.lines, run
+    assert run.code == 0, str(run)
+    assert "Successfully started partition reassignments for moves-0,moves-1,moves-2" in run.lines, str(run)
     # The rollback plan it prints first: the current replicas, each with its broker's log dir.
     (rollback,) = [json.loads(line) for line in run.lines if line.startswith('{"version"')]
     assert {p["partition"]: p["replicas"] for p in rollback["partitions"]} == INITIAL, rollback
@@ -392,9 +392,9 @@ def _moves_under_load(cluster: Cluster, producer: Producer, tmp_path: Path) -> s
 
     def verified() -> Optional[Run]:
         run = reassign(bootstrap, "verify", plan)
-        assert run.code == 0, run
+        assert run.code == 0, str(run)
         status = [line for line in run.lines if line.startswith("Reassignment of partition")]
-        assert len(status) == 3 and all(line in done + going for line in status), run
+        assert len(status) == 3 and all(line in done + going for line in status), str(run)
         return run if status == done else None
 
     run = poll("--verify says every move is completed", verified, 90, interval=1)
@@ -406,12 +406,12 @@ def _moves_under_load(cluster: Cluster, producer: Producer, tmp_path: Path) -> s
         "",
         "Clearing broker-level throttles on brokers 1,2,3",
         f"Clearing topic-level throttles on topic {TOPIC}",
-    ], run
+    ], str(run)
 
     states = poll(f"{TOPIC} on {TARGET}, every ISR full", lambda: in_sync(bootstrap, TARGET), 60, interval=1)
     print(f"after the moves: {states}")
     run = reassign(bootstrap, "list")
-    assert run.code == 0 and run.lines == ["No partition reassignments found."], run
+    assert run.code == 0 and run.lines == ["No partition reassignments found."], str(run)
     poll(
         "acknowledged writes on every partition after the moves",
         lambda: producer.error or min(producer.acked_per_partition(since=moved_at).values()) >= 10,
@@ -464,7 +464,7 @@ def _cancel_with_a_dead_broker(cluster: Cluster, tmp_path: Path) -> str:
     run = reassign(bootstrap, "execute", plan)
     print(f"--execute done {time.monotonic() - killed_at:.1f}s after the kill")
     assert run.code == 0, f"(it must be done before node {victim.node_id} is fenced) {run}"
-    assert "Successfully started partition reassignment for moves-2" in run.lines, run
+    assert "Successfully started partition reassignment for moves-2" in run.lines, str(run)
 
     def fenced() -> bool:
         view = kafka_wire.metadata(live[0].host, live[0].port, all_topics=False)
@@ -482,25 +482,25 @@ def _cancel_with_a_dead_broker(cluster: Cluster, tmp_path: Path) -> str:
     assert (p2.replicas, p2.adding, p2.removing, p2.isr, p2.leader) == want, states
 
     run = reassign(bootstrap, "verify", plan)
-    assert run.code == 0, run
+    assert run.code == 0, str(run)
     assert run.lines == [
         "Status of partition reassignment:",
         "Reassignment of partition moves-2 is still in progress.",
         "",
-    ], run
+    ], str(run)
     run = reassign(bootstrap, "list")
-    assert run.code == 0, run
+    assert run.code == 0, str(run)
     assert run.lines == [
         "Current partition reassignments:",
         f"moves-2: replicas: 1,{victim.node_id}. adding: {victim.node_id}.",
-    ], run
+    ], str(run)
 
     run = reassign(bootstrap, "cancel", plan, "--preserve-throttles")
-    assert run.code == 0, run
+    assert run.code == 0, str(run)
     assert run.lines == [
         "Successfully cancelled partition reassignment for: moves-2",
         "None of the specified partition moves are active.",
-    ], run
+    ], str(run)
     after = {**TARGET, 2: [1]}
 
     def cancelled() -> Optional[dict[int, PartitionState]]:
@@ -510,11 +510,11 @@ def _cancel_with_a_dead_broker(cluster: Cluster, tmp_path: Path) -> str:
 
     poll("partition 2 back on [1] alone", cancelled, 60, interval=1)
     run = reassign(bootstrap, "list")
-    assert run.code == 0 and run.lines == ["No partition reassignments found."], run
+    assert run.code == 0 and run.lines == ["No partition reassignments found."], str(run)
 
     # A fenced broker is no broker to the tool: the same plan is refused now.
     run = reassign(bootstrap, "execute", plan)
-    assert run.code == 1 and f"Error: Unknown broker id {victim.node_id}" in run.lines, run
+    assert run.code == 1 and f"Error: Unknown broker id {victim.node_id}" in run.lines, str(run)
 
     cluster.restart(victim)
     poll(f"node {victim.node_id} back in every ISR", lambda: in_sync(cluster.bootstrap, after), 90, interval=1)

@@ -557,10 +557,17 @@ fn send_alter_partition(
                         tracing::info!(topic = %partition.topic, partition = partition.index,
                             isr = ?committed.value.isr, partition_epoch = committed.value.partition_epoch,
                             "ISR changed");
-                        state.apply_registration(&committed.value, now_ms);
-                        if ours {
-                            state.pending = None;
+                        if committed.value.leader_epoch == state.leader_epoch {
+                            state.apply_registration(&committed.value, now_ms);
+                            if ours {
+                                state.pending = None;
+                            }
                         }
+                        // Otherwise the change also ended this leadership (a
+                        // reassignment completed and moved the leader away): the pending
+                        // ISR keeps counting until the image makes this broker resign.
+                        // Dropping it would let the high watermark jump to this log's end
+                        // with the old ISR and acknowledge writes the new leader lacks.
                     }
                     Err(e) => match alter_partition_failure(&e) {
                         // Nothing was committed: drop the change; the next pass decides again.
