@@ -533,7 +533,7 @@ fn partition_reassignments_answer_what_a_single_node_can_do() {
     };
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path(), &[]);
-    state.topics.create("moved", 2, BTreeMap::new()).unwrap();
+    state.topics.create("moved", 5, BTreeMap::new()).unwrap();
     let target = |partition: i32, replicas: Option<Vec<i32>>| {
         ReassignablePartition::default()
             .with_partition_index(partition)
@@ -545,10 +545,11 @@ fn partition_reassignments_answer_what_a_single_node_can_do() {
             .with_partitions(vec![
                 target(0, Some(vec![state.node_id])),
                 target(1, None),
-                target(0, Some(vec![state.node_id, state.node_id])),
-                target(0, Some(vec![])),
-                target(0, Some(vec![state.node_id + 1])),
+                target(2, Some(vec![state.node_id, state.node_id])),
+                target(3, Some(vec![])),
+                target(4, Some(vec![state.node_id + 1])),
                 target(7, Some(vec![state.node_id])),
+                target(0, Some(vec![state.node_id])),
             ]),
         ReassignableTopic::default()
             .with_name(name("nosuch"))
@@ -593,6 +594,10 @@ fn partition_reassignments_answer_what_a_single_node_can_do() {
             (
                 ResponseError::UnknownTopicOrPartition.code(),
                 "Unable to find partition moved:7.".to_owned()
+            ),
+            (
+                ResponseError::InvalidRequest.code(),
+                "Partition moved-0 is listed more than once.".to_owned()
             ),
             (
                 ResponseError::UnknownTopicOrPartition.code(),

@@ -23,6 +23,8 @@
 //!
 //! As in Kafka, a new target for a partition being reassigned starts from its replicas
 //! as they are (the adding replicas included): those not in the new target are removed.
+//! Unlike Kafka, an adding replica the new target keeps is still an adding one (Kafka
+//! makes it an ordinary replica at once, though it may hold nothing yet).
 //! Completion never leaves the ISR empty: with no in-sync replica left in the target, the
 //! reassignment waits. A cancellation that would leave no in-sync replica is refused
 //! (Kafka would make the original replicas the ISR: an unclean choice Sluice does not
@@ -201,10 +203,11 @@ fn start(
         .copied()
         .filter(|r| !target.contains(r))
         .collect();
+    // A replica still being added stays an adding one: it may hold nothing yet.
     let adding: Vec<BrokerId> = target
         .iter()
         .copied()
-        .filter(|r| !current.replicas.contains(r))
+        .filter(|r| !current.replicas.contains(r) || current.adding_replicas.contains(r))
         .collect();
     let started = PartitionRegistration {
         replicas: target.iter().chain(&removing).copied().collect(),

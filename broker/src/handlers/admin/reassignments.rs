@@ -135,14 +135,24 @@ pub async fn alter(
     state: &BrokerState,
     request: &AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
+    let mut seen = std::collections::HashSet::new();
     let checked: Vec<Result<Reassignment, AdminError>> = request
         .topics
         .iter()
-        .flat_map(|topic| {
-            topic
-                .partitions
-                .iter()
-                .map(|p| check(state, &topic.name, p.partition_index, p.replicas.as_deref()))
+        .flat_map(|topic| topic.partitions.iter().map(move |p| (topic, p)))
+        .map(|(topic, p)| {
+            // Before any other check, so that a later entry of a partition is never
+            // executed when an earlier one was refused here.
+            if !seen.insert((topic.name.0.as_str(), p.partition_index)) {
+                return Err(AdminError::new(
+                    ResponseError::InvalidRequest,
+                    format!(
+                        "Partition {}-{} is listed more than once.",
+                        topic.name.0, p.partition_index
+                    ),
+                ));
+            }
+            check(state, &topic.name, p.partition_index, p.replicas.as_deref())
         })
         .collect();
     let mut outcomes = match &state.cluster {
@@ -188,13 +198,38 @@ pub async fn alter(
         .with_responses(responses)
 }
 
-/// The answer when the principal may not alter the cluster.
+/// The answer when the principal may not alter the cluster: the error on the request and
+/// on every partition, as Kafka answers.
 pub fn refused_alter(
     request: &AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
+    let code = ResponseError::ClusterAuthorizationFailed.code();
+    let message = || Some(StrBytes::from_static_str("Cluster authorization failed."));
+    let responses = request
+        .topics
+        .iter()
+        .map(|topic| {
+            ReassignableTopicResponse::default()
+                .with_name(topic.name.clone())
+                .with_partitions(
+                    topic
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            ReassignablePartitionResponse::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                                .with_error_message(message())
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
     AlterPartitionReassignmentsResponse::default()
         .with_allow_replication_factor_change(request.allow_replication_factor_change)
-        .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+        .with_error_code(code)
+        .with_error_message(message())
+        .with_responses(responses)
 }
 
 /// Answers ListPartitionReassignments from this broker's image: the partitions asked for

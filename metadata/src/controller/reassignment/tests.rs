@@ -182,11 +182,20 @@ fn cancelling_goes_back_to_the_original_replicas() {
 fn a_new_target_replaces_the_reassignment_in_progress() {
     let (mut h, t) = cluster(&[&[1, 2]]);
     assert_eq!(reassign(&mut h, &[item(0, Some(&[3, 4]))]), ["OK"]);
-    // From replicas [3, 4, 1, 2] to [1, 3]: broker 3 stays (not caught up), 4 and 2 go.
+    // From replicas [3, 4, 1, 2] to [1, 3]: broker 3 stays an adding replica (it has not
+    // caught up), 4 and 2 go once it has.
     assert_eq!(reassign(&mut h, &[item(0, Some(&[1, 3]))]), ["OK"]);
     let p = partition(&h, t, 0);
-    assert_eq!(p.replicas, [1, 3]);
-    assert_eq!(p.isr, [1], "broker 2 left, broker 3 never caught up");
+    assert_eq!(p.replicas, [1, 3, 4, 2]);
+    assert_eq!(p.adding_replicas, [3]);
+    assert_eq!(p.removing_replicas, [4, 2]);
+    assert_eq!(p.isr, [1, 2]);
+    set_isr(&mut h, t, 0, &[1, 2, 3]);
+    let p = partition(&h, t, 0);
+    assert_eq!(
+        (p.replicas.as_slice(), p.isr.as_slice()),
+        (&[1, 3][..], &[1, 3][..])
+    );
     assert!(!p.is_reassigning());
 }
 
