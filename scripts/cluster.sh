@@ -27,6 +27,11 @@
 #                        3 Sluice nodes beside 3 Kafka brokers: acks=all produce rate, e2e
 #                        p99 and broker CPU per GB with replication factor 3
 #                        (tests/cluster/throughput.py; needs the release sluice-bench)
+#   scripts/cluster.sh reassign-bench [--runs N] [--size-mib M] [--kinds sluice,kafka] [--out DIR]
+#                        3 Sluice nodes beside 3 Kafka brokers: time and MiB/s to move a
+#                        partition of M MiB (default 1024) from node 1 to node 2 with
+#                        AlterPartitionReassignments, and the two nodes' CPU over the move
+#                        (tests/cluster/reassign_bench.py; needs the release sluice-bench)
 #
 # Needs: scripts/deps.sh (the Python venv); for kafka, scripts/deps.sh --kafka; for the
 # network faults, root and nft (scripts/deps.sh --cluster installs nftables).
@@ -49,6 +54,9 @@ case "$cmd" in
         ;;
     throughput)
         exec "$python" "$repo/tests/cluster/throughput.py" "$@"
+        ;;
+    reassign-bench)
+        exec "$python" "$repo/tests/cluster/reassign_bench.py" "$@"
         ;;
     test)
         if [[ "${1:-}" == "--kind" ]]; then
@@ -89,7 +97,7 @@ case "$cmd" in
         ' "$python" "$repo" "$@"
         ;;
     *)
-        sed -n '2,32p' "$0" >&2
+        sed -n '2,37p' "$0" >&2
         exit 2
         ;;
 esac

@@ -363,6 +363,12 @@ impl ClusterNode {
             .cloned()
     }
 
+    /// The metadata offset the local replicas last followed (see [`Self::set_reconciled`]):
+    /// changes once the reconciler created or removed the replicas of a change.
+    pub(crate) fn subscribe_reconciled(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.reconciled.subscribe()
+    }
+
     /// Called by the reconciler after a pass over the image at `offset`.
     pub(crate) fn set_reconciled(&self, offset: i64) {
         self.reconciled.send_if_modified(|r| {

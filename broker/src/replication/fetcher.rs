@@ -3,9 +3,11 @@
 //! it follows from their leaders by fetching, as Kafka's followers do.
 //!
 //! **Which partitions.** [`run`] (the manager) follows the metadata image: after every
-//! applied change and every [`POLL`], the followed partitions are those whose `replicas`
-//! list this broker, whose leader is another broker, and whose local replica exists (the
-//! reconciler creates it, `cluster::reconcile`). They are grouped by leader broker, and
+//! applied change, every reconciler pass that followed one, and every [`POLL`], the
+//! followed partitions are those whose `replicas` list this broker, whose leader is
+//! another broker, and whose local replica exists (the reconciler creates it,
+//! `cluster::reconcile`, just after the change: the pass it ends wakes the manager, so a
+//! new replica starts fetching at once rather than at the next poll). They are grouped by leader broker, and
 //! within a leader by `hash(partition) % num.replica.fetchers`: one fetcher task per group,
 //! each with one TCP connection to the leader's endpoint on this broker's listener
 //! (`ClusterNode::listener_name`, from the leader's registration), one request in flight,
@@ -226,6 +228,7 @@ pub async fn run(
         client_id: format!("broker-{}-fetcher", node.node_id),
     };
     let mut changes = node.service.subscribe();
+    let mut reconciled = node.subscribe_reconciled();
     let mut fetchers: BTreeMap<FetcherKey, FetcherHandle> = BTreeMap::new();
     let mut generation: u64 = 0;
     loop {
@@ -240,6 +243,7 @@ pub async fn run(
         apply_plan(&mut fetchers, wanted, &context, &mut generation).await;
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { break },
+            changed = reconciled.changed() => if changed.is_err() { break },
             () = tokio::time::sleep(POLL) => {}
             _ = shutdown.wait_for(|s| *s) => break,
         }

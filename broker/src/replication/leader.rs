@@ -53,9 +53,6 @@ const MIN_WAKE_INTERVAL: Duration = Duration::from_millis(20);
 pub struct LeaderView {
     /// The epoch this broker leads the partition at; `None` when it does not lead it.
     pub leader_epoch: Option<i32>,
-    /// The epoch its unbroken leadership began at (see `LeaderState::led_since_epoch`);
-    /// `None` when it does not lead.
-    pub led_since_epoch: Option<i32>,
     pub high_watermark: i64,
     /// The size of the committed ISR.
     pub isr_size: usize,
@@ -76,7 +73,6 @@ impl Leadership {
     pub fn new(sole_replica: bool, isr_check: Arc<tokio::sync::Notify>) -> Leadership {
         let view = LeaderView {
             leader_epoch: sole_replica.then_some(0),
-            led_since_epoch: sole_replica.then_some(0),
             high_watermark: 0,
             isr_size: usize::from(sole_replica),
         };
@@ -144,10 +140,6 @@ fn settle(partition: &Partition, state: Option<&LeaderState>, min_insync: usize)
     let view = LeaderView {
         leader_epoch: match state {
             Some(s) => Some(s.leader_epoch),
-            None => leadership.sole_replica.then_some(0),
-        },
-        led_since_epoch: match state {
-            Some(s) => Some(s.led_since_epoch),
             None => leadership.sole_replica.then_some(0),
         },
         high_watermark: hw,
@@ -218,14 +210,7 @@ pub fn lead(
                 high_watermark = partition.log.high_watermark(),
                 "leading the partition"
             );
-            let mut state = LeaderState::new(me, topic_id, registration, end, now_ms);
-            // A new epoch while this broker kept leading (a reassignment dropped a
-            // replica): the leadership is unbroken, so acks=all waits of the older epoch
-            // go on waiting (their records stay: a leader never truncates its own log).
-            if let Some(old) = guard.as_ref().filter(|s| s.topic_id == topic_id) {
-                state.led_since_epoch = old.led_since_epoch;
-            }
-            *guard = Some(state);
+            *guard = Some(LeaderState::new(me, topic_id, registration, end, now_ms));
         }
     }
     settle(partition, guard.as_ref(), min_insync);
@@ -286,15 +271,11 @@ pub fn wait_replicated(
     deadline: tokio::time::Instant,
 ) -> ReplicationWait {
     let mut view = partition.leadership.view.subscribe();
-    // Still the leadership the records were appended in: the same epoch, or a later one
-    // of the same unbroken leadership (see `lead`).
-    let same_leadership = move |v: &LeaderView| {
-        v.leader_epoch.is_some_and(|e| e >= leader_epoch)
-            && v.led_since_epoch.is_some_and(|since| since <= leader_epoch)
-    };
     Box::pin(async move {
         let done = |v: &LeaderView| {
-            !same_leadership(v) || v.high_watermark >= end_offset || v.isr_size < min_insync
+            v.leader_epoch != Some(leader_epoch)
+                || v.high_watermark >= end_offset
+                || v.isr_size < min_insync
         };
         let outcome = match tokio::time::timeout_at(deadline, view.wait_for(done)).await {
             Err(_) => return Err(ResponseError::RequestTimedOut),
@@ -302,7 +283,7 @@ pub fn wait_replicated(
             Ok(Err(_)) => return Err(ResponseError::NotLeaderOrFollower),
             Ok(Ok(v)) => *v,
         };
-        if !same_leadership(&outcome) {
+        if outcome.leader_epoch != Some(leader_epoch) {
             Err(ResponseError::NotLeaderOrFollower)
         } else if outcome.high_watermark >= end_offset {
             Ok(())
@@ -786,71 +767,5 @@ mod tests {
         resign(&p, 2);
         assert_eq!(p.leadership.leader_epoch(), None);
         assert!(propose_isr(&p, (1, 9), &img, 2, LAG, t0 + LAG + 6).is_none());
-    }
-
-    /// An acks=all wait goes on across a new epoch of the same unbroken leadership (a
-    /// reassignment dropped a replica) and ends with NOT_LEADER_OR_FOLLOWER once the
-    /// broker resigned, even if it leads again since.
-    #[tokio::test]
-    async fn acks_all_waits_survive_a_new_epoch_of_the_same_leadership_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let topics = registry(dir.path());
-        let topic_id = Uuid::from_u128(5);
-        topics
-            .ensure_replica("t", topic_id, 0, &BTreeMap::new())
-            .unwrap();
-        let p = topics.get_by_id(topic_id).unwrap().partition(0).unwrap();
-        let mut records = brokers(3);
-        records.push(topic("t", topic_id));
-        records.push(partition_record(topic_id));
-        let at_epoch_4 = image(&records);
-        let registration = at_epoch_4
-            .topic_by_id(topic_id)
-            .unwrap()
-            .partition(0)
-            .unwrap();
-        lead(&p, 1, topic_id, registration, 1, 1_000);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        // A wait at epoch 4 for offset 1 (followers 2 and 3 have not fetched).
-        let wait = wait_replicated(&p, 4, 1, 1, deadline);
-        // Broker 3 is dropped (a completed reassignment): epoch 5, broker 1 still leads.
-        records.push(MetadataRecord::PartitionChange(PartitionChangeRecord {
-            topic_id,
-            partition_id: 0,
-            leader: None,
-            isr: Some(vec![1, 2]),
-            replicas: Some(vec![1, 2]),
-            expected_partition_epoch: Some(0),
-            adding_replicas: None,
-            removing_replicas: None,
-        }));
-        let at_epoch_5 = image(&records);
-        let registration = at_epoch_5
-            .topic_by_id(topic_id)
-            .unwrap()
-            .partition(0)
-            .unwrap();
-        assert_eq!(registration.leader_epoch, 5);
-        lead(&p, 1, topic_id, registration, 1, 1_100);
-        assert_eq!(p.leadership.leader_epoch(), Some(5));
-        // Follower 2 has it: the epoch-4 wait completes.
-        let mut one =
-            sluice_storage::batch::BatchBuilder::new(sluice_storage::batch::Compression::None);
-        one.push(1_000, None, Some(b"v"), &[]);
-        p.log
-            .append(&one.build().unwrap(), 5, 1_150)
-            .expect("append");
-        record_follower_fetch(&p, 2, 1, -1, 1, 1_200).unwrap();
-        assert_eq!(wait.await, Ok(()));
-
-        // A wait, then a resignation and a new leadership: it fails.
-        let wait = wait_replicated(&p, 5, 2, 1, deadline);
-        resign(&p, 1);
-        let later = PartitionRegistration {
-            leader_epoch: 6,
-            ..registration.clone()
-        };
-        lead(&p, 1, topic_id, &later, 1, 1_300);
-        assert_eq!(wait.await, Err(ResponseError::NotLeaderOrFollower));
     }
 }

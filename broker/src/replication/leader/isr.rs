@@ -94,10 +94,6 @@ pub struct LeaderState {
     pub epoch_start_offset: i64,
     /// Every replica but this broker.
     pub followers: BTreeMap<i32, FollowerState>,
-    /// The leader epoch at which this broker's current, unbroken leadership began: equal
-    /// to `leader_epoch` unless the epoch was bumped while this broker kept leading (a
-    /// reassignment dropped a replica). Its log was never truncated since.
-    pub led_since_epoch: i32,
 }
 
 impl LeaderState {
@@ -119,7 +115,6 @@ impl LeaderState {
             pending: None,
             epoch_start_offset: leader_end,
             followers: BTreeMap::new(),
-            led_since_epoch: registration.leader_epoch,
         };
         state.apply_registration(registration, now_ms);
         state
