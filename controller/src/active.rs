@@ -491,35 +491,21 @@ impl<L: Log> ControllerTask<L> {
         // leader election enabled since they went offline.
         let image = self.images.image();
         let elections = a.controller.elect_offline_leaders(&image);
-        if !elections.is_empty() {
-            let elected = elections.len();
-            match self.commit(a, elections).await {
-                Ok(offset) => tracing::info!(
-                    partitions = elected,
-                    offset,
-                    "leaders elected for offline partitions"
-                ),
-                Err(e) => {
-                    tracing::warn!("leader election for offline partitions not committed: {e}");
-                    return lost(&e);
-                }
-            }
+        if let Some(stop) = self
+            .commit_periodic(a, elections, "leaders elected for offline partitions")
+            .await
+        {
+            return stop;
         }
         // Reassignments ready to complete that the ISR change making them ready could not
         // complete (no usable leader then).
         let image = self.images.image();
         let completions = a.controller.complete_reassignments(&image);
-        if !completions.is_empty() {
-            let completed = completions.len();
-            match self.commit(a, completions).await {
-                Ok(offset) => {
-                    tracing::info!(partitions = completed, offset, "reassignments completed")
-                }
-                Err(e) => {
-                    tracing::warn!("completing reassignments not committed: {e}");
-                    return lost(&e);
-                }
-            }
+        if let Some(stop) = self
+            .commit_periodic(a, completions, "reassignments completed")
+            .await
+        {
+            return stop;
         }
         if a.next_preferred_election
             .is_some_and(|at| Instant::now() >= at)
@@ -530,20 +516,39 @@ impl<L: Log> ControllerTask<L> {
                 .map(|i| Instant::now() + i);
             let image = self.images.image();
             let records = a.controller.elect_preferred_leaders(&image);
-            if !records.is_empty() {
-                let moved = records.len();
-                match self.commit(a, records).await {
-                    Ok(offset) => {
-                        tracing::info!(partitions = moved, offset, "preferred leaders elected")
-                    }
-                    Err(e) => {
-                        tracing::warn!("preferred leader election not committed: {e}");
-                        return lost(&e);
-                    }
-                }
+            if let Some(stop) = self
+                .commit_periodic(a, records, "preferred leaders elected")
+                .await
+            {
+                return stop;
             }
         }
         Ok(())
+    }
+
+    /// Commits the records of one of [`Self::tick`]'s periodic decisions, one per
+    /// partition (none: nothing to do), and logs `done` with their count, or the failure.
+    /// `Some`: the commit failed and the tick ends with this (see [`lost`]).
+    async fn commit_periodic(
+        &mut self,
+        a: &mut Active,
+        records: Vec<MetadataRecord>,
+        done: &'static str,
+    ) -> Option<Result<(), ()>> {
+        if records.is_empty() {
+            return None;
+        }
+        let partitions = records.len();
+        match self.commit(a, records).await {
+            Ok(offset) => {
+                tracing::info!(partitions, offset, "{done}");
+                None
+            }
+            Err(e) => {
+                tracing::warn!("not committed ({done}): {e}");
+                Some(lost(&e))
+            }
+        }
     }
 
     /// Commits `records` unless there are none; answers `value` at the resulting offset.

@@ -209,3 +209,22 @@ impl Harness {
         fenced
     }
 }
+
+/// An empty image whose log set `metadata.version` to `level`: a cluster an earlier build
+/// started (the level never goes down in a real log, so a lower one needs its own image).
+pub fn image_at_metadata_version(level: u16) -> MetadataImage {
+    let mut image = MetadataImage::new();
+    image
+        .apply(
+            LogPosition {
+                offset: 0,
+                epoch: 1,
+            },
+            &[MetadataRecord::FeatureLevel(FeatureLevelRecord {
+                name: METADATA_VERSION.into(),
+                feature_level: level,
+            })],
+        )
+        .expect("a feature level record applies to an empty image");
+    image
+}

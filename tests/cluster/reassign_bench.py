@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -48,6 +47,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from launcher import Cluster, start_cluster  # noqa: E402
+from throughput import _bench, _bench_bin, _cpu_s, _stream  # noqa: E402  (the same sluice-bench and /proc helpers)
 
 REPO = HERE.parent.parent
 TOPIC = "move-bench"
@@ -55,24 +55,7 @@ SOURCE, TARGET = [1], [2]
 RECORD_SIZE = 1024
 TOPIC_CONFIGS = {"min.insync.replicas": "1"}
 POLL_S = 0.1
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
-
-
-def _bench_bin() -> Path:
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    return target / "release" / "sluice-bench"
-
-
-def _cpu_s(pid: Optional[int]) -> float:
-    """utime + stime of the process, in seconds (a process that is gone counts 0)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def _log_bytes(cluster: Cluster, node_id: int) -> int:
@@ -82,19 +65,6 @@ def _log_bytes(cluster: Cluster, node_id: int) -> int:
         return sum(f.stat().st_size for f in part.iterdir() if f.name.endswith(".log"))
     except FileNotFoundError:
         return 0
-
-
-def _bench(args: list[str], timeout: float) -> dict:
-    out = subprocess.run(
-        [str(_bench_bin()), *args, "--json", "--quiet"], capture_output=True, text=True, timeout=timeout
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"sluice-bench {' '.join(args)} failed ({out.returncode}): {out.stderr[-2000:]}")
-    return json.loads(out.stdout)
-
-
-def _stream(report: dict, name: str) -> dict:
-    return next(s for s in report["streams"] if s["name"] == name)
 
 
 def _poll(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
@@ -188,7 +158,8 @@ def measure(kind: str, run: int, size_mib: int, timeout: float, base: Path) -> d
 
         # The move.
         tp = TopicPartition(TOPIC, 0)
-        src, dst = cluster.node(SOURCE[0]).pid(), cluster.node(TARGET[0]).pid()
+        # Lists of pids, as throughput's _cpu_s takes them (a node that is gone counts 0).
+        src, dst = ([p for p in (cluster.node(n).pid(),) if p is not None] for n in (SOURCE[0], TARGET[0]))
         cpu_src, cpu_dst = _cpu_s(src), _cpu_s(dst)
         t0 = time.monotonic()
         answer = admin.alter_partition_reassignments({tp: TARGET})

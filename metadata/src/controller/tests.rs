@@ -1768,18 +1768,7 @@ fn group_configs_need_metadata_version_2() {
     check_metadata_version(&outcome.records, 2).unwrap();
     // A cluster an earlier build started at level 1 refuses them (its older nodes could
     // not read them), in Kafka's words for a feature the cluster does not have yet.
-    let mut old = crate::MetadataImage::new();
-    old.apply(
-        crate::LogPosition {
-            offset: 0,
-            epoch: 1,
-        },
-        &[MetadataRecord::FeatureLevel(FeatureLevelRecord {
-            name: METADATA_VERSION.into(),
-            feature_level: 1,
-        })],
-    )
-    .unwrap();
+    let old = crate::testkit::image_at_metadata_version(1);
     assert_eq!(old.metadata_version(), 1);
     let outcome = h.controller.alter_configs(&old, &[group]);
     assert_eq!(error_name(&outcome.results[0]), "UNSUPPORTED_VERSION");

@@ -31,13 +31,13 @@ use crate::cluster::admin::decide;
 use crate::state::BrokerState;
 use crate::topics::AdminError;
 
-/// A partition's replicas as this broker knows them: the metadata's in a cluster, this
-/// broker alone on the single node of earlier releases. `Err` is Kafka's refusal.
-fn current_replicas(
+/// Refuses, in Kafka's words, a partition this broker does not know: from the metadata
+/// image in a cluster, from its own topics on the single node of earlier releases.
+fn check_partition_exists(
     state: &BrokerState,
     topic: &str,
     partition: i32,
-) -> Result<Vec<i32>, AdminError> {
+) -> Result<(), AdminError> {
     let unknown_topic = || {
         AdminError::new(
             ResponseError::UnknownTopicOrPartition,
@@ -54,15 +54,14 @@ fn current_replicas(
         Some(node) => {
             let image = node.image();
             let t = image.topic(topic).ok_or_else(unknown_topic)?;
-            let p = t.partition(partition).ok_or_else(unknown_partition)?;
-            Ok(p.replicas.clone())
+            t.partition(partition).ok_or_else(unknown_partition)?;
         }
         None => {
             let t = state.topics.get(topic).ok_or_else(unknown_topic)?;
             t.partition(partition).ok_or_else(unknown_partition)?;
-            Ok(vec![state.node_id])
         }
     }
+    Ok(())
 }
 
 /// Whether broker `id` is registered (in a cluster) or is this broker (single node).
@@ -81,7 +80,7 @@ fn check(
     partition: i32,
     target: Option<&[BrokerId]>,
 ) -> Result<Reassignment, AdminError> {
-    current_replicas(state, topic, partition)?;
+    check_partition_exists(state, topic, partition)?;
     let invalid = |m: String| AdminError::new(ResponseError::InvalidReplicaAssignment, m);
     let item = |target| Reassignment {
         topic: topic.to_owned(),

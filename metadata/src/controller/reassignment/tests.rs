@@ -252,18 +252,7 @@ fn kafkas_refusals() {
 fn reassignments_need_metadata_version_3() {
     let (h, _) = cluster(&[&[1, 2]]);
     // A cluster an earlier build started at level 2.
-    let mut old = crate::MetadataImage::new();
-    old.apply(
-        crate::LogPosition {
-            offset: 0,
-            epoch: 1,
-        },
-        &[MetadataRecord::FeatureLevel(FeatureLevelRecord {
-            name: METADATA_VERSION.into(),
-            feature_level: 2,
-        })],
-    )
-    .unwrap();
+    let old = crate::testkit::image_at_metadata_version(2);
     let outcome = h
         .controller
         .alter_partition_reassignments(&old, &[item(0, Some(&[2, 3]))], true);
